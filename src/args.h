@@ -1,0 +1,41 @@
+/* args.h — table-driven command-line flags, shared by every command.
+ *
+ * A command declares its flags as an array of ArgSpec, each pointing at the
+ * variable it fills. args_parse accepts `--name value` and `--name=value`,
+ * rejects unknown flags, missing values, malformed numbers and values outside
+ * [min, max], always naming the flag. Defaults are whatever the variables
+ * held before parsing. */
+#ifndef NF_ARGS_H
+#define NF_ARGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef enum {
+    ARG_STRING,  /* const char **dest */
+    ARG_INT,     /* int64_t *dest, checked against [min, max] */
+    ARG_FLOAT,   /* double *dest, finite, checked against [min, max] */
+    ARG_FLAG,    /* bool *dest, takes no value */
+    ARG_CHOICE,  /* const char **dest, one of the '|'-separated words in choices */
+} ArgType;
+
+typedef struct {
+    const char *name;     /* without the leading "--" */
+    ArgType type;
+    void *dest;
+    double min, max;      /* ARG_INT / ARG_FLOAT */
+    const char *choices;  /* ARG_CHOICE: "eot|blank|none" */
+    const char *help;     /* one line for --help */
+    bool seen;            /* set by args_parse */
+} ArgSpec;
+
+/* Parses argv[0..argc) (the words after the command name). Returns 0, or -1
+ * with err set. Sets *help_requested when --help or -h is present. */
+int args_parse(ArgSpec *specs, int n_specs, int argc, char **argv, bool *help_requested, NfError *err);
+
+/* Prints "usage: neuralforge <command> ..." and every flag with its help to stderr. */
+void args_print_help(const char *command, const char *summary, const ArgSpec *specs, int n_specs);
+
+#endif

@@ -1,0 +1,199 @@
+/* cmd_generate.c — `neuralforge generate`: text from a model.
+ *
+ * The prompt (after BOS) is fed through the KV-cached forward pass, then
+ * tokens are sampled until EOS/BOS, --max-tokens or the model's seq_len.
+ * Each generated token is streamed as a `token` message (or printed raw
+ * with --text), followed by `generate_done`. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "commands.h"
+#include "infer.h"
+#include "sampler.h"
+#include "tokenizer.h"
+#include "utf8.h"
+#include "util.h"
+
+#define MAX_STDIN_PROMPT (16u << 20)
+
+/* Reads all of stdin (the prompt when --prompt is absent and stdin is not a terminal). */
+static char *read_stdin(size_t *len, NfError *err) {
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        nf_fail(err, NF_ERR_MEMORY, "out of memory reading stdin");
+        return NULL;
+    }
+    for (;;) {
+        if (n + 1 == cap) {
+            if (cap >= MAX_STDIN_PROMPT) {
+                free(buf);
+                nf_fail(err, NF_ERR_USAGE, "the prompt on stdin is larger than %u bytes", MAX_STDIN_PROMPT);
+                return NULL;
+            }
+            char *p = realloc(buf, cap * 2);
+            if (!p) {
+                free(buf);
+                nf_fail(err, NF_ERR_MEMORY, "out of memory reading stdin");
+                return NULL;
+            }
+            buf = p;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, stdin);
+        n += got;
+        if (got == 0) break;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+typedef struct {
+    NfOut *out;
+    bool text_mode;      /* raw text on stdout instead of NDJSON */
+    Utf8Stream utf8;     /* NDJSON mode: whole characters per message */
+    char *scratch;       /* room for one token's text after UTF-8 repair */
+} TokenWriter;
+
+static void write_token(TokenWriter *w, int id, const char *bytes, size_t n) {
+    if (w->text_mode) {
+        fwrite(bytes, 1, n, w->out->stream);
+        fflush(w->out->stream);
+        return;
+    }
+    size_t len = utf8_stream_push(&w->utf8, bytes, n, w->scratch);
+    JsonBuf j;
+    msg_begin(&j, "token");
+    json_int(&j, "token_id", id);
+    json_string_n(&j, "text", w->scratch, len);
+    msg_emit(w->out, &j);
+}
+
+int cmd_generate(int argc, char **argv, NfOut *out) {
+    const char *model_path = NULL, *tokenizer_path = NULL, *prompt = NULL;
+    int64_t max_tokens = 256, top_k = 0, seed = -1;
+    double temperature = 1.0, top_p = 0.9;
+    bool text_flag = false;
+    ArgSpec specs[] = {
+        {"model", ARG_STRING, &model_path, .help = "llama2.c model file (required)"},
+        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin (required)"},
+        {"prompt", ARG_STRING, &prompt, .help = "text to continue (default: stdin if piped, else empty)"},
+        {"max-tokens", ARG_INT, &max_tokens, 1, 1 << 20, .help = "tokens to generate (default 256)"},
+        {"temperature", ARG_FLOAT, &temperature, 0, 100, .help = "0 = greedy (default 1.0)"},
+        {"top-p", ARG_FLOAT, &top_p, 1e-6, 1, .help = "nucleus sampling mass (default 0.9; 1 = off)"},
+        {"top-k", ARG_INT, &top_k, 0, 1 << 22, .help = "sample from the k most likely tokens (default 0 = off)"},
+        {"seed", ARG_INT, &seed, 0, 9007199254740991.0, .help = "random seed (default: from the clock)"},
+        {"text", ARG_FLAG, &text_flag, .help = "print plain text instead of NDJSON"},
+    };
+    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    NfError err = {0};
+    bool help;
+    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
+    if (help) {
+        args_print_help("generate", "Generates text from a model, starting from BOS and the prompt.", specs, n_specs);
+        return 0;
+    }
+    if (!model_path || !tokenizer_path) {
+        nf_fail(&err, NF_ERR_USAGE, "generate needs --model and --tokenizer");
+        return emit_error(out, &err);
+    }
+    if (seed < 0) seed = (int64_t)(time(NULL) ^ ((int64_t)getpid() << 16)) & 0x1FFFFFFFFFFFFF;
+
+    Model model = {0};
+    Tokenizer tok = {0};
+    TokenList prompt_ids = {0};
+    InferState state = {0};
+    Sampler sampler = {0};
+    char *stdin_prompt = NULL;
+    TokenWriter writer = {out, text_flag || isatty(fileno(out->stream)), {{0}, 0}, NULL};
+    int status = 0;
+
+    if (model_load(&model, model_path, &err) != 0 || tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
+        tokenizer_check_vocab(&tok, model.config.vocab_size, &err) != 0)
+        goto fail;
+    size_t prompt_len = 0;
+    if (prompt) {
+        prompt_len = strlen(prompt);
+    } else if (!isatty(STDIN_FILENO)) {
+        if (!(stdin_prompt = read_stdin(&prompt_len, &err))) goto fail;
+        prompt = stdin_prompt;
+    } else {
+        prompt = "";
+    }
+    if (tokenizer_encode(&tok, prompt, prompt_len, true, false, &prompt_ids, &err) != 0) goto fail;
+    int seq_len = model.config.seq_len;
+    if ((int64_t)prompt_ids.len >= seq_len) {
+        nf_fail(&err, NF_ERR_USAGE, "the prompt is %zu tokens with BOS; the model's context is %d", prompt_ids.len,
+                seq_len);
+        goto fail;
+    }
+    /* positions: the prompt, then one per generated token except the last */
+    int64_t positions = (int64_t)prompt_ids.len - 1 + max_tokens;
+    if (positions > seq_len) positions = seq_len;
+    if (infer_state_init(&state, &model.config, (int)positions, &err) != 0 ||
+        sampler_init(&sampler, model.config.vocab_size, (float)temperature, (float)top_p, (int)top_k,
+                     (uint64_t)seed, &err) != 0)
+        goto fail;
+    if (!(writer.scratch = nf_alloc(3 * ((size_t)tok.max_token_length + 8), &err))) goto fail;
+
+    double start = nf_now_ms(), first_token_ms = 0;
+    int generated = 0, token = prompt_ids.ids[0];
+    const char *stop = "max_tokens";
+    for (int pos = 0; pos < positions; pos++) {
+        float *logits = infer_forward(&model, &state, token, pos);
+        int next;
+        if ((size_t)pos + 1 < prompt_ids.len) {
+            next = prompt_ids.ids[pos + 1];
+        } else {
+            next = sampler_sample(&sampler, logits);
+            if (generated == 0) first_token_ms = nf_now_ms() - start;
+            if (next == TOKEN_EOS || next == TOKEN_BOS) {
+                stop = "eos";
+                break;
+            }
+            generated++;
+            unsigned char byte;
+            size_t len;
+            const char *piece = tokenizer_decode_piece(&tok, token, next, &len, &byte);
+            write_token(&writer, next, piece, len);
+            if (generated == max_tokens) break;
+        }
+        token = next;
+        if (pos + 1 == positions && generated < max_tokens) stop = "context";
+    }
+    double total_ms = nf_now_ms() - start;
+    double tok_s = total_ms > 0 ? generated / (total_ms / 1000.0) : 0.0;
+    if (writer.text_mode) {
+        fputc('\n', out->stream);
+        fflush(out->stream);
+    } else {
+        JsonBuf j;
+        msg_begin(&j, "generate_done");
+        json_int(&j, "tokens", generated);
+        json_int(&j, "prompt_tokens", (int64_t)prompt_ids.len);
+        json_number(&j, "total_ms", total_ms);
+        json_number(&j, "first_token_ms", first_token_ms);
+        json_number(&j, "tok_s", tok_s);
+        json_string(&j, "stop_reason", stop);
+        json_int(&j, "seed", seed);
+        msg_emit(out, &j);
+    }
+    nf_log("generated %d tokens in %.0f ms (%.1f tok/s, stop: %s, seed %lld)", generated, total_ms, tok_s, stop,
+           (long long)seed);
+    goto done;
+fail:
+    status = emit_error(out, &err);
+done:
+    free(writer.scratch);
+    free(stdin_prompt);
+    sampler_free(&sampler);
+    infer_state_free(&state);
+    token_list_free(&prompt_ids);
+    tokenizer_free(&tok);
+    model_free(&model);
+    return status;
+}

@@ -1,0 +1,88 @@
+/* infer.c — the LLaMA forward pass for generation:
+ *   x = embed(token)
+ *   per layer: x += Wo · attention(RoPE(Wq·rms(x)), cache(RoPE(Wk·rms(x)), Wv·rms(x)))
+ *              x += W2 · (silu(W1·rms(x)) * W3·rms(x))
+ *   logits = Wcls · rms(x)                                                  */
+#include "infer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "util.h"
+
+int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfError *err) {
+    memset(s, 0, sizeof *s);
+    if (max_positions < 1 || max_positions > c->seq_len) max_positions = c->seq_len;
+    s->max_positions = max_positions;
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c);
+    size_t P = (size_t)max_positions, L = (size_t)c->n_layers;
+    size_t cache;
+    if (!nf_mul_size(L * P, KV, &cache)) {
+        nf_fail(err, NF_ERR_MEMORY, "KV cache size overflows");
+        return -1;
+    }
+    if ((s->x = nf_alloc_array(D, sizeof(float), err)) == NULL ||
+        (s->xb = nf_alloc_array(D, sizeof(float), err)) == NULL ||
+        (s->xb2 = nf_alloc_array(D, sizeof(float), err)) == NULL ||
+        (s->hb = nf_alloc_array(H, sizeof(float), err)) == NULL ||
+        (s->hb2 = nf_alloc_array(H, sizeof(float), err)) == NULL ||
+        (s->q = nf_alloc_array(D, sizeof(float), err)) == NULL ||
+        (s->scores = nf_alloc_array((size_t)c->n_heads * P, sizeof(float), err)) == NULL ||
+        (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
+        (s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
+        (s->value_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL) {
+        infer_state_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+void infer_state_free(InferState *s) {
+    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
+    free(s->q); free(s->scores); free(s->logits); free(s->key_cache); free(s->value_cache);
+    memset(s, 0, sizeof *s);
+}
+
+float *infer_forward(const Model *m, InferState *s, int token, int pos) {
+    const ModelConfig *c = &m->config;
+    const ModelWeights *w = &m->weights;
+    int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), hs = config_head_size(c);
+    size_t P = (size_t)s->max_positions;
+
+    tensor_row_f32(&w->token_embedding, (size_t)token, D, s->x);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t ld = (size_t)l * D;
+        float *k_row = s->key_cache + ((size_t)l * P + pos) * KV;
+        float *v_row = s->value_cache + ((size_t)l * P + pos) * KV;
+
+        /* attention block */
+        nf_rmsnorm(s->xb, s->x, w->rms_att + ld, D);
+        Tensor wq = tensor_offset(&w->wq, ld * D), wk = tensor_offset(&w->wk, (size_t)l * KV * D);
+        Tensor wv = tensor_offset(&w->wv, (size_t)l * KV * D), wo = tensor_offset(&w->wo, ld * D);
+        nf_matmul(s->q, s->xb, &wq, 1, D, D);
+        nf_matmul(k_row, s->xb, &wk, 1, D, KV);
+        nf_matmul(v_row, s->xb, &wv, 1, D, KV);
+        nf_rope(s->q, c->n_heads, hs, pos);
+        nf_rope(k_row, c->n_kv_heads, hs, pos);
+        nf_attention_decode(s->xb, s->q, s->key_cache + (size_t)l * P * KV, s->value_cache + (size_t)l * P * KV,
+                            s->scores, pos, c->n_heads, c->n_kv_heads, hs);
+        nf_matmul(s->xb2, s->xb, &wo, 1, D, D);
+        for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
+
+        /* feed-forward block */
+        nf_rmsnorm(s->xb, s->x, w->rms_ffn + ld, D);
+        Tensor w1 = tensor_offset(&w->w1, (size_t)l * H * D), w2 = tensor_offset(&w->w2, ld * H);
+        Tensor w3 = tensor_offset(&w->w3, (size_t)l * H * D);
+        nf_matmul(s->hb, s->xb, &w1, 1, D, H);
+        nf_matmul(s->hb2, s->xb, &w3, 1, D, H);
+        nf_swiglu(s->hb, s->hb2, H);
+        nf_matmul(s->xb2, s->hb, &w2, 1, H, D);
+        for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
+    }
+
+    nf_rmsnorm(s->x, s->x, w->rms_final, D);
+    nf_matmul(s->logits, s->x, &w->wcls, 1, D, c->vocab_size);
+    return s->logits;
+}

@@ -1,0 +1,40 @@
+/* main.c — `neuralforge <command> [flags]`: finds the command and runs it. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv, NfOut *out);
+    const char *summary;
+} Command;
+
+static const Command COMMANDS[] = {
+    {"generate", cmd_generate, "generate text from a model (NDJSON token stream, or --text)"},
+    {"info", cmd_info, "describe a model file and/or a tokenizer"},
+    {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
+};
+
+static void print_usage(void) {
+    fprintf(stderr, "usage: neuralforge <command> [flags]   (neuralforge <command> --help for its flags)\n\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(stderr, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv) {
+    NfOut out = {stdout};
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        print_usage();
+        if (argc >= 2) return 0;
+        NfError err;
+        nf_fail(&err, NF_ERR_USAGE, "no command given");
+        return emit_error(&out, &err);
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 2, argv + 2, &out);
+    NfError err;
+    nf_fail(&err, NF_ERR_USAGE, "unknown command '%s'", argv[1]);
+    print_usage();
+    return emit_error(&out, &err);
+}

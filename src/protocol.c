@@ -1,0 +1,57 @@
+/* protocol.c — writing NDJSON lines and stderr logs. */
+#include "protocol.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+void msg_begin(JsonBuf *j, const char *type) {
+    json_init(j);
+    json_object_begin(j, NULL);
+    json_string(j, "type", type);
+}
+
+void msg_emit(NfOut *out, JsonBuf *j) {
+    json_object_end(j);
+    if (j->failed) {
+        /* Out of memory while building: say so rather than print a partial object. */
+        fputs("{\"type\":\"error\",\"code\":\"out_of_memory\",\"message\":\"cannot build message\"}\n",
+              out->stream);
+    } else {
+        fwrite(j->data, 1, j->len, out->stream);
+        fputc('\n', out->stream);
+    }
+    fflush(out->stream);
+    json_free(j);
+}
+
+int emit_error(NfOut *out, const NfError *err) {
+    JsonBuf j;
+    msg_begin(&j, "error");
+    json_string(&j, "code", err->code ? err->code : "error");
+    json_string(&j, "message", err->message);
+    msg_emit(out, &j);
+    nf_log("error: %s", err->message);
+    return err->code && strcmp(err->code, NF_ERR_USAGE) == 0 ? 2 : 1;
+}
+
+void json_model_config(JsonBuf *j, const char *key, const ModelConfig *c) {
+    json_object_begin(j, key);
+    json_int(j, "dim", c->dim);
+    json_int(j, "hidden_dim", c->hidden_dim);
+    json_int(j, "n_layers", c->n_layers);
+    json_int(j, "n_heads", c->n_heads);
+    json_int(j, "n_kv_heads", c->n_kv_heads);
+    json_int(j, "vocab_size", c->vocab_size);
+    json_int(j, "seq_len", c->seq_len);
+    json_int(j, "head_size", config_head_size(c));
+    json_bool(j, "shared_classifier", c->shared_classifier);
+    json_object_end(j);
+}
+
+void nf_log(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}

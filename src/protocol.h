@@ -1,0 +1,35 @@
+/* protocol.h — the NDJSON stream on stdout: one JSON object a line.
+ *
+ * Every message is an object whose first field is "type". A command builds
+ * it with msg_begin + json_* calls and sends it with msg_emit, which writes
+ * the whole line at once and flushes, so a reader never sees half a message.
+ * Human-readable logs go to stderr through nf_log. docs/protocol.md is the
+ * contract for every message type and field. */
+#ifndef NF_PROTOCOL_H
+#define NF_PROTOCOL_H
+
+#include <stdio.h>
+
+#include "error.h"
+#include "json.h"
+#include "model.h"
+
+typedef struct {
+    FILE *stream;   /* where NDJSON lines go: stdout */
+} NfOut;
+
+void msg_begin(JsonBuf *j, const char *type);
+/* Closes the object, writes it as one line and frees the buffer. */
+void msg_emit(NfOut *out, JsonBuf *j);
+
+/* Emits {"type":"error","code":...,"message":...} and returns the exit
+ * status for it: 2 for usage errors, 1 for everything else. */
+int emit_error(NfOut *out, const NfError *err);
+
+/* Writes a model configuration as the object `key` (the shape every message uses). */
+void json_model_config(JsonBuf *j, const char *key, const ModelConfig *c);
+
+/* A line of human-readable text on stderr. */
+void nf_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

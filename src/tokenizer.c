@@ -1,0 +1,365 @@
+/* tokenizer.c — loading tokenizer.bin, SentencePiece-exact BPE encoding, decoding. */
+#include "tokenizer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "utf8.h"
+#include "util.h"
+
+/* ---- loading ---------------------------------------------------------------- */
+
+static uint32_t hash_bytes(const char *s, size_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static int hex_digit(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* The byte a "<0xXX>" piece stands for, or -1 for any other piece. */
+static int byte_piece_value(const unsigned char *p, uint32_t len) {
+    if (len != 6 || p[0] != '<' || p[1] != '0' || p[2] != 'x' || p[5] != '>') return -1;
+    int hi = hex_digit(p[3]), lo = hex_digit(p[4]);
+    return (hi < 0 || lo < 0) ? -1 : hi * 16 + lo;
+}
+
+int tokenizer_find(const Tokenizer *t, const char *s, size_t n) {
+    uint32_t slot = hash_bytes(s, n) & t->lookup_mask;
+    for (;;) {
+        int32_t id = t->lookup[slot];
+        if (id < 0) return -1;
+        if (t->piece_len[id] == n && memcmp(t->blob + t->piece_start[id], s, n) == 0) return id;
+        slot = (slot + 1) & t->lookup_mask;
+    }
+}
+
+static int build_lookup(Tokenizer *t, NfError *err) {
+    uint32_t size = 16;
+    while (size < 2u * (uint32_t)t->vocab_size) size *= 2;
+    t->lookup = malloc(size * sizeof(int32_t));
+    if (!t->lookup) return nf_fail(err, NF_ERR_MEMORY, "cannot allocate the tokenizer's lookup table");
+    memset(t->lookup, 0xFF, size * sizeof(int32_t));
+    t->lookup_mask = size - 1;
+    for (int i = 0; i < 256; i++) t->byte_piece[i] = -1;
+    for (int id = 0; id < t->vocab_size; id++) {
+        const unsigned char *p = t->blob + t->piece_start[id];
+        int byte = byte_piece_value(p, t->piece_len[id]);
+        if (byte >= 0) {
+            if (t->byte_piece[byte] < 0) t->byte_piece[byte] = id, t->n_byte_pieces++;
+            continue;
+        }
+        /* <unk>, BOS and EOS are control pieces: text never matches them */
+        if (id <= TOKEN_EOS) continue;
+        if (tokenizer_find(t, (const char *)p, t->piece_len[id]) >= 0) continue; /* first spelling wins */
+        uint32_t slot = hash_bytes((const char *)p, t->piece_len[id]) & t->lookup_mask;
+        while (t->lookup[slot] >= 0) slot = (slot + 1) & t->lookup_mask;
+        t->lookup[slot] = id;
+    }
+    return 0;
+}
+
+int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
+    memset(t, 0, sizeof *t);
+    MappedFile f;
+    if (mapped_file_open(&f, path, "tokenizer", err) != 0) return -1;
+    int rc = -1;
+    const unsigned char *p = f.data, *end = f.data + f.size;
+    int32_t mtl;
+    if (f.size < 4) {
+        nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' is %s", path, f.size ? "truncated" : "empty");
+        goto done;
+    }
+    memcpy(&mtl, p, 4);
+    p += 4;
+    if (mtl < 1 || mtl > 65536) {
+        nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' has an invalid max_token_length %d", path, mtl);
+        goto done;
+    }
+    t->max_token_length = mtl;
+    /* First pass: count and check every record; nothing is allocated from header values. */
+    int count = 0;
+    size_t blob_bytes = 0;
+    for (const unsigned char *q = p; q < end; count++) {
+        float score;
+        int32_t len;
+        if (end - q < 8) {
+            nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' is truncated in piece %d", path, count);
+            goto done;
+        }
+        memcpy(&score, q, 4);
+        memcpy(&len, q + 4, 4);
+        q += 8;
+        if (!isfinite(score) || len < 0 || len > mtl || end - q < len) {
+            nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' has a corrupt piece %d (length %d, max %d)", path,
+                    count, len, mtl);
+            goto done;
+        }
+        if (count >= (1 << 22)) {
+            nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' has more than %d pieces", path, 1 << 22);
+            goto done;
+        }
+        q += len;
+        blob_bytes += (size_t)len;
+    }
+    if (count < 3) {
+        nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' has %d pieces; <unk>, BOS and EOS need at least 3", path,
+                count);
+        goto done;
+    }
+    t->vocab_size = count;
+    if (!(t->blob = nf_alloc(blob_bytes, err)) || !(t->piece_start = nf_alloc_array(count, 4, err)) ||
+        !(t->piece_len = nf_alloc_array(count, 4, err)) || !(t->scores = nf_alloc_array(count, 4, err)))
+        goto done;
+    size_t offset = 0;
+    for (int id = 0; id < count; id++) {
+        int32_t len;
+        memcpy(&t->scores[id], p, 4);
+        memcpy(&len, p + 4, 4);
+        p += 8;
+        memcpy(t->blob + offset, p, (size_t)len);
+        t->piece_start[id] = (uint32_t)offset;
+        t->piece_len[id] = (uint32_t)len;
+        offset += (size_t)len;
+        p += len;
+    }
+    rc = build_lookup(t, err);
+done:
+    mapped_file_close(&f);
+    if (rc != 0) tokenizer_free(t);
+    return rc;
+}
+
+int tokenizer_check_vocab(const Tokenizer *t, int model_vocab_size, NfError *err) {
+    if (t->vocab_size != model_vocab_size)
+        return nf_fail(err, NF_ERR_TOKENIZER, "the tokenizer has %d pieces but the model's vocab_size is %d",
+                       t->vocab_size, model_vocab_size);
+    return 0;
+}
+
+void tokenizer_free(Tokenizer *t) {
+    free(t->blob);
+    free(t->piece_start);
+    free(t->piece_len);
+    free(t->scores);
+    free(t->lookup);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---- token lists -------------------------------------------------------------- */
+
+void token_list_free(TokenList *l) {
+    free(l->ids);
+    memset(l, 0, sizeof *l);
+}
+
+int token_list_push(TokenList *l, int id, NfError *err) {
+    if (l->len == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        int *ids = realloc(l->ids, cap * sizeof(int));
+        if (!ids) return nf_fail(err, NF_ERR_MEMORY, "cannot grow a token list to %zu ids", cap);
+        l->ids = ids;
+        l->cap = cap;
+    }
+    l->ids[l->len++] = id;
+    return 0;
+}
+
+/* ---- encoding ----------------------------------------------------------------- */
+
+/* SentencePiece's normalization for these models: a dummy-prefix space, U+2581
+ * read as the space it stands for, and invalid UTF-8 replaced by U+FFFD. */
+static char *normalize(const char *text, size_t n, size_t *out_len, NfError *err) {
+    size_t cap;
+    if (!nf_mul_size(n, 3, &cap)) {
+        nf_fail(err, NF_ERR_MEMORY, "text too large");
+        return NULL;
+    }
+    char *out = nf_alloc(cap + 2, err);
+    if (!out) return NULL;
+    size_t o = 0;
+    out[o++] = ' ';
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_valid_len(s + i, n - i);
+        if (len == 0) {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i += 1;
+        } else if (len == 3 && s[i] == 0xE2 && s[i + 1] == 0x96 && s[i + 2] == 0x81) {
+            out[o++] = ' ';
+            i += 3;
+        } else {
+            memcpy(out + o, s + i, len);
+            o += len;
+            i += len;
+        }
+    }
+    *out_len = o;
+    return out;
+}
+
+typedef struct {
+    uint32_t start, len;   /* bytes of the normalized text */
+    int prev, next;        /* neighbours in the live list, -1 at the ends */
+    int id;                /* vocabulary id of the whole symbol, -1 if none */
+} Symbol;
+
+typedef struct {
+    float score;
+    int left, right;       /* symbol indices */
+    uint32_t len;          /* combined length when queued: stale if it changed */
+    int id;                /* id of the merged piece */
+} Candidate;
+
+/* Max-heap order: higher score first, then the leftmost pair. */
+static bool before(const Candidate *a, const Candidate *b) {
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+typedef struct {
+    Candidate *items;
+    size_t len, cap;
+} Heap;
+
+static int heap_push(Heap *h, Candidate c, NfError *err) {
+    if (h->len == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        Candidate *items = realloc(h->items, cap * sizeof *items);
+        if (!items) return nf_fail(err, NF_ERR_MEMORY, "out of memory in the tokenizer");
+        h->items = items;
+        h->cap = cap;
+    }
+    size_t i = h->len++;
+    while (i > 0 && before(&c, &h->items[(i - 1) / 2])) {
+        h->items[i] = h->items[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h->items[i] = c;
+    return 0;
+}
+
+static Candidate heap_pop(Heap *h) {
+    Candidate top = h->items[0], last = h->items[--h->len];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= h->len) break;
+        if (child + 1 < h->len && before(&h->items[child + 1], &h->items[child])) child++;
+        if (!before(&h->items[child], &last)) break;
+        h->items[i] = h->items[child];
+        i = child;
+    }
+    if (h->len > 0) h->items[i] = last;
+    return top;
+}
+
+/* Queues the merge of symbols left and right if their concatenation is a piece. */
+static int queue_pair(const Tokenizer *t, const char *text, const Symbol *sym, int left, int right, Heap *h,
+                      NfError *err) {
+    if (left < 0 || right < 0) return 0;
+    uint32_t len = sym[left].len + sym[right].len;
+    if (len > (uint32_t)t->max_token_length) return 0;
+    int id = tokenizer_find(t, text + sym[left].start, len);
+    if (id < 0) return 0;
+    Candidate c = {t->scores[id], left, right, len, id};
+    return heap_push(h, c, err);
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, bool eos, TokenList *out,
+                     NfError *err) {
+    if (bos && token_list_push(out, TOKEN_BOS, err) != 0) return -1;
+    if (n > 0) {
+        size_t norm_len;
+        char *norm = normalize(text, n, &norm_len, err);
+        if (!norm) return -1;
+        Symbol *sym = nf_alloc_array(norm_len, sizeof(Symbol), err);
+        Heap heap = {0};
+        int rc = sym ? 0 : -1;
+        /* one symbol per UTF-8 character (the normalized text is valid UTF-8) */
+        int n_sym = 0;
+        for (size_t i = 0; rc == 0 && i < norm_len; n_sym++) {
+            uint32_t len = (uint32_t)utf8_lead_len((unsigned char)norm[i]);
+            sym[n_sym] = (Symbol){(uint32_t)i, len, n_sym - 1, -1, tokenizer_find(t, norm + i, len)};
+            if (n_sym > 0) sym[n_sym - 1].next = n_sym;
+            i += len;
+        }
+        for (int i = 0; rc == 0 && i + 1 < n_sym; i++) rc = queue_pair(t, norm, sym, i, i + 1, &heap, err);
+        while (rc == 0 && heap.len > 0) {
+            Candidate c = heap_pop(&heap);
+            Symbol *l = &sym[c.left], *r = &sym[c.right];
+            if (l->len == 0 || r->len == 0 || l->next != c.right || l->len + r->len != c.len) continue; /* stale */
+            l->len += r->len;
+            l->id = c.id;
+            l->next = r->next;
+            if (r->next >= 0) sym[r->next].prev = c.left;
+            r->len = 0;
+            rc = queue_pair(t, norm, sym, l->prev, c.left, &heap, err);
+            if (rc == 0) rc = queue_pair(t, norm, sym, c.left, l->next, &heap, err);
+        }
+        for (int i = 0; rc == 0 && i >= 0 && n_sym > 0; i = sym[i].next) {
+            if (sym[i].id >= 0) {
+                rc = token_list_push(out, sym[i].id, err);
+                continue;
+            }
+            for (uint32_t b = 0; rc == 0 && b < sym[i].len; b++) {
+                int id = t->byte_piece[(unsigned char)norm[sym[i].start + b]];
+                rc = token_list_push(out, id >= 0 ? id : TOKEN_UNK, err);
+            }
+        }
+        free(heap.items);
+        free(sym);
+        free(norm);
+        if (rc != 0) return -1;
+    }
+    if (eos && token_list_push(out, TOKEN_EOS, err) != 0) return -1;
+    return 0;
+}
+
+/* ---- decoding ----------------------------------------------------------------- */
+
+const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t *len, unsigned char *byte_buf) {
+    *len = 0;
+    if (id < 0 || id >= t->vocab_size || id == TOKEN_BOS || id == TOKEN_EOS) return "";
+    const char *p = (const char *)t->blob + t->piece_start[id];
+    size_t n = t->piece_len[id];
+    int byte = byte_piece_value((const unsigned char *)p, (uint32_t)n);
+    if (byte >= 0) {
+        *byte_buf = (unsigned char)byte;
+        *len = 1;
+        return (const char *)byte_buf;
+    }
+    if ((prev < 0 || prev == TOKEN_BOS) && n > 0 && p[0] == ' ') p++, n--;
+    *len = n;
+    return p;
+}
+
+char *tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, size_t *len, NfError *err) {
+    size_t cap = 1;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < t->vocab_size) cap += t->piece_len[ids[i]];
+    char *out = nf_alloc(cap, err);
+    if (!out) return NULL;
+    size_t o = 0;
+    int prev = -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char byte;
+        size_t plen;
+        const char *piece = tokenizer_decode_piece(t, prev, ids[i], &plen, &byte);
+        memcpy(out + o, piece, plen);
+        o += plen;
+        prev = ids[i];
+    }
+    out[o] = '\0';
+    *len = o;
+    return out;
+}

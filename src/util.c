@@ -1,0 +1,43 @@
+/* util.c — checked allocation, overflow-safe sizes, the clock, NfError. */
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+int nf_fail(NfError *err, const char *code, const char *fmt, ...) {
+    if (!err) return -1;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+bool nf_mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+
+void *nf_alloc(size_t bytes, NfError *err) {
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) nf_fail(err, NF_ERR_MEMORY, "cannot allocate %zu bytes", bytes);
+    return p;
+}
+
+void *nf_alloc_array(size_t count, size_t elem, NfError *err) {
+    size_t bytes;
+    if (!nf_mul_size(count, elem, &bytes)) {
+        nf_fail(err, NF_ERR_MEMORY, "allocation of %zu x %zu bytes overflows", count, elem);
+        return NULL;
+    }
+    return nf_alloc(bytes, err);
+}
+
+double nf_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
