@@ -53,32 +53,27 @@ float *infer_forward(const Model *m, InferState *s, int token, int pos) {
     tensor_row_f32(&w->token_embedding, (size_t)token, D, s->x);
 
     for (int l = 0; l < c->n_layers; l++) {
-        size_t ld = (size_t)l * D;
-        float *k_row = s->key_cache + ((size_t)l * P + pos) * KV;
-        float *v_row = s->value_cache + ((size_t)l * P + pos) * KV;
+        const LayerWeights *lw = &w->layers[l];
+        float *keys = s->key_cache + (size_t)l * P * KV, *values = s->value_cache + (size_t)l * P * KV;
+        float *k_row = keys + (size_t)pos * KV, *v_row = values + (size_t)pos * KV;
 
         /* attention block */
-        nf_rmsnorm(s->xb, s->x, w->rms_att + ld, D);
-        Tensor wq = tensor_offset(&w->wq, ld * D), wk = tensor_offset(&w->wk, (size_t)l * KV * D);
-        Tensor wv = tensor_offset(&w->wv, (size_t)l * KV * D), wo = tensor_offset(&w->wo, ld * D);
-        nf_matmul(s->q, s->xb, &wq, 1, D, D);
-        nf_matmul(k_row, s->xb, &wk, 1, D, KV);
-        nf_matmul(v_row, s->xb, &wv, 1, D, KV);
+        nf_rmsnorm(s->xb, s->x, lw->rms_att, D);
+        nf_matmul(s->q, s->xb, &lw->wq, 1, D, D);
+        nf_matmul(k_row, s->xb, &lw->wk, 1, D, KV);
+        nf_matmul(v_row, s->xb, &lw->wv, 1, D, KV);
         nf_rope(s->q, c->n_heads, hs, pos);
         nf_rope(k_row, c->n_kv_heads, hs, pos);
-        nf_attention_decode(s->xb, s->q, s->key_cache + (size_t)l * P * KV, s->value_cache + (size_t)l * P * KV,
-                            s->scores, pos, c->n_heads, c->n_kv_heads, hs);
-        nf_matmul(s->xb2, s->xb, &wo, 1, D, D);
+        nf_attention_decode(s->xb, s->q, keys, values, s->scores, pos, c->n_heads, c->n_kv_heads, hs);
+        nf_matmul(s->xb2, s->xb, &lw->wo, 1, D, D);
         for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
-        nf_rmsnorm(s->xb, s->x, w->rms_ffn + ld, D);
-        Tensor w1 = tensor_offset(&w->w1, (size_t)l * H * D), w2 = tensor_offset(&w->w2, ld * H);
-        Tensor w3 = tensor_offset(&w->w3, (size_t)l * H * D);
-        nf_matmul(s->hb, s->xb, &w1, 1, D, H);
-        nf_matmul(s->hb2, s->xb, &w3, 1, D, H);
+        nf_rmsnorm(s->xb, s->x, lw->rms_ffn, D);
+        nf_matmul(s->hb, s->xb, &lw->w1, 1, D, H);
+        nf_matmul(s->hb2, s->xb, &lw->w3, 1, D, H);
         nf_swiglu(s->hb, s->hb2, H);
-        nf_matmul(s->xb2, s->hb, &w2, 1, H, D);
+        nf_matmul(s->xb2, s->hb, &lw->w2, 1, H, D);
         for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
     }
 

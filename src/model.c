@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #define AK42_MAGIC 0x616b3432u
 #define AK42_HEADER_BYTES 256
 #define LEGACY_HEADER_BYTES 28
@@ -65,17 +67,6 @@ const char *model_format_name(ModelFormat f) {
     return "unknown";
 }
 
-Tensor tensor_offset(const Tensor *t, size_t offset) {
-    Tensor v = *t;
-    if (t->dtype == NF_F32) {
-        v.f32 = t->f32 + offset;
-    } else {
-        v.q = t->q + offset;
-        v.scale = t->scale + offset / (size_t)t->group_size;
-    }
-    return v;
-}
-
 void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out) {
     size_t base = row * (size_t)cols;
     if (t->dtype == NF_F32) {
@@ -84,18 +75,6 @@ void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out) {
     }
     for (int i = 0; i < cols; i++)
         out[i] = t->q[base + i] * t->scale[(base + i) / (size_t)t->group_size];
-}
-
-/* Walks the mapped file; sizes were checked before, so running past the end is a bug. */
-typedef struct {
-    const unsigned char *p, *end;
-} Cursor;
-
-static const void *take(Cursor *c, uint64_t bytes) {
-    if ((uint64_t)(c->end - c->p) < bytes) return NULL;
-    const void *r = c->p;
-    c->p += bytes;
-    return r;
 }
 
 static int32_t read_i32(const unsigned char *p) {
@@ -114,11 +93,6 @@ static void read_config7(const unsigned char *p, ModelConfig *c) {
     c->seq_len = read_i32(p + 24);
 }
 
-static Tensor f32_tensor(const void *p) {
-    Tensor t = {.dtype = NF_F32, .f32 = p};
-    return t;
-}
-
 static int check_size(const char *path, uint64_t expected, size_t actual, NfError *err) {
     if (expected != actual)
         return nf_fail(err, NF_ERR_MODEL,
@@ -127,106 +101,131 @@ static int check_size(const char *path, uint64_t expected, size_t actual, NfErro
     return 0;
 }
 
+/* Walks the mapped file in the order the format stores tensors. The file
+ * size was checked against the header first, so every take succeeds. */
+typedef struct {
+    const unsigned char *p;
+    DType dtype;              /* of the matrices */
+    int group_size;           /* Q8 */
+    float *scale_copy;        /* Q8 with group_size % 4 != 0: aligned home for the scales */
+} Reader;
+
+static const float *read_f32(Reader *r, uint64_t n) {
+    const float *v = (const float *)r->p;
+    r->p += 4 * n;
+    return v;
+}
+
+static Tensor read_matrix(Reader *r, uint64_t n) {
+    Tensor t = {.dtype = r->dtype, .group_size = r->group_size};
+    if (r->dtype == NF_F32) {
+        t.f32 = read_f32(r, n);
+        return t;
+    }
+    /* Q8_0 as llama2.c's export writes it: the int8 values, then one fp32 scale per group */
+    t.q = (const int8_t *)r->p;
+    r->p += n;
+    uint64_t groups = n / (uint64_t)r->group_size;
+    if (r->scale_copy) {
+        memcpy(r->scale_copy, r->p, 4 * groups);
+        t.scale = r->scale_copy;
+        r->scale_copy += groups;
+        r->p += 4 * groups;
+    } else {
+        t.scale = read_f32(r, groups);
+    }
+    return t;
+}
+
+#define FOR_EACH_LAYER(m, field, value)                                                   \
+    for (int l_ = 0; l_ < (m)->config.n_layers; l_++) (m)->weights.layers[l_].field = (value)
+
+static void read_legacy_layout(Model *m, Reader *r) {
+    const ModelConfig *c = &m->config;
+    uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c);
+    m->weights.token_embedding = read_matrix(r, (uint64_t)c->vocab_size * D);
+    FOR_EACH_LAYER(m, rms_att, read_f32(r, D));
+    FOR_EACH_LAYER(m, wq, read_matrix(r, D * D));
+    FOR_EACH_LAYER(m, wk, read_matrix(r, KV * D));
+    FOR_EACH_LAYER(m, wv, read_matrix(r, KV * D));
+    FOR_EACH_LAYER(m, wo, read_matrix(r, D * D));
+    FOR_EACH_LAYER(m, rms_ffn, read_f32(r, D));
+    FOR_EACH_LAYER(m, w1, read_matrix(r, H * D));
+    FOR_EACH_LAYER(m, w2, read_matrix(r, D * H));
+    FOR_EACH_LAYER(m, w3, read_matrix(r, H * D));
+    m->weights.rms_final = read_f32(r, D);
+    read_f32(r, (uint64_t)c->seq_len * (uint64_t)config_head_size(c)); /* freq_cis: RoPE is computed */
+    m->weights.wcls = c->shared_classifier ? m->weights.token_embedding : read_matrix(r, (uint64_t)c->vocab_size * D);
+}
+
+/* v1 and v2: the norms first (always fp32), then the matrices in the reader's dtype. */
+static void read_ak42_layout(Model *m, Reader *r) {
+    const ModelConfig *c = &m->config;
+    uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c);
+    FOR_EACH_LAYER(m, rms_att, read_f32(r, D));
+    FOR_EACH_LAYER(m, rms_ffn, read_f32(r, D));
+    m->weights.rms_final = read_f32(r, D);
+    m->weights.token_embedding = read_matrix(r, (uint64_t)c->vocab_size * D);
+    FOR_EACH_LAYER(m, wq, read_matrix(r, D * D));
+    FOR_EACH_LAYER(m, wk, read_matrix(r, KV * D));
+    FOR_EACH_LAYER(m, wv, read_matrix(r, KV * D));
+    FOR_EACH_LAYER(m, wo, read_matrix(r, D * D));
+    FOR_EACH_LAYER(m, w1, read_matrix(r, H * D));
+    FOR_EACH_LAYER(m, w2, read_matrix(r, D * H));
+    FOR_EACH_LAYER(m, w3, read_matrix(r, H * D));
+    m->weights.wcls = c->shared_classifier ? m->weights.token_embedding : read_matrix(r, (uint64_t)c->vocab_size * D);
+}
+
+static int alloc_layers(Model *m, NfError *err) {
+    m->weights.layers = nf_alloc_array((size_t)m->config.n_layers, sizeof(LayerWeights), err);
+    return m->weights.layers ? 0 : -1;
+}
+
 static int load_legacy(Model *m, const char *path, NfError *err) {
-    const MappedFile *f = &m->file;
     ModelConfig *c = &m->config;
-    read_config7(f->data, c);
+    read_config7(m->file.data, c);
     c->shared_classifier = c->vocab_size > 0;
     if (c->vocab_size < 0) c->vocab_size = -c->vocab_size;
     if (config_validate(c, err) != 0) return -1;
-    WeightCounts w = weight_counts(c);
     uint64_t freq_cis = (uint64_t)c->seq_len * (uint64_t)config_head_size(c); /* cos and sin halves */
     uint64_t floats = config_param_count(c) + freq_cis;
-    if (check_size(path, LEGACY_HEADER_BYTES + 4 * floats, f->size, err) != 0) return -1;
-
-    Cursor cur = {f->data + LEGACY_HEADER_BYTES, f->data + f->size};
-    ModelWeights *mw = &m->weights;
-    mw->token_embedding = f32_tensor(take(&cur, 4 * w.embedding));
-    mw->rms_att = take(&cur, 4 * w.norm_layers);
-    mw->wq = f32_tensor(take(&cur, 4 * w.attn_q));
-    mw->wk = f32_tensor(take(&cur, 4 * w.attn_kv));
-    mw->wv = f32_tensor(take(&cur, 4 * w.attn_kv));
-    mw->wo = f32_tensor(take(&cur, 4 * w.attn_o));
-    mw->rms_ffn = take(&cur, 4 * w.norm_layers);
-    mw->w1 = f32_tensor(take(&cur, 4 * w.ffn));
-    mw->w2 = f32_tensor(take(&cur, 4 * w.ffn));
-    mw->w3 = f32_tensor(take(&cur, 4 * w.ffn));
-    mw->rms_final = take(&cur, 4 * w.norm_final);
-    take(&cur, 4 * freq_cis); /* RoPE is computed, not read */
-    mw->wcls = c->shared_classifier ? mw->token_embedding : f32_tensor(take(&cur, 4 * w.classifier));
+    if (check_size(path, LEGACY_HEADER_BYTES + 4 * floats, m->file.size, err) != 0) return -1;
+    if (alloc_layers(m, err) != 0) return -1;
+    Reader r = {m->file.data + LEGACY_HEADER_BYTES, NF_F32, 0, NULL};
+    read_legacy_layout(m, &r);
     m->format = MODEL_LLAMA2C_V0;
     m->dtype = NF_F32;
     return 0;
 }
 
 static int load_v1(Model *m, const char *path, NfError *err) {
-    const MappedFile *f = &m->file;
-    ModelConfig *c = &m->config;
-    WeightCounts w = weight_counts(c);
-    if (check_size(path, AK42_HEADER_BYTES + 4 * config_param_count(c), f->size, err) != 0) return -1;
-
-    Cursor cur = {f->data + AK42_HEADER_BYTES, f->data + f->size};
-    ModelWeights *mw = &m->weights;
-    mw->rms_att = take(&cur, 4 * w.norm_layers);
-    mw->rms_ffn = take(&cur, 4 * w.norm_layers);
-    mw->rms_final = take(&cur, 4 * w.norm_final);
-    mw->token_embedding = f32_tensor(take(&cur, 4 * w.embedding));
-    mw->wq = f32_tensor(take(&cur, 4 * w.attn_q));
-    mw->wk = f32_tensor(take(&cur, 4 * w.attn_kv));
-    mw->wv = f32_tensor(take(&cur, 4 * w.attn_kv));
-    mw->wo = f32_tensor(take(&cur, 4 * w.attn_o));
-    mw->w1 = f32_tensor(take(&cur, 4 * w.ffn));
-    mw->w2 = f32_tensor(take(&cur, 4 * w.ffn));
-    mw->w3 = f32_tensor(take(&cur, 4 * w.ffn));
-    mw->wcls = c->shared_classifier ? mw->token_embedding : f32_tensor(take(&cur, 4 * w.classifier));
+    if (check_size(path, AK42_HEADER_BYTES + 4 * config_param_count(&m->config), m->file.size, err) != 0) return -1;
+    if (alloc_layers(m, err) != 0) return -1;
+    Reader r = {m->file.data + AK42_HEADER_BYTES, NF_F32, 0, NULL};
+    read_ak42_layout(m, &r);
     m->format = MODEL_LLAMA2C_V1;
     m->dtype = NF_F32;
     return 0;
 }
 
 static int load_v2(Model *m, const char *path, NfError *err) {
-    const MappedFile *f = &m->file;
-    ModelConfig *c = &m->config;
-    int group_size = read_i32(f->data + 37);
+    const ModelConfig *c = &m->config;
+    int group_size = read_i32(m->file.data + 37);
     if (group_size <= 0 || group_size > 4096 || c->dim % group_size != 0)
         return nf_fail(err, NF_ERR_MODEL, "Q8_0 group size %d is invalid for dim %d", group_size, c->dim);
     WeightCounts w = weight_counts(c);
     uint64_t norms = 2 * w.norm_layers + w.norm_final;
     uint64_t quantized = config_param_count(c) - norms;
-    uint64_t expected = AK42_HEADER_BYTES + 4 * norms + quantized + 4 * (quantized / (uint64_t)group_size);
-    if (check_size(path, expected, f->size, err) != 0) return -1;
-
-    Cursor cur = {f->data + AK42_HEADER_BYTES, f->data + f->size};
-    ModelWeights *mw = &m->weights;
-    mw->rms_att = take(&cur, 4 * w.norm_layers);
-    mw->rms_ffn = take(&cur, 4 * w.norm_layers);
-    mw->rms_final = take(&cur, 4 * w.norm_final);
-
-    /* All int8 blocks come first, then all scale blocks, in the same order. */
-    Tensor *order[9] = {&mw->token_embedding, &mw->wq, &mw->wk, &mw->wv, &mw->wo,
-                        &mw->w1, &mw->w2, &mw->w3, &mw->wcls};
-    uint64_t counts[9] = {w.embedding, w.attn_q, w.attn_kv, w.attn_kv, w.attn_o,
-                          w.ffn, w.ffn, w.ffn, w.classifier};
-    int n = c->shared_classifier ? 8 : 9;
-    for (int i = 0; i < n; i++) {
-        order[i]->dtype = NF_Q8;
-        order[i]->group_size = group_size;
-        order[i]->q = take(&cur, counts[i]);
+    uint64_t groups = quantized / (uint64_t)group_size; /* every matrix is a whole number of groups */
+    if (check_size(path, AK42_HEADER_BYTES + 4 * norms + quantized + 4 * groups, m->file.size, err) != 0) return -1;
+    if (alloc_layers(m, err) != 0) return -1;
+    Reader r = {m->file.data + AK42_HEADER_BYTES, NF_Q8, group_size, NULL};
+    if (group_size % 4 != 0) {
+        /* int8 blocks of such a length leave the fp32 scales after them unaligned */
+        if (!(m->owned = nf_alloc_array(groups, sizeof(float), err))) return -1;
+        r.scale_copy = m->owned;
     }
-    const unsigned char *scales = take(&cur, 4 * (quantized / (uint64_t)group_size));
-    if ((uintptr_t)scales % sizeof(float) != 0) {
-        /* int8 blocks of odd total length leave the scales unaligned: copy them. */
-        m->owned = malloc(4 * (quantized / (uint64_t)group_size));
-        if (!m->owned) return nf_fail(err, NF_ERR_MEMORY, "cannot allocate Q8 scales");
-        memcpy(m->owned, scales, 4 * (quantized / (uint64_t)group_size));
-        scales = (const unsigned char *)m->owned;
-    }
-    const float *s = (const float *)scales;
-    for (int i = 0; i < n; i++) {
-        order[i]->scale = s;
-        s += counts[i] / (uint64_t)group_size;
-    }
-    if (c->shared_classifier) mw->wcls = mw->token_embedding;
+    read_ak42_layout(m, &r);
     m->format = MODEL_LLAMA2C_V2;
     m->dtype = NF_Q8;
     m->group_size = group_size;
@@ -277,6 +276,7 @@ int model_load(Model *m, const char *path, NfError *err) {
 
 void model_free(Model *m) {
     mapped_file_close(&m->file);
+    free(m->weights.layers);
     free(m->owned);
     memset(m, 0, sizeof *m);
 }

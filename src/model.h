@@ -56,23 +56,25 @@ typedef struct {
     int group_size;       /* NF_Q8 */
 } Tensor;
 
-/* The view of t starting offset elements in (offset a multiple of group_size for Q8). */
-Tensor tensor_offset(const Tensor *t, size_t offset);
 /* Writes row `row` of a (rows, cols) tensor as fp32. */
 void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out);
 
-/* Shapes: L = n_layers, D = dim, H = hidden_dim, KV = kv_dim, V = vocab_size. */
+/* Shapes: D = dim, H = hidden_dim, KV = kv_dim, V = vocab_size. */
+typedef struct {
+    const float *rms_att;     /* (D) */
+    Tensor wq;                /* (D, D)   rows are n_heads * head_size outputs */
+    Tensor wk;                /* (KV, D) */
+    Tensor wv;                /* (KV, D) */
+    Tensor wo;                /* (D, D) */
+    const float *rms_ffn;     /* (D) */
+    Tensor w1;                /* (H, D)  gate */
+    Tensor w2;                /* (D, H)  down */
+    Tensor w3;                /* (H, D)  up */
+} LayerWeights;
+
 typedef struct {
     Tensor token_embedding;   /* (V, D) */
-    const float *rms_att;     /* (L, D) */
-    Tensor wq;                /* (L, D, D)   rows are n_heads * head_size outputs */
-    Tensor wk;                /* (L, KV, D) */
-    Tensor wv;                /* (L, KV, D) */
-    Tensor wo;                /* (L, D, D) */
-    const float *rms_ffn;     /* (L, D) */
-    Tensor w1;                /* (L, H, D)  gate */
-    Tensor w2;                /* (L, D, H)  down */
-    Tensor w3;                /* (L, H, D)  up */
+    LayerWeights *layers;     /* (n_layers) */
     const float *rms_final;   /* (D) */
     Tensor wcls;              /* (V, D), the embedding itself when shared */
 } ModelWeights;
@@ -86,7 +88,7 @@ typedef struct {
     DType dtype;              /* of the matrices */
     int group_size;           /* Q8 only */
     MappedFile file;          /* the weights point into this mapping */
-    float *owned;             /* copies made where the file's layout was unaligned */
+    float *owned;             /* Q8 scales copied where the file leaves them unaligned */
 } Model;
 
 const char *model_format_name(ModelFormat f);
