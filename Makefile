@@ -40,7 +40,10 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_OBJ) tests/unit/testutil.h | build/asa
 build/obj build/asan/obj build/tests build/asan/tests:
 	mkdir -p $@
 
-unit: $(UNIT_BIN)
+build/tests/nf_probe: tests/tools/nf_probe.c $(OBJ) | build/tests
+	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
+
+unit: $(UNIT_BIN) build/tests/nf_probe
 asan: build/asan/neuralforge $(ASAN_BIN)
 
 setup:

@@ -51,6 +51,11 @@ void json_escape_into(JsonBuf *j, const char *str, size_t n) {
         else {
             size_t len = utf8_valid_len(s + i, n - i);
             if (len == 0) { append_str(j, "\\ufffd"); i++; }
+            /* U+2028/U+2029 are legal in JSON but split lines for many readers */
+            else if (len == 3 && s[i] == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
+                append_str(j, s[i + 2] == 0xA8 ? "\\u2028" : "\\u2029");
+                i += 3;
+            }
             else { append(j, (const char *)s + i, len); i += len; }
         }
     }

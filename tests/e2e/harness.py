@@ -1,0 +1,109 @@
+"""Tiny test harness for the end-to-end tests (run with /usr/bin/python3).
+
+Each test is a function decorated with @test; run_all() runs them in order and
+prints "PASS name", "FAIL name" (with the traceback) or "SKIP name: why".
+Files from ../shared/data are found with shared(); where that folder is absent
+(a user's fresh clone) the test is skipped loudly, but under CI it fails.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NF = os.path.join(ROOT, "build", "neuralforge")
+NF_ASAN = os.path.join(ROOT, "build", "asan", "neuralforge")
+PROBE = os.path.join(ROOT, "build", "tests", "nf_probe")
+SHARED = os.environ.get("NF_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
+
+_tests = []
+
+
+class Skip(Exception):
+    pass
+
+
+def test(fn):
+    _tests.append(fn)
+    return fn
+
+
+def shared(name):
+    path = os.path.join(SHARED, name)
+    if os.path.exists(path):
+        return path
+    if os.environ.get("CI"):
+        raise AssertionError(f"CI needs {path}, but ../shared/data is missing")
+    raise Skip(f"{path} not found (../shared/data absent)")
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="nf_e2e_")
+
+
+class Result:
+    def __init__(self, rc, stdout, stderr):
+        self.rc, self.stdout, self.stderr = rc, stdout, stderr
+        self.messages = []
+        for line in stdout.decode("utf-8", "strict").split("\n"):
+            if line == "" :
+                continue
+            msg = json.loads(line)  # every stdout line must be one JSON object
+            assert isinstance(msg, dict) and "type" in msg, line
+            self.messages.append(msg)
+
+    def of_type(self, t):
+        return [m for m in self.messages if m["type"] == t]
+
+    def one(self, t):
+        found = self.of_type(t)
+        assert len(found) == 1, f"expected one {t} message, got {self.messages}"
+        return found[0]
+
+
+def run(args, binary=NF, stdin=b"", timeout=120, ndjson=True, env=None):
+    """Runs the CLI; stdout is parsed as NDJSON unless ndjson=False."""
+    p = subprocess.run([binary] + [str(a) for a in args], input=stdin, capture_output=True, timeout=timeout,
+                       env=env)
+    if not ndjson:
+        r = Result.__new__(Result)
+        r.rc, r.stdout, r.stderr, r.messages = p.returncode, p.stdout, p.stderr, []
+        return r
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def assert_error(r, code=None, mention=None):
+    """A failure is exactly one error message on stdout and a non-zero exit."""
+    assert r.rc != 0, f"expected failure, got rc 0: {r.stdout!r}"
+    err = r.one("error")
+    assert err["message"], err
+    assert "\n" not in err["message"]
+    if code:
+        assert err["code"] == code, err
+    if mention:
+        assert mention in err["message"], err
+    return err
+
+
+def run_all():
+    passed = failed = skipped = 0
+    only = sys.argv[1:]
+    for fn in _tests:
+        if only and fn.__name__ not in only:
+            continue
+        try:
+            fn()
+        except Skip as s:
+            skipped += 1
+            print(f"SKIP {fn.__name__}: {s}", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {fn.__name__}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print(f"PASS {fn.__name__}", flush=True)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    sys.exit(1 if failed else 0)

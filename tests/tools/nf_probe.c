@@ -1,0 +1,86 @@
+/* nf_probe.c — a test tool (not shipped) that exposes internals to the
+ * end-to-end tests, which compare them with PyTorch and SentencePiece:
+ *   nf_probe logits MODEL OUT.f32 TOKEN...   logits (T, V) float32 of the KV-cached forward
+ *   nf_probe encode TOKENIZER IN.txt OUT.i32 ids of the text, no BOS, int32
+ *   nf_probe decode TOKENIZER IN.i32 OUT.txt the text of int32 ids */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "infer.h"
+#include "model.h"
+#include "tokenizer.h"
+
+static int die(const char *msg) {
+    fprintf(stderr, "nf_probe: %s\n", msg);
+    return 1;
+}
+
+static int write_all(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+static int probe_logits(int argc, char **argv) {
+    if (argc < 5) return die("usage: logits MODEL OUT TOKEN...");
+    NfError err;
+    Model m;
+    if (model_load(&m, argv[2], &err) != 0) return die(err.message);
+    int T = argc - 4, V = m.config.vocab_size;
+    InferState s;
+    if (infer_state_init(&s, &m.config, T, &err) != 0) return die(err.message);
+    float *all = malloc((size_t)T * V * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        int token = atoi(argv[4 + t]);
+        if (token < 0 || token >= V) return die("token out of range");
+        memcpy(all + (size_t)t * V, infer_forward(&m, &s, token, t), (size_t)V * sizeof(float));
+    }
+    int rc = write_all(argv[3], all, (size_t)T * V * sizeof(float));
+    free(all);
+    infer_state_free(&s);
+    model_free(&m);
+    return rc == 0 ? 0 : die("cannot write output");
+}
+
+static int probe_encode(int argc, char **argv) {
+    if (argc != 5) return die("usage: encode TOKENIZER IN OUT");
+    NfError err;
+    Tokenizer t;
+    MappedFile text;
+    TokenList ids = {0};
+    if (tokenizer_load(&t, argv[2], &err) != 0 || mapped_file_open(&text, argv[3], "text", &err) != 0 ||
+        tokenizer_encode(&t, (const char *)text.data, text.size, false, false, &ids, &err) != 0)
+        return die(err.message);
+    int rc = write_all(argv[4], ids.ids, ids.len * sizeof(int));
+    token_list_free(&ids);
+    mapped_file_close(&text);
+    tokenizer_free(&t);
+    return rc == 0 ? 0 : die("cannot write output");
+}
+
+static int probe_decode(int argc, char **argv) {
+    if (argc != 5) return die("usage: decode TOKENIZER IN OUT");
+    NfError err;
+    Tokenizer t;
+    MappedFile ids;
+    if (tokenizer_load(&t, argv[2], &err) != 0 || mapped_file_open(&ids, argv[3], "ids", &err) != 0)
+        return die(err.message);
+    size_t len;
+    char *text = tokenizer_decode(&t, (const int *)ids.data, ids.size / sizeof(int), &len, &err);
+    if (!text) return die(err.message);
+    int rc = write_all(argv[4], text, len);
+    free(text);
+    mapped_file_close(&ids);
+    tokenizer_free(&t);
+    return rc == 0 ? 0 : die("cannot write output");
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "logits") == 0) return probe_logits(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "encode") == 0) return probe_encode(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "decode") == 0) return probe_decode(argc, argv);
+    return die("usage: nf_probe logits|encode|decode ...");
+}
