@@ -35,4 +35,45 @@ void nf_swiglu(float *gate, const float *up, int n);
 void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, float *scores,
                          int pos, int n_heads, int n_kv_heads, int head_size);
 
+/* ---- training ops -----------------------------------------------------------
+ * Each op's forward and backward sit side by side. Activations are (B, T, C)
+ * flattened to N = B*T rows. A backward pass *accumulates* (+=) into
+ * parameter gradients and into input gradients, so a residual branch and
+ * micro-batches add up without extra copies; a NULL gradient pointer means
+ * "not needed" (frozen weights, or the first layer's input). */
+
+/* out (N, OC) = inp (N, C) @ W^T, W (OC, C) */
+void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int OC);
+/* dinp (N, C) += dout (N, OC) @ W;  dw (OC, C) += dout^T @ inp */
+void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
+                        int OC);
+
+/* out (N, C) = inp * rstd * weight with rstd (N) = 1/sqrt(mean(inp^2) + 1e-5), saved for backward */
+void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C);
+void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                         const float *rstd, int N, int C);
+
+/* In place on x (B, T, n_heads, head_size): RoPE at positions 0..T-1.
+ * Backward rotates the gradient by the opposite angle. */
+void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size);
+void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size);
+
+/* Causal attention with GQA.
+ *   q (B, T, NH, hs), k and v (B, T, NKV, hs) -> out (B, T, NH, hs)
+ *   att (B, NH, T, T): softmax weights, saved for backward (upper triangle unused) */
+void nf_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
+                          int NH, int NKV, int hs);
+/* dq += ..., dk += ..., dv += ... from dout (B, T, NH, hs) */
+void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs);
+
+/* out (N) = silu(gate) * up */
+void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+
+/* Cross-entropy of logits (N, V) against targets (N). Returns the summed loss
+ * (double). If grad_scale != 0 the logits are replaced by
+ * d(loss_sum * grad_scale)/d(logits) = (softmax - onehot) * grad_scale. */
+double nf_cross_entropy(float *logits, const int *targets, int N, int V, float grad_scale);
+
 #endif

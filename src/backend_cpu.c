@@ -6,6 +6,7 @@
 #include "backend.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <oneapi/dnnl/dnnl.h>
@@ -124,4 +125,194 @@ void nf_attention_decode(float *out, const float *q, const float *keys, const fl
             for (int i = 0; i < head_size; i++) oh[i] += a * vt[i];
         }
     }
+}
+
+/* ---- training ops ------------------------------------------------------------ */
+
+void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int OC) {
+    dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+}
+
+void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
+                        int OC) {
+    if (dinp) dnnl_sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    if (dw) dnnl_sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+}
+
+void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C) {
+    int n;
+#pragma omp parallel for schedule(static)
+    for (n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        float ss = 0.0f;
+        for (int i = 0; i < C; i++) ss += x[i] * x[i];
+        float r = 1.0f / sqrtf(ss / C + 1e-5f);
+        for (int i = 0; i < C; i++) y[i] = x[i] * r * weight[i];
+        rstd[n] = r;
+    }
+}
+
+void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                         const float *rstd, int N, int C) {
+    /* y = x r w, r = (mean x^2 + eps)^-1/2:
+     *   dw += dy x r;   dx = r (dy w) - x r^3 / C * sum(dy w x) */
+    if (dweight)
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+            for (int i = 0; i < C; i++) dweight[i] += dy[i] * x[i] * rstd[n];
+        }
+    if (!dinp) return;
+    int n;
+#pragma omp parallel for schedule(static)
+    for (n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float r = rstd[n], dot = 0.0f;
+        for (int i = 0; i < C; i++) dot += dy[i] * weight[i] * x[i];
+        float k = r * r * r * dot / C;
+        for (int i = 0; i < C; i++) dx[i] += r * dy[i] * weight[i] - k * x[i];
+    }
+}
+
+/* Rotates every pair by +angle (forward) or -angle (backward). */
+static void rope_apply(float *x, int B, int T, int n_heads, int hs, float sign) {
+    int t;
+#pragma omp parallel for schedule(static)
+    for (t = 0; t < T; t++) {
+        for (int i = 0; i < hs; i += 2) {
+            float freq = 1.0f / powf(10000.0f, i / (float)hs); /* as nf_rope, so training = inference */
+            float angle = t * freq;
+            float c = cosf(angle), s = sign * sinf(angle);
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < n_heads; h++) {
+                    float *v = x + (((size_t)b * T + t) * n_heads + h) * hs + i;
+                    float v0 = v[0], v1 = v[1];
+                    v[0] = v0 * c - v1 * s;
+                    v[1] = v0 * s + v1 * c;
+                }
+        }
+    }
+}
+
+void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size) { rope_apply(x, B, T, n_heads, head_size, 1.0f); }
+void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size) { rope_apply(dx, B, T, n_heads, head_size, -1.0f); }
+
+void nf_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
+                          int NH, int NKV, int hs) {
+    float scale = 1.0f / sqrtf((float)hs);
+    int group = NH / NKV, bh;
+#pragma omp parallel for schedule(dynamic)
+    for (bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH, kvh = h / group;
+        for (int t1 = 0; t1 < T; t1++) {
+            const float *qt = q + (((size_t)b * T + t1) * NH + h) * hs;
+            float *a = att + (((size_t)b * NH + h) * T + t1) * T;
+            float max = -INFINITY;
+            for (int t2 = 0; t2 <= t1; t2++) {
+                a[t2] = dot_f32(qt, k + (((size_t)b * T + t2) * NKV + kvh) * hs, hs) * scale;
+                if (a[t2] > max) max = a[t2];
+            }
+            float sum = 0.0f;
+            for (int t2 = 0; t2 <= t1; t2++) {
+                a[t2] = expf(a[t2] - max);
+                sum += a[t2];
+            }
+            float inv = 1.0f / sum;
+            float *o = out + (((size_t)b * T + t1) * NH + h) * hs;
+            memset(o, 0, (size_t)hs * sizeof(float));
+            for (int t2 = 0; t2 <= t1; t2++) {
+                a[t2] *= inv;
+                const float *vt = v + (((size_t)b * T + t2) * NKV + kvh) * hs;
+                for (int i = 0; i < hs; i++) o[i] += a[t2] * vt[i];
+            }
+        }
+    }
+}
+
+void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs) {
+    float scale = 1.0f / sqrtf((float)hs);
+    int group = NH / NKV, bkv;
+    /* one thread per (batch, kv head): the query heads sharing a kv head write the same dk/dv rows */
+#pragma omp parallel
+    {
+        float *datt = malloc((size_t)T * sizeof(float));
+#pragma omp for schedule(dynamic)
+        for (bkv = 0; bkv < B * NKV; bkv++) {
+            int b = bkv / NKV, kvh = bkv % NKV;
+            for (int h = kvh * group; h < (kvh + 1) * group; h++)
+                for (int t1 = 0; t1 < T; t1++) {
+                    const float *a = att + (((size_t)b * NH + h) * T + t1) * T;
+                    const float *dot = dout + (((size_t)b * T + t1) * NH + h) * hs;
+                    const float *qt = q + (((size_t)b * T + t1) * NH + h) * hs;
+                    float *dqt = dq + (((size_t)b * T + t1) * NH + h) * hs;
+                    /* out = sum_t2 a[t2] v[t2]:  da[t2] = dout . v[t2],  dv[t2] += a[t2] dout */
+                    float weighted = 0.0f;
+                    for (int t2 = 0; t2 <= t1; t2++) {
+                        const float *vt = v + (((size_t)b * T + t2) * NKV + kvh) * hs;
+                        float *dvt = dv + (((size_t)b * T + t2) * NKV + kvh) * hs;
+                        datt[t2] = dot_f32(dot, vt, hs);
+                        weighted += a[t2] * datt[t2];
+                        for (int i = 0; i < hs; i++) dvt[i] += a[t2] * dot[i];
+                    }
+                    /* softmax: dpre = a (da - sum a da);  pre = scale q . k */
+                    for (int t2 = 0; t2 <= t1; t2++) {
+                        float dpre = a[t2] * (datt[t2] - weighted) * scale;
+                        const float *kt = k + (((size_t)b * T + t2) * NKV + kvh) * hs;
+                        float *dkt = dk + (((size_t)b * T + t2) * NKV + kvh) * hs;
+                        for (int i = 0; i < hs; i++) {
+                            dqt[i] += dpre * kt[i];
+                            dkt[i] += dpre * qt[i];
+                        }
+                    }
+                }
+        }
+        free(datt);
+    }
+}
+
+static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+
+void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
+    /* silu(g) = g s(g);  silu'(g) = s(g) (1 + g (1 - s(g))) */
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) {
+        float s = sigmoid(gate[i]);
+        dup[i] += dout[i] * gate[i] * s;
+        dgate[i] += dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+    }
+}
+
+double nf_cross_entropy(float *logits, const int *targets, int N, int V, float grad_scale) {
+    /* per-row losses summed in order afterwards, so the total is bitwise reproducible */
+    double *row_loss = malloc((size_t)N * sizeof(double));
+    if (!row_loss) return NAN;
+    int n;
+#pragma omp parallel for schedule(static)
+    for (n = 0; n < N; n++) {
+        float *row = logits + (size_t)n * V;
+        float max = row[0];
+        for (int i = 1; i < V; i++)
+            if (row[i] > max) max = row[i];
+        double sum = 0.0;
+        for (int i = 0; i < V; i++) sum += expf(row[i] - max);
+        double log_sum = log(sum) + max;
+        row_loss[n] = log_sum - row[targets[n]];
+        if (grad_scale != 0.0f) {
+            for (int i = 0; i < V; i++) row[i] = (float)exp(row[i] - log_sum) * grad_scale;
+            row[targets[n]] -= grad_scale;
+        }
+    }
+    double total = 0.0;
+    for (n = 0; n < N; n++) total += row_loss[n];
+    free(row_loss);
+    return total;
 }

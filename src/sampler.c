@@ -14,11 +14,7 @@ int sampler_init(Sampler *s, int vocab_size, float temperature, float top_p, int
     s->temperature = temperature;
     s->top_p = top_p;
     s->top_k = top_k;
-    /* splitmix64 of the seed: nearby seeds give unrelated streams, and the state is never 0 */
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    s->rng_state = (z ^ (z >> 31)) | 1;
+    rng_seed(&s->rng, seed);
     s->candidates = nf_alloc_array((size_t)vocab_size, sizeof(ProbIndex), err);
     return s->candidates ? 0 : -1;
 }
@@ -28,13 +24,7 @@ void sampler_free(Sampler *s) {
     memset(s, 0, sizeof *s);
 }
 
-float sampler_random(Sampler *s) {
-    s->rng_state ^= s->rng_state >> 12;
-    s->rng_state ^= s->rng_state << 25;
-    s->rng_state ^= s->rng_state >> 27;
-    uint32_t r = (uint32_t)((s->rng_state * 0x2545F4914F6CDD1Dull) >> 32);
-    return (r >> 8) / 16777216.0f;
-}
+float sampler_random(Sampler *s) { return rng_uniform(&s->rng); }
 
 static int argmax(const float *x, int n) {
     int best = 0;

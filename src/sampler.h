@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "rng.h"
 
 typedef struct {
     int index;
@@ -18,7 +19,7 @@ typedef struct {
     float temperature;   /* 0 = greedy */
     float top_p;         /* 1 = off */
     int top_k;           /* 0 = off */
-    uint64_t rng_state;  /* xorshift64*, never 0 */
+    Rng rng;
     ProbIndex *candidates; /* (vocab_size) scratch */
 } Sampler;
 

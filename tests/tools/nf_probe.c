@@ -2,7 +2,9 @@
  * end-to-end tests, which compare them with PyTorch and SentencePiece:
  *   nf_probe logits MODEL OUT.f32 TOKEN...   logits (T, V) float32 of the KV-cached forward
  *   nf_probe encode TOKENIZER IN.txt OUT.i32 ids of the text, no BOS, int32
- *   nf_probe decode TOKENIZER IN.i32 OUT.txt the text of int32 ids */
+ *   nf_probe decode TOKENIZER IN.i32 OUT.txt the text of int32 ids
+ *   nf_probe grads MODEL OUT.f32 B T TOKEN... TARGET...
+ *                                             mean loss, then d loss / d params in the flat layout */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,8 @@
 #include "fileio.h"
 #include "infer.h"
 #include "model.h"
+#include "params.h"
+#include "train_model.h"
 #include "tokenizer.h"
 
 static int die(const char *msg) {
@@ -78,7 +82,35 @@ static int probe_decode(int argc, char **argv) {
     return rc == 0 ? 0 : die("cannot write output");
 }
 
+static int probe_grads(int argc, char **argv) {
+    if (argc < 6) return die("usage: grads MODEL OUT B T TOKEN... TARGET...");
+    int B = atoi(argv[4]), T = atoi(argv[5]);
+    if (B < 1 || T < 1 || argc != 6 + 2 * B * T) return die("need B*T tokens and B*T targets");
+    NfError err;
+    Model m;
+    if (model_load(&m, argv[2], &err) != 0) return die(err.message);
+    size_t n = (size_t)config_param_count(&m.config);
+    float *out = calloc(1 + 2 * n, sizeof(float)), *params = out + 1 + n, *grads = out + 1;
+    int *tokens = malloc(sizeof(int) * 2 * B * T), *targets = tokens + B * T;
+    for (int i = 0; i < 2 * B * T; i++) tokens[i] = atoi(argv[6 + i]);
+    params_from_model(params, &m);
+    ParamPointers p, g;
+    param_pointers(&p, params, &m.config);
+    param_pointers(&g, grads, &m.config);
+    Activations a;
+    if (activations_init(&a, &m.config, B, T, &err) != 0) return die(err.message);
+    out[0] = (float)model_forward(&m.config, &p, &a, tokens, targets, 1.0f);
+    model_backward(&m.config, &p, &g, &a, tokens);
+    int rc = write_all(argv[3], out, (1 + n) * sizeof(float));
+    activations_free(&a);
+    free(tokens);
+    free(out);
+    model_free(&m);
+    return rc == 0 ? 0 : die("cannot write output");
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "grads") == 0) return probe_grads(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits") == 0) return probe_logits(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) return probe_encode(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "decode") == 0) return probe_decode(argc, argv);

@@ -1,0 +1,57 @@
+/* params.h — the trainable parameters as one flat fp32 buffer.
+ *
+ * Weights, gradients and both AdamW moments share this layout, which is
+ * llama2.c's legacy (v0) order without the freq_cis tables, so exporting a
+ * model is writing the buffer. ParamPointers names the pieces of any buffer
+ * laid out this way. */
+#ifndef NF_PARAMS_H
+#define NF_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "model.h"
+
+/* L = n_layers, D = dim, H = hidden_dim, KV = kv_dim, V = vocab_size */
+typedef struct {
+    float *token_embedding; /* (V, D) */
+    float *rms_att;         /* (L, D) */
+    float *wq;              /* (L, D, D) */
+    float *wk;              /* (L, KV, D) */
+    float *wv;              /* (L, KV, D) */
+    float *wo;              /* (L, D, D) */
+    float *rms_ffn;         /* (L, D) */
+    float *w1;              /* (L, H, D) */
+    float *w2;              /* (L, D, H) */
+    float *w3;              /* (L, H, D) */
+    float *rms_final;       /* (D) */
+    float *wcls;            /* (V, D); the embedding itself when the classifier is shared */
+} ParamPointers;
+
+/* One named piece of the flat buffer, in layout order. */
+typedef struct {
+    const char *name;   /* "token_embedding", "rms_att", "wq", ... */
+    size_t offset;      /* in floats from the start */
+    size_t count;       /* floats */
+    bool is_norm;       /* RMSNorm weights: no weight decay */
+} ParamSegment;
+
+#define PARAM_SEGMENTS_MAX 12
+
+/* Fills seg in layout order and returns how many there are (11, or 12 with a separate classifier). */
+int param_segments(const ModelConfig *c, ParamSegment seg[PARAM_SEGMENTS_MAX]);
+
+/* Points p at the pieces of base (config_param_count(c) floats). */
+void param_pointers(ParamPointers *p, float *base, const ModelConfig *c);
+
+/* Copies every weight of a loaded model (any format; Q8 is dequantized) into params. */
+void params_from_model(float *params, const Model *m);
+
+/* Makes m an inference view of params (no file behind it); free it with model_free. */
+int model_from_params(Model *m, const ModelConfig *c, float *params, NfError *err);
+
+/* Fills params as llama2.c's model.py initializes a fresh model: normal(0, 0.02)
+ * for matrices, with wo and w2 scaled down by sqrt(2 * n_layers); ones for norms. */
+void params_init(float *params, const ModelConfig *c, uint64_t seed);
+
+#endif

@@ -1,0 +1,104 @@
+"""Training's loss and the gradient of every parameter against PyTorch
+autograd (float64, model written in the test): a tiny GQA model with a
+separate classifier, and one with a shared classifier."""
+import os
+import subprocess
+
+import numpy as np
+import torch
+
+from harness import PROBE, run_all, test, tmpdir
+from llama_ref import CFG, header7, random_weights, write_v0
+
+ORDER = ["emb", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final", "wcls"]
+
+
+def torch_loss(t, tokens, targets, cfg, shared):
+    """t: dict of float64 leaf tensors; tokens/targets (B, T)."""
+    D, nh, nkv = cfg["dim"], cfg["n_heads"], cfg["n_kv_heads"]
+    hs = D // nh
+    B, T = tokens.shape
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    def rope(x):  # (B, T, heads, hs), adjacent pairs
+        freqs = 1.0 / (10000.0 ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
+        ang = torch.outer(torch.arange(T, dtype=torch.float64), freqs)[None, :, None, :]
+        xr = x.reshape(B, T, x.shape[2], hs // 2, 2)
+        c, s = torch.cos(ang), torch.sin(ang)
+        return torch.stack([xr[..., 0] * c - xr[..., 1] * s, xr[..., 0] * s + xr[..., 1] * c], -1).reshape(x.shape)
+
+    x = t["emb"][torch.tensor(tokens)]
+    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+    for l in range(cfg["n_layers"]):
+        h = rms(x, t["rms_att"][l])
+        q = rope((h @ t["wq"][l].T).view(B, T, nh, hs))
+        k = rope((h @ t["wk"][l].T).view(B, T, nkv, hs)).repeat_interleave(nh // nkv, 2)
+        v = (h @ t["wv"][l].T).view(B, T, nkv, hs).repeat_interleave(nh // nkv, 2)
+        att = (torch.einsum("bqhd,bkhd->bhqk", q, k) / hs ** 0.5 + mask).softmax(-1)
+        x = x + torch.einsum("bhqk,bkhd->bqhd", att, v).reshape(B, T, D) @ t["wo"][l].T
+        h = rms(x, t["rms_ffn"][l])
+        x = x + (torch.nn.functional.silu(h @ t["w1"][l].T) * (h @ t["w3"][l].T)) @ t["w2"][l].T
+    logits = rms(x, t["rms_final"]) @ (t["emb"] if shared else t["wcls"]).T
+    return torch.nn.functional.cross_entropy(logits.reshape(B * T, -1), torch.tensor(targets).reshape(-1))
+
+
+def nf_grads(path, tokens, targets):
+    out = os.path.join(tmpdir(), "grads.f32")
+    B, T = tokens.shape
+    args = [B, T, *tokens.ravel(), *targets.ravel()]
+    subprocess.run([PROBE, "grads", path, out, *map(str, args)], check=True)
+    data = np.fromfile(out, dtype=np.float32)
+    return float(data[0]), data[1:]
+
+
+def check(shared, seed):
+    cfg = dict(CFG)
+    w = random_weights(seed, cfg)
+    path = os.path.join(tmpdir(), "m.bin")
+    if shared:
+        del w["wcls"]
+        hs = cfg["dim"] // cfg["n_heads"]
+        with open(path, "wb") as f:
+            f.write(header7(cfg, cfg["vocab_size"]))
+            for k in ORDER[:-1]:
+                f.write(w[k].tobytes())
+            f.write(np.zeros(cfg["seq_len"] * hs, np.float32).tobytes())
+    else:
+        write_v0(path, w, cfg)
+    g = np.random.default_rng(seed + 100)
+    B, T = 3, 11
+    tokens = g.integers(0, cfg["vocab_size"], (B, T))
+    targets = g.integers(0, cfg["vocab_size"], (B, T))
+    loss, grads = nf_grads(path, tokens, targets)
+
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
+    ref = torch_loss(t, tokens, targets, cfg, shared)
+    ref.backward()
+    assert abs(loss - ref.item()) / abs(ref.item()) < 1e-5, (loss, ref.item())
+    offset = 0
+    for k in ORDER:
+        if k not in w:
+            continue
+        n = w[k].size
+        ours, theirs = grads[offset:offset + n], t[k].grad.numpy().ravel()
+        offset += n
+        err = np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30)
+        assert err < 1e-4, f"{k}: relative error {err:.2e}"
+        assert np.abs(theirs).max() > 0, k  # the reference gradient is not trivially zero
+    assert offset == grads.size
+
+
+@test
+def gradients_match_pytorch_separate_classifier():
+    check(shared=False, seed=5)
+
+
+@test
+def gradients_match_pytorch_shared_classifier():
+    check(shared=True, seed=6)
+
+
+if __name__ == "__main__":
+    run_all()
