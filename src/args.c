@@ -1,6 +1,9 @@
 /* args.c — parsing and range-checking command-line flags. */
 #include "args.h"
 
+#include "json.h"
+#include "json_parse.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -63,6 +66,13 @@ static int set_value(ArgSpec *s, const char *value, NfError *err) {
     case ARG_FLAG:
         *(bool *)s->dest = true;
         return 0;
+    case ARG_LIST: {
+        StringList *list = s->dest;
+        if (list->n == ARG_LIST_MAX)
+            return nf_fail(err, NF_ERR_USAGE, "--%s given more than %d times", s->name, ARG_LIST_MAX);
+        list->items[list->n++] = value;
+        return 0;
+    }
     }
     return nf_fail(err, NF_ERR_USAGE, "--%s: unsupported flag type", s->name);
 }
@@ -82,7 +92,7 @@ int args_parse(ArgSpec *specs, int n_specs, int argc, char **argv, bool *help_re
         size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
         ArgSpec *s = find_spec(specs, n_specs, name, name_len);
         if (!s) return nf_fail(err, NF_ERR_USAGE, "unknown flag --%.*s", (int)name_len, name);
-        if (s->seen) return nf_fail(err, NF_ERR_USAGE, "--%s given more than once", s->name);
+        if (s->seen && s->type != ARG_LIST) return nf_fail(err, NF_ERR_USAGE, "--%s given more than once", s->name);
         s->seen = true;
         const char *value;
         if (s->type == ARG_FLAG) {
@@ -104,7 +114,61 @@ void args_print_help(const char *command, const char *summary, const ArgSpec *sp
     for (int i = 0; i < n_specs; i++) {
         const ArgSpec *s = &specs[i];
         const char *arg = s->type == ARG_FLAG ? "" : s->type == ARG_CHOICE ? s->choices
-                        : s->type == ARG_STRING ? "VALUE" : "N";
+                        : s->type == ARG_STRING || s->type == ARG_LIST ? "VALUE" : "N";
         fprintf(stderr, "  --%-16s %-14s %s\n", s->name, arg, s->help ? s->help : "");
     }
+}
+
+int args_apply_json(ArgSpec *specs, int n_specs, const JsonValue *json, NfError *err) {
+    if (json->type != JV_OBJECT) return nf_fail(err, NF_ERR_USAGE, "the config file must hold a JSON object");
+    for (int i = 0; i < json->n; i++) {
+        const char *key = json->keys[i];
+        const JsonValue *v = &json->items[i];
+        ArgSpec *s = find_spec(specs, n_specs, key, strlen(key));
+        if (!s || strcmp(key, "config") == 0) return nf_fail(err, NF_ERR_USAGE, "unknown key \"%s\" in the config file", key);
+        if (s->seen) continue; /* the command line wins */
+        s->seen = true;
+        if (s->type == ARG_FLAG) {
+            if (v->type != JV_BOOL) return nf_fail(err, NF_ERR_USAGE, "config key \"%s\" must be true or false", key);
+            *(bool *)s->dest = v->boolean;
+            continue;
+        }
+        if (s->type == ARG_LIST && v->type == JV_ARRAY) {
+            for (int k = 0; k < v->n; k++) {
+                if (v->items[k].type != JV_STRING)
+                    return nf_fail(err, NF_ERR_USAGE, "config key \"%s\" must hold strings", key);
+                if (set_value(s, v->items[k].text, err) != 0) return -1;
+            }
+            continue;
+        }
+        if (v->type != JV_STRING && v->type != JV_NUMBER)
+            return nf_fail(err, NF_ERR_USAGE, "config key \"%s\" has a value of the wrong type", key);
+        if ((s->type == ARG_INT || s->type == ARG_FLOAT) != (v->type == JV_NUMBER))
+            return nf_fail(err, NF_ERR_USAGE, "config key \"%s\" must be a %s", key,
+                           v->type == JV_NUMBER ? "string" : "number");
+        if (set_value(s, v->text, err) != 0) return -1;
+    }
+    return 0;
+}
+
+void args_to_json(const ArgSpec *specs, int n_specs, JsonBuf *j, const char *key) {
+    json_object_begin(j, key);
+    for (int i = 0; i < n_specs; i++) {
+        const ArgSpec *s = &specs[i];
+        switch (s->type) {
+        case ARG_STRING:
+        case ARG_CHOICE: json_string(j, s->name, *(const char **)s->dest); break;
+        case ARG_INT: json_int(j, s->name, *(int64_t *)s->dest); break;
+        case ARG_FLOAT: json_number(j, s->name, *(double *)s->dest); break;
+        case ARG_FLAG: json_bool(j, s->name, *(bool *)s->dest); break;
+        case ARG_LIST: {
+            const StringList *list = s->dest;
+            json_array_begin(j, s->name);
+            for (int k = 0; k < list->n; k++) json_string(j, NULL, list->items[k]);
+            json_array_end(j);
+            break;
+        }
+        }
+    }
+    json_object_end(j);
 }

@@ -19,7 +19,15 @@ typedef enum {
     ARG_FLOAT,   /* double *dest, finite, checked against [min, max] */
     ARG_FLAG,    /* bool *dest, takes no value */
     ARG_CHOICE,  /* const char **dest, one of the '|'-separated words in choices */
+    ARG_LIST,    /* StringList *dest: the flag may repeat; every value is kept */
 } ArgType;
+
+#define ARG_LIST_MAX 64
+
+typedef struct {
+    const char *items[ARG_LIST_MAX];
+    int n;
+} StringList;
 
 typedef struct {
     const char *name;     /* without the leading "--" */
@@ -34,6 +42,16 @@ typedef struct {
 /* Parses argv[0..argc) (the words after the command name). Returns 0, or -1
  * with err set. Sets *help_requested when --help or -h is present. */
 int args_parse(ArgSpec *specs, int n_specs, int argc, char **argv, bool *help_requested, NfError *err);
+
+/* Applies a --config JSON object: each key is a flag name; flags already
+ * given on the command line win. Unknown keys and bad values are errors
+ * naming the key. The strings of json stay referenced: keep it alive. */
+struct JsonValue;
+int args_apply_json(ArgSpec *specs, int n_specs, const struct JsonValue *json, NfError *err);
+
+/* Writes every flag's current value as the object `key`, in table order. */
+struct JsonBuf;
+void args_to_json(const ArgSpec *specs, int n_specs, struct JsonBuf *json, const char *key);
 
 /* Prints "usage: neuralforge <command> ..." and every flag with its help to stderr. */
 void args_print_help(const char *command, const char *summary, const ArgSpec *specs, int n_specs);

@@ -16,6 +16,8 @@
 #define NF_ERR_TOKENIZER "bad_tokenizer"
 #define NF_ERR_DATA      "bad_data"   /* token or text data that cannot be used */
 #define NF_ERR_MEMORY    "out_of_memory"
+#define NF_ERR_CHECKPOINT "bad_checkpoint" /* corrupt, truncated or mismatched checkpoint */
+#define NF_ERR_TRAINING  "training_diverged" /* NaN or infinite loss */
 
 typedef struct {
     const char *code;   /* one of the NF_ERR_* strings */

@@ -14,7 +14,7 @@
 
 #define JSON_MAX_DEPTH 16
 
-typedef struct {
+typedef struct JsonBuf {
     char *data;                     /* NUL-terminated text so far */
     size_t len, cap;
     int depth;                      /* open objects/arrays */

@@ -13,6 +13,7 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"generate", cmd_generate, "generate text from a model (NDJSON token stream, or --text)"},
     {"info", cmd_info, "describe a model file and/or a tokenizer"},
+    {"train", cmd_train, "train a model: from scratch (--init) or fine-tuning (--model)"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
 };
 

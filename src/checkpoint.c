@@ -1,0 +1,188 @@
+/* checkpoint.c — writing and verifying training checkpoints. */
+#include "checkpoint.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "util.h"
+
+static const char MAGIC[8] = {'N', 'F', 'C', 'K', 'P', 'T', '0', '1'};
+#define CKPT_VERSION 1
+#define HEADER_FIXED 120 /* bytes before the options JSON */
+
+/* The checksum: FNV-1a over little-endian 64-bit words (the tail zero-padded). */
+typedef struct {
+    uint64_t h;
+    unsigned char tail[8];
+    int n_tail;
+} Checksum;
+
+static void checksum_init(Checksum *c) {
+    c->h = 0xcbf29ce484222325ull;
+    c->n_tail = 0;
+}
+
+static void checksum_update(Checksum *c, const void *data, size_t n) {
+    const unsigned char *p = data;
+    while (n > 0 && c->n_tail > 0 && c->n_tail < 8) {
+        c->tail[c->n_tail++] = *p++;
+        n--;
+        if (c->n_tail == 8) {
+            uint64_t w;
+            memcpy(&w, c->tail, 8);
+            c->h = (c->h ^ w) * 0x100000001b3ull;
+            c->n_tail = 0;
+        }
+    }
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c->h = (c->h ^ w) * 0x100000001b3ull;
+    }
+    for (; n > 0; n--) c->tail[c->n_tail++] = *p++;
+}
+
+static uint64_t checksum_final(Checksum *c) {
+    if (c->n_tail > 0) {
+        memset(c->tail + c->n_tail, 0, (size_t)(8 - c->n_tail));
+        uint64_t w;
+        memcpy(&w, c->tail, 8);
+        c->h = (c->h ^ w) * 0x100000001b3ull;
+        c->n_tail = 0;
+    }
+    return c->h;
+}
+
+typedef struct {
+    unsigned char *p;
+} Writer;
+
+static void put(Writer *w, const void *v, size_t n) {
+    memcpy(w->p, v, n);
+    w->p += n;
+}
+
+static void encode_header(const Checkpoint *ck, unsigned char *buf, uint32_t options_len) {
+    Writer w = {buf};
+    uint32_t version = CKPT_VERSION, kind = 0;
+    int32_t cfg[8] = {ck->config.dim,       ck->config.hidden_dim, ck->config.n_layers,
+                      ck->config.n_heads,   ck->config.n_kv_heads, ck->config.vocab_size,
+                      ck->config.seq_len,   ck->config.shared_classifier ? 1 : 0};
+    put(&w, MAGIC, 8);
+    put(&w, &version, 4);
+    put(&w, &kind, 4);
+    put(&w, cfg, sizeof cfg);
+    put(&w, &ck->step, 8);
+    put(&w, &ck->tokens_seen, 8);
+    put(&w, &ck->data_rng_state, 8);
+    put(&w, &ck->data_epoch, 8);
+    put(&w, &ck->data_position, 8);
+    put(&w, &ck->best_val_loss, 8);
+    put(&w, &ck->last_loss, 8);
+    put(&w, &ck->n_params, 8);
+    put(&w, &options_len, 4);
+    uint32_t reserved = 0;
+    put(&w, &reserved, 4);
+}
+
+int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfError *err) {
+    uint32_t options_len = (uint32_t)strlen(ck->options_json ? ck->options_json : "");
+    unsigned char header[HEADER_FIXED];
+    encode_header(ck, header, options_len);
+    AtomicFile f;
+    if (atomic_file_open(&f, path, err) != 0) return -1;
+    Checksum sum;
+    checksum_init(&sum);
+    size_t tensor_bytes = (size_t)ck->n_params * sizeof(float);
+    const void *parts[5] = {header, ck->options_json ? ck->options_json : "", ck->params, ck->adam_m, ck->adam_v};
+    size_t sizes[5] = {HEADER_FIXED, options_len, tensor_bytes, tensor_bytes, tensor_bytes};
+    for (int i = 0; i < 5; i++) {
+        checksum_update(&sum, parts[i], sizes[i]);
+        if (atomic_file_write(&f, parts[i], sizes[i], err) != 0) {
+            atomic_file_abort(&f);
+            return -1;
+        }
+    }
+    uint64_t h = checksum_final(&sum);
+    if (atomic_file_write(&f, &h, 8, err) != 0) {
+        atomic_file_abort(&f);
+        return -1;
+    }
+    if (atomic_file_commit(&f, err) != 0) return -1;
+    *bytes = HEADER_FIXED + options_len + 3 * (uint64_t)tensor_bytes + 8;
+    return 0;
+}
+
+int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfError *err) {
+    memset(ck, 0, sizeof *ck);
+    MappedFile f;
+    if (mapped_file_open(&f, path, "checkpoint", err) != 0) return -1;
+    int rc = -1;
+    const unsigned char *p = f.data;
+    if (f.size < HEADER_FIXED + 8 || memcmp(p, MAGIC, 8) != 0) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "'%s' is not a NeuralForge checkpoint (bad magic or too short)", path);
+        goto done;
+    }
+    uint32_t version, kind, options_len;
+    int32_t cfg[8];
+    memcpy(&version, p + 8, 4);
+    memcpy(&kind, p + 12, 4);
+    memcpy(cfg, p + 16, sizeof cfg);
+    memcpy(&ck->step, p + 48, 8);
+    memcpy(&ck->tokens_seen, p + 56, 8);
+    memcpy(&ck->data_rng_state, p + 64, 8);
+    memcpy(&ck->data_epoch, p + 72, 8);
+    memcpy(&ck->data_position, p + 80, 8);
+    memcpy(&ck->best_val_loss, p + 88, 8);
+    memcpy(&ck->last_loss, p + 96, 8);
+    memcpy(&ck->n_params, p + 104, 8);
+    memcpy(&options_len, p + 112, 4);
+    if (version != CKPT_VERSION || kind != 0) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has version %u kind %u; this build reads version %d kind 0",
+                path, version, kind, CKPT_VERSION);
+        goto done;
+    }
+    ck->config = (ModelConfig){cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], cfg[6], cfg[7] != 0};
+    if (config_validate(&ck->config, err) != 0) goto done;
+    uint64_t n = config_param_count(&ck->config);
+    uint64_t expected = HEADER_FIXED + (uint64_t)options_len + 3 * 4 * n + 8;
+    if (ck->n_params != n || f.size != expected) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is %zu bytes but its header describes %llu (truncated?)", path,
+                f.size, (unsigned long long)expected);
+        goto done;
+    }
+    Checksum sum;
+    checksum_init(&sum);
+    checksum_update(&sum, p, f.size - 8);
+    uint64_t stored;
+    memcpy(&stored, p + f.size - 8, 8);
+    if (checksum_final(&sum) != stored) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' fails its checksum: the file is corrupt", path);
+        goto done;
+    }
+    const unsigned char *tensors = p + HEADER_FIXED + options_len;
+    size_t tb = (size_t)n * sizeof(float);
+    if (!(ck->options_json = nf_alloc(options_len + 1, err)) || !(ck->params = nf_alloc(tb, err))) goto done;
+    memcpy(ck->options_json, p + HEADER_FIXED, options_len);
+    memcpy(ck->params, tensors, tb);
+    if (with_optimizer) {
+        if (!(ck->adam_m = nf_alloc(tb, err)) || !(ck->adam_v = nf_alloc(tb, err))) goto done;
+        memcpy(ck->adam_m, tensors + tb, tb);
+        memcpy(ck->adam_v, tensors + 2 * tb, tb);
+    }
+    rc = 0;
+done:
+    mapped_file_close(&f);
+    if (rc != 0) checkpoint_free(ck);
+    return rc;
+}
+
+void checkpoint_free(Checkpoint *ck) {
+    free(ck->options_json);
+    free(ck->params);
+    free(ck->adam_m);
+    free(ck->adam_v);
+    memset(ck, 0, sizeof *ck);
+}

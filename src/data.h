@@ -1,0 +1,67 @@
+/* data.h — training data: llama2.c token files (little-endian uint16),
+ * memory-mapped, checked against the vocabulary, split into training and
+ * validation spans, and cut into (B, T) batches.
+ *
+ * Two ways to draw training windows of T+1 tokens:
+ *   random  — a uniform random start anywhere, from the sampler's RNG;
+ *   shuffle — epochs: the data is cut into windows at stride T and every
+ *             window is visited once per epoch in a seeded random order.
+ * The whole sampler state is a few integers, saved in checkpoints. */
+#ifndef NF_DATA_H
+#define NF_DATA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "fileio.h"
+#include "rng.h"
+
+typedef struct {
+    const unsigned char *bytes;  /* uint16 little-endian tokens */
+    uint64_t len;                /* tokens */
+} TokenSpan;
+
+typedef struct {
+    MappedFile *files;
+    int n_files;
+    TokenSpan *train, *val;
+    int n_train, n_val;
+    uint64_t train_tokens, val_tokens;
+} TokenData;
+
+/* paths: files or directories (every regular file inside, sorted by name).
+ * val_path (may be NULL) is a separate validation file; otherwise val_split
+ * (0 <= f < 1) holds out the last fraction of the training tokens. Every id
+ * is checked against vocab_size; the training part needs at least T+1 tokens. */
+int token_data_open(TokenData *d, const char *const *paths, int n_paths, const char *val_path, double val_split,
+                    int vocab_size, int T, NfError *err);
+void token_data_close(TokenData *d);
+
+static inline int token_at(const TokenSpan *s, uint64_t i) {
+    return s->bytes[2 * i] | (s->bytes[2 * i + 1] << 8);
+}
+
+typedef struct {
+    bool shuffle;
+    uint64_t seed;
+    Rng rng;            /* random mode: draws window starts */
+    int64_t epoch;      /* shuffle mode: current epoch (0-based) */
+    uint64_t position;  /* shuffle mode: windows of this epoch already used */
+    uint64_t n_windows; /* shuffle mode: windows per epoch */
+    uint64_t *order;    /* shuffle mode: this epoch's window order */
+} BatchSampler;
+
+int batch_sampler_init(BatchSampler *s, const TokenData *d, int T, bool shuffle, uint64_t seed, NfError *err);
+void batch_sampler_free(BatchSampler *s);
+/* Moves a fresh sampler to a saved state (checkpoint resume). */
+void batch_sampler_restore(BatchSampler *s, uint64_t rng_state, int64_t epoch, uint64_t position);
+
+/* Fills tokens and targets (B, T): targets are the tokens shifted by one. */
+void batch_sampler_next(BatchSampler *s, const TokenData *d, int B, int T, int *tokens, int *targets);
+
+/* The k-th of a fixed, evenly spaced set of validation windows (the same at
+ * every evaluation): fills (B, T) for batch k of n_batches. */
+void validation_batch(const TokenData *d, int k, int n_batches, int B, int T, int *tokens, int *targets);
+
+#endif

@@ -1,0 +1,63 @@
+/* optimizer.c — AdamW, clipping and schedules. */
+#include "optimizer.h"
+
+#include <math.h>
+
+double lr_at(const OptimizerOptions *o, int64_t step) {
+    if (o->warmup > 0 && step <= o->warmup) return o->lr * (double)step / (double)o->warmup;
+    if (o->schedule == LR_CONSTANT || o->total_steps <= o->warmup) return o->lr;
+    double progress = (double)(step - o->warmup) / (double)(o->total_steps - o->warmup);
+    if (progress > 1.0) progress = 1.0;
+    if (o->schedule == LR_COSINE) return o->lr_min + 0.5 * (1.0 + cos(3.14159265358979323846 * progress)) * (o->lr - o->lr_min);
+    return o->lr - (o->lr - o->lr_min) * progress;
+}
+
+#define NORM_CHUNK 65536
+
+double grad_global_norm(const float *grads, size_t n) {
+    size_t chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
+    double total = 0.0;
+    /* chunk sums in parallel, added in chunk order: the same bits whatever the thread count */
+    double partial[256];
+    for (size_t base = 0; base < chunks; base += 256) {
+        size_t count = chunks - base < 256 ? chunks - base : 256;
+        long c;
+#pragma omp parallel for schedule(static)
+        for (c = 0; c < (long)count; c++) {
+            size_t start = (base + (size_t)c) * NORM_CHUNK, end = start + NORM_CHUNK < n ? start + NORM_CHUNK : n;
+            double s = 0.0;
+            for (size_t i = start; i < end; i++) s += (double)grads[i] * grads[i];
+            partial[c] = s;
+        }
+        for (size_t c2 = 0; c2 < count; c2++) total += partial[c2];
+    }
+    return sqrt(total);
+}
+
+void grad_clip(float *grads, size_t n, double norm, double max_norm) {
+    double coef = max_norm / (norm + 1e-6);
+    if (max_norm <= 0 || coef >= 1.0) return;
+    float f = (float)coef;
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) grads[i] *= f;
+}
+
+void adamw_step(float *params, const float *grads, float *m, float *v, const ParamSegment *seg, int n_seg,
+                const OptimizerOptions *o, double lr, int64_t t) {
+    float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+    float bc1 = (float)(1.0 - pow(o->beta1, (double)t)), bc2 = (float)(1.0 - pow(o->beta2, (double)t));
+    float step_size = (float)lr / bc1, bc2_sqrt = sqrtf(bc2);
+    for (int s = 0; s < n_seg; s++) {
+        float decay = seg[s].is_norm ? 1.0f : (float)(1.0 - lr * o->weight_decay);
+        size_t end = seg[s].offset + seg[s].count, i;
+#pragma omp parallel for schedule(static)
+        for (i = seg[s].offset; i < end; i++) {
+            float g = grads[i];
+            m[i] = b1 * m[i] + (1.0f - b1) * g;
+            v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+            /* torch: p *= 1 - lr wd;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
+            params[i] = params[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+        }
+    }
+}

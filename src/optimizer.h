@@ -1,0 +1,37 @@
+/* optimizer.h — AdamW with decoupled weight decay, global-norm gradient
+ * clipping and the learning-rate schedules, all over the flat parameter
+ * buffer (params.h). Matches torch.optim.AdamW and clip_grad_norm_. */
+#ifndef NF_OPTIMIZER_H
+#define NF_OPTIMIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "params.h"
+
+typedef enum { LR_CONSTANT, LR_COSINE, LR_LINEAR } LrSchedule;
+
+typedef struct {
+    double lr, lr_min;
+    LrSchedule schedule;
+    int64_t warmup;        /* steps of linear warmup from lr/warmup to lr */
+    int64_t total_steps;
+    double beta1, beta2, eps, weight_decay;
+    double grad_clip;      /* 0 = off */
+} OptimizerOptions;
+
+/* Learning rate of optimizer step `step` (1-based). */
+double lr_at(const OptimizerOptions *o, int64_t step);
+
+/* sqrt(sum g^2) in double, summed in a fixed order (bitwise reproducible). */
+double grad_global_norm(const float *grads, size_t n);
+
+/* Scales grads so their global norm is at most max_norm (as clip_grad_norm_). */
+void grad_clip(float *grads, size_t n, double norm, double max_norm);
+
+/* One AdamW step (t is 1-based): m, v and params updated in place; norm
+ * weights (segments with is_norm) get no weight decay. */
+void adamw_step(float *params, const float *grads, float *m, float *v, const ParamSegment *seg, int n_seg,
+                const OptimizerOptions *o, double lr, int64_t t);
+
+#endif

@@ -1,0 +1,375 @@
+/* train.c — the training loop.
+ *
+ *   setup:   model (file | init | checkpoint), data, buffers, sampler  -> `init`
+ *   step:    accum x (sample batch, forward, backward)                 -> `batch` each
+ *            clip, AdamW                                               -> `step`
+ *            every --val-every: validation                             -> `val`
+ *            every --ckpt-every: checkpoint                            -> `checkpoint`
+ *            SIGINT/SIGTERM: checkpoint and stop                       -> `done` (interrupted)
+ *            every --restart-every: checkpoint and re-exec itself      -> `restart`
+ *   end:                                                               -> `done` */
+#include "train.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "data.h"
+#include "params.h"
+#include "train_model.h"
+#include "util.h"
+
+/* The one piece of global state: a signal handler can reach nothing else. */
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_stop_signal(int sig) { stop_requested = sig; }
+
+static void install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+typedef struct {
+    const TrainOptions *o;
+    NfOut *out;
+    ModelConfig config;
+    size_t n_params;
+    float *params, *grads, *adam_m, *adam_v;
+    ParamPointers p, g;
+    ParamSegment seg[PARAM_SEGMENTS_MAX];
+    int n_seg;
+    TokenData data;
+    BatchSampler sampler;
+    Activations acts;
+    int *tokens, *targets;       /* (B, T) */
+    int64_t step;                /* optimizer steps completed */
+    int64_t tokens_seen;
+    double last_loss, best_val_loss;
+} Trainer;
+
+/* FLOPs of one token's forward and backward: 6 per matmul weight plus causal attention. */
+static double flops_per_token(const ModelConfig *c, int T) {
+    double L = c->n_layers, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), V = c->vocab_size;
+    return 6.0 * (L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * L * T * D;
+}
+
+static int configs_equal(const ModelConfig *a, const ModelConfig *b) {
+    return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers &&
+           a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads && a->vocab_size == b->vocab_size &&
+           a->seq_len == b->seq_len && a->shared_classifier == b->shared_classifier;
+}
+
+static int alloc_state(Trainer *t, NfError *err) {
+    t->n_params = (size_t)config_param_count(&t->config);
+    if (!t->params && !(t->params = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
+    if (!t->adam_m && !(t->adam_m = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
+    if (!t->adam_v && !(t->adam_v = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
+    if (!(t->grads = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
+    param_pointers(&t->p, t->params, &t->config);
+    param_pointers(&t->g, t->grads, &t->config);
+    t->n_seg = param_segments(&t->config, t->seg);
+    return 0;
+}
+
+/* Chooses the model: the checkpoint on --resume, else a model file, else a fresh init. */
+static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
+    const TrainOptions *o = t->o;
+    if (o->resume) {
+        if (checkpoint_load(o->ckpt, ck, true, err) != 0) return -1;
+        t->config = ck->config;
+        if (o->model_path) {
+            Model m;
+            if (model_load(&m, o->model_path, err) != 0) return -1;
+            int same = configs_equal(&m.config, &ck->config);
+            model_free(&m);
+            if (!same)
+                return nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' does not fit model '%s' (different config)",
+                               o->ckpt, o->model_path);
+        }
+        if (o->init && !configs_equal(&o->init_config, &ck->config))
+            return nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' does not fit the --init config", o->ckpt);
+        t->params = ck->params;
+        t->adam_m = ck->adam_m;
+        t->adam_v = ck->adam_v;
+        ck->params = ck->adam_m = ck->adam_v = NULL; /* the trainer owns them now */
+        t->step = ck->step;
+        t->tokens_seen = ck->tokens_seen;
+        t->best_val_loss = ck->best_val_loss;
+        t->last_loss = ck->last_loss;
+        return alloc_state(t, err);
+    }
+    if (o->model_path) {
+        Model m;
+        if (model_load(&m, o->model_path, err) != 0) return -1;
+        t->config = m.config;
+        if (alloc_state(t, err) != 0) {
+            model_free(&m);
+            return -1;
+        }
+        params_from_model(t->params, &m);
+        model_free(&m);
+        return 0;
+    }
+    t->config = o->init_config;
+    if (config_validate(&t->config, err) != 0) {
+        char why[sizeof err->message];
+        memcpy(why, err->message, sizeof why);
+        return nf_fail(err, NF_ERR_USAGE, "--init config: %s", why);
+    }
+    if (alloc_state(t, err) != 0) return -1;
+    params_init(t->params, &t->config, (uint64_t)o->seed);
+    return 0;
+}
+
+static void emit_init(Trainer *t) {
+    const TrainOptions *o = t->o;
+    JsonBuf j;
+    msg_begin(&j, "init");
+    json_model_config(&j, "config", &t->config);
+    json_int(&j, "params", (int64_t)t->n_params);
+    json_string(&j, "source", o->resume ? "checkpoint" : o->model_path ? "model" : "init");
+    json_int(&j, "resume_step", t->step);
+    json_int(&j, "total_steps", o->steps);
+    json_int(&j, "batch", o->batch);
+    json_int(&j, "seq", o->seq);
+    json_int(&j, "accum", o->accum);
+    json_int(&j, "tokens_per_step", o->batch * o->seq * o->accum);
+    json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
+    json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
+    json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, (int)o->batch, (int)o->seq));
+    msg_emit(t->out, &j);
+}
+
+static double validate(Trainer *t) {
+    const TrainOptions *o = t->o;
+    double total = 0.0;
+    for (int k = 0; k < o->val_batches; k++) {
+        validation_batch(&t->data, k, (int)o->val_batches, (int)o->batch, (int)o->seq, t->tokens, t->targets);
+        total += model_forward(&t->config, &t->p, &t->acts, t->tokens, t->targets, 0.0f);
+    }
+    return total / (double)o->val_batches;
+}
+
+/* Removes stamped checkpoints beyond the newest keep_last. */
+static void prune_stamped(const char *path, int64_t step, int64_t every, int64_t keep_last) {
+    char name[4096];
+    for (int64_t s = step - keep_last * every; s > 0 && s > step - (keep_last + 64) * every; s -= every) {
+        snprintf(name, sizeof name, "%s.step-%09lld", path, (long long)s);
+        unlink(name);
+    }
+}
+
+static int save_checkpoint(Trainer *t, NfError *err) {
+    const TrainOptions *o = t->o;
+    Checkpoint ck = {
+        .config = t->config, .step = t->step, .tokens_seen = t->tokens_seen,
+        .data_rng_state = t->sampler.rng.state, .data_epoch = t->sampler.epoch,
+        .data_position = t->sampler.position, .best_val_loss = t->best_val_loss, .last_loss = t->last_loss,
+        .options_json = o->options_json, .n_params = t->n_params,
+        .params = t->params, .adam_m = t->adam_m, .adam_v = t->adam_v,
+    };
+    uint64_t bytes;
+    if (o->keep_last > 1) {
+        /* keep a stamped copy too: written once, linked into place */
+        char stamped[4096];
+        snprintf(stamped, sizeof stamped, "%s.step-%09lld", o->ckpt, (long long)t->step);
+        if (checkpoint_save(stamped, &ck, &bytes, err) != 0) return -1;
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.link.%ld", o->ckpt, (long)getpid());
+        unlink(tmp);
+        if (link(stamped, tmp) != 0 || rename(tmp, o->ckpt) != 0)
+            return nf_fail(err, NF_ERR_IO, "cannot place checkpoint '%s'", o->ckpt);
+        prune_stamped(o->ckpt, t->step, o->ckpt_every > 0 ? o->ckpt_every : 1, o->keep_last);
+    } else if (checkpoint_save(o->ckpt, &ck, &bytes, err) != 0) {
+        return -1;
+    }
+    JsonBuf j;
+    msg_begin(&j, "checkpoint");
+    json_string(&j, "path", o->ckpt);
+    json_int(&j, "step", t->step);
+    json_number(&j, "loss", t->last_loss);
+    json_int(&j, "bytes", (int64_t)bytes);
+    msg_emit(t->out, &j);
+    return 0;
+}
+
+static void show_progress(const Trainer *t, double tok_s, double elapsed_s, int64_t steps_done) {
+    const TrainOptions *o = t->o;
+    double eta = steps_done > 0 ? elapsed_s / steps_done * (double)(o->steps - t->step) : 0;
+    int width = 30, filled = (int)(width * (double)t->step / (double)o->steps);
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r[%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %02d:%02d ", bar, (long long)t->step,
+            (long long)o->steps, t->last_loss, tok_s, (int)(eta / 60), (int)eta % 60);
+    fflush(stderr);
+}
+
+/* Replaces this process with a fresh copy of itself that resumes from the checkpoint. */
+static int restart_self(const TrainOptions *o, NfError *err) {
+    char **argv = calloc((size_t)o->argc + 4, sizeof(char *));
+    if (!argv) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    int n = 0, has_resume = 0;
+    argv[n++] = "neuralforge";
+    argv[n++] = "train";
+    for (int i = 0; i < o->argc; i++) {
+        if (strcmp(o->argv[i], "--resume") == 0) has_resume = 1;
+        argv[n++] = o->argv[i];
+    }
+    if (!has_resume) argv[n++] = "--resume";
+    argv[n] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    execv("/proc/self/exe", argv);
+    free(argv);
+    return nf_fail(err, NF_ERR_IO, "cannot re-execute /proc/self/exe for --restart-every");
+}
+
+static void emit_done(Trainer *t, double seconds, int64_t tokens, const char *reason) {
+    JsonBuf j;
+    msg_begin(&j, "done");
+    json_int(&j, "total_steps", t->step);
+    json_number(&j, "final_loss", t->last_loss);
+    json_number(&j, "best_val_loss", t->best_val_loss);
+    json_number(&j, "total_time_s", seconds);
+    json_number(&j, "tok_s", seconds > 0 ? tokens / seconds : 0.0);
+    json_string(&j, "reason", reason);
+    msg_emit(t->out, &j);
+}
+
+int train_run(TrainOptions *o, NfOut *out) {
+    NfError err = {0};
+    Trainer t = {.o = o, .out = out, .best_val_loss = NAN, .last_loss = NAN};
+    Checkpoint ck = {0};
+    int status = 0;
+    if (setup_model(&t, &ck, &err) != 0) goto fail;
+    if (o->seq == 0) o->seq = t.config.seq_len;
+    int B = (int)o->batch, T = (int)o->seq;
+    if (T > t.config.seq_len) {
+        nf_fail(&err, NF_ERR_USAGE, "--seq %d is longer than the model's seq_len %d", T, t.config.seq_len);
+        goto fail;
+    }
+    if (token_data_open(&t.data, o->data.items, o->data.n, o->val_data, o->val_split, t.config.vocab_size, T,
+                        &err) != 0)
+        goto fail;
+    if (batch_sampler_init(&t.sampler, &t.data, T, o->shuffle, (uint64_t)o->seed, &err) != 0) goto fail;
+    if (o->resume) batch_sampler_restore(&t.sampler, ck.data_rng_state, ck.data_epoch, ck.data_position);
+    if (activations_init(&t.acts, &t.config, B, T, &err) != 0) goto fail;
+    if (!(t.tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
+        !(t.targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
+        goto fail;
+    bool validating = o->val_every > 0 && t.data.n_val > 0;
+
+    emit_init(&t);
+    install_signal_handlers();
+    bool progress = isatty(STDERR_FILENO);
+    double flops = flops_per_token(&t.config, T);
+    double start = nf_now_ms();
+    int64_t steps_here = 0, tokens_here = 0;
+    const char *reason = "completed";
+
+    while (t.step < o->steps) {
+        double step_start = nf_now_ms();
+        int64_t step = t.step + 1;
+        memset(t.grads, 0, t.n_params * sizeof(float));
+        double loss = 0.0;
+        for (int micro = 0; micro < o->accum; micro++) {
+            batch_sampler_next(&t.sampler, &t.data, B, T, t.tokens, t.targets);
+            double micro_loss = model_forward(&t.config, &t.p, &t.acts, t.tokens, t.targets, 1.0f / (float)o->accum);
+            model_backward(&t.config, &t.p, &t.g, &t.acts, t.tokens);
+            loss += micro_loss / (double)o->accum;
+            JsonBuf j;
+            msg_begin(&j, "batch");
+            json_int(&j, "step", step);
+            json_int(&j, "micro_step", micro + 1);
+            json_number(&j, "loss", micro_loss);
+            json_int(&j, "tokens", (int64_t)B * T);
+            msg_emit(out, &j);
+        }
+        if (!isfinite(loss)) {
+            nf_fail(&err, NF_ERR_TRAINING, "the loss became %s at step %lld; stopping (the last checkpoint is kept)",
+                    isnan(loss) ? "NaN" : "infinite", (long long)step);
+            goto fail;
+        }
+        double norm = grad_global_norm(t.grads, t.n_params);
+        if (o->optim.grad_clip > 0) grad_clip(t.grads, t.n_params, norm, o->optim.grad_clip);
+        double lr = lr_at(&o->optim, step);
+        adamw_step(t.params, t.grads, t.adam_m, t.adam_v, t.seg, t.n_seg, &o->optim, lr, step);
+        t.step = step;
+        t.last_loss = loss;
+        t.tokens_seen += (int64_t)B * T * o->accum;
+        steps_here++;
+        tokens_here += (int64_t)B * T * o->accum;
+
+        double ms = nf_now_ms() - step_start;
+        double tok_s = ms > 0 ? (double)B * T * o->accum / (ms / 1000.0) : 0.0;
+        JsonBuf j;
+        msg_begin(&j, "step");
+        json_int(&j, "step", step);
+        json_int(&j, "total", o->steps);
+        json_number(&j, "loss", loss);
+        json_number(&j, "lr", lr);
+        json_number(&j, "grad_norm", norm);
+        json_number(&j, "ms", ms);
+        json_number(&j, "tok_s", tok_s);
+        json_number(&j, "tflops", ms > 0 ? flops * B * T * o->accum / (ms / 1000.0) / 1e12 : 0.0);
+        if (o->shuffle) json_int(&j, "epoch", t.sampler.epoch);
+        msg_emit(out, &j);
+        if (progress) show_progress(&t, tok_s, (nf_now_ms() - start) / 1000.0, steps_here);
+
+        if (validating && (step % o->val_every == 0 || step == o->steps)) {
+            double val = validate(&t);
+            if (isnan(t.best_val_loss) || val < t.best_val_loss) t.best_val_loss = val;
+            msg_begin(&j, "val");
+            json_int(&j, "step", step);
+            json_number(&j, "val_loss", val);
+            json_number(&j, "val_ppl", exp(val));
+            json_int(&j, "val_batches", o->val_batches);
+            msg_emit(out, &j);
+        }
+        bool stopping = stop_requested != 0;
+        bool restarting = o->restart_every > 0 && steps_here % o->restart_every == 0 && step < o->steps;
+        bool periodic = o->ckpt_every > 0 && step % o->ckpt_every == 0;
+        if (o->ckpt && (periodic || step == o->steps || stopping || restarting) && save_checkpoint(&t, &err) != 0)
+            goto fail;
+        if (stopping) {
+            reason = "interrupted";
+            break;
+        }
+        if (restarting) {
+            if (progress) fputc('\n', stderr);
+            msg_begin(&j, "restart");
+            json_int(&j, "step", step);
+            json_string(&j, "reason", "restart-every");
+            msg_emit(out, &j);
+            restart_self(o, &err); /* returns only on failure */
+            goto fail;
+        }
+    }
+    if (progress) fputc('\n', stderr);
+    double seconds = (nf_now_ms() - start) / 1000.0;
+    emit_done(&t, seconds, tokens_here, reason);
+    nf_log("training %s at step %lld: loss %.4f, %.1f s", reason, (long long)t.step, t.last_loss, seconds);
+    goto done;
+fail:
+    status = emit_error(out, &err);
+done:
+    checkpoint_free(&ck);
+    activations_free(&t.acts);
+    batch_sampler_free(&t.sampler);
+    token_data_close(&t.data);
+    free(t.tokens);
+    free(t.targets);
+    free(t.params);
+    free(t.grads);
+    free(t.adam_m);
+    free(t.adam_v);
+    return status;
+}

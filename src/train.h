@@ -1,0 +1,41 @@
+/* train.h — a training run: options, and the loop that turns them into
+ * optimizer steps, validation, checkpoints and the NDJSON stream. */
+#ifndef NF_TRAIN_H
+#define NF_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "args.h"
+#include "optimizer.h"
+#include "protocol.h"
+
+typedef struct {
+    /* where the model comes from: a file, a fresh init, or the checkpoint on --resume */
+    const char *model_path;
+    bool init;
+    ModelConfig init_config;     /* --dim ... --seq-len, shared classifier by default */
+    /* data */
+    StringList data;
+    const char *val_data;
+    double val_split;
+    int64_t val_every, val_batches;
+    bool shuffle;
+    /* batch */
+    int64_t batch, seq, accum, steps, seed;
+    OptimizerOptions optim;
+    /* checkpoints and process control */
+    const char *ckpt;
+    int64_t ckpt_every, keep_last, restart_every;
+    bool resume;
+    /* every flag as JSON, stored in checkpoints */
+    char *options_json;
+    /* for self-restart: the words after `neuralforge train` */
+    int argc;
+    char **argv;
+} TrainOptions;
+
+/* Runs the whole training; returns the exit status (errors already emitted). */
+int train_run(TrainOptions *o, NfOut *out);
+
+#endif
