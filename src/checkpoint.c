@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "params.h"
 #include "util.h"
 
 static const char MAGIC[8] = {'N', 'F', 'C', 'K', 'P', 'T', '0', '1'};
@@ -185,4 +186,45 @@ void checkpoint_free(Checkpoint *ck) {
     free(ck->adam_m);
     free(ck->adam_v);
     memset(ck, 0, sizeof *ck);
+}
+
+static int exactly_one_source(const char *model_path, const char *ckpt_path, NfError *err) {
+    if (!model_path == !ckpt_path) return nf_fail(err, NF_ERR_USAGE, "give exactly one of --model and --ckpt");
+    return 0;
+}
+
+int load_flat_params(const char *model_path, const char *ckpt_path, ModelConfig *config, float **params,
+                     NfError *err) {
+    *params = NULL;
+    if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
+    if (ckpt_path) {
+        Checkpoint ck;
+        if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return -1;
+        *config = ck.config;
+        *params = ck.params;
+        ck.params = NULL;
+        checkpoint_free(&ck);
+        return 0;
+    }
+    Model m;
+    if (model_load(&m, model_path, err) != 0) return -1;
+    *config = m.config;
+    *params = nf_alloc_array((size_t)config_param_count(&m.config), sizeof(float), err);
+    if (*params) params_from_model(*params, &m);
+    model_free(&m);
+    return *params ? 0 : -1;
+}
+
+int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError *err) {
+    if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
+    if (model_path) return model_load(m, model_path, err);
+    ModelConfig c;
+    float *params;
+    if (load_flat_params(NULL, ckpt_path, &c, &params, err) != 0) return -1;
+    if (model_from_params(m, &c, params, err) != 0) {
+        free(params);
+        return -1;
+    }
+    m->owned = params; /* freed with the model */
+    return 0;
 }

@@ -36,4 +36,12 @@ int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfE
 int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfError *err);
 void checkpoint_free(Checkpoint *ck);
 
+/* The weights of a model file or of a checkpoint (exactly one path given) as
+ * a flat parameter buffer (params.h layout, malloc'd). */
+int load_flat_params(const char *model_path, const char *ckpt_path, ModelConfig *config, float **params,
+                     NfError *err);
+
+/* Opens a model for inference from a model file (mapped, any format) or a checkpoint. */
+int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError *err);
+
 #endif

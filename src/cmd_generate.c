@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "checkpoint.h"
 #include "commands.h"
 #include "infer.h"
 #include "sampler.h"
@@ -74,12 +75,13 @@ static void write_token(TokenWriter *w, int id, const char *bytes, size_t n) {
 }
 
 int cmd_generate(int argc, char **argv, NfOut *out) {
-    const char *model_path = NULL, *tokenizer_path = NULL, *prompt = NULL;
+    const char *model_path = NULL, *ckpt_path = NULL, *tokenizer_path = NULL, *prompt = NULL;
     int64_t max_tokens = 256, top_k = 0, seed = -1;
     double temperature = 1.0, top_p = 0.9;
     bool text_flag = false;
     ArgSpec specs[] = {
-        {"model", ARG_STRING, &model_path, .help = "llama2.c model file (required)"},
+        {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
+        {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint"},
         {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin (required)"},
         {"prompt", ARG_STRING, &prompt, .help = "text to continue (default: stdin if piped, else empty)"},
         {"max-tokens", ARG_INT, &max_tokens, 1, 1 << 20, .help = "tokens to generate (default 256)"},
@@ -97,8 +99,8 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         args_print_help("generate", "Generates text from a model, starting from BOS and the prompt.", specs, n_specs);
         return 0;
     }
-    if (!model_path || !tokenizer_path) {
-        nf_fail(&err, NF_ERR_USAGE, "generate needs --model and --tokenizer");
+    if (!tokenizer_path) {
+        nf_fail(&err, NF_ERR_USAGE, "generate needs --tokenizer");
         return emit_error(out, &err);
     }
     if (seed < 0) seed = (int64_t)(time(NULL) ^ ((int64_t)getpid() << 16)) & 0x1FFFFFFFFFFFFF;
@@ -112,7 +114,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     TokenWriter writer = {out, text_flag || isatty(fileno(out->stream)), {{0}, 0}, NULL};
     int status = 0;
 
-    if (model_load(&model, model_path, &err) != 0 || tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
+    if (open_model(model_path, ckpt_path, &model, &err) != 0 || tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
         tokenizer_check_vocab(&tok, model.config.vocab_size, &err) != 0)
         goto fail;
     size_t prompt_len = 0;

@@ -106,7 +106,7 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
         uint64_t longest = 0;
         for (int i = 0; i < d->n_train; i++)
             if (d->train[i].len > longest) longest = d->train[i].len;
-        if (longest < (uint64_t)T + 1)
+        if (n_paths > 0 && longest < (uint64_t)T + 1)
             rc = nf_fail(err, NF_ERR_DATA, "the training data has no run of %d tokens (--seq %d plus one)", T + 1, T);
         uint64_t val_longest = 0;
         for (int i = 0; i < d->n_val; i++)
@@ -216,15 +216,16 @@ void batch_sampler_next(BatchSampler *s, const TokenData *d, int B, int T, int *
     }
 }
 
-void validation_batch(const TokenData *d, int k, int n_batches, int B, int T, int *tokens, int *targets) {
+void fixed_batch(const TokenSpan *spans, int n_spans, int k, int n_batches, int B, int T, int *tokens,
+                 int *targets) {
     uint64_t total = 0;
-    for (int i = 0; i < d->n_val; i++) total += span_starts(&d->val[i], T);
+    for (int i = 0; i < n_spans; i++) total += span_starts(&spans[i], T);
     uint64_t windows = (uint64_t)n_batches * (uint64_t)B;
     for (int b = 0; b < B; b++) {
         uint64_t j = (uint64_t)k * B + b;
         uint64_t start = windows > 1 ? (uint64_t)((double)j * (double)(total - 1) / (double)(windows - 1)) : 0;
         uint64_t local;
-        const TokenSpan *span = locate(d->val, d->n_val, T, span_starts, start, &local);
+        const TokenSpan *span = locate(spans, n_spans, T, span_starts, start, &local);
         copy_window(span, local, T, tokens + (size_t)b * T, targets + (size_t)b * T);
     }
 }

@@ -60,8 +60,9 @@ void batch_sampler_restore(BatchSampler *s, uint64_t rng_state, int64_t epoch, u
 /* Fills tokens and targets (B, T): targets are the tokens shifted by one. */
 void batch_sampler_next(BatchSampler *s, const TokenData *d, int B, int T, int *tokens, int *targets);
 
-/* The k-th of a fixed, evenly spaced set of validation windows (the same at
- * every evaluation): fills (B, T) for batch k of n_batches. */
-void validation_batch(const TokenData *d, int k, int n_batches, int B, int T, int *tokens, int *targets);
+/* Batch k of n_batches from a fixed, evenly spaced set of windows over the
+ * spans (the same at every evaluation): fills (B, T). */
+void fixed_batch(const TokenSpan *spans, int n_spans, int k, int n_batches, int B, int T, int *tokens,
+                 int *targets);
 
 #endif

@@ -14,6 +14,8 @@ static const Command COMMANDS[] = {
     {"generate", cmd_generate, "generate text from a model (NDJSON token stream, or --text)"},
     {"info", cmd_info, "describe a model file and/or a tokenizer"},
     {"train", cmd_train, "train a model: from scratch (--init) or fine-tuning (--model)"},
+    {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},
+    {"export", cmd_export, "write a checkpoint or model as a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
 };
 

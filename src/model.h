@@ -88,7 +88,7 @@ typedef struct {
     DType dtype;              /* of the matrices */
     int group_size;           /* Q8 only */
     MappedFile file;          /* the weights point into this mapping */
-    float *owned;             /* Q8 scales copied where the file leaves them unaligned */
+    float *owned;             /* memory freed with the model: copied Q8 scales, or a checkpoint's weights */
 } Model;
 
 const char *model_format_name(ModelFormat f);

@@ -151,7 +151,8 @@ static double validate(Trainer *t) {
     const TrainOptions *o = t->o;
     double total = 0.0;
     for (int k = 0; k < o->val_batches; k++) {
-        validation_batch(&t->data, k, (int)o->val_batches, (int)o->batch, (int)o->seq, t->tokens, t->targets);
+        fixed_batch(t->data.val, t->data.n_val, k, (int)o->val_batches, (int)o->batch, (int)o->seq, t->tokens,
+                    t->targets);
         total += model_forward(&t->config, &t->p, &t->acts, t->tokens, t->targets, 0.0f);
     }
     return total / (double)o->val_batches;
