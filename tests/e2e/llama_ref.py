@@ -106,3 +106,37 @@ def torch_logits(w, tokens, cfg=CFG):
     return (rms(x, t["rms_final"]) @ t["wcls"].T).numpy()
 
 
+
+
+ORDER = ["emb", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final", "wcls"]
+
+
+def torch_loss(t, tokens, targets, cfg, shared):
+    """t: dict of float64 leaf tensors; tokens/targets (B, T)."""
+    D, nh, nkv = cfg["dim"], cfg["n_heads"], cfg["n_kv_heads"]
+    hs = D // nh
+    B, T = tokens.shape
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    def rope(x):  # (B, T, heads, hs), adjacent pairs
+        freqs = 1.0 / (10000.0 ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
+        ang = torch.outer(torch.arange(T, dtype=torch.float64), freqs)[None, :, None, :]
+        xr = x.reshape(B, T, x.shape[2], hs // 2, 2)
+        c, s = torch.cos(ang), torch.sin(ang)
+        return torch.stack([xr[..., 0] * c - xr[..., 1] * s, xr[..., 0] * s + xr[..., 1] * c], -1).reshape(x.shape)
+
+    x = t["emb"][torch.tensor(tokens)]
+    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+    for l in range(cfg["n_layers"]):
+        h = rms(x, t["rms_att"][l])
+        q = rope((h @ t["wq"][l].T).view(B, T, nh, hs))
+        k = rope((h @ t["wk"][l].T).view(B, T, nkv, hs)).repeat_interleave(nh // nkv, 2)
+        v = (h @ t["wv"][l].T).view(B, T, nkv, hs).repeat_interleave(nh // nkv, 2)
+        att = (torch.einsum("bqhd,bkhd->bhqk", q, k) / hs ** 0.5 + mask).softmax(-1)
+        x = x + torch.einsum("bhqk,bkhd->bqhd", att, v).reshape(B, T, D) @ t["wo"][l].T
+        h = rms(x, t["rms_ffn"][l])
+        x = x + (torch.nn.functional.silu(h @ t["w1"][l].T) * (h @ t["w3"][l].T)) @ t["w2"][l].T
+    logits = rms(x, t["rms_final"]) @ (t["emb"] if shared else t["wcls"]).T
+    return torch.nn.functional.cross_entropy(logits.reshape(B * T, -1), torch.tensor(targets).reshape(-1))

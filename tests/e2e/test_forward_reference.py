@@ -9,7 +9,7 @@ import numpy as np
 
 from harness import PROBE, run, run_all, test, tmpdir
 
-from llama_ref import CFG, quantize, random_weights, torch_logits, write_v0, write_v1, write_v2
+from llama_ref import CFG, random_weights, torch_logits, write_v0, write_v1, write_v2
 
 
 def nf_logits(model, tokens):
@@ -66,7 +66,7 @@ def v2_q8_logits_match_pytorch_on_dequantized_weights():
 def v2_with_group_size_not_a_multiple_of_four_loads():
     w = random_weights(3)
     path = os.path.join(tmpdir(), "m.bin")
-    deq = write_v2(path, w, 6)  # dim 48 = 8 groups of 6; scales land unaligned in the file
+    write_v2(path, w, 6)  # dim 48 = 8 groups of 6; scales land unaligned in the file
     r = run(["info", "--model", path])
     assert r.rc == 0
     assert r.one("info")["value"]["group_size"] == 6

@@ -1,11 +1,10 @@
 """generate: the greedy reference output of llama2.c, the three file formats,
 seeds, prompts, stopping, and the token stream."""
 import os
-import struct
 
 import numpy as np
 
-from harness import PROBE, Skip, run, run_all, shared, test, tmpdir
+from harness import PROBE, run, run_all, shared, test, tmpdir
 
 
 def greedy(model, extra=()):
