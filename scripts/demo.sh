@@ -31,7 +31,7 @@ $NF tokenize --input "$CORPUS" --output "$OUT/corpus.bin" --tokenizer "$TOKENIZE
   | tee "$OUT/tokenize.ndjson"
 
 step "generate (greedy, 200 tokens)"
-$NF generate --model "$MODEL" --tokenizer "$TOKENIZER" --temperature 0 --max-tokens 200 --text
+$NF generate --model "$MODEL" --tokenizer "$TOKENIZER" --prompt "" --temperature 0 --max-tokens 200 --text
 
 step "generate (sampled, streamed as NDJSON to $OUT/generate.ndjson)"
 $NF generate --model "$MODEL" --tokenizer "$TOKENIZER" --prompt "Once upon a time, a little dog" \

@@ -63,6 +63,10 @@ void json_escape_into(JsonBuf *j, const char *str, size_t n) {
 
 /* Writes the comma (if due) and the "key": prefix for the next item. */
 static void item_prefix(JsonBuf *j, const char *key) {
+    if (j->depth > JSON_MAX_DEPTH) {
+        j->failed = true; /* nested deeper than we track: the message is dropped, not corrupted */
+        return;
+    }
     if (j->depth > 0) {
         if (j->has_items[j->depth - 1]) append(j, ",", 1);
         j->has_items[j->depth - 1] = true;

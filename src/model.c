@@ -185,7 +185,7 @@ static int load_legacy(Model *m, const char *path, NfError *err) {
     ModelConfig *c = &m->config;
     read_config7(m->file.data, c);
     c->shared_classifier = c->vocab_size > 0;
-    if (c->vocab_size < 0) c->vocab_size = -c->vocab_size;
+    if (c->vocab_size < 0) c->vocab_size = c->vocab_size == INT32_MIN ? 0 : -c->vocab_size; /* 0 fails validation */
     if (config_validate(c, err) != 0) return -1;
     uint64_t freq_cis = (uint64_t)c->seq_len * (uint64_t)config_head_size(c); /* cos and sin halves */
     uint64_t floats = config_param_count(c) + freq_cis;
