@@ -1,0 +1,541 @@
+/* test_backend.c — the CPU numeric kernels (backend.h) against naive
+ * double-precision references: nf_matmul for fp32 with one row and with
+ * several (the oneDNN sgemm path), square and non-square, and for a Q8 tensor
+ * whose rows do not start on group boundaries (groups run over the flattened
+ * tensor); nf_rmsnorm (also in place); nf_rope (pair norms kept, position 0
+ * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
+ * shift-invariant, no NaN for logits of 1000); nf_swiglu; and
+ * nf_attention_decode with grouped-query heads. Then the forward pass
+ * (infer.h) on the real stories260K model: finite logits, identical logits
+ * from the v0 and v1 files, and llama2.c's greedy text. */
+#include "testutil.h"
+
+#include <math.h>
+
+#include "backend.h"
+#include "infer.h"
+#include "tokenizer.h"
+
+/* Deterministic values in [-1, 1). */
+static uint32_t rng_state = 12345u;
+static float frand(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (float)((rng_state >> 8) / 16777216.0 * 2.0 - 1.0);
+}
+static void fill(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = frand();
+}
+
+static void assert_close(const float *got, const double *want, size_t n, double tol, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - want[i]) <= tol * (1.0 + fabs(want[i]))))
+            fail_msg("%s[%zu]: %.8g, expected %.8g", what, i, got[i], want[i]);
+}
+
+/* ---- matmul ---------------------------------------------------------------------- */
+
+static void check_matmul_f32(int n, int in_dim, int out_dim) {
+    float *x = malloc(sizeof(float) * (size_t)n * in_dim);
+    float *w = malloc(sizeof(float) * (size_t)out_dim * in_dim);
+    float *out = malloc(sizeof(float) * (size_t)n * out_dim);
+    double *ref = malloc(sizeof(double) * (size_t)n * out_dim);
+    fill(x, (size_t)n * in_dim);
+    fill(w, (size_t)out_dim * in_dim);
+    for (size_t i = 0; i < (size_t)n * out_dim; i++) out[i] = NAN;
+    for (int r = 0; r < n; r++)
+        for (int o = 0; o < out_dim; o++) {
+            double s = 0.0;
+            for (int i = 0; i < in_dim; i++) s += (double)x[r * in_dim + i] * w[o * in_dim + i];
+            ref[r * out_dim + o] = s;
+        }
+    Tensor t = {.dtype = NF_F32, .f32 = w};
+    nf_matmul(out, x, &t, n, in_dim, out_dim);
+    char what[64];
+    snprintf(what, sizeof what, "f32 matmul n=%d %dx%d", n, out_dim, in_dim);
+    assert_close(out, ref, (size_t)n * out_dim, 1e-5 * (1 + in_dim / 64), what);
+    free(x);
+    free(w);
+    free(out);
+    free(ref);
+}
+
+static void test_matmul_f32_single_row(void **state) {
+    (void)state;
+    check_matmul_f32(1, 8, 8);
+    check_matmul_f32(1, 7, 3);    /* shorter than the 8-wide unrolled dot */
+    check_matmul_f32(1, 19, 5);   /* 8-wide body plus a tail */
+    check_matmul_f32(1, 64, 172);
+    check_matmul_f32(1, 1, 1);
+}
+
+static void test_matmul_f32_batched(void **state) {
+    (void)state;
+    check_matmul_f32(2, 8, 8);
+    check_matmul_f32(3, 7, 5);
+    check_matmul_f32(5, 64, 172);
+    check_matmul_f32(4, 172, 64);
+    check_matmul_f32(17, 33, 1);
+}
+
+static void test_matmul_f32_batched_rows_match_single_rows(void **state) {
+    (void)state;
+    enum { N = 6, IN = 24, OUT = 10 };
+    float x[N * IN], w[OUT * IN], batched[N * OUT], single[OUT];
+    fill(x, N * IN);
+    fill(w, OUT * IN);
+    Tensor t = {.dtype = NF_F32, .f32 = w};
+    nf_matmul(batched, x, &t, N, IN, OUT);
+    for (int r = 0; r < N; r++) {
+        nf_matmul(single, x + r * IN, &t, 1, IN, OUT);
+        for (int o = 0; o < OUT; o++) assert_true(fabsf(single[o] - batched[r * OUT + o]) <= 1e-5f);
+    }
+}
+
+/* Q8 with group size 4 and in_dim 6: rows start at flat offsets 0, 6, 12, 18, so
+ * row 1 begins in the middle of group 1. */
+static void check_matmul_q8(int n) {
+    enum { IN = 6, OUT = 4, GS = 4, GROUPS = IN * OUT / GS };
+    int8_t q[IN * OUT];
+    float scale[GROUPS];
+    for (int i = 0; i < IN * OUT; i++) q[i] = (int8_t)((i * 37) % 255 - 127);
+    for (int g = 0; g < GROUPS; g++) scale[g] = 0.01f * (float)(g + 1) * (g % 2 ? -1.0f : 1.0f);
+    Tensor t = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = GS};
+    float x[8 * IN], out[8 * OUT];
+    double ref[8 * OUT];
+    assert_true(n <= 8);
+    fill(x, (size_t)n * IN);
+    for (int r = 0; r < n; r++)
+        for (int o = 0; o < OUT; o++) {
+            double s = 0.0;
+            for (int i = 0; i < IN; i++) {
+                int flat = o * IN + i;
+                s += (double)q[flat] * scale[flat / GS] * x[r * IN + i];
+            }
+            ref[r * OUT + o] = s;
+        }
+    nf_matmul(out, x, &t, n, IN, OUT);
+    assert_close(out, ref, (size_t)n * OUT, 1e-5, "q8 matmul");
+
+    /* and tensor_row_f32 dequantizes the same way */
+    float row[IN];
+    for (int o = 0; o < OUT; o++) {
+        tensor_row_f32(&t, (size_t)o, IN, row);
+        for (int i = 0; i < IN; i++) assert_true(row[i] == (float)q[o * IN + i] * scale[(o * IN + i) / GS]);
+    }
+}
+
+static void test_matmul_q8_rows_straddle_groups(void **state) {
+    (void)state;
+    check_matmul_q8(1);
+    check_matmul_q8(3);
+}
+
+static void test_matmul_q8_long_rows(void **state) {
+    (void)state;
+    /* in_dim 40 with group size 32: rows start at 0, 40, 80 (mid-group) */
+    enum { IN = 40, OUT = 5, GS = 32, N = 2 };
+    int8_t q[IN * OUT];
+    float scale[(IN * OUT + GS - 1) / GS];
+    for (int i = 0; i < IN * OUT; i++) q[i] = (int8_t)((i * 53 + 11) % 255 - 127);
+    for (size_t g = 0; g < sizeof scale / sizeof *scale; g++) scale[g] = 0.003f * (float)(g + 2);
+    Tensor t = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = GS};
+    float x[N * IN], out[N * OUT];
+    double ref[N * OUT];
+    fill(x, N * IN);
+    for (int r = 0; r < N; r++)
+        for (int o = 0; o < OUT; o++) {
+            double s = 0.0;
+            for (int i = 0; i < IN; i++) s += (double)q[o * IN + i] * scale[(o * IN + i) / GS] * x[r * IN + i];
+            ref[r * OUT + o] = s;
+        }
+    nf_matmul(out, x, &t, N, IN, OUT);
+    assert_close(out, ref, N * OUT, 1e-5, "q8 matmul gs 32");
+}
+
+/* ---- rmsnorm, rope, softmax, swiglu ------------------------------------------------ */
+
+static void test_rmsnorm_matches_formula(void **state) {
+    (void)state;
+    enum { D = 37 };
+    float x[D], w[D], out[D];
+    double ref[D];
+    fill(x, D);
+    fill(w, D);
+    double ss = 0.0;
+    for (int i = 0; i < D; i++) ss += (double)x[i] * x[i];
+    double inv = 1.0 / sqrt(ss / D + 1e-5);
+    for (int i = 0; i < D; i++) ref[i] = w[i] * x[i] * inv;
+    nf_rmsnorm(out, x, w, D);
+    assert_close(out, ref, D, 1e-5, "rmsnorm");
+    /* in place */
+    nf_rmsnorm(x, x, w, D);
+    assert_close(x, ref, D, 1e-5, "rmsnorm in place");
+}
+
+static void test_rmsnorm_of_zero_vector_is_zero(void **state) {
+    (void)state;
+    float x[4] = {0}, w[4] = {1, 2, 3, 4}, out[4];
+    nf_rmsnorm(out, x, w, 4);
+    for (int i = 0; i < 4; i++) assert_true(out[i] == 0.0f);
+}
+
+static void test_rope_pos_zero_is_identity(void **state) {
+    (void)state;
+    enum { HEADS = 3, HS = 8 };
+    float v[HEADS * HS], orig[HEADS * HS];
+    fill(v, HEADS * HS);
+    memcpy(orig, v, sizeof v);
+    nf_rope(v, HEADS, HS, 0);
+    assert_memory_equal(v, orig, sizeof v);
+}
+
+static void test_rope_preserves_pair_norms(void **state) {
+    (void)state;
+    enum { HEADS = 4, HS = 16 };
+    const int positions[] = {1, 2, 7, 100, 511};
+    for (int p = 0; p < 5; p++) {
+        float v[HEADS * HS], orig[HEADS * HS];
+        fill(v, HEADS * HS);
+        memcpy(orig, v, sizeof v);
+        nf_rope(v, HEADS, HS, positions[p]);
+        for (int i = 0; i < HEADS * HS; i += 2) {
+            double before = hypot(orig[i], orig[i + 1]), after = hypot(v[i], v[i + 1]);
+            if (fabs(before - after) > 1e-5 * (1 + before)) fail_msg("pos %d pair %d: norm %g -> %g", positions[p], i, before, after);
+        }
+    }
+}
+
+static void test_rope_matches_double_rotation(void **state) {
+    (void)state;
+    enum { HEADS = 2, HS = 8 };
+    const int positions[] = {1, 3, 17};
+    for (int p = 0; p < 3; p++) {
+        int pos = positions[p];
+        float v[HEADS * HS], orig[HEADS * HS];
+        double ref[HEADS * HS];
+        fill(v, HEADS * HS);
+        memcpy(orig, v, sizeof v);
+        for (int h = 0; h < HEADS; h++)
+            for (int i = 0; i < HS; i += 2) {
+                double angle = pos * pow(10000.0, -(double)i / HS);
+                double c = cos(angle), s = sin(angle);
+                double a = orig[h * HS + i], b = orig[h * HS + i + 1];
+                ref[h * HS + i] = a * c - b * s;
+                ref[h * HS + i + 1] = a * s + b * c;
+            }
+        nf_rope(v, HEADS, HS, pos);
+        for (int i = 0; i < HEADS * HS; i++)
+            if (fabs(v[i] - ref[i]) > 1e-5) fail_msg("pos %d [%d]: %.8g, expected %.8g", pos, i, v[i], ref[i]);
+    }
+}
+
+static void test_rope_rotates_first_pair_by_pos_radians(void **state) {
+    (void)state;
+    /* the first pair's frequency is 1: (1, 0) becomes (cos pos, sin pos) */
+    float v[4] = {1, 0, 1, 0};
+    nf_rope(v, 1, 4, 2);
+    assert_true(fabs(v[0] - cos(2.0)) < 1e-6);
+    assert_true(fabs(v[1] - sin(2.0)) < 1e-6);
+    /* the second pair's frequency is 10000^(-2/4) = 0.01 */
+    assert_true(fabs(v[2] - cos(0.02)) < 1e-6);
+    assert_true(fabs(v[3] - sin(0.02)) < 1e-6);
+}
+
+static void test_softmax_sums_to_one_and_matches_formula(void **state) {
+    (void)state;
+    enum { N = 50 };
+    float x[N];
+    double ref[N], sum = 0.0, max = -INFINITY;
+    fill(x, N);
+    for (int i = 0; i < N; i++) x[i] *= 5.0f;
+    for (int i = 0; i < N; i++) max = fmax(max, x[i]);
+    for (int i = 0; i < N; i++) sum += exp(x[i] - max);
+    for (int i = 0; i < N; i++) ref[i] = exp(x[i] - max) / sum;
+    nf_softmax(x, N);
+    double total = 0.0;
+    for (int i = 0; i < N; i++) {
+        assert_true(x[i] >= 0.0f);
+        total += x[i];
+    }
+    assert_true(fabs(total - 1.0) < 1e-5);
+    assert_close(x, ref, N, 1e-5, "softmax");
+}
+
+static void test_softmax_shift_invariant(void **state) {
+    (void)state;
+    float a[6] = {0.5f, -1.0f, 2.0f, 0.0f, 1.5f, -3.0f}, b[6];
+    for (int i = 0; i < 6; i++) b[i] = a[i] + 100.0f;
+    nf_softmax(a, 6);
+    nf_softmax(b, 6);
+    for (int i = 0; i < 6; i++) assert_true(fabsf(a[i] - b[i]) < 1e-5f);
+}
+
+static void test_softmax_large_logits(void **state) {
+    (void)state;
+    float x[4] = {1000.0f, 999.0f, 0.0f, -1000.0f};
+    nf_softmax(x, 4);
+    for (int i = 0; i < 4; i++) assert_true(isfinite(x[i]));
+    double e = exp(-1.0);
+    assert_true(fabs(x[0] - 1.0 / (1.0 + e)) < 1e-6);
+    assert_true(fabs(x[1] - e / (1.0 + e)) < 1e-6);
+    assert_true(x[2] == 0.0f || x[2] < 1e-30f);
+    float y[3] = {-1000.0f, -1000.0f, -1000.0f};
+    nf_softmax(y, 3);
+    for (int i = 0; i < 3; i++) assert_true(fabsf(y[i] - 1.0f / 3.0f) < 1e-6f);
+    float one[1] = {1234.5f};
+    nf_softmax(one, 1);
+    assert_true(one[0] == 1.0f);
+}
+
+static void test_swiglu_matches_formula(void **state) {
+    (void)state;
+    enum { N = 40 };
+    float g[N], u[N];
+    double ref[N];
+    fill(g, N);
+    fill(u, N);
+    for (int i = 0; i < N; i++) g[i] *= 6.0f;
+    g[0] = 0.0f;
+    g[1] = -30.0f;
+    g[2] = 30.0f;
+    for (int i = 0; i < N; i++) ref[i] = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    nf_swiglu(g, u, N);
+    assert_close(g, ref, N, 1e-5, "swiglu");
+    assert_true(g[0] == 0.0f);
+}
+
+/* ---- attention -------------------------------------------------------------------- */
+
+static void naive_attention(double *out, const float *q, const float *keys, const float *values, int pos,
+                            int n_heads, int n_kv_heads, int hs) {
+    int kv_dim = n_kv_heads * hs, per_kv = n_heads / n_kv_heads;
+    for (int h = 0; h < n_heads; h++) {
+        int kvh = h / per_kv;
+        double score[64], max = -INFINITY, sum = 0.0;
+        assert_true(pos < 64);
+        for (int t = 0; t <= pos; t++) {
+            double s = 0.0;
+            for (int i = 0; i < hs; i++) s += (double)q[h * hs + i] * keys[t * kv_dim + kvh * hs + i];
+            score[t] = s / sqrt((double)hs);
+            max = fmax(max, score[t]);
+        }
+        for (int t = 0; t <= pos; t++) sum += (score[t] = exp(score[t] - max));
+        for (int i = 0; i < hs; i++) {
+            double o = 0.0;
+            for (int t = 0; t <= pos; t++) o += score[t] / sum * values[t * kv_dim + kvh * hs + i];
+            out[h * hs + i] = o;
+        }
+    }
+}
+
+static void check_attention(int n_heads, int n_kv_heads, int hs, int pos) {
+    int kv_dim = n_kv_heads * hs;
+    float *q = malloc(sizeof(float) * (size_t)n_heads * hs);
+    float *keys = malloc(sizeof(float) * (size_t)(pos + 1) * kv_dim);
+    float *values = malloc(sizeof(float) * (size_t)(pos + 1) * kv_dim);
+    float *scores = malloc(sizeof(float) * (size_t)n_heads * (pos + 1));
+    float *out = malloc(sizeof(float) * (size_t)n_heads * hs);
+    double *ref = calloc((size_t)n_heads * hs, sizeof(double));
+    fill(q, (size_t)n_heads * hs);
+    fill(keys, (size_t)(pos + 1) * kv_dim);
+    fill(values, (size_t)(pos + 1) * kv_dim);
+    for (int i = 0; i < n_heads * hs; i++) q[i] *= 3.0f; /* sharper attention */
+    naive_attention(ref, q, keys, values, pos, n_heads, n_kv_heads, hs);
+    nf_attention_decode(out, q, keys, values, scores, pos, n_heads, n_kv_heads, hs);
+    char what[64];
+    snprintf(what, sizeof what, "attention heads %d/%d pos %d", n_heads, n_kv_heads, pos);
+    assert_close(out, ref, (size_t)n_heads * hs, 1e-5, what);
+    /* the scores scratch holds each head's attention weights, summing to 1 */
+    for (int h = 0; h < n_heads; h++) {
+        double s = 0.0;
+        for (int t = 0; t <= pos; t++) s += scores[h * (pos + 1) + t];
+        assert_true(fabs(s - 1.0) < 1e-5);
+    }
+    free(q);
+    free(keys);
+    free(values);
+    free(scores);
+    free(out);
+    free(ref);
+}
+
+static void test_attention_gqa_matches_naive(void **state) {
+    (void)state;
+    check_attention(4, 2, 8, 5);
+    check_attention(4, 2, 8, 0);
+    check_attention(8, 4, 8, 12);
+}
+
+static void test_attention_mha_and_single_kv_head(void **state) {
+    (void)state;
+    check_attention(3, 3, 4, 6);
+    check_attention(4, 1, 6, 9);
+}
+
+static void test_attention_gqa_heads_share_kv(void **state) {
+    (void)state;
+    /* query heads 0 and 1 read kv head 0, heads 2 and 3 read kv head 1:
+     * equal queries within a group give equal outputs, across groups not */
+    enum { H = 4, KVH = 2, HS = 4, POS = 3, KV = KVH * HS };
+    float q[H * HS], keys[(POS + 1) * KV], values[(POS + 1) * KV], scores[H * (POS + 1)], out[H * HS];
+    fill(q, HS);
+    for (int h = 1; h < H; h++) memcpy(q + h * HS, q, HS * sizeof(float));
+    fill(keys, (POS + 1) * KV);
+    fill(values, (POS + 1) * KV);
+    nf_attention_decode(out, q, keys, values, scores, POS, H, KVH, HS);
+    assert_memory_equal(out, out + HS, HS * sizeof(float));
+    assert_memory_equal(out + 2 * HS, out + 3 * HS, HS * sizeof(float));
+    assert_true(memcmp(out, out + 2 * HS, HS * sizeof(float)) != 0);
+}
+
+/* ---- the forward pass on stories260K ------------------------------------------------ */
+
+static bool load_model(Model *m, const char *name) {
+    char buf[512];
+    const char *path = shared_data_path(name, buf, sizeof buf);
+    if (!path) return false;
+    NfError err = {0};
+    if (model_load(m, path, &err) != 0) fail_msg("%s: %s", name, err.message);
+    return true;
+}
+
+static bool load_tokenizer(Tokenizer *t) {
+    char buf[512];
+    const char *path = shared_data_path("tok512.bin", buf, sizeof buf);
+    if (!path) return false;
+    NfError err = {0};
+    if (tokenizer_load(t, path, &err) != 0) fail_msg("tok512.bin: %s", err.message);
+    return true;
+}
+
+static void test_forward_v0_v1_identical_and_finite(void **state) {
+    (void)state;
+    Tokenizer tok;
+    Model v0, v1;
+    if (!load_tokenizer(&tok)) { skip(); return; }
+    if (!load_model(&v0, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
+    if (!load_model(&v1, "stories260K_v1.bin")) { tokenizer_free(&tok); model_free(&v0); skip(); return; }
+    TokenList ids = {0};
+    NfError err = {0};
+    assert_int_equal(tokenizer_encode(&tok, "Once upon a time", 16, true, false, &ids, &err), 0);
+    assert_true(ids.len >= 5);
+    InferState s0, s1;
+    assert_int_equal(infer_state_init(&s0, &v0.config, 5, &err), 0);
+    assert_int_equal(infer_state_init(&s1, &v1.config, 5, &err), 0);
+    assert_int_equal(s0.max_positions, 5);
+    const int V = 512;
+    float prev[512];
+    for (int pos = 0; pos < 5; pos++) {
+        float *a = infer_forward(&v0, &s0, ids.ids[pos], pos);
+        float *b = infer_forward(&v1, &s1, ids.ids[pos], pos);
+        for (int i = 0; i < V; i++) {
+            if (!isfinite(a[i])) fail_msg("pos %d logit %d is %g", pos, i, a[i]);
+            if (a[i] != b[i]) fail_msg("pos %d logit %d: v0 %.9g, v1 %.9g", pos, i, a[i], b[i]);
+        }
+        /* the context changes the prediction */
+        if (pos > 0) assert_true(memcmp(prev, a, sizeof prev) != 0);
+        memcpy(prev, a, sizeof prev);
+    }
+    infer_state_free(&s0);
+    infer_state_free(&s1);
+    token_list_free(&ids);
+    model_free(&v0);
+    model_free(&v1);
+    tokenizer_free(&tok);
+}
+
+static void test_forward_q80_close_to_fp32(void **state) {
+    (void)state;
+    Model v0, q8;
+    if (!load_model(&v0, "stories260K.bin")) { skip(); return; }
+    if (!load_model(&q8, "stories260K_q80.bin")) { model_free(&v0); skip(); return; }
+    NfError err = {0};
+    InferState s0, s1;
+    assert_int_equal(infer_state_init(&s0, &v0.config, 3, &err), 0);
+    assert_int_equal(infer_state_init(&s1, &q8.config, 3, &err), 0);
+    const int tokens[3] = {TOKEN_BOS, 403, 407};
+    for (int pos = 0; pos < 3; pos++) {
+        float *a = infer_forward(&v0, &s0, tokens[pos], pos);
+        float *b = infer_forward(&q8, &s1, tokens[pos], pos);
+        double num = 0.0, den = 0.0;
+        for (int i = 0; i < 512; i++) {
+            assert_true(isfinite(b[i]));
+            num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+            den += (double)a[i] * a[i];
+        }
+        /* 8-bit weights: the logits differ by a few percent at most */
+        if (!(sqrt(num / den) < 0.05)) fail_msg("pos %d: relative error %g", pos, sqrt(num / den));
+    }
+    infer_state_free(&s0);
+    infer_state_free(&s1);
+    model_free(&v0);
+    model_free(&q8);
+}
+
+static void test_forward_greedy_matches_llama2c(void **state) {
+    (void)state;
+    char buf[512];
+    const char *ref_path = shared_data_path("stories260K_greedy.txt", buf, sizeof buf);
+    if (!ref_path) { skip(); return; }
+    FILE *f = fopen(ref_path, "rb");
+    assert_non_null(f);
+    char expected[4096];
+    size_t n_expected = fread(expected, 1, sizeof expected - 1, f);
+    fclose(f);
+    expected[n_expected] = '\0';
+
+    Tokenizer tok;
+    Model m;
+    if (!load_tokenizer(&tok)) { skip(); return; }
+    if (!load_model(&m, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
+    enum { STEPS = 40 };
+    NfError err = {0};
+    InferState s;
+    assert_int_equal(infer_state_init(&s, &m.config, STEPS, &err), 0);
+    int ids[STEPS + 1];
+    ids[0] = TOKEN_BOS;
+    for (int pos = 0; pos < STEPS; pos++) {
+        float *logits = infer_forward(&m, &s, ids[pos], pos);
+        int best = 0;
+        for (int i = 1; i < m.config.vocab_size; i++)
+            if (logits[i] > logits[best]) best = i;
+        ids[pos + 1] = best;
+    }
+    size_t len;
+    char *text = tokenizer_decode(&tok, ids, STEPS + 1, &len, &err);
+    assert_non_null(text);
+    assert_true(len > 40);
+    if (len > n_expected || memcmp(text, expected, len) != 0)
+        fail_msg("greedy text '%s' is not a prefix of llama2.c's output", text);
+    free(text);
+    infer_state_free(&s);
+    model_free(&m);
+    tokenizer_free(&tok);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_f32_single_row),
+        cmocka_unit_test(test_matmul_f32_batched),
+        cmocka_unit_test(test_matmul_f32_batched_rows_match_single_rows),
+        cmocka_unit_test(test_matmul_q8_rows_straddle_groups),
+        cmocka_unit_test(test_matmul_q8_long_rows),
+        cmocka_unit_test(test_rmsnorm_matches_formula),
+        cmocka_unit_test(test_rmsnorm_of_zero_vector_is_zero),
+        cmocka_unit_test(test_rope_pos_zero_is_identity),
+        cmocka_unit_test(test_rope_preserves_pair_norms),
+        cmocka_unit_test(test_rope_matches_double_rotation),
+        cmocka_unit_test(test_rope_rotates_first_pair_by_pos_radians),
+        cmocka_unit_test(test_softmax_sums_to_one_and_matches_formula),
+        cmocka_unit_test(test_softmax_shift_invariant),
+        cmocka_unit_test(test_softmax_large_logits),
+        cmocka_unit_test(test_swiglu_matches_formula),
+        cmocka_unit_test(test_attention_gqa_matches_naive),
+        cmocka_unit_test(test_attention_mha_and_single_kv_head),
+        cmocka_unit_test(test_attention_gqa_heads_share_kv),
+        cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
+        cmocka_unit_test(test_forward_q80_close_to_fp32),
+        cmocka_unit_test(test_forward_greedy_matches_llama2c),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
