@@ -390,14 +390,6 @@ static void test_attention_gqa_heads_share_kv(void **state) {
 
 /* ---- the forward pass on stories260K ------------------------------------------------ */
 
-static bool load_model(Model *m, const char *name) {
-    char buf[512];
-    const char *path = shared_data_path(name, buf, sizeof buf);
-    if (!path) return false;
-    NfError err = {0};
-    if (model_load(m, path, &err) != 0) fail_msg("%s: %s", name, err.message);
-    return true;
-}
 
 static bool load_tokenizer(Tokenizer *t) {
     char buf[512];
@@ -413,8 +405,8 @@ static void test_forward_v0_v1_identical_and_finite(void **state) {
     Tokenizer tok;
     Model v0, v1;
     if (!load_tokenizer(&tok)) { skip(); return; }
-    if (!load_model(&v0, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
-    if (!load_model(&v1, "stories260K_v1.bin")) { tokenizer_free(&tok); model_free(&v0); skip(); return; }
+    if (!load_shared_model(&v0, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
+    if (!load_shared_model(&v1, "stories260K_v1.bin")) { tokenizer_free(&tok); model_free(&v0); skip(); return; }
     TokenList ids = {0};
     NfError err = {0};
     assert_int_equal(tokenizer_encode(&tok, "Once upon a time", 16, true, false, &ids, &err), 0);
@@ -447,8 +439,8 @@ static void test_forward_v0_v1_identical_and_finite(void **state) {
 static void test_forward_q80_close_to_fp32(void **state) {
     (void)state;
     Model v0, q8;
-    if (!load_model(&v0, "stories260K.bin")) { skip(); return; }
-    if (!load_model(&q8, "stories260K_q80.bin")) { model_free(&v0); skip(); return; }
+    if (!load_shared_model(&v0, "stories260K.bin")) { skip(); return; }
+    if (!load_shared_model(&q8, "stories260K_q80.bin")) { model_free(&v0); skip(); return; }
     NfError err = {0};
     InferState s0, s1;
     assert_int_equal(infer_state_init(&s0, &v0.config, 3, &err), 0);
@@ -487,7 +479,7 @@ static void test_forward_greedy_matches_llama2c(void **state) {
     Tokenizer tok;
     Model m;
     if (!load_tokenizer(&tok)) { skip(); return; }
-    if (!load_model(&m, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
+    if (!load_shared_model(&m, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
     enum { STEPS = 40 };
     NfError err = {0};
     InferState s;

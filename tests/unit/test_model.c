@@ -18,25 +18,6 @@
 
 /* ---- writing model files ---------------------------------------------------- */
 
-typedef struct {
-    unsigned char *data;
-    size_t len, cap;
-} Bytes;
-
-static void bytes_put(Bytes *b, const void *p, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        b->data = realloc(b->data, cap);
-        assert_non_null(b->data);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
-static void put_i32(Bytes *b, int32_t v) { bytes_put(b, &v, 4); }
-static void put_f32(Bytes *b, float v) { bytes_put(b, &v, 4); }
 
 /* The seven header fields in file order. */
 typedef struct {
@@ -589,14 +570,6 @@ static void test_v2_scales_at_unaligned_offsets(void **state) {
 
 /* ---- the real stories260K files ------------------------------------------------------ */
 
-static bool load_shared(Model *m, const char *name) {
-    char buf[512];
-    const char *path = shared_data_path(name, buf, sizeof buf);
-    if (!path) return false;
-    NfError err = {0};
-    if (model_load(m, path, &err) != 0) fail_msg("%s: %s", name, err.message);
-    return true;
-}
 
 static void assert_stories260k_config(const Model *m) {
     const ModelConfig *c = &m->config;
@@ -618,7 +591,7 @@ static void assert_stories260k_config(const Model *m) {
 static void test_stories260k_v0(void **state) {
     (void)state;
     Model m;
-    if (!load_shared(&m, "stories260K.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K.bin")) { skip(); return; }
     assert_stories260k_config(&m);
     assert_int_equal(m.format, MODEL_LLAMA2C_V0);
     assert_int_equal(m.dtype, NF_F32);
@@ -630,7 +603,7 @@ static void test_stories260k_v0(void **state) {
 static void test_stories260k_v1(void **state) {
     (void)state;
     Model m;
-    if (!load_shared(&m, "stories260K_v1.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K_v1.bin")) { skip(); return; }
     assert_stories260k_config(&m);
     assert_int_equal(m.format, MODEL_LLAMA2C_V1);
     assert_int_equal(m.dtype, NF_F32);
@@ -641,7 +614,7 @@ static void test_stories260k_v1(void **state) {
 static void test_stories260k_q80(void **state) {
     (void)state;
     Model m;
-    if (!load_shared(&m, "stories260K_q80.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K_q80.bin")) { skip(); return; }
     assert_stories260k_config(&m);
     assert_int_equal(m.format, MODEL_LLAMA2C_V2);
     assert_int_equal(m.dtype, NF_Q8);
@@ -665,9 +638,9 @@ static void assert_same_tensor(const Tensor *a, const Tensor *b, int rows, int c
 static void test_stories260k_formats_hold_same_weights(void **state) {
     (void)state;
     Model v0, v1, q8;
-    if (!load_shared(&v0, "stories260K.bin")) { skip(); return; }
-    if (!load_shared(&v1, "stories260K_v1.bin")) { model_free(&v0); skip(); return; }
-    if (!load_shared(&q8, "stories260K_q80.bin")) { model_free(&v0); model_free(&v1); skip(); return; }
+    if (!load_shared_model(&v0, "stories260K.bin")) { skip(); return; }
+    if (!load_shared_model(&v1, "stories260K_v1.bin")) { model_free(&v0); skip(); return; }
+    if (!load_shared_model(&q8, "stories260K_q80.bin")) { model_free(&v0); model_free(&v1); skip(); return; }
     assert_memory_equal(v0.weights.rms_final, v1.weights.rms_final, 64 * sizeof(float));
     assert_memory_equal(v0.weights.rms_final, q8.weights.rms_final, 64 * sizeof(float));
     for (int l = 0; l < 5; l++) {

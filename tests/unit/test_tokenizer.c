@@ -17,25 +17,6 @@
 
 /* ---- writing tokenizer files ------------------------------------------------ */
 
-typedef struct {
-    unsigned char *data;
-    size_t len, cap;
-} Bytes;
-
-static void bytes_put(Bytes *b, const void *p, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n) cap *= 2;
-        b->data = realloc(b->data, cap);
-        assert_non_null(b->data);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
-static void put_i32(Bytes *b, int32_t v) { bytes_put(b, &v, 4); }
-static void put_f32(Bytes *b, float v) { bytes_put(b, &v, 4); }
 
 static void put_piece_n(Bytes *b, float score, const char *s, int32_t len) {
     put_f32(b, score);

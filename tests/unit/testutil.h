@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "model.h"
+
 /* Writes bytes to a fresh temporary file; returns its malloc'd path. */
 static inline char *write_temp_file(const void *data, size_t n) {
     char *path = strdup("/tmp/nf_test_XXXXXX");
@@ -39,5 +41,36 @@ static inline const char *shared_data_path(const char *name, char *buf, size_t c
     fprintf(stderr, "SKIP: %s not found (../shared/data absent)\n", buf);
     return NULL;
 }
+
+/* Loads ../shared/data/<name> as a model; false (skipped loudly) when absent. */
+static inline bool load_shared_model(Model *m, const char *name) {
+    char buf[512];
+    const char *path = shared_data_path(name, buf, sizeof buf);
+    if (!path) return false;
+    NfError err = {0};
+    if (model_load(m, path, &err) != 0) fail_msg("%s: %s", name, err.message);
+    return true;
+}
+
+/* A growable byte buffer for building model and tokenizer files in tests. */
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+} Bytes;
+
+static inline void bytes_put(Bytes *b, const void *p, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        b->data = realloc(b->data, cap);
+        assert_non_null(b->data);
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static inline void put_i32(Bytes *b, int32_t v) { bytes_put(b, &v, 4); }
+static inline void put_f32(Bytes *b, float v) { bytes_put(b, &v, 4); }
 
 #endif
