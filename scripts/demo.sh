@@ -1,41 +1,48 @@
 #!/usr/bin/env bash
-# The main job, end to end, on the built-in default: describe the model,
-# tokenize a corpus with its tokenizer, and generate a story with live
-# output. Every command's NDJSON goes to out/demo/*.ndjson; what a person
-# reads goes to the terminal.
+# The main job, end to end, on the built-in default:
+#   1. a real corpus installed from Debian: the `fortunes` package (~2.7 MB of text),
+#   2. tokenized with the built-in byte-level vocabulary (no files needed),
+#   3. a small LLaMA trained from scratch for about two minutes, with live progress,
+#   4. evaluated on held-out text, exported as a llama2.c model, and sampled.
+# NDJSON from every command goes to out/demo/*.ndjson; the terminal shows what a
+# person reads. DEMO_STEPS changes the length of the training run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NF=build/neuralforge
-DATA=${NF_SHARED_DATA:-../shared/data}
 OUT=out/demo
+FORTUNES=/usr/share/games/fortunes
+STEPS=${DEMO_STEPS:-600}
 mkdir -p "$OUT"
-
-MODEL=$DATA/stories260K.bin
-TOKENIZER=$DATA/tok512.bin
-CORPUS=$DATA/tinyshakespeare.txt
-for f in "$MODEL" "$TOKENIZER" "$CORPUS"; do
-  if [ ! -r "$f" ]; then
-    echo "demo: $f is missing; the demo reads the model and corpus from ../shared/data" >&2
-    exit 1
-  fi
-done
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "model and tokenizer"
-$NF info --model "$MODEL" --tokenizer "$TOKENIZER" | tee "$OUT/info.ndjson"
-
-step "tokenize $CORPUS"
-$NF tokenize --input "$CORPUS" --output "$OUT/corpus.bin" --tokenizer "$TOKENIZER" --split blank \
+step "corpus: every fortune in $FORTUNES, one document each"
+for f in "$FORTUNES"/*; do
+  case "$f" in *.dat|*.u8) continue ;; esac
+  [ -f "$f" ] || continue
+  sed 's/^%$/<|endoftext|>/' "$f"
+  echo '<|endoftext|>'
+done > "$OUT/fortunes.txt"
+$NF tokenize --input "$OUT/fortunes.txt" --output "$OUT/fortunes.bin" --tokenizer builtin:bytes \
   | tee "$OUT/tokenize.ndjson"
 
-step "generate (greedy, 200 tokens)"
-$NF generate --model "$MODEL" --tokenizer "$TOKENIZER" --prompt "" --temperature 0 --max-tokens 200 --text
+step "train from scratch: 4 layers, dim 128, byte-level, $STEPS steps of 16 x 128 tokens"
+$NF train --init --dim 128 --n-layers 4 --n-heads 4 --vocab-size 259 --seq-len 256 \
+  --data "$OUT/fortunes.bin" --val-split 0.05 --val-every 100 --val-batches 10 \
+  --steps "$STEPS" --batch 16 --seq 128 --lr 3e-3 --warmup 30 --lr-min 3e-4 \
+  --ckpt "$OUT/model.ckpt" --ckpt-every 100 > "$OUT/train.ndjson"
+grep -E '"type":"(val|done)"' "$OUT/train.ndjson" >&2
 
-step "generate (sampled, streamed as NDJSON to $OUT/generate.ndjson)"
-$NF generate --model "$MODEL" --tokenizer "$TOKENIZER" --prompt "Once upon a time, a little dog" \
-  --temperature 0.8 --top-p 0.9 --seed 42 --max-tokens 120 > "$OUT/generate.ndjson"
-tail -n 1 "$OUT/generate.ndjson"
+step "evaluate the checkpoint: mean loss over evenly spaced windows of the corpus"
+$NF eval --ckpt "$OUT/model.ckpt" --data "$OUT/fortunes.bin" --batch 8 --seq 128 --batches 10 \
+  | tee "$OUT/eval.ndjson"
 
-step "done: token data in $OUT/corpus.bin, message logs in $OUT/"
+step "export as a llama2.c model file"
+$NF export --ckpt "$OUT/model.ckpt" --format llama2c --output "$OUT/model.bin" | tee "$OUT/export.ndjson"
+
+step "a sample from the exported model"
+$NF generate --model "$OUT/model.bin" --tokenizer builtin:bytes --prompt "The meaning of life is" \
+  --temperature 0.8 --top-p 0.9 --seed 7 --max-tokens 300 --text
+
+step "done: checkpoint $OUT/model.ckpt, model $OUT/model.bin (tokenizer: builtin:bytes), logs in $OUT/"

@@ -2,8 +2,9 @@
  *
  * The prompt (after BOS) is fed through the KV-cached forward pass, then
  * tokens are sampled until EOS/BOS, --max-tokens or the model's seq_len.
- * Each generated token is streamed as a `token` message (or printed raw
- * with --text), followed by `generate_done`. */
+ * Each generated token is streamed as a `token` message, followed by
+ * `generate_done`; with --text the prompt and the generated text are printed
+ * as plain text instead. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -142,6 +143,11 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         goto fail;
     if (!(writer.scratch = nf_alloc(3 * ((size_t)tok.max_token_length + 8), &err))) goto fail;
 
+    if (writer.text_mode && prompt_len > 0) {
+        /* plain text reads as one passage: the prompt, then its continuation */
+        fwrite(prompt, 1, prompt_len, out->stream);
+        fflush(out->stream);
+    }
     double start = nf_now_ms(), first_token_ms = 0;
     int generated = 0, token = prompt_ids.ids[0];
     const char *stop = "max_tokens";

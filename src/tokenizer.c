@@ -2,6 +2,7 @@
 #include "tokenizer.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,15 +69,13 @@ static int build_lookup(Tokenizer *t, NfError *err) {
     return 0;
 }
 
-int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
-    memset(t, 0, sizeof *t);
-    MappedFile f;
-    if (mapped_file_open(&f, path, "tokenizer", err) != 0) return -1;
+/* Parses a tokenizer.bin image (file contents) into t. */
+static int tokenizer_parse(Tokenizer *t, const unsigned char *data, size_t size, const char *path, NfError *err) {
     int rc = -1;
-    const unsigned char *p = f.data, *end = f.data + f.size;
+    const unsigned char *p = data, *end = data + size;
     int32_t mtl;
-    if (f.size < 4) {
-        nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' is %s", path, f.size ? "truncated" : "empty");
+    if (size < 4) {
+        nf_fail(err, NF_ERR_TOKENIZER, "tokenizer file '%s' is %s", path, size ? "truncated" : "empty");
         goto done;
     }
     memcpy(&mtl, p, 4);
@@ -134,8 +133,48 @@ int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
     }
     rc = build_lookup(t, err);
 done:
-    mapped_file_close(&f);
     if (rc != 0) tokenizer_free(t);
+    return rc;
+}
+
+/* The built-in byte-level vocabulary: <unk>, BOS, EOS and the 256 byte pieces,
+ * laid out as a tokenizer.bin image so it goes through the same parser. */
+static unsigned char *byte_vocabulary_image(size_t *size) {
+    static const char *specials[3] = {"<unk>", "\n<s>\n", "\n</s>\n"};
+    unsigned char *img = malloc(4 + 259 * (8 + 6)), *p = img;
+    if (!img) return NULL;
+    int32_t mtl = 6;
+    memcpy(p, &mtl, 4);
+    p += 4;
+    for (int id = 0; id < 259; id++) {
+        char piece[8];
+        if (id < 3) snprintf(piece, sizeof piece, "%s", specials[id]);
+        else snprintf(piece, sizeof piece, "<0x%02X>", id - 3);
+        float score = 0.0f;
+        int32_t len = (int32_t)strlen(piece);
+        memcpy(p, &score, 4);
+        memcpy(p + 4, &len, 4);
+        memcpy(p + 8, piece, (size_t)len);
+        p += 8 + len;
+    }
+    *size = (size_t)(p - img);
+    return img;
+}
+
+int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
+    memset(t, 0, sizeof *t);
+    if (strcmp(path, TOKENIZER_BUILTIN_BYTES) == 0) {
+        size_t size;
+        unsigned char *img = byte_vocabulary_image(&size);
+        if (!img) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        int rc = tokenizer_parse(t, img, size, path, err);
+        free(img);
+        return rc;
+    }
+    MappedFile f;
+    if (mapped_file_open(&f, path, "tokenizer", err) != 0) return -1;
+    int rc = tokenizer_parse(t, f.data, f.size, path, err);
+    mapped_file_close(&f);
     return rc;
 }
 

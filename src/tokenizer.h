@@ -37,6 +37,10 @@ typedef struct {
     uint32_t lookup_mask;     /* table size - 1 (a power of two) */
 } Tokenizer;
 
+/* Where a tokenizer path is taken, this name means the built-in byte-level
+ * vocabulary (259 pieces: <unk>, BOS, EOS, the 256 bytes): no file needed. */
+#define TOKENIZER_BUILTIN_BYTES "builtin:bytes"
+
 int tokenizer_load(Tokenizer *t, const char *path, NfError *err);
 void tokenizer_free(Tokenizer *t);
 

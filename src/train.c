@@ -136,6 +136,7 @@ static void emit_init(Trainer *t) {
     json_int(&j, "params", (int64_t)t->n_params);
     json_string(&j, "source", o->resume ? "checkpoint" : o->model_path ? "model" : "init");
     json_int(&j, "resume_step", t->step);
+    json_int(&j, "pid", (int64_t)getpid());
     json_int(&j, "total_steps", o->steps);
     json_int(&j, "batch", o->batch);
     json_int(&j, "seq", o->seq);

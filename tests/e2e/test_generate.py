@@ -72,6 +72,15 @@ def token_stream_is_ndjson_and_concatenates_to_text_mode():
 
 
 @test
+def text_mode_prints_the_prompt_then_its_continuation():
+    base = ["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"),
+            "--prompt", "Tom had a red ball", "--temperature", "0", "--max-tokens", "20"]
+    streamed = "".join(m["text"] for m in run(base).of_type("token"))
+    text = run(base + ["--text"], ndjson=False).stdout.decode()
+    assert text == "Tom had a red ball" + streamed + "\n"
+
+
+@test
 def same_seed_same_text_different_seed_different_text():
     def sample(seed):
         r = run(["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"),

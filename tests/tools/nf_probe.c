@@ -1,6 +1,7 @@
 /* nf_probe.c — a test tool (not shipped) that exposes internals to the
  * end-to-end tests, which compare them with PyTorch and SentencePiece:
- *   nf_probe logits MODEL OUT.f32 TOKEN...   logits (T, V) float32 of the KV-cached forward
+ *   nf_probe logits MODEL|CKPT OUT.f32 TOKEN...
+ *                                             logits (T, V) float32 of the KV-cached forward
  *   nf_probe encode TOKENIZER IN.txt OUT.i32 ids of the text, no BOS, int32
  *   nf_probe decode TOKENIZER IN.i32 OUT.txt the text of int32 ids
  *   nf_probe grads MODEL OUT.f32 B T TOKEN... TARGET...
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "fileio.h"
 #include "infer.h"
 #include "model.h"
@@ -32,7 +34,15 @@ static int probe_logits(int argc, char **argv) {
     if (argc < 5) return die("usage: logits MODEL OUT TOKEN...");
     NfError err;
     Model m;
-    if (model_load(&m, argv[2], &err) != 0) return die(err.message);
+    /* a checkpoint or a model file, told apart by the checkpoint magic */
+    FILE *f = fopen(argv[2], "rb");
+    char magic[8] = {0};
+    if (f) {
+        if (fread(magic, 1, 8, f) != 8) magic[0] = 0;
+        fclose(f);
+    }
+    bool is_ckpt = memcmp(magic, "NFCKPT01", 8) == 0;
+    if (open_model(is_ckpt ? NULL : argv[2], is_ckpt ? argv[2] : NULL, &m, &err) != 0) return die(err.message);
     int T = argc - 4, V = m.config.vocab_size;
     InferState s;
     if (infer_state_init(&s, &m.config, T, &err) != 0) return die(err.message);
