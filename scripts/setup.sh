@@ -11,6 +11,7 @@ PACKAGES=(
   python3-torch        # PyTorch: the independent reference for every op
   python3-numpy
   python3-sentencepiece  # SentencePiece: the reference for the tokenizer
+  fortunes             # the main job's built-in corpus (make demo)
 )
 
 missing=()

@@ -372,12 +372,15 @@ const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t 
     const char *p = (const char *)t->blob + t->piece_start[id];
     size_t n = t->piece_len[id];
     int byte = byte_piece_value((const unsigned char *)p, (uint32_t)n);
+    bool first = prev < 0 || prev == TOKEN_BOS;
     if (byte >= 0) {
+        /* a vocabulary without a space piece (builtin:bytes) spells the dummy prefix as byte 0x20 */
+        if (first && byte == ' ') return "";
         *byte_buf = (unsigned char)byte;
         *len = 1;
         return (const char *)byte_buf;
     }
-    if ((prev < 0 || prev == TOKEN_BOS) && n > 0 && p[0] == ' ') p++, n--;
+    if (first && n > 0 && p[0] == ' ') p++, n--;
     *len = n;
     return p;
 }

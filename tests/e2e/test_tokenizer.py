@@ -166,5 +166,15 @@ def tokenize_two_megabytes_is_fast_enough_to_be_linear():
     assert r.one("tokenize")["documents"] == 1
 
 
+@test
+def builtin_byte_vocabulary_needs_no_file():
+    info = run(["info", "--tokenizer", "builtin:bytes"]).one("info")["value"]
+    assert info["vocab_size"] == 259 and info["byte_pieces"] == 256
+    text = "Hi é\tthere\n"
+    ids = nf_encode(text, "builtin:bytes")
+    assert ids == [b + 3 for b in (" " + text).encode("utf-8")]  # the dummy-prefix space, then every byte
+    assert nf_decode(ids, "builtin:bytes") == text
+
+
 if __name__ == "__main__":
     run_all()
