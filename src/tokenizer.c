@@ -375,7 +375,7 @@ const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t 
     bool first = prev < 0 || prev == TOKEN_BOS;
     if (byte >= 0) {
         /* a vocabulary without a space piece (builtin:bytes) spells the dummy prefix as byte 0x20 */
-        if (first && byte == ' ') return "";
+        if (first && byte == ' ' && tokenizer_find(t, " ", 1) < 0) return "";
         *byte_buf = (unsigned char)byte;
         *len = 1;
         return (const char *)byte_buf;

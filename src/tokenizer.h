@@ -65,8 +65,8 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, b
 
 /* The bytes that token `id` stands for when it follows `prev` (-1 at the start):
  * byte pieces give their byte, BOS/EOS give nothing, and the dummy-prefix space
- * is dropped from the first piece of a text (prev = -1 or BOS), also when it
- * is spelled as the byte piece <0x20>. */
+ * is dropped from the first piece of a text (prev = -1 or BOS); in a
+ * vocabulary with no space piece it is the byte piece <0x20>, dropped too. */
 const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t *len, unsigned char *byte_buf);
 
 /* Decodes a whole id sequence into a malloc'd buffer (NUL-terminated, *len bytes). */
