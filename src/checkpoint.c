@@ -145,15 +145,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
                 path, version, kind, CKPT_VERSION);
         goto done;
     }
-    ck->config = (ModelConfig){cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], cfg[6], cfg[7] != 0};
-    if (config_validate(&ck->config, err) != 0) goto done;
-    uint64_t n = config_param_count(&ck->config);
-    uint64_t expected = HEADER_FIXED + (uint64_t)options_len + 3 * 4 * n + 8;
-    if (ck->n_params != n || f.size != expected) {
-        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is %zu bytes but its header describes %llu (truncated?)", path,
-                f.size, (unsigned long long)expected);
-        goto done;
-    }
+    /* the checksum first: a damaged file is reported as damaged, whatever byte was hit */
     Checksum sum;
     checksum_init(&sum);
     checksum_update(&sum, p, f.size - 8);
@@ -161,6 +153,20 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
     memcpy(&stored, p + f.size - 8, 8);
     if (checksum_final(&sum) != stored) {
         nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' fails its checksum: the file is corrupt", path);
+        goto done;
+    }
+    ck->config = (ModelConfig){cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], cfg[6], cfg[7] != 0};
+    if (config_validate(&ck->config, err) != 0) {
+        char why[sizeof err->message];
+        memcpy(why, err->message, sizeof why);
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has an invalid model config: %s", path, why);
+        goto done;
+    }
+    uint64_t n = config_param_count(&ck->config);
+    uint64_t expected = HEADER_FIXED + (uint64_t)options_len + 3 * 4 * n + 8;
+    if (ck->n_params != n || f.size != expected) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is %zu bytes but its header describes %llu (truncated?)", path,
+                f.size, (unsigned long long)expected);
         goto done;
     }
     const unsigned char *tensors = p + HEADER_FIXED + options_len;

@@ -83,7 +83,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
         {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint"},
-        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin (required)"},
+        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
         {"prompt", ARG_STRING, &prompt, .help = "text to continue (default: stdin if piped, else empty)"},
         {"max-tokens", ARG_INT, &max_tokens, 1, 1 << 20, .help = "tokens to generate (default 256)"},
         {"temperature", ARG_FLOAT, &temperature, 0, 100, .help = "0 = greedy (default 1.0)"},

@@ -41,7 +41,7 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *tokenizer_path = NULL;
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
-        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin"},
+        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes"},
     };
     NfError err = {0};
     bool help;

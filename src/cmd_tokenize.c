@@ -72,7 +72,7 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     ArgSpec specs[] = {
         {"input", ARG_STRING, &input, .help = "text file to tokenize (required)"},
         {"output", ARG_STRING, &output, .help = "token file to write, uint16 little-endian (required)"},
-        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin (required)"},
+        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
         {"split", ARG_CHOICE, &split, .choices = "eot|blank|none",
          .help = "documents end at <|endoftext|> lines (default), blank lines, or only at the end"},
     };

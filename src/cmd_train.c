@@ -42,7 +42,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
         {"seq-len", ARG_INT, &seq_len, 1, NF_MAX_SEQ_LEN, .help = "--init: context length (default 256)"},
         {"separate-classifier", ARG_FLAG, &separate_classifier, .help = "--init: untied output weights"},
         {"data", ARG_LIST, &o.data, .help = "token file or directory of them (repeatable; required)"},
-        {"val-data", ARG_STRING, &o.val_data, .help = "validation token file"},
+        {"val-data", ARG_STRING, &o.val_data, .help = "validation token file or directory of them"},
         {"val-split", ARG_FLOAT, &o.val_split, 0, 0.9, .help = "hold out this last fraction for validation"},
         {"val-every", ARG_INT, &o.val_every, 0, 1e9, .help = "validate every N steps (default 100; 0 = never)"},
         {"val-batches", ARG_INT, &o.val_batches, 1, 1e6, .help = "batches per validation (default 10)"},
@@ -105,6 +105,10 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     }
     if ((o.resume || o.restart_every > 0) && !o.ckpt) {
         nf_fail(&err, NF_ERR_USAGE, "--%s needs --ckpt", o.resume ? "resume" : "restart-every");
+        goto fail;
+    }
+    if (!o.ckpt && (o.ckpt_every > 0 || o.keep_last > 1)) {
+        nf_fail(&err, NF_ERR_USAGE, "--%s needs --ckpt (the checkpoint path)", o.ckpt_every > 0 ? "ckpt-every" : "keep-last");
         goto fail;
     }
     if (o.val_data && o.val_split > 0) {

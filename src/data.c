@@ -77,8 +77,8 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
     char **files = NULL;
     int n = 0, cap = 0, rc = 0;
     for (int i = 0; rc == 0 && i < n_paths; i++) rc = expand_path(paths[i], &files, &n, &cap, err);
+    int n_train_files = n; /* files after these are validation files */
     if (rc == 0 && val_path) rc = expand_path(val_path, &files, &n, &cap, err);
-    int n_train_files = val_path ? n - 1 : n;
     if (rc == 0 && !(d->files = nf_alloc_array((size_t)n, sizeof(MappedFile), err))) rc = -1;
     for (int i = 0; rc == 0 && i < n; i++) {
         rc = open_token_file(&d->files[i], files[i], vocab_size, err);
@@ -100,7 +100,8 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
             if (take < s.len && !val_path) d->val[d->n_val++] = (TokenSpan){s.bytes + 2 * take, s.len - take};
             seen += s.len;
         }
-        if (val_path) d->val[d->n_val++] = (TokenSpan){d->files[n - 1].data, d->files[n - 1].size / 2};
+        for (int i = n_train_files; val_path && i < n; i++)
+            d->val[d->n_val++] = (TokenSpan){d->files[i].data, d->files[i].size / 2};
         for (int i = 0; i < d->n_train; i++) d->train_tokens += d->train[i].len;
         for (int i = 0; i < d->n_val; i++) d->val_tokens += d->val[i].len;
         uint64_t longest = 0;
@@ -186,13 +187,19 @@ void batch_sampler_free(BatchSampler *s) {
     memset(s, 0, sizeof *s);
 }
 
-void batch_sampler_restore(BatchSampler *s, uint64_t rng_state, int64_t epoch, uint64_t position) {
+int batch_sampler_restore(BatchSampler *s, uint64_t rng_state, int64_t epoch, uint64_t position, NfError *err) {
+    if (s->shuffle && (position > s->n_windows || epoch < 0))
+        return nf_fail(err, NF_ERR_CHECKPOINT,
+                       "the checkpoint's data position (epoch %lld, window %llu) does not fit this data's %llu windows; "
+                       "resume with the run's own --data, --seq and --shuffle",
+                       (long long)epoch, (unsigned long long)position, (unsigned long long)s->n_windows);
     s->rng.state = rng_state;
     if (s->shuffle) {
         s->epoch = epoch;
         s->position = position;
         shuffle_epoch(s);
     }
+    return 0;
 }
 
 void batch_sampler_next(BatchSampler *s, const TokenData *d, int B, int T, int *tokens, int *targets) {

@@ -31,7 +31,7 @@ typedef struct {
 } TokenData;
 
 /* paths: files or directories (every regular file inside, sorted by name).
- * val_path (may be NULL) is a separate validation file; otherwise val_split
+ * val_path (may be NULL) is a validation file or directory; otherwise val_split
  * (0 <= f < 1) holds out the last fraction of the training tokens. Every id
  * is checked against vocab_size; the training part needs at least T+1 tokens. */
 int token_data_open(TokenData *d, const char *const *paths, int n_paths, const char *val_path, double val_split,
@@ -54,8 +54,9 @@ typedef struct {
 
 int batch_sampler_init(BatchSampler *s, const TokenData *d, int T, bool shuffle, uint64_t seed, NfError *err);
 void batch_sampler_free(BatchSampler *s);
-/* Moves a fresh sampler to a saved state (checkpoint resume). */
-void batch_sampler_restore(BatchSampler *s, uint64_t rng_state, int64_t epoch, uint64_t position);
+/* Moves a fresh sampler to a saved state (checkpoint resume); fails when the
+ * saved position does not exist in this data. */
+int batch_sampler_restore(BatchSampler *s, uint64_t rng_state, int64_t epoch, uint64_t position, NfError *err);
 
 /* Fills tokens and targets (B, T): targets are the tokens shifted by one. */
 void batch_sampler_next(BatchSampler *s, const TokenData *d, int B, int T, int *tokens, int *targets);

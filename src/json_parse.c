@@ -236,3 +236,22 @@ const JsonValue *json_get(const JsonValue *obj, const char *key) {
         if (strcmp(obj->keys[i], key) == 0) return &obj->items[i];
     return NULL;
 }
+
+bool json_value_equal(const JsonValue *a, const JsonValue *b) {
+    if (a->type != b->type) return false;
+    switch (a->type) {
+    case JV_NULL: return true;
+    case JV_BOOL: return a->boolean == b->boolean;
+    case JV_NUMBER:
+    case JV_STRING: return strcmp(a->text, b->text) == 0;
+    case JV_ARRAY:
+    case JV_OBJECT:
+        if (a->n != b->n) return false;
+        for (int i = 0; i < a->n; i++) {
+            if (a->type == JV_OBJECT && strcmp(a->keys[i], b->keys[i]) != 0) return false;
+            if (!json_value_equal(&a->items[i], &b->items[i])) return false;
+        }
+        return true;
+    }
+    return false;
+}

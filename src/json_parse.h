@@ -1,5 +1,5 @@
 /* json_parse.h — a small, strict JSON reader for configuration files
- * (--config) and checkpoint options. Numbers keep their source text so that
+ * (--config) and the options stored in checkpoints. Numbers keep their source text so that
  * integers are parsed exactly by whoever reads them. Depth and size are
  * bounded; malformed input is an error with the byte offset. */
 #ifndef NF_JSON_PARSE_H
@@ -25,5 +25,7 @@ int json_parse(const char *text, size_t len, JsonValue *out, NfError *err);
 void json_value_free(JsonValue *v);
 /* The value of key in an object, or NULL. */
 const JsonValue *json_get(const JsonValue *obj, const char *key);
+/* Same type and value; numbers compare by their source text, objects by key in order. */
+bool json_value_equal(const JsonValue *a, const JsonValue *b);
 
 #endif

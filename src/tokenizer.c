@@ -140,7 +140,7 @@ done:
 /* The built-in byte-level vocabulary: <unk>, BOS, EOS and the 256 byte pieces,
  * laid out as a tokenizer.bin image so it goes through the same parser. */
 static unsigned char *byte_vocabulary_image(size_t *size) {
-    static const char *specials[3] = {"<unk>", "\n<s>\n", "\n</s>\n"};
+    static const char *const specials[3] = {"<unk>", "\n<s>\n", "\n</s>\n"};
     unsigned char *img = malloc(4 + 259 * (8 + 6)), *p = img;
     if (!img) return NULL;
     int32_t mtl = 6;

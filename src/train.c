@@ -10,6 +10,7 @@
  *   end:                                                               -> `done` */
 #include "train.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 #include "checkpoint.h"
 #include "data.h"
+#include "json_parse.h"
 #include "params.h"
 #include "train_model.h"
 #include "util.h"
@@ -128,7 +130,31 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
     return 0;
 }
 
-static void emit_init(Trainer *t) {
+/* Writes "changed_flags": the flags of this resumed run whose values differ
+ * from those stored in the checkpoint. They apply (the command line rules);
+ * they are reported because an exact continuation needs the same flags. */
+static void json_changed_flags(JsonBuf *j, const char *stored_json, const char *current_json) {
+    JsonValue stored = {0}, current = {0};
+    NfError ignored;
+    json_array_begin(j, "changed_flags");
+    if (json_parse(stored_json, strlen(stored_json), &stored, &ignored) == 0 &&
+        json_parse(current_json, strlen(current_json), &current, &ignored) == 0 && current.type == JV_OBJECT) {
+        for (int i = 0; i < current.n; i++) {
+            const char *name = current.keys[i];
+            if (strcmp(name, "resume") == 0 || strcmp(name, "config") == 0) continue;
+            const JsonValue *was = json_get(&stored, name);
+            if (!was || !json_value_equal(was, &current.items[i])) {
+                json_string(j, NULL, name);
+                nf_log("resuming with --%s different from the checkpoint's run", name);
+            }
+        }
+    }
+    json_array_end(j);
+    json_value_free(&stored);
+    json_value_free(&current);
+}
+
+static void emit_init(Trainer *t, const char *stored_options) {
     const TrainOptions *o = t->o;
     JsonBuf j;
     msg_begin(&j, "init");
@@ -145,6 +171,7 @@ static void emit_init(Trainer *t) {
     json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
     json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
     json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, (int)o->batch, (int)o->seq));
+    if (o->resume) json_changed_flags(&j, stored_options ? stored_options : "{}", o->options_json);
     msg_emit(t->out, &j);
 }
 
@@ -159,13 +186,49 @@ static double validate(Trainer *t) {
     return total / (double)o->val_batches;
 }
 
-/* Removes stamped checkpoints beyond the newest keep_last. */
-static void prune_stamped(const char *path, int64_t step, int64_t every, int64_t keep_last) {
-    char name[4096];
-    for (int64_t s = step - keep_last * every; s > 0 && s > step - (keep_last + 64) * every; s -= every) {
-        snprintf(name, sizeof name, "%s.step-%09lld", path, (long long)s);
+static int compare_steps_descending(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x < y) - (x > y);
+}
+
+/* Removes stamped checkpoints (PATH.step-N, digits only) beyond the newest
+ * keep_last, whatever steps they were written at: the directory is the record,
+ * so runs with different --ckpt-every or a resume in between prune alike. */
+static void prune_stamped(const char *path, int64_t keep_last) {
+    char dir_path[4096], prefix[4096];
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        snprintf(dir_path, sizeof dir_path, "%.*s", (int)(slash - path + 1), path);
+        snprintf(prefix, sizeof prefix, "%s.step-", slash + 1);
+    } else {
+        snprintf(dir_path, sizeof dir_path, ".");
+        snprintf(prefix, sizeof prefix, "%s.step-", path);
+    }
+    DIR *dir = opendir(dir_path);
+    if (!dir) return;
+    long long *steps = NULL;
+    size_t n = 0, cap = 0, plen = strlen(prefix);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        const char *digits = e->d_name + plen;
+        if (strncmp(e->d_name, prefix, plen) != 0 || !*digits || strspn(digits, "0123456789") != strlen(digits))
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            long long *grown = realloc(steps, cap * sizeof *steps);
+            if (!grown) break;
+            steps = grown;
+        }
+        steps[n++] = atoll(digits);
+    }
+    closedir(dir);
+    qsort(steps, n, sizeof *steps, compare_steps_descending);
+    char name[4200];
+    for (size_t i = (size_t)keep_last; i < n; i++) {
+        snprintf(name, sizeof name, "%s.step-%09lld", path, steps[i]);
         unlink(name);
     }
+    free(steps);
 }
 
 static int save_checkpoint(Trainer *t, NfError *err) {
@@ -188,7 +251,7 @@ static int save_checkpoint(Trainer *t, NfError *err) {
         unlink(tmp);
         if (link(stamped, tmp) != 0 || rename(tmp, o->ckpt) != 0)
             return nf_fail(err, NF_ERR_IO, "cannot place checkpoint '%s'", o->ckpt);
-        prune_stamped(o->ckpt, t->step, o->ckpt_every > 0 ? o->ckpt_every : 1, o->keep_last);
+        prune_stamped(o->ckpt, o->keep_last);
     } else if (checkpoint_save(o->ckpt, &ck, &bytes, err) != 0) {
         return -1;
     }
@@ -262,14 +325,16 @@ int train_run(TrainOptions *o, NfOut *out) {
                         &err) != 0)
         goto fail;
     if (batch_sampler_init(&t.sampler, &t.data, T, o->shuffle, (uint64_t)o->seed, &err) != 0) goto fail;
-    if (o->resume) batch_sampler_restore(&t.sampler, ck.data_rng_state, ck.data_epoch, ck.data_position);
+    if (o->resume &&
+        batch_sampler_restore(&t.sampler, ck.data_rng_state, ck.data_epoch, ck.data_position, &err) != 0)
+        goto fail;
     if (activations_init(&t.acts, &t.config, B, T, &err) != 0) goto fail;
     if (!(t.tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
         !(t.targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
         goto fail;
     bool validating = o->val_every > 0 && t.data.n_val > 0;
 
-    emit_init(&t);
+    emit_init(&t, ck.options_json);
     install_signal_handlers();
     bool progress = isatty(STDERR_FILENO);
     double flops = flops_per_token(&t.config, T);
@@ -301,6 +366,12 @@ int train_run(TrainOptions *o, NfOut *out) {
             goto fail;
         }
         double norm = grad_global_norm(t.grads, t.n_params);
+        if (!isfinite(norm)) {
+            nf_fail(&err, NF_ERR_TRAINING,
+                    "the gradient norm became %s at step %lld (loss %g); stopping (the last checkpoint is kept)",
+                    isnan(norm) ? "NaN" : "infinite", (long long)step, loss);
+            goto fail;
+        }
         if (o->optim.grad_clip > 0) grad_clip(t.grads, t.n_params, norm, o->optim.grad_clip);
         double lr = lr_at(&o->optim, step);
         adamw_step(t.params, t.grads, t.adam_m, t.adam_v, t.seg, t.n_seg, &o->optim, lr, step);
@@ -336,7 +407,7 @@ int train_run(TrainOptions *o, NfOut *out) {
             json_int(&j, "val_batches", o->val_batches);
             msg_emit(out, &j);
         }
-        bool stopping = stop_requested != 0;
+        bool stopping = stop_requested != 0 && step < o->steps; /* a signal in the last step changes nothing */
         bool restarting = o->restart_every > 0 && steps_here % o->restart_every == 0 && step < o->steps;
         bool periodic = o->ckpt_every > 0 && step % o->ckpt_every == 0;
         if (o->ckpt && (periodic || step == o->steps || stopping || restarting) && save_checkpoint(&t, &err) != 0)

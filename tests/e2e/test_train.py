@@ -183,6 +183,7 @@ def corrupt_variants(path):
         "truncated": good[:-100],
         "bit_flipped": good[:mid] + bytes([good[mid] ^ 0x10]) + good[mid + 1:],
         "header_flipped": good[:50] + bytes([good[50] ^ 1]) + good[51:],
+        "config_flipped": good[:16] + bytes([good[16] ^ 0x40]) + good[17:],
         "empty": b"",
         "not_a_checkpoint": b"hello world, definitely not a checkpoint" * 10,
     }
@@ -199,7 +200,7 @@ def corrupt_checkpoints_are_refused_never_replaced():
         with open(bad, "wb") as f:
             f.write(blob)
         r = run(train_args(bad, data, steps=6, extra=["--resume"]))
-        assert_error(r, "bad_checkpoint" if blob else None)
+        assert_error(r, "bad_checkpoint" if blob else None, "checksum" if name.endswith("flipped") else None)
         assert r.of_type("step") == [], name  # no silent fresh start
         assert open(bad, "rb").read() == blob, name  # and the file is left alone
         for cmd in (["eval", "--ckpt", bad, "--data", data, "--seq", 8, "--batches", 1],
@@ -287,6 +288,8 @@ def config_file_sets_flags_and_command_line_wins():
     assert_error(run(["train", "--config", cfg]), "usage", "bogus-key")
     json.dump({"steps": "many"}, open(cfg, "w"))
     assert_error(run(["train", "--config", cfg, "--init", "--data", data]), "usage", "steps")
+    open(cfg, "w").write('{"steps": 2, "steps": 3}')
+    assert_error(run(["train", "--config", cfg, "--init", "--data", data]), "usage", "twice")
     open(cfg, "w").write("{not json")
     assert_error(run(["train", "--config", cfg]), "usage", "JSON")
 
@@ -303,6 +306,48 @@ def keep_last_keeps_that_many_stamped_checkpoints():
     assert [m["step"] for m in r.of_type("checkpoint")] == [2, 4, 6, 8, 10]
     assert sorted(os.listdir(d)) == ["d.bin", "run.ckpt", "run.ckpt.step-000000006", "run.ckpt.step-000000008",
                                      "run.ckpt.step-000000010"]
+    # a resume on another --ckpt-every grid prunes the older run's files too
+    r = run(["train", *tiny_init(), "--data", data, "--steps", 16, "--batch", 1, "--seq", 8, "--ckpt", ckpt,
+             "--ckpt-every", 3, "--keep-last", 2, "--val-every", 0, "--resume"])
+    assert r.rc == 0
+    assert [m["step"] for m in r.of_type("checkpoint")] == [12, 15, 16]
+    assert sorted(os.listdir(d)) == ["d.bin", "run.ckpt", "run.ckpt.step-000000015", "run.ckpt.step-000000016"]
+
+
+@test
+def resume_reports_the_flags_that_differ_from_the_checkpoints_run():
+    d = tmpdir()
+    data = os.path.join(d, "d.bin")
+    np.random.default_rng(4).integers(0, 512, 2000).astype("<u2").tofile(data)
+    ckpt = os.path.join(d, "run.ckpt")
+    base = ["train", *tiny_init(), "--data", data, "--batch", 2, "--ckpt", ckpt, "--val-every", 0, "--shuffle"]
+    assert run([*base, "--seq", 16, "--steps", 3]).rc == 0
+    same = run([*base, "--seq", 16, "--steps", 3, "--resume"])
+    assert same.rc == 0 and same.one("init")["changed_flags"] == []
+    changed = run([*base, "--seq", 16, "--steps", 5, "--lr", 0.01, "--resume"])
+    assert changed.rc == 0, changed.stdout
+    assert changed.one("init")["changed_flags"] == ["steps", "lr"]
+    assert "--lr" in changed.stderr.decode()
+    assert "changed_flags" not in run([*base, "--seq", 16, "--steps", 1]).one("init")
+    # a shuffle position that longer windows do not have cannot be restored
+    assert run([*base, "--seq", 4, "--steps", 40, "--resume"]).rc == 0
+    assert_error(run([*base, "--seq", 64, "--steps", 41, "--resume"]), "bad_checkpoint", "position")
+
+
+@test
+def val_data_directory_is_all_validation():
+    d = tmpdir()
+    rng = np.random.default_rng(5)
+    train = os.path.join(d, "train.bin")
+    rng.integers(0, 512, 1000).astype("<u2").tofile(train)
+    val_dir = os.path.join(d, "val")
+    os.mkdir(val_dir)
+    for name, n in (("a.bin", 300), ("b.bin", 200)):
+        rng.integers(0, 512, n).astype("<u2").tofile(os.path.join(val_dir, name))
+    r = run(["train", *tiny_init(), "--data", train, "--val-data", val_dir, "--steps", 1, "--batch", 1, "--seq", 8])
+    assert r.rc == 0
+    init = r.one("init")
+    assert (init["train_tokens"], init["val_tokens"]) == (1000, 500)
 
 
 @test
@@ -323,7 +368,8 @@ def bad_data_and_flags_are_refused_with_the_reason():
     for extra, flag in ((["--lr", "0"], "--lr"), (["--batch", "0"], "--batch"), (["--steps", "-1"], "--steps"),
                         (["--val-split", "0.95"], "--val-split"), (["--lr-schedule", "step"], "--lr-schedule"),
                         (["--seq", "65"], "--seq"), (["--resume"], "--ckpt"), (["--wat"], "--wat"),
-                        (["--beta2", "1"], "--beta2")):
+                        (["--beta2", "1"], "--beta2"), (["--ckpt-every", "5"], "--ckpt"),
+                        (["--keep-last", "3"], "--ckpt")):
         assert_error(run(["train", *tiny_init(), "--data", good, *extra]), mention=flag)
     assert_error(run(["train", "--init", "--dim", 30, "--n-heads", 4, "--vocab-size", 512, "--data", good]),
                  "usage", "n_heads")
