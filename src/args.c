@@ -119,6 +119,12 @@ void args_print_help(const char *command, const char *summary, const ArgSpec *sp
     }
 }
 
+bool args_seen(const ArgSpec *specs, int n_specs, const char *name) {
+    for (int i = 0; i < n_specs; i++)
+        if (strcmp(specs[i].name, name) == 0) return specs[i].seen;
+    return false;
+}
+
 int args_apply_json(ArgSpec *specs, int n_specs, const JsonValue *json, NfError *err) {
     if (json->type != JV_OBJECT) return nf_fail(err, NF_ERR_USAGE, "the config file must hold a JSON object");
     for (int i = 0; i < json->n; i++) {

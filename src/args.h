@@ -43,6 +43,9 @@ typedef struct {
  * with err set. Sets *help_requested when --help or -h is present. */
 int args_parse(ArgSpec *specs, int n_specs, int argc, char **argv, bool *help_requested, NfError *err);
 
+/* Whether the flag `name` was given (on the command line or by --config). */
+bool args_seen(const ArgSpec *specs, int n_specs, const char *name);
+
 /* Applies a --config JSON object: each key is a flag name; flags already
  * given on the command line win. Unknown keys and bad values are errors
  * naming the key. The strings of json stay referenced: keep it alive. */

@@ -44,6 +44,8 @@ void nf_attention_decode(float *out, const float *q, const float *keys, const fl
 
 /* out (N, OC) = inp (N, C) @ W^T, W (OC, C) */
 void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int OC);
+/* out (N, OC) += inp (N, C) @ W^T: a second branch added onto a projection (LoRA) */
+void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC);
 /* dinp (N, C) += dout (N, OC) @ W;  dw (OC, C) += dout^T @ inp */
 void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
                         int OC);

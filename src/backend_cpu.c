@@ -133,6 +133,10 @@ void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int 
     dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
 }
 
+void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC) {
+    dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
+}
+
 void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
                         int OC) {
     if (dinp) dnnl_sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);

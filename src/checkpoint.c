@@ -12,6 +12,9 @@
 static const char MAGIC[8] = {'N', 'F', 'C', 'K', 'P', 'T', '0', '1'};
 #define CKPT_VERSION 1
 #define HEADER_FIXED 120 /* bytes before the options JSON */
+#define LORA_BLOCK 32    /* kind 1: bytes after the options JSON, before the base path */
+#define KIND_FULL 0
+#define KIND_LORA 1
 
 /* The checksum: FNV-1a over little-endian 64-bit words (the tail zero-padded). */
 typedef struct {
@@ -67,7 +70,7 @@ static void put(Writer *w, const void *v, size_t n) {
 
 static void encode_header(const Checkpoint *ck, unsigned char *buf, uint32_t options_len) {
     Writer w = {buf};
-    uint32_t version = CKPT_VERSION, kind = 0;
+    uint32_t version = CKPT_VERSION, kind = ck->is_lora ? KIND_LORA : KIND_FULL;
     int32_t cfg[8] = {ck->config.dim,       ck->config.hidden_dim, ck->config.n_layers,
                       ck->config.n_heads,   ck->config.n_kv_heads, ck->config.vocab_size,
                       ck->config.seq_len,   ck->config.shared_classifier ? 1 : 0};
@@ -88,32 +91,51 @@ static void encode_header(const Checkpoint *ck, unsigned char *buf, uint32_t opt
     put(&w, &reserved, 4);
 }
 
+/* The LoRA block of a kind-1 checkpoint, before the base path. */
+static void encode_lora(const Checkpoint *ck, unsigned char *buf, uint32_t path_len) {
+    Writer w = {buf};
+    int32_t rank = ck->lora.rank;
+    uint32_t targets = ck->lora.targets, norms = ck->lora.train_norms ? 1 : 0;
+    put(&w, &rank, 4);
+    put(&w, &ck->lora.alpha, 4);
+    put(&w, &ck->lora.dropout, 4);
+    put(&w, &targets, 4);
+    put(&w, &norms, 4);
+    put(&w, &path_len, 4);
+    put(&w, &ck->base_checksum, 8);
+}
+
 int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfError *err) {
     uint32_t options_len = (uint32_t)strlen(ck->options_json ? ck->options_json : "");
-    unsigned char header[HEADER_FIXED];
+    uint32_t path_len = ck->is_lora ? (uint32_t)strlen(ck->base_path) : 0;
+    unsigned char header[HEADER_FIXED], lora_block[LORA_BLOCK];
     encode_header(ck, header, options_len);
+    if (ck->is_lora) encode_lora(ck, lora_block, path_len);
     AtomicFile f;
     if (atomic_file_open(&f, path, err) != 0) return -1;
     Checksum sum;
     checksum_init(&sum);
     size_t tensor_bytes = (size_t)ck->n_params * sizeof(float);
-    const void *parts[5] = {header, ck->options_json ? ck->options_json : "", ck->params, ck->adam_m, ck->adam_v};
-    size_t sizes[5] = {HEADER_FIXED, options_len, tensor_bytes, tensor_bytes, tensor_bytes};
-    for (int i = 0; i < 5; i++) {
+    const void *parts[7] = {header, ck->options_json ? ck->options_json : "", lora_block, ck->base_path,
+                            ck->params, ck->adam_m, ck->adam_v};
+    size_t sizes[7] = {HEADER_FIXED, options_len, ck->is_lora ? LORA_BLOCK : 0, path_len,
+                       tensor_bytes, tensor_bytes, tensor_bytes};
+    *bytes = 8;
+    for (int i = 0; i < 7; i++) {
+        if (sizes[i] == 0) continue;
         checksum_update(&sum, parts[i], sizes[i]);
         if (atomic_file_write(&f, parts[i], sizes[i], err) != 0) {
             atomic_file_abort(&f);
             return -1;
         }
+        *bytes += sizes[i];
     }
     uint64_t h = checksum_final(&sum);
     if (atomic_file_write(&f, &h, 8, err) != 0) {
         atomic_file_abort(&f);
         return -1;
     }
-    if (atomic_file_commit(&f, err) != 0) return -1;
-    *bytes = HEADER_FIXED + options_len + 3 * (uint64_t)tensor_bytes + 8;
-    return 0;
+    return atomic_file_commit(&f, err);
 }
 
 int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfError *err) {
@@ -140,8 +162,8 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
     memcpy(&ck->last_loss, p + 96, 8);
     memcpy(&ck->n_params, p + 104, 8);
     memcpy(&options_len, p + 112, 4);
-    if (version != CKPT_VERSION || kind != 0) {
-        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has version %u kind %u; this build reads version %d kind 0",
+    if (version != CKPT_VERSION || (kind != KIND_FULL && kind != KIND_LORA)) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has version %u kind %u; this build reads version %d kinds 0 and 1",
                 path, version, kind, CKPT_VERSION);
         goto done;
     }
@@ -162,17 +184,47 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
         nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has an invalid model config: %s", path, why);
         goto done;
     }
-    uint64_t n = config_param_count(&ck->config);
-    uint64_t expected = HEADER_FIXED + (uint64_t)options_len + 3 * 4 * n + 8;
-    if (ck->n_params != n || f.size != expected) {
+    uint64_t offset = HEADER_FIXED + (uint64_t)options_len, path_len = 0;
+    ck->is_lora = kind == KIND_LORA;
+    if (ck->is_lora) {
+        if (offset + LORA_BLOCK > f.size - 8) {
+            nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is too short for its LoRA block (truncated?)", path);
+            goto done;
+        }
+        const unsigned char *b = p + offset;
+        int32_t rank;
+        uint32_t targets, norms, plen;
+        memcpy(&rank, b, 4);
+        memcpy(&ck->lora.alpha, b + 4, 4);
+        memcpy(&ck->lora.dropout, b + 8, 4);
+        memcpy(&targets, b + 12, 4);
+        memcpy(&norms, b + 16, 4);
+        memcpy(&plen, b + 20, 4);
+        memcpy(&ck->base_checksum, b + 24, 8);
+        ck->lora.rank = rank;
+        ck->lora.targets = targets;
+        ck->lora.train_norms = norms != 0;
+        path_len = plen;
+        if (lora_config_validate(&ck->lora, &ck->config, err) != 0 || norms > 1) {
+            nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has an invalid LoRA configuration", path);
+            goto done;
+        }
+        offset += LORA_BLOCK;
+    }
+    uint64_t n = ck->is_lora ? lora_param_count(&ck->config, &ck->lora) : config_param_count(&ck->config);
+    uint64_t expected = offset + path_len + 3 * 4 * n + 8;
+    if (ck->n_params != n || path_len > 65536 || f.size != expected) {
         nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is %zu bytes but its header describes %llu (truncated?)", path,
                 f.size, (unsigned long long)expected);
         goto done;
     }
-    const unsigned char *tensors = p + HEADER_FIXED + options_len;
+    const unsigned char *tensors = p + offset + path_len;
     size_t tb = (size_t)n * sizeof(float);
-    if (!(ck->options_json = nf_alloc(options_len + 1, err)) || !(ck->params = nf_alloc(tb, err))) goto done;
+    if (!(ck->options_json = nf_alloc(options_len + 1, err)) || !(ck->base_path = nf_alloc(path_len + 1, err)) ||
+        !(ck->params = nf_alloc(tb, err)))
+        goto done;
     memcpy(ck->options_json, p + HEADER_FIXED, options_len);
+    memcpy(ck->base_path, p + offset, path_len);
     memcpy(ck->params, tensors, tb);
     if (with_optimizer) {
         if (!(ck->adam_m = nf_alloc(tb, err)) || !(ck->adam_v = nf_alloc(tb, err))) goto done;
@@ -188,6 +240,7 @@ done:
 
 void checkpoint_free(Checkpoint *ck) {
     free(ck->options_json);
+    free(ck->base_path);
     free(ck->params);
     free(ck->adam_m);
     free(ck->adam_v);
@@ -199,21 +252,51 @@ static int exactly_one_source(const char *model_path, const char *ckpt_path, NfE
     return 0;
 }
 
-int load_flat_params(const char *model_path, const char *ckpt_path, ModelConfig *config, float **params,
-                     NfError *err) {
-    *params = NULL;
-    if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
-    if (ckpt_path) {
-        Checkpoint ck;
-        if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return -1;
-        *config = ck.config;
-        *params = ck.params;
+int model_file_checksum(const char *path, uint64_t *out, NfError *err) {
+    MappedFile f;
+    if (mapped_file_open(&f, path, "model", err) != 0) return -1;
+    Checksum sum;
+    checksum_init(&sum);
+    checksum_update(&sum, f.data, f.size);
+    *out = checksum_final(&sum);
+    mapped_file_close(&f);
+    return 0;
+}
+
+int checkpoint_check_base(const Checkpoint *ck, const char *ckpt_path, const char *base_path,
+                          const ModelConfig *base_config, NfError *err) {
+    uint64_t sum;
+    if (model_file_checksum(base_path, &sum, err) != 0) return -1;
+    if (sum != ck->base_checksum || !config_equal(base_config, &ck->config))
+        return nf_fail(err, NF_ERR_CHECKPOINT,
+                       "LoRA checkpoint '%s' was trained on another base model than '%s' (it names '%s')", ckpt_path,
+                       base_path, ck->base_path);
+    return 0;
+}
+
+int lora_load(const char *adapter_path, const char *base_path, const ModelConfig *base_config, Lora *lora,
+              float **buffer, NfError *err) {
+    Checkpoint ck;
+    if (checkpoint_load(adapter_path, &ck, false, err) != 0) return -1;
+    int rc = -1;
+    if (!ck.is_lora)
+        nf_fail(err, NF_ERR_USAGE, "'%s' is a full checkpoint, not LoRA adapters (use it with --ckpt)", adapter_path);
+    else if (checkpoint_check_base(&ck, adapter_path, base_path, base_config, err) == 0)
+        rc = 0;
+    if (rc == 0) {
+        lora->config = ck.lora;
+        *buffer = ck.params;
         ck.params = NULL;
-        checkpoint_free(&ck);
-        return 0;
+        lora_pointers(&lora->w, *buffer, &ck.config, &ck.lora);
     }
+    checkpoint_free(&ck);
+    return rc;
+}
+
+/* Reads a model file into a flat fp32 buffer (Q8 dequantized). */
+static int flat_params_of_model(const char *path, ModelConfig *config, float **params, NfError *err) {
     Model m;
-    if (model_load(&m, model_path, err) != 0) return -1;
+    if (model_load(&m, path, err) != 0) return -1;
     *config = m.config;
     *params = nf_alloc_array((size_t)config_param_count(&m.config), sizeof(float), err);
     if (*params) params_from_model(*params, &m);
@@ -221,12 +304,50 @@ int load_flat_params(const char *model_path, const char *ckpt_path, ModelConfig 
     return *params ? 0 : -1;
 }
 
+int load_flat_params(const char *model_path, const char *ckpt_path, const char *lora_path, ModelConfig *config,
+                     float **params, NfError *err) {
+    *params = NULL;
+    if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
+    if (lora_path && !model_path) return nf_fail(err, NF_ERR_USAGE, "--lora needs --model (the base model)");
+    const char *adapters = lora_path;
+    if (ckpt_path) {
+        Checkpoint ck;
+        if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return -1;
+        if (!ck.is_lora) {
+            *config = ck.config;
+            *params = ck.params;
+            ck.params = NULL;
+            checkpoint_free(&ck);
+            return 0;
+        }
+        /* a LoRA checkpoint on its own: merged into the base model it names */
+        char *base = strdup(ck.base_path);
+        checkpoint_free(&ck);
+        if (!base) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        int rc = load_flat_params(base, NULL, ckpt_path, config, params, err);
+        free(base);
+        return rc;
+    }
+    if (flat_params_of_model(model_path, config, params, err) != 0) return -1;
+    if (!adapters) return 0;
+    Lora lora;
+    float *buffer;
+    if (lora_load(adapters, model_path, config, &lora, &buffer, err) != 0) {
+        free(*params);
+        *params = NULL;
+        return -1;
+    }
+    lora_merge(*params, config, &lora);
+    free(buffer);
+    return 0;
+}
+
 int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError *err) {
     if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
     if (model_path) return model_load(m, model_path, err);
     ModelConfig c;
     float *params;
-    if (load_flat_params(NULL, ckpt_path, &c, &params, err) != 0) return -1;
+    if (load_flat_params(NULL, ckpt_path, NULL, &c, &params, err) != 0) return -1;
     if (model_from_params(m, &c, params, err) != 0) {
         free(params);
         return -1;

@@ -4,13 +4,19 @@
  * A checkpoint holds the model config, the weights, both AdamW moments,
  * the step, the data sampler's state, the training options (as JSON) and a
  * checksum over all of it. It is written atomically; loading verifies the
- * size and the checksum before trusting a single field. */
+ * size and the checksum before trusting a single field.
+ *
+ * A LoRA checkpoint (kind 1) holds the adapters instead of the weights (their
+ * moments likewise), the LoRA configuration, and the path and checksum of the
+ * base model file it was trained on: a few MB where a full one is a copy of
+ * the model times three. */
 #ifndef NF_CHECKPOINT_H
 #define NF_CHECKPOINT_H
 
 #include <stdint.h>
 
 #include "error.h"
+#include "lora.h"
 #include "model.h"
 
 typedef struct {
@@ -23,7 +29,11 @@ typedef struct {
     double best_val_loss;     /* NaN before the first validation */
     double last_loss;
     char *options_json;       /* the training options, NUL-terminated */
-    uint64_t n_params;
+    bool is_lora;             /* kind 1: params are LoRA adapters (lora.h layout) on a base model file */
+    LoraConfig lora;          /* is_lora only */
+    uint64_t base_checksum;   /* is_lora only: model_file_checksum of the base */
+    char *base_path;          /* is_lora only: the base model file as train was given it, NUL-terminated */
+    uint64_t n_params;        /* trainable floats: config_param_count, or lora_param_count */
     float *params;            /* (n_params) */
     float *adam_m;            /* (n_params) or NULL when only weights are wanted */
     float *adam_v;            /* (n_params) or NULL */
@@ -32,16 +42,32 @@ typedef struct {
 /* Writes atomically; returns the file size in *bytes. */
 int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfError *err);
 
-/* Loads and verifies; allocates options_json, params and (if with_optimizer) the moments. */
+/* Loads and verifies; allocates options_json, base_path, params and (if with_optimizer) the moments. */
 int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfError *err);
 void checkpoint_free(Checkpoint *ck);
 
-/* The weights of a model file or of a checkpoint (exactly one path given) as
- * a flat parameter buffer (params.h layout, malloc'd). */
-int load_flat_params(const char *model_path, const char *ckpt_path, ModelConfig *config, float **params,
-                     NfError *err);
+/* The checksum that identifies a base model file (FNV-1a over its bytes). */
+int model_file_checksum(const char *path, uint64_t *sum, NfError *err);
 
-/* Opens a model for inference from a model file (mapped, any format) or a checkpoint. */
+/* Refuses a LoRA checkpoint unless base_path is the very file it was trained on. */
+int checkpoint_check_base(const Checkpoint *ck, const char *ckpt_path, const char *base_path,
+                          const ModelConfig *base_config, NfError *err);
+
+/* Adapters loaded from a LoRA checkpoint for the base model file base_path
+ * (whose config is base_config): refused unless the checkpoint was trained
+ * on exactly that file. *buffer holds the adapter weights (free it). */
+int lora_load(const char *adapter_path, const char *base_path, const ModelConfig *base_config, Lora *lora,
+              float **buffer, NfError *err);
+
+/* The weights of a model file or of a checkpoint (exactly one of model_path and
+ * ckpt_path) as a flat parameter buffer (params.h layout, malloc'd), with LoRA
+ * adapters merged in: those of lora_path (on model_path), or of a LoRA
+ * checkpoint given as ckpt_path (on the base model it names). */
+int load_flat_params(const char *model_path, const char *ckpt_path, const char *lora_path, ModelConfig *config,
+                     float **params, NfError *err);
+
+/* Opens a model for inference from a model file (mapped, any format) or a
+ * checkpoint (a LoRA one merged into its base). */
 int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError *err);
 
 #endif

@@ -1,5 +1,6 @@
 /* cmd_eval.c — `neuralforge eval`: mean loss and perplexity of a model or
- * checkpoint on token data, over a fixed, evenly spaced set of windows. */
+ * checkpoint on token data, over a fixed, evenly spaced set of windows.
+ * LoRA adapters are merged into the base first. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -11,12 +12,13 @@
 #include "util.h"
 
 int cmd_eval(int argc, char **argv, NfOut *out) {
-    const char *model_path = NULL, *ckpt_path = NULL;
+    const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL;
     StringList data = {0};
     int64_t batch = 4, seq = 0, batches = 20;
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "model file to evaluate"},
-        {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint"},
+        {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint (a LoRA one on the base it names)"},
+        {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint to apply on --model"},
         {"data", ARG_LIST, &data, .help = "token file or directory (repeatable; required)"},
         {"batch", ARG_INT, &batch, 1, 4096, .help = "sequences per batch (default 4)"},
         {"seq", ARG_INT, &seq, 0, NF_MAX_SEQ_LEN, .help = "tokens per sequence (default: the model's seq_len)"},
@@ -39,7 +41,7 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
     TokenData d = {0};
     Activations acts = {0};
     int *tokens = NULL, *targets = NULL, status = 0;
-    if (load_flat_params(model_path, ckpt_path, &c, &params, &err) != 0) goto fail;
+    if (load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &err) != 0) goto fail;
     if (seq == 0) seq = c.seq_len;
     if (seq > c.seq_len) {
         nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than the model's seq_len %d", (long long)seq, c.seq_len);
@@ -47,15 +49,15 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
     }
     int B = (int)batch, T = (int)seq;
     if (token_data_open(&d, data.items, data.n, NULL, 0.0, c.vocab_size, T, &err) != 0 ||
-        activations_init(&acts, &c, B, T, &err) != 0 || !(tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
+        activations_init(&acts, &c, NULL, B, T, &err) != 0 || !(tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
         !(targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
         goto fail;
-    ParamPointers p;
-    param_pointers(&p, params, &c);
+    Net net;
+    net_full(&net, NULL, &c, params, NULL);
     double start = nf_now_ms(), total = 0.0;
     for (int k = 0; k < batches; k++) {
         fixed_batch(d.train, d.n_train, k, (int)batches, B, T, tokens, targets);
-        total += model_forward(&c, &p, &acts, tokens, targets, 0.0f);
+        total += model_forward(&net, &acts, tokens, targets, 0.0f, 0);
     }
     double loss = total / (double)batches, ms = nf_now_ms() - start;
     JsonBuf j;

@@ -1,7 +1,8 @@
 /* cmd_export.c — `neuralforge export`: writes a model or checkpoint as a
  * llama2.c legacy (v0) model file, the one every llama2.c run.c loads: a
  * negative vocab_size marks a separate classifier, and the freq_cis tables
- * are filled in for readers that use them. */
+ * are filled in for readers that use them. LoRA adapters are merged:
+ * W + (alpha/r) B A. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,10 +49,11 @@ fail:
 }
 
 int cmd_export(int argc, char **argv, NfOut *out) {
-    const char *model_path = NULL, *ckpt_path = NULL, *output = NULL, *format = "llama2c";
+    const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL, *output = NULL, *format = "llama2c";
     ArgSpec specs[] = {
-        {"ckpt", ARG_STRING, &ckpt_path, .help = "training checkpoint to export"},
+        {"ckpt", ARG_STRING, &ckpt_path, .help = "training checkpoint to export (LoRA: merged into the base it names)"},
         {"model", ARG_STRING, &model_path, .help = "or a model file (any format we read)"},
+        {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint to merge into --model"},
         {"format", ARG_CHOICE, &format, .choices = "llama2c", .help = "output format (default llama2c)"},
         {"output", ARG_STRING, &output, .help = "file to write (required)"},
     };
@@ -70,7 +72,7 @@ int cmd_export(int argc, char **argv, NfOut *out) {
     ModelConfig c;
     float *params;
     uint64_t bytes;
-    if (load_flat_params(model_path, ckpt_path, &c, &params, &err) != 0) return emit_error(out, &err);
+    if (load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &err) != 0) return emit_error(out, &err);
     int rc = write_llama2c(output, &c, params, &bytes, &err);
     free(params);
     if (rc != 0) return emit_error(out, &err);

@@ -76,13 +76,14 @@ static void write_token(TokenWriter *w, int id, const char *bytes, size_t n) {
 }
 
 int cmd_generate(int argc, char **argv, NfOut *out) {
-    const char *model_path = NULL, *ckpt_path = NULL, *tokenizer_path = NULL, *prompt = NULL;
+    const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL, *tokenizer_path = NULL, *prompt = NULL;
     int64_t max_tokens = 256, top_k = 0, seed = -1;
     double temperature = 1.0, top_p = 0.9;
     bool text_flag = false;
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
-        {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint"},
+        {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint (a LoRA one merged into the base it names)"},
+        {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint applied on --model, unmerged"},
         {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
         {"prompt", ARG_STRING, &prompt, .help = "text to continue (default: stdin if piped, else empty)"},
         {"max-tokens", ARG_INT, &max_tokens, 1, 1 << 20, .help = "tokens to generate (default 256)"},
@@ -107,6 +108,8 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     if (seed < 0) seed = (int64_t)(time(NULL) ^ ((int64_t)getpid() << 16)) & 0x1FFFFFFFFFFFFF;
 
     Model model = {0};
+    Lora lora = {0};
+    float *lora_buffer = NULL;
     Tokenizer tok = {0};
     TokenList prompt_ids = {0};
     InferState state = {0};
@@ -115,7 +118,13 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     TokenWriter writer = {out, text_flag || isatty(fileno(out->stream)), {{0}, 0}, NULL};
     int status = 0;
 
-    if (open_model(model_path, ckpt_path, &model, &err) != 0 || tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
+    if (lora_path && !model_path) {
+        nf_fail(&err, NF_ERR_USAGE, "--lora needs --model (the base model)");
+        goto fail;
+    }
+    if (open_model(model_path, ckpt_path, &model, &err) != 0 ||
+        (lora_path && lora_load(lora_path, model_path, &model.config, &lora, &lora_buffer, &err) != 0) ||
+        tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
         tokenizer_check_vocab(&tok, model.config.vocab_size, &err) != 0)
         goto fail;
     size_t prompt_len = 0;
@@ -152,7 +161,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     int generated = 0, token = prompt_ids.ids[0];
     const char *stop = "max_tokens";
     for (int pos = 0; pos < positions; pos++) {
-        float *logits = infer_forward(&model, &state, token, pos);
+        float *logits = infer_forward(&model, lora_path ? &lora : NULL, &state, token, pos);
         int next;
         if ((size_t)pos + 1 < prompt_ids.len) {
             next = prompt_ids.ids[pos + 1];
@@ -202,6 +211,7 @@ done:
     infer_state_free(&state);
     token_list_free(&prompt_ids);
     tokenizer_free(&tok);
+    free(lora_buffer);
     model_free(&model);
     return status;
 }

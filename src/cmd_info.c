@@ -1,6 +1,9 @@
-/* cmd_info.c — `neuralforge info`: describes a model file and/or a tokenizer
- * as `info` messages {key: "model"|"tokenizer", value: {...}}. */
+/* cmd_info.c — `neuralforge info`: describes a model file, a tokenizer and/or
+ * LoRA adapters as `info` messages {key: "model"|"tokenizer"|"lora", value: {...}}. */
+#include <stdio.h>
+
 #include "args.h"
+#include "checkpoint.h"
 #include "commands.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -37,35 +40,65 @@ static void emit_tokenizer_info(NfOut *out, const char *path, const Tokenizer *t
     msg_emit(out, &j);
 }
 
+static void emit_lora_info(NfOut *out, const char *path, const Checkpoint *ck) {
+    JsonBuf j;
+    char checksum[17];
+    snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)ck->base_checksum);
+    msg_begin(&j, "info");
+    json_string(&j, "key", "lora");
+    json_object_begin(&j, "value");
+    json_string(&j, "path", path);
+    json_lora_fields(&j, &ck->lora, (int64_t)ck->n_params);
+    json_int(&j, "step", ck->step);
+    json_string(&j, "base_path", ck->base_path);
+    json_string(&j, "base_checksum", checksum);
+    json_model_config(&j, "config", &ck->config);
+    json_object_end(&j);
+    msg_emit(out, &j);
+}
+
 int cmd_info(int argc, char **argv, NfOut *out) {
-    const char *model_path = NULL, *tokenizer_path = NULL;
+    const char *model_path = NULL, *tokenizer_path = NULL, *lora_path = NULL;
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
         {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes"},
+        {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint (with --model: checked against it)"},
     };
+    int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
     bool help;
-    if (args_parse(specs, 2, argc, argv, &help, &err) != 0) return emit_error(out, &err);
+    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
     if (help) {
-        args_print_help("info", "Describes a model and/or a tokenizer.", specs, 2);
+        args_print_help("info", "Describes a model, a tokenizer and/or LoRA adapters.", specs, n_specs);
         return 0;
     }
-    if (!model_path && !tokenizer_path) {
-        nf_fail(&err, NF_ERR_USAGE, "info needs --model and/or --tokenizer");
+    if (!model_path && !tokenizer_path && !lora_path) {
+        nf_fail(&err, NF_ERR_USAGE, "info needs --model, --tokenizer and/or --lora");
         return emit_error(out, &err);
     }
     Model model = {0};
     Tokenizer tok = {0};
+    Checkpoint adapters = {0};
     int status = 0;
     if (model_path && model_load(&model, model_path, &err) != 0) goto fail;
     if (tokenizer_path && tokenizer_load(&tok, tokenizer_path, &err) != 0) goto fail;
     if (model_path && tokenizer_path && tokenizer_check_vocab(&tok, model.config.vocab_size, &err) != 0) goto fail;
+    if (lora_path) {
+        if (checkpoint_load(lora_path, &adapters, false, &err) != 0) goto fail;
+        if (!adapters.is_lora) {
+            nf_fail(&err, NF_ERR_USAGE, "'%s' is a full checkpoint, not LoRA adapters", lora_path);
+            goto fail;
+        }
+        if (model_path && checkpoint_check_base(&adapters, lora_path, model_path, &model.config, &err) != 0) goto fail;
+    }
     if (model_path) emit_model_info(out, model_path, &model);
     if (tokenizer_path) emit_tokenizer_info(out, tokenizer_path, &tok);
+    if (lora_path) emit_lora_info(out, lora_path, &adapters);
     goto done;
 fail:
     status = emit_error(out, &err);
 done:
+    checkpoint_free(&adapters);
     model_free(&model);
     tokenizer_free(&tok);
     return status;

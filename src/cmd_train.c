@@ -21,6 +21,9 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     const char *config_path = NULL, *schedule = "cosine";
     int64_t dim = 288, hidden = 0, layers = 6, heads = 6, kv_heads = 0, vocab = 32000, seq_len = 256;
     bool separate_classifier = false;
+    int64_t lora_rank = 0;
+    double lora_alpha = 0.0, lora_dropout = 0.0;
+    const char *lora_targets = "wq,wk,wv,wo";
     o.val_every = 100;
     o.val_batches = 10;
     o.batch = 4;
@@ -41,6 +44,11 @@ int cmd_train(int argc, char **argv, NfOut *out) {
         {"vocab-size", ARG_INT, &vocab, 1, 65536, .help = "--init: vocabulary (default 32000)"},
         {"seq-len", ARG_INT, &seq_len, 1, NF_MAX_SEQ_LEN, .help = "--init: context length (default 256)"},
         {"separate-classifier", ARG_FLAG, &separate_classifier, .help = "--init: untied output weights"},
+        {"lora-rank", ARG_INT, &lora_rank, 0, LORA_MAX_RANK, .help = "LoRA: adapters of rank r on --model, frozen (0 = full fine-tuning)"},
+        {"lora-alpha", ARG_FLOAT, &lora_alpha, 1e-6, 1e6, .help = "LoRA: scale alpha/r (default alpha = r)"},
+        {"lora-dropout", ARG_FLOAT, &lora_dropout, 0, 0.9, .help = "LoRA: dropout on the adapter inputs (default 0)"},
+        {"lora-targets", ARG_STRING, &lora_targets, .help = "LoRA: wq,wk,wv,wo,w1,w2,w3 (or q,k,v,o,gate,down,up, or a bit mask; default wq,wk,wv,wo)"},
+        {"lora-train-norms", ARG_FLAG, &o.lora.train_norms, .help = "LoRA: train the RMSNorm weights too"},
         {"data", ARG_LIST, &o.data, .help = "token file or directory of them (repeatable; required)"},
         {"val-data", ARG_STRING, &o.val_data, .help = "validation token file or directory of them"},
         {"val-split", ARG_FLOAT, &o.val_split, 0, 0.9, .help = "hold out this last fraction for validation"},
@@ -110,6 +118,24 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     if (!o.ckpt && (o.ckpt_every > 0 || o.keep_last > 1)) {
         nf_fail(&err, NF_ERR_USAGE, "--%s needs --ckpt (the checkpoint path)", o.ckpt_every > 0 ? "ckpt-every" : "keep-last");
         goto fail;
+    }
+    o.use_lora = lora_rank > 0;
+    if (!o.use_lora) {
+        const char *lora_flags[] = {"lora-alpha", "lora-dropout", "lora-targets", "lora-train-norms"};
+        for (int i = 0; i < 4; i++)
+            if (args_seen(specs, n_specs, lora_flags[i])) {
+                nf_fail(&err, NF_ERR_USAGE, "--%s needs --lora-rank", lora_flags[i]);
+                goto fail;
+            }
+    } else {
+        if (!o.model_path) {
+            nf_fail(&err, NF_ERR_USAGE, "--lora-rank trains adapters on a pretrained model: give --model");
+            goto fail;
+        }
+        o.lora.rank = (int)lora_rank;
+        o.lora.alpha = (float)(args_seen(specs, n_specs, "lora-alpha") ? lora_alpha : (double)lora_rank);
+        o.lora.dropout = (float)lora_dropout;
+        if (lora_parse_targets(lora_targets, &o.lora.targets, &err) != 0) goto fail;
     }
     if (o.val_data && o.val_split > 0) {
         nf_fail(&err, NF_ERR_USAGE, "--val-data and --val-split exclude each other");

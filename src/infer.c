@@ -2,13 +2,16 @@
  *   x = embed(token)
  *   per layer: x += Wo · attention(RoPE(Wq·rms(x)), cache(RoPE(Wk·rms(x)), Wv·rms(x)))
  *              x += W2 · (silu(W1·rms(x)) * W3·rms(x))
- *   logits = Wcls · rms(x)                                                  */
+ *   logits = Wcls · rms(x)
+ * With LoRA adapters, each adapted projection adds s·B·(A·x) on the side,
+ * unmerged, and trained norms replace the model's.                        */
 #include "infer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "lora.h"
 #include "util.h"
 
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfError *err) {
@@ -28,6 +31,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
         (s->hb = nf_alloc_array(H, sizeof(float), err)) == NULL ||
         (s->hb2 = nf_alloc_array(H, sizeof(float), err)) == NULL ||
         (s->q = nf_alloc_array(D, sizeof(float), err)) == NULL ||
+        (s->lora_u = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->scores = nf_alloc_array((size_t)c->n_heads * P, sizeof(float), err)) == NULL ||
         (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
         (s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
@@ -40,11 +44,11 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
 
 void infer_state_free(InferState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
-    free(s->q); free(s->scores); free(s->logits); free(s->key_cache); free(s->value_cache);
+    free(s->q); free(s->lora_u); free(s->scores); free(s->logits); free(s->key_cache); free(s->value_cache);
     memset(s, 0, sizeof *s);
 }
 
-float *infer_forward(const Model *m, InferState *s, int token, int pos) {
+float *infer_forward(const Model *m, const Lora *lora, InferState *s, int token, int pos) {
     const ModelConfig *c = &m->config;
     const ModelWeights *w = &m->weights;
     int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), hs = config_head_size(c);
@@ -54,30 +58,39 @@ float *infer_forward(const Model *m, InferState *s, int token, int pos) {
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
+        const float *rms_att = lora && lora->w.rms_att ? lora->w.rms_att + (size_t)l * D : lw->rms_att;
+        const float *rms_ffn = lora && lora->w.rms_ffn ? lora->w.rms_ffn + (size_t)l * D : lw->rms_ffn;
         float *keys = s->key_cache + (size_t)l * P * KV, *values = s->value_cache + (size_t)l * P * KV;
         float *k_row = keys + (size_t)pos * KV, *v_row = values + (size_t)pos * KV;
 
         /* attention block */
-        nf_rmsnorm(s->xb, s->x, lw->rms_att, D);
+        nf_rmsnorm(s->xb, s->x, rms_att, D);
         nf_matmul(s->q, s->xb, &lw->wq, 1, D, D);
         nf_matmul(k_row, s->xb, &lw->wk, 1, D, KV);
         nf_matmul(v_row, s->xb, &lw->wv, 1, D, KV);
+        lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, 1, s->lora_u);
+        lora_apply(k_row, s->xb, lora, LORA_WK, l, c, 1, s->lora_u);
+        lora_apply(v_row, s->xb, lora, LORA_WV, l, c, 1, s->lora_u);
         nf_rope(s->q, c->n_heads, hs, pos);
         nf_rope(k_row, c->n_kv_heads, hs, pos);
         nf_attention_decode(s->xb, s->q, keys, values, s->scores, pos, c->n_heads, c->n_kv_heads, hs);
         nf_matmul(s->xb2, s->xb, &lw->wo, 1, D, D);
+        lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, 1, s->lora_u);
         for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
-        nf_rmsnorm(s->xb, s->x, lw->rms_ffn, D);
+        nf_rmsnorm(s->xb, s->x, rms_ffn, D);
         nf_matmul(s->hb, s->xb, &lw->w1, 1, D, H);
         nf_matmul(s->hb2, s->xb, &lw->w3, 1, D, H);
+        lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, 1, s->lora_u);
+        lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, 1, s->lora_u);
         nf_swiglu(s->hb, s->hb2, H);
         nf_matmul(s->xb2, s->hb, &lw->w2, 1, H, D);
+        lora_apply(s->xb2, s->hb, lora, LORA_W2, l, c, 1, s->lora_u);
         for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
     }
 
-    nf_rmsnorm(s->x, s->x, w->rms_final, D);
+    nf_rmsnorm(s->x, s->x, lora && lora->w.rms_final ? lora->w.rms_final : w->rms_final, D);
     nf_matmul(s->logits, s->x, &w->wcls, 1, D, c->vocab_size);
     return s->logits;
 }

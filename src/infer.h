@@ -6,6 +6,7 @@
 #ifndef NF_INFER_H
 #define NF_INFER_H
 
+#include "lora.h"
 #include "model.h"
 
 typedef struct {
@@ -16,6 +17,7 @@ typedef struct {
     float *hb;            /* (H) FFN gate, then silu(gate) * up */
     float *hb2;           /* (H) FFN up */
     float *q;             /* (D) queries of this position */
+    float *lora_u;        /* (D) LoRA scratch: s A x, rank <= D */
     float *scores;        /* (n_heads, P) attention weights */
     float *logits;        /* (V) output of the last forward */
     float *key_cache;     /* (L, P, KV) */
@@ -26,7 +28,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
 void infer_state_free(InferState *s);
 
 /* Runs token at position pos (0 <= pos < max_positions), filling the KV cache
- * at pos; returns s->logits (V). */
-float *infer_forward(const Model *m, InferState *s, int token, int pos);
+ * at pos; returns s->logits (V). lora (NULL for none) adds adapters on top. */
+float *infer_forward(const Model *m, const Lora *lora, InferState *s, int token, int pos);
 
 #endif

@@ -52,6 +52,12 @@ static WeightCounts weight_counts(const ModelConfig *c) {
     return w;
 }
 
+bool config_equal(const ModelConfig *a, const ModelConfig *b) {
+    return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers &&
+           a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads && a->vocab_size == b->vocab_size &&
+           a->seq_len == b->seq_len && a->shared_classifier == b->shared_classifier;
+}
+
 uint64_t config_param_count(const ModelConfig *c) {
     WeightCounts w = weight_counts(c);
     return w.embedding + 2 * w.norm_layers + w.attn_q + 2 * w.attn_kv + w.attn_o + 3 * w.ffn +

@@ -44,6 +44,8 @@ static inline int config_kv_dim(const ModelConfig *c) { return c->dim / c->n_hea
 int config_validate(const ModelConfig *c, NfError *err);
 /* Number of weights (parameters), the classifier counted once when shared. */
 uint64_t config_param_count(const ModelConfig *c);
+/* Every field equal. */
+bool config_equal(const ModelConfig *a, const ModelConfig *b);
 
 typedef enum { NF_F32 = 0, NF_Q8 = 1 } DType;
 

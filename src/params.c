@@ -39,6 +39,29 @@ void param_pointers(ParamPointers *p, float *base, const ModelConfig *c) {
     if (c->shared_classifier) p->wcls = p->token_embedding;
 }
 
+int param_view_of_model(ParamPointers *p, const Model *m) {
+    const ModelConfig *c = &m->config;
+    const ModelWeights *w = &m->weights;
+    if (m->dtype != NF_F32) return -1;
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c);
+    const LayerWeights *first = &w->layers[0];
+    for (int l = 0; l < c->n_layers; l++) { /* every layer's piece must follow the previous one's */
+        const LayerWeights *lw = &w->layers[l];
+        if (lw->rms_att != first->rms_att + l * D || lw->rms_ffn != first->rms_ffn + l * D ||
+            lw->wq.f32 != first->wq.f32 + l * D * D || lw->wk.f32 != first->wk.f32 + l * KV * D ||
+            lw->wv.f32 != first->wv.f32 + l * KV * D || lw->wo.f32 != first->wo.f32 + l * D * D ||
+            lw->w1.f32 != first->w1.f32 + l * H * D || lw->w2.f32 != first->w2.f32 + l * D * H ||
+            lw->w3.f32 != first->w3.f32 + l * H * D)
+            return -1;
+    }
+    /* the model is read-only; ParamPointers is not const only because gradients share the type */
+    *p = (ParamPointers){(float *)w->token_embedding.f32, (float *)first->rms_att, (float *)first->wq.f32,
+                         (float *)first->wk.f32,          (float *)first->wv.f32,  (float *)first->wo.f32,
+                         (float *)first->rms_ffn,         (float *)first->w1.f32,  (float *)first->w2.f32,
+                         (float *)first->w3.f32,          (float *)w->rms_final,   (float *)w->wcls.f32};
+    return 0;
+}
+
 static void copy_matrix(float *dst, const Tensor *t, size_t rows, int cols) {
     for (size_t r = 0; r < rows; r++) tensor_row_f32(t, r, cols, dst + r * (size_t)cols);
 }

@@ -44,6 +44,11 @@ int param_segments(const ModelConfig *c, ParamSegment seg[PARAM_SEGMENTS_MAX]);
 /* Points p at the pieces of base (config_param_count(c) floats). */
 void param_pointers(ParamPointers *p, float *base, const ModelConfig *c);
 
+/* Points p at the weights of a loaded fp32 model in place (a read-only view
+ * of its mapping: nothing is copied). Fails (-1) when the model's weights do
+ * not lie as one piece per kind, as in Q8 files; then copy them instead. */
+int param_view_of_model(ParamPointers *p, const Model *m);
+
 /* Copies every weight of a loaded model (any format; Q8 is dequantized) into params. */
 void params_from_model(float *params, const Model *m);
 

@@ -48,6 +48,19 @@ void json_model_config(JsonBuf *j, const char *key, const ModelConfig *c) {
     json_object_end(j);
 }
 
+void json_lora_fields(JsonBuf *j, const LoraConfig *lc, int64_t params) {
+    json_int(j, "rank", lc->rank);
+    json_number(j, "alpha", lc->alpha);
+    json_number(j, "scale", lora_scale(lc));
+    json_number(j, "dropout", lc->dropout);
+    json_array_begin(j, "targets");
+    for (int t = 0; t < LORA_TARGETS; t++)
+        if (lc->targets & (1u << t)) json_string(j, NULL, lora_target_name((LoraTarget)t));
+    json_array_end(j);
+    json_bool(j, "train_norms", lc->train_norms);
+    json_int(j, "params", params);
+}
+
 void nf_log(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

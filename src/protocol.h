@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "lora.h"
 #include "model.h"
 
 typedef struct {
@@ -28,6 +29,9 @@ int emit_error(NfOut *out, const NfError *err);
 
 /* Writes a model configuration as the object `key` (the shape every message uses). */
 void json_model_config(JsonBuf *j, const char *key, const ModelConfig *c);
+/* A LoRA configuration's fields, into the object being written: rank, alpha,
+ * scale, dropout, targets, train_norms, params. */
+void json_lora_fields(JsonBuf *j, const LoraConfig *lc, int64_t params);
 
 /* A line of human-readable text on stderr. */
 void nf_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

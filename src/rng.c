@@ -3,12 +3,14 @@
 
 #include <math.h>
 
-void rng_seed(Rng *r, uint64_t seed) {
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+uint64_t rng_hash(uint64_t x) {
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    r->state = (z ^ (z >> 31)) | 1;
+    return z ^ (z >> 31);
 }
+
+void rng_seed(Rng *r, uint64_t seed) { r->state = rng_hash(seed) | 1; }
 
 uint64_t rng_next(Rng *r) {
     r->state ^= r->state >> 12;

@@ -21,6 +21,7 @@
 #include "data.h"
 #include "json_parse.h"
 #include "params.h"
+#include "rng.h"
 #include "train_model.h"
 #include "util.h"
 
@@ -42,10 +43,17 @@ typedef struct {
     const TrainOptions *o;
     NfOut *out;
     ModelConfig config;
-    size_t n_params;
-    float *params, *grads, *adam_m, *adam_v;
-    ParamPointers p, g;
-    ParamSegment seg[PARAM_SEGMENTS_MAX];
+    size_t n_params;             /* trainable floats: the whole model, or the LoRA adapters */
+    float *params, *grads, *adam_m, *adam_v; /* (n_params) each */
+    Model base_model;            /* LoRA: the base model file, mapped */
+    float *base_copy;            /* LoRA: its weights in fp32 when the file's cannot be used in place (Q8) */
+    ParamPointers base;          /* LoRA: the frozen base weights, in the mapping or in base_copy */
+    uint64_t base_checksum;      /* LoRA: identifies the base model file */
+    char *base_path;             /* LoRA: the base model file's absolute path, as checkpoints name it */
+    Lora lora;                   /* LoRA: the adapters, pointing into params */
+    Net net;                     /* what forward and backward run on */
+    NetGrads g;                  /* where backward accumulates (NULL = frozen) */
+    ParamSegment seg[LORA_SEGMENTS_MAX > PARAM_SEGMENTS_MAX ? LORA_SEGMENTS_MAX : PARAM_SEGMENTS_MAX];
     int n_seg;
     TokenData data;
     BatchSampler sampler;
@@ -56,28 +64,72 @@ typedef struct {
     double last_loss, best_val_loss;
 } Trainer;
 
-/* FLOPs of one token's forward and backward: 6 per matmul weight plus causal attention. */
-static double flops_per_token(const ModelConfig *c, int T) {
+/* FLOPs of one token's forward and backward: per matmul weight 2 forward, 2 for
+ * the input gradient and 2 for the weight gradient (frozen LoRA bases skip the
+ * last), plus causal attention; LoRA adapters add 6 per adapter weight. */
+static double flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora) {
     double L = c->n_layers, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), V = c->vocab_size;
-    return 6.0 * (L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * L * T * D;
-}
-
-static int configs_equal(const ModelConfig *a, const ModelConfig *b) {
-    return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers &&
-           a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads && a->vocab_size == b->vocab_size &&
-           a->seq_len == b->seq_len && a->shared_classifier == b->shared_classifier;
+    double per_weight = lora ? 4.0 : 6.0, adapters = 0.0;
+    if (lora) {
+        ParamSegment seg[LORA_SEGMENTS_MAX];
+        int n = lora_segments(c, lora, seg);
+        for (int i = 0; i < n; i++) adapters += seg[i].is_norm ? 0.0 : (double)seg[i].count;
+    }
+    return per_weight * (L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * adapters + 6.0 * L * T * D;
 }
 
 static int alloc_state(Trainer *t, NfError *err) {
-    t->n_params = (size_t)config_param_count(&t->config);
+    const ModelConfig *c = &t->config;
+    const LoraConfig *lc = &t->o->lora;
+    t->n_params = (size_t)(t->o->use_lora ? lora_param_count(c, lc) : config_param_count(c));
     if (!t->params && !(t->params = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
     if (!t->adam_m && !(t->adam_m = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
     if (!t->adam_v && !(t->adam_v = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
     if (!(t->grads = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
-    param_pointers(&t->p, t->params, &t->config);
-    param_pointers(&t->g, t->grads, &t->config);
-    t->n_seg = param_segments(&t->config, t->seg);
+    if (!t->o->use_lora) {
+        net_full(&t->net, &t->g, c, t->params, t->grads);
+        t->n_seg = param_segments(c, t->seg);
+        return 0;
+    }
+    t->lora.config = *lc;
+    lora_pointers(&t->lora.w, t->params, c, lc);
+    net_lora(&t->net, &t->g, c, &t->base, &t->lora, t->grads);
+    t->n_seg = lora_segments(c, lc, t->seg);
     return 0;
+}
+
+/* path made absolute against the working directory (malloc'd), so that a
+ * checkpoint names its base model wherever it is read from */
+static char *absolute_path(const char *path) {
+    if (path[0] == '/') return strdup(path);
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) return NULL;
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *full = malloc(n);
+    if (full) snprintf(full, n, "%s/%s", cwd, path);
+    return full;
+}
+
+/* LoRA: the frozen base from --model, used in place where the file allows (it
+ * is never written), and the checksum that ties adapters to it. */
+static int load_base(Trainer *t, NfError *err) {
+    const TrainOptions *o = t->o;
+    if (model_load(&t->base_model, o->model_path, err) != 0) return -1;
+    t->config = t->base_model.config;
+    if (param_view_of_model(&t->base, &t->base_model) != 0) {
+        if (!(t->base_copy = nf_alloc_array((size_t)config_param_count(&t->config), sizeof(float), err))) return -1;
+        params_from_model(t->base_copy, &t->base_model);
+        param_pointers(&t->base, t->base_copy, &t->config);
+        model_free(&t->base_model);
+    }
+    if (lora_config_validate(&o->lora, &t->config, err) != 0) return -1;
+    if (!(t->base_path = absolute_path(o->model_path)))
+        return nf_fail(err, NF_ERR_IO, "cannot resolve the path of '%s'", o->model_path);
+    return model_file_checksum(o->model_path, &t->base_checksum, err);
+}
+
+static bool lora_layout_equal(const LoraConfig *a, const LoraConfig *b) {
+    return a->rank == b->rank && a->targets == b->targets && a->train_norms == b->train_norms;
 }
 
 /* Chooses the model: the checkpoint on --resume, else a model file, else a fresh init. */
@@ -85,17 +137,30 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
     const TrainOptions *o = t->o;
     if (o->resume) {
         if (checkpoint_load(o->ckpt, ck, true, err) != 0) return -1;
+        if (ck->is_lora != o->use_lora)
+            return nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is %s, but this run %s", o->ckpt,
+                           ck->is_lora ? "a LoRA checkpoint" : "a full checkpoint",
+                           o->use_lora ? "trains LoRA adapters (--lora-rank)" : "has no --lora-rank");
+        if (o->use_lora) {
+            if (!lora_layout_equal(&ck->lora, &o->lora))
+                return nf_fail(err, NF_ERR_CHECKPOINT,
+                               "checkpoint '%s' holds rank-%d adapters on other targets or norms than this run's "
+                               "--lora flags",
+                               o->ckpt, ck->lora.rank);
+            if (load_base(t, err) != 0 || checkpoint_check_base(ck, o->ckpt, o->model_path, &t->config, err) != 0)
+                return -1;
+        }
         t->config = ck->config;
-        if (o->model_path) {
+        if (o->model_path && !o->use_lora) {
             Model m;
             if (model_load(&m, o->model_path, err) != 0) return -1;
-            int same = configs_equal(&m.config, &ck->config);
+            int same = config_equal(&m.config, &ck->config);
             model_free(&m);
             if (!same)
                 return nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' does not fit model '%s' (different config)",
                                o->ckpt, o->model_path);
         }
-        if (o->init && !configs_equal(&o->init_config, &ck->config))
+        if (o->init && !config_equal(&o->init_config, &ck->config))
             return nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' does not fit the --init config", o->ckpt);
         t->params = ck->params;
         t->adam_m = ck->adam_m;
@@ -106,6 +171,11 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
         t->best_val_loss = ck->best_val_loss;
         t->last_loss = ck->last_loss;
         return alloc_state(t, err);
+    }
+    if (o->use_lora) {
+        if (load_base(t, err) != 0 || alloc_state(t, err) != 0) return -1;
+        lora_init(t->params, &t->config, &o->lora, &t->base, (uint64_t)o->seed);
+        return 0;
     }
     if (o->model_path) {
         Model m;
@@ -156,10 +226,12 @@ static void json_changed_flags(JsonBuf *j, const char *stored_json, const char *
 
 static void emit_init(Trainer *t, const char *stored_options) {
     const TrainOptions *o = t->o;
+    const LoraConfig *lc = o->use_lora ? &o->lora : NULL;
     JsonBuf j;
     msg_begin(&j, "init");
     json_model_config(&j, "config", &t->config);
     json_int(&j, "params", (int64_t)t->n_params);
+    json_int(&j, "frozen_params", lc ? (int64_t)config_param_count(&t->config) : 0);
     json_string(&j, "source", o->resume ? "checkpoint" : o->model_path ? "model" : "init");
     json_int(&j, "resume_step", t->step);
     json_int(&j, "pid", (int64_t)getpid());
@@ -170,8 +242,15 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_int(&j, "tokens_per_step", o->batch * o->seq * o->accum);
     json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
     json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
-    json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, (int)o->batch, (int)o->seq));
+    json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, lc, (int)o->batch, (int)o->seq));
     if (o->resume) json_changed_flags(&j, stored_options ? stored_options : "{}", o->options_json);
+    msg_emit(t->out, &j);
+    if (!lc) return;
+    msg_begin(&j, "info");
+    json_string(&j, "key", "lora");
+    json_object_begin(&j, "value");
+    json_lora_fields(&j, lc, (int64_t)t->n_params);
+    json_object_end(&j);
     msg_emit(t->out, &j);
 }
 
@@ -181,7 +260,7 @@ static double validate(Trainer *t) {
     for (int k = 0; k < o->val_batches; k++) {
         fixed_batch(t->data.val, t->data.n_val, k, (int)o->val_batches, (int)o->batch, (int)o->seq, t->tokens,
                     t->targets);
-        total += model_forward(&t->config, &t->p, &t->acts, t->tokens, t->targets, 0.0f);
+        total += model_forward(&t->net, &t->acts, t->tokens, t->targets, 0.0f, 0);
     }
     return total / (double)o->val_batches;
 }
@@ -238,6 +317,7 @@ static int save_checkpoint(Trainer *t, NfError *err) {
         .data_rng_state = t->sampler.rng.state, .data_epoch = t->sampler.epoch,
         .data_position = t->sampler.position, .best_val_loss = t->best_val_loss, .last_loss = t->last_loss,
         .options_json = o->options_json, .n_params = t->n_params,
+        .is_lora = o->use_lora, .lora = o->lora, .base_checksum = t->base_checksum, .base_path = t->base_path,
         .params = t->params, .adam_m = t->adam_m, .adam_v = t->adam_v,
     };
     uint64_t bytes;
@@ -328,7 +408,8 @@ int train_run(TrainOptions *o, NfOut *out) {
     if (o->resume &&
         batch_sampler_restore(&t.sampler, ck.data_rng_state, ck.data_epoch, ck.data_position, &err) != 0)
         goto fail;
-    if (activations_init(&t.acts, &t.config, B, T, &err) != 0) goto fail;
+    const LoraConfig *lora = o->use_lora ? &o->lora : NULL;
+    if (activations_init(&t.acts, &t.config, lora, B, T, &err) != 0) goto fail;
     if (!(t.tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
         !(t.targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
         goto fail;
@@ -337,7 +418,7 @@ int train_run(TrainOptions *o, NfOut *out) {
     emit_init(&t, ck.options_json);
     install_signal_handlers();
     bool progress = isatty(STDERR_FILENO);
-    double flops = flops_per_token(&t.config, T);
+    double flops = flops_per_token(&t.config, T, lora);
     double start = nf_now_ms();
     int64_t steps_here = 0, tokens_here = 0;
     const char *reason = "completed";
@@ -349,8 +430,11 @@ int train_run(TrainOptions *o, NfOut *out) {
         double loss = 0.0;
         for (int micro = 0; micro < o->accum; micro++) {
             batch_sampler_next(&t.sampler, &t.data, B, T, t.tokens, t.targets);
-            double micro_loss = model_forward(&t.config, &t.p, &t.acts, t.tokens, t.targets, 1.0f / (float)o->accum);
-            model_backward(&t.config, &t.p, &t.g, &t.acts, t.tokens);
+            /* dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same */
+            uint64_t dropout_key = rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
+            double micro_loss =
+                model_forward(&t.net, &t.acts, t.tokens, t.targets, 1.0f / (float)o->accum, dropout_key);
+            model_backward(&t.net, &t.g, &t.acts, t.tokens);
             loss += micro_loss / (double)o->accum;
             JsonBuf j;
             msg_begin(&j, "batch");
@@ -444,5 +528,8 @@ done:
     free(t.grads);
     free(t.adam_m);
     free(t.adam_v);
+    free(t.base_copy);
+    model_free(&t.base_model);
+    free(t.base_path);
     return status;
 }

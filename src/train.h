@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "args.h"
+#include "lora.h"
 #include "optimizer.h"
 #include "protocol.h"
 
@@ -15,6 +16,9 @@ typedef struct {
     const char *model_path;
     bool init;
     ModelConfig init_config;     /* --dim ... --seq-len, shared classifier by default */
+    /* LoRA: adapters on the frozen --model when use_lora */
+    bool use_lora;
+    LoraConfig lora;
     /* data */
     StringList data;
     const char *val_data;

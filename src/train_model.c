@@ -3,13 +3,15 @@
  *   per layer: x += Wo · attn(rope(Wq·rms(x)), rope(Wk·rms(x)), Wv·rms(x))
  *              x += W2 · (silu(W1·rms(x)) * W3·rms(x))
  *   loss = cross_entropy(Wcls · rms(x), targets)
- * and the same steps in reverse for the gradients. */
+ * and the same steps in reverse for the gradients. With LoRA, each adapted
+ * projection W adds s·B·A on the side (projection_forward/backward). */
 #include "train_model.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "rng.h"
 #include "util.h"
 
 typedef struct {
@@ -18,42 +20,55 @@ typedef struct {
 } Buffer;
 
 /* Every buffer of the activations with its element count: one list for init, free and sizing. */
-static int activation_buffers(Activations *a, const ModelConfig *c, int B, int T, Buffer out[32]) {
+static int activation_buffers(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T,
+                              Buffer out[32]) {
     uint64_t L = (uint64_t)c->n_layers, N = (uint64_t)B * (uint64_t)T, D = (uint64_t)c->dim;
     uint64_t H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size;
-    uint64_t NH = (uint64_t)c->n_heads;
+    uint64_t NH = (uint64_t)c->n_heads, R = lora ? (uint64_t)lora->rank : 0, M = D > H ? D : H;
+    /* layers of the projection inputs that backward reads (see train_model.h) */
+    unsigned trained = lora ? lora->targets : ~0u;
+    uint64_t L_att_in = trained & (1u << LORA_WQ | 1u << LORA_WK | 1u << LORA_WV) ? L : 1;
+    uint64_t L_att_out = trained & 1u << LORA_WO ? L : 1, L_hact = trained & 1u << LORA_W2 ? L : 1;
+    uint64_t L_ffn_in = trained & (1u << LORA_W1 | 1u << LORA_W3) ? L : 1;
+    a->xn_att_stride = L_att_in == L ? N * D : 0;
+    a->att_out_stride = L_att_out == L ? N * D : 0;
+    a->xn_ffn_stride = L_ffn_in == L ? N * D : 0;
+    a->hact_stride = L_hact == L ? N * H : 0;
     Buffer list[] = {
-        {&a->resid, (L + 1) * N * D}, {&a->resid_mid, L * N * D}, {&a->xn_att, L * N * D},
+        {&a->resid, (L + 1) * N * D}, {&a->resid_mid, L * N * D}, {&a->xn_att, L_att_in * N * D},
         {&a->rstd_att, L * N},        {&a->q, L * N * D},         {&a->k, L * N * KV},
         {&a->v, L * N * KV},          {&a->att, L * (uint64_t)B * NH * (uint64_t)T * (uint64_t)T},
-        {&a->att_out, L * N * D},     {&a->xn_ffn, L * N * D},    {&a->rstd_ffn, L * N},
-        {&a->h1, L * N * H},          {&a->h3, L * N * H},        {&a->hact, L * N * H},
+        {&a->att_out, L_att_out * N * D}, {&a->xn_ffn, L_ffn_in * N * D}, {&a->rstd_ffn, L * N},
+        {&a->h1, L * N * H},          {&a->h3, L * N * H},        {&a->hact, L_hact * N * H},
         {&a->xn_final, N * D},        {&a->rstd_final, N},        {&a->logits, N * V},
         {&a->dresid, N * D},          {&a->dxn, N * D},           {&a->datt_out, N * D},
         {&a->dq, N * D},              {&a->dk, N * KV},           {&a->dv, N * KV},
         {&a->dh1, N * H},             {&a->dh3, N * H},           {&a->dhact, N * H},
+        {&a->lora_u, lora ? L * LORA_TARGETS * N * R : 0},        {&a->lora_x, lora ? N * M : 0},
+        {&a->lora_dx, lora ? N * M : 0},                          {&a->lora_du, lora ? N * R : 0},
     };
     int n = (int)(sizeof list / sizeof list[0]);
     memcpy(out, list, sizeof list);
     return n;
 }
 
-uint64_t activations_bytes(const ModelConfig *c, int B, int T) {
+uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, int T) {
     Activations a;
     Buffer list[32];
-    int n = activation_buffers(&a, c, B, T, list);
+    int n = activation_buffers(&a, c, lora, B, T, list);
     uint64_t total = 0;
     for (int i = 0; i < n; i++) total += list[i].count * sizeof(float);
     return total;
 }
 
-int activations_init(Activations *a, const ModelConfig *c, int B, int T, NfError *err) {
+int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, NfError *err) {
     memset(a, 0, sizeof *a);
     a->B = B;
     a->T = T;
     Buffer list[32];
-    int n = activation_buffers(a, c, B, T, list);
+    int n = activation_buffers(a, c, lora, B, T, list);
     for (int i = 0; i < n; i++) {
+        if (list[i].count == 0) continue;
         if (list[i].count > SIZE_MAX / sizeof(float) ||
             !(*list[i].field = nf_alloc_array((size_t)list[i].count, sizeof(float), err))) {
             activations_free(a);
@@ -68,19 +83,116 @@ void activations_free(Activations *a) {
     Buffer list[32];
     int n = activation_buffers(a, &(ModelConfig){.dim = 2, .hidden_dim = 1, .n_layers = 1, .n_heads = 1,
                                                  .n_kv_heads = 1, .vocab_size = 1, .seq_len = 1},
-                               0, 0, list);
+                               NULL, 0, 0, list);
     for (int i = 0; i < n; i++) {
         free(*list[i].field);
         *list[i].field = NULL;
     }
 }
 
-double model_forward(const ModelConfig *c, const ParamPointers *p, Activations *a, const int *tokens,
-                     const int *targets, float grad_scale) {
+void net_full(Net *net, NetGrads *g, const ModelConfig *c, float *params, float *grads) {
+    *net = (Net){.config = c};
+    param_pointers(&net->w, params, c);
+    if (!g) return;
+    memset(g, 0, sizeof *g);
+    if (grads) param_pointers(&g->w, grads, c);
+}
+
+void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *base, const Lora *lora,
+              float *adapter_grads) {
+    *net = (Net){.config = c, .w = *base, .lora = lora};
+    if (lora->config.train_norms) {
+        net->w.rms_att = lora->w.rms_att, net->w.rms_ffn = lora->w.rms_ffn, net->w.rms_final = lora->w.rms_final;
+    }
+    if (!g) return;
+    memset(g, 0, sizeof *g);
+    if (!adapter_grads) return;
+    lora_pointers(&g->lora, adapter_grads, c, &lora->config);
+    g->w.rms_att = g->lora.rms_att, g->w.rms_ffn = g->lora.rms_ffn, g->w.rms_final = g->lora.rms_final;
+}
+
+/* The (L, out, in) weight of projection t. */
+static float *projection_weight(const ParamPointers *p, LoraTarget t) {
+    float *const w[LORA_TARGETS] = {p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3};
+    return w[t];
+}
+
+/* Layer l of an (L, per_layer) weight or gradient; a NULL (frozen) gradient stays NULL. */
+static float *layer_of(float *base, int l, size_t per_layer) { return base ? base + (size_t)l * per_layer : NULL; }
+
+/* out (n) = x * keep / (1 - p): inverted dropout on an adapter's input. Each
+ * element's keep bit is a hash of (key, layer, target, index), so backward
+ * redraws exactly the forward's mask and a resumed run draws the same ones. */
+static void lora_dropout(float *out, const float *x, size_t n, float p, uint64_t key, int l, int t) {
+    uint64_t stream = rng_hash(key ^ ((uint64_t)(l * LORA_TARGETS + t + 1) << 40));
+    uint64_t threshold = (uint64_t)((double)p * 4294967296.0);
+    float scale = 1.0f / (1.0f - p);
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) out[i] = (rng_hash(stream + i) >> 32) >= threshold ? x[i] * scale : 0.0f;
+}
+
+static bool has_adapter(const Net *net, LoraTarget t) { return net->lora && net->lora->w.a[t]; }
+
+static float *lora_u_of(const Net *net, const Activations *a, int l, LoraTarget t) {
+    size_t N = (size_t)a->B * a->T, r = (size_t)net->lora->config.rank;
+    return a->lora_u + ((size_t)l * LORA_TARGETS + t) * N * r;
+}
+
+/* y (N, out) = x (N, in) @ W^T  [+ s B (A dropout(x)), with s A dropout(x) saved as u (N, r)] */
+static void projection_forward(const Net *net, Activations *a, int l, LoraTarget t, float *y, const float *x) {
+    int N = a->B * a->T, in, out;
+    lora_target_dims(net->config, t, &in, &out);
+    nf_matmul_forward(y, x, projection_weight(&net->w, t) + (size_t)l * out * in, N, in, out);
+    if (!has_adapter(net, t)) return;
+    const float *x_in = x;
+    float p = net->lora->config.dropout;
+    if (a->dropout_key && p > 0.0f) {
+        lora_dropout(a->lora_x, x, (size_t)N * in, p, a->dropout_key, l, t);
+        x_in = a->lora_x;
+    }
+    lora_apply(y, x_in, net->lora, t, l, net->config, N, lora_u_of(net, a, l, t));
+}
+
+/* dx (N, in) += dy W [+ the adapter path];  dW += dy^T x;  dB += dy^T u;  dA += (s dy B)^T dropout(x) */
+static void projection_backward(const Net *net, const NetGrads *g, Activations *a, int l, LoraTarget t, float *dx,
+                                const float *dy, const float *x) {
+    int N = a->B * a->T, in, out;
+    lora_target_dims(net->config, t, &in, &out);
+    size_t per_layer = (size_t)out * in;
+    nf_matmul_backward(dx, layer_of(projection_weight(&g->w, t), l, per_layer), dy, x,
+                       projection_weight(&net->w, t) + l * per_layer, N, in, out);
+    if (!has_adapter(net, t)) return;
+    const Lora *lora = net->lora;
+    int r = lora->config.rank;
+    float s = lora_scale(&lora->config), p = lora->config.dropout;
+    const float *A = lora->w.a[t] + (size_t)l * r * in, *B = lora->w.b[t] + (size_t)l * out * r;
+    float *dA = layer_of(g->lora.a[t], l, (size_t)r * in), *dB = layer_of(g->lora.b[t], l, (size_t)out * r);
+    /* u = s A x_in and y += u B^T:  du = dy B, so d(A x_in) = s du */
+    memset(a->lora_du, 0, (size_t)N * r * sizeof(float));
+    nf_matmul_backward(a->lora_du, dB, dy, lora_u_of(net, a, l, t), B, N, r, out);
+    for (size_t i = 0; i < (size_t)N * r; i++) a->lora_du[i] *= s;
+    if (!(a->dropout_key && p > 0.0f)) {
+        nf_matmul_backward(dx, dA, a->lora_du, x, A, N, in, r);
+        return;
+    }
+    size_t n_in = (size_t)N * in;
+    lora_dropout(a->lora_x, x, n_in, p, a->dropout_key, l, t);
+    memset(a->lora_dx, 0, n_in * sizeof(float));
+    nf_matmul_backward(a->lora_dx, dA, a->lora_du, a->lora_x, A, N, in, r);
+    lora_dropout(a->lora_dx, a->lora_dx, n_in, p, a->dropout_key, l, t);
+    for (size_t i = 0; i < n_in; i++) dx[i] += a->lora_dx[i];
+}
+
+double model_forward(const Net *net, Activations *a, const int *tokens, const int *targets, float grad_scale,
+                     uint64_t dropout_key) {
+    const ModelConfig *c = net->config;
+    const ParamPointers *p = &net->w;
     int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
     int NH = c->n_heads, NKV = c->n_kv_heads, hs = config_head_size(c);
     size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H;
     size_t att_size = (size_t)B * NH * T * T;
+    a->dropout_key = dropout_key;
 
     /* embedding: resid[0][n] = token_embedding[tokens[n]] */
     for (int n = 0; n < N; n++)
@@ -88,27 +200,28 @@ double model_forward(const ModelConfig *c, const ParamPointers *p, Activations *
 
     for (int l = 0; l < c->n_layers; l++) {
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND, *x_next = a->resid + (l + 1) * ND;
-        float *xn = a->xn_att + l * ND, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
-        float *att = a->att + l * att_size, *att_out = a->att_out + l * ND;
-        float *xn2 = a->xn_ffn + l * ND, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact + l * NH_;
+        float *xn = a->xn_att + l * a->xn_att_stride, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
+        float *att = a->att + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
+        float *xn2 = a->xn_ffn + l * a->xn_ffn_stride, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_;
+        float *hact = a->hact + l * a->hact_stride;
 
         /* attention block: mid = x + Wo attn(...)  */
         nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D);
-        nf_matmul_forward(q, xn, p->wq + (size_t)l * D * D, N, D, D);
-        nf_matmul_forward(k, xn, p->wk + (size_t)l * KV * D, N, D, KV);
-        nf_matmul_forward(v, xn, p->wv + (size_t)l * KV * D, N, D, KV);
+        projection_forward(net, a, l, LORA_WQ, q, xn);
+        projection_forward(net, a, l, LORA_WK, k, xn);
+        projection_forward(net, a, l, LORA_WV, v, xn);
         nf_rope_forward(q, B, T, NH, hs);
         nf_rope_forward(k, B, T, NKV, hs);
         nf_attention_forward(att_out, att, q, k, v, B, T, NH, NKV, hs);
-        nf_matmul_forward(mid, att_out, p->wo + (size_t)l * D * D, N, D, D);
+        projection_forward(net, a, l, LORA_WO, mid, att_out);
         for (size_t i = 0; i < ND; i++) mid[i] += x[i];
 
         /* feed-forward block: x_next = mid + W2 (silu(W1 xn2) * W3 xn2) */
         nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D);
-        nf_matmul_forward(h1, xn2, p->w1 + (size_t)l * H * D, N, D, H);
-        nf_matmul_forward(h3, xn2, p->w3 + (size_t)l * H * D, N, D, H);
+        projection_forward(net, a, l, LORA_W1, h1, xn2);
+        projection_forward(net, a, l, LORA_W3, h3, xn2);
         nf_swiglu_forward(hact, h1, h3, NH_);
-        nf_matmul_forward(x_next, hact, p->w2 + (size_t)l * D * H, N, H, D);
+        projection_forward(net, a, l, LORA_W2, x_next, hact);
         for (size_t i = 0; i < ND; i++) x_next[i] += mid[i];
     }
 
@@ -119,8 +232,9 @@ double model_forward(const ModelConfig *c, const ParamPointers *p, Activations *
     return loss_sum / N;
 }
 
-void model_backward(const ModelConfig *c, const ParamPointers *p, const ParamPointers *g, Activations *a,
-                    const int *tokens) {
+void model_backward(const Net *net, const NetGrads *g, Activations *a, const int *tokens) {
+    const ModelConfig *c = net->config;
+    const ParamPointers *p = &net->w;
     int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
     int NH = c->n_heads, NKV = c->n_kv_heads, hs = config_head_size(c);
     size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H;
@@ -129,26 +243,27 @@ void model_backward(const ModelConfig *c, const ParamPointers *p, const ParamPoi
     /* classifier and final norm: dresid = d loss / d resid[L] */
     memset(a->dxn, 0, ND * sizeof(float));
     memset(a->dresid, 0, ND * sizeof(float));
-    nf_matmul_backward(a->dxn, g->wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
-    nf_rmsnorm_backward(a->dresid, g->rms_final, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
+    nf_matmul_backward(a->dxn, g->w.wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
+    nf_rmsnorm_backward(a->dresid, g->w.rms_final, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
                         a->rstd_final, N, D);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND;
-        float *xn = a->xn_att + l * ND, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
-        float *att = a->att + l * att_size, *att_out = a->att_out + l * ND;
-        float *xn2 = a->xn_ffn + l * ND, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact + l * NH_;
+        float *xn = a->xn_att + l * a->xn_att_stride, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
+        float *att = a->att + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
+        float *xn2 = a->xn_ffn + l * a->xn_ffn_stride, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_;
+        float *hact = a->hact + l * a->hact_stride;
 
         /* feed-forward block: dresid flows to mid unchanged, plus through the branch */
         memset(a->dhact, 0, NH_ * sizeof(float));
         memset(a->dh1, 0, NH_ * sizeof(float));
         memset(a->dh3, 0, NH_ * sizeof(float));
         memset(a->dxn, 0, ND * sizeof(float));
-        nf_matmul_backward(a->dhact, g->w2 + (size_t)l * D * H, a->dresid, hact, p->w2 + (size_t)l * D * H, N, H, D);
+        projection_backward(net, g, a, l, LORA_W2, a->dhact, a->dresid, hact);
         nf_swiglu_backward(a->dh1, a->dh3, a->dhact, h1, h3, NH_);
-        nf_matmul_backward(a->dxn, g->w1 + (size_t)l * H * D, a->dh1, xn2, p->w1 + (size_t)l * H * D, N, D, H);
-        nf_matmul_backward(a->dxn, g->w3 + (size_t)l * H * D, a->dh3, xn2, p->w3 + (size_t)l * H * D, N, D, H);
-        nf_rmsnorm_backward(a->dresid, g->rms_ffn + (size_t)l * D, a->dxn, mid, p->rms_ffn + (size_t)l * D,
+        projection_backward(net, g, a, l, LORA_W1, a->dxn, a->dh1, xn2);
+        projection_backward(net, g, a, l, LORA_W3, a->dxn, a->dh3, xn2);
+        nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_ffn, l, D), a->dxn, mid, p->rms_ffn + (size_t)l * D,
                             a->rstd_ffn + (size_t)l * N, N, D);
 
         /* attention block: dresid now holds d mid; it flows to x, plus through the branch */
@@ -157,21 +272,21 @@ void model_backward(const ModelConfig *c, const ParamPointers *p, const ParamPoi
         memset(a->dk, 0, NKVs * sizeof(float));
         memset(a->dv, 0, NKVs * sizeof(float));
         memset(a->dxn, 0, ND * sizeof(float));
-        nf_matmul_backward(a->datt_out, g->wo + (size_t)l * D * D, a->dresid, att_out, p->wo + (size_t)l * D * D, N,
-                           D, D);
+        projection_backward(net, g, a, l, LORA_WO, a->datt_out, a->dresid, att_out);
         nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att, q, k, v, B, T, NH, NKV, hs);
         nf_rope_backward(a->dq, B, T, NH, hs);
         nf_rope_backward(a->dk, B, T, NKV, hs);
-        nf_matmul_backward(a->dxn, g->wq + (size_t)l * D * D, a->dq, xn, p->wq + (size_t)l * D * D, N, D, D);
-        nf_matmul_backward(a->dxn, g->wk + (size_t)l * KV * D, a->dk, xn, p->wk + (size_t)l * KV * D, N, D, KV);
-        nf_matmul_backward(a->dxn, g->wv + (size_t)l * KV * D, a->dv, xn, p->wv + (size_t)l * KV * D, N, D, KV);
-        nf_rmsnorm_backward(a->dresid, g->rms_att + (size_t)l * D, a->dxn, x, p->rms_att + (size_t)l * D,
+        projection_backward(net, g, a, l, LORA_WQ, a->dxn, a->dq, xn);
+        projection_backward(net, g, a, l, LORA_WK, a->dxn, a->dk, xn);
+        projection_backward(net, g, a, l, LORA_WV, a->dxn, a->dv, xn);
+        nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_att, l, D), a->dxn, x, p->rms_att + (size_t)l * D,
                             a->rstd_att + (size_t)l * N, N, D);
     }
 
     /* embedding: scatter-add the rows (serial: the same token may repeat) */
+    if (!g->w.token_embedding) return;
     for (int n = 0; n < N; n++) {
-        float *row = g->token_embedding + (size_t)tokens[n] * D;
+        float *row = g->w.token_embedding + (size_t)tokens[n] * D;
         const float *d = a->dresid + (size_t)n * D;
         for (int i = 0; i < D; i++) row[i] += d[i];
     }

@@ -7,12 +7,30 @@
 #ifndef NF_TRAIN_MODEL_H
 #define NF_TRAIN_MODEL_H
 
+#include "lora.h"
 #include "params.h"
+
+/* The network the passes run: base weights, and LoRA adapters when lora != NULL. */
+typedef struct {
+    const ModelConfig *config;
+    ParamPointers w;    /* with trained LoRA norms, its rms_* point at the adapter buffer's */
+    const Lora *lora;   /* NULL: no adapters */
+} Net;
+
+/* Where backward accumulates gradients; a NULL pointer is a frozen weight. */
+typedef struct {
+    ParamPointers w;
+    LoraPointers lora;
+} NetGrads;
 
 typedef struct {
     int B, T;
     float *resid;       /* (L+1, N, D) input of each layer; [L] feeds the final norm */
     float *resid_mid;   /* (L, N, D) stream after the attention block */
+    /* xn_att, att_out, xn_ffn and hact are read by backward only as inputs of
+     * trainable projections (weight gradients, adapters). Under LoRA, where a
+     * projection is frozen with no adapter, one layer's worth is kept and
+     * reused by every layer: its *_stride is 0 instead of N * width. */
     float *xn_att;      /* (L, N, D) rmsnorm(resid) */
     float *rstd_att;    /* (L, N) */
     float *q;           /* (L, N, D) queries after RoPE */
@@ -38,22 +56,39 @@ typedef struct {
     float *dh1;         /* (N, H) */
     float *dh3;         /* (N, H) */
     float *dhact;       /* (N, H) */
+    /* LoRA only (empty without adapters); r = rank, M = max(D, H) */
+    float *lora_u;      /* (L, 7, N, r) s * A x of each adapted projection */
+    float *lora_x;      /* (N, M) scratch: an adapter's input after dropout */
+    float *lora_dx;     /* (N, M) scratch: its gradient */
+    float *lora_du;     /* (N, r) scratch */
+    uint64_t dropout_key; /* the dropout masks of the last forward (0 = none), redrawn by backward */
+    size_t xn_att_stride, att_out_stride, xn_ffn_stride, hact_stride; /* floats per layer, or 0 */
 } Activations;
 
-int activations_init(Activations *a, const ModelConfig *c, int B, int T, NfError *err);
+/* A network of every weight in params (params.h layout); g (if not NULL)
+ * points at grads, laid out alike (NULL grads: g all NULL). */
+void net_full(Net *net, NetGrads *g, const ModelConfig *c, float *params, float *grads);
+/* LoRA on the frozen base weights: g (if not NULL) gets the adapter gradients
+ * in adapter_grads (lora.h layout) and nothing for the base. Trained norms
+ * take the place of the base's norms. */
+void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *base, const Lora *lora,
+              float *adapter_grads);
+
+/* lora (may be NULL) sizes the adapter buffers. */
+int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, NfError *err);
 void activations_free(Activations *a);
 /* Bytes the activations take for this shape (for reporting and limits). */
-uint64_t activations_bytes(const ModelConfig *c, int B, int T);
+uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, int T);
 
 /* Forward pass over tokens (B, T); returns the mean cross-entropy against
  * targets (B, T). If grad_scale != 0, leaves d(mean loss * grad_scale)/dlogits
- * in a->logits ready for model_backward. */
-double model_forward(const ModelConfig *c, const ParamPointers *p, Activations *a, const int *tokens,
-                     const int *targets, float grad_scale);
+ * in a->logits ready for model_backward. dropout_key != 0 draws LoRA dropout
+ * masks from it (training); 0 means no dropout (evaluation). */
+double model_forward(const Net *net, Activations *a, const int *tokens, const int *targets, float grad_scale,
+                     uint64_t dropout_key);
 
 /* Backward pass after model_forward(..., grad_scale != 0): accumulates (+=)
- * the gradient of every parameter into g. */
-void model_backward(const ModelConfig *c, const ParamPointers *p, const ParamPointers *g, Activations *a,
-                    const int *tokens);
+ * the gradient of every parameter that g does not leave NULL. */
+void model_backward(const Net *net, const NetGrads *g, Activations *a, const int *tokens);
 
 #endif

@@ -6,6 +6,7 @@ Files from ../shared/data are found with shared(); where that folder is absent
 (a user's fresh clone) the test is skipped loudly, but under CI it fails.
 """
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -72,6 +73,21 @@ def run(args, binary=NF, stdin=b"", timeout=120, ndjson=True, env=None):
         r.rc, r.stdout, r.stderr, r.messages = p.returncode, p.stdout, p.stderr, []
         return r
     return Result(p.returncode, p.stdout, p.stderr)
+
+
+def run_interrupted(args, at_step, sig=signal.SIGINT):
+    """Runs `train`, sends sig once step at_step is reported, and returns
+    (exit status, every message the run wrote)."""
+    p = subprocess.Popen([NF] + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    messages = []
+    for line in p.stdout:
+        messages.append(json.loads(line))
+        if messages[-1]["type"] == "step" and messages[-1]["step"] == at_step:
+            p.send_signal(sig)
+            break
+    rest, _ = p.communicate(timeout=120)
+    messages += [json.loads(l) for l in rest.decode().split("\n") if l]
+    return p.returncode, messages
 
 
 def assert_error(r, code=None, mention=None):

@@ -111,8 +111,20 @@ def torch_logits(w, tokens, cfg=CFG):
 ORDER = ["emb", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final", "wcls"]
 
 
-def torch_loss(t, tokens, targets, cfg, shared):
-    """t: dict of float64 leaf tensors; tokens/targets (B, T)."""
+def torch_loss(t, tokens, targets, cfg, shared, lora=None, x0=None):
+    """t: dict of float64 leaf tensors; tokens/targets (B, T).
+    lora: {"scale": s, "A": {name: (L, r, in)}, "B": {name: (L, out, r)}} adds
+    s * B A x to each named projection (LoRA); "norms" may replace rms_*.
+    x0: the embedded tokens (B, T, D) to use instead of looking them up."""
+    if lora and "norms" in lora:
+        t = {**t, **lora["norms"]}
+
+    def proj(h, name, l):
+        y = h @ t[name][l].T
+        if lora and name in lora["A"]:
+            y = y + lora["scale"] * (h @ lora["A"][name][l].T) @ lora["B"][name][l].T
+        return y
+
     D, nh, nkv = cfg["dim"], cfg["n_heads"], cfg["n_kv_heads"]
     hs = D // nh
     B, T = tokens.shape
@@ -127,16 +139,16 @@ def torch_loss(t, tokens, targets, cfg, shared):
         c, s = torch.cos(ang), torch.sin(ang)
         return torch.stack([xr[..., 0] * c - xr[..., 1] * s, xr[..., 0] * s + xr[..., 1] * c], -1).reshape(x.shape)
 
-    x = t["emb"][torch.tensor(tokens)]
+    x = t["emb"][torch.tensor(tokens)] if x0 is None else x0
     mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
     for l in range(cfg["n_layers"]):
         h = rms(x, t["rms_att"][l])
-        q = rope((h @ t["wq"][l].T).view(B, T, nh, hs))
-        k = rope((h @ t["wk"][l].T).view(B, T, nkv, hs)).repeat_interleave(nh // nkv, 2)
-        v = (h @ t["wv"][l].T).view(B, T, nkv, hs).repeat_interleave(nh // nkv, 2)
+        q = rope(proj(h, "wq", l).view(B, T, nh, hs))
+        k = rope(proj(h, "wk", l).view(B, T, nkv, hs)).repeat_interleave(nh // nkv, 2)
+        v = proj(h, "wv", l).view(B, T, nkv, hs).repeat_interleave(nh // nkv, 2)
         att = (torch.einsum("bqhd,bkhd->bhqk", q, k) / hs ** 0.5 + mask).softmax(-1)
-        x = x + torch.einsum("bhqk,bkhd->bqhd", att, v).reshape(B, T, D) @ t["wo"][l].T
+        x = x + proj(torch.einsum("bhqk,bkhd->bqhd", att, v).reshape(B, T, D), "wo", l)
         h = rms(x, t["rms_ffn"][l])
-        x = x + (torch.nn.functional.silu(h @ t["w1"][l].T) * (h @ t["w3"][l].T)) @ t["w2"][l].T
+        x = x + proj(torch.nn.functional.silu(proj(h, "w1", l)) * proj(h, "w3", l), "w2", l)
     logits = rms(x, t["rms_final"]) @ (t["emb"] if shared else t["wcls"]).T
     return torch.nn.functional.cross_entropy(logits.reshape(B * T, -1), torch.tensor(targets).reshape(-1))

@@ -4,14 +4,13 @@ checkpoints that survive kill -9, corrupt checkpoints refused, NaN stops,
 export round trips, data and flag errors."""
 import json
 import os
-import signal
 import struct
 import subprocess
 import time
 
 import numpy as np
 
-from harness import NF, PROBE, assert_error, run, run_all, shared, test, tmpdir
+from harness import NF, PROBE, assert_error, run, run_all, run_interrupted, shared, test, tmpdir
 from llama_ref import random_weights, write_v0
 
 _cache = {}
@@ -103,17 +102,8 @@ def sigint_then_resume_equals_an_uninterrupted_run():
     full_ckpt, part_ckpt = os.path.join(d, "full.ckpt"), os.path.join(d, "part.ckpt")
     full = run(train_args(full_ckpt, data, extra=["--shuffle"]))
     assert full.rc == 0
-    p = subprocess.Popen([NF, *map(str, train_args(part_ckpt, data, extra=["--shuffle"]))], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL)
-    first = []
-    for line in p.stdout:
-        first.append(json.loads(line))
-        if first[-1]["type"] == "step" and first[-1]["step"] == 5:
-            p.send_signal(signal.SIGINT)
-            break
-    rest, _ = p.communicate(timeout=120)
-    first += messages_of(rest)
-    assert p.returncode == 0
+    rc, first = run_interrupted(train_args(part_ckpt, data, extra=["--shuffle"]), at_step=5)
+    assert rc == 0
     done = [m for m in first if m["type"] == "done"][0]
     assert done["reason"] == "interrupted"
     k = done["total_steps"]

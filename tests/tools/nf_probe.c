@@ -5,7 +5,12 @@
  *   nf_probe encode TOKENIZER IN.txt OUT.i32 ids of the text, no BOS, int32
  *   nf_probe decode TOKENIZER IN.i32 OUT.txt the text of int32 ids
  *   nf_probe grads MODEL OUT.f32 B T TOKEN... TARGET...
- *                                             mean loss, then d loss / d params in the flat layout */
+ *                                             mean loss, then d loss / d params in the flat layout
+ *   nf_probe logits-lora MODEL ADAPTER OUT.f32 TOKEN...
+ *                                             logits with a LoRA checkpoint applied unmerged
+ *   nf_probe lora-grads MODEL ADAPTERS.f32 OUT.f32 RANK ALPHA TARGETS NORMS B T TOKEN... TARGET...
+ *                                             adapters in lora.h layout on a frozen model: mean
+ *                                             loss, d loss / d adapters, d loss / d embeddings (N, D) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +35,79 @@ static int write_all(const char *path, const void *data, size_t n) {
     return fclose(f) == 0 && w == n ? 0 : -1;
 }
 
+/* Logits (T, V) of the tokens at positions 0..T-1, with optional adapters. */
+static int write_logits(const Model *m, const Lora *lora, const char *out_path, char **token_args, int T) {
+    NfError err;
+    int V = m->config.vocab_size;
+    InferState s;
+    if (infer_state_init(&s, &m->config, T, &err) != 0) return die(err.message);
+    float *all = malloc((size_t)T * V * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        int token = atoi(token_args[t]);
+        if (token < 0 || token >= V) return die("token out of range");
+        memcpy(all + (size_t)t * V, infer_forward(m, lora, &s, token, t), (size_t)V * sizeof(float));
+    }
+    int rc = write_all(out_path, all, (size_t)T * V * sizeof(float));
+    free(all);
+    infer_state_free(&s);
+    return rc == 0 ? 0 : die("cannot write output");
+}
+
+static int probe_logits_lora(int argc, char **argv) {
+    if (argc < 6) return die("usage: logits-lora MODEL ADAPTER OUT TOKEN...");
+    NfError err;
+    Model m;
+    Lora lora;
+    float *buffer;
+    if (model_load(&m, argv[2], &err) != 0 || lora_load(argv[3], argv[2], &m.config, &lora, &buffer, &err) != 0)
+        return die(err.message);
+    int rc = write_logits(&m, &lora, argv[4], argv + 5, argc - 5);
+    free(buffer);
+    model_free(&m);
+    return rc;
+}
+
+static int probe_lora_grads(int argc, char **argv) {
+    if (argc < 11) return die("usage: lora-grads MODEL ADAPTERS OUT RANK ALPHA TARGETS NORMS B T TOKEN... TARGET...");
+    LoraConfig lc = {.rank = atoi(argv[5]), .alpha = (float)atof(argv[6]), .targets = (unsigned)atoi(argv[7]),
+                     .train_norms = atoi(argv[8]) != 0};
+    int B = atoi(argv[9]), T = atoi(argv[10]);
+    if (B < 1 || T < 1 || argc != 11 + 2 * B * T) return die("need B*T tokens and B*T targets");
+    NfError err;
+    ModelConfig c;
+    float *base;
+    if (load_flat_params(argv[2], NULL, NULL, &c, &base, &err) != 0) return die(err.message);
+    if (lora_config_validate(&lc, &c, &err) != 0) return die(err.message);
+    size_t n = (size_t)lora_param_count(&c, &lc), N = (size_t)B * T, D = (size_t)c.dim;
+    MappedFile f;
+    if (mapped_file_open(&f, argv[3], "adapters", &err) != 0) return die(err.message);
+    if (f.size != n * sizeof(float)) return die("adapter file size does not fit the LoRA layout");
+    float *adapters = malloc(n * sizeof(float)), *out = calloc(1 + n + N * D, sizeof(float));
+    memcpy(adapters, f.data, f.size);
+    mapped_file_close(&f);
+    int *tokens = malloc(sizeof(int) * 2 * N), *targets = tokens + N;
+    for (size_t i = 0; i < 2 * N; i++) tokens[i] = atoi(argv[11 + i]);
+    Lora lora = {.config = lc};
+    lora_pointers(&lora.w, adapters, &c, &lc);
+    Net net;
+    NetGrads g;
+    ParamPointers base_w;
+    param_pointers(&base_w, base, &c);
+    net_lora(&net, &g, &c, &base_w, &lora, out + 1);
+    Activations a;
+    if (activations_init(&a, &c, &lc, B, T, &err) != 0) return die(err.message);
+    out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
+    model_backward(&net, &g, &a, tokens);
+    memcpy(out + 1 + n, a.dresid, N * D * sizeof(float)); /* d loss / d resid[0]: the embeddings' gradient */
+    int rc = write_all(argv[4], out, (1 + n + N * D) * sizeof(float));
+    activations_free(&a);
+    free(tokens);
+    free(out);
+    free(adapters);
+    free(base);
+    return rc == 0 ? 0 : die("cannot write output");
+}
+
 static int probe_logits(int argc, char **argv) {
     if (argc < 5) return die("usage: logits MODEL OUT TOKEN...");
     NfError err;
@@ -43,20 +121,9 @@ static int probe_logits(int argc, char **argv) {
     }
     bool is_ckpt = memcmp(magic, "NFCKPT01", 8) == 0;
     if (open_model(is_ckpt ? NULL : argv[2], is_ckpt ? argv[2] : NULL, &m, &err) != 0) return die(err.message);
-    int T = argc - 4, V = m.config.vocab_size;
-    InferState s;
-    if (infer_state_init(&s, &m.config, T, &err) != 0) return die(err.message);
-    float *all = malloc((size_t)T * V * sizeof(float));
-    for (int t = 0; t < T; t++) {
-        int token = atoi(argv[4 + t]);
-        if (token < 0 || token >= V) return die("token out of range");
-        memcpy(all + (size_t)t * V, infer_forward(&m, &s, token, t), (size_t)V * sizeof(float));
-    }
-    int rc = write_all(argv[3], all, (size_t)T * V * sizeof(float));
-    free(all);
-    infer_state_free(&s);
+    int rc = write_logits(&m, NULL, argv[3], argv + 4, argc - 4);
     model_free(&m);
-    return rc == 0 ? 0 : die("cannot write output");
+    return rc;
 }
 
 static int probe_encode(int argc, char **argv) {
@@ -104,13 +171,13 @@ static int probe_grads(int argc, char **argv) {
     int *tokens = malloc(sizeof(int) * 2 * B * T), *targets = tokens + B * T;
     for (int i = 0; i < 2 * B * T; i++) tokens[i] = atoi(argv[6 + i]);
     params_from_model(params, &m);
-    ParamPointers p, g;
-    param_pointers(&p, params, &m.config);
-    param_pointers(&g, grads, &m.config);
+    Net net;
+    NetGrads g;
+    net_full(&net, &g, &m.config, params, grads);
     Activations a;
-    if (activations_init(&a, &m.config, B, T, &err) != 0) return die(err.message);
-    out[0] = (float)model_forward(&m.config, &p, &a, tokens, targets, 1.0f);
-    model_backward(&m.config, &p, &g, &a, tokens);
+    if (activations_init(&a, &m.config, NULL, B, T, &err) != 0) return die(err.message);
+    out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
+    model_backward(&net, &g, &a, tokens);
     int rc = write_all(argv[3], out, (1 + n) * sizeof(float));
     activations_free(&a);
     free(tokens);
@@ -122,6 +189,8 @@ static int probe_grads(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "grads") == 0) return probe_grads(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits") == 0) return probe_logits(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "logits-lora") == 0) return probe_logits_lora(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "lora-grads") == 0) return probe_lora_grads(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) return probe_encode(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "decode") == 0) return probe_decode(argc, argv);
     return die("usage: nf_probe logits|encode|decode ...");

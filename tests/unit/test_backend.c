@@ -418,8 +418,8 @@ static void test_forward_v0_v1_identical_and_finite(void **state) {
     const int V = 512;
     float prev[512];
     for (int pos = 0; pos < 5; pos++) {
-        float *a = infer_forward(&v0, &s0, ids.ids[pos], pos);
-        float *b = infer_forward(&v1, &s1, ids.ids[pos], pos);
+        float *a = infer_forward(&v0, NULL, &s0, ids.ids[pos], pos);
+        float *b = infer_forward(&v1, NULL, &s1, ids.ids[pos], pos);
         for (int i = 0; i < V; i++) {
             if (!isfinite(a[i])) fail_msg("pos %d logit %d is %g", pos, i, a[i]);
             if (a[i] != b[i]) fail_msg("pos %d logit %d: v0 %.9g, v1 %.9g", pos, i, a[i], b[i]);
@@ -447,8 +447,8 @@ static void test_forward_q80_close_to_fp32(void **state) {
     assert_int_equal(infer_state_init(&s1, &q8.config, 3, &err), 0);
     const int tokens[3] = {TOKEN_BOS, 403, 407};
     for (int pos = 0; pos < 3; pos++) {
-        float *a = infer_forward(&v0, &s0, tokens[pos], pos);
-        float *b = infer_forward(&q8, &s1, tokens[pos], pos);
+        float *a = infer_forward(&v0, NULL, &s0, tokens[pos], pos);
+        float *b = infer_forward(&q8, NULL, &s1, tokens[pos], pos);
         double num = 0.0, den = 0.0;
         for (int i = 0; i < 512; i++) {
             assert_true(isfinite(b[i]));
@@ -487,7 +487,7 @@ static void test_forward_greedy_matches_llama2c(void **state) {
     int ids[STEPS + 1];
     ids[0] = TOKEN_BOS;
     for (int pos = 0; pos < STEPS; pos++) {
-        float *logits = infer_forward(&m, &s, ids[pos], pos);
+        float *logits = infer_forward(&m, NULL, &s, ids[pos], pos);
         int best = 0;
         for (int i = 1; i < m.config.vocab_size; i++)
             if (logits[i] > logits[best]) best = i;
