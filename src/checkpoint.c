@@ -307,8 +307,8 @@ static int flat_params_of_model(const char *path, ModelConfig *config, float **p
 int load_flat_params(const char *model_path, const char *ckpt_path, const char *lora_path, ModelConfig *config,
                      float **params, NfError *err) {
     *params = NULL;
-    if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
     if (lora_path && !model_path) return nf_fail(err, NF_ERR_USAGE, "--lora needs --model (the base model)");
+    if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
     const char *adapters = lora_path;
     if (ckpt_path) {
         Checkpoint ck;
@@ -337,9 +337,13 @@ int load_flat_params(const char *model_path, const char *ckpt_path, const char *
         *params = NULL;
         return -1;
     }
-    lora_merge(*params, config, &lora);
+    int rc = lora_merge(*params, config, &lora, err);
     free(buffer);
-    return 0;
+    if (rc != 0) {
+        free(*params);
+        *params = NULL;
+    }
+    return rc;
 }
 
 int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError *err) {

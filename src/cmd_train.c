@@ -121,19 +121,24 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     }
     o.use_lora = lora_rank > 0;
     if (!o.use_lora) {
-        const char *lora_flags[] = {"lora-alpha", "lora-dropout", "lora-targets", "lora-train-norms"};
-        for (int i = 0; i < 4; i++)
-            if (args_seen(specs, n_specs, lora_flags[i])) {
-                nf_fail(&err, NF_ERR_USAGE, "--%s needs --lora-rank", lora_flags[i]);
-                goto fail;
-            }
+        /* a LoRA setting that would change something, without LoRA, is a mistake worth naming */
+        const char *stray = args_seen(specs, n_specs, "lora-alpha")     ? "lora-alpha"
+                            : args_seen(specs, n_specs, "lora-targets") ? "lora-targets"
+                            : lora_dropout > 0                          ? "lora-dropout"
+                            : o.lora.train_norms                        ? "lora-train-norms"
+                                                                        : NULL;
+        if (stray) {
+            nf_fail(&err, NF_ERR_USAGE, "--%s needs --lora-rank", stray);
+            goto fail;
+        }
     } else {
         if (!o.model_path) {
             nf_fail(&err, NF_ERR_USAGE, "--lora-rank trains adapters on a pretrained model: give --model");
             goto fail;
         }
+        if (!args_seen(specs, n_specs, "lora-alpha")) lora_alpha = (double)lora_rank; /* scale 1 */
         o.lora.rank = (int)lora_rank;
-        o.lora.alpha = (float)(args_seen(specs, n_specs, "lora-alpha") ? lora_alpha : (double)lora_rank);
+        o.lora.alpha = (float)lora_alpha;
         o.lora.dropout = (float)lora_dropout;
         if (lora_parse_targets(lora_targets, &o.lora.targets, &err) != 0) goto fail;
     }

@@ -123,6 +123,17 @@ void json_number(JsonBuf *j, const char *key, double v) {
     append_str(j, num);
 }
 
+void json_float(JsonBuf *j, const char *key, float v) {
+    if (!isfinite(v)) { json_null(j, key); return; }
+    char num[40];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(num, sizeof num, "%.*g", digits, (double)v);
+        if (strtof(num, NULL) == v) break;
+    }
+    item_prefix(j, key);
+    append_str(j, num);
+}
+
 void json_bool(JsonBuf *j, const char *key, bool v) {
     item_prefix(j, key);
     append_str(j, v ? "true" : "false");

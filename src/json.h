@@ -34,6 +34,8 @@ void json_string(JsonBuf *j, const char *key, const char *s);
 void json_string_n(JsonBuf *j, const char *key, const char *s, size_t n);
 void json_int(JsonBuf *j, const char *key, int64_t v);
 void json_number(JsonBuf *j, const char *key, double v);
+/* A float32 value in the fewest digits that read back as the same float (0.1, not 0.100000001). */
+void json_float(JsonBuf *j, const char *key, float v);
 void json_bool(JsonBuf *j, const char *key, bool v);
 void json_null(JsonBuf *j, const char *key);
 

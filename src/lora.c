@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "rng.h"
+#include "util.h"
 
 static const char *const TARGET_NAMES[LORA_TARGETS] = {"wq", "wk", "wv", "wo", "w1", "w2", "w3"};
 /* the same targets as Hugging Face names them: w1 is the gate, w2 down, w3 up */
@@ -139,7 +140,10 @@ void lora_init(float *buffer, const ModelConfig *c, const LoraConfig *lc, const 
     }
 }
 
-void lora_merge(float *base_params, const ModelConfig *c, const Lora *lora) {
+int lora_merge(float *base_params, const ModelConfig *c, const Lora *lora, NfError *err) {
+    size_t most = (size_t)(c->dim > c->hidden_dim ? c->dim : c->hidden_dim) * (size_t)lora->config.rank;
+    float *scaled_b = nf_alloc_array(most, sizeof(float), err);
+    if (!scaled_b) return -1;
     ParamPointers base;
     param_pointers(&base, base_params, c);
     float *weights[LORA_TARGETS] = {base.wq, base.wk, base.wv, base.wo, base.w1, base.w2, base.w3};
@@ -150,13 +154,10 @@ void lora_merge(float *base_params, const ModelConfig *c, const Lora *lora) {
         int in, out;
         lora_target_dims(c, (LoraTarget)t, &in, &out);
         for (size_t l = 0; l < L; l++) {
-            float *W = weights[t] + l * (size_t)out * in;
             const float *A = lora->w.a[t] + l * r * in, *B = lora->w.b[t] + l * (size_t)out * r;
-            for (int o = 0; o < out; o++)
-                for (size_t k = 0; k < r; k++) {
-                    float sb = s * B[(size_t)o * r + k];
-                    for (int i = 0; i < in; i++) W[(size_t)o * in + i] += sb * A[k * in + i];
-                }
+            for (size_t i = 0; i < (size_t)out * r; i++) scaled_b[i] = s * B[i];
+            /* W (out, in) += (s B) (out, r) @ A (r, in): the product of a backward input gradient */
+            nf_matmul_backward(weights[t] + l * (size_t)out * in, NULL, scaled_b, NULL, A, out, in, (int)r);
         }
     }
     if (lora->config.train_norms) {
@@ -164,6 +165,8 @@ void lora_merge(float *base_params, const ModelConfig *c, const Lora *lora) {
         memcpy(base.rms_ffn, lora->w.rms_ffn, L * D * sizeof(float));
         memcpy(base.rms_final, lora->w.rms_final, D * sizeof(float));
     }
+    free(scaled_b);
+    return 0;
 }
 
 void lora_apply(float *y, const float *x, const Lora *lora, LoraTarget t, int layer, const ModelConfig *c, int n,

@@ -67,7 +67,7 @@ void lora_init(float *buffer, const ModelConfig *c, const LoraConfig *lc, const 
 
 /* base_params (params.h layout) += the adapters: W += s B A per target and
  * layer; trained norms replace the base norms. */
-void lora_merge(float *base_params, const ModelConfig *c, const Lora *lora);
+int lora_merge(float *base_params, const ModelConfig *c, const Lora *lora, NfError *err);
 
 /* y (n, out) += s B (A x) for x (n, in): the adapter branch at inference.
  * u is scratch of n * rank floats. */

@@ -50,9 +50,9 @@ void json_model_config(JsonBuf *j, const char *key, const ModelConfig *c) {
 
 void json_lora_fields(JsonBuf *j, const LoraConfig *lc, int64_t params) {
     json_int(j, "rank", lc->rank);
-    json_number(j, "alpha", lc->alpha);
-    json_number(j, "scale", lora_scale(lc));
-    json_number(j, "dropout", lc->dropout);
+    json_float(j, "alpha", lc->alpha);
+    json_float(j, "scale", lora_scale(lc));
+    json_float(j, "dropout", lc->dropout);
     json_array_begin(j, "targets");
     for (int t = 0; t < LORA_TARGETS; t++)
         if (lc->targets & (1u << t)) json_string(j, NULL, lora_target_name((LoraTarget)t));

@@ -8,6 +8,7 @@
  *            SIGINT/SIGTERM: checkpoint and stop                       -> `done` (interrupted)
  *            every --restart-every: checkpoint and re-exec itself      -> `restart`
  *   end:                                                               -> `done` */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "train.h"
 
 #include <dirent.h>
@@ -98,18 +99,6 @@ static int alloc_state(Trainer *t, NfError *err) {
     return 0;
 }
 
-/* path made absolute against the working directory (malloc'd), so that a
- * checkpoint names its base model wherever it is read from */
-static char *absolute_path(const char *path) {
-    if (path[0] == '/') return strdup(path);
-    char cwd[4096];
-    if (!getcwd(cwd, sizeof cwd)) return NULL;
-    size_t n = strlen(cwd) + strlen(path) + 2;
-    char *full = malloc(n);
-    if (full) snprintf(full, n, "%s/%s", cwd, path);
-    return full;
-}
-
 /* LoRA: the frozen base from --model, used in place where the file allows (it
  * is never written), and the checksum that ties adapters to it. */
 static int load_base(Trainer *t, NfError *err) {
@@ -123,7 +112,8 @@ static int load_base(Trainer *t, NfError *err) {
         model_free(&t->base_model);
     }
     if (lora_config_validate(&o->lora, &t->config, err) != 0) return -1;
-    if (!(t->base_path = absolute_path(o->model_path)))
+    /* the canonical path, so a checkpoint names its base wherever it is read from */
+    if (!(t->base_path = realpath(o->model_path, NULL)))
         return nf_fail(err, NF_ERR_IO, "cannot resolve the path of '%s'", o->model_path);
     return model_file_checksum(o->model_path, &t->base_checksum, err);
 }

@@ -44,7 +44,7 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
         {&a->dresid, N * D},          {&a->dxn, N * D},           {&a->datt_out, N * D},
         {&a->dq, N * D},              {&a->dk, N * KV},           {&a->dv, N * KV},
         {&a->dh1, N * H},             {&a->dh3, N * H},           {&a->dhact, N * H},
-        {&a->lora_u, lora ? L * LORA_TARGETS * N * R : 0},        {&a->lora_x, lora ? N * M : 0},
+        {&a->lora_u, lora ? L * (uint64_t)__builtin_popcount(lora->targets) * N * R : 0},        {&a->lora_x, lora ? N * M : 0},
         {&a->lora_dx, lora ? N * M : 0},                          {&a->lora_du, lora ? N * R : 0},
     };
     int n = (int)(sizeof list / sizeof list[0]);
@@ -134,9 +134,12 @@ static void lora_dropout(float *out, const float *x, size_t n, float p, uint64_t
 
 static bool has_adapter(const Net *net, LoraTarget t) { return net->lora && net->lora->w.a[t]; }
 
+/* u of target t in layer l: the adapted targets of a layer sit side by side, in LoraTarget order */
 static float *lora_u_of(const Net *net, const Activations *a, int l, LoraTarget t) {
     size_t N = (size_t)a->B * a->T, r = (size_t)net->lora->config.rank;
-    return a->lora_u + ((size_t)l * LORA_TARGETS + t) * N * r;
+    unsigned targets = net->lora->config.targets;
+    size_t per_layer = (size_t)__builtin_popcount(targets), slot = (size_t)__builtin_popcount(targets & ((1u << t) - 1));
+    return a->lora_u + ((size_t)l * per_layer + slot) * N * r;
 }
 
 /* y (N, out) = x (N, in) @ W^T  [+ s B (A dropout(x)), with s A dropout(x) saved as u (N, r)] */

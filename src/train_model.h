@@ -57,7 +57,7 @@ typedef struct {
     float *dh3;         /* (N, H) */
     float *dhact;       /* (N, H) */
     /* LoRA only (empty without adapters); r = rank, M = max(D, H) */
-    float *lora_u;      /* (L, 7, N, r) s * A x of each adapted projection */
+    float *lora_u;      /* (L, n_targets, N, r) s * A x of each adapted projection */
     float *lora_x;      /* (N, M) scratch: an adapter's input after dropout */
     float *lora_dx;     /* (N, M) scratch: its gradient */
     float *lora_du;     /* (N, r) scratch */

@@ -2,6 +2,7 @@
 PyTorch reference, step 0 equal to the base model, merged export equal to
 the base plus adapters, exact resume (with dropout), tiny adapter
 checkpoints, generation and info with adapters, and the errors."""
+import json
 import os
 import subprocess
 
@@ -241,6 +242,10 @@ def lora_mistakes_are_refused_with_the_reason():
                            (["--lora-rank", 4, "--lora-targets", "q,wq"], "twice"),
                            (["--lora-rank", 4, "--lora-dropout", 1], "--lora-dropout")):
         assert_error(run([*base, *extra]), "usage", mention)
+    # values that change nothing are no mistake, in a config file either
+    cfg = os.path.join(d, "c.json")
+    json.dump({"lora-train-norms": False, "lora-dropout": 0}, open(cfg, "w"))
+    assert run([*base, "--config", cfg, "--batch", 1, "--val-every", 0]).rc == 0
     assert_error(run(["train", "--init", "--vocab-size", 512, "--dim", 32, "--n-heads", 4, "--n-layers", 1,
                       "--data", data, "--lora-rank", 4]), "usage", "--model")
     # a LoRA checkpoint is tied to its base, its layout and its kind

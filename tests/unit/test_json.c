@@ -200,6 +200,17 @@ static void test_numbers(void **state) {
     json_number(&j, NULL, 0.1);
     assert_true(fabs(strtod(j.data, NULL) - 0.1) < 1e-9);
     json_free(&j);
+
+    /* float32 values in their shortest form that reads back as the same float */
+    json_init(&j);
+    json_array_begin(&j, NULL);
+    json_float(&j, NULL, 0.1f);
+    json_float(&j, NULL, 16.0f);
+    json_float(&j, NULL, 1.0f / 3.0f);
+    json_float(&j, NULL, 16777217.0f);
+    json_array_end(&j);
+    assert_string_equal(j.data, "[0.1,16,0.33333334,16777216]");
+    json_free(&j);
 }
 
 static void test_non_finite_numbers_become_null(void **state) {

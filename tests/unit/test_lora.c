@@ -165,7 +165,8 @@ static void test_merge_equals_the_adapter_forward(void **state) {
     Fixture f;
     fixture_init(&f, &lc);
     double with_adapters = model_forward(&f.net, &f.acts, f.tokens, f.targets, 0.0f, 0);
-    lora_merge(f.base, &TINY, &f.lora);
+    NfError err;
+    assert_int_equal(lora_merge(f.base, &TINY, &f.lora, &err), 0);
     Net merged;
     net_full(&merged, NULL, &TINY, f.base, NULL);
     double after_merge = model_forward(&merged, &f.acts, f.tokens, f.targets, 0.0f, 0);
