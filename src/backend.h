@@ -12,6 +12,13 @@
 
 #include "model.h"
 
+/* Threads of every parallel kernel: n >= 1, or 0 for one per core. */
+void nf_set_threads(int n);
+int nf_threads(void);
+/* fp32 GEMM speed measured now on square products of size n (GFLOP/s): the
+ * peak that benchmarks report their efficiency (MFU) against. */
+double nf_gemm_peak_gflops(int n);
+
 /* out (n, out_dim) = x (n, in_dim) @ W^T, W (out_dim, in_dim) fp32 or Q8. */
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim);
 
@@ -60,14 +67,16 @@ void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
 void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size);
 void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size);
 
-/* Causal attention with GQA.
+/* Causal attention with GQA, one (T, hs) slice per head through sgemm.
  *   q (B, T, NH, hs), k and v (B, T, NKV, hs) -> out (B, T, NH, hs)
- *   att (B, NH, T, T): softmax weights, saved for backward (upper triangle unused) */
+ *   att (B, NH, T, T): softmax weights, saved for backward (0 above the diagonal) */
 void nf_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
                           int NH, int NKV, int hs);
-/* dq += ..., dk += ..., dv += ... from dout (B, T, NH, hs) */
+/* dq += ..., dk += ..., dv += ... from dout (B, T, NH, hs); att is 0 above
+ * the diagonal (as forward leaves it). scratch holds nf_attention_scratch_floats(T). */
 void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs);
+                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch);
+size_t nf_attention_scratch_floats(int T);
 
 /* out (N) = silu(gate) * up */
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n);

@@ -10,6 +10,30 @@
 #include <string.h>
 
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+
+void nf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : omp_get_num_procs()); }
+
+int nf_threads(void) { return omp_get_max_threads(); }
+
+double nf_gemm_peak_gflops(int n) {
+    size_t nn = (size_t)n * n;
+    float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)), *c = malloc(nn * sizeof(float));
+    if (!a || !b || !c) {
+        free(a), free(b), free(c);
+        return 0.0;
+    }
+    for (size_t i = 0; i < nn; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    double best = 0.0;
+    for (int rep = 0; rep < 5; rep++) { /* the best of five: the first warms caches and oneDNN's JIT */
+        double t0 = omp_get_wtime();
+        dnnl_sgemm('N', 'T', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double gflops = 2.0 * n * nn / (omp_get_wtime() - t0) / 1e9;
+        if (gflops > best) best = gflops;
+    }
+    free(a), free(b), free(c);
+    return best;
+}
 
 /* Dot product with 8 independent partial sums: vectorizes without -ffast-math. */
 static inline float dot_f32(const float *a, const float *b, int n) {
@@ -42,8 +66,49 @@ static inline float dot_q8(const Tensor *w, size_t start, const float *x, int n)
     return s;
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* out (rows) = W (rows, n) x: four rows at a time share each load of x, four
+ * accumulators per row hide the FMA latency. Generation reads every weight
+ * once per token, so this runs at memory speed. */
+static void gemv_f32_avx512(float *out, const float *w, const float *x, int rows, int n) {
+    int r;
+#pragma omp parallel for schedule(static)
+    for (r = 0; r < rows; r += 4) {
+        int nr = rows - r < 4 ? rows - r : 4;
+        const float *wr[4];
+        for (int k = 0; k < 4; k++) wr[k] = w + (size_t)(r + (k < nr ? k : 0)) * n;
+        __m512 acc[4][2];
+        for (int k = 0; k < 4; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 32 <= n; i += 32) {
+            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+            for (int k = 0; k < 4; k++) {
+                acc[k][0] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + i), x0, acc[k][0]);
+                acc[k][1] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + i + 16), x1, acc[k][1]);
+            }
+        }
+        for (; i + 16 <= n; i += 16) {
+            __m512 x0 = _mm512_loadu_ps(x + i);
+            for (int k = 0; k < 4; k++) acc[k][0] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + i), x0, acc[k][0]);
+        }
+        for (int k = 0; k < nr; k++) {
+            float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
+            for (int j = i; j < n; j++) s += wr[k][j] * x[j];
+            out[r + k] = s;
+        }
+    }
+}
+#endif
+
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {
-    if (w->dtype == NF_F32 && n > 1) {
+    if (w->dtype == NF_F32) {
+#if defined(__AVX512F__)
+        if (n == 1) {
+            gemv_f32_avx512(out, w->f32, x, out_dim, in_dim);
+            return;
+        }
+#endif
         /* row-major: out (n, out_dim) = x (n, in_dim) * W^T */
         dnnl_sgemm('N', 'T', n, out_dim, in_dim, 1.0f, x, in_dim, w->f32, in_dim, 0.0f, out, out_dim);
         return;
@@ -202,6 +267,10 @@ static void rope_apply(float *x, int B, int T, int n_heads, int hs, float sign) 
 void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size) { rope_apply(x, B, T, n_heads, head_size, 1.0f); }
 void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size) { rope_apply(dx, B, T, n_heads, head_size, -1.0f); }
 
+/* Attention works head by head on (T, hs) slices of the (B, T, heads, hs)
+ * tensors: rows of a slice are `heads * hs` floats apart, which sgemm takes
+ * as its leading dimension. Each (batch, head) pair is one thread's work, and
+ * its products run single-threaded inside it. */
 void nf_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
                           int NH, int NKV, int hs) {
     float scale = 1.0f / sqrtf((float)hs);
@@ -209,70 +278,63 @@ void nf_attention_forward(float *out, float *att, const float *q, const float *k
 #pragma omp parallel for schedule(dynamic)
     for (bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, kvh = h / group;
+        const float *qb = q + ((size_t)b * T * NH + h) * hs;
+        const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
+        float *a = att + (size_t)bh * T * T, *ob = out + ((size_t)b * T * NH + h) * hs;
+        /* scores (T, T) = scale q k^T; the upper triangle is computed and then zeroed */
+        dnnl_sgemm('N', 'T', T, T, hs, scale, qb, NH * hs, kb, NKV * hs, 0.0f, a, T);
         for (int t1 = 0; t1 < T; t1++) {
-            const float *qt = q + (((size_t)b * T + t1) * NH + h) * hs;
-            float *a = att + (((size_t)b * NH + h) * T + t1) * T;
-            float max = -INFINITY;
+            float *row = a + (size_t)t1 * T, max = -INFINITY, sum = 0.0f;
+            for (int t2 = 0; t2 <= t1; t2++) max = row[t2] > max ? row[t2] : max;
             for (int t2 = 0; t2 <= t1; t2++) {
-                a[t2] = dot_f32(qt, k + (((size_t)b * T + t2) * NKV + kvh) * hs, hs) * scale;
-                if (a[t2] > max) max = a[t2];
-            }
-            float sum = 0.0f;
-            for (int t2 = 0; t2 <= t1; t2++) {
-                a[t2] = expf(a[t2] - max);
-                sum += a[t2];
+                row[t2] = expf(row[t2] - max);
+                sum += row[t2];
             }
             float inv = 1.0f / sum;
-            float *o = out + (((size_t)b * T + t1) * NH + h) * hs;
-            memset(o, 0, (size_t)hs * sizeof(float));
-            for (int t2 = 0; t2 <= t1; t2++) {
-                a[t2] *= inv;
-                const float *vt = v + (((size_t)b * T + t2) * NKV + kvh) * hs;
-                for (int i = 0; i < hs; i++) o[i] += a[t2] * vt[i];
-            }
+            for (int t2 = 0; t2 <= t1; t2++) row[t2] *= inv;
+            memset(row + t1 + 1, 0, (size_t)(T - t1 - 1) * sizeof(float));
         }
+        /* out (T, hs) = att v */
+        dnnl_sgemm('N', 'N', T, hs, T, 1.0f, a, T, vb, NKV * hs, 0.0f, ob, NH * hs);
     }
 }
 
+size_t nf_attention_scratch_floats(int T) { return (size_t)omp_get_max_threads() * (size_t)T * (size_t)T; }
+
 void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs) {
+                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs);
     int group = NH / NKV, bkv;
     /* one thread per (batch, kv head): the query heads sharing a kv head write the same dk/dv rows */
 #pragma omp parallel
     {
-        float *datt = malloc((size_t)T * sizeof(float));
+        float *datt = scratch + (size_t)omp_get_thread_num() * T * T;
 #pragma omp for schedule(dynamic)
         for (bkv = 0; bkv < B * NKV; bkv++) {
             int b = bkv / NKV, kvh = bkv % NKV;
-            for (int h = kvh * group; h < (kvh + 1) * group; h++)
+            const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
+            float *dkb = dk + ((size_t)b * T * NKV + kvh) * hs, *dvb = dv + ((size_t)b * T * NKV + kvh) * hs;
+            for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+                const float *a = att + ((size_t)b * NH + h) * T * T;
+                const float *dob = dout + ((size_t)b * T * NH + h) * hs, *qb = q + ((size_t)b * T * NH + h) * hs;
+                float *dqb = dq + ((size_t)b * T * NH + h) * hs;
+                /* out = att v:  datt = dout v^T,  dv += att^T dout */
+                dnnl_sgemm('N', 'T', T, T, hs, 1.0f, dob, NH * hs, vb, NKV * hs, 0.0f, datt, T);
+                dnnl_sgemm('T', 'N', T, hs, T, 1.0f, a, T, dob, NH * hs, 1.0f, dvb, NKV * hs);
+                /* softmax: dscore = att (datt - sum att datt), times scale for scores = scale q k^T;
+                 * att is 0 above the diagonal, so dscore is too */
                 for (int t1 = 0; t1 < T; t1++) {
-                    const float *a = att + (((size_t)b * NH + h) * T + t1) * T;
-                    const float *dot = dout + (((size_t)b * T + t1) * NH + h) * hs;
-                    const float *qt = q + (((size_t)b * T + t1) * NH + h) * hs;
-                    float *dqt = dq + (((size_t)b * T + t1) * NH + h) * hs;
-                    /* out = sum_t2 a[t2] v[t2]:  da[t2] = dout . v[t2],  dv[t2] += a[t2] dout */
-                    float weighted = 0.0f;
-                    for (int t2 = 0; t2 <= t1; t2++) {
-                        const float *vt = v + (((size_t)b * T + t2) * NKV + kvh) * hs;
-                        float *dvt = dv + (((size_t)b * T + t2) * NKV + kvh) * hs;
-                        datt[t2] = dot_f32(dot, vt, hs);
-                        weighted += a[t2] * datt[t2];
-                        for (int i = 0; i < hs; i++) dvt[i] += a[t2] * dot[i];
-                    }
-                    /* softmax: dpre = a (da - sum a da);  pre = scale q . k */
-                    for (int t2 = 0; t2 <= t1; t2++) {
-                        float dpre = a[t2] * (datt[t2] - weighted) * scale;
-                        const float *kt = k + (((size_t)b * T + t2) * NKV + kvh) * hs;
-                        float *dkt = dk + (((size_t)b * T + t2) * NKV + kvh) * hs;
-                        for (int i = 0; i < hs; i++) {
-                            dqt[i] += dpre * kt[i];
-                            dkt[i] += dpre * qt[i];
-                        }
-                    }
+                    const float *arow = a + (size_t)t1 * T;
+                    float *drow = datt + (size_t)t1 * T, weighted = 0.0f;
+                    for (int t2 = 0; t2 <= t1; t2++) weighted += arow[t2] * drow[t2];
+                    for (int t2 = 0; t2 <= t1; t2++) drow[t2] = arow[t2] * (drow[t2] - weighted) * scale;
+                    memset(drow + t1 + 1, 0, (size_t)(T - t1 - 1) * sizeof(float));
                 }
+                /* dq += dscore k,  dk += dscore^T q */
+                dnnl_sgemm('N', 'N', T, hs, T, 1.0f, datt, T, kb, NKV * hs, 1.0f, dqb, NH * hs);
+                dnnl_sgemm('T', 'N', T, hs, T, 1.0f, datt, T, qb, NH * hs, 1.0f, dkb, NKV * hs);
+            }
         }
-        free(datt);
     }
 }
 

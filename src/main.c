@@ -17,6 +17,7 @@ static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},
     {"export", cmd_export, "write a checkpoint or model as a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
+    {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},
 };
 
 static void print_usage(void) {

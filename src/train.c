@@ -65,20 +65,6 @@ typedef struct {
     double last_loss, best_val_loss;
 } Trainer;
 
-/* FLOPs of one token's forward and backward: per matmul weight 2 forward, 2 for
- * the input gradient and 2 for the weight gradient (frozen LoRA bases skip the
- * last), plus causal attention; LoRA adapters add 6 per adapter weight. */
-static double flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora) {
-    double L = c->n_layers, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), V = c->vocab_size;
-    double per_weight = lora ? 4.0 : 6.0, adapters = 0.0;
-    if (lora) {
-        ParamSegment seg[LORA_SEGMENTS_MAX];
-        int n = lora_segments(c, lora, seg);
-        for (int i = 0; i < n; i++) adapters += seg[i].is_norm ? 0.0 : (double)seg[i].count;
-    }
-    return per_weight * (L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * adapters + 6.0 * L * T * D;
-}
-
 static int alloc_state(Trainer *t, NfError *err) {
     const ModelConfig *c = &t->config;
     const LoraConfig *lc = &t->o->lora;
@@ -408,7 +394,7 @@ int train_run(TrainOptions *o, NfOut *out) {
     emit_init(&t, ck.options_json);
     install_signal_handlers();
     bool progress = isatty(STDERR_FILENO);
-    double flops = flops_per_token(&t.config, T, lora);
+    double flops = model_flops_per_token(&t.config, T, lora);
     double start = nf_now_ms();
     int64_t steps_here = 0, tokens_here = 0;
     const char *reason = "completed";

@@ -21,7 +21,7 @@ typedef struct {
 
 /* Every buffer of the activations with its element count: one list for init, free and sizing. */
 static int activation_buffers(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T,
-                              Buffer out[32]) {
+                              Buffer out[40]) {
     uint64_t L = (uint64_t)c->n_layers, N = (uint64_t)B * (uint64_t)T, D = (uint64_t)c->dim;
     uint64_t H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size;
     uint64_t NH = (uint64_t)c->n_heads, R = lora ? (uint64_t)lora->rank : 0, M = D > H ? D : H;
@@ -44,6 +44,7 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
         {&a->dresid, N * D},          {&a->dxn, N * D},           {&a->datt_out, N * D},
         {&a->dq, N * D},              {&a->dk, N * KV},           {&a->dv, N * KV},
         {&a->dh1, N * H},             {&a->dh3, N * H},           {&a->dhact, N * H},
+        {&a->att_scratch, T > 0 ? nf_attention_scratch_floats(T) : 0},
         {&a->lora_u, lora ? L * (uint64_t)__builtin_popcount(lora->targets) * N * R : 0},        {&a->lora_x, lora ? N * M : 0},
         {&a->lora_dx, lora ? N * M : 0},                          {&a->lora_du, lora ? N * R : 0},
     };
@@ -54,7 +55,7 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
 
 uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, int T) {
     Activations a;
-    Buffer list[32];
+    Buffer list[40];
     int n = activation_buffers(&a, c, lora, B, T, list);
     uint64_t total = 0;
     for (int i = 0; i < n; i++) total += list[i].count * sizeof(float);
@@ -65,7 +66,7 @@ int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lor
     memset(a, 0, sizeof *a);
     a->B = B;
     a->T = T;
-    Buffer list[32];
+    Buffer list[40];
     int n = activation_buffers(a, c, lora, B, T, list);
     for (int i = 0; i < n; i++) {
         if (list[i].count == 0) continue;
@@ -80,7 +81,7 @@ int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lor
 }
 
 void activations_free(Activations *a) {
-    Buffer list[32];
+    Buffer list[40];
     int n = activation_buffers(a, &(ModelConfig){.dim = 2, .hidden_dim = 1, .n_layers = 1, .n_heads = 1,
                                                  .n_kv_heads = 1, .vocab_size = 1, .seq_len = 1},
                                NULL, 0, 0, list);
@@ -109,6 +110,20 @@ void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *
     if (!adapter_grads) return;
     lora_pointers(&g->lora, adapter_grads, c, &lora->config);
     g->w.rms_att = g->lora.rms_att, g->w.rms_ffn = g->lora.rms_ffn, g->w.rms_final = g->lora.rms_final;
+}
+
+/* FLOPs of one token's forward and backward: per matmul weight 2 forward, 2 for
+ * the input gradient and 2 for the weight gradient (frozen LoRA bases skip the
+ * last), plus causal attention; LoRA adapters add 6 per adapter weight. */
+double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora) {
+    double L = c->n_layers, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), V = c->vocab_size;
+    double per_weight = lora ? 4.0 : 6.0, adapters = 0.0;
+    if (lora) {
+        ParamSegment seg[LORA_SEGMENTS_MAX];
+        int n = lora_segments(c, lora, seg);
+        for (int i = 0; i < n; i++) adapters += seg[i].is_norm ? 0.0 : (double)seg[i].count;
+    }
+    return per_weight * (L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * adapters + 6.0 * L * T * D;
 }
 
 /* The (L, out, in) weight of projection t. */
@@ -276,7 +291,7 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
         memset(a->dv, 0, NKVs * sizeof(float));
         memset(a->dxn, 0, ND * sizeof(float));
         projection_backward(net, g, a, l, LORA_WO, a->datt_out, a->dresid, att_out);
-        nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att, q, k, v, B, T, NH, NKV, hs);
+        nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
         nf_rope_backward(a->dq, B, T, NH, hs);
         nf_rope_backward(a->dk, B, T, NKV, hs);
         projection_backward(net, g, a, l, LORA_WQ, a->dxn, a->dq, xn);

@@ -56,6 +56,7 @@ typedef struct {
     float *dh1;         /* (N, H) */
     float *dh3;         /* (N, H) */
     float *dhact;       /* (N, H) */
+    float *att_scratch; /* nf_attention_scratch_floats(T): attention backward's per-thread (T, T) */
     /* LoRA only (empty without adapters); r = rank, M = max(D, H) */
     float *lora_u;      /* (L, n_targets, N, r) s * A x of each adapted projection */
     float *lora_x;      /* (N, M) scratch: an adapter's input after dropout */
@@ -73,6 +74,10 @@ void net_full(Net *net, NetGrads *g, const ModelConfig *c, float *params, float 
  * take the place of the base's norms. */
 void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *base, const Lora *lora,
               float *adapter_grads);
+
+/* FLOPs of one token's forward and backward with sequences of T tokens
+ * (lora: NULL for full training), for tok/s -> FLOP/s reporting. */
+double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora);
 
 /* lora (may be NULL) sizes the adapter buffers. */
 int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, NfError *err);

@@ -1,8 +1,11 @@
 /* util.c — checked allocation, overflow-safe sizes, the clock, NfError. */
+#define _DEFAULT_SOURCE /* madvise's MADV_HUGEPAGE */
 #include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 int nf_fail(NfError *err, const char *code, const char *fmt, ...) {
@@ -21,8 +24,23 @@ bool nf_mul_size(size_t a, size_t b, size_t *out) {
     return true;
 }
 
+/* Large buffers (weights, moments, activations) are placed on 2 MiB
+ * boundaries and asked for as transparent huge pages: touching them the
+ * first time then takes 512 times fewer page faults, which is most of a
+ * first training step's time on a virtual machine. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 void *nf_alloc(size_t bytes, NfError *err) {
-    void *p = calloc(1, bytes ? bytes : 1);
+    void *p = NULL;
+    if (bytes >= 2 * HUGE_PAGE) {
+        if (posix_memalign(&p, HUGE_PAGE, bytes) != 0) p = NULL;
+        if (p) {
+            madvise(p, bytes / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE); /* a hint: failure changes nothing */
+            memset(p, 0, bytes);
+        }
+    } else {
+        p = calloc(1, bytes ? bytes : 1);
+    }
     if (!p) nf_fail(err, NF_ERR_MEMORY, "cannot allocate %zu bytes", bytes);
     return p;
 }

@@ -1,0 +1,263 @@
+/* cmd_benchmark.c — `neuralforge benchmark`: how fast training steps and
+ * generation run on this machine, for a preset shape (random weights) or a
+ * model file, as one `benchmark` message.
+ *
+ *   --train:    warm-up step, then --steps timed optimizer steps on random
+ *               tokens: forward, backward, gradient norm, AdamW (full, or
+ *               LoRA adapters with --lora-rank) -> ms per step, tokens/s,
+ *               GFLOP/s and MFU against an fp32 GEMM peak measured now.
+ *   --generate: --prompt-tokens through the KV-cached forward, then --tokens
+ *               greedy tokens -> tokens/s of each, and the weight bytes read
+ *               per second while generating. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "backend.h"
+#include "commands.h"
+#include "infer.h"
+#include "optimizer.h"
+#include "params.h"
+#include "rng.h"
+#include "sampler.h"
+#include "train_model.h"
+#include "util.h"
+
+typedef struct {
+    const char *name;
+    ModelConfig config;
+} Preset;
+
+/* llama2.c's TinyStories models */
+static const Preset PRESETS[] = {
+    {"15M", {288, 768, 6, 6, 6, 32000, 256, true}},
+    {"42M", {512, 1376, 8, 8, 8, 32000, 1024, true}},
+    {"110M", {768, 2048, 12, 12, 12, 32000, 1024, true}},
+};
+
+typedef struct {
+    ModelConfig config;
+    float *params;     /* (config_param_count) weights, params.h layout */
+    const char *source;
+} BenchModel;
+
+static int load_bench_model(BenchModel *bm, const char *preset, const char *model_path, NfError *err) {
+    if (model_path) {
+        Model m;
+        if (model_load(&m, model_path, err) != 0) return -1;
+        bm->config = m.config;
+        bm->params = nf_alloc_array((size_t)config_param_count(&m.config), sizeof(float), err);
+        if (bm->params) params_from_model(bm->params, &m);
+        model_free(&m);
+        bm->source = model_path;
+        return bm->params ? 0 : -1;
+    }
+    for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
+        if (strcmp(preset, PRESETS[i].name) == 0) bm->config = PRESETS[i].config;
+    if (!(bm->params = nf_alloc_array((size_t)config_param_count(&bm->config), sizeof(float), err))) return -1;
+    params_init(bm->params, &bm->config, 1);
+    bm->source = preset;
+    return 0;
+}
+
+static void random_tokens(int *tokens, size_t n, int vocab, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) tokens[i] = (int)rng_below(&rng, (uint64_t)vocab);
+}
+
+typedef struct {
+    int64_t batch, seq, steps, lora_rank, tokens, prompt_tokens;
+} BenchOptions;
+
+static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
+    msg_begin(j, "benchmark");
+    json_string(j, "mode", mode);
+    json_string(j, "model", bm->source);
+    json_model_config(j, "config", &bm->config);
+    json_int(j, "params", (int64_t)config_param_count(&bm->config));
+    json_int(j, "threads", nf_threads());
+}
+
+static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfError *err) {
+    const ModelConfig *c = &bm->config;
+    int B = (int)o->batch, T = (int)o->seq;
+    LoraConfig lc = {.rank = (int)o->lora_rank, .alpha = (float)o->lora_rank, .targets = LORA_DEFAULT_TARGETS};
+    const LoraConfig *lora = o->lora_rank > 0 ? &lc : NULL;
+    if (lora && lora_config_validate(lora, c, err) != 0) return -1;
+    size_t n = (size_t)(lora ? lora_param_count(c, lora) : config_param_count(c));
+    float *grads = NULL, *m = NULL, *v = NULL, *adapters = NULL;
+    int *tokens = NULL;
+    Activations acts = {0};
+    int rc = -1;
+    if (!(grads = nf_alloc_array(n, sizeof(float), err)) || !(m = nf_alloc_array(n, sizeof(float), err)) ||
+        !(v = nf_alloc_array(n, sizeof(float), err)) || (lora && !(adapters = nf_alloc_array(n, sizeof(float), err))) ||
+        !(tokens = nf_alloc_array(2 * (size_t)B * T, sizeof(int), err)) ||
+        activations_init(&acts, c, lora, B, T, err) != 0)
+        goto done;
+    random_tokens(tokens, 2 * (size_t)B * T, c->vocab_size, 7);
+    Net net;
+    NetGrads g;
+    Lora adapted = {0};
+    ParamSegment seg[LORA_SEGMENTS_MAX > PARAM_SEGMENTS_MAX ? LORA_SEGMENTS_MAX : PARAM_SEGMENTS_MAX];
+    int n_seg;
+    float *trained;
+    if (lora) {
+        ParamPointers base;
+        param_pointers(&base, bm->params, c);
+        adapted.config = lc;
+        lora_init(adapters, c, &lc, &base, 1);
+        lora_pointers(&adapted.w, adapters, c, &lc);
+        net_lora(&net, &g, c, &base, &adapted, grads);
+        n_seg = lora_segments(c, &lc, seg);
+        trained = adapters;
+    } else {
+        net_full(&net, &g, c, bm->params, grads);
+        n_seg = param_segments(c, seg);
+        trained = bm->params;
+    }
+    OptimizerOptions opt = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1,
+                            .grad_clip = 1.0, .schedule = LR_CONSTANT, .total_steps = o->steps + 1};
+    double timed_ms = 0.0, first_ms = 0.0;
+    for (int64_t step = 1; step <= o->steps + 1; step++) { /* step 1 is the warm-up */
+        double t0 = nf_now_ms();
+        memset(grads, 0, n * sizeof(float));
+        model_forward(&net, &acts, tokens, tokens + (size_t)B * T, 1.0f, lora ? (uint64_t)step : 0);
+        model_backward(&net, &g, &acts, tokens);
+        double norm = grad_global_norm(grads, n);
+        grad_clip(grads, n, norm, opt.grad_clip);
+        adamw_step(trained, grads, m, v, seg, n_seg, &opt, opt.lr, step);
+        double ms = nf_now_ms() - t0;
+        if (step == 1) first_ms = ms;
+        else timed_ms += ms;
+    }
+    double ms_per_step = timed_ms / (double)o->steps, tok_s = (double)B * T / (ms_per_step / 1000.0);
+    double gflops = model_flops_per_token(c, T, lora) * tok_s / 1e9, peak = nf_gemm_peak_gflops(2048);
+    JsonBuf j;
+    emit_common(&j, "train", bm);
+    json_int(&j, "batch", B);
+    json_int(&j, "seq", T);
+    json_int(&j, "lora_rank", o->lora_rank);
+    json_int(&j, "steps", o->steps);
+    json_number(&j, "first_step_ms", first_ms);
+    json_number(&j, "ms_per_step", ms_per_step);
+    json_number(&j, "tok_s", tok_s);
+    json_number(&j, "gflops", gflops);
+    json_number(&j, "gemm_peak_gflops", peak);
+    json_number(&j, "mfu", peak > 0 ? gflops / peak : 0.0);
+    json_int(&j, "activation_bytes", (int64_t)activations_bytes(c, lora, B, T));
+    msg_emit(out, &j);
+    nf_log("train %s: %.0f ms/step, %.0f tokens/s, %.0f GFLOP/s (%.0f%% of a %.0f GFLOP/s GEMM)", bm->source,
+           ms_per_step, tok_s, gflops, 100 * gflops / peak, peak);
+    rc = 0;
+done:
+    activations_free(&acts);
+    free(grads), free(m), free(v), free(adapters), free(tokens);
+    return rc;
+}
+
+static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfError *err) {
+    const ModelConfig *c = &bm->config;
+    int P = (int)o->prompt_tokens, N = (int)o->tokens;
+    if (P + N > c->seq_len)
+        return nf_fail(err, NF_ERR_USAGE, "--prompt-tokens %d plus --tokens %d exceed the model's seq_len %d", P, N,
+                       c->seq_len);
+    Model m;
+    if (model_from_params(&m, c, bm->params, err) != 0) return -1;
+    InferState s;
+    int *prompt = NULL, rc = -1;
+    Sampler sampler = {0};
+    if (infer_state_init(&s, c, P + N, err) != 0) {
+        model_free(&m);
+        return -1;
+    }
+    if (!(prompt = nf_alloc_array((size_t)P + 1, sizeof(int), err)) ||
+        sampler_init(&sampler, c->vocab_size, 0.0f, 1.0f, 0, 1, err) != 0)
+        goto done;
+    random_tokens(prompt, (size_t)P + 1, c->vocab_size, 11);
+    double t0 = nf_now_ms();
+    for (int pos = 0; pos < P; pos++) infer_forward(&m, NULL, &s, prompt[pos], pos);
+    double prompt_ms = nf_now_ms() - t0;
+    int token = prompt[P];
+    t0 = nf_now_ms();
+    for (int pos = P; pos < P + N; pos++) token = sampler_sample(&sampler, infer_forward(&m, NULL, &s, token, pos));
+    double gen_ms = nf_now_ms() - t0, tok_s = N / (gen_ms / 1000.0);
+    double weight_bytes = (double)config_param_count(c) * sizeof(float);
+    JsonBuf j;
+    emit_common(&j, "generate", bm);
+    json_int(&j, "prompt_tokens", P);
+    json_number(&j, "prompt_tok_s", P > 0 ? P / (prompt_ms / 1000.0) : 0.0);
+    json_int(&j, "tokens", N);
+    json_number(&j, "ms_per_token", gen_ms / N);
+    json_number(&j, "tok_s", tok_s);
+    json_number(&j, "weight_gbytes_s", weight_bytes * tok_s / 1e9);
+    msg_emit(out, &j);
+    nf_log("generate %s: %.1f tokens/s (%.1f GB/s of weights), prompt %.0f tokens/s", bm->source, tok_s,
+           weight_bytes * tok_s / 1e9, P > 0 ? P / (prompt_ms / 1000.0) : 0.0);
+    rc = 0;
+done:
+    sampler_free(&sampler);
+    free(prompt);
+    infer_state_free(&s);
+    model_free(&m);
+    return rc;
+}
+
+int cmd_benchmark(int argc, char **argv, NfOut *out) {
+    bool train = false, generate = false;
+    const char *preset = "15M", *model_path = NULL;
+    int64_t threads = 0;
+    BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 256};
+    ArgSpec specs[] = {
+        {"train", ARG_FLAG, &train, .help = "time training steps"},
+        {"generate", ARG_FLAG, &generate, .help = "time generation"},
+        {"preset", ARG_CHOICE, &preset, .choices = "15M|42M|110M", .help = "a llama2.c model shape, random weights (default 15M)"},
+        {"model", ARG_STRING, &model_path, .help = "or this model file"},
+        {"batch", ARG_INT, &o.batch, 1, 4096, .help = "--train: sequences per step (default 4)"},
+        {"seq", ARG_INT, &o.seq, 1, NF_MAX_SEQ_LEN, .help = "--train: tokens per sequence (default 256)"},
+        {"steps", ARG_INT, &o.steps, 1, 1000, .help = "--train: timed steps after one warm-up (default 3)"},
+        {"lora-rank", ARG_INT, &o.lora_rank, 0, LORA_MAX_RANK, .help = "--train: LoRA on wq,wk,wv,wo (default 0 = full)"},
+        {"tokens", ARG_INT, &o.tokens, 1, NF_MAX_SEQ_LEN, .help = "--generate: tokens to generate (default 128)"},
+        {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN, .help = "--generate: prompt tokens first (default 256)"},
+        {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
+    };
+    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    NfError err = {0};
+    bool help;
+    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
+    if (help) {
+        args_print_help("benchmark", "Times training steps or generation on this machine.", specs, n_specs);
+        return 0;
+    }
+    if (train == generate) {
+        nf_fail(&err, NF_ERR_USAGE, "benchmark needs exactly one of --train and --generate");
+        return emit_error(out, &err);
+    }
+    if (model_path && args_seen(specs, n_specs, "preset")) {
+        nf_fail(&err, NF_ERR_USAGE, "--preset and --model exclude each other");
+        return emit_error(out, &err);
+    }
+    const char *train_only[] = {"batch", "seq", "steps", "lora-rank"}, *generate_only[] = {"tokens", "prompt-tokens"};
+    for (int i = 0; i < 4; i++)
+        if (generate && args_seen(specs, n_specs, train_only[i])) {
+            nf_fail(&err, NF_ERR_USAGE, "--%s is for --train", train_only[i]);
+            return emit_error(out, &err);
+        }
+    for (int i = 0; i < 2; i++)
+        if (train && args_seen(specs, n_specs, generate_only[i])) {
+            nf_fail(&err, NF_ERR_USAGE, "--%s is for --generate", generate_only[i]);
+            return emit_error(out, &err);
+        }
+    nf_set_threads((int)threads);
+    BenchModel bm = {0};
+    if (load_bench_model(&bm, preset, model_path, &err) != 0) return emit_error(out, &err);
+    int rc;
+    if (train && o.seq > bm.config.seq_len)
+        rc = nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than the model's seq_len %d", (long long)o.seq,
+                     bm.config.seq_len);
+    else
+        rc = train ? bench_train(&bm, &o, out, &err) : bench_generate(&bm, &o, out, &err);
+    free(bm.params);
+    return rc == 0 ? 0 : emit_error(out, &err);
+}

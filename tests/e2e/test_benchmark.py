@@ -1,0 +1,44 @@
+"""`neuralforge benchmark`: one `benchmark` message with consistent numbers
+for training (full and LoRA) and generation, and its flag errors. Speed
+itself is measured by scripts/ and bench/, never asserted here."""
+from harness import assert_error, run, run_all, shared, test
+
+
+@test
+def train_benchmark_reports_consistent_numbers():
+    r = run(["benchmark", "--train", "--preset", "15M", "--batch", 2, "--seq", 16, "--steps", 2, "--threads", 1])
+    assert r.rc == 0, r.stdout
+    b = r.one("benchmark")
+    assert b["mode"] == "train" and b["model"] == "15M" and b["config"]["dim"] == 288 and b["threads"] == 1
+    assert (b["batch"], b["seq"], b["steps"], b["lora_rank"]) == (2, 16, 2, 0)
+    assert abs(b["tok_s"] - 2 * 16 / (b["ms_per_step"] / 1000)) < 1e-6 * b["tok_s"]
+    assert b["gflops"] > 0 and b["gemm_peak_gflops"] > 0 and abs(b["mfu"] - b["gflops"] / b["gemm_peak_gflops"]) < 1e-9
+    lora = run(["benchmark", "--train", "--model", shared("stories260K.bin"), "--batch", 2, "--seq", 32,
+                "--steps", 1, "--lora-rank", 4]).one("benchmark")
+    assert lora["lora_rank"] == 4 and lora["model"].endswith("stories260K.bin") and lora["params"] == 260032
+
+
+@test
+def generate_benchmark_reports_consistent_numbers():
+    r = run(["benchmark", "--generate", "--model", shared("stories260K.bin"), "--prompt-tokens", 8, "--tokens", 16])
+    assert r.rc == 0, r.stdout
+    b = r.one("benchmark")
+    assert b["mode"] == "generate" and (b["prompt_tokens"], b["tokens"]) == (8, 16)
+    assert abs(b["tok_s"] * b["ms_per_token"] - 1000) < 1e-6 * 1000 and b["prompt_tok_s"] > 0
+    assert abs(b["weight_gbytes_s"] - 260032 * 4 * b["tok_s"] / 1e9) < 1e-6 * b["weight_gbytes_s"]
+
+
+@test
+def benchmark_flag_mistakes_are_refused():
+    for args, mention in ((["--preset", "15M"], "--train"), (["--train", "--generate"], "--train"),
+                          (["--train", "--tokens", 5], "--tokens"), (["--generate", "--batch", 2], "--batch"),
+                          (["--train", "--preset", "7B"], "--preset"),
+                          (["--train", "--preset", "15M", "--model", shared("stories260K.bin")], "--preset"),
+                          (["--train", "--preset", "15M", "--seq", 300], "--seq"),
+                          (["--generate", "--preset", "15M", "--tokens", 200, "--prompt-tokens", 100], "seq_len"),
+                          (["--train", "--threads", -1], "--threads")):
+        assert_error(run(["benchmark", *args]), "usage", mention)
+
+
+if __name__ == "__main__":
+    run_all()
