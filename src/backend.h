@@ -84,7 +84,8 @@ void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float
 
 /* Cross-entropy of logits (N, V) against targets (N). Returns the summed loss
  * (double). If grad_scale != 0 the logits are replaced by
- * d(loss_sum * grad_scale)/d(logits) = (softmax - onehot) * grad_scale. */
+ * d(loss_sum * grad_scale)/d(logits) = (softmax - onehot) * grad_scale;
+ * otherwise they are left overwritten (by unnormalized softmax values). */
 double nf_cross_entropy(float *logits, const int *targets, int N, int V, float grad_scale);
 
 #endif

@@ -11,6 +11,9 @@
 
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 void nf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : omp_get_num_procs()); }
 
@@ -67,7 +70,6 @@ static inline float dot_q8(const Tensor *w, size_t start, const float *x, int n)
 }
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
 /* out (rows) = W (rows, n) x: four rows at a time share each load of x, four
  * accumulators per row hide the FMA latency. Generation reads every weight
  * once per token, so this runs at memory speed. */
@@ -357,6 +359,42 @@ void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float
     }
 }
 
+/* row[i] = exp(row[i] - max) for i < n; returns their sum. The AVX-512 path
+ * computes exp as 2^k * p(r) with x = k ln2 + r, |r| <= ln2/2, and a degree-6
+ * polynomial p (relative error about 2e-7, like expf); inputs here are <= 0,
+ * and below -87 the result is flushed to 0 as expf underflows there too. */
+static float exp_shifted_sum(float *row, int n, float max) {
+    float sum = 0.0f;
+    int i = 0;
+#if defined(__AVX512F__)
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693359375f),
+                 ln2_lo = _mm512_set1_ps(-2.12194440e-4f), lowest = _mm512_set1_ps(-87.0f);
+    const __m512 c[6] = {_mm512_set1_ps(1.0f / 720), _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24),
+                         _mm512_set1_ps(1.0f / 6),   _mm512_set1_ps(0.5f),        _mm512_set1_ps(1.0f)};
+    __m512 acc = _mm512_setzero_ps(), m = _mm512_set1_ps(max);
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + i), m);
+        __mmask16 alive = _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
+        x = _mm512_max_ps(x, lowest);
+        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
+        r = _mm512_fnmadd_ps(k, ln2_lo, r);
+        __m512 p = c[0];
+        for (int j = 1; j < 6; j++) p = _mm512_fmadd_ps(p, r, c[j]);
+        p = _mm512_fmadd_ps(p, r, c[5]); /* 1 + r (1 + r/2 (1 + ...)) */
+        __m512 e = _mm512_maskz_mov_ps(alive, _mm512_scalef_ps(p, k));
+        _mm512_storeu_ps(row + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    sum = _mm512_reduce_add_ps(acc);
+#endif
+    for (; i < n; i++) {
+        row[i] = expf(row[i] - max);
+        sum += row[i];
+    }
+    return sum;
+}
+
 double nf_cross_entropy(float *logits, const int *targets, int N, int V, float grad_scale) {
     /* per-row losses summed in order afterwards, so the total is bitwise reproducible */
     double *row_loss = malloc((size_t)N * sizeof(double));
@@ -365,15 +403,16 @@ double nf_cross_entropy(float *logits, const int *targets, int N, int V, float g
 #pragma omp parallel for schedule(static)
     for (n = 0; n < N; n++) {
         float *row = logits + (size_t)n * V;
-        float max = row[0];
-        for (int i = 1; i < V; i++)
-            if (row[i] > max) max = row[i];
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) sum += expf(row[i] - max);
-        double log_sum = log(sum) + max;
-        row_loss[n] = log_sum - row[targets[n]];
+        float max = row[0], target_logit = row[targets[n]], sum = 0.0f;
+#pragma omp simd reduction(max : max)
+        for (int i = 0; i < V; i++) max = row[i] > max ? row[i] : max;
+        /* one pass of exp, kept in the row: softmax = e / sum */
+        sum = exp_shifted_sum(row, V, max);
+        row_loss[n] = log((double)sum) + max - target_logit;
         if (grad_scale != 0.0f) {
-            for (int i = 0; i < V; i++) row[i] = (float)exp(row[i] - log_sum) * grad_scale;
+            float scale = grad_scale / sum;
+#pragma omp simd
+            for (int i = 0; i < V; i++) row[i] *= scale;
             row[targets[n]] -= grad_scale;
         }
     }

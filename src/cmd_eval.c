@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "args.h"
+#include "backend.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "data.h"
@@ -14,7 +15,7 @@
 int cmd_eval(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL;
     StringList data = {0};
-    int64_t batch = 4, seq = 0, batches = 20;
+    int64_t batch = 4, seq = 0, batches = 20, threads = 0;
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "model file to evaluate"},
         {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint (a LoRA one on the base it names)"},
@@ -23,6 +24,7 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
         {"batch", ARG_INT, &batch, 1, 4096, .help = "sequences per batch (default 4)"},
         {"seq", ARG_INT, &seq, 0, NF_MAX_SEQ_LEN, .help = "tokens per sequence (default: the model's seq_len)"},
         {"batches", ARG_INT, &batches, 1, 1e6, .help = "batches to average (default 20)"},
+        {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -36,6 +38,7 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "eval needs --data");
         return emit_error(out, &err);
     }
+    nf_set_threads((int)threads);
     ModelConfig c;
     float *params = NULL;
     TokenData d = {0};

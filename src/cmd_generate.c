@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "backend.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "infer.h"
@@ -77,7 +78,7 @@ static void write_token(TokenWriter *w, int id, const char *bytes, size_t n) {
 
 int cmd_generate(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL, *tokenizer_path = NULL, *prompt = NULL;
-    int64_t max_tokens = 256, top_k = 0, seed = -1;
+    int64_t max_tokens = 256, top_k = 0, seed = -1, threads = 0;
     double temperature = 1.0, top_p = 0.9;
     bool text_flag = false;
     ArgSpec specs[] = {
@@ -92,6 +93,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         {"top-k", ARG_INT, &top_k, 0, 1 << 22, .help = "sample from the k most likely tokens (default 0 = off)"},
         {"seed", ARG_INT, &seed, 0, 9007199254740991.0, .help = "random seed (default: from the clock)"},
         {"text", ARG_FLAG, &text_flag, .help = "print plain text instead of NDJSON"},
+        {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -105,6 +107,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "generate needs --tokenizer");
         return emit_error(out, &err);
     }
+    nf_set_threads((int)threads);
     if (seed < 0) seed = (int64_t)(time(NULL) ^ ((int64_t)getpid() << 16)) & 0x1FFFFFFFFFFFFF;
 
     Model model = {0};

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "backend.h"
 #include "commands.h"
 #include "fileio.h"
 #include "json_parse.h"
@@ -21,7 +22,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     const char *config_path = NULL, *schedule = "cosine";
     int64_t dim = 288, hidden = 0, layers = 6, heads = 6, kv_heads = 0, vocab = 32000, seq_len = 256;
     bool separate_classifier = false;
-    int64_t lora_rank = 0;
+    int64_t lora_rank = 0, threads = 0;
     double lora_alpha = 0.0, lora_dropout = 0.0;
     const char *lora_targets = "wq,wk,wv,wo";
     o.val_every = 100;
@@ -75,6 +76,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
         {"resume", ARG_FLAG, &o.resume, .help = "continue exactly from --ckpt"},
         {"restart-every", ARG_INT, &o.restart_every, 0, 1e9, .help = "checkpoint and re-execute itself every N steps"},
         {"config", ARG_STRING, &config_path, .help = "JSON file of flag names and values (flags win)"},
+        {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -161,6 +163,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     o.options_json = options.data;
     o.argc = argc;
     o.argv = argv;
+    nf_set_threads((int)threads);
     status = train_run(&o, out);
     json_free(&options);
     json_value_free(&config);

@@ -24,24 +24,25 @@ bool nf_mul_size(size_t a, size_t b, size_t *out) {
     return true;
 }
 
-/* Large buffers (weights, moments, activations) are placed on 2 MiB
- * boundaries and asked for as transparent huge pages: touching them the
- * first time then takes 512 times fewer page faults, which is most of a
- * first training step's time on a virtual machine. */
+/* Large buffers (weights, moments, activations) are asked for as
+ * transparent huge pages: touching them the first time then takes 512 times
+ * fewer page faults, which was most of a first training step's time on a
+ * virtual machine. */
 #define HUGE_PAGE ((size_t)2 << 20)
 
 void *nf_alloc(size_t bytes, NfError *err) {
-    void *p = NULL;
-    if (bytes >= 2 * HUGE_PAGE) {
-        if (posix_memalign(&p, HUGE_PAGE, bytes) != 0) p = NULL;
-        if (p) {
-            madvise(p, bytes / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE); /* a hint: failure changes nothing */
-            memset(p, 0, bytes);
-        }
-    } else {
-        p = calloc(1, bytes ? bytes : 1);
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) {
+        nf_fail(err, NF_ERR_MEMORY, "cannot allocate %zu bytes", bytes);
+        return NULL;
     }
-    if (!p) nf_fail(err, NF_ERR_MEMORY, "cannot allocate %zu bytes", bytes);
+    if (bytes >= 2 * HUGE_PAGE) {
+        /* calloc maps a buffer this large fresh from the kernel, untouched; the
+         * whole 2 MiB pages inside it become huge pages when first touched */
+        uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        uintptr_t end = ((uintptr_t)p + bytes) / HUGE_PAGE * HUGE_PAGE;
+        if (end > start) madvise((void *)start, end - start, MADV_HUGEPAGE); /* a hint: failure changes nothing */
+    }
     return p;
 }
 

@@ -505,8 +505,41 @@ static void test_forward_greedy_matches_llama2c(void **state) {
     tokenizer_free(&tok);
 }
 
+/* The vectorized exp of the cross-entropy against a double-precision
+ * reference, over a vocabulary-sized row with logits far apart (some exp
+ * terms underflow to 0). */
+static void test_cross_entropy_matches_double_reference(void **state) {
+    (void)state;
+    enum { N = 3, V = 32003 };
+    float *logits = malloc(sizeof(float) * N * V), *orig = malloc(sizeof(float) * N * V);
+    int targets[N] = {5, 32002, 17};
+    uint64_t x = 42;
+    for (int i = 0; i < N * V; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        orig[i] = logits[i] = ((float)(x >> 40) / 16777216.0f - 0.5f) * (i % 3 == 0 ? 200.0f : 8.0f);
+    }
+    double loss = nf_cross_entropy(logits, targets, N, V, 0.5f), ref_loss = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *row = orig + (size_t)n * V;
+        double max = row[0], sum = 0.0;
+        for (int i = 0; i < V; i++) max = row[i] > max ? row[i] : max;
+        for (int i = 0; i < V; i++) sum += exp((double)row[i] - max);
+        ref_loss += log(sum) + max - row[targets[n]];
+        for (int i = 0; i < V; i++) {
+            double grad = (exp((double)row[i] - max) / sum - (i == targets[n])) * 0.5;
+            float got = logits[(size_t)n * V + i];
+            if (fabs(got - grad) > 1e-6 * fabs(grad) + 1e-12)
+                fail_msg("row %d logit %d: gradient %g, reference %g", n, i, got, grad);
+        }
+    }
+    assert_true(fabs(loss - ref_loss) < 1e-5 * fabs(ref_loss));
+    free(logits);
+    free(orig);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cross_entropy_matches_double_reference),
         cmocka_unit_test(test_matmul_f32_single_row),
         cmocka_unit_test(test_matmul_f32_batched),
         cmocka_unit_test(test_matmul_f32_batched_rows_match_single_rows),
