@@ -67,14 +67,16 @@ void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
 void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size);
 void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size);
 
-/* Causal attention with GQA, one (T, hs) slice per head through sgemm.
+/* Causal attention with GQA, tiled by blocks of query rows: no (T, T)
+ * matrix is stored, only each row's softmax normalizer; backward recomputes
+ * the scores tile by tile.
  *   q (B, T, NH, hs), k and v (B, T, NKV, hs) -> out (B, T, NH, hs)
- *   att (B, NH, T, T): softmax weights, saved for backward (0 above the diagonal) */
-void nf_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
-                          int NH, int NKV, int hs);
-/* dq += ..., dk += ..., dv += ... from dout (B, T, NH, hs); att is 0 above
- * the diagonal (as forward leaves it). scratch holds nf_attention_scratch_floats(T). */
-void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+ *   lse (B, NH, T): log-sum-exp of each query row's scores, saved for backward
+ *   scratch: nf_attention_scratch_floats(T) floats, for both directions */
+void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                          int NH, int NKV, int hs, float *scratch);
+/* dq += ..., dk += ..., dv += ... from dout (B, T, NH, hs) */
+void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
                            const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch);
 size_t nf_attention_scratch_floats(int T);
 

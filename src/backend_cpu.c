@@ -269,96 +269,6 @@ static void rope_apply(float *x, int B, int T, int n_heads, int hs, float sign) 
 void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size) { rope_apply(x, B, T, n_heads, head_size, 1.0f); }
 void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size) { rope_apply(dx, B, T, n_heads, head_size, -1.0f); }
 
-/* Attention works head by head on (T, hs) slices of the (B, T, heads, hs)
- * tensors: rows of a slice are `heads * hs` floats apart, which sgemm takes
- * as its leading dimension. Each (batch, head) pair is one thread's work, and
- * its products run single-threaded inside it. */
-void nf_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
-                          int NH, int NKV, int hs) {
-    float scale = 1.0f / sqrtf((float)hs);
-    int group = NH / NKV, bh;
-#pragma omp parallel for schedule(dynamic)
-    for (bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH, kvh = h / group;
-        const float *qb = q + ((size_t)b * T * NH + h) * hs;
-        const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
-        float *a = att + (size_t)bh * T * T, *ob = out + ((size_t)b * T * NH + h) * hs;
-        /* scores (T, T) = scale q k^T; the upper triangle is computed and then zeroed */
-        dnnl_sgemm('N', 'T', T, T, hs, scale, qb, NH * hs, kb, NKV * hs, 0.0f, a, T);
-        for (int t1 = 0; t1 < T; t1++) {
-            float *row = a + (size_t)t1 * T, max = -INFINITY, sum = 0.0f;
-            for (int t2 = 0; t2 <= t1; t2++) max = row[t2] > max ? row[t2] : max;
-            for (int t2 = 0; t2 <= t1; t2++) {
-                row[t2] = expf(row[t2] - max);
-                sum += row[t2];
-            }
-            float inv = 1.0f / sum;
-            for (int t2 = 0; t2 <= t1; t2++) row[t2] *= inv;
-            memset(row + t1 + 1, 0, (size_t)(T - t1 - 1) * sizeof(float));
-        }
-        /* out (T, hs) = att v */
-        dnnl_sgemm('N', 'N', T, hs, T, 1.0f, a, T, vb, NKV * hs, 0.0f, ob, NH * hs);
-    }
-}
-
-size_t nf_attention_scratch_floats(int T) { return (size_t)omp_get_max_threads() * (size_t)T * (size_t)T; }
-
-void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch) {
-    float scale = 1.0f / sqrtf((float)hs);
-    int group = NH / NKV, bkv;
-    /* one thread per (batch, kv head): the query heads sharing a kv head write the same dk/dv rows */
-#pragma omp parallel
-    {
-        float *datt = scratch + (size_t)omp_get_thread_num() * T * T;
-#pragma omp for schedule(dynamic)
-        for (bkv = 0; bkv < B * NKV; bkv++) {
-            int b = bkv / NKV, kvh = bkv % NKV;
-            const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
-            float *dkb = dk + ((size_t)b * T * NKV + kvh) * hs, *dvb = dv + ((size_t)b * T * NKV + kvh) * hs;
-            for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                const float *a = att + ((size_t)b * NH + h) * T * T;
-                const float *dob = dout + ((size_t)b * T * NH + h) * hs, *qb = q + ((size_t)b * T * NH + h) * hs;
-                float *dqb = dq + ((size_t)b * T * NH + h) * hs;
-                /* out = att v:  datt = dout v^T,  dv += att^T dout */
-                dnnl_sgemm('N', 'T', T, T, hs, 1.0f, dob, NH * hs, vb, NKV * hs, 0.0f, datt, T);
-                dnnl_sgemm('T', 'N', T, hs, T, 1.0f, a, T, dob, NH * hs, 1.0f, dvb, NKV * hs);
-                /* softmax: dscore = att (datt - sum att datt), times scale for scores = scale q k^T;
-                 * att is 0 above the diagonal, so dscore is too */
-                for (int t1 = 0; t1 < T; t1++) {
-                    const float *arow = a + (size_t)t1 * T;
-                    float *drow = datt + (size_t)t1 * T, weighted = 0.0f;
-                    for (int t2 = 0; t2 <= t1; t2++) weighted += arow[t2] * drow[t2];
-                    for (int t2 = 0; t2 <= t1; t2++) drow[t2] = arow[t2] * (drow[t2] - weighted) * scale;
-                    memset(drow + t1 + 1, 0, (size_t)(T - t1 - 1) * sizeof(float));
-                }
-                /* dq += dscore k,  dk += dscore^T q */
-                dnnl_sgemm('N', 'N', T, hs, T, 1.0f, datt, T, kb, NKV * hs, 1.0f, dqb, NH * hs);
-                dnnl_sgemm('T', 'N', T, hs, T, 1.0f, datt, T, qb, NH * hs, 1.0f, dkb, NKV * hs);
-            }
-        }
-    }
-}
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
-    size_t i;
-#pragma omp parallel for schedule(static)
-    for (i = 0; i < n; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
-}
-
-void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
-    /* silu(g) = g s(g);  silu'(g) = s(g) (1 + g (1 - s(g))) */
-    size_t i;
-#pragma omp parallel for schedule(static)
-    for (i = 0; i < n; i++) {
-        float s = sigmoid(gate[i]);
-        dup[i] += dout[i] * gate[i] * s;
-        dgate[i] += dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
-    }
-}
-
 /* row[i] = exp(row[i] - max) for i < n; returns their sum. The AVX-512 path
  * computes exp as 2^k * p(r) with x = k ln2 + r, |r| <= ln2/2, and a degree-6
  * polynomial p (relative error about 2e-7, like expf); inputs here are <= 0,
@@ -393,6 +303,103 @@ static float exp_shifted_sum(float *row, int n, float max) {
         sum += row[i];
     }
     return sum;
+}
+
+/* Attention works head by head on (T, hs) slices of the (B, T, heads, hs)
+ * tensors (rows `heads * hs` floats apart: sgemm's leading dimension), one
+ * tile of ATT_TILE query rows at a time. A tile's scores against every key it
+ * may see fit in an (ATT_TILE, T) scratch, so each row's softmax is computed
+ * whole, and only its log-sum-exp is kept: backward recomputes the scores. */
+#define ATT_TILE 64
+
+size_t nf_attention_scratch_floats(int T) { return (size_t)omp_get_max_threads() * 2 * ATT_TILE * (size_t)T; }
+
+void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                          int NH, int NKV, int hs, float *scratch) {
+    float scale = 1.0f / sqrtf((float)hs);
+    int group = NH / NKV, tiles = (T + ATT_TILE - 1) / ATT_TILE, job;
+#pragma omp parallel for schedule(dynamic)
+    for (job = 0; job < B * NH * tiles; job++) {
+        int bh = job / tiles, b = bh / NH, h = bh % NH, kvh = h / group;
+        int r0 = (job % tiles) * ATT_TILE, rows = T - r0 < ATT_TILE ? T - r0 : ATT_TILE, keys = r0 + rows;
+        float *score = scratch + (size_t)omp_get_thread_num() * 2 * ATT_TILE * T;
+        const float *qt = q + (((size_t)b * T + r0) * NH + h) * hs;
+        const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
+        /* score (rows, keys) = scale q k^T; row i sees keys 0 .. r0 + i */
+        dnnl_sgemm('N', 'T', rows, keys, hs, scale, qt, NH * hs, kb, NKV * hs, 0.0f, score, T);
+        for (int i = 0; i < rows; i++) {
+            float *row = score + (size_t)i * T, max = -INFINITY;
+            int seen = r0 + i + 1;
+            for (int j = 0; j < seen; j++) max = row[j] > max ? row[j] : max;
+            float sum = exp_shifted_sum(row, seen, max), inv = 1.0f / sum;
+            for (int j = 0; j < seen; j++) row[j] *= inv;
+            memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
+            lse[(size_t)bh * T + r0 + i] = max + logf(sum);
+        }
+        /* out (rows, hs) = softmax v */
+        dnnl_sgemm('N', 'N', rows, hs, keys, 1.0f, score, T, vb, NKV * hs, 0.0f,
+                   out + (((size_t)b * T + r0) * NH + h) * hs, NH * hs);
+    }
+}
+
+void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
+                           const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch) {
+    float scale = 1.0f / sqrtf((float)hs);
+    int group = NH / NKV, bkv;
+    /* one thread per (batch, kv head): the query heads sharing a kv head write the same dk/dv rows */
+#pragma omp parallel for schedule(dynamic)
+    for (bkv = 0; bkv < B * NKV; bkv++) {
+        int b = bkv / NKV, kvh = bkv % NKV;
+        float *p = scratch + (size_t)omp_get_thread_num() * 2 * ATT_TILE * T, *dp = p + (size_t)ATT_TILE * T;
+        const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
+        float *dkb = dk + ((size_t)b * T * NKV + kvh) * hs, *dvb = dv + ((size_t)b * T * NKV + kvh) * hs;
+        for (int h = kvh * group; h < (kvh + 1) * group; h++)
+            for (int r0 = 0; r0 < T; r0 += ATT_TILE) {
+                int rows = T - r0 < ATT_TILE ? T - r0 : ATT_TILE, keys = r0 + rows;
+                size_t at = ((size_t)b * T + r0) * NH + h;
+                const float *qt = q + at * hs, *dot = dout + at * hs, *row_lse = lse + ((size_t)b * NH + h) * T + r0;
+                float *dqt = dq + at * hs;
+                /* the forward's softmax again: p = exp(scale q k^T - lse), 0 where a row may not look */
+                dnnl_sgemm('N', 'T', rows, keys, hs, scale, qt, NH * hs, kb, NKV * hs, 0.0f, p, T);
+                for (int i = 0; i < rows; i++) {
+                    int seen = r0 + i + 1;
+                    exp_shifted_sum(p + (size_t)i * T, seen, row_lse[i]);
+                    memset(p + (size_t)i * T + seen, 0, (size_t)(keys - seen) * sizeof(float));
+                }
+                /* out = p v:  dp = dout v^T,  dv += p^T dout */
+                dnnl_sgemm('N', 'T', rows, keys, hs, 1.0f, dot, NH * hs, vb, NKV * hs, 0.0f, dp, T);
+                dnnl_sgemm('T', 'N', keys, hs, rows, 1.0f, p, T, dot, NH * hs, 1.0f, dvb, NKV * hs);
+                /* softmax: dscore = p (dp - sum p dp), times scale for score = scale q k^T */
+                for (int i = 0; i < rows; i++) {
+                    const float *prow = p + (size_t)i * T;
+                    float *drow = dp + (size_t)i * T, weighted = 0.0f;
+                    for (int j = 0; j < keys; j++) weighted += prow[j] * drow[j];
+                    for (int j = 0; j < keys; j++) drow[j] = prow[j] * (drow[j] - weighted) * scale;
+                }
+                /* dq += dscore k,  dk += dscore^T q */
+                dnnl_sgemm('N', 'N', rows, hs, keys, 1.0f, dp, T, kb, NKV * hs, 1.0f, dqt, NH * hs);
+                dnnl_sgemm('T', 'N', keys, hs, rows, 1.0f, dp, T, qt, NH * hs, 1.0f, dkb, NKV * hs);
+            }
+    }
+}
+
+static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+
+void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
+    /* silu(g) = g s(g);  silu'(g) = s(g) (1 + g (1 - s(g))) */
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) {
+        float s = sigmoid(gate[i]);
+        dup[i] += dout[i] * gate[i] * s;
+        dgate[i] += dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+    }
 }
 
 double nf_cross_entropy(float *logits, const int *targets, int N, int V, float grad_scale) {

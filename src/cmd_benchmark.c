@@ -208,7 +208,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     bool train = false, generate = false;
     const char *preset = "15M", *model_path = NULL;
     int64_t threads = 0;
-    BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 256};
+    BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 128};
     ArgSpec specs[] = {
         {"train", ARG_FLAG, &train, .help = "time training steps"},
         {"generate", ARG_FLAG, &generate, .help = "time generation"},
@@ -219,7 +219,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         {"steps", ARG_INT, &o.steps, 1, 1000, .help = "--train: timed steps after one warm-up (default 3)"},
         {"lora-rank", ARG_INT, &o.lora_rank, 0, LORA_MAX_RANK, .help = "--train: LoRA on wq,wk,wv,wo (default 0 = full)"},
         {"tokens", ARG_INT, &o.tokens, 1, NF_MAX_SEQ_LEN, .help = "--generate: tokens to generate (default 128)"},
-        {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN, .help = "--generate: prompt tokens first (default 256)"},
+        {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN, .help = "--generate: prompt tokens first (default 128)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);

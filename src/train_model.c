@@ -25,21 +25,15 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
     uint64_t L = (uint64_t)c->n_layers, N = (uint64_t)B * (uint64_t)T, D = (uint64_t)c->dim;
     uint64_t H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size;
     uint64_t NH = (uint64_t)c->n_heads, R = lora ? (uint64_t)lora->rank : 0, M = D > H ? D : H;
-    /* layers of the projection inputs that backward reads (see train_model.h) */
-    unsigned trained = lora ? lora->targets : ~0u;
-    uint64_t L_att_in = trained & (1u << LORA_WQ | 1u << LORA_WK | 1u << LORA_WV) ? L : 1;
-    uint64_t L_att_out = trained & 1u << LORA_WO ? L : 1, L_hact = trained & 1u << LORA_W2 ? L : 1;
-    uint64_t L_ffn_in = trained & (1u << LORA_W1 | 1u << LORA_W3) ? L : 1;
-    a->xn_att_stride = L_att_in == L ? N * D : 0;
+    /* layers of att_out that backward reads (see train_model.h) */
+    uint64_t L_att_out = !lora || lora->targets & 1u << LORA_WO ? L : 1;
     a->att_out_stride = L_att_out == L ? N * D : 0;
-    a->xn_ffn_stride = L_ffn_in == L ? N * D : 0;
-    a->hact_stride = L_hact == L ? N * H : 0;
     Buffer list[] = {
-        {&a->resid, (L + 1) * N * D}, {&a->resid_mid, L * N * D}, {&a->xn_att, L_att_in * N * D},
+        {&a->resid, (L + 1) * N * D}, {&a->resid_mid, L * N * D}, {&a->xn_att, N * D},
         {&a->rstd_att, L * N},        {&a->q, L * N * D},         {&a->k, L * N * KV},
-        {&a->v, L * N * KV},          {&a->att, L * (uint64_t)B * NH * (uint64_t)T * (uint64_t)T},
-        {&a->att_out, L_att_out * N * D}, {&a->xn_ffn, L_ffn_in * N * D}, {&a->rstd_ffn, L * N},
-        {&a->h1, L * N * H},          {&a->h3, L * N * H},        {&a->hact, L_hact * N * H},
+        {&a->v, L * N * KV},          {&a->att_lse, L * (uint64_t)B * NH * (uint64_t)T},
+        {&a->att_out, L_att_out * N * D}, {&a->xn_ffn, N * D}, {&a->rstd_ffn, L * N},
+        {&a->h1, L * N * H},          {&a->h3, L * N * H},        {&a->hact, N * H},
         {&a->xn_final, N * D},        {&a->rstd_final, N},        {&a->logits, N * V},
         {&a->dresid, N * D},          {&a->dxn, N * D},           {&a->datt_out, N * D},
         {&a->dq, N * D},              {&a->dk, N * KV},           {&a->dv, N * KV},
@@ -209,7 +203,7 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
     int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
     int NH = c->n_heads, NKV = c->n_kv_heads, hs = config_head_size(c);
     size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H;
-    size_t att_size = (size_t)B * NH * T * T;
+    size_t att_size = (size_t)B * NH * T;
     a->dropout_key = dropout_key;
 
     /* embedding: resid[0][n] = token_embedding[tokens[n]] */
@@ -218,10 +212,9 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
 
     for (int l = 0; l < c->n_layers; l++) {
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND, *x_next = a->resid + (l + 1) * ND;
-        float *xn = a->xn_att + l * a->xn_att_stride, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
-        float *att = a->att + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
-        float *xn2 = a->xn_ffn + l * a->xn_ffn_stride, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_;
-        float *hact = a->hact + l * a->hact_stride;
+        float *xn = a->xn_att, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
+        float *att_lse = a->att_lse + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
+        float *xn2 = a->xn_ffn, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact;
 
         /* attention block: mid = x + Wo attn(...)  */
         nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D);
@@ -230,7 +223,7 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
         projection_forward(net, a, l, LORA_WV, v, xn);
         nf_rope_forward(q, B, T, NH, hs);
         nf_rope_forward(k, B, T, NKV, hs);
-        nf_attention_forward(att_out, att, q, k, v, B, T, NH, NKV, hs);
+        nf_attention_forward(att_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
         projection_forward(net, a, l, LORA_WO, mid, att_out);
         for (size_t i = 0; i < ND; i++) mid[i] += x[i];
 
@@ -256,7 +249,7 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
     int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
     int NH = c->n_heads, NKV = c->n_kv_heads, hs = config_head_size(c);
     size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H;
-    size_t att_size = (size_t)B * NH * T * T;
+    size_t att_size = (size_t)B * NH * T;
 
     /* classifier and final norm: dresid = d loss / d resid[L] */
     memset(a->dxn, 0, ND * sizeof(float));
@@ -267,12 +260,14 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND;
-        float *xn = a->xn_att + l * a->xn_att_stride, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
-        float *att = a->att + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
-        float *xn2 = a->xn_ffn + l * a->xn_ffn_stride, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_;
-        float *hact = a->hact + l * a->hact_stride;
+        float *xn = a->xn_att, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
+        float *att_lse = a->att_lse + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
+        float *xn2 = a->xn_ffn, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact;
 
-        /* feed-forward block: dresid flows to mid unchanged, plus through the branch */
+        /* feed-forward block: dresid flows to mid unchanged, plus through the branch;
+         * first the inputs of its projections again (bitwise what forward computed) */
+        nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D);
+        nf_swiglu_forward(hact, h1, h3, NH_);
         memset(a->dhact, 0, NH_ * sizeof(float));
         memset(a->dh1, 0, NH_ * sizeof(float));
         memset(a->dh3, 0, NH_ * sizeof(float));
@@ -285,13 +280,14 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
                             a->rstd_ffn + (size_t)l * N, N, D);
 
         /* attention block: dresid now holds d mid; it flows to x, plus through the branch */
+        nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D);
         memset(a->datt_out, 0, ND * sizeof(float));
         memset(a->dq, 0, ND * sizeof(float));
         memset(a->dk, 0, NKVs * sizeof(float));
         memset(a->dv, 0, NKVs * sizeof(float));
         memset(a->dxn, 0, ND * sizeof(float));
         projection_backward(net, g, a, l, LORA_WO, a->datt_out, a->dresid, att_out);
-        nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
+        nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
         nf_rope_backward(a->dq, B, T, NH, hs);
         nf_rope_backward(a->dk, B, T, NKV, hs);
         projection_backward(net, g, a, l, LORA_WQ, a->dxn, a->dq, xn);

@@ -27,22 +27,23 @@ typedef struct {
     int B, T;
     float *resid;       /* (L+1, N, D) input of each layer; [L] feeds the final norm */
     float *resid_mid;   /* (L, N, D) stream after the attention block */
-    /* xn_att, att_out, xn_ffn and hact are read by backward only as inputs of
-     * trainable projections (weight gradients, adapters). Under LoRA, where a
-     * projection is frozen with no adapter, one layer's worth is kept and
-     * reused by every layer: its *_stride is 0 instead of N * width. */
-    float *xn_att;      /* (L, N, D) rmsnorm(resid) */
+    /* xn_att, xn_ffn and hact are cheap to recompute, so they hold the
+     * current layer only: forward writes them, backward recomputes them from
+     * what is kept (resid, resid_mid, rstd_*, h1, h3). att_out is kept for
+     * every layer when wo trains (its weight or an adapter); under LoRA
+     * without a wo adapter one layer's worth is reused: att_out_stride 0. */
+    float *xn_att;      /* (N, D) rmsnorm(resid) of the current layer */
     float *rstd_att;    /* (L, N) */
     float *q;           /* (L, N, D) queries after RoPE */
     float *k;           /* (L, N, KV) keys after RoPE */
     float *v;           /* (L, N, KV) */
-    float *att;         /* (L, B, NH, T, T) softmax weights */
+    float *att_lse;     /* (L, B, NH, T) log-sum-exp of each attention row (scores are recomputed) */
     float *att_out;     /* (L, N, D) attention output before wo */
-    float *xn_ffn;      /* (L, N, D) */
+    float *xn_ffn;      /* (N, D) rmsnorm(resid_mid) of the current layer */
     float *rstd_ffn;    /* (L, N) */
     float *h1;          /* (L, N, H) gate pre-activation */
     float *h3;          /* (L, N, H) up */
-    float *hact;        /* (L, N, H) silu(h1) * h3 */
+    float *hact;        /* (N, H) silu(h1) * h3 of the current layer */
     float *xn_final;    /* (N, D) */
     float *rstd_final;  /* (N) */
     float *logits;      /* (N, V), replaced by their gradient in backward */
@@ -56,14 +57,14 @@ typedef struct {
     float *dh1;         /* (N, H) */
     float *dh3;         /* (N, H) */
     float *dhact;       /* (N, H) */
-    float *att_scratch; /* nf_attention_scratch_floats(T): attention backward's per-thread (T, T) */
+    float *att_scratch; /* nf_attention_scratch_floats(T): attention's per-thread score tiles */
     /* LoRA only (empty without adapters); r = rank, M = max(D, H) */
     float *lora_u;      /* (L, n_targets, N, r) s * A x of each adapted projection */
     float *lora_x;      /* (N, M) scratch: an adapter's input after dropout */
     float *lora_dx;     /* (N, M) scratch: its gradient */
     float *lora_du;     /* (N, r) scratch */
     uint64_t dropout_key; /* the dropout masks of the last forward (0 = none), redrawn by backward */
-    size_t xn_att_stride, att_out_stride, xn_ffn_stride, hact_stride; /* floats per layer, or 0 */
+    size_t att_out_stride; /* floats per layer of att_out, or 0 */
 } Activations;
 
 /* A network of every weight in params (params.h layout); g (if not NULL)

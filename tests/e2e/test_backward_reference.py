@@ -19,8 +19,8 @@ def nf_grads(path, tokens, targets):
     return float(data[0]), data[1:]
 
 
-def check(shared, seed):
-    cfg = dict(CFG)
+def check(shared, seed, B=3, T=11, seq_len=None):
+    cfg = dict(CFG, seq_len=seq_len or CFG["seq_len"])
     w = random_weights(seed, cfg)
     path = os.path.join(tmpdir(), "m.bin")
     if shared:
@@ -34,7 +34,6 @@ def check(shared, seed):
     else:
         write_v0(path, w, cfg)
     g = np.random.default_rng(seed + 100)
-    B, T = 3, 11
     tokens = g.integers(0, cfg["vocab_size"], (B, T))
     targets = g.integers(0, cfg["vocab_size"], (B, T))
     loss, grads = nf_grads(path, tokens, targets)
@@ -64,6 +63,12 @@ def gradients_match_pytorch_separate_classifier():
 @test
 def gradients_match_pytorch_shared_classifier():
     check(shared=True, seed=6)
+
+
+@test
+def gradients_match_pytorch_over_several_attention_tiles():
+    # attention works in tiles of 64 query rows: 150 positions make two whole tiles and a partial one
+    check(shared=False, seed=7, B=2, T=150, seq_len=160)
 
 
 if __name__ == "__main__":
