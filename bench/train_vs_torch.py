@@ -127,11 +127,12 @@ def main():
     ap.add_argument("--lora-rank", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    # NeuralForge first, before torch starts its thread pool in this process
     out = subprocess.run([NF, "benchmark", "--train", "--preset", a.preset, "--batch", str(a.batch), "--seq",
                           str(a.seq), "--steps", str(a.steps), "--lora-rank", str(a.lora_rank), "--threads",
                           str(a.threads)], capture_output=True, check=True).stdout
     nf = json.loads(out.decode().strip().split("\n")[-1])
+    torch.set_num_threads(a.threads)
     torch_ms, torch_tok_s = torch_peer(a)
     what = f"{a.preset}, batch {a.batch} x seq {a.seq}, {'LoRA r=' + str(a.lora_rank) if a.lora_rank else 'full'}"
     print(f"{what}, {a.threads} threads, torch {torch.__version__}")

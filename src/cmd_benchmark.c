@@ -177,11 +177,11 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
         goto done;
     random_tokens(prompt, (size_t)P + 1, c->vocab_size, 11);
     double t0 = nf_now_ms();
-    for (int pos = 0; pos < P; pos++) infer_forward(&m, NULL, &s, prompt[pos], pos);
+    if (P > 0) infer_forward(&m, NULL, &s, prompt, P, 0);
     double prompt_ms = nf_now_ms() - t0;
     int token = prompt[P];
     t0 = nf_now_ms();
-    for (int pos = P; pos < P + N; pos++) token = sampler_sample(&sampler, infer_forward(&m, NULL, &s, token, pos));
+    for (int pos = P; pos < P + N; pos++) token = sampler_sample(&sampler, infer_forward(&m, NULL, &s, &token, 1, pos));
     double gen_ms = nf_now_ms() - t0, tok_s = N / (gen_ms / 1000.0);
     double weight_bytes = (double)config_param_count(c) * sizeof(float);
     JsonBuf j;

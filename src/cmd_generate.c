@@ -161,29 +161,30 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         fflush(out->stream);
     }
     double start = nf_now_ms(), first_token_ms = 0;
-    int generated = 0, token = prompt_ids.ids[0];
+    int generated = 0, n_prompt = (int)prompt_ids.len, token = prompt_ids.ids[n_prompt - 1];
     const char *stop = "max_tokens";
-    for (int pos = 0; pos < positions; pos++) {
-        float *logits = infer_forward(&model, lora_path ? &lora : NULL, &state, token, pos);
-        int next;
-        if ((size_t)pos + 1 < prompt_ids.len) {
-            next = prompt_ids.ids[pos + 1];
-        } else {
-            next = sampler_sample(&sampler, logits);
-            if (generated == 0) first_token_ms = nf_now_ms() - start;
-            if (next == TOKEN_EOS || next == TOKEN_BOS) {
-                stop = "eos";
-                break;
-            }
-            generated++;
-            unsigned char byte;
-            size_t len;
-            const char *piece = tokenizer_decode_piece(&tok, token, next, &len, &byte);
-            write_token(&writer, next, piece, len);
-            if (generated == max_tokens) break;
+    const Lora *adapters = lora_path ? &lora : NULL;
+    /* the prompt in one batch; its last position predicts the first new token */
+    float *logits = infer_forward(&model, adapters, &state, prompt_ids.ids, n_prompt, 0);
+    for (int pos = n_prompt - 1;;) {
+        int next = sampler_sample(&sampler, logits);
+        if (generated == 0) first_token_ms = nf_now_ms() - start;
+        if (next == TOKEN_EOS || next == TOKEN_BOS) {
+            stop = "eos";
+            break;
+        }
+        generated++;
+        unsigned char byte;
+        size_t len;
+        const char *piece = tokenizer_decode_piece(&tok, token, next, &len, &byte);
+        write_token(&writer, next, piece, len);
+        if (generated == max_tokens) break;
+        if (++pos == positions) {
+            stop = "context";
+            break;
         }
         token = next;
-        if (pos + 1 == positions && generated < max_tokens) stop = "context";
+        logits = infer_forward(&model, adapters, &state, &token, 1, pos);
     }
     double total_ms = nf_now_ms() - start;
     double tok_s = total_ms > 0 ? generated / (total_ms / 1000.0) : 0.0;

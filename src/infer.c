@@ -18,7 +18,8 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
     memset(s, 0, sizeof *s);
     if (max_positions < 1 || max_positions > c->seq_len) max_positions = c->seq_len;
     s->max_positions = max_positions;
-    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c);
+    s->chunk = max_positions < INFER_CHUNK ? max_positions : INFER_CHUNK;
+    size_t C = (size_t)s->chunk, D = (size_t)c->dim * C, H = (size_t)c->hidden_dim * C, KV = (size_t)config_kv_dim(c);
     size_t P = (size_t)max_positions, L = (size_t)c->n_layers;
     size_t cache;
     if (!nf_mul_size(L * P, KV, &cache)) {
@@ -48,49 +49,70 @@ void infer_state_free(InferState *s) {
     memset(s, 0, sizeof *s);
 }
 
-float *infer_forward(const Model *m, const Lora *lora, InferState *s, int token, int pos) {
+/* y (n, dim) = rmsnorm of each row of x (n, dim) */
+static void rmsnorm_rows(float *y, const float *x, const float *weight, int n, int dim) {
+    for (int r = 0; r < n; r++) nf_rmsnorm(y + (size_t)r * dim, x + (size_t)r * dim, weight, dim);
+}
+
+/* One chunk: n <= s->chunk tokens at positions pos .. pos+n-1. Leaves the
+ * final residual rows in s->x. */
+static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
     const ModelConfig *c = &m->config;
     const ModelWeights *w = &m->weights;
     int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), hs = config_head_size(c);
-    size_t P = (size_t)s->max_positions;
+    size_t P = (size_t)s->max_positions, ND = (size_t)n * D, NH = (size_t)n * H;
 
-    tensor_row_f32(&w->token_embedding, (size_t)token, D, s->x);
+    for (int r = 0; r < n; r++) tensor_row_f32(&w->token_embedding, (size_t)tokens[r], D, s->x + (size_t)r * D);
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
         const float *rms_att = lora && lora->w.rms_att ? lora->w.rms_att + (size_t)l * D : lw->rms_att;
         const float *rms_ffn = lora && lora->w.rms_ffn ? lora->w.rms_ffn + (size_t)l * D : lw->rms_ffn;
         float *keys = s->key_cache + (size_t)l * P * KV, *values = s->value_cache + (size_t)l * P * KV;
-        float *k_row = keys + (size_t)pos * KV, *v_row = values + (size_t)pos * KV;
+        float *k_rows = keys + (size_t)pos * KV, *v_rows = values + (size_t)pos * KV; /* (n, KV) */
 
         /* attention block */
-        nf_rmsnorm(s->xb, s->x, rms_att, D);
-        nf_matmul(s->q, s->xb, &lw->wq, 1, D, D);
-        nf_matmul(k_row, s->xb, &lw->wk, 1, D, KV);
-        nf_matmul(v_row, s->xb, &lw->wv, 1, D, KV);
-        lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, 1, s->lora_u);
-        lora_apply(k_row, s->xb, lora, LORA_WK, l, c, 1, s->lora_u);
-        lora_apply(v_row, s->xb, lora, LORA_WV, l, c, 1, s->lora_u);
-        nf_rope(s->q, c->n_heads, hs, pos);
-        nf_rope(k_row, c->n_kv_heads, hs, pos);
-        nf_attention_decode(s->xb, s->q, keys, values, s->scores, pos, c->n_heads, c->n_kv_heads, hs);
-        nf_matmul(s->xb2, s->xb, &lw->wo, 1, D, D);
-        lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, 1, s->lora_u);
-        for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
+        rmsnorm_rows(s->xb, s->x, rms_att, n, D);
+        nf_matmul(s->q, s->xb, &lw->wq, n, D, D);
+        nf_matmul(k_rows, s->xb, &lw->wk, n, D, KV);
+        nf_matmul(v_rows, s->xb, &lw->wv, n, D, KV);
+        lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, n, s->lora_u);
+        lora_apply(k_rows, s->xb, lora, LORA_WK, l, c, n, s->lora_u);
+        lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
+        for (int r = 0; r < n; r++) {
+            nf_rope(s->q + (size_t)r * D, c->n_heads, hs, pos + r);
+            nf_rope(k_rows + (size_t)r * KV, c->n_kv_heads, hs, pos + r);
+        }
+        for (int r = 0; r < n; r++) /* row r sees the cache up to its own position */
+            nf_attention_decode(s->xb + (size_t)r * D, s->q + (size_t)r * D, keys, values, s->scores, pos + r,
+                                c->n_heads, c->n_kv_heads, hs);
+        nf_matmul(s->xb2, s->xb, &lw->wo, n, D, D);
+        lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, n, s->lora_u);
+        for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
-        nf_rmsnorm(s->xb, s->x, rms_ffn, D);
-        nf_matmul(s->hb, s->xb, &lw->w1, 1, D, H);
-        nf_matmul(s->hb2, s->xb, &lw->w3, 1, D, H);
-        lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, 1, s->lora_u);
-        lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, 1, s->lora_u);
-        nf_swiglu(s->hb, s->hb2, H);
-        nf_matmul(s->xb2, s->hb, &lw->w2, 1, H, D);
-        lora_apply(s->xb2, s->hb, lora, LORA_W2, l, c, 1, s->lora_u);
-        for (int i = 0; i < D; i++) s->x[i] += s->xb2[i];
+        rmsnorm_rows(s->xb, s->x, rms_ffn, n, D);
+        nf_matmul(s->hb, s->xb, &lw->w1, n, D, H);
+        nf_matmul(s->hb2, s->xb, &lw->w3, n, D, H);
+        lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, n, s->lora_u);
+        lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, n, s->lora_u);
+        nf_swiglu(s->hb, s->hb2, (int)NH);
+        nf_matmul(s->xb2, s->hb, &lw->w2, n, H, D);
+        lora_apply(s->xb2, s->hb, lora, LORA_W2, l, c, n, s->lora_u);
+        for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];
     }
+}
 
-    nf_rmsnorm(s->x, s->x, lora && lora->w.rms_final ? lora->w.rms_final : w->rms_final, D);
-    nf_matmul(s->logits, s->x, &w->wcls, 1, D, c->vocab_size);
+float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
+    const ModelConfig *c = &m->config;
+    int D = c->dim, rows = 0;
+    for (int done = 0; done < n; done += rows) {
+        rows = n - done < s->chunk ? n - done : s->chunk;
+        forward_chunk(m, lora, s, tokens + done, rows, pos + done);
+    }
+    /* only the last token's prediction is wanted */
+    float *last = s->x + (size_t)(rows - 1) * D;
+    nf_rmsnorm(last, last, lora && lora->w.rms_final ? lora->w.rms_final : m->weights.rms_final, D);
+    nf_matmul(s->logits, last, &m->weights.wcls, 1, D, c->vocab_size);
     return s->logits;
 }

@@ -9,15 +9,20 @@
 #include "lora.h"
 #include "model.h"
 
+/* Rows of one batch: a prompt runs through the layers INFER_CHUNK tokens at a
+ * time, so its products are matrix-matrix (sgemm) rather than one GEMV per token. */
+#define INFER_CHUNK 256
+
 typedef struct {
     int max_positions;    /* P: positions the KV cache can hold */
-    float *x;             /* (D) residual stream */
-    float *xb;            /* (D) normalized input / attention output */
-    float *xb2;           /* (D) projection output */
-    float *hb;            /* (H) FFN gate, then silu(gate) * up */
-    float *hb2;           /* (H) FFN up */
-    float *q;             /* (D) queries of this position */
-    float *lora_u;        /* (D) LoRA scratch: s A x, rank <= D */
+    int chunk;            /* C: rows of the buffers below, min(P, INFER_CHUNK) */
+    float *x;             /* (C, D) residual stream */
+    float *xb;            /* (C, D) normalized input / attention output */
+    float *xb2;           /* (C, D) projection output */
+    float *hb;            /* (C, H) FFN gate, then silu(gate) * up */
+    float *hb2;           /* (C, H) FFN up */
+    float *q;             /* (C, D) queries of these positions */
+    float *lora_u;        /* (C, D) LoRA scratch: s A x, rank <= D */
     float *scores;        /* (n_heads, P) attention weights */
     float *logits;        /* (V) output of the last forward */
     float *key_cache;     /* (L, P, KV) */
@@ -27,8 +32,9 @@ typedef struct {
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfError *err);
 void infer_state_free(InferState *s);
 
-/* Runs token at position pos (0 <= pos < max_positions), filling the KV cache
- * at pos; returns s->logits (V). lora (NULL for none) adds adapters on top. */
-float *infer_forward(const Model *m, const Lora *lora, InferState *s, int token, int pos);
+/* Runs tokens[0..n) at positions pos .. pos+n-1 (< max_positions), filling
+ * the KV cache there; returns s->logits (V), the prediction after the last
+ * one. lora (NULL for none) adds adapters on top. */
+float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos);
 
 #endif

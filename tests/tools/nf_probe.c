@@ -45,7 +45,7 @@ static int write_logits(const Model *m, const Lora *lora, const char *out_path, 
     for (int t = 0; t < T; t++) {
         int token = atoi(token_args[t]);
         if (token < 0 || token >= V) return die("token out of range");
-        memcpy(all + (size_t)t * V, infer_forward(m, lora, &s, token, t), (size_t)V * sizeof(float));
+        memcpy(all + (size_t)t * V, infer_forward(m, lora, &s, &token, 1, t), (size_t)V * sizeof(float));
     }
     int rc = write_all(out_path, all, (size_t)T * V * sizeof(float));
     free(all);

@@ -400,6 +400,41 @@ static bool load_tokenizer(Tokenizer *t) {
     return true;
 }
 
+/* A prompt run as one batch (chunks of INFER_CHUNK rows through sgemm) gives
+ * the logits and KV cache of running it token by token, to rounding. */
+static void test_batched_prompt_matches_token_by_token(void **state) {
+    (void)state;
+    Model m;
+    if (!load_shared_model(&m, "stories260K.bin")) { skip(); return; }
+    enum { T = INFER_CHUNK + 37 }; /* a whole chunk and a partial one */
+    int tokens[T];
+    for (int t = 0; t < T; t++) tokens[t] = (t * 37 + 11) % 512;
+    NfError err = {0};
+    InferState one, batch;
+    assert_int_equal(infer_state_init(&one, &m.config, T + 1, &err), 0);
+    assert_int_equal(infer_state_init(&batch, &m.config, T + 1, &err), 0);
+    float *a = NULL;
+    for (int t = 0; t < T; t++) a = infer_forward(&m, NULL, &one, &tokens[t], 1, t);
+    float *b = infer_forward(&m, NULL, &batch, tokens, T, 0);
+    double diff = 0, norm = 0;
+    for (int i = 0; i < 512; i++) diff += (a[i] - b[i]) * (a[i] - b[i]), norm += a[i] * a[i];
+    if (sqrt(diff / norm) > 1e-5) fail_msg("logits differ by %g relative", sqrt(diff / norm));
+    size_t cache = (size_t)m.config.n_layers * (T + 1) * config_kv_dim(&m.config);
+    for (size_t i = 0; i < cache; i++)
+        if (fabsf(one.key_cache[i] - batch.key_cache[i]) > 1e-4f + 1e-4f * fabsf(one.key_cache[i]))
+            fail_msg("key cache %zu: %g vs %g", i, one.key_cache[i], batch.key_cache[i]);
+    /* and the next token continues from either cache alike */
+    int next = 7;
+    a = infer_forward(&m, NULL, &one, &next, 1, T);
+    b = infer_forward(&m, NULL, &batch, &next, 1, T);
+    diff = norm = 0;
+    for (int i = 0; i < 512; i++) diff += (a[i] - b[i]) * (a[i] - b[i]), norm += a[i] * a[i];
+    if (sqrt(diff / norm) > 1e-5) fail_msg("next logits differ by %g relative", sqrt(diff / norm));
+    infer_state_free(&one);
+    infer_state_free(&batch);
+    model_free(&m);
+}
+
 static void test_forward_v0_v1_identical_and_finite(void **state) {
     (void)state;
     Tokenizer tok;
@@ -418,8 +453,8 @@ static void test_forward_v0_v1_identical_and_finite(void **state) {
     const int V = 512;
     float prev[512];
     for (int pos = 0; pos < 5; pos++) {
-        float *a = infer_forward(&v0, NULL, &s0, ids.ids[pos], pos);
-        float *b = infer_forward(&v1, NULL, &s1, ids.ids[pos], pos);
+        float *a = infer_forward(&v0, NULL, &s0, &ids.ids[pos], 1, pos);
+        float *b = infer_forward(&v1, NULL, &s1, &ids.ids[pos], 1, pos);
         for (int i = 0; i < V; i++) {
             if (!isfinite(a[i])) fail_msg("pos %d logit %d is %g", pos, i, a[i]);
             if (a[i] != b[i]) fail_msg("pos %d logit %d: v0 %.9g, v1 %.9g", pos, i, a[i], b[i]);
@@ -447,8 +482,8 @@ static void test_forward_q80_close_to_fp32(void **state) {
     assert_int_equal(infer_state_init(&s1, &q8.config, 3, &err), 0);
     const int tokens[3] = {TOKEN_BOS, 403, 407};
     for (int pos = 0; pos < 3; pos++) {
-        float *a = infer_forward(&v0, NULL, &s0, tokens[pos], pos);
-        float *b = infer_forward(&q8, NULL, &s1, tokens[pos], pos);
+        float *a = infer_forward(&v0, NULL, &s0, &tokens[pos], 1, pos);
+        float *b = infer_forward(&q8, NULL, &s1, &tokens[pos], 1, pos);
         double num = 0.0, den = 0.0;
         for (int i = 0; i < 512; i++) {
             assert_true(isfinite(b[i]));
@@ -487,7 +522,7 @@ static void test_forward_greedy_matches_llama2c(void **state) {
     int ids[STEPS + 1];
     ids[0] = TOKEN_BOS;
     for (int pos = 0; pos < STEPS; pos++) {
-        float *logits = infer_forward(&m, NULL, &s, ids[pos], pos);
+        float *logits = infer_forward(&m, NULL, &s, &ids[pos], 1, pos);
         int best = 0;
         for (int i = 1; i < m.config.vocab_size; i++)
             if (logits[i] > logits[best]) best = i;
@@ -558,6 +593,7 @@ int main(void) {
         cmocka_unit_test(test_attention_gqa_matches_naive),
         cmocka_unit_test(test_attention_mha_and_single_kv_head),
         cmocka_unit_test(test_attention_gqa_heads_share_kv),
+        cmocka_unit_test(test_batched_prompt_matches_token_by_token),
         cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
         cmocka_unit_test(test_forward_q80_close_to_fp32),
         cmocka_unit_test(test_forward_greedy_matches_llama2c),
