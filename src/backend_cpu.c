@@ -103,7 +103,60 @@ static void gemv_f32_avx512(float *out, const float *w, const float *x, int rows
 }
 #endif
 
+#if defined(__AVX512VNNI__)
+/* out (rows) = W x for Q8 W whose groups of gs values (a multiple of 64)
+ * tile each row: x is quantized the same way (int8, one scale per group), so
+ * a group's dot product is integer arithmetic, four bytes per lane per
+ * instruction (VNNI). vpdpbusd multiplies unsigned by signed bytes, so x goes
+ * in as xq + 128 and 128 * sum(w) comes off again, summed by a second
+ * vpdpbusd against ones: free, as this loop waits on memory. */
+static void gemv_q8_vnni(float *out, const Tensor *w, const float *x, int rows, int n) {
+    int gs = w->group_size, groups = n / gs;
+    uint8_t *xu = malloc((size_t)n + (size_t)groups * sizeof(float));
+    if (!xu) { /* too little memory for a few KB: the plain loop needs none */
+        for (int r = 0; r < rows; r++) out[r] = dot_q8(w, (size_t)r * n, x, n);
+        return;
+    }
+    float *xs = (float *)(xu + n);
+    for (int g = 0; g < groups; g++) {
+        const float *xg = x + (size_t)g * gs;
+        float max = 0.0f;
+        for (int i = 0; i < gs; i++) max = fabsf(xg[i]) > max ? fabsf(xg[i]) : max;
+        float s = max / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
+        for (int i = 0; i < gs; i++) xu[(size_t)g * gs + i] = (uint8_t)(lrintf(xg[i] * inv) + 128);
+        xs[g] = s;
+    }
+    const __m512i ones = _mm512_set1_epi8(1);
+    int r;
+#pragma omp parallel for schedule(static)
+    for (r = 0; r < rows; r++) {
+        const int8_t *wr = w->q + (size_t)r * n;
+        const float *ws = w->scale + (size_t)r * groups;
+        __m512 acc = _mm512_setzero_ps();
+        for (int g = 0; g < groups; g++) {
+            __m512i dot = _mm512_setzero_si512(), wsum = _mm512_setzero_si512();
+            for (int i = g * gs; i < (g + 1) * gs; i += 64) {
+                __m512i wv = _mm512_loadu_si512((const void *)(wr + i));
+                dot = _mm512_dpbusd_epi32(dot, _mm512_loadu_si512((const void *)(xu + i)), wv);
+                wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
+            }
+            dot = _mm512_sub_epi32(dot, _mm512_slli_epi32(wsum, 7));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xs[g] * ws[g]), acc);
+        }
+        out[r] = _mm512_reduce_add_ps(acc);
+    }
+    free(xu);
+}
+#endif
+
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {
+#if defined(__AVX512VNNI__)
+    if (w->dtype == NF_Q8 && w->group_size % 64 == 0 && in_dim % w->group_size == 0) {
+        for (int r = 0; r < n; r++)
+            gemv_q8_vnni(out + (size_t)r * out_dim, w, x + (size_t)r * in_dim, out_dim, in_dim);
+        return;
+    }
+#endif
     if (w->dtype == NF_F32) {
 #if defined(__AVX512F__)
         if (n == 1) {

@@ -69,6 +69,7 @@ static void random_tokens(int *tokens, size_t n, int vocab, uint64_t seed) {
 
 typedef struct {
     int64_t batch, seq, steps, lora_rank, tokens, prompt_tokens;
+    bool q8;
 } BenchOptions;
 
 static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
@@ -165,6 +166,10 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
                        c->seq_len);
     Model m;
     if (model_from_params(&m, c, bm->params, err) != 0) return -1;
+    if (o->q8 && model_quantize_q8(&m, NF_Q8_GROUP, err) != 0) {
+        model_free(&m);
+        return -1;
+    }
     InferState s;
     int *prompt = NULL, rc = -1;
     Sampler sampler = {0};
@@ -183,9 +188,11 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
     t0 = nf_now_ms();
     for (int pos = P; pos < P + N; pos++) token = sampler_sample(&sampler, infer_forward(&m, NULL, &s, &token, 1, pos));
     double gen_ms = nf_now_ms() - t0, tok_s = N / (gen_ms / 1000.0);
-    double weight_bytes = (double)config_param_count(c) * sizeof(float);
+    /* bytes of weights read per token: int8 plus a float scale per group under q8 */
+    double weight_bytes = (double)config_param_count(c) * (o->q8 ? 1.0 + 4.0 / NF_Q8_GROUP : 4.0);
     JsonBuf j;
     emit_common(&j, "generate", bm);
+    json_string(&j, "quant", o->q8 ? "q8" : "none");
     json_int(&j, "prompt_tokens", P);
     json_number(&j, "prompt_tok_s", P > 0 ? P / (prompt_ms / 1000.0) : 0.0);
     json_int(&j, "tokens", N);
@@ -208,6 +215,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     bool train = false, generate = false;
     const char *preset = "15M", *model_path = NULL;
     int64_t threads = 0;
+    const char *quant = "none";
     BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 128};
     ArgSpec specs[] = {
         {"train", ARG_FLAG, &train, .help = "time training steps"},
@@ -220,6 +228,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         {"lora-rank", ARG_INT, &o.lora_rank, 0, LORA_MAX_RANK, .help = "--train: LoRA on wq,wk,wv,wo (default 0 = full)"},
         {"tokens", ARG_INT, &o.tokens, 1, NF_MAX_SEQ_LEN, .help = "--generate: tokens to generate (default 128)"},
         {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN, .help = "--generate: prompt tokens first (default 128)"},
+        {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "--generate: q8 = int8 weights (default none)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -238,18 +247,20 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "--preset and --model exclude each other");
         return emit_error(out, &err);
     }
-    const char *train_only[] = {"batch", "seq", "steps", "lora-rank"}, *generate_only[] = {"tokens", "prompt-tokens"};
+    const char *train_only[] = {"batch", "seq", "steps", "lora-rank"},
+               *generate_only[] = {"tokens", "prompt-tokens", "quant"};
     for (int i = 0; i < 4; i++)
         if (generate && args_seen(specs, n_specs, train_only[i])) {
             nf_fail(&err, NF_ERR_USAGE, "--%s is for --train", train_only[i]);
             return emit_error(out, &err);
         }
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (train && args_seen(specs, n_specs, generate_only[i])) {
             nf_fail(&err, NF_ERR_USAGE, "--%s is for --generate", generate_only[i]);
             return emit_error(out, &err);
         }
     nf_set_threads((int)threads);
+    o.q8 = strcmp(quant, "q8") == 0;
     BenchModel bm = {0};
     if (load_bench_model(&bm, preset, model_path, &err) != 0) return emit_error(out, &err);
     int rc;

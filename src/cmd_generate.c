@@ -81,6 +81,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     int64_t max_tokens = 256, top_k = 0, seed = -1, threads = 0;
     double temperature = 1.0, top_p = 0.9;
     bool text_flag = false;
+    const char *quant = "none";
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
         {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint (a LoRA one merged into the base it names)"},
@@ -93,6 +94,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         {"top-k", ARG_INT, &top_k, 0, 1 << 22, .help = "sample from the k most likely tokens (default 0 = off)"},
         {"seed", ARG_INT, &seed, 0, 9007199254740991.0, .help = "random seed (default: from the clock)"},
         {"text", ARG_FLAG, &text_flag, .help = "print plain text instead of NDJSON"},
+        {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "q8: int8 weights with per-64 scales (default none)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -126,6 +128,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         goto fail;
     }
     if (open_model(model_path, ckpt_path, &model, &err) != 0 ||
+        (strcmp(quant, "q8") == 0 && model_quantize_q8(&model, NF_Q8_GROUP, &err) != 0) ||
         (lora_path && lora_load(lora_path, model_path, &model.config, &lora, &lora_buffer, &err) != 0) ||
         tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
         tokenizer_check_vocab(&tok, model.config.vocab_size, &err) != 0)

@@ -1,6 +1,7 @@
 /* model.c — validating and mapping llama2.c model files (v0, v1, v2). */
 #include "model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -280,9 +281,71 @@ int model_load(Model *m, const char *path, NfError *err) {
     return rc;
 }
 
+/* Quantizes count values of t into q and scale (ceil(count / gs) groups). */
+static void quantize_tensor(Tensor *t, size_t count, int gs, int8_t *q, float *scale) {
+    const float *w = t->f32;
+    for (size_t g = 0; g * gs < count; g++) {
+        size_t start = g * gs, end = start + gs < count ? start + gs : count;
+        float max = 0.0f;
+        for (size_t i = start; i < end; i++) max = fabsf(w[i]) > max ? fabsf(w[i]) : max;
+        float s = max / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
+        for (size_t i = start; i < end; i++) q[i] = (int8_t)lrintf(w[i] * inv);
+        scale[g] = s;
+    }
+    *t = (Tensor){.dtype = NF_Q8, .q = q, .scale = scale, .group_size = gs};
+}
+
+int model_quantize_q8(Model *m, int group_size, NfError *err) {
+    if (m->dtype == NF_Q8) return 0;
+    const ModelConfig *c = &m->config;
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c), V = (size_t)c->vocab_size;
+    size_t gs = (size_t)group_size;
+    /* every matrix: (tensor, values); the layers' seven, the embedding and a separate classifier */
+    size_t n_tensors = 7 * (size_t)c->n_layers + 2, bytes = 0;
+    Tensor **tensors = nf_alloc_array(n_tensors, sizeof(Tensor *), err);
+    size_t *counts = nf_alloc_array(n_tensors, sizeof(size_t), err);
+    if (!tensors || !counts) {
+        free(tensors);
+        free(counts);
+        return -1;
+    }
+    size_t n = 0;
+    tensors[n] = &m->weights.token_embedding, counts[n++] = V * D;
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *lw = &m->weights.layers[l];
+        Tensor *t[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
+        size_t sizes[7] = {D * D, KV * D, KV * D, D * D, H * D, D * H, H * D};
+        for (int i = 0; i < 7; i++) tensors[n] = t[i], counts[n++] = sizes[i];
+    }
+    if (!c->shared_classifier) tensors[n] = &m->weights.wcls, counts[n++] = V * D;
+    for (size_t i = 0; i < n; i++) bytes += counts[i] + (counts[i] + gs - 1) / gs * sizeof(float) + 64;
+    unsigned char *block = nf_alloc(bytes, err);
+    if (!block) {
+        free(tensors);
+        free(counts);
+        return -1;
+    }
+    unsigned char *p = block;
+    for (size_t i = 0; i < n; i++) {
+        size_t groups = (counts[i] + gs - 1) / gs;
+        float *scale = (float *)p;
+        int8_t *q = (int8_t *)(p + groups * sizeof(float));
+        quantize_tensor(tensors[i], counts[i], group_size, q, scale);
+        p += groups * sizeof(float) + (counts[i] + 63) / 64 * 64; /* keep the next scales aligned */
+    }
+    if (c->shared_classifier) m->weights.wcls = m->weights.token_embedding;
+    free(tensors);
+    free(counts);
+    m->quantized = block;
+    m->dtype = NF_Q8;
+    m->group_size = group_size;
+    return 0;
+}
+
 void model_free(Model *m) {
     mapped_file_close(&m->file);
     free(m->weights.layers);
     free(m->owned);
+    free(m->quantized);
     memset(m, 0, sizeof *m);
 }

@@ -91,12 +91,20 @@ typedef struct {
     int group_size;           /* Q8 only */
     MappedFile file;          /* the weights point into this mapping */
     float *owned;             /* memory freed with the model: copied Q8 scales, or a checkpoint's weights */
+    unsigned char *quantized; /* model_quantize_q8's int8 matrices and scales, freed with the model */
 } Model;
 
 const char *model_format_name(ModelFormat f);
 
 /* Opens, validates and maps a llama2.c model file. */
 int model_load(Model *m, const char *path, NfError *err);
+
+/* Turns an fp32 model's matrices into Q8 (int8 with one scale per group of
+ * group_size values of each matrix, as llama2.c's version 2 files): a quarter
+ * of the bytes to read per generated token. Norms stay fp32. A Q8 model is
+ * left as it is. */
+int model_quantize_q8(Model *m, int group_size, NfError *err);
+#define NF_Q8_GROUP 64 /* the group size of --quant q8: a whole AVX-512 register of int8 */
 void model_free(Model *m);
 
 #endif

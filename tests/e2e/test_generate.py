@@ -26,10 +26,10 @@ def greedy_v1_matches_llama2c_reference():
     assert greedy(shared("stories260K_v1.bin")) == expected
 
 
-def probe_logits(model, tokens):
+def probe_logits(model, tokens, how="logits"):
     out = os.path.join(tmpdir(), "logits.f32")
     import subprocess
-    subprocess.run([PROBE, "logits", model, out, *map(str, tokens)], check=True)
+    subprocess.run([PROBE, how, model, out, *map(str, tokens)], check=True)
     return np.fromfile(out, dtype=np.float32).reshape(len(tokens), -1)
 
 
@@ -131,6 +131,32 @@ def split_utf8_characters_arrive_whole():
     assert r.rc == 0
     for m in r.of_type("token"):
         m["text"].encode("utf-8")
+
+
+
+@test
+def quant_q8_perplexity_within_one_percent_of_fp32():
+    text = os.path.join(tmpdir(), "story.txt")
+    open(text, "wb").write(open(shared("tinystories_train_2MiB.txt"), "rb").read()[:4000])
+    ids = os.path.join(tmpdir(), "story.bin")
+    assert run(["tokenize", "--input", text, "--output", ids, "--tokenizer", shared("tok512.bin"),
+                "--split", "none"]).rc == 0
+    tokens = np.fromfile(ids, dtype="<u2")[:400].tolist()
+
+    def perplexity(how):
+        logits = probe_logits(shared("stories260K.bin"), tokens[:-1], how).astype(np.float64)
+        logp = logits - logits.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        return float(np.exp(-logp[np.arange(len(tokens) - 1), tokens[1:]].mean()))
+
+    fp32, q8 = perplexity("logits"), perplexity("logits-q8")
+    print(f"  perplexity over {len(tokens) - 1} tokens: fp32 {fp32:.4f}, q8 {q8:.4f} ({100 * (q8 / fp32 - 1):+.3f}%)")
+    assert abs(q8 / fp32 - 1) < 0.01
+    r = run(["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"), "--quant", "q8",
+             "--temperature", 0, "--max-tokens", 20])
+    assert r.rc == 0 and len(r.of_type("token")) == 20
+    assert run(["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"),
+                "--quant", "q4"]).one("error")["code"] == "usage"
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def sigint_then_resume_equals_an_uninterrupted_run():
     assert resumed.one("init")["resume_step"] == k
     a, b = losses(full.messages), losses(first)
     b.update(losses(resumed.messages))
-    assert sorted(b) == list(range(1, 25))
+    assert sorted(b) == list(range(1, 25)), (sorted(b), k, [m for m in first if m["type"] in ("checkpoint", "done")])
     assert a == b
     assert [m["val_loss"] for m in full.of_type("val")][-1] == resumed.of_type("val")[-1]["val_loss"]
     assert export_weights(full_ckpt) == export_weights(part_ckpt)  # bit for bit

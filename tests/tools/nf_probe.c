@@ -6,6 +6,7 @@
  *   nf_probe decode TOKENIZER IN.i32 OUT.txt the text of int32 ids
  *   nf_probe grads MODEL OUT.f32 B T TOKEN... TARGET...
  *                                             mean loss, then d loss / d params in the flat layout
+ *   nf_probe logits-q8 MODEL OUT.f32 TOKEN... logits with the model quantized as generate --quant q8 does
  *   nf_probe logits-lora MODEL ADAPTER OUT.f32 TOKEN...
  *                                             logits with a LoRA checkpoint applied unmerged
  *   nf_probe lora-grads MODEL ADAPTERS.f32 OUT.f32 RANK ALPHA TARGETS NORMS B T TOKEN... TARGET...
@@ -51,6 +52,16 @@ static int write_logits(const Model *m, const Lora *lora, const char *out_path, 
     free(all);
     infer_state_free(&s);
     return rc == 0 ? 0 : die("cannot write output");
+}
+
+static int probe_logits_q8(int argc, char **argv) {
+    if (argc < 5) return die("usage: logits-q8 MODEL OUT TOKEN...");
+    NfError err;
+    Model m;
+    if (model_load(&m, argv[2], &err) != 0 || model_quantize_q8(&m, NF_Q8_GROUP, &err) != 0) return die(err.message);
+    int rc = write_logits(&m, NULL, argv[3], argv + 4, argc - 4);
+    model_free(&m);
+    return rc;
 }
 
 static int probe_logits_lora(int argc, char **argv) {
@@ -190,6 +201,7 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "grads") == 0) return probe_grads(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits") == 0) return probe_logits(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits-lora") == 0) return probe_logits_lora(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "logits-q8") == 0) return probe_logits_q8(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "lora-grads") == 0) return probe_lora_grads(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) return probe_encode(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "decode") == 0) return probe_decode(argc, argv);

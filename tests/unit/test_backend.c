@@ -572,9 +572,45 @@ static void test_cross_entropy_matches_double_reference(void **state) {
     free(orig);
 }
 
+/* A Q8 matrix times fp32 rows (the VNNI path where the CPU has it): within
+ * the error of quantizing x to int8 per group of the exact product of the
+ * dequantized weights, for rows whose groups tile them and rows that do not. */
+static void check_q8_matmul(int in_dim, int out_dim, int gs) {
+    size_t count = (size_t)in_dim * out_dim;
+    int8_t *q = malloc(count);
+    float *scale = malloc(sizeof(float) * ((count + gs - 1) / gs)), *x = malloc(sizeof(float) * 2 * in_dim);
+    float *out = malloc(sizeof(float) * 2 * out_dim);
+    uint64_t r = 9;
+    for (size_t i = 0; i < count; i++) r = r * 6364136223846793005ull + 1, q[i] = (int8_t)((r >> 33) % 255 - 127);
+    for (size_t g = 0; g * gs < count; g++) scale[g] = 0.001f * (1 + g % 7);
+    for (int i = 0; i < 2 * in_dim; i++) r = r * 6364136223846793005ull + 1, x[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f;
+    Tensor t = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = gs};
+    nf_matmul(out, x, &t, 2, in_dim, out_dim);
+    double err = 0, norm = 0;
+    for (int row = 0; row < 2; row++)
+        for (int o = 0; o < out_dim; o++) {
+            double ref = 0;
+            for (int i = 0; i < in_dim; i++) {
+                size_t flat = (size_t)o * in_dim + i;
+                ref += (double)q[flat] * scale[flat / gs] * x[row * in_dim + i];
+            }
+            err += (out[row * out_dim + o] - ref) * (out[row * out_dim + o] - ref), norm += ref * ref;
+        }
+    if (sqrt(err / norm) > 1e-2) fail_msg("in %d out %d gs %d: relative error %g", in_dim, out_dim, gs, sqrt(err / norm));
+    free(q), free(scale), free(x), free(out);
+}
+
+static void test_q8_matmul_matches_dequantized_product(void **state) {
+    (void)state;
+    check_q8_matmul(768, 50, 64);   /* groups tile the rows: VNNI */
+    check_q8_matmul(256, 33, 128);  /* bigger groups: VNNI */
+    check_q8_matmul(172, 20, 64);   /* groups straddle rows: the plain loop */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy_matches_double_reference),
+        cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_matmul_f32_single_row),
         cmocka_unit_test(test_matmul_f32_batched),
         cmocka_unit_test(test_matmul_f32_batched_rows_match_single_rows),
