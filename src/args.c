@@ -119,6 +119,15 @@ void args_print_help(const char *command, const char *summary, const ArgSpec *sp
     }
 }
 
+int args_parse_command(const char *command, const char *summary, ArgSpec *specs, int n_specs, int argc, char **argv,
+                       NfError *err) {
+    bool help;
+    if (args_parse(specs, n_specs, argc, argv, &help, err) != 0) return ARGS_ERROR;
+    if (!help) return ARGS_OK;
+    args_print_help(command, summary, specs, n_specs);
+    return ARGS_HELP;
+}
+
 bool args_seen(const ArgSpec *specs, int n_specs, const char *name) {
     for (int i = 0; i < n_specs; i++)
         if (strcmp(specs[i].name, name) == 0) return specs[i].seen;

@@ -43,6 +43,13 @@ typedef struct {
  * with err set. Sets *help_requested when --help or -h is present. */
 int args_parse(ArgSpec *specs, int n_specs, int argc, char **argv, bool *help_requested, NfError *err);
 
+/* A command's flags: args_parse, and on --help the command's usage printed
+ * to stderr. Returns ARGS_OK, ARGS_HELP (the command should exit 0) or
+ * ARGS_ERROR (err set). */
+enum { ARGS_OK = 0, ARGS_HELP = 1, ARGS_ERROR = -1 };
+int args_parse_command(const char *command, const char *summary, ArgSpec *specs, int n_specs, int argc, char **argv,
+                       NfError *err);
+
 /* Whether the flag `name` was given (on the command line or by --config). */
 bool args_seen(const ArgSpec *specs, int n_specs, const char *name);
 

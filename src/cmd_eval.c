@@ -28,12 +28,9 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    bool help;
-    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
-    if (help) {
-        args_print_help("eval", "Evaluates a model or checkpoint: mean loss and perplexity.", specs, n_specs);
-        return 0;
-    }
+    int parsed = args_parse_command("eval", "Evaluates a model or checkpoint: mean loss and perplexity.", specs, n_specs, argc, argv, &err);
+    if (parsed == ARGS_HELP) return 0;
+    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (data.n == 0) {
         nf_fail(&err, NF_ERR_USAGE, "eval needs --data");
         return emit_error(out, &err);

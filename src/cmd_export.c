@@ -59,12 +59,9 @@ int cmd_export(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    bool help;
-    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
-    if (help) {
-        args_print_help("export", "Writes a checkpoint or model in another format.", specs, n_specs);
-        return 0;
-    }
+    int parsed = args_parse_command("export", "Writes a checkpoint or model in another format.", specs, n_specs, argc, argv, &err);
+    if (parsed == ARGS_HELP) return 0;
+    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!output) {
         nf_fail(&err, NF_ERR_USAGE, "export needs --output");
         return emit_error(out, &err);

@@ -99,12 +99,9 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    bool help;
-    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
-    if (help) {
-        args_print_help("generate", "Generates text from a model, starting from BOS and the prompt.", specs, n_specs);
-        return 0;
-    }
+    int parsed = args_parse_command("generate", "Generates text from a model, starting from BOS and the prompt.", specs, n_specs, argc, argv, &err);
+    if (parsed == ARGS_HELP) return 0;
+    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!tokenizer_path) {
         nf_fail(&err, NF_ERR_USAGE, "generate needs --tokenizer");
         return emit_error(out, &err);

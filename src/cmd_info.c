@@ -66,12 +66,9 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    bool help;
-    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
-    if (help) {
-        args_print_help("info", "Describes a model, a tokenizer and/or LoRA adapters.", specs, n_specs);
-        return 0;
-    }
+    int parsed = args_parse_command("info", "Describes a model, a tokenizer and/or LoRA adapters.", specs, n_specs, argc, argv, &err);
+    if (parsed == ARGS_HELP) return 0;
+    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!model_path && !tokenizer_path && !lora_path) {
         nf_fail(&err, NF_ERR_USAGE, "info needs --model, --tokenizer and/or --lora");
         return emit_error(out, &err);

@@ -78,12 +78,9 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    bool help;
-    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) return emit_error(out, &err);
-    if (help) {
-        args_print_help("tokenize", "Writes llama2.c token data: BOS, then each document's ids.", specs, n_specs);
-        return 0;
-    }
+    int parsed = args_parse_command("tokenize", "Writes llama2.c token data: BOS, then each document's ids.", specs, n_specs, argc, argv, &err);
+    if (parsed == ARGS_HELP) return 0;
+    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!input || !output || !tokenizer_path) {
         nf_fail(&err, NF_ERR_USAGE, "tokenize needs --input, --output and --tokenizer");
         return emit_error(out, &err);

@@ -80,14 +80,12 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    bool help;
     JsonValue config = {0};
     int status = 0;
-    if (args_parse(specs, n_specs, argc, argv, &help, &err) != 0) goto fail;
-    if (help) {
-        args_print_help("train", "Trains a model (from scratch, or fine-tuning a model file).", specs, n_specs);
-        return 0;
-    }
+    int parsed = args_parse_command("train", "Trains a model (from scratch, or fine-tuning a model file).", specs,
+                                    n_specs, argc, argv, &err);
+    if (parsed == ARGS_HELP) return 0;
+    if (parsed == ARGS_ERROR) goto fail;
     if (config_path) {
         MappedFile f;
         if (mapped_file_open(&f, config_path, "config", &err) != 0) goto fail;
