@@ -112,46 +112,69 @@ static void gemv_f32_avx512(float *out, const float *w, const float *x, int rows
 #endif
 
 #if defined(__AVX512VNNI__)
-/* out (rows) = W x for Q8 W whose groups of gs values (a multiple of 64)
- * tile each row: x is quantized the same way (int8, one scale per group), so
- * a group's dot product is integer arithmetic, four bytes per lane per
- * instruction (VNNI). vpdpbusd multiplies unsigned by signed bytes, so x goes
- * in as xq + 128 and 128 * sum(w) comes off again, summed by a second
- * vpdpbusd against ones: free, as this loop waits on memory. */
-static void gemv_q8_vnni(float *out, const Tensor *w, const float *x, int rows, int n) {
-    int gs = w->group_size, groups = n / gs;
-    uint8_t *xu = malloc((size_t)n + (size_t)groups * sizeof(float));
-    if (!xu) { /* too little memory for a few KB: the plain loop needs none */
-        for (int r = 0; r < rows; r++) out[r] = dot_q8(w, (size_t)r * n, x, n);
+/* out (n, rows) = x (n, dim) W^T for Q8 W whose groups of gs values (a
+ * multiple of 64) tile each row: x is quantized the same way (int8, one scale
+ * per group), so a group's dot product is integer arithmetic, four bytes per
+ * lane per instruction (VNNI). vpdpbusd multiplies unsigned by signed bytes,
+ * so x goes in as xq + 128 and 128 * sum(w) comes off again, summed by a
+ * second vpdpbusd against ones. Each weight row is loaded once for up to four
+ * rows of x (a prompt), which share its sum. */
+#define Q8_XROWS 4
+
+/* out[k * out_stride] = row . x row k, for xr rows of quantized x (a constant
+ * at each call, so the per-row arrays live in registers) */
+static inline __attribute__((always_inline)) void q8_row_dots(float *out, int out_stride, const int8_t *wr,
+                                                              const float *ws, const uint8_t *xu, const float *xs,
+                                                              int dim, int groups, int gs, int xr) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512 acc[Q8_XROWS];
+    for (int k = 0; k < xr; k++) acc[k] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m512i dot[Q8_XROWS], wsum = _mm512_setzero_si512();
+        for (int k = 0; k < xr; k++) dot[k] = _mm512_setzero_si512();
+        for (int c = g * gs; c < (g + 1) * gs; c += 64) {
+            __m512i wv = _mm512_loadu_si512((const void *)(wr + c));
+            wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
+            for (int k = 0; k < xr; k++)
+                dot[k] = _mm512_dpbusd_epi32(dot[k], _mm512_loadu_si512((const void *)(xu + (size_t)k * dim + c)), wv);
+        }
+        __m512i offset = _mm512_slli_epi32(wsum, 7);
+        for (int k = 0; k < xr; k++)
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[k], offset)),
+                                     _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
+    }
+    for (int k = 0; k < xr; k++) out[(size_t)k * out_stride] = _mm512_reduce_add_ps(acc[k]);
+}
+
+static void matmul_q8_vnni(float *out, const Tensor *w, const float *x, int n, int rows, int dim) {
+    int gs = w->group_size, groups = dim / gs;
+    uint8_t *xu = malloc((size_t)n * dim + (size_t)n * groups * sizeof(float));
+    if (!xu) { /* too little memory for the quantized input: the plain loop needs none */
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < rows; r++) out[(size_t)i * rows + r] = dot_q8(w, (size_t)r * dim, x + (size_t)i * dim, dim);
         return;
     }
-    float *xs = (float *)(xu + n);
-    for (int g = 0; g < groups; g++) {
-        const float *xg = x + (size_t)g * gs;
+    float *xs = (float *)(xu + (size_t)n * dim); /* (n, groups) */
+    for (size_t g = 0; g < (size_t)n * groups; g++) {
+        const float *xg = x + g * gs;
         float max = 0.0f;
         for (int i = 0; i < gs; i++) max = fabsf(xg[i]) > max ? fabsf(xg[i]) : max;
         float s = max / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
-        for (int i = 0; i < gs; i++) xu[(size_t)g * gs + i] = (uint8_t)(lrintf(xg[i] * inv) + 128);
+        for (int i = 0; i < gs; i++) xu[g * gs + i] = (uint8_t)(lrintf(xg[i] * inv) + 128);
         xs[g] = s;
     }
-    const __m512i ones = _mm512_set1_epi8(1);
     int r;
 #pragma omp parallel for schedule(static)
     for (r = 0; r < rows; r++) {
-        const int8_t *wr = w->q + (size_t)r * n;
+        const int8_t *wr = w->q + (size_t)r * dim;
         const float *ws = w->scale + (size_t)r * groups;
-        __m512 acc = _mm512_setzero_ps();
-        for (int g = 0; g < groups; g++) {
-            __m512i dot = _mm512_setzero_si512(), wsum = _mm512_setzero_si512();
-            for (int i = g * gs; i < (g + 1) * gs; i += 64) {
-                __m512i wv = _mm512_loadu_si512((const void *)(wr + i));
-                dot = _mm512_dpbusd_epi32(dot, _mm512_loadu_si512((const void *)(xu + i)), wv);
-                wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
-            }
-            dot = _mm512_sub_epi32(dot, _mm512_slli_epi32(wsum, 7));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xs[g] * ws[g]), acc);
-        }
-        out[r] = _mm512_reduce_add_ps(acc);
+        int i = 0;
+        for (; i + Q8_XROWS <= n; i += Q8_XROWS)
+            q8_row_dots(out + (size_t)i * rows + r, rows, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups, dim,
+                        groups, gs, Q8_XROWS);
+        for (; i < n; i++)
+            q8_row_dots(out + (size_t)i * rows + r, rows, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups, dim,
+                        groups, gs, 1);
     }
     free(xu);
 }
@@ -160,8 +183,7 @@ static void gemv_q8_vnni(float *out, const Tensor *w, const float *x, int rows, 
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {
 #if defined(__AVX512VNNI__)
     if (w->dtype == NF_Q8 && w->group_size % 64 == 0 && in_dim % w->group_size == 0) {
-        for (int r = 0; r < n; r++)
-            gemv_q8_vnni(out + (size_t)r * out_dim, w, x + (size_t)r * in_dim, out_dim, in_dim);
+        matmul_q8_vnni(out, w, x, n, out_dim, in_dim);
         return;
     }
 #endif

@@ -575,19 +575,21 @@ static void test_cross_entropy_matches_double_reference(void **state) {
 /* A Q8 matrix times fp32 rows (the VNNI path where the CPU has it): within
  * the error of quantizing x to int8 per group of the exact product of the
  * dequantized weights, for rows whose groups tile them and rows that do not. */
+enum { ROWS = 6 }; /* a block of four rows of x and two more */
+
 static void check_q8_matmul(int in_dim, int out_dim, int gs) {
     size_t count = (size_t)in_dim * out_dim;
     int8_t *q = malloc(count);
-    float *scale = malloc(sizeof(float) * ((count + gs - 1) / gs)), *x = malloc(sizeof(float) * 2 * in_dim);
-    float *out = malloc(sizeof(float) * 2 * out_dim);
+    float *scale = malloc(sizeof(float) * ((count + gs - 1) / gs)), *x = malloc(sizeof(float) * ROWS * in_dim);
+    float *out = malloc(sizeof(float) * ROWS * out_dim);
     uint64_t r = 9;
     for (size_t i = 0; i < count; i++) r = r * 6364136223846793005ull + 1, q[i] = (int8_t)((r >> 33) % 255 - 127);
     for (size_t g = 0; g * gs < count; g++) scale[g] = 0.001f * (1 + g % 7);
-    for (int i = 0; i < 2 * in_dim; i++) r = r * 6364136223846793005ull + 1, x[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f;
+    for (int i = 0; i < ROWS * in_dim; i++) r = r * 6364136223846793005ull + 1, x[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f;
     Tensor t = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = gs};
-    nf_matmul(out, x, &t, 2, in_dim, out_dim);
+    nf_matmul(out, x, &t, ROWS, in_dim, out_dim);
     double err = 0, norm = 0;
-    for (int row = 0; row < 2; row++)
+    for (int row = 0; row < ROWS; row++)
         for (int o = 0; o < out_dim; o++) {
             double ref = 0;
             for (int i = 0; i < in_dim; i++) {
