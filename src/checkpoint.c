@@ -213,7 +213,12 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
     }
     uint64_t n = ck->is_lora ? lora_param_count(&ck->config, &ck->lora) : config_param_count(&ck->config);
     uint64_t expected = offset + path_len + 3 * 4 * n + 8;
-    if (ck->n_params != n || path_len > 65536 || f.size != expected) {
+    if (ck->n_params != n) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' says it holds %llu weights; its configuration has %llu", path,
+                (unsigned long long)ck->n_params, (unsigned long long)n);
+        goto done;
+    }
+    if (path_len > 65536 || f.size != expected) {
         nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is %zu bytes but its header describes %llu (truncated?)", path,
                 f.size, (unsigned long long)expected);
         goto done;

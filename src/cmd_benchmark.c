@@ -260,8 +260,13 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     o.q8 = strcmp(quant, "q8") == 0;
     BenchModel bm = {0};
     if (load_bench_model(&bm, preset, model_path, &err) != 0) return emit_error(out, &err);
+    /* defaults that do not fit a short-context model shrink to fit it */
+    int ctx = bm.config.seq_len;
+    if (!args_seen(specs, n_specs, "seq") && o.seq > ctx) o.seq = ctx;
+    if (!args_seen(specs, n_specs, "prompt-tokens") && o.prompt_tokens > ctx / 2) o.prompt_tokens = ctx / 2;
+    if (!args_seen(specs, n_specs, "tokens") && o.prompt_tokens + o.tokens > ctx) o.tokens = ctx - o.prompt_tokens;
     int rc;
-    if (train && o.seq > bm.config.seq_len)
+    if (train && o.seq > ctx)
         rc = nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than the model's seq_len %d", (long long)o.seq,
                      bm.config.seq_len);
     else

@@ -104,6 +104,7 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
 }
 
 float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
+    if (n < 1 || pos < 0 || pos + n > s->max_positions) return NULL; /* callers keep within the cache */
     const ModelConfig *c = &m->config;
     int D = c->dim, rows = 0;
     for (int done = 0; done < n; done += rows) {

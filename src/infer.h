@@ -32,9 +32,10 @@ typedef struct {
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfError *err);
 void infer_state_free(InferState *s);
 
-/* Runs tokens[0..n) at positions pos .. pos+n-1 (< max_positions), filling
- * the KV cache there; returns s->logits (V), the prediction after the last
- * one. lora (NULL for none) adds adapters on top. */
+/* Runs tokens[0..n) (n >= 1) at positions pos .. pos+n-1 (< max_positions),
+ * filling the KV cache there; returns s->logits (V), the prediction after the
+ * last one, or NULL for positions outside the cache. lora (NULL for none)
+ * adds adapters on top. */
 float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos);
 
 #endif

@@ -249,10 +249,12 @@ static int compare_steps_descending(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
-/* Removes stamped checkpoints (PATH.step-N, digits only) beyond the newest
- * keep_last, whatever steps they were written at: the directory is the record,
- * so runs with different --ckpt-every or a resume in between prune alike. */
-static void prune_stamped(const char *path, int64_t keep_last) {
+/* Removes stamped checkpoints of this path beyond the newest keep_last up to
+ * step `current` (the one just written), whatever run or --ckpt-every wrote
+ * them: the directory is the record. Only names this code writes count
+ * (PATH.step- and the step as %09lld); files of later steps, left by a run
+ * this one resumed before, are not this run's to judge and stay. */
+static void prune_stamped(const char *path, int64_t current, int64_t keep_last) {
     char dir_path[4096], prefix[4096];
     const char *slash = strrchr(path, '/');
     if (slash) {
@@ -268,19 +270,24 @@ static void prune_stamped(const char *path, int64_t keep_last) {
     size_t n = 0, cap = 0, plen = strlen(prefix);
     struct dirent *e;
     while ((e = readdir(dir)) != NULL) {
+        if (strncmp(e->d_name, prefix, plen) != 0) continue;
         const char *digits = e->d_name + plen;
-        if (strncmp(e->d_name, prefix, plen) != 0 || !*digits || strspn(digits, "0123456789") != strlen(digits))
-            continue;
+        size_t len = strlen(digits);
+        if (len < 9 || len > 18 || strspn(digits, "0123456789") != len) continue;
+        long long step = strtoll(digits, NULL, 10);
+        char canonical[32];
+        snprintf(canonical, sizeof canonical, "%09lld", step);
+        if (strcmp(canonical, digits) != 0 || step > current) continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 64;
             long long *grown = realloc(steps, cap * sizeof *steps);
             if (!grown) break;
             steps = grown;
         }
-        steps[n++] = atoll(digits);
+        steps[n++] = step;
     }
     closedir(dir);
-    qsort(steps, n, sizeof *steps, compare_steps_descending);
+    if (n > 0) qsort(steps, n, sizeof *steps, compare_steps_descending);
     char name[4200];
     for (size_t i = (size_t)keep_last; i < n; i++) {
         snprintf(name, sizeof name, "%s.step-%09lld", path, steps[i]);
@@ -310,7 +317,7 @@ static int save_checkpoint(Trainer *t, NfError *err) {
         unlink(tmp);
         if (link(stamped, tmp) != 0 || rename(tmp, o->ckpt) != 0)
             return nf_fail(err, NF_ERR_IO, "cannot place checkpoint '%s'", o->ckpt);
-        prune_stamped(o->ckpt, o->keep_last);
+        prune_stamped(o->ckpt, t->step, o->keep_last);
     } else if (checkpoint_save(o->ckpt, &ck, &bytes, err) != 0) {
         return -1;
     }

@@ -1,7 +1,10 @@
 """`neuralforge benchmark`: one `benchmark` message with consistent numbers
 for training (full and LoRA) and generation, and its flag errors. Speed
 itself is measured by scripts/ and bench/, never asserted here."""
-from harness import assert_error, run, run_all, shared, test
+import os
+
+from harness import assert_error, run, run_all, shared, test, tmpdir
+from llama_ref import CFG, random_weights, write_v0
 
 
 @test
@@ -26,6 +29,17 @@ def generate_benchmark_reports_consistent_numbers():
     assert b["mode"] == "generate" and (b["prompt_tokens"], b["tokens"]) == (8, 16)
     assert abs(b["tok_s"] * b["ms_per_token"] - 1000) < 1e-6 * 1000 and b["prompt_tok_s"] > 0
     assert abs(b["weight_gbytes_s"] - 260032 * 4 * b["tok_s"] / 1e9) < 1e-6 * b["weight_gbytes_s"]
+
+
+@test
+def defaults_shrink_to_a_short_context():
+    model = os.path.join(tmpdir(), "m.bin")
+    write_v0(model, random_weights(1, CFG), CFG)  # seq_len 40
+    t = run(["benchmark", "--train", "--model", model, "--steps", 1])
+    assert t.rc == 0 and t.one("benchmark")["seq"] == 40, t.stdout
+    g = run(["benchmark", "--generate", "--model", model]).one("benchmark")
+    assert (g["prompt_tokens"], g["tokens"]) == (20, 20)
+    assert_error(run(["benchmark", "--train", "--model", model, "--seq", 41]), "usage", "--seq")
 
 
 @test

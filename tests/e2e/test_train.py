@@ -302,6 +302,13 @@ def keep_last_keeps_that_many_stamped_checkpoints():
     assert r.rc == 0
     assert [m["step"] for m in r.of_type("checkpoint")] == [12, 15, 16]
     assert sorted(os.listdir(d)) == ["d.bin", "run.ckpt", "run.ckpt.step-000000015", "run.ckpt.step-000000016"]
+    # a new run on the same path: later steps of the old run and names it did not write are not its to prune
+    open(os.path.join(d, "run.ckpt.step-4"), "wb").write(b"not ours")
+    r = run(["train", *tiny_init(), "--data", data, "--steps", 3, "--batch", 1, "--seq", 8, "--ckpt", ckpt,
+             "--ckpt-every", 1, "--keep-last", 2, "--val-every", 0])
+    assert r.rc == 0 and [m["step"] for m in r.of_type("checkpoint")] == [1, 2, 3]
+    assert sorted(os.listdir(d)) == ["d.bin", "run.ckpt", "run.ckpt.step-000000002", "run.ckpt.step-000000003",
+                                     "run.ckpt.step-000000015", "run.ckpt.step-000000016", "run.ckpt.step-4"]
 
 
 @test

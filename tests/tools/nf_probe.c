@@ -40,6 +40,7 @@ static int write_all(const char *path, const void *data, size_t n) {
 static int write_logits(const Model *m, const Lora *lora, const char *out_path, char **token_args, int T) {
     NfError err;
     int V = m->config.vocab_size;
+    if (T > m->config.seq_len) return die("more tokens than the model's seq_len");
     InferState s;
     if (infer_state_init(&s, &m->config, T, &err) != 0) return die(err.message);
     float *all = malloc((size_t)T * V * sizeof(float));
@@ -97,7 +98,11 @@ static int probe_lora_grads(int argc, char **argv) {
     memcpy(adapters, f.data, f.size);
     mapped_file_close(&f);
     int *tokens = malloc(sizeof(int) * 2 * N), *targets = tokens + N;
-    for (size_t i = 0; i < 2 * N; i++) tokens[i] = atoi(argv[11 + i]);
+    for (size_t i = 0; i < 2 * N; i++) {
+        tokens[i] = atoi(argv[11 + i]);
+        if (tokens[i] < 0 || tokens[i] >= c.vocab_size) return die("token out of range");
+    }
+    if ((int)T > c.seq_len) return die("T is longer than the model's seq_len");
     Lora lora = {.config = lc};
     lora_pointers(&lora.w, adapters, &c, &lc);
     Net net;
