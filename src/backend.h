@@ -70,11 +70,14 @@ void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size);
 /* Causal attention with GQA, tiled by blocks of query rows: no (T, T)
  * matrix is stored, only each row's softmax normalizer; backward recomputes
  * the scores tile by tile.
- *   q (B, T, NH, hs), k and v (B, T, NKV, hs) -> out (B, T, NH, hs)
- *   lse (B, NH, T): log-sum-exp of each query row's scores, saved for backward
- *   scratch: nf_attention_scratch_floats(T) floats, for both directions */
+ *   q (B, T, NH, hs): queries at positions q_start .. q_start+T-1 (training:
+ *   q_start 0; a prompt chunk after earlier tokens: where it starts)
+ *   k and v (B, q_start+T, NKV, hs) -> out (B, T, NH, hs)
+ *   lse (B, NH, T): log-sum-exp of each query row's scores, saved for
+ *   backward (NULL: not wanted)
+ *   scratch: nf_attention_scratch_floats(q_start+T) floats, for both directions */
 void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                          int NH, int NKV, int hs, float *scratch);
+                          int q_start, int NH, int NKV, int hs, float *scratch);
 /* dq += ..., dk += ..., dv += ... from dout (B, T, NH, hs) */
 void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
                            const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch);

@@ -396,29 +396,29 @@ static float exp_shifted_sum(float *row, int n, float max) {
 size_t nf_attention_scratch_floats(int T) { return (size_t)omp_get_max_threads() * 2 * ATT_TILE * (size_t)T; }
 
 void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                          int NH, int NKV, int hs, float *scratch) {
+                          int q_start, int NH, int NKV, int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs);
-    int group = NH / NKV, tiles = (T + ATT_TILE - 1) / ATT_TILE, job;
+    int group = NH / NKV, tiles = (T + ATT_TILE - 1) / ATT_TILE, K = q_start + T, job;
 #pragma omp parallel for schedule(dynamic)
     for (job = 0; job < B * NH * tiles; job++) {
         int bh = job / tiles, b = bh / NH, h = bh % NH, kvh = h / group;
-        int r0 = (job % tiles) * ATT_TILE, rows = T - r0 < ATT_TILE ? T - r0 : ATT_TILE, keys = r0 + rows;
-        float *score = scratch + (size_t)omp_get_thread_num() * 2 * ATT_TILE * T;
+        int r0 = (job % tiles) * ATT_TILE, rows = T - r0 < ATT_TILE ? T - r0 : ATT_TILE, keys = q_start + r0 + rows;
+        float *score = scratch + (size_t)omp_get_thread_num() * 2 * ATT_TILE * K;
         const float *qt = q + (((size_t)b * T + r0) * NH + h) * hs;
-        const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
-        /* score (rows, keys) = scale q k^T; row i sees keys 0 .. r0 + i */
-        dnnl_sgemm('N', 'T', rows, keys, hs, scale, qt, NH * hs, kb, NKV * hs, 0.0f, score, T);
+        const float *kb = k + ((size_t)b * K * NKV + kvh) * hs, *vb = v + ((size_t)b * K * NKV + kvh) * hs;
+        /* score (rows, keys) = scale q k^T; row i sees keys 0 .. q_start + r0 + i */
+        dnnl_sgemm('N', 'T', rows, keys, hs, scale, qt, NH * hs, kb, NKV * hs, 0.0f, score, K);
         for (int i = 0; i < rows; i++) {
-            float *row = score + (size_t)i * T, max = -INFINITY;
-            int seen = r0 + i + 1;
+            float *row = score + (size_t)i * K, max = -INFINITY;
+            int seen = q_start + r0 + i + 1;
             for (int j = 0; j < seen; j++) max = row[j] > max ? row[j] : max;
             float sum = exp_shifted_sum(row, seen, max), inv = 1.0f / sum;
             for (int j = 0; j < seen; j++) row[j] *= inv;
             memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
-            lse[(size_t)bh * T + r0 + i] = max + logf(sum);
+            if (lse) lse[(size_t)bh * T + r0 + i] = max + logf(sum);
         }
         /* out (rows, hs) = softmax v */
-        dnnl_sgemm('N', 'N', rows, hs, keys, 1.0f, score, T, vb, NKV * hs, 0.0f,
+        dnnl_sgemm('N', 'N', rows, hs, keys, 1.0f, score, K, vb, NKV * hs, 0.0f,
                    out + (((size_t)b * T + r0) * NH + h) * hs, NH * hs);
     }
 }

@@ -34,6 +34,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
         (s->q = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->lora_u = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->scores = nf_alloc_array((size_t)c->n_heads * P, sizeof(float), err)) == NULL ||
+        (s->att_scratch = nf_alloc_array(nf_attention_scratch_floats((int)P), sizeof(float), err)) == NULL ||
         (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
         (s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
         (s->value_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL) {
@@ -45,7 +46,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
 
 void infer_state_free(InferState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
-    free(s->q); free(s->lora_u); free(s->scores); free(s->logits); free(s->key_cache); free(s->value_cache);
+    free(s->q); free(s->lora_u); free(s->scores); free(s->att_scratch); free(s->logits); free(s->key_cache); free(s->value_cache);
     memset(s, 0, sizeof *s);
 }
 
@@ -83,9 +84,11 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
             nf_rope(s->q + (size_t)r * D, c->n_heads, hs, pos + r);
             nf_rope(k_rows + (size_t)r * KV, c->n_kv_heads, hs, pos + r);
         }
-        for (int r = 0; r < n; r++) /* row r sees the cache up to its own position */
-            nf_attention_decode(s->xb + (size_t)r * D, s->q + (size_t)r * D, keys, values, s->scores, pos + r,
-                                c->n_heads, c->n_kv_heads, hs);
+        if (n == 1) /* one row: a dot product per cached position */
+            nf_attention_decode(s->xb, s->q, keys, values, s->scores, pos, c->n_heads, c->n_kv_heads, hs);
+        else /* a chunk: tiles of rows against the cache through sgemm; row r sees up to pos + r */
+            nf_attention_forward(s->xb, NULL, s->q, keys, values, 1, n, pos, c->n_heads, c->n_kv_heads, hs,
+                                 s->att_scratch);
         nf_matmul(s->xb2, s->xb, &lw->wo, n, D, D);
         lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];

@@ -23,7 +23,8 @@ typedef struct {
     float *hb2;           /* (C, H) FFN up */
     float *q;             /* (C, D) queries of these positions */
     float *lora_u;        /* (C, D) LoRA scratch: s A x, rank <= D */
-    float *scores;        /* (n_heads, P) attention weights */
+    float *scores;        /* (n_heads, P) attention weights of one row */
+    float *att_scratch;   /* nf_attention_scratch_floats(P): a prompt chunk's attention tiles */
     float *logits;        /* (V) output of the last forward */
     float *key_cache;     /* (L, P, KV) */
     float *value_cache;   /* (L, P, KV) */

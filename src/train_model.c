@@ -223,7 +223,7 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
         projection_forward(net, a, l, LORA_WV, v, xn);
         nf_rope_forward(q, B, T, NH, hs);
         nf_rope_forward(k, B, T, NKV, hs);
-        nf_attention_forward(att_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
+        nf_attention_forward(att_out, att_lse, q, k, v, B, T, 0, NH, NKV, hs, a->att_scratch);
         projection_forward(net, a, l, LORA_WO, mid, att_out);
         for (size_t i = 0; i < ND; i++) mid[i] += x[i];
 
