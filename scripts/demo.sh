@@ -2,7 +2,7 @@
 # The main job, end to end, on the built-in default:
 #   1. a real corpus installed from Debian: the `fortunes` package (~2.7 MB of text),
 #   2. tokenized with the built-in byte-level vocabulary (no files needed),
-#   3. a small LLaMA trained from scratch for about two minutes, with live progress,
+#   3. a small LLaMA trained from scratch for about a minute, with live progress,
 #   4. evaluated over the whole corpus (the `val` lines of training measure the held-out 5 %),
 #      exported as a llama2.c model, and sampled.
 # NDJSON from every command goes to out/demo/*.ndjson; the terminal shows what a
