@@ -51,6 +51,18 @@ void nf_attention_decode(float *out, const float *q, const float *keys, const fl
 
 /* out (N, OC) = inp (N, C) @ W^T, W (OC, C) */
 void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int OC);
+
+/* The same two products in bf16 (training with --dtype bf16): operands are
+ * rounded to bfloat16, products accumulate in fp32, through oneDNN's matmul
+ * (AVX512-BF16 where the CPU has it). A Bf16Context holds oneDNN's engine and
+ * stream and room for the rounded operands of up to max_floats values each;
+ * one per run. Should oneDNN refuse a product, it is computed in fp32. */
+typedef struct Bf16Context Bf16Context;
+Bf16Context *nf_bf16_create(size_t max_floats);
+void nf_bf16_free(Bf16Context *ctx);
+void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC);
+void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, int N, int C, int OC);
 /* out (N, OC) += inp (N, C) @ W^T: a second branch added onto a projection (LoRA) */
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC);
 /* dinp (N, C) += dout (N, OC) @ W;  dw (OC, C) += dout^T @ inp */

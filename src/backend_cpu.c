@@ -281,6 +281,111 @@ void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int 
     dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
 }
 
+struct Bf16Context {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    uint16_t *a, *b; /* rounded operands, max_floats each */
+    size_t max_floats;
+};
+
+Bf16Context *nf_bf16_create(size_t max_floats) {
+    Bf16Context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->max_floats = max_floats;
+    ctx->a = malloc(max_floats * sizeof(uint16_t));
+    ctx->b = malloc(max_floats * sizeof(uint16_t));
+    if (!ctx->a || !ctx->b || dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&ctx->stream, ctx->engine, dnnl_stream_default_flags) != dnnl_success) {
+        nf_bf16_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void nf_bf16_free(Bf16Context *ctx) {
+    if (!ctx) return;
+    if (ctx->stream) dnnl_stream_destroy(ctx->stream);
+    if (ctx->engine) dnnl_engine_destroy(ctx->engine);
+    free(ctx->a);
+    free(ctx->b);
+    free(ctx);
+}
+
+/* o = x rounded to bfloat16 (to nearest even) */
+static void round_bf16(uint16_t *o, const float *x, size_t n) {
+    size_t i = 0;
+#if defined(__AVX512BF16__)
+    size_t blocks = n / 32;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < blocks; k++) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 32 * k + 16), _mm512_loadu_ps(x + 32 * k));
+        _mm512_storeu_si512((void *)(o + 32 * k), (__m512i)v);
+    }
+    i = blocks * 32;
+#endif
+    for (; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, 4);
+        o[i] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    }
+}
+
+/* C (M, N) = beta C + op(A) op(B), row-major as dnnl_sgemm's arguments, with
+ * A and B rounded to bf16. beta is 0 or 1. */
+static void gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B,
+                      int ldb, float beta, float *C, int ldc) {
+    size_t a_count = (size_t)(ta == 'N' ? M : K) * lda, b_count = (size_t)(tb == 'N' ? K : N) * ldb;
+    dnnl_memory_desc_t a_md, b_md, c_md;
+    dnnl_dims_t a_dims = {M, K}, b_dims = {K, N}, c_dims = {M, N};
+    dnnl_dims_t a_strides = {ta == 'N' ? lda : 1, ta == 'N' ? 1 : lda};
+    dnnl_dims_t b_strides = {tb == 'N' ? ldb : 1, tb == 'N' ? 1 : ldb}, c_strides = {ldc, 1};
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    bool done = false;
+    if (a_count <= ctx->max_floats && b_count <= ctx->max_floats &&
+        dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides) == dnnl_success &&
+        dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_strides) == dnnl_success &&
+        dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides) == dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        (beta == 0.0f || (dnnl_post_ops_create(&post) == dnnl_success &&
+                          dnnl_post_ops_append_sum(post, 1.0f) == dnnl_success &&
+                          dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success)) &&
+        /* oneDNN caches primitives by their description: creating one again is cheap */
+        dnnl_primitive_desc_create(&pd, &desc, attr, ctx->engine, NULL) == dnnl_success &&
+        dnnl_primitive_create(&prim, pd) == dnnl_success &&
+        dnnl_memory_create(&mem[0], &a_md, ctx->engine, ctx->a) == dnnl_success &&
+        dnnl_memory_create(&mem[1], &b_md, ctx->engine, ctx->b) == dnnl_success &&
+        dnnl_memory_create(&mem[2], &c_md, ctx->engine, C) == dnnl_success) {
+        round_bf16(ctx->a, A, a_count);
+        round_bf16(ctx->b, B, b_count);
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
+        done = dnnl_primitive_execute(prim, ctx->stream, 3, args) == dnnl_success &&
+               dnnl_stream_wait(ctx->stream) == dnnl_success;
+    }
+    for (int i = 0; i < 3; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    if (prim) dnnl_primitive_destroy(prim);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (post) dnnl_post_ops_destroy(post);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (!done) dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC) {
+    gemm_bf16(ctx, 'N', 'T', N, OC, C, inp, C, w, C, 0.0f, out, OC);
+}
+
+void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, int N, int C, int OC) {
+    if (dinp) gemm_bf16(ctx, 'N', 'N', N, C, OC, dout, OC, w, C, 1.0f, dinp, C);
+    if (dw) gemm_bf16(ctx, 'T', 'N', OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
+}
+
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC) {
     dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
 }

@@ -69,7 +69,7 @@ static void random_tokens(int *tokens, size_t n, int vocab, uint64_t seed) {
 
 typedef struct {
     int64_t batch, seq, steps, lora_rank, tokens, prompt_tokens;
-    bool q8;
+    bool q8, bf16;
 } BenchOptions;
 
 static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
@@ -95,7 +95,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
     if (!(grads = nf_alloc_array(n, sizeof(float), err)) || !(m = nf_alloc_array(n, sizeof(float), err)) ||
         !(v = nf_alloc_array(n, sizeof(float), err)) || (lora && !(adapters = nf_alloc_array(n, sizeof(float), err))) ||
         !(tokens = nf_alloc_array(2 * (size_t)B * T, sizeof(int), err)) ||
-        activations_init(&acts, c, lora, B, T, err) != 0)
+        activations_init(&acts, c, lora, B, T, o->bf16, err) != 0)
         goto done;
     random_tokens(tokens, 2 * (size_t)B * T, c->vocab_size, 7);
     Net net;
@@ -140,6 +140,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
     json_int(&j, "batch", B);
     json_int(&j, "seq", T);
     json_int(&j, "lora_rank", o->lora_rank);
+    json_string(&j, "dtype", o->bf16 ? "bf16" : "fp32");
     json_int(&j, "steps", o->steps);
     json_number(&j, "first_step_ms", first_ms);
     json_number(&j, "ms_per_step", ms_per_step);
@@ -215,7 +216,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     bool train = false, generate = false;
     const char *preset = "15M", *model_path = NULL;
     int64_t threads = 0;
-    const char *quant = "none";
+    const char *quant = "none", *dtype = "fp32";
     BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 128};
     ArgSpec specs[] = {
         {"train", ARG_FLAG, &train, .help = "time training steps"},
@@ -228,6 +229,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         {"lora-rank", ARG_INT, &o.lora_rank, 0, LORA_MAX_RANK, .help = "--train: LoRA on wq,wk,wv,wo (default 0 = full)"},
         {"tokens", ARG_INT, &o.tokens, 1, NF_MAX_SEQ_LEN, .help = "--generate: tokens to generate (default 128)"},
         {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN, .help = "--generate: prompt tokens first (default 128)"},
+        {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16", .help = "--train: precision of the weight products (default fp32)"},
         {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "--generate: q8 = int8 weights (default none)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
@@ -244,9 +246,9 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "--preset and --model exclude each other");
         return emit_error(out, &err);
     }
-    const char *train_only[] = {"batch", "seq", "steps", "lora-rank"},
+    const char *train_only[] = {"batch", "seq", "steps", "lora-rank", "dtype"},
                *generate_only[] = {"tokens", "prompt-tokens", "quant"};
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (generate && args_seen(specs, n_specs, train_only[i])) {
             nf_fail(&err, NF_ERR_USAGE, "--%s is for --train", train_only[i]);
             return emit_error(out, &err);
@@ -258,6 +260,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         }
     nf_set_threads((int)threads);
     o.q8 = strcmp(quant, "q8") == 0;
+    o.bf16 = strcmp(dtype, "bf16") == 0;
     BenchModel bm = {0};
     if (load_bench_model(&bm, preset, model_path, &err) != 0) return emit_error(out, &err);
     /* defaults that do not fit a short-context model shrink to fit it */

@@ -49,7 +49,7 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
     }
     int B = (int)batch, T = (int)seq;
     if (token_data_open(&d, data.items, data.n, NULL, 0.0, c.vocab_size, T, &err) != 0 ||
-        activations_init(&acts, &c, NULL, B, T, &err) != 0 || !(tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
+        activations_init(&acts, &c, NULL, B, T, false, &err) != 0 || !(tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
         !(targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
         goto fail;
     Net net;

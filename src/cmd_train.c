@@ -19,7 +19,7 @@ static int default_hidden_dim(int dim) {
 
 int cmd_train(int argc, char **argv, NfOut *out) {
     TrainOptions o = {0};
-    const char *config_path = NULL, *schedule = "cosine";
+    const char *config_path = NULL, *schedule = "cosine", *dtype = "fp32";
     int64_t dim = 288, hidden = 0, layers = 6, heads = 6, kv_heads = 0, vocab = 32000, seq_len = 256;
     bool separate_classifier = false;
     int64_t lora_rank = 0, threads = 0;
@@ -76,6 +76,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
         {"resume", ARG_FLAG, &o.resume, .help = "continue exactly from --ckpt"},
         {"restart-every", ARG_INT, &o.restart_every, 0, 1e9, .help = "checkpoint and re-execute itself every N steps"},
         {"config", ARG_STRING, &config_path, .help = "JSON file of flag names and values (flags win)"},
+        {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16", .help = "precision of the weight products (default fp32; bf16 keeps fp32 weights and AdamW state)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -162,6 +163,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     o.argc = argc;
     o.argv = argv;
     nf_set_threads((int)threads);
+    o.bf16 = strcmp(dtype, "bf16") == 0;
     status = train_run(&o, out);
     json_free(&options);
     json_value_free(&config);

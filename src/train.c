@@ -395,7 +395,7 @@ int train_run(TrainOptions *o, NfOut *out) {
         batch_sampler_restore(&t.sampler, ck.data_rng_state, ck.data_epoch, ck.data_position, &err) != 0)
         goto fail;
     const LoraConfig *lora = o->use_lora ? &o->lora : NULL;
-    if (activations_init(&t.acts, &t.config, lora, B, T, &err) != 0) goto fail;
+    if (activations_init(&t.acts, &t.config, lora, B, T, o->bf16, &err) != 0) goto fail;
     if (!(t.tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
         !(t.targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
         goto fail;

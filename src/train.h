@@ -19,6 +19,7 @@ typedef struct {
     /* LoRA: adapters on the frozen --model when use_lora */
     bool use_lora;
     LoraConfig lora;
+    bool bf16;                   /* --dtype bf16: weight products in bf16 */
     /* data */
     StringList data;
     const char *val_data;

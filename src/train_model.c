@@ -56,7 +56,8 @@ uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, 
     return total;
 }
 
-int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, NfError *err) {
+int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, bool bf16,
+                     NfError *err) {
     memset(a, 0, sizeof *a);
     a->B = B;
     a->T = T;
@@ -71,10 +72,23 @@ int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lor
             return -1;
         }
     }
+    if (bf16) {
+        /* the largest operand of a weight product: logits or their gradient (N, V), or a weight */
+        size_t N = (size_t)B * T, D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+        size_t most = N * V;
+        size_t others[] = {V * D, N * H, H * D, N * D};
+        for (int k = 0; k < 4; k++) most = others[k] > most ? others[k] : most;
+        if (!(a->bf16 = nf_bf16_create(most))) {
+            activations_free(a);
+            return nf_fail(err, NF_ERR_MEMORY, "cannot set up bf16 products (%zu-value operands)", most);
+        }
+    }
     return 0;
 }
 
 void activations_free(Activations *a) {
+    nf_bf16_free(a->bf16);
+    a->bf16 = NULL;
     Buffer list[40];
     int n = activation_buffers(a, &(ModelConfig){.dim = 2, .hidden_dim = 1, .n_layers = 1, .n_heads = 1,
                                                  .n_kv_heads = 1, .vocab_size = 1, .seq_len = 1},
@@ -120,6 +134,18 @@ double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora
     return per_weight * (L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * adapters + 6.0 * L * T * D;
 }
 
+/* Products with the model's weights: fp32, or bf16 under --dtype bf16. */
+static void weight_forward(Activations *a, float *out, const float *inp, const float *w, int N, int C, int OC) {
+    if (a->bf16) nf_matmul_forward_bf16(a->bf16, out, inp, w, N, C, OC);
+    else nf_matmul_forward(out, inp, w, N, C, OC);
+}
+
+static void weight_backward(Activations *a, float *dinp, float *dw, const float *dout, const float *inp,
+                            const float *w, int N, int C, int OC) {
+    if (a->bf16) nf_matmul_backward_bf16(a->bf16, dinp, dw, dout, inp, w, N, C, OC);
+    else nf_matmul_backward(dinp, dw, dout, inp, w, N, C, OC);
+}
+
 /* The (L, out, in) weight of projection t. */
 static float *projection_weight(const ParamPointers *p, LoraTarget t) {
     float *const w[LORA_TARGETS] = {p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3};
@@ -155,7 +181,7 @@ static float *lora_u_of(const Net *net, const Activations *a, int l, LoraTarget 
 static void projection_forward(const Net *net, Activations *a, int l, LoraTarget t, float *y, const float *x) {
     int N = a->B * a->T, in, out;
     lora_target_dims(net->config, t, &in, &out);
-    nf_matmul_forward(y, x, projection_weight(&net->w, t) + (size_t)l * out * in, N, in, out);
+    weight_forward(a, y, x, projection_weight(&net->w, t) + (size_t)l * out * in, N, in, out);
     if (!has_adapter(net, t)) return;
     const float *x_in = x;
     float p = net->lora->config.dropout;
@@ -172,8 +198,8 @@ static void projection_backward(const Net *net, const NetGrads *g, Activations *
     int N = a->B * a->T, in, out;
     lora_target_dims(net->config, t, &in, &out);
     size_t per_layer = (size_t)out * in;
-    nf_matmul_backward(dx, layer_of(projection_weight(&g->w, t), l, per_layer), dy, x,
-                       projection_weight(&net->w, t) + l * per_layer, N, in, out);
+    weight_backward(a, dx, layer_of(projection_weight(&g->w, t), l, per_layer), dy, x,
+                    projection_weight(&net->w, t) + l * per_layer, N, in, out);
     if (!has_adapter(net, t)) return;
     const Lora *lora = net->lora;
     int r = lora->config.rank;
@@ -238,7 +264,7 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
 
     float *x = a->resid + (size_t)c->n_layers * ND;
     nf_rmsnorm_forward(a->xn_final, a->rstd_final, x, p->rms_final, N, D);
-    nf_matmul_forward(a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
+    weight_forward(a, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
     double loss_sum = nf_cross_entropy(a->logits, targets, N, c->vocab_size, grad_scale / (float)N);
     return loss_sum / N;
 }
@@ -254,7 +280,7 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
     /* classifier and final norm: dresid = d loss / d resid[L] */
     memset(a->dxn, 0, ND * sizeof(float));
     memset(a->dresid, 0, ND * sizeof(float));
-    nf_matmul_backward(a->dxn, g->w.wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
+    weight_backward(a, a->dxn, g->w.wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
     nf_rmsnorm_backward(a->dresid, g->w.rms_final, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
                         a->rstd_final, N, D);
 

@@ -7,6 +7,7 @@
 #ifndef NF_TRAIN_MODEL_H
 #define NF_TRAIN_MODEL_H
 
+#include "backend.h"
 #include "lora.h"
 #include "params.h"
 
@@ -65,6 +66,7 @@ typedef struct {
     float *lora_du;     /* (N, r) scratch */
     uint64_t dropout_key; /* the dropout masks of the last forward (0 = none), redrawn by backward */
     size_t att_out_stride; /* floats per layer of att_out, or 0 */
+    Bf16Context *bf16;  /* --dtype bf16: the weight products run in bf16; NULL for fp32 */
 } Activations;
 
 /* A network of every weight in params (params.h layout); g (if not NULL)
@@ -80,8 +82,10 @@ void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *
  * (lora: NULL for full training), for tok/s -> FLOP/s reporting. */
 double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora);
 
-/* lora (may be NULL) sizes the adapter buffers. */
-int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, NfError *err);
+/* lora (may be NULL) sizes the adapter buffers; bf16 makes the products with
+ * the model's weights run in bf16 (fp32 master weights and optimizer state). */
+int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, bool bf16,
+                     NfError *err);
 void activations_free(Activations *a);
 /* Bytes the activations take for this shape (for reporting and limits). */
 uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, int T);

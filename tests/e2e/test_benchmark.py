@@ -13,12 +13,14 @@ def train_benchmark_reports_consistent_numbers():
     assert r.rc == 0, r.stdout
     b = r.one("benchmark")
     assert b["mode"] == "train" and b["model"] == "15M" and b["config"]["dim"] == 288 and b["threads"] == 1
-    assert (b["batch"], b["seq"], b["steps"], b["lora_rank"]) == (2, 16, 2, 0)
+    assert (b["batch"], b["seq"], b["steps"], b["lora_rank"], b["dtype"]) == (2, 16, 2, 0, "fp32")
     assert abs(b["tok_s"] - 2 * 16 / (b["ms_per_step"] / 1000)) < 1e-6 * b["tok_s"]
     assert b["gflops"] > 0 and b["gemm_peak_gflops"] > 0 and abs(b["mfu"] - b["gflops"] / b["gemm_peak_gflops"]) < 1e-9
     lora = run(["benchmark", "--train", "--model", shared("stories260K.bin"), "--batch", 2, "--seq", 32,
                 "--steps", 1, "--lora-rank", 4]).one("benchmark")
     assert lora["lora_rank"] == 4 and lora["model"].endswith("stories260K.bin") and lora["params"] == 260032
+    bf16 = run(["benchmark", "--train", "--preset", "15M", "--batch", 1, "--seq", 16, "--steps", 1, "--dtype", "bf16"])
+    assert bf16.rc == 0 and bf16.one("benchmark")["dtype"] == "bf16"
 
 
 @test
@@ -50,7 +52,8 @@ def benchmark_flag_mistakes_are_refused():
                           (["--train", "--preset", "15M", "--model", shared("stories260K.bin")], "--preset"),
                           (["--train", "--preset", "15M", "--seq", 300], "--seq"),
                           (["--generate", "--preset", "15M", "--tokens", 200, "--prompt-tokens", 100], "seq_len"),
-                          (["--train", "--threads", -1], "--threads")):
+                          (["--train", "--threads", -1], "--threads"), (["--generate", "--dtype", "bf16"], "--dtype"),
+                          (["--train", "--dtype", "fp16"], "--dtype")):
         assert_error(run(["benchmark", *args]), "usage", mention)
 
 

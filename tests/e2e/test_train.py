@@ -62,6 +62,21 @@ def from_scratch_on_shakespeare_val_loss_falls_well_below_unigram_entropy():
 
 
 @test
+def bf16_training_ends_within_one_percent_of_fp32():
+    # fine-tuning stories260K for 200 steps: a run whose loss is settling, so the comparison measures
+    # precision, not where two chaotic trajectories of a from-scratch run happen to be
+    args = ["train", "--model", shared("stories260K.bin"), "--data", tokenized("tinystories_train_2MiB.txt"),
+            "--val-split", 0.05, "--steps", 200, "--batch", 8, "--seq", 128, "--lr", 5e-4, "--warmup", 10,
+            "--val-every", 200, "--val-batches", 16]
+    fp32, bf16 = run(args, timeout=600), run([*args, "--dtype", "bf16"], timeout=600)
+    assert fp32.rc == 0 and bf16.rc == 0, bf16.stdout
+    a, b = fp32.one("val")["val_loss"], bf16.one("val")["val_loss"]
+    print(f"  val loss after 200 steps: fp32 {a:.5f}, bf16 {b:.5f} ({100 * (b / a - 1):+.3f}%)")
+    assert abs(b / a - 1) < 0.01
+    assert bf16.of_type("step")[0]["loss"] != fp32.of_type("step")[0]["loss"]  # the bf16 path really ran
+
+
+@test
 def finetuning_stories260k_starts_near_its_loss_and_improves():
     ids = np.fromfile(tokenized("tinystories_train_2MiB.txt"), dtype="<u2")
     cut = int(np.nonzero(ids[int(len(ids) * 0.9):] == 1)[0][0] + int(len(ids) * 0.9))  # at a story's BOS

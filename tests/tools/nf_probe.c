@@ -111,7 +111,7 @@ static int probe_lora_grads(int argc, char **argv) {
     param_pointers(&base_w, base, &c);
     net_lora(&net, &g, &c, &base_w, &lora, out + 1);
     Activations a;
-    if (activations_init(&a, &c, &lc, B, T, &err) != 0) return die(err.message);
+    if (activations_init(&a, &c, &lc, B, T, false, &err) != 0) return die(err.message);
     out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
     model_backward(&net, &g, &a, tokens);
     memcpy(out + 1 + n, a.dresid, N * D * sizeof(float)); /* d loss / d resid[0]: the embeddings' gradient */
@@ -191,7 +191,7 @@ static int probe_grads(int argc, char **argv) {
     NetGrads g;
     net_full(&net, &g, &m.config, params, grads);
     Activations a;
-    if (activations_init(&a, &m.config, NULL, B, T, &err) != 0) return die(err.message);
+    if (activations_init(&a, &m.config, NULL, B, T, false, &err) != 0) return die(err.message);
     out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
     model_backward(&net, &g, &a, tokens);
     int rc = write_all(argv[3], out, (1 + n) * sizeof(float));

@@ -97,7 +97,7 @@ static void fixture_init(Fixture *f, const LoraConfig *lc) {
     f->lora.config = *lc;
     f->lora.w = p;
     net_lora(&f->net, &f->g, &TINY, &bp, &f->lora, f->grads);
-    assert_int_equal(activations_init(&f->acts, &TINY, lc, 2, 5, &err), 0);
+    assert_int_equal(activations_init(&f->acts, &TINY, lc, 2, 5, false, &err), 0);
     for (int i = 0; i < 10; i++) {
         f->tokens[i] = (int)rng_below(&rng, (uint64_t)TINY.vocab_size);
         f->targets[i] = (int)rng_below(&rng, (uint64_t)TINY.vocab_size);
