@@ -286,6 +286,8 @@ struct Bf16Context {
     dnnl_stream_t stream;
     uint16_t *a, *b; /* rounded operands, max_floats each */
     size_t max_floats;
+    void *scratchpad;     /* oneDNN's working memory, kept from call to call (it would map fresh pages each time) */
+    size_t scratchpad_bytes;
 };
 
 Bf16Context *nf_bf16_create(size_t max_floats) {
@@ -308,6 +310,7 @@ void nf_bf16_free(Bf16Context *ctx) {
     if (ctx->engine) dnnl_engine_destroy(ctx->engine);
     free(ctx->a);
     free(ctx->b);
+    free(ctx->scratchpad);
     free(ctx);
 }
 
@@ -330,6 +333,16 @@ static void round_bf16(uint16_t *o, const float *x, size_t n) {
     }
 }
 
+/* Grows the kept scratchpad to at least bytes; false if memory runs out. */
+static bool scratchpad_fits(Bf16Context *ctx, size_t bytes) {
+    if (bytes <= ctx->scratchpad_bytes) return true;
+    void *grown = realloc(ctx->scratchpad, bytes);
+    if (!grown) return false;
+    ctx->scratchpad = grown;
+    ctx->scratchpad_bytes = bytes;
+    return true;
+}
+
 /* C (M, N) = beta C + op(A) op(B), row-major as dnnl_sgemm's arguments, with
  * A and B rounded to bf16. beta is 0 or 1. */
 static void gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B,
@@ -344,7 +357,8 @@ static void gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, c
     dnnl_post_ops_t post = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    dnnl_memory_t mem[4] = {NULL, NULL, NULL, NULL};
+    const dnnl_memory_desc_t *pad_md = NULL;
     bool done = false;
     if (a_count <= ctx->max_floats && b_count <= ctx->max_floats &&
         dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides) == dnnl_success &&
@@ -352,22 +366,27 @@ static void gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, c
         dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides) == dnnl_success &&
         dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
         (beta == 0.0f || (dnnl_post_ops_create(&post) == dnnl_success &&
                           dnnl_post_ops_append_sum(post, 1.0f) == dnnl_success &&
                           dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success)) &&
         /* oneDNN caches primitives by their description: creating one again is cheap */
         dnnl_primitive_desc_create(&pd, &desc, attr, ctx->engine, NULL) == dnnl_success &&
         dnnl_primitive_create(&prim, pd) == dnnl_success &&
+        (pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)) != NULL &&
+        scratchpad_fits(ctx, dnnl_memory_desc_get_size(pad_md)) &&
         dnnl_memory_create(&mem[0], &a_md, ctx->engine, ctx->a) == dnnl_success &&
         dnnl_memory_create(&mem[1], &b_md, ctx->engine, ctx->b) == dnnl_success &&
-        dnnl_memory_create(&mem[2], &c_md, ctx->engine, C) == dnnl_success) {
+        dnnl_memory_create(&mem[2], &c_md, ctx->engine, C) == dnnl_success &&
+        dnnl_memory_create(&mem[3], pad_md, ctx->engine, ctx->scratchpad) == dnnl_success) {
         round_bf16(ctx->a, A, a_count);
         round_bf16(ctx->b, B, b_count);
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
-        done = dnnl_primitive_execute(prim, ctx->stream, 3, args) == dnnl_success &&
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
+                                   {DNNL_ARG_SCRATCHPAD, mem[3]}};
+        done = dnnl_primitive_execute(prim, ctx->stream, 4, args) == dnnl_success &&
                dnnl_stream_wait(ctx->stream) == dnnl_success;
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (mem[i]) dnnl_memory_destroy(mem[i]);
     if (prim) dnnl_primitive_destroy(prim);
     if (pd) dnnl_primitive_desc_destroy(pd);
