@@ -28,6 +28,14 @@ def tokenized(name, split="eot"):
     return _cache[key]
 
 
+def random_token_file(n, seed):
+    """A fresh directory holding d.bin: n random ids below 512."""
+    d = tmpdir()
+    data = os.path.join(d, "d.bin")
+    np.random.default_rng(seed).integers(0, 512, n).astype("<u2").tofile(data)
+    return d, data
+
+
 def tiny_init(extra=()):
     return ["--init", "--dim", 32, "--n-layers", 2, "--n-heads", 4, "--n-kv-heads", 2, "--vocab-size", 512,
             "--seq-len", 64, *extra]
@@ -279,9 +287,7 @@ def shuffle_visits_every_window_once_per_epoch():
 
 @test
 def config_file_sets_flags_and_command_line_wins():
-    d = tmpdir()
-    data = os.path.join(d, "d.bin")
-    np.random.default_rng(1).integers(0, 512, 500).astype("<u2").tofile(data)
+    d, data = random_token_file(500, seed=1)
     cfg = os.path.join(d, "c.json")
     json.dump({"init": True, "dim": 32, "n-layers": 1, "n-heads": 2, "vocab-size": 512, "seq-len": 32,
                "data": [data], "steps": 3, "batch": 2, "lr": 0.01, "val-every": 0}, open(cfg, "w"))
@@ -301,9 +307,7 @@ def config_file_sets_flags_and_command_line_wins():
 
 @test
 def keep_last_keeps_that_many_stamped_checkpoints():
-    d = tmpdir()
-    data = os.path.join(d, "d.bin")
-    np.random.default_rng(2).integers(0, 512, 500).astype("<u2").tofile(data)
+    d, data = random_token_file(500, seed=2)
     ckpt = os.path.join(d, "run.ckpt")
     r = run(["train", *tiny_init(), "--data", data, "--steps", 10, "--batch", 1, "--seq", 8, "--ckpt", ckpt,
              "--ckpt-every", 2, "--keep-last", 3, "--val-every", 0])
@@ -328,9 +332,7 @@ def keep_last_keeps_that_many_stamped_checkpoints():
 
 @test
 def resume_reports_the_flags_that_differ_from_the_checkpoints_run():
-    d = tmpdir()
-    data = os.path.join(d, "d.bin")
-    np.random.default_rng(4).integers(0, 512, 2000).astype("<u2").tofile(data)
+    d, data = random_token_file(2000, seed=4)
     ckpt = os.path.join(d, "run.ckpt")
     base = ["train", *tiny_init(), "--data", data, "--batch", 2, "--ckpt", ckpt, "--val-every", 0, "--shuffle"]
     assert run([*base, "--seq", 16, "--steps", 3]).rc == 0
