@@ -272,7 +272,12 @@ int checkpoint_check_base(const Checkpoint *ck, const char *ckpt_path, const cha
                           const ModelConfig *base_config, NfError *err) {
     uint64_t sum;
     if (model_file_checksum(base_path, &sum, err) != 0) return -1;
-    if (sum != ck->base_checksum || !config_equal(base_config, &ck->config))
+    return checkpoint_base_matches(ck, ckpt_path, base_path, sum, base_config, err);
+}
+
+int checkpoint_base_matches(const Checkpoint *ck, const char *ckpt_path, const char *base_path, uint64_t base_sum,
+                            const ModelConfig *base_config, NfError *err) {
+    if (base_sum != ck->base_checksum || !config_equal(base_config, &ck->config))
         return nf_fail(err, NF_ERR_CHECKPOINT,
                        "LoRA checkpoint '%s' was trained on another base model than '%s' (it names '%s')", ckpt_path,
                        base_path, ck->base_path);

@@ -52,6 +52,9 @@ int model_file_checksum(const char *path, uint64_t *sum, NfError *err);
 /* Refuses a LoRA checkpoint unless base_path is the very file it was trained on. */
 int checkpoint_check_base(const Checkpoint *ck, const char *ckpt_path, const char *base_path,
                           const ModelConfig *base_config, NfError *err);
+/* The same check against a base whose checksum (model_file_checksum) is known. */
+int checkpoint_base_matches(const Checkpoint *ck, const char *ckpt_path, const char *base_path, uint64_t base_sum,
+                            const ModelConfig *base_config, NfError *err);
 
 /* Adapters loaded from a LoRA checkpoint for the base model file base_path
  * (whose config is base_config): refused unless the checkpoint was trained

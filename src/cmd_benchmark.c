@@ -15,6 +15,7 @@
 
 #include "args.h"
 #include "backend.h"
+#include "checkpoint.h"
 #include "commands.h"
 #include "infer.h"
 #include "optimizer.h"
@@ -44,14 +45,8 @@ typedef struct {
 
 static int load_bench_model(BenchModel *bm, const char *preset, const char *model_path, NfError *err) {
     if (model_path) {
-        Model m;
-        if (model_load(&m, model_path, err) != 0) return -1;
-        bm->config = m.config;
-        bm->params = nf_alloc_array((size_t)config_param_count(&m.config), sizeof(float), err);
-        if (bm->params) params_from_model(bm->params, &m);
-        model_free(&m);
         bm->source = model_path;
-        return bm->params ? 0 : -1;
+        return load_flat_params(model_path, NULL, NULL, &bm->config, &bm->params, err);
     }
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
         if (strcmp(preset, PRESETS[i].name) == 0) bm->config = PRESETS[i].config;
@@ -248,12 +243,12 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     }
     const char *train_only[] = {"batch", "seq", "steps", "lora-rank", "dtype"},
                *generate_only[] = {"tokens", "prompt-tokens", "quant"};
-    for (int i = 0; i < 5; i++)
+    for (size_t i = 0; i < sizeof train_only / sizeof train_only[0]; i++)
         if (generate && args_seen(specs, n_specs, train_only[i])) {
             nf_fail(&err, NF_ERR_USAGE, "--%s is for --train", train_only[i]);
             return emit_error(out, &err);
         }
-    for (int i = 0; i < 3; i++)
+    for (size_t i = 0; i < sizeof generate_only / sizeof generate_only[0]; i++)
         if (train && args_seen(specs, n_specs, generate_only[i])) {
             nf_fail(&err, NF_ERR_USAGE, "--%s is for --generate", generate_only[i]);
             return emit_error(out, &err);

@@ -126,7 +126,8 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
                                "checkpoint '%s' holds rank-%d adapters on other targets or norms than this run's "
                                "--lora flags",
                                o->ckpt, ck->lora.rank);
-            if (load_base(t, err) != 0 || checkpoint_check_base(ck, o->ckpt, o->model_path, &t->config, err) != 0)
+            if (load_base(t, err) != 0 ||
+                checkpoint_base_matches(ck, o->ckpt, o->model_path, t->base_checksum, &t->config, err) != 0)
                 return -1;
         }
         t->config = ck->config;
