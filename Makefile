@@ -5,7 +5,10 @@
 CC      ?= cc
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
-OPT     ?= -O3 -march=native
+# One binary for every x86-64 machine (SSE4.2 and up): the AVX-512, VNNI and
+# BF16 kernels are compiled for those instructions on their own
+# (src/kernels_avx512.c) and chosen at run time when the CPU has them.
+OPT     ?= -O3 -march=x86-64-v2 -mtune=native
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g
 LDLIBS  := -ldnnl -lm -fopenmp

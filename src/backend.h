@@ -18,6 +18,11 @@ int nf_threads(void);
 /* fp32 GEMM speed measured now on square products of size n (GFLOP/s): the
  * peak that benchmarks report their efficiency (MFU) against. */
 double nf_gemm_peak_gflops(int n);
+/* Which hand-written kernels this CPU runs: "avx512-vnni-bf16",
+ * "avx512-vnni", "avx512" or "portable" (found at run time; NF_CPU=baseline
+ * forces "portable"). nf_cpu_check_env refuses any other NF_CPU value. */
+const char *nf_cpu_kernels(void);
+int nf_cpu_check_env(NfError *err);
 
 /* out (n, out_dim) = x (n, in_dim) @ W^T, W (out_dim, in_dim) fp32 or Q8. */
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim);

@@ -1,8 +1,11 @@
 /* backend_cpu.c — the CPU implementation of backend.h.
  *
- * Batched fp32 products go to oneDNN's sgemm; single rows (generation) use
- * an OpenMP row-parallel dot product, which is memory-bound either way. Q8
- * weights are dequantized group by group inside the dot product. */
+ * Batched fp32 products go to oneDNN's sgemm (which picks its own kernels
+ * for the CPU); single rows (generation) use an OpenMP row-parallel dot
+ * product, memory-bound either way. The hand-written inner loops come in
+ * two versions: AVX-512 (VNNI, BF16) in kernels_avx512.c, and portable C
+ * here. Which one runs is decided at each entry point from the running
+ * CPU's features, so one binary serves every x86-64 machine. */
 #include "backend.h"
 
 #include <math.h>
@@ -11,9 +14,43 @@
 
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
+
+#include "kernels.h"
+
+/* The instruction sets a kernel needs, asked of the running CPU (cpuid,
+ * through the compiler's builtin) each time rather than remembered.
+ * NF_CPU=baseline in the environment turns them all off, so the portable
+ * loops can be run and tested on any machine. */
+typedef enum { CPU_AVX512, CPU_VNNI, CPU_BF16 } CpuFeature;
+
+static bool cpu_has(CpuFeature f) {
+#if defined(__x86_64__)
+    const char *force = getenv("NF_CPU");
+    if (force && strcmp(force, "baseline") == 0) return false;
+    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                  __builtin_cpu_supports("fma");
+    switch (f) {
+    case CPU_AVX512: return avx512;
+    case CPU_VNNI: return avx512 && __builtin_cpu_supports("avx512vnni");
+    case CPU_BF16: return avx512 && __builtin_cpu_supports("avx512bf16");
+    }
+#else
+    (void)f;
 #endif
+    return false;
+}
+
+const char *nf_cpu_kernels(void) {
+    return cpu_has(CPU_BF16) ? "avx512-vnni-bf16" : cpu_has(CPU_VNNI) ? "avx512-vnni" : cpu_has(CPU_AVX512) ? "avx512" : "portable";
+}
+
+int nf_cpu_check_env(NfError *err) {
+    const char *force = getenv("NF_CPU");
+    if (force && strcmp(force, "baseline") != 0 && strcmp(force, "native") != 0)
+        return nf_fail(err, NF_ERR_USAGE, "NF_CPU must be baseline or native, not '%s'", force);
+    return 0;
+}
 
 void nf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : omp_get_num_procs()); }
 
@@ -38,16 +75,8 @@ double nf_gemm_peak_gflops(int n) {
     return best;
 }
 
-/* Dot product with 8 independent partial sums: vectorizes without -ffast-math.
- * Lengths that are a multiple of 16 (head sizes 16, 32, 64, 128) use AVX-512 FMAs. */
+/* Dot product with 8 independent partial sums: vectorizes without -ffast-math. */
 static inline float dot_f32(const float *a, const float *b, int n) {
-#if defined(__AVX512F__)
-    if (n % 16 == 0) {
-        __m512 v = _mm512_setzero_ps();
-        for (int i = 0; i < n; i += 16) v = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), v);
-        return _mm512_reduce_add_ps(v);
-    }
-#endif
     float acc[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
@@ -77,75 +106,20 @@ static inline float dot_q8(const Tensor *w, size_t start, const float *x, int n)
     return s;
 }
 
-#if defined(__AVX512F__)
-/* out (rows) = W (rows, n) x: four rows at a time share each load of x, four
- * accumulators per row hide the FMA latency. Generation reads every weight
- * once per token, so this runs at memory speed. */
+/* out (rows) = W (rows, n) x, blocks of rows to each thread (AVX-512) */
+#define GEMV_BLOCK 16
 static void gemv_f32_avx512(float *out, const float *w, const float *x, int rows, int n) {
-    int r;
+    int blocks = (rows + GEMV_BLOCK - 1) / GEMV_BLOCK, b;
 #pragma omp parallel for schedule(static)
-    for (r = 0; r < rows; r += 4) {
-        int nr = rows - r < 4 ? rows - r : 4;
-        const float *wr[4];
-        for (int k = 0; k < 4; k++) wr[k] = w + (size_t)(r + (k < nr ? k : 0)) * n;
-        __m512 acc[4][2];
-        for (int k = 0; k < 4; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
-        int i = 0;
-        for (; i + 32 <= n; i += 32) {
-            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-            for (int k = 0; k < 4; k++) {
-                acc[k][0] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + i), x0, acc[k][0]);
-                acc[k][1] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + i + 16), x1, acc[k][1]);
-            }
-        }
-        for (; i + 16 <= n; i += 16) {
-            __m512 x0 = _mm512_loadu_ps(x + i);
-            for (int k = 0; k < 4; k++) acc[k][0] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + i), x0, acc[k][0]);
-        }
-        for (int k = 0; k < nr; k++) {
-            float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
-            for (int j = i; j < n; j++) s += wr[k][j] * x[j];
-            out[r + k] = s;
-        }
+    for (b = 0; b < blocks; b++) {
+        int r0 = b * GEMV_BLOCK, nr = rows - r0 < GEMV_BLOCK ? rows - r0 : GEMV_BLOCK;
+        avx512_dots(out + r0, w + (size_t)r0 * n, (size_t)n, x, nr, n);
     }
 }
-#endif
 
-#if defined(__AVX512VNNI__)
 /* out (n, rows) = x (n, dim) W^T for Q8 W whose groups of gs values (a
  * multiple of 64) tile each row: x is quantized the same way (int8, one scale
- * per group), so a group's dot product is integer arithmetic, four bytes per
- * lane per instruction (VNNI). vpdpbusd multiplies unsigned by signed bytes,
- * so x goes in as xq + 128 and 128 * sum(w) comes off again, summed by a
- * second vpdpbusd against ones. Each weight row is loaded once for up to four
- * rows of x (a prompt), which share its sum. */
-#define Q8_XROWS 4
-
-/* out[k * out_stride] = row . x row k, for xr rows of quantized x (a constant
- * at each call, so the per-row arrays live in registers) */
-static inline __attribute__((always_inline)) void q8_row_dots(float *out, int out_stride, const int8_t *wr,
-                                                              const float *ws, const uint8_t *xu, const float *xs,
-                                                              int dim, int groups, int gs, int xr) {
-    const __m512i ones = _mm512_set1_epi8(1);
-    __m512 acc[Q8_XROWS];
-    for (int k = 0; k < xr; k++) acc[k] = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        __m512i dot[Q8_XROWS], wsum = _mm512_setzero_si512();
-        for (int k = 0; k < xr; k++) dot[k] = _mm512_setzero_si512();
-        for (int c = g * gs; c < (g + 1) * gs; c += 64) {
-            __m512i wv = _mm512_loadu_si512((const void *)(wr + c));
-            wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
-            for (int k = 0; k < xr; k++)
-                dot[k] = _mm512_dpbusd_epi32(dot[k], _mm512_loadu_si512((const void *)(xu + (size_t)k * dim + c)), wv);
-        }
-        __m512i offset = _mm512_slli_epi32(wsum, 7);
-        for (int k = 0; k < xr; k++)
-            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[k], offset)),
-                                     _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
-    }
-    for (int k = 0; k < xr; k++) out[(size_t)k * out_stride] = _mm512_reduce_add_ps(acc[k]);
-}
-
+ * per group), so each group's dot product is integer arithmetic (VNNI). */
 static void matmul_q8_vnni(float *out, const Tensor *w, const float *x, int n, int rows, int dim) {
     int gs = w->group_size, groups = dim / gs;
     uint8_t *xu = malloc((size_t)n * dim + (size_t)n * groups * sizeof(float));
@@ -165,50 +139,29 @@ static void matmul_q8_vnni(float *out, const Tensor *w, const float *x, int n, i
     }
     int r;
 #pragma omp parallel for schedule(static)
-    for (r = 0; r < rows; r++) {
-        const int8_t *wr = w->q + (size_t)r * dim;
-        const float *ws = w->scale + (size_t)r * groups;
-        int i = 0;
-        for (; i + Q8_XROWS <= n; i += Q8_XROWS)
-            q8_row_dots(out + (size_t)i * rows + r, rows, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups, dim,
-                        groups, gs, Q8_XROWS);
-        for (; i < n; i++)
-            q8_row_dots(out + (size_t)i * rows + r, rows, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups, dim,
-                        groups, gs, 1);
-    }
+    for (r = 0; r < rows; r++)
+        vnni_q8_row(out + r, (size_t)rows, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xu, xs, n, dim, gs);
     free(xu);
 }
-#endif
 
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {
-#if defined(__AVX512VNNI__)
-    if (w->dtype == NF_Q8 && w->group_size % 64 == 0 && in_dim % w->group_size == 0) {
-        matmul_q8_vnni(out, w, x, n, out_dim, in_dim);
+    if (w->dtype == NF_F32) {
+        if (n == 1 && cpu_has(CPU_AVX512))
+            gemv_f32_avx512(out, w->f32, x, out_dim, in_dim);
+        else /* row-major: out (n, out_dim) = x (n, in_dim) * W^T */
+            dnnl_sgemm('N', 'T', n, out_dim, in_dim, 1.0f, x, in_dim, w->f32, in_dim, 0.0f, out, out_dim);
         return;
     }
-#endif
-    if (w->dtype == NF_F32) {
-#if defined(__AVX512F__)
-        if (n == 1) {
-            gemv_f32_avx512(out, w->f32, x, out_dim, in_dim);
-            return;
-        }
-#endif
-        /* row-major: out (n, out_dim) = x (n, in_dim) * W^T */
-        dnnl_sgemm('N', 'T', n, out_dim, in_dim, 1.0f, x, in_dim, w->f32, in_dim, 0.0f, out, out_dim);
+    if (w->group_size % 64 == 0 && in_dim % w->group_size == 0 && cpu_has(CPU_VNNI)) {
+        matmul_q8_vnni(out, w, x, n, out_dim, in_dim);
         return;
     }
     for (int r = 0; r < n; r++) {
         const float *xr = x + (size_t)r * in_dim;
         float *outr = out + (size_t)r * out_dim;
         int i;
-        if (w->dtype == NF_F32) {
 #pragma omp parallel for schedule(static)
-            for (i = 0; i < out_dim; i++) outr[i] = dot_f32(w->f32 + (size_t)i * in_dim, xr, in_dim);
-        } else {
-#pragma omp parallel for schedule(static)
-            for (i = 0; i < out_dim; i++) outr[i] = dot_q8(w, (size_t)i * in_dim, xr, in_dim);
-        }
+        for (i = 0; i < out_dim; i++) outr[i] = dot_q8(w, (size_t)i * in_dim, xr, in_dim);
     }
 }
 
@@ -234,15 +187,26 @@ void nf_rope(float *vec, int n_heads, int head_size, int pos) {
     }
 }
 
-static float exp_shifted_sum(float *row, int n, float max);
+/* row[i] = exp(row[i] - max) for i < n; returns their sum */
+static float exp_shifted_sum(float *row, int n, float max, bool avx512) {
+    if (avx512) return avx512_exp_shifted_sum(row, n, max);
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        row[i] = expf(row[i] - max);
+        sum += row[i];
+    }
+    return sum;
+}
 
-void nf_softmax(float *x, int n) {
+static void softmax(float *x, int n, bool avx512) {
     float max = x[0];
     for (int i = 1; i < n; i++)
         if (x[i] > max) max = x[i];
-    float inv = 1.0f / exp_shifted_sum(x, n, max);
+    float inv = 1.0f / exp_shifted_sum(x, n, max, avx512);
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
+
+void nf_softmax(float *x, int n) { softmax(x, n, cpu_has(CPU_AVX512)); }
 
 void nf_swiglu(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) {
@@ -256,6 +220,7 @@ void nf_attention_decode(float *out, const float *q, const float *keys, const fl
     int kv_dim = n_kv_heads * head_size;
     int group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_size);
+    bool avx512 = cpu_has(CPU_AVX512);
     int h;
 #pragma omp parallel for schedule(static)
     for (h = 0; h < n_heads; h++) {
@@ -263,9 +228,16 @@ void nf_attention_decode(float *out, const float *q, const float *keys, const fl
         const float *kh = keys + (size_t)(h / group) * head_size;
         const float *vh = values + (size_t)(h / group) * head_size;
         float *sh = scores + (size_t)h * (pos + 1);
-        for (int t = 0; t <= pos; t++) sh[t] = dot_f32(qh, kh + (size_t)t * kv_dim, head_size) * scale;
-        nf_softmax(sh, pos + 1);
         float *oh = out + (size_t)h * head_size;
+        if (avx512) {
+            avx512_dots(sh, kh, (size_t)kv_dim, qh, pos + 1, head_size);
+            for (int t = 0; t <= pos; t++) sh[t] *= scale;
+            softmax(sh, pos + 1, true);
+            avx512_weighted_sum(oh, sh, vh, (size_t)kv_dim, pos + 1, head_size);
+            continue;
+        }
+        for (int t = 0; t <= pos; t++) sh[t] = dot_f32(qh, kh + (size_t)t * kv_dim, head_size) * scale;
+        softmax(sh, pos + 1, false);
         memset(oh, 0, (size_t)head_size * sizeof(float));
         for (int t = 0; t <= pos; t++) {
             const float *vt = vh + (size_t)t * kv_dim;
@@ -314,22 +286,19 @@ void nf_bf16_free(Bf16Context *ctx) {
     free(ctx);
 }
 
-/* o = x rounded to bfloat16 (to nearest even) */
+/* o = x rounded to bfloat16 (to nearest even), in chunks across threads */
+#define ROUND_CHUNK 8192 /* a multiple of the AVX512-BF16 kernel's 32 */
 static void round_bf16(uint16_t *o, const float *x, size_t n) {
-    size_t i = 0;
-#if defined(__AVX512BF16__)
-    size_t blocks = n / 32;
+    bool bf16 = cpu_has(CPU_BF16);
+    size_t chunks = (n + ROUND_CHUNK - 1) / ROUND_CHUNK, c;
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < blocks; k++) {
-        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 32 * k + 16), _mm512_loadu_ps(x + 32 * k));
-        _mm512_storeu_si512((void *)(o + 32 * k), (__m512i)v);
-    }
-    i = blocks * 32;
-#endif
-    for (; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, x + i, 4);
-        o[i] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    for (c = 0; c < chunks; c++) {
+        size_t at = c * ROUND_CHUNK, len = n - at < ROUND_CHUNK ? n - at : ROUND_CHUNK;
+        for (size_t i = bf16 ? avx512bf16_round(o + at, x + at, len) : 0; i < len; i++) {
+            uint32_t bits;
+            memcpy(&bits, x + at + i, 4);
+            o[at + i] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+        }
     }
 }
 
@@ -474,42 +443,6 @@ static void rope_apply(float *x, int B, int T, int n_heads, int hs, float sign) 
 void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size) { rope_apply(x, B, T, n_heads, head_size, 1.0f); }
 void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size) { rope_apply(dx, B, T, n_heads, head_size, -1.0f); }
 
-/* row[i] = exp(row[i] - max) for i < n; returns their sum. The AVX-512 path
- * computes exp as 2^k * p(r) with x = k ln2 + r, |r| <= ln2/2, and a degree-6
- * polynomial p (relative error about 2e-7, like expf); inputs here are <= 0,
- * and below -87 the result is flushed to 0 as expf underflows there too. */
-static float exp_shifted_sum(float *row, int n, float max) {
-    float sum = 0.0f;
-    int i = 0;
-#if defined(__AVX512F__)
-    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693359375f),
-                 ln2_lo = _mm512_set1_ps(-2.12194440e-4f), lowest = _mm512_set1_ps(-87.0f);
-    const __m512 c[6] = {_mm512_set1_ps(1.0f / 720), _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24),
-                         _mm512_set1_ps(1.0f / 6),   _mm512_set1_ps(0.5f),        _mm512_set1_ps(1.0f)};
-    __m512 acc = _mm512_setzero_ps(), m = _mm512_set1_ps(max);
-    for (; i + 16 <= n; i += 16) {
-        __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + i), m);
-        __mmask16 alive = _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
-        x = _mm512_max_ps(x, lowest);
-        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
-        r = _mm512_fnmadd_ps(k, ln2_lo, r);
-        __m512 p = c[0];
-        for (int j = 1; j < 6; j++) p = _mm512_fmadd_ps(p, r, c[j]);
-        p = _mm512_fmadd_ps(p, r, c[5]); /* 1 + r (1 + r/2 (1 + ...)) */
-        __m512 e = _mm512_maskz_mov_ps(alive, _mm512_scalef_ps(p, k));
-        _mm512_storeu_ps(row + i, e);
-        acc = _mm512_add_ps(acc, e);
-    }
-    sum = _mm512_reduce_add_ps(acc);
-#endif
-    for (; i < n; i++) {
-        row[i] = expf(row[i] - max);
-        sum += row[i];
-    }
-    return sum;
-}
-
 /* Attention works head by head on (T, hs) slices of the (B, T, heads, hs)
  * tensors (rows `heads * hs` floats apart: sgemm's leading dimension), one
  * tile of ATT_TILE query rows at a time. A tile's scores against every key it
@@ -522,6 +455,7 @@ size_t nf_attention_scratch_floats(int T) { return (size_t)omp_get_max_threads()
 void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                           int q_start, int NH, int NKV, int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs);
+    bool avx512 = cpu_has(CPU_AVX512);
     int group = NH / NKV, tiles = (T + ATT_TILE - 1) / ATT_TILE, K = q_start + T, job;
 #pragma omp parallel for schedule(dynamic)
     for (job = 0; job < B * NH * tiles; job++) {
@@ -536,7 +470,7 @@ void nf_attention_forward(float *out, float *lse, const float *q, const float *k
             float *row = score + (size_t)i * K, max = -INFINITY;
             int seen = q_start + r0 + i + 1;
             for (int j = 0; j < seen; j++) max = row[j] > max ? row[j] : max;
-            float sum = exp_shifted_sum(row, seen, max), inv = 1.0f / sum;
+            float sum = exp_shifted_sum(row, seen, max, avx512), inv = 1.0f / sum;
             for (int j = 0; j < seen; j++) row[j] *= inv;
             memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
             if (lse) lse[(size_t)bh * T + r0 + i] = max + logf(sum);
@@ -550,6 +484,7 @@ void nf_attention_forward(float *out, float *lse, const float *q, const float *k
 void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
                            const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs);
+    bool avx512 = cpu_has(CPU_AVX512);
     int group = NH / NKV, bkv;
     /* one thread per (batch, kv head): the query heads sharing a kv head write the same dk/dv rows */
 #pragma omp parallel for schedule(dynamic)
@@ -568,7 +503,7 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 dnnl_sgemm('N', 'T', rows, keys, hs, scale, qt, NH * hs, kb, NKV * hs, 0.0f, p, T);
                 for (int i = 0; i < rows; i++) {
                     int seen = r0 + i + 1;
-                    exp_shifted_sum(p + (size_t)i * T, seen, row_lse[i]);
+                    exp_shifted_sum(p + (size_t)i * T, seen, row_lse[i], avx512);
                     memset(p + (size_t)i * T + seen, 0, (size_t)(keys - seen) * sizeof(float));
                 }
                 /* out = p v:  dp = dout v^T,  dv += p^T dout */
@@ -611,6 +546,7 @@ double nf_cross_entropy(float *logits, const int *targets, int N, int V, float g
     /* per-row losses summed in order afterwards, so the total is bitwise reproducible */
     double *row_loss = malloc((size_t)N * sizeof(double));
     if (!row_loss) return NAN;
+    bool avx512 = cpu_has(CPU_AVX512);
     int n;
 #pragma omp parallel for schedule(static)
     for (n = 0; n < N; n++) {
@@ -619,7 +555,7 @@ double nf_cross_entropy(float *logits, const int *targets, int N, int V, float g
 #pragma omp simd reduction(max : max)
         for (int i = 0; i < V; i++) max = row[i] > max ? row[i] : max;
         /* one pass of exp, kept in the row: softmax = e / sum */
-        sum = exp_shifted_sum(row, V, max);
+        sum = exp_shifted_sum(row, V, max, avx512);
         row_loss[n] = log((double)sum) + max - target_logit;
         if (grad_scale != 0.0f) {
             float scale = grad_scale / sum;

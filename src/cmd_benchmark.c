@@ -74,6 +74,7 @@ static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
     json_model_config(j, "config", &bm->config);
     json_int(j, "params", (int64_t)config_param_count(&bm->config));
     json_int(j, "threads", nf_threads());
+    json_string(j, "kernels", nf_cpu_kernels());
 }
 
 static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfError *err) {

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend.h"
 #include "commands.h"
 
 typedef struct {
@@ -35,6 +36,8 @@ int main(int argc, char **argv) {
         nf_fail(&err, NF_ERR_USAGE, "no command given");
         return emit_error(&out, &err);
     }
+    NfError env_err;
+    if (nf_cpu_check_env(&env_err) != 0) return emit_error(&out, &env_err);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 2, argv + 2, &out);
     NfError err;

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: the cmocka unit tests (normal and ASan/UBSan builds) and
 # the end-to-end CLI tests, then prints one summary line: "N passed, N failed".
+# The unit tests and the numeric end-to-end tests run a second time with
+# NF_CPU=baseline, so the portable twins of the AVX-512 kernels are tested
+# on this machine too.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -26,20 +29,30 @@ run_cmocka() {
 for bin in build/tests/test_*; do
   [ -x "$bin" ] && run_cmocka "$bin" "unit $(basename "$bin")"
 done
+for bin in build/tests/test_*; do
+  [ -x "$bin" ] && NF_CPU=baseline run_cmocka "$bin" "baseline $(basename "$bin")"
+done
 for bin in build/asan/tests/test_*; do
   [ -x "$bin" ] && run_cmocka "$bin" "asan $(basename "$bin")"
 done
 
 # End-to-end tests: each script prints "PASS name" / "FAIL name" lines.
-for script in tests/e2e/test_*.py; do
+run_e2e() {
+  local script=$1 label=$2 out p f
   out=$(/usr/bin/python3 "$script" 2>&1)
-  rc=$?
-  echo "$out" | sed "s|^|[e2e $(basename "$script")] |"
+  local rc=$?
+  echo "$out" | sed "s|^|[$label] |"
   p=$(echo "$out" | grep -c '^PASS ')
   f=$(echo "$out" | grep -c '^FAIL ')
   if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   passed=$((passed + p)); failed=$((failed + f))
-  [ "$f" -eq 0 ] || failures+=("e2e $(basename "$script")")
+  [ "$f" -eq 0 ] || failures+=("$label")
+}
+for script in tests/e2e/test_*.py; do
+  run_e2e "$script" "e2e $(basename "$script")"
+done
+for name in test_forward_reference test_backward_reference test_generate test_lora; do
+  NF_CPU=baseline run_e2e "tests/e2e/$name.py" "baseline $name.py"
 done
 
 if [ ${#failures[@]} -gt 0 ]; then

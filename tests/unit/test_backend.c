@@ -5,7 +5,8 @@
  * tensor); nf_rmsnorm (also in place); nf_rope (pair norms kept, position 0
  * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
  * shift-invariant, no NaN for logits of 1000); nf_swiglu; and
- * nf_attention_decode with grouped-query heads. Then the forward pass
+ * nf_attention_decode with grouped-query heads. The AVX-512 kernels and
+ * their portable twins (NF_CPU=baseline) agree. Then the forward pass
  * (infer.h) on the real stories260K model: finite logits, identical logits
  * from the v0 and v1 files, and llama2.c's greedy text. */
 #include "testutil.h"
@@ -609,9 +610,98 @@ static void test_q8_matmul_matches_dequantized_product(void **state) {
     check_q8_matmul(172, 20, 64);   /* groups straddle rows: the plain loop */
 }
 
+/* ---- AVX-512 kernels against their portable twins ---------------------------------
+ * The whole suite also runs under NF_CPU=baseline (tests/run_tests.sh); here
+ * both versions run side by side on awkward sizes (masked tails, head sizes
+ * that are not a multiple of 64) and must agree. */
+
+/* Runs op under NF_CPU=native and NF_CPU=baseline, restoring the caller's value. */
+static void run_both(void (*op)(float *out, void *ctx), void *ctx, float *native, float *portable) {
+    const char *was = getenv("NF_CPU");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("NF_CPU", "native", 1);
+    op(native, ctx);
+    setenv("NF_CPU", "baseline", 1);
+    op(portable, ctx);
+    if (saved) setenv("NF_CPU", saved, 1), free(saved);
+    else unsetenv("NF_CPU");
+}
+
+static void assert_twins(const float *a, const float *b, size_t n, double tol, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(a[i] - b[i]) <= tol * (1.0 + fabs(b[i]))))
+            fail_msg("%s[%zu]: AVX-512 %.8g, portable %.8g", what, i, a[i], b[i]);
+}
+
+typedef struct { const float *x, *w; int rows, n; } GemvCase;
+static void gemv_op(float *out, void *ctx) {
+    GemvCase *c = ctx;
+    Tensor t = {.dtype = NF_F32, .f32 = c->w};
+    nf_matmul(out, c->x, &t, 1, c->n, c->rows);
+}
+
+typedef struct { const float *q, *k, *v; int pos, heads, kv_heads, hs; } DecodeCase;
+static void decode_op(float *out, void *ctx) {
+    DecodeCase *c = ctx;
+    float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
+    nf_attention_decode(out, c->q, c->k, c->v, scores, c->pos, c->heads, c->kv_heads, c->hs);
+    free(scores);
+}
+
+typedef struct { const float *logits; const int *targets; int N, V; } EntropyCase;
+static void entropy_op(float *out, void *ctx) {
+    EntropyCase *c = ctx;
+    memcpy(out, c->logits, sizeof(float) * (size_t)c->N * c->V);
+    out[(size_t)c->N * c->V] = (float)nf_cross_entropy(out, c->targets, c->N, c->V, 1.0f);
+}
+
+typedef struct { const float *x, *w; int N, C, OC; Bf16Context *bf16; } Bf16Case;
+static void bf16_op(float *out, void *ctx) {
+    Bf16Case *c = ctx;
+    nf_matmul_forward_bf16(c->bf16, out, c->x, c->w, c->N, c->C, c->OC);
+}
+
+static void test_avx512_kernels_match_portable_twins(void **state) {
+    (void)state;
+    enum { MAXF = 1 << 16 };
+    float *a = malloc(sizeof(float) * 4 * MAXF), *b = a + MAXF, *native = b + MAXF, *portable = native + MAXF;
+    fill(a, 2 * MAXF);
+
+    int gemv_shapes[][2] = {{37, 45}, {64, 768}, {5, 16}, {3, 1}};
+    for (size_t i = 0; i < sizeof gemv_shapes / sizeof gemv_shapes[0]; i++) {
+        GemvCase c = {a, b, gemv_shapes[i][0], gemv_shapes[i][1]};
+        run_both(gemv_op, &c, native, portable);
+        assert_twins(native, portable, (size_t)c.rows, 1e-5, "gemv");
+    }
+
+    int decode_shapes[][4] = {{70, 4, 2, 48}, {9, 6, 6, 64}, {0, 2, 1, 16}, {130, 2, 1, 80}};
+    for (size_t i = 0; i < sizeof decode_shapes / sizeof decode_shapes[0]; i++) {
+        int *d = decode_shapes[i], kv = d[2] * d[3];
+        DecodeCase c = {a, b, b + (size_t)(d[0] + 1) * kv, d[0], d[1], d[2], d[3]};
+        run_both(decode_op, &c, native, portable);
+        assert_twins(native, portable, (size_t)d[1] * d[3], 1e-5, "attention decode");
+    }
+
+    int targets[3] = {0, 999, 500};
+    for (int i = 0; i < 3000; i++) b[i] = a[i] * 30.0f; /* spread: exp over a wide range */
+    EntropyCase e = {b, targets, 3, 1000};
+    run_both(entropy_op, &e, native, portable);
+    assert_twins(native, portable, 3 * 1000 + 1, 1e-5, "cross-entropy");
+
+    Bf16Context *ctx = nf_bf16_create(MAXF);
+    assert_non_null(ctx);
+    for (int i = 0; i < 64; i++) a[i] = 1.0f + (float)i / 128.0f; /* exact halfway cases for the rounding */
+    Bf16Case m = {a, b, 3, 70, 5, ctx};
+    run_both(bf16_op, &m, native, portable);
+    assert_twins(native, portable, 3 * 5, 0.0, "bf16 product");
+    nf_bf16_free(ctx);
+    free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy_matches_double_reference),
+        cmocka_unit_test(test_avx512_kernels_match_portable_twins),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_matmul_f32_single_row),
         cmocka_unit_test(test_matmul_f32_batched),

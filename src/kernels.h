@@ -1,0 +1,30 @@
+/* kernels.h — the AVX-512 inner loops of backend_cpu.c (kernels_avx512.c).
+ * Only backend_cpu.c calls them, and only after cpu_has() has confirmed the
+ * instructions; each has a portable twin in backend_cpu.c. All are serial. */
+#ifndef NF_KERNELS_H
+#define NF_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* a (n) . b (n) */
+float avx512_dot(const float *a, const float *b, int n);
+/* out (rows) = w (rows, n; rows ld floats apart) x (n) */
+void avx512_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n);
+/* out (n) = sum over r of a[r] * v row r (rows, n; rows ld floats apart) */
+void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n);
+/* row[i] = exp(row[i] - max) for i < n; returns their sum */
+float avx512_exp_shifted_sum(float *row, int n, float max);
+
+/* One Q8 weight row wr (dim int8, scales ws per group of gs, a multiple of
+ * 64) against n rows of quantized x: xu (n, dim) = xq + 128, xs (n, dim/gs)
+ * scales. out[i * out_stride] = row . x row i. (AVX-512 VNNI) */
+#define VNNI_Q8_XROWS 4 /* x rows per pass over the weight row */
+void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const uint8_t *xu, const float *xs,
+                 int n, int dim, int gs);
+
+/* out = x rounded to bfloat16 (to nearest even) for the first multiple of
+ * 32 values; returns how many it did. (AVX512-BF16) */
+size_t avx512bf16_round(uint16_t *out, const float *x, size_t n);
+
+#endif

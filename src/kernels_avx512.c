@@ -1,0 +1,173 @@
+/* kernels_avx512.c — the inner loops that use AVX-512 (with VNNI and BF16
+ * where named), compiled for those instructions whatever the rest of the
+ * build targets. Nothing here is called unless cpu_has() in backend_cpu.c
+ * says the running CPU has the instructions; each kernel has a portable
+ * twin there, and the tests run both (NF_CPU=baseline picks the twins).
+ * These are serial: the callers split rows between threads. */
+#include "kernels.h"
+
+#if defined(__x86_64__)
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,fma")
+#include <immintrin.h>
+
+#include <math.h>
+
+float avx512_dot(const float *a, const float *b, int n) {
+    __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        v0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), v0);
+        v1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), v1);
+    }
+    if (i < n) { /* the last 1..31 values, masked */
+        __mmask16 m0 = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        v0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, a + i), _mm512_maskz_loadu_ps(m0, b + i), v0);
+        if (n - i > 16) {
+            __mmask16 m1 = (__mmask16)((1u << (n - i - 16)) - 1);
+            v1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, a + i + 16), _mm512_maskz_loadu_ps(m1, b + i + 16), v1);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
+}
+
+/* Four rows share each load of x; two accumulators per row hide the FMA
+ * latency. Memory-bound for generation's weight matrices, which is the point:
+ * every weight byte is read once per token. */
+void avx512_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const float *w0 = w + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 32 <= n; i += 32) {
+            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), x0, a0);
+            b0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i + 16), x1, b0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), x0, a1);
+            b1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i + 16), x1, b1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), x0, a2);
+            b2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i + 16), x1, b2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), x0, a3);
+            b3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i + 16), x1, b3);
+        }
+        for (; i < n; i += 16) {
+            __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+            __m512 x0 = _mm512_maskz_loadu_ps(m, x + i);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + i), x0, a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + i), x0, a1);
+            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + i), x0, a2);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + i), x0, a3);
+        }
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+        out[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+        out[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+        out[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+    }
+    for (; r < rows; r++) out[r] = avx512_dot(w + (size_t)r * ld, x, n);
+}
+
+void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n) {
+    for (int c = 0; c < n; c += 64) { /* 64 columns in four registers through all rows */
+        __mmask16 m[4];
+        for (int k = 0; k < 4; k++) {
+            int left = n - c - 16 * k;
+            m[k] = (__mmask16)(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (1u << left) - 1);
+        }
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
+               acc3 = _mm512_setzero_ps();
+        for (int r = 0; r < rows; r++) {
+            const float *vr = v + (size_t)r * ld + c;
+            __m512 s = _mm512_set1_ps(a[r]);
+            acc0 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[0], vr), acc0);
+            acc1 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[1], vr + 16), acc1);
+            acc2 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[2], vr + 32), acc2);
+            acc3 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[3], vr + 48), acc3);
+        }
+        _mm512_mask_storeu_ps(out + c, m[0], acc0);
+        _mm512_mask_storeu_ps(out + c + 16, m[1], acc1);
+        _mm512_mask_storeu_ps(out + c + 32, m[2], acc2);
+        _mm512_mask_storeu_ps(out + c + 48, m[3], acc3);
+    }
+}
+
+/* exp(x) = 2^k p(r) with x = k ln2 + r, |r| <= ln2/2, p of degree 6:
+ * relative error about 2e-7, like expf. Inputs are <= 0 here; below -87 the
+ * result is flushed to 0, where expf underflows too. */
+float avx512_exp_shifted_sum(float *row, int n, float max) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693359375f),
+                 ln2_lo = _mm512_set1_ps(-2.12194440e-4f), lowest = _mm512_set1_ps(-87.0f);
+    const __m512 c[6] = {_mm512_set1_ps(1.0f / 720), _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24),
+                         _mm512_set1_ps(1.0f / 6),   _mm512_set1_ps(0.5f),        _mm512_set1_ps(1.0f)};
+    __m512 acc = _mm512_setzero_ps(), m = _mm512_set1_ps(max);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + i), m);
+        __mmask16 alive = _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
+        x = _mm512_max_ps(x, lowest);
+        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
+        r = _mm512_fnmadd_ps(k, ln2_lo, r);
+        __m512 p = c[0];
+        for (int j = 1; j < 6; j++) p = _mm512_fmadd_ps(p, r, c[j]);
+        p = _mm512_fmadd_ps(p, r, c[5]); /* 1 + r (1 + r/2 (1 + ...)) */
+        __m512 e = _mm512_maskz_mov_ps(alive, _mm512_scalef_ps(p, k));
+        _mm512_storeu_ps(row + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    float sum = _mm512_reduce_add_ps(acc);
+    for (; i < n; i++) {
+        row[i] = expf(row[i] - max);
+        sum += row[i];
+    }
+    return sum;
+}
+
+/* out[k * out_stride] = w row . x row k for xr rows of x. A group's dot
+ * product is integer arithmetic, four bytes per lane per instruction:
+ * vpdpbusd multiplies unsigned by signed bytes, so x comes as xq + 128 and
+ * 128 * sum(w) is taken off again, summed by a second vpdpbusd against ones
+ * and shared by the xr rows. xr is a constant at each call. */
+static inline __attribute__((always_inline)) void q8_row_dots(float *out, size_t out_stride, const int8_t *wr,
+                                                              const float *ws, const uint8_t *xu, const float *xs,
+                                                              int dim, int groups, int gs, int xr) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512 acc[VNNI_Q8_XROWS];
+    for (int k = 0; k < xr; k++) acc[k] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m512i dot[VNNI_Q8_XROWS], wsum = _mm512_setzero_si512();
+        for (int k = 0; k < xr; k++) dot[k] = _mm512_setzero_si512();
+        for (int c = g * gs; c < (g + 1) * gs; c += 64) {
+            __m512i wv = _mm512_loadu_si512((const void *)(wr + c));
+            wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
+            for (int k = 0; k < xr; k++)
+                dot[k] = _mm512_dpbusd_epi32(dot[k], _mm512_loadu_si512((const void *)(xu + (size_t)k * dim + c)), wv);
+        }
+        __m512i offset = _mm512_slli_epi32(wsum, 7);
+        for (int k = 0; k < xr; k++)
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[k], offset)),
+                                     _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
+    }
+    for (int k = 0; k < xr; k++) out[(size_t)k * out_stride] = _mm512_reduce_add_ps(acc[k]);
+}
+
+void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const uint8_t *xu, const float *xs,
+                 int n, int dim, int gs) {
+    int groups = dim / gs, i = 0;
+    for (; i + VNNI_Q8_XROWS <= n; i += VNNI_Q8_XROWS)
+        q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups,
+                    dim, groups, gs, VNNI_Q8_XROWS);
+    for (; i < n; i++)
+        q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups,
+                    dim, groups, gs, 1);
+}
+
+size_t avx512bf16_round(uint16_t *out, const float *x, size_t n) {
+    size_t blocks = n / 32;
+    for (size_t k = 0; k < blocks; k++) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 32 * k + 16), _mm512_loadu_ps(x + 32 * k));
+        _mm512_storeu_si512((void *)(out + 32 * k), (__m512i)v);
+    }
+    return blocks * 32;
+}
+#endif
