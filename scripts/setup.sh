@@ -18,13 +18,25 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+# Node.js and npm run the independent readers of the tests (tests/js). A
+# Node.js that is already there (Debian's, or another packaging) is used.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
 fi
 
-echo "setup: installing ${missing[*]}" >&2
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# npm packages, at the versions package-lock.json pins, into tests/js/node_modules
+cd "$(dirname "$0")/.."
+if [ ! -f tests/js/node_modules/.package-lock.json ] ||
+   [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
+  echo "setup: installing the npm packages of tests/js" >&2
+  npm ci --prefix tests/js --no-audit --no-fund --loglevel=error >&2
+fi

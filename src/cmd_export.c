@@ -1,84 +1,152 @@
-/* cmd_export.c — `neuralforge export`: writes a model or checkpoint as a
- * llama2.c legacy (v0) model file, the one every llama2.c run.c loads: a
- * negative vocab_size marks a separate classifier, and the freq_cis tables
- * are filled in for readers that use them. LoRA adapters are merged:
- * W + (alpha/r) B A. */
-#include <math.h>
+/* cmd_export.c — `neuralforge export`: a model, a checkpoint or LoRA
+ * adapters written in another tool's format (export.h does the writing).
+ *
+ * Model formats (llama2c, llama2c-v1, gguf, safetensors) take the weights
+ * from --model, --ckpt (a LoRA checkpoint is merged into the base it names)
+ * or --model with --lora (merged). Adapter formats (gguf-lora, peft) write
+ * the adapters alone, unmerged, from a LoRA --ckpt or --lora. GGUF embeds the
+ * tokenizer: --tokenizer, or the one the checkpoint's run was given. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "args.h"
 #include "checkpoint.h"
 #include "commands.h"
-#include "fileio.h"
-#include "params.h"
+#include "export.h"
+#include "json_parse.h"
 #include "util.h"
 
-static int write_llama2c(const char *path, const ModelConfig *c, const float *params, uint64_t *bytes,
-                         NfError *err) {
-    AtomicFile f;
-    if (atomic_file_open(&f, path, err) != 0) return -1;
-    int32_t header[7] = {c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-                         c->shared_classifier ? c->vocab_size : -c->vocab_size, c->seq_len};
-    ParamSegment seg[PARAM_SEGMENTS_MAX];
-    int n = param_segments(c, seg);
-    /* everything up to rms_final, then freq_cis, then the separate classifier if any */
-    size_t before_cls = seg[10].offset + seg[10].count;
-    int hs = config_head_size(c);
-    size_t half = (size_t)hs / 2;
-    float *freq = nf_alloc_array(2 * (size_t)c->seq_len * half, sizeof(float), err);
-    if (!freq) goto fail;
-    for (int pos = 0; pos < c->seq_len; pos++)
-        for (size_t i = 0; i < half; i++) {
-            float angle = pos * (1.0f / powf(10000.0f, (float)(2 * i) / (float)hs));
-            freq[(size_t)pos * half + i] = cosf(angle);
-            freq[(size_t)c->seq_len * half + (size_t)pos * half + i] = sinf(angle);
+static bool is_adapter_format(const char *f) { return strcmp(f, "gguf-lora") == 0 || strcmp(f, "peft") == 0; }
+
+/* The tokenizer path a checkpoint's run recorded (train --tokenizer), malloc'd, or NULL. */
+static char *checkpoint_tokenizer(const char *ckpt_path, NfError *err) {
+    Checkpoint ck;
+    if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return NULL;
+    JsonValue options = {0};
+    char *path = NULL;
+    if (json_parse(ck.options_json, strlen(ck.options_json), &options, err) == 0) {
+        const JsonValue *t = json_get(&options, "tokenizer");
+        if (t && t->type == JV_STRING) path = strdup(t->text);
+    }
+    json_value_free(&options);
+    checkpoint_free(&ck);
+    return path;
+}
+
+/* The unmerged adapters of a LoRA checkpoint (ckpt_path) or of --lora on
+ * --model, checked against their base model file. */
+static int load_adapters(const char *model_path, const char *ckpt_path, const char *lora_path, ModelConfig *c,
+                         Lora *lora, float **buffer, char **base_name, NfError *err) {
+    char *base = NULL;
+    const char *adapters = lora_path;
+    if (ckpt_path) {
+        Checkpoint ck;
+        if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return -1;
+        if (!ck.is_lora) {
+            checkpoint_free(&ck);
+            return nf_fail(err, NF_ERR_USAGE, "'%s' is a full checkpoint; adapter formats need a LoRA checkpoint", ckpt_path);
         }
-    if (atomic_file_write(&f, header, sizeof header, err) != 0 ||
-        atomic_file_write(&f, params, before_cls * sizeof(float), err) != 0 ||
-        atomic_file_write(&f, freq, 2 * (size_t)c->seq_len * half * sizeof(float), err) != 0 ||
-        (n == PARAM_SEGMENTS_MAX && atomic_file_write(&f, params + seg[11].offset, seg[11].count * sizeof(float), err) != 0))
-        goto fail;
-    free(freq);
-    *bytes = sizeof header + (config_param_count(c) + 2 * (uint64_t)c->seq_len * half) * sizeof(float);
-    return atomic_file_commit(&f, err);
-fail:
-    free(freq);
-    atomic_file_abort(&f);
-    return -1;
+        base = strdup(ck.base_path);
+        checkpoint_free(&ck);
+        if (!base) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        adapters = ckpt_path;
+    } else if (!(base = strdup(model_path)))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    Model m;
+    int rc = model_load(&m, base, err);
+    if (rc == 0) {
+        *c = m.config;
+        rc = lora_load(adapters, base, &m.config, lora, buffer, err);
+        model_free(&m);
+    }
+    if (rc != 0) free(base);
+    else *base_name = base;
+    return rc;
 }
 
 int cmd_export(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL, *output = NULL, *format = "llama2c";
+    const char *dtype_name = "f32", *tokenizer_path = NULL;
     ArgSpec specs[] = {
-        {"ckpt", ARG_STRING, &ckpt_path, .help = "training checkpoint to export (LoRA: merged into the base it names)"},
+        {"ckpt", ARG_STRING, &ckpt_path, .help = "training checkpoint to export (LoRA: merged into the base it names, or the adapters alone for gguf-lora/peft)"},
         {"model", ARG_STRING, &model_path, .help = "or a model file (any format we read)"},
-        {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint to merge into --model"},
-        {"format", ARG_CHOICE, &format, .choices = "llama2c", .help = "output format (default llama2c)"},
-        {"output", ARG_STRING, &output, .help = "file to write (required)"},
+        {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint on --model: merged, or alone for gguf-lora/peft"},
+        {"format", ARG_CHOICE, &format, .choices = "llama2c|llama2c-v1|gguf|safetensors|gguf-lora|peft", .help = "output format (default llama2c)"},
+        {"dtype", ARG_CHOICE, &dtype_name, .choices = "f32|f16|q8_0", .help = "gguf: tensor type of the matrices (default f32)"},
+        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "gguf: the tokenizer to embed (default: the one the checkpoint's run was given)"},
+        {"output", ARG_STRING, &output, .help = "file to write (a directory for safetensors and peft; required)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("export", "Writes a checkpoint or model in another format.", specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command("export", "Writes a checkpoint, a model or LoRA adapters in another format.", specs,
+                                    n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
-    if (!output) {
-        nf_fail(&err, NF_ERR_USAGE, "export needs --output");
-        return emit_error(out, &err);
-    }
+    bool adapters = is_adapter_format(format), gguf = strcmp(format, "gguf") == 0;
+    if (!output) nf_fail(&err, NF_ERR_USAGE, "export needs --output");
+    else if (!!model_path + !!ckpt_path != 1) nf_fail(&err, NF_ERR_USAGE, "export needs exactly one of --model and --ckpt");
+    else if (lora_path && !model_path) nf_fail(&err, NF_ERR_USAGE, "--lora needs --model (the base model)");
+    else if (adapters && model_path && !lora_path) nf_fail(&err, NF_ERR_USAGE, "--format %s writes LoRA adapters: give --lora (with --model) or a LoRA --ckpt", format);
+    else if (args_seen(specs, n_specs, "dtype") && !gguf) nf_fail(&err, NF_ERR_USAGE, "--dtype is for --format gguf");
+    else if (tokenizer_path && !gguf) nf_fail(&err, NF_ERR_USAGE, "--tokenizer is for --format gguf (the only format that embeds one)");
+    if (err.code) return emit_error(out, &err);
+
     ModelConfig c;
-    float *params;
-    uint64_t bytes;
-    if (load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &err) != 0) return emit_error(out, &err);
-    int rc = write_llama2c(output, &c, params, &bytes, &err);
-    free(params);
+    ExportStats st = {0};
+    uint64_t weights = 0; /* written: the model's, or the adapters' */
+    int rc;
+    if (adapters) {
+        Lora lora;
+        float *buffer = NULL;
+        char *base = NULL;
+        rc = load_adapters(model_path, ckpt_path, lora_path, &c, &lora, &buffer, &base, &err);
+        if (rc == 0) weights = lora_param_count(&c, &lora.config);
+        if (rc == 0)
+            rc = strcmp(format, "peft") == 0 ? export_peft(output, &c, &lora, base, &st, &err)
+                                             : export_gguf_lora(output, &c, &lora, &st, &err);
+        free(buffer);
+        free(base);
+    } else {
+        float *params = NULL;
+        char *remembered = NULL;
+        Tokenizer tok = {0};
+        bool have_tok = false;
+        rc = load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &err);
+        if (rc == 0) weights = config_param_count(&c);
+        if (rc == 0 && gguf) {
+            if (!tokenizer_path && ckpt_path) {
+                remembered = checkpoint_tokenizer(ckpt_path, &err);
+                if (!remembered && err.code) rc = -1;
+            }
+            const char *tp = tokenizer_path ? tokenizer_path : remembered;
+            if (rc == 0 && !tp)
+                rc = nf_fail(&err, NF_ERR_USAGE, "--format gguf embeds the tokenizer: give --tokenizer (%s)",
+                             ckpt_path ? "this checkpoint's run was given none" : "the one the model was trained with");
+            if (rc == 0) rc = tokenizer_load(&tok, tp, &err);
+            have_tok = rc == 0;
+        }
+        if (rc == 0) {
+            if (strcmp(format, "llama2c") == 0) rc = export_llama2c(output, &c, params, 0, &st, &err);
+            else if (strcmp(format, "llama2c-v1") == 0) rc = export_llama2c(output, &c, params, 1, &st, &err);
+            else if (gguf) {
+                ExportDtype dt = strcmp(dtype_name, "f16") == 0 ? EXPORT_F16 : strcmp(dtype_name, "q8_0") == 0 ? EXPORT_Q8_0 : EXPORT_F32;
+                rc = export_gguf(output, &c, params, &tok, dt, &st, &err);
+            } else
+                rc = export_safetensors(output, &c, params, &st, &err);
+        }
+        if (have_tok) tokenizer_free(&tok);
+        free(remembered);
+        free(params);
+    }
     if (rc != 0) return emit_error(out, &err);
     JsonBuf j;
     msg_begin(&j, "export");
-    json_string(&j, "path", output);
     json_string(&j, "format", format);
-    json_int(&j, "bytes", (int64_t)bytes);
-    json_int(&j, "params", (int64_t)config_param_count(&c));
+    json_string(&j, "output", output);
+    json_int(&j, "bytes", (int64_t)st.bytes);
+    json_int(&j, "tensors", st.tensors);
+    if (gguf) json_string(&j, "dtype", dtype_name);
+    json_int(&j, "params", (int64_t)weights);
     msg_emit(out, &j);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* cmd_train.c — `neuralforge train`: the flags of a training run, checked
  * and gathered into TrainOptions (train.c runs it). --config FILE.json sets
  * any flag by name; flags on the command line win. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,7 @@
 #include "commands.h"
 #include "fileio.h"
 #include "json_parse.h"
+#include "tokenizer.h"
 #include "train.h"
 
 /* llama2.c's default SwiGLU width: 2/3 of 4*dim, rounded up to a multiple of 32 */
@@ -78,6 +80,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
         {"config", ARG_STRING, &config_path, .help = "JSON file of flag names and values (flags win)"},
         {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16", .help = "precision of the weight products (default fp32; bf16 keeps fp32 weights and AdamW state)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
+        {"tokenizer", ARG_STRING, &o.tokenizer, .help = "the tokenizer the data was made with: checked against the vocabulary, remembered for export --format gguf"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -156,6 +159,14 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     o.init_config = (ModelConfig){(int)dim, hidden ? (int)hidden : default_hidden_dim((int)dim), (int)layers,
                                   (int)heads, kv_heads ? (int)kv_heads : (int)heads, (int)vocab, (int)seq_len,
                                   !separate_classifier};
+    char *tokenizer_abs = NULL; /* checkpoints remember where the tokenizer is, wherever export runs */
+    if (o.tokenizer && strcmp(o.tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
+        if (!(tokenizer_abs = realpath(o.tokenizer, NULL))) {
+            nf_fail(&err, NF_ERR_IO, "cannot open tokenizer '%s'", o.tokenizer);
+            goto fail;
+        }
+        o.tokenizer = tokenizer_abs;
+    }
     JsonBuf options;
     json_init(&options);
     args_to_json(specs, n_specs, &options, NULL);
@@ -165,6 +176,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     nf_set_threads((int)threads);
     o.bf16 = strcmp(dtype, "bf16") == 0;
     status = train_run(&o, out);
+    free(tokenizer_abs);
     json_free(&options);
     json_value_free(&config);
     return status;

@@ -12,6 +12,7 @@ int cmd_tokenize(int argc, char **argv, NfOut *out);
 int cmd_train(int argc, char **argv, NfOut *out);
 int cmd_eval(int argc, char **argv, NfOut *out);
 int cmd_export(int argc, char **argv, NfOut *out);
+int cmd_import(int argc, char **argv, NfOut *out);
 int cmd_benchmark(int argc, char **argv, NfOut *out);
 
 #endif

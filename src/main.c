@@ -16,7 +16,8 @@ static const Command COMMANDS[] = {
     {"info", cmd_info, "describe a model file and/or a tokenizer"},
     {"train", cmd_train, "train a model: from scratch (--init) or fine-tuning (--model)"},
     {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},
-    {"export", cmd_export, "write a checkpoint or model as a llama2.c model file"},
+    {"export", cmd_export, "write a checkpoint, model or LoRA adapters as llama2.c, GGUF, safetensors or PEFT"},
+    {"import", cmd_import, "read a GGUF or Hugging Face Llama model into a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
     {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},
 };

@@ -23,6 +23,7 @@
 #include "json_parse.h"
 #include "params.h"
 #include "rng.h"
+#include "tokenizer.h"
 #include "train_model.h"
 #include "util.h"
 
@@ -382,6 +383,13 @@ int train_run(TrainOptions *o, NfOut *out) {
     Checkpoint ck = {0};
     int status = 0;
     if (setup_model(&t, &ck, &err) != 0) goto fail;
+    if (o->tokenizer) {
+        Tokenizer tok;
+        if (tokenizer_load(&tok, o->tokenizer, &err) != 0) goto fail;
+        int matches = tokenizer_check_vocab(&tok, t.config.vocab_size, &err);
+        tokenizer_free(&tok);
+        if (matches != 0) goto fail;
+    }
     if (o->seq == 0) o->seq = t.config.seq_len;
     int B = (int)o->batch, T = (int)o->seq;
     if (T > t.config.seq_len) {

@@ -20,6 +20,7 @@ typedef struct {
     bool use_lora;
     LoraConfig lora;
     bool bf16;                   /* --dtype bf16: weight products in bf16 */
+    const char *tokenizer;       /* --tokenizer: checked against the vocabulary; stored (absolute) for export */
     /* data */
     StringList data;
     const char *val_data;

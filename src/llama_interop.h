@@ -1,0 +1,41 @@
+/* llama_interop.h — what a LLaMA's tensors are called elsewhere, and how
+ * they are laid out there: llama.cpp's GGUF names (the same row order as
+ * llama2.c, whose RoPE rotates adjacent pairs) and Hugging Face's
+ * transformers names (whose RoPE rotates the two halves of a head, so the
+ * rows of wq and wk are permuted). export.c and import.c both use this
+ * one table, so a name can never differ between writing and reading. */
+#ifndef NF_LLAMA_INTEROP_H
+#define NF_LLAMA_INTEROP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lora.h"
+#include "model.h"
+
+typedef struct {
+    char gguf_name[64];   /* "blk.3.attn_q.weight" */
+    char hf_name[96];     /* "model.layers.3.self_attn.q_proj.weight" */
+    float *data;          /* in the flat parameter buffer (params.h) */
+    uint64_t rows, cols;  /* (rows, cols) row-major; cols = 0 for a vector of `rows` values (a norm) */
+    int rope_heads;       /* wq and wk: the heads whose rows HF orders by halves; 0 for other tensors */
+    LoraTarget target;    /* the projection, for LoRA adapters; LORA_TARGETS for embeddings and norms */
+    int layer;            /* -1 outside the layers */
+} LlamaTensor;
+
+/* Tensors of a model: embedding, per layer (attention norm, wq, wk, wv, wo,
+ * FFN norm, w1, w2, w3), final norm, and the classifier when separate. */
+static inline int llama_tensor_count(const ModelConfig *c) { return 2 + 9 * c->n_layers + !c->shared_classifier; }
+/* Fills out (llama_tensor_count entries) pointing into params (data NULL
+ * when params is NULL: the names and shapes alone); returns the count. */
+int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out);
+
+/* HF's order of a projection's rows: per head, llama2.c's row 2i + p is HF's
+ * row p * (hs / 2) + i. dst and src are (rows, cols), rows = heads * hs. */
+void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uint64_t cols, bool to_hf);
+
+/* HF module names of a LoRA target ("q_proj", ... "up_proj") and its place ("self_attn" or "mlp"). */
+const char *hf_module_name(LoraTarget t);
+const char *hf_block_name(LoraTarget t);
+
+#endif
