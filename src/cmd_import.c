@@ -47,7 +47,7 @@ int cmd_import(int argc, char **argv, NfOut *out) {
     json_int(&j, "tensors", info.tensors);
     json_model_config(&j, "config", &c);
     json_int(&j, "params", (int64_t)config_param_count(&c));
-    json_number(&j, "rms_eps", info.rms_eps);
+    json_float(&j, "rms_eps", (float)info.rms_eps);
     if (tokenizer_out) {
         json_string(&j, "tokenizer_output", tokenizer_out);
         json_int(&j, "vocab_size", info.vocab_written);

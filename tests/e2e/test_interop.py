@@ -312,6 +312,28 @@ def llama2c_export_of_a_trained_checkpoint_generates_the_checkpoints_text():
 
 
 @test
+def a_byte_level_models_vocabulary_travels_through_gguf_into_a_tokenizer_bin():
+    d = tmpdir()
+    open(f"{d}/c.txt", "w").write("hello world, a small corpus for a byte model.\n" * 40)
+    assert run(["tokenize", "--input", f"{d}/c.txt", "--output", f"{d}/c.bin", "--tokenizer", "builtin:bytes"]).rc == 0
+    r = run(["train", "--init", "--dim", 32, "--n-layers", 1, "--n-heads", 2, "--vocab-size", 259, "--seq-len", 32,
+             "--data", f"{d}/c.bin", "--steps", 5, "--tokenizer", "builtin:bytes", "--ckpt", f"{d}/b.ckpt",
+             "--val-every", 0])
+    assert r.rc == 0, r.stdout
+    assert run(["export", "--ckpt", f"{d}/b.ckpt", "--format", "gguf", "--output", f"{d}/b.gguf"]).rc == 0
+    r = run(["import", "--input", f"{d}/b.gguf", "--output", f"{d}/b.bin", "--tokenizer-output", f"{d}/b.tok"])
+    assert r.rc == 0 and r.one("import")["vocab_size"] == 259, r.stdout
+    info = run(["info", "--tokenizer", f"{d}/b.tok"]).one("info")["value"]
+    assert info["vocab_size"] == 259 and info["byte_pieces"] == 256, info
+    greedy = lambda *a: run(["generate", *a, "--temperature", 0, "--max-tokens", 20, "--prompt", "hello", "--text"],
+                            ndjson=False).stdout
+    assert greedy("--model", f"{d}/b.bin", "--tokenizer", f"{d}/b.tok") == \
+        greedy("--ckpt", f"{d}/b.ckpt", "--tokenizer", "builtin:bytes")
+    assert_error(run(["train", "--init", "--vocab-size", 259, "--dim", 32, "--n-layers", 1, "--n-heads", 2,
+                      "--data", f"{d}/c.bin", "--steps", 1, "--tokenizer", shared("tok512.bin")]), "bad_tokenizer")
+
+
+@test
 def lora_adapters_export_as_gguf_and_peft_that_merge_to_the_merged_export():
     model, tok = shared("stories260K.bin"), shared("tok512.bin")
     d = tmpdir()
