@@ -549,6 +549,9 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
     if (name && (name->type != JV_STRING || strlen(name->text) == 0 || strlen(name->text) > 100))
         return respond_error(c, 400, "\"name\" must be 1 to 100 characters");
     if (opts && opts->type != JV_OBJECT) return respond_error(c, 400, "\"options\" must be an object of train options");
+    for (int i = 0; opts && i < opts->n; i++)
+        if (opts->items[i].type == JV_ARRAY || opts->items[i].type == JV_OBJECT)
+            return respond_error(c, 400, "option '%s' must be a number, a string or a boolean", opts->keys[i]);
     if (!check_sources(srv, body, &set_model, &model, &tokenizer, why, sizeof why)) return respond_error(c, 400, "%s", why);
     char *options = opts ? options_text(opts) : NULL;
     if (opts && !options) return respond_error(c, 500, "out of memory");

@@ -39,7 +39,8 @@ done
 # End-to-end tests: each script prints "PASS name" / "FAIL name" lines.
 run_e2e() {
   local script=$1 label=$2 out p f
-  out=$(/usr/bin/python3 "$script" 2>&1)
+  shift 2
+  out=$(/usr/bin/python3 "$script" "$@" 2>&1)
   local rc=$?
   echo "$out" | sed "s|^|[$label] |"
   p=$(echo "$out" | grep -c '^PASS ')
@@ -54,6 +55,11 @@ done
 for name in test_forward_reference test_backward_reference test_generate test_lora; do
   NF_CPU=baseline run_e2e "tests/e2e/$name.py" "baseline $name.py"
 done
+# the dashboard's server under AddressSanitizer/UBSan (its threads and requests are where memory bugs
+# hide); the tests whose runs train for long stay with the normal build, as the runs execute the server's binary
+NF_SERVE_BINARY=build/asan/neuralforge ASAN_OPTIONS=detect_leaks=0 run_e2e tests/e2e/test_serve.py "asan test_serve.py" \
+  every_api_call_needs_the_token no_request_reaches_a_path_outside_the_data_directory \
+  bodies_are_validated_and_bounded a_project_trains_stops_resumes_generates_and_exports_through_the_api
 
 if [ ${#failures[@]} -gt 0 ]; then
   echo "failing: ${failures[*]}"
