@@ -18,6 +18,7 @@ static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},
     {"export", cmd_export, "write a checkpoint or model as a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
+    {"ingest", cmd_ingest, "turn a tree of .txt/.md/.csv/.jsonl files into token shards, loss masks and a manifest"},
     {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},
 };
 
