@@ -579,9 +579,11 @@ static int prepare_output(Run *r, const IngestOptions *o, uint64_t tok_hash, int
         return nf_fail(err, NF_ERR_USAGE, "--output is the --source directory; write the shards somewhere else");
     r->src.out_dev = out_st.st_dev;
     r->src.out_ino = out_st.st_ino;
+    /* refuse a directory of someone else's files before leaving a lock file in it; then look again, locked */
+    int64_t max_generation = 0;
+    if (scan_output(o->output, manifest_exists(o->output), &max_generation, err) != 0) return -1;
     if ((r->lock_fd = lock_output(o->output, err)) < 0) return -1;
     bool has_manifest = manifest_exists(o->output);
-    int64_t max_generation = 0;
     if (scan_output(o->output, has_manifest, &max_generation, err) != 0) return -1;
     int64_t last = 0;
     if (has_manifest) {
