@@ -341,6 +341,41 @@ def masked_accumulation_equals_a_bigger_batch():
 
 
 @test
+def masked_training_resumes_exactly():
+    out = masked_dir(60, 9)
+    ck = os.path.join(tmpdir(), "c.ckpt")
+    args = ["train", "--model", shared("stories260K.bin"), "--data", out, "--steps", 4, "--batch", 2, "--seq", 32,
+            "--accum", 2, "--ckpt", ck, "--val-split", 0.2, "--val-every", 2, "--val-batches", 2,
+            "--lr-schedule", "constant"]  # so that a run of --steps 2 has the same learning rates
+    whole = run(args)
+    assert whole.rc == 0, whole.stdout
+    assert run([*args[:6], 2, *args[7:]]).rc == 0  # --steps 2
+    rest = run([*args, "--resume"])
+    assert rest.rc == 0, rest.stdout
+    steps = lambda r: [(m["step"], m["loss"], m["grad_norm"]) for m in r.of_type("step")]
+    assert steps(whole)[2:] == steps(rest)
+    assert [v["val_loss"] for v in whole.of_type("val")][1:] == [v["val_loss"] for v in rest.of_type("val")]
+
+
+@test
+def output_inside_source_and_links_to_directories_are_not_walked():
+    base = tmpdir()
+    src = os.path.join(base, "src")
+    write(os.path.join(src, "a.txt"), "The cat sat.")
+    os.makedirs(os.path.join(base, "elsewhere"))
+    write(os.path.join(base, "elsewhere", "b.txt"), "Not this one.")
+    os.symlink(os.path.join(base, "elsewhere"), os.path.join(src, "linked"))
+    os.symlink(os.path.join(base, "elsewhere", "b.txt"), os.path.join(src, "c.txt"))  # a link to a file is read
+    write(os.path.join(src, ".hidden", "d.txt"), "hidden")
+    out = os.path.join(src, "tokens")
+    for _ in range(2):
+        r = ingest(src, out)
+        files = {f["path"]: (f["status"], f.get("reason")) for f in r.of_type("ingest_file")}
+        assert files == {"a.txt": ("new", None), "c.txt": ("new", None),
+                         "linked": ("skipped", "symbolic link to a directory")}, files
+
+
+@test
 def unmasked_ingest_trains_bit_identically_to_tokenize():
     src, out = os.path.join(tmpdir(), "src"), os.path.join(tmpdir(), "out")
     write(os.path.join(src, "s.txt"), story_text(60000))
