@@ -104,10 +104,15 @@ size_t nf_attention_scratch_floats(int T);
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
 
-/* Cross-entropy of logits (N, V) against targets (N). Returns the summed loss
- * (double). If grad_scale != 0 the logits are replaced by
- * d(loss_sum * grad_scale)/d(logits) = (softmax - onehot) * grad_scale;
- * otherwise they are left overwritten (by unnormalized softmax values). */
+/* Cross-entropy of logits (N, V) against targets (N). A target < 0 is
+ * masked (a prompt token of instruction data): its row adds nothing to the
+ * loss and gets a zero gradient. Returns the loss summed over the other rows
+ * (double; 0 when every row is masked), in row order so it is the same bits
+ * on any thread count. If grad_scale != 0 the logits are replaced by
+ * d(loss_sum * grad_scale)/d(logits) = (softmax - onehot) * grad_scale, and
+ * a masked row by zeros; otherwise they are left overwritten (by
+ * unnormalized softmax values; masked rows untouched). The caller divides
+ * by the count of rows with target >= 0 for a mean. */
 double nf_cross_entropy(float *logits, const int *targets, int N, int V, float grad_scale);
 
 #endif

@@ -551,6 +551,11 @@ double nf_cross_entropy(float *logits, const int *targets, int N, int V, float g
 #pragma omp parallel for schedule(static)
     for (n = 0; n < N; n++) {
         float *row = logits + (size_t)n * V;
+        if (targets[n] < 0) { /* masked: no loss, and a zero gradient */
+            row_loss[n] = 0.0;
+            if (grad_scale != 0.0f) memset(row, 0, (size_t)V * sizeof(float));
+            continue;
+        }
         float max = row[0], target_logit = row[targets[n]], sum = 0.0f;
 #pragma omp simd reduction(max : max)
         for (int i = 0; i < V; i++) max = row[i] > max ? row[i] : max;

@@ -1,5 +1,6 @@
 /* cmd_eval.c — `neuralforge eval`: mean loss and perplexity of a model or
- * checkpoint on token data, over a fixed, evenly spaced set of windows.
+ * checkpoint on token data, over a fixed, evenly spaced set of windows
+ * (masked targets of ingested instruction data left out).
  * LoRA adapters are merged into the base first. */
 #include <math.h>
 #include <stdlib.h>
@@ -54,18 +55,30 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
         goto fail;
     Net net;
     net_full(&net, NULL, &c, params, NULL);
-    double start = nf_now_ms(), total = 0.0;
+    /* the mean of the batches' means; with masked data, the mean over every counted target */
+    double start = nf_now_ms(), total = 0.0, weighted = 0.0;
+    int64_t counted = 0;
     for (int k = 0; k < batches; k++) {
         fixed_batch(d.train, d.n_train, k, (int)batches, B, T, tokens, targets);
-        total += model_forward(&net, &acts, tokens, targets, 0.0f, 0);
+        int n = d.train_masked ? model_counted_targets(targets, B * T) : B * T;
+        if (n == 0) continue;
+        double mean = model_forward(&net, &acts, tokens, targets, 0.0f, 0);
+        total += mean;
+        weighted += mean * n;
+        counted += n;
     }
-    double loss = total / (double)batches, ms = nf_now_ms() - start;
+    if (counted == 0) {
+        nf_fail(&err, NF_ERR_DATA, "every target of the evaluated windows is masked; evaluate more --batches");
+        goto fail;
+    }
+    double loss = d.train_masked ? weighted / (double)counted : total / (double)batches, ms = nf_now_ms() - start;
     JsonBuf j;
     msg_begin(&j, "eval");
     json_number(&j, "loss", loss);
     json_number(&j, "ppl", exp(loss));
     json_int(&j, "batches", batches);
     json_int(&j, "tokens", batches * B * T);
+    json_int(&j, "targets", counted);
     json_number(&j, "ms", ms);
     msg_emit(out, &j);
     nf_log("eval: loss %.4f, perplexity %.2f over %lld tokens", loss, exp(loss), (long long)(batches * B * T));

@@ -1,9 +1,9 @@
 /* cmd_tokenize.c — `neuralforge tokenize`: text file -> llama2.c token file.
  *
- * The text is split into documents (at `<|endoftext|>` lines, at runs of
- * blank lines, or not at all), each document is stripped of surrounding
- * whitespace, encoded with BOS in front, and the ids are written as
- * little-endian uint16, the format llama2.c's pretokenized shards use. */
+ * The text is split into documents by textsplit.c (at `<|endoftext|>`
+ * lines, at runs of blank lines, or not at all; stripped of surrounding
+ * whitespace), each is encoded with BOS in front, and the ids are written
+ * as little-endian uint16, the format llama2.c's pretokenized shards use. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,31 +11,30 @@
 #include "args.h"
 #include "commands.h"
 #include "fileio.h"
+#include "textsplit.h"
 #include "tokenizer.h"
 #include "util.h"
-
-#define EOT_MARKER "<|endoftext|>"
-
-static bool is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
-
-/* Narrows [*b, *e) to exclude leading and trailing ASCII whitespace. */
-static void strip(const char *text, size_t *b, size_t *e) {
-    while (*b < *e && is_space((unsigned char)text[*b])) (*b)++;
-    while (*e > *b && is_space((unsigned char)text[*e - 1])) (*e)--;
-}
 
 typedef struct {
     const Tokenizer *tok;
     AtomicFile *file;
     TokenList ids;         /* reused for every document */
     uint64_t tokens, documents;
+    /* progress on stderr (when it is a terminal) */
+    bool progress;
+    const char *text;      /* the whole input, to tell how far a document is */
+    size_t size;
+    double start_ms, last_report_ms;
 } DocumentWriter;
 
-static int write_document(DocumentWriter *w, const char *text, size_t b, size_t e, NfError *err) {
-    strip(text, &b, &e);
-    if (b == e) return 0;
+static void show_progress(size_t done, size_t total, double start_ms);
+
+/* A TextDocumentFn: BOS and the document's ids, little-endian uint16. */
+static int write_document(void *ctx, const char *doc, size_t len, size_t line, NfError *err) {
+    (void)line;
+    DocumentWriter *w = ctx;
     w->ids.len = 0;
-    if (tokenizer_encode(w->tok, text + b, e - b, true, false, &w->ids, err) != 0) return -1;
+    if (tokenizer_encode(w->tok, doc, len, true, false, &w->ids, err) != 0) return -1;
     /* little-endian uint16, written in chunks */
     unsigned char buf[8192];
     size_t n = 0;
@@ -50,15 +49,11 @@ static int write_document(DocumentWriter *w, const char *text, size_t b, size_t 
     if (atomic_file_write(w->file, buf, n, err) != 0) return -1;
     w->tokens += w->ids.len;
     w->documents++;
+    if (w->progress && nf_now_ms() - w->last_report_ms > 200) {
+        show_progress((size_t)(doc + len - w->text), w->size, w->start_ms);
+        w->last_report_ms = nf_now_ms();
+    }
     return 0;
-}
-
-/* Is line [b, e) a document separator in this split mode? */
-static bool is_separator(const char *text, size_t b, size_t e, const char *split) {
-    strip(text, &b, &e);
-    if (strcmp(split, "eot") == 0) return e - b == strlen(EOT_MARKER) && memcmp(text + b, EOT_MARKER, e - b) == 0;
-    if (strcmp(split, "blank") == 0) return b == e;
-    return false;
 }
 
 static void show_progress(size_t done, size_t total, double start_ms) {
@@ -73,7 +68,7 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
         {"input", ARG_STRING, &input, .help = "text file to tokenize (required)"},
         {"output", ARG_STRING, &output, .help = "token file to write, uint16 little-endian (required)"},
         {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
-        {"split", ARG_CHOICE, &split, .choices = "eot|blank|none",
+        {"split", ARG_CHOICE, &split, .choices = TEXT_SPLIT_CHOICES,
          .help = "documents end at <|endoftext|> lines (default), blank lines, or only at the end"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -88,7 +83,9 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     Tokenizer tok = {0};
     MappedFile text = {0};
     AtomicFile file = {0};
-    DocumentWriter writer = {&tok, &file, {0}, 0, 0};
+    DocumentWriter writer = {.tok = &tok, .file = &file};
+    TextSplit mode = TEXT_SPLIT_EOT;
+    text_split_parse(split, &mode); /* one of the choices: args_parse checked it */
     int status = 0;
     if (tokenizer_load(&tok, tokenizer_path, &err) != 0) goto fail;
     if (tok.vocab_size > 65536) {
@@ -99,24 +96,13 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     if (mapped_file_open(&text, input, "input", &err) != 0) goto fail;
     if (atomic_file_open(&file, output, &err) != 0) goto fail;
 
-    const char *t = (const char *)text.data;
     bool progress = isatty(STDERR_FILENO);
-    double start = nf_now_ms(), last_report = start;
-    size_t doc_start = 0, line = 0;
-    while (line < text.size) {
-        const char *nl = memchr(t + line, '\n', text.size - line);
-        size_t line_end = nl ? (size_t)(nl - t) : text.size;
-        if (is_separator(t, line, line_end, split)) {
-            if (write_document(&writer, t, doc_start, line, &err) != 0) goto fail;
-            doc_start = line_end;
-        }
-        line = nl ? line_end + 1 : text.size;
-        if (progress && nf_now_ms() - last_report > 200) {
-            show_progress(line, text.size, start);
-            last_report = nf_now_ms();
-        }
-    }
-    if (write_document(&writer, t, doc_start, text.size, &err) != 0) goto fail;
+    double start = nf_now_ms();
+    writer.progress = progress;
+    writer.text = (const char *)text.data;
+    writer.size = text.size;
+    writer.start_ms = writer.last_report_ms = start;
+    if (text_split(writer.text, text.size, mode, write_document, &writer, &err) != 0) goto fail;
     if (atomic_file_commit(&file, &err) != 0) goto fail;
     if (progress) {
         show_progress(text.size, text.size, start);

@@ -6,83 +6,180 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "manifest.h"
 #include "util.h"
 
-static int compare_strings(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+/* One file to map: a token file, and its mask when it has one. */
+typedef struct {
+    char *path;       /* uint16 token file */
+    char *mask_path;  /* its loss mask (one byte per token), or NULL */
+    int64_t tokens;   /* tokens a manifest lists for it, or -1 (no manifest) */
+    int64_t masked;   /* masked tokens a manifest lists, or -1 */
+    const char *dir;  /* the manifest's directory (for messages), or NULL */
+} DataFile;
+
+typedef struct {
+    DataFile *items;
+    int n, cap;
+} DataFiles;
+
+static void data_files_free(DataFiles *l) {
+    for (int i = 0; i < l->n; i++) {
+        free(l->items[i].path);
+        free(l->items[i].mask_path);
+    }
+    free(l->items);
+    memset(l, 0, sizeof *l);
 }
 
-/* Expands a path to the files it names: itself, or a directory's regular files. */
-static int expand_path(const char *path, char ***list, int *n, int *cap, NfError *err) {
+/* Appends a file; takes ownership of path and mask_path. */
+static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, int64_t masked, const char *dir,
+                    NfError *err) {
+    if (!path) {
+        free(mask_path);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    }
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 16;
+        DataFile *grown = realloc(l->items, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            free(path);
+            free(mask_path);
+            return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        }
+        l->items = grown;
+        l->cap = cap;
+    }
+    l->items[l->n++] = (DataFile){path, mask_path, tokens, masked, dir};
+    return 0;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *full = malloc(len);
+    if (full) snprintf(full, len, "%s/%s", dir, name);
+    return full;
+}
+
+static int compare_data_files(const void *a, const void *b) {
+    return strcmp(((const DataFile *)a)->path, ((const DataFile *)b)->path);
+}
+
+/* A directory that ingest wrote: exactly the shards its manifest lists. */
+static int expand_manifest(const char *path, DataFiles *l, NfError *err) {
+    Manifest m;
+    if (manifest_load(path, &m, err) != 0) return -1;
+    int rc = 0;
+    if (m.n_shards == 0)
+        rc = nf_fail(err, NF_ERR_DATA, "data directory '%s' holds no tokens (its manifest lists no shards)", path);
+    for (int i = 0; rc == 0 && i < m.n_shards; i++) {
+        const ManifestShard *s = &m.shards[i];
+        char *mask = NULL;
+        if (s->mask && !(mask = join(path, s->mask))) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        if (rc == 0)
+            rc = add_file(l, join(path, s->file), mask, (int64_t)s->tokens, (int64_t)s->masked_tokens, path, err);
+    }
+    manifest_free(&m);
+    return rc;
+}
+
+/* Expands a path to the files it names: itself, a directory's regular
+ * files, or the shards of a directory with a manifest.json. */
+static int expand_path(const char *path, DataFiles *l, NfError *err) {
     struct stat st;
     if (stat(path, &st) != 0) return nf_fail(err, NF_ERR_IO, "cannot open data '%s': no such file or directory", path);
-    int first = *n;
+    int first = l->n;
     if (S_ISDIR(st.st_mode)) {
+        if (manifest_exists(path)) return expand_manifest(path, l, err);
         DIR *dir = opendir(path);
         if (!dir) return nf_fail(err, NF_ERR_IO, "cannot read data directory '%s'", path);
         struct dirent *e;
-        while ((e = readdir(dir)) != NULL) {
+        int rc = 0;
+        while (rc == 0 && (e = readdir(dir)) != NULL) {
             if (e->d_name[0] == '.') continue;
-            size_t len = strlen(path) + strlen(e->d_name) + 2;
-            char *full = malloc(len);
-            if (!full) break;
-            snprintf(full, len, "%s/%s", path, e->d_name);
+            char *full = join(path, e->d_name);
+            if (!full) {
+                rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+                break;
+            }
             if (stat(full, &st) != 0 || !S_ISREG(st.st_mode)) {
                 free(full);
                 continue;
             }
-            if (*n == *cap) {
-                *cap = *cap ? *cap * 2 : 16;
-                char **grown = realloc(*list, (size_t)*cap * sizeof(char *));
-                if (!grown) {
-                    free(full);
-                    break;
-                }
-                *list = grown;
-            }
-            (*list)[(*n)++] = full;
+            rc = add_file(l, full, NULL, -1, -1, NULL, err);
         }
         closedir(dir);
-        if (*n == first) return nf_fail(err, NF_ERR_DATA, "data directory '%s' holds no files", path);
-        qsort(*list + first, (size_t)(*n - first), sizeof(char *), compare_strings);
+        if (rc != 0) return -1;
+        if (l->n == first) return nf_fail(err, NF_ERR_DATA, "data directory '%s' holds no files", path);
+        qsort(l->items + first, (size_t)(l->n - first), sizeof(DataFile), compare_data_files);
         return 0;
     }
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        char **grown = realloc(*list, (size_t)*cap * sizeof(char *));
-        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        *list = grown;
-    }
-    (*list)[(*n)++] = strdup(path);
-    return 0;
+    return add_file(l, strdup(path), NULL, -1, -1, NULL, err);
 }
 
-/* Maps one token file and checks every id. */
-static int open_token_file(MappedFile *f, const char *path, int vocab_size, NfError *err) {
+/* Maps one token file (and its mask) and checks every id and mask byte,
+ * and the counts its manifest lists. */
+static int open_token_file(MappedFile *f, MappedFile *mask, const DataFile *df, int vocab_size, NfError *err) {
+    const char *path = df->path;
     if (mapped_file_open(f, path, "data", err) != 0) return -1;
     if (f->size % 2 != 0)
         return nf_fail(err, NF_ERR_DATA, "data file '%s' has an odd size (%zu bytes); token files hold uint16 ids",
                        path, f->size);
-    TokenSpan s = {f->data, f->size / 2};
+    TokenSpan s = {f->data, NULL, f->size / 2};
+    if (df->tokens >= 0 && s.len != (uint64_t)df->tokens)
+        return nf_fail(err, NF_ERR_DATA, "data file '%s' holds %llu tokens; the manifest of '%s' lists %lld", path,
+                       (unsigned long long)s.len, df->dir, (long long)df->tokens);
     for (uint64_t i = 0; i < s.len; i++)
         if (token_at(&s, i) >= vocab_size)
             return nf_fail(err, NF_ERR_DATA, "data file '%s' has token id %d at position %llu; the vocab_size is %d",
                            path, token_at(&s, i), (unsigned long long)i, vocab_size);
+    if (!df->mask_path) return 0;
+    if (mapped_file_open(mask, df->mask_path, "mask", err) != 0) return -1;
+    if (mask->size != s.len)
+        return nf_fail(err, NF_ERR_DATA, "mask file '%s' has %zu bytes; its shard '%s' has %llu tokens",
+                       df->mask_path, mask->size, path, (unsigned long long)s.len);
+    uint64_t zeros = 0;
+    for (uint64_t i = 0; i < s.len; i++) {
+        if (mask->data[i] > 1)
+            return nf_fail(err, NF_ERR_DATA, "mask file '%s' has byte %d at position %llu; masks hold 0 or 1",
+                           df->mask_path, mask->data[i], (unsigned long long)i);
+        zeros += mask->data[i] == 0;
+    }
+    if (df->masked >= 0 && zeros != (uint64_t)df->masked)
+        return nf_fail(err, NF_ERR_DATA, "mask file '%s' masks %llu tokens; the manifest of '%s' lists %lld",
+                       df->mask_path, (unsigned long long)zeros, df->dir, (long long)df->masked);
     return 0;
+}
+
+/* Targets of the spans that the loss counts (every token but each span's first, unless masked). */
+static uint64_t counted_targets(const TokenSpan *spans, int n) {
+    uint64_t counted = 0;
+    for (int i = 0; i < n; i++) {
+        if (spans[i].len < 2) continue;
+        if (!spans[i].mask) {
+            counted += spans[i].len - 1;
+            continue;
+        }
+        for (uint64_t k = 1; k < spans[i].len; k++) counted += spans[i].mask[k];
+    }
+    return counted;
 }
 
 int token_data_open(TokenData *d, const char *const *paths, int n_paths, const char *val_path, double val_split,
                     int vocab_size, int T, NfError *err) {
     memset(d, 0, sizeof *d);
-    char **files = NULL;
-    int n = 0, cap = 0, rc = 0;
-    for (int i = 0; rc == 0 && i < n_paths; i++) rc = expand_path(paths[i], &files, &n, &cap, err);
-    int n_train_files = n; /* files after these are validation files */
-    if (rc == 0 && val_path) rc = expand_path(val_path, &files, &n, &cap, err);
-    if (rc == 0 && !(d->files = nf_alloc_array((size_t)n, sizeof(MappedFile), err))) rc = -1;
+    DataFiles files = {0};
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n_paths; i++) rc = expand_path(paths[i], &files, err);
+    int n_train_files = files.n; /* files after these are validation files */
+    if (rc == 0 && val_path) rc = expand_path(val_path, &files, err);
+    int n = files.n;
+    if (rc == 0 && (!(d->files = nf_alloc_array((size_t)n, sizeof(MappedFile), err)) ||
+                    !(d->masks = nf_alloc_array((size_t)n, sizeof(MappedFile), err))))
+        rc = -1;
     for (int i = 0; rc == 0 && i < n; i++) {
-        rc = open_token_file(&d->files[i], files[i], vocab_size, err);
         d->n_files = i + 1;
+        rc = open_token_file(&d->files[i], &d->masks[i], &files.items[i], vocab_size, err);
     }
     if (rc == 0 && (!(d->train = nf_alloc_array((size_t)n + 1, sizeof(TokenSpan), err)) ||
                     !(d->val = nf_alloc_array((size_t)n + 1, sizeof(TokenSpan), err))))
@@ -94,16 +191,23 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
         /* training spans: the first `keep` tokens; the rest (if splitting) is validation */
         uint64_t seen = 0;
         for (int i = 0; i < n_train_files; i++) {
-            TokenSpan s = {d->files[i].data, d->files[i].size / 2};
+            TokenSpan s = {d->files[i].data, d->masks[i].data, d->files[i].size / 2};
             uint64_t take = seen >= keep ? 0 : (keep - seen < s.len ? keep - seen : s.len);
-            if (take > 0) d->train[d->n_train++] = (TokenSpan){s.bytes, take};
-            if (take < s.len && !val_path) d->val[d->n_val++] = (TokenSpan){s.bytes + 2 * take, s.len - take};
+            if (take > 0) d->train[d->n_train++] = (TokenSpan){s.bytes, s.mask, take};
+            if (take < s.len && !val_path)
+                d->val[d->n_val++] = (TokenSpan){s.bytes + 2 * take, s.mask ? s.mask + take : NULL, s.len - take};
             seen += s.len;
         }
         for (int i = n_train_files; val_path && i < n; i++)
-            d->val[d->n_val++] = (TokenSpan){d->files[i].data, d->files[i].size / 2};
-        for (int i = 0; i < d->n_train; i++) d->train_tokens += d->train[i].len;
-        for (int i = 0; i < d->n_val; i++) d->val_tokens += d->val[i].len;
+            d->val[d->n_val++] = (TokenSpan){d->files[i].data, d->masks[i].data, d->files[i].size / 2};
+        for (int i = 0; i < d->n_train; i++) {
+            d->train_tokens += d->train[i].len;
+            d->train_masked |= d->train[i].mask != NULL;
+        }
+        for (int i = 0; i < d->n_val; i++) {
+            d->val_tokens += d->val[i].len;
+            d->val_masked |= d->val[i].mask != NULL;
+        }
         uint64_t longest = 0;
         for (int i = 0; i < d->n_train; i++)
             if (d->train[i].len > longest) longest = d->train[i].len;
@@ -115,16 +219,23 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
         if (rc == 0 && d->n_val > 0 && val_longest < (uint64_t)T + 1)
             rc = nf_fail(err, NF_ERR_DATA, "the validation data has fewer than %d tokens (--seq %d plus one)", T + 1,
                          T);
+        if (rc == 0 && d->train_masked && counted_targets(d->train, d->n_train) == 0)
+            rc = nf_fail(err, NF_ERR_DATA, "every target of the training data is masked: nothing to learn");
+        if (rc == 0 && d->val_masked && counted_targets(d->val, d->n_val) == 0)
+            rc = nf_fail(err, NF_ERR_DATA, "every target of the validation data is masked: nothing to measure");
     }
-    for (int i = 0; i < n; i++) free(files[i]);
-    free(files);
+    data_files_free(&files);
     if (rc != 0) token_data_close(d);
     return rc;
 }
 
 void token_data_close(TokenData *d) {
-    for (int i = 0; i < d->n_files; i++) mapped_file_close(&d->files[i]);
+    for (int i = 0; i < d->n_files; i++) {
+        mapped_file_close(&d->files[i]);
+        mapped_file_close(&d->masks[i]);
+    }
     free(d->files);
+    free(d->masks);
     free(d->train);
     free(d->val);
     memset(d, 0, sizeof *d);
@@ -141,6 +252,9 @@ static void copy_window(const TokenSpan *s, uint64_t start, int T, int *tokens, 
         tokens[t] = token_at(s, start + t);
         targets[t] = token_at(s, start + t + 1);
     }
+    if (s->mask)
+        for (int t = 0; t < T; t++)
+            if (!s->mask[start + t + 1]) targets[t] = -1;
 }
 
 /* Locates global index i among spans counted by `count`; returns the span and the local index. */

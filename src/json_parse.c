@@ -57,7 +57,7 @@ static int hex4(Parser *p, unsigned *cp) {
     return 0;
 }
 
-static int parse_string(Parser *p, char **out) {
+static int parse_string(Parser *p, char **out, size_t *out_len) {
     p->pos++; /* opening quote */
     char *buf = malloc(p->len - p->pos + 4);
     if (!buf) return nf_fail(p->err, NF_ERR_MEMORY, "out of memory");
@@ -114,6 +114,7 @@ static int parse_string(Parser *p, char **out) {
     p->pos++;
     buf[o] = '\0';
     *out = buf;
+    if (out_len) *out_len = o;
     return 0;
 }
 
@@ -141,7 +142,7 @@ static int parse_container(Parser *p, JsonValue *v, int depth, bool object) {
         skip_ws(p);
         if (object) {
             if (p->pos >= p->len || p->s[p->pos] != '"') return fail_at(p, "expected a key");
-            if (parse_string(p, &v->keys[v->n]) != 0) return -1;
+            if (parse_string(p, &v->keys[v->n], NULL) != 0) return -1;
             skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != ':') {
                 free(v->keys[v->n]);
@@ -181,7 +182,7 @@ static int parse_value(Parser *p, JsonValue *v, int depth) {
     }
     if (c == '"') {
         v->type = JV_STRING;
-        return parse_string(p, &v->text);
+        return parse_string(p, &v->text, &v->len);
     }
     const char *words[3] = {"true", "false", "null"};
     for (int i = 0; i < 3; i++) {
@@ -201,6 +202,7 @@ static int parse_value(Parser *p, JsonValue *v, int depth) {
     if (!v->text) return nf_fail(p->err, NF_ERR_MEMORY, "out of memory");
     memcpy(v->text, p->s + start, p->pos - start);
     v->text[p->pos - start] = '\0';
+    v->len = p->pos - start;
     return 0;
 }
 
@@ -243,7 +245,7 @@ bool json_value_equal(const JsonValue *a, const JsonValue *b) {
     case JV_NULL: return true;
     case JV_BOOL: return a->boolean == b->boolean;
     case JV_NUMBER:
-    case JV_STRING: return strcmp(a->text, b->text) == 0;
+    case JV_STRING: return a->len == b->len && memcmp(a->text, b->text, a->len) == 0;
     case JV_ARRAY:
     case JV_OBJECT:
         if (a->n != b->n) return false;

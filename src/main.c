@@ -20,6 +20,7 @@ static const Command COMMANDS[] = {
     {"serve", cmd_serve, "the web dashboard: projects, live training charts, generation, export"},
     {"import", cmd_import, "read a GGUF or Hugging Face Llama model into a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
+    {"ingest", cmd_ingest, "turn a tree of .txt/.md/.csv/.jsonl files into token shards, loss masks and a manifest"},
     {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},
 };
 

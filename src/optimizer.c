@@ -43,6 +43,12 @@ void grad_clip(float *grads, size_t n, double norm, double max_norm) {
     for (i = 0; i < n; i++) grads[i] *= f;
 }
 
+void grad_multiply(float *grads, size_t n, float f) {
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) grads[i] *= f;
+}
+
 void adamw_step(float *params, const float *grads, float *m, float *v, const ParamSegment *seg, int n_seg,
                 const OptimizerOptions *o, double lr, int64_t t) {
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;

@@ -29,6 +29,11 @@ double grad_global_norm(const float *grads, size_t n);
 /* Scales grads so their global norm is at most max_norm (as clip_grad_norm_). */
 void grad_clip(float *grads, size_t n, double norm, double max_norm);
 
+/* grads *= f: a step over masked data turns its gradient, accumulated with
+ * a fixed scale per target, into the gradient of the mean over the targets
+ * the whole step counted (train.c). */
+void grad_multiply(float *grads, size_t n, float f);
+
 /* One AdamW step (t is 1-based): m, v and params updated in place; norm
  * weights (segments with is_norm) get no weight decay. */
 void adamw_step(float *params, const float *grads, float *m, float *v, const ParamSegment *seg, int n_seg,

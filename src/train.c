@@ -235,15 +235,25 @@ static void emit_init(Trainer *t, const char *stored_options) {
     msg_emit(t->out, &j);
 }
 
+/* The validation loss: the mean of the batches' means, or with masked
+ * data the mean over every target the batches count (NaN when none does). */
 static double validate(Trainer *t) {
     const TrainOptions *o = t->o;
-    double total = 0.0;
+    int N = (int)(o->batch * o->seq);
+    double total = 0.0, weighted = 0.0;
+    int64_t counted = 0;
     for (int k = 0; k < o->val_batches; k++) {
         fixed_batch(t->data.val, t->data.n_val, k, (int)o->val_batches, (int)o->batch, (int)o->seq, t->tokens,
                     t->targets);
-        total += model_forward(&t->net, &t->acts, t->tokens, t->targets, 0.0f, 0);
+        int c = t->data.val_masked ? model_counted_targets(t->targets, N) : N;
+        if (c == 0) continue;
+        double mean = model_forward(&t->net, &t->acts, t->tokens, t->targets, 0.0f, 0);
+        total += mean;
+        weighted += mean * c;
+        counted += c;
     }
-    return total / (double)o->val_batches;
+    if (!t->data.val_masked) return total / (double)o->val_batches;
+    return counted > 0 ? weighted / (double)counted : NAN;
 }
 
 static int compare_steps_descending(const void *a, const void *b) {
@@ -422,24 +432,42 @@ int train_run(TrainOptions *o, NfOut *out) {
         double step_start = nf_now_ms();
         int64_t step = t.step + 1;
         memset(t.grads, 0, t.n_params * sizeof(float));
+        /* Without masks every micro-batch's mean loss weighs 1/accum. With
+         * masks the step's loss is the mean over all the targets its
+         * micro-batches count: each target's gradient is accumulated with
+         * the fixed scale 1/(B*T), then the sum is rescaled by
+         * B*T/counted_step, so --accum stays equivalent to a bigger batch. */
+        bool masked = t.data.train_masked;
         double loss = 0.0;
+        int64_t counted_step = 0;
         for (int micro = 0; micro < o->accum; micro++) {
             batch_sampler_next(&t.sampler, &t.data, B, T, t.tokens, t.targets);
-            /* dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same */
-            uint64_t dropout_key = rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
-            double micro_loss =
-                model_forward(&t.net, &t.acts, t.tokens, t.targets, 1.0f / (float)o->accum, dropout_key);
-            model_backward(&t.net, &t.g, &t.acts, t.tokens);
-            loss += micro_loss / (double)o->accum;
+            int counted = masked ? model_counted_targets(t.targets, B * T) : B * T;
+            double micro_loss = NAN; /* a micro-batch whose targets are all masked has no loss and no gradient */
+            if (counted > 0) {
+                /* dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same */
+                uint64_t dropout_key =
+                    rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
+                float scale = masked ? (float)((double)counted / (double)(B * T)) : 1.0f / (float)o->accum;
+                micro_loss = model_forward(&t.net, &t.acts, t.tokens, t.targets, scale, dropout_key);
+                model_backward(&t.net, &t.g, &t.acts, t.tokens);
+                loss += masked ? micro_loss * counted : micro_loss / (double)o->accum;
+                counted_step += counted;
+            }
             JsonBuf j;
             msg_begin(&j, "batch");
             json_int(&j, "step", step);
             json_int(&j, "micro_step", micro + 1);
             json_number(&j, "loss", micro_loss);
             json_int(&j, "tokens", (int64_t)B * T);
+            json_int(&j, "targets", counted);
             msg_emit(out, &j);
         }
-        if (!isfinite(loss)) {
+        if (masked) {
+            loss = counted_step > 0 ? loss / (double)counted_step : NAN;
+            if (counted_step > 0) grad_multiply(t.grads, t.n_params, (float)((double)(B * T) / (double)counted_step));
+        }
+        if (counted_step > 0 && !isfinite(loss)) {
             nf_fail(&err, NF_ERR_TRAINING, "the loss became %s at step %lld; stopping (the last checkpoint is kept)",
                     isnan(loss) ? "NaN" : "infinite", (long long)step);
             goto fail;

@@ -222,6 +222,12 @@ static void projection_backward(const Net *net, const NetGrads *g, Activations *
     for (size_t i = 0; i < n_in; i++) dx[i] += a->lora_dx[i];
 }
 
+int model_counted_targets(const int *targets, int n) {
+    int counted = 0;
+    for (int i = 0; i < n; i++) counted += targets[i] >= 0;
+    return counted;
+}
+
 double model_forward(const Net *net, Activations *a, const int *tokens, const int *targets, float grad_scale,
                      uint64_t dropout_key) {
     const ModelConfig *c = net->config;
@@ -265,8 +271,11 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
     float *x = a->resid + (size_t)c->n_layers * ND;
     nf_rmsnorm_forward(a->xn_final, a->rstd_final, x, p->rms_final, N, D);
     weight_forward(a, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
-    double loss_sum = nf_cross_entropy(a->logits, targets, N, c->vocab_size, grad_scale / (float)N);
-    return loss_sum / N;
+    /* the mean over counted targets: a negative target is masked (no loss, no gradient) */
+    int counted = model_counted_targets(targets, N);
+    double loss_sum =
+        nf_cross_entropy(a->logits, targets, N, c->vocab_size, grad_scale / (float)(counted > 0 ? counted : 1));
+    return counted > 0 ? loss_sum / counted : 0.0;
 }
 
 void model_backward(const Net *net, const NetGrads *g, Activations *a, const int *tokens) {

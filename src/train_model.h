@@ -91,11 +91,19 @@ void activations_free(Activations *a);
 uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, int T);
 
 /* Forward pass over tokens (B, T); returns the mean cross-entropy against
- * targets (B, T). If grad_scale != 0, leaves d(mean loss * grad_scale)/dlogits
- * in a->logits ready for model_backward. dropout_key != 0 draws LoRA dropout
- * masks from it (training); 0 means no dropout (evaluation). */
+ * targets (B, T) over the counted targets: a target < 0 is masked out of
+ * the loss (a prompt token of instruction data; data.h), and the mean is
+ * over the targets >= 0 (model_counted_targets), 0 when there is none. With
+ * every target counted this is the plain mean over B*T, bit for bit as
+ * before masks existed. If grad_scale != 0, leaves
+ * d(mean loss * grad_scale)/dlogits in a->logits ready for model_backward
+ * (zero rows for masked targets, so with none counted the gradient is zero).
+ * dropout_key != 0 draws LoRA dropout masks from it (training); 0 means no
+ * dropout (evaluation). */
 double model_forward(const Net *net, Activations *a, const int *tokens, const int *targets, float grad_scale,
                      uint64_t dropout_key);
+/* How many of targets[0..n) the loss counts (those >= 0). */
+int model_counted_targets(const int *targets, int n);
 
 /* Backward pass after model_forward(..., grad_scale != 0): accumulates (+=)
  * the gradient of every parameter that g does not leave NULL. */

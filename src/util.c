@@ -1,4 +1,4 @@
-/* util.c — checked allocation, overflow-safe sizes, the clock, NfError. */
+/* util.c — checked allocation, overflow-safe sizes, the clock, FNV-1a, NfError. */
 #define _DEFAULT_SOURCE /* madvise's MADV_HUGEPAGE */
 #include "util.h"
 
@@ -59,4 +59,10 @@ double nf_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+uint64_t nf_fnv1a64(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
 }

@@ -1,5 +1,5 @@
 /* util.h — small helpers every module uses: checked allocation, sizes with
- * overflow checks and a monotonic clock. */
+ * overflow checks, a monotonic clock and the FNV-1a hash. */
 #ifndef NF_UTIL_H
 #define NF_UTIL_H
 
@@ -15,6 +15,12 @@ void *nf_alloc_array(size_t count, size_t elem, NfError *err); /* zeroed, overfl
 
 /* a*b with overflow detection: returns false if it does not fit. */
 bool nf_mul_size(size_t a, size_t b, size_t *out);
+
+/* FNV-1a, 64-bit, over bytes: h = (h ^ byte) * 0x100000001b3, starting from
+ * NF_FNV1A64_INIT; chain calls to hash data in pieces. Not cryptographic:
+ * ingest uses it to notice changed source files. */
+#define NF_FNV1A64_INIT 0xcbf29ce484222325ull
+uint64_t nf_fnv1a64(uint64_t h, const void *data, size_t n);
 
 /* Monotonic wall clock in milliseconds. */
 double nf_now_ms(void);

@@ -1,0 +1,284 @@
+/* manifest.c — reading, checking and writing manifest.json. */
+#include "manifest.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fileio.h"
+#include "json.h"
+#include "json_parse.h"
+#include "util.h"
+
+/* Counts far beyond any real corpus but safe to add up in uint64. */
+#define MANIFEST_MAX_COUNT (1ull << 56)
+
+static char *path_in(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+bool manifest_exists(const char *dir) {
+    char *p = path_in(dir, MANIFEST_NAME);
+    struct stat st;
+    bool yes = p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    free(p);
+    return yes;
+}
+
+void manifest_free(Manifest *m) {
+    for (int i = 0; i < m->n_shards; i++) {
+        free(m->shards[i].file);
+        free(m->shards[i].mask);
+    }
+    for (int i = 0; i < m->n_sources; i++) free(m->sources[i].path);
+    free(m->shards);
+    free(m->sources);
+    free(m->tokenizer);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+typedef struct {
+    const char *path; /* the manifest file, for messages */
+    NfError *err;
+} Reader;
+
+static int bad(Reader *r, const char *fmt, const char *what) {
+    char why[256];
+    snprintf(why, sizeof why, fmt, what);
+    return nf_fail(r->err, NF_ERR_DATA, "manifest '%s': %s", r->path, why);
+}
+
+static const JsonValue *field(Reader *r, const JsonValue *obj, const char *key, JsonType type) {
+    const JsonValue *v = json_get(obj, key);
+    if (!v || v->type != type) {
+        bad(r, "missing or mistyped field \"%s\"", key);
+        return NULL;
+    }
+    return v;
+}
+
+/* A non-negative integer field, at most max. */
+static int get_count(Reader *r, const JsonValue *obj, const char *key, uint64_t max, uint64_t *out) {
+    const JsonValue *v = field(r, obj, key, JV_NUMBER);
+    if (!v) return -1;
+    const char *s = v->text;
+    if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19) return bad(r, "field \"%s\" is not a count", key);
+    uint64_t x = strtoull(s, NULL, 10);
+    if (x > max) return bad(r, "field \"%s\" is out of range", key);
+    *out = x;
+    return 0;
+}
+
+static int get_string(Reader *r, const JsonValue *obj, const char *key, char **out) {
+    const JsonValue *v = field(r, obj, key, JV_STRING);
+    if (!v) return -1;
+    if (strlen(v->text) != v->len) return bad(r, "field \"%s\" holds a NUL character", key);
+    if (!(*out = strdup(v->text))) return nf_fail(r->err, NF_ERR_MEMORY, "out of memory");
+    return 0;
+}
+
+static int get_hash(Reader *r, const JsonValue *obj, const char *key, uint64_t *out) {
+    const JsonValue *v = field(r, obj, key, JV_STRING);
+    if (!v) return -1;
+    const char *s = v->text;
+    if (strncmp(s, "fnv1a64:", 8) != 0 || strlen(s) != 24 || strspn(s + 8, "0123456789abcdef") != 16)
+        return bad(r, "field \"%s\" is not an fnv1a64:<16 hex digits> hash", key);
+    *out = strtoull(s + 8, NULL, 16);
+    return 0;
+}
+
+/* A file name that stays in the manifest's directory: no '/', not . or .., not hidden. */
+static bool safe_name(const char *s) { return s[0] && s[0] != '.' && !strchr(s, '/'); }
+
+static int read_shard(Reader *r, const JsonValue *v, ManifestShard *s) {
+    if (v->type != JV_OBJECT) return bad(r, "%s", "a shard is not an object");
+    if (get_string(r, v, "file", &s->file) != 0 ||
+        get_count(r, v, "tokens", MANIFEST_MAX_COUNT, &s->tokens) != 0 ||
+        get_count(r, v, "masked_tokens", s->tokens, &s->masked_tokens) != 0)
+        return -1;
+    if (!safe_name(s->file)) return bad(r, "shard file name '%s' leaves the directory", s->file);
+    const JsonValue *mask = json_get(v, "mask");
+    if (!mask || (mask->type != JV_NULL && mask->type != JV_STRING)) return bad(r, "%s", "a shard's \"mask\" is missing or mistyped");
+    if (mask->type == JV_STRING) {
+        if (get_string(r, v, "mask", &s->mask) != 0) return -1;
+        if (!safe_name(s->mask)) return bad(r, "mask file name '%s' leaves the directory", s->mask);
+    } else if (s->masked_tokens != 0) {
+        return bad(r, "shard '%s' has masked tokens but no mask file", s->file);
+    }
+    return 0;
+}
+
+static int read_source(Reader *r, const JsonValue *v, ManifestSource *s) {
+    if (v->type != JV_OBJECT) return bad(r, "%s", "a source is not an object");
+    if (get_string(r, v, "path", &s->path) != 0 || get_count(r, v, "bytes", MANIFEST_MAX_COUNT, &s->bytes) != 0 ||
+        get_hash(r, v, "hash", &s->hash) != 0 ||
+        get_count(r, v, "documents", MANIFEST_MAX_COUNT, &s->documents) != 0 ||
+        get_count(r, v, "tokens", MANIFEST_MAX_COUNT, &s->tokens) != 0 ||
+        get_count(r, v, "masked_tokens", s->tokens, &s->masked_tokens) != 0 ||
+        get_count(r, v, "shard", MANIFEST_MAX_COUNT, &s->shard) != 0 ||
+        get_count(r, v, "offset", MANIFEST_MAX_COUNT, &s->offset) != 0)
+        return -1;
+    return 0;
+}
+
+static int read_manifest(Reader *r, const JsonValue *root, Manifest *m) {
+    if (root->type != JV_OBJECT) return bad(r, "%s", "not a JSON object");
+    const JsonValue *format = field(r, root, "format", JV_STRING);
+    if (!format) return -1;
+    if (strcmp(format->text, MANIFEST_FORMAT) != 0) return bad(r, "format is not \"%s\"", MANIFEST_FORMAT);
+    uint64_t version, generation, vocab, shard_mb;
+    if (get_count(r, root, "version", 1000000, &version) != 0) return -1;
+    if (version != MANIFEST_VERSION)
+        return nf_fail(r->err, NF_ERR_DATA, "manifest '%s' has version %llu; this build reads version %d", r->path,
+                       (unsigned long long)version, MANIFEST_VERSION);
+    if (get_count(r, root, "generation", INT64_MAX, &generation) != 0) return -1;
+    m->generation = (int64_t)generation;
+    const JsonValue *tok = field(r, root, "tokenizer", JV_OBJECT);
+    if (!tok || get_string(r, tok, "path", &m->tokenizer) != 0 || get_hash(r, tok, "hash", &m->tokenizer_hash) != 0 ||
+        get_count(r, tok, "vocab_size", 65536, &vocab) != 0)
+        return -1;
+    m->vocab_size = (int)vocab;
+    const JsonValue *split = field(r, root, "split", JV_STRING);
+    if (!split) return -1;
+    if (text_split_parse(split->text, &m->split) != 0) return bad(r, "%s", "split is not eot, blank or none");
+    if (get_count(r, root, "max_shard_mb", 1u << 20, &shard_mb) != 0 ||
+        get_count(r, root, "documents", MANIFEST_MAX_COUNT, &m->documents) != 0 ||
+        get_count(r, root, "tokens", MANIFEST_MAX_COUNT, &m->tokens) != 0 ||
+        get_count(r, root, "masked_tokens", m->tokens, &m->masked_tokens) != 0)
+        return -1;
+    m->max_shard_mb = (int64_t)shard_mb;
+
+    const JsonValue *shards = field(r, root, "shards", JV_ARRAY), *sources = field(r, root, "sources", JV_ARRAY);
+    if (!shards || !sources) return -1;
+    if ((shards->n && !(m->shards = nf_alloc_array((size_t)shards->n, sizeof(ManifestShard), r->err))) ||
+        (sources->n && !(m->sources = nf_alloc_array((size_t)sources->n, sizeof(ManifestSource), r->err))))
+        return -1;
+    uint64_t tokens = 0, masked = 0;
+    for (int i = 0; i < shards->n; i++) {
+        m->n_shards = i + 1;
+        if (read_shard(r, &shards->items[i], &m->shards[i]) != 0) return -1;
+        tokens += m->shards[i].tokens;
+        masked += m->shards[i].masked_tokens;
+        for (int k = 0; k < i; k++)
+            if (strcmp(m->shards[k].file, m->shards[i].file) == 0) return bad(r, "shard '%s' is listed twice", m->shards[i].file);
+    }
+    if (tokens != m->tokens || masked != m->masked_tokens)
+        return bad(r, "%s", "the shards' token counts do not add up to the totals");
+    uint64_t documents = 0;
+    tokens = masked = 0;
+    for (int i = 0; i < sources->n; i++) {
+        m->n_sources = i + 1;
+        ManifestSource *s = &m->sources[i];
+        if (read_source(r, &sources->items[i], s) != 0) return -1;
+        if (i > 0 && strcmp(m->sources[i - 1].path, s->path) >= 0)
+            return bad(r, "source '%s' is out of order or listed twice", s->path);
+        documents += s->documents;
+        tokens += s->tokens;
+        masked += s->masked_tokens;
+    }
+    if (documents != m->documents || tokens != m->tokens || masked != m->masked_tokens)
+        return bad(r, "%s", "the sources' counts do not add up to the totals");
+    return 0;
+}
+
+int manifest_load(const char *dir, Manifest *m, NfError *err) {
+    memset(m, 0, sizeof *m);
+    char *path = path_in(dir, MANIFEST_NAME);
+    if (!path) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    MappedFile f;
+    int rc = mapped_file_open(&f, path, "manifest", err);
+    if (rc == 0) {
+        JsonValue root = {0};
+        Reader r = {path, err};
+        if (json_parse((const char *)f.data, f.size, &root, err) != 0) {
+            char why[sizeof err->message];
+            memcpy(why, err->message, sizeof why);
+            rc = nf_fail(err, NF_ERR_DATA, "manifest '%s': %s", path, why);
+        } else {
+            rc = read_manifest(&r, &root, m);
+        }
+        json_value_free(&root);
+        mapped_file_close(&f);
+    }
+    free(path);
+    if (rc != 0) manifest_free(m);
+    return rc;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static void json_hash(JsonBuf *j, const char *key, uint64_t h) {
+    char s[32];
+    snprintf(s, sizeof s, "fnv1a64:%016" PRIx64, h);
+    json_string(j, key, s);
+}
+
+int manifest_save(const char *dir, const Manifest *m, NfError *err) {
+    JsonBuf j;
+    json_init(&j);
+    json_object_begin(&j, NULL);
+    json_string(&j, "format", MANIFEST_FORMAT);
+    json_int(&j, "version", MANIFEST_VERSION);
+    json_int(&j, "generation", m->generation);
+    json_object_begin(&j, "tokenizer");
+    json_string(&j, "path", m->tokenizer);
+    json_hash(&j, "hash", m->tokenizer_hash);
+    json_int(&j, "vocab_size", m->vocab_size);
+    json_object_end(&j);
+    json_string(&j, "split", text_split_name(m->split));
+    json_int(&j, "max_shard_mb", m->max_shard_mb);
+    json_int(&j, "documents", (int64_t)m->documents);
+    json_int(&j, "tokens", (int64_t)m->tokens);
+    json_int(&j, "masked_tokens", (int64_t)m->masked_tokens);
+    json_array_begin(&j, "shards");
+    for (int i = 0; i < m->n_shards; i++) {
+        const ManifestShard *s = &m->shards[i];
+        json_object_begin(&j, NULL);
+        json_string(&j, "file", s->file);
+        if (s->mask) json_string(&j, "mask", s->mask);
+        else json_null(&j, "mask");
+        json_int(&j, "tokens", (int64_t)s->tokens);
+        json_int(&j, "masked_tokens", (int64_t)s->masked_tokens);
+        json_object_end(&j);
+    }
+    json_array_end(&j);
+    json_array_begin(&j, "sources");
+    for (int i = 0; i < m->n_sources; i++) {
+        const ManifestSource *s = &m->sources[i];
+        json_object_begin(&j, NULL);
+        json_string(&j, "path", s->path);
+        json_int(&j, "bytes", (int64_t)s->bytes);
+        json_hash(&j, "hash", s->hash);
+        json_int(&j, "documents", (int64_t)s->documents);
+        json_int(&j, "tokens", (int64_t)s->tokens);
+        json_int(&j, "masked_tokens", (int64_t)s->masked_tokens);
+        json_int(&j, "shard", (int64_t)s->shard);
+        json_int(&j, "offset", (int64_t)s->offset);
+        json_object_end(&j);
+    }
+    json_array_end(&j);
+    json_object_end(&j);
+    if (j.failed) {
+        json_free(&j);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory writing the manifest");
+    }
+    char *path = path_in(dir, MANIFEST_NAME);
+    AtomicFile f;
+    int rc = path ? 0 : nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    if (rc == 0) rc = atomic_file_open(&f, path, err);
+    if (rc == 0 && (atomic_file_write(&f, j.data, j.len, err) != 0 || atomic_file_write(&f, "\n", 1, err) != 0 ||
+                    atomic_file_commit(&f, err) != 0)) {
+        atomic_file_abort(&f);
+        rc = -1;
+    }
+    free(path);
+    json_free(&j);
+    return rc;
+}

@@ -1,0 +1,64 @@
+/* manifest.h — manifest.json, the index of a directory that `ingest`
+ * writes: which shard files (uint16 tokens, and a loss mask beside those
+ * that have masked tokens) hold the data, and for each source file its
+ * size, content hash, counts and where its tokens are. `train` and `eval`
+ * read the shard list (data.c); `ingest --incremental` reads the sources
+ * to skip unchanged files. docs/formats.md describes every field. */
+#ifndef NF_MANIFEST_H
+#define NF_MANIFEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "textsplit.h"
+
+#define MANIFEST_NAME "manifest.json"
+#define MANIFEST_FORMAT "neuralforge-ingest"
+#define MANIFEST_VERSION 1
+
+typedef struct {
+    char *file;              /* shard file name in the directory (no '/'): shard_GGGGGG_SSSSS.bin */
+    char *mask;              /* its mask file name, or NULL when the shard has no masked token */
+    uint64_t tokens;         /* uint16 ids in the file: it is 2 * tokens bytes */
+    uint64_t masked_tokens;  /* zero bytes in the mask file (0 when mask is NULL) */
+} ManifestShard;
+
+typedef struct {
+    char *path;              /* relative to --source, '/'-separated */
+    uint64_t bytes;          /* file size when ingested */
+    uint64_t hash;           /* FNV-1a 64 of the file's bytes */
+    uint64_t documents, tokens, masked_tokens;
+    /* where its tokens are: they start at token `offset` of shard `shard`
+     * and run on through the following shards, `tokens` of them */
+    uint64_t shard, offset;
+} ManifestSource;
+
+typedef struct {
+    int64_t generation;      /* 1 for the first ingest into the directory, +1 on each run */
+    char *tokenizer;         /* the --tokenizer path as given */
+    uint64_t tokenizer_hash; /* FNV-1a 64 of the tokenizer file's bytes (of the name, for builtin:bytes) */
+    int vocab_size;
+    TextSplit split;         /* --split of .txt and .md sources */
+    int64_t max_shard_mb;
+    uint64_t documents, tokens, masked_tokens; /* totals over the sources (= over the shards) */
+    ManifestShard *shards;   /* (n_shards) in stream order */
+    int n_shards;
+    ManifestSource *sources; /* (n_sources) sorted by path, bytewise */
+    int n_sources;
+} Manifest;
+
+/* Whether dir holds a manifest.json (a regular file). */
+bool manifest_exists(const char *dir);
+
+/* Reads and checks DIR/manifest.json: the format and version, every field's
+ * type and range, shard names that stay inside the directory, totals that
+ * add up. Errors are bad_data (io when the file cannot be read). */
+int manifest_load(const char *dir, Manifest *m, NfError *err);
+
+/* Writes DIR/manifest.json atomically (AtomicFile). */
+int manifest_save(const char *dir, const Manifest *m, NfError *err);
+
+void manifest_free(Manifest *m);
+
+#endif

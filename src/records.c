@@ -1,0 +1,494 @@
+/* records.c — source files (.txt, .md, .jsonl, .csv) to documents with loss masks. */
+#include "records.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_parse.h"
+#include "util.h"
+
+SourceKind source_kind(const char *path) {
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (!dot || (slash && dot < slash) || dot == path || (slash && dot == slash + 1)) return SOURCE_UNSUPPORTED;
+    char ext[8];
+    size_t n = strlen(dot + 1);
+    if (n == 0 || n >= sizeof ext) return SOURCE_UNSUPPORTED;
+    for (size_t i = 0; i <= n; i++) {
+        char c = dot[1 + i];
+        ext[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    if (strcmp(ext, "txt") == 0 || strcmp(ext, "md") == 0) return SOURCE_TEXT;
+    if (strcmp(ext, "csv") == 0) return SOURCE_CSV;
+    if (strcmp(ext, "jsonl") == 0) return SOURCE_JSONL;
+    return SOURCE_UNSUPPORTED;
+}
+
+/* ---- documents ------------------------------------------------------------ */
+
+void document_reset(Document *d) {
+    d->ids.len = 0;
+    d->masked = 0;
+}
+
+void document_free(Document *d) {
+    token_list_free(&d->ids);
+    free(d->mask);
+    memset(d, 0, sizeof *d);
+}
+
+/* Marks ids [from, ids.len) counted or not. */
+static int mark(Document *d, size_t from, bool counted, NfError *err) {
+    if (d->ids.len > d->mask_cap) {
+        size_t cap = d->mask_cap ? d->mask_cap : 256;
+        while (cap < d->ids.len) cap *= 2;
+        unsigned char *grown = realloc(d->mask, cap);
+        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        d->mask = grown;
+        d->mask_cap = cap;
+    }
+    memset(d->mask + from, counted ? 1 : 0, d->ids.len - from);
+    if (!counted) d->masked += d->ids.len - from;
+    return 0;
+}
+
+int document_add_token(Document *d, int id, bool counted, NfError *err) {
+    size_t from = d->ids.len;
+    if (token_list_push(&d->ids, id, err) != 0) return -1;
+    return mark(d, from, counted, err);
+}
+
+int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err) {
+    size_t from = d->ids.len;
+    if (tokenizer_encode(t, text, n, false, false, &d->ids, err) != 0) return -1;
+    return mark(d, from, counted, err);
+}
+
+/* A text document: BOS and the text, every id counted. */
+static int text_document(Document *d, const Tokenizer *t, const char *text, size_t n, NfError *err) {
+    document_reset(d);
+    if (document_add_token(d, TOKEN_BOS, true, err) != 0) return -1;
+    return document_add_text(d, t, text, n, true, err);
+}
+
+/* A prompt (masked, with the BOS before it) and its answer (counted, with the EOS after it), appended. */
+static int add_turn(Document *d, const Tokenizer *t, const char *prompt, size_t prompt_len, const char *answer,
+                    size_t answer_len, NfError *err) {
+    if (document_add_token(d, TOKEN_BOS, false, err) != 0 ||
+        document_add_text(d, t, prompt, prompt_len, false, err) != 0 ||
+        document_add_text(d, t, answer, answer_len, true, err) != 0)
+        return -1;
+    return document_add_token(d, TOKEN_EOS, true, err);
+}
+
+/* ---- JSONL ---------------------------------------------------------------- */
+
+/* s[0..n) stripped of surrounding ASCII whitespace. */
+static const char *stripped(const char *s, size_t n, size_t *len) {
+    size_t b = 0, e = n;
+    text_strip(s, &b, &e);
+    *len = e - b;
+    return s + b;
+}
+
+/* A growable byte buffer (chat prompts, CSV rows). */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} Bytes;
+
+static int bytes_add(Bytes *b, const char *s, size_t n, NfError *err) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *grown = realloc(b->data, cap);
+        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        b->data = grown;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+static int bytes_str(Bytes *b, const char *s, NfError *err) { return bytes_add(b, s, strlen(s), err); }
+
+static const char *const ROLES[3] = {"system", "user", "assistant"};
+
+/* The role of message i (0-based) as an index into ROLES, and its stripped content; -1 on error. */
+static int chat_message(const JsonValue *m, int i, const char **content, size_t *len, NfError *err) {
+    if (m->type != JV_OBJECT) return nf_fail(err, NF_ERR_DATA, "message %d is not an object", i + 1);
+    const JsonValue *role = json_get(m, "role"), *text = json_get(m, "content");
+    if (!role || role->type != JV_STRING)
+        return nf_fail(err, NF_ERR_DATA, "message %d has no \"role\" string", i + 1);
+    if (!text || text->type != JV_STRING)
+        return nf_fail(err, NF_ERR_DATA, "message %d has no \"content\" string", i + 1);
+    *content = stripped(text->text, text->len, len);
+    for (int r = 0; r < 3; r++)
+        if (strcmp(role->text, ROLES[r]) == 0 && strlen(role->text) == role->len) return r;
+    return nf_fail(err, NF_ERR_DATA, "message %d has role \"%.40s\"; roles are system, user and assistant", i + 1,
+                   role->text);
+}
+
+/* {"messages": [...]}: turns through the Llama 2 chat template (records.h). */
+static int chat_document(const Tokenizer *t, const JsonValue *messages, Document *d, NfError *err) {
+    if (messages->type != JV_ARRAY) return nf_fail(err, NF_ERR_DATA, "\"messages\" is not an array");
+    int n = messages->n, i = 0;
+    const char *system = NULL, *content = NULL;
+    size_t system_len = 0, len = 0;
+    if (n > 0) {
+        int role = chat_message(&messages->items[0], 0, &content, &len, err);
+        if (role < 0) return -1;
+        if (role == 0) {
+            system = content;
+            system_len = len;
+            i = 1;
+        }
+    }
+    if (i >= n) return nf_fail(err, NF_ERR_DATA, "\"messages\" holds no user and assistant messages");
+    Bytes prompt = {0};
+    int rc = 0;
+    for (bool first = true; rc == 0 && i < n; i += 2, first = false) {
+        const char *user = NULL, *answer = NULL;
+        size_t user_len = 0, answer_len = 0;
+        int role = chat_message(&messages->items[i], i, &user, &user_len, err);
+        if (role < 0) {
+            rc = -1;
+            break;
+        }
+        if (role != 1) {
+            rc = nf_fail(err, NF_ERR_DATA,
+                         "message %d has role \"%s\" where \"user\" is due (an optional system message first, then "
+                         "user and assistant alternating)",
+                         i + 1, ROLES[role]);
+            break;
+        }
+        if (i + 1 >= n) {
+            rc = nf_fail(err, NF_ERR_DATA, "the last message is from the user; a chat ends with the assistant's answer");
+            break;
+        }
+        role = chat_message(&messages->items[i + 1], i + 1, &answer, &answer_len, err);
+        if (role < 0) {
+            rc = -1;
+            break;
+        }
+        if (role != 2) {
+            rc = nf_fail(err, NF_ERR_DATA, "message %d has role \"%s\" where \"assistant\" is due", i + 2, ROLES[role]);
+            break;
+        }
+        prompt.len = 0;
+        rc = bytes_str(&prompt, "[INST] ", err);
+        if (rc == 0 && first && system) {
+            if (bytes_str(&prompt, "<<SYS>>\n", err) != 0 || bytes_add(&prompt, system, system_len, err) != 0 ||
+                bytes_str(&prompt, "\n<</SYS>>\n\n", err) != 0)
+                rc = -1;
+        }
+        if (rc == 0 && (bytes_add(&prompt, user, user_len, err) != 0 || bytes_str(&prompt, " [/INST]", err) != 0))
+            rc = -1;
+        if (rc == 0) rc = add_turn(d, t, prompt.data, prompt.len, answer, answer_len, err);
+    }
+    free(prompt.data);
+    return rc;
+}
+
+static const JsonValue *string_field(const JsonValue *obj, const char *key, NfError *err) {
+    const JsonValue *v = json_get(obj, key);
+    if (!v) {
+        nf_fail(err, NF_ERR_DATA, "the record has \"%s\" but no \"%s\"", strcmp(key, "prompt") == 0 ? "completion" : "prompt",
+                key);
+        return NULL;
+    }
+    if (v->type != JV_STRING) {
+        nf_fail(err, NF_ERR_DATA, "\"%s\" is not a string", key);
+        return NULL;
+    }
+    return v;
+}
+
+int record_from_json(const Tokenizer *t, const char *line, size_t len, Document *d, NfError *err) {
+    document_reset(d);
+    JsonValue v = {0};
+    if (json_parse(line, len, &v, err) != 0) {
+        err->code = NF_ERR_DATA;
+        return -1;
+    }
+    int rc = -1;
+    const JsonValue *text = json_get(&v, "text"), *prompt = json_get(&v, "prompt"),
+                    *completion = json_get(&v, "completion"), *messages = json_get(&v, "messages");
+    int kinds = (text != NULL) + (prompt || completion) + (messages != NULL);
+    if (v.type != JV_OBJECT) {
+        nf_fail(err, NF_ERR_DATA, "a record is a JSON object");
+    } else if (kinds == 0) {
+        nf_fail(err, NF_ERR_DATA, "the record has none of \"text\", \"prompt\"/\"completion\" and \"messages\"");
+    } else if (kinds > 1) {
+        nf_fail(err, NF_ERR_DATA, "the record mixes %s", text && messages ? "\"text\" and \"messages\""
+                                                          : text            ? "\"text\" and \"prompt\"/\"completion\""
+                                                                            : "\"prompt\"/\"completion\" and \"messages\"");
+    } else if (text) {
+        size_t n;
+        const char *s = text->type == JV_STRING ? stripped(text->text, text->len, &n) : NULL;
+        if (!s) nf_fail(err, NF_ERR_DATA, "\"text\" is not a string");
+        else if (n == 0) rc = 0;
+        else rc = text_document(d, t, s, n, err) == 0 ? 1 : -1;
+    } else if (messages) {
+        rc = chat_document(t, messages, d, err) == 0 ? 1 : -1;
+    } else {
+        const JsonValue *p = string_field(&v, "prompt", err), *c = p ? string_field(&v, "completion", err) : NULL;
+        if (p && c) rc = add_turn(d, t, p->text, p->len, c->text, c->len, err) == 0 ? 1 : -1;
+    }
+    json_value_free(&v);
+    return rc;
+}
+
+/* Prefixes err's message with "PATH line N: ". */
+static int located(NfError *err, const char *path, size_t line) {
+    char why[sizeof err->message];
+    memcpy(why, err->message, sizeof why);
+    const char *code = err->code;
+    nf_fail(err, code, "%s line %zu: %s", path, line, why);
+    return -1;
+}
+
+static size_t skip_bom(const char *data, size_t size) {
+    return size >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+}
+
+static int read_jsonl(const char *path, const char *data, size_t size, const Tokenizer *t, DocumentFn fn, void *ctx,
+                      NfError *err) {
+    Document d = {0};
+    int rc = 0;
+    size_t pos = skip_bom(data, size), line = 1;
+    for (; rc == 0 && pos < size; line++) {
+        const char *nl = memchr(data + pos, '\n', size - pos);
+        size_t end = nl ? (size_t)(nl - data) : size, len = end - pos;
+        if (len > 0 && data[end - 1] == '\r') len--;
+        size_t b = 0, e = len;
+        text_strip(data + pos, &b, &e);
+        if (len > RECORD_MAX_BYTES) {
+            rc = nf_fail(err, NF_ERR_DATA, "%s line %zu: the line has %zu bytes; a record may have up to %zu", path,
+                         line, len, RECORD_MAX_BYTES);
+        } else if (b < e) {
+            int made = record_from_json(t, data + pos, len, &d, err);
+            if (made < 0) rc = located(err, path, line);
+            else if (made > 0) rc = fn(ctx, &d, err);
+        }
+        pos = nl ? end + 1 : size;
+    }
+    document_free(&d);
+    return rc;
+}
+
+/* ---- CSV ------------------------------------------------------------------ */
+
+typedef struct {
+    Bytes text;          /* the unescaped fields, each NUL-terminated, back to back */
+    size_t *start;       /* (n) offset of each field in text */
+    size_t *len;         /* (n) bytes of each field */
+    int n, cap;
+} CsvRecord;
+
+static void csv_free(CsvRecord *r) {
+    free(r->text.data);
+    free(r->start);
+    free(r->len);
+}
+
+static int csv_end_field(CsvRecord *r, size_t start, NfError *err) {
+    if (r->n == r->cap) {
+        int cap = r->cap ? r->cap * 2 : 16;
+        size_t *s = realloc(r->start, (size_t)cap * sizeof *s);
+        if (s) r->start = s;
+        size_t *l = s ? realloc(r->len, (size_t)cap * sizeof *l) : NULL;
+        if (!s || !l) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        r->len = l;
+        r->cap = cap;
+    }
+    r->start[r->n] = start;
+    r->len[r->n] = r->text.len - start;
+    r->n++;
+    return bytes_add(&r->text, "\0", 1, err); /* each field NUL-terminated */
+}
+
+/* One record of RFC 4180 CSV from *pos: fields split at ',', records at
+ * '\n' or "\r\n"; a field in double quotes may hold ',', newlines and ""
+ * (a quote). *line counts the newlines passed. */
+static int csv_record(const char *s, size_t size, size_t *pos, size_t *line, CsvRecord *r, NfError *err) {
+    size_t first = *pos, first_line = *line;
+    r->text.len = 0;
+    r->n = 0;
+    for (;;) {
+        size_t field = r->text.len, run = *pos;
+        if (*pos < size && s[*pos] == '"') {
+            (*pos)++;
+            for (;;) {
+                if (*pos >= size)
+                    return nf_fail(err, NF_ERR_DATA, "line %zu: a quoted field is not closed", first_line);
+                if (*pos - first > RECORD_MAX_BYTES) break;
+                char c = s[*pos];
+                if (c == '"' && *pos + 1 < size && s[*pos + 1] == '"') {
+                    if (bytes_add(&r->text, "\"", 1, err) != 0) return -1;
+                    *pos += 2;
+                    continue;
+                }
+                if (c == '"') {
+                    (*pos)++;
+                    break;
+                }
+                /* a run of ordinary bytes at once */
+                size_t end = *pos + 1;
+                while (end < size && s[end] != '"' && end - first <= RECORD_MAX_BYTES) end++;
+                for (size_t k = *pos; k < end; k++) *line += s[k] == '\n';
+                if (bytes_add(&r->text, s + *pos, end - *pos, err) != 0) return -1;
+                *pos = end;
+            }
+            bool at_end = *pos >= size || s[*pos] == ',' || s[*pos] == '\n' ||
+                          (s[*pos] == '\r' && (*pos + 1 >= size || s[*pos + 1] == '\n'));
+            if (!at_end && *pos - first <= RECORD_MAX_BYTES)
+                return nf_fail(err, NF_ERR_DATA, "line %zu: text after the closing quote of a field", *line);
+        } else {
+            while (*pos < size && s[*pos] != ',' && s[*pos] != '\n') (*pos)++;
+            size_t end = *pos;
+            if (end > run && s[end - 1] == '\r' && (end == size || s[end] == '\n')) end--;
+            if (*pos - first <= RECORD_MAX_BYTES && bytes_add(&r->text, s + run, end - run, err) != 0) return -1;
+        }
+        if (*pos - first > RECORD_MAX_BYTES)
+            return nf_fail(err, NF_ERR_DATA, "line %zu: the record is longer than %zu bytes, a record's limit",
+                           first_line, RECORD_MAX_BYTES);
+        if (csv_end_field(r, field, err) != 0) return -1;
+        if (*pos < size && s[*pos] == ',') {
+            (*pos)++;
+            continue;
+        }
+        if (*pos < size && s[*pos] == '\r') (*pos)++;
+        if (*pos < size && s[*pos] == '\n') {
+            (*pos)++;
+            (*line)++;
+        }
+        return 0;
+    }
+}
+
+static const char *csv_field(const CsvRecord *r, int i, size_t *len) {
+    *len = r->len[i];
+    return r->text.data + r->start[i];
+}
+
+/* The column named `name` (case-insensitive, surrounding whitespace ignored), or -1. */
+static int csv_column(const CsvRecord *header, const char *name) {
+    for (int i = 0; i < header->n; i++) {
+        size_t len;
+        const char *s = stripped(csv_field(header, i, &len), header->len[i], &len);
+        if (len != strlen(name)) continue;
+        bool same = true;
+        for (size_t k = 0; k < len && same; k++) {
+            char c = s[k];
+            same = (c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c) == name[k];
+        }
+        if (same) return i;
+    }
+    return -1;
+}
+
+/* One row's document into d: 1 made, 0 none (an empty text), -1 error. */
+static int csv_document(const CsvRecord *header, const CsvRecord *row, int text_col, int prompt_col,
+                        int completion_col, const Tokenizer *t, Bytes *text, Document *d, NfError *err) {
+    size_t len, plen, clen;
+    document_reset(d);
+    if (text_col >= 0) {
+        const char *s = csv_field(row, text_col, &len);
+        s = stripped(s, len, &len);
+        if (len == 0) return 0;
+        return text_document(d, t, s, len, err) == 0 ? 1 : -1;
+    }
+    if (prompt_col >= 0 && completion_col >= 0) {
+        const char *p = csv_field(row, prompt_col, &plen), *c = csv_field(row, completion_col, &clen);
+        return add_turn(d, t, p, plen, c, clen, err) == 0 ? 1 : -1;
+    }
+    /* every column as "name: value" lines */
+    text->len = 0;
+    for (int i = 0; i < header->n; i++) {
+        size_t nlen, vlen;
+        const char *name = csv_field(header, i, &nlen), *value = csv_field(row, i, &vlen);
+        name = stripped(name, nlen, &nlen);
+        if ((i > 0 && bytes_add(text, "\n", 1, err) != 0) || bytes_add(text, name, nlen, err) != 0 ||
+            bytes_add(text, ": ", 2, err) != 0 || bytes_add(text, value, vlen, err) != 0)
+            return -1;
+    }
+    const char *s = stripped(text->data, text->len, &len);
+    if (len == 0) return 0;
+    return text_document(d, t, s, len, err) == 0 ? 1 : -1;
+}
+
+/* Prefixes err's message ("line N: ...") with the file's path. */
+static int in_file(NfError *err, const char *path) {
+    char why[sizeof err->message];
+    memcpy(why, err->message, sizeof why);
+    const char *code = err->code;
+    return nf_fail(err, code, "%s %s", path, why);
+}
+
+static int read_csv(const char *path, const char *data, size_t size, const Tokenizer *t, DocumentFn fn, void *ctx,
+                    NfError *err) {
+    CsvRecord header = {0}, row = {0};
+    Document d = {0};
+    Bytes text = {0};
+    size_t pos = skip_bom(data, size), line = 1;
+    int rc = 0;
+    if (pos < size && csv_record(data, size, &pos, &line, &header, err) != 0) rc = in_file(err, path);
+    int text_col = csv_column(&header, "text"), prompt_col = csv_column(&header, "prompt"),
+        completion_col = csv_column(&header, "completion");
+    while (rc == 0 && pos < size) {
+        size_t row_line = line;
+        if (csv_record(data, size, &pos, &line, &row, err) != 0) {
+            rc = in_file(err, path);
+            break;
+        }
+        if (row.n == 1 && row.len[0] == 0) continue; /* an empty line */
+        if (row.n != header.n) {
+            rc = nf_fail(err, NF_ERR_DATA, "%s line %zu: the row has %d fields; the header has %d", path, row_line,
+                         row.n, header.n);
+            break;
+        }
+        int made = csv_document(&header, &row, text_col, prompt_col, completion_col, t, &text, &d, err);
+        if (made < 0) rc = located(err, path, row_line);
+        else if (made > 0) rc = fn(ctx, &d, err);
+    }
+    document_free(&d);
+    free(text.data);
+    csv_free(&header);
+    csv_free(&row);
+    return rc;
+}
+
+/* ---- text ----------------------------------------------------------------- */
+
+typedef struct {
+    const char *path;
+    const Tokenizer *t;
+    Document d;
+    DocumentFn fn;
+    void *ctx;
+} TextReader;
+
+static int text_doc(void *ctx, const char *doc, size_t len, size_t line, NfError *err) {
+    TextReader *r = ctx;
+    if (len > DOCUMENT_MAX_BYTES)
+        return nf_fail(err, NF_ERR_DATA,
+                       "%s line %zu: a document of %zu bytes; ingest takes documents of up to %zu (separate them "
+                       "with <|endoftext|> lines, or --split blank)",
+                       r->path, line, len, DOCUMENT_MAX_BYTES);
+    if (text_document(&r->d, r->t, doc, len, err) != 0) return located(err, r->path, line);
+    return r->fn(r->ctx, &r->d, err);
+}
+
+int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split,
+                 const Tokenizer *t, DocumentFn fn, void *ctx, NfError *err) {
+    if (kind == SOURCE_JSONL) return read_jsonl(path, data, size, t, fn, ctx, err);
+    if (kind == SOURCE_CSV) return read_csv(path, data, size, t, fn, ctx, err);
+    if (kind != SOURCE_TEXT) return nf_fail(err, NF_ERR_DATA, "%s: not a source ingest reads", path);
+    TextReader r = {.path = path, .t = t, .fn = fn, .ctx = ctx};
+    int rc = text_split(data, size, split, text_doc, &r, err);
+    document_free(&r.d);
+    return rc;
+}

@@ -1,0 +1,73 @@
+/* records.h — the source files of `ingest` turned into documents: token
+ * ids with a loss mask that says which ids the loss counts as targets.
+ *
+ *   .txt, .md   documents split as `tokenize --split` does (textsplit.h):
+ *               BOS + text, every token counted
+ *   .jsonl      one JSON object a line:
+ *                 {"text": T}                      BOS + T, all counted
+ *                 {"prompt": P, "completion": C}   BOS P masked, C EOS counted
+ *                 {"messages": [...]}              a chat, through the
+ *                                                  template below
+ *   .csv        a header row, then one document per row: its `text` column;
+ *               or its `prompt` and `completion` columns as a pair; or
+ *               else every column as "name: value" lines, all counted
+ *
+ * Chat template (Llama 2 chat's): the messages are an optional "system"
+ * message, then "user" and "assistant" messages alternating, starting with
+ * user and ending with assistant; contents are stripped of surrounding
+ * whitespace. Each (user, assistant) turn k becomes
+ *     BOS  "[INST] " [S] U_k " [/INST]"  |  A_k  EOS
+ * where S = "<<SYS>>\n" system "\n<</SYS>>\n\n" on the first turn only
+ * (when there is a system message) and empty otherwise. Everything left of
+ * the bar is masked; A_k and EOS are counted. The two text parts are
+ * encoded separately, each with SentencePiece's dummy-prefix space, as
+ * prompt and completion are. docs/formats.md has examples. */
+#ifndef NF_RECORDS_H
+#define NF_RECORDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "textsplit.h"
+#include "tokenizer.h"
+
+typedef enum { SOURCE_UNSUPPORTED, SOURCE_TEXT, SOURCE_CSV, SOURCE_JSONL } SourceKind;
+
+/* By the file name's extension, case-insensitively: .txt and .md are text,
+ * .csv, .jsonl; anything else is unsupported (ingest skips it). */
+SourceKind source_kind(const char *path);
+
+#define RECORD_MAX_BYTES ((size_t)16 << 20)   /* a JSONL line, a CSV record */
+#define DOCUMENT_MAX_BYTES ((size_t)64 << 20) /* the text of one .txt/.md document */
+
+typedef struct {
+    TokenList ids;          /* the document's ids, BOS first */
+    unsigned char *mask;    /* (ids.len) 1: the loss counts this id as a target; 0: masked */
+    size_t mask_cap;
+    uint64_t masked;        /* zeros in mask */
+} Document;
+
+void document_reset(Document *d);
+void document_free(Document *d);
+/* Appends one id. */
+int document_add_token(Document *d, int id, bool counted, NfError *err);
+/* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
+int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err);
+
+/* One JSONL record (a line, without its '\n') into d (reset first).
+ * Returns 1 when d holds a document, 0 when the record has none (a "text"
+ * that is only whitespace), -1 with err set (bad_data, not naming the
+ * file: the caller adds that). */
+int record_from_json(const Tokenizer *t, const char *line, size_t len, Document *d, NfError *err);
+
+/* Receives each document of a source; d is reused after the call returns. */
+typedef int (*DocumentFn)(void *ctx, const Document *d, NfError *err);
+
+/* Every document of one source file's bytes data[0..size), in order. Errors
+ * (bad_data) name the file (path, as given) and the line. */
+int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split,
+                 const Tokenizer *t, DocumentFn fn, void *ctx, NfError *err);
+
+#endif
