@@ -11,7 +11,7 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g
-LDLIBS  := -ldnnl -lm -fopenmp
+LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -lpthread -lm -fopenmp
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))

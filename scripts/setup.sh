@@ -7,6 +7,9 @@ PACKAGES=(
   build-essential      # gcc, make
   libdnnl-dev          # oneDNN: the GEMM behind the CPU backend
   libcmocka-dev        # the C unit-test framework
+  libmicrohttpd-dev    # serve: the dashboard's HTTP server
+  libsqlite3-dev       # serve: projects, runs and their messages
+  chromium             # the dashboard's browser tests (headless)
   python3              # /usr/bin/python3 runs the reference tests
   python3-torch        # PyTorch: the independent reference for every op
   python3-numpy

@@ -19,7 +19,10 @@ static int default_hidden_dim(int dim) {
     return 32 * ((hidden + 31) / 32);
 }
 
-int cmd_train(int argc, char **argv, NfOut *out) {
+/* Parses and checks train's command line; runs it unless check_only (then
+ * the verdict goes to *check_err: the dashboard checks a run's command line
+ * with this same code before it starts one). */
+static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfError *check_err) {
     TrainOptions o = {0};
     const char *config_path = NULL, *schedule = "cosine", *dtype = "fp32";
     int64_t dim = 288, hidden = 0, layers = 6, heads = 6, kv_heads = 0, vocab = 32000, seq_len = 256;
@@ -173,14 +176,22 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     o.options_json = options.data;
     o.argc = argc;
     o.argv = argv;
-    nf_set_threads((int)threads);
+    if (!check_only) nf_set_threads((int)threads);
     o.bf16 = strcmp(dtype, "bf16") == 0;
-    status = train_run(&o, out);
+    status = check_only ? 0 : train_run(&o, out);
     free(tokenizer_abs);
     json_free(&options);
     json_value_free(&config);
     return status;
 fail:
     json_value_free(&config);
+    if (check_only) {
+        *check_err = err;
+        return -1;
+    }
     return emit_error(out, &err);
 }
+
+int cmd_train(int argc, char **argv, NfOut *out) { return train_command(argc, argv, out, false, NULL); }
+
+int train_command_check(int argc, char **argv, NfError *err) { return train_command(argc, argv, NULL, true, err); }

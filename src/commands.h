@@ -13,6 +13,9 @@ int cmd_train(int argc, char **argv, NfOut *out);
 int cmd_eval(int argc, char **argv, NfOut *out);
 int cmd_export(int argc, char **argv, NfOut *out);
 int cmd_import(int argc, char **argv, NfOut *out);
+int cmd_serve(int argc, char **argv, NfOut *out);
+/* train's flags checked as cmd_train checks them, without running: 0, or -1 with the reason */
+int train_command_check(int argc, char **argv, NfError *err);
 int cmd_benchmark(int argc, char **argv, NfOut *out);
 
 #endif

@@ -143,3 +143,8 @@ void json_null(JsonBuf *j, const char *key) {
     item_prefix(j, key);
     append_str(j, "null");
 }
+
+void json_raw(JsonBuf *j, const char *key, const char *raw, size_t n) {
+    item_prefix(j, key);
+    append(j, raw, n);
+}

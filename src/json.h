@@ -39,6 +39,9 @@ void json_float(JsonBuf *j, const char *key, float v);
 void json_bool(JsonBuf *j, const char *key, bool v);
 void json_null(JsonBuf *j, const char *key);
 
+/* Appends raw (n bytes), which must already be one JSON value (a stored message), as an item. */
+void json_raw(JsonBuf *j, const char *key, const char *raw, size_t n);
+
 /* Appends s (n bytes) as the body of a JSON string, without quotes. */
 void json_escape_into(JsonBuf *j, const char *s, size_t n);
 

@@ -17,6 +17,7 @@ static const Command COMMANDS[] = {
     {"train", cmd_train, "train a model: from scratch (--init) or fine-tuning (--model)"},
     {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},
     {"export", cmd_export, "write a checkpoint, model or LoRA adapters as llama2.c, GGUF, safetensors or PEFT"},
+    {"serve", cmd_serve, "the web dashboard: projects, live training charts, generation, export"},
     {"import", cmd_import, "read a GGUF or Hugging Face Llama model into a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
     {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},

@@ -1,0 +1,38 @@
+/* runner.h — the dashboard's runs as processes: each run is this very
+ * binary executed with the run's argument array (fork/exec, never a
+ * shell), its stdout read line by line (partial lines buffered) into the
+ * store, its stderr appended to D/logs/<run>.log. A run's status follows
+ * its messages and its exit. One thread per live run forks the child and
+ * reads it; the child gets SIGINT if that thread, or the server, dies, so
+ * an orphaned training run still checkpoints. */
+#ifndef NF_RUNNER_H
+#define NF_RUNNER_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "store.h"
+
+typedef struct {
+    Store *store;
+    char exe[PATH_MAX];        /* /proc/self/exe: what every run executes */
+    char log_dir[PATH_MAX];    /* D/logs */
+    pthread_mutex_t lock;
+    pthread_cond_t idle;       /* signalled when live drops */
+    int live;                  /* reader threads still running */
+} Runner;
+
+int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err);
+/* Starts the stored run (kind and args from the store); its status is
+ * "starting" until the child speaks. */
+int runner_start(Runner *r, int64_t run_id, NfError *err);
+/* SIGINT to an active run's process; it ends as "stopped". */
+int runner_stop(Runner *r, int64_t run_id);
+/* At start-up: runs recorded as active whose process is gone become "interrupted". */
+void runner_recover(Runner *r);
+/* SIGINT to every live run, then waits (up to timeout_s) for them to end. */
+void runner_shutdown(Runner *r, int timeout_s);
+
+#endif

@@ -1,0 +1,1214 @@
+/* server.c — the dashboard's HTTP API, events and static files (see server.h and docs/dashboard.md). */
+#define _GNU_SOURCE
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "json.h"
+#include "json_parse.h"
+#include "tokenizer.h"
+
+#define MAX_BODY (1u << 20)
+#define MAX_UPLOAD (64u << 20)
+#define MAX_PATH_LEN (PATH_MAX + 256)
+
+/* ---- small helpers -------------------------------------------------------------- */
+
+/* A plain file name: letters, digits, '.', '_', '-', not starting with '.', at most 100 bytes. */
+static bool plain_name(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 100 || s[0] == '.') return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static bool is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int make_dirs(const char *path) { /* mkdir -p for paths under the data directory */
+    char tmp[MAX_PATH_LEN];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void project_dir(const Server *srv, int64_t id, const char *sub, char *out, size_t cap) {
+    snprintf(out, cap, "%s/projects/%lld%s%s", srv->data_dir, (long long)id, sub ? "/" : "", sub ? sub : "");
+}
+
+/* ---- per-request state ---------------------------------------------------------- */
+
+typedef struct {
+    char *body;             /* JSON bodies, up to MAX_BODY */
+    size_t len;
+    bool too_large;
+    int upload_fd;          /* uploads stream to a temporary file */
+    char upload_tmp[MAX_PATH_LEN];
+    char upload_final[MAX_PATH_LEN];
+    size_t upload_bytes;
+    int upload_status;      /* 0, or the HTTP status that refused it */
+    char upload_error[200];
+} Request;
+
+static void request_free(Request *rq) {
+    if (!rq) return;
+    if (rq->upload_fd > 0) {
+        close(rq->upload_fd);
+        unlink(rq->upload_tmp);
+    }
+    free(rq->body);
+    free(rq);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls, (void)c, (void)toe;
+    request_free(*con_cls);
+    *con_cls = NULL;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, const char *body, size_t len) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result respond_json(struct MHD_Connection *c, unsigned status, JsonBuf *j) {
+    if (j->failed) return respond(c, 500, "application/json", "{\"error\":\"out of memory\"}", 25);
+    enum MHD_Result ok = respond(c, status, "application/json", j->data ? j->data : "null", j->data ? j->len : 4);
+    json_free(j);
+    return ok;
+}
+
+static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *fmt, ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    JsonBuf j;
+    json_init(&j);
+    json_object_begin(&j, NULL);
+    json_string(&j, "error", msg);
+    json_object_end(&j);
+    return respond_json(c, status, &j);
+}
+
+static bool token_ok(const Server *srv, struct MHD_Connection *c) {
+    const char *given = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token");
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (auth && strncmp(auth, "Bearer ", 7) == 0) given = auth + 7;
+    if (!given) return false;
+    size_t n = strlen(srv->token);
+    if (strlen(given) != n) return false;
+    unsigned char diff = 0; /* the same time whatever the first wrong character */
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(given[i] ^ srv->token[i]);
+    return diff == 0;
+}
+
+/* ---- JSON views ------------------------------------------------------------------ */
+
+static void list_dir_json(JsonBuf *j, const char *key, const char *dir, const char *suffix, bool tokens) {
+    json_array_begin(j, key);
+    struct dirent **entries = NULL;
+    int n = scandir(dir, &entries, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        char path[MAX_PATH_LEN];
+        snprintf(path, sizeof path, "%s/%s", dir, entries[i]->d_name);
+        struct stat sb;
+        if (plain_name(entries[i]->d_name) && (!suffix || ends_with(entries[i]->d_name, suffix)) &&
+            stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+            if (key && strcmp(key, "models") != 0 && strcmp(key, "tokenizers") != 0) {
+                json_object_begin(j, NULL);
+                json_string(j, "name", entries[i]->d_name);
+                json_int(j, tokens ? "tokens" : "bytes", tokens ? (int64_t)sb.st_size / 2 : (int64_t)sb.st_size);
+                json_object_end(j);
+            } else
+                json_string(j, NULL, entries[i]->d_name);
+        }
+        free(entries[i]);
+    }
+    free(entries);
+    json_array_end(j);
+}
+
+static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
+    char dir[MAX_PATH_LEN];
+    json_object_begin(j, NULL);
+    json_int(j, "id", p->id);
+    json_string(j, "name", p->name);
+    if (p->model) json_string(j, "model", p->model);
+    else json_null(j, "model");
+    json_string(j, "tokenizer", p->tokenizer);
+    json_raw(j, "options", p->options, strlen(p->options));
+    json_int(j, "created_at", (int64_t)(p->created_at * 1000));
+    project_dir(srv, p->id, "uploads", dir, sizeof dir);
+    list_dir_json(j, "uploads", dir, NULL, false);
+    project_dir(srv, p->id, "data", dir, sizeof dir);
+    list_dir_json(j, "data", dir, ".bin", true);
+    json_object_end(j);
+}
+
+/* The training checkpoint a train run writes (the value after --ckpt in its args). */
+static bool run_checkpoint_path(const RunRow *r, char *out, size_t cap) {
+    if (strcmp(r->kind, "train") != 0) return false;
+    JsonValue args = {0};
+    NfError err;
+    bool found = false;
+    if (json_parse(r->args, strlen(r->args), &args, &err) == 0 && args.type == JV_ARRAY)
+        for (int i = 0; i + 1 < args.n && !found; i++)
+            if (args.items[i].type == JV_STRING && strcmp(args.items[i].text, "--ckpt") == 0 &&
+                args.items[i + 1].type == JV_STRING) {
+                snprintf(out, cap, "%s", args.items[i + 1].text);
+                found = true;
+            }
+    json_value_free(&args);
+    return found;
+}
+
+static void raw_or_null(JsonBuf *j, const char *key, char *json) {
+    if (json) json_raw(j, key, json, strlen(json));
+    else json_null(j, key);
+    free(json);
+}
+
+static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
+    char ckpt[MAX_PATH_LEN];
+    json_object_begin(j, NULL);
+    json_int(j, "id", r->id);
+    json_int(j, "project_id", r->project_id);
+    json_string(j, "kind", r->kind);
+    json_string(j, "status", r->status);
+    if (r->pid > 0) json_int(j, "pid", r->pid);
+    else json_null(j, "pid");
+    json_raw(j, "args", r->args, strlen(r->args));
+    json_int(j, "created_at", (int64_t)(r->created_at * 1000));
+    json_int(j, "started_at", (int64_t)(r->started_at * 1000));
+    json_int(j, "ended_at", (int64_t)(r->ended_at * 1000));
+    json_int(j, "exit_code", r->exit_code);
+    if (r->error) json_string(j, "error", r->error);
+    else json_null(j, "error");
+    raw_or_null(j, "last", store_message_latest(&srv->store, r->id, "step"));
+    const char *final_type = strcmp(r->kind, "train") == 0      ? "done"
+                             : strcmp(r->kind, "generate") == 0 ? "generate_done"
+                                                                : r->kind;
+    raw_or_null(j, "final", store_message_latest(&srv->store, r->id, final_type));
+    raw_or_null(j, "checkpoint", store_message_latest(&srv->store, r->id, "checkpoint"));
+    json_int(j, "messages", r->messages);
+    bool resumable = !run_status_active(r->status) && strcmp(r->status, "done") != 0 &&
+                     run_checkpoint_path(r, ckpt, sizeof ckpt) && is_file(ckpt);
+    json_bool(j, "resumable", resumable);
+    if (r->output) json_string(j, "output", strrchr(r->output, '/') ? strrchr(r->output, '/') + 1 : r->output);
+    else json_null(j, "output");
+    json_object_end(j);
+}
+
+static enum MHD_Result respond_run(Server *srv, struct MHD_Connection *c, unsigned status, int64_t id) {
+    RunRow r;
+    if (!store_run_get(&srv->store, id, &r)) return respond_error(c, 404, "no run %lld", (long long)id);
+    JsonBuf j;
+    json_init(&j);
+    run_json(srv, &j, &r);
+    run_row_free(&r);
+    return respond_json(c, status, &j);
+}
+
+/* ---- building runs -------------------------------------------------------------- */
+
+typedef struct {
+    char *words[128];
+    int n;
+} Args;
+
+static void args_add(Args *a, const char *w) {
+    if (a->n < 127) a->words[a->n++] = strdup(w ? w : "");
+}
+
+static void args_free(Args *a) {
+    for (int i = 0; i < a->n; i++) free(a->words[i]);
+    a->n = 0;
+}
+
+static char *args_json(const Args *a) {
+    JsonBuf j;
+    json_init(&j);
+    json_array_begin(&j, NULL);
+    for (int i = 0; i < a->n; i++) json_string(&j, NULL, a->words[i]);
+    json_array_end(&j);
+    if (j.failed) {
+        json_free(&j);
+        return NULL;
+    }
+    return j.data;
+}
+
+static void tokenizer_path(const Server *srv, const char *name, char *out, size_t cap) {
+    if (strcmp(name, TOKENIZER_BUILTIN_BYTES) == 0) snprintf(out, cap, "%s", name);
+    else snprintf(out, cap, "%s/tokenizers/%s", srv->data_dir, name);
+}
+
+static const char *const SHAPE_KEYS[] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"};
+static const char *const OPTION_KEYS[] = {
+    "steps", "batch", "seq", "lr", "lr_min", "lr_schedule", "warmup", "accum", "grad_clip", "weight_decay", "beta1",
+    "beta2", "eps", "seed", "val_split", "val_every", "val_batches", "ckpt_every", "keep_last", "shuffle", "dtype",
+    "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_norms"};
+
+static bool key_in(const char *key, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(key, list[i]) == 0) return true;
+    return false;
+}
+
+/* train's command line for a project (ckpt: where the run checkpoints). The
+ * same words are checked by train's own parser before anything runs. */
+static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *a, char *why, size_t why_cap) {
+    char path[MAX_PATH_LEN];
+    JsonValue opts = {0};
+    NfError err;
+    if (json_parse(p->options, strlen(p->options), &opts, &err) != 0 || opts.type != JV_OBJECT) {
+        snprintf(why, why_cap, "options must be a JSON object");
+        json_value_free(&opts);
+        return -1;
+    }
+    args_add(a, "train");
+    if (p->model) {
+        snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, p->model);
+        args_add(a, "--model");
+        args_add(a, path);
+    } else {
+        Tokenizer tok;
+        tokenizer_path(srv, p->tokenizer, path, sizeof path);
+        if (tokenizer_load(&tok, path, &err) != 0) {
+            snprintf(why, why_cap, "tokenizer: %s", err.message);
+            json_value_free(&opts);
+            return -1;
+        }
+        char vocab[16];
+        snprintf(vocab, sizeof vocab, "%d", tok.vocab_size);
+        tokenizer_free(&tok);
+        args_add(a, "--init");
+        args_add(a, "--vocab-size");
+        args_add(a, vocab);
+    }
+    for (int i = 0; i < opts.n; i++) {
+        const char *key = opts.keys[i];
+        const JsonValue *v = &opts.items[i];
+        bool shape = key_in(key, SHAPE_KEYS, sizeof SHAPE_KEYS / sizeof *SHAPE_KEYS);
+        if (!shape && !key_in(key, OPTION_KEYS, sizeof OPTION_KEYS / sizeof *OPTION_KEYS)) {
+            snprintf(why, why_cap, "unknown option '%s'", key);
+            json_value_free(&opts);
+            return -1;
+        }
+        if (shape && p->model) {
+            snprintf(why, why_cap, "option '%s' sets the shape of a model trained from scratch; this project fine-tunes %s",
+                     key, p->model);
+            json_value_free(&opts);
+            return -1;
+        }
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", key);
+        for (char *c = flag; *c; c++)
+            if (*c == '_') *c = '-';
+        if (v->type == JV_BOOL) {
+            if (v->boolean) args_add(a, flag);
+        } else if (v->type == JV_NUMBER || v->type == JV_STRING) {
+            args_add(a, flag);
+            args_add(a, v->text);
+        } else if (v->type != JV_NULL) {
+            snprintf(why, why_cap, "option '%s' must be a number, a string or a boolean", key);
+            json_value_free(&opts);
+            return -1;
+        }
+    }
+    json_value_free(&opts);
+    project_dir(srv, p->id, "data", path, sizeof path);
+    args_add(a, "--data");
+    args_add(a, path);
+    tokenizer_path(srv, p->tokenizer, path, sizeof path);
+    args_add(a, "--tokenizer");
+    args_add(a, path);
+    args_add(a, "--ckpt");
+    args_add(a, ckpt);
+    /* train's own parser, on the very words the run will get */
+    if (train_command_check(a->n - 1, a->words + 1, &err) != 0) {
+        snprintf(why, why_cap, "%s", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+/* The newest train run of a project that left a checkpoint; its path in out. */
+static bool latest_checkpoint(Server *srv, int64_t project_id, char *out, size_t cap) {
+    int n;
+    int64_t *ids = store_run_ids(&srv->store, project_id, false, &n);
+    bool found = false;
+    for (int i = 0; ids && i < n && !found; i++) {
+        RunRow r;
+        if (!store_run_get(&srv->store, ids[i], &r)) continue;
+        found = run_checkpoint_path(&r, out, cap) && is_file(out);
+        run_row_free(&r);
+    }
+    free(ids);
+    return found;
+}
+
+static bool project_has_active_train(Server *srv, int64_t project_id) {
+    int n;
+    int64_t *ids = store_run_ids(&srv->store, project_id, false, &n);
+    bool active = false;
+    for (int i = 0; ids && i < n && !active; i++) {
+        RunRow r;
+        if (!store_run_get(&srv->store, ids[i], &r)) continue;
+        active = strcmp(r.kind, "train") == 0 && run_status_active(r.status);
+        run_row_free(&r);
+    }
+    free(ids);
+    return active;
+}
+
+static bool project_has_active_run(Server *srv, int64_t project_id) {
+    int n;
+    int64_t *ids = store_run_ids(&srv->store, project_id, false, &n);
+    bool active = false;
+    for (int i = 0; ids && i < n && !active; i++) {
+        RunRow r;
+        if (!store_run_get(&srv->store, ids[i], &r)) continue;
+        active = run_status_active(r.status);
+        run_row_free(&r);
+    }
+    free(ids);
+    return active;
+}
+
+/* Records and starts a run; responds 201 with it. */
+static enum MHD_Result launch(Server *srv, struct MHD_Connection *c, int64_t project_id, const char *kind, Args *a,
+                              const char *output) {
+    char *words = args_json(a);
+    args_free(a);
+    if (!words) return respond_error(c, 500, "out of memory");
+    int64_t id = store_run_create(&srv->store, project_id, kind, words, output);
+    free(words);
+    NfError err;
+    if (id < 0) return respond_error(c, 500, "cannot record the run");
+    if (runner_start(&srv->runner, id, &err) != 0) {
+        store_run_ended(&srv->store, id, "error", -1, err.message);
+        return respond_error(c, 500, "%s", err.message);
+    }
+    return respond_run(srv, c, 201, id);
+}
+
+/* ---- request bodies ----------------------------------------------------------- */
+
+static const JsonValue *field(const JsonValue *body, const char *key, JsonType type) {
+    const JsonValue *v = json_get(body, key);
+    return v && v->type == type ? v : NULL;
+}
+
+static bool number_in(const JsonValue *body, const char *key, double lo, double hi, double *out, char *why, size_t cap) {
+    const JsonValue *v = json_get(body, key);
+    if (!v || v->type == JV_NULL) return true;
+    char *end;
+    double x = v->type == JV_NUMBER ? strtod(v->text, &end) : 0;
+    if (v->type != JV_NUMBER || *end || x < lo || x > hi) {
+        snprintf(why, cap, "\"%s\" must be a number from %g to %g", key, lo, hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+/* ---- handlers ------------------------------------------------------------------ */
+
+static enum MHD_Result api_status(Server *srv, struct MHD_Connection *c) {
+    char dir[MAX_PATH_LEN];
+    JsonBuf j;
+    int n;
+    int64_t *active = store_run_ids(&srv->store, 0, true, &n);
+    free(active);
+    json_init(&j);
+    json_object_begin(&j, NULL);
+    json_string(&j, "version", "neuralforge");
+    json_string(&j, "data_dir", srv->data_dir);
+    snprintf(dir, sizeof dir, "%s/models", srv->data_dir);
+    list_dir_json(&j, "models", dir, NULL, false);
+    snprintf(dir, sizeof dir, "%s/tokenizers", srv->data_dir);
+    list_dir_json(&j, "tokenizers", dir, NULL, false);
+    json_int(&j, "active_runs", n);
+    json_object_end(&j);
+    return respond_json(c, 200, &j);
+}
+
+/* Checks model/tokenizer names of a project body against the data directory. */
+static bool check_sources(Server *srv, const JsonValue *body, bool *set_model, const char **model,
+                          const char **tokenizer, char *why, size_t cap) {
+    const JsonValue *m = json_get(body, "model"), *t = json_get(body, "tokenizer");
+    char path[MAX_PATH_LEN];
+    *set_model = m != NULL;
+    *model = m && m->type == JV_STRING ? m->text : NULL;
+    *tokenizer = t && t->type == JV_STRING ? t->text : NULL;
+    if (m && m->type != JV_NULL && m->type != JV_STRING) return snprintf(why, cap, "\"model\" must be a file name or null"), false;
+    if (t && t->type != JV_STRING) return snprintf(why, cap, "\"tokenizer\" must be a file name or builtin:bytes"), false;
+    if (*model) {
+        snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, *model);
+        if (!plain_name(*model) || !is_file(path))
+            return snprintf(why, cap, "\"model\": no model '%.100s' in the data directory's models/", *model), false;
+    }
+    if (*tokenizer && strcmp(*tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
+        snprintf(path, sizeof path, "%s/tokenizers/%s", srv->data_dir, *tokenizer);
+        if (!plain_name(*tokenizer) || !is_file(path))
+            return snprintf(why, cap, "\"tokenizer\": no tokenizer '%.100s' in the data directory's tokenizers/", *tokenizer), false;
+    }
+    return true;
+}
+
+static enum MHD_Result respond_project(Server *srv, struct MHD_Connection *c, unsigned status, int64_t id) {
+    ProjectRow p;
+    if (!store_project_get(&srv->store, id, &p)) return respond_error(c, 404, "no project %lld", (long long)id);
+    JsonBuf j;
+    json_init(&j);
+    project_json(srv, &j, &p);
+    project_row_free(&p);
+    return respond_json(c, status, &j);
+}
+
+/* The options of a body as compact JSON text (validated when a run's command line is checked). */
+static char *options_text(const JsonValue *opts) {
+    JsonBuf j;
+    json_init(&j);
+    json_object_begin(&j, NULL);
+    for (int i = 0; i < opts->n; i++) {
+        const JsonValue *v = &opts->items[i];
+        if (v->type == JV_NUMBER) json_raw(&j, opts->keys[i], v->text, strlen(v->text));
+        else if (v->type == JV_STRING) json_string(&j, opts->keys[i], v->text);
+        else if (v->type == JV_BOOL) json_bool(&j, opts->keys[i], v->boolean);
+        else json_null(&j, opts->keys[i]);
+    }
+    json_object_end(&j);
+    if (j.failed) {
+        json_free(&j);
+        return NULL;
+    }
+    return j.data;
+}
+
+/* Validates a project as it would be after the change: its train command line, through train's parser. */
+static bool project_valid(Server *srv, const ProjectRow *p, char *why, size_t cap) {
+    Args a = {0};
+    char ckpt[MAX_PATH_LEN];
+    project_dir(srv, p->id, "runs/check/model.ckpt", ckpt, sizeof ckpt);
+    bool ok = train_args(srv, p, ckpt, &a, why, cap) == 0;
+    args_free(&a);
+    return ok;
+}
+
+static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, int64_t id, const JsonValue *body) {
+    char why[600];
+    bool set_model;
+    const char *model, *tokenizer;
+    if (body->type != JV_OBJECT) return respond_error(c, 400, "the body must be a JSON object");
+    const JsonValue *name = json_get(body, "name"), *opts = json_get(body, "options");
+    if (name && (name->type != JV_STRING || strlen(name->text) == 0 || strlen(name->text) > 100))
+        return respond_error(c, 400, "\"name\" must be 1 to 100 characters");
+    if (opts && opts->type != JV_OBJECT) return respond_error(c, 400, "\"options\" must be an object of train options");
+    if (!check_sources(srv, body, &set_model, &model, &tokenizer, why, sizeof why)) return respond_error(c, 400, "%s", why);
+    char *options = opts ? options_text(opts) : NULL;
+    if (opts && !options) return respond_error(c, 500, "out of memory");
+    ProjectRow p;
+    bool creating = id == 0;
+    if (creating) {
+        if (!name) {
+            free(options);
+            return respond_error(c, 400, "\"name\" is required");
+        }
+        p = (ProjectRow){.id = 0, .name = strdup(name->text), .model = model ? strdup(model) : NULL,
+                         .tokenizer = strdup(tokenizer ? tokenizer : TOKENIZER_BUILTIN_BYTES),
+                         .options = strdup(options ? options : "{}")};
+    } else {
+        if (!store_project_get(&srv->store, id, &p)) {
+            free(options);
+            return respond_error(c, 404, "no project %lld", (long long)id);
+        }
+        if (name) free(p.name), p.name = strdup(name->text);
+        if (set_model) free(p.model), p.model = model ? strdup(model) : NULL;
+        if (tokenizer) free(p.tokenizer), p.tokenizer = strdup(tokenizer);
+        if (options) free(p.options), p.options = strdup(options);
+    }
+    bool valid = project_valid(srv, &p, why, sizeof why);
+    if (valid && creating) {
+        id = store_project_create(&srv->store, p.name, p.model, p.tokenizer, p.options);
+        char dir[MAX_PATH_LEN];
+        const char *subs[] = {"uploads", "data", "runs", "exports"};
+        for (int i = 0; id > 0 && i < 4; i++) {
+            project_dir(srv, id, subs[i], dir, sizeof dir);
+            make_dirs(dir);
+        }
+    } else if (valid)
+        store_project_update(&srv->store, id, name ? p.name : NULL, set_model, p.model, tokenizer, options);
+    project_row_free(&p);
+    free(options);
+    if (!valid) return respond_error(c, 400, "%s", why);
+    if (id <= 0) return respond_error(c, 500, "cannot store the project");
+    return respond_project(srv, c, creating ? 201 : 200, id);
+}
+
+static enum MHD_Result api_projects_list(Server *srv, struct MHD_Connection *c) {
+    int n;
+    int64_t *ids = store_project_ids(&srv->store, &n);
+    JsonBuf j;
+    json_init(&j);
+    json_array_begin(&j, NULL);
+    for (int i = 0; ids && i < n; i++) {
+        ProjectRow p;
+        if (!store_project_get(&srv->store, ids[i], &p)) continue;
+        project_json(srv, &j, &p);
+        project_row_free(&p);
+    }
+    json_array_end(&j);
+    free(ids);
+    return respond_json(c, 200, &j);
+}
+
+static enum MHD_Result api_project_delete(Server *srv, struct MHD_Connection *c, int64_t id) {
+    ProjectRow p;
+    if (!store_project_get(&srv->store, id, &p)) return respond_error(c, 404, "no project %lld", (long long)id);
+    project_row_free(&p);
+    if (project_has_active_run(srv, id)) return respond_error(c, 409, "a run of this project is active: stop it first");
+    char dir[MAX_PATH_LEN];
+    project_dir(srv, id, NULL, dir, sizeof dir);
+    store_project_delete(&srv->store, id);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return respond(c, 204, "application/json", "", 0);
+}
+
+static enum MHD_Result api_runs_list(Server *srv, struct MHD_Connection *c, int64_t project_id) {
+    int n;
+    int64_t *ids = store_run_ids(&srv->store, project_id, false, &n);
+    JsonBuf j;
+    json_init(&j);
+    json_array_begin(&j, NULL);
+    for (int i = 0; ids && i < n; i++) {
+        RunRow r;
+        if (!store_run_get(&srv->store, ids[i], &r)) continue;
+        run_json(srv, &j, &r);
+        run_row_free(&r);
+    }
+    json_array_end(&j);
+    free(ids);
+    return respond_json(c, 200, &j);
+}
+
+static enum MHD_Result api_train(Server *srv, struct MHD_Connection *c, const ProjectRow *p) {
+    char why[600], dir[MAX_PATH_LEN], ckpt[MAX_PATH_LEN + 64];
+    if (project_has_active_train(srv, p->id)) return respond_error(c, 409, "this project is already training");
+    project_dir(srv, p->id, "data", dir, sizeof dir);
+    DIR *d = opendir(dir);
+    bool has_data = false;
+    for (struct dirent *e; d && !has_data && (e = readdir(d));) has_data = ends_with(e->d_name, ".bin");
+    if (d) closedir(d);
+    if (!has_data) return respond_error(c, 409, "no token data yet: upload a text file and tokenize it");
+    /* the run's id names its folder: the words are checked first, recorded after */
+    Args a = {0};
+    project_dir(srv, p->id, "runs", dir, sizeof dir);
+    snprintf(ckpt, sizeof ckpt, "%s/next/model.ckpt", dir);
+    if (train_args(srv, p, ckpt, &a, why, sizeof why) != 0) {
+        args_free(&a);
+        return respond_error(c, 400, "%s", why);
+    }
+    args_free(&a);
+    int64_t id = store_run_create(&srv->store, p->id, "train", "[]", NULL);
+    if (id < 0) return respond_error(c, 500, "cannot record the run");
+    snprintf(ckpt, sizeof ckpt, "%s/%lld", dir, (long long)id);
+    make_dirs(ckpt);
+    snprintf(ckpt + strlen(ckpt), sizeof ckpt - strlen(ckpt), "/model.ckpt");
+    char *words = train_args(srv, p, ckpt, &a, why, sizeof why) == 0 ? args_json(&a) : NULL;
+    args_free(&a);
+    NfError err;
+    int rc = words ? store_run_set_args(&srv->store, id, words) : -1;
+    free(words);
+    if (rc != 0 || runner_start(&srv->runner, id, &err) != 0) {
+        store_run_ended(&srv->store, id, "error", -1, "cannot start the run");
+        return respond_error(c, 500, "cannot start the run");
+    }
+    return respond_run(srv, c, 201, id);
+}
+
+static enum MHD_Result api_tokenize(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {
+    const JsonValue *up = field(body, "upload", JV_STRING);
+    char in[MAX_PATH_LEN], out[MAX_PATH_LEN], tok[MAX_PATH_LEN];
+    if (!up || !plain_name(up->text)) return respond_error(c, 400, "\"upload\" must name an uploaded file");
+    project_dir(srv, p->id, "uploads", in, sizeof in);
+    snprintf(in + strlen(in), sizeof in - strlen(in), "/%s", up->text);
+    if (!is_file(in)) return respond_error(c, 404, "no upload '%s'", up->text);
+    if (!ends_with(up->text, ".txt") && !ends_with(up->text, ".md"))
+        return respond_error(c, 400, "\"upload\": only .txt and .md files are tokenized here");
+    project_dir(srv, p->id, "data", out, sizeof out);
+    snprintf(out + strlen(out), sizeof out - strlen(out), "/%s.bin", up->text);
+    tokenizer_path(srv, p->tokenizer, tok, sizeof tok);
+    Args a = {0};
+    args_add(&a, "tokenize");
+    args_add(&a, "--input");
+    args_add(&a, in);
+    args_add(&a, "--output");
+    args_add(&a, out);
+    args_add(&a, "--tokenizer");
+    args_add(&a, tok);
+    return launch(srv, c, p->id, "tokenize", &a, NULL);
+}
+
+static enum MHD_Result api_generate(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {
+    char why[300], path[MAX_PATH_LEN], tok[MAX_PATH_LEN], num[32];
+    const JsonValue *prompt = json_get(body, "prompt"), *source = json_get(body, "source");
+    double temperature = 0.8, top_p = 0.9, top_k = 0, max_tokens = 200;
+    if (prompt && (prompt->type != JV_STRING || strlen(prompt->text) > 65536))
+        return respond_error(c, 400, "\"prompt\" must be a string of at most 64 KiB");
+    if (!number_in(body, "temperature", 0, 100, &temperature, why, sizeof why) ||
+        !number_in(body, "top_p", 1e-6, 1, &top_p, why, sizeof why) ||
+        !number_in(body, "top_k", 0, 1 << 22, &top_k, why, sizeof why) ||
+        !number_in(body, "max_tokens", 1, 65536, &max_tokens, why, sizeof why))
+        return respond_error(c, 400, "%s", why);
+    const char *src = source && source->type == JV_STRING ? source->text : "checkpoint";
+    Args a = {0};
+    args_add(&a, "generate");
+    char ckpt[MAX_PATH_LEN];
+    bool has_ckpt = latest_checkpoint(srv, p->id, ckpt, sizeof ckpt);
+    if (strcmp(src, "base") == 0 || strcmp(src, "lora") == 0) {
+        if (!p->model) {
+            args_free(&a);
+            return respond_error(c, 400, "\"source\": this project trains from scratch, so it has no base model");
+        }
+        snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, p->model);
+        args_add(&a, "--model");
+        args_add(&a, path);
+        if (strcmp(src, "lora") == 0) {
+            if (!has_ckpt) {
+                args_free(&a);
+                return respond_error(c, 409, "no checkpoint yet: train first");
+            }
+            args_add(&a, "--lora");
+            args_add(&a, ckpt);
+        }
+    } else if (strcmp(src, "checkpoint") == 0) {
+        if (!has_ckpt) {
+            args_free(&a);
+            return respond_error(c, 409, "no checkpoint yet: train first");
+        }
+        args_add(&a, "--ckpt");
+        args_add(&a, ckpt);
+    } else {
+        args_free(&a);
+        return respond_error(c, 400, "\"source\" must be base, checkpoint or lora");
+    }
+    tokenizer_path(srv, p->tokenizer, tok, sizeof tok);
+    args_add(&a, "--tokenizer");
+    args_add(&a, tok);
+    args_add(&a, "--prompt");
+    args_add(&a, prompt ? prompt->text : "");
+    const char *flags[] = {"--temperature", "--top-p", "--top-k", "--max-tokens"};
+    double values[] = {temperature, top_p, top_k, max_tokens};
+    for (int i = 0; i < 4; i++) {
+        snprintf(num, sizeof num, i >= 2 ? "%.0f" : "%.9g", values[i]);
+        args_add(&a, flags[i]);
+        args_add(&a, num);
+    }
+    return launch(srv, c, p->id, "generate", &a, NULL);
+}
+
+static enum MHD_Result api_export(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {
+    const JsonValue *format = field(body, "format", JV_STRING), *dtype = json_get(body, "dtype");
+    static const char *const formats[] = {"llama2c", "llama2c-v1", "gguf", "safetensors", "gguf-lora", "peft"};
+    static const char *const suffix[] = {".bin", ".v1.bin", ".gguf", "", ".lora.gguf", ""};
+    int f = -1;
+    for (int i = 0; format && i < 6; i++)
+        if (strcmp(format->text, formats[i]) == 0) f = i;
+    if (f < 0) return respond_error(c, 400, "\"format\" must be one of llama2c, llama2c-v1, gguf, safetensors, gguf-lora, peft");
+    if (dtype && dtype->type != JV_NULL && (f != 2 || dtype->type != JV_STRING))
+        return respond_error(c, 400, "\"dtype\" applies to the gguf format only");
+    char ckpt[MAX_PATH_LEN], out[MAX_PATH_LEN + 64], dir[MAX_PATH_LEN];
+    if (!latest_checkpoint(srv, p->id, ckpt, sizeof ckpt)) return respond_error(c, 409, "no checkpoint yet: train first");
+    project_dir(srv, p->id, "exports", dir, sizeof dir);
+    int64_t next = store_run_create(&srv->store, p->id, "export", "[]", NULL);
+    if (next < 0) return respond_error(c, 500, "cannot record the run");
+    snprintf(out, sizeof out, "%s/%lld%s", dir, (long long)next, f == 3 ? ".safetensors" : f == 5 ? ".peft" : suffix[f]);
+    Args a = {0};
+    args_add(&a, "export");
+    args_add(&a, "--ckpt");
+    args_add(&a, ckpt);
+    args_add(&a, "--format");
+    args_add(&a, formats[f]);
+    if (dtype && dtype->type == JV_STRING) {
+        args_add(&a, "--dtype");
+        args_add(&a, dtype->text);
+    }
+    args_add(&a, "--output");
+    args_add(&a, out);
+    char *words = args_json(&a);
+    args_free(&a);
+    NfError err;
+    int rc = words ? store_run_set_args(&srv->store, next, words) : -1;
+    if (rc == 0) rc = store_run_set_output(&srv->store, next, out);
+    free(words);
+    if (rc != 0 || runner_start(&srv->runner, next, &err) != 0) {
+        store_run_ended(&srv->store, next, "error", -1, "cannot start the export");
+        return respond_error(c, 500, "cannot start the export");
+    }
+    return respond_run(srv, c, 201, next);
+}
+
+static enum MHD_Result api_resume(Server *srv, struct MHD_Connection *c, int64_t id) {
+    RunRow r;
+    if (!store_run_get(&srv->store, id, &r)) return respond_error(c, 404, "no run %lld", (long long)id);
+    char ckpt[MAX_PATH_LEN];
+    bool ok = strcmp(r.kind, "train") == 0 && !run_status_active(r.status) && strcmp(r.status, "done") != 0 &&
+              run_checkpoint_path(&r, ckpt, sizeof ckpt) && is_file(ckpt);
+    bool active = run_status_active(r.status) || project_has_active_train(srv, r.project_id);
+    char *args = ok && !active ? strdup(r.args) : NULL;
+    run_row_free(&r);
+    if (!ok) return respond_error(c, 409, "only a stopped or interrupted training run with a checkpoint resumes");
+    if (active || !args) {
+        free(args);
+        return respond_error(c, 409, "this project is already training");
+    }
+    /* the same words plus --resume (once) */
+    if (!strstr(args, "\"--resume\"")) {
+        size_t n = strlen(args);
+        char *more = realloc(args, n + 16);
+        if (!more) {
+            free(args);
+            return respond_error(c, 500, "out of memory");
+        }
+        args = more;
+        snprintf(args + n - 1, 16, ",\"--resume\"]");
+    }
+    int rc = store_run_set_args(&srv->store, id, args);
+    free(args);
+    NfError err;
+    if (rc == 0) rc = store_run_status(&srv->store, id, "starting");
+    if (rc != 0 || runner_start(&srv->runner, id, &err) != 0) return respond_error(c, 500, "cannot resume the run");
+    return respond_run(srv, c, 200, id);
+}
+
+/* ---- Server-Sent Events -------------------------------------------------------- */
+
+typedef struct {
+    Server *srv;
+    int64_t run_id;
+    int64_t since;            /* last message sequence sent */
+    char status[16];          /* last status sent */
+    uint64_t generation;
+    JsonBuf pending;          /* formatted events not yet handed to MHD */
+    size_t sent;              /* of pending */
+    bool finished;            /* the run ended and everything went out */
+} EventStream;
+
+static void append_event(void *ctx, int64_t seq, const char *json, int len) {
+    EventStream *es = ctx;
+    char head[64];
+    int n = snprintf(head, sizeof head, "id: %lld\nevent: message\ndata: ", (long long)seq);
+    json_raw(&es->pending, NULL, head, (size_t)n);
+    json_raw(&es->pending, NULL, json, (size_t)len);
+    json_raw(&es->pending, NULL, "\n\n", 2);
+}
+
+/* Fills pending with what is new: messages after since, then a changed status. */
+static void collect_events(EventStream *es) {
+    RunRow r;
+    if (!store_run_get(&es->srv->store, es->run_id, &r)) {
+        es->finished = true;
+        return;
+    }
+    bool ended = !run_status_active(r.status);
+    es->since = store_messages_each(&es->srv->store, es->run_id, es->since, 200, append_event, es);
+    bool caught_up = es->since >= r.messages;
+    if (strcmp(r.status, es->status) != 0 && caught_up) {
+        JsonBuf j;
+        json_init(&j);
+        run_json(es->srv, &j, &r);
+        json_raw(&es->pending, NULL, "event: status\ndata: ", 20);
+        if (!j.failed) json_raw(&es->pending, NULL, j.data, j.len);
+        json_raw(&es->pending, NULL, "\n\n", 2);
+        json_free(&j);
+        snprintf(es->status, sizeof es->status, "%s", r.status);
+    }
+    if (ended && caught_up && strcmp(r.status, es->status) == 0) es->finished = true;
+    run_row_free(&r);
+}
+
+static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    EventStream *es = cls;
+    for (int idle = 0; es->sent == es->pending.len; idle++) {
+        if (es->finished) return MHD_CONTENT_READER_END_OF_STREAM;
+        json_free(&es->pending);
+        json_init(&es->pending);
+        es->sent = 0;
+        collect_events(es);
+        if (es->pending.failed) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (es->pending.len > 0) break;
+        if (es->finished) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (idle == 15) { /* a comment now and then finds closed connections */
+            json_raw(&es->pending, NULL, ": keep-alive\n\n", 14);
+            break;
+        }
+        store_wait(&es->srv->store, &es->generation, 1000);
+    }
+    size_t n = es->pending.len - es->sent < max ? es->pending.len - es->sent : max;
+    memcpy(buf, es->pending.data + es->sent, n);
+    es->sent += n;
+    return (ssize_t)n;
+}
+
+static void events_free(void *cls) {
+    EventStream *es = cls;
+    json_free(&es->pending);
+    free(es);
+}
+
+static enum MHD_Result api_events(Server *srv, struct MHD_Connection *c, int64_t run_id) {
+    RunRow r;
+    if (!store_run_get(&srv->store, run_id, &r)) return respond_error(c, 404, "no run %lld", (long long)run_id);
+    run_row_free(&r);
+    const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
+    const char *last_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    EventStream *es = calloc(1, sizeof *es);
+    if (!es) return respond_error(c, 500, "out of memory");
+    es->srv = srv;
+    es->run_id = run_id;
+    es->since = last_id ? atoll(last_id) : since ? atoll(since) : 0;
+    if (es->since < 0) es->since = 0;
+    json_init(&es->pending);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, events_read, es, events_free);
+    if (!resp) {
+        events_free(es);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    enum MHD_Result ok = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* ---- files ---------------------------------------------------------------------- */
+
+static enum MHD_Result send_file(struct MHD_Connection *c, const char *path, const char *type, const char *attachment) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        if (fd >= 0) close(fd);
+        return respond_error(c, 404, "not found");
+    }
+    struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)sb.st_size, fd);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (attachment) {
+        char disp[300];
+        snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", attachment);
+        MHD_add_response_header(r, "Content-Disposition", disp);
+    }
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result api_download(Server *srv, struct MHD_Connection *c, int64_t id) {
+    RunRow r;
+    if (!store_run_get(&srv->store, id, &r)) return respond_error(c, 404, "no run %lld", (long long)id);
+    char path[MAX_PATH_LEN];
+    bool ok = strcmp(r.kind, "export") == 0 && strcmp(r.status, "done") == 0 && r.output;
+    if (ok) snprintf(path, sizeof path, "%s", r.output);
+    run_row_free(&r);
+    if (!ok) return respond_error(c, 409, "only a finished export has a file to download");
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return respond_error(c, 409, "this export is a directory (%s): copy it from the data directory", path);
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    return send_file(c, path, "application/octet-stream", name);
+}
+
+static enum MHD_Result serve_static(Server *srv, struct MHD_Connection *c, const char *url) {
+    static const struct { const char *url, *file, *type; } FILES[] = {
+        {"/", "index.html", "text/html; charset=utf-8"},
+        {"/index.html", "index.html", "text/html; charset=utf-8"},
+        {"/app.js", "app.js", "text/javascript; charset=utf-8"},
+        {"/style.css", "style.css", "text/css; charset=utf-8"},
+        {"/vendor/uPlot.iife.min.js", "node_modules/uplot/dist/uPlot.iife.min.js", "text/javascript; charset=utf-8"},
+        {"/vendor/uPlot.min.css", "node_modules/uplot/dist/uPlot.min.css", "text/css; charset=utf-8"},
+    };
+    for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++)
+        if (strcmp(url, FILES[i].url) == 0) {
+            char path[MAX_PATH_LEN];
+            snprintf(path, sizeof path, "%s/%s", srv->web_dir, FILES[i].file);
+            return send_file(c, path, FILES[i].type, NULL);
+        }
+    return respond_error(c, 404, "not found");
+}
+
+/* ---- uploads -------------------------------------------------------------------- */
+
+/* First call of an upload: checks the name and opens the temporary file. */
+static void upload_begin(Server *srv, Request *rq, int64_t project_id, const char *name) {
+    ProjectRow p;
+    if (!store_project_get(&srv->store, project_id, &p)) {
+        rq->upload_status = 404;
+        snprintf(rq->upload_error, sizeof rq->upload_error, "no project %lld", (long long)project_id);
+        return;
+    }
+    project_row_free(&p);
+    if (!name || !plain_name(name) || !(ends_with(name, ".txt") || ends_with(name, ".md") || ends_with(name, ".jsonl"))) {
+        rq->upload_status = 400;
+        snprintf(rq->upload_error, sizeof rq->upload_error,
+                 "?name= must be a plain file name ending in .txt, .md or .jsonl");
+        return;
+    }
+    char dir[PATH_MAX];
+    project_dir(srv, project_id, "uploads", dir, sizeof dir);
+    make_dirs(dir);
+    snprintf(rq->upload_final, sizeof rq->upload_final, "%s/%s", dir, name);
+    snprintf(rq->upload_tmp, sizeof rq->upload_tmp, "%s/.upload-XXXXXX", dir);
+    rq->upload_fd = mkstemp(rq->upload_tmp);
+    if (rq->upload_fd < 0) {
+        rq->upload_status = 500;
+        snprintf(rq->upload_error, sizeof rq->upload_error, "cannot store the upload");
+    }
+}
+
+static void upload_data(Request *rq, const char *data, size_t n) {
+    if (rq->upload_status) return;
+    if (rq->upload_bytes + n > MAX_UPLOAD) {
+        rq->upload_status = 413;
+        snprintf(rq->upload_error, sizeof rq->upload_error, "uploads are limited to %u MiB", MAX_UPLOAD >> 20);
+        return;
+    }
+    while (n > 0) {
+        ssize_t w = write(rq->upload_fd, data, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            rq->upload_status = 500;
+            snprintf(rq->upload_error, sizeof rq->upload_error, "cannot store the upload: %s", strerror(errno));
+            return;
+        }
+        data += w, n -= (size_t)w, rq->upload_bytes += (size_t)w;
+    }
+}
+
+static enum MHD_Result upload_end(struct MHD_Connection *c, Request *rq) {
+    if (rq->upload_status) return respond_error(c, rq->upload_status, "%s", rq->upload_error);
+    if (fsync(rq->upload_fd) != 0 || rename(rq->upload_tmp, rq->upload_final) != 0)
+        return respond_error(c, 500, "cannot store the upload");
+    close(rq->upload_fd);
+    rq->upload_fd = 0;
+    JsonBuf j;
+    json_init(&j);
+    json_object_begin(&j, NULL);
+    json_string(&j, "name", strrchr(rq->upload_final, '/') + 1);
+    json_int(&j, "bytes", (int64_t)rq->upload_bytes);
+    json_object_end(&j);
+    return respond_json(c, 201, &j);
+}
+
+/* ---- routing -------------------------------------------------------------------- */
+
+/* Splits "/api/projects/12/train" into at most 5 words. */
+static int split_path(const char *url, char words[5][64]) {
+    int n = 0;
+    const char *p = url;
+    while (*p == '/') p++;
+    while (*p && n < 5) {
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len >= 64) return -1;
+        memcpy(words[n], p, len);
+        words[n][len] = '\0';
+        n++;
+        p += len;
+        while (*p == '/') p++;
+    }
+    return *p ? -1 : n;
+}
+
+static int64_t parse_id(const char *s) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    return *s && !*end && v > 0 ? (int64_t)v : -1;
+}
+
+static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *method, char w[5][64], int n,
+                             Request *rq) {
+    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    JsonValue body = {0};
+    NfError err;
+    if ((post || strcmp(method, "PATCH") == 0) && rq->len > 0 && json_parse(rq->body, rq->len, &body, &err) != 0)
+        return respond_error(c, 400, "the body is not JSON: %s", err.message);
+    enum MHD_Result result;
+    int64_t id = n >= 3 ? parse_id(w[2]) : 0;
+    if (n == 2 && strcmp(w[1], "status") == 0 && get) result = api_status(srv, c);
+    else if (n == 2 && strcmp(w[1], "projects") == 0 && get) result = api_projects_list(srv, c);
+    else if (n == 2 && strcmp(w[1], "projects") == 0 && post) result = api_project_write(srv, c, 0, &body);
+    else if (n >= 3 && strcmp(w[1], "projects") == 0 && id > 0) {
+        ProjectRow p;
+        if (!store_project_get(&srv->store, id, &p)) result = respond_error(c, 404, "no project %lld", (long long)id);
+        else {
+            if (n == 3 && get) result = respond_project(srv, c, 200, id);
+            else if (n == 3 && strcmp(method, "PATCH") == 0) result = api_project_write(srv, c, id, &body);
+            else if (n == 3 && strcmp(method, "DELETE") == 0) result = api_project_delete(srv, c, id);
+            else if (n == 4 && strcmp(w[3], "runs") == 0 && get) result = api_runs_list(srv, c, id);
+            else if (n == 4 && post && strcmp(w[3], "train") == 0) result = api_train(srv, c, &p);
+            else if (n == 4 && post && strcmp(w[3], "tokenize") == 0) result = api_tokenize(srv, c, &p, &body);
+            else if (n == 4 && post && strcmp(w[3], "generate") == 0) result = api_generate(srv, c, &p, &body);
+            else if (n == 4 && post && strcmp(w[3], "export") == 0) result = api_export(srv, c, &p, &body);
+            else result = respond_error(c, 404, "no such endpoint");
+            project_row_free(&p);
+        }
+    } else if (n >= 3 && strcmp(w[1], "runs") == 0 && id > 0) {
+        if (n == 3 && get) result = respond_run(srv, c, 200, id);
+        else if (n == 4 && get && strcmp(w[3], "events") == 0) result = api_events(srv, c, id);
+        else if (n == 4 && get && strcmp(w[3], "download") == 0) result = api_download(srv, c, id);
+        else if (n == 4 && get && strcmp(w[3], "messages") == 0) {
+            const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
+            const char *type = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type");
+            RunRow r;
+            if (!store_run_get(&srv->store, id, &r)) result = respond_error(c, 404, "no run %lld", (long long)id);
+            else {
+                run_row_free(&r);
+                JsonBuf j;
+                json_init(&j);
+                json_array_begin(&j, NULL);
+                store_messages_json(&srv->store, id, since ? atoll(since) : 0, type, 100000, &j);
+                json_array_end(&j);
+                result = respond_json(c, 200, &j);
+            }
+        } else if (n == 4 && post && strcmp(w[3], "stop") == 0) {
+            if (runner_stop(&srv->runner, id) != 0) result = respond_error(c, 409, "run %lld is not active", (long long)id);
+            else result = respond_run(srv, c, 200, id);
+        } else if (n == 4 && post && strcmp(w[3], "resume") == 0) result = api_resume(srv, c, id);
+        else result = respond_error(c, 404, "no such endpoint");
+    } else
+        result = respond_error(c, 404, "no such endpoint");
+    json_value_free(&body);
+    return result;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    Server *srv = cls;
+    Request *rq = *con_cls;
+    char w[5][64];
+    int n = split_path(url, w);
+    bool api = n >= 1 && strcmp(w[0], "api") == 0;
+    bool is_upload = api && n == 4 && strcmp(w[1], "projects") == 0 && strcmp(w[3], "uploads") == 0 &&
+                     strcmp(method, "POST") == 0;
+    if (!rq) { /* first call: headers only */
+        if (!(rq = calloc(1, sizeof *rq))) return MHD_NO;
+        *con_cls = rq;
+        if (api && token_ok(srv, c) && is_upload)
+            upload_begin(srv, rq, parse_id(w[2]),
+                         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name"));
+        return MHD_YES;
+    }
+    if (*upload_size > 0) { /* body data */
+        if (is_upload && rq->upload_fd > 0) upload_data(rq, upload, *upload_size);
+        else if (!is_upload && !rq->too_large) {
+            if (rq->len + *upload_size > MAX_BODY) rq->too_large = true;
+            else {
+                char *grown = realloc(rq->body, rq->len + *upload_size + 1);
+                if (!grown) return MHD_NO;
+                rq->body = grown;
+                memcpy(rq->body + rq->len, upload, *upload_size);
+                rq->len += *upload_size;
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (!api) return strcmp(method, "GET") == 0 ? serve_static(srv, c, url) : respond_error(c, 405, "method not allowed");
+    if (!token_ok(srv, c)) return respond_error(c, 401, "a valid token is required: open the URL neuralforge serve printed");
+    if (n < 0) return respond_error(c, 404, "no such endpoint");
+    if (is_upload) return rq->upload_fd > 0 || rq->upload_status ? upload_end(c, rq) : respond_error(c, 500, "upload failed");
+    if (rq->too_large) return respond_error(c, 413, "request bodies are limited to 1 MiB");
+    return route(srv, c, method, w, n, rq);
+}
+
+/* ---- start and stop ------------------------------------------------------------- */
+
+int server_start(Server *srv, const char *host, int port, NfError *err) {
+    char path[MAX_PATH_LEN];
+    const char *subs[] = {"models", "tokenizers", "projects", "logs"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", srv->data_dir, subs[i]);
+        if (make_dirs(path) != 0) return nf_fail(err, NF_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    }
+    snprintf(path, sizeof path, "%s/nf.db", srv->data_dir);
+    if (store_open(&srv->store, path, err) != 0) return -1;
+    if (runner_init(&srv->runner, &srv->store, srv->data_dir, err) != 0) {
+        store_close(&srv->store);
+        return -1;
+    }
+    runner_recover(&srv->runner);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        store_close(&srv->store);
+        return nf_fail(err, NF_ERR_USAGE, "--host '%s' is not an IPv4 address", host);
+    }
+    srv->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC, (uint16_t)port,
+                                   NULL, NULL, handle, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                                   MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
+                                   (unsigned)256, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_END);
+    if (!srv->daemon) {
+        store_close(&srv->store);
+        return nf_fail(err, NF_ERR_IO, "cannot listen on %s:%d (in use?)", host, port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : (uint16_t)port;
+    return 0;
+}
+
+void server_stop(Server *srv) {
+    if (srv->daemon) MHD_quiesce_daemon(srv->daemon);
+    runner_shutdown(&srv->runner, 60);
+    if (srv->daemon) MHD_stop_daemon(srv->daemon);
+    store_close(&srv->store);
+}
