@@ -285,6 +285,17 @@ class Chart {
 
 const axis = (extra) => ({ stroke: '#555', grid: { stroke: '#eee' }, ticks: { stroke: '#ddd' }, ...extra });
 
+/** Short tick labels: 12k, 3.4M. */
+function compact(v) {
+  if (v == null) return '';
+  const a = Math.abs(v);
+  if (a >= 1e9) return `${+(v / 1e9).toPrecision(3)}G`;
+  if (a >= 1e6) return `${+(v / 1e6).toPrecision(3)}M`;
+  if (a >= 1e4) return `${+(v / 1e3).toPrecision(3)}k`;
+  return String(+v.toPrecision(4));
+}
+const compactValues = (u, vals) => vals.map(compact);
+
 // ---------------------------------------------------------------- state, routing
 
 const state = {
@@ -375,7 +386,7 @@ function updateNav() {
 async function loadStatus() {
   state.status = await api('GET', '/api/status');
   const s = state.status || {};
-  tid('server-info').textContent = `${s.version ? 'v' + s.version : ''}${s.active_runs ? ` · ${s.active_runs} active run${s.active_runs === 1 ? '' : 's'}` : ''}`;
+  tid('server-info').textContent = `${s.version || ''}${s.active_runs ? ` · ${s.active_runs} active run${s.active_runs === 1 ? '' : 's'}` : ''}`;
 }
 
 async function loadProjects() {
@@ -831,8 +842,8 @@ VIEWS.dashboard = (() => {
   }));
   const speedChart = new Chart(tid('chart-speed'), () => ({
     scales: { x: { time: false }, tok: {}, gf: {} },
-    axes: [axis({ label: 'step' }), axis({ label: 'tokens/s', scale: 'tok' }),
-      axis({ label: 'GFLOP/s', scale: 'gf', side: 1, grid: { show: false } })],
+    axes: [axis({ label: 'step' }), axis({ label: 'tokens/s', scale: 'tok', values: compactValues, size: 60 }),
+      axis({ label: 'GFLOP/s', scale: 'gf', side: 1, grid: { show: false }, values: compactValues, size: 60 })],
     series: [
       { label: 'step' },
       { label: 'tokens/s', stroke: '#16a34a', width: 1.5, scale: 'tok', points: { show: false } },
@@ -1320,8 +1331,10 @@ VIEWS.export = (() => {
       const fmt = (r.final && r.final.format) || argOf(r, '--format') || '?';
       const dtype = (r.final && r.final.dtype) || (fmt === 'gguf' ? argOf(r, '--dtype') : null);
       let file = '–';
-      if (r.status === 'done') {
-        const name = r.output || basename(r.final && r.final.output) || `export-${r.id}`;
+      if (r.status === 'done' && DIR_FORMATS.has(fmt)) {
+        file = h('span', { class: 'hint' }, `a directory: exports/${basename(r.output) || r.id} in the data directory`);
+      } else if (r.status === 'done') {
+        const name = basename(r.output) || basename(r.final && r.final.output) || `export-${r.id}`;
         file = h('a', { href: withToken(`${runPath(r.id)}/download`), download: name, testid: 'export-download' },
           `Download ${name}`);
       } else if (r.status === 'error') {

@@ -48,7 +48,7 @@ async function step(name, fn, { independent = false } = {}) {
     console.log(`PASS ${name}`);
   } catch (e) {
     failed++;
-    console.log(`FAIL ${name}: ${String(e && e.message || e).split('\n').slice(0, 6).join(' | ')}`);
+    console.log(`FAIL ${name}: ${String(e && e.message || e).split('\n').slice(0, 6).join(' | ').slice(0, 800)}`);
     if (!independent && !blocked) blocked = name;
     try { await shot(`FAIL-${name}`); } catch { /* no page */ }
   }
@@ -167,6 +167,17 @@ async function projectId() {
 // ------------------------------------------------------------------ steps
 
 const pageErrors = [];
+
+// Killed (a timeout in the runner, Ctrl-C): stop the server and its runs first.
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.once(sig, async () => {
+    console.log(`FAIL interrupted: got ${sig}`);
+    if (browser) await browser.close().catch(() => {});
+    await stopServer().catch(() => {});
+    fs.rmSync(tmp, { recursive: true, force: true });
+    process.exit(1);
+  });
+}
 
 async function main() {
   await step('serve_starts', startServer);
