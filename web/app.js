@@ -56,7 +56,7 @@ function fmtDuration(s) {
 
 /** A timestamp from the API as milliseconds: unix seconds or ms, ISO 8601, or SQLite's UTC "YYYY-MM-DD HH:MM:SS". */
 function parseTime(v) {
-  if (v == null || v === '') return null;
+  if (v == null || v === '' || v === 0) return null;  // serve writes 0 for "not yet"
   if (typeof v === 'number') return v > 1e11 ? v : v * 1000;
   if (/^\d+(\.\d+)?$/.test(v)) return parseTime(Number(v));
   if (/^\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?$/.test(v)) v = v.replace(' ', 'T') + 'Z';
@@ -69,6 +69,8 @@ function fmtTime(v) {
   if (t == null) return v == null ? '–' : String(v);
   return new Date(t).toLocaleString();
 }
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 function basename(p) {
   return typeof p === 'string' ? p.replace(/\/+$/, '').split('/').pop() : null;
@@ -295,6 +297,9 @@ function compact(v) {
   return String(+v.toPrecision(4));
 }
 const compactValues = (u, vals) => vals.map(compact);
+// Steps are integers: no 2.5 on the x axis.
+const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8].map((p) => m * p)).sort((a, b) => a - b);
+const stepAxis = () => axis({ label: 'step', incrs: STEP_INCRS });
 
 // ---------------------------------------------------------------- state, routing
 
@@ -460,11 +465,11 @@ VIEWS.projects = (() => {
       nameCell,
       h('td', {}, p.model || 'from scratch'),
       h('td', {}, p.tokenizer || 'builtin:bytes'),
-      h('td', {}, `${(p.uploads || []).length} uploads, ${(p.data || []).length} token files`),
+      h('td', {}, `${plural((p.uploads || []).length, 'upload')}, ${plural((p.data || []).length, 'token file')}`),
       h('td', {}, fmtTime(p.created_at)),
-      h('td', { class: 'row-actions' },
+      h('td', {}, h('div', { class: 'row-actions' },
         h('a', { class: 'button', href: `#/p/${encodeURIComponent(p.id)}/dashboard`, testid: 'project-open' }, 'Open'),
-        renameBtn, deleteBtn));
+        renameBtn, deleteBtn)));
 
     renameBtn.addEventListener('click', () => {
       const input = h('input', { value: p.name, maxlength: 100, testid: 'project-rename-input', 'aria-label': 'New name' });
@@ -762,6 +767,8 @@ class TrainState {
     this.error = null;
     this.done = null;
     this.init = null;
+    // One per process (init): its step time, and done's total_time_s once it ends.
+    this.segments = [];
   }
 
   add(m) {
@@ -771,11 +778,16 @@ class TrainState {
         this.total = m.total_steps;
         this.done = null;
         this.error = null;
+        this.segments.push({ stepMs: 0, time: null });
         break;
       case 'step': {
         // A resume from an older checkpoint repeats steps: drop what follows it.
-        while (this.steps.length && this.steps[this.steps.length - 1] >= m.step) {
-          for (const a of [this.steps, this.loss, this.ema, this.emaRaw, this.lr, this.tok, this.gflops, this.ms]) a.pop();
+        if (this.steps.length && this.steps[this.steps.length - 1] >= m.step) {
+          while (this.steps.length && this.steps[this.steps.length - 1] >= m.step) {
+            for (const a of [this.steps, this.loss, this.ema, this.emaRaw, this.lr, this.tok, this.gflops, this.ms]) a.pop();
+          }
+          const kept = this.loss.filter((x) => x != null);
+          this.best = kept.length ? Math.min(...kept) : null;
         }
         for (const k of [...this.val.keys()]) if (k >= m.step) this.val.delete(k);
         const loss = Number.isFinite(m.loss) ? m.loss : null;
@@ -790,6 +802,8 @@ class TrainState {
         this.tok.push(m.tok_s);
         this.gflops.push(Number.isFinite(m.tflops) ? m.tflops * 1000 : null);
         this.ms.push(m.ms);
+        if (!this.segments.length) this.segments.push({ stepMs: 0, time: null });
+        if (Number.isFinite(m.ms)) this.segments[this.segments.length - 1].stepMs += m.ms;
         if (m.total) this.total = m.total;
         if (loss != null && (this.best == null || loss < this.best)) this.best = loss;
         break;
@@ -807,6 +821,7 @@ class TrainState {
         break;
       case 'done':
         this.done = m;
+        if (this.segments.length && Number.isFinite(m.total_time_s)) this.segments[this.segments.length - 1].time = m.total_time_s;
         break;
       case 'error':
         this.error = m;
@@ -832,7 +847,7 @@ VIEWS.dashboard = (() => {
 
   const lossChart = new Chart(tid('chart-loss'), () => ({
     scales: { x: { time: false } },
-    axes: [axis({ label: 'step' }), axis({ label: 'loss' })],
+    axes: [stepAxis(), axis({ label: 'loss' })],
     series: [
       { label: 'step' },
       { label: 'loss', stroke: 'rgba(37,99,235,0.35)', width: 1, points: { show: false } },
@@ -842,7 +857,7 @@ VIEWS.dashboard = (() => {
   }));
   const speedChart = new Chart(tid('chart-speed'), () => ({
     scales: { x: { time: false }, tok: {}, gf: {} },
-    axes: [axis({ label: 'step' }), axis({ label: 'tokens/s', scale: 'tok', values: compactValues, size: 60 }),
+    axes: [stepAxis(), axis({ label: 'tokens/s', scale: 'tok', values: compactValues, size: 60 }),
       axis({ label: 'GFLOP/s', scale: 'gf', side: 1, grid: { show: false }, values: compactValues, size: 60 })],
     series: [
       { label: 'step' },
@@ -954,15 +969,23 @@ VIEWS.dashboard = (() => {
     renderCharts();
   }
 
-  /** Seconds of the run: from started_at to ended_at (or now), else the sum of the step times. */
+  /**
+   * Seconds of training over every process of the run (resumes included):
+   * each ended process's done.total_time_s (the sum of its step times if it
+   * vanished without one), and the running one's wall time since started_at.
+   */
   function elapsed(run, st) {
-    const t0 = parseTime(run.started_at || run.created_at);
-    if (t0 != null) {
-      const t1 = isActive(run) ? Date.now() : parseTime(run.ended_at);
-      if (t1 != null && t1 >= t0) return (t1 - t0) / 1000;
-    }
-    const sum = st.ms.reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
-    return st.ms.length ? sum / 1000 : null;
+    if (!st.segments.length) return null;
+    let total = 0;
+    st.segments.forEach((seg, i) => {
+      let t = seg.time != null ? seg.time : seg.stepMs / 1000;
+      if (i === st.segments.length - 1 && isActive(run) && seg.time == null) {
+        const t0 = parseTime(run.started_at);
+        if (t0) t = Math.max(t, (Date.now() - t0) / 1000);
+      }
+      total += t;
+    });
+    return total;
   }
 
   function renderCharts() {
@@ -1409,7 +1432,7 @@ VIEWS.history = (() => {
   let touched = false;
   const chart = new Chart(tid('history-chart'), () => ({
     scales: { x: { time: false } },
-    axes: [axis({ label: 'step' }), axis({ label: 'loss' })],
+    axes: [stepAxis(), axis({ label: 'loss' })],
     series: [{ label: 'step' }, ...runs.filter((r) => checked.has(String(r.id))).map((r, i) => ({
       label: `run ${r.id}`, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false },
     }))],

@@ -101,8 +101,8 @@ const big = path.join(tmp, 'big.txt');
 
 let server = null, serverErr = '', base = null, url = null, token = null, browser = null;
 
-async function startServer() {
-  server = spawn(BIN, ['serve', '--port', '0', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startServer(extra = []) {
+  server = spawn(BIN, ['serve', '--port', '0', '--data-dir', dataDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   server.stderr.on('data', (b) => { serverErr = (serverErr + b.toString()).slice(-4000); });
   const lines = readline.createInterface({ input: server.stdout });
   const exited = new Promise((resolve) => server.once('exit', (code, sig) => resolve({ code, sig })));
@@ -431,6 +431,36 @@ async function main() {
     await box.check();
     await waitFor(async () => (await attr('history-chart', 'data-series')) === '1', 'the curve again', 5000);
     await shot('history');
+  });
+
+  await step('interrupted_after_server_restart', async () => {
+    // The server dies (SIGKILL) while training; started again on the same data
+    // directory, it marks the run interrupted, and Resume goes on from the checkpoint.
+    await nav('dashboard');
+    await T('btn-resume').click();
+    await waitFor(async () => (await bannerStatus()) === 'running', 'the banner to say running', 20000);
+    const before = await currentRun();
+    const ckptStep = before.checkpoint.step;
+    await waitFor(async () => (await stepNow()) > ckptStep + 3, `step > ${ckptStep + 3}`, 60000);
+    const trainPid = (await currentRun()).pid;
+    const gone = new Promise((r) => server.once('exit', r));
+    server.kill('SIGKILL');
+    await gone;
+    // Its train process dies of the closed pipe at its next line; make sure.
+    await sleep(2000);
+    try { if (trainPid) process.kill(trainPid, 'SIGKILL'); } catch { /* already gone */ }
+    await startServer(['--token', token]);
+    await page.goto(`${url}#/p/${encodeURIComponent(before.project_id)}/dashboard`);  // a new port
+    await waitFor(async () => (await bannerStatus()) === 'interrupted', 'the banner to say interrupted', 15000);
+    assert(/Interrupted/.test(await text('status-text')), `banner: ${await text('status-text')}`);
+    assert(await T('btn-resume').isEnabled(), 'Resume is disabled on an interrupted run');
+    await shot('dashboard-interrupted');
+    await T('btn-resume').click();
+    await waitFor(async () => (await bannerStatus()) === 'running', 'running again', 20000);
+    const at = await stepNow();
+    await waitFor(async () => (await stepNow()) > at + 5, 'steps after the restart', 60000);
+    await T('btn-stop').click();
+    await waitFor(async () => (await bannerStatus()) === 'stopped', 'stopped', 30000);
   });
 
   await step('rename_and_delete_project', async () => {
