@@ -7,7 +7,6 @@
 // ---------------------------------------------------------------- helpers
 
 const tid = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
-const tids = (id, root = document) => [...root.querySelectorAll(`[data-testid="${id}"]`)];
 
 /** Builds an element: h('td', {testid: 'x', class: 'y', onclick: f}, 'text', child). */
 function h(tag, attrs, ...kids) {
@@ -1316,14 +1315,15 @@ VIEWS.data = (() => {
       render();
       const runs = await loadRuns();
       // The newest tokenize run of each upload (runs come newest first).
-      for (const r of runs.filter((x) => x.kind === 'tokenize').reverse()) {
-        const name = uploadOf(r);
-        if (!name) continue;
+      const newest = new Map();
+      for (const r of runs) {
+        const name = r.kind === 'tokenize' ? uploadOf(r) : null;
+        if (name && !newest.has(name)) newest.set(name, r);
+      }
+      for (const [name, r] of newest) {
         const w = watching.get(name);
-        if (!w || String(w.run.id) !== String(r.id) || (!isActive(r) && isActive(w.run))) {
-          if (w && String(w.run.id) === String(r.id) && w.stream && !w.stream.ended) { w.run = r; continue; }
-          watch(name, r);
-        }
+        if (w && String(w.run.id) === String(r.id) && w.stream && !w.stream.ended && !w.stream.closed) continue;
+        watch(name, r);
       }
       render();
     },
