@@ -36,10 +36,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# npm packages, at the versions package-lock.json pins, into tests/js/node_modules
+# npm packages, at the versions each package-lock.json pins: tests/js (the
+# tests' readers and playwright-core) and web (uPlot, served by `serve`)
 cd "$(dirname "$0")/.."
-if [ ! -f tests/js/node_modules/.package-lock.json ] ||
-   [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
-  echo "setup: installing the npm packages of tests/js" >&2
-  npm ci --prefix tests/js --no-audit --no-fund --loglevel=error >&2
-fi
+for dir in tests/js web; do
+  if [ ! -f $dir/node_modules/.package-lock.json ] ||
+     [ $dir/package-lock.json -nt $dir/node_modules/.package-lock.json ]; then
+    echo "setup: installing the npm packages of $dir" >&2
+    npm ci --prefix $dir --no-audit --no-fund --loglevel=error >&2
+  fi
+done
