@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "fileio.h"
 #include "json.h"
 #include "json_parse.h"
 #include "tokenizer.h"
@@ -171,6 +172,36 @@ static void list_dir_json(JsonBuf *j, const char *key, const char *dir, const ch
     json_array_end(j);
 }
 
+/* The project's token data: the sources ingest's manifest.json lists, with their counts; *total gets the tokens. */
+static void data_json(JsonBuf *j, const char *data_dir, int64_t *total) {
+    char path[MAX_PATH_LEN];
+    snprintf(path, sizeof path, "%s/manifest.json", data_dir);
+    MappedFile f;
+    JsonValue m = {0};
+    NfError err;
+    *total = 0;
+    json_array_begin(j, "data");
+    if (mapped_file_open(&f, path, "manifest", &err) == 0) {
+        if (json_parse((const char *)f.data, f.size, &m, &err) == 0) {
+            const JsonValue *sources = json_get(&m, "sources");
+            for (int i = 0; sources && sources->type == JV_ARRAY && i < sources->n; i++) {
+                const JsonValue *src = &sources->items[i], *name = json_get(src, "path"),
+                                *tokens = json_get(src, "tokens"), *masked = json_get(src, "masked_tokens");
+                if (!name || name->type != JV_STRING || !tokens || tokens->type != JV_NUMBER) continue;
+                json_object_begin(j, NULL);
+                json_string(j, "name", name->text);
+                json_int(j, "tokens", atoll(tokens->text));
+                json_int(j, "masked_tokens", masked && masked->type == JV_NUMBER ? atoll(masked->text) : 0);
+                json_object_end(j);
+                *total += atoll(tokens->text);
+            }
+        }
+        json_value_free(&m);
+        mapped_file_close(&f);
+    }
+    json_array_end(j);
+}
+
 static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     char dir[MAX_PATH_LEN];
     json_object_begin(j, NULL);
@@ -184,7 +215,9 @@ static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     project_dir(srv, p->id, "uploads", dir, sizeof dir);
     list_dir_json(j, "uploads", dir, NULL, false);
     project_dir(srv, p->id, "data", dir, sizeof dir);
-    list_dir_json(j, "data", dir, ".bin", true);
+    int64_t tokens;
+    data_json(j, dir, &tokens);
+    json_int(j, "tokens", tokens);
     json_object_end(j);
 }
 
@@ -230,6 +263,7 @@ static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
     raw_or_null(j, "last", store_message_latest(&srv->store, r->id, "step"));
     const char *final_type = strcmp(r->kind, "train") == 0      ? "done"
                              : strcmp(r->kind, "generate") == 0 ? "generate_done"
+                             : strcmp(r->kind, "tokenize") == 0 ? "ingest_done"
                                                                 : r->kind;
     raw_or_null(j, "final", store_message_latest(&srv->store, r->id, final_type));
     raw_or_null(j, "checkpoint", store_message_latest(&srv->store, r->id, "checkpoint"));
@@ -643,11 +677,12 @@ static enum MHD_Result api_train(Server *srv, struct MHD_Connection *c, const Pr
     char why[600], dir[MAX_PATH_LEN], ckpt[MAX_PATH_LEN + 64];
     if (project_has_active_train(srv, p->id)) return respond_error(c, 409, "this project is already training");
     project_dir(srv, p->id, "data", dir, sizeof dir);
-    DIR *d = opendir(dir);
-    bool has_data = false;
-    for (struct dirent *e; d && !has_data && (e = readdir(d));) has_data = ends_with(e->d_name, ".bin");
-    if (d) closedir(d);
-    if (!has_data) return respond_error(c, 409, "no token data yet: upload a text file and tokenize it");
+    JsonBuf scratch;
+    int64_t tokens;
+    json_init(&scratch);
+    data_json(&scratch, dir, &tokens);
+    json_free(&scratch);
+    if (tokens == 0) return respond_error(c, 409, "no token data yet: upload a text file and tokenize it");
     /* the run's id names its folder: the words are checked first, recorded after */
     Args a = {0};
     project_dir(srv, p->id, "runs", dir, sizeof dir);
@@ -674,26 +709,26 @@ static enum MHD_Result api_train(Server *srv, struct MHD_Connection *c, const Pr
     return respond_run(srv, c, 201, id);
 }
 
+/* Every upload of the project goes through ingest into data/ (incremental: unchanged files are not
+ * tokenized again), so train reads one manifest; JSONL prompts come with their loss masks. */
 static enum MHD_Result api_tokenize(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {
     const JsonValue *up = field(body, "upload", JV_STRING);
-    char in[MAX_PATH_LEN], out[MAX_PATH_LEN], tok[MAX_PATH_LEN];
+    char in[MAX_PATH_LEN], out[MAX_PATH_LEN], tok[MAX_PATH_LEN], file[MAX_PATH_LEN + 128];
     if (!up || !plain_name(up->text)) return respond_error(c, 400, "\"upload\" must name an uploaded file");
     project_dir(srv, p->id, "uploads", in, sizeof in);
-    snprintf(in + strlen(in), sizeof in - strlen(in), "/%s", up->text);
-    if (!is_file(in)) return respond_error(c, 404, "no upload '%s'", up->text);
-    if (!ends_with(up->text, ".txt") && !ends_with(up->text, ".md"))
-        return respond_error(c, 400, "\"upload\": only .txt and .md files are tokenized here");
+    snprintf(file, sizeof file, "%s/%s", in, up->text);
+    if (!is_file(file)) return respond_error(c, 404, "no upload '%s'", up->text);
     project_dir(srv, p->id, "data", out, sizeof out);
-    snprintf(out + strlen(out), sizeof out - strlen(out), "/%s.bin", up->text);
     tokenizer_path(srv, p->tokenizer, tok, sizeof tok);
     Args a = {0};
-    args_add(&a, "tokenize");
-    args_add(&a, "--input");
+    args_add(&a, "ingest");
+    args_add(&a, "--source");
     args_add(&a, in);
     args_add(&a, "--output");
     args_add(&a, out);
     args_add(&a, "--tokenizer");
     args_add(&a, tok);
+    args_add(&a, "--incremental");
     return launch(srv, c, p->id, "tokenize", &a, NULL);
 }
 
