@@ -18,13 +18,14 @@ static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},
     {"export", cmd_export, "write a checkpoint or model as a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
+    {"tokenizer-train", cmd_tokenizer_train, "learn a BPE tokenizer.bin (byte fallback) from text files"},
     {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},
 };
 
 static void print_usage(void) {
     fprintf(stderr, "usage: neuralforge <command> [flags]   (neuralforge <command> --help for its flags)\n\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        fprintf(stderr, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+        fprintf(stderr, "  %-15s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
 int main(int argc, char **argv) {
