@@ -75,6 +75,7 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
     TextSpan texts[ARG_LIST_MAX];
     TrainedVocab vocab = {0};
     AtomicFile file = {0};
+    Progress progress = {out, isatty(STDERR_FILENO) != 0, 0.0, -1};
     int status = 0;
     double start = nf_now_ms();
     uint64_t total = 0;
@@ -92,10 +93,10 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
     /* the output is created first, so a bad path fails before the work */
     if (atomic_file_open(&file, output, &err) != 0) goto fail;
 
-    Progress progress = {out, isatty(STDERR_FILENO) != 0, 0.0, -1};
     TokTrainOptions opt = {(int)vocab_size, coverage, on_progress, &progress};
-    if (tokenizer_train(texts, inputs.n, &opt, &vocab, &err) != 0) goto fail;
-    if (progress.tty) fputc('\n', stderr);
+    int rc = tokenizer_train(texts, inputs.n, &opt, &vocab, &err);
+    if (progress.tty) fputc('\n', stderr); /* end the progress line */
+    if (rc != 0) goto fail;
     if (trained_vocab_write(&vocab, &file, &err) != 0 || atomic_file_commit(&file, &err) != 0) goto fail;
     double ms = nf_now_ms() - start;
 

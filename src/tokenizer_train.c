@@ -685,12 +685,8 @@ static int bpe_merge(Bpe *b, uint32_t pair, int32_t c, NfError *err) {
 }
 
 /* Learns merges until the vocabulary has the target size or no pair is frequent enough. */
-static int bpe_learn(Bpe *b, Pieces *pieces, const TokTrainOptions *o, int characters, int *merges, NfError *err) {
-    TokTrainProgress prog = {.phase = TOKTRAIN_MERGING,
-                             .merges_max = o->vocab_size - TOKTRAIN_FIXED_PIECES - characters,
-                             .vocab_size = (int)pieces->n,
-                             .target = o->vocab_size};
-    report(o, &prog);
+static int bpe_learn(Bpe *b, Pieces *pieces, const TokTrainOptions *o, TokTrainProgress *prog, int *merges,
+                     NfError *err) {
     char merged[4 * TOKTRAIN_MAX_PIECE_CHARS];
     while ((int)pieces->n < o->vocab_size) {
         int64_t best = bpe_best(b, err);
@@ -718,9 +714,9 @@ static int bpe_learn(Bpe *b, Pieces *pieces, const TokTrainOptions *o, int chara
         }
         if (bpe_merge(b, (uint32_t)best, c, err) != 0) return -1;
         if (existing < 0) {
-            prog.merges = *merges;
-            prog.vocab_size = (int)pieces->n;
-            report(o, &prog);
+            prog->merges = *merges;
+            prog->vocab_size = (int)pieces->n;
+            report(o, prog);
         }
     }
     return 0;
@@ -756,10 +752,15 @@ int tokenizer_train(const TextSpan *texts, int n_texts, const TokTrainOptions *o
     if (pieces_add_fixed(&pieces, err) != 0) goto done;
     if (choose_characters(&words, opt, &chars, &char_id, &pieces, &v->dropped_characters, err) != 0) goto done;
     v->characters = (int)pieces.n - TOKTRAIN_FIXED_PIECES;
+    TokTrainProgress prog = {.phase = TOKTRAIN_MERGING,
+                             .merges_max = opt->vocab_size - (int)pieces.n,
+                             .vocab_size = (int)pieces.n,
+                             .target = opt->vocab_size};
+    report(opt, &prog);
     if ((int)pieces.n < opt->vocab_size) {
         if (bpe_init(&bpe, &words, &chars, char_id, err) != 0) goto done;
         strtab_free(&words); /* the words live on as symbol arrays */
-        if (bpe_learn(&bpe, &pieces, opt, v->characters, &v->merges, err) != 0) goto done;
+        if (bpe_learn(&bpe, &pieces, opt, &prog, &v->merges, err) != 0) goto done;
     }
 
     /* Hand the pieces over with their final ids and scores: the merges in the

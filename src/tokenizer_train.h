@@ -86,7 +86,7 @@ typedef struct {
     int max_token_length;    /* longest piece in bytes */
     uint64_t bytes;          /* input bytes read */
     uint64_t words;          /* distinct words counted */
-    unsigned char *blob;     /* every piece's bytes, back to back (a space, not U+2581) */
+    unsigned char *blob;     /* every piece's bytes (a space, not U+2581), where piece_start says */
     uint32_t *piece_start;   /* (vocab_size) offset of each piece in blob */
     uint32_t *piece_len;     /* (vocab_size) length in bytes */
     float *scores;           /* (vocab_size) 0 for ids < 259, then -(id - 259) */

@@ -169,6 +169,25 @@ static void test_whole_words_encode_as_one_piece_each(void **state) {
     free(text);
 }
 
+static void test_ties_go_to_the_earlier_pieces_and_single_pairs_never_merge(void **state) {
+    (void)state;
+    /* " ab" and " cd" 10 times each: every pair occurs 10 times. Ids: space 259
+     * (21 with the dummy prefix), then a, b, c, d (10 each, by their bytes). */
+    size_t n;
+    char *text = repeat("ab cd ", 10, &n);
+    text = realloc(text, n + 16);
+    memcpy(text + n, "only", 4); /* its pairs occur once: never merged */
+    n += 4;
+    TokTrainOptions o = options(400);
+    TrainedVocab v;
+    train_ok(text, n, &o, &v);
+    const char *want[] = {" ", "a", "b", "c", "d", "l", "n", "o", "y", " a", " c", " ab", " cd"};
+    assert_int_equal(v.vocab_size, TOKTRAIN_FIXED_PIECES + 13);
+    for (int i = 0; i < 13; i++) assert_true(piece_is(&v, TOKTRAIN_FIXED_PIECES + i, want[i]));
+    trained_vocab_free(&v);
+    free(text);
+}
+
 static void test_runs_of_spaces_give_whitespace_pieces(void **state) {
     (void)state;
     size_t n;
@@ -448,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_layout_and_scores),
         cmocka_unit_test(test_pieces_never_span_a_space_or_a_class_boundary),
         cmocka_unit_test(test_whole_words_encode_as_one_piece_each),
+        cmocka_unit_test(test_ties_go_to_the_earlier_pieces_and_single_pairs_never_merge),
         cmocka_unit_test(test_runs_of_spaces_give_whitespace_pieces),
         cmocka_unit_test(test_long_runs_are_capped_at_16_characters),
         cmocka_unit_test(test_invalid_utf8_and_u2581_read_as_the_encoder_reads_them),
