@@ -104,8 +104,9 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
            vocab.vocab_size, vocab.characters, vocab.merges, (unsigned long long)vocab.bytes,
            (unsigned long long)vocab.words, ms);
     if (vocab.vocab_size < vocab_size)
-        nf_log("tokenizer-train: stopped at %d of %d pieces: no pair of pieces occurs twice any more",
-               vocab.vocab_size, (int)vocab_size);
+        nf_log("tokenizer-train: stopped at %d of %d pieces: no pair that occurs twice (and makes a piece of at most %d "
+               "characters) is left to merge",
+               vocab.vocab_size, (int)vocab_size, TOKTRAIN_MAX_PIECE_CHARS);
     if (vocab.dropped_characters > 0)
         nf_log("tokenizer-train: %d rare characters have no piece and fall back to bytes", vocab.dropped_characters);
 
