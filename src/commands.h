@@ -10,6 +10,7 @@ int cmd_generate(int argc, char **argv, NfOut *out);
 int cmd_info(int argc, char **argv, NfOut *out);
 int cmd_tokenize(int argc, char **argv, NfOut *out);
 int cmd_ingest(int argc, char **argv, NfOut *out);
+int cmd_tokenizer_train(int argc, char **argv, NfOut *out);
 int cmd_train(int argc, char **argv, NfOut *out);
 int cmd_eval(int argc, char **argv, NfOut *out);
 int cmd_export(int argc, char **argv, NfOut *out);

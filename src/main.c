@@ -21,13 +21,14 @@ static const Command COMMANDS[] = {
     {"import", cmd_import, "read a GGUF or Hugging Face Llama model into a llama2.c model file"},
     {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
     {"ingest", cmd_ingest, "turn a tree of .txt/.md/.csv/.jsonl files into token shards, loss masks and a manifest"},
+    {"tokenizer-train", cmd_tokenizer_train, "learn a BPE tokenizer.bin (byte fallback) from text files"},
     {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},
 };
 
 static void print_usage(void) {
     fprintf(stderr, "usage: neuralforge <command> [flags]   (neuralforge <command> --help for its flags)\n\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        fprintf(stderr, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+        fprintf(stderr, "  %-15s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
 int main(int argc, char **argv) {
