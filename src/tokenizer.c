@@ -215,35 +215,17 @@ int token_list_push(TokenList *l, int id, NfError *err) {
 
 /* ---- encoding ----------------------------------------------------------------- */
 
-/* SentencePiece's normalization for these models: a dummy-prefix space, U+2581
- * read as the space it stands for, and invalid UTF-8 replaced by U+FFFD. */
+/* The text the encoder works on: the dummy-prefix space, then the text's
+ * bytes unchanged. An invalid UTF-8 byte stays a symbol of its own (byte
+ * fallback, as llama2.c's run.c does) and U+2581 stays itself, so every byte
+ * sequence decodes back to itself; SentencePiece instead reads them as U+FFFD
+ * and a space, which loses the bytes (docs/formats.md, Encoding). */
 static char *normalize(const char *text, size_t n, size_t *out_len, NfError *err) {
-    size_t cap;
-    if (!nf_mul_size(n, 3, &cap)) {
-        nf_fail(err, NF_ERR_MEMORY, "text too large");
-        return NULL;
-    }
-    char *out = nf_alloc(cap + 2, err);
+    char *out = nf_alloc(n + 2, err);
     if (!out) return NULL;
-    size_t o = 0;
-    out[o++] = ' ';
-    const unsigned char *s = (const unsigned char *)text;
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_valid_len(s + i, n - i);
-        if (len == 0) {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i += 1;
-        } else if (len == 3 && s[i] == 0xE2 && s[i + 1] == 0x96 && s[i + 2] == 0x81) {
-            out[o++] = ' ';
-            i += 3;
-        } else {
-            memcpy(out + o, s + i, len);
-            o += len;
-            i += len;
-        }
-    }
-    *out_len = o;
+    out[0] = ' ';
+    memcpy(out + 1, text, n);
+    *out_len = n + 1;
     return out;
 }
 
@@ -324,10 +306,11 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, b
         Symbol *sym = nf_alloc_array(norm_len, sizeof(Symbol), err);
         Heap heap = {0};
         int rc = sym ? 0 : -1;
-        /* one symbol per UTF-8 character (the normalized text is valid UTF-8) */
+        /* one symbol per UTF-8 character, and per byte that is not part of one */
         int n_sym = 0;
         for (size_t i = 0; rc == 0 && i < norm_len; n_sym++) {
-            uint32_t len = (uint32_t)utf8_lead_len((unsigned char)norm[i]);
+            uint32_t len = (uint32_t)utf8_valid_len((const unsigned char *)norm + i, norm_len - i);
+            if (len == 0) len = 1;
             sym[n_sym] = (Symbol){(uint32_t)i, len, n_sym - 1, -1, tokenizer_find(t, norm + i, len)};
             if (n_sym > 0) sym[n_sym - 1].next = n_sym;
             i += len;

@@ -1,5 +1,7 @@
 /* tokenizer.h — llama2.c's tokenizer.bin and an encoder that produces
- * exactly SentencePiece's ids for BPE vocabularies with byte fallback.
+ * SentencePiece's ids for BPE vocabularies with byte fallback (on valid
+ * UTF-8 without U+2581; unlike SentencePiece, it keeps invalid bytes and
+ * U+2581, so every byte sequence decodes back to itself).
  *
  * File: int32 max_token_length, then per piece: float32 score, int32 length,
  * length bytes (SentencePiece's "▁" already replaced by a space). The piece
@@ -7,7 +9,8 @@
  * llama2.c; pieces spelled <0xXX> are the 256 byte-fallback pieces.
  *
  * Encoding: a space is prepended (SentencePiece's dummy prefix), the text is
- * split into UTF-8 characters, and adjacent symbols are merged best score
+ * split into UTF-8 characters (a byte outside any valid character is a
+ * symbol of its own), and adjacent symbols are merged best score
  * first (ties: leftmost) while the merged string is a vocabulary piece.
  * What is left unmatched falls back to its bytes. A heap keeps this
  * O(n log n) in the text length. */

@@ -226,12 +226,17 @@ static void report(const TokTrainOptions *o, TokTrainProgress *p) {
     if (o->progress) o->progress(o->progress_ctx, p);
 }
 
-/* Normalizes each text as tokenizer_encode does and counts its words. */
+/* Bytes of the character at s: a UTF-8 character, or one byte that is not part of one (as the encoder splits). */
+static size_t char_len(const char *s, size_t n) {
+    size_t len = utf8_valid_len((const unsigned char *)s, n);
+    return len ? len : 1;
+}
+
+/* Reads each text as tokenizer_encode does and counts its words. */
 static int count_words(const TextSpan *texts, int n_texts, uint64_t total, const TokTrainOptions *o, StrTable *words,
                        NfError *err) {
     Splitter sp = {.words = words, .cls = CLS_NONE};
     TokTrainProgress p = {.phase = TOKTRAIN_COUNTING, .bytes_total = total, .target = o->vocab_size};
-    static const unsigned char REPLACEMENT[3] = {0xEF, 0xBF, 0xBD};
     report(o, &p);
     for (int t = 0; t < n_texts; t++) {
         const unsigned char *s = texts[t].data;
@@ -242,20 +247,12 @@ static int count_words(const TextSpan *texts, int n_texts, uint64_t total, const
             size_t len = utf8_valid_len(s + i, n - i);
             const unsigned char *c = s + i;
             uint32_t cp;
-            if (len == 0) { /* an invalid byte reads as U+FFFD */
-                c = REPLACEMENT;
-                len = 3;
+            if (len == 0) { /* an invalid byte is a character of its own, classed as U+FFFD would be */
+                len = 1;
                 cp = 0xFFFD;
-                i += 1;
-            } else {
+            } else
                 cp = decode_cp(c, len);
-                i += len;
-                if (cp == 0x2581) { /* U+2581 reads as the space it stands for */
-                    c = (const unsigned char *)" ";
-                    len = 1;
-                    cp = ' ';
-                }
-            }
+            i += len;
             if (splitter_char(&sp, (const char *)c, len, char_class(cp), err) != 0) return -1;
             if (i >= next_report) {
                 p.bytes_done += REPORT_EVERY_BYTES;
@@ -355,7 +352,7 @@ static int choose_characters(const StrTable *words, const TokTrainOptions *o, St
     for (uint32_t w = 0; w < words->n; w++) {
         const char *s = strtab_key(words, w);
         for (uint32_t i = 0; i < words->key_len[w];) {
-            size_t len = utf8_lead_len((unsigned char)s[i]);
+            size_t len = char_len(s + i, words->key_len[w] - i);
             if (strtab_add(chars, s + i, len, words->value[w], err) < 0) return -1;
             total += words->value[w];
             i += (uint32_t)len;
@@ -594,7 +591,7 @@ static int bpe_init(Bpe *b, const StrTable *words, const StrTable *chars, const 
             int32_t id = -1;
             size_t len = 1;
             if (i < words->key_len[w]) {
-                len = utf8_lead_len((unsigned char)s[i]);
+                len = char_len(s + i, words->key_len[w] - i);
                 id = char_id[strtab_find(chars, s + i, len, hash_bytes(s + i, len))];
             }
             if (id >= 0) {

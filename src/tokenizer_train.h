@@ -14,8 +14,8 @@
  *   training).
  *
  * Training works on words, not on the raw text: the text is normalized the
- * way the encoder normalizes it (a dummy-prefix space at the start of each
- * input, U+2581 read as a space, each invalid UTF-8 byte read as U+FFFD) and
+ * way the encoder reads it (a dummy-prefix space at the start of each
+ * input; each invalid UTF-8 byte a character of its own) and
  * cut into words; identical words are counted once with their count. A word
  * is one leading space (if any) and a run of characters of one class
  * (letters, digits, punctuation and symbols, or control characters such as

@@ -3,8 +3,8 @@
  * layout (ids 0-2 <unk>, "\n<s>\n", "\n</s>\n", then the 256 "<0xXX>" byte
  * pieces at ids 3..258, then normal pieces) to check: merges take the
  * highest score and the leftmost pair on ties, the dummy-prefix space, byte
- * fallback for characters outside the vocabulary, invalid UTF-8 read as
- * U+FFFD, BOS/EOS, empty text, decode(encode(x)) == x, and
+ * fallback for characters outside the vocabulary, invalid UTF-8 kept as its
+ * own bytes, BOS/EOS, empty text, decode(encode(x)) == x, and
  * tokenizer_decode_piece's leading-space and byte-piece rules. Every kind of
  * corrupt file must fail with NF_ERR_TOKENIZER. The real tok512.bin and the
  * Llama 2 tokenizer are checked for their shape, for known ids (from
@@ -204,28 +204,29 @@ static void test_byte_fallback_for_unknown_characters(void **state) {
     tokenizer_free(&t);
 }
 
-static void test_invalid_utf8_becomes_replacement_character(void **state) {
+static void test_invalid_utf8_falls_back_to_its_own_bytes(void **state) {
     (void)state;
     Tokenizer t;
     load_synthetic(&t, BASE, N_BASE);
-    ASSERT_IDS(&t, "a\xff", SP_A, BYTE_ID(0xef), BYTE_ID(0xbf), BYTE_ID(0xbd));
-    /* a truncated 2-byte character before ASCII: one U+FFFD, then the letter */
-    ASSERT_IDS(&t, "\xc3" "b", SP, BYTE_ID(0xef), BYTE_ID(0xbf), BYTE_ID(0xbd), B);
+    /* as llama2.c's run.c: the byte itself, so decoding gives it back (SentencePiece would say U+FFFD) */
+    ASSERT_IDS(&t, "a\xff", SP_A, BYTE_ID(0xff));
+    /* a truncated 2-byte character before ASCII: its byte, then the letter */
+    ASSERT_IDS(&t, "\xc3" "b", SP, BYTE_ID(0xc3), B);
     tokenizer_free(&t);
 
-    /* when U+FFFD is itself a piece, it is used whole */
+    /* U+FFFD as a piece is not used for invalid bytes */
     const PieceDef defs[] = {{" ", -1}, {"\xef\xbf\xbd", -1}};
     load_synthetic(&t, defs, 2);
-    ASSERT_IDS(&t, "\x80\x80", FIRST_NORMAL, FIRST_NORMAL + 1, FIRST_NORMAL + 1);
+    ASSERT_IDS(&t, "\x80\x80", FIRST_NORMAL, BYTE_ID(0x80), BYTE_ID(0x80));
     tokenizer_free(&t);
 }
 
-static void test_lower_one_eighths_block_reads_as_space(void **state) {
+static void test_lower_one_eighths_block_is_kept(void **state) {
     (void)state;
     Tokenizer t;
     load_synthetic(&t, BASE, N_BASE);
-    /* U+2581 is SentencePiece's space marker: "\u2581a" encodes like " a" */
-    ASSERT_IDS(&t, "\xe2\x96\x81" "a", SP, SP_A);
+    /* U+2581 is a character like any other (SentencePiece reads it as a space, which loses it) */
+    ASSERT_IDS(&t, "\xe2\x96\x81" "a", SP, BYTE_ID(0xe2), BYTE_ID(0x96), BYTE_ID(0x81), A);
     tokenizer_free(&t);
 }
 
@@ -607,9 +608,9 @@ static void test_llama2_known_ids(void **state) {
     /* ids from SentencePiece with llama2_tokenizer.model */
     ASSERT_IDS(&t, "Once upon a time", 9038, 2501, 263, 931);
     ASSERT_IDS(&t, "ab ab ab ", 633, 633, 633, 29871);
-    /* an invalid byte is read as U+FFFD, a piece of its own (30140) */
-    ASSERT_IDS(&t, "hello\xff", 22172, 30140);
-    ASSERT_IDS(&t, "a\xff" "b", 263, 30140, 29890);
+    /* an invalid byte is its byte piece <0xFF> (258), not U+FFFD (30140) as in SentencePiece */
+    ASSERT_IDS(&t, "hello\xff", 22172, 258);
+    ASSERT_IDS(&t, "a\xff" "b", 263, 258, 29890);
     tokenizer_free(&t);
 }
 
@@ -650,8 +651,8 @@ int main(void) {
         cmocka_unit_test(test_score_ties_merge_leftmost),
         cmocka_unit_test(test_merge_through_symbol_not_in_vocab),
         cmocka_unit_test(test_byte_fallback_for_unknown_characters),
-        cmocka_unit_test(test_invalid_utf8_becomes_replacement_character),
-        cmocka_unit_test(test_lower_one_eighths_block_reads_as_space),
+        cmocka_unit_test(test_invalid_utf8_falls_back_to_its_own_bytes),
+        cmocka_unit_test(test_lower_one_eighths_block_is_kept),
         cmocka_unit_test(test_control_and_byte_pieces_never_match_text),
         cmocka_unit_test(test_byte_piece_table),
         cmocka_unit_test(test_bos_and_eos),
