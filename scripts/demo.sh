@@ -2,7 +2,8 @@
 # The main job, end to end, on the built-in default:
 #   1. a real corpus installed from Debian: the `fortunes` package (~2.7 MB of text),
 #   2. tokenized with the built-in byte-level vocabulary (no files needed),
-#   3. a small LLaMA trained from scratch for about a minute, with live progress,
+#   3. a small LLaMA trained from scratch for about a minute, through the dashboard's
+#      server (`neuralforge serve`, as the browser drives it), with live progress,
 #   4. evaluated over the whole corpus (the `val` lines of training measure the held-out 5 %),
 #      exported as a llama2.c model, and sampled.
 # NDJSON from every command goes to out/demo/*.ndjson; the terminal shows what a
@@ -28,12 +29,11 @@ done > "$OUT/fortunes.txt"
 $NF tokenize --input "$OUT/fortunes.txt" --output "$OUT/fortunes.bin" --tokenizer builtin:bytes \
   | tee "$OUT/tokenize.ndjson"
 
-step "train from scratch: 4 layers, dim 128, byte-level, $STEPS steps of 16 x 128 tokens"
-$NF train --init --dim 128 --n-layers 4 --n-heads 4 --vocab-size 259 --seq-len 256 \
-  --data "$OUT/fortunes.bin" --val-split 0.05 --val-every 100 --val-batches 10 \
-  --steps "$STEPS" --batch 16 --seq 128 --lr 3e-3 --warmup 30 --lr-min 3e-4 \
-  --ckpt "$OUT/model.ckpt" --ckpt-every 100 > "$OUT/train.ndjson"
-grep -E '"type":"(val|done)"' "$OUT/train.ndjson" >&2
+step "train from scratch through the dashboard: 4 layers, dim 128, byte-level, $STEPS steps of 16 x 128 tokens"
+rm -rf "$OUT/dashboard"
+CKPT=$(/usr/bin/python3 scripts/demo_dashboard.py "$NF" "$OUT/dashboard" "$OUT/fortunes.txt" "$OUT/train.ndjson" "$STEPS")
+cp "$CKPT" "$OUT/model.ckpt"
+read -r PROJECT RUN < "$OUT/train.ndjson.ids"
 
 step "evaluate the checkpoint: mean loss over evenly spaced windows of the corpus"
 $NF eval --ckpt "$OUT/model.ckpt" --data "$OUT/fortunes.bin" --batch 8 --seq 128 --batches 10 \
@@ -47,3 +47,4 @@ $NF generate --model "$OUT/model.bin" --tokenizer builtin:bytes --prompt "The me
   --temperature 0.8 --top-p 0.9 --seed 7 --max-tokens 300 --text
 
 step "done: checkpoint $OUT/model.ckpt, model $OUT/model.bin (tokenizer: builtin:bytes), logs in $OUT/"
+echo "Watch this run in the dashboard: $NF serve --data-dir $OUT/dashboard, then open the URL it prints (project 'fortunes' #$PROJECT, run #$RUN)." >&2

@@ -54,12 +54,6 @@ static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, i
     return 0;
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t len = strlen(dir) + strlen(name) + 2;
-    char *full = malloc(len);
-    if (full) snprintf(full, len, "%s/%s", dir, name);
-    return full;
-}
 
 static int compare_data_files(const void *a, const void *b) {
     return strcmp(((const DataFile *)a)->path, ((const DataFile *)b)->path);
@@ -75,9 +69,9 @@ static int expand_manifest(const char *path, DataFiles *l, NfError *err) {
     for (int i = 0; rc == 0 && i < m.n_shards; i++) {
         const ManifestShard *s = &m.shards[i];
         char *mask = NULL;
-        if (s->mask && !(mask = join(path, s->mask))) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        if (s->mask && !(mask = nf_path_join(path, s->mask))) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
         if (rc == 0)
-            rc = add_file(l, join(path, s->file), mask, (int64_t)s->tokens, (int64_t)s->masked_tokens, path, err);
+            rc = add_file(l, nf_path_join(path, s->file), mask, (int64_t)s->tokens, (int64_t)s->masked_tokens, path, err);
     }
     manifest_free(&m);
     return rc;
@@ -97,7 +91,7 @@ static int expand_path(const char *path, DataFiles *l, NfError *err) {
         int rc = 0;
         while (rc == 0 && (e = readdir(dir)) != NULL) {
             if (e->d_name[0] == '.') continue;
-            char *full = join(path, e->d_name);
+            char *full = nf_path_join(path, e->d_name);
             if (!full) {
                 rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
                 break;

@@ -248,12 +248,6 @@ static int write_text(const char *path, const char *text, size_t n, uint64_t *by
     return atomic_file_commit(&f, err);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
 
 int export_safetensors(const char *dir, const ModelConfig *c, const float *params, ExportStats *st, NfError *err) {
     if (ensure_dir(dir, err) != 0) return -1;
@@ -261,7 +255,7 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     LlamaTensor *t = nf_alloc_array((size_t)count, sizeof *t, err);
     StOutTensor *out = t ? nf_alloc_array((size_t)count, sizeof *out, err) : NULL;
     Owned owned = {0};
-    char *model_path = join(dir, "model.safetensors"), *config_path = join(dir, "config.json");
+    char *model_path = nf_path_join(dir, "model.safetensors"), *config_path = nf_path_join(dir, "config.json");
     if (!t || !out || !model_path || !config_path) {
         rc = t && out ? nf_fail(err, NF_ERR_MEMORY, "out of memory") : -1;
         goto done;
@@ -370,7 +364,7 @@ int export_peft(const char *dir, const ModelConfig *c, const Lora *lora, const c
     StOutTensor *out = t ? nf_alloc_array(2 * (size_t)count, sizeof *out, err) : NULL;
     char(*names)[128] = out ? nf_alloc_array(2 * (size_t)count, sizeof *names, err) : NULL;
     Owned owned = {0};
-    char *model_path = join(dir, "adapter_model.safetensors"), *config_path = join(dir, "adapter_config.json");
+    char *model_path = nf_path_join(dir, "adapter_model.safetensors"), *config_path = nf_path_join(dir, "adapter_config.json");
     if (!names || !model_path || !config_path) {
         rc = names ? nf_fail(err, NF_ERR_MEMORY, "out of memory") : -1;
         goto done;

@@ -229,12 +229,6 @@ static int json_int_field(const JsonValue *cfg, const char *key, int *out, bool 
     return 0;
 }
 
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
 
 /* A shard name from the index must be a plain file name inside the directory. */
 static bool plain_file_name(const char *s) {
@@ -244,7 +238,7 @@ static bool plain_file_name(const char *s) {
 #define MAX_SHARDS 256
 
 static int import_safetensors(const char *dir, ModelConfig *c, float **params, ImportInfo *info, NfError *err) {
-    char *config_path = path_join(dir, "config.json"), *index_path = path_join(dir, "model.safetensors.index.json");
+    char *config_path = nf_path_join(dir, "config.json"), *index_path = nf_path_join(dir, "model.safetensors.index.json");
     StFile shards[MAX_SHARDS];
     char *shard_names[MAX_SHARDS];
     int n_shards = 0, rc = -1;
@@ -334,14 +328,14 @@ static int import_safetensors(const char *dir, ModelConfig *c, float **params, I
                 nf_fail(err, NF_ERR_MODEL, "'%s' lists more than %d shards", index_path, MAX_SHARDS);
                 goto done;
             }
-            char *shard_path = path_join(dir, file->text);
+            char *shard_path = nf_path_join(dir, file->text);
             int opened = shard_path ? st_open(&shards[n_shards], shard_path, err) : -1;
             free(shard_path);
             if (opened != 0) goto done;
             shard_names[n_shards++] = file->text;
         }
     } else {
-        char *model_path = path_join(dir, "model.safetensors");
+        char *model_path = nf_path_join(dir, "model.safetensors");
         int opened = model_path ? st_open(&shards[0], model_path, err) : -1;
         free(model_path);
         if (opened != 0) goto done;

@@ -29,12 +29,6 @@ const char *ingest_status_name(IngestStatus s) {
     return "?";
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
 
 /* ---- the source tree ------------------------------------------------------- */
 
@@ -87,7 +81,7 @@ static int walk(SourceList *l, const char *dir_full, const char *dir_rel, int de
     struct dirent *e;
     while (rc == 0 && (e = readdir(dir)) != NULL) {
         if (e->d_name[0] == '.') continue; /* hidden files and directories, . and .. */
-        char *full = join(dir_full, e->d_name), *rel = dir_rel ? join(dir_rel, e->d_name) : strdup(e->d_name);
+        char *full = nf_path_join(dir_full, e->d_name), *rel = dir_rel ? nf_path_join(dir_rel, e->d_name) : strdup(e->d_name);
         struct stat st;
         if (!full || !rel) {
             free(full);
@@ -188,7 +182,7 @@ static int scan_output(const char *out, bool has_manifest, int64_t *max_generati
 /* One ingest at a time per output directory: a write lock on .ingest.lock,
  * released when the process ends. Returns the lock's descriptor. */
 static int lock_output(const char *out, NfError *err) {
-    char *path = join(out, INGEST_LOCK_NAME);
+    char *path = nf_path_join(out, INGEST_LOCK_NAME);
     if (!path) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     int fd = open(path, O_RDWR | O_CREAT, 0644);
     free(path);
@@ -214,7 +208,7 @@ static void remove_unlisted(const char *out, const Manifest *m) {
         for (int i = 0; i < m->n_shards && !listed; i++)
             listed = strcmp(m->shards[i].file, name) == 0 || (m->shards[i].mask && strcmp(m->shards[i].mask, name) == 0);
         if (listed) continue;
-        char *path = join(out, name);
+        char *path = nf_path_join(out, name);
         if (path) unlink(path);
         free(path);
     }
@@ -255,7 +249,7 @@ static int packer_flush(Packer *p, NfError *err) {
 static int packer_open(Packer *p, NfError *err) {
     if (p->n_shards >= 99999) return nf_fail(err, NF_ERR_DATA, "more than 99999 shards: raise --max-shard-mb");
     char *tn = shard_name(p->generation, p->n_shards, "bin"), *mn = shard_name(p->generation, p->n_shards, "mask");
-    char *tp = tn ? join(p->dir, tn) : NULL, *mp = mn ? join(p->dir, mn) : NULL;
+    char *tp = tn ? nf_path_join(p->dir, tn) : NULL, *mp = mn ? nf_path_join(p->dir, mn) : NULL;
     int rc = tp && mp ? 0 : nf_fail(err, NF_ERR_MEMORY, "out of memory");
     if (rc == 0 && atomic_file_open(&p->tok, tp, err) != 0) rc = -1;
     if (rc == 0 && atomic_file_open(&p->mask, mp, err) != 0) {
@@ -379,7 +373,7 @@ static void packer_discard(Packer *p) {
     for (int i = 0; i < p->n_shards; i++) {
         const char *names[2] = {p->shards[i].file, p->shards[i].mask};
         for (int k = 0; k < 2; k++) {
-            char *path = names[k] ? join(p->dir, names[k]) : NULL;
+            char *path = names[k] ? nf_path_join(p->dir, names[k]) : NULL;
             if (path) unlink(path);
             free(path);
         }
@@ -416,7 +410,7 @@ static int old_run_map(OldRun *o, const char *out, NfError *err) {
         return -1;
     for (int i = 0; i < n; i++) {
         const ManifestShard *s = &o->m.shards[i];
-        char *tp = join(out, s->file), *mp = s->mask ? join(out, s->mask) : NULL;
+        char *tp = nf_path_join(out, s->file), *mp = s->mask ? nf_path_join(out, s->mask) : NULL;
         NfError ignored;
         bool ok = tp && mapped_file_open(&o->tok[i], tp, "shard", &ignored) == 0 && o->tok[i].size == 2 * s->tokens;
         if (ok && s->mask)

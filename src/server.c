@@ -410,48 +410,41 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
     return 0;
 }
 
-/* The newest train run of a project that left a checkpoint; its path in out. */
-static bool latest_checkpoint(Server *srv, int64_t project_id, char *out, size_t cap) {
+/* The newest run of a project for which match says yes (ctx: its scratch), or false. */
+static bool find_run(Server *srv, int64_t project_id, bool (*match)(const RunRow *r, void *ctx), void *ctx) {
     int n;
     int64_t *ids = store_run_ids(&srv->store, project_id, false, &n);
     bool found = false;
     for (int i = 0; ids && i < n && !found; i++) {
         RunRow r;
         if (!store_run_get(&srv->store, ids[i], &r)) continue;
-        found = run_checkpoint_path(&r, out, cap) && is_file(out);
+        found = match(&r, ctx);
         run_row_free(&r);
     }
     free(ids);
     return found;
 }
 
-static bool project_has_active_train(Server *srv, int64_t project_id) {
-    int n;
-    int64_t *ids = store_run_ids(&srv->store, project_id, false, &n);
-    bool active = false;
-    for (int i = 0; ids && i < n && !active; i++) {
-        RunRow r;
-        if (!store_run_get(&srv->store, ids[i], &r)) continue;
-        active = strcmp(r.kind, "train") == 0 && run_status_active(r.status);
-        run_row_free(&r);
-    }
-    free(ids);
-    return active;
+typedef struct {
+    char *path;
+    size_t cap;
+} PathOut;
+
+static bool has_checkpoint(const RunRow *r, void *ctx) {
+    PathOut *o = ctx;
+    return run_checkpoint_path(r, o->path, o->cap) && is_file(o->path);
+}
+static bool is_active_train(const RunRow *r, void *ctx) { return (void)ctx, strcmp(r->kind, "train") == 0 && run_status_active(r->status); }
+static bool is_active(const RunRow *r, void *ctx) { return (void)ctx, run_status_active(r->status); }
+
+/* The newest train run of a project that left a checkpoint; its path in out. */
+static bool latest_checkpoint(Server *srv, int64_t project_id, char *out, size_t cap) {
+    PathOut o = {out, cap};
+    return find_run(srv, project_id, has_checkpoint, &o);
 }
 
-static bool project_has_active_run(Server *srv, int64_t project_id) {
-    int n;
-    int64_t *ids = store_run_ids(&srv->store, project_id, false, &n);
-    bool active = false;
-    for (int i = 0; ids && i < n && !active; i++) {
-        RunRow r;
-        if (!store_run_get(&srv->store, ids[i], &r)) continue;
-        active = run_status_active(r.status);
-        run_row_free(&r);
-    }
-    free(ids);
-    return active;
-}
+static bool project_has_active_train(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active_train, NULL); }
+static bool project_has_active_run(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active, NULL); }
 
 /* Records and starts a run; responds 201 with it. */
 static enum MHD_Result launch(Server *srv, struct MHD_Connection *c, int64_t project_id, const char *kind, Args *a,

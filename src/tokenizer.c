@@ -12,14 +12,6 @@
 
 /* ---- loading ---------------------------------------------------------------- */
 
-static uint32_t hash_bytes(const char *s, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
 
 static int hex_digit(unsigned char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -35,7 +27,7 @@ static int byte_piece_value(const unsigned char *p, uint32_t len) {
 }
 
 int tokenizer_find(const Tokenizer *t, const char *s, size_t n) {
-    uint32_t slot = hash_bytes(s, n) & t->lookup_mask;
+    uint32_t slot = nf_fnv1a32(s, n) & t->lookup_mask;
     for (;;) {
         int32_t id = t->lookup[slot];
         if (id < 0) return -1;
@@ -62,7 +54,7 @@ static int build_lookup(Tokenizer *t, NfError *err) {
         /* <unk>, BOS and EOS are control pieces: text never matches them */
         if (id <= TOKEN_EOS) continue;
         if (tokenizer_find(t, (const char *)p, t->piece_len[id]) >= 0) continue; /* first spelling wins */
-        uint32_t slot = hash_bytes((const char *)p, t->piece_len[id]) & t->lookup_mask;
+        uint32_t slot = nf_fnv1a32((const char *)p, t->piece_len[id]) & t->lookup_mask;
         while (t->lookup[slot] >= 0) slot = (slot + 1) & t->lookup_mask;
         t->lookup[slot] = id;
     }

@@ -30,14 +30,6 @@ typedef struct {
     uint32_t mask;
 } StrTable;
 
-static uint32_t hash_bytes(const char *s, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
 
 static void strtab_free(StrTable *t) {
     free(t->arena);
@@ -128,7 +120,7 @@ static int64_t strtab_insert(StrTable *t, const char *s, size_t n, uint32_t h, u
 
 /* Adds inc to the value of key s[0..n), inserting it (at 0) if absent. */
 static int64_t strtab_add(StrTable *t, const char *s, size_t n, uint64_t inc, NfError *err) {
-    uint32_t h = hash_bytes(s, n);
+    uint32_t h = nf_fnv1a32(s, n);
     int64_t e = strtab_find(t, s, n, h);
     if (e < 0 && (e = strtab_insert(t, s, n, h, 0, err)) < 0) return -1;
     t->value[e] += inc;
@@ -299,7 +291,7 @@ static int pieces_add(Pieces *p, const char *s, size_t n, int chars, bool indexe
     }
     if (!grow((void **)&p->blob, &p->blob_cap, p->blob_len + n, 1))
         return nf_fail(err, NF_ERR_MEMORY, "cannot grow the vocabulary");
-    if (indexed && strtab_insert(&p->lookup, s, n, hash_bytes(s, n), p->n, err) < 0) return -1;
+    if (indexed && strtab_insert(&p->lookup, s, n, nf_fnv1a32(s, n), p->n, err) < 0) return -1;
     memcpy(p->blob + p->blob_len, s, n);
     p->start[p->n] = (uint32_t)p->blob_len;
     p->len[p->n] = (uint32_t)n;
@@ -592,7 +584,7 @@ static int bpe_init(Bpe *b, const StrTable *words, const StrTable *chars, const 
             size_t len = 1;
             if (i < words->key_len[w]) {
                 len = char_len(s + i, words->key_len[w] - i);
-                id = char_id[strtab_find(chars, s + i, len, hash_bytes(s + i, len))];
+                id = char_id[strtab_find(chars, s + i, len, nf_fnv1a32(s + i, len))];
             }
             if (id >= 0) {
                 ids[n++] = id;
@@ -703,7 +695,7 @@ static int bpe_learn(Bpe *b, Pieces *pieces, const TokTrainOptions *o, TokTrainP
             continue;
         }
         /* the same bytes can be reached by two different pairs: reuse the piece */
-        int64_t existing = strtab_find(&pieces->lookup, merged, la + lb, hash_bytes(merged, la + lb));
+        int64_t existing = strtab_find(&pieces->lookup, merged, la + lb, nf_fnv1a32(merged, la + lb));
         int32_t c = existing >= 0 ? (int32_t)pieces->lookup.value[existing] : (int32_t)pieces->n;
         if (existing < 0) {
             if (pieces_add(pieces, merged, la + lb, chars, true, err) != 0) return -1;

@@ -22,6 +22,12 @@ bool nf_mul_size(size_t a, size_t b, size_t *out);
 #define NF_FNV1A64_INIT 0xcbf29ce484222325ull
 uint64_t nf_fnv1a64(uint64_t h, const void *data, size_t n);
 
+/* FNV-1a, 32-bit: the hash of the tokenizers' piece tables. */
+uint32_t nf_fnv1a32(const void *data, size_t n);
+
+/* "dir/name", malloc'd (NULL when memory runs out). */
+char *nf_path_join(const char *dir, const char *name);
+
 /* Monotonic wall clock in milliseconds. */
 double nf_now_ms(void);
 
