@@ -178,6 +178,22 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
     o.argv = argv;
     if (!check_only) nf_set_threads((int)threads);
     o.bf16 = strcmp(dtype, "bf16") == 0;
+    if (check_only && o.init) { /* what train_run would refuse about a fresh model's shape, refused now */
+        if (config_validate(&o.init_config, &err) != 0) {
+            char why[sizeof err.message];
+            memcpy(why, err.message, sizeof why);
+            nf_fail(&err, NF_ERR_USAGE, "model shape: %s", why);
+            json_free(&options);
+            free(tokenizer_abs);
+            goto fail;
+        }
+        if (o.seq > o.init_config.seq_len) {
+            nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than --seq-len %d", (long long)o.seq, o.init_config.seq_len);
+            json_free(&options);
+            free(tokenizer_abs);
+            goto fail;
+        }
+    }
     status = check_only ? 0 : train_run(&o, out);
     free(tokenizer_abs);
     json_free(&options);

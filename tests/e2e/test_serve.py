@@ -193,6 +193,10 @@ def bodies_are_validated_and_bounded():
         assert code == 400 and "name" in body["error"], body
         code, body = s.request("POST", "/api/projects", {"name": "p", "options": {"lr": 50}})
         assert code == 400 and "--lr" in body["error"], body  # train's own range check
+        code, body = s.request("POST", "/api/projects", {"name": "p", "options": {"dim": 30, "n_heads": 4}})
+        assert code == 400 and "shape" in body["error"], body  # what train would refuse later, refused now
+        code, body = s.request("POST", "/api/projects", {"name": "p", "options": {"seq_len": 64, "seq": 128}})
+        assert code == 400 and "--seq" in body["error"], body
         code, body = s.request("POST", "/api/projects", {"name": "p", "options": {"bogus": 1}})
         assert code == 400 and "bogus" in body["error"], body
         code, body = s.request("POST", "/api/projects", {"name": "p", "options": {"steps": [1]}})
