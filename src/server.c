@@ -1126,7 +1126,11 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
             else if (n == 3 && strcmp(method, "PATCH") == 0) result = api_project_write(srv, c, id, &body);
             else if (n == 3 && strcmp(method, "DELETE") == 0) result = api_project_delete(srv, c, id);
             else if (n == 4 && strcmp(w[3], "runs") == 0 && get) result = api_runs_list(srv, c, id);
-            else if (n == 4 && post && strcmp(w[3], "train") == 0) result = api_train(srv, c, &p);
+            else if (n == 4 && post && strcmp(w[3], "train") == 0) {
+                pthread_mutex_lock(&srv->launch);
+                result = api_train(srv, c, &p);
+                pthread_mutex_unlock(&srv->launch);
+            }
             else if (n == 4 && post && strcmp(w[3], "tokenize") == 0) result = api_tokenize(srv, c, &p, &body);
             else if (n == 4 && post && strcmp(w[3], "generate") == 0) result = api_generate(srv, c, &p, &body);
             else if (n == 4 && post && strcmp(w[3], "export") == 0) result = api_export(srv, c, &p, &body);
@@ -1154,7 +1158,11 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
         } else if (n == 4 && post && strcmp(w[3], "stop") == 0) {
             if (runner_stop(&srv->runner, id) != 0) result = respond_error(c, 409, "run %lld is not active", (long long)id);
             else result = respond_run(srv, c, 200, id);
-        } else if (n == 4 && post && strcmp(w[3], "resume") == 0) result = api_resume(srv, c, id);
+        } else if (n == 4 && post && strcmp(w[3], "resume") == 0) {
+            pthread_mutex_lock(&srv->launch);
+            result = api_resume(srv, c, id);
+            pthread_mutex_unlock(&srv->launch);
+        }
         else result = respond_error(c, 404, "no such endpoint");
     } else
         result = respond_error(c, 404, "no such endpoint");
@@ -1219,6 +1227,7 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
         return -1;
     }
     runner_recover(&srv->runner);
+    pthread_mutex_init(&srv->launch, NULL);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
         store_close(&srv->store);
@@ -1241,5 +1250,6 @@ void server_stop(Server *srv) {
     if (srv->daemon) MHD_quiesce_daemon(srv->daemon);
     runner_shutdown(&srv->runner, 60);
     if (srv->daemon) MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->launch);
     store_close(&srv->store);
 }

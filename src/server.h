@@ -7,6 +7,7 @@
 #define NF_SERVER_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -21,6 +22,7 @@ typedef struct Server {
     Runner runner;
     struct MHD_Daemon *daemon;
     uint16_t port;              /* bound */
+    pthread_mutex_t launch;     /* makes "no training run is active" and starting one a single step */
 } Server;
 
 /* Opens the store (recovering runs a dead server left), binds host:port and starts serving. */

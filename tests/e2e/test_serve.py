@@ -228,9 +228,16 @@ def a_project_trains_stops_resumes_generates_and_exports_through_the_api():
         proj = s.ok("GET", f"/api/projects/{pid}")
         assert proj["uploads"] == [{"name": "corpus.txt", "bytes": 60000}] or proj["uploads"][0]["name"] == "corpus.txt"
         assert proj["data"][0]["name"] == "corpus.txt" and proj["data"][0]["tokens"] == proj["tokens"] > 50000, proj
-        train = s.ok("POST", f"/api/projects/{pid}/train")
-        code, body = s.request("POST", f"/api/projects/{pid}/train")
-        assert code == 409, body  # one training run at a time
+        # one training run at a time, also when four requests race for it
+        answers = [None] * 4
+        racers = [threading.Thread(target=lambda i=i: answers.__setitem__(i, s.request("POST", f"/api/projects/{pid}/train")))
+                  for i in range(4)]
+        for t in racers:
+            t.start()
+        for t in racers:
+            t.join()
+        assert sorted(code for code, _ in answers) == [201, 409, 409, 409], answers
+        train = next(body for code, body in answers if code == 201)
         msgs, _ = events(s, train["id"], stop_after=lambda m: sum(x["type"] == "checkpoint" for x in m) >= 1)
         steps = [m["step"] for m in msgs if m["type"] == "step"]
         assert msgs[0]["type"] == "init" and steps == list(range(1, len(steps) + 1)), steps[:5]
