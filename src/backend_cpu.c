@@ -525,8 +525,16 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+#define SWIGLU_CHUNK 4096 /* elements per call of the AVX-512 kernels, a multiple of 16 */
+
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     size_t i;
+    if (cpu_has(CPU_AVX512)) {
+#pragma omp parallel for schedule(static)
+        for (i = 0; i < n; i += SWIGLU_CHUNK)
+            avx512_swiglu_forward(out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (i = 0; i < n; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
 }
@@ -534,6 +542,13 @@ void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
     /* silu(g) = g s(g);  silu'(g) = s(g) (1 + g (1 - s(g))) */
     size_t i;
+    if (cpu_has(CPU_AVX512)) {
+#pragma omp parallel for schedule(static)
+        for (i = 0; i < n; i += SWIGLU_CHUNK)
+            avx512_swiglu_backward(dgate + i, dup + i, dout + i, gate + i, up + i,
+                                   n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (i = 0; i < n; i++) {
         float s = sigmoid(gate[i]);

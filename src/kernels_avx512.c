@@ -92,26 +92,29 @@ void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, 
 }
 
 /* exp(x) = 2^k p(r) with x = k ln2 + r, |r| <= ln2/2, p of degree 6:
- * relative error about 2e-7, like expf. Inputs are <= 0 here; below -87 the
+ * relative error about 2e-7, like expf. For x <= 0 only; below -87 the
  * result is flushed to 0, where expf underflows too. */
-float avx512_exp_shifted_sum(float *row, int n, float max) {
+static inline __m512 exp_nonpositive(__m512 x) {
     const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693359375f),
                  ln2_lo = _mm512_set1_ps(-2.12194440e-4f), lowest = _mm512_set1_ps(-87.0f);
     const __m512 c[6] = {_mm512_set1_ps(1.0f / 720), _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24),
                          _mm512_set1_ps(1.0f / 6),   _mm512_set1_ps(0.5f),        _mm512_set1_ps(1.0f)};
+    __mmask16 alive = _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
+    x = _mm512_max_ps(x, lowest);
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
+    r = _mm512_fnmadd_ps(k, ln2_lo, r);
+    __m512 p = c[0];
+    for (int j = 1; j < 6; j++) p = _mm512_fmadd_ps(p, r, c[j]);
+    p = _mm512_fmadd_ps(p, r, c[5]); /* 1 + r (1 + r/2 (1 + ...)) */
+    return _mm512_maskz_mov_ps(alive, _mm512_scalef_ps(p, k));
+}
+
+float avx512_exp_shifted_sum(float *row, int n, float max) {
     __m512 acc = _mm512_setzero_ps(), m = _mm512_set1_ps(max);
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + i), m);
-        __mmask16 alive = _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
-        x = _mm512_max_ps(x, lowest);
-        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
-        r = _mm512_fnmadd_ps(k, ln2_lo, r);
-        __m512 p = c[0];
-        for (int j = 1; j < 6; j++) p = _mm512_fmadd_ps(p, r, c[j]);
-        p = _mm512_fmadd_ps(p, r, c[5]); /* 1 + r (1 + r/2 (1 + ...)) */
-        __m512 e = _mm512_maskz_mov_ps(alive, _mm512_scalef_ps(p, k));
+        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + i), m));
         _mm512_storeu_ps(row + i, e);
         acc = _mm512_add_ps(acc, e);
     }
@@ -121,6 +124,39 @@ float avx512_exp_shifted_sum(float *row, int n, float max) {
         sum += row[i];
     }
     return sum;
+}
+
+/* 1 / (1 + exp(-g)) from exp(-|g|), which cannot overflow */
+static inline __m512 sigmoid16(__m512 g) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)));
+    __m512 r = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    return _mm512_mask_mul_ps(r, _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ), e, r);
+}
+
+static inline __mmask16 tail_mask(size_t left) { return (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1); }
+
+void avx512_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid16(g)), u));
+    }
+}
+
+void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                            size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i);
+        __m512 d = _mm512_maskz_loadu_ps(m, dout + i), s = sigmoid16(g);
+        __m512 du = _mm512_mul_ps(_mm512_mul_ps(d, g), s);
+        __m512 dg = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, u), s),
+                                  _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one));
+        _mm512_mask_storeu_ps(dup + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dup + i), du));
+        _mm512_mask_storeu_ps(dgate + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dgate + i), dg));
+    }
 }
 
 /* out[k * out_stride] = w row . x row k for xr rows of x. A group's dot

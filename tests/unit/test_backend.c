@@ -655,6 +655,14 @@ static void entropy_op(float *out, void *ctx) {
     out[(size_t)c->N * c->V] = (float)nf_cross_entropy(out, c->targets, c->N, c->V, 1.0f);
 }
 
+typedef struct { const float *gate, *up, *dout; size_t n; } SwigluCase;
+static void swiglu_op(float *out, void *ctx) { /* out: the forward, then dgate and dup from a start of 0.5 */
+    SwigluCase *c = ctx;
+    nf_swiglu_forward(out, c->gate, c->up, c->n);
+    for (size_t i = 0; i < 2 * c->n; i++) out[c->n + i] = 0.5f;
+    nf_swiglu_backward(out + c->n, out + 2 * c->n, c->dout, c->gate, c->up, c->n);
+}
+
 typedef struct { const float *x, *w; int N, C, OC; Bf16Context *bf16; } Bf16Case;
 static void bf16_op(float *out, void *ctx) {
     Bf16Case *c = ctx;
@@ -687,6 +695,15 @@ static void test_avx512_kernels_match_portable_twins(void **state) {
     EntropyCase e = {b, targets, 3, 1000};
     run_both(entropy_op, &e, native, portable);
     assert_twins(native, portable, 3 * 1000 + 1, 1e-5, "cross-entropy");
+
+    enum { SW = 10007 }; /* several chunks and a ragged tail */
+    float *gate = malloc(sizeof(float) * 3 * SW);
+    for (int i = 0; i < SW; i++) gate[i] = a[i] * (i % 50 == 0 ? 120.0f : 6.0f); /* some far into both tails */
+    for (int i = 0; i < 2 * SW; i++) gate[SW + i] = b[i];
+    SwigluCase sw = {gate, gate + SW, gate + 2 * SW, SW};
+    run_both(swiglu_op, &sw, native, portable);
+    assert_twins(native, portable, 3 * SW, 2e-6, "swiglu forward, dgate, dup");
+    free(gate);
 
     Bf16Context *ctx = nf_bf16_create(MAXF);
     assert_non_null(ctx);
