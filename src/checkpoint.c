@@ -315,27 +315,31 @@ static int flat_params_of_model(const char *path, ModelConfig *config, float **p
 }
 
 int load_flat_params(const char *model_path, const char *ckpt_path, const char *lora_path, ModelConfig *config,
-                     float **params, NfError *err) {
+                     float **params, char **options_json, NfError *err) {
     *params = NULL;
+    if (options_json) *options_json = NULL;
     if (lora_path && !model_path) return nf_fail(err, NF_ERR_USAGE, "--lora needs --model (the base model)");
     if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
     const char *adapters = lora_path;
     if (ckpt_path) {
         Checkpoint ck;
         if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return -1;
+        char *options = ck.options_json;
+        ck.options_json = NULL;
+        int rc = 0;
         if (!ck.is_lora) {
             *config = ck.config;
             *params = ck.params;
             ck.params = NULL;
-            checkpoint_free(&ck);
-            return 0;
+        } else { /* a LoRA checkpoint on its own: merged into the base model it names */
+            char *base = strdup(ck.base_path);
+            rc = base ? load_flat_params(base, NULL, ckpt_path, config, params, NULL, err)
+                      : nf_fail(err, NF_ERR_MEMORY, "out of memory");
+            free(base);
         }
-        /* a LoRA checkpoint on its own: merged into the base model it names */
-        char *base = strdup(ck.base_path);
         checkpoint_free(&ck);
-        if (!base) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        int rc = load_flat_params(base, NULL, ckpt_path, config, params, err);
-        free(base);
+        if (rc == 0 && options_json) *options_json = options;
+        else free(options);
         return rc;
     }
     if (flat_params_of_model(model_path, config, params, err) != 0) return -1;
@@ -361,7 +365,7 @@ int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError 
     if (model_path) return model_load(m, model_path, err);
     ModelConfig c;
     float *params;
-    if (load_flat_params(NULL, ckpt_path, NULL, &c, &params, err) != 0) return -1;
+    if (load_flat_params(NULL, ckpt_path, NULL, &c, &params, NULL, err) != 0) return -1;
     if (model_from_params(m, &c, params, err) != 0) {
         free(params);
         return -1;

@@ -65,9 +65,11 @@ int lora_load(const char *adapter_path, const char *base_path, const ModelConfig
 /* The weights of a model file or of a checkpoint (exactly one of model_path and
  * ckpt_path) as a flat parameter buffer (params.h layout, malloc'd), with LoRA
  * adapters merged in: those of lora_path (on model_path), or of a LoRA
- * checkpoint given as ckpt_path (on the base model it names). */
+ * checkpoint given as ckpt_path (on the base model it names). options_json
+ * (may be NULL) gets the checkpoint's stored options, malloc'd, or NULL for a
+ * model file. */
 int load_flat_params(const char *model_path, const char *ckpt_path, const char *lora_path, ModelConfig *config,
-                     float **params, NfError *err);
+                     float **params, char **options_json, NfError *err);
 
 /* Opens a model for inference from a model file (mapped, any format) or a
  * checkpoint (a LoRA one merged into its base). */

@@ -46,7 +46,7 @@ typedef struct {
 static int load_bench_model(BenchModel *bm, const char *preset, const char *model_path, NfError *err) {
     if (model_path) {
         bm->source = model_path;
-        return load_flat_params(model_path, NULL, NULL, &bm->config, &bm->params, err);
+        return load_flat_params(model_path, NULL, NULL, &bm->config, &bm->params, NULL, err);
     }
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
         if (strcmp(preset, PRESETS[i].name) == 0) bm->config = PRESETS[i].config;

@@ -42,7 +42,7 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
     TokenData d = {0};
     Activations acts = {0};
     int *tokens = NULL, *targets = NULL, status = 0;
-    if (load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &err) != 0) goto fail;
+    if (load_flat_params(model_path, ckpt_path, lora_path, &c, &params, NULL, &err) != 0) goto fail;
     if (seq == 0) seq = c.seq_len;
     if (seq > c.seq_len) {
         nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than the model's seq_len %d", (long long)seq, c.seq_len);

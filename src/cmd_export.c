@@ -18,18 +18,16 @@
 
 static bool is_adapter_format(const char *f) { return strcmp(f, "gguf-lora") == 0 || strcmp(f, "peft") == 0; }
 
-/* The tokenizer path a checkpoint's run recorded (train --tokenizer), malloc'd, or NULL. */
-static char *checkpoint_tokenizer(const char *ckpt_path, NfError *err) {
-    Checkpoint ck;
-    if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return NULL;
+/* The tokenizer a checkpoint's run was given (train --tokenizer), from its stored options; malloc'd, or NULL. */
+static char *remembered_tokenizer(const char *options_json) {
     JsonValue options = {0};
+    NfError err;
     char *path = NULL;
-    if (json_parse(ck.options_json, strlen(ck.options_json), &options, err) == 0) {
+    if (options_json && json_parse(options_json, strlen(options_json), &options, &err) == 0) {
         const JsonValue *t = json_get(&options, "tokenizer");
         if (t && t->type == JV_STRING) path = strdup(t->text);
     }
     json_value_free(&options);
-    checkpoint_free(&ck);
     return path;
 }
 
@@ -108,16 +106,13 @@ int cmd_export(int argc, char **argv, NfOut *out) {
         free(base);
     } else {
         float *params = NULL;
-        char *remembered = NULL;
+        char *options = NULL, *remembered = NULL;
         Tokenizer tok = {0};
         bool have_tok = false;
-        rc = load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &err);
+        rc = load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &options, &err);
         if (rc == 0) weights = config_param_count(&c);
         if (rc == 0 && gguf) {
-            if (!tokenizer_path && ckpt_path) {
-                remembered = checkpoint_tokenizer(ckpt_path, &err);
-                if (!remembered && err.code) rc = -1;
-            }
+            if (!tokenizer_path) remembered = remembered_tokenizer(options);
             const char *tp = tokenizer_path ? tokenizer_path : remembered;
             if (rc == 0 && !tp)
                 rc = nf_fail(&err, NF_ERR_USAGE, "--format gguf embeds the tokenizer: give --tokenizer (%s)",
@@ -136,6 +131,7 @@ int cmd_export(int argc, char **argv, NfOut *out) {
         }
         if (have_tok) tokenizer_free(&tok);
         free(remembered);
+        free(options);
         free(params);
     }
     if (rc != 0) return emit_error(out, &err);

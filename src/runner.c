@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "json_parse.h"
 
 #define MAX_ARGS 128
@@ -36,7 +37,6 @@ int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err) {
 typedef struct {
     Runner *runner;
     int64_t run_id;
-    char kind[16];
     char *argv[MAX_ARGS + 2];   /* exe, the run's words, NULL */
     JsonValue args;             /* owns the words */
     char log_path[PATH_MAX + 32];
@@ -175,7 +175,6 @@ int runner_start(Runner *r, int64_t run_id, NfError *err) {
     }
     job->runner = r;
     job->run_id = run_id;
-    snprintf(job->kind, sizeof job->kind, "%s", run.kind);
     snprintf(job->log_path, sizeof job->log_path, "%s/%lld.log", r->log_dir, (long long)run_id);
     if (json_parse(run.args, strlen(run.args), &job->args, err) != 0 || job->args.type != JV_ARRAY ||
         job->args.n > MAX_ARGS) {

@@ -148,7 +148,8 @@ static bool token_ok(const Server *srv, struct MHD_Connection *c) {
 
 /* ---- JSON views ------------------------------------------------------------------ */
 
-static void list_dir_json(JsonBuf *j, const char *key, const char *dir, const char *suffix, bool tokens) {
+/* The plain-named regular files of dir as key: an array of names, or with sizes of {"name", "bytes"}. */
+static void list_dir_json(JsonBuf *j, const char *key, const char *dir, bool sizes) {
     json_array_begin(j, key);
     struct dirent **entries = NULL;
     int n = scandir(dir, &entries, NULL, alphasort);
@@ -156,12 +157,11 @@ static void list_dir_json(JsonBuf *j, const char *key, const char *dir, const ch
         char path[MAX_PATH_LEN];
         snprintf(path, sizeof path, "%s/%s", dir, entries[i]->d_name);
         struct stat sb;
-        if (plain_name(entries[i]->d_name) && (!suffix || ends_with(entries[i]->d_name, suffix)) &&
-            stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
-            if (key && strcmp(key, "models") != 0 && strcmp(key, "tokenizers") != 0) {
+        if (plain_name(entries[i]->d_name) && stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+            if (sizes) {
                 json_object_begin(j, NULL);
                 json_string(j, "name", entries[i]->d_name);
-                json_int(j, tokens ? "tokens" : "bytes", tokens ? (int64_t)sb.st_size / 2 : (int64_t)sb.st_size);
+                json_int(j, "bytes", (int64_t)sb.st_size);
                 json_object_end(j);
             } else
                 json_string(j, NULL, entries[i]->d_name);
@@ -213,7 +213,7 @@ static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     json_raw(j, "options", p->options, strlen(p->options));
     json_int(j, "created_at", (int64_t)(p->created_at * 1000));
     project_dir(srv, p->id, "uploads", dir, sizeof dir);
-    list_dir_json(j, "uploads", dir, NULL, false);
+    list_dir_json(j, "uploads", dir, true);
     project_dir(srv, p->id, "data", dir, sizeof dir);
     int64_t tokens;
     data_json(j, dir, &tokens);
@@ -446,21 +446,31 @@ static bool latest_checkpoint(Server *srv, int64_t project_id, char *out, size_t
 static bool project_has_active_train(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active_train, NULL); }
 static bool project_has_active_run(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active, NULL); }
 
-/* Records and starts a run; responds 201 with it. */
-static enum MHD_Result launch(Server *srv, struct MHD_Connection *c, int64_t project_id, const char *kind, Args *a,
-                              const char *output) {
+/* Gives a recorded run its words (and output file, if any) and starts it; responds 201 with it. */
+static enum MHD_Result start_run(Server *srv, struct MHD_Connection *c, int64_t id, Args *a, const char *output) {
     char *words = args_json(a);
     args_free(a);
-    if (!words) return respond_error(c, 500, "out of memory");
-    int64_t id = store_run_create(&srv->store, project_id, kind, words, output);
+    NfError err = {0};
+    int rc = words ? store_run_set_args(&srv->store, id, words) : nf_fail(&err, NF_ERR_MEMORY, "out of memory");
     free(words);
-    NfError err;
-    if (id < 0) return respond_error(c, 500, "cannot record the run");
-    if (runner_start(&srv->runner, id, &err) != 0) {
-        store_run_ended(&srv->store, id, "error", -1, err.message);
-        return respond_error(c, 500, "%s", err.message);
+    if (rc == 0 && output) rc = store_run_set_output(&srv->store, id, output);
+    if (rc == 0) rc = runner_start(&srv->runner, id, &err);
+    if (rc != 0) {
+        const char *why = err.code ? err.message : "cannot record the run";
+        store_run_ended(&srv->store, id, "error", -1, why);
+        return respond_error(c, 500, "%s", why);
     }
     return respond_run(srv, c, 201, id);
+}
+
+/* Records a run of a project and starts it. */
+static enum MHD_Result launch(Server *srv, struct MHD_Connection *c, int64_t project_id, const char *kind, Args *a) {
+    int64_t id = store_run_create(&srv->store, project_id, kind, "[]", NULL);
+    if (id < 0) {
+        args_free(a);
+        return respond_error(c, 500, "cannot record the run");
+    }
+    return start_run(srv, c, id, a, NULL);
 }
 
 /* ---- request bodies ----------------------------------------------------------- */
@@ -496,9 +506,9 @@ static enum MHD_Result api_status(Server *srv, struct MHD_Connection *c) {
     json_string(&j, "version", "neuralforge");
     json_string(&j, "data_dir", srv->data_dir);
     snprintf(dir, sizeof dir, "%s/models", srv->data_dir);
-    list_dir_json(&j, "models", dir, NULL, false);
+    list_dir_json(&j, "models", dir, false);
     snprintf(dir, sizeof dir, "%s/tokenizers", srv->data_dir);
-    list_dir_json(&j, "tokenizers", dir, NULL, false);
+    list_dir_json(&j, "tokenizers", dir, false);
     json_int(&j, "active_runs", n);
     json_object_end(&j);
     return respond_json(c, 200, &j);
@@ -676,30 +686,25 @@ static enum MHD_Result api_train(Server *srv, struct MHD_Connection *c, const Pr
     data_json(&scratch, dir, &tokens);
     json_free(&scratch);
     if (tokens == 0) return respond_error(c, 409, "no token data yet: upload a text file and tokenize it");
-    /* the run's id names its folder: the words are checked first, recorded after */
+    /* the words are checked before the run is recorded; its id then names the folder, which is the
+     * last word (train_args ends with --ckpt PATH) */
     Args a = {0};
     project_dir(srv, p->id, "runs", dir, sizeof dir);
-    snprintf(ckpt, sizeof ckpt, "%s/next/model.ckpt", dir);
-    if (train_args(srv, p, ckpt, &a, why, sizeof why) != 0) {
+    if (train_args(srv, p, "to be named", &a, why, sizeof why) != 0) {
         args_free(&a);
         return respond_error(c, 400, "%s", why);
     }
-    args_free(&a);
     int64_t id = store_run_create(&srv->store, p->id, "train", "[]", NULL);
-    if (id < 0) return respond_error(c, 500, "cannot record the run");
+    if (id < 0) {
+        args_free(&a);
+        return respond_error(c, 500, "cannot record the run");
+    }
     snprintf(ckpt, sizeof ckpt, "%s/%lld", dir, (long long)id);
     make_dirs(ckpt);
     snprintf(ckpt + strlen(ckpt), sizeof ckpt - strlen(ckpt), "/model.ckpt");
-    char *words = train_args(srv, p, ckpt, &a, why, sizeof why) == 0 ? args_json(&a) : NULL;
-    args_free(&a);
-    NfError err;
-    int rc = words ? store_run_set_args(&srv->store, id, words) : -1;
-    free(words);
-    if (rc != 0 || runner_start(&srv->runner, id, &err) != 0) {
-        store_run_ended(&srv->store, id, "error", -1, "cannot start the run");
-        return respond_error(c, 500, "cannot start the run");
-    }
-    return respond_run(srv, c, 201, id);
+    free(a.words[a.n - 1]);
+    a.words[a.n - 1] = strdup(ckpt);
+    return start_run(srv, c, id, &a, NULL);
 }
 
 /* Every upload of the project goes through ingest into data/ (incremental: unchanged files are not
@@ -722,7 +727,7 @@ static enum MHD_Result api_tokenize(Server *srv, struct MHD_Connection *c, const
     args_add(&a, "--tokenizer");
     args_add(&a, tok);
     args_add(&a, "--incremental");
-    return launch(srv, c, p->id, "tokenize", &a, NULL);
+    return launch(srv, c, p->id, "tokenize", &a);
 }
 
 static enum MHD_Result api_generate(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {
@@ -780,7 +785,7 @@ static enum MHD_Result api_generate(Server *srv, struct MHD_Connection *c, const
         args_add(&a, flags[i]);
         args_add(&a, num);
     }
-    return launch(srv, c, p->id, "generate", &a, NULL);
+    return launch(srv, c, p->id, "generate", &a);
 }
 
 static enum MHD_Result api_export(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {
@@ -811,17 +816,7 @@ static enum MHD_Result api_export(Server *srv, struct MHD_Connection *c, const P
     }
     args_add(&a, "--output");
     args_add(&a, out);
-    char *words = args_json(&a);
-    args_free(&a);
-    NfError err;
-    int rc = words ? store_run_set_args(&srv->store, next, words) : -1;
-    if (rc == 0) rc = store_run_set_output(&srv->store, next, out);
-    free(words);
-    if (rc != 0 || runner_start(&srv->runner, next, &err) != 0) {
-        store_run_ended(&srv->store, next, "error", -1, "cannot start the export");
-        return respond_error(c, 500, "cannot start the export");
-    }
-    return respond_run(srv, c, 201, next);
+    return start_run(srv, c, next, &a, out);
 }
 
 static enum MHD_Result api_resume(Server *srv, struct MHD_Connection *c, int64_t id) {
@@ -857,6 +852,15 @@ static enum MHD_Result api_resume(Server *srv, struct MHD_Connection *c, int64_t
     return respond_run(srv, c, 200, id);
 }
 
+/* Appends {"seq", "message"} to the open array j (the messages endpoint). */
+static void append_message(void *ctx, int64_t seq, const char *json, int len) {
+    JsonBuf *j = ctx;
+    json_object_begin(j, NULL);
+    json_int(j, "seq", seq);
+    json_raw(j, "message", json, (size_t)len);
+    json_object_end(j);
+}
+
 /* ---- Server-Sent Events -------------------------------------------------------- */
 
 typedef struct {
@@ -887,7 +891,7 @@ static void collect_events(EventStream *es) {
         return;
     }
     bool ended = !run_status_active(r.status);
-    es->since = store_messages_each(&es->srv->store, es->run_id, es->since, 200, append_event, es);
+    es->since = store_messages_each(&es->srv->store, es->run_id, es->since, NULL, 200, append_event, es);
     bool caught_up = es->since >= r.messages;
     if (strcmp(r.status, es->status) != 0 && caught_up) {
         JsonBuf j;
@@ -1151,7 +1155,7 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
                 JsonBuf j;
                 json_init(&j);
                 json_array_begin(&j, NULL);
-                store_messages_json(&srv->store, id, since ? atoll(since) : 0, type, 100000, &j);
+                store_messages_each(&srv->store, id, since ? atoll(since) : 0, type, 100000, append_message, &j);
                 json_array_end(&j);
                 result = respond_json(c, 200, &j);
             }

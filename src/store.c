@@ -350,23 +350,8 @@ int store_message_add(Store *s, int64_t run_id, const char *type, const char *js
     return rc;
 }
 
-int64_t store_messages_each(Store *s, int64_t run_id, int64_t since, int limit,
+int64_t store_messages_each(Store *s, int64_t run_id, int64_t since, const char *type, int limit,
                             void (*fn)(void *ctx, int64_t seq, const char *json, int len), void *ctx) {
-    sqlite3_stmt *st = prepare(s, "SELECT seq, json FROM messages WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?");
-    if (!st) return since;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_int64(st, 2, since);
-    sqlite3_bind_int(st, 3, limit);
-    int64_t last = since;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        last = sqlite3_column_int64(st, 0);
-        fn(ctx, last, (const char *)sqlite3_column_text(st, 1), sqlite3_column_bytes(st, 1));
-    }
-    finish(s, st);
-    return last;
-}
-
-int64_t store_messages_json(Store *s, int64_t run_id, int64_t since, const char *type, int limit, JsonBuf *j) {
     sqlite3_stmt *st = type ? prepare(s, "SELECT seq, json FROM messages WHERE run_id = ? AND seq > ? AND type = ?"
                                          " ORDER BY seq LIMIT ?")
                             : prepare(s, "SELECT seq, json FROM messages WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?");
@@ -378,10 +363,7 @@ int64_t store_messages_json(Store *s, int64_t run_id, int64_t since, const char 
     int64_t last = since;
     while (sqlite3_step(st) == SQLITE_ROW) {
         last = sqlite3_column_int64(st, 0);
-        json_object_begin(j, NULL);
-        json_int(j, "seq", last);
-        json_raw(j, "message", (const char *)sqlite3_column_text(st, 1), (size_t)sqlite3_column_bytes(st, 1));
-        json_object_end(j);
+        fn(ctx, last, (const char *)sqlite3_column_text(st, 1), sqlite3_column_bytes(st, 1));
     }
     finish(s, st);
     return last;

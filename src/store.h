@@ -11,7 +11,6 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "json.h"
 
 typedef struct sqlite3 sqlite3;
 
@@ -73,13 +72,11 @@ bool run_status_active(const char *status);
 
 /* ---- messages ---- */
 int store_message_add(Store *s, int64_t run_id, const char *type, const char *json, size_t len);
-/* Appends to j (an open array) {"seq", "message"} objects of run_id after seq `since`, of `type` if not
- * NULL, at most limit; returns the last seq appended (or since). */
-int64_t store_messages_json(Store *s, int64_t run_id, int64_t since, const char *type, int limit, JsonBuf *j);
 /* The latest message of a type, malloc'd JSON text, or NULL. */
 char *store_message_latest(Store *s, int64_t run_id, const char *type);
-/* Calls fn for each message after since (at most limit), in order; returns the last seq seen. */
-int64_t store_messages_each(Store *s, int64_t run_id, int64_t since, int limit,
+/* Calls fn for each message of run_id after seq `since` (of `type` if not NULL; at most limit), in
+ * order; returns the last seq seen (or since). */
+int64_t store_messages_each(Store *s, int64_t run_id, int64_t since, const char *type, int limit,
                             void (*fn)(void *ctx, int64_t seq, const char *json, int len), void *ctx);
 
 #endif

@@ -88,7 +88,7 @@ static int probe_lora_grads(int argc, char **argv) {
     NfError err;
     ModelConfig c;
     float *base;
-    if (load_flat_params(argv[2], NULL, NULL, &c, &base, &err) != 0) return die(err.message);
+    if (load_flat_params(argv[2], NULL, NULL, &c, &base, NULL, &err) != 0) return die(err.message);
     if (lora_config_validate(&lc, &c, &err) != 0) return die(err.message);
     size_t n = (size_t)lora_param_count(&c, &lc), N = (size_t)B * T, D = (size_t)c.dim;
     MappedFile f;
