@@ -5,10 +5,11 @@ the same LLaMA shape, in the same invocation.
     /usr/bin/python3 bench/generate_vs_torch.py [--preset 15M|42M|110M] [--prompt-tokens 128] [--tokens 128]
                                                [--threads N]
 
-Both process the prompt as one batch, then generate greedily one token at a
-time with a KV cache, in fp32 (NeuralForge also with --quant q8). The
-PyTorch peer is llama2.c's model.py architecture, written below with a KV
-cache, run under torch.inference_mode()."""
+Both process the prompt as one batch (a warm-up pass, then a timed one),
+then generate greedily one token at a time with a KV cache, in fp32
+(NeuralForge also with --quant q8). The PyTorch peer is llama2.c's model.py
+architecture, written below with a KV cache, run under
+torch.inference_mode()."""
 import argparse
 import json
 import math
@@ -74,6 +75,7 @@ def torch_peer(a):
     m = Model(dim, hidden, layers, heads, a.prompt_tokens + a.tokens)
     prompt = torch.randint(0, VOCAB, (a.prompt_tokens,))
     with torch.inference_mode():
+        m.forward(prompt, 0)  # warm-up pass, as NeuralForge's benchmark makes one
         t0 = time.time()
         logits = m.forward(prompt, 0)
         prompt_s = time.time() - t0

@@ -30,15 +30,8 @@ void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, i
 /* out (dim) = x / sqrt(mean(x^2) + 1e-5) * weight. out may alias x. */
 void nf_rmsnorm(float *out, const float *x, const float *weight, int dim);
 
-/* Rotates adjacent pairs (2i, 2i+1) of each head of vec (n_heads, head_size)
- * by angle pos * 10000^(-2i/head_size), as llama2.c does. */
-void nf_rope(float *vec, int n_heads, int head_size, int pos);
-
 /* In place: x = softmax(x). */
 void nf_softmax(float *x, int n);
-
-/* In place: gate = silu(gate) * up, both (n). */
-void nf_swiglu(float *gate, const float *up, int n);
 
 /* One query position attending to positions 0..pos of a layer's KV cache.
  *   out (n_heads, head_size), q (n_heads, head_size),
@@ -79,10 +72,16 @@ void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                          const float *rstd, int N, int C);
 
-/* In place on x (B, T, n_heads, head_size): RoPE at positions 0..T-1.
- * Backward rotates the gradient by the opposite angle. */
-void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size);
-void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size);
+/* RoPE rotates the adjacent pairs (i, i+1) of each head at position p by
+ * the angle p * 10000^(-i/head_size), as llama2.c does. The cosines and
+ * sines depend only on the position, so they are computed once per run:
+ * rope (positions, head_size) holds (cos, sin) of each pair of each
+ * position 0..positions-1. */
+void nf_rope_table(float *rope, int positions, int head_size);
+/* In place on x (B, T, n_heads, head_size) at positions pos0..pos0+T-1
+ * (rows of the table). Backward rotates the gradient by the opposite angle. */
+void nf_rope_forward(float *x, const float *rope, int B, int T, int pos0, int n_heads, int head_size);
+void nf_rope_backward(float *dx, const float *rope, int B, int T, int pos0, int n_heads, int head_size);
 
 /* Causal attention with GQA, tiled by blocks of query rows: no (T, T)
  * matrix is stored, only each row's softmax normalizer; backward recomputes
@@ -100,7 +99,7 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                            const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch);
 size_t nf_attention_scratch_floats(int T);
 
-/* out (N) = silu(gate) * up */
+/* out (N) = silu(gate) * up; out may be gate (in place) */
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
 

@@ -172,21 +172,6 @@ void nf_rmsnorm(float *out, const float *x, const float *weight, int dim) {
     for (int i = 0; i < dim; i++) out[i] = weight[i] * (inv * x[i]);
 }
 
-void nf_rope(float *vec, int n_heads, int head_size, int pos) {
-    for (int i = 0; i < head_size; i += 2) {
-        /* same float expression as llama2.c's run.c, so greedy outputs match bit for bit */
-        float freq = 1.0f / powf(10000.0f, i / (float)head_size);
-        float angle = pos * freq;
-        float c = cosf(angle), s = sinf(angle);
-        for (int h = 0; h < n_heads; h++) {
-            float *v = vec + (size_t)h * head_size + i;
-            float v0 = v[0], v1 = v[1];
-            v[0] = v0 * c - v1 * s;
-            v[1] = v0 * s + v1 * c;
-        }
-    }
-}
-
 /* row[i] = exp(row[i] - max) for i < n; returns their sum */
 static float exp_shifted_sum(float *row, int n, float max, bool avx512) {
     if (avx512) return avx512_exp_shifted_sum(row, n, max);
@@ -207,13 +192,6 @@ static void softmax(float *x, int n, bool avx512) {
 }
 
 void nf_softmax(float *x, int n) { softmax(x, n, cpu_has(CPU_AVX512)); }
-
-void nf_swiglu(float *gate, const float *up, int n) {
-    for (int i = 0; i < n; i++) {
-        float g = gate[i];
-        gate[i] = g / (1.0f + expf(-g)) * up[i];
-    }
-}
 
 void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, float *scores,
                          int pos, int n_heads, int n_kv_heads, int head_size) {
@@ -420,28 +398,40 @@ void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
     }
 }
 
-/* Rotates every pair by +angle (forward) or -angle (backward). */
-static void rope_apply(float *x, int B, int T, int n_heads, int hs, float sign) {
-    int t;
-#pragma omp parallel for schedule(static)
-    for (t = 0; t < T; t++) {
+void nf_rope_table(float *rope, int positions, int hs) {
+    for (int p = 0; p < positions; p++)
         for (int i = 0; i < hs; i += 2) {
-            float freq = 1.0f / powf(10000.0f, i / (float)hs); /* as nf_rope, so training = inference */
-            float angle = t * freq;
-            float c = cosf(angle), s = sign * sinf(angle);
-            for (int b = 0; b < B; b++)
-                for (int h = 0; h < n_heads; h++) {
-                    float *v = x + (((size_t)b * T + t) * n_heads + h) * hs + i;
-                    float v0 = v[0], v1 = v[1];
-                    v[0] = v0 * c - v1 * s;
-                    v[1] = v0 * s + v1 * c;
-                }
+            /* the float expression of llama2.c's run.c, so greedy outputs match it bit for bit */
+            float freq = 1.0f / powf(10000.0f, i / (float)hs);
+            float angle = p * freq;
+            rope[(size_t)p * hs + i] = cosf(angle);
+            rope[(size_t)p * hs + i + 1] = sinf(angle);
+        }
+}
+
+/* Rotates every pair by +angle (forward) or -angle (backward). */
+static void rope_apply(float *x, const float *rope, int B, int T, int pos0, int n_heads, int hs, float sign) {
+    int bt;
+#pragma omp parallel for schedule(static)
+    for (bt = 0; bt < B * T; bt++) {
+        const float *cs = rope + (size_t)(pos0 + bt % T) * hs;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)bt * n_heads + h) * hs;
+            for (int i = 0; i < hs; i += 2) {
+                float c = cs[i], s = sign * cs[i + 1], v0 = v[i], v1 = v[i + 1];
+                v[i] = v0 * c - v1 * s;
+                v[i + 1] = v0 * s + v1 * c;
+            }
         }
     }
 }
 
-void nf_rope_forward(float *x, int B, int T, int n_heads, int head_size) { rope_apply(x, B, T, n_heads, head_size, 1.0f); }
-void nf_rope_backward(float *dx, int B, int T, int n_heads, int head_size) { rope_apply(dx, B, T, n_heads, head_size, -1.0f); }
+void nf_rope_forward(float *x, const float *rope, int B, int T, int pos0, int n_heads, int head_size) {
+    rope_apply(x, rope, B, T, pos0, n_heads, head_size, 1.0f);
+}
+void nf_rope_backward(float *dx, const float *rope, int B, int T, int pos0, int n_heads, int head_size) {
+    rope_apply(dx, rope, B, T, pos0, n_heads, head_size, -1.0f);
+}
 
 /* Attention works head by head on (T, hs) slices of the (B, T, heads, hs)
  * tensors (rows `heads * hs` floats apart: sgemm's leading dimension), one

@@ -34,6 +34,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
         (s->q = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->lora_u = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->scores = nf_alloc_array((size_t)c->n_heads * P, sizeof(float), err)) == NULL ||
+        (s->rope = nf_alloc_array(P, (size_t)config_head_size(c) * sizeof(float), err)) == NULL ||
         (s->att_scratch = nf_alloc_array(nf_attention_scratch_floats((int)P), sizeof(float), err)) == NULL ||
         (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
         (s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
@@ -41,12 +42,13 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
         infer_state_free(s);
         return -1;
     }
+    nf_rope_table(s->rope, max_positions, config_head_size(c));
     return 0;
 }
 
 void infer_state_free(InferState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
-    free(s->q); free(s->lora_u); free(s->scores); free(s->att_scratch); free(s->logits); free(s->key_cache); free(s->value_cache);
+    free(s->q); free(s->lora_u); free(s->scores); free(s->rope); free(s->att_scratch); free(s->logits); free(s->key_cache); free(s->value_cache);
     memset(s, 0, sizeof *s);
 }
 
@@ -80,10 +82,8 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, n, s->lora_u);
         lora_apply(k_rows, s->xb, lora, LORA_WK, l, c, n, s->lora_u);
         lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
-        for (int r = 0; r < n; r++) {
-            nf_rope(s->q + (size_t)r * D, c->n_heads, hs, pos + r);
-            nf_rope(k_rows + (size_t)r * KV, c->n_kv_heads, hs, pos + r);
-        }
+        nf_rope_forward(s->q, s->rope, 1, n, pos, c->n_heads, hs);
+        nf_rope_forward(k_rows, s->rope, 1, n, pos, c->n_kv_heads, hs);
         if (n == 1) /* one row: a dot product per cached position */
             nf_attention_decode(s->xb, s->q, keys, values, s->scores, pos, c->n_heads, c->n_kv_heads, hs);
         else /* a chunk: tiles of rows against the cache through sgemm; row r sees up to pos + r */
@@ -99,7 +99,7 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         nf_matmul(s->hb2, s->xb, &lw->w3, n, D, H);
         lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, n, s->lora_u);
         lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, n, s->lora_u);
-        nf_swiglu(s->hb, s->hb2, (int)NH);
+        nf_swiglu_forward(s->hb, s->hb, s->hb2, NH);
         nf_matmul(s->xb2, s->hb, &lw->w2, n, H, D);
         lora_apply(s->xb2, s->hb, lora, LORA_W2, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];

@@ -24,6 +24,7 @@ typedef struct {
     float *q;             /* (C, D) queries of these positions */
     float *lora_u;        /* (C, D) LoRA scratch: s A x, rank <= D */
     float *scores;        /* (n_heads, P) attention weights of one row */
+    float *rope;          /* (P, hs) RoPE's (cos, sin) pairs, nf_rope_table */
     float *att_scratch;   /* nf_attention_scratch_floats(P): a prompt chunk's attention tiles */
     float *logits;        /* (V) output of the last forward */
     float *key_cache;     /* (L, P, KV) */

@@ -39,6 +39,7 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
         {&a->dq, N * D},              {&a->dk, N * KV},           {&a->dv, N * KV},
         {&a->dh1, N * H},             {&a->dh3, N * H},           {&a->dhact, N * H},
         {&a->att_scratch, T > 0 ? nf_attention_scratch_floats(T) : 0},
+        {&a->rope, (uint64_t)T * (uint64_t)config_head_size(c)},
         {&a->lora_u, lora ? L * (uint64_t)__builtin_popcount(lora->targets) * N * R : 0},        {&a->lora_x, lora ? N * M : 0},
         {&a->lora_dx, lora ? N * M : 0},                          {&a->lora_du, lora ? N * R : 0},
     };
@@ -72,6 +73,7 @@ int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lor
             return -1;
         }
     }
+    nf_rope_table(a->rope, T, config_head_size(c));
     if (bf16) {
         /* the largest operand of a weight product: logits or their gradient (N, V), or a weight */
         size_t N = (size_t)B * T, D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
@@ -253,8 +255,8 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
         projection_forward(net, a, l, LORA_WQ, q, xn);
         projection_forward(net, a, l, LORA_WK, k, xn);
         projection_forward(net, a, l, LORA_WV, v, xn);
-        nf_rope_forward(q, B, T, NH, hs);
-        nf_rope_forward(k, B, T, NKV, hs);
+        nf_rope_forward(q, a->rope, B, T, 0, NH, hs);
+        nf_rope_forward(k, a->rope, B, T, 0, NKV, hs);
         nf_attention_forward(att_out, att_lse, q, k, v, B, T, 0, NH, NKV, hs, a->att_scratch);
         projection_forward(net, a, l, LORA_WO, mid, att_out);
         for (size_t i = 0; i < ND; i++) mid[i] += x[i];
@@ -323,8 +325,8 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
         memset(a->dxn, 0, ND * sizeof(float));
         projection_backward(net, g, a, l, LORA_WO, a->datt_out, a->dresid, att_out);
         nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
-        nf_rope_backward(a->dq, B, T, NH, hs);
-        nf_rope_backward(a->dk, B, T, NKV, hs);
+        nf_rope_backward(a->dq, a->rope, B, T, 0, NH, hs);
+        nf_rope_backward(a->dk, a->rope, B, T, 0, NKV, hs);
         projection_backward(net, g, a, l, LORA_WQ, a->dxn, a->dq, xn);
         projection_backward(net, g, a, l, LORA_WK, a->dxn, a->dk, xn);
         projection_backward(net, g, a, l, LORA_WV, a->dxn, a->dv, xn);

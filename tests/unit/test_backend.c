@@ -2,9 +2,9 @@
  * double-precision references: nf_matmul for fp32 with one row and with
  * several (the oneDNN sgemm path), square and non-square, and for a Q8 tensor
  * whose rows do not start on group boundaries (groups run over the flattened
- * tensor); nf_rmsnorm (also in place); nf_rope (pair norms kept, position 0
+ * tensor); nf_rmsnorm (also in place); nf_rope_table + nf_rope_forward (pair norms kept, position 0
  * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
- * shift-invariant, no NaN for logits of 1000); nf_swiglu; and
+ * shift-invariant, no NaN for logits of 1000); nf_swiglu_forward in place; and
  * nf_attention_decode with grouped-query heads. The AVX-512 kernels and
  * their portable twins (NF_CPU=baseline) agree. Then the forward pass
  * (infer.h) on the real stories260K model: finite logits, identical logits
@@ -180,13 +180,22 @@ static void test_rmsnorm_of_zero_vector_is_zero(void **state) {
     for (int i = 0; i < 4; i++) assert_true(out[i] == 0.0f);
 }
 
+/* RoPE of one row (heads, hs) at position pos, through the table as the passes use it */
+static void rope_row(float *v, int heads, int hs, int pos) {
+    float *table = malloc((size_t)(pos + 1) * hs * sizeof(float));
+    assert_non_null(table);
+    nf_rope_table(table, pos + 1, hs);
+    nf_rope_forward(v, table, 1, 1, pos, heads, hs);
+    free(table);
+}
+
 static void test_rope_pos_zero_is_identity(void **state) {
     (void)state;
     enum { HEADS = 3, HS = 8 };
     float v[HEADS * HS], orig[HEADS * HS];
     fill(v, HEADS * HS);
     memcpy(orig, v, sizeof v);
-    nf_rope(v, HEADS, HS, 0);
+    rope_row(v, HEADS, HS, 0);
     assert_memory_equal(v, orig, sizeof v);
 }
 
@@ -198,7 +207,7 @@ static void test_rope_preserves_pair_norms(void **state) {
         float v[HEADS * HS], orig[HEADS * HS];
         fill(v, HEADS * HS);
         memcpy(orig, v, sizeof v);
-        nf_rope(v, HEADS, HS, positions[p]);
+        rope_row(v, HEADS, HS, positions[p]);
         for (int i = 0; i < HEADS * HS; i += 2) {
             double before = hypot(orig[i], orig[i + 1]), after = hypot(v[i], v[i + 1]);
             if (fabs(before - after) > 1e-5 * (1 + before)) fail_msg("pos %d pair %d: norm %g -> %g", positions[p], i, before, after);
@@ -224,7 +233,7 @@ static void test_rope_matches_double_rotation(void **state) {
                 ref[h * HS + i] = a * c - b * s;
                 ref[h * HS + i + 1] = a * s + b * c;
             }
-        nf_rope(v, HEADS, HS, pos);
+        rope_row(v, HEADS, HS, pos);
         for (int i = 0; i < HEADS * HS; i++)
             if (fabs(v[i] - ref[i]) > 1e-5) fail_msg("pos %d [%d]: %.8g, expected %.8g", pos, i, v[i], ref[i]);
     }
@@ -234,7 +243,7 @@ static void test_rope_rotates_first_pair_by_pos_radians(void **state) {
     (void)state;
     /* the first pair's frequency is 1: (1, 0) becomes (cos pos, sin pos) */
     float v[4] = {1, 0, 1, 0};
-    nf_rope(v, 1, 4, 2);
+    rope_row(v, 1, 4, 2);
     assert_true(fabs(v[0] - cos(2.0)) < 1e-6);
     assert_true(fabs(v[1] - sin(2.0)) < 1e-6);
     /* the second pair's frequency is 10000^(-2/4) = 0.01 */
@@ -300,7 +309,7 @@ static void test_swiglu_matches_formula(void **state) {
     g[1] = -30.0f;
     g[2] = 30.0f;
     for (int i = 0; i < N; i++) ref[i] = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
-    nf_swiglu(g, u, N);
+    nf_swiglu_forward(g, g, u, N);
     assert_close(g, ref, N, 1e-5, "swiglu");
     assert_true(g[0] == 0.0f);
 }
