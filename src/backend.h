@@ -67,6 +67,11 @@ void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, 
 void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
                         int OC);
 
+/* x (n) = 0, across threads: a backward pass zeroes hundreds of MB of
+ * gradient buffers per step, and one core's stores cannot fill the memory
+ * bandwidth. */
+void nf_zero(float *x, size_t n);
+
 /* out (N, C) = inp * rstd * weight with rstd (N) = 1/sqrt(mean(inp^2) + 1e-5), saved for backward */
 void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C);
 void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,

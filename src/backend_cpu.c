@@ -291,9 +291,11 @@ static bool scratchpad_fits(Bf16Context *ctx, size_t bytes) {
 }
 
 /* C (M, N) = beta C + op(A) op(B), row-major as dnnl_sgemm's arguments, with
- * A and B rounded to bf16. beta is 0 or 1. */
-static void gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B,
-                      int ldb, float beta, float *C, int ldc) {
+ * A and B rounded to bf16. beta is 0 or 1. a_rounded: ctx->a already holds
+ * A rounded (the previous call's A). Returns whether ctx->a holds A rounded
+ * afterwards (not when oneDNN refused the shape and sgemm ran instead). */
+static bool gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B,
+                      int ldb, float beta, float *C, int ldc, bool a_rounded) {
     size_t a_count = (size_t)(ta == 'N' ? M : K) * lda, b_count = (size_t)(tb == 'N' ? K : N) * ldb;
     dnnl_memory_desc_t a_md, b_md, c_md;
     dnnl_dims_t a_dims = {M, K}, b_dims = {K, N}, c_dims = {M, N};
@@ -326,7 +328,8 @@ static void gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, c
         dnnl_memory_create(&mem[1], &b_md, ctx->engine, ctx->b) == dnnl_success &&
         dnnl_memory_create(&mem[2], &c_md, ctx->engine, C) == dnnl_success &&
         dnnl_memory_create(&mem[3], pad_md, ctx->engine, ctx->scratchpad) == dnnl_success) {
-        round_bf16(ctx->a, A, a_count);
+        if (!a_rounded) round_bf16(ctx->a, A, a_count);
+        a_rounded = true;
         round_bf16(ctx->b, B, b_count);
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
                                    {DNNL_ARG_SCRATCHPAD, mem[3]}};
@@ -340,16 +343,18 @@ static void gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, c
     if (post) dnnl_post_ops_destroy(post);
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (!done) dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    return a_rounded;
 }
 
 void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC) {
-    gemm_bf16(ctx, 'N', 'T', N, OC, C, inp, C, w, C, 0.0f, out, OC);
+    gemm_bf16(ctx, 'N', 'T', N, OC, C, inp, C, w, C, 0.0f, out, OC, false);
 }
 
 void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, float *dw, const float *dout, const float *inp,
                              const float *w, int N, int C, int OC) {
-    if (dinp) gemm_bf16(ctx, 'N', 'N', N, C, OC, dout, OC, w, C, 1.0f, dinp, C);
-    if (dw) gemm_bf16(ctx, 'T', 'N', OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
+    /* dout is A of both products: rounded once */
+    bool dout_rounded = dinp && gemm_bf16(ctx, 'N', 'N', N, C, OC, dout, OC, w, C, 1.0f, dinp, C, false);
+    if (dw) gemm_bf16(ctx, 'T', 'N', OC, C, N, dout, OC, inp, C, 1.0f, dw, C, dout_rounded);
 }
 
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC) {
@@ -360,6 +365,17 @@ void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *
                         int OC) {
     if (dinp) dnnl_sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
     if (dw) dnnl_sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+}
+
+#define ZERO_CHUNK 262144 /* floats: 1 MiB per memset */
+
+void nf_zero(float *x, size_t n) {
+    size_t chunks = (n + ZERO_CHUNK - 1) / ZERO_CHUNK, c;
+#pragma omp parallel for schedule(static)
+    for (c = 0; c < chunks; c++) {
+        size_t at = c * ZERO_CHUNK;
+        memset(x + at, 0, (n - at < ZERO_CHUNK ? n - at : ZERO_CHUNK) * sizeof(float));
+    }
 }
 
 void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C) {
@@ -412,7 +428,7 @@ void nf_rope_table(float *rope, int positions, int hs) {
 /* Rotates every pair by +angle (forward) or -angle (backward). */
 static void rope_apply(float *x, const float *rope, int B, int T, int pos0, int n_heads, int hs, float sign) {
     int bt;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * T > 1) /* generation's one row: no threads to wake */
     for (bt = 0; bt < B * T; bt++) {
         const float *cs = rope + (size_t)(pos0 + bt % T) * hs;
         for (int h = 0; h < n_heads; h++) {
@@ -520,7 +536,7 @@ static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     size_t i;
     if (cpu_has(CPU_AVX512)) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > SWIGLU_CHUNK)
         for (i = 0; i < n; i += SWIGLU_CHUNK)
             avx512_swiglu_forward(out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
         return;

@@ -34,13 +34,9 @@ double grad_global_norm(const float *grads, size_t n) {
     return sqrt(total);
 }
 
-void grad_clip(float *grads, size_t n, double norm, double max_norm) {
+float grad_clip_factor(double norm, double max_norm) {
     double coef = max_norm / (norm + 1e-6);
-    if (max_norm <= 0 || coef >= 1.0) return;
-    float f = (float)coef;
-    size_t i;
-#pragma omp parallel for schedule(static)
-    for (i = 0; i < n; i++) grads[i] *= f;
+    return max_norm <= 0 || coef >= 1.0 ? 1.0f : (float)coef;
 }
 
 void grad_multiply(float *grads, size_t n, float f) {
@@ -49,8 +45,8 @@ void grad_multiply(float *grads, size_t n, float f) {
     for (i = 0; i < n; i++) grads[i] *= f;
 }
 
-void adamw_step(float *params, const float *grads, float *m, float *v, const ParamSegment *seg, int n_seg,
-                const OptimizerOptions *o, double lr, int64_t t) {
+void adamw_step(float *params, const float *grads, float grad_scale, float *m, float *v, const ParamSegment *seg,
+                int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     float bc1 = (float)(1.0 - pow(o->beta1, (double)t)), bc2 = (float)(1.0 - pow(o->beta2, (double)t));
     float step_size = (float)lr / bc1, bc2_sqrt = sqrtf(bc2);
@@ -59,7 +55,7 @@ void adamw_step(float *params, const float *grads, float *m, float *v, const Par
         size_t end = seg[s].offset + seg[s].count, i;
 #pragma omp parallel for schedule(static)
         for (i = seg[s].offset; i < end; i++) {
-            float g = grads[i];
+            float g = grads[i] * grad_scale; /* clipping here saves a pass over the gradients */
             m[i] = b1 * m[i] + (1.0f - b1) * g;
             v[i] = b2 * v[i] + (1.0f - b2) * g * g;
             /* torch: p *= 1 - lr wd;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */

@@ -26,17 +26,20 @@ double lr_at(const OptimizerOptions *o, int64_t step);
 /* sqrt(sum g^2) in double, summed in a fixed order (bitwise reproducible). */
 double grad_global_norm(const float *grads, size_t n);
 
-/* Scales grads so their global norm is at most max_norm (as clip_grad_norm_). */
-void grad_clip(float *grads, size_t n, double norm, double max_norm);
+/* The factor clip_grad_norm_ scales gradients of this norm by, so that
+ * theirs is at most max_norm: 1 when it already is, or when max_norm <= 0
+ * (clipping off). adamw_step applies it. */
+float grad_clip_factor(double norm, double max_norm);
 
 /* grads *= f: a step over masked data turns its gradient, accumulated with
  * a fixed scale per target, into the gradient of the mean over the targets
  * the whole step counted (train.c). */
 void grad_multiply(float *grads, size_t n, float f);
 
-/* One AdamW step (t is 1-based): m, v and params updated in place; norm
+/* One AdamW step (t is 1-based) with the gradients grads * grad_scale
+ * (grad_clip_factor; 1 for none): m, v and params updated in place; norm
  * weights (segments with is_norm) get no weight decay. */
-void adamw_step(float *params, const float *grads, float *m, float *v, const ParamSegment *seg, int n_seg,
-                const OptimizerOptions *o, double lr, int64_t t);
+void adamw_step(float *params, const float *grads, float grad_scale, float *m, float *v, const ParamSegment *seg,
+                int n_seg, const OptimizerOptions *o, double lr, int64_t t);
 
 #endif

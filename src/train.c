@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "data.h"
 #include "json_parse.h"
@@ -431,7 +432,7 @@ int train_run(TrainOptions *o, NfOut *out) {
     while (t.step < o->steps) {
         double step_start = nf_now_ms();
         int64_t step = t.step + 1;
-        memset(t.grads, 0, t.n_params * sizeof(float));
+        nf_zero(t.grads, t.n_params);
         /* Without masks every micro-batch's mean loss weighs 1/accum. With
          * masks the step's loss is the mean over all the targets its
          * micro-batches count: each target's gradient is accumulated with
@@ -479,9 +480,9 @@ int train_run(TrainOptions *o, NfOut *out) {
                     isnan(norm) ? "NaN" : "infinite", (long long)step, loss);
             goto fail;
         }
-        if (o->optim.grad_clip > 0) grad_clip(t.grads, t.n_params, norm, o->optim.grad_clip);
         double lr = lr_at(&o->optim, step);
-        adamw_step(t.params, t.grads, t.adam_m, t.adam_v, t.seg, t.n_seg, &o->optim, lr, step);
+        adamw_step(t.params, t.grads, grad_clip_factor(norm, o->optim.grad_clip), t.adam_m, t.adam_v, t.seg, t.n_seg,
+                   &o->optim, lr, step);
         t.step = step;
         t.last_loss = loss;
         t.tokens_seen += (int64_t)B * T * o->accum;

@@ -289,8 +289,8 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
     size_t att_size = (size_t)B * NH * T;
 
     /* classifier and final norm: dresid = d loss / d resid[L] */
-    memset(a->dxn, 0, ND * sizeof(float));
-    memset(a->dresid, 0, ND * sizeof(float));
+    nf_zero(a->dxn, ND);
+    nf_zero(a->dresid, ND);
     weight_backward(a, a->dxn, g->w.wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
     nf_rmsnorm_backward(a->dresid, g->w.rms_final, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
                         a->rstd_final, N, D);
@@ -305,10 +305,10 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
          * first the inputs of its projections again (bitwise what forward computed) */
         nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D);
         nf_swiglu_forward(hact, h1, h3, NH_);
-        memset(a->dhact, 0, NH_ * sizeof(float));
-        memset(a->dh1, 0, NH_ * sizeof(float));
-        memset(a->dh3, 0, NH_ * sizeof(float));
-        memset(a->dxn, 0, ND * sizeof(float));
+        nf_zero(a->dhact, NH_);
+        nf_zero(a->dh1, NH_);
+        nf_zero(a->dh3, NH_);
+        nf_zero(a->dxn, ND);
         projection_backward(net, g, a, l, LORA_W2, a->dhact, a->dresid, hact);
         nf_swiglu_backward(a->dh1, a->dh3, a->dhact, h1, h3, NH_);
         projection_backward(net, g, a, l, LORA_W1, a->dxn, a->dh1, xn2);
@@ -318,11 +318,11 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
 
         /* attention block: dresid now holds d mid; it flows to x, plus through the branch */
         nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D);
-        memset(a->datt_out, 0, ND * sizeof(float));
-        memset(a->dq, 0, ND * sizeof(float));
-        memset(a->dk, 0, NKVs * sizeof(float));
-        memset(a->dv, 0, NKVs * sizeof(float));
-        memset(a->dxn, 0, ND * sizeof(float));
+        nf_zero(a->datt_out, ND);
+        nf_zero(a->dq, ND);
+        nf_zero(a->dk, NKVs);
+        nf_zero(a->dv, NKVs);
+        nf_zero(a->dxn, ND);
         projection_backward(net, g, a, l, LORA_WO, a->datt_out, a->dresid, att_out);
         nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
         nf_rope_backward(a->dq, a->rope, B, T, 0, NH, hs);

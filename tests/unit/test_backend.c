@@ -297,6 +297,23 @@ static void test_softmax_large_logits(void **state) {
     assert_true(one[0] == 1.0f);
 }
 
+/* zeroes exactly n floats, across thread chunks and a ragged tail */
+static void test_zero_clears_exactly_n(void **state) {
+    (void)state;
+    const size_t sizes[] = {0, 1, 5, 262144, 262144 * 3 + 7};
+    for (int k = 0; k < 5; k++) {
+        size_t n = sizes[k];
+        float *x = malloc((n + 1) * sizeof(float));
+        assert_non_null(x);
+        for (size_t i = 0; i <= n; i++) x[i] = NAN;
+        nf_zero(x, n);
+        for (size_t i = 0; i < n; i++)
+            if (x[i] != 0.0f || signbit(x[i])) fail_msg("n %zu: x[%zu] = %g", n, i, x[i]);
+        assert_true(isnan(x[n]));
+        free(x);
+    }
+}
+
 static void test_swiglu_matches_formula(void **state) {
     (void)state;
     enum { N = 40 };
@@ -744,6 +761,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_shift_invariant),
         cmocka_unit_test(test_softmax_large_logits),
         cmocka_unit_test(test_swiglu_matches_formula),
+        cmocka_unit_test(test_zero_clears_exactly_n),
         cmocka_unit_test(test_attention_gqa_matches_naive),
         cmocka_unit_test(test_attention_mha_and_single_kv_head),
         cmocka_unit_test(test_attention_gqa_heads_share_kv),
