@@ -86,6 +86,17 @@ static inline float dot_f32(const float *a, const float *b, int n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+/* sum a[i] b[i] c[i], as dot_f32 */
+static inline float dot3_f32(const float *a, const float *b, const float *c, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k] * c[i + k];
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * b[i] * c[i];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 /* Dot of n Q8 values starting at flat element `start` of a tensor with fp32 x.
  * Groups run over the flattened tensor, so a row need not start on a group
  * boundary (llama2.c only requires dim, not hidden_dim, to be a multiple). */
@@ -384,31 +395,38 @@ void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
     for (n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
-        float ss = 0.0f;
-        for (int i = 0; i < C; i++) ss += x[i] * x[i];
-        float r = 1.0f / sqrtf(ss / C + 1e-5f);
+        float r = 1.0f / sqrtf(dot_f32(x, x, C) / C + 1e-5f);
         for (int i = 0; i < C; i++) y[i] = x[i] * r * weight[i];
         rstd[n] = r;
     }
 }
 
+#define RMS_COLUMNS 32 /* columns of the weight gradient per thread block */
+
 void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                          const float *rstd, int N, int C) {
     /* y = x r w, r = (mean x^2 + eps)^-1/2:
      *   dw += dy x r;   dx = r (dy w) - x r^3 / C * sum(dy w x) */
-    if (dweight)
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-            for (int i = 0; i < C; i++) dweight[i] += dy[i] * x[i] * rstd[n];
+    if (dweight) {
+        /* threads take blocks of columns and add the rows in order: the
+         * same sums, bit for bit, on any number of threads */
+        int blocks = (C + RMS_COLUMNS - 1) / RMS_COLUMNS, b;
+#pragma omp parallel for schedule(static)
+        for (b = 0; b < blocks; b++) {
+            int i0 = b * RMS_COLUMNS, i1 = i0 + RMS_COLUMNS < C ? i0 + RMS_COLUMNS : C;
+            for (int n = 0; n < N; n++) {
+                const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+                for (int i = i0; i < i1; i++) dweight[i] += dy[i] * x[i] * rstd[n];
+            }
         }
+    }
     if (!dinp) return;
     int n;
 #pragma omp parallel for schedule(static)
     for (n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
-        float r = rstd[n], dot = 0.0f;
-        for (int i = 0; i < C; i++) dot += dy[i] * weight[i] * x[i];
+        float r = rstd[n], dot = dot3_f32(dy, weight, x, C);
         float k = r * r * r * dot / C;
         for (int i = 0; i < C; i++) dx[i] += r * dy[i] * weight[i] - k * x[i];
     }
