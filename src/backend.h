@@ -18,6 +18,10 @@ int nf_threads(void);
 /* fp32 GEMM speed measured now on square products of size n (GFLOP/s): the
  * peak that benchmarks report their efficiency (MFU) against. */
 double nf_gemm_peak_gflops(int n);
+/* Memory read speed measured now (GB/s): every thread summing its part of a
+ * buffer of this many bytes, larger than the caches. Generation reads each
+ * weight once per token, so this bounds its tokens/s. */
+double nf_memory_read_gbytes_s(size_t bytes);
 /* Which hand-written kernels this CPU runs: "avx512-vnni-bf16",
  * "avx512-vnni", "avx512" or "portable" (found at run time; NF_CPU=baseline
  * forces "portable"). nf_cpu_check_env refuses any other NF_CPU value. */

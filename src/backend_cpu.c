@@ -86,6 +86,30 @@ static inline float dot_f32(const float *a, const float *b, int n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+double nf_memory_read_gbytes_s(size_t bytes) {
+    size_t n = bytes / sizeof(float);
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) return 0.0;
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) buf[i] = 1.0f; /* pages placed by the threads that read them */
+    double best = 0.0, total = 0.0;
+    for (int rep = 0; rep < 10; rep++) { /* the best of ten: the reads of a shared machine vary */
+        double t0 = omp_get_wtime(), sum = 0.0;
+        int chunks = omp_get_max_threads() * 16, c;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+        for (c = 0; c < chunks; c++) {
+            size_t start = n / chunks * c, len = c == chunks - 1 ? n - start : n / chunks;
+            sum += dot_f32(buf + start, buf + start, (int)len);
+        }
+        double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
+        if (gbytes_s > best) best = gbytes_s;
+        total += sum; /* used, so the reads stay */
+    }
+    free(buf);
+    return total > 0 ? best : 0.0;
+}
+
 /* sum a[i] b[i] c[i], as dot_f32 */
 static inline float dot3_f32(const float *a, const float *b, const float *c, int n) {
     float acc[8] = {0};
