@@ -124,8 +124,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
         nf_zero(grads, n);
         model_forward(&net, &acts, tokens, tokens + (size_t)B * T, 1.0f, lora ? (uint64_t)step : 0);
         model_backward(&net, &g, &acts, tokens);
-        double norm = grad_global_norm(grads, n);
-        adamw_step(trained, grads, grad_clip_factor(norm, opt.grad_clip), m, v, seg, n_seg, &opt, opt.lr, step);
+        optimizer_update(trained, grads, n, m, v, seg, n_seg, &opt, opt.lr, step);
         double ms = nf_now_ms() - t0;
         if (step == 1) first_ms = ms;
         else timed_ms += ms;

@@ -63,3 +63,10 @@ void adamw_step(float *params, const float *grads, float grad_scale, float *m, f
         }
     }
 }
+
+double optimizer_update(float *params, const float *grads, size_t n, float *m, float *v, const ParamSegment *seg,
+                        int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
+    double norm = grad_global_norm(grads, n);
+    if (isfinite(norm)) adamw_step(params, grads, grad_clip_factor(norm, o->grad_clip), m, v, seg, n_seg, o, lr, t);
+    return norm;
+}

@@ -42,4 +42,11 @@ void grad_multiply(float *grads, size_t n, float f);
 void adamw_step(float *params, const float *grads, float grad_scale, float *m, float *v, const ParamSegment *seg,
                 int n_seg, const OptimizerOptions *o, double lr, int64_t t);
 
+/* The update that ends every training step (train and benchmark): the
+ * global norm of grads (n floats), then, if it is finite, adamw_step with
+ * the gradients clipped to o->grad_clip. Returns the norm; a NaN or
+ * infinite one leaves params, m and v as they were. */
+double optimizer_update(float *params, const float *grads, size_t n, float *m, float *v, const ParamSegment *seg,
+                        int n_seg, const OptimizerOptions *o, double lr, int64_t t);
+
 #endif

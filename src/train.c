@@ -473,16 +473,15 @@ int train_run(TrainOptions *o, NfOut *out) {
                     isnan(loss) ? "NaN" : "infinite", (long long)step);
             goto fail;
         }
-        double norm = grad_global_norm(t.grads, t.n_params);
-        if (!isfinite(norm)) {
+        double lr = lr_at(&o->optim, step);
+        double norm = optimizer_update(t.params, t.grads, t.n_params, t.adam_m, t.adam_v, t.seg, t.n_seg, &o->optim, lr,
+                                       step);
+        if (!isfinite(norm)) { /* nothing was updated */
             nf_fail(&err, NF_ERR_TRAINING,
                     "the gradient norm became %s at step %lld (loss %g); stopping (the last checkpoint is kept)",
                     isnan(norm) ? "NaN" : "infinite", (long long)step, loss);
             goto fail;
         }
-        double lr = lr_at(&o->optim, step);
-        adamw_step(t.params, t.grads, grad_clip_factor(norm, o->optim.grad_clip), t.adam_m, t.adam_v, t.seg, t.n_seg,
-                   &o->optim, lr, step);
         t.step = step;
         t.last_loss = loss;
         t.tokens_seen += (int64_t)B * T * o->accum;
