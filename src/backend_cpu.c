@@ -164,15 +164,10 @@ static void matmul_q8_vnni(float *out, const Tensor *w, const float *x, int n, i
         return;
     }
     float *xs = (float *)(xu + (size_t)n * dim); /* (n, groups) */
-    for (size_t g = 0; g < (size_t)n * groups; g++) {
-        const float *xg = x + g * gs;
-        float max = 0.0f;
-        for (int i = 0; i < gs; i++) max = fabsf(xg[i]) > max ? fabsf(xg[i]) : max;
-        float s = max / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
-        for (int i = 0; i < gs; i++) xu[g * gs + i] = (uint8_t)(lrintf(xg[i] * inv) + 128);
-        xs[g] = s;
-    }
-    int r;
+    int i, r;
+#pragma omp parallel for schedule(static) if (n > 1)
+    for (i = 0; i < n; i++)
+        avx512_quantize_q8(xu + (size_t)i * dim, xs + (size_t)i * groups, x + (size_t)i * dim, (size_t)groups, gs);
 #pragma omp parallel for schedule(static)
     for (r = 0; r < rows; r++)
         vnni_q8_row(out + r, (size_t)rows, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xu, xs, n, dim, gs);

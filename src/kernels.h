@@ -27,6 +27,10 @@ void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const f
 void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const uint8_t *xu, const float *xs,
                  int n, int dim, int gs);
 
+/* x (groups * gs) quantized for vnni_q8_row, gs a multiple of 16: per
+ * group the scale xs = max |x| / 127 and xu = round(x / xs) + 128. */
+void avx512_quantize_q8(uint8_t *xu, float *xs, const float *x, size_t groups, int gs);
+
 /* out = x rounded to bfloat16 (to nearest even) for the first multiple of
  * 32 values; returns how many it did. (AVX512-BF16) */
 size_t avx512bf16_round(uint16_t *out, const float *x, size_t n);

@@ -198,6 +198,22 @@ void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *w
                     dim, groups, gs, 1);
 }
 
+void avx512_quantize_q8(uint8_t *xu, float *xs, const float *x, size_t groups, int gs) {
+    for (size_t g = 0; g < groups; g++) {
+        const float *xg = x + g * gs;
+        __m512 max = _mm512_setzero_ps();
+        for (int i = 0; i < gs; i += 16) max = _mm512_max_ps(max, _mm512_abs_ps(_mm512_loadu_ps(xg + i)));
+        float s = _mm512_reduce_max_ps(max) / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
+        __m512 vinv = _mm512_set1_ps(inv);
+        const __m512i bias = _mm512_set1_epi32(128);
+        for (int i = 0; i < gs; i += 16) { /* lrintf: round to nearest even, as the default rounding mode */
+            __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), vinv)), bias);
+            _mm_storeu_si128((__m128i *)(xu + g * gs + i), _mm512_cvtepi32_epi8(q));
+        }
+        xs[g] = s;
+    }
+}
+
 size_t avx512bf16_round(uint16_t *out, const float *x, size_t n) {
     size_t blocks = n / 32;
     for (size_t k = 0; k < blocks; k++) {
