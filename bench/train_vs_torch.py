@@ -3,14 +3,17 @@
 the same LLaMA shape, batch and sequence, in the same invocation.
 
     /usr/bin/python3 bench/train_vs_torch.py [--preset 15M|42M|110M] [--batch 4] [--seq 256] [--steps 3]
-                                            [--lora-rank R] [--threads N]
+                                            [--lora-rank R] [--dtype fp32|bf16] [--threads N]
 
 The PyTorch peer is llama2.c's model.py architecture written below (RMSNorm,
 RoPE on adjacent pairs, SwiGLU, tied classifier), fp32, torch.optim.AdamW,
 on random tokens; its step is forward, backward, clip_grad_norm_ and the
 AdamW step, timed after one warm-up step, like `neuralforge benchmark
 --train`. With --lora-rank, the peer trains rank-r adapters on wq, wk, wv,
-wo with the base frozen. Both use the same number of threads."""
+wo with the base frozen. With --dtype bf16, NeuralForge runs `--dtype bf16`
+and the peer runs under torch.autocast("cpu", dtype=torch.bfloat16): bf16
+matrix products, fp32 weights and optimizer state in both. Both use the
+same number of threads."""
 import argparse
 import json
 import math
@@ -107,7 +110,8 @@ def torch_peer(a):
     times = []
     for step in range(a.steps + 1):
         t0 = time.time()
-        loss = model(tokens, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+            loss = model(tokens, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -125,16 +129,17 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--lora-rank", type=int, default=0)
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
     # NeuralForge first, before torch starts its thread pool in this process
     out = subprocess.run([NF, "benchmark", "--train", "--preset", a.preset, "--batch", str(a.batch), "--seq",
-                          str(a.seq), "--steps", str(a.steps), "--lora-rank", str(a.lora_rank), "--threads",
-                          str(a.threads)], capture_output=True, check=True).stdout
+                          str(a.seq), "--steps", str(a.steps), "--lora-rank", str(a.lora_rank), "--dtype", a.dtype,
+                          "--threads", str(a.threads)], capture_output=True, check=True).stdout
     nf = json.loads(out.decode().strip().split("\n")[-1])
     torch.set_num_threads(a.threads)
     torch_ms, torch_tok_s = torch_peer(a)
-    what = f"{a.preset}, batch {a.batch} x seq {a.seq}, {'LoRA r=' + str(a.lora_rank) if a.lora_rank else 'full'}"
+    what = f"{a.preset}, batch {a.batch} x seq {a.seq}, {'LoRA r=' + str(a.lora_rank) if a.lora_rank else 'full'}, {a.dtype}"
     print(f"{what}, {a.threads} threads, torch {torch.__version__}")
     print("| run | ms/step | tokens/s |")
     print("|---|---|---|")
