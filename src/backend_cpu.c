@@ -157,21 +157,23 @@ static void gemv_f32_avx512(float *out, const float *w, const float *x, int rows
  * per group), so each group's dot product is integer arithmetic (VNNI). */
 static void matmul_q8_vnni(float *out, const Tensor *w, const float *x, int n, int rows, int dim) {
     int gs = w->group_size, groups = dim / gs;
-    uint8_t *xu = malloc((size_t)n * dim + (size_t)n * groups * sizeof(float));
-    if (!xu) { /* too little memory for the quantized input: the plain loop needs none */
+    int8_t *xq = malloc((size_t)n * dim + 2 * (size_t)n * groups * sizeof(float));
+    if (!xq) { /* too little memory for the quantized input: the plain loop needs none */
         for (int i = 0; i < n; i++)
             for (int r = 0; r < rows; r++) out[(size_t)i * rows + r] = dot_q8(w, (size_t)r * dim, x + (size_t)i * dim, dim);
         return;
     }
-    float *xs = (float *)(xu + (size_t)n * dim); /* (n, groups) */
+    float *xs = (float *)(xq + (size_t)n * dim), *xc = xs + (size_t)n * groups; /* (n, groups) each */
     int i, r;
 #pragma omp parallel for schedule(static) if (n > 1)
     for (i = 0; i < n; i++)
-        avx512_quantize_q8(xu + (size_t)i * dim, xs + (size_t)i * groups, x + (size_t)i * dim, (size_t)groups, gs);
+        avx512_quantize_q8(xq + (size_t)i * dim, xs + (size_t)i * groups, xc + (size_t)i * groups, x + (size_t)i * dim,
+                           (size_t)groups, gs);
 #pragma omp parallel for schedule(static)
     for (r = 0; r < rows; r++)
-        vnni_q8_row(out + r, (size_t)rows, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xu, xs, n, dim, gs);
-    free(xu);
+        vnni_q8_row(out + r, (size_t)rows, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xq, xs, xc, n, dim,
+                    gs);
+    free(xq);
 }
 
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {

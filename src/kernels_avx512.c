@@ -161,56 +161,65 @@ void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const f
 
 /* out[k * out_stride] = w row . x row k for xr rows of x. A group's dot
  * product is integer arithmetic, four bytes per lane per instruction:
- * vpdpbusd multiplies unsigned by signed bytes, so x comes as xq + 128 and
- * 128 * sum(w) is taken off again, summed by a second vpdpbusd against ones
- * and shared by the xr rows. xr is a constant at each call. */
+ * vpdpbusd multiplies unsigned by signed bytes, so each weight byte is made
+ * unsigned, w + 128 (an xor of its top bit), and the 128 * sum(xq) this
+ * adds is taken off at the end, from xc, which avx512_quantize_q8 computed
+ * once per row of x for every weight row. xr is a constant at each call. */
 static inline __attribute__((always_inline)) void q8_row_dots(float *out, size_t out_stride, const int8_t *wr,
-                                                              const float *ws, const uint8_t *xu, const float *xs,
-                                                              int dim, int groups, int gs, int xr) {
-    const __m512i ones = _mm512_set1_epi8(1);
+                                                              const float *ws, const int8_t *xq, const float *xs,
+                                                              const float *xc, int dim, int groups, int gs, int xr) {
+    const __m512i top = _mm512_set1_epi8((char)0x80);
     __m512 acc[VNNI_Q8_XROWS];
     for (int k = 0; k < xr; k++) acc[k] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
-        __m512i dot[VNNI_Q8_XROWS], wsum = _mm512_setzero_si512();
+        __m512i dot[VNNI_Q8_XROWS];
         for (int k = 0; k < xr; k++) dot[k] = _mm512_setzero_si512();
         for (int c = g * gs; c < (g + 1) * gs; c += 64) {
-            __m512i wv = _mm512_loadu_si512((const void *)(wr + c));
-            wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
+            __m512i wu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wr + c)), top);
             for (int k = 0; k < xr; k++)
-                dot[k] = _mm512_dpbusd_epi32(dot[k], _mm512_loadu_si512((const void *)(xu + (size_t)k * dim + c)), wv);
+                dot[k] = _mm512_dpbusd_epi32(dot[k], wu, _mm512_loadu_si512((const void *)(xq + (size_t)k * dim + c)));
         }
-        __m512i offset = _mm512_slli_epi32(wsum, 7);
         for (int k = 0; k < xr; k++)
-            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[k], offset)),
-                                     _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[k]), _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]),
+                                     acc[k]);
     }
-    for (int k = 0; k < xr; k++) out[(size_t)k * out_stride] = _mm512_reduce_add_ps(acc[k]);
+    for (int k = 0; k < xr; k++) {
+        __m512 corr = _mm512_setzero_ps();
+        for (int g = 0; g < groups; g += 16) {
+            __mmask16 m = (__mmask16)(groups - g >= 16 ? 0xFFFF : (1u << (groups - g)) - 1);
+            corr = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, ws + g),
+                                   _mm512_maskz_loadu_ps(m, xc + (size_t)k * groups + g), corr);
+        }
+        out[(size_t)k * out_stride] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[k], corr));
+    }
 }
 
-void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const uint8_t *xu, const float *xs,
-                 int n, int dim, int gs) {
+void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
+                 const float *xc, int n, int dim, int gs) {
     int groups = dim / gs, i = 0;
     for (; i + VNNI_Q8_XROWS <= n; i += VNNI_Q8_XROWS)
-        q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups,
-                    dim, groups, gs, VNNI_Q8_XROWS);
+        q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xq + (size_t)i * dim, xs + (size_t)i * groups,
+                    xc + (size_t)i * groups, dim, groups, gs, VNNI_Q8_XROWS);
     for (; i < n; i++)
-        q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xu + (size_t)i * dim, xs + (size_t)i * groups,
-                    dim, groups, gs, 1);
+        q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xq + (size_t)i * dim, xs + (size_t)i * groups,
+                    xc + (size_t)i * groups, dim, groups, gs, 1);
 }
 
-void avx512_quantize_q8(uint8_t *xu, float *xs, const float *x, size_t groups, int gs) {
+void avx512_quantize_q8(int8_t *xq, float *xs, float *xc, const float *x, size_t groups, int gs) {
     for (size_t g = 0; g < groups; g++) {
         const float *xg = x + g * gs;
         __m512 max = _mm512_setzero_ps();
         for (int i = 0; i < gs; i += 16) max = _mm512_max_ps(max, _mm512_abs_ps(_mm512_loadu_ps(xg + i)));
         float s = _mm512_reduce_max_ps(max) / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
         __m512 vinv = _mm512_set1_ps(inv);
-        const __m512i bias = _mm512_set1_epi32(128);
+        __m512i sum = _mm512_setzero_si512();
         for (int i = 0; i < gs; i += 16) { /* lrintf: round to nearest even, as the default rounding mode */
-            __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), vinv)), bias);
-            _mm_storeu_si128((__m128i *)(xu + g * gs + i), _mm512_cvtepi32_epi8(q));
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), vinv));
+            sum = _mm512_add_epi32(sum, q);
+            _mm_storeu_si128((__m128i *)(xq + g * gs + i), _mm512_cvtepi32_epi8(q));
         }
         xs[g] = s;
+        xc[g] = s * 128.0f * (float)_mm512_reduce_add_epi32(sum);
     }
 }
 
