@@ -30,6 +30,15 @@ int nf_cpu_check_env(NfError *err);
 
 /* out (n, out_dim) = x (n, in_dim) @ W^T, W (out_dim, in_dim) fp32 or Q8. */
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim);
+/* Products that share their input: out (n, out_dim) = x (n, in_dim) @ W^T
+ * for each. They run as one: one pass of the threads over all their rows
+ * for a single row of x, and x quantized once for Q8 weights. */
+typedef struct {
+    float *out;
+    const Tensor *w;
+    int out_dim;
+} NfProduct;
+void nf_matmuls(const NfProduct *products, int count, const float *x, int n, int in_dim);
 
 /* out (dim) = x / sqrt(mean(x^2) + 1e-5) * weight. out may alias x. */
 void nf_rmsnorm(float *out, const float *x, const float *weight, int dim);

@@ -141,60 +141,95 @@ static inline float dot_q8(const Tensor *w, size_t start, const float *x, int n)
     return s;
 }
 
-/* out (rows) = W (rows, n) x, blocks of rows to each thread (AVX-512) */
+/* Which product, and which row of it, row `at` of the products' rows laid end to end is. */
+static int product_of(const NfProduct *p, int count, int *at) {
+    int k = 0;
+    while (k < count - 1 && *at >= p[k].out_dim) *at -= p[k++].out_dim;
+    return k;
+}
+
+/* out[k] (rows_k) = W[k] (rows_k, n) x for one row x: the products' rows in
+ * blocks, one pass of the threads over all of them (AVX-512) */
 #define GEMV_BLOCK 16
-static void gemv_f32_avx512(float *out, const float *w, const float *x, int rows, int n) {
-    int blocks = (rows + GEMV_BLOCK - 1) / GEMV_BLOCK, b;
+static void gemv_f32_avx512(const NfProduct *p, int count, const float *x, int n) {
+    int blocks = 0, b;
+    for (int k = 0; k < count; k++) blocks += (p[k].out_dim + GEMV_BLOCK - 1) / GEMV_BLOCK;
 #pragma omp parallel for schedule(static)
     for (b = 0; b < blocks; b++) {
-        int r0 = b * GEMV_BLOCK, nr = rows - r0 < GEMV_BLOCK ? rows - r0 : GEMV_BLOCK;
-        avx512_dots(out + r0, w + (size_t)r0 * n, (size_t)n, x, nr, n);
+        int k = 0, r0 = b * GEMV_BLOCK; /* blocks start each product afresh */
+        while (r0 >= (p[k].out_dim + GEMV_BLOCK - 1) / GEMV_BLOCK * GEMV_BLOCK)
+            r0 -= (p[k].out_dim + GEMV_BLOCK - 1) / GEMV_BLOCK * GEMV_BLOCK, k++;
+        int rows = p[k].out_dim, nr = rows - r0 < GEMV_BLOCK ? rows - r0 : GEMV_BLOCK;
+        avx512_dots(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr, n);
     }
 }
 
-/* out (n, rows) = x (n, dim) W^T for Q8 W whose groups of gs values (a
- * multiple of 64) tile each row: x is quantized the same way (int8, one scale
- * per group), so each group's dot product is integer arithmetic (VNNI). */
-static void matmul_q8_vnni(float *out, const Tensor *w, const float *x, int n, int rows, int dim) {
-    int gs = w->group_size, groups = dim / gs;
+/* out[k] (n, rows_k) = x (n, dim) W[k]^T for Q8 W whose groups of gs values
+ * (a multiple of 64) tile each row: x is quantized the same way (int8, one
+ * scale per group), once for all the products, so each group's dot product
+ * is integer arithmetic (VNNI). */
+static void matmul_q8_vnni(const NfProduct *p, int count, const float *x, int n, int dim) {
+    int gs = p[0].w->group_size, groups = dim / gs, total = 0;
+    for (int k = 0; k < count; k++) total += p[k].out_dim;
     int8_t *xq = malloc((size_t)n * dim + 2 * (size_t)n * groups * sizeof(float));
     if (!xq) { /* too little memory for the quantized input: the plain loop needs none */
-        for (int i = 0; i < n; i++)
-            for (int r = 0; r < rows; r++) out[(size_t)i * rows + r] = dot_q8(w, (size_t)r * dim, x + (size_t)i * dim, dim);
+        for (int k = 0; k < count; k++)
+            for (int i = 0; i < n; i++)
+                for (int r = 0; r < p[k].out_dim; r++)
+                    p[k].out[(size_t)i * p[k].out_dim + r] = dot_q8(p[k].w, (size_t)r * dim, x + (size_t)i * dim, dim);
         return;
     }
     float *xs = (float *)(xq + (size_t)n * dim), *xc = xs + (size_t)n * groups; /* (n, groups) each */
-    int i, r;
+    int i, row;
 #pragma omp parallel for schedule(static) if (n > 1)
     for (i = 0; i < n; i++)
         avx512_quantize_q8(xq + (size_t)i * dim, xs + (size_t)i * groups, xc + (size_t)i * groups, x + (size_t)i * dim,
                            (size_t)groups, gs);
 #pragma omp parallel for schedule(static)
-    for (r = 0; r < rows; r++)
-        vnni_q8_row(out + r, (size_t)rows, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xq, xs, xc, n, dim,
-                    gs);
+    for (row = 0; row < total; row++) {
+        int r = row, k = product_of(p, count, &r);
+        const Tensor *w = p[k].w;
+        vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xq, xs,
+                    xc, n, dim, gs);
+    }
     free(xq);
 }
 
-void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {
-    if (w->dtype == NF_F32) {
-        if (n == 1 && cpu_has(CPU_AVX512))
-            gemv_f32_avx512(out, w->f32, x, out_dim, in_dim);
-        else /* row-major: out (n, out_dim) = x (n, in_dim) * W^T */
-            dnnl_sgemm('N', 'T', n, out_dim, in_dim, 1.0f, x, in_dim, w->f32, in_dim, 0.0f, out, out_dim);
+void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim) {
+    bool f32 = true, vnni = cpu_has(CPU_VNNI);
+    for (int k = 0; k < count; k++) {
+        const Tensor *w = p[k].w;
+        f32 = f32 && w->dtype == NF_F32;
+        vnni = vnni && w->dtype != NF_F32 && w->group_size == p[0].w->group_size && w->group_size % 64 == 0 &&
+               in_dim % w->group_size == 0;
+    }
+    if (f32 && n == 1 && cpu_has(CPU_AVX512)) {
+        gemv_f32_avx512(p, count, x, in_dim);
         return;
     }
-    if (w->group_size % 64 == 0 && in_dim % w->group_size == 0 && cpu_has(CPU_VNNI)) {
-        matmul_q8_vnni(out, w, x, n, out_dim, in_dim);
+    if (vnni) {
+        matmul_q8_vnni(p, count, x, n, in_dim);
         return;
     }
-    for (int r = 0; r < n; r++) {
-        const float *xr = x + (size_t)r * in_dim;
-        float *outr = out + (size_t)r * out_dim;
-        int i;
+    for (int k = 0; k < count; k++) {
+        const Tensor *w = p[k].w;
+        int out_dim = p[k].out_dim;
+        if (w->dtype == NF_F32) { /* row-major: out (n, out_dim) = x (n, in_dim) * W^T */
+            dnnl_sgemm('N', 'T', n, out_dim, in_dim, 1.0f, x, in_dim, w->f32, in_dim, 0.0f, p[k].out, out_dim);
+            continue;
+        }
+        for (int r = 0; r < n; r++) {
+            const float *xr = x + (size_t)r * in_dim;
+            float *outr = p[k].out + (size_t)r * out_dim;
+            int i;
 #pragma omp parallel for schedule(static)
-        for (i = 0; i < out_dim; i++) outr[i] = dot_q8(w, (size_t)i * in_dim, xr, in_dim);
+            for (i = 0; i < out_dim; i++) outr[i] = dot_q8(w, (size_t)i * in_dim, xr, in_dim);
+        }
     }
+}
+
+void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {
+    nf_matmuls(&(NfProduct){out, w, out_dim}, 1, x, n, in_dim);
 }
 
 void nf_rmsnorm(float *out, const float *x, const float *weight, int dim) {

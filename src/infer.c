@@ -76,9 +76,7 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
 
         /* attention block */
         rmsnorm_rows(s->xb, s->x, rms_att, n, D);
-        nf_matmul(s->q, s->xb, &lw->wq, n, D, D);
-        nf_matmul(k_rows, s->xb, &lw->wk, n, D, KV);
-        nf_matmul(v_rows, s->xb, &lw->wv, n, D, KV);
+        nf_matmuls((NfProduct[]){{s->q, &lw->wq, D}, {k_rows, &lw->wk, KV}, {v_rows, &lw->wv, KV}}, 3, s->xb, n, D);
         lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, n, s->lora_u);
         lora_apply(k_rows, s->xb, lora, LORA_WK, l, c, n, s->lora_u);
         lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
@@ -95,8 +93,7 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
 
         /* feed-forward block */
         rmsnorm_rows(s->xb, s->x, rms_ffn, n, D);
-        nf_matmul(s->hb, s->xb, &lw->w1, n, D, H);
-        nf_matmul(s->hb2, s->xb, &lw->w3, n, D, H);
+        nf_matmuls((NfProduct[]){{s->hb, &lw->w1, H}, {s->hb2, &lw->w3, H}}, 2, s->xb, n, D);
         lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, n, s->lora_u);
         lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, n, s->lora_u);
         nf_swiglu_forward(s->hb, s->hb, s->hb2, NH);

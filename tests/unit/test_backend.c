@@ -60,6 +60,43 @@ static void check_matmul_f32(int n, int in_dim, int out_dim) {
     free(ref);
 }
 
+/* Products sharing an input give, bit for bit, what each gives alone: fp32
+ * for one row (the GEMV over all their rows) and for several (sgemm), and
+ * Q8 (x quantized once for all of them), with row counts that are not
+ * multiples of the 16-row blocks. */
+static void test_shared_input_products_match_single_ones(void **state) {
+    (void)state;
+    enum { IN = 128, GS = 64, ROWS = 3 };
+    const int dims[3] = {37, 16, 70};
+    float *x = malloc(sizeof(float) * ROWS * IN), *w[3], *scale[3], *alone = malloc(sizeof(float) * ROWS * 70);
+    int8_t *q[3];
+    float *out[3];
+    fill(x, ROWS * IN);
+    Tensor f32[3], q8[3];
+    for (int k = 0; k < 3; k++) {
+        w[k] = malloc(sizeof(float) * dims[k] * IN), out[k] = malloc(sizeof(float) * ROWS * dims[k]);
+        q[k] = malloc((size_t)dims[k] * IN), scale[k] = malloc(sizeof(float) * dims[k] * IN / GS);
+        fill(w[k], dims[k] * IN);
+        for (int i = 0; i < dims[k] * IN; i++) q[k][i] = (int8_t)((i * 37 + k) % 255 - 127);
+        for (int g = 0; g < dims[k] * IN / GS; g++) scale[k][g] = 0.001f * (1 + g % 5);
+        f32[k] = (Tensor){.dtype = NF_F32, .f32 = w[k]};
+        q8[k] = (Tensor){.dtype = NF_Q8, .q = q[k], .scale = scale[k], .group_size = GS};
+    }
+    for (int quant = 0; quant < 2; quant++)
+        for (int n = 1; n <= ROWS; n += ROWS - 1) {
+            const Tensor *t = quant ? q8 : f32;
+            nf_matmuls((NfProduct[]){{out[0], &t[0], dims[0]}, {out[1], &t[1], dims[1]}, {out[2], &t[2], dims[2]}}, 3,
+                       x, n, IN);
+            for (int k = 0; k < 3; k++) {
+                nf_matmul(alone, x, &t[k], n, IN, dims[k]);
+                if (memcmp(alone, out[k], sizeof(float) * n * dims[k]) != 0)
+                    fail_msg("%s, %d rows: product %d differs from it alone", quant ? "q8" : "fp32", n, k);
+            }
+        }
+    for (int k = 0; k < 3; k++) free(w[k]), free(out[k]), free(q[k]), free(scale[k]);
+    free(x), free(alone);
+}
+
 static void test_matmul_f32_single_row(void **state) {
     (void)state;
     check_matmul_f32(1, 8, 8);
@@ -747,6 +784,7 @@ int main(void) {
         cmocka_unit_test(test_avx512_kernels_match_portable_twins),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_matmul_f32_single_row),
+        cmocka_unit_test(test_shared_input_products_match_single_ones),
         cmocka_unit_test(test_matmul_f32_batched),
         cmocka_unit_test(test_matmul_f32_batched_rows_match_single_rows),
         cmocka_unit_test(test_matmul_q8_rows_straddle_groups),
