@@ -193,25 +193,26 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
     double gen_ms = nf_now_ms() - t0, tok_s = N / (gen_ms / 1000.0);
     /* bytes of weights read per token: int8 plus a float scale per group under q8 */
     double weight_bytes = (double)config_param_count(c) * (o->q8 ? 1.0 + 4.0 / NF_Q8_GROUP : 4.0);
+    /* the bound: generation reads every weight once per token */
+    double weight_gbytes_s = weight_bytes * tok_s / 1e9, read_gbytes_s = nf_memory_read_gbytes_s((size_t)512 << 20);
+    double bandwidth_use = read_gbytes_s > 0 ? weight_gbytes_s / read_gbytes_s : 0.0;
+    double prompt_tok_s = P > 0 ? P / (prompt_ms / 1000.0) : 0.0;
     JsonBuf j;
     emit_common(&j, "generate", bm);
     json_string(&j, "quant", o->q8 ? "q8" : "none");
     json_int(&j, "prompt_tokens", P);
-    json_number(&j, "prompt_tok_s", P > 0 ? P / (prompt_ms / 1000.0) : 0.0);
+    json_number(&j, "prompt_tok_s", prompt_tok_s);
     json_number(&j, "prompt_first_ms", first_prompt_ms);
     json_int(&j, "tokens", N);
     json_number(&j, "ms_per_token", gen_ms / N);
     json_number(&j, "tok_s", tok_s);
-    json_number(&j, "weight_gbytes_s", weight_bytes * tok_s / 1e9);
-    /* the bound: generation reads every weight once per token */
-    double read_gbytes_s = nf_memory_read_gbytes_s((size_t)512 << 20);
+    json_number(&j, "weight_gbytes_s", weight_gbytes_s);
     json_number(&j, "memory_read_gbytes_s", read_gbytes_s);
-    json_number(&j, "bandwidth_use", read_gbytes_s > 0 ? weight_bytes * tok_s / 1e9 / read_gbytes_s : 0.0);
+    json_number(&j, "bandwidth_use", bandwidth_use);
     msg_emit(out, &j);
     nf_log("generate %s: %.1f tokens/s (%.1f GB/s of weights, %.0f%% of a %.1f GB/s read), prompt %.0f tokens/s "
            "(first pass %.0f ms)",
-           bm->source, tok_s, weight_bytes * tok_s / 1e9, read_gbytes_s > 0 ? 100 * weight_bytes * tok_s / 1e9 / read_gbytes_s : 0.0,
-           read_gbytes_s, P > 0 ? P / (prompt_ms / 1000.0) : 0.0, first_prompt_ms);
+           bm->source, tok_s, weight_gbytes_s, 100 * bandwidth_use, read_gbytes_s, prompt_tok_s, first_prompt_ms);
     rc = 0;
 done:
     sampler_free(&sampler);
