@@ -141,10 +141,18 @@ static inline float dot_q8(const Tensor *w, size_t start, const float *x, int n)
     return s;
 }
 
-/* Which product, and which row of it, row `at` of the products' rows laid end to end is. */
-static int product_of(const NfProduct *p, int count, int *at) {
+/* Units of `unit` rows (the last of a product may be short), laid end to end
+ * over the products: how many there are, and which product unit `at` falls in
+ * (at becomes the unit's index within it). */
+static int product_units(const NfProduct *p, int count, int unit) {
+    int units = 0;
+    for (int k = 0; k < count; k++) units += (p[k].out_dim + unit - 1) / unit;
+    return units;
+}
+
+static int product_of(const NfProduct *p, int count, int unit, int *at) {
     int k = 0;
-    while (k < count - 1 && *at >= p[k].out_dim) *at -= p[k++].out_dim;
+    while (k < count - 1 && *at >= (p[k].out_dim + unit - 1) / unit) *at -= (p[k++].out_dim + unit - 1) / unit;
     return k;
 }
 
@@ -152,14 +160,11 @@ static int product_of(const NfProduct *p, int count, int *at) {
  * blocks, one pass of the threads over all of them (AVX-512) */
 #define GEMV_BLOCK 16
 static void gemv_f32_avx512(const NfProduct *p, int count, const float *x, int n) {
-    int blocks = 0, b;
-    for (int k = 0; k < count; k++) blocks += (p[k].out_dim + GEMV_BLOCK - 1) / GEMV_BLOCK;
+    int blocks = product_units(p, count, GEMV_BLOCK), b;
 #pragma omp parallel for schedule(static)
     for (b = 0; b < blocks; b++) {
-        int k = 0, r0 = b * GEMV_BLOCK; /* blocks start each product afresh */
-        while (r0 >= (p[k].out_dim + GEMV_BLOCK - 1) / GEMV_BLOCK * GEMV_BLOCK)
-            r0 -= (p[k].out_dim + GEMV_BLOCK - 1) / GEMV_BLOCK * GEMV_BLOCK, k++;
-        int rows = p[k].out_dim, nr = rows - r0 < GEMV_BLOCK ? rows - r0 : GEMV_BLOCK;
+        int block = b, k = product_of(p, count, GEMV_BLOCK, &block), r0 = block * GEMV_BLOCK;
+        int nr = p[k].out_dim - r0 < GEMV_BLOCK ? p[k].out_dim - r0 : GEMV_BLOCK;
         avx512_dots(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr, n);
     }
 }
@@ -169,8 +174,7 @@ static void gemv_f32_avx512(const NfProduct *p, int count, const float *x, int n
  * scale per group), once for all the products, so each group's dot product
  * is integer arithmetic (VNNI). */
 static void matmul_q8_vnni(const NfProduct *p, int count, const float *x, int n, int dim) {
-    int gs = p[0].w->group_size, groups = dim / gs, total = 0;
-    for (int k = 0; k < count; k++) total += p[k].out_dim;
+    int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1);
     int8_t *xq = malloc((size_t)n * dim + 2 * (size_t)n * groups * sizeof(float));
     if (!xq) { /* too little memory for the quantized input: the plain loop needs none */
         for (int k = 0; k < count; k++)
@@ -187,7 +191,7 @@ static void matmul_q8_vnni(const NfProduct *p, int count, const float *x, int n,
                            (size_t)groups, gs);
 #pragma omp parallel for schedule(static)
     for (row = 0; row < total; row++) {
-        int r = row, k = product_of(p, count, &r);
+        int r = row, k = product_of(p, count, 1, &r);
         const Tensor *w = p[k].w;
         vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xq, xs,
                     xc, n, dim, gs);
