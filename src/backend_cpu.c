@@ -183,18 +183,19 @@ static void matmul_q8_vnni(const NfProduct *p, int count, const float *x, int n,
                     p[k].out[(size_t)i * p[k].out_dim + r] = dot_q8(p[k].w, (size_t)r * dim, x + (size_t)i * dim, dim);
         return;
     }
-    float *xs = (float *)(xq + (size_t)n * dim), *xc = xs + (size_t)n * groups; /* (n, groups) each */
+    float *xs = (float *)(xq + (size_t)n * dim); /* (n, groups) each, and so is xo */
+    int32_t *xo = (int32_t *)(xs + (size_t)n * groups);
     int i, row;
 #pragma omp parallel for schedule(static) if (n > 1)
     for (i = 0; i < n; i++)
-        avx512_quantize_q8(xq + (size_t)i * dim, xs + (size_t)i * groups, xc + (size_t)i * groups, x + (size_t)i * dim,
+        avx512_quantize_q8(xq + (size_t)i * dim, xs + (size_t)i * groups, xo + (size_t)i * groups, x + (size_t)i * dim,
                            (size_t)groups, gs);
 #pragma omp parallel for schedule(static)
     for (row = 0; row < total; row++) {
         int r = row, k = product_of(p, count, 1, &r);
         const Tensor *w = p[k].w;
         vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xq, xs,
-                    xc, n, dim, gs);
+                    xo, n, dim, gs);
     }
     free(xq);
 }

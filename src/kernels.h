@@ -21,16 +21,16 @@ void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const f
                             size_t n);
 
 /* One Q8 weight row wr (dim int8, scales ws per group of gs, a multiple of
- * 64) against n rows of x quantized by avx512_quantize_q8 (xq, xs, xc, each
+ * 64) against n rows of x quantized by avx512_quantize_q8 (xq, xs, xo, each
  * row's). out[i * out_stride] = row . x row i. (AVX-512 VNNI) */
 #define VNNI_Q8_XROWS 4 /* x rows per pass over the weight row */
 void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
-                 const float *xc, int n, int dim, int gs);
+                 const int32_t *xo, int n, int dim, int gs);
 
 /* x (groups * gs) quantized for vnni_q8_row, gs a multiple of 16: per
  * group the scale xs = max |x| / 127, xq = round(x / xs), and
- * xc = 128 xs sum(xq), the offset that unsigned weights add to its dots. */
-void avx512_quantize_q8(int8_t *xq, float *xs, float *xc, const float *x, size_t groups, int gs);
+ * xo = -128 sum(xq), which takes out what unsigned weights add to its dots. */
+void avx512_quantize_q8(int8_t *xq, float *xs, int32_t *xo, const float *x, size_t groups, int gs);
 
 /* out = x rounded to bfloat16 (to nearest even) for the first multiple of
  * 32 values; returns how many it did. (AVX512-BF16) */

@@ -163,49 +163,59 @@ void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const f
  * product is integer arithmetic, four bytes per lane per instruction:
  * vpdpbusd multiplies unsigned by signed bytes, so each weight byte is made
  * unsigned, w + 128 (an xor of its top bit), and the 128 * sum(xq) this
- * adds is taken off at the end, from xc, which avx512_quantize_q8 computed
- * once per row of x for every weight row. xr is a constant at each call. */
+ * adds is taken back out in the integers: each group's sum starts from
+ * xo = -128 * sum(xq), which avx512_quantize_q8 computed once per group of
+ * x for every weight row. Two groups at a time, so that one row's float
+ * sums are two chains, not one waiting on the other. xr is a constant at
+ * each call. */
+static inline __attribute__((always_inline)) void q8_group_dots(__m512 *acc, int g, const int8_t *wr, const float *ws,
+                                                                const int8_t *xq, const float *xs, const int32_t *xo,
+                                                                int dim, int groups, int gs, int xr) {
+    const __m512i top = _mm512_set1_epi8((char)0x80);
+    __m512i dot[VNNI_Q8_XROWS];
+    for (int k = 0; k < xr; k++) dot[k] = _mm512_maskz_set1_epi32(1, xo[(size_t)k * groups + g]);
+    for (int c = g * gs; c < (g + 1) * gs; c += 64) {
+        __m512i wu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wr + c)), top);
+        for (int k = 0; k < xr; k++)
+            dot[k] = _mm512_dpbusd_epi32(dot[k], wu, _mm512_loadu_si512((const void *)(xq + (size_t)k * dim + c)));
+    }
+    for (int k = 0; k < xr; k++)
+        acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[k]), _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
+}
+
 static inline __attribute__((always_inline)) void q8_row_dots(float *out, size_t out_stride, const int8_t *wr,
                                                               const float *ws, const int8_t *xq, const float *xs,
-                                                              const float *xc, int dim, int groups, int gs, int xr) {
-    const __m512i top = _mm512_set1_epi8((char)0x80);
-    __m512 acc[VNNI_Q8_XROWS];
-    for (int k = 0; k < xr; k++) acc[k] = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        __m512i dot[VNNI_Q8_XROWS];
-        for (int k = 0; k < xr; k++) dot[k] = _mm512_setzero_si512();
-        for (int c = g * gs; c < (g + 1) * gs; c += 64) {
-            __m512i wu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wr + c)), top);
-            for (int k = 0; k < xr; k++)
-                dot[k] = _mm512_dpbusd_epi32(dot[k], wu, _mm512_loadu_si512((const void *)(xq + (size_t)k * dim + c)));
-        }
-        for (int k = 0; k < xr; k++)
-            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[k]), _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]),
-                                     acc[k]);
+                                                              const int32_t *xo, int dim, int groups, int gs, int xr) {
+    __m512 even[VNNI_Q8_XROWS], odd[VNNI_Q8_XROWS];
+    for (int k = 0; k < xr; k++) even[k] = odd[k] = _mm512_setzero_ps();
+    int g = 0;
+    for (; g + 2 <= groups; g += 2) {
+        q8_group_dots(even, g, wr, ws, xq, xs, xo, dim, groups, gs, xr);
+        q8_group_dots(odd, g + 1, wr, ws, xq, xs, xo, dim, groups, gs, xr);
     }
-    for (int k = 0; k < xr; k++) {
-        __m512 corr = _mm512_setzero_ps();
-        for (int g = 0; g < groups; g += 16) {
-            __mmask16 m = (__mmask16)(groups - g >= 16 ? 0xFFFF : (1u << (groups - g)) - 1);
-            corr = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, ws + g),
-                                   _mm512_maskz_loadu_ps(m, xc + (size_t)k * groups + g), corr);
-        }
-        out[(size_t)k * out_stride] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[k], corr));
-    }
+    if (g < groups) q8_group_dots(even, g, wr, ws, xq, xs, xo, dim, groups, gs, xr);
+    for (int k = 0; k < xr; k++) out[(size_t)k * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(even[k], odd[k]));
 }
+
+/* How far ahead of the weight row in use the next rows are fetched: the
+ * rows are short (a few cache lines), too short for the hardware's stream
+ * prefetch to run ahead on its own. 4 KiB was the fastest of 1-8 KiB. */
+#define Q8_PREFETCH_BYTES 4096
 
 void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
-                 const float *xc, int n, int dim, int gs) {
+                 const int32_t *xo, int n, int dim, int gs) {
     int groups = dim / gs, i = 0;
+    for (int c = 0; c < dim; c += 64) _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + c, _MM_HINT_T0);
+    _mm_prefetch((const char *)(ws + Q8_PREFETCH_BYTES / gs), _MM_HINT_T0); /* their scales */
     for (; i + VNNI_Q8_XROWS <= n; i += VNNI_Q8_XROWS)
         q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xq + (size_t)i * dim, xs + (size_t)i * groups,
-                    xc + (size_t)i * groups, dim, groups, gs, VNNI_Q8_XROWS);
+                    xo + (size_t)i * groups, dim, groups, gs, VNNI_Q8_XROWS);
     for (; i < n; i++)
         q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xq + (size_t)i * dim, xs + (size_t)i * groups,
-                    xc + (size_t)i * groups, dim, groups, gs, 1);
+                    xo + (size_t)i * groups, dim, groups, gs, 1);
 }
 
-void avx512_quantize_q8(int8_t *xq, float *xs, float *xc, const float *x, size_t groups, int gs) {
+void avx512_quantize_q8(int8_t *xq, float *xs, int32_t *xo, const float *x, size_t groups, int gs) {
     for (size_t g = 0; g < groups; g++) {
         const float *xg = x + g * gs;
         __m512 max = _mm512_setzero_ps();
@@ -219,7 +229,7 @@ void avx512_quantize_q8(int8_t *xq, float *xs, float *xc, const float *x, size_t
             _mm_storeu_si128((__m128i *)(xq + g * gs + i), _mm512_cvtepi32_epi8(q));
         }
         xs[g] = s;
-        xc[g] = s * 128.0f * (float)_mm512_reduce_add_epi32(sum);
+        xo[g] = -128 * _mm512_reduce_add_epi32(sum);
     }
 }
 

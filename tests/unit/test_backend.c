@@ -670,6 +670,7 @@ static void test_q8_matmul_matches_dequantized_product(void **state) {
     (void)state;
     check_q8_matmul(768, 50, 64);   /* groups tile the rows: VNNI */
     check_q8_matmul(256, 33, 128);  /* bigger groups: VNNI */
+    check_q8_matmul(320, 17, 64);   /* an odd number of groups: VNNI's pairs of groups end on one */
     check_q8_matmul(172, 20, 64);   /* groups straddle rows: the plain loop */
 }
 
