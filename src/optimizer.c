@@ -14,6 +14,18 @@ double lr_at(const OptimizerOptions *o, int64_t step) {
 
 #define NORM_CHUNK 65536
 
+/* sum of x[i]^2 in double, with eight partial sums: one running sum would be
+ * a chain of dependent adds, four cycles each, slower than reading memory */
+static double sum_squares(const float *x, size_t n) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * x[i + k];
+    double s = 0.0;
+    for (; i < n; i++) s += (double)x[i] * x[i];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 double grad_global_norm(const float *grads, size_t n) {
     size_t chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
     double total = 0.0;
@@ -25,9 +37,7 @@ double grad_global_norm(const float *grads, size_t n) {
 #pragma omp parallel for schedule(static)
         for (c = 0; c < (long)count; c++) {
             size_t start = (base + (size_t)c) * NORM_CHUNK, end = start + NORM_CHUNK < n ? start + NORM_CHUNK : n;
-            double s = 0.0;
-            for (size_t i = start; i < end; i++) s += (double)grads[i] * grads[i];
-            partial[c] = s;
+            partial[c] = sum_squares(grads + start, end - start);
         }
         for (size_t c2 = 0; c2 < count; c2++) total += partial[c2];
     }
