@@ -60,6 +60,9 @@ void nf_attention_decode(float *out, const float *q, const float *keys, const fl
  * micro-batches add up without extra copies; a NULL gradient pointer means
  * "not needed" (frozen weights, or the first layer's input). */
 
+/* How a backward product writes the input gradient: see nf_matmul_backward */
+typedef enum { NF_SET, NF_ADD } NfWrite;
+
 /* out (N, OC) = inp (N, C) @ W^T, W (OC, C) */
 void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int OC);
 
@@ -72,13 +75,15 @@ typedef struct Bf16Context Bf16Context;
 Bf16Context *nf_bf16_create(size_t max_floats);
 void nf_bf16_free(Bf16Context *ctx);
 void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC);
-void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, float *dw, const float *dout, const float *inp,
-                             const float *w, int N, int C, int OC);
+void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, const float *dout,
+                             const float *inp, const float *w, int N, int C, int OC);
 /* out (N, OC) += inp (N, C) @ W^T: a second branch added onto a projection (LoRA) */
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC);
-/* dinp (N, C) += dout (N, OC) @ W;  dw (OC, C) += dout^T @ inp */
-void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
-                        int OC);
+/* dinp (N, C) = dout (N, OC) @ W, or += under NF_ADD (a second path into
+ * the same input);  dw (OC, C) += dout^T @ inp. Writing the first
+ * contribution outright spares zeroing dinp beforehand. */
+void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, const float *dout, const float *inp,
+                        const float *w, int N, int C, int OC);
 
 /* x (n) = 0, across threads: a backward pass zeroes hundreds of MB of
  * gradient buffers per step, and one core's stores cannot fill the memory
@@ -119,6 +124,7 @@ size_t nf_attention_scratch_floats(int T);
 
 /* out (N) = silu(gate) * up; out may be gate (in place) */
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+/* dgate, dup (N) = the gradients of out through silu(gate) * up (written, not added) */
 void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
 
 /* Cross-entropy of logits (N, V) against targets (N). A target < 0 is

@@ -422,10 +422,11 @@ void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, cons
     gemm_bf16(ctx, 'N', 'T', N, OC, C, inp, C, w, C, 0.0f, out, OC, false);
 }
 
-void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, float *dw, const float *dout, const float *inp,
-                             const float *w, int N, int C, int OC) {
+void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, const float *dout,
+                             const float *inp, const float *w, int N, int C, int OC) {
     /* dout is A of both products: rounded once */
-    bool dout_rounded = dinp && gemm_bf16(ctx, 'N', 'N', N, C, OC, dout, OC, w, C, 1.0f, dinp, C, false);
+    bool dout_rounded =
+        dinp && gemm_bf16(ctx, 'N', 'N', N, C, OC, dout, OC, w, C, dinp_write == NF_ADD ? 1.0f : 0.0f, dinp, C, false);
     if (dw) gemm_bf16(ctx, 'T', 'N', OC, C, N, dout, OC, inp, C, 1.0f, dw, C, dout_rounded);
 }
 
@@ -433,9 +434,9 @@ void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, 
     dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
 }
 
-void nf_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
-                        int OC) {
-    if (dinp) dnnl_sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, const float *dout, const float *inp,
+                        const float *w, int N, int C, int OC) {
+    if (dinp) dnnl_sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, w, C, dinp_write == NF_ADD ? 1.0f : 0.0f, dinp, C);
     if (dw) dnnl_sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
 }
 
@@ -597,8 +598,7 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 /* softmax: dscore = p (dp - sum p dp), times scale for score = scale q k^T */
                 for (int i = 0; i < rows; i++) {
                     const float *prow = p + (size_t)i * T;
-                    float *drow = dp + (size_t)i * T, weighted = 0.0f;
-                    for (int j = 0; j < keys; j++) weighted += prow[j] * drow[j];
+                    float *drow = dp + (size_t)i * T, weighted = dot_f32(prow, drow, keys);
                     for (int j = 0; j < keys; j++) drow[j] = prow[j] * (drow[j] - weighted) * scale;
                 }
                 /* dq += dscore k,  dk += dscore^T q */
@@ -637,8 +637,8 @@ void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float
 #pragma omp parallel for schedule(static)
     for (i = 0; i < n; i++) {
         float s = sigmoid(gate[i]);
-        dup[i] += dout[i] * gate[i] * s;
-        dgate[i] += dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+        dup[i] = dout[i] * gate[i] * s;
+        dgate[i] = dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
     }
 }
 

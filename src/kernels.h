@@ -15,7 +15,7 @@ void avx512_dots(float *out, const float *w, size_t ld, const float *x, int rows
 void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n);
 /* row[i] = exp(row[i] - max) for i < n; returns their sum */
 float avx512_exp_shifted_sum(float *row, int n, float max);
-/* out = silu(gate) * up;  dgate, dup += the backward of it (backend.h's nf_swiglu_forward/backward) */
+/* out = silu(gate) * up;  dgate, dup = the backward of it (backend.h's nf_swiglu_forward/backward) */
 void avx512_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                             size_t n);

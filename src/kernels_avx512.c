@@ -154,8 +154,8 @@ void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const f
         __m512 du = _mm512_mul_ps(_mm512_mul_ps(d, g), s);
         __m512 dg = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, u), s),
                                   _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one));
-        _mm512_mask_storeu_ps(dup + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dup + i), du));
-        _mm512_mask_storeu_ps(dgate + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dgate + i), dg));
+        _mm512_mask_storeu_ps(dup + i, m, du);
+        _mm512_mask_storeu_ps(dgate + i, m, dg);
     }
 }
 

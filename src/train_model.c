@@ -142,10 +142,10 @@ static void weight_forward(Activations *a, float *out, const float *inp, const f
     else nf_matmul_forward(out, inp, w, N, C, OC);
 }
 
-static void weight_backward(Activations *a, float *dinp, float *dw, const float *dout, const float *inp,
-                            const float *w, int N, int C, int OC) {
-    if (a->bf16) nf_matmul_backward_bf16(a->bf16, dinp, dw, dout, inp, w, N, C, OC);
-    else nf_matmul_backward(dinp, dw, dout, inp, w, N, C, OC);
+static void weight_backward(Activations *a, float *dinp, NfWrite dinp_write, float *dw, const float *dout,
+                            const float *inp, const float *w, int N, int C, int OC) {
+    if (a->bf16) nf_matmul_backward_bf16(a->bf16, dinp, dinp_write, dw, dout, inp, w, N, C, OC);
+    else nf_matmul_backward(dinp, dinp_write, dw, dout, inp, w, N, C, OC);
 }
 
 /* The (L, out, in) weight of projection t. */
@@ -194,13 +194,14 @@ static void projection_forward(const Net *net, Activations *a, int l, LoraTarget
     lora_apply(y, x_in, net->lora, t, l, net->config, N, lora_u_of(net, a, l, t));
 }
 
-/* dx (N, in) += dy W [+ the adapter path];  dW += dy^T x;  dB += dy^T u;  dA += (s dy B)^T dropout(x) */
+/* dx (N, in) = dy W, or += under NF_ADD [+ the adapter path];  dW += dy^T x;
+ * dB += dy^T u;  dA += (s dy B)^T dropout(x) */
 static void projection_backward(const Net *net, const NetGrads *g, Activations *a, int l, LoraTarget t, float *dx,
-                                const float *dy, const float *x) {
+                                NfWrite dx_write, const float *dy, const float *x) {
     int N = a->B * a->T, in, out;
     lora_target_dims(net->config, t, &in, &out);
     size_t per_layer = (size_t)out * in;
-    weight_backward(a, dx, layer_of(projection_weight(&g->w, t), l, per_layer), dy, x,
+    weight_backward(a, dx, dx_write, layer_of(projection_weight(&g->w, t), l, per_layer), dy, x,
                     projection_weight(&net->w, t) + l * per_layer, N, in, out);
     if (!has_adapter(net, t)) return;
     const Lora *lora = net->lora;
@@ -209,17 +210,15 @@ static void projection_backward(const Net *net, const NetGrads *g, Activations *
     const float *A = lora->w.a[t] + (size_t)l * r * in, *B = lora->w.b[t] + (size_t)l * out * r;
     float *dA = layer_of(g->lora.a[t], l, (size_t)r * in), *dB = layer_of(g->lora.b[t], l, (size_t)out * r);
     /* u = s A x_in and y += u B^T:  du = dy B, so d(A x_in) = s du */
-    memset(a->lora_du, 0, (size_t)N * r * sizeof(float));
-    nf_matmul_backward(a->lora_du, dB, dy, lora_u_of(net, a, l, t), B, N, r, out);
+    nf_matmul_backward(a->lora_du, NF_SET, dB, dy, lora_u_of(net, a, l, t), B, N, r, out);
     for (size_t i = 0; i < (size_t)N * r; i++) a->lora_du[i] *= s;
     if (!(a->dropout_key && p > 0.0f)) {
-        nf_matmul_backward(dx, dA, a->lora_du, x, A, N, in, r);
+        nf_matmul_backward(dx, NF_ADD, dA, a->lora_du, x, A, N, in, r);
         return;
     }
     size_t n_in = (size_t)N * in;
     lora_dropout(a->lora_x, x, n_in, p, a->dropout_key, l, t);
-    memset(a->lora_dx, 0, n_in * sizeof(float));
-    nf_matmul_backward(a->lora_dx, dA, a->lora_du, a->lora_x, A, N, in, r);
+    nf_matmul_backward(a->lora_dx, NF_SET, dA, a->lora_du, a->lora_x, A, N, in, r);
     lora_dropout(a->lora_dx, a->lora_dx, n_in, p, a->dropout_key, l, t);
     for (size_t i = 0; i < n_in; i++) dx[i] += a->lora_dx[i];
 }
@@ -289,9 +288,8 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
     size_t att_size = (size_t)B * NH * T;
 
     /* classifier and final norm: dresid = d loss / d resid[L] */
-    nf_zero(a->dxn, ND);
     nf_zero(a->dresid, ND);
-    weight_backward(a, a->dxn, g->w.wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
+    weight_backward(a, a->dxn, NF_SET, g->w.wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
     nf_rmsnorm_backward(a->dresid, g->w.rms_final, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
                         a->rstd_final, N, D);
 
@@ -305,31 +303,26 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
          * first the inputs of its projections again (bitwise what forward computed) */
         nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D);
         nf_swiglu_forward(hact, h1, h3, NH_);
-        nf_zero(a->dhact, NH_);
-        nf_zero(a->dh1, NH_);
-        nf_zero(a->dh3, NH_);
-        nf_zero(a->dxn, ND);
-        projection_backward(net, g, a, l, LORA_W2, a->dhact, a->dresid, hact);
+        /* the first product into each input gradient writes it (NF_SET): no zeroing */
+        projection_backward(net, g, a, l, LORA_W2, a->dhact, NF_SET, a->dresid, hact);
         nf_swiglu_backward(a->dh1, a->dh3, a->dhact, h1, h3, NH_);
-        projection_backward(net, g, a, l, LORA_W1, a->dxn, a->dh1, xn2);
-        projection_backward(net, g, a, l, LORA_W3, a->dxn, a->dh3, xn2);
+        projection_backward(net, g, a, l, LORA_W1, a->dxn, NF_SET, a->dh1, xn2);
+        projection_backward(net, g, a, l, LORA_W3, a->dxn, NF_ADD, a->dh3, xn2);
         nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_ffn, l, D), a->dxn, mid, p->rms_ffn + (size_t)l * D,
                             a->rstd_ffn + (size_t)l * N, N, D);
 
         /* attention block: dresid now holds d mid; it flows to x, plus through the branch */
         nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D);
-        nf_zero(a->datt_out, ND);
-        nf_zero(a->dq, ND);
+        nf_zero(a->dq, ND); /* attention's backward adds tile by tile */
         nf_zero(a->dk, NKVs);
         nf_zero(a->dv, NKVs);
-        nf_zero(a->dxn, ND);
-        projection_backward(net, g, a, l, LORA_WO, a->datt_out, a->dresid, att_out);
+        projection_backward(net, g, a, l, LORA_WO, a->datt_out, NF_SET, a->dresid, att_out);
         nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
         nf_rope_backward(a->dq, a->rope, B, T, 0, NH, hs);
         nf_rope_backward(a->dk, a->rope, B, T, 0, NKV, hs);
-        projection_backward(net, g, a, l, LORA_WQ, a->dxn, a->dq, xn);
-        projection_backward(net, g, a, l, LORA_WK, a->dxn, a->dk, xn);
-        projection_backward(net, g, a, l, LORA_WV, a->dxn, a->dv, xn);
+        projection_backward(net, g, a, l, LORA_WQ, a->dxn, NF_SET, a->dq, xn);
+        projection_backward(net, g, a, l, LORA_WK, a->dxn, NF_ADD, a->dk, xn);
+        projection_backward(net, g, a, l, LORA_WV, a->dxn, NF_ADD, a->dv, xn);
         nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_att, l, D), a->dxn, x, p->rms_att + (size_t)l * D,
                             a->rstd_att + (size_t)l * N, N, D);
     }

@@ -15,7 +15,7 @@ def train_benchmark_reports_consistent_numbers():
     assert b["mode"] == "train" and b["model"] == "15M" and b["config"]["dim"] == 288 and b["threads"] == 1
     assert (b["batch"], b["seq"], b["steps"], b["lora_rank"], b["dtype"]) == (2, 16, 2, 0, "fp32")
     assert abs(b["tok_s"] - 2 * 16 / (b["ms_per_step"] / 1000)) < 1e-6 * b["tok_s"]
-    assert b["gflops"] > 0 and b["gemm_peak_gflops"] > 0 and abs(b["mfu"] - b["gflops"] / b["gemm_peak_gflops"]) < 1e-9
+    assert b["gflops"] > 0 and b["gemm_peak_gflops"] > 0 and abs(b["mfu"] - b["gflops"] / b["gemm_peak_gflops"]) < 1e-6 * b["mfu"]
     lora = run(["benchmark", "--train", "--model", shared("stories260K.bin"), "--batch", 2, "--seq", 32,
                 "--steps", 1, "--lora-rank", 4]).one("benchmark")
     assert lora["lora_rank"] == 4 and lora["model"].endswith("stories260K.bin") and lora["params"] == 260032
