@@ -74,6 +74,16 @@ void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int 
 typedef struct Bf16Context Bf16Context;
 Bf16Context *nf_bf16_create(size_t max_floats);
 void nf_bf16_free(Bf16Context *ctx);
+/* Rounds the weights w (n floats) once and keeps the copy: a product whose
+ * weight lies inside w reads the copy instead of rounding the weight again.
+ * Whoever changes w afterwards must write the change into the returned
+ * copy through nf_bf16_round: AdamW does as it updates (optimizer_update).
+ * NULL when there is no memory for it (or more than a few buffers are
+ * kept): the products then round as before. */
+uint16_t *nf_bf16_keep(Bf16Context *ctx, const float *w, size_t n);
+/* out (n) = x rounded to bfloat16, to nearest even, the same bits as the
+ * products' rounding (AVX512-BF16 where the CPU has it); on this thread. */
+void nf_bf16_round(uint16_t *out, const float *x, size_t n);
 void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC);
 void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, const float *dout,
                              const float *inp, const float *w, int N, int C, int OC);

@@ -16,6 +16,7 @@
 #include <omp.h>
 
 #include "kernels.h"
+#include "util.h"
 
 /* The instruction sets a kernel needs, asked of the running CPU (cpuid,
  * through the compiler's builtin) each time rather than remembered.
@@ -303,6 +304,8 @@ void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int 
     dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
 }
 
+#define BF16_KEPT_MAX 8 /* weight buffers with a kept bf16 copy (nf_bf16_keep): a LoRA base keeps 8 */
+
 struct Bf16Context {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
@@ -310,6 +313,12 @@ struct Bf16Context {
     size_t max_floats;
     void *scratchpad;     /* oneDNN's working memory, kept from call to call (it would map fresh pages each time) */
     size_t scratchpad_bytes;
+    struct {
+        const float *w;   /* (n) the fp32 weights */
+        size_t n;
+        uint16_t *copy;   /* (n) them rounded */
+    } kept[BF16_KEPT_MAX];
+    int n_kept;
 };
 
 Bf16Context *nf_bf16_create(size_t max_floats) {
@@ -333,8 +342,19 @@ void nf_bf16_free(Bf16Context *ctx) {
     free(ctx->a);
     free(ctx->b);
     free(ctx->scratchpad);
+    for (int i = 0; i < ctx->n_kept; i++) free(ctx->kept[i].copy);
     free(ctx);
 }
+
+static void round_bf16_serial(uint16_t *o, const float *x, size_t n, bool bf16) {
+    for (size_t i = bf16 ? avx512bf16_round(o, x, n) : 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, 4);
+        o[i] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    }
+}
+
+void nf_bf16_round(uint16_t *out, const float *x, size_t n) { round_bf16_serial(out, x, n, cpu_has(CPU_BF16)); }
 
 /* o = x rounded to bfloat16 (to nearest even), in chunks across threads */
 #define ROUND_CHUNK 8192 /* a multiple of the AVX512-BF16 kernel's 32 */
@@ -343,13 +363,30 @@ static void round_bf16(uint16_t *o, const float *x, size_t n) {
     size_t chunks = (n + ROUND_CHUNK - 1) / ROUND_CHUNK, c;
 #pragma omp parallel for schedule(static)
     for (c = 0; c < chunks; c++) {
-        size_t at = c * ROUND_CHUNK, len = n - at < ROUND_CHUNK ? n - at : ROUND_CHUNK;
-        for (size_t i = bf16 ? avx512bf16_round(o + at, x + at, len) : 0; i < len; i++) {
-            uint32_t bits;
-            memcpy(&bits, x + at + i, 4);
-            o[at + i] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-        }
+        size_t at = c * ROUND_CHUNK;
+        round_bf16_serial(o + at, x + at, n - at < ROUND_CHUNK ? n - at : ROUND_CHUNK, bf16);
     }
+}
+
+uint16_t *nf_bf16_keep(Bf16Context *ctx, const float *w, size_t n) {
+    /* in huge pages (nf_alloc): AdamW rewrites all of it every step */
+    uint16_t *copy = ctx->n_kept < BF16_KEPT_MAX ? nf_alloc_array(n, sizeof(uint16_t), NULL) : NULL;
+    if (!copy) return NULL;
+    round_bf16(copy, w, n);
+    ctx->kept[ctx->n_kept].w = w, ctx->kept[ctx->n_kept].n = n, ctx->kept[ctx->n_kept].copy = copy;
+    ctx->n_kept++;
+    return copy;
+}
+
+/* The kept bf16 copy of x (count floats), if x lies inside kept weights; NULL if not. */
+static const uint16_t *kept_copy(const Bf16Context *ctx, const float *x, size_t count) {
+    uintptr_t start = (uintptr_t)x, end = (uintptr_t)(x + count);
+    for (int i = 0; i < ctx->n_kept; i++) {
+        uintptr_t w = (uintptr_t)ctx->kept[i].w;
+        if (start >= w && end <= (uintptr_t)(ctx->kept[i].w + ctx->kept[i].n))
+            return ctx->kept[i].copy + (start - w) / sizeof(float);
+    }
+    return NULL;
 }
 
 /* Grows the kept scratchpad to at least bytes; false if memory runs out. */
@@ -380,6 +417,7 @@ static bool gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, c
     dnnl_primitive_t prim = NULL;
     dnnl_memory_t mem[4] = {NULL, NULL, NULL, NULL};
     const dnnl_memory_desc_t *pad_md = NULL;
+    const uint16_t *b_kept = kept_copy(ctx, B, b_count); /* a weight: rounded once already */
     bool done = false;
     if (a_count <= ctx->max_floats && b_count <= ctx->max_floats &&
         dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides) == dnnl_success &&
@@ -397,12 +435,12 @@ static bool gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, c
         (pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)) != NULL &&
         scratchpad_fits(ctx, dnnl_memory_desc_get_size(pad_md)) &&
         dnnl_memory_create(&mem[0], &a_md, ctx->engine, ctx->a) == dnnl_success &&
-        dnnl_memory_create(&mem[1], &b_md, ctx->engine, ctx->b) == dnnl_success &&
+        dnnl_memory_create(&mem[1], &b_md, ctx->engine, b_kept ? (void *)b_kept : ctx->b) == dnnl_success &&
         dnnl_memory_create(&mem[2], &c_md, ctx->engine, C) == dnnl_success &&
         dnnl_memory_create(&mem[3], pad_md, ctx->engine, ctx->scratchpad) == dnnl_success) {
         if (!a_rounded) round_bf16(ctx->a, A, a_count);
         a_rounded = true;
-        round_bf16(ctx->b, B, b_count);
+        if (!b_kept) round_bf16(ctx->b, B, b_count);
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
                                    {DNNL_ARG_SCRATCHPAD, mem[3]}};
         done = dnnl_primitive_execute(prim, ctx->stream, 4, args) == dnnl_success &&

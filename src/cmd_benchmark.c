@@ -116,6 +116,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
         n_seg = param_segments(c, seg);
         trained = bm->params;
     }
+    uint16_t *trained_bf16 = activations_keep_bf16_weights(&acts, &net, trained, n);
     OptimizerOptions opt = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1,
                             .grad_clip = 1.0, .schedule = LR_CONSTANT, .total_steps = o->steps + 1};
     double timed_ms = 0.0, first_ms = 0.0;
@@ -124,7 +125,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
         nf_zero(grads, n);
         model_forward(&net, &acts, tokens, tokens + (size_t)B * T, 1.0f, lora ? (uint64_t)step : 0);
         model_backward(&net, &g, &acts, tokens);
-        optimizer_update(trained, grads, n, m, v, seg, n_seg, &opt, opt.lr, step);
+        optimizer_update(trained, trained_bf16, grads, n, m, v, seg, n_seg, &opt, opt.lr, step);
         double ms = nf_now_ms() - t0;
         if (step == 1) first_ms = ms;
         else timed_ms += ms;

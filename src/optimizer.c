@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "backend.h"
+
 double lr_at(const OptimizerOptions *o, int64_t step) {
     if (o->warmup > 0 && step <= o->warmup) return o->lr * (double)step / (double)o->warmup;
     if (o->schedule == LR_CONSTANT || o->total_steps <= o->warmup) return o->lr;
@@ -55,28 +57,36 @@ void grad_multiply(float *grads, size_t n, float f) {
     for (i = 0; i < n; i++) grads[i] *= f;
 }
 
-void adamw_step(float *params, const float *grads, float grad_scale, float *m, float *v, const ParamSegment *seg,
-                int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
+#define ADAMW_BLOCK 16384 /* floats: the bf16 copy is written while the block is still in cache */
+
+void adamw_step(float *params, uint16_t *params_bf16, const float *grads, float grad_scale, float *m, float *v,
+                const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     float bc1 = (float)(1.0 - pow(o->beta1, (double)t)), bc2 = (float)(1.0 - pow(o->beta2, (double)t));
     float step_size = (float)lr / bc1, bc2_sqrt = sqrtf(bc2);
     for (int s = 0; s < n_seg; s++) {
         float decay = seg[s].is_norm ? 1.0f : (float)(1.0 - lr * o->weight_decay);
-        size_t end = seg[s].offset + seg[s].count, i;
+        size_t blocks = (seg[s].count + ADAMW_BLOCK - 1) / ADAMW_BLOCK, b;
 #pragma omp parallel for schedule(static)
-        for (i = seg[s].offset; i < end; i++) {
-            float g = grads[i] * grad_scale; /* clipping here saves a pass over the gradients */
-            m[i] = b1 * m[i] + (1.0f - b1) * g;
-            v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-            /* torch: p *= 1 - lr wd;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
-            params[i] = params[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+        for (b = 0; b < blocks; b++) {
+            size_t start = seg[s].offset + b * ADAMW_BLOCK, end = seg[s].offset + seg[s].count;
+            if (end > start + ADAMW_BLOCK) end = start + ADAMW_BLOCK;
+            for (size_t i = start; i < end; i++) {
+                float g = grads[i] * grad_scale; /* clipping here saves a pass over the gradients */
+                m[i] = b1 * m[i] + (1.0f - b1) * g;
+                v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+                /* torch: p *= 1 - lr wd;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
+                params[i] = params[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+            }
+            if (params_bf16) nf_bf16_round(params_bf16 + start, params + start, end - start);
         }
     }
 }
 
-double optimizer_update(float *params, const float *grads, size_t n, float *m, float *v, const ParamSegment *seg,
-                        int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
+double optimizer_update(float *params, uint16_t *params_bf16, const float *grads, size_t n, float *m, float *v,
+                        const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
     double norm = grad_global_norm(grads, n);
-    if (isfinite(norm)) adamw_step(params, grads, grad_clip_factor(norm, o->grad_clip), m, v, seg, n_seg, o, lr, t);
+    if (isfinite(norm))
+        adamw_step(params, params_bf16, grads, grad_clip_factor(norm, o->grad_clip), m, v, seg, n_seg, o, lr, t);
     return norm;
 }

@@ -38,15 +38,17 @@ void grad_multiply(float *grads, size_t n, float f);
 
 /* One AdamW step (t is 1-based) with the gradients grads * grad_scale
  * (grad_clip_factor; 1 for none): m, v and params updated in place; norm
- * weights (segments with is_norm) get no weight decay. */
-void adamw_step(float *params, const float *grads, float grad_scale, float *m, float *v, const ParamSegment *seg,
-                int n_seg, const OptimizerOptions *o, double lr, int64_t t);
+ * weights (segments with is_norm) get no weight decay. params_bf16 (NULL
+ * for none) is a bf16 copy of params (nf_bf16_keep's), written block by
+ * block as params are (nf_bf16_round), so that it stays params rounded. */
+void adamw_step(float *params, uint16_t *params_bf16, const float *grads, float grad_scale, float *m, float *v,
+                const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t);
 
 /* The update that ends every training step (train and benchmark): the
  * global norm of grads (n floats), then, if it is finite, adamw_step with
  * the gradients clipped to o->grad_clip. Returns the norm; a NaN or
  * infinite one leaves params, m and v as they were. */
-double optimizer_update(float *params, const float *grads, size_t n, float *m, float *v, const ParamSegment *seg,
-                        int n_seg, const OptimizerOptions *o, double lr, int64_t t);
+double optimizer_update(float *params, uint16_t *params_bf16, const float *grads, size_t n, float *m, float *v,
+                        const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t);
 
 #endif

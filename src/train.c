@@ -416,6 +416,8 @@ int train_run(TrainOptions *o, NfOut *out) {
         goto fail;
     const LoraConfig *lora = o->use_lora ? &o->lora : NULL;
     if (activations_init(&t.acts, &t.config, lora, B, T, o->bf16, &err) != 0) goto fail;
+    /* bf16: the weights rounded once; AdamW keeps a full run's copy in step */
+    uint16_t *params_bf16 = activations_keep_bf16_weights(&t.acts, &t.net, t.params, t.n_params);
     if (!(t.tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
         !(t.targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
         goto fail;
@@ -474,8 +476,8 @@ int train_run(TrainOptions *o, NfOut *out) {
             goto fail;
         }
         double lr = lr_at(&o->optim, step);
-        double norm = optimizer_update(t.params, t.grads, t.n_params, t.adam_m, t.adam_v, t.seg, t.n_seg, &o->optim, lr,
-                                       step);
+        double norm = optimizer_update(t.params, params_bf16, t.grads, t.n_params, t.adam_m, t.adam_v, t.seg,
+                                       t.n_seg, &o->optim, lr, step);
         if (!isfinite(norm)) { /* nothing was updated */
             nf_fail(&err, NF_ERR_TRAINING,
                     "the gradient norm became %s at step %lld (loss %g); stopping (the last checkpoint is kept)",

@@ -154,6 +154,19 @@ static float *projection_weight(const ParamPointers *p, LoraTarget t) {
     return w[t];
 }
 
+uint16_t *activations_keep_bf16_weights(Activations *a, const Net *net, float *params, size_t n_params) {
+    if (!a->bf16) return NULL;
+    if (!net->lora) return nf_bf16_keep(a->bf16, params, n_params);
+    const ModelConfig *c = net->config;
+    for (int t = 0; t < LORA_TARGETS; t++) {
+        int in, out;
+        lora_target_dims(c, (LoraTarget)t, &in, &out);
+        nf_bf16_keep(a->bf16, projection_weight(&net->w, (LoraTarget)t), (size_t)c->n_layers * out * in);
+    }
+    nf_bf16_keep(a->bf16, net->w.wcls, (size_t)c->vocab_size * c->dim);
+    return NULL;
+}
+
 /* Layer l of an (L, per_layer) weight or gradient; a NULL (frozen) gradient stays NULL. */
 static float *layer_of(float *base, int l, size_t per_layer) { return base ? base + (size_t)l * per_layer : NULL; }
 

@@ -88,6 +88,13 @@ double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora
 int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, bool bf16,
                      NfError *err);
 void activations_free(Activations *a);
+/* Under --dtype bf16, rounds the weights the products read once and keeps
+ * them (nf_bf16_keep). Full training keeps all of params (n_params floats)
+ * and returns the copy, which optimizer_update must keep in step; under
+ * LoRA the frozen base's projections and classifier are kept, need no
+ * upkeep, and NULL is returned. Also NULL for fp32, or when memory is short
+ * (the products then round the weights at every call, as before). */
+uint16_t *activations_keep_bf16_weights(Activations *a, const Net *net, float *params, size_t n_params);
 /* Bytes the activations take for this shape (for reporting and limits). */
 uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, int T);
 

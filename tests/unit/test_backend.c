@@ -779,10 +779,43 @@ static void test_avx512_kernels_match_portable_twins(void **state) {
     free(a);
 }
 
+/* A product whose weight lies inside a kept copy (nf_bf16_keep) reads the
+ * copy: it must give the same bits as rounding the weight at the call, for
+ * the forward product and both backward ones, and again after the weights
+ * change and the copy is written as AdamW writes it. */
+static void test_bf16_kept_weights_give_the_same_products(void **state) {
+    (void)state;
+    enum { N = 6, C = 40, OC = 24, AT = 3 * C }; /* the weight starts a few rows into the kept buffer */
+    size_t kept_n = AT + (size_t)OC * C + 50;
+    float *wbuf = malloc(sizeof(float) * kept_n), *x = malloc(sizeof(float) * N * C), *dy = malloc(sizeof(float) * N * OC);
+    float out[2][N * OC], dx[2][N * C], dw[2][OC * C];
+    fill(wbuf, kept_n), fill(x, N * C), fill(dy, N * OC);
+    Bf16Context *plain = nf_bf16_create(4096), *kept = nf_bf16_create(4096);
+    assert_non_null(plain), assert_non_null(kept);
+    uint16_t *copy = nf_bf16_keep(kept, wbuf, kept_n);
+    assert_non_null(copy);
+    for (int round = 0; round < 2; round++) {
+        Bf16Context *ctx[2] = {plain, kept};
+        for (int k = 0; k < 2; k++) {
+            memset(dw[k], 0, sizeof dw[k]);
+            nf_matmul_forward_bf16(ctx[k], out[k], x, wbuf + AT, N, C, OC);
+            nf_matmul_backward_bf16(ctx[k], dx[k], NF_SET, dw[k], dy, x, wbuf + AT, N, C, OC);
+        }
+        assert_memory_equal(out[0], out[1], sizeof out[0]);
+        assert_memory_equal(dx[0], dx[1], sizeof dx[0]);
+        assert_memory_equal(dw[0], dw[1], sizeof dw[0]);
+        for (size_t i = 0; i < kept_n; i++) wbuf[i] = wbuf[i] * 0.75f + 0.01f;
+        nf_bf16_round(copy, wbuf, kept_n); /* an update, written through to the copy as AdamW does */
+    }
+    nf_bf16_free(plain), nf_bf16_free(kept);
+    free(wbuf), free(x), free(dy);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy_matches_double_reference),
         cmocka_unit_test(test_avx512_kernels_match_portable_twins),
+        cmocka_unit_test(test_bf16_kept_weights_give_the_same_products),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_matmul_f32_single_row),
         cmocka_unit_test(test_shared_input_products_match_single_ones),
