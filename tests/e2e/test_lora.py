@@ -141,6 +141,19 @@ def step_zero_equals_the_base_model_and_the_base_stays_frozen():
 
 
 @test
+def bf16_lora_trains_on_the_rounded_base_and_tracks_fp32():
+    # under --dtype bf16 the frozen base is rounded once and kept; the run must stay with fp32's
+    d = tmpdir()
+    fp32 = run(lora_args(os.path.join(d, "a.ckpt"), steps=24))
+    bf16 = run(lora_args(os.path.join(d, "b.ckpt"), steps=24, extra=["--dtype", "bf16"]))
+    assert fp32.rc == 0 and bf16.rc == 0, bf16.stdout
+    assert bf16.of_type("batch")[0]["loss"] != fp32.of_type("batch")[0]["loss"]  # the bf16 products ran
+    a, b = fp32.of_type("val")[-1]["val_loss"], bf16.of_type("val")[-1]["val_loss"]
+    print(f"  val loss after 24 steps: fp32 {a:.5f}, bf16 {b:.5f} ({100 * (b / a - 1):+.3f}%)")
+    assert abs(b / a - 1) < 0.01
+
+
+@test
 def merged_export_logits_equal_base_plus_adapters():
     d = tmpdir()
     ckpt = os.path.join(d, "l.ckpt")
