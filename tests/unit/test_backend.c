@@ -811,6 +811,34 @@ static void test_bf16_kept_weights_give_the_same_products(void **state) {
     free(wbuf), free(x), free(dy);
 }
 
+/* The GEMV gives the same bits wherever its weight rows start (a v0 file's
+ * weights start 28 bytes into its mapping, a v1 file's 256): the order of
+ * its sums must not depend on the address, which a kernel that treats
+ * misaligned rows apart could easily break. All 16 offsets of a float in a
+ * cache line, a row count that leaves a remainder after blocks of four, and
+ * lengths that end on a half and on a whole 32. */
+static void test_gemv_same_bits_at_every_alignment(void **state) {
+    (void)state;
+    enum { OUT = 10, MAXIN = 96 };
+    const int ins[2] = {96, 80};
+    float *buf = aligned_alloc(64, sizeof(float) * (OUT * MAXIN + 64)), *ref_w = aligned_alloc(64, sizeof(float) * OUT * MAXIN);
+    float x[MAXIN], ref[OUT], got[OUT];
+    fill(x, MAXIN);
+    for (int t = 0; t < 2; t++) {
+        int in = ins[t];
+        fill(ref_w, (size_t)OUT * in);
+        Tensor aligned = {.dtype = NF_F32, .f32 = ref_w};
+        nf_matmul(ref, x, &aligned, 1, in, OUT);
+        for (int shift = 0; shift < 16; shift++) {
+            memcpy(buf + shift, ref_w, sizeof(float) * OUT * in);
+            Tensor moved = {.dtype = NF_F32, .f32 = buf + shift};
+            nf_matmul(got, x, &moved, 1, in, OUT);
+            if (memcmp(got, ref, sizeof ref) != 0) fail_msg("in %d, rows %d floats off 64 bytes: different sums", in, shift);
+        }
+    }
+    free(buf), free(ref_w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy_matches_double_reference),
@@ -818,6 +846,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_kept_weights_give_the_same_products),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_matmul_f32_single_row),
+        cmocka_unit_test(test_gemv_same_bits_at_every_alignment),
         cmocka_unit_test(test_shared_input_products_match_single_ones),
         cmocka_unit_test(test_matmul_f32_batched),
         cmocka_unit_test(test_matmul_f32_batched_rows_match_single_rows),
