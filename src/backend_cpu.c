@@ -15,6 +15,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 
+#include "f16.h"
 #include "kernels.h"
 #include "util.h"
 
@@ -347,11 +348,7 @@ void nf_bf16_free(Bf16Context *ctx) {
 }
 
 static void round_bf16_serial(uint16_t *o, const float *x, size_t n, bool bf16) {
-    for (size_t i = bf16 ? avx512bf16_round(o, x, n) : 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, x + i, 4);
-        o[i] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-    }
+    for (size_t i = bf16 ? avx512bf16_round(o, x, n) : 0; i < n; i++) o[i] = f32_to_bf16(x[i]);
 }
 
 void nf_bf16_round(uint16_t *out, const float *x, size_t n) { round_bf16_serial(out, x, n, cpu_has(CPU_BF16)); }
