@@ -20,6 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from torch_blas import require_optimized_blas
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NF = os.path.join(ROOT, "build", "neuralforge")
 PRESETS = {"15M": (288, 768, 6, 6), "42M": (512, 1376, 8, 8), "110M": (768, 2048, 12, 12)}
@@ -93,6 +95,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
+    blas = require_optimized_blas()  # before the minutes of runs, not after
     nf = {}
     for quant in ("none", "q8"):  # NeuralForge first, before torch starts its thread pool in this process
         out = subprocess.run([NF, "benchmark", "--generate", "--preset", a.preset, "--prompt-tokens",
@@ -102,7 +105,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch_prompt, torch_gen = torch_peer(a)
     print(f"{a.preset}, {a.prompt_tokens} prompt tokens then {a.tokens} greedy tokens, {a.threads} threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__} on {blas}")
     print("| run | prompt tok/s | generated tok/s |")
     print("|---|---|---|")
     print(f"| NeuralForge fp32 | {nf['none']['prompt_tok_s']:.0f} | {nf['none']['tok_s']:.1f} |")

@@ -24,6 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from torch_blas import require_optimized_blas
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NF = os.path.join(ROOT, "build", "neuralforge")
 PRESETS = {"15M": (288, 768, 6, 6), "42M": (512, 1376, 8, 8), "110M": (768, 2048, 12, 12)}
@@ -132,6 +134,7 @@ def main():
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
+    blas = require_optimized_blas()  # before the minutes of runs, not after
     # NeuralForge first, before torch starts its thread pool in this process
     out = subprocess.run([NF, "benchmark", "--train", "--preset", a.preset, "--batch", str(a.batch), "--seq",
                           str(a.seq), "--steps", str(a.steps), "--lora-rank", str(a.lora_rank), "--dtype", a.dtype,
@@ -140,7 +143,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch_ms, torch_tok_s = torch_peer(a)
     what = f"{a.preset}, batch {a.batch} x seq {a.seq}, {'LoRA r=' + str(a.lora_rank) if a.lora_rank else 'full'}, {a.dtype}"
-    print(f"{what}, {a.threads} threads, torch {torch.__version__}")
+    print(f"{what}, {a.threads} threads, torch {torch.__version__} on {blas}")
     print("| run | ms/step | tokens/s |")
     print("|---|---|---|")
     print(f"| NeuralForge | {nf['ms_per_step']:.0f} | {nf['tok_s']:.0f} |")

@@ -12,6 +12,7 @@ PACKAGES=(
   chromium             # the dashboard's browser tests (headless)
   python3              # /usr/bin/python3 runs the reference tests
   python3-torch        # PyTorch: the independent reference for every op
+  libopenblas0-pthread # the BLAS PyTorch's products run on (else the reference BLAS, ~50x slower)
   python3-numpy
   python3-sentencepiece  # SentencePiece: the reference for the tokenizer
   fortunes             # the main job's built-in corpus (make demo)
