@@ -52,6 +52,12 @@ void nf_softmax(float *x, int n);
  *   scores scratch (n_heads, pos+1). Query head h reads kv head h / (n_heads / n_kv_heads). */
 void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, float *scores,
                          int pos, int n_heads, int n_kv_heads, int head_size);
+/* The same over a bf16 cache (keys/values as bfloat16 bits): each value is
+ * widened exactly, so only the cache's rounding differs from fp32's. */
+void nf_attention_decode_bf16(float *out, const float *q, const uint16_t *keys, const uint16_t *values,
+                              float *scores, int pos, int n_heads, int n_kv_heads, int head_size);
+/* out (n) = x (n) bfloat16 bits widened to fp32 (exact). */
+void nf_bf16_widen(float *out, const uint16_t *x, size_t n);
 
 /* ---- training ops -----------------------------------------------------------
  * Each op's forward and backward sit side by side. Activations are (B, T, C)

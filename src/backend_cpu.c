@@ -269,36 +269,83 @@ static void softmax(float *x, int n, bool avx512) {
 
 void nf_softmax(float *x, int n) { softmax(x, n, cpu_has(CPU_AVX512)); }
 
-void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, float *scores,
-                         int pos, int n_heads, int n_kv_heads, int head_size) {
-    int kv_dim = n_kv_heads * head_size;
+/* Scores of one query head against rows 0..rows-1 of its keys, and the
+ * weighted sum of its values: the cache holds fp32 (kf, vf) or bf16 (kb,
+ * vb), the other pair NULL. bf16 values are widened exactly, so both
+ * caches share the arithmetic that follows. */
+static void key_dots(float *sh, const float *kf, const uint16_t *kb, size_t ld, const float *qh, int rows, int hs,
+                     bool avx512) {
+    if (avx512) {
+        if (kb) avx512_dots_bf16(sh, kb, ld, qh, rows, hs);
+        else avx512_dots(sh, kf, ld, qh, rows, hs);
+        return;
+    }
+    for (int t = 0; t < rows; t++) {
+        if (kf) {
+            sh[t] = dot_f32(qh, kf + (size_t)t * ld, hs);
+            continue;
+        }
+        float acc[8] = {0}, sum = 0.0f;
+        const uint16_t *kt = kb + (size_t)t * ld;
+        int i = 0;
+        for (; i + 8 <= hs; i += 8)
+            for (int k = 0; k < 8; k++) acc[k] += qh[i + k] * bf16_to_f32(kt[i + k]);
+        for (; i < hs; i++) sum += qh[i] * bf16_to_f32(kt[i]);
+        sh[t] = sum + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    }
+}
+
+static void value_sum(float *oh, const float *sh, const float *vf, const uint16_t *vb, size_t ld, int rows, int hs,
+                      bool avx512) {
+    if (avx512) {
+        if (vb) avx512_weighted_sum_bf16(oh, sh, vb, ld, rows, hs);
+        else avx512_weighted_sum(oh, sh, vf, ld, rows, hs);
+        return;
+    }
+    memset(oh, 0, (size_t)hs * sizeof(float));
+    for (int t = 0; t < rows; t++) {
+        float a = sh[t];
+        if (vf)
+            for (int i = 0; i < hs; i++) oh[i] += a * vf[(size_t)t * ld + i];
+        else
+            for (int i = 0; i < hs; i++) oh[i] += a * bf16_to_f32(vb[(size_t)t * ld + i]);
+    }
+}
+
+static void attention_decode(float *out, const float *q, const float *kf, const float *vf, const uint16_t *kb,
+                             const uint16_t *vb, float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
+    size_t kv_dim = (size_t)n_kv_heads * head_size;
     int group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_size);
     bool avx512 = cpu_has(CPU_AVX512);
     int h;
 #pragma omp parallel for schedule(static)
     for (h = 0; h < n_heads; h++) {
-        const float *qh = q + (size_t)h * head_size;
-        const float *kh = keys + (size_t)(h / group) * head_size;
-        const float *vh = values + (size_t)(h / group) * head_size;
+        size_t head = (size_t)(h / group) * head_size; /* this query head's kv head */
         float *sh = scores + (size_t)h * (pos + 1);
-        float *oh = out + (size_t)h * head_size;
-        if (avx512) {
-            avx512_dots(sh, kh, (size_t)kv_dim, qh, pos + 1, head_size);
-            for (int t = 0; t <= pos; t++) sh[t] *= scale;
-            softmax(sh, pos + 1, true);
-            avx512_weighted_sum(oh, sh, vh, (size_t)kv_dim, pos + 1, head_size);
-            continue;
-        }
-        for (int t = 0; t <= pos; t++) sh[t] = dot_f32(qh, kh + (size_t)t * kv_dim, head_size) * scale;
-        softmax(sh, pos + 1, false);
-        memset(oh, 0, (size_t)head_size * sizeof(float));
-        for (int t = 0; t <= pos; t++) {
-            const float *vt = vh + (size_t)t * kv_dim;
-            float a = sh[t];
-            for (int i = 0; i < head_size; i++) oh[i] += a * vt[i];
-        }
+        key_dots(sh, kf ? kf + head : NULL, kb ? kb + head : NULL, kv_dim, q + (size_t)h * head_size, pos + 1,
+                 head_size, avx512);
+        for (int t = 0; t <= pos; t++) sh[t] *= scale;
+        softmax(sh, pos + 1, avx512);
+        value_sum(out + (size_t)h * head_size, sh, vf ? vf + head : NULL, vb ? vb + head : NULL, kv_dim, pos + 1,
+                  head_size, avx512);
     }
+}
+
+void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, float *scores,
+                         int pos, int n_heads, int n_kv_heads, int head_size) {
+    attention_decode(out, q, keys, values, NULL, NULL, scores, pos, n_heads, n_kv_heads, head_size);
+}
+
+void nf_attention_decode_bf16(float *out, const float *q, const uint16_t *keys, const uint16_t *values,
+                              float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
+    attention_decode(out, q, NULL, NULL, keys, values, scores, pos, n_heads, n_kv_heads, head_size);
+}
+
+void nf_bf16_widen(float *out, const uint16_t *x, size_t n) {
+    size_t i;
+#pragma omp parallel for schedule(static) if (n >= ((size_t)1 << 18))
+    for (i = 0; i < n; i++) out[i] = bf16_to_f32(x[i]);
 }
 
 /* ---- training ops ------------------------------------------------------------ */

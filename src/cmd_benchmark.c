@@ -67,6 +67,7 @@ static void random_tokens(int *tokens, size_t n, int vocab, uint64_t seed) {
 typedef struct {
     int64_t batch, seq, steps, lora_rank, tokens, prompt_tokens;
     bool q8, bf16;
+    KvCacheType kv_type;
 } BenchOptions;
 
 static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
@@ -171,7 +172,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
     InferState s;
     int *prompt = NULL, rc = -1;
     Sampler sampler = {0};
-    if (infer_state_init(&s, c, P + N, err) != 0) {
+    if (infer_state_init(&s, c, P + N, o->kv_type, err) != 0) {
         model_free(&m);
         return -1;
     }
@@ -201,6 +202,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
     JsonBuf j;
     emit_common(&j, "generate", bm);
     json_string(&j, "quant", o->q8 ? "q8" : "none");
+    json_string(&j, "kv_cache", o->kv_type == KV_CACHE_BF16 ? "bf16" : "fp32");
     json_int(&j, "prompt_tokens", P);
     json_number(&j, "prompt_tok_s", prompt_tok_s);
     json_number(&j, "prompt_first_ms", first_prompt_ms);
@@ -227,7 +229,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     bool train = false, generate = false;
     const char *preset = "15M", *model_path = NULL;
     int64_t threads = 0;
-    const char *quant = "none", *dtype = "fp32";
+    const char *quant = "none", *dtype = "fp32", *kv_cache = "fp32";
     BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 128};
     ArgSpec specs[] = {
         {"train", ARG_FLAG, &train, .help = "time training steps"},
@@ -242,6 +244,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN, .help = "--generate: prompt tokens first (default 128)"},
         {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16", .help = "--train: precision of the weight products (default fp32)"},
         {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "--generate: q8 = int8 weights (default none)"},
+        {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16", .help = "--generate: what the KV cache stores (default fp32)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -258,7 +261,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         return emit_error(out, &err);
     }
     const char *train_only[] = {"batch", "seq", "steps", "lora-rank", "dtype"},
-               *generate_only[] = {"tokens", "prompt-tokens", "quant"};
+               *generate_only[] = {"tokens", "prompt-tokens", "quant", "kv-cache"};
     for (size_t i = 0; i < sizeof train_only / sizeof train_only[0]; i++)
         if (generate && args_seen(specs, n_specs, train_only[i])) {
             nf_fail(&err, NF_ERR_USAGE, "--%s is for --train", train_only[i]);
@@ -271,6 +274,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         }
     nf_set_threads((int)threads);
     o.q8 = strcmp(quant, "q8") == 0;
+    o.kv_type = strcmp(kv_cache, "bf16") == 0 ? KV_CACHE_BF16 : KV_CACHE_F32;
     o.bf16 = strcmp(dtype, "bf16") == 0;
     BenchModel bm = {0};
     if (load_bench_model(&bm, preset, model_path, &err) != 0) return emit_error(out, &err);

@@ -81,7 +81,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     int64_t max_tokens = 256, top_k = 0, seed = -1, threads = 0;
     double temperature = 1.0, top_p = 0.9;
     bool text_flag = false;
-    const char *quant = "none";
+    const char *quant = "none", *kv_cache = "fp32";
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
         {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint (a LoRA one merged into the base it names)"},
@@ -95,6 +95,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         {"seed", ARG_INT, &seed, 0, 9007199254740991.0, .help = "random seed (default: from the clock)"},
         {"text", ARG_FLAG, &text_flag, .help = "print plain text instead of NDJSON"},
         {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "q8: int8 weights with per-64 scales (default none)"},
+        {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16", .help = "bf16: half the cache to read per token (default fp32)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -149,7 +150,8 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     /* positions: the prompt, then one per generated token except the last */
     int64_t positions = (int64_t)prompt_ids.len - 1 + max_tokens;
     if (positions > seq_len) positions = seq_len;
-    if (infer_state_init(&state, &model.config, (int)positions, &err) != 0 ||
+    KvCacheType kv_type = strcmp(kv_cache, "bf16") == 0 ? KV_CACHE_BF16 : KV_CACHE_F32;
+    if (infer_state_init(&state, &model.config, (int)positions, kv_type, &err) != 0 ||
         sampler_init(&sampler, model.config.vocab_size, (float)temperature, (float)top_p, (int)top_k,
                      (uint64_t)seed, &err) != 0)
         goto fail;

@@ -14,15 +14,18 @@
 #include "lora.h"
 #include "util.h"
 
-int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfError *err) {
+int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvCacheType kv_type, NfError *err) {
     memset(s, 0, sizeof *s);
+    s->kv_type = kv_type;
     if (max_positions < 1 || max_positions > c->seq_len) max_positions = c->seq_len;
     s->max_positions = max_positions;
     s->chunk = max_positions < INFER_CHUNK ? max_positions : INFER_CHUNK;
     size_t C = (size_t)s->chunk, D = (size_t)c->dim * C, H = (size_t)c->hidden_dim * C, KV = (size_t)config_kv_dim(c);
     size_t P = (size_t)max_positions, L = (size_t)c->n_layers;
     size_t cache;
-    if (!nf_mul_size(L * P, KV, &cache)) {
+    /* a bf16 cache is widened one layer at a time into the fp32 buffers, for the keys and values of a new row or
+     * a prompt chunk's attention */
+    if (!nf_mul_size(kv_type == KV_CACHE_BF16 ? P : L * P, KV, &cache)) {
         nf_fail(err, NF_ERR_MEMORY, "KV cache size overflows");
         return -1;
     }
@@ -38,7 +41,9 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
         (s->att_scratch = nf_alloc_array(nf_attention_scratch_floats((int)P), sizeof(float), err)) == NULL ||
         (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
         (s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
-        (s->value_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL) {
+        (s->value_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
+        (kv_type == KV_CACHE_BF16 && ((s->key_cache_bf16 = nf_alloc_array(cache * L, sizeof(uint16_t), err)) == NULL ||
+                                      (s->value_cache_bf16 = nf_alloc_array(cache * L, sizeof(uint16_t), err)) == NULL))) {
         infer_state_free(s);
         return -1;
     }
@@ -49,6 +54,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfE
 void infer_state_free(InferState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
     free(s->q); free(s->lora_u); free(s->scores); free(s->rope); free(s->att_scratch); free(s->logits); free(s->key_cache); free(s->value_cache);
+    free(s->key_cache_bf16); free(s->value_cache_bf16);
     memset(s, 0, sizeof *s);
 }
 
@@ -71,8 +77,12 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         const LayerWeights *lw = &w->layers[l];
         const float *rms_att = lora && lora->w.rms_att ? lora->w.rms_att + (size_t)l * D : lw->rms_att;
         const float *rms_ffn = lora && lora->w.rms_ffn ? lora->w.rms_ffn + (size_t)l * D : lw->rms_ffn;
-        float *keys = s->key_cache + (size_t)l * P * KV, *values = s->value_cache + (size_t)l * P * KV;
+        bool bf16 = s->kv_type == KV_CACHE_BF16;
+        size_t layer = bf16 ? 0 : (size_t)l * P * KV; /* a bf16 cache's fp32 buffers hold one layer */
+        float *keys = s->key_cache + layer, *values = s->value_cache + layer;
         float *k_rows = keys + (size_t)pos * KV, *v_rows = values + (size_t)pos * KV; /* (n, KV) */
+        uint16_t *keys_bf16 = bf16 ? s->key_cache_bf16 + (size_t)l * P * KV : NULL;
+        uint16_t *values_bf16 = bf16 ? s->value_cache_bf16 + (size_t)l * P * KV : NULL;
 
         /* attention block */
         rmsnorm_rows(s->xb, s->x, rms_att, n, D);
@@ -82,7 +92,19 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
         nf_rope_forward(s->q, s->rope, 1, n, pos, c->n_heads, hs);
         nf_rope_forward(k_rows, s->rope, 1, n, pos, c->n_kv_heads, hs);
-        if (n == 1) /* one row: a dot product per cached position */
+        if (bf16) { /* the new rows go into the cache rounded; a chunk then reads the whole layer back widened, so
+                     * it attends to the same values as one row at a time */
+            nf_bf16_round(keys_bf16 + (size_t)pos * KV, k_rows, (size_t)n * KV);
+            nf_bf16_round(values_bf16 + (size_t)pos * KV, v_rows, (size_t)n * KV);
+            if (n > 1) {
+                nf_bf16_widen(keys, keys_bf16, (size_t)(pos + n) * KV);
+                nf_bf16_widen(values, values_bf16, (size_t)(pos + n) * KV);
+            }
+        }
+        if (n == 1 && bf16)
+            nf_attention_decode_bf16(s->xb, s->q, keys_bf16, values_bf16, s->scores, pos, c->n_heads, c->n_kv_heads,
+                                     hs);
+        else if (n == 1) /* one row: a dot product per cached position */
             nf_attention_decode(s->xb, s->q, keys, values, s->scores, pos, c->n_heads, c->n_kv_heads, hs);
         else /* a chunk: tiles of rows against the cache through sgemm; row r sees up to pos + r */
             nf_attention_forward(s->xb, NULL, s->q, keys, values, 1, n, pos, c->n_heads, c->n_kv_heads, hs,

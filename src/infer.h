@@ -13,6 +13,12 @@
  * time, so its products are matrix-matrix (sgemm) rather than one GEMV per token. */
 #define INFER_CHUNK 256
 
+/* What the KV cache stores. fp32 keeps generation bit for bit with
+ * llama2.c's; bf16 halves the bytes every generated token reads back (the
+ * cache's share of a token grows with its position) at the cost of rounding
+ * each key and value to 8 bits of mantissa. */
+typedef enum { KV_CACHE_F32, KV_CACHE_BF16 } KvCacheType;
+
 typedef struct {
     int max_positions;    /* P: positions the KV cache can hold */
     int chunk;            /* C: rows of the buffers below, min(P, INFER_CHUNK) */
@@ -27,11 +33,14 @@ typedef struct {
     float *rope;          /* (P, hs) RoPE's (cos, sin) pairs, nf_rope_table */
     float *att_scratch;   /* nf_attention_scratch_floats(P): a prompt chunk's attention tiles */
     float *logits;        /* (V) output of the last forward */
-    float *key_cache;     /* (L, P, KV) */
-    float *value_cache;   /* (L, P, KV) */
+    KvCacheType kv_type;
+    float *key_cache;     /* fp32 cache: (L, P, KV); bf16 cache: (P, KV), one layer's keys widened */
+    float *value_cache;   /* likewise for the values */
+    uint16_t *key_cache_bf16;   /* bf16 cache only: (L, P, KV) */
+    uint16_t *value_cache_bf16; /* bf16 cache only: (L, P, KV) */
 } InferState;
 
-int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, NfError *err);
+int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvCacheType kv_type, NfError *err);
 void infer_state_free(InferState *s);
 
 /* Runs tokens[0..n) (n >= 1) at positions pos .. pos+n-1 (< max_positions),

@@ -13,6 +13,10 @@ float avx512_dot(const float *a, const float *b, int n);
 void avx512_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n);
 /* out (n) = sum over r of a[r] * v row r (rows, n; rows ld floats apart) */
 void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n);
+/* avx512_dots and avx512_weighted_sum over rows of bfloat16 (a bf16 KV
+ * cache): each value widened to fp32 exactly, then the same arithmetic. */
+void avx512_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, int rows, int n);
+void avx512_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, size_t ld, int rows, int n);
 /* row[i] = exp(row[i] - max) for i < n; returns their sum */
 float avx512_exp_shifted_sum(float *row, int n, float max);
 /* out = silu(gate) * up;  dgate, dup = the backward of it (backend.h's nf_swiglu_forward/backward) */

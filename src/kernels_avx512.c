@@ -91,6 +91,105 @@ void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, 
     }
 }
 
+/* 32 bf16 values (those of mask m) as two fp32 vectors: the even-numbered
+ * values (their bits moved to the top half) and the odd-numbered ones (the
+ * low half cleared). Splitting this way costs two integer operations per 32
+ * values, where widening them in order costs four. */
+static inline void load_bf16_pairs(__mmask32 m, const uint16_t *p, __m512 *even, __m512 *odd) {
+    __m512i v = _mm512_maskz_loadu_epi16(m, p);
+    *even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    *odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+
+static inline __mmask32 first_values(int left) { return left >= 32 ? 0xFFFFFFFFu : left <= 0 ? 0 : (1u << left) - 1; }
+
+/* x[i .. i+32) split the same way, zero past n */
+static inline void load_f32_pairs(const float *x, int i, int n, __m512 *even, __m512 *odd) {
+    const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    int left = n - i;
+    __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1), x + i);
+    __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(left >= 32 ? 0xFFFF : left <= 16 ? 0 : (1u << (left - 16)) - 1),
+                                      x + i + 16);
+    *even = _mm512_permutex2var_ps(lo, even_idx, hi);
+    *odd = _mm512_permutex2var_ps(lo, odd_idx, hi);
+}
+
+/* The sums of four vectors' lanes, in one pass of shuffles */
+static inline void reduce4(float *out, __m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    __m512 t = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2))); /* rows 0-3 in each 128 bits */
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(1, 0, 3, 2)));
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+    _mm_storeu_ps(out, _mm512_castps512_ps128(t));
+}
+
+/* Four key rows share each load of x, as avx512_dots; rows are short (a
+ * head), so their sums are reduced four at a time. */
+void avx512_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, int rows, int n) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const uint16_t *w0 = w + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 32) {
+            __mmask32 m = first_values(n - i);
+            __m512 xe, xo, we, wo;
+            load_f32_pairs(x, i, n, &xe, &xo);
+            load_bf16_pairs(m, w0 + i, &we, &wo);
+            a0 = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, a0));
+            load_bf16_pairs(m, w1 + i, &we, &wo);
+            a1 = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, a1));
+            load_bf16_pairs(m, w2 + i, &we, &wo);
+            a2 = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, a2));
+            load_bf16_pairs(m, w3 + i, &we, &wo);
+            a3 = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, a3));
+        }
+        reduce4(out + r, a0, a1, a2, a3);
+    }
+    for (; r < rows; r++) {
+        const uint16_t *wr = w + (size_t)r * ld;
+        __m512 a = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 32) {
+            __m512 xe, xo, we, wo;
+            load_f32_pairs(x, i, n, &xe, &xo);
+            load_bf16_pairs(first_values(n - i), wr + i, &we, &wo);
+            a = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, a));
+        }
+        out[r] = _mm512_reduce_add_ps(a);
+    }
+}
+
+/* The even- and odd-numbered columns accumulate apart and are interleaved
+ * back at the end. */
+void avx512_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, size_t ld, int rows, int n) {
+    const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (int c = 0; c < n; c += 64) { /* 64 columns in four registers through all rows */
+        __mmask32 m0 = first_values(n - c), m1 = first_values(n - c - 32);
+        __m512 e0 = _mm512_setzero_ps(), o0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps(), o1 = _mm512_setzero_ps();
+        for (int r = 0; r < rows; r++) {
+            const uint16_t *vr = v + (size_t)r * ld + c;
+            __m512 s = _mm512_set1_ps(a[r]), ve, vo;
+            load_bf16_pairs(m0, vr, &ve, &vo);
+            e0 = _mm512_fmadd_ps(s, ve, e0);
+            o0 = _mm512_fmadd_ps(s, vo, o0);
+            if (m1) {
+                load_bf16_pairs(m1, vr + 32, &ve, &vo);
+                e1 = _mm512_fmadd_ps(s, ve, e1);
+                o1 = _mm512_fmadd_ps(s, vo, o1);
+            }
+        }
+        float col[64];
+        _mm512_storeu_ps(col, _mm512_permutex2var_ps(e0, lo_idx, o0));
+        _mm512_storeu_ps(col + 16, _mm512_permutex2var_ps(e0, hi_idx, o0));
+        _mm512_storeu_ps(col + 32, _mm512_permutex2var_ps(e1, lo_idx, o1));
+        _mm512_storeu_ps(col + 48, _mm512_permutex2var_ps(e1, hi_idx, o1));
+        for (int i = 0; i < 64 && c + i < n; i++) out[c + i] = col[i];
+    }
+}
+
 /* exp(x) = 2^k p(r) with x = k ln2 + r, |r| <= ln2/2, p of degree 6:
  * relative error about 2e-7, like expf. For x <= 0 only; below -87 the
  * result is flushed to 0, where expf underflows too. */

@@ -34,6 +34,10 @@ def generate_benchmark_reports_consistent_numbers():
     assert b["memory_read_gbytes_s"] > 0
     assert abs(b["bandwidth_use"] - b["weight_gbytes_s"] / b["memory_read_gbytes_s"]) < 1e-6 * b["bandwidth_use"]
     assert abs(b["weight_gbytes_s"] - 260032 * 4 * b["tok_s"] / 1e9) < 1e-6 * b["weight_gbytes_s"]
+    assert b["kv_cache"] == "fp32"
+    kv = run(["benchmark", "--generate", "--model", shared("stories260K.bin"), "--prompt-tokens", 300, "--tokens", 16,
+              "--kv-cache", "bf16"])
+    assert kv.rc == 0 and kv.one("benchmark")["kv_cache"] == "bf16", kv.stdout
 
 
 @test
@@ -56,7 +60,8 @@ def benchmark_flag_mistakes_are_refused():
                           (["--train", "--preset", "15M", "--seq", 300], "--seq"),
                           (["--generate", "--preset", "15M", "--tokens", 200, "--prompt-tokens", 100], "seq_len"),
                           (["--train", "--threads", -1], "--threads"), (["--generate", "--dtype", "bf16"], "--dtype"),
-                          (["--train", "--dtype", "fp16"], "--dtype")):
+                          (["--train", "--dtype", "fp16"], "--dtype"), (["--train", "--kv-cache", "bf16"], "--kv-cache"),
+                          (["--generate", "--kv-cache", "int8"], "--kv-cache")):
         assert_error(run(["benchmark", *args]), "usage", mention)
 
 

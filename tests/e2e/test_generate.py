@@ -33,6 +33,24 @@ def probe_logits(model, tokens, how="logits"):
     return np.fromfile(out, dtype=np.float32).reshape(len(tokens), -1)
 
 
+def story_tokens():
+    """400 tokens of TinyStories in stories260K's tokenizer."""
+    text = os.path.join(tmpdir(), "story.txt")
+    open(text, "wb").write(open(shared("tinystories_train_2MiB.txt"), "rb").read()[:4000])
+    ids = os.path.join(tmpdir(), "story.bin")
+    assert run(["tokenize", "--input", text, "--output", ids, "--tokenizer", shared("tok512.bin"),
+                "--split", "none"]).rc == 0
+    return np.fromfile(ids, dtype="<u2")[:400].tolist()
+
+
+def probe_perplexity(tokens, how):
+    """stories260K's perplexity on tokens, its logits from nf_probe `how`."""
+    logits = probe_logits(shared("stories260K.bin"), tokens[:-1], how).astype(np.float64)
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    return float(np.exp(-logp[np.arange(len(tokens) - 1), tokens[1:]].mean()))
+
+
 @test
 def q80_first_step_logits_within_2_percent():
     fp32 = probe_logits(shared("stories260K.bin"), [1])[0]
@@ -136,20 +154,8 @@ def split_utf8_characters_arrive_whole():
 
 @test
 def quant_q8_perplexity_within_one_percent_of_fp32():
-    text = os.path.join(tmpdir(), "story.txt")
-    open(text, "wb").write(open(shared("tinystories_train_2MiB.txt"), "rb").read()[:4000])
-    ids = os.path.join(tmpdir(), "story.bin")
-    assert run(["tokenize", "--input", text, "--output", ids, "--tokenizer", shared("tok512.bin"),
-                "--split", "none"]).rc == 0
-    tokens = np.fromfile(ids, dtype="<u2")[:400].tolist()
-
-    def perplexity(how):
-        logits = probe_logits(shared("stories260K.bin"), tokens[:-1], how).astype(np.float64)
-        logp = logits - logits.max(1, keepdims=True)
-        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
-        return float(np.exp(-logp[np.arange(len(tokens) - 1), tokens[1:]].mean()))
-
-    fp32, q8 = perplexity("logits"), perplexity("logits-q8")
+    tokens = story_tokens()
+    fp32, q8 = probe_perplexity(tokens, "logits"), probe_perplexity(tokens, "logits-q8")
     print(f"  perplexity over {len(tokens) - 1} tokens: fp32 {fp32:.4f}, q8 {q8:.4f} ({100 * (q8 / fp32 - 1):+.3f}%)")
     assert abs(q8 / fp32 - 1) < 0.01
     r = run(["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"), "--quant", "q8",
@@ -157,6 +163,21 @@ def quant_q8_perplexity_within_one_percent_of_fp32():
     assert r.rc == 0 and len(r.of_type("token")) == 20
     assert run(["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"),
                 "--quant", "q4"]).one("error")["code"] == "usage"
+
+
+@test
+def kv_cache_bf16_perplexity_within_one_percent_of_fp32():
+    tokens = story_tokens()
+    fp32, bf16 = probe_perplexity(tokens, "logits"), probe_perplexity(tokens, "logits-kv-bf16")
+    print(f"  perplexity over {len(tokens) - 1} tokens: fp32 cache {fp32:.4f}, bf16 cache {bf16:.4f} "
+          f"({100 * (bf16 / fp32 - 1):+.3f}%)")
+    assert bf16 != fp32 and abs(bf16 / fp32 - 1) < 0.01
+    r = run(["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"), "--kv-cache",
+             "bf16", "--quant", "q8", "--prompt", "Once upon a time", "--temperature", 0, "--max-tokens", 40])
+    assert r.rc == 0 and len(r.of_type("token")) == 40
+    err = run(["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"),
+               "--kv-cache", "fp16"]).one("error")
+    assert err["code"] == "usage" and "--kv-cache" in err["message"]
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
  *   nf_probe grads MODEL OUT.f32 B T TOKEN... TARGET...
  *                                             mean loss, then d loss / d params in the flat layout
  *   nf_probe logits-q8 MODEL OUT.f32 TOKEN... logits with the model quantized as generate --quant q8 does
+ *   nf_probe logits-kv-bf16 MODEL OUT.f32 TOKEN...
+ *                                             logits with a bf16 KV cache, as generate --kv-cache bf16
  *   nf_probe logits-lora MODEL ADAPTER OUT.f32 TOKEN...
  *                                             logits with a LoRA checkpoint applied unmerged
  *   nf_probe lora-grads MODEL ADAPTERS.f32 OUT.f32 RANK ALPHA TARGETS NORMS B T TOKEN... TARGET...
@@ -37,12 +39,13 @@ static int write_all(const char *path, const void *data, size_t n) {
 }
 
 /* Logits (T, V) of the tokens at positions 0..T-1, with optional adapters. */
-static int write_logits(const Model *m, const Lora *lora, const char *out_path, char **token_args, int T) {
+static int write_logits(const Model *m, const Lora *lora, KvCacheType kv_type, const char *out_path, char **token_args,
+                        int T) {
     NfError err;
     int V = m->config.vocab_size;
     if (T > m->config.seq_len) return die("more tokens than the model's seq_len");
     InferState s;
-    if (infer_state_init(&s, &m->config, T, &err) != 0) return die(err.message);
+    if (infer_state_init(&s, &m->config, T, kv_type, &err) != 0) return die(err.message);
     float *all = malloc((size_t)T * V * sizeof(float));
     for (int t = 0; t < T; t++) {
         int token = atoi(token_args[t]);
@@ -60,7 +63,7 @@ static int probe_logits_q8(int argc, char **argv) {
     NfError err;
     Model m;
     if (model_load(&m, argv[2], &err) != 0 || model_quantize_q8(&m, NF_Q8_GROUP, &err) != 0) return die(err.message);
-    int rc = write_logits(&m, NULL, argv[3], argv + 4, argc - 4);
+    int rc = write_logits(&m, NULL, KV_CACHE_F32, argv[3], argv + 4, argc - 4);
     model_free(&m);
     return rc;
 }
@@ -73,7 +76,7 @@ static int probe_logits_lora(int argc, char **argv) {
     float *buffer;
     if (model_load(&m, argv[2], &err) != 0 || lora_load(argv[3], argv[2], &m.config, &lora, &buffer, &err) != 0)
         return die(err.message);
-    int rc = write_logits(&m, &lora, argv[4], argv + 5, argc - 5);
+    int rc = write_logits(&m, &lora, KV_CACHE_F32, argv[4], argv + 5, argc - 5);
     free(buffer);
     model_free(&m);
     return rc;
@@ -125,7 +128,7 @@ static int probe_lora_grads(int argc, char **argv) {
 }
 
 static int probe_logits(int argc, char **argv) {
-    if (argc < 5) return die("usage: logits MODEL OUT TOKEN...");
+    if (argc < 5) return die("usage: logits|logits-kv-bf16 MODEL OUT TOKEN...");
     NfError err;
     Model m;
     /* a checkpoint or a model file, told apart by the checkpoint magic */
@@ -137,7 +140,8 @@ static int probe_logits(int argc, char **argv) {
     }
     bool is_ckpt = memcmp(magic, "NFCKPT01", 8) == 0;
     if (open_model(is_ckpt ? NULL : argv[2], is_ckpt ? argv[2] : NULL, &m, &err) != 0) return die(err.message);
-    int rc = write_logits(&m, NULL, argv[3], argv + 4, argc - 4);
+    KvCacheType kv_type = strcmp(argv[1], "logits-kv-bf16") == 0 ? KV_CACHE_BF16 : KV_CACHE_F32;
+    int rc = write_logits(&m, NULL, kv_type, argv[3], argv + 4, argc - 4);
     model_free(&m);
     return rc;
 }
@@ -204,7 +208,8 @@ static int probe_grads(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "grads") == 0) return probe_grads(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "logits") == 0) return probe_logits(argc, argv);
+    if (argc >= 2 && (strcmp(argv[1], "logits") == 0 || strcmp(argv[1], "logits-kv-bf16") == 0))
+        return probe_logits(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits-lora") == 0) return probe_logits_lora(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits-q8") == 0) return probe_logits_q8(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "lora-grads") == 0) return probe_lora_grads(argc, argv);

@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "backend.h"
+#include "f16.h"
 #include "infer.h"
 #include "tokenizer.h"
 
@@ -423,6 +424,36 @@ static void check_attention(int n_heads, int n_kv_heads, int hs, int pos) {
     free(ref);
 }
 
+/* A bf16 cache: the same attention as on its values widened to fp32. */
+static void check_attention_bf16(int n_heads, int n_kv_heads, int hs, int pos) {
+    size_t kv = (size_t)(pos + 1) * n_kv_heads * hs, qn = (size_t)n_heads * hs;
+    float *q = malloc(sizeof(float) * qn), *wide = malloc(sizeof(float) * 2 * kv);
+    float *scores = malloc(sizeof(float) * (size_t)n_heads * (pos + 1)), *out = malloc(sizeof(float) * qn);
+    uint16_t *cache = malloc(sizeof(uint16_t) * 2 * kv);
+    double *ref = calloc(qn, sizeof(double));
+    fill(q, qn);
+    for (size_t i = 0; i < qn; i++) q[i] *= 3.0f;
+    fill(wide, 2 * kv);
+    nf_bf16_round(cache, wide, 2 * kv);
+    nf_bf16_widen(wide, cache, 2 * kv);
+    for (size_t i = 0; i < 2 * kv; i++) assert_true(f32_to_bf16(wide[i]) == cache[i]); /* widening is exact */
+    naive_attention(ref, q, wide, wide + kv, pos, n_heads, n_kv_heads, hs);
+    nf_attention_decode_bf16(out, q, cache, cache + kv, scores, pos, n_heads, n_kv_heads, hs);
+    char what[64];
+    snprintf(what, sizeof what, "bf16 attention heads %d/%d hs %d pos %d", n_heads, n_kv_heads, hs, pos);
+    assert_close(out, ref, qn, 1e-5, what);
+    free(q), free(wide), free(scores), free(out), free(cache), free(ref);
+}
+
+static void test_attention_bf16_cache_matches_widened(void **state) {
+    (void)state;
+    check_attention_bf16(4, 2, 8, 5);
+    check_attention_bf16(6, 6, 48, 47);
+    check_attention_bf16(12, 12, 64, 63);
+    check_attention_bf16(4, 1, 6, 0);
+    check_attention_bf16(2, 1, 80, 9);
+}
+
 static void test_attention_gqa_matches_naive(void **state) {
     (void)state;
     check_attention(4, 2, 8, 5);
@@ -464,10 +495,16 @@ static bool load_tokenizer(Tokenizer *t) {
     return true;
 }
 
+static double relative_diff(const float *a, const float *b, int n) {
+    double diff = 0, norm = 0;
+    for (int i = 0; i < n; i++) diff += (a[i] - b[i]) * (a[i] - b[i]), norm += a[i] * a[i];
+    return sqrt(diff / norm);
+}
+
 /* A prompt run as one batch (chunks of INFER_CHUNK rows through sgemm) gives
- * the logits and KV cache of running it token by token, to rounding. */
-static void test_batched_prompt_matches_token_by_token(void **state) {
-    (void)state;
+ * the logits and KV cache of running it token by token, to rounding; with
+ * either cache. */
+static void check_batched_prompt(KvCacheType kv_type) {
     Model m;
     if (!load_shared_model(&m, "stories260K.bin")) { skip(); return; }
     enum { T = INFER_CHUNK + 37 }; /* a whole chunk and a partial one */
@@ -475,27 +512,64 @@ static void test_batched_prompt_matches_token_by_token(void **state) {
     for (int t = 0; t < T; t++) tokens[t] = (t * 37 + 11) % 512;
     NfError err = {0};
     InferState one, batch;
-    assert_int_equal(infer_state_init(&one, &m.config, T + 1, &err), 0);
-    assert_int_equal(infer_state_init(&batch, &m.config, T + 1, &err), 0);
+    assert_int_equal(infer_state_init(&one, &m.config, T + 1, kv_type, &err), 0);
+    assert_int_equal(infer_state_init(&batch, &m.config, T + 1, kv_type, &err), 0);
     float *a = NULL;
     for (int t = 0; t < T; t++) a = infer_forward(&m, NULL, &one, &tokens[t], 1, t);
     float *b = infer_forward(&m, NULL, &batch, tokens, T, 0);
-    double diff = 0, norm = 0;
-    for (int i = 0; i < 512; i++) diff += (a[i] - b[i]) * (a[i] - b[i]), norm += a[i] * a[i];
-    if (sqrt(diff / norm) > 1e-5) fail_msg("logits differ by %g relative", sqrt(diff / norm));
+    if (relative_diff(a, b, 512) > 1e-5) fail_msg("logits differ by %g relative", relative_diff(a, b, 512));
     size_t cache = (size_t)m.config.n_layers * (T + 1) * config_kv_dim(&m.config);
-    for (size_t i = 0; i < cache; i++)
-        if (fabsf(one.key_cache[i] - batch.key_cache[i]) > 1e-4f + 1e-4f * fabsf(one.key_cache[i]))
-            fail_msg("key cache %zu: %g vs %g", i, one.key_cache[i], batch.key_cache[i]);
+    for (size_t i = 0; i < cache; i++) {
+        /* keys that differ in the last fp32 bits may round to neighbouring bf16 values */
+        float ka = kv_type == KV_CACHE_BF16 ? bf16_to_f32(one.key_cache_bf16[i]) : one.key_cache[i];
+        float kb = kv_type == KV_CACHE_BF16 ? bf16_to_f32(batch.key_cache_bf16[i]) : batch.key_cache[i];
+        float tol = kv_type == KV_CACHE_BF16 ? 1e-4f + 1.0f / 128 * fabsf(ka) : 1e-4f + 1e-4f * fabsf(ka);
+        if (fabsf(ka - kb) > tol) fail_msg("key cache %zu: %g vs %g", i, ka, kb);
+    }
     /* and the next token continues from either cache alike */
     int next = 7;
     a = infer_forward(&m, NULL, &one, &next, 1, T);
     b = infer_forward(&m, NULL, &batch, &next, 1, T);
-    diff = norm = 0;
-    for (int i = 0; i < 512; i++) diff += (a[i] - b[i]) * (a[i] - b[i]), norm += a[i] * a[i];
-    if (sqrt(diff / norm) > 1e-5) fail_msg("next logits differ by %g relative", sqrt(diff / norm));
+    if (relative_diff(a, b, 512) > 1e-5) fail_msg("next logits differ by %g relative", relative_diff(a, b, 512));
     infer_state_free(&one);
     infer_state_free(&batch);
+    model_free(&m);
+}
+
+static void test_batched_prompt_matches_token_by_token(void **state) {
+    (void)state;
+    check_batched_prompt(KV_CACHE_F32);
+}
+
+static void test_batched_prompt_matches_token_by_token_bf16_cache(void **state) {
+    (void)state;
+    check_batched_prompt(KV_CACHE_BF16);
+}
+
+/* A bf16 cache changes the logits of a long context only by its rounding:
+ * close to the fp32 cache's, and not equal to them (it is in use). */
+static void test_bf16_cache_logits_near_fp32(void **state) {
+    (void)state;
+    Model m;
+    if (!load_shared_model(&m, "stories260K.bin")) { skip(); return; }
+    enum { T = 200 };
+    int tokens[T];
+    for (int t = 0; t < T; t++) tokens[t] = (t * 53 + 5) % 512;
+    NfError err = {0};
+    InferState f32, bf16;
+    assert_int_equal(infer_state_init(&f32, &m.config, T, KV_CACHE_F32, &err), 0);
+    assert_int_equal(infer_state_init(&bf16, &m.config, T, KV_CACHE_BF16, &err), 0);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        float *a = infer_forward(&m, NULL, &f32, &tokens[t], 1, t), *b = infer_forward(&m, NULL, &bf16, &tokens[t], 1, t);
+        double d = relative_diff(a, b, 512);
+        if (d > worst) worst = d;
+    }
+    print_message("bf16 cache: logits within %.2g relative of the fp32 cache's over %d positions\n", worst, T);
+    assert_true(worst > 0);
+    if (worst > 2e-2) fail_msg("bf16 cache logits differ by %g relative", worst);
+    infer_state_free(&f32);
+    infer_state_free(&bf16);
     model_free(&m);
 }
 
@@ -511,8 +585,8 @@ static void test_forward_v0_v1_identical_and_finite(void **state) {
     assert_int_equal(tokenizer_encode(&tok, "Once upon a time", 16, true, false, &ids, &err), 0);
     assert_true(ids.len >= 5);
     InferState s0, s1;
-    assert_int_equal(infer_state_init(&s0, &v0.config, 5, &err), 0);
-    assert_int_equal(infer_state_init(&s1, &v1.config, 5, &err), 0);
+    assert_int_equal(infer_state_init(&s0, &v0.config, 5, KV_CACHE_F32, &err), 0);
+    assert_int_equal(infer_state_init(&s1, &v1.config, 5, KV_CACHE_F32, &err), 0);
     assert_int_equal(s0.max_positions, 5);
     const int V = 512;
     float prev[512];
@@ -542,8 +616,8 @@ static void test_forward_q80_close_to_fp32(void **state) {
     if (!load_shared_model(&q8, "stories260K_q80.bin")) { model_free(&v0); skip(); return; }
     NfError err = {0};
     InferState s0, s1;
-    assert_int_equal(infer_state_init(&s0, &v0.config, 3, &err), 0);
-    assert_int_equal(infer_state_init(&s1, &q8.config, 3, &err), 0);
+    assert_int_equal(infer_state_init(&s0, &v0.config, 3, KV_CACHE_F32, &err), 0);
+    assert_int_equal(infer_state_init(&s1, &q8.config, 3, KV_CACHE_F32, &err), 0);
     const int tokens[3] = {TOKEN_BOS, 403, 407};
     for (int pos = 0; pos < 3; pos++) {
         float *a = infer_forward(&v0, NULL, &s0, &tokens[pos], 1, pos);
@@ -582,7 +656,7 @@ static void test_forward_greedy_matches_llama2c(void **state) {
     enum { STEPS = 40 };
     NfError err = {0};
     InferState s;
-    assert_int_equal(infer_state_init(&s, &m.config, STEPS, &err), 0);
+    assert_int_equal(infer_state_init(&s, &m.config, STEPS, KV_CACHE_F32, &err), 0);
     int ids[STEPS + 1];
     ids[0] = TOKEN_BOS;
     for (int pos = 0; pos < STEPS; pos++) {
@@ -712,6 +786,14 @@ static void decode_op(float *out, void *ctx) {
     free(scores);
 }
 
+typedef struct { const float *q; const uint16_t *k, *v; int pos, heads, kv_heads, hs; } DecodeBf16Case;
+static void decode_bf16_op(float *out, void *ctx) {
+    DecodeBf16Case *c = ctx;
+    float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
+    nf_attention_decode_bf16(out, c->q, c->k, c->v, scores, c->pos, c->heads, c->kv_heads, c->hs);
+    free(scores);
+}
+
 typedef struct { const float *logits; const int *targets; int N, V; } EntropyCase;
 static void entropy_op(float *out, void *ctx) {
     EntropyCase *c = ctx;
@@ -752,6 +834,16 @@ static void test_avx512_kernels_match_portable_twins(void **state) {
         DecodeCase c = {a, b, b + (size_t)(d[0] + 1) * kv, d[0], d[1], d[2], d[3]};
         run_both(decode_op, &c, native, portable);
         assert_twins(native, portable, (size_t)d[1] * d[3], 1e-5, "attention decode");
+    }
+
+    for (size_t i = 0; i < sizeof decode_shapes / sizeof decode_shapes[0]; i++) {
+        int *d = decode_shapes[i], kv = d[2] * d[3];
+        uint16_t *cache = malloc(sizeof(uint16_t) * 2 * (size_t)(d[0] + 1) * kv);
+        nf_bf16_round(cache, b, 2 * (size_t)(d[0] + 1) * kv);
+        DecodeBf16Case c = {a, cache, cache + (size_t)(d[0] + 1) * kv, d[0], d[1], d[2], d[3]};
+        run_both(decode_bf16_op, &c, native, portable);
+        assert_twins(native, portable, (size_t)d[1] * d[3], 1e-5, "attention decode, bf16 cache");
+        free(cache);
     }
 
     int targets[3] = {0, 999, 500};
@@ -867,6 +959,9 @@ int main(void) {
         cmocka_unit_test(test_attention_mha_and_single_kv_head),
         cmocka_unit_test(test_attention_gqa_heads_share_kv),
         cmocka_unit_test(test_batched_prompt_matches_token_by_token),
+        cmocka_unit_test(test_batched_prompt_matches_token_by_token_bf16_cache),
+        cmocka_unit_test(test_bf16_cache_logits_near_fp32),
+        cmocka_unit_test(test_attention_bf16_cache_matches_widened),
         cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
         cmocka_unit_test(test_forward_q80_close_to_fp32),
         cmocka_unit_test(test_forward_greedy_matches_llama2c),
