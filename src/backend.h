@@ -46,18 +46,32 @@ void nf_rmsnorm(float *out, const float *x, const float *weight, int dim);
 /* In place: x = softmax(x). */
 void nf_softmax(float *x, int n);
 
+/* Where a layer's cached keys (or values) lie: kv head j, position t starts
+ * head_stride * j + row_stride * t values from the base. Generation keeps
+ * its cache head-major (row_stride = head_size), so that a decode step
+ * streams each head's rows; (positions, kv_dim) rows are {head_size, kv_dim}. */
+typedef struct {
+    size_t head_stride, row_stride;
+} NfKvLayout;
+
 /* One query position attending to positions 0..pos of a layer's KV cache.
  *   out (n_heads, head_size), q (n_heads, head_size),
- *   keys/values (pos+1, kv_dim) with rows kv_dim apart,
+ *   keys/values: pos+1 rows per kv head, laid out as `layout` says,
  *   scores scratch (n_heads, pos+1). Query head h reads kv head h / (n_heads / n_kv_heads). */
-void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, float *scores,
-                         int pos, int n_heads, int n_kv_heads, int head_size);
+void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, NfKvLayout layout,
+                         float *scores, int pos, int n_heads, int n_kv_heads, int head_size);
 /* The same over a bf16 cache (keys/values as bfloat16 bits): each value is
  * widened exactly, so only the cache's rounding differs from fp32's. */
 void nf_attention_decode_bf16(float *out, const float *q, const uint16_t *keys, const uint16_t *values,
-                              float *scores, int pos, int n_heads, int n_kv_heads, int head_size);
-/* out (n) = x (n) bfloat16 bits widened to fp32 (exact). */
-void nf_bf16_widen(float *out, const uint16_t *x, size_t n);
+                              NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads, int head_size);
+/* Rows between one layer of generation's KV cache (keys or values, fp32 or
+ * bf16: the other pointer NULL) and a (rows, n_kv_heads * head_size) buffer x:
+ * store writes x's n rows at positions pos.., rounded to bf16 for a bf16
+ * cache; load reads positions 0..n-1 back (widened exactly). */
+void nf_kv_store(float *cache, uint16_t *cache_bf16, NfKvLayout layout, const float *x, int n, int pos, int n_kv_heads,
+                 int head_size);
+void nf_kv_load(float *x, const float *cache, const uint16_t *cache_bf16, NfKvLayout layout, int n, int n_kv_heads,
+                int head_size);
 
 /* ---- training ops -----------------------------------------------------------
  * Each op's forward and backward sit side by side. Activations are (B, T, C)

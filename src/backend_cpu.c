@@ -313,39 +313,58 @@ static void value_sum(float *oh, const float *sh, const float *vf, const uint16_
 }
 
 static void attention_decode(float *out, const float *q, const float *kf, const float *vf, const uint16_t *kb,
-                             const uint16_t *vb, float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
-    size_t kv_dim = (size_t)n_kv_heads * head_size;
+                             const uint16_t *vb, NfKvLayout layout, float *scores, int pos, int n_heads,
+                             int n_kv_heads, int head_size) {
     int group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_size);
     bool avx512 = cpu_has(CPU_AVX512);
     int h;
 #pragma omp parallel for schedule(static)
     for (h = 0; h < n_heads; h++) {
-        size_t head = (size_t)(h / group) * head_size; /* this query head's kv head */
+        size_t head = (size_t)(h / group) * layout.head_stride; /* this query head's kv head */
         float *sh = scores + (size_t)h * (pos + 1);
-        key_dots(sh, kf ? kf + head : NULL, kb ? kb + head : NULL, kv_dim, q + (size_t)h * head_size, pos + 1,
-                 head_size, avx512);
+        key_dots(sh, kf ? kf + head : NULL, kb ? kb + head : NULL, layout.row_stride, q + (size_t)h * head_size,
+                 pos + 1, head_size, avx512);
         for (int t = 0; t <= pos; t++) sh[t] *= scale;
         softmax(sh, pos + 1, avx512);
-        value_sum(out + (size_t)h * head_size, sh, vf ? vf + head : NULL, vb ? vb + head : NULL, kv_dim, pos + 1,
-                  head_size, avx512);
+        value_sum(out + (size_t)h * head_size, sh, vf ? vf + head : NULL, vb ? vb + head : NULL, layout.row_stride,
+                  pos + 1, head_size, avx512);
     }
 }
 
-void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, float *scores,
-                         int pos, int n_heads, int n_kv_heads, int head_size) {
-    attention_decode(out, q, keys, values, NULL, NULL, scores, pos, n_heads, n_kv_heads, head_size);
+void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, NfKvLayout layout,
+                         float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
+    attention_decode(out, q, keys, values, NULL, NULL, layout, scores, pos, n_heads, n_kv_heads, head_size);
 }
 
 void nf_attention_decode_bf16(float *out, const float *q, const uint16_t *keys, const uint16_t *values,
-                              float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
-    attention_decode(out, q, NULL, NULL, keys, values, scores, pos, n_heads, n_kv_heads, head_size);
+                              NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
+    attention_decode(out, q, NULL, NULL, keys, values, layout, scores, pos, n_heads, n_kv_heads, head_size);
 }
 
-void nf_bf16_widen(float *out, const uint16_t *x, size_t n) {
-    size_t i;
-#pragma omp parallel for schedule(static) if (n >= ((size_t)1 << 18))
-    for (i = 0; i < n; i++) out[i] = bf16_to_f32(x[i]);
+void nf_kv_store(float *cache, uint16_t *cache_bf16, NfKvLayout layout, const float *x, int n, int pos, int n_kv_heads,
+                 int head_size) {
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < n_kv_heads; j++) {
+            const float *src = x + ((size_t)r * n_kv_heads + j) * head_size;
+            size_t at = (size_t)j * layout.head_stride + (size_t)(pos + r) * layout.row_stride;
+            if (cache_bf16) nf_bf16_round(cache_bf16 + at, src, (size_t)head_size);
+            else memcpy(cache + at, src, (size_t)head_size * sizeof(float));
+        }
+}
+
+void nf_kv_load(float *x, const float *cache, const uint16_t *cache_bf16, NfKvLayout layout, int n, int n_kv_heads,
+                int head_size) {
+    int t;
+#pragma omp parallel for schedule(static) if (n >= 64)
+    for (t = 0; t < n; t++)
+        for (int j = 0; j < n_kv_heads; j++) {
+            float *dst = x + ((size_t)t * n_kv_heads + j) * head_size;
+            size_t at = (size_t)j * layout.head_stride + (size_t)t * layout.row_stride;
+            if (cache_bf16)
+                for (int i = 0; i < head_size; i++) dst[i] = bf16_to_f32(cache_bf16[at + i]);
+            else memcpy(dst, cache + at, (size_t)head_size * sizeof(float));
+        }
 }
 
 /* ---- training ops ------------------------------------------------------------ */

@@ -22,13 +22,12 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
     s->chunk = max_positions < INFER_CHUNK ? max_positions : INFER_CHUNK;
     size_t C = (size_t)s->chunk, D = (size_t)c->dim * C, H = (size_t)c->hidden_dim * C, KV = (size_t)config_kv_dim(c);
     size_t P = (size_t)max_positions, L = (size_t)c->n_layers;
-    size_t cache;
-    /* a bf16 cache is widened one layer at a time into the fp32 buffers, for the keys and values of a new row or
-     * a prompt chunk's attention */
-    if (!nf_mul_size(kv_type == KV_CACHE_BF16 ? P : L * P, KV, &cache)) {
+    size_t layer, cache;
+    if (!nf_mul_size(P, KV, &layer) || !nf_mul_size(layer, L, &cache)) {
         nf_fail(err, NF_ERR_MEMORY, "KV cache size overflows");
         return -1;
     }
+    bool bf16 = kv_type == KV_CACHE_BF16;
     if ((s->x = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->xb = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->xb2 = nf_alloc_array(D, sizeof(float), err)) == NULL ||
@@ -40,10 +39,12 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
         (s->rope = nf_alloc_array(P, (size_t)config_head_size(c) * sizeof(float), err)) == NULL ||
         (s->att_scratch = nf_alloc_array(nf_attention_scratch_floats((int)P), sizeof(float), err)) == NULL ||
         (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
-        (s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
-        (s->value_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
-        (kv_type == KV_CACHE_BF16 && ((s->key_cache_bf16 = nf_alloc_array(cache * L, sizeof(uint16_t), err)) == NULL ||
-                                      (s->value_cache_bf16 = nf_alloc_array(cache * L, sizeof(uint16_t), err)) == NULL))) {
+        (s->keys = nf_alloc_array(layer, sizeof(float), err)) == NULL ||
+        (s->values = nf_alloc_array(layer, sizeof(float), err)) == NULL ||
+        (!bf16 && ((s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
+                   (s->value_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL)) ||
+        (bf16 && ((s->key_cache_bf16 = nf_alloc_array(cache, sizeof(uint16_t), err)) == NULL ||
+                  (s->value_cache_bf16 = nf_alloc_array(cache, sizeof(uint16_t), err)) == NULL))) {
         infer_state_free(s);
         return -1;
     }
@@ -54,7 +55,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
 void infer_state_free(InferState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
     free(s->q); free(s->lora_u); free(s->scores); free(s->rope); free(s->att_scratch); free(s->logits); free(s->key_cache); free(s->value_cache);
-    free(s->key_cache_bf16); free(s->value_cache_bf16);
+    free(s->key_cache_bf16); free(s->value_cache_bf16); free(s->keys); free(s->values);
     memset(s, 0, sizeof *s);
 }
 
@@ -77,12 +78,14 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         const LayerWeights *lw = &w->layers[l];
         const float *rms_att = lora && lora->w.rms_att ? lora->w.rms_att + (size_t)l * D : lw->rms_att;
         const float *rms_ffn = lora && lora->w.rms_ffn ? lora->w.rms_ffn + (size_t)l * D : lw->rms_ffn;
-        bool bf16 = s->kv_type == KV_CACHE_BF16;
-        size_t layer = bf16 ? 0 : (size_t)l * P * KV; /* a bf16 cache's fp32 buffers hold one layer */
-        float *keys = s->key_cache + layer, *values = s->value_cache + layer;
-        float *k_rows = keys + (size_t)pos * KV, *v_rows = values + (size_t)pos * KV; /* (n, KV) */
-        uint16_t *keys_bf16 = bf16 ? s->key_cache_bf16 + (size_t)l * P * KV : NULL;
-        uint16_t *values_bf16 = bf16 ? s->value_cache_bf16 + (size_t)l * P * KV : NULL;
+        /* this layer's cache, head-major; the new rows come in by position */
+        size_t layer = (size_t)l * P * KV;
+        NfKvLayout layout = {P * (size_t)hs, (size_t)hs};
+        float *key_cache = s->key_cache ? s->key_cache + layer : NULL;
+        float *value_cache = s->value_cache ? s->value_cache + layer : NULL;
+        uint16_t *key_cache_bf16 = s->key_cache_bf16 ? s->key_cache_bf16 + layer : NULL;
+        uint16_t *value_cache_bf16 = s->value_cache_bf16 ? s->value_cache_bf16 + layer : NULL;
+        float *k_rows = s->keys + (size_t)pos * KV, *v_rows = s->values + (size_t)pos * KV; /* (n, KV) */
 
         /* attention block */
         rmsnorm_rows(s->xb, s->x, rms_att, n, D);
@@ -92,23 +95,22 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
         nf_rope_forward(s->q, s->rope, 1, n, pos, c->n_heads, hs);
         nf_rope_forward(k_rows, s->rope, 1, n, pos, c->n_kv_heads, hs);
-        if (bf16) { /* the new rows go into the cache rounded; a chunk then reads the whole layer back widened, so
-                     * it attends to the same values as one row at a time */
-            nf_bf16_round(keys_bf16 + (size_t)pos * KV, k_rows, (size_t)n * KV);
-            nf_bf16_round(values_bf16 + (size_t)pos * KV, v_rows, (size_t)n * KV);
-            if (n > 1) {
-                nf_bf16_widen(keys, keys_bf16, (size_t)(pos + n) * KV);
-                nf_bf16_widen(values, values_bf16, (size_t)(pos + n) * KV);
-            }
-        }
-        if (n == 1 && bf16)
-            nf_attention_decode_bf16(s->xb, s->q, keys_bf16, values_bf16, s->scores, pos, c->n_heads, c->n_kv_heads,
-                                     hs);
-        else if (n == 1) /* one row: a dot product per cached position */
-            nf_attention_decode(s->xb, s->q, keys, values, s->scores, pos, c->n_heads, c->n_kv_heads, hs);
-        else /* a chunk: tiles of rows against the cache through sgemm; row r sees up to pos + r */
-            nf_attention_forward(s->xb, NULL, s->q, keys, values, 1, n, pos, c->n_heads, c->n_kv_heads, hs,
+        nf_kv_store(key_cache, key_cache_bf16, layout, k_rows, n, pos, c->n_kv_heads, hs);
+        nf_kv_store(value_cache, value_cache_bf16, layout, v_rows, n, pos, c->n_kv_heads, hs);
+        if (n == 1 && key_cache_bf16) /* one row: a dot product per cached position, streaming each head's rows */
+            nf_attention_decode_bf16(s->xb, s->q, key_cache_bf16, value_cache_bf16, layout, s->scores, pos,
+                                     c->n_heads, c->n_kv_heads, hs);
+        else if (n == 1)
+            nf_attention_decode(s->xb, s->q, key_cache, value_cache, layout, s->scores, pos, c->n_heads,
+                                c->n_kv_heads, hs);
+        else { /* a chunk: tiles of rows through sgemm, on the layer's rows read back by position (a bf16
+                * cache's widened, so the chunk attends to the values a single row would); row r sees up to
+                * pos + r */
+            nf_kv_load(s->keys, key_cache, key_cache_bf16, layout, pos + n, c->n_kv_heads, hs);
+            nf_kv_load(s->values, value_cache, value_cache_bf16, layout, pos + n, c->n_kv_heads, hs);
+            nf_attention_forward(s->xb, NULL, s->q, s->keys, s->values, 1, n, pos, c->n_heads, c->n_kv_heads, hs,
                                  s->att_scratch);
+        }
         nf_matmul(s->xb2, s->xb, &lw->wo, n, D, D);
         lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];

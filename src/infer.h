@@ -34,10 +34,14 @@ typedef struct {
     float *att_scratch;   /* nf_attention_scratch_floats(P): a prompt chunk's attention tiles */
     float *logits;        /* (V) output of the last forward */
     KvCacheType kv_type;
-    float *key_cache;     /* fp32 cache: (L, P, KV); bf16 cache: (P, KV), one layer's keys widened */
-    float *value_cache;   /* likewise for the values */
-    uint16_t *key_cache_bf16;   /* bf16 cache only: (L, P, KV) */
-    uint16_t *value_cache_bf16; /* bf16 cache only: (L, P, KV) */
+    /* The cache is head-major, so that a decode step streams each head's
+     * rows: layer l, kv head j, position t at ((l * KVH + j) * P + t) * hs. */
+    float *key_cache;           /* fp32 cache: (L, KVH, P, hs); NULL under bf16 */
+    float *value_cache;         /* (L, KVH, P, hs) */
+    uint16_t *key_cache_bf16;   /* bf16 cache: (L, KVH, P, hs); NULL under fp32 */
+    uint16_t *value_cache_bf16; /* (L, KVH, P, hs) */
+    float *keys;                /* (P, KV) one layer's keys by position: new rows, a prompt chunk's attention input */
+    float *values;              /* (P, KV) */
 } InferState;
 
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvCacheType kv_type, NfError *err);

@@ -406,7 +406,8 @@ static void check_attention(int n_heads, int n_kv_heads, int hs, int pos) {
     fill(values, (size_t)(pos + 1) * kv_dim);
     for (int i = 0; i < n_heads * hs; i++) q[i] *= 3.0f; /* sharper attention */
     naive_attention(ref, q, keys, values, pos, n_heads, n_kv_heads, hs);
-    nf_attention_decode(out, q, keys, values, scores, pos, n_heads, n_kv_heads, hs);
+    nf_attention_decode(out, q, keys, values, (NfKvLayout){(size_t)hs, (size_t)kv_dim}, scores, pos, n_heads, n_kv_heads,
+                        hs);
     char what[64];
     snprintf(what, sizeof what, "attention heads %d/%d pos %d", n_heads, n_kv_heads, pos);
     assert_close(out, ref, (size_t)n_heads * hs, 1e-5, what);
@@ -435,10 +436,11 @@ static void check_attention_bf16(int n_heads, int n_kv_heads, int hs, int pos) {
     for (size_t i = 0; i < qn; i++) q[i] *= 3.0f;
     fill(wide, 2 * kv);
     nf_bf16_round(cache, wide, 2 * kv);
-    nf_bf16_widen(wide, cache, 2 * kv);
+    for (size_t i = 0; i < 2 * kv; i++) wide[i] = bf16_to_f32(cache[i]);
     for (size_t i = 0; i < 2 * kv; i++) assert_true(f32_to_bf16(wide[i]) == cache[i]); /* widening is exact */
     naive_attention(ref, q, wide, wide + kv, pos, n_heads, n_kv_heads, hs);
-    nf_attention_decode_bf16(out, q, cache, cache + kv, scores, pos, n_heads, n_kv_heads, hs);
+    nf_attention_decode_bf16(out, q, cache, cache + kv, (NfKvLayout){(size_t)hs, (size_t)n_kv_heads * hs}, scores, pos,
+                             n_heads, n_kv_heads, hs);
     char what[64];
     snprintf(what, sizeof what, "bf16 attention heads %d/%d hs %d pos %d", n_heads, n_kv_heads, hs, pos);
     assert_close(out, ref, qn, 1e-5, what);
@@ -452,6 +454,37 @@ static void test_attention_bf16_cache_matches_widened(void **state) {
     check_attention_bf16(12, 12, 64, 63);
     check_attention_bf16(4, 1, 6, 0);
     check_attention_bf16(2, 1, 80, 9);
+}
+
+/* Generation's head-major cache gives the bits of the same values laid out
+ * by position, with either cache type; nf_kv_store and nf_kv_load move rows
+ * between the two layouts. */
+static void test_attention_head_major_cache_matches_position_major(void **state) {
+    (void)state;
+    enum { H = 6, KVH = 3, HS = 40, P = 37, POS = 30, KV = KVH * HS };
+    float q[H * HS], rows[2 * P * KV], back[P * KV], scores[H * P], a[H * HS], b[H * HS];
+    float cache[2 * P * KV];
+    uint16_t rows16[2 * P * KV], cache16[2 * P * KV];
+    fill(q, H * HS);
+    fill(rows, 2 * P * KV);
+    NfKvLayout by_position = {HS, KV}, head_major = {(size_t)P * HS, HS};
+    for (int half = 0; half < 2; half++) { /* keys, then values, stored in two calls of 20 and 17 rows */
+        nf_kv_store(cache + half * P * KV, NULL, head_major, rows + half * P * KV, 20, 0, KVH, HS);
+        nf_kv_store(cache + half * P * KV, NULL, head_major, rows + half * P * KV + 20 * KV, P - 20, 20, KVH, HS);
+        nf_kv_store(NULL, cache16 + half * P * KV, head_major, rows + half * P * KV, P, 0, KVH, HS);
+    }
+    nf_kv_load(back, cache, NULL, head_major, P, KVH, HS);
+    assert_memory_equal(back, rows, sizeof back);
+    assert_true(cache[HS] == rows[KV]); /* head 0, position 1 */
+    nf_attention_decode(a, q, rows, rows + P * KV, by_position, scores, POS, H, KVH, HS);
+    nf_attention_decode(b, q, cache, cache + P * KV, head_major, scores, POS, H, KVH, HS);
+    assert_memory_equal(a, b, sizeof a);
+    nf_bf16_round(rows16, rows, 2 * P * KV);
+    nf_kv_load(back, NULL, cache16, head_major, P, KVH, HS);
+    for (int i = 0; i < P * KV; i++) assert_true(back[i] == bf16_to_f32(rows16[i]));
+    nf_attention_decode_bf16(a, q, rows16, rows16 + P * KV, by_position, scores, POS, H, KVH, HS);
+    nf_attention_decode_bf16(b, q, cache16, cache16 + P * KV, head_major, scores, POS, H, KVH, HS);
+    assert_memory_equal(a, b, sizeof a);
 }
 
 static void test_attention_gqa_matches_naive(void **state) {
@@ -477,7 +510,7 @@ static void test_attention_gqa_heads_share_kv(void **state) {
     for (int h = 1; h < H; h++) memcpy(q + h * HS, q, HS * sizeof(float));
     fill(keys, (POS + 1) * KV);
     fill(values, (POS + 1) * KV);
-    nf_attention_decode(out, q, keys, values, scores, POS, H, KVH, HS);
+    nf_attention_decode(out, q, keys, values, (NfKvLayout){HS, KV}, scores, POS, H, KVH, HS);
     assert_memory_equal(out, out + HS, HS * sizeof(float));
     assert_memory_equal(out + 2 * HS, out + 3 * HS, HS * sizeof(float));
     assert_true(memcmp(out, out + 2 * HS, HS * sizeof(float)) != 0);
@@ -782,7 +815,8 @@ typedef struct { const float *q, *k, *v; int pos, heads, kv_heads, hs; } DecodeC
 static void decode_op(float *out, void *ctx) {
     DecodeCase *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
-    nf_attention_decode(out, c->q, c->k, c->v, scores, c->pos, c->heads, c->kv_heads, c->hs);
+    nf_attention_decode(out, c->q, c->k, c->v, (NfKvLayout){(size_t)c->hs, (size_t)c->kv_heads * c->hs}, scores, c->pos,
+                        c->heads, c->kv_heads, c->hs);
     free(scores);
 }
 
@@ -790,7 +824,8 @@ typedef struct { const float *q; const uint16_t *k, *v; int pos, heads, kv_heads
 static void decode_bf16_op(float *out, void *ctx) {
     DecodeBf16Case *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
-    nf_attention_decode_bf16(out, c->q, c->k, c->v, scores, c->pos, c->heads, c->kv_heads, c->hs);
+    nf_attention_decode_bf16(out, c->q, c->k, c->v, (NfKvLayout){(size_t)c->hs, (size_t)c->kv_heads * c->hs}, scores,
+                             c->pos, c->heads, c->kv_heads, c->hs);
     free(scores);
 }
 
@@ -962,6 +997,7 @@ int main(void) {
         cmocka_unit_test(test_batched_prompt_matches_token_by_token_bf16_cache),
         cmocka_unit_test(test_bf16_cache_logits_near_fp32),
         cmocka_unit_test(test_attention_bf16_cache_matches_widened),
+        cmocka_unit_test(test_attention_head_major_cache_matches_position_major),
         cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
         cmocka_unit_test(test_forward_q80_close_to_fp32),
         cmocka_unit_test(test_forward_greedy_matches_llama2c),
