@@ -126,13 +126,24 @@ static inline void reduce4(float *out, __m512 a0, __m512 a1, __m512 a2, __m512 a
     _mm_storeu_ps(out, _mm512_castps512_ps128(t));
 }
 
+/* How many rows ahead the decode kernels prefetch: 4 KiB further down a
+ * head's run of bf16 rows (at least 4 rows). Left to the hardware prefetcher
+ * alone, the attention at positions 500 and 1000 took 20-37% longer inside
+ * generation. */
+static inline int rows_ahead(size_t ld) { return ld >= 512 ? 4 : (int)(2048 / ld); }
+
+static inline void prefetch_row(const uint16_t *row, int n) {
+    for (int b = 0; b < 2 * n; b += 64) _mm_prefetch((const char *)row + b, _MM_HINT_T0);
+}
+
 /* Four key rows share each load of x, as avx512_dots; rows are short (a
  * head), so their sums are reduced four at a time. */
 void avx512_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, int rows, int n) {
-    int r = 0;
+    int r = 0, ahead = rows_ahead(ld);
     for (; r + 4 <= rows; r += 4) {
         const uint16_t *w0 = w + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int k = 0; k < 4 && r + ahead + k < rows; k++) prefetch_row(w0 + (size_t)(ahead + k) * ld, n);
         for (int i = 0; i < n; i += 32) {
             __mmask32 m = first_values(n - i);
             __m512 xe, xo, we, wo;
@@ -164,6 +175,7 @@ void avx512_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, 
 /* The even- and odd-numbered columns accumulate apart and are interleaved
  * back at the end. */
 void avx512_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, size_t ld, int rows, int n) {
+    int ahead = rows_ahead(ld);
     const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for (int c = 0; c < n; c += 64) { /* 64 columns in four registers through all rows */
@@ -171,6 +183,7 @@ void avx512_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, siz
         __m512 e0 = _mm512_setzero_ps(), o0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps(), o1 = _mm512_setzero_ps();
         for (int r = 0; r < rows; r++) {
             const uint16_t *vr = v + (size_t)r * ld + c;
+            if (r + ahead < rows) prefetch_row(vr + (size_t)ahead * ld, n - c < 64 ? n - c : 64);
             __m512 s = _mm512_set1_ps(a[r]), ve, vo;
             load_bf16_pairs(m0, vr, &ve, &vo);
             e0 = _mm512_fmadd_ps(s, ve, e0);
