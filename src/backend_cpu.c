@@ -375,13 +375,92 @@ void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int 
 
 #define BF16_KEPT_MAX 8 /* weight buffers with a kept bf16 copy (nf_bf16_keep): a LoRA base keeps 8 */
 
-struct Bf16Context {
+/* What oneDNN's matmul primitive runs with: its engine and stream, and its
+ * working memory (the scratchpad), kept from call to call where the owner
+ * lives long (left to oneDNN, it would map fresh pages at each call). */
+typedef struct {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
+    void *scratchpad;
+    size_t scratchpad_bytes;
+} Onednn;
+
+static bool onednn_open(Onednn *o) {
+    memset(o, 0, sizeof *o);
+    return dnnl_engine_create(&o->engine, dnnl_cpu, 0) == dnnl_success &&
+           dnnl_stream_create(&o->stream, o->engine, dnnl_stream_default_flags) == dnnl_success;
+}
+
+static void onednn_close(Onednn *o) {
+    if (o->stream) dnnl_stream_destroy(o->stream);
+    if (o->engine) dnnl_engine_destroy(o->engine);
+    free(o->scratchpad);
+    memset(o, 0, sizeof *o);
+}
+
+/* Grows the kept scratchpad to at least bytes; false if memory runs out. */
+static bool scratchpad_fits(Onednn *o, size_t bytes) {
+    if (bytes <= o->scratchpad_bytes) return true;
+    void *grown = realloc(o->scratchpad, bytes);
+    if (!grown) return false;
+    o->scratchpad = grown;
+    o->scratchpad_bytes = bytes;
+    return true;
+}
+
+/* C (M, N) = beta C + op(A) op(B), row-major as dnnl_sgemm's arguments, A
+ * and B of `type` (f32 or bf16), C fp32, beta 0 or 1, through oneDNN's
+ * matmul primitive. False when oneDNN refuses the shape (nothing is written). */
+static bool matmul_primitive(Onednn *o, dnnl_data_type_t type, char ta, char tb, int M, int N, int K, const void *A,
+                             int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+    dnnl_memory_desc_t a_md, b_md, c_md;
+    dnnl_dims_t a_dims = {M, K}, b_dims = {K, N}, c_dims = {M, N};
+    dnnl_dims_t a_strides = {ta == 'N' ? lda : 1, ta == 'N' ? 1 : lda};
+    dnnl_dims_t b_strides = {tb == 'N' ? ldb : 1, tb == 'N' ? 1 : ldb}, c_strides = {ldc, 1};
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t mem[4] = {NULL, NULL, NULL, NULL};
+    const dnnl_memory_desc_t *pad_md = NULL;
+    bool done = false;
+    if (dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, type, a_strides) == dnnl_success &&
+        dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, type, b_strides) == dnnl_success &&
+        dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides) == dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        (beta == 0.0f || (dnnl_post_ops_create(&post) == dnnl_success &&
+                          dnnl_post_ops_append_sum(post, 1.0f) == dnnl_success &&
+                          dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success)) &&
+        /* oneDNN caches primitives by their description: creating one again is cheap */
+        dnnl_primitive_desc_create(&pd, &desc, attr, o->engine, NULL) == dnnl_success &&
+        dnnl_primitive_create(&prim, pd) == dnnl_success &&
+        (pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)) != NULL &&
+        scratchpad_fits(o, dnnl_memory_desc_get_size(pad_md)) &&
+        dnnl_memory_create(&mem[0], &a_md, o->engine, (void *)A) == dnnl_success &&
+        dnnl_memory_create(&mem[1], &b_md, o->engine, (void *)B) == dnnl_success &&
+        dnnl_memory_create(&mem[2], &c_md, o->engine, C) == dnnl_success &&
+        dnnl_memory_create(&mem[3], pad_md, o->engine, o->scratchpad) == dnnl_success) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
+                                   {DNNL_ARG_SCRATCHPAD, mem[3]}};
+        done = dnnl_primitive_execute(prim, o->stream, 4, args) == dnnl_success &&
+               dnnl_stream_wait(o->stream) == dnnl_success;
+    }
+    for (int i = 0; i < 4; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    if (prim) dnnl_primitive_destroy(prim);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (post) dnnl_post_ops_destroy(post);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return done;
+}
+
+struct Bf16Context {
+    Onednn dnnl;
     uint16_t *a, *b; /* rounded operands, max_floats each */
     size_t max_floats;
-    void *scratchpad;     /* oneDNN's working memory, kept from call to call (it would map fresh pages each time) */
-    size_t scratchpad_bytes;
     struct {
         const float *w;   /* (n) the fp32 weights */
         size_t n;
@@ -396,8 +475,7 @@ Bf16Context *nf_bf16_create(size_t max_floats) {
     ctx->max_floats = max_floats;
     ctx->a = malloc(max_floats * sizeof(uint16_t));
     ctx->b = malloc(max_floats * sizeof(uint16_t));
-    if (!ctx->a || !ctx->b || dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) != dnnl_success ||
-        dnnl_stream_create(&ctx->stream, ctx->engine, dnnl_stream_default_flags) != dnnl_success) {
+    if (!ctx->a || !ctx->b || !onednn_open(&ctx->dnnl)) {
         nf_bf16_free(ctx);
         return NULL;
     }
@@ -406,11 +484,9 @@ Bf16Context *nf_bf16_create(size_t max_floats) {
 
 void nf_bf16_free(Bf16Context *ctx) {
     if (!ctx) return;
-    if (ctx->stream) dnnl_stream_destroy(ctx->stream);
-    if (ctx->engine) dnnl_engine_destroy(ctx->engine);
+    onednn_close(&ctx->dnnl);
     free(ctx->a);
     free(ctx->b);
-    free(ctx->scratchpad);
     for (int i = 0; i < ctx->n_kept; i++) free(ctx->kept[i].copy);
     free(ctx);
 }
@@ -454,71 +530,25 @@ static const uint16_t *kept_copy(const Bf16Context *ctx, const float *x, size_t 
     return NULL;
 }
 
-/* Grows the kept scratchpad to at least bytes; false if memory runs out. */
-static bool scratchpad_fits(Bf16Context *ctx, size_t bytes) {
-    if (bytes <= ctx->scratchpad_bytes) return true;
-    void *grown = realloc(ctx->scratchpad, bytes);
-    if (!grown) return false;
-    ctx->scratchpad = grown;
-    ctx->scratchpad_bytes = bytes;
-    return true;
-}
-
 /* C (M, N) = beta C + op(A) op(B), row-major as dnnl_sgemm's arguments, with
  * A and B rounded to bf16. beta is 0 or 1. a_rounded: ctx->a already holds
  * A rounded (the previous call's A). Returns whether ctx->a holds A rounded
- * afterwards (not when oneDNN refused the shape and sgemm ran instead). */
+ * afterwards (not when the operands are too large for its buffers and sgemm
+ * ran instead). */
 static bool gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B,
                       int ldb, float beta, float *C, int ldc, bool a_rounded) {
     size_t a_count = (size_t)(ta == 'N' ? M : K) * lda, b_count = (size_t)(tb == 'N' ? K : N) * ldb;
-    dnnl_memory_desc_t a_md, b_md, c_md;
-    dnnl_dims_t a_dims = {M, K}, b_dims = {K, N}, c_dims = {M, N};
-    dnnl_dims_t a_strides = {ta == 'N' ? lda : 1, ta == 'N' ? 1 : lda};
-    dnnl_dims_t b_strides = {tb == 'N' ? ldb : 1, tb == 'N' ? 1 : ldb}, c_strides = {ldc, 1};
-    dnnl_matmul_desc_t desc;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t post = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_memory_t mem[4] = {NULL, NULL, NULL, NULL};
-    const dnnl_memory_desc_t *pad_md = NULL;
     const uint16_t *b_kept = kept_copy(ctx, B, b_count); /* a weight: rounded once already */
-    bool done = false;
-    if (a_count <= ctx->max_floats && b_count <= ctx->max_floats &&
-        dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides) == dnnl_success &&
-        dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_strides) == dnnl_success &&
-        dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides) == dnnl_success &&
-        dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) == dnnl_success &&
-        dnnl_primitive_attr_create(&attr) == dnnl_success &&
-        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
-        (beta == 0.0f || (dnnl_post_ops_create(&post) == dnnl_success &&
-                          dnnl_post_ops_append_sum(post, 1.0f) == dnnl_success &&
-                          dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success)) &&
-        /* oneDNN caches primitives by their description: creating one again is cheap */
-        dnnl_primitive_desc_create(&pd, &desc, attr, ctx->engine, NULL) == dnnl_success &&
-        dnnl_primitive_create(&prim, pd) == dnnl_success &&
-        (pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)) != NULL &&
-        scratchpad_fits(ctx, dnnl_memory_desc_get_size(pad_md)) &&
-        dnnl_memory_create(&mem[0], &a_md, ctx->engine, ctx->a) == dnnl_success &&
-        dnnl_memory_create(&mem[1], &b_md, ctx->engine, b_kept ? (void *)b_kept : ctx->b) == dnnl_success &&
-        dnnl_memory_create(&mem[2], &c_md, ctx->engine, C) == dnnl_success &&
-        dnnl_memory_create(&mem[3], pad_md, ctx->engine, ctx->scratchpad) == dnnl_success) {
-        if (!a_rounded) round_bf16(ctx->a, A, a_count);
-        a_rounded = true;
-        if (!b_kept) round_bf16(ctx->b, B, b_count);
-        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
-                                   {DNNL_ARG_SCRATCHPAD, mem[3]}};
-        done = dnnl_primitive_execute(prim, ctx->stream, 4, args) == dnnl_success &&
-               dnnl_stream_wait(ctx->stream) == dnnl_success;
+    if (a_count > ctx->max_floats || b_count > ctx->max_floats) {
+        dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        return false;
     }
-    for (int i = 0; i < 4; i++)
-        if (mem[i]) dnnl_memory_destroy(mem[i]);
-    if (prim) dnnl_primitive_destroy(prim);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (post) dnnl_post_ops_destroy(post);
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    if (!done) dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-    return a_rounded;
+    if (!a_rounded) round_bf16(ctx->a, A, a_count);
+    if (!b_kept) round_bf16(ctx->b, B, b_count);
+    if (!matmul_primitive(&ctx->dnnl, dnnl_bf16, ta, tb, M, N, K, ctx->a, lda, b_kept ? (const void *)b_kept : ctx->b,
+                          ldb, beta, C, ldc))
+        dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    return true;
 }
 
 void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC) {
@@ -537,10 +567,28 @@ void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, 
     dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 1.0f, out, OC);
 }
 
+/* A weight gradient with many rows and few columns, dw (OC, C) += dout^T
+ * inp with OC >= TALL_ROWS and C <= NARROW_COLUMNS (a narrow model's
+ * classifier: 32000 rows of 64-512), runs through oneDNN's matmul primitive:
+ * 20-110% faster than sgemm on such shapes, where on every other weight
+ * gradient of the 15M and 110M shapes sgemm was 1-5% faster. Its own engine
+ * and stream per call cost nothing beside a product this size, and keep the
+ * fp32 path free of state. */
+#define TALL_ROWS 8192
+#define NARROW_COLUMNS 512
+
+static bool tall_weight_gradient(float *dw, const float *dout, const float *inp, int N, int C, int OC) {
+    Onednn o;
+    bool done = onednn_open(&o) && matmul_primitive(&o, dnnl_f32, 'T', 'N', OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
+    onednn_close(&o);
+    return done;
+}
+
 void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, const float *dout, const float *inp,
                         const float *w, int N, int C, int OC) {
     if (dinp) dnnl_sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, w, C, dinp_write == NF_ADD ? 1.0f : 0.0f, dinp, C);
-    if (dw) dnnl_sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dw && !(OC >= TALL_ROWS && C <= NARROW_COLUMNS && tall_weight_gradient(dw, dout, inp, N, C, OC)))
+        dnnl_sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
 }
 
 #define ZERO_CHUNK 262144 /* floats: 1 MiB per memset */

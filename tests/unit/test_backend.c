@@ -98,6 +98,45 @@ static void test_shared_input_products_match_single_ones(void **state) {
     free(x), free(alone);
 }
 
+/* nf_matmul_backward against double sums: dinp written or added to, dw
+ * added to, for a classifier-like weight (enough rows to go through oneDNN's
+ * matmul primitive instead of sgemm) and for a small one. */
+static void check_matmul_backward(int N, int C, int OC) {
+    size_t nw = (size_t)OC * C;
+    float *dout = malloc(sizeof(float) * N * OC), *inp = malloc(sizeof(float) * N * C), *w = malloc(sizeof(float) * nw);
+    float *dw = malloc(sizeof(float) * nw), *dinp = malloc(sizeof(float) * N * C);
+    double *want_dw = malloc(sizeof(double) * nw), *want_dinp = malloc(sizeof(double) * N * C);
+    fill(dout, (size_t)N * OC), fill(inp, (size_t)N * C), fill(w, nw), fill(dw, nw);
+    for (int write = 0; write < 2; write++) {
+        fill(dinp, (size_t)N * C);
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) {
+                double s = write == NF_ADD ? dinp[(size_t)n * C + c] : 0.0;
+                for (int o = 0; o < OC; o++) s += (double)dout[(size_t)n * OC + o] * w[(size_t)o * C + c];
+                want_dinp[(size_t)n * C + c] = s;
+            }
+        for (int o = 0; o < OC; o++)
+            for (int c = 0; c < C; c++) {
+                double s = dw[(size_t)o * C + c];
+                for (int n = 0; n < N; n++) s += (double)dout[(size_t)n * OC + o] * inp[(size_t)n * C + c];
+                want_dw[(size_t)o * C + c] = s;
+            }
+        nf_matmul_backward(dinp, write ? NF_ADD : NF_SET, dw, dout, inp, w, N, C, OC);
+        char what[64];
+        snprintf(what, sizeof what, "dinp (%d, %d, %d)", N, C, OC);
+        assert_close(dinp, want_dinp, (size_t)N * C, 1e-4, what);
+        snprintf(what, sizeof what, "dw (%d, %d, %d)", N, C, OC);
+        assert_close(dw, want_dw, nw, 1e-5, what);
+    }
+    free(dout), free(inp), free(w), free(dw), free(dinp), free(want_dw), free(want_dinp);
+}
+
+static void test_matmul_backward_matches_double_sums(void **state) {
+    (void)state;
+    check_matmul_backward(33, 40, 9000); /* a narrow model's classifier */
+    check_matmul_backward(17, 24, 70);
+}
+
 static void test_matmul_f32_single_row(void **state) {
     (void)state;
     check_matmul_f32(1, 8, 8);
@@ -997,6 +1036,7 @@ int main(void) {
         cmocka_unit_test(test_batched_prompt_matches_token_by_token_bf16_cache),
         cmocka_unit_test(test_bf16_cache_logits_near_fp32),
         cmocka_unit_test(test_attention_bf16_cache_matches_widened),
+        cmocka_unit_test(test_matmul_backward_matches_double_sums),
         cmocka_unit_test(test_attention_head_major_cache_matches_position_major),
         cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
         cmocka_unit_test(test_forward_q80_close_to_fp32),
