@@ -88,6 +88,17 @@ static inline float dot_f32(const float *a, const float *b, int n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+/* dot_f32 with b in bfloat16, each value widened exactly */
+static inline float dot_f32_bf16(const float *a, const uint16_t *b, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * bf16_to_f32(b[i + k]);
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * bf16_to_f32(b[i]);
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 double nf_memory_read_gbytes_s(size_t bytes) {
     size_t n = bytes / sizeof(float) / 16 * 16;
     /* read as the GEMV reads weights: whole cache lines, on AVX-512 where it runs */
@@ -280,19 +291,8 @@ static void key_dots(float *sh, const float *kf, const uint16_t *kb, size_t ld, 
         else avx512_dots(sh, kf, ld, qh, rows, hs);
         return;
     }
-    for (int t = 0; t < rows; t++) {
-        if (kf) {
-            sh[t] = dot_f32(qh, kf + (size_t)t * ld, hs);
-            continue;
-        }
-        float acc[8] = {0}, sum = 0.0f;
-        const uint16_t *kt = kb + (size_t)t * ld;
-        int i = 0;
-        for (; i + 8 <= hs; i += 8)
-            for (int k = 0; k < 8; k++) acc[k] += qh[i + k] * bf16_to_f32(kt[i + k]);
-        for (; i < hs; i++) sum += qh[i] * bf16_to_f32(kt[i]);
-        sh[t] = sum + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    }
+    for (int t = 0; t < rows; t++)
+        sh[t] = kf ? dot_f32(qh, kf + (size_t)t * ld, hs) : dot_f32_bf16(qh, kb + (size_t)t * ld, hs);
 }
 
 static void value_sum(float *oh, const float *sh, const float *vf, const uint16_t *vb, size_t ld, int rows, int hs,
