@@ -112,9 +112,10 @@ double nf_memory_read_gbytes_s(size_t bytes) {
     for (int rep = 0; rep < 10; rep++) { /* the best of ten: the reads of a shared machine vary */
         double t0 = omp_get_wtime(), sum = 0.0;
         int chunks = omp_get_max_threads() * 16, c;
+        size_t per_chunk = n / chunks / 16 * 16; /* whole cache lines */
 #pragma omp parallel for schedule(static) reduction(+ : sum)
         for (c = 0; c < chunks; c++) {
-            size_t start = n / chunks / 16 * 16 * c, len = c == chunks - 1 ? n - start : n / chunks / 16 * 16;
+            size_t start = per_chunk * c, len = c == chunks - 1 ? n - start : per_chunk;
             sum += avx512 ? avx512_dot(buf + start, buf + start, (int)len) : dot_f32(buf + start, buf + start, (int)len);
         }
         double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
