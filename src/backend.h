@@ -144,13 +144,13 @@ void nf_rope_backward(float *dx, const float *rope, int B, int T, int pos0, int 
  *   k and v (B, q_start+T, NKV, hs) -> out (B, T, NH, hs)
  *   lse (B, NH, T): log-sum-exp of each query row's scores, saved for
  *   backward (NULL: not wanted)
- *   scratch: nf_attention_scratch_floats(q_start+T) floats, for both directions */
+ *   scratch: nf_attention_scratch_floats(B, q_start+T, NKV, hs) floats, for both directions */
 void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                           int q_start, int NH, int NKV, int hs, float *scratch);
 /* dq += ..., dk += ..., dv += ... from dout (B, T, NH, hs) */
 void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
                            const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch);
-size_t nf_attention_scratch_floats(int T);
+size_t nf_attention_scratch_floats(int B, int keys, int NKV, int hs);
 
 /* out (N) = silu(gate) * up; out may be gate (in place) */
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n);

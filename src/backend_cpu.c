@@ -2,9 +2,11 @@
  *
  * Batched fp32 products go to oneDNN's sgemm (which picks its own kernels
  * for the CPU); single rows (generation) use an OpenMP row-parallel dot
- * product, memory-bound either way. The hand-written inner loops come in
- * two versions: AVX-512 (VNNI, BF16) in kernels_avx512.c, and portable C
- * here. Which one runs is decided at each entry point from the running
+ * product, memory-bound either way. Attention's small per-head tiles run on
+ * register panels of our own on AVX-512 (oneDNN's per-call packing cost more
+ * than the products) and on sgemm elsewhere. The hand-written inner loops
+ * come in two versions: AVX-512 (VNNI, BF16) in kernels_avx512.c, and
+ * portable C or oneDNN here. Which one runs is decided at each entry point from the running
  * CPU's features, so one binary serves every x86-64 machine. */
 #include "backend.h"
 
@@ -271,15 +273,32 @@ static float exp_shifted_sum(float *row, int n, float max, bool avx512) {
     return sum;
 }
 
-static void softmax(float *x, int n, bool avx512) {
-    float max = x[0];
+/* Softmax of row's first n values in place, zeros from n to width (an
+ * attention row's keys past its position); returns the log-sum-exp. */
+static float softmax_row(float *row, int n, int width, bool avx512) {
+    if (avx512) return avx512_softmax_row(row, n, width);
+    float max = row[0];
     for (int i = 1; i < n; i++)
-        if (x[i] > max) max = x[i];
-    float inv = 1.0f / exp_shifted_sum(x, n, max, avx512);
-    for (int i = 0; i < n; i++) x[i] *= inv;
+        if (row[i] > max) max = row[i];
+    float sum = exp_shifted_sum(row, n, max, false), inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) row[i] *= inv;
+    memset(row + n, 0, (size_t)(width - n) * sizeof(float));
+    return max + logf(sum);
 }
 
-void nf_softmax(float *x, int n) { softmax(x, n, cpu_has(CPU_AVX512)); }
+/* The backward of softmax_row times scale: dp = p (dp - p . dp) scale for
+ * the first n values, zeros from n to width. */
+static void softmax_backward_row(float *dp, const float *p, int n, int width, float scale, bool avx512) {
+    if (avx512) {
+        avx512_softmax_backward_row(dp, p, n, width, scale);
+        return;
+    }
+    float weighted = dot_f32(p, dp, n);
+    for (int j = 0; j < n; j++) dp[j] = p[j] * (dp[j] - weighted) * scale;
+    memset(dp + n, 0, (size_t)(width - n) * sizeof(float));
+}
+
+void nf_softmax(float *x, int n) { softmax_row(x, n, n, cpu_has(CPU_AVX512)); }
 
 /* Scores of one query head against rows 0..rows-1 of its keys, and the
  * weighted sum of its values: the cache holds fp32 (kf, vf) or bf16 (kb,
@@ -327,7 +346,7 @@ static void attention_decode(float *out, const float *q, const float *kf, const 
         key_dots(sh, kf ? kf + head : NULL, kb ? kb + head : NULL, layout.row_stride, q + (size_t)h * head_size,
                  pos + 1, head_size, avx512);
         for (int t = 0; t <= pos; t++) sh[t] *= scale;
-        softmax(sh, pos + 1, avx512);
+        softmax_row(sh, pos + 1, pos + 1, avx512);
         value_sum(out + (size_t)h * head_size, sh, vf ? vf + head : NULL, vb ? vb + head : NULL, layout.row_stride,
                   pos + 1, head_size, avx512);
     }
@@ -682,40 +701,104 @@ void nf_rope_backward(float *dx, const float *rope, int B, int T, int pos0, int 
 }
 
 /* Attention works head by head on (T, hs) slices of the (B, T, heads, hs)
- * tensors (rows `heads * hs` floats apart: sgemm's leading dimension), one
- * tile of ATT_TILE query rows at a time. A tile's scores against every key it
- * may see fit in an (ATT_TILE, T) scratch, so each row's softmax is computed
- * whole, and only its log-sum-exp is kept: backward recomputes the scores. */
-#define ATT_TILE 64
+ * tensors (rows `heads * hs` floats apart), one tile of ATT_TILE query rows
+ * at a time. A tile's scores against every key it may see fit in an
+ * (ATT_TILE, keys) scratch, so each row's softmax is computed whole, and only
+ * its log-sum-exp is kept: backward recomputes the scores. The keys (and in
+ * backward the values) are first transposed to (hs, keys) per kv head, so
+ * every product of a tile reads its second operand by rows. */
+#define ATT_TILE 132 /* 22 panels of PANEL_ROWS; 66 was 0-5% slower */
 
-size_t nf_attention_scratch_floats(int T) { return (size_t)omp_get_max_threads() * 2 * ATT_TILE * (size_t)T; }
+/* Floats per row of a tile or a transposed head: a whole number of cache
+ * lines, and an odd one. Rows a power of two apart (256 keys: 1 KiB) fall
+ * into a quarter of the L1 cache's sets, and a panel reads down columns of
+ * such rows; the odd stride made the 15M shape's attention 3-7% faster. */
+static size_t spread_row(int n) {
+    size_t lines = ((size_t)n + 15) / 16;
+    return 16 * (lines | 1);
+}
+
+/* forward: kt (B, NKV, hs, ld), then each thread's score tile (ATT_TILE, ld);
+ * backward: each thread's p and dp tiles and its head's kt and vt */
+size_t nf_attention_scratch_floats(int B, int keys, int NKV, int hs) {
+    size_t ld = spread_row(keys), forward = (size_t)B * NKV * hs * ld + (size_t)omp_get_max_threads() * ATT_TILE * ld,
+           backward = (size_t)omp_get_max_threads() * (2 * ATT_TILE + 2 * (size_t)hs) * ld;
+    return forward > backward ? forward : backward;
+}
+
+/* The part of a tile's product that the causal mask leaves alive, for a
+ * tile whose query row i sits at position q0 + i and sees keys 0 .. q0 + i:
+ * the panel products skip the rest, sgemm computes it (zeros, or scores
+ * that are never read). */
+typedef enum {
+    LIVE_COLUMNS,    /* c (query rows, keys): row i up to key q0 + i (scores) */
+    LIVE_DEPTH_TO,   /* c (query rows, hs), sum over keys: row i's up to q0 + i (p v, dscore k) */
+    LIVE_DEPTH_FROM, /* c (keys, hs), sum over query rows: key j's from row j - q0 (p^T dout, dscore^T q) */
+} Live;
+
+/* c (M, N) = alpha a b, or += with accumulate: a (M, S) read at
+ * a[m a_row + s a_col] (one of the two is 1), b (S, N) by rows ldb apart.
+ * AVX-512 runs it panel by panel in registers (kernels_avx512.c), skipping
+ * what `live` says is dead; otherwise oneDNN's sgemm runs it whole. */
+static void tile_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b, size_t ldb,
+                         int M, int N, int S, float alpha, bool accumulate, Live live, int q0, bool avx512) {
+    if (!avx512) {
+        bool by_rows = a_col == 1;
+        dnnl_sgemm(by_rows ? 'N' : 'T', 'N', M, N, S, alpha, a, (dnnl_dim_t)(by_rows ? a_row : a_col), b,
+                   (dnnl_dim_t)ldb, accumulate ? 1.0f : 0.0f, c, (dnnl_dim_t)ldc);
+        return;
+    }
+    for (int r0 = 0; r0 < M; r0 += PANEL_ROWS) {
+        int rows = M - r0 < PANEL_ROWS ? M - r0 : PANEL_ROWS, last = r0 + rows - 1, cols = N, s0 = 0, s1 = S;
+        if (live == LIVE_COLUMNS && q0 + last + 1 < N) cols = q0 + last + 1;
+        if (live == LIVE_DEPTH_TO && q0 + last + 1 < S) s1 = q0 + last + 1;
+        if (live == LIVE_DEPTH_FROM && r0 - q0 > 0) s0 = r0 - q0;
+        for (int n0 = 0; n0 < cols; n0 += PANEL_COLS)
+            avx512_panel_product(c + (size_t)r0 * ldc + n0, ldc, a + (size_t)r0 * a_row, a_row, a_col, b + n0, ldb,
+                                 rows, cols - n0 < PANEL_COLS ? cols - n0 : PANEL_COLS, s0, s1, alpha, accumulate);
+    }
+}
+
+/* t (hs, n; rows ld floats apart) = x (n, hs; rows x_ld apart) transposed,
+ * 16 rows of x at a time so both sides stay in L1 */
+static void transpose_rows(float *t, size_t ld, const float *x, size_t x_ld, int n, int hs) {
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        int j1 = j0 + 16 < n ? j0 + 16 : n;
+        for (int d = 0; d < hs; d++)
+            for (int j = j0; j < j1; j++) t[(size_t)d * ld + j] = x[(size_t)j * x_ld + d];
+    }
+}
 
 void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                           int q_start, int NH, int NKV, int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs);
     bool avx512 = cpu_has(CPU_AVX512);
-    int group = NH / NKV, tiles = (T + ATT_TILE - 1) / ATT_TILE, K = q_start + T, job;
-#pragma omp parallel for schedule(dynamic)
-    for (job = 0; job < B * NH * tiles; job++) {
-        int bh = job / tiles, b = bh / NH, h = bh % NH, kvh = h / group;
-        int r0 = (job % tiles) * ATT_TILE, rows = T - r0 < ATT_TILE ? T - r0 : ATT_TILE, keys = q_start + r0 + rows;
-        float *score = scratch + (size_t)omp_get_thread_num() * 2 * ATT_TILE * K;
-        const float *qt = q + (((size_t)b * T + r0) * NH + h) * hs;
-        const float *kb = k + ((size_t)b * K * NKV + kvh) * hs, *vb = v + ((size_t)b * K * NKV + kvh) * hs;
-        /* score (rows, keys) = scale q k^T; row i sees keys 0 .. q_start + r0 + i */
-        dnnl_sgemm('N', 'T', rows, keys, hs, scale, qt, NH * hs, kb, NKV * hs, 0.0f, score, K);
-        for (int i = 0; i < rows; i++) {
-            float *row = score + (size_t)i * K, max = -INFINITY;
-            int seen = q_start + r0 + i + 1;
-            for (int j = 0; j < seen; j++) max = row[j] > max ? row[j] : max;
-            float sum = exp_shifted_sum(row, seen, max, avx512), inv = 1.0f / sum;
-            for (int j = 0; j < seen; j++) row[j] *= inv;
-            memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
-            if (lse) lse[(size_t)bh * T + r0 + i] = max + logf(sum);
+    int group = NH / NKV, tiles = (T + ATT_TILE - 1) / ATT_TILE, K = q_start + T, job, bkv;
+    size_t q_ld = (size_t)NH * hs, kv_ld = (size_t)NKV * hs, ld = spread_row(K), head_keys = hs * ld;
+    float *kt = scratch, *tile_scratch = kt + (size_t)B * NKV * head_keys; /* kt (B, NKV, hs, ld) */
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (bkv = 0; bkv < B * NKV; bkv++)
+            transpose_rows(kt + bkv * head_keys, ld, k + ((size_t)bkv / NKV * K * NKV + bkv % NKV) * hs, kv_ld, K, hs);
+#pragma omp for schedule(dynamic)
+        for (job = 0; job < B * NH * tiles; job++) {
+            int bh = job / tiles, b = bh / NH, h = bh % NH, kvh = h / group;
+            int r0 = (job % tiles) * ATT_TILE, rows = T - r0 < ATT_TILE ? T - r0 : ATT_TILE, q0 = q_start + r0;
+            int keys = q0 + rows;
+            float *score = tile_scratch + (size_t)omp_get_thread_num() * ATT_TILE * ld;
+            const float *qt = q + (((size_t)b * T + r0) * NH + h) * hs, *vb = v + ((size_t)b * K * NKV + kvh) * hs;
+            /* score (rows, keys) = scale q k^T; row i sees keys 0 .. q0 + i */
+            tile_product(score, ld, qt, q_ld, 1, kt + ((size_t)b * NKV + kvh) * head_keys, ld, rows, keys, hs, scale,
+                         false, LIVE_COLUMNS, q0, avx512);
+            for (int i = 0; i < rows; i++) {
+                float row_lse = softmax_row(score + i * ld, q0 + i + 1, keys, avx512);
+                if (lse) lse[(size_t)bh * T + r0 + i] = row_lse;
+            }
+            /* out (rows, hs) = softmax v */
+            tile_product(out + (((size_t)b * T + r0) * NH + h) * hs, q_ld, score, ld, 1, vb, kv_ld, rows, hs, keys, 1.0f,
+                         false, LIVE_DEPTH_TO, q0, avx512);
         }
-        /* out (rows, hs) = softmax v */
-        dnnl_sgemm('N', 'N', rows, hs, keys, 1.0f, score, K, vb, NKV * hs, 0.0f,
-                   out + (((size_t)b * T + r0) * NH + h) * hs, NH * hs);
     }
 }
 
@@ -724,13 +807,19 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
     float scale = 1.0f / sqrtf((float)hs);
     bool avx512 = cpu_has(CPU_AVX512);
     int group = NH / NKV, bkv;
+    size_t q_ld = (size_t)NH * hs, kv_ld = (size_t)NKV * hs, ld = spread_row(T), head_keys = hs * ld;
     /* one thread per (batch, kv head): the query heads sharing a kv head write the same dk/dv rows */
 #pragma omp parallel for schedule(dynamic)
     for (bkv = 0; bkv < B * NKV; bkv++) {
         int b = bkv / NKV, kvh = bkv % NKV;
-        float *p = scratch + (size_t)omp_get_thread_num() * 2 * ATT_TILE * T, *dp = p + (size_t)ATT_TILE * T;
-        const float *kb = k + ((size_t)b * T * NKV + kvh) * hs, *vb = v + ((size_t)b * T * NKV + kvh) * hs;
-        float *dkb = dk + ((size_t)b * T * NKV + kvh) * hs, *dvb = dv + ((size_t)b * T * NKV + kvh) * hs;
+        /* this thread's p, dp (ATT_TILE, ld) and its head's kt, vt (hs, ld): transposed here, so they stay in cache */
+        float *p = scratch + (size_t)omp_get_thread_num() * (2 * ATT_TILE * ld + 2 * head_keys),
+              *dp = p + ATT_TILE * ld, *kt = dp + ATT_TILE * ld, *vt = kt + head_keys;
+        size_t at_kv = ((size_t)b * T * NKV + kvh) * hs;
+        const float *kb = k + at_kv;
+        float *dkb = dk + at_kv, *dvb = dv + at_kv;
+        transpose_rows(kt, ld, kb, kv_ld, T, hs);
+        transpose_rows(vt, ld, v + at_kv, kv_ld, T, hs);
         for (int h = kvh * group; h < (kvh + 1) * group; h++)
             for (int r0 = 0; r0 < T; r0 += ATT_TILE) {
                 int rows = T - r0 < ATT_TILE ? T - r0 : ATT_TILE, keys = r0 + rows;
@@ -738,24 +827,21 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 const float *qt = q + at * hs, *dot = dout + at * hs, *row_lse = lse + ((size_t)b * NH + h) * T + r0;
                 float *dqt = dq + at * hs;
                 /* the forward's softmax again: p = exp(scale q k^T - lse), 0 where a row may not look */
-                dnnl_sgemm('N', 'T', rows, keys, hs, scale, qt, NH * hs, kb, NKV * hs, 0.0f, p, T);
+                tile_product(p, ld, qt, q_ld, 1, kt, ld, rows, keys, hs, scale, false, LIVE_COLUMNS, r0, avx512);
                 for (int i = 0; i < rows; i++) {
                     int seen = r0 + i + 1;
-                    exp_shifted_sum(p + (size_t)i * T, seen, row_lse[i], avx512);
-                    memset(p + (size_t)i * T + seen, 0, (size_t)(keys - seen) * sizeof(float));
+                    exp_shifted_sum(p + i * ld, seen, row_lse[i], avx512);
+                    memset(p + i * ld + seen, 0, (size_t)(keys - seen) * sizeof(float));
                 }
                 /* out = p v:  dp = dout v^T,  dv += p^T dout */
-                dnnl_sgemm('N', 'T', rows, keys, hs, 1.0f, dot, NH * hs, vb, NKV * hs, 0.0f, dp, T);
-                dnnl_sgemm('T', 'N', keys, hs, rows, 1.0f, p, T, dot, NH * hs, 1.0f, dvb, NKV * hs);
+                tile_product(dp, ld, dot, q_ld, 1, vt, ld, rows, keys, hs, 1.0f, false, LIVE_COLUMNS, r0, avx512);
+                tile_product(dvb, kv_ld, p, 1, ld, dot, q_ld, keys, hs, rows, 1.0f, true, LIVE_DEPTH_FROM, r0, avx512);
                 /* softmax: dscore = p (dp - sum p dp), times scale for score = scale q k^T */
-                for (int i = 0; i < rows; i++) {
-                    const float *prow = p + (size_t)i * T;
-                    float *drow = dp + (size_t)i * T, weighted = dot_f32(prow, drow, keys);
-                    for (int j = 0; j < keys; j++) drow[j] = prow[j] * (drow[j] - weighted) * scale;
-                }
+                for (int i = 0; i < rows; i++)
+                    softmax_backward_row(dp + i * ld, p + i * ld, r0 + i + 1, keys, scale, avx512);
                 /* dq += dscore k,  dk += dscore^T q */
-                dnnl_sgemm('N', 'N', rows, hs, keys, 1.0f, dp, T, kb, NKV * hs, 1.0f, dqt, NH * hs);
-                dnnl_sgemm('T', 'N', keys, hs, rows, 1.0f, dp, T, qt, NH * hs, 1.0f, dkb, NKV * hs);
+                tile_product(dqt, q_ld, dp, ld, 1, kb, kv_ld, rows, hs, keys, 1.0f, true, LIVE_DEPTH_TO, r0, avx512);
+                tile_product(dkb, kv_ld, dp, 1, ld, qt, q_ld, keys, hs, rows, 1.0f, true, LIVE_DEPTH_FROM, r0, avx512);
             }
     }
 }

@@ -230,12 +230,41 @@ float avx512_exp_shifted_sum(float *row, int n, float max) {
         _mm512_storeu_ps(row + i, e);
         acc = _mm512_add_ps(acc, e);
     }
-    float sum = _mm512_reduce_add_ps(acc);
-    for (; i < n; i++) {
-        row[i] = expf(row[i] - max);
-        sum += row[i];
+    if (i < n) { /* the last 1..15, masked: attention's rows end anywhere */
+        __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, row + i), m)));
+        _mm512_mask_storeu_ps(row + i, tail, e);
+        acc = _mm512_add_ps(acc, e);
     }
-    return sum;
+    return _mm512_reduce_add_ps(acc);
+}
+
+static inline __mmask16 tail_mask(size_t left) { return (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1); }
+
+float avx512_softmax_row(float *row, int n, int width) {
+    __m512 max = _mm512_set1_ps(-INFINITY);
+    for (int i = 0; i < n; i += 16) max = _mm512_mask_max_ps(max, tail_mask(n - i), _mm512_maskz_loadu_ps(tail_mask(n - i), row + i), max);
+    float top = _mm512_reduce_max_ps(max), sum = avx512_exp_shifted_sum(row, n, top);
+    __m512 inv = _mm512_set1_ps(1.0f / sum);
+    for (int i = 0; i < n; i += 16)
+        _mm512_mask_storeu_ps(row + i, tail_mask(n - i), _mm512_mul_ps(_mm512_maskz_loadu_ps(tail_mask(n - i), row + i), inv));
+    for (int i = n; i < width; i += 16) _mm512_mask_storeu_ps(row + i, tail_mask(width - i), _mm512_setzero_ps());
+    return top + logf(sum);
+}
+
+void avx512_softmax_backward_row(float *dp, const float *p, int n, int width, float scale) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + i), _mm512_maskz_loadu_ps(m, dp + i), acc);
+    }
+    __m512 weighted = _mm512_set1_ps(_mm512_reduce_add_ps(acc)), s = _mm512_set1_ps(scale);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + i), weighted);
+        _mm512_mask_storeu_ps(dp + i, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + i), d), s));
+    }
+    for (int i = n; i < width; i += 16) _mm512_mask_storeu_ps(dp + i, tail_mask(width - i), _mm512_setzero_ps());
 }
 
 /* 1 / (1 + exp(-g)) from exp(-|g|), which cannot overflow */
@@ -245,8 +274,6 @@ static inline __m512 sigmoid16(__m512 g) {
     __m512 r = _mm512_div_ps(one, _mm512_add_ps(one, e));
     return _mm512_mask_mul_ps(r, _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ), e, r);
 }
-
-static inline __mmask16 tail_mask(size_t left) { return (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1); }
 
 void avx512_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     for (size_t i = 0; i < n; i += 16) {
@@ -352,5 +379,63 @@ size_t avx512bf16_round(uint16_t *out, const float *x, size_t n) {
         _mm512_storeu_si512((void *)(out + 32 * k), (__m512i)v);
     }
     return blocks * 32;
+}
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* A panel of PANEL_ROWS x (16 nv) outputs kept in registers (24 of the 32
+ * for nv = 4) while the depth runs: each step loads nv vectors of b's row
+ * and broadcasts one value of a per output row. Rows past `rows` repeat row
+ * 0's reads and are not stored, so every panel runs the same code. */
+static inline __attribute__((always_inline)) void panel_product(const int nv, float *c, size_t ldc, const float *a,
+                                                                size_t a_row, size_t a_col, const float *b,
+                                                                size_t ldb, int rows, __mmask16 last, int s0,
+                                                                int s1, float alpha, bool accumulate) {
+    const float *ar[PANEL_ROWS];
+    __mmask16 m[4];
+    __m512 acc[PANEL_ROWS][4];
+    UNROLL
+    for (int r = 0; r < PANEL_ROWS; r++) ar[r] = a + (size_t)(r < rows ? r : 0) * a_row;
+    UNROLL
+    for (int v = 0; v < nv; v++) m[v] = v == nv - 1 ? last : (__mmask16)0xFFFF;
+    UNROLL
+    for (int r = 0; r < PANEL_ROWS; r++)
+        UNROLL
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int s = s0; s < s1; s++) {
+        const float *bs = b + (size_t)s * ldb;
+        size_t at = (size_t)s * a_col;
+        __m512 bv[4];
+        UNROLL
+        for (int v = 0; v < nv; v++) bv[v] = _mm512_maskz_loadu_ps(m[v], bs + 16 * v);
+        UNROLL
+        for (int r = 0; r < PANEL_ROWS; r++) {
+            __m512 x = _mm512_set1_ps(ar[r][at]);
+            UNROLL
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+        }
+    }
+    __m512 scale = _mm512_set1_ps(alpha);
+    UNROLL
+    for (int r = 0; r < PANEL_ROWS; r++) /* whole bounds, so the compiler keeps acc in registers */
+        UNROLL
+        for (int v = 0; v < nv; v++) {
+            if (r >= rows) break;
+            float *cr = c + (size_t)r * ldc + 16 * v;
+            __m512 y = _mm512_mul_ps(acc[r][v], scale);
+            if (accumulate) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], cr));
+            _mm512_mask_storeu_ps(cr, m[v], y);
+        }
+}
+
+void avx512_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b,
+                          size_t ldb, int rows, int cols, int s0, int s1, float alpha, bool accumulate) {
+    int nv = (cols + 15) / 16;
+    __mmask16 last = (__mmask16)(cols - 16 * (nv - 1) == 16 ? 0xFFFF : (1u << (cols - 16 * (nv - 1))) - 1);
+    switch (nv) {
+    case 1: panel_product(1, c, ldc, a, a_row, a_col, b, ldb, rows, last, s0, s1, alpha, accumulate); break;
+    case 2: panel_product(2, c, ldc, a, a_row, a_col, b, ldb, rows, last, s0, s1, alpha, accumulate); break;
+    case 3: panel_product(3, c, ldc, a, a_row, a_col, b, ldb, rows, last, s0, s1, alpha, accumulate); break;
+    default: panel_product(4, c, ldc, a, a_row, a_col, b, ldb, rows, last, s0, s1, alpha, accumulate); break;
+    }
 }
 #endif

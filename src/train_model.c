@@ -38,7 +38,7 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
         {&a->dresid, N * D},          {&a->dxn, N * D},           {&a->datt_out, N * D},
         {&a->dq, N * D},              {&a->dk, N * KV},           {&a->dv, N * KV},
         {&a->dh1, N * H},             {&a->dh3, N * H},           {&a->dhact, N * H},
-        {&a->att_scratch, T > 0 ? nf_attention_scratch_floats(T) : 0},
+        {&a->att_scratch, T > 0 ? nf_attention_scratch_floats(B, T, c->n_kv_heads, config_head_size(c)) : 0},
         {&a->rope, (uint64_t)T * (uint64_t)config_head_size(c)},
         {&a->lora_u, lora ? L * (uint64_t)__builtin_popcount(lora->targets) * N * R : 0},        {&a->lora_x, lora ? N * M : 0},
         {&a->lora_dx, lora ? N * M : 0},                          {&a->lora_du, lora ? N * R : 0},

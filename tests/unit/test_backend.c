@@ -5,7 +5,8 @@
  * tensor); nf_rmsnorm (also in place); nf_rope_table + nf_rope_forward (pair norms kept, position 0
  * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
  * shift-invariant, no NaN for logits of 1000); nf_swiglu_forward in place; and
- * nf_attention_decode with grouped-query heads. The AVX-512 kernels and
+ * nf_attention_decode with grouped-query heads; training's tiled attention
+ * forward and backward (nf_attention_forward/backward). The AVX-512 kernels and
  * their portable twins (NF_CPU=baseline) agree. Then the forward pass
  * (infer.h) on the real stories260K model: finite logits, identical logits
  * from the v0 and v1 files, and llama2.c's greedy text. */
@@ -17,6 +18,7 @@
 #include "f16.h"
 #include "infer.h"
 #include "tokenizer.h"
+#include "util.h"
 
 /* Deterministic values in [-1, 1). */
 static uint32_t rng_state = 12345u;
@@ -555,6 +557,137 @@ static void test_attention_gqa_heads_share_kv(void **state) {
     assert_true(memcmp(out, out + 2 * HS, HS * sizeof(float)) != 0);
 }
 
+/* ---- training attention: nf_attention_forward / backward ---------------------------
+ * Against sums in double over whole rows, for shapes that cross the tiles'
+ * edges (132 query rows), head sizes that fill no, three, four and five
+ * vectors of 16 (8, 48, 64, 80), grouped kv heads, a prompt chunk that starts
+ * after earlier positions (q_start), and gradients added to what is there.
+ * Each case runs on the AVX-512 panels and on the portable sgemm path. */
+
+typedef struct { int B, T, q_start, NH, NKV, hs; } AttCase;
+
+/* out (B, T, NH, hs), lse (B, NH, T); with dout, dq/dk/dv += the gradients (q_start 0) */
+static void naive_training_attention(const AttCase *c, const float *q, const float *k, const float *v,
+                                     const float *dout, double *out, double *lse, double *dq, double *dk, double *dv) {
+    int K = c->q_start + c->T, hs = c->hs, group = c->NH / c->NKV;
+    double scale = 1.0 / sqrt((double)hs), *p = malloc(sizeof(double) * K), *dp = malloc(sizeof(double) * K);
+    for (int b = 0; b < c->B; b++)
+        for (int h = 0; h < c->NH; h++)
+            for (int i = 0; i < c->T; i++) {
+                int seen = c->q_start + i + 1;
+                const float *qi = q + (((size_t)b * c->T + i) * c->NH + h) * hs;
+                const float *kb = k + ((size_t)b * K * c->NKV + h / group) * hs;
+                const float *vb = v + ((size_t)b * K * c->NKV + h / group) * hs;
+                size_t kv_ld = (size_t)c->NKV * hs;
+                double max = -INFINITY, sum = 0.0;
+                for (int j = 0; j < seen; j++) {
+                    double dot = 0.0;
+                    for (int d = 0; d < hs; d++) dot += (double)qi[d] * kb[j * kv_ld + d];
+                    p[j] = dot * scale;
+                    max = p[j] > max ? p[j] : max;
+                }
+                for (int j = 0; j < seen; j++) sum += (p[j] = exp(p[j] - max));
+                for (int j = 0; j < seen; j++) p[j] /= sum;
+                lse[((size_t)b * c->NH + h) * c->T + i] = max + log(sum);
+                double *oi = out + (((size_t)b * c->T + i) * c->NH + h) * hs;
+                for (int d = 0; d < hs; d++) {
+                    oi[d] = 0.0;
+                    for (int j = 0; j < seen; j++) oi[d] += p[j] * vb[j * kv_ld + d];
+                }
+                if (!dout) continue;
+                const float *gi = dout + (((size_t)b * c->T + i) * c->NH + h) * hs;
+                double weighted = 0.0;
+                for (int j = 0; j < seen; j++) {
+                    dp[j] = 0.0;
+                    for (int d = 0; d < hs; d++) dp[j] += (double)gi[d] * vb[j * kv_ld + d];
+                    weighted += p[j] * dp[j];
+                }
+                double *dqi = dq + (((size_t)b * c->T + i) * c->NH + h) * hs;
+                double *dkb = dk + ((size_t)b * K * c->NKV + h / group) * hs;
+                double *dvb = dv + ((size_t)b * K * c->NKV + h / group) * hs;
+                for (int j = 0; j < seen; j++) {
+                    double ds = p[j] * (dp[j] - weighted) * scale;
+                    for (int d = 0; d < hs; d++) {
+                        dvb[j * kv_ld + d] += p[j] * gi[d];
+                        dqi[d] += ds * kb[j * kv_ld + d];
+                        dkb[j * kv_ld + d] += ds * qi[d];
+                    }
+                }
+            }
+    free(p);
+    free(dp);
+}
+
+static void check_training_attention(AttCase c, const char *cpu) {
+    size_t K = (size_t)c.q_start + c.T, nq = (size_t)c.B * c.T * c.NH * c.hs, nk = (size_t)c.B * K * c.NKV * c.hs;
+    size_t nl = (size_t)c.B * c.NH * c.T;
+    bool backward = c.q_start == 0;
+    float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk), *v = malloc(sizeof(float) * nk);
+    float *dout = malloc(sizeof(float) * nq), *out = malloc(sizeof(float) * nq), *lse = malloc(sizeof(float) * nl);
+    float *dq = malloc(sizeof(float) * nq), *dk = malloc(sizeof(float) * nk), *dv = malloc(sizeof(float) * nk);
+    double *want_out = malloc(sizeof(double) * nq), *want_lse = malloc(sizeof(double) * nl);
+    double *want_dq = malloc(sizeof(double) * nq), *want_dk = malloc(sizeof(double) * nk),
+           *want_dv = malloc(sizeof(double) * nk);
+    float *scratch = malloc(sizeof(float) * nf_attention_scratch_floats(c.B, (int)K, c.NKV, c.hs));
+    fill(q, nq), fill(k, nk), fill(v, nk), fill(dout, nq), fill(dq, nq), fill(dk, nk), fill(dv, nk);
+    for (size_t i = 0; i < nq; i++) q[i] *= 3.0f; /* sharper rows */
+    for (size_t i = 0; i < nq; i++) want_dq[i] = dq[i];
+    for (size_t i = 0; i < nk; i++) want_dk[i] = dk[i], want_dv[i] = dv[i];
+    naive_training_attention(&c, q, k, v, backward ? dout : NULL, want_out, want_lse, want_dq, want_dk, want_dv);
+
+    const char *was = getenv("NF_CPU");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("NF_CPU", cpu, 1);
+    nf_attention_forward(out, lse, q, k, v, c.B, c.T, c.q_start, c.NH, c.NKV, c.hs, scratch);
+    if (backward) nf_attention_backward(dq, dk, dv, dout, lse, q, k, v, c.B, c.T, c.NH, c.NKV, c.hs, scratch);
+    if (saved) setenv("NF_CPU", saved, 1), free(saved);
+    else unsetenv("NF_CPU");
+
+    char what[160];
+    snprintf(what, sizeof what, "%s attention B%d T%d from %d heads %d/%d hs %d", cpu, c.B, c.T, c.q_start, c.NH,
+             c.NKV, c.hs);
+    assert_close(out, want_out, nq, 1e-5, what);
+    assert_close(lse, want_lse, nl, 1e-5, what);
+    if (backward) {
+        assert_close(dq, want_dq, nq, 1e-4, what);
+        assert_close(dk, want_dk, nk, 1e-4, what);
+        assert_close(dv, want_dv, nk, 1e-4, what);
+    }
+    free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    free(want_out), free(want_lse), free(want_dq), free(want_dk), free(want_dv), free(scratch);
+}
+
+static void test_training_attention_matches_double_reference(void **state) {
+    (void)state;
+    const AttCase cases[] = {
+        {2, 140, 0, 4, 2, 48},  /* a whole tile and 8 rows, grouped kv heads */
+        {1, 9, 0, 2, 1, 8},     /* less than a vector per row */
+        {1, 150, 0, 2, 2, 80},  /* rows of 80: a panel of 64 columns and one of 16 */
+        {1, 270, 0, 2, 1, 64},  /* two whole tiles and a partial one */
+        {1, 20, 37, 4, 4, 64},  /* a prompt chunk after 37 cached positions */
+        {2, 140, 5, 6, 3, 48},  /* a chunk crossing a tile's edge */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_training_attention(cases[i], "native");
+        check_training_attention(cases[i], "baseline");
+    }
+}
+
+/* nf_alloc's buffers start on cache lines (threads writing neighbouring heads
+ * of a row then never share one) and are zeroed, small and huge alike. */
+static void test_alloc_is_line_aligned_and_zeroed(void **state) {
+    (void)state;
+    const size_t sizes[] = {1, 17, 4096, (size_t)5 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *p = nf_alloc(sizes[i], NULL);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 64, 0);
+        for (size_t j = 0; j < sizes[i]; j++)
+            if (p[j]) fail_msg("byte %zu of %zu is %d", j, sizes[i], p[j]);
+        free(p);
+    }
+}
+
 /* ---- the forward pass on stories260K ------------------------------------------------ */
 
 
@@ -592,10 +725,12 @@ static void check_batched_prompt(KvCacheType kv_type) {
     if (relative_diff(a, b, 512) > 1e-5) fail_msg("logits differ by %g relative", relative_diff(a, b, 512));
     size_t cache = (size_t)m.config.n_layers * (T + 1) * config_kv_dim(&m.config);
     for (size_t i = 0; i < cache; i++) {
-        /* keys that differ in the last fp32 bits may round to neighbouring bf16 values */
+        /* keys that differ in the last fp32 bits may round to neighbouring bf16 values, and such a
+         * rounding in one layer moves the next layers' keys by up to ~1e-4 (seen: 1.0e-4 in the last
+         * layer on the portable path, 2e-5 on AVX-512) */
         float ka = kv_type == KV_CACHE_BF16 ? bf16_to_f32(one.key_cache_bf16[i]) : one.key_cache[i];
         float kb = kv_type == KV_CACHE_BF16 ? bf16_to_f32(batch.key_cache_bf16[i]) : batch.key_cache[i];
-        float tol = kv_type == KV_CACHE_BF16 ? 1e-4f + 1.0f / 128 * fabsf(ka) : 1e-4f + 1e-4f * fabsf(ka);
+        float tol = kv_type == KV_CACHE_BF16 ? 2.5e-4f + 1.0f / 128 * fabsf(ka) : 1e-4f + 1e-4f * fabsf(ka);
         if (fabsf(ka - kb) > tol) fail_msg("key cache %zu: %g vs %g", i, ka, kb);
     }
     /* and the next token continues from either cache alike */
@@ -1032,6 +1167,8 @@ int main(void) {
         cmocka_unit_test(test_attention_gqa_matches_naive),
         cmocka_unit_test(test_attention_mha_and_single_kv_head),
         cmocka_unit_test(test_attention_gqa_heads_share_kv),
+        cmocka_unit_test(test_training_attention_matches_double_reference),
+        cmocka_unit_test(test_alloc_is_line_aligned_and_zeroed),
         cmocka_unit_test(test_batched_prompt_matches_token_by_token),
         cmocka_unit_test(test_batched_prompt_matches_token_by_token_bf16_cache),
         cmocka_unit_test(test_bf16_cache_logits_near_fp32),
