@@ -105,25 +105,27 @@ uint16_t *nf_bf16_keep(Bf16Context *ctx, const float *w, size_t n);
  * products' rounding (AVX512-BF16 where the CPU has it); on this thread. */
 void nf_bf16_round(uint16_t *out, const float *x, size_t n);
 void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC);
-void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, const float *dout,
-                             const float *inp, const float *w, int N, int C, int OC);
+void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write,
+                             const float *dout, const float *inp, const float *w, int N, int C, int OC);
 /* out (N, OC) += inp (N, C) @ W^T: a second branch added onto a projection (LoRA) */
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC);
 /* dinp (N, C) = dout (N, OC) @ W, or += under NF_ADD (a second path into
- * the same input);  dw (OC, C) += dout^T @ inp. Writing the first
- * contribution outright spares zeroing dinp beforehand. */
-void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, const float *dout, const float *inp,
-                        const float *w, int N, int C, int OC);
+ * the same input);  dw (OC, C) = dout^T @ inp, or += under NF_ADD (a later
+ * micro-batch). Writing the first contribution outright spares zeroing the
+ * buffer beforehand, and the product's read of it. */
+void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write, const float *dout,
+                        const float *inp, const float *w, int N, int C, int OC);
 
-/* x (n) = 0, across threads: a backward pass zeroes hundreds of MB of
- * gradient buffers per step, and one core's stores cannot fill the memory
- * bandwidth. */
+/* x (n) = 0, across threads: one core's stores cannot fill the memory
+ * bandwidth (a separate classifier's embedding gradient is 37 MB at 15M). */
 void nf_zero(float *x, size_t n);
 
 /* out (N, C) = inp * rstd * weight with rstd (N) = 1/sqrt(mean(inp^2) + 1e-5), saved for backward */
 void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C);
-void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                         const float *rstd, int N, int C);
+/* dinp (N, C) += the gradient through the norm;  dweight (C) = its
+ * gradient, or += under NF_ADD */
+void nf_rmsnorm_backward(float *dinp, float *dweight, NfWrite dweight_write, const float *dout, const float *inp,
+                         const float *weight, const float *rstd, int N, int C);
 
 /* RoPE rotates the adjacent pairs (i, i+1) of each head at position p by
  * the angle p * 10000^(-i/head_size), as llama2.c does. The cosines and

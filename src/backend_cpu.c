@@ -575,12 +575,12 @@ void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, cons
     gemm_bf16(ctx, 'N', 'T', N, OC, C, inp, C, w, C, 0.0f, out, OC, false);
 }
 
-void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, const float *dout,
-                             const float *inp, const float *w, int N, int C, int OC) {
+void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write,
+                             const float *dout, const float *inp, const float *w, int N, int C, int OC) {
     /* dout is A of both products: rounded once */
     bool dout_rounded =
         dinp && gemm_bf16(ctx, 'N', 'N', N, C, OC, dout, OC, w, C, dinp_write == NF_ADD ? 1.0f : 0.0f, dinp, C, false);
-    if (dw) gemm_bf16(ctx, 'T', 'N', OC, C, N, dout, OC, inp, C, 1.0f, dw, C, dout_rounded);
+    if (dw) gemm_bf16(ctx, 'T', 'N', OC, C, N, dout, OC, inp, C, dw_write == NF_ADD ? 1.0f : 0.0f, dw, C, dout_rounded);
 }
 
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC) {
@@ -597,18 +597,19 @@ void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, 
 #define TALL_ROWS 8192
 #define NARROW_COLUMNS 512
 
-static bool tall_weight_gradient(float *dw, const float *dout, const float *inp, int N, int C, int OC) {
+static bool tall_weight_gradient(float *dw, float beta, const float *dout, const float *inp, int N, int C, int OC) {
     Onednn o;
-    bool done = onednn_open(&o) && matmul_primitive(&o, dnnl_f32, 'T', 'N', OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
+    bool done = onednn_open(&o) && matmul_primitive(&o, dnnl_f32, 'T', 'N', OC, C, N, dout, OC, inp, C, beta, dw, C);
     onednn_close(&o);
     return done;
 }
 
-void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, const float *dout, const float *inp,
-                        const float *w, int N, int C, int OC) {
+void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write, const float *dout,
+                        const float *inp, const float *w, int N, int C, int OC) {
+    float dw_beta = dw_write == NF_ADD ? 1.0f : 0.0f;
     if (dinp) dnnl_sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, w, C, dinp_write == NF_ADD ? 1.0f : 0.0f, dinp, C);
-    if (dw && !(OC >= TALL_ROWS && C <= NARROW_COLUMNS && tall_weight_gradient(dw, dout, inp, N, C, OC)))
-        dnnl_sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dw && !(OC >= TALL_ROWS && C <= NARROW_COLUMNS && tall_weight_gradient(dw, dw_beta, dout, inp, N, C, OC)))
+        dnnl_sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, dw_beta, dw, C);
 }
 
 #define ZERO_CHUNK 262144 /* floats: 1 MiB per memset */
@@ -636,8 +637,8 @@ void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 
 #define RMS_COLUMNS 32 /* columns of the weight gradient per thread block */
 
-void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                         const float *rstd, int N, int C) {
+void nf_rmsnorm_backward(float *dinp, float *dweight, NfWrite dweight_write, const float *dout, const float *inp,
+                         const float *weight, const float *rstd, int N, int C) {
     /* y = x r w, r = (mean x^2 + eps)^-1/2:
      *   dw += dy x r;   dx = r (dy w) - x r^3 / C * sum(dy w x) */
     if (dweight) {
@@ -647,6 +648,7 @@ void nf_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
 #pragma omp parallel for schedule(static)
         for (b = 0; b < blocks; b++) {
             int i0 = b * RMS_COLUMNS, i1 = i0 + RMS_COLUMNS < C ? i0 + RMS_COLUMNS : C;
+            if (dweight_write == NF_SET) memset(dweight + i0, 0, (size_t)(i1 - i0) * sizeof(float));
             for (int n = 0; n < N; n++) {
                 const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
                 for (int i = i0; i < i1; i++) dweight[i] += dy[i] * x[i] * rstd[n];

@@ -123,9 +123,8 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
     double timed_ms = 0.0, first_ms = 0.0;
     for (int64_t step = 1; step <= o->steps + 1; step++) { /* step 1 is the warm-up */
         double t0 = nf_now_ms();
-        nf_zero(grads, n);
         model_forward(&net, &acts, tokens, tokens + (size_t)B * T, 1.0f, lora ? (uint64_t)step : 0);
-        model_backward(&net, &g, &acts, tokens);
+        model_backward(&net, &g, NF_SET, &acts, tokens); /* writes the gradients: no zeroing */
         optimizer_update(trained, trained_bf16, grads, n, m, v, seg, n_seg, &opt, opt.lr, step);
         double ms = nf_now_ms() - t0;
         if (step == 1) first_ms = ms;

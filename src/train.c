@@ -434,7 +434,6 @@ int train_run(TrainOptions *o, NfOut *out) {
     while (t.step < o->steps) {
         double step_start = nf_now_ms();
         int64_t step = t.step + 1;
-        nf_zero(t.grads, t.n_params);
         /* Without masks every micro-batch's mean loss weighs 1/accum. With
          * masks the step's loss is the mean over all the targets its
          * micro-batches count: each target's gradient is accumulated with
@@ -453,7 +452,8 @@ int train_run(TrainOptions *o, NfOut *out) {
                     rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
                 float scale = masked ? (float)((double)counted / (double)(B * T)) : 1.0f / (float)o->accum;
                 micro_loss = model_forward(&t.net, &t.acts, t.tokens, t.targets, scale, dropout_key);
-                model_backward(&t.net, &t.g, &t.acts, t.tokens);
+                /* the step's first backward writes the gradients, the others add: no zeroing pass */
+                model_backward(&t.net, &t.g, counted_step == 0 ? NF_SET : NF_ADD, &t.acts, t.tokens);
                 loss += masked ? micro_loss * counted : micro_loss / (double)o->accum;
                 counted_step += counted;
             }
@@ -466,6 +466,7 @@ int train_run(TrainOptions *o, NfOut *out) {
             json_int(&j, "targets", counted);
             msg_emit(out, &j);
         }
+        if (counted_step == 0) nf_zero(t.grads, t.n_params); /* every target masked: no backward ran */
         if (masked) {
             loss = counted_step > 0 ? loss / (double)counted_step : NAN;
             if (counted_step > 0) grad_multiply(t.grads, t.n_params, (float)((double)(B * T) / (double)counted_step));

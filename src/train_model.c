@@ -142,10 +142,10 @@ static void weight_forward(Activations *a, float *out, const float *inp, const f
     else nf_matmul_forward(out, inp, w, N, C, OC);
 }
 
-static void weight_backward(Activations *a, float *dinp, NfWrite dinp_write, float *dw, const float *dout,
-                            const float *inp, const float *w, int N, int C, int OC) {
-    if (a->bf16) nf_matmul_backward_bf16(a->bf16, dinp, dinp_write, dw, dout, inp, w, N, C, OC);
-    else nf_matmul_backward(dinp, dinp_write, dw, dout, inp, w, N, C, OC);
+static void weight_backward(Activations *a, float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write,
+                            const float *dout, const float *inp, const float *w, int N, int C, int OC) {
+    if (a->bf16) nf_matmul_backward_bf16(a->bf16, dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
+    else nf_matmul_backward(dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
 }
 
 /* The (L, out, in) weight of projection t. */
@@ -207,14 +207,15 @@ static void projection_forward(const Net *net, Activations *a, int l, LoraTarget
     lora_apply(y, x_in, net->lora, t, l, net->config, N, lora_u_of(net, a, l, t));
 }
 
-/* dx (N, in) = dy W, or += under NF_ADD [+ the adapter path];  dW += dy^T x;
- * dB += dy^T u;  dA += (s dy B)^T dropout(x) */
-static void projection_backward(const Net *net, const NetGrads *g, Activations *a, int l, LoraTarget t, float *dx,
-                                NfWrite dx_write, const float *dy, const float *x) {
+/* dx (N, in) = dy W, or += under NF_ADD [+ the adapter path];  dW = dy^T x;
+ * dB = dy^T u;  dA = (s dy B)^T dropout(x); the weights' gradients += under
+ * grads NF_ADD */
+static void projection_backward(const Net *net, const NetGrads *g, NfWrite grads, Activations *a, int l, LoraTarget t,
+                                float *dx, NfWrite dx_write, const float *dy, const float *x) {
     int N = a->B * a->T, in, out;
     lora_target_dims(net->config, t, &in, &out);
     size_t per_layer = (size_t)out * in;
-    weight_backward(a, dx, dx_write, layer_of(projection_weight(&g->w, t), l, per_layer), dy, x,
+    weight_backward(a, dx, dx_write, layer_of(projection_weight(&g->w, t), l, per_layer), grads, dy, x,
                     projection_weight(&net->w, t) + l * per_layer, N, in, out);
     if (!has_adapter(net, t)) return;
     const Lora *lora = net->lora;
@@ -223,15 +224,15 @@ static void projection_backward(const Net *net, const NetGrads *g, Activations *
     const float *A = lora->w.a[t] + (size_t)l * r * in, *B = lora->w.b[t] + (size_t)l * out * r;
     float *dA = layer_of(g->lora.a[t], l, (size_t)r * in), *dB = layer_of(g->lora.b[t], l, (size_t)out * r);
     /* u = s A x_in and y += u B^T:  du = dy B, so d(A x_in) = s du */
-    nf_matmul_backward(a->lora_du, NF_SET, dB, dy, lora_u_of(net, a, l, t), B, N, r, out);
+    nf_matmul_backward(a->lora_du, NF_SET, dB, grads, dy, lora_u_of(net, a, l, t), B, N, r, out);
     for (size_t i = 0; i < (size_t)N * r; i++) a->lora_du[i] *= s;
     if (!(a->dropout_key && p > 0.0f)) {
-        nf_matmul_backward(dx, NF_ADD, dA, a->lora_du, x, A, N, in, r);
+        nf_matmul_backward(dx, NF_ADD, dA, grads, a->lora_du, x, A, N, in, r);
         return;
     }
     size_t n_in = (size_t)N * in;
     lora_dropout(a->lora_x, x, n_in, p, a->dropout_key, l, t);
-    nf_matmul_backward(a->lora_dx, NF_SET, dA, a->lora_du, a->lora_x, A, N, in, r);
+    nf_matmul_backward(a->lora_dx, NF_SET, dA, grads, a->lora_du, a->lora_x, A, N, in, r);
     lora_dropout(a->lora_dx, a->lora_dx, n_in, p, a->dropout_key, l, t);
     for (size_t i = 0; i < n_in; i++) dx[i] += a->lora_dx[i];
 }
@@ -292,7 +293,7 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
     return counted > 0 ? loss_sum / counted : 0.0;
 }
 
-void model_backward(const Net *net, const NetGrads *g, Activations *a, const int *tokens) {
+void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activations *a, const int *tokens) {
     const ModelConfig *c = net->config;
     const ParamPointers *p = &net->w;
     int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
@@ -302,8 +303,8 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
 
     /* classifier and final norm: dresid = d loss / d resid[L] */
     nf_zero(a->dresid, ND);
-    weight_backward(a, a->dxn, NF_SET, g->w.wcls, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
-    nf_rmsnorm_backward(a->dresid, g->w.rms_final, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
+    weight_backward(a, a->dxn, NF_SET, g->w.wcls, grads, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
+    nf_rmsnorm_backward(a->dresid, g->w.rms_final, grads, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
                         a->rstd_final, N, D);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
@@ -317,11 +318,11 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
         nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D);
         nf_swiglu_forward(hact, h1, h3, NH_);
         /* the first product into each input gradient writes it (NF_SET): no zeroing */
-        projection_backward(net, g, a, l, LORA_W2, a->dhact, NF_SET, a->dresid, hact);
+        projection_backward(net, g, grads, a, l, LORA_W2, a->dhact, NF_SET, a->dresid, hact);
         nf_swiglu_backward(a->dh1, a->dh3, a->dhact, h1, h3, NH_);
-        projection_backward(net, g, a, l, LORA_W1, a->dxn, NF_SET, a->dh1, xn2);
-        projection_backward(net, g, a, l, LORA_W3, a->dxn, NF_ADD, a->dh3, xn2);
-        nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_ffn, l, D), a->dxn, mid, p->rms_ffn + (size_t)l * D,
+        projection_backward(net, g, grads, a, l, LORA_W1, a->dxn, NF_SET, a->dh1, xn2);
+        projection_backward(net, g, grads, a, l, LORA_W3, a->dxn, NF_ADD, a->dh3, xn2);
+        nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_ffn, l, D), grads, a->dxn, mid, p->rms_ffn + (size_t)l * D,
                             a->rstd_ffn + (size_t)l * N, N, D);
 
         /* attention block: dresid now holds d mid; it flows to x, plus through the branch */
@@ -329,19 +330,22 @@ void model_backward(const Net *net, const NetGrads *g, Activations *a, const int
         nf_zero(a->dq, ND); /* attention's backward adds tile by tile */
         nf_zero(a->dk, NKVs);
         nf_zero(a->dv, NKVs);
-        projection_backward(net, g, a, l, LORA_WO, a->datt_out, NF_SET, a->dresid, att_out);
+        projection_backward(net, g, grads, a, l, LORA_WO, a->datt_out, NF_SET, a->dresid, att_out);
         nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
         nf_rope_backward(a->dq, a->rope, B, T, 0, NH, hs);
         nf_rope_backward(a->dk, a->rope, B, T, 0, NKV, hs);
-        projection_backward(net, g, a, l, LORA_WQ, a->dxn, NF_SET, a->dq, xn);
-        projection_backward(net, g, a, l, LORA_WK, a->dxn, NF_ADD, a->dk, xn);
-        projection_backward(net, g, a, l, LORA_WV, a->dxn, NF_ADD, a->dv, xn);
-        nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_att, l, D), a->dxn, x, p->rms_att + (size_t)l * D,
+        projection_backward(net, g, grads, a, l, LORA_WQ, a->dxn, NF_SET, a->dq, xn);
+        projection_backward(net, g, grads, a, l, LORA_WK, a->dxn, NF_ADD, a->dk, xn);
+        projection_backward(net, g, grads, a, l, LORA_WV, a->dxn, NF_ADD, a->dv, xn);
+        nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_att, l, D), grads, a->dxn, x, p->rms_att + (size_t)l * D,
                             a->rstd_att + (size_t)l * N, N, D);
     }
 
-    /* embedding: scatter-add the rows (serial: the same token may repeat) */
+    /* embedding: scatter-add the rows (serial: the same token may repeat); a
+     * classifier that shares the embedding has written it already */
     if (!g->w.token_embedding) return;
+    if (grads == NF_SET && g->w.token_embedding != g->w.wcls)
+        nf_zero(g->w.token_embedding, (size_t)c->vocab_size * D);
     for (int n = 0; n < N; n++) {
         float *row = g->w.token_embedding + (size_t)tokens[n] * D;
         const float *d = a->dresid + (size_t)n * D;

@@ -113,8 +113,10 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
 /* How many of targets[0..n) the loss counts (those >= 0). */
 int model_counted_targets(const int *targets, int n);
 
-/* Backward pass after model_forward(..., grad_scale != 0): accumulates (+=)
- * the gradient of every parameter that g does not leave NULL. */
-void model_backward(const Net *net, const NetGrads *g, Activations *a, const int *tokens);
+/* Backward pass after model_forward(..., grad_scale != 0): the gradient of
+ * every parameter that g does not leave NULL, written over whatever the
+ * buffers held under NF_SET (a step's first micro-batch: no zeroing), added
+ * to them under NF_ADD (the micro-batches after it). */
+void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activations *a, const int *tokens);
 
 #endif

@@ -116,7 +116,7 @@ static int probe_lora_grads(int argc, char **argv) {
     Activations a;
     if (activations_init(&a, &c, &lc, B, T, false, &err) != 0) return die(err.message);
     out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
-    model_backward(&net, &g, &a, tokens);
+    model_backward(&net, &g, NF_SET, &a, tokens);
     memcpy(out + 1 + n, a.dresid, N * D * sizeof(float)); /* d loss / d resid[0]: the embeddings' gradient */
     int rc = write_all(argv[4], out, (1 + n + N * D) * sizeof(float));
     activations_free(&a);
@@ -197,7 +197,7 @@ static int probe_grads(int argc, char **argv) {
     Activations a;
     if (activations_init(&a, &m.config, NULL, B, T, false, &err) != 0) return die(err.message);
     out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
-    model_backward(&net, &g, &a, tokens);
+    model_backward(&net, &g, NF_SET, &a, tokens);
     int rc = write_all(argv[3], out, (1 + n) * sizeof(float));
     activations_free(&a);
     free(tokens);

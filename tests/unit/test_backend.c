@@ -100,8 +100,8 @@ static void test_shared_input_products_match_single_ones(void **state) {
     free(x), free(alone);
 }
 
-/* nf_matmul_backward against double sums: dinp written or added to, dw
- * added to, for a classifier-like weight (enough rows to go through oneDNN's
+/* nf_matmul_backward against double sums: dinp and dw written (over NaN)
+ * or added to, for a classifier-like weight (enough rows to go through oneDNN's
  * matmul primitive instead of sgemm) and for a small one. */
 static void check_matmul_backward(int N, int C, int OC) {
     size_t nw = (size_t)OC * C;
@@ -111,6 +111,8 @@ static void check_matmul_backward(int N, int C, int OC) {
     fill(dout, (size_t)N * OC), fill(inp, (size_t)N * C), fill(w, nw), fill(dw, nw);
     for (int write = 0; write < 2; write++) {
         fill(dinp, (size_t)N * C);
+        if (write == NF_SET)
+            for (size_t i = 0; i < nw; i++) dw[i] = NAN; /* never read */
         for (int n = 0; n < N; n++)
             for (int c = 0; c < C; c++) {
                 double s = write == NF_ADD ? dinp[(size_t)n * C + c] : 0.0;
@@ -119,11 +121,11 @@ static void check_matmul_backward(int N, int C, int OC) {
             }
         for (int o = 0; o < OC; o++)
             for (int c = 0; c < C; c++) {
-                double s = dw[(size_t)o * C + c];
+                double s = write == NF_ADD ? dw[(size_t)o * C + c] : 0.0;
                 for (int n = 0; n < N; n++) s += (double)dout[(size_t)n * OC + o] * inp[(size_t)n * C + c];
                 want_dw[(size_t)o * C + c] = s;
             }
-        nf_matmul_backward(dinp, write ? NF_ADD : NF_SET, dw, dout, inp, w, N, C, OC);
+        nf_matmul_backward(dinp, (NfWrite)write, dw, (NfWrite)write, dout, inp, w, N, C, OC);
         char what[64];
         snprintf(what, sizeof what, "dinp (%d, %d, %d)", N, C, OC);
         assert_close(dinp, want_dinp, (size_t)N * C, 1e-4, what);
@@ -1098,9 +1100,8 @@ static void test_bf16_kept_weights_give_the_same_products(void **state) {
     for (int round = 0; round < 2; round++) {
         Bf16Context *ctx[2] = {plain, kept};
         for (int k = 0; k < 2; k++) {
-            memset(dw[k], 0, sizeof dw[k]);
             nf_matmul_forward_bf16(ctx[k], out[k], x, wbuf + AT, N, C, OC);
-            nf_matmul_backward_bf16(ctx[k], dx[k], NF_SET, dw[k], dy, x, wbuf + AT, N, C, OC);
+            nf_matmul_backward_bf16(ctx[k], dx[k], NF_SET, dw[k], NF_SET, dy, x, wbuf + AT, N, C, OC);
         }
         assert_memory_equal(out[0], out[1], sizeof out[0]);
         assert_memory_equal(dx[0], dx[1], sizeof dx[0]);

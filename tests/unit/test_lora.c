@@ -118,7 +118,7 @@ static void test_dropout_gradient_matches_finite_differences(void **state) {
     fixture_init(&f, &lc);
     const uint64_t key = 0x1234567;
     model_forward(&f.net, &f.acts, f.tokens, f.targets, 1.0f, key);
-    model_backward(&f.net, &f.g, &f.acts, f.tokens);
+    model_backward(&f.net, &f.g, NF_ADD, &f.acts, f.tokens);
     size_t n = lora_param_count(&TINY, &lc);
     double worst = 0.0, largest = 0.0;
     int checked = 0;
