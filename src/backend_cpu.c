@@ -798,8 +798,8 @@ void nf_attention_forward(float *out, float *lse, const float *q, const float *k
                 if (lse) lse[(size_t)bh * T + r0 + i] = row_lse;
             }
             /* out (rows, hs) = softmax v */
-            tile_product(out + (((size_t)b * T + r0) * NH + h) * hs, q_ld, score, ld, 1, vb, kv_ld, rows, hs, keys, 1.0f,
-                         false, LIVE_DEPTH_TO, q0, avx512);
+            float *ot = out + (((size_t)b * T + r0) * NH + h) * hs;
+            tile_product(ot, q_ld, score, ld, 1, vb, kv_ld, rows, hs, keys, 1.0f, false, LIVE_DEPTH_TO, q0, avx512);
         }
     }
 }

@@ -37,7 +37,8 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
         (s->lora_u = nf_alloc_array(D, sizeof(float), err)) == NULL ||
         (s->scores = nf_alloc_array((size_t)c->n_heads * P, sizeof(float), err)) == NULL ||
         (s->rope = nf_alloc_array(P, (size_t)config_head_size(c) * sizeof(float), err)) == NULL ||
-        (s->att_scratch = nf_alloc_array(nf_attention_scratch_floats(1, (int)P, c->n_kv_heads, config_head_size(c)), sizeof(float), err)) == NULL ||
+        (s->att_scratch = nf_alloc_array(nf_attention_scratch_floats(1, (int)P, c->n_kv_heads, config_head_size(c)),
+                                         sizeof(float), err)) == NULL ||
         (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
         (s->keys = nf_alloc_array(layer, sizeof(float), err)) == NULL ||
         (s->values = nf_alloc_array(layer, sizeof(float), err)) == NULL ||

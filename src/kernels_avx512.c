@@ -243,11 +243,16 @@ static inline __mmask16 tail_mask(size_t left) { return (__mmask16)(left >= 16 ?
 
 float avx512_softmax_row(float *row, int n, int width) {
     __m512 max = _mm512_set1_ps(-INFINITY);
-    for (int i = 0; i < n; i += 16) max = _mm512_mask_max_ps(max, tail_mask(n - i), _mm512_maskz_loadu_ps(tail_mask(n - i), row + i), max);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        max = _mm512_mask_max_ps(max, m, _mm512_maskz_loadu_ps(m, row + i), max);
+    }
     float top = _mm512_reduce_max_ps(max), sum = avx512_exp_shifted_sum(row, n, top);
     __m512 inv = _mm512_set1_ps(1.0f / sum);
-    for (int i = 0; i < n; i += 16)
-        _mm512_mask_storeu_ps(row + i, tail_mask(n - i), _mm512_mul_ps(_mm512_maskz_loadu_ps(tail_mask(n - i), row + i), inv));
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
+    }
     for (int i = n; i < width; i += 16) _mm512_mask_storeu_ps(row + i, tail_mask(width - i), _mm512_setzero_ps());
     return top + logf(sum);
 }
@@ -380,6 +385,7 @@ size_t avx512bf16_round(uint16_t *out, const float *x, size_t n) {
     }
     return blocks * 32;
 }
+
 #define UNROLL _Pragma("GCC unroll 8")
 
 /* A panel of PANEL_ROWS x (16 nv) outputs kept in registers (24 of the 32

@@ -157,7 +157,8 @@ int lora_merge(float *base_params, const ModelConfig *c, const Lora *lora, NfErr
             const float *A = lora->w.a[t] + l * r * in, *B = lora->w.b[t] + l * (size_t)out * r;
             for (size_t i = 0; i < (size_t)out * r; i++) scaled_b[i] = s * B[i];
             /* W (out, in) += (s B) (out, r) @ A (r, in): the product of a backward input gradient */
-            nf_matmul_backward(weights[t] + l * (size_t)out * in, NF_ADD, NULL, NF_ADD, scaled_b, NULL, A, out, in, (int)r);
+            nf_matmul_backward(weights[t] + l * (size_t)out * in, NF_ADD, NULL, NF_ADD, scaled_b, NULL, A, out, in,
+                               (int)r);
         }
     }
     if (lora->config.train_norms) {

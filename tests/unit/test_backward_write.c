@@ -25,7 +25,10 @@ static void check_set_equals_add(const Net *net, const NetGrads *g, float *grads
     Activations acts;
     assert_int_equal(activations_init(&acts, net->config, lc, B, T, bf16, &err), 0);
     int tokens[B * T], targets[B * T];
-    for (int i = 0; i < B * T; i++) tokens[i] = (i * 7 + 3) % TINY.vocab_size, targets[i] = (i * 5 + 1) % TINY.vocab_size;
+    for (int i = 0; i < B * T; i++) {
+        tokens[i] = (i * 7 + 3) % TINY.vocab_size;
+        targets[i] = (i * 5 + 1) % TINY.vocab_size;
+    }
     float *added = malloc(n * sizeof(float));
     uint64_t dropout = lc && lc->dropout > 0 ? 0x9E3779B9u : 0;
     memset(grads, 0, n * sizeof(float));
