@@ -187,13 +187,56 @@ static void gemv_f32_avx512(const NfProduct *p, int count, const float *x, int n
     }
 }
 
+/* x (n rows of `groups` groups of gs) quantized per group: xs = max |x| /
+ * 127 and x / xs rounded to nearest even, as avx512_quantize_q8 does for the
+ * VNNI kernel; here the values are kept as int16, so that each group's
+ * integer dot product below compiles to pmaddwd (the compiler does not
+ * vectorize int8 by int8 dot products as well). */
+static void quantize_q16_rows(int16_t *xq, float *xs, const float *x, int n, int groups, int gs) {
+    int i;
+#pragma omp parallel for schedule(static) if (n > 1)
+    for (i = 0; i < n; i++)
+        for (size_t g = (size_t)i * groups; g < (size_t)(i + 1) * groups; g++) {
+            const float *xg = x + g * gs;
+            float max = 0.0f;
+            for (int k = 0; k < gs; k++) max = fabsf(xg[k]) > max ? fabsf(xg[k]) : max;
+            float scale = max / 127.0f, inv = scale > 0 ? 1.0f / scale : 0.0f;
+            for (int k = 0; k < gs; k++) xq[g * gs + k] = (int16_t)lrintf(xg[k] * inv);
+            xs[g] = scale;
+        }
+}
+
+/* The portable twin of vnni_q8_row: out[i * out_stride] = w row . x row i
+ * for n rows of x quantized by quantize_q16_rows, each group's dot product
+ * in integers (which the compiler vectorizes: integer sums may be
+ * reordered, float sums may not). */
+static void q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int16_t *xq,
+                   const float *xs, int n, int dim, int gs) {
+    int groups = dim / gs;
+    for (int i = 0; i < n; i++) {
+        const int16_t *xi = xq + (size_t)i * dim;
+        const float *xsi = xs + (size_t)i * groups;
+        float sum = 0.0f;
+        for (int g = 0; g < groups; g++) {
+            int32_t dot = 0;
+            for (int k = g * gs; k < (g + 1) * gs; k++) dot += (int16_t)wr[k] * xi[k];
+            sum += (float)dot * (ws[g] * xsi[g]);
+        }
+        out[(size_t)i * out_stride] = sum;
+    }
+}
+
 /* out[k] (n, rows_k) = x (n, dim) W[k]^T for Q8 W whose groups of gs values
- * (a multiple of 64) tile each row: x is quantized the same way (int8, one
- * scale per group), once for all the products, so each group's dot product
- * is integer arithmetic (VNNI). */
-static void matmul_q8_vnni(const NfProduct *p, int count, const float *x, int n, int dim) {
-    int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1);
-    int8_t *xq = malloc((size_t)n * dim + 2 * (size_t)n * groups * sizeof(float));
+ * tile each row: x is quantized the same way (one scale per group), once for
+ * all the products, so each group's dot product is integer arithmetic:
+ * VNNI where the CPU has it and gs is a multiple of 64, else the portable
+ * loop. */
+static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
+    int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1), row;
+    bool vnni = cpu_has(CPU_VNNI) && gs % 64 == 0;
+    size_t values = (size_t)n * dim, scales = (size_t)n * groups;
+    /* int8 values and an offset per group for VNNI, int16 values for the portable loop */
+    void *xq = malloc(values * (vnni ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t)));
     if (!xq) { /* too little memory for the quantized input: the plain loop needs none */
         for (int k = 0; k < count; k++)
             for (int i = 0; i < n; i++)
@@ -201,37 +244,43 @@ static void matmul_q8_vnni(const NfProduct *p, int count, const float *x, int n,
                     p[k].out[(size_t)i * p[k].out_dim + r] = dot_q8(p[k].w, (size_t)r * dim, x + (size_t)i * dim, dim);
         return;
     }
-    float *xs = (float *)(xq + (size_t)n * dim); /* (n, groups) each, and so is xo */
-    int32_t *xo = (int32_t *)(xs + (size_t)n * groups);
-    int i, row;
+    float *xs = (float *)((char *)xq + values * (vnni ? 1 : 2)); /* (n, groups) each, and so is xo */
+    int32_t *xo = (int32_t *)(xs + scales);
+    if (vnni) {
+        int i;
 #pragma omp parallel for schedule(static) if (n > 1)
-    for (i = 0; i < n; i++)
-        avx512_quantize_q8(xq + (size_t)i * dim, xs + (size_t)i * groups, xo + (size_t)i * groups, x + (size_t)i * dim,
-                           (size_t)groups, gs);
+        for (i = 0; i < n; i++)
+            avx512_quantize_q8((int8_t *)xq + (size_t)i * dim, xs + (size_t)i * groups, xo + (size_t)i * groups,
+                               x + (size_t)i * dim, (size_t)groups, gs);
+    } else {
+        quantize_q16_rows(xq, xs, x, n, groups, gs);
+    }
 #pragma omp parallel for schedule(static)
     for (row = 0; row < total; row++) {
         int r = row, k = product_of(p, count, 1, &r);
         const Tensor *w = p[k].w;
-        vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, w->q + (size_t)r * dim, w->scale + (size_t)r * groups, xq, xs,
-                    xo, n, dim, gs);
+        const int8_t *wr = w->q + (size_t)r * dim;
+        const float *ws = w->scale + (size_t)r * groups;
+        if (vnni) vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, xo, n, dim, gs);
+        else q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs);
     }
     free(xq);
 }
 
 void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim) {
-    bool f32 = true, vnni = cpu_has(CPU_VNNI);
+    bool f32 = true, q8_groups_tile_rows = true;
     for (int k = 0; k < count; k++) {
         const Tensor *w = p[k].w;
         f32 = f32 && w->dtype == NF_F32;
-        vnni = vnni && w->dtype != NF_F32 && w->group_size == p[0].w->group_size && w->group_size % 64 == 0 &&
-               in_dim % w->group_size == 0;
+        q8_groups_tile_rows = q8_groups_tile_rows && w->dtype != NF_F32 &&
+                              w->group_size == p[0].w->group_size && in_dim % w->group_size == 0;
     }
     if (f32 && n == 1 && cpu_has(CPU_AVX512)) {
         gemv_f32_avx512(p, count, x, in_dim);
         return;
     }
-    if (vnni) {
-        matmul_q8_vnni(p, count, x, n, in_dim);
+    if (q8_groups_tile_rows) {
+        matmul_q8(p, count, x, n, in_dim);
         return;
     }
     for (int k = 0; k < count; k++) {

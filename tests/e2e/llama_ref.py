@@ -71,12 +71,26 @@ def write_v2(path, w, gs, cfg=CFG):
     return deq
 
 
-def torch_logits(w, tokens, cfg=CFG):
-    """LLaMA as llama2.c's model.py defines it, in float64."""
+def quantize_rows(x, gs):
+    """A Q8 product's input as the engine quantizes it when the groups tile
+    its rows: per group of gs, scale = max |x| / 127 and x / scale rounded
+    to nearest even, in float32 as the engine computes them."""
+    if x.shape[-1] % gs:
+        return x  # the groups straddle rows: the engine multiplies fp32 x
+    g = x.to(torch.float32).reshape(*x.shape[:-1], -1, gs)
+    scale = g.abs().amax(-1, keepdim=True) / 127.0
+    inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
+    return (torch.round(g * inv) * scale).reshape(x.shape).to(torch.float64)
+
+
+def torch_logits(w, tokens, cfg=CFG, act_gs=None):
+    """LLaMA as llama2.c's model.py defines it, in float64. act_gs: the
+    inputs of the weight products quantized as a Q8 model's are (quantize_rows)."""
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in w.items()}
     D, nh, nkv = cfg["dim"], cfg["n_heads"], cfg["n_kv_heads"]
     hs = D // nh
     T = len(tokens)
+    q8 = (lambda x: quantize_rows(x, act_gs)) if act_gs else (lambda x: x)
 
     def rms(x, weight):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * weight
@@ -92,7 +106,7 @@ def torch_logits(w, tokens, cfg=CFG):
     x = t["emb"][torch.tensor(tokens)]
     mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
     for l in range(cfg["n_layers"]):
-        h = rms(x, t["rms_att"][l])
+        h = q8(rms(x, t["rms_att"][l]))
         q = rope((h @ t["wq"][l].T).view(T, nh, hs))
         k = rope((h @ t["wk"][l].T).view(T, nkv, hs))
         v = (h @ t["wv"][l].T).view(T, nkv, hs)
@@ -100,10 +114,10 @@ def torch_logits(w, tokens, cfg=CFG):
         v = v.repeat_interleave(nh // nkv, dim=1)
         att = torch.einsum("qhd,khd->hqk", q, k) / hs ** 0.5 + mask
         o = torch.einsum("hqk,khd->qhd", att.softmax(-1), v).reshape(T, D)
-        x = x + o @ t["wo"][l].T
-        h = rms(x, t["rms_ffn"][l])
-        x = x + (torch.nn.functional.silu(h @ t["w1"][l].T) * (h @ t["w3"][l].T)) @ t["w2"][l].T
-    return (rms(x, t["rms_final"]) @ t["wcls"].T).numpy()
+        x = x + q8(o) @ t["wo"][l].T
+        h = q8(rms(x, t["rms_ffn"][l]))
+        x = x + q8(torch.nn.functional.silu(h @ t["w1"][l].T) * (h @ t["w3"][l].T)) @ t["w2"][l].T
+    return (q8(rms(x, t["rms_final"])) @ t["wcls"].T).numpy()
 
 
 

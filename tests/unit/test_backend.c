@@ -951,10 +951,11 @@ static void check_q8_matmul(int in_dim, int out_dim, int gs) {
 
 static void test_q8_matmul_matches_dequantized_product(void **state) {
     (void)state;
-    check_q8_matmul(768, 50, 64);   /* groups tile the rows: VNNI */
+    check_q8_matmul(768, 50, 64);   /* groups tile the rows: VNNI (or the portable integer loop) */
     check_q8_matmul(256, 33, 128);  /* bigger groups: VNNI */
     check_q8_matmul(320, 17, 64);   /* an odd number of groups: VNNI's pairs of groups end on one */
-    check_q8_matmul(172, 20, 64);   /* groups straddle rows: the plain loop */
+    check_q8_matmul(96, 20, 32);    /* groups of 32: the portable integer loop on any CPU */
+    check_q8_matmul(172, 20, 64);   /* groups straddle rows: the plain float loop */
 }
 
 /* ---- AVX-512 kernels against their portable twins ---------------------------------
@@ -985,6 +986,12 @@ static void gemv_op(float *out, void *ctx) {
     GemvCase *c = ctx;
     Tensor t = {.dtype = NF_F32, .f32 = c->w};
     nf_matmul(out, c->x, &t, 1, c->n, c->rows);
+}
+
+typedef struct { const float *x; const Tensor *w; int n, in_dim, out_dim; } Q8Case;
+static void q8_op(float *out, void *ctx) {
+    Q8Case *c = ctx;
+    nf_matmul(out, c->x, c->w, c->n, c->in_dim, c->out_dim);
 }
 
 typedef struct { const float *q, *k, *v; int pos, heads, kv_heads, hs; } DecodeCase;
@@ -1037,6 +1044,23 @@ static void test_avx512_kernels_match_portable_twins(void **state) {
         GemvCase c = {a, b, gemv_shapes[i][0], gemv_shapes[i][1]};
         run_both(gemv_op, &c, native, portable);
         assert_twins(native, portable, (size_t)c.rows, 1e-5, "gemv");
+    }
+
+    /* Q8: VNNI against the portable integer loop; both quantize x the same, so
+     * only the order of the float sums over groups differs */
+    int q8_shapes[][4] = {{1, 768, 40, 64}, {5, 256, 17, 128}, {6, 320, 9, 64}}; /* n, in, out, group size */
+    for (size_t i = 0; i < sizeof q8_shapes / sizeof q8_shapes[0]; i++) {
+        int *d = q8_shapes[i];
+        size_t count = (size_t)d[1] * d[2];
+        int8_t *q = malloc(count);
+        float *scale = malloc(sizeof(float) * (count / d[3]));
+        for (size_t j = 0; j < count; j++) q[j] = (int8_t)((j * 97 + 13) % 255 - 127);
+        for (size_t g = 0; g < count / d[3]; g++) scale[g] = 0.002f * (float)(1 + g % 5);
+        Tensor t = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = d[3]};
+        Q8Case c = {a, &t, d[0], d[1], d[2]};
+        run_both(q8_op, &c, native, portable);
+        assert_twins(native, portable, (size_t)d[0] * d[2], 1e-5, "q8 product");
+        free(q), free(scale);
     }
 
     int decode_shapes[][4] = {{70, 4, 2, 48}, {9, 6, 6, 64}, {0, 2, 1, 16}, {130, 2, 1, 80}};
