@@ -235,8 +235,10 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
     int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1), row;
     bool vnni = cpu_has(CPU_VNNI) && gs % 64 == 0;
     size_t values = (size_t)n * dim, scales = (size_t)n * groups;
-    /* int8 values and an offset per group for VNNI, int16 values for the portable loop */
-    void *xq = malloc(values * (vnni ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t)));
+    /* int8 values and an offset per group for VNNI, int16 values for the portable loop; rows of
+     * values start on cache lines where dim allows, so the kernels' 64-byte loads do not straddle two */
+    size_t bytes = values * (vnni ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t));
+    void *xq = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!xq) { /* too little memory for the quantized input: the plain loop needs none */
         for (int k = 0; k < count; k++)
             for (int i = 0; i < n; i++)
