@@ -469,11 +469,13 @@ static void onednn_close(Onednn *o) {
     memset(o, 0, sizeof *o);
 }
 
-/* Grows the kept scratchpad to at least bytes; false if memory runs out. */
+/* Grows the kept scratchpad to at least bytes, on a cache line (its old
+ * contents are not needed); false if memory runs out. */
 static bool scratchpad_fits(Onednn *o, size_t bytes) {
     if (bytes <= o->scratchpad_bytes) return true;
-    void *grown = realloc(o->scratchpad, bytes);
+    void *grown = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!grown) return false;
+    free(o->scratchpad);
     o->scratchpad = grown;
     o->scratchpad_bytes = bytes;
     return true;
@@ -544,8 +546,9 @@ Bf16Context *nf_bf16_create(size_t max_floats) {
     Bf16Context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->max_floats = max_floats;
-    ctx->a = malloc(max_floats * sizeof(uint16_t));
-    ctx->b = malloc(max_floats * sizeof(uint16_t));
+    /* on cache lines (nf_alloc): the products read these rows directly */
+    ctx->a = nf_alloc_array(max_floats, sizeof(uint16_t), NULL);
+    ctx->b = nf_alloc_array(max_floats, sizeof(uint16_t), NULL);
     if (!ctx->a || !ctx->b || !onednn_open(&ctx->dnnl)) {
         nf_bf16_free(ctx);
         return NULL;
