@@ -6,8 +6,9 @@
  * register panels of our own on AVX-512 (oneDNN's per-call packing cost more
  * than the products) and on sgemm elsewhere. The hand-written inner loops
  * come in two versions: AVX-512 (VNNI, BF16) in kernels_avx512.c, and
- * portable C or oneDNN here. Which one runs is decided at each entry point from the running
- * CPU's features, so one binary serves every x86-64 machine. */
+ * portable C or oneDNN here. Which one runs is decided at each entry point
+ * from the running CPU's features, so one binary serves every x86-64
+ * machine. */
 #include "backend.h"
 
 #include <math.h>
@@ -79,6 +80,10 @@ double nf_gemm_peak_gflops(int n) {
     return best;
 }
 
+/* Scratch that starts on a cache line (its contents undefined), so the
+ * kernels' 64-byte loads of its rows do not straddle two lines; free() it. */
+static void *line_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
+
 /* Dot product with 8 independent partial sums: vectorizes without -ffast-math. */
 static inline float dot_f32(const float *a, const float *b, int n) {
     float acc[8] = {0};
@@ -104,7 +109,7 @@ static inline float dot_f32_bf16(const float *a, const uint16_t *b, int n) {
 double nf_memory_read_gbytes_s(size_t bytes) {
     size_t n = bytes / sizeof(float) / 16 * 16;
     /* read as the GEMV reads weights: whole cache lines, on AVX-512 where it runs */
-    float *buf = aligned_alloc(64, n * sizeof(float));
+    float *buf = line_alloc(n * sizeof(float));
     bool avx512 = cpu_has(CPU_AVX512);
     if (!buf) return 0.0;
     size_t i;
@@ -235,10 +240,8 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
     int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1), row;
     bool vnni = cpu_has(CPU_VNNI) && gs % 64 == 0;
     size_t values = (size_t)n * dim, scales = (size_t)n * groups;
-    /* int8 values and an offset per group for VNNI, int16 values for the portable loop; rows of
-     * values start on cache lines where dim allows, so the kernels' 64-byte loads do not straddle two */
-    size_t bytes = values * (vnni ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t));
-    void *xq = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    /* int8 values and an offset per group for VNNI, int16 values for the portable loop */
+    void *xq = line_alloc(values * (vnni ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t)));
     if (!xq) { /* too little memory for the quantized input: the plain loop needs none */
         for (int k = 0; k < count; k++)
             for (int i = 0; i < n; i++)
@@ -469,11 +472,11 @@ static void onednn_close(Onednn *o) {
     memset(o, 0, sizeof *o);
 }
 
-/* Grows the kept scratchpad to at least bytes, on a cache line (its old
- * contents are not needed); false if memory runs out. */
+/* Grows the kept scratchpad to at least bytes (its old contents are not
+ * needed); false if memory runs out. */
 static bool scratchpad_fits(Onednn *o, size_t bytes) {
     if (bytes <= o->scratchpad_bytes) return true;
-    void *grown = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    void *grown = line_alloc(bytes);
     if (!grown) return false;
     free(o->scratchpad);
     o->scratchpad = grown;
