@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,15 +80,20 @@ def run_interrupted(args, at_step, sig=signal.SIGINT):
     """Runs `train`, sends sig once step at_step is reported, and returns
     (exit status, every message the run wrote)."""
     p = subprocess.Popen([NF] + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    messages = []
-    for line in p.stdout:
-        messages.append(json.loads(line))
-        if messages[-1]["type"] == "step" and messages[-1]["step"] == at_step:
-            p.send_signal(sig)
-            break
-    rest, _ = p.communicate(timeout=120)
-    messages += [json.loads(l) for l in rest.decode().split("\n") if l]
-    return p.returncode, messages
+    watchdog = threading.Timer(120, p.kill)  # a run that hangs fails the test instead of hanging the suite
+    watchdog.start()
+    messages, sent = [], False
+    try:
+        # read to the end from the same buffered file: communicate() would read the pipe past the lines
+        # this iterator had already read ahead, and lose them (a fast run writes several per read)
+        for line in p.stdout:
+            messages.append(json.loads(line))
+            if not sent and messages[-1]["type"] == "step" and messages[-1]["step"] == at_step:
+                p.send_signal(sig)
+                sent = True
+    finally:
+        watchdog.cancel()
+    return p.wait(), messages
 
 
 def assert_error(r, code=None, mention=None):
