@@ -31,7 +31,7 @@ typedef struct {
     float *lora_u;        /* (C, D) LoRA scratch: s A x, rank <= D */
     float *scores;        /* (n_heads, P) attention weights of one row */
     float *rope;          /* (P, hs) RoPE's (cos, sin) pairs, nf_rope_table */
-    float *att_scratch;   /* nf_attention_scratch_floats(P): a prompt chunk's attention tiles */
+    float *att_scratch;   /* nf_attention_scratch_floats(1, P, KVH, hs): a prompt chunk's attention tiles */
     float *logits;        /* (V) output of the last forward */
     KvCacheType kv_type;
     /* The cache is head-major, so that a decode step streams each head's

@@ -58,7 +58,7 @@ typedef struct {
     float *dh1;         /* (N, H) */
     float *dh3;         /* (N, H) */
     float *dhact;       /* (N, H) */
-    float *att_scratch; /* nf_attention_scratch_floats(T): attention's per-thread score tiles */
+    float *att_scratch; /* nf_attention_scratch_floats(B, T, NKV, hs): attention's tiles and transposed heads */
     float *rope;        /* (T, hs) RoPE's (cos, sin) pairs, nf_rope_table */
     /* LoRA only (empty without adapters); r = rank, M = max(D, H) */
     float *lora_u;      /* (L, n_targets, N, r) s * A x of each adapted projection */
