@@ -1,5 +1,6 @@
 /* cmd_serve.c — `neuralforge serve`: the dashboard. Checks the flags,
- * makes the access token, starts the server (server.c) and waits for
+ * takes the access token (--token-file, --token, $NEURALFORGE_TOKEN or
+ * random) and makes the session secret, starts the server (server.c) and waits for
  * SIGINT/SIGTERM, which stop live runs gracefully before it exits. The
  * signals are taken with sigwait, so no handler and no global flag. */
 #define _GNU_SOURCE
@@ -29,16 +30,71 @@ static int random_token(char *out, size_t cap, NfError *err) {
     return 0;
 }
 
+/* A token travels in a URL and an Authorization header: 16 to 100 of [A-Za-z0-9._~-]. */
+static bool token_valid(const char *t) {
+    size_t n = strlen(t);
+    if (n < 16 || n > 100) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') || (t[i] >= '0' && t[i] <= '9') ||
+              strchr("._~-", t[i])))
+            return false;
+    return true;
+}
+
+/* The token from a file only its owner can read (a token others can read guards nothing); one line,
+ * its trailing newline dropped. */
+static int read_token_file(const char *path, char *out, size_t cap, NfError *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return nf_fail(err, NF_ERR_IO, "--token-file '%s': %s", path, strerror(e));
+    }
+    ssize_t n = 0;
+    if (!S_ISREG(sb.st_mode)) nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is not a regular file", path);
+    else if (sb.st_uid != geteuid()) nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is not owned by you", path);
+    else if (sb.st_mode & 077)
+        nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is readable by others (mode %03o): chmod 600 it", path,
+                (unsigned)(sb.st_mode & 0777));
+    else if ((n = read(fd, out, cap - 1)) < 0) nf_fail(err, NF_ERR_IO, "--token-file '%s': %s", path, strerror(errno));
+    close(fd);
+    if (err->code || n < 0) return -1;
+    out[n] = '\0';
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r')) out[--n] = '\0';
+    if (!token_valid(out))
+        return nf_fail(err, NF_ERR_USAGE, "--token-file '%s' must hold one token of 16 to 100 characters "
+                                          "(letters, digits, '.', '_', '~', '-')", path);
+    return 0;
+}
+
+/* The token: --token-file, else --token, else $NEURALFORGE_TOKEN, else random. */
+static int take_token(const char *flag, const char *file, char *out, size_t cap, NfError *err) {
+    if (flag && file) return nf_fail(err, NF_ERR_USAGE, "--token and --token-file: give one of them");
+    if (file) return read_token_file(file, out, cap, err);
+    const char *env = getenv("NEURALFORGE_TOKEN");
+    const char *given = flag ? flag : env && *env ? env : NULL;
+    if (!given) return random_token(out, cap, err);
+    if (!token_valid(given))
+        return nf_fail(err, NF_ERR_USAGE, "%s must be 16 to 100 characters (letters, digits, '.', '_', '~', '-')",
+                       flag ? "--token" : "NEURALFORGE_TOKEN");
+    snprintf(out, cap, "%s", given);
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv, NfOut *out) {
-    int64_t port = 8377;
-    const char *host = "127.0.0.1", *data_dir = "neuralforge-data", *token = NULL;
+    int64_t port = 8377, idle_timeout = 30;
+    const char *host = "127.0.0.1", *data_dir = "neuralforge-data", *token = NULL, *token_file = NULL;
     bool allow_remote = false;
     ArgSpec specs[] = {
         {"port", ARG_INT, &port, 0, 65535, .help = "TCP port (default 8377; 0 = any free port)"},
         {"host", ARG_STRING, &host, .help = "IPv4 address to bind (default 127.0.0.1)"},
         {"allow-remote", ARG_FLAG, &allow_remote, .help = "permit a --host beyond loopback (the token is then all that guards it)"},
         {"data-dir", ARG_STRING, &data_dir, .help = "where projects, runs and the database live (default ./neuralforge-data)"},
-        {"token", ARG_STRING, &token, .help = "the access token, 16 to 100 characters (default: random)"},
+        {"token-file", ARG_STRING, &token_file, .help = "read the access token from this file (mode 0600, yours)"},
+        {"token", ARG_STRING, &token, .help = "the access token, 16 to 100 characters; visible to every user in `ps`: "
+                                              "prefer --token-file or $NEURALFORGE_TOKEN (default: random)"},
+        {"idle-timeout", ARG_INT, &idle_timeout, 3, 3600, .help = "seconds a connection may stay silent before it is closed (default 30)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -48,10 +104,6 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!is_loopback(host) && !allow_remote) {
         nf_fail(&err, NF_ERR_USAGE, "--host %s is reachable from other machines: add --allow-remote to mean it", host);
-        return emit_error(out, &err);
-    }
-    if (token && (strlen(token) < 16 || strlen(token) > 100)) {
-        nf_fail(&err, NF_ERR_USAGE, "--token must be 16 to 100 characters");
         return emit_error(out, &err);
     }
     Server *srv = calloc(1, sizeof *srv);
@@ -74,8 +126,9 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "--data-dir: its absolute path is longer than %zu bytes", sizeof srv->data_dir - 1);
     else {
         memcpy(srv->data_dir, abs, strlen(abs) + 1);
-        if (token) snprintf(srv->token, sizeof srv->token, "%s", token);
-        else random_token(srv->token, sizeof srv->token, &err);
+        if (take_token(token, token_file, srv->token, sizeof srv->token, &err) == 0)
+            random_token(srv->session, sizeof srv->session, &err);
+        srv->idle_timeout = (unsigned)idle_timeout;
     }
     /* the signals are blocked before any thread starts, so every thread inherits the mask and sigwait gets them */
     sigset_t stop;
@@ -96,6 +149,9 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     json_string(&j, "host", host);
     json_int(&j, "port", srv->port);
     json_string(&j, "data_dir", srv->data_dir);
+    json_int(&j, "idle_timeout", srv->idle_timeout);
+    json_int(&j, "max_connections", srv->max_connections);
+    json_int(&j, "max_per_client", srv->max_per_client);
     msg_emit(out, &j);
     nf_log("NeuralForge dashboard: %s", url);
     int sig;

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -82,6 +84,8 @@ typedef struct {
     size_t upload_bytes;
     int upload_status;      /* 0, or the HTTP status that refused it */
     char upload_error[200];
+    unsigned refused;       /* 0, or the status a request guard answers once the body is drained */
+    const char *refusal;
 } Request;
 
 static void request_free(Request *rq) {
@@ -100,15 +104,27 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     *con_cls = NULL;
 }
 
+/* Every response goes out through here, so every one carries the same headers: no framing, no
+ * script or plugin from elsewhere, no Referer, no caching, no type sniffing. */
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
+    static const char *const HEADERS[][2] = {
+        {"Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'"},
+        {"X-Frame-Options", "DENY"},
+        {"Referrer-Policy", "no-referrer"},
+        {"Cache-Control", "no-store"},
+        {"X-Content-Type-Options", "nosniff"},
+    };
+    for (size_t i = 0; i < sizeof HEADERS / sizeof HEADERS[0]; i++) MHD_add_response_header(r, HEADERS[i][0], HEADERS[i][1]);
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, const char *body, size_t len) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    enum MHD_Result ok = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ok;
+    return queue(c, status, r);
 }
 
 static enum MHD_Result respond_json(struct MHD_Connection *c, unsigned status, JsonBuf *j) {
@@ -134,16 +150,97 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, 
     return respond_json(c, status, &j);
 }
 
-static bool token_ok(const Server *srv, struct MHD_Connection *c) {
-    const char *given = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token");
-    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (auth && strncmp(auth, "Bearer ", 7) == 0) given = auth + 7;
-    if (!given) return false;
-    size_t n = strlen(srv->token);
-    if (strlen(given) != n) return false;
-    unsigned char diff = 0; /* the same time whatever the first wrong character */
-    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(given[i] ^ srv->token[i]);
+/* ---- request guards ------------------------------------------------------------- */
+
+/* a equals the secret b; the time taken depends on b's length only, not on where a first differs */
+static bool secret_equal(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    unsigned char diff = na != nb;
+    for (size_t i = 0; i < nb; i++) diff |= (unsigned char)((i < na ? a[i] : 0) ^ b[i]);
     return diff == 0;
+}
+
+/* The session cookie's name carries the port: browsers keep cookies per host, not per port, so two
+ * servers on 127.0.0.1 would otherwise overwrite each other's. */
+static void cookie_name(const Server *srv, char *out, size_t cap) {
+    snprintf(out, cap, "nf_session_%u", srv->port);
+}
+
+/* The API's credentials: the header `Authorization: Bearer <token>` (scripts) or the session cookie
+ * that GET /?token= set (the page). A token in the query string is no longer taken: it would ride
+ * in download and event URLs, browser history and logs. */
+static bool authorized(const Server *srv, struct MHD_Connection *c) {
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth && strncmp(auth, "Bearer ", 7) == 0) return secret_equal(auth + 7, srv->token);
+    char name[32];
+    cookie_name(srv, name, sizeof name);
+    const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, name);
+    return cookie && secret_equal(cookie, srv->session);
+}
+
+/* DNS rebinding: a page on attacker.example whose name now resolves to 127.0.0.1 reaches this server
+ * as same-origin, but its requests still say `Host: attacker.example:<port>`. On loopback only the
+ * names this server is really reached under pass; a remote bind turns the check off (see server.h). */
+static bool host_ok(const Server *srv, struct MHD_Connection *c) {
+    if (!srv->check_host) return true;
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (!host) return false;
+    const char *names[] = {srv->host, "localhost", "127.0.0.1"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "%s:%u", names[i], srv->port);
+        if (strcasecmp(host, want) == 0) return true;
+    }
+    return false;
+}
+
+static bool safe_method(const char *method) { return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0; }
+
+/* Cross-site request forgery: a state-changing request from a browser must come from this server's
+ * own page. Browsers send Origin with every POST/PATCH/PUT/DELETE, and Sec-Fetch-Site where they
+ * know it; a client that sends neither (curl, scripts) is not a browser being driven by a page. */
+static bool origin_ok(struct MHD_Connection *c, const char *method) {
+    if (safe_method(method)) return true;
+    const char *site = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site");
+    if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) return false; /* same-site: another port */
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (!origin) return true;
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    return host && strncasecmp(origin, "http://", 7) == 0 && strcasecmp(origin + 7, host) == 0;
+}
+
+/* The media type of a Content-Type value (before any ';' parameters) is want. */
+static bool media_type_is(const char *value, const char *want) {
+    size_t n = strlen(want);
+    if (!value || strncasecmp(value, want, n) != 0) return false;
+    value += n;
+    while (*value == ' ' || *value == '\t') value++;
+    return *value == '\0' || *value == ';';
+}
+
+/* A page on another site can send a body without a CORS preflight only as a form or a "simple"
+ * fetch: text/plain, urlencoded or multipart. Asking for application/json (and octet-stream for
+ * uploads) rules all of those out; we never answer a preflight. Without a Content-Type only an
+ * empty body passes (checked once the body is in). */
+static bool content_type_ok(struct MHD_Connection *c, bool is_upload) {
+    const char *type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (is_upload) return media_type_is(type, "application/octet-stream");
+    return !type || media_type_is(type, "application/json");
+}
+
+/* GET /?token=T: the token, once, for an HttpOnly SameSite=Strict session cookie, and a redirect to
+ * / that drops the token from the address bar and history. A wrong token only loses the query. */
+static enum MHD_Result token_exchange(const Server *srv, struct MHD_Connection *c, const char *token) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, "/");
+    if (secret_equal(token, srv->token)) {
+        char name[32], cookie[128];
+        cookie_name(srv, name, sizeof name);
+        snprintf(cookie, sizeof cookie, "%s=%s; HttpOnly; SameSite=Strict; Path=/", name, srv->session);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_SET_COOKIE, cookie);
+    }
+    return queue(c, 303, r);
 }
 
 /* ---- JSON views ------------------------------------------------------------------ */
@@ -907,10 +1004,19 @@ static void collect_events(EventStream *es) {
     run_row_free(&r);
 }
 
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Blocks until there is something to send. A quiet stream gets a comment line every third of the
+ * idle timeout, so the timeout never cuts it (and a closed connection is noticed). */
 static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     EventStream *es = cls;
-    for (int idle = 0; es->sent == es->pending.len; idle++) {
+    int64_t keep_alive_ms = es->srv->idle_timeout * 1000LL / 3, since_out = now_ms();
+    while (es->sent == es->pending.len) {
         if (es->finished) return MHD_CONTENT_READER_END_OF_STREAM;
         json_free(&es->pending);
         json_init(&es->pending);
@@ -919,11 +1025,12 @@ static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max) {
         if (es->pending.failed) return MHD_CONTENT_READER_END_WITH_ERROR;
         if (es->pending.len > 0) break;
         if (es->finished) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (idle == 15) { /* a comment now and then finds closed connections */
+        int64_t left = since_out + keep_alive_ms - now_ms();
+        if (left <= 0) {
             json_raw(&es->pending, NULL, ": keep-alive\n\n", 14);
             break;
         }
-        store_wait(&es->srv->store, &es->generation, 1000);
+        store_wait(&es->srv->store, &es->generation, left < 1000 ? (int)left : 1000);
     }
     size_t n = es->pending.len - es->sent < max ? es->pending.len - es->sent : max;
     memcpy(buf, es->pending.data + es->sent, n);
@@ -956,10 +1063,7 @@ static enum MHD_Result api_events(Server *srv, struct MHD_Connection *c, int64_t
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    enum MHD_Result ok = MHD_queue_response(c, 200, resp);
-    MHD_destroy_response(resp);
-    return ok;
+    return queue(c, 200, resp);
 }
 
 /* ---- files ---------------------------------------------------------------------- */
@@ -977,15 +1081,12 @@ static enum MHD_Result send_file(struct MHD_Connection *c, const char *path, con
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     if (attachment) {
         char disp[300];
         snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", attachment);
         MHD_add_response_header(r, "Content-Disposition", disp);
     }
-    enum MHD_Result ok = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return ok;
+    return queue(c, 200, r);
 }
 
 static enum MHD_Result api_download(Server *srv, struct MHD_Connection *c, int64_t id) {
@@ -1174,6 +1275,26 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
     return result;
 }
 
+/* The guards every request passes on its first call (headers only), in order: Host, Origin, then for
+ * the API the token and the body's media type. The answer waits until the body is drained. */
+static void guard(const Server *srv, struct MHD_Connection *c, const char *method, bool api, bool is_upload,
+                  Request *rq) {
+    if (!host_ok(srv, c)) {
+        rq->refused = 403;
+        rq->refusal = "the Host header names another server (DNS rebinding?): use the URL neuralforge serve printed";
+    } else if (!origin_ok(c, method)) {
+        rq->refused = 403;
+        rq->refusal = "a page from another origin may not change anything here";
+    } else if (api && !authorized(srv, c)) {
+        rq->refused = 401;
+        rq->refusal = "a valid token is required: open the URL neuralforge serve printed";
+    } else if (api && !safe_method(method) && !content_type_ok(c, is_upload)) {
+        rq->refused = 415;
+        rq->refusal = is_upload ? "uploads need Content-Type: application/octet-stream"
+                                : "request bodies need Content-Type: application/json";
+    }
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                               const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
@@ -1187,13 +1308,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!rq) { /* first call: headers only */
         if (!(rq = calloc(1, sizeof *rq))) return MHD_NO;
         *con_cls = rq;
-        if (api && token_ok(srv, c) && is_upload)
-            upload_begin(srv, rq, parse_id(w[2]),
-                         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name"));
+        guard(srv, c, method, api, is_upload, rq);
+        if (!rq->refused && is_upload)
+            upload_begin(srv, rq, parse_id(w[2]), MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name"));
         return MHD_YES;
     }
     if (*upload_size > 0) { /* body data */
-        if (is_upload && rq->upload_fd > 0) upload_data(rq, upload, *upload_size);
+        if (rq->refused) { /* drained unread */
+        } else if (is_upload && rq->upload_fd > 0) upload_data(rq, upload, *upload_size);
         else if (!is_upload && !rq->too_large) {
             if (rq->len + *upload_size > MAX_BODY) rq->too_large = true;
             else {
@@ -1207,15 +1329,48 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         *upload_size = 0;
         return MHD_YES;
     }
-    if (!api) return strcmp(method, "GET") == 0 ? serve_static(srv, c, url) : respond_error(c, 405, "method not allowed");
-    if (!token_ok(srv, c)) return respond_error(c, 401, "a valid token is required: open the URL neuralforge serve printed");
+    if (rq->refused) return respond_error(c, rq->refused, "%s", rq->refusal);
+    if (!api) {
+        if (strcmp(method, "GET") != 0) return respond_error(c, 405, "method not allowed");
+        const char *token = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token");
+        if (token && (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0)) return token_exchange(srv, c, token);
+        return serve_static(srv, c, url);
+    }
     if (n < 0) return respond_error(c, 404, "no such endpoint");
     if (is_upload) return rq->upload_fd > 0 || rq->upload_status ? upload_end(c, rq) : respond_error(c, 500, "upload failed");
     if (rq->too_large) return respond_error(c, 413, "request bodies are limited to 1 MiB");
+    if (rq->len > 0 && !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))
+        return respond_error(c, 415, "request bodies need Content-Type: application/json");
     return route(srv, c, method, w, n, rq);
 }
 
 /* ---- start and stop ------------------------------------------------------------- */
+
+/* Connections a slow or hostile client holds (one thread and one descriptor each) must not lock
+ * everyone else out: idle ones are closed after idle_timeout, one IP address gets at most half of
+ * all, and all are many. A thread per connection costs little while it waits, so 1000 is fine; the
+ * descriptors are raised to fit (the soft limit is often 1024). Every local client is 127.0.0.1,
+ * so the half kept for other addresses does not protect local users from each other: there the
+ * timeout does. */
+static void set_connection_limits(Server *srv) {
+    enum { MAX_CONNECTIONS = 1000, FD_RESERVE = 200 }; /* the reserve: database, logs, run pipes, files sent */
+    struct rlimit rl;
+    rlim_t want = MAX_CONNECTIONS + FD_RESERVE, have = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < want && rl.rlim_cur != RLIM_INFINITY) {
+            rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        have = rl.rlim_cur;
+    }
+    rlim_t fit = have > FD_RESERVE + 64 ? have - FD_RESERVE : 64;
+    srv->max_connections = fit < MAX_CONNECTIONS ? (unsigned)fit : MAX_CONNECTIONS;
+    srv->max_per_client = srv->max_connections / 2;
+    if (srv->max_connections < MAX_CONNECTIONS)
+        nf_log("serve: only %llu file descriptors (ulimit -n): at most %u connections", (unsigned long long)have,
+               srv->max_connections);
+}
 
 int server_start(Server *srv, const char *host, int port, NfError *err) {
     char path[MAX_PATH_LEN];
@@ -1237,10 +1392,15 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
         store_close(&srv->store);
         return nf_fail(err, NF_ERR_USAGE, "--host '%s' is not an IPv4 address", host);
     }
-    srv->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC, (uint16_t)port,
-                                   NULL, NULL, handle, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                   MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
-                                   (unsigned)256, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_END);
+    snprintf(srv->host, sizeof srv->host, "%s", host);
+    srv->check_host = (ntohl(addr.sin_addr.s_addr) >> 24) == 127;
+    set_connection_limits(srv);
+    /* poll, not select: select cannot watch a descriptor numbered past 1023 */
+    srv->daemon = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC, (uint16_t)port,
+        NULL, NULL, handle, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, completed,
+        NULL, MHD_OPTION_CONNECTION_LIMIT, srv->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        srv->max_per_client, MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout, MHD_OPTION_END);
     if (!srv->daemon) {
         store_close(&srv->store);
         return nf_fail(err, NF_ERR_IO, "cannot listen on %s:%d (in use?)", host, port);

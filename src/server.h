@@ -1,5 +1,7 @@
 /* server.h — `neuralforge serve`'s HTTP side (libmicrohttpd, a thread per
- * connection): token authentication, the JSON API of docs/dashboard.md,
+ * connection): the request guards (Host, Origin, media types, the token and
+ * its session cookie, security headers, connection limits and timeouts),
+ * the JSON API of docs/dashboard.md,
  * Server-Sent Events, uploads, downloads and the static front end. Every
  * path it touches is built from the data directory and a validated plain
  * file name; nothing a request says can name a path. */
@@ -8,6 +10,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -18,6 +21,12 @@ typedef struct Server {
     char data_dir[2048];        /* absolute; short enough that every path built from it fits PATH_MAX */
     char web_dir[PATH_MAX + 16]; /* the front end's files: <binary>/../web */
     char token[128];
+    char session[40];           /* the session cookie's value: random, made anew by every start */
+    unsigned idle_timeout;      /* seconds a connection may stay silent before it is closed */
+    char host[64];              /* bound, as given; with the port, the Host a request must name (on loopback) */
+    bool check_host;            /* loopback only: a remote bind is reached under names the server cannot know */
+    unsigned max_connections;   /* all clients together */
+    unsigned max_per_client;    /* connections from one IP address */
     Store store;
     Runner runner;
     struct MHD_Daemon *daemon;
@@ -25,7 +34,8 @@ typedef struct Server {
     pthread_mutex_t launch;     /* makes "no training run is active" and starting one a single step */
 } Server;
 
-/* Opens the store (recovering runs a dead server left), binds host:port and starts serving. */
+/* Opens the store (recovering runs a dead server left), binds host:port and starts serving. The caller
+ * sets token, session and idle_timeout first; max_connections and max_per_client are set here. */
 int server_start(Server *srv, const char *host, int port, NfError *err);
 /* Stops accepting, stops live runs gracefully, closes everything. */
 void server_stop(Server *srv);
