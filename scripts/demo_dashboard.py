@@ -19,14 +19,17 @@ import time
 def main():
     nf, data_dir, corpus, ndjson_out, steps = sys.argv[1:6]
     token = secrets.token_hex(16)
-    server = subprocess.Popen([nf, "serve", "--port", "0", "--data-dir", data_dir, "--token", token],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([nf, "serve", "--port", "0", "--data-dir", data_dir], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=dict(os.environ, NEURALFORGE_TOKEN=token))
     port = json.loads(server.stdout.readline())["port"]
 
     def call(method, path, body=None, raw=None):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        c.request(method, path, body=data, headers={"Authorization": f"Bearer {token}"})
+        headers = {"Authorization": f"Bearer {token}"}
+        if data is not None:  # the server takes only these media types (a cross-site form cannot send them)
+            headers["Content-Type"] = "application/octet-stream" if raw is not None else "application/json"
+        c.request(method, path, body=data, headers=headers)
         r = c.getresponse()
         out = json.loads(r.read() or b"null")
         c.close()
@@ -54,7 +57,7 @@ def main():
         print(f"tokenized: {run['final']['tokens']} tokens", file=sys.stderr)
         train = call("POST", f"/api/projects/{project['id']}/train")
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        c.request("GET", f"/api/runs/{train['id']}/events?token={token}")
+        c.request("GET", f"/api/runs/{train['id']}/events", headers={"Authorization": f"Bearer {token}"})
         r = c.getresponse()
         with open(ndjson_out, "w") as log:
             event = None

@@ -87,19 +87,10 @@ const isActive = (run) => !!run && ACTIVE.has(run.status);
 
 // ---------------------------------------------------------------- auth and API
 
-const TOKEN_KEY = 'neuralforge.token';
-let token = '';
-
-function initToken() {
-  const url = new URL(location.href);
-  const t = url.searchParams.get('token');
-  if (t) {
-    sessionStorage.setItem(TOKEN_KEY, t);
-    url.searchParams.delete('token');
-    history.replaceState(null, '', url.pathname + url.search + url.hash);
-  }
-  token = sessionStorage.getItem(TOKEN_KEY) || '';
-}
+// The page never sees the token: GET /?token=… traded it for an HttpOnly session
+// cookie and redirected here, and same-origin fetch, EventSource and download
+// links send that cookie by themselves. A 401 means the cookie is missing or
+// from an earlier start of the server: open the printed URL again.
 
 function showAuthError() {
   tid('auth-error').hidden = false;
@@ -116,8 +107,8 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = { Authorization: `Bearer ${token}` };
-  const init = { method, headers };
+  const headers = {};
+  const init = { method, headers, credentials: 'same-origin' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -144,7 +135,6 @@ async function api(method, path, body) {
   return data;
 }
 
-const withToken = (path) => `${path}${path.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
 const runPath = (id) => `/api/runs/${encodeURIComponent(id)}`;
 const projPath = (id) => `/api/projects/${encodeURIComponent(id)}`;
 
@@ -174,7 +164,7 @@ class RunStream {
     this.ended = false;
     let url = `${runPath(this.run.id)}/events`;
     if (this.lastSeq > 0) url += `?since=${this.lastSeq}`;
-    const es = this.es = new EventSource(withToken(url));
+    const es = this.es = new EventSource(url);
     es.onmessage = (e) => {
       const seq = Number(e.lastEventId);
       if (Number.isFinite(seq) && seq > 0) {
@@ -1283,7 +1273,6 @@ VIEWS.data = (() => {
     // XMLHttpRequest rather than fetch, for the upload's progress events.
     const xhr = new XMLHttpRequest();
     xhr.open('POST', `${projPath(state.projectId)}/uploads?name=${encodeURIComponent(name)}`);
-    xhr.setRequestHeader('Authorization', `Bearer ${token}`);
     xhr.setRequestHeader('Content-Type', 'application/octet-stream');
     progress.hidden = false;
     progress.value = 0;
@@ -1358,7 +1347,7 @@ VIEWS.export = (() => {
         file = h('span', { class: 'hint' }, `a directory: exports/${basename(r.output) || r.id} in the data directory`);
       } else if (r.status === 'done') {
         const name = basename(r.output) || basename(r.final && r.final.output) || `export-${r.id}`;
-        file = h('a', { href: withToken(`${runPath(r.id)}/download`), download: name, testid: 'export-download' },
+        file = h('a', { href: `${runPath(r.id)}/download`, download: name, testid: 'export-download' },
           `Download ${name}`);
       } else if (r.status === 'error') {
         file = h('span', { class: 'field-error' }, r.error || `exit code ${r.exit_code}`);
@@ -1544,8 +1533,6 @@ for (const a of document.querySelectorAll('.tabs a')) {
 window.addEventListener('hashchange', () => { route(); });
 
 async function main() {
-  initToken();
-  if (!token) showAuthError();
   const saved = sessionStorage.getItem('neuralforge.project');
   if (saved) state.projectId = saved;
   try {

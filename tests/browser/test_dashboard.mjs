@@ -101,8 +101,9 @@ const big = path.join(tmp, 'big.txt');
 
 let server = null, serverErr = '', base = null, url = null, token = null, browser = null;
 
-async function startServer(extra = []) {
-  server = spawn(BIN, ['serve', '--port', '0', '--data-dir', dataDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startServer(env = {}) {
+  server = spawn(BIN, ['serve', '--port', '0', '--data-dir', dataDir],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   server.stderr.on('data', (b) => { serverErr = (serverErr + b.toString()).slice(-4000); });
   const lines = readline.createInterface({ input: server.stdout });
   const exited = new Promise((resolve) => server.once('exit', (code, sig) => resolve({ code, sig })));
@@ -187,6 +188,8 @@ async function main() {
     assert(r.status === 401, `GET /api/status without a token: ${r.status}, expected 401`);
     r = await fetch(`${base}/api/status?token=wrong-token-wrong-token`);
     assert(r.status === 401, `GET /api/status with a wrong token: ${r.status}, expected 401`);
+    r = await fetch(`${base}/api/status?token=${token}`);
+    assert(r.status === 401, `GET /api/status?token=<the token>: ${r.status}, expected 401 (the URL token is for / only)`);
     const s = await apiGet('/api/status');
     assert(Array.isArray(s.models) && Array.isArray(s.tokenizers), `status: ${JSON.stringify(s)}`);
     for (const f of ['/', '/app.js', '/style.css', '/vendor/uPlot.iife.min.js', '/vendor/uPlot.min.css']) {
@@ -218,13 +221,20 @@ async function main() {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
     page = await ctx.newPage();
     page.on('pageerror', (e) => pageErrors.push(String(e)));
+    // the Content-Security-Policy: whatever it blocks, Chromium reports on the console
+    page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) pageErrors.push(m.text()); });
     await page.goto(url);
     await T('view-projects').waitFor({ state: 'visible', timeout: 10000 });
     assert(await T('auth-error').isHidden(), 'the auth error shows although the URL has the token');
     const href = await page.evaluate(() => location.href);
     assert(!href.includes('token='), `the token stays in the address bar: ${href}`);
-    const stored = await page.evaluate(() => sessionStorage.getItem('neuralforge.token'));
-    assert(stored === token, 'the token is not kept in sessionStorage');
+    // traded for an HttpOnly, SameSite=Strict cookie: no script in the page can read it or the token
+    const cookies = await ctx.cookies();
+    const session = cookies.find((c) => c.name.startsWith('nf_session_'));
+    assert(session && session.httpOnly && session.sameSite === 'Strict', `cookies: ${JSON.stringify(cookies)}`);
+    assert(!session.value.includes(token), 'the cookie holds the token itself');
+    const seen = await page.evaluate(() => document.cookie + JSON.stringify(sessionStorage) + JSON.stringify(localStorage));
+    assert(!seen.includes(token) && !seen.includes(session.value), `the page can read its credentials: ${seen}`);
     assert(await page.evaluate(() => typeof window.uPlot === 'function'), 'uPlot did not load from /vendor/');
   });
 
@@ -449,7 +459,7 @@ async function main() {
     // Its train process dies of the closed pipe at its next line; make sure.
     await sleep(2000);
     try { if (trainPid) process.kill(trainPid, 'SIGKILL'); } catch { /* already gone */ }
-    await startServer(['--token', token]);
+    await startServer({ NEURALFORGE_TOKEN: token });
     await page.goto(`${url}#/p/${encodeURIComponent(before.project_id)}/dashboard`);  // a new port
     await waitFor(async () => (await bannerStatus()) === 'interrupted', 'the banner to say interrupted', 15000);
     assert(/Interrupted/.test(await text('status-text')), `banner: ${await text('status-text')}`);

@@ -2,11 +2,16 @@
 use it: the token, path traversal in every field that names a file, body
 limits, a whole project (upload, tokenize, train, stop, resume, generate,
 export, download), a server killed mid-run and started again, and 20
-clients following one run's events at once."""
+clients following one run's events at once. Then what a hostile page or
+client tries: a forged Host (DNS rebinding), cross-origin and form-like
+posts, the token in URLs, missing security headers, and connections held
+open to exhaust the server."""
 import http.client
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import threading
 import time
@@ -14,21 +19,44 @@ import time
 from harness import NF, assert_error, run, run_all, test, tmpdir
 
 TOKEN = "test-token-0123456789abcdef"
+JSON = {"Content-Type": "application/json"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def assert_security_headers(resp, what):
+    for name, value in SECURITY_HEADERS.items():
+        assert resp.getheader(name) == value, (what, name, resp.getheader(name))
 
 
 class Serve:
     """A server on a free port over a data directory; stopped with SIGINT."""
 
-    def __init__(self, data_dir, token=TOKEN):
+    def __init__(self, data_dir, token=TOKEN, args=()):
         self.data_dir, self.token = data_dir, token
         self.log = data_dir.rstrip("/") + f".serve-{time.time_ns()}.log"  # stderr, checked for sanitizer reports
         binary = os.environ.get("NF_SERVE_BINARY", NF)  # tests/run_tests.sh also runs these on the ASan build
-        self.p = subprocess.Popen([binary, "serve", "--port", "0", "--data-dir", data_dir, "--token", token],
-                                  stdout=subprocess.PIPE, stderr=open(self.log, "wb"))
+        env = dict(os.environ, NEURALFORGE_TOKEN=token)  # not --token: argv is visible in ps
+        self.p = subprocess.Popen([binary, "serve", "--port", "0", "--data-dir", data_dir, *args],
+                                  stdout=subprocess.PIPE, stderr=open(self.log, "wb"), env=env)
         line = self.p.stdout.readline()
         msg = json.loads(line)
         assert msg["type"] == "serve", msg
-        self.port, self.url = msg["port"], msg["url"]
+        self.msg, self.port, self.url = msg, msg["port"], msg["url"]
+
+    def raw(self, method, path, headers=None, body=None, timeout=30):
+        """One request as given (no token added); returns the response, its body read."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        r.body = r.read()
+        c.close()
+        return r
 
     def request(self, method, path, body=None, token=True, raw=None, headers=None, timeout=30):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -38,6 +66,8 @@ class Serve:
         elif token:
             h["Authorization"] = f"Bearer {token}"
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if body is not None and raw is None:
+            h.setdefault("Content-Type", "application/json")
         c.request(method, path, body=data, headers=h)
         r = c.getresponse()
         payload = r.read()
@@ -102,7 +132,7 @@ def with_data(s, pid):
 def events(s, run_id, since=0, stop_after=None, timeout=120):
     """Reads a run's event stream; returns (messages, statuses) when it ends or stop_after(messages) holds."""
     c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=timeout)
-    c.request("GET", f"/api/runs/{run_id}/events?since={since}&token={s.token}")
+    c.request("GET", f"/api/runs/{run_id}/events?since={since}", headers={"Authorization": f"Bearer {s.token}"})
     r = c.getresponse()
     assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
     messages, statuses, event, data = [], [], None, []
@@ -139,7 +169,7 @@ def every_api_call_needs_the_token():
                 code, body = s.request(method, path, {"name": "x"}, token=token)
                 assert code == 401, (method, path, token, code, body)
         code, _ = s.request("GET", f"/api/projects?token={TOKEN}", token=None)
-        assert code == 200
+        assert code == 401, code  # the URL token only buys a cookie at / (the_url_token_becomes_a_session_cookie)
         assert s.ok("GET", f"/api/projects/{pid}")["name"] == "tiny"  # the project survived every try
         code, page = s.request("GET", "/", token=None)  # the front end's files hold no data
         assert code in (200, 404)
@@ -187,7 +217,7 @@ def bodies_are_validated_and_bounded():
     d = tmpdir()
     s = Serve(d)
     try:
-        code, body = s.request("POST", "/api/projects", raw=b"{not json")
+        code, body = s.request("POST", "/api/projects", raw=b"{not json", headers=JSON)
         assert code == 400 and "JSON" in body["error"], body
         code, body = s.request("POST", "/api/projects", {"name": ""})
         assert code == 400 and "name" in body["error"], body
@@ -201,7 +231,7 @@ def bodies_are_validated_and_bounded():
         assert code == 400 and "bogus" in body["error"], body
         code, body = s.request("POST", "/api/projects", {"name": "p", "options": {"steps": [1]}})
         assert code == 400 and "steps" in body["error"], body
-        code, body = s.request("POST", "/api/projects", raw=b"[" + b"1," * 600000 + b"1]")
+        code, body = s.request("POST", "/api/projects", raw=b"[" + b"1," * 600000 + b"1]", headers=JSON)
         assert code == 413, code
         pid = tiny_project(s)["id"]
         code, body = s.request("POST", f"/api/projects/{pid}/uploads?name=big.txt", raw=b"x" * (64 * 2**20 + 1),
@@ -267,10 +297,11 @@ def a_project_trains_stops_resumes_generates_and_exports_through_the_api():
         r = s.wait_run(exp["id"], lambda r: r["status"] in ("done", "error"))
         assert r["status"] == "done" and r["output"].endswith(".gguf"), r
         c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
-        c.request("GET", f"/api/runs/{exp['id']}/download?token={TOKEN}")
+        c.request("GET", f"/api/runs/{exp['id']}/download", headers={"Authorization": f"Bearer {TOKEN}"})
         resp = c.getresponse()
         blob = resp.read()
         assert resp.status == 200 and blob[:4] == b"GGUF" and "attachment" in resp.getheader("Content-Disposition")
+        assert_security_headers(resp, "download")
         history = s.ok("GET", f"/api/projects/{pid}/runs")
         assert [h["kind"] for h in history] == ["export", "generate", "train", "tokenize"]
         code, body = s.request("DELETE", f"/api/projects/{pid}")
@@ -344,6 +375,281 @@ def twenty_clients_follow_one_run_and_the_server_stays_responsive():
         assert max(latencies) < 5.0, max(latencies)  # bounded: a loaded 2-core machine, 20 streams
     finally:
         s.stop()
+
+# ---- a hostile page or client -------------------------------------------------------------------------
+
+
+@test
+def a_forged_host_is_refused():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for host in ("attacker.example:%d", "attacker.example", "127.0.0.1:1%d", "localhost", "127.0.0.1"):
+            host = host % s.port if "%d" in host else host
+            for path in ("/api/status", "/"):
+                r = s.raw("GET", path, headers={**auth, "Host": host})
+                assert r.status == 403, (host, path, r.status, r.body)
+        r = s.raw("POST", "/api/projects", headers={**auth, **JSON, "Host": f"attacker.example:{s.port}"}, body=b'{"name":"p"}')
+        assert r.status == 403, r.status
+        for host in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", f"LOCALHOST:{s.port}"):
+            r = s.raw("GET", "/api/status", headers={**auth, "Host": host})
+            assert r.status == 200, (host, r.status, r.body)
+        assert s.ok("GET", "/api/projects") == []
+    finally:
+        s.stop()
+
+
+@test
+def a_page_from_another_origin_cannot_change_anything():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        body = b'{"name":"forged"}'
+        # what a form post or a "simple" fetch from another site sends: text/plain, and its Origin
+        r = s.raw("POST", "/api/projects", headers={**auth, "Origin": "http://evil.example", "Content-Type": "text/plain"}, body=body)
+        assert r.status == 403, (r.status, r.body)
+        for headers in ({"Origin": "http://evil.example", **JSON}, {"Origin": "null", **JSON},
+                        {"Origin": f"http://localhost:{s.port + 1}", **JSON},  # another port is another origin
+                        {"Sec-Fetch-Site": "cross-site", **JSON}, {"Sec-Fetch-Site": "same-site", **JSON}):
+            r = s.raw("POST", "/api/projects", headers={**auth, **headers}, body=body)
+            assert r.status == 403, (headers, r.status, r.body)
+        # the media type: JSON bodies only as application/json, uploads only as application/octet-stream
+        for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"},
+                        {"Content-Type": "multipart/form-data; boundary=x"}, {}):
+            r = s.raw("POST", "/api/projects", headers={**auth, **headers}, body=body)
+            assert r.status == 415, (headers, r.status, r.body)
+        assert s.ok("GET", "/api/projects") == []  # nothing was created
+        pid = s.ok("POST", "/api/projects", {"name": "mine"}, headers={"Origin": f"http://127.0.0.1:{s.port}",
+                                                                     "Sec-Fetch-Site": "same-origin"})["id"]
+        r = s.raw("DELETE", f"/api/projects/{pid}", headers={**auth, "Origin": "http://evil.example"})
+        assert r.status == 403, r.status
+        r = s.raw("POST", f"/api/projects/{pid}/uploads?name=a.txt", headers={**auth, "Content-Type": "text/plain"},
+                  body=b"hello")
+        assert r.status == 415, (r.status, r.body)
+        r = s.raw("POST", f"/api/projects/{pid}/uploads?name=a.txt",
+                  headers={**auth, "Content-Type": "application/octet-stream", "Origin": "http://evil.example"}, body=b"hi")
+        assert r.status == 403, (r.status, r.body)
+        assert s.ok("GET", f"/api/projects/{pid}")["uploads"] == []
+        assert [p["name"] for p in s.ok("GET", "/api/projects")] == ["mine"]
+    finally:
+        s.stop()
+
+
+@test
+def the_url_token_becomes_a_session_cookie():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        r = s.raw("GET", f"/?token={TOKEN}")
+        assert r.status == 303 and r.getheader("Location") == "/", (r.status, r.getheader("Location"))
+        cookie = r.getheader("Set-Cookie")
+        parts = [p.strip() for p in cookie.split(";")]
+        assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(parts), cookie
+        pair = parts[0]
+        assert TOKEN not in pair, "the cookie carries a session secret, not the token"
+        assert s.raw("GET", "/api/status", headers={"Cookie": pair}).status == 200
+        assert s.raw("POST", "/api/projects", headers={"Cookie": pair, **JSON}, body=b'{"name":"p"}').status == 201
+        name = pair.split("=")[0]
+        assert s.raw("GET", "/api/status", headers={"Cookie": f"{name}=0123456789abcdef0123456789abcdef"}).status == 401
+        # the token in a URL is taken at / only: not on the API, nor in event or download URLs
+        for path in ("/api/status", "/api/projects", "/api/runs/1/events", "/api/runs/1/download"):
+            assert s.raw("GET", f"{path}?token={TOKEN}").status == 401, path
+        r = s.raw("GET", "/?token=wrong-token-0123456789abcdef")
+        assert r.status == 303 and r.getheader("Set-Cookie") is None, r.getheaders()
+        # another start, another session: the old cookie is worth nothing, the token still is
+        s.stop()
+        s = Serve(d)
+        assert s.raw("GET", "/api/status", headers={"Cookie": pair.replace(name, f"nf_session_{s.port}")}).status == 401
+        assert s.raw("GET", "/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status == 200
+    finally:
+        s.stop()
+
+
+@test
+def every_response_carries_the_security_headers():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        pid = tiny_project(s, steps=20)["id"]
+        with_data(s, pid)
+        runs = s.ok("GET", f"/api/projects/{pid}/runs")
+        checks = [("GET", "/", {}), ("GET", "/app.js", {}), ("GET", "/style.css", {}), ("GET", "/nothing", {}),
+                  ("GET", f"/?token={TOKEN}", {}), ("GET", "/api/status", auth), ("GET", "/api/status", {}),
+                  ("GET", "/api/runs/999", auth), ("GET", "/api/status", {**auth, "Host": "evil.example"}),
+                  ("POST", "/api/projects", {**auth, "Content-Type": "text/plain"}),
+                  ("GET", f"/api/runs/{runs[0]['id']}/events", auth)]  # a finished run's stream ends by itself
+        for method, path, headers in checks:
+            r = s.raw(method, path, headers=headers, body=b"{}" if method == "POST" else None)
+            assert_security_headers(r, (method, path, r.status))
+    finally:
+        s.stop()
+
+
+@test
+def the_token_comes_from_the_environment_or_a_private_file():
+    d = tmpdir()
+    path = os.path.join(d, "token")
+    with open(path, "w") as f:
+        f.write("file-token-0123456789abcdef\n")
+    os.chmod(path, 0o644)
+    binary = os.environ.get("NF_SERVE_BINARY", NF)
+    assert_error(run(["serve", "--port", "0", "--data-dir", d, "--token-file", path], binary=binary), "usage", "--token-file")
+    assert_error(run(["serve", "--port", "0", "--data-dir", d, "--token-file", path + ".missing"], binary=binary), "io",
+                 "--token-file")
+    os.chmod(path, 0o600)
+    assert_error(run(["serve", "--port", "0", "--data-dir", d, "--token-file", path, "--token", TOKEN], binary=binary),
+                 "usage", "--token")
+    with open(os.path.join(d, "bad"), "w") as f:
+        f.write("short\n")
+    os.chmod(os.path.join(d, "bad"), 0o600)
+    assert_error(run(["serve", "--port", "0", "--data-dir", d, "--token-file", os.path.join(d, "bad")], binary=binary),
+                 "usage", "--token-file")
+    env = dict(os.environ, NEURALFORGE_TOKEN="a b")
+    assert_error(run(["serve", "--port", "0", "--data-dir", d], binary=binary, env=env), "usage", "NEURALFORGE_TOKEN")
+    s = Serve(d, token="env-token-0123456789abcdef", args=["--token-file", path])  # the file wins over the environment
+    try:
+        assert f"token=file-token-0123456789abcdef" in s.url, s.url
+        assert s.raw("GET", "/api/status", headers={"Authorization": "Bearer file-token-0123456789abcdef"}).status == 200
+        assert s.raw("GET", "/api/status", headers={"Authorization": "Bearer env-token-0123456789abcdef"}).status == 401
+    finally:
+        s.stop()
+    s = Serve(d, token="env-token-0123456789abcdef")
+    try:
+        assert s.raw("GET", "/api/status", headers={"Authorization": "Bearer env-token-0123456789abcdef"}).status == 200
+        assert s.raw("GET", "/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status == 401
+    finally:
+        s.stop()
+
+
+def half_open(port, n, source="127.0.0.1"):
+    """n connections that sent part of a request's headers and then nothing."""
+    socks = []
+    for _ in range(n):
+        c = socket.socket()
+        c.bind((source, 0))
+        c.connect(("127.0.0.1", port))
+        c.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Slow: " % port)
+        socks.append(c)
+    return socks
+
+
+def status_answers(s, source="127.0.0.1", timeout=10):
+    """GET /api/status from source: (status or None when the connection was refused or dropped, seconds)."""
+    t0 = time.time()
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=timeout, source_address=(source, 0))
+    try:
+        c.request("GET", "/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        r = c.getresponse()
+        r.read()
+        return r.status, time.time() - t0
+    except (ConnectionError, http.client.HTTPException, socket.timeout):
+        return None, time.time() - t0
+    finally:
+        c.close()
+
+
+@test
+def idle_half_open_connections_do_not_lock_out_a_request():
+    d = tmpdir()
+    s = Serve(d)
+    socks = []
+    try:
+        socks = half_open(s.port, 300)
+        time.sleep(0.5)  # every one accepted and waiting
+        code, took = status_answers(s)
+        assert code == 200 and took < 2.0, (code, took)  # the acceptance: within 2 s
+    finally:
+        for c in socks:
+            c.close()
+        s.stop()
+
+
+@test
+def one_client_address_gets_at_most_its_share_of_the_connections():
+    d = tmpdir()
+    s = Serve(d)
+    socks = []
+    try:
+        share, total = s.msg.get("max_per_client", 500), s.msg.get("max_connections", 1000)  # the defaults if unsaid
+        assert 300 < share < total, s.msg  # room for the half-open test above, and for other addresses
+        socks = half_open(s.port, share)
+        time.sleep(1)
+        code, _ = status_answers(s)
+        assert code is None, code  # 127.0.0.1 has used its share
+        code, took = status_answers(s, source="127.0.0.2")  # another client still gets in
+        assert code == 200, (code, took)
+    finally:
+        for c in socks:
+            c.close()
+        s.stop()
+
+
+@test
+def an_idle_connection_is_closed_after_the_timeout():
+    d = tmpdir()
+    s = Serve(d, args=["--idle-timeout", "3"])
+    try:
+        assert s.msg["idle_timeout"] == 3, s.msg
+        silent = socket.create_connection(("127.0.0.1", s.port))
+        partial, = half_open(s.port, 1)
+        t0 = time.time()
+        for c in (silent, partial):
+            c.settimeout(30)
+            assert c.recv(100) == b"", "an idle connection was answered"
+        took = time.time() - t0
+        assert 2.0 < took < 20, took  # the timeout, not at once, and not never
+        for c in (silent, partial):
+            c.close()
+        assert status_answers(s)[0] == 200
+    finally:
+        s.stop()
+    for bad in ("0", "2", "3601"):
+        assert_error(run(["serve", "--port", "0", "--data-dir", d, "--idle-timeout", bad]), "usage", "--idle-timeout")
+
+
+@test
+def a_quiet_event_stream_outlives_the_timeout():
+    d = tmpdir()
+    s = Serve(d, args=["--idle-timeout", "3"])
+    pid_child = None
+    try:
+        pid = tiny_project(s, steps=20000)["id"]
+        with_data(s, pid)
+        train = s.ok("POST", f"/api/projects/{pid}/train")
+        run_row = s.wait_run(train["id"], lambda r: r["status"] == "running" and r["pid"])
+        pid_child = run_row["pid"]
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        c.request("GET", f"/api/runs/{train['id']}/events", headers={"Authorization": f"Bearer {TOKEN}"})
+        r = c.getresponse()
+        assert r.status == 200
+        while b"event: message" not in r.readline():
+            pass
+        os.kill(pid_child, signal.SIGSTOP)  # the run is alive, and silent
+        time.sleep(0.5)
+        keep_alives, t0 = 0, time.time()
+        while time.time() - t0 < 10:  # more than three idle timeouts
+            line = r.readline()
+            assert line, "the quiet stream was closed"
+            keep_alives += line.startswith(b": keep-alive")
+        assert keep_alives >= 3, keep_alives
+        os.kill(pid_child, signal.SIGCONT)
+        t0 = time.time()
+        while b"event: message" not in r.readline():  # the same stream carries the run on
+            assert time.time() - t0 < 30
+        c.close()
+        s.ok("POST", f"/api/runs/{train['id']}/stop")
+        s.wait_run(train["id"], lambda r: r["status"] == "stopped")
+    finally:
+        if pid_child:
+            try:
+                os.kill(pid_child, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        s.stop()
+
 
 
 if __name__ == "__main__":
