@@ -106,6 +106,9 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "--host %s is reachable from other machines: add --allow-remote to mean it", host);
         return emit_error(out, &err);
     }
+    char tok[128], session[40];
+    if (take_token(token, token_file, tok, sizeof tok, &err) != 0 || random_token(session, sizeof session, &err) != 0)
+        return emit_error(out, &err);
     Server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         nf_fail(&err, NF_ERR_MEMORY, "out of memory");
@@ -126,8 +129,8 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "--data-dir: its absolute path is longer than %zu bytes", sizeof srv->data_dir - 1);
     else {
         memcpy(srv->data_dir, abs, strlen(abs) + 1);
-        if (take_token(token, token_file, srv->token, sizeof srv->token, &err) == 0)
-            random_token(srv->session, sizeof srv->session, &err);
+        memcpy(srv->token, tok, sizeof tok);
+        memcpy(srv->session, session, sizeof session);
         srv->idle_timeout = (unsigned)idle_timeout;
     }
     /* the signals are blocked before any thread starts, so every thread inherits the mask and sigwait gets them */

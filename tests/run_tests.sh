@@ -59,7 +59,11 @@ done
 # hide); the tests whose runs train for long stay with the normal build, as the runs execute the server's binary
 NF_SERVE_BINARY=build/asan/neuralforge ASAN_OPTIONS=detect_leaks=0 run_e2e tests/e2e/test_serve.py "asan test_serve.py" \
   every_api_call_needs_the_token no_request_reaches_a_path_outside_the_data_directory \
-  bodies_are_validated_and_bounded a_project_trains_stops_resumes_generates_and_exports_through_the_api
+  bodies_are_validated_and_bounded a_project_trains_stops_resumes_generates_and_exports_through_the_api \
+  a_forged_host_is_refused a_page_from_another_origin_cannot_change_anything the_url_token_becomes_a_session_cookie \
+  every_response_carries_the_security_headers the_token_comes_from_the_environment_or_a_private_file \
+  idle_half_open_connections_do_not_lock_out_a_request one_client_address_gets_at_most_its_share_of_the_connections \
+  an_idle_connection_is_closed_after_the_timeout
 
 if [ ${#failures[@]} -gt 0 ]; then
   echo "failing: ${failures[*]}"
