@@ -228,7 +228,7 @@ static bool content_type_ok(struct MHD_Connection *c, bool is_upload) {
     return !type || media_type_is(type, "application/json");
 }
 
-/* GET /?token=T: the token, once, for an HttpOnly SameSite=Strict session cookie, and a redirect to
+/* GET /?token=T: the token, traded on a visit for an HttpOnly SameSite=Strict session cookie, and a redirect to
  * / that drops the token from the address bar and history. A wrong token only loses the query. */
 static enum MHD_Result token_exchange(const Server *srv, struct MHD_Connection *c, const char *token) {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
