@@ -12,8 +12,8 @@ nodes, then the JsonValues that replace them as they are freed): that is
 bounded at 12x and checked for linearity (10x the shards, ~10x the memory).
 The old reader allocated the rest of the input for every string: 1 MiB of
 strings took 25 s and 1 GB; the manifest was killed at 60 s.
-Times are bounded loosely (the CI box is small and busy); docs/reliability.md
-and the report give the measured numbers.
+Times are bounded loosely (the CI box is small and busy): each test prints
+what it measured.
 """
 import json
 import os
