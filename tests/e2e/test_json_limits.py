@@ -100,6 +100,12 @@ def manifest_of_100k_shards_parses_in_linear_memory_and_time():
     per_byte = (large["peak_growth"] / large["bytes"]) / (small["peak_growth"] / small["bytes"])
     assert 0.75 <= per_byte <= 1.33, (small, large)
     assert large["ms"] < 10000, large  # measured ~1.3 s on a busy 2-core box; the old reader: killed at 60 s
+    # a shard listed twice is still found (now by sorting the names, not comparing every pair)
+    path = os.path.join(d, "m10000", "manifest.json")
+    text = open(path).read().replace("shard_000001_09999.bin", "shard_000001_04321.bin")
+    write(path, text)
+    r = subprocess.run([JSON_PROBE, "manifest", os.path.dirname(path)], capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"shard 'shard_000001_04321.bin' is listed twice" in r.stderr, r.stderr
 
 
 @test
