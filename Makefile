@@ -11,7 +11,7 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g
-LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -lpthread -lm -fopenmp
+LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -ljansson -lpthread -lm -fopenmp
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -46,8 +46,10 @@ build/obj build/asan/obj build/tests build/asan/tests:
 
 build/tests/nf_probe: tests/tools/nf_probe.c $(OBJ) | build/tests
 	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
+build/tests/json_probe: tests/tools/json_probe.c $(OBJ) | build/tests
+	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
 
-unit: $(UNIT_BIN) build/tests/nf_probe
+unit: $(UNIT_BIN) build/tests/nf_probe build/tests/json_probe
 asan: build/asan/neuralforge $(ASAN_BIN)
 
 setup:

@@ -9,6 +9,7 @@ PACKAGES=(
   libcmocka-dev        # the C unit-test framework
   libmicrohttpd-dev    # serve: the dashboard's HTTP server
   libsqlite3-dev       # serve: projects, runs and their messages
+  libjansson-dev       # the JSON reader (src/json_parse.c): config, manifests, JSONL, safetensors headers
   chromium             # the dashboard's browser tests (headless)
   python3              # /usr/bin/python3 runs the reference tests
   python3-torch        # PyTorch: the independent reference for every op

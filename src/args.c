@@ -138,10 +138,7 @@ int args_apply_json(ArgSpec *specs, int n_specs, const JsonValue *json, NfError 
     if (json->type != JV_OBJECT) return nf_fail(err, NF_ERR_USAGE, "the config file must hold a JSON object");
     for (int i = 0; i < json->n; i++) {
         const char *key = json->keys[i];
-        const JsonValue *v = &json->items[i];
-        for (int k = 0; k < i; k++)
-            if (strcmp(json->keys[k], key) == 0)
-                return nf_fail(err, NF_ERR_USAGE, "key \"%s\" appears twice in the config file", key);
+        const JsonValue *v = &json->items[i]; /* no key twice: json_parse refuses duplicates */
         ArgSpec *s = find_spec(specs, n_specs, key, strlen(key));
         if (!s || strcmp(key, "config") == 0) return nf_fail(err, NF_ERR_USAGE, "unknown key \"%s\" in the config file", key);
         if (s->seen) continue; /* the command line wins */

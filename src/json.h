@@ -4,7 +4,14 @@
  * commas are placed automatically. Strings are escaped so that no input (a
  * path, a token's bytes) can break the line or add a field: control bytes
  * become \u00XX and invalid UTF-8 becomes U+FFFD. Non-finite numbers are
- * written as null. */
+ * written as null.
+ *
+ * Reading moved to jansson (json_parse.h); writing stays here on purpose. This
+ * is a one-pass emitter into one buffer, no tree, and it had no findings in
+ * the hardening review (issue 16). jansson's json_pack + json_dumps builds a
+ * tree first, refuses strings that are not valid UTF-8 (a token's bytes often
+ * are not) instead of replacing the bad bytes, and took about twice as long
+ * for one `step` message (8.0 vs 4.0 us, 10 fields, on the 2-core CI box). */
 #ifndef NF_JSON_H
 #define NF_JSON_H
 

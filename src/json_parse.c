@@ -1,224 +1,162 @@
-/* json_parse.c — recursive-descent JSON parsing into JsonValue trees. */
+/* json_parse.c — JSON text into JsonValue trees, on jansson (libjansson).
+ *
+ * jansson lexes and validates (RFC 8259: UTF-8 checked, surrogate pairs
+ * paired, lone surrogates refused, duplicate keys refused) in linear time and
+ * memory. This file adds what jansson does not: the depth bound, and the move
+ * of jansson's tree into JsonValues. The move frees each jansson node as soon
+ * as it is copied, so the peak is about one tree, not both.
+ *
+ * jansson.h is included here and nowhere else: its json_string() and
+ * json_null() would clash with the writer's (json.h). */
 #include "json_parse.h"
 
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
-
+/* Arrays and objects nest at most this deep: JsonValue trees are walked
+ * recursively by every reader, and no file we read needs more. */
 #define MAX_DEPTH 32
 
-typedef struct {
-    const char *s;
-    size_t len, pos;
-    NfError *err;
-} Parser;
+/* Strict RFC 8259, plus: any value at the top (a JSONL line may be one string),
+ * and \u0000 inside strings (a JV_STRING keeps its length). Duplicate keys are
+ * refused: the old reader kept both and json_get saw the first, jansson would
+ * keep the last; rather than pick one silently, a file that says two things is
+ * an error (formats.md already makes it one for --config). */
+#define LOAD_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES)
 
-static int fail_at(Parser *p, const char *what) {
-    return nf_fail(p->err, NF_ERR_USAGE, "invalid JSON at byte %zu: %s", p->pos, what);
+static int fail_at(NfError *err, size_t pos, const char *what) {
+    return nf_fail(err, NF_ERR_USAGE, "invalid JSON at byte %zu: %s", pos, what);
 }
 
-static void skip_ws(Parser *p) {
-    while (p->pos < p->len && (p->s[p->pos] == ' ' || p->s[p->pos] == '\t' || p->s[p->pos] == '\n' ||
-                               p->s[p->pos] == '\r'))
-        p->pos++;
-}
-
-static int parse_value(Parser *p, JsonValue *v, int depth);
-
-static void put_utf8(char *out, size_t *o, unsigned cp) {
-    if (cp < 0x80) out[(*o)++] = (char)cp;
-    else if (cp < 0x800) {
-        out[(*o)++] = (char)(0xC0 | (cp >> 6));
-        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        out[(*o)++] = (char)(0xE0 | (cp >> 12));
-        out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
-    } else {
-        out[(*o)++] = (char)(0xF0 | (cp >> 18));
-        out[(*o)++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
+/* The byte offset of the first bracket nested deeper than MAX_DEPTH, or len.
+ * A linear pre-scan, so that hostile nesting is refused with its offset before
+ * jansson builds anything (jansson's own bound is 2048). On malformed text the
+ * count may be off; jansson then reports the real error. */
+static size_t too_deep_at(const char *s, size_t len) {
+    int depth = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\') i++;
+        } else if (c == '[' || c == '{') {
+            if (++depth > MAX_DEPTH) return i;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
     }
+    return len;
 }
 
-static int hex4(Parser *p, unsigned *cp) {
-    if (p->pos + 4 > p->len) return fail_at(p, "short \\u escape");
-    *cp = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p->s[p->pos++];
-        *cp <<= 4;
-        if (c >= '0' && c <= '9') *cp |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') *cp |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') *cp |= (unsigned)(c - 'A' + 10);
-        else return fail_at(p, "bad \\u escape");
+/* A number's text: integers exactly; reals in the fewest digits that read back
+ * as the same double (at most 17, which always do), with ".0" when that would
+ * look like an integer, so that callers reading integers (strtoll with an end
+ * check) still refuse 1.0 and 1e3 as the old reader did. */
+static void number_text(json_t *j, char *buf, size_t cap) {
+    if (json_is_integer(j)) {
+        snprintf(buf, cap, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        return;
+    }
+    double x = json_real_value(j);
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, cap, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    if (!strpbrk(buf, ".e")) strncat(buf, ".0", cap - strlen(buf) - 1);
+}
+
+static char *copy_bytes(const char *s, size_t n, NfError *err) {
+    char *t = malloc(n + 1);
+    if (!t) {
+        nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        return NULL;
+    }
+    memcpy(t, s, n);
+    t[n] = '\0';
+    return t;
+}
+
+static int convert(json_t *j, JsonValue *v, NfError *err);
+
+/* Allocates n zeroed items (and keys), so that a partial tree frees cleanly. */
+static int alloc_items(JsonValue *v, size_t n, bool keys, NfError *err) {
+    if (n > INT_MAX) return nf_fail(err, NF_ERR_USAGE, "invalid JSON: more than %d items in one array or object", INT_MAX);
+    if (n == 0) return 0;
+    v->items = calloc(n, sizeof *v->items);
+    if (keys) v->keys = calloc(n, sizeof *v->keys);
+    if (!v->items || (keys && !v->keys)) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    v->n = (int)n;
+    return 0;
+}
+
+/* From the back, so that each json_array_remove drops the last item and moves nothing. */
+static int convert_array(json_t *j, JsonValue *v, NfError *err) {
+    size_t n = json_array_size(j);
+    if (alloc_items(v, n, false, err) != 0) return -1;
+    for (size_t i = n; i-- > 0;) {
+        if (convert(json_array_get(j, i), &v->items[i], err) != 0) return -1;
+        json_array_remove(j, i);
     }
     return 0;
 }
 
-static int parse_string(Parser *p, char **out, size_t *out_len) {
-    p->pos++; /* opening quote */
-    char *buf = malloc(p->len - p->pos + 4);
-    if (!buf) return nf_fail(p->err, NF_ERR_MEMORY, "out of memory");
-    size_t o = 0;
-    while (p->pos < p->len && p->s[p->pos] != '"') {
-        unsigned char c = (unsigned char)p->s[p->pos++];
-        if (c < 0x20) {
-            free(buf);
-            return fail_at(p, "control character in string");
-        }
-        if (c != '\\') {
-            buf[o++] = (char)c;
-            continue;
-        }
-        if (p->pos >= p->len) break;
-        char e = p->s[p->pos++];
-        switch (e) {
-        case '"': buf[o++] = '"'; break;
-        case '\\': buf[o++] = '\\'; break;
-        case '/': buf[o++] = '/'; break;
-        case 'b': buf[o++] = '\b'; break;
-        case 'f': buf[o++] = '\f'; break;
-        case 'n': buf[o++] = '\n'; break;
-        case 'r': buf[o++] = '\r'; break;
-        case 't': buf[o++] = '\t'; break;
-        case 'u': {
-            unsigned cp;
-            if (hex4(p, &cp) != 0) {
-                free(buf);
-                return -1;
-            }
-            if (cp >= 0xD800 && cp < 0xDC00 && p->pos + 6 <= p->len && p->s[p->pos] == '\\' &&
-                p->s[p->pos + 1] == 'u') {
-                unsigned lo;
-                p->pos += 2;
-                if (hex4(p, &lo) != 0) {
-                    free(buf);
-                    return -1;
-                }
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            put_utf8(buf, &o, cp);
-            break;
-        }
-        default:
-            free(buf);
-            return fail_at(p, "bad escape");
-        }
+/* In jansson's order, which is the text's. */
+static int convert_object(json_t *j, JsonValue *v, NfError *err) {
+    if (alloc_items(v, json_object_size(j), true, err) != 0) return -1;
+    void *it = json_object_iter(j);
+    for (int i = 0; it && i < v->n; i++) {
+        void *next = json_object_iter_next(j, it);
+        const char *key = json_object_iter_key(it);
+        size_t key_len = json_object_iter_key_len(it);
+        if (!(v->keys[i] = copy_bytes(key, key_len, err)) || convert(json_object_iter_value(it), &v->items[i], err) != 0)
+            return -1;
+        json_object_deln(j, key, key_len); /* frees key and value */
+        it = next;
     }
-    if (p->pos >= p->len) {
-        free(buf);
-        return fail_at(p, "unterminated string");
-    }
-    p->pos++;
-    buf[o] = '\0';
-    *out = buf;
-    if (out_len) *out_len = o;
     return 0;
 }
 
-static int parse_container(Parser *p, JsonValue *v, int depth, bool object) {
-    char close = object ? '}' : ']';
-    p->pos++;
-    int cap = 0;
-    skip_ws(p);
-    if (p->pos < p->len && p->s[p->pos] == close) {
-        p->pos++;
-        return 0;
-    }
-    for (;;) {
-        if (v->n == cap) {
-            cap = cap ? cap * 2 : 8;
-            JsonValue *items = realloc(v->items, (size_t)cap * sizeof *items);
-            if (!items) return nf_fail(p->err, NF_ERR_MEMORY, "out of memory");
-            v->items = items;
-            if (object) {
-                char **keys = realloc(v->keys, (size_t)cap * sizeof *keys);
-                if (!keys) return nf_fail(p->err, NF_ERR_MEMORY, "out of memory");
-                v->keys = keys;
-            }
-        }
-        skip_ws(p);
-        if (object) {
-            if (p->pos >= p->len || p->s[p->pos] != '"') return fail_at(p, "expected a key");
-            if (parse_string(p, &v->keys[v->n], NULL) != 0) return -1;
-            skip_ws(p);
-            if (p->pos >= p->len || p->s[p->pos] != ':') {
-                free(v->keys[v->n]);
-                return fail_at(p, "expected ':'");
-            }
-            p->pos++;
-        }
-        memset(&v->items[v->n], 0, sizeof(JsonValue));
-        v->n++;
-        if (parse_value(p, &v->items[v->n - 1], depth + 1) != 0) return -1;
-        skip_ws(p);
-        if (p->pos < p->len && p->s[p->pos] == ',') {
-            p->pos++;
-            continue;
-        }
-        if (p->pos < p->len && p->s[p->pos] == close) {
-            p->pos++;
-            return 0;
-        }
-        return fail_at(p, object ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-}
-
-static int parse_value(Parser *p, JsonValue *v, int depth) {
+static int convert(json_t *j, JsonValue *v, NfError *err) {
     memset(v, 0, sizeof *v);
-    if (depth > MAX_DEPTH) return fail_at(p, "nested too deeply");
-    skip_ws(p);
-    if (p->pos >= p->len) return fail_at(p, "unexpected end");
-    char c = p->s[p->pos];
-    if (c == '{') {
-        v->type = JV_OBJECT;
-        return parse_container(p, v, depth, true);
-    }
-    if (c == '[') {
-        v->type = JV_ARRAY;
-        return parse_container(p, v, depth, false);
-    }
-    if (c == '"') {
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: v->type = JV_OBJECT; return convert_object(j, v, err);
+    case JSON_ARRAY: v->type = JV_ARRAY; return convert_array(j, v, err);
+    case JSON_STRING:
         v->type = JV_STRING;
-        return parse_string(p, &v->text, &v->len);
+        v->len = json_string_length(j);
+        return (v->text = copy_bytes(json_string_value(j), v->len, err)) ? 0 : -1;
+    case JSON_INTEGER:
+    case JSON_REAL: {
+        char buf[48];
+        number_text(j, buf, sizeof buf);
+        v->type = JV_NUMBER;
+        v->len = strlen(buf);
+        return (v->text = copy_bytes(buf, v->len, err)) ? 0 : -1;
     }
-    const char *words[3] = {"true", "false", "null"};
-    for (int i = 0; i < 3; i++) {
-        size_t n = strlen(words[i]);
-        if (p->len - p->pos >= n && strncmp(p->s + p->pos, words[i], n) == 0) {
-            p->pos += n;
-            v->type = i == 2 ? JV_NULL : JV_BOOL;
-            v->boolean = i == 0;
-            return 0;
-        }
+    case JSON_TRUE:
+    case JSON_FALSE: v->type = JV_BOOL; v->boolean = json_is_true(j); return 0;
+    case JSON_NULL: v->type = JV_NULL; return 0;
     }
-    size_t start = p->pos;
-    while (p->pos < p->len && strchr("+-0123456789.eE", p->s[p->pos])) p->pos++;
-    if (p->pos == start) return fail_at(p, "unexpected character");
-    v->type = JV_NUMBER;
-    v->text = malloc(p->pos - start + 1);
-    if (!v->text) return nf_fail(p->err, NF_ERR_MEMORY, "out of memory");
-    memcpy(v->text, p->s + start, p->pos - start);
-    v->text[p->pos - start] = '\0';
-    v->len = p->pos - start;
-    return 0;
+    return nf_fail(err, NF_ERR_USAGE, "invalid JSON: unknown value type");
 }
 
 int json_parse(const char *text, size_t len, JsonValue *out, NfError *err) {
-    Parser p = {text, len, 0, err};
-    if (parse_value(&p, out, 0) != 0) {
-        json_value_free(out);
-        return -1;
+    memset(out, 0, sizeof *out);
+    size_t deep = too_deep_at(text, len);
+    if (deep < len) return fail_at(err, deep, "nested more than 32 levels deep");
+    json_error_t e;
+    json_t *root = json_loadb(text, len, LOAD_FLAGS, &e);
+    if (!root) {
+        if (json_error_code(&e) == json_error_out_of_memory) return nf_fail(err, NF_ERR_MEMORY, "out of memory parsing JSON");
+        return fail_at(err, e.position < 0 ? 0 : (size_t)e.position, e.text);
     }
-    skip_ws(&p);
-    if (p.pos != len) {
-        fail_at(&p, "trailing characters");
-        json_value_free(out);
-        return -1;
-    }
-    return 0;
+    int rc = convert(root, out, err);
+    json_decref(root);
+    if (rc != 0) json_value_free(out);
+    return rc;
 }
 
 void json_value_free(JsonValue *v) {

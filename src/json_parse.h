@@ -1,7 +1,21 @@
-/* json_parse.h — a small, strict JSON reader for configuration files
- * (--config) and the options stored in checkpoints. Numbers keep their source text so that
- * integers are parsed exactly by whoever reads them. Depth and size are
- * bounded; malformed input is an error with the byte offset. */
+/* json_parse.h — the JSON reader: --config files, manifest.json, JSONL
+ * records, safetensors headers, config.json of import, request bodies, the
+ * options stored in checkpoints and runs.
+ *
+ * Parsing is jansson's (libjansson, Debian's libjansson-dev): strict RFC 8259,
+ * linear in time and memory, UTF-8 validated, \u escapes of surrogates only
+ * as pairs, duplicate keys refused. Its tree is moved into the JsonValue tree
+ * below (each jansson node freed once copied), which every caller walks; only
+ * json_parse.c includes jansson.h (its json_string() and json_null() clash
+ * with the writer's, json.h). Writing stays with json.h's JsonBuf, a one-pass
+ * emitter: see there.
+ *
+ * Numbers keep a text so that integers are read exactly by whoever reads
+ * them: integers (int64; larger ones are refused) in decimal, reals in the
+ * fewest digits (at most 17) that read back as the same double, always with a
+ * '.' or an exponent, so a reader of integers refuses 1.0 and 1e3. Nesting is
+ * bounded (32 levels); malformed input is a usage error, "invalid JSON at
+ * byte N: <jansson's reason>". */
 #ifndef NF_JSON_PARSE_H
 #define NF_JSON_PARSE_H
 

@@ -300,7 +300,7 @@ def config_file_sets_flags_and_command_line_wins():
     json.dump({"steps": "many"}, open(cfg, "w"))
     assert_error(run(["train", "--config", cfg, "--init", "--data", data]), "usage", "steps")
     open(cfg, "w").write('{"steps": 2, "steps": 3}')
-    assert_error(run(["train", "--config", cfg, "--init", "--data", data]), "usage", "twice")
+    assert_error(run(["train", "--config", cfg, "--init", "--data", data]), "usage", "duplicate object key")
     open(cfg, "w").write("{not json")
     assert_error(run(["train", "--config", cfg]), "usage", "JSON")
 

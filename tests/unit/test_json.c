@@ -4,12 +4,22 @@
  * other valid multibyte UTF-8 passed through unchanged), keys escaped like
  * values, numbers (non-finite ones as null), int64 extremes, booleans and
  * null, and that nesting deeper than JSON_MAX_DEPTH marks the buffer failed
- * without touching memory outside it. */
+ * without touching memory outside it.
+ *
+ * And the reader (json_parse.h): values, key order, json_get and
+ * json_value_equal; surrogate pairs decoded, lone or misordered surrogates and
+ * invalid UTF-8 refused; \u0000 kept with the string's length (refused in
+ * keys); duplicate keys refused; 32 levels of nesting accepted, 33 refused;
+ * numbers' texts (integers exact at the int64 bounds, beyond them refused;
+ * reals read back as the same double and never look like integers); malformed
+ * input refused as a usage error with its byte offset; the writer's output
+ * read back. */
 #include "testutil.h"
 
 #include <math.h>
 
 #include "json.h"
+#include "json_parse.h"
 
 /* Escapes n bytes as a top-level string value and compares the whole text. */
 static void assert_string_json(const char *in, size_t n, const char *expected) {
@@ -283,6 +293,302 @@ static void test_nesting_to_max_depth_works(void **state) {
     json_free(&j);
 }
 
+/* ---- the reader (json_parse.h) -------------------------------------------- */
+
+static void parse_ok(const char *text, size_t n, JsonValue *v) {
+    NfError err = {0};
+    int rc = json_parse(text, n, v, &err);
+    if (rc != 0) fail_msg("json_parse refused %.*s: %s", (int)n, text, err.message);
+}
+
+/* Refused as a usage error whose message starts "invalid JSON at byte " and contains want (if given). */
+static void parse_fails(const char *text, size_t n, const char *want) {
+    JsonValue v;
+    NfError err = {0};
+    if (json_parse(text, n, &v, &err) == 0) fail_msg("json_parse accepted %.*s", (int)n, text);
+    assert_string_equal(err.code, NF_ERR_USAGE);
+    assert_memory_equal(err.message, "invalid JSON at byte ", 21);
+    if (want && !strstr(err.message, want)) fail_msg("message '%s' lacks '%s'", err.message, want);
+    assert_int_equal(v.n, 0); /* left empty */
+    assert_null(v.text);
+}
+
+#define PARSE_OK(lit, v) parse_ok(lit, sizeof(lit) - 1, v)
+#define PARSE_FAILS(lit, want) parse_fails(lit, sizeof(lit) - 1, want)
+
+static void test_parse_values_and_key_order(void **state) {
+    (void)state;
+    JsonValue v;
+    PARSE_OK(" {\"z\": [1, \"x\", true, false, null, {\"b\": {}}], \"a\": -2.5, \"m\": \"\"}\n", &v);
+    assert_int_equal(v.type, JV_OBJECT);
+    assert_int_equal(v.n, 3);
+    assert_string_equal(v.keys[0], "z"); /* the text's order, not sorted */
+    assert_string_equal(v.keys[1], "a");
+    assert_string_equal(v.keys[2], "m");
+    const JsonValue *z = json_get(&v, "z");
+    assert_non_null(z);
+    assert_int_equal(z->type, JV_ARRAY);
+    assert_int_equal(z->n, 6);
+    assert_int_equal(z->items[0].type, JV_NUMBER);
+    assert_string_equal(z->items[0].text, "1");
+    assert_int_equal(z->items[1].type, JV_STRING);
+    assert_string_equal(z->items[1].text, "x");
+    assert_int_equal(z->items[1].len, 1);
+    assert_true(z->items[2].type == JV_BOOL && z->items[2].boolean);
+    assert_true(z->items[3].type == JV_BOOL && !z->items[3].boolean);
+    assert_int_equal(z->items[4].type, JV_NULL);
+    assert_int_equal(z->items[5].type, JV_OBJECT);
+    const JsonValue *b = json_get(&z->items[5], "b");
+    assert_true(b && b->type == JV_OBJECT && b->n == 0);
+    assert_string_equal(json_get(&v, "a")->text, "-2.5");
+    assert_int_equal(json_get(&v, "m")->len, 0);
+    assert_string_equal(json_get(&v, "m")->text, "");
+    assert_null(json_get(&v, "nope"));
+    assert_null(json_get(z, "z")); /* not an object */
+    json_value_free(&v);
+    assert_int_equal(v.n, 0);
+
+    /* any value at the top */
+    PARSE_OK("\"top\"", &v);
+    assert_true(v.type == JV_STRING && v.len == 3);
+    json_value_free(&v);
+    PARSE_OK("null", &v);
+    assert_int_equal(v.type, JV_NULL);
+    json_value_free(&v);
+}
+
+static void test_parse_escapes_and_surrogate_pairs(void **state) {
+    (void)state;
+    JsonValue v;
+    PARSE_OK("\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\u20ac\"", &v);
+    assert_int_equal(v.len, 13);
+    assert_memory_equal(v.text, "\"\\/\b\f\n\r\t\xc3\xa9\xe2\x82\xac", 13);
+    json_value_free(&v);
+    PARSE_OK("\"\\ud83d\\ude00\"", &v); /* U+1F600 */
+    assert_int_equal(v.len, 4);
+    assert_memory_equal(v.text, "\xf0\x9f\x98\x80", 4);
+    json_value_free(&v);
+    PARSE_OK("\"\\uDBFF\\uDFFF\"", &v); /* U+10FFFF, upper-case hex */
+    assert_int_equal(v.len, 4);
+    assert_memory_equal(v.text, "\xf4\x8f\xbf\xbf", 4);
+    json_value_free(&v);
+    /* UTF-8 in the text passes through */
+    PARSE_OK("\"\xc3\xa9\xf0\x9f\x98\x80\"", &v);
+    assert_int_equal(v.len, 6);
+    json_value_free(&v);
+}
+
+static void test_parse_refuses_lone_and_misordered_surrogates(void **state) {
+    (void)state;
+    PARSE_FAILS("\"\\ud800\"", "\\uD800");
+    PARSE_FAILS("\"\\ud800\\u0041\"", NULL); /* the old reader made U+2441 of this */
+    PARSE_FAILS("\"\\udc00\"", NULL);
+    PARSE_FAILS("\"\\ude00\\ud83d\"", NULL); /* the pair's halves swapped */
+    PARSE_FAILS("\"\\ud83d\\ud83d\"", NULL);
+    PARSE_FAILS("\"a\\ud83d\"", NULL);
+    PARSE_FAILS("{\"\\udfff\": 1}", NULL);
+}
+
+static void test_parse_refuses_invalid_utf8(void **state) {
+    (void)state;
+    PARSE_FAILS("\"\xff\"", "0xff");
+    PARSE_FAILS("\"\x80\"", NULL);          /* a lone continuation byte */
+    PARSE_FAILS("\"\xc0\xaf\"", NULL);      /* overlong "/" */
+    PARSE_FAILS("\"\xed\xa0\x80\"", NULL);  /* a surrogate written in UTF-8 */
+    PARSE_FAILS("\"x\xe2\x82\"", NULL);     /* truncated */
+    PARSE_FAILS("\"\xf4\x90\x80\x80\"", NULL); /* above U+10FFFF */
+    PARSE_FAILS("{\"k\xfe\": 1}", NULL);
+}
+
+static void test_parse_keeps_nul_with_length(void **state) {
+    (void)state;
+    JsonValue v;
+    PARSE_OK("[\"a\\u0000b\", \"\\u0000\"]", &v);
+    assert_int_equal(v.items[0].len, 3);
+    assert_memory_equal(v.items[0].text, "a\0b", 4); /* still NUL-terminated after the length */
+    assert_int_equal(v.items[1].len, 1);
+    assert_int_equal(v.items[1].text[0], 0);
+    json_value_free(&v);
+    /* keys are C strings: a NUL in one is refused, not cut short */
+    PARSE_FAILS("{\"a\\u0000b\": 1}", "NUL");
+    /* a raw NUL byte is not JSON, inside a string or out */
+    PARSE_FAILS("\"a\0b\"", NULL);
+    PARSE_FAILS("[1,\0 2]", NULL);
+}
+
+static void test_parse_refuses_duplicate_keys(void **state) {
+    (void)state;
+    PARSE_FAILS("{\"lr\": 1, \"lr\": 2}", "duplicate");
+    PARSE_FAILS("[{\"a\": {\"x\": 1, \"y\": 2, \"x\": 3}}]", "duplicate");
+    JsonValue v;
+    PARSE_OK("[{\"a\": 1}, {\"a\": 2}]", &v); /* the same key in two objects is fine */
+    json_value_free(&v);
+}
+
+/* n arrays nested, a 1 in the innermost. */
+static char *nested(int n) {
+    char *s = malloc((size_t)2 * n + 2);
+    for (int i = 0; i < n; i++) s[i] = '[';
+    s[n] = '1';
+    for (int i = 0; i < n; i++) s[n + 1 + i] = ']';
+    s[2 * n + 1] = '\0';
+    return s;
+}
+
+static void test_parse_depth_bound(void **state) {
+    (void)state;
+    char *ok = nested(32), *deep = nested(33), *hostile = nested(1000000);
+    JsonValue v;
+    parse_ok(ok, strlen(ok), &v);
+    const JsonValue *x = &v;
+    for (int i = 0; i < 32; i++) x = &x->items[0];
+    assert_string_equal(x->text, "1");
+    json_value_free(&v);
+    parse_fails(deep, strlen(deep), "at byte 32: nested more than 32 levels");
+    parse_fails(hostile, strlen(hostile), "nested");
+    /* brackets inside strings do not count */
+    char mixed[256];
+    snprintf(mixed, sizeof mixed, "{\"a\": \"%s\", \"b\": [[1]]}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[{{{{{");
+    parse_ok(mixed, strlen(mixed), &v);
+    json_value_free(&v);
+    PARSE_OK("[\"\\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"]", &v);
+    json_value_free(&v);
+    free(ok);
+    free(deep);
+    free(hostile);
+}
+
+static void test_parse_integers_exact(void **state) {
+    (void)state;
+    JsonValue v;
+    PARSE_OK("[9223372036854775807, -9223372036854775808, 0, -0, 123456789012345678, 16777217]", &v);
+    const char *want[] = {"9223372036854775807", "-9223372036854775808", "0", "0", "123456789012345678", "16777217"};
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(v.items[i].type, JV_NUMBER);
+        assert_string_equal(v.items[i].text, want[i]);
+        assert_int_equal(v.items[i].len, strlen(want[i]));
+    }
+    json_value_free(&v);
+    /* beyond int64: refused rather than rounded (no writer of ours emits one) */
+    PARSE_FAILS("9223372036854775808", "too big integer");
+    PARSE_FAILS("[-9223372036854775809]", "too big");
+    PARSE_FAILS("18446744073709551615", NULL);
+}
+
+static void test_parse_reals_round_trip(void **state) {
+    (void)state;
+    const double values[] = {0.1, 0.3, 0.1 + 0.2, 3e-4, 1e-5, 1.0 / 3.0, 2.5, 1e300, 5e-324, 1.7976931348623157e308,
+                             123456789.125, -1e-7, 6.02214076e23};
+    JsonBuf j;
+    json_init(&j);
+    json_array_begin(&j, NULL);
+    for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+        char num[40];
+        snprintf(num, sizeof num, "%.17g", values[i]);
+        json_raw(&j, NULL, num, strlen(num));
+    }
+    json_array_end(&j);
+    JsonValue v;
+    parse_ok(j.data, j.len, &v);
+    for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+        char *end;
+        assert_true(strtod(v.items[i].text, &end) == values[i]);
+        assert_int_equal(*end, '\0');
+        assert_true(strpbrk(v.items[i].text, ".e") != NULL);
+    }
+    /* the fewest digits that read back: 0.1 stays 0.1, not 0.10000000000000001 */
+    assert_string_equal(v.items[0].text, "0.1");
+    assert_string_equal(v.items[2].text, "0.30000000000000004");
+    assert_string_equal(v.items[3].text, "0.0003");
+    json_value_free(&v);
+    json_free(&j);
+
+    /* a real that looks like an integer keeps a ".0", so integer readers still refuse it */
+    PARSE_OK("[1.0, 1e3, -0.0, 1E2, 2.50]", &v);
+    assert_string_equal(v.items[0].text, "1.0");
+    assert_string_equal(v.items[1].text, "1000.0");
+    assert_string_equal(v.items[2].text, "-0.0");
+    assert_string_equal(v.items[3].text, "100.0");
+    assert_string_equal(v.items[4].text, "2.5");
+    json_value_free(&v);
+    PARSE_FAILS("1e400", "overflow");
+}
+
+static void test_parse_malformed_input_gives_offset(void **state) {
+    (void)state;
+    PARSE_FAILS("", NULL);
+    PARSE_FAILS("   ", NULL);
+    PARSE_FAILS("[1, 2] x", "at byte 8: end of file expected");
+    PARSE_FAILS("{\"a\": 1", NULL);
+    PARSE_FAILS("\"abc", NULL);
+    PARSE_FAILS("[1,]", NULL);
+    PARSE_FAILS("{\"a\" 1}", NULL);
+    PARSE_FAILS("{a: 1}", NULL);
+    PARSE_FAILS("\"a\tb\"", "control character");
+    PARSE_FAILS("\"\\x\"", NULL);
+    PARSE_FAILS("\"\\u12\"", NULL);
+    PARSE_FAILS("nul", NULL);
+    PARSE_FAILS("01", NULL);
+    PARSE_FAILS("+1", NULL);
+    PARSE_FAILS("1.", NULL);
+    PARSE_FAILS("[.5]", NULL);
+    PARSE_FAILS("NaN", NULL);
+    /* the length bounds the text: what follows is not read */
+    JsonValue v;
+    parse_ok("[1]garbage", 3, &v);
+    json_value_free(&v);
+    parse_fails("[1]", 2, NULL);
+}
+
+static void test_parse_equal(void **state) {
+    (void)state;
+    JsonValue a, b, c, d;
+    PARSE_OK("{\"x\": [1, \"s\\u0000\", null, 0.5], \"y\": {}}", &a);
+    PARSE_OK("{ \"x\" : [ 1 , \"s\\u0000\" , null , 5e-1 ] , \"y\" : { } }", &b);
+    PARSE_OK("{\"y\": {}, \"x\": [1, \"s\\u0000\", null, 0.5]}", &c); /* another order */
+    PARSE_OK("{\"x\": [1, \"s\", null, 0.5], \"y\": {}}", &d);        /* no NUL */
+    assert_true(json_value_equal(&a, &b));
+    assert_false(json_value_equal(&a, &c));
+    assert_false(json_value_equal(&a, &d));
+    json_value_free(&a);
+    json_value_free(&b);
+    json_value_free(&c);
+    json_value_free(&d);
+}
+
+/* What the writer writes, the reader reads back. */
+static void test_parse_reads_the_writers_output(void **state) {
+    (void)state;
+    JsonBuf j;
+    json_init(&j);
+    json_object_begin(&j, NULL);
+    json_string_n(&j, "s", "a\"\\\n\x01\0\xc3\xa9\xe2\x80\xa8", 11);
+    json_int(&j, "max", INT64_MAX);
+    json_int(&j, "min", INT64_MIN);
+    json_number(&j, "lr", 3e-4);
+    json_float(&j, "eps", 1e-5f);
+    json_number(&j, "nan", NAN);
+    json_array_begin(&j, "list");
+    for (int i = 0; i < 1000; i++) json_int(&j, NULL, i);
+    json_array_end(&j);
+    json_object_end(&j);
+    JsonValue v;
+    parse_ok(j.data, j.len, &v);
+    const JsonValue *s = json_get(&v, "s");
+    assert_int_equal(s->len, 11);
+    assert_memory_equal(s->text, "a\"\\\n\x01\0\xc3\xa9\xe2\x80\xa8", 11);
+    assert_string_equal(json_get(&v, "max")->text, "9223372036854775807");
+    assert_string_equal(json_get(&v, "min")->text, "-9223372036854775808");
+    assert_true(strtod(json_get(&v, "lr")->text, NULL) == strtod("0.0003", NULL));
+    assert_true(strtof(json_get(&v, "eps")->text, NULL) == 1e-5f);
+    assert_int_equal(json_get(&v, "nan")->type, JV_NULL);
+    const JsonValue *list = json_get(&v, "list");
+    assert_int_equal(list->n, 1000);
+    for (int i = 0; i < 1000; i++) assert_int_equal(atoi(list->items[i].text), i);
+    json_value_free(&v);
+    json_free(&j);
+}
+
 /* Deeper than JSON_MAX_DEPTH must only set `failed`. Items added at that depth
  * index has_items[depth - 1]; this checks it stays within the array (the
  * UBSan build reports an out-of-bounds index otherwise). Kept last: a
@@ -328,6 +634,18 @@ int main(void) {
         cmocka_unit_test(test_bool_and_null),
         cmocka_unit_test(test_escape_into_appends_body_without_quotes),
         cmocka_unit_test(test_nesting_to_max_depth_works),
+        cmocka_unit_test(test_parse_values_and_key_order),
+        cmocka_unit_test(test_parse_escapes_and_surrogate_pairs),
+        cmocka_unit_test(test_parse_refuses_lone_and_misordered_surrogates),
+        cmocka_unit_test(test_parse_refuses_invalid_utf8),
+        cmocka_unit_test(test_parse_keeps_nul_with_length),
+        cmocka_unit_test(test_parse_refuses_duplicate_keys),
+        cmocka_unit_test(test_parse_depth_bound),
+        cmocka_unit_test(test_parse_integers_exact),
+        cmocka_unit_test(test_parse_reals_round_trip),
+        cmocka_unit_test(test_parse_malformed_input_gives_offset),
+        cmocka_unit_test(test_parse_equal),
+        cmocka_unit_test(test_parse_reads_the_writers_output),
         cmocka_unit_test(test_nesting_past_max_depth_sets_failed_without_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
