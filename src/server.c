@@ -1058,7 +1058,12 @@ static void upload_begin(Server *srv, Request *rq, int64_t project_id, struct MH
         return;
     }
     project_row_free(&p);
-    if (!name || strlen(name) != name_len || !plain_name(name) || !(ends_with(name, ".txt") || ends_with(name, ".md") || ends_with(name, ".jsonl"))) {
+    if (name && strlen(name) != name_len) {
+        rq->upload_status = 400;
+        snprintf(rq->upload_error, sizeof rq->upload_error, "?name= must not contain NUL (%%00)");
+        return;
+    }
+    if (!name || !plain_name(name) || !(ends_with(name, ".txt") || ends_with(name, ".md") || ends_with(name, ".jsonl"))) {
         rq->upload_status = 400;
         snprintf(rq->upload_error, sizeof rq->upload_error,
                  "?name= must be a plain file name ending in .txt, .md or .jsonl");
@@ -1262,7 +1267,8 @@ static int64_t highest_log_id(const char *dir) {
     for (struct dirent *e; d && (e = readdir(d));) {
         char *end;
         long long id = strtoll(e->d_name, &end, 10);
-        if (end != e->d_name && strcmp(end, ".log") == 0 && id > top) top = id;
+        /* a stray huge number would exhaust the ids: those are not ours */
+        if (end != e->d_name && strcmp(end, ".log") == 0 && id > top && id < (1LL << 53)) top = id;
     }
     if (d) closedir(d);
     return top;
