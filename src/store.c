@@ -195,7 +195,9 @@ static sqlite3_stmt *vcompile(Store *s, const char *sql, const char *types, va_l
         failed(s, "preparing a statement");
         return NULL;
     }
-    int rc = SQLITE_OK;
+    /* more values than the statement has parameters is this file's bug: caught before a wrong
+     * va_arg reads one */
+    int rc = (int)strlen(types) <= sqlite3_bind_parameter_count(st) ? SQLITE_OK : SQLITE_RANGE;
     for (int i = 0; types[i] && rc == SQLITE_OK; i++) {
         if (types[i] == 't') {
             const char *v = va_arg(ap, const char *);
@@ -268,7 +270,7 @@ int store_project_update(Store *s, int64_t id, const char *name, bool set_model,
     sqlite3_stmt *st = prepare(s, "UPDATE projects SET name = coalesce(?, name),"
                                   " model = CASE WHEN ? THEN ? ELSE model END, tokenizer = coalesce(?, tokenizer),"
                                   " options = coalesce(?, options) WHERE id = ?",
-                               "titttti", name, (int64_t)set_model, model, tokenizer, options, id);
+                               "tittti", name, (int64_t)set_model, model, tokenizer, options, id);
     if (!st) return -1;
     int rc = step_done(s, st, "updating a project");
     finish(s, st);

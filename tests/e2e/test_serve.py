@@ -494,6 +494,7 @@ def names_with_nul_or_control_characters_are_refused():
                                headers={"Content-Type": "application/json"})
         assert code == 400 and "NUL" in body["error"], (code, body)
         assert [p["name"] for p in s.ok("GET", "/api/projects")] == ["tiny"]
+        assert s.ok("PATCH", f"/api/projects/{pid}", {"name": "tiny, renamed"})["name"] == "tiny, renamed"
         ok = s.ok("POST", "/api/projects", {"name": "Caf\u00e9 \u2615 (v2)", "tokenizer": "builtin:bytes"})
         assert ok["name"] == "Caf\u00e9 \u2615 (v2)"
     finally:
