@@ -1,5 +1,5 @@
 /* cmd_serve.c — `neuralforge serve`: the dashboard. Checks the flags,
- * takes the access token (--token-file, --token, $NEURALFORGE_TOKEN or
+ * sets umask 077, takes the access token (--token-file, --token, $NEURALFORGE_TOKEN or
  * random) and makes the session secret, starts the server (server.c) and waits for
  * SIGINT/SIGTERM, which stop live runs gracefully before it exits. The
  * signals are taken with sigwait, so no handler and no global flag. */
@@ -120,14 +120,22 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
     snprintf(srv->web_dir, sizeof srv->web_dir, "%s/../web", exe); /* build/neuralforge -> web/ */
+    /* private by default: prompts, data and models are nobody else's business. Everything the
+     * server and its runs (which inherit the mask) create is 0700 / 0600 */
+    umask(077);
     char abs[PATH_MAX];
-    if (mkdir(data_dir, 0755) != 0 && errno != EEXIST)
+    struct stat sb;
+    if (mkdir(data_dir, 0700) != 0 && errno != EEXIST)
         nf_fail(&err, NF_ERR_IO, "cannot create --data-dir '%s': %s", data_dir, strerror(errno));
     else if (!realpath(data_dir, abs))
         nf_fail(&err, NF_ERR_IO, "cannot open --data-dir '%s'", data_dir);
     else if (strlen(abs) >= sizeof srv->data_dir)
         nf_fail(&err, NF_ERR_USAGE, "--data-dir: its absolute path is longer than %zu bytes", sizeof srv->data_dir - 1);
     else {
+        /* a directory made earlier (or by the user) keeps its mode: say so rather than change it */
+        if (stat(abs, &sb) == 0 && (sb.st_mode & 077))
+            nf_log("serve: warning: --data-dir '%s' is open to other users (mode %03o): chmod 700 it to keep them out",
+                   abs, (unsigned)(sb.st_mode & 0777));
         memcpy(srv->data_dir, abs, strlen(abs) + 1);
         memcpy(srv->token, tok, sizeof tok);
         memcpy(srv->session, session, sizeof session);

@@ -34,6 +34,10 @@ int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err) {
     return 0;
 }
 
+void runner_log_path(const Runner *r, int64_t run_id, char *out, size_t cap) {
+    snprintf(out, cap, "%s/%lld.log", r->log_dir, (long long)run_id);
+}
+
 typedef struct {
     Runner *runner;
     int64_t run_id;
@@ -175,7 +179,7 @@ int runner_start(Runner *r, int64_t run_id, NfError *err) {
     }
     job->runner = r;
     job->run_id = run_id;
-    snprintf(job->log_path, sizeof job->log_path, "%s/%lld.log", r->log_dir, (long long)run_id);
+    runner_log_path(r, run_id, job->log_path, sizeof job->log_path);
     if (json_parse(run.args, strlen(run.args), &job->args, err) != 0 || job->args.type != JV_ARRAY ||
         job->args.n > MAX_ARGS) {
         nf_fail(err, NF_ERR_USAGE, "run %lld has a malformed argument list", (long long)run_id);

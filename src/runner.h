@@ -25,6 +25,8 @@ typedef struct {
 } Runner;
 
 int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err);
+/* D/logs/<run>.log: the run's stderr (deleted with its project). */
+void runner_log_path(const Runner *r, int64_t run_id, char *out, size_t cap);
 /* Starts the stored run (kind and args from the store); its status is
  * "starting" until the child speaks. */
 int runner_start(Runner *r, int64_t run_id, NfError *err);

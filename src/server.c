@@ -41,6 +41,16 @@ static bool plain_name(const char *s) {
     return true;
 }
 
+/* No NUL (C strings would cut the text short there) and no control characters: C0, DEL, C1. */
+static bool printable(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F) return false;
+        if (c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F) return false;
+    }
+    return true;
+}
+
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
@@ -680,8 +690,10 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
     const char *model, *tokenizer;
     if (body->type != JV_OBJECT) return respond_error(c, 400, "the body must be a JSON object");
     const JsonValue *name = json_get(body, "name"), *opts = json_get(body, "options");
-    if (name && (name->type != JV_STRING || strlen(name->text) == 0 || strlen(name->text) > 100))
+    if (name && (name->type != JV_STRING || name->len == 0 || name->len > 100))
         return respond_error(c, 400, "\"name\" must be 1 to 100 characters");
+    if (name && !printable(name->text, name->len))
+        return respond_error(c, 400, "\"name\" must not contain NUL or control characters");
     if (opts && opts->type != JV_OBJECT) return respond_error(c, 400, "\"options\" must be an object of train options");
     for (int i = 0; opts && i < opts->n; i++)
         if (opts->items[i].type == JV_ARRAY || opts->items[i].type == JV_OBJECT)
@@ -718,8 +730,9 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
             project_dir(srv, id, subs[i], dir, sizeof dir);
             make_dirs(dir);
         }
-    } else if (valid)
-        store_project_update(&srv->store, id, name ? p.name : NULL, set_model, p.model, tokenizer, options);
+    } else if (valid && store_project_update(&srv->store, id, name ? p.name : NULL, set_model, p.model, tokenizer,
+                                             options) != 0)
+        id = -1;
     project_row_free(&p);
     free(options);
     if (!valid) return respond_error(c, 400, "%s", why);
@@ -751,7 +764,15 @@ static enum MHD_Result api_project_delete(Server *srv, struct MHD_Connection *c,
     if (project_has_active_run(srv, id)) return respond_error(c, 409, "a run of this project is active: stop it first");
     char dir[MAX_PATH_LEN];
     project_dir(srv, id, NULL, dir, sizeof dir);
-    store_project_delete(&srv->store, id);
+    int64_t *runs;
+    int n;
+    if (store_project_delete(&srv->store, id, &runs, &n) != 0) return respond_error(c, 500, "cannot delete the project");
+    for (int i = 0; i < n; i++) { /* the runs' logs go with them: nothing of the project stays behind */
+        char log[MAX_PATH_LEN];
+        runner_log_path(&srv->runner, runs[i], log, sizeof log);
+        unlink(log);
+    }
+    free(runs);
     nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return respond(c, 204, "application/json", "", 0);
 }
@@ -1124,8 +1145,13 @@ static enum MHD_Result serve_static(Server *srv, struct MHD_Connection *c, const
 
 /* ---- uploads -------------------------------------------------------------------- */
 
-/* First call of an upload: checks the name and opens the temporary file. */
-static void upload_begin(Server *srv, Request *rq, int64_t project_id, const char *name) {
+/* First call of an upload: checks the name (?name=) and opens the temporary file. */
+static void upload_begin(Server *srv, Request *rq, int64_t project_id, struct MHD_Connection *c) {
+    /* the decoded value's real length: `evil.txt%00.sh` decodes to a NUL in the middle, which
+     * strlen would cut to an innocent `evil.txt` */
+    const char *name = NULL;
+    size_t name_len = 0;
+    if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, "name", 4, &name, &name_len) != MHD_YES) name = NULL;
     ProjectRow p;
     if (!store_project_get(&srv->store, project_id, &p)) {
         rq->upload_status = 404;
@@ -1133,6 +1159,11 @@ static void upload_begin(Server *srv, Request *rq, int64_t project_id, const cha
         return;
     }
     project_row_free(&p);
+    if (name && strlen(name) != name_len) {
+        rq->upload_status = 400;
+        snprintf(rq->upload_error, sizeof rq->upload_error, "?name= must not contain NUL (%%00)");
+        return;
+    }
     if (!name || !plain_name(name) || !(ends_with(name, ".txt") || ends_with(name, ".md") || ends_with(name, ".jsonl"))) {
         rq->upload_status = 400;
         snprintf(rq->upload_error, sizeof rq->upload_error,
@@ -1205,6 +1236,15 @@ static int split_path(const char *url, char words[5][64]) {
     return *p ? -1 : n;
 }
 
+/* Whether a string in v holds a NUL byte: every name, prompt and option becomes a C string (an
+ * argv word, a path) that would silently end there. */
+static bool has_nul(const JsonValue *v) {
+    if (v->type == JV_STRING) return strlen(v->text) != v->len;
+    for (int i = 0; (v->type == JV_ARRAY || v->type == JV_OBJECT) && i < v->n; i++)
+        if (has_nul(&v->items[i])) return true;
+    return false;
+}
+
 static int64_t parse_id(const char *s) {
     char *end;
     long long v = strtoll(s, &end, 10);
@@ -1218,6 +1258,10 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
     NfError err;
     if ((post || strcmp(method, "PATCH") == 0) && rq->len > 0 && json_parse(rq->body, rq->len, &body, &err) != 0)
         return respond_error(c, 400, "the body is not JSON: %s", err.message);
+    if (has_nul(&body)) {
+        json_value_free(&body);
+        return respond_error(c, 400, "strings in the body must not contain NUL (\\u0000)");
+    }
     enum MHD_Result result;
     int64_t id = n >= 3 ? parse_id(w[2]) : 0;
     if (n == 2 && strcmp(w[1], "status") == 0 && get) result = api_status(srv, c);
@@ -1309,8 +1353,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!(rq = calloc(1, sizeof *rq))) return MHD_NO;
         *con_cls = rq;
         guard(srv, c, method, api, is_upload, rq);
-        if (!rq->refused && is_upload)
-            upload_begin(srv, rq, parse_id(w[2]), MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name"));
+        if (!rq->refused && is_upload) upload_begin(srv, rq, parse_id(w[2]), c);
         return MHD_YES;
     }
     if (*upload_size > 0) { /* body data */
@@ -1372,6 +1415,20 @@ static void set_connection_limits(Server *srv) {
                srv->max_connections);
 }
 
+/* The largest N of the N.log files in dir (runner_log_path's names), 0 if none. */
+static int64_t highest_log_id(const char *dir) {
+    int64_t top = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char *end;
+        long long id = strtoll(e->d_name, &end, 10);
+        /* a stray huge number would exhaust the ids: those are not ours */
+        if (end != e->d_name && strcmp(end, ".log") == 0 && id > top && id < (1LL << 53)) top = id;
+    }
+    if (d) closedir(d);
+    return top;
+}
+
 int server_start(Server *srv, const char *host, int port, NfError *err) {
     char path[MAX_PATH_LEN];
     const char *subs[] = {"models", "tokenizers", "projects", "logs"};
@@ -1384,6 +1441,11 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
     if (runner_init(&srv->runner, &srv->store, srv->data_dir, err) != 0) {
         store_close(&srv->store);
         return -1;
+    }
+    /* logs left by runs deleted before ids were never reused (schema 0) must not be appended to */
+    if (store_runs_reserve(&srv->store, highest_log_id(srv->runner.log_dir)) != 0) {
+        store_close(&srv->store);
+        return nf_fail(err, NF_ERR_IO, "cannot update the database in '%s'", srv->data_dir);
     }
     runner_recover(&srv->runner);
     pthread_mutex_init(&srv->launch, NULL);

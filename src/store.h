@@ -1,8 +1,10 @@
 /* store.h — the dashboard's SQLite database (D/nf.db): projects, runs and
- * every NDJSON message of every run. One connection, serialized by a mutex,
+ * the NDJSON messages of every run (a long training run's step and batch
+ * messages thinned, see store.c). One connection, serialized by a mutex,
  * shared by the HTTP threads and the runner threads; every call is one
  * short transaction. Store also wakes whoever waits for news (the
- * Server-Sent Events streams) when a message or a status is written. */
+ * Server-Sent Events streams) when a message or a status is written.
+ * Calls that write return 0 or -1 (an id or -1); a failure is logged. */
 #ifndef NF_STORE_H
 #define NF_STORE_H
 
@@ -32,7 +34,9 @@ int64_t store_project_create(Store *s, const char *name, const char *model, cons
 /* name/model/tokenizer/options: NULL leaves the field; set_model distinguishes setting model to NULL */
 int store_project_update(Store *s, int64_t id, const char *name, bool set_model, const char *model,
                          const char *tokenizer, const char *options);
-int store_project_delete(Store *s, int64_t id);
+/* Deletes the project, its runs and their messages in one transaction; *run_ids (malloc'd, *n_runs)
+ * gets the ids of the runs deleted, so the caller can remove their files. */
+int store_project_delete(Store *s, int64_t id, int64_t **run_ids, int *n_runs);
 /* Fields of one project, malloc'd strings (model NULL when from scratch); false if absent. */
 typedef struct {
     int64_t id;
@@ -55,9 +59,11 @@ typedef struct {
     int64_t exit_code;        /* -1 while running or unknown */
     char *error;              /* the CLI's error message, or NULL */
     bool stop_requested;
-    int64_t messages;         /* how many are stored */
+    int64_t messages;         /* how many were received: the last one's sequence number */
 } RunRow;
 int64_t store_run_create(Store *s, int64_t project_id, const char *kind, const char *args, const char *output);
+/* Run ids handed out from now on are above `above` (ids whose files may still exist). */
+int store_runs_reserve(Store *s, int64_t above);
 bool store_run_get(Store *s, int64_t id, RunRow *r);
 void run_row_free(RunRow *r);
 int store_run_set_args(Store *s, int64_t id, const char *args);
@@ -71,6 +77,8 @@ int64_t *store_run_ids(Store *s, int64_t project_id, bool active_only, int *n);
 bool run_status_active(const char *status);
 
 /* ---- messages ---- */
+/* Stores a message as the run's next sequence number; a `step` one may thin the run's older
+ * step and batch messages (the newest are always kept). */
 int store_message_add(Store *s, int64_t run_id, const char *type, const char *json, size_t len);
 /* The latest message of a type, malloc'd JSON text, or NULL. */
 char *store_message_latest(Store *s, int64_t run_id, const char *type);

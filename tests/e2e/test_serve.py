@@ -1,16 +1,19 @@
 """`neuralforge serve` through its HTTP API, as the dashboard and a script
 use it: the token, path traversal in every field that names a file, body
 limits, a whole project (upload, tokenize, train, stop, resume, generate,
-export, download), a server killed mid-run and started again, and 20
-clients following one run's events at once. Then what a hostile page or
-client tries: a forged Host (DNS rebinding), cross-origin and form-like
-posts, the token in URLs, missing security headers, and connections held
-open to exhaust the server."""
+export, download), a server killed mid-run and started again, 20
+clients following one run's events at once, the data directory's modes,
+ids never reused (also in a database of the first schema, migrated), names
+with NUL or control characters refused, and nf.db's growth over a long run.
+Then what a hostile page or client tries: a forged Host (DNS rebinding),
+cross-origin and form-like posts, the token in URLs, missing security
+headers, and connections held open to exhaust the server."""
 import http.client
 import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import threading
@@ -650,6 +653,200 @@ def a_quiet_event_stream_outlives_the_timeout():
                 pass
         s.stop()
 
+
+
+def db_bytes(d):
+    return sum(os.path.getsize(os.path.join(d, f)) for f in ("nf.db", "nf.db-wal") if os.path.exists(os.path.join(d, f)))
+
+
+@test
+def the_data_directory_and_its_files_are_private():
+    d = tmpdir()
+    data = os.path.join(d, "data")
+    s = Serve(data)
+    try:
+        pid = tiny_project(s, steps=60)["id"]
+        with_data(s, pid)
+        train = s.ok("POST", f"/api/projects/{pid}/train")
+        s.wait_run(train["id"], lambda r: r["status"] == "done")
+        exp = s.ok("POST", f"/api/projects/{pid}/export", {"format": "gguf"})
+        s.wait_run(exp["id"], lambda r: r["status"] == "done")
+    finally:
+        s.stop()
+    seen = set()
+    for root, dirs, files in os.walk(data):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            assert mode & 0o077 == 0, (path, oct(mode))
+            seen.add(name)
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    for name in ("nf.db", "logs", f"{train['id']}.log", "corpus.txt", "model.ckpt", f"{exp['id']}.gguf", "manifest.json"):
+        assert name in seen, (name, sorted(seen))
+    # a directory others can read is left as it is, but named on stderr
+    os.chmod(data, 0o755)
+    s = Serve(data)
+    s.stop()
+    log = open(s.log).read()
+    assert "open to other users" in log and "chmod 700" in log, log
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o755
+
+
+@test
+def ids_are_never_reused_and_a_deleted_projects_files_and_logs_go():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        first = tiny_project(s)["id"]
+        with_data(s, first)
+        second = tiny_project(s)["id"]
+        with_data(s, second)
+        runs = s.ok("GET", f"/api/projects/{second}/runs")
+        logs = [os.path.join(d, "logs", f"{r['id']}.log") for r in runs]
+        assert logs and all(os.path.exists(p) for p in logs), logs
+        code, _ = s.request("DELETE", f"/api/projects/{second}")
+        assert code == 204
+        assert not os.path.exists(os.path.join(d, "projects", str(second)))
+        assert not any(os.path.exists(p) for p in logs), logs
+        third = tiny_project(s)["id"]
+        assert third > second, (second, third)
+        with_data(s, third)
+        new_run = s.ok("GET", f"/api/projects/{third}/runs")[0]["id"]
+        assert new_run > max(r["id"] for r in runs), (runs, new_run)
+        assert [p["id"] for p in s.ok("GET", "/api/projects")] == [first, third]
+    finally:
+        s.stop()
+    s = Serve(d)  # and across a restart
+    try:
+        code, _ = s.request("DELETE", f"/api/projects/{third}")
+        assert code == 204
+        assert tiny_project(s)["id"] > third
+    finally:
+        s.stop()
+
+
+# nf.db as the first schema (ids reused; PRAGMA user_version 0) left it: made by that code
+# (projects "first" and "second", a tokenize run in each, then "second" deleted) and dumped with
+# sqlite3's iterdump; {D} stands for the data directory. The deleted run 2 left logs/2.log behind.
+OLD_DB = """
+CREATE TABLE messages(  run_id INTEGER NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, json TEXT NOT NULL,  PRIMARY KEY(run_id, seq));
+INSERT INTO "messages" VALUES(1,1,'ingest_file','{"type":"ingest_file","path":"a.txt","status":"new","bytes":600,"documents":1,"tokens":601,"masked_tokens":0,"tokenized":true}');
+INSERT INTO "messages" VALUES(1,2,'ingest_done','{"type":"ingest_done","files":1,"tokenized":1,"skipped":0,"removed":0,"bytes":600,"documents":1,"tokens":601,"masked_tokens":0,"shards":1,"generation":1,"output":"{D}/projects/1/data","ms":49.826147}');
+CREATE TABLE projects(  id INTEGER PRIMARY KEY, name TEXT NOT NULL, model TEXT, tokenizer TEXT NOT NULL,  options TEXT NOT NULL, created_at REAL NOT NULL);
+INSERT INTO "projects" VALUES(1,'first',NULL,'builtin:bytes','{"dim":16,"n_layers":1,"n_heads":2,"seq_len":16,"steps":5}',1.79655966882094907761e+09);
+CREATE TABLE runs(  id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,  pid INTEGER, args TEXT NOT NULL, output TEXT, created_at REAL NOT NULL, started_at REAL, ended_at REAL,  exit_code INTEGER NOT NULL DEFAULT -1, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,  messages INTEGER NOT NULL DEFAULT 0);
+INSERT INTO "runs" VALUES(1,1,'tokenize','done',28812,'["ingest","--source","{D}/projects/1/uploads","--output","{D}/projects/1/data","--tokenizer","builtin:bytes","--incremental"]',NULL,1.796559668841089487e+09,1.79655966884951305388e+09,1796559669.03298,0,NULL,0,2);
+CREATE INDEX runs_by_project ON runs(project_id, id);
+CREATE INDEX messages_by_type ON messages(run_id, type, seq);
+"""
+
+
+@test
+def a_database_of_the_first_schema_is_migrated_and_then_never_reuses_ids():
+    d = tmpdir()
+    db = sqlite3.connect(os.path.join(d, "nf.db"))
+    db.executescript("PRAGMA journal_mode=WAL;" + OLD_DB.replace("{D}", d))
+    db.close()
+    os.makedirs(os.path.join(d, "logs"))
+    for run_id in (1, 2):
+        open(os.path.join(d, "logs", f"{run_id}.log"), "w").write(f"output of the old run {run_id}\n")
+    s = Serve(d)
+    try:
+        assert [(p["id"], p["name"]) for p in s.ok("GET", "/api/projects")] == [(1, "first")]
+        old = s.ok("GET", "/api/runs/1")
+        assert old["kind"] == "tokenize" and old["status"] == "done" and old["messages"] == 2, old
+        assert old["final"]["tokens"] == 601, old
+        pid = tiny_project(s)["id"]
+        with_data(s, pid)
+        run = s.ok("GET", f"/api/projects/{pid}/runs")[0]
+        assert run["id"] > 2, run  # logs/2.log is a deleted run's: not this one's
+        assert "old run" not in open(os.path.join(d, "logs", f"{run['id']}.log")).read()
+        code, _ = s.request("DELETE", f"/api/projects/{pid}")
+        assert code == 204 and not os.path.exists(os.path.join(d, "logs", f"{run['id']}.log"))
+        again = tiny_project(s)["id"]
+        assert again > pid, (pid, again)
+    finally:
+        s.stop()
+    db = sqlite3.connect(os.path.join(d, "nf.db"))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    sql = " ".join(row[0] for row in db.execute("SELECT sql FROM sqlite_master WHERE name IN ('projects', 'runs')"))
+    assert sql.count("AUTOINCREMENT") == 2, sql
+    assert db.execute("SELECT count(*) FROM messages WHERE run_id = 1").fetchone()[0] == 2
+    db.execute("PRAGMA user_version = 99")  # a database from a newer version is refused, not touched
+    db.commit()
+    db.close()
+    p = subprocess.run([NF, "serve", "--port", "0", "--data-dir", d, "--token", TOKEN], capture_output=True, timeout=60)
+    assert p.returncode != 0 and b"schema version 99" in p.stdout, p.stdout
+
+
+@test
+def names_with_nul_or_control_characters_are_refused():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        pid = tiny_project(s)["id"]
+        for bad in ("evil.txt%00.sh", "evil.sh%00.txt", "a%01b.txt", "a%0Ab.txt", "a%7Fb.txt", "%00"):
+            code, body = s.request("POST", f"/api/projects/{pid}/uploads?name={bad}", raw=b"hello",
+                                   headers={"Content-Type": "application/octet-stream"})
+            assert code == 400 and ("NUL" in body["error"]) == ("%00" in bad), (bad, code, body)
+        assert s.ok("GET", f"/api/projects/{pid}")["uploads"] == []
+        for bad in (r"a\u0000b", r"evil\u0000", r"a\nb", r"a\tb", r"a\u001bb", r"a\u007fb", r"a\u0085b", r"\u0000"):
+            for method, path in (("POST", "/api/projects"), ("PATCH", f"/api/projects/{pid}")):
+                code, body = s.request(method, path, raw=('{"name": "%s"}' % bad).encode(),
+                                       headers={"Content-Type": "application/json"})
+                assert code == 400 and ("name" in body["error"] or "NUL" in body["error"]), (bad, method, code, body)
+        code, body = s.request("POST", f"/api/projects/{pid}/generate", raw=rb'{"prompt": "hi\u0000there"}',
+                               headers={"Content-Type": "application/json"})
+        assert code == 400 and "NUL" in body["error"], (code, body)
+        assert [p["name"] for p in s.ok("GET", "/api/projects")] == ["tiny"]
+        assert s.ok("PATCH", f"/api/projects/{pid}", {"name": "tiny, renamed"})["name"] == "tiny, renamed"
+        ok = s.ok("POST", "/api/projects", {"name": "Caf\u00e9 \u2615 (v2)", "tokenizer": "builtin:bytes"})
+        assert ok["name"] == "Caf\u00e9 \u2615 (v2)"
+    finally:
+        s.stop()
+
+
+@test
+def a_long_run_leaves_nf_db_small_and_its_steps_span_the_run():
+    # the bound docs/dashboard.md gives: a run keeps at most about 3,500 steps' step and batch
+    # messages, whatever its length (the first schema kept every one: about 3.6 MB per 10,000 steps here)
+    steps, bound = 10000, 2 * 2**20
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        pid = s.ok("POST", "/api/projects", {"name": "long", "tokenizer": "builtin:bytes", "options": {
+            "dim": 8, "n_layers": 1, "n_heads": 1, "seq_len": 8, "steps": steps, "batch": 1, "val_every": 0,
+            "ckpt_every": steps}})["id"]
+        with_data(s, pid)
+    finally:
+        s.stop()  # a clean stop folds the WAL into nf.db: its size is then the data's
+    before = db_bytes(d)
+    s = Serve(d)
+    try:
+        train = s.ok("POST", f"/api/projects/{pid}/train")
+        wal, deadline = 0, time.time() + 1500
+        while time.time() < deadline:
+            r = s.ok("GET", f"/api/runs/{train['id']}")
+            if r["status"] not in ("starting", "running"):
+                break
+            wal = max(wal, os.path.getsize(os.path.join(d, "nf.db-wal")))
+            time.sleep(1)
+        assert r["status"] == "done", r
+        assert r["last"]["step"] == steps and r["final"]["total_steps"] == steps, r
+        stored = [m["message"]["step"] for m in s.ok("GET", f"/api/runs/{train['id']}/messages?type=step")]
+        batches = [m["message"]["step"] for m in s.ok("GET", f"/api/runs/{train['id']}/messages?type=batch")]
+    finally:
+        s.stop()
+    grew = db_bytes(d) - before
+    print(f"    nf.db grew {grew} bytes over {steps} steps ({len(stored)} steps kept); the WAL peaked at {wal} bytes")
+    assert stored == sorted(set(stored)) and batches == stored, (len(stored), len(batches))
+    assert stored[:1000] == list(range(1, 1001)), stored[:5]        # the first steps, every one
+    assert stored[-1000:] == list(range(steps - 999, steps + 1))    # the latest, every one
+    gaps = [b - a for a, b in zip(stored, stored[1:])]
+    assert max(gaps) <= 16, max(gaps)                                # between, evenly spread
+    assert len(stored) <= 3500, len(stored)
+    assert grew <= bound, (grew, bound)
+    assert wal <= 6 * 2**20, wal
 
 
 if __name__ == "__main__":
