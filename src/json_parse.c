@@ -6,6 +6,12 @@
  * of jansson's tree into JsonValues. The move frees each jansson node as soon
  * as it is copied, so the peak is about one tree, not both.
  *
+ * A tree of many small values costs ~10x its text (jansson's nodes alone ~9x),
+ * so json_parse_each streams the big arrays of a top-level object instead: a
+ * small scanner steps over the glue between members and elements, and jansson
+ * parses each key and value on its own (json_loadb of one value at an offset,
+ * JSON_DISABLE_EOF_CHECK telling how many bytes it used).
+ *
  * jansson.h is included here and nowhere else: its json_string() and
  * json_null() would clash with the writer's (json.h). */
 #include "json_parse.h"
@@ -143,19 +149,190 @@ static int convert(json_t *j, JsonValue *v, NfError *err) {
     return nf_fail(err, NF_ERR_USAGE, "invalid JSON: unknown value type");
 }
 
+/* One value from text[0, len) into out (left empty on failure). With
+ * JSON_DISABLE_EOF_CHECK in flags jansson stops after the value and *used is
+ * how many bytes it read (whitespace before the value included); without it,
+ * anything but whitespace after the value is an error. base is text's offset
+ * in the whole input, for the messages. */
+static int load_value(const char *text, size_t len, size_t base, size_t flags, JsonValue *out, size_t *used,
+                      NfError *err) {
+    memset(out, 0, sizeof *out);
+    json_error_t e;
+    json_t *root = json_loadb(text, len, flags, &e);
+    if (!root) {
+        if (json_error_code(&e) == json_error_out_of_memory) return nf_fail(err, NF_ERR_MEMORY, "out of memory parsing JSON");
+        return fail_at(err, base + (e.position < 0 ? 0 : (size_t)e.position), e.text);
+    }
+    /* jansson's position is an int: a value of 2 GiB or more is refused rather than misplaced */
+    if (used && (e.position <= 0 || (size_t)e.position > len)) {
+        json_decref(root);
+        return fail_at(err, base, "value too long");
+    }
+    if (used) *used = (size_t)e.position;
+    int rc = convert(root, out, err);
+    json_decref(root);
+    if (rc != 0) json_value_free(out);
+    return rc;
+}
+
 int json_parse(const char *text, size_t len, JsonValue *out, NfError *err) {
     memset(out, 0, sizeof *out);
     size_t deep = too_deep_at(text, len);
     if (deep < len) return fail_at(err, deep, "nested more than 32 levels deep");
-    json_error_t e;
-    json_t *root = json_loadb(text, len, LOAD_FLAGS, &e);
-    if (!root) {
-        if (json_error_code(&e) == json_error_out_of_memory) return nf_fail(err, NF_ERR_MEMORY, "out of memory parsing JSON");
-        return fail_at(err, e.position < 0 ? 0 : (size_t)e.position, e.text);
+    return load_value(text, len, 0, LOAD_FLAGS, out, NULL, err);
+}
+
+/* ---- json_parse_each ------------------------------------------------------ */
+
+/* The walk over the top-level object. jansson parses every key and value
+ * (json_loadb of one value at an offset); this only steps over the glue
+ * between them: whitespace, '{', ':', ',', '[', ']', '}'. */
+typedef struct {
+    const char *text;
+    size_t len, pos;           /* pos: the next byte to read */
+    const JsonStream *stream;
+    void *ctx;
+    JsonValue *rest;           /* the members not streamed, so far */
+    int rest_cap;
+    json_t *seen;              /* the top-level keys so far (a jansson hash table: duplicates in linear time) */
+    NfError *err;
+} Each;
+
+static void skip_space(Each *w) {
+    for (; w->pos < w->len; w->pos++) {
+        char c = w->text[w->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
     }
-    int rc = convert(root, out, err);
-    json_decref(root);
-    if (rc != 0) json_value_free(out);
+}
+
+/* Skips whitespace, then consumes c if it is next. */
+static bool take(Each *w, char c) {
+    skip_space(w);
+    if (w->pos < w->len && w->text[w->pos] == c) {
+        w->pos++;
+        return true;
+    }
+    return false;
+}
+
+/* "X expected", near the end of the input when that is where it stopped (the truncated file's message). */
+static int expected(Each *w, const char *what) {
+    char why[64];
+    snprintf(why, sizeof why, "%s expected%s", what, w->pos < w->len ? "" : " near end of file");
+    return fail_at(w->err, w->pos, why);
+}
+
+/* The next value, whole, at pos; pos moves past it. */
+static int next_value(Each *w, JsonValue *v) {
+    size_t used;
+    if (load_value(w->text + w->pos, w->len - w->pos, w->pos, LOAD_FLAGS | JSON_DISABLE_EOF_CHECK, v, &used, w->err) != 0)
+        return -1;
+    w->pos += used;
+    return 0;
+}
+
+/* A member's key at pos (a '"' is there, so jansson parses a string), refused when it holds
+ * a NUL (keys are C strings, as in json_parse) or came before. */
+static int next_key(Each *w, JsonValue *key) {
+    size_t at = w->pos;
+    if (next_value(w, key) != 0) return -1;
+    int rc = 0;
+    if (strlen(key->text) != key->len) rc = fail_at(w->err, at, "NUL byte in object key not supported");
+    else if (json_object_get(w->seen, key->text)) rc = fail_at(w->err, at, "duplicate object key");
+    /* json_true, not json_null: the program's json_null (json.h's writer) shadows jansson's at link time */
+    else if (json_object_set_new(w->seen, key->text, json_true()) != 0) rc = nf_fail(w->err, NF_ERR_MEMORY, "out of memory");
+    if (rc != 0) json_value_free(key);
+    return rc;
+}
+
+static bool is_streamed(const JsonStream *s, const char *key) {
+    for (const char *const *k = s->keys; k && *k; k++)
+        if (strcmp(*k, key) == 0) return true;
+    return false;
+}
+
+/* The elements of the array at pos ('[' already consumed), one at a time: each
+ * is parsed, handed to element() and freed before the next is read. */
+static int stream_array(Each *w, const char *key) {
+    size_t n = 0;
+    if (!take(w, ']')) {
+        for (;; n++) {
+            JsonValue v;
+            if (next_value(w, &v) != 0) return -1;
+            int rc = w->stream->element(w->ctx, key, n, &v, w->err);
+            json_value_free(&v);
+            if (rc != 0) return -1;
+            if (take(w, ']')) break;
+            if (!take(w, ',')) return expected(w, "']' or ','");
+        }
+        n++;
+    }
+    return w->stream->end ? w->stream->end(w->ctx, key, n, w->err) : 0;
+}
+
+/* Appends key (moved) and v (moved) to rest, growing it by doubling. */
+static int add_member(Each *w, JsonValue *key, JsonValue *v) {
+    JsonValue *r = w->rest;
+    if (r->n == w->rest_cap) {
+        if (w->rest_cap > INT_MAX / 2) return nf_fail(w->err, NF_ERR_USAGE, "invalid JSON: too many members in one object");
+        int cap = w->rest_cap ? 2 * w->rest_cap : 16;
+        JsonValue *items = realloc(r->items, (size_t)cap * sizeof *items);
+        if (items) r->items = items;
+        char **keys = items ? realloc(r->keys, (size_t)cap * sizeof *keys) : NULL;
+        if (!keys) return nf_fail(w->err, NF_ERR_MEMORY, "out of memory");
+        r->keys = keys;
+        w->rest_cap = cap;
+    }
+    r->keys[r->n] = key->text;
+    r->items[r->n++] = *v;
+    memset(key, 0, sizeof *key);
+    memset(v, 0, sizeof *v);
+    return 0;
+}
+
+/* One "key": value member at pos. */
+static int member(Each *w) {
+    JsonValue key, v;
+    skip_space(w);
+    if (w->pos >= w->len || w->text[w->pos] != '"') return expected(w, "string");
+    if (next_key(w, &key) != 0) return -1;
+    int rc;
+    if (!take(w, ':')) {
+        rc = expected(w, "':'");
+    } else if (is_streamed(w->stream, key.text) && take(w, '[')) {
+        rc = stream_array(w, key.text);
+    } else if ((rc = next_value(w, &v)) == 0) {
+        rc = add_member(w, &key, &v);
+        json_value_free(&v); /* emptied when added */
+    }
+    json_value_free(&key); /* likewise */
+    return rc;
+}
+
+static int walk_object(Each *w) {
+    if (!take(w, '{')) return expected(w, "'{'");
+    if (!take(w, '}')) {
+        do
+            if (member(w) != 0) return -1;
+        while (take(w, ','));
+        if (!take(w, '}')) return expected(w, "'}' or ','");
+    }
+    skip_space(w);
+    return w->pos == w->len ? 0 : fail_at(w->err, w->pos, "end of file expected");
+}
+
+int json_parse_each(const char *text, size_t len, const JsonStream *stream, void *ctx, JsonValue *rest, NfError *err) {
+    memset(rest, 0, sizeof *rest);
+    rest->type = JV_OBJECT;
+    size_t deep = too_deep_at(text, len);
+    if (deep < len) return fail_at(err, deep, "nested more than 32 levels deep");
+    Each w = {.text = text, .len = len, .stream = stream, .ctx = ctx, .rest = rest, .seen = json_object(), .err = err};
+    int rc = w.seen ? walk_object(&w) : nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    json_decref(w.seen);
+    if (rc != 0) {
+        json_value_free(rest);
+        rest->type = JV_OBJECT;
+    }
     return rc;
 }
 

@@ -38,6 +38,29 @@ typedef struct JsonValue {
 
 int json_parse(const char *text, size_t len, JsonValue *out, NfError *err);
 void json_value_free(JsonValue *v);
+/* Streaming a big top-level object (manifest.json's shards and sources): the
+ * members whose key is in keys and whose value is an array are never built as
+ * one tree; their elements are parsed one at a time, handed to element() and
+ * freed, so memory follows the largest element, not the array. */
+typedef struct {
+    const char *const *keys; /* NULL-terminated */
+    /* The index-th element of the array under key. value is freed when this
+     * returns: move out (and zero) what you keep. 0, or -1 with err filled,
+     * which stops the parse and is returned as it is. */
+    int (*element)(void *ctx, const char *key, size_t index, JsonValue *value, NfError *err);
+    /* May be NULL: the array under key ended after n elements (so that an
+     * empty array can be told from an absent one). Returns like element(). */
+    int (*end)(void *ctx, const char *key, size_t n, NfError *err);
+} JsonStream;
+
+/* Parses text, whose top level must be an object, as json_parse would (the
+ * same checks, depth counted from the top, the same "invalid JSON at byte N"
+ * errors), streaming the arrays named by stream->keys. Every other member (a
+ * listed key whose value is not an array too) goes whole into *rest, a
+ * JV_OBJECT in the text's order, which the callbacks may read: it holds the
+ * members before the current one. On failure *rest is left empty. */
+int json_parse_each(const char *text, size_t len, const JsonStream *stream, void *ctx, JsonValue *rest, NfError *err);
+
 /* The value of key in an object, or NULL. */
 const JsonValue *json_get(const JsonValue *obj, const char *key);
 /* Same type and value; numbers compare by their source text, objects by key in order. */

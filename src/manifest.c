@@ -2,6 +2,7 @@
 #include "manifest.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,17 +145,23 @@ static int shard_listed_twice(Reader *r, const Manifest *m) {
     return rc;
 }
 
-static int read_manifest(Reader *r, const JsonValue *root, Manifest *m) {
-    if (root->type != JV_OBJECT) return bad(r, "%s", "not a JSON object");
+/* The fields that say whether this build can read the file at all. */
+static int read_format(Reader *r, const JsonValue *root) {
     const JsonValue *format = field(r, root, "format", JV_STRING);
     if (!format) return -1;
     if (strcmp(format->text, MANIFEST_FORMAT) != 0) return bad(r, "format is not \"%s\"", MANIFEST_FORMAT);
-    uint64_t version, generation, vocab, shard_mb;
+    uint64_t version;
     if (get_count(r, root, "version", 1000000, &version) != 0) return -1;
     if (version != MANIFEST_VERSION)
         return nf_fail(r->err, NF_ERR_DATA, "manifest '%s' has version %llu; this build reads version %d", r->path,
                        (unsigned long long)version, MANIFEST_VERSION);
-    if (get_count(r, root, "generation", INT64_MAX, &generation) != 0) return -1;
+    return 0;
+}
+
+/* Every top-level field but the shards and sources. */
+static int read_header(Reader *r, const JsonValue *root, Manifest *m) {
+    uint64_t generation, vocab, shard_mb;
+    if (read_format(r, root) != 0 || get_count(r, root, "generation", INT64_MAX, &generation) != 0) return -1;
     m->generation = (int64_t)generation;
     const JsonValue *tok = field(r, root, "tokenizer", JV_OBJECT);
     if (!tok || get_string(r, tok, "path", &m->tokenizer) != 0 || get_hash(r, tok, "hash", &m->tokenizer_hash) != 0 ||
@@ -170,38 +177,116 @@ static int read_manifest(Reader *r, const JsonValue *root, Manifest *m) {
         get_count(r, root, "masked_tokens", m->tokens, &m->masked_tokens) != 0)
         return -1;
     m->max_shard_mb = (int64_t)shard_mb;
+    return 0;
+}
 
-    const JsonValue *shards = field(r, root, "shards", JV_ARRAY), *sources = field(r, root, "sources", JV_ARRAY);
-    if (!shards || !sources) return -1;
-    if ((shards->n && !(m->shards = nf_alloc_array((size_t)shards->n, sizeof(ManifestShard), r->err))) ||
-        (sources->n && !(m->sources = nf_alloc_array((size_t)sources->n, sizeof(ManifestSource), r->err))))
-        return -1;
-    uint64_t tokens = 0, masked = 0;
-    for (int i = 0; i < shards->n; i++) {
-        m->n_shards = i + 1;
-        if (read_shard(r, &shards->items[i], &m->shards[i]) != 0) return -1;
-        tokens += m->shards[i].tokens;
-        masked += m->shards[i].masked_tokens;
+/* manifest.json is read with json_parse_each: the shards and sources, which
+ * make up nearly all of a big manifest, come one element at a time straight
+ * into the Manifest's arrays, so the peak is about the Manifest itself, not a
+ * tree of the whole file (~10x its size). The other fields land in `rest`. */
+typedef struct {
+    Reader r;
+    Manifest *m;
+    const JsonValue *rest;     /* json_parse_each's members so far */
+    int shards_cap, sources_cap;
+    bool have_shards, have_sources;
+    bool format_read;          /* before the first element, when format and version come first (ingest writes them so) */
+    bool failed;               /* a callback failed: its error is already the manifest's own */
+    /* running sums, compared with the totals at the end; each stays <= MANIFEST_MAX_COUNT or it is an error
+     * at once, so adding a count (also <= MANIFEST_MAX_COUNT) never wraps */
+    uint64_t shard_tokens, shard_masked, documents, tokens, masked;
+} Loader;
+
+/* Room for one more element of (*items)[*n], zeroed and counted in *n (so that manifest_free frees it even when
+ * reading it fails), growing by doubling. */
+static void *append(void **items, int *n, int *cap, size_t size, NfError *err) {
+    if (*n == *cap) {
+        /* an element takes at least 3 bytes of text ("{}," or "[],"), so INT_MAX of them is a 6 GB file */
+        if (*n == INT_MAX) {
+            nf_fail(err, NF_ERR_DATA, "manifest: more than %d shards or sources", INT_MAX);
+            return NULL;
+        }
+        int grown_cap = *cap > INT_MAX / 2 ? INT_MAX : *cap ? 2 * *cap : 64;
+        void *grown = realloc(*items, (size_t)grown_cap * size);
+        if (!grown) {
+            nf_fail(err, NF_ERR_MEMORY, "out of memory");
+            return NULL;
+        }
+        *items = grown;
+        *cap = grown_cap;
     }
+    char *slot = (char *)*items + (size_t)(*n)++ * size;
+    memset(slot, 0, size);
+    return slot;
+}
+
+/* sum += x, refused once it passes any total a manifest may hold. */
+static bool add_count(uint64_t *sum, uint64_t x) {
+    *sum += x;
+    return *sum <= MANIFEST_MAX_COUNT;
+}
+
+static int add_shard(Loader *l, const JsonValue *v) {
+    Manifest *m = l->m;
+    ManifestShard *s = append((void **)&m->shards, &m->n_shards, &l->shards_cap, sizeof *s, l->r.err);
+    if (!s || read_shard(&l->r, v, s) != 0) return -1;
+    if (!add_count(&l->shard_tokens, s->tokens) || !add_count(&l->shard_masked, s->masked_tokens))
+        return bad(&l->r, "%s", "the shards' token counts do not add up to the totals");
+    return 0;
+}
+
+static int add_source(Loader *l, const JsonValue *v) {
+    Manifest *m = l->m;
+    ManifestSource *s = append((void **)&m->sources, &m->n_sources, &l->sources_cap, sizeof *s, l->r.err);
+    if (!s || read_source(&l->r, v, s) != 0) return -1;
+    if (m->n_sources > 1 && strcmp(m->sources[m->n_sources - 2].path, s->path) >= 0)
+        return bad(&l->r, "source '%s' is out of order or listed twice", s->path);
+    if (!add_count(&l->documents, s->documents) || !add_count(&l->tokens, s->tokens) ||
+        !add_count(&l->masked, s->masked_tokens))
+        return bad(&l->r, "%s", "the sources' counts do not add up to the totals");
+    return 0;
+}
+
+static int on_element(void *ctx, const char *key, size_t index, JsonValue *v, NfError *err) {
+    (void)index;
+    (void)err; /* the Reader's */
+    Loader *l = ctx;
+    /* a manifest of another format or version is named as such, not by the first field it lacks */
+    int rc = 0;
+    if (!l->format_read && json_get(l->rest, "format") && json_get(l->rest, "version")) {
+        l->format_read = true;
+        rc = read_format(&l->r, l->rest);
+    }
+    if (rc == 0) rc = strcmp(key, "shards") == 0 ? add_shard(l, v) : add_source(l, v);
+    if (rc != 0) l->failed = true;
+    return rc;
+}
+
+static int on_end(void *ctx, const char *key, size_t n, NfError *err) {
+    (void)n;
+    (void)err;
+    Loader *l = ctx;
+    if (strcmp(key, "shards") == 0) l->have_shards = true;
+    else l->have_sources = true;
+    return 0;
+}
+
+/* What can only be checked once the whole file is read. */
+static int finish(Loader *l) {
+    Reader *r = &l->r;
+    Manifest *m = l->m;
+    if (read_header(r, l->rest, m) != 0) return -1;
+    if (!l->have_shards) return bad(r, "missing or mistyped field \"%s\"", "shards");
+    if (!l->have_sources) return bad(r, "missing or mistyped field \"%s\"", "sources");
     if (shard_listed_twice(r, m) != 0) return -1;
-    if (tokens != m->tokens || masked != m->masked_tokens)
+    if (l->shard_tokens != m->tokens || l->shard_masked != m->masked_tokens)
         return bad(r, "%s", "the shards' token counts do not add up to the totals");
-    uint64_t documents = 0;
-    tokens = masked = 0;
-    for (int i = 0; i < sources->n; i++) {
-        m->n_sources = i + 1;
-        ManifestSource *s = &m->sources[i];
-        if (read_source(r, &sources->items[i], s) != 0) return -1;
-        if (i > 0 && strcmp(m->sources[i - 1].path, s->path) >= 0)
-            return bad(r, "source '%s' is out of order or listed twice", s->path);
-        documents += s->documents;
-        tokens += s->tokens;
-        masked += s->masked_tokens;
-    }
-    if (documents != m->documents || tokens != m->tokens || masked != m->masked_tokens)
+    if (l->documents != m->documents || l->tokens != m->tokens || l->masked != m->masked_tokens)
         return bad(r, "%s", "the sources' counts do not add up to the totals");
     return 0;
 }
+
+static const char *const STREAMED[] = {"shards", "sources", NULL};
 
 int manifest_load(const char *dir, Manifest *m, NfError *err) {
     memset(m, 0, sizeof *m);
@@ -210,16 +295,18 @@ int manifest_load(const char *dir, Manifest *m, NfError *err) {
     MappedFile f;
     int rc = mapped_file_open(&f, path, "manifest", err);
     if (rc == 0) {
-        JsonValue root = {0};
-        Reader r = {path, err};
-        if (json_parse((const char *)f.data, f.size, &root, err) != 0) {
+        JsonValue rest;
+        Loader l = {.r = {path, err}, .m = m, .rest = &rest};
+        JsonStream stream = {STREAMED, on_element, on_end};
+        rc = json_parse_each((const char *)f.data, f.size, &stream, &l, &rest, err);
+        if (rc != 0 && !l.failed) {
             char why[sizeof err->message];
             memcpy(why, err->message, sizeof why);
             rc = nf_fail(err, NF_ERR_DATA, "manifest '%s': %s", path, why);
-        } else {
-            rc = read_manifest(&r, &root, m);
+        } else if (rc == 0) {
+            rc = finish(&l);
         }
-        json_value_free(&root);
+        json_value_free(&rest);
         mapped_file_close(&f);
     }
     free(path);

@@ -1,7 +1,9 @@
 /* test_ingest.c — the pieces of `ingest` below the command: documents of a
  * text (textsplit), JSONL records with their loss masks and the chat
  * template, CSV parsing and its three row rules, the limits and error
- * messages, and manifest.json written and read back. The builtin:bytes
+ * messages, and manifest.json written and read back (streamed: missing,
+ * mistyped and duplicate arrays, another version, counts that would wrap when
+ * added, many entries in any field order). The builtin:bytes
  * vocabulary makes ids easy to spell: byte b is id b + 3, and every encoded
  * text starts with the dummy-prefix space (id 35). */
 #include "testutil.h"
@@ -329,6 +331,96 @@ static void test_manifest_round_trip_and_checks(void **state) {
     rmdir(dir);
 }
 
+/* Writes text as DIR/manifest.json, loads it, and expects a bad_data error mentioning want. */
+static void expect_manifest_error(const char *dir, const char *text, const char *want) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    Manifest m;
+    NfError err = {0};
+    if (manifest_load(dir, &m, &err) == 0) fail_msg("manifest accepted: %s", text);
+    assert_string_equal(err.code, NF_ERR_DATA);
+    if (!strstr(err.message, want)) fail_msg("error '%s' does not mention '%s'", err.message, want);
+    assert_null(m.shards); /* freed */
+    assert_int_equal(m.n_shards, 0);
+    unlink(path);
+}
+
+#define MANIFEST_HEAD                                                                                                  \
+    "{\"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"                                          \
+    " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": 512},"                  \
+    " \"split\": \"eot\", \"max_shard_mb\": 1, \"documents\": 0, \"tokens\": 0, \"masked_tokens\": 0"
+#define SHARD_OF(tokens) "{\"file\": \"s%d.bin\", \"mask\": null, \"tokens\": " tokens ", \"masked_tokens\": 0}"
+
+/* The checks of the streamed reader (shards and sources come one element at a time). */
+static void test_manifest_streamed_checks(void **state) {
+    (void)state;
+    char dir[] = "/tmp/nf_manifest_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    /* the arrays must be there, and be arrays */
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"sources\": []}", "missing or mistyped field \"shards\"");
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": {}, \"sources\": []}", "missing or mistyped field \"shards\"");
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": []}", "missing or mistyped field \"sources\"");
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": [], \"sources\": [1]}", "a source is not an object");
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": [], \"shards\": [], \"sources\": []}", "duplicate object key");
+    /* malformed JSON: named as the manifest's, with the offset */
+    char want[64];
+    snprintf(want, sizeof want, "invalid JSON at byte %zu: unexpected token near '}'", /* just after the '}' */
+             sizeof(MANIFEST_HEAD ", \"shards\": [}") - 1);
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": [}", want);
+    expect_manifest_error(dir, "[]", "invalid JSON at byte 0: '{' expected");
+    /* another version is named as such even when its shards would not read as this version's */
+    expect_manifest_error(dir, "{\"format\": \"neuralforge-ingest\", \"version\": 2, \"shards\": [{\"v2\": 1}]}",
+                          "has version 2");
+    /* counts that wrap around uint64 when added up: 256 shards of 2^56 tokens are not 0 tokens in all */
+    size_t cap = 256 * 100 + 1024, o = 0;
+    char *text = malloc(cap);
+    o += (size_t)snprintf(text + o, cap - o, "%s, \"shards\": [", MANIFEST_HEAD);
+    for (int i = 0; i < 256; i++)
+        o += (size_t)snprintf(text + o, cap - o, SHARD_OF("72057594037927936") "%s", i, i < 255 ? ", " : "");
+    assert_true(o + 32 < cap);
+    snprintf(text + o, cap - o, "], \"sources\": []}");
+    expect_manifest_error(dir, text, "the shards' token counts do not add up to the totals");
+    free(text);
+    /* and a valid one of many shards and sources, whose arrays grow as they come */
+    cap = 3000 * 300 + 1024, o = 0;
+    text = malloc(cap);
+    o += (size_t)snprintf(text + o, cap - o, "{\"shards\": [");
+    for (int i = 0; i < 3000; i++) o += (size_t)snprintf(text + o, cap - o, "%s" SHARD_OF("2"), i ? "," : "", i);
+    o += (size_t)snprintf(text + o, cap - o, "], \"sources\": [");
+    for (int i = 0; i < 3000; i++)
+        o += (size_t)snprintf(text + o, cap - o,
+                              "%s{\"path\": \"f%05d\", \"bytes\": 1, \"hash\": \"fnv1a64:0000000000000002\", "
+                              "\"documents\": 1, \"tokens\": 2, \"masked_tokens\": 0, \"shard\": %d, \"offset\": 0}",
+                              i ? "," : "", i, i);
+    assert_true(o + 512 < cap);
+    /* the header last: a hand-written manifest may order its fields as it likes */
+    snprintf(text + o, cap - o, "], \"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"
+             " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": 512},"
+             " \"split\": \"eot\", \"max_shard_mb\": 1, \"documents\": 3000, \"tokens\": 6000, \"masked_tokens\": 0}");
+    char path[128];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    Manifest m;
+    NfError err;
+    if (manifest_load(dir, &m, &err) != 0) fail_msg("%s", err.message);
+    assert_int_equal(m.n_shards, 3000);
+    assert_int_equal(m.n_sources, 3000);
+    assert_string_equal(m.shards[2999].file, "s2999.bin");
+    assert_string_equal(m.sources[1234].path, "f01234");
+    assert_int_equal(m.sources[2999].shard, 2999);
+    assert_int_equal(m.tokens, 6000);
+    manifest_free(&m);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_source_kinds_by_extension),
@@ -345,6 +437,7 @@ int main(void) {
         cmocka_unit_test(test_csv_other_columns_become_name_value_lines),
         cmocka_unit_test(test_csv_errors_name_file_and_line),
         cmocka_unit_test(test_manifest_round_trip_and_checks),
+        cmocka_unit_test(test_manifest_streamed_checks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -13,7 +13,14 @@
  * numbers' texts (integers exact at the int64 bounds, beyond them refused;
  * reals read back as the same double and never look like integers); malformed
  * input refused as a usage error with its byte offset; the writer's output
- * read back. */
+ * read back.
+ *
+ * And json_parse_each: the listed arrays' elements come one at a time, equal
+ * to json_parse's, the other members into rest; every prefix of a sample and
+ * every one-byte corruption of it refused or accepted exactly as json_parse
+ * does (run under ASan too); duplicate top-level keys, a top level that is not
+ * one object, trailing bytes and broken glue refused with their offsets; the
+ * depth bound counted from the top; a callback's error passed through. */
 #include "testutil.h"
 
 #include <math.h>
@@ -589,6 +596,281 @@ static void test_parse_reads_the_writers_output(void **state) {
     json_free(&j);
 }
 
+/* ---- json_parse_each --------------------------------------------------------- */
+
+/* What the callbacks saw: a log line per call ("key[index]=<compact value>" and "key end n"), and
+ * each element compared with the same element of json_parse's tree of the whole text (when given). */
+typedef struct {
+    char log[1024];
+    const JsonValue *whole;   /* json_parse of the same text, or NULL */
+    int rest_seen;            /* rest->n when the last element came */
+    const JsonValue *rest;
+    int fail_at;              /* the element (counting all calls) whose callback fails, or -1 */
+    int calls;
+} EachLog;
+
+static void log_value(char *out, size_t cap, const JsonValue *v) {
+    size_t o = strlen(out);
+    switch (v->type) {
+    case JV_NULL: snprintf(out + o, cap - o, "null"); break;
+    case JV_BOOL: snprintf(out + o, cap - o, v->boolean ? "true" : "false"); break;
+    case JV_NUMBER: snprintf(out + o, cap - o, "%s", v->text); break;
+    case JV_STRING: snprintf(out + o, cap - o, "\"%s\"", v->text); break;
+    case JV_ARRAY:
+    case JV_OBJECT:
+        snprintf(out + o, cap - o, "%c", v->type == JV_ARRAY ? '[' : '{');
+        for (int i = 0; i < v->n; i++) {
+            o = strlen(out);
+            if (v->type == JV_OBJECT) snprintf(out + o, cap - o, "%s%s:", i ? "," : "", v->keys[i]);
+            else if (i) snprintf(out + o, cap - o, ",");
+            log_value(out, cap, &v->items[i]);
+        }
+        o = strlen(out);
+        snprintf(out + o, cap - o, "%c", v->type == JV_ARRAY ? ']' : '}');
+        break;
+    }
+}
+
+static int log_element(void *ctx, const char *key, size_t index, JsonValue *v, NfError *err) {
+    EachLog *l = ctx;
+    if (l->calls++ == l->fail_at) return nf_fail(err, NF_ERR_DATA, "element %zu of %s refused", index, key);
+    size_t o = strlen(l->log);
+    snprintf(l->log + o, sizeof l->log - o, "%s[%zu]=", key, index);
+    log_value(l->log, sizeof l->log, v);
+    o = strlen(l->log);
+    snprintf(l->log + o, sizeof l->log - o, " ");
+    if (l->whole) {
+        const JsonValue *array = json_get(l->whole, key);
+        assert_true(array && array->type == JV_ARRAY && (int)index < array->n);
+        assert_true(json_value_equal(v, &array->items[index]));
+    }
+    l->rest_seen = l->rest->n;
+    return 0;
+}
+
+static int log_end(void *ctx, const char *key, size_t n, NfError *err) {
+    (void)err;
+    EachLog *l = ctx;
+    size_t o = strlen(l->log);
+    snprintf(l->log + o, sizeof l->log - o, "%s end %zu ", key, n);
+    return 0;
+}
+
+static const char *const STREAM_AB[] = {"a", "b", NULL};
+
+/* json_parse_each of text[0, n) with STREAM_AB; fills log, returns the result. */
+static int each(const char *text, size_t n, EachLog *l, JsonValue *rest, NfError *err) {
+    JsonStream stream = {STREAM_AB, log_element, log_end};
+    l->rest = rest;
+    return json_parse_each(text, n, &stream, l, rest, err);
+}
+
+static void each_fails(const char *text, size_t n, const char *want) {
+    EachLog l = {.fail_at = -1};
+    JsonValue rest;
+    NfError err = {0};
+    if (each(text, n, &l, &rest, &err) == 0) fail_msg("json_parse_each accepted %.*s", (int)n, text);
+    assert_string_equal(err.code, NF_ERR_USAGE);
+    assert_memory_equal(err.message, "invalid JSON at byte ", 21);
+    if (want && !strstr(err.message, want)) fail_msg("message '%s' lacks '%s'", err.message, want);
+    assert_int_equal(rest.n, 0); /* left empty */
+    assert_null(rest.items);
+}
+
+#define EACH_FAILS(lit, want) each_fails(lit, sizeof(lit) - 1, want)
+
+/* Refused with json_parse's very message (offset included): the errors jansson finds inside keys and values. */
+static void each_fails_like_parse(const char *text, size_t n) {
+    JsonValue v;
+    NfError err = {0};
+    if (json_parse(text, n, &v, &err) == 0) fail_msg("json_parse accepted %.*s", (int)n, text);
+    each_fails(text, n, err.message);
+}
+
+#define EACH_FAILS_LIKE_PARSE(lit) each_fails_like_parse(lit, sizeof(lit) - 1)
+
+static const char SAMPLE[] =
+    "{\"format\": \"x\", \"a\": [1, {\"k\": [true, null], \"s\": \"\\u00e9\\ud83d\\ude00\"}, \"t\", -2.5e3, []],"
+    " \"mid\": {\"a\": [9]}, \"b\" :[ ] ,\"c\": [\"not streamed\"], \"n\": null}";
+
+static void test_each_streams_the_listed_arrays(void **state) {
+    (void)state;
+    JsonValue whole;
+    parse_ok(SAMPLE, sizeof SAMPLE - 1, &whole);
+    EachLog l = {.whole = &whole, .fail_at = -1};
+    JsonValue rest;
+    NfError err = {0};
+    if (each(SAMPLE, sizeof SAMPLE - 1, &l, &rest, &err) != 0) fail_msg("%s", err.message);
+    assert_string_equal(l.log, "a[0]=1 a[1]={k:[true,null],s:\"\xc3\xa9\xf0\x9f\x98\x80\"} a[2]=\"t\" a[3]=-2500.0 "
+                               "a[4]=[] a end 5 b end 0 ");
+    assert_int_equal(l.rest_seen, 1); /* while "a" streamed, rest held "format" */
+    /* the rest: every member not streamed, in order, as json_parse reads them */
+    assert_int_equal(rest.type, JV_OBJECT);
+    assert_int_equal(rest.n, 4);
+    const char *keys[] = {"format", "mid", "c", "n"};
+    for (int i = 0; i < 4; i++) {
+        assert_string_equal(rest.keys[i], keys[i]);
+        assert_true(json_value_equal(&rest.items[i], json_get(&whole, keys[i])));
+    }
+    assert_null(json_get(&rest, "a"));
+    json_value_free(&rest);
+
+    /* nothing listed: rest is json_parse's tree */
+    JsonStream none = {NULL, log_element, NULL};
+    assert_int_equal(json_parse_each(SAMPLE, sizeof SAMPLE - 1, &none, &l, &rest, &err), 0);
+    assert_true(json_value_equal(&rest, &whole));
+    json_value_free(&rest);
+    json_value_free(&whole);
+
+    /* a listed key whose value is not an array goes whole into rest, for the caller to refuse by type */
+    memset(l.log, 0, sizeof l.log);
+    const char *text = " {\"a\": {\"x\": [1]}, \"b\": \"[]\"}\n";
+    assert_int_equal(each(text, strlen(text), &l, &rest, &err), 0);
+    assert_string_equal(l.log, "");
+    assert_int_equal(rest.n, 2);
+    assert_int_equal(json_get(&rest, "a")->type, JV_OBJECT);
+    assert_int_equal(json_get(&rest, "b")->type, JV_STRING);
+    json_value_free(&rest);
+    /* the empty object */
+    assert_int_equal(each(" { } ", 5, &l, &rest, &err), 0);
+    assert_true(rest.type == JV_OBJECT && rest.n == 0);
+    json_value_free(&rest);
+}
+
+/* Every prefix of SAMPLE is refused cleanly (ASan build: without touching a byte past it),
+ * and so is every one-byte corruption that breaks it: never a crash or a leak. */
+static void test_each_truncated_or_corrupted_at_every_byte(void **state) {
+    (void)state;
+    size_t n = sizeof SAMPLE - 1;
+    for (size_t cut = 0; cut < n; cut++) {
+        char *copy = malloc(cut ? cut : 1); /* exactly cut bytes: ASan sees any read past them */
+        memcpy(copy, SAMPLE, cut);
+        EachLog l = {.fail_at = -1};
+        JsonValue rest;
+        NfError err = {0};
+        if (each(copy, cut, &l, &rest, &err) == 0) fail_msg("accepted the first %zu bytes", cut);
+        size_t at = strtoull(err.message + 21, NULL, 10);
+        if (strncmp(err.message, "invalid JSON at byte ", 21) != 0 || at > cut)
+            fail_msg("cut at %zu: '%s'", cut, err.message);
+        assert_int_equal(rest.n, 0);
+        free(copy);
+    }
+    const char replace[] = "{}[]\",: x0\\\x01\xff";
+    for (size_t i = 0; i < n; i++) {
+        for (const char *c = replace; *c; c++) {
+            char *copy = malloc(n);
+            memcpy(copy, SAMPLE, n);
+            copy[i] = *c;
+            EachLog l = {.fail_at = -1};
+            JsonValue rest;
+            NfError err = {0};
+            JsonValue whole;
+            NfError err2 = {0};
+            /* json_parse_each accepts exactly what json_parse accepts as an object */
+            bool parses = json_parse(copy, n, &whole, &err2) == 0 && whole.type == JV_OBJECT;
+            if (parses) l.whole = &whole;
+            int rc = each(copy, n, &l, &rest, &err);
+            if ((rc == 0) != parses) fail_msg("byte %zu as 0x%02x: json_parse %s, json_parse_each %s", i,
+                                              (unsigned char)*c, parses ? "accepts" : "refuses", err.message);
+            if (rc == 0) json_value_free(&rest);
+            else assert_int_equal(rest.n, 0);
+            if (parses) json_value_free(&whole);
+            free(copy);
+        }
+    }
+}
+
+static void test_each_refuses_duplicate_keys(void **state) {
+    (void)state;
+    EACH_FAILS("{\"x\": 1, \"y\": 2, \"x\": 3}", "at byte 17: duplicate object key");
+    EACH_FAILS("{\"a\": [1], \"x\": 1, \"a\": [2]}", "at byte 19: duplicate");      /* streamed twice */
+    EACH_FAILS("{\"a\": [1], \"a\": 2}", "duplicate");                               /* streamed, then not */
+    EACH_FAILS("{\"\\u0061\": 1, \"a\": [2]}", "duplicate");                         /* the same key escaped */
+    EACH_FAILS("{\"a\": [{\"k\": 1, \"k\": 2}]}", "duplicate");                      /* inside an element */
+    EACH_FAILS("{\"m\": {\"k\": 1, \"k\": 2}}", "duplicate");                        /* inside a member */
+    EachLog l = {.fail_at = -1};
+    JsonValue rest;
+    NfError err;
+    const char *ok = "{\"a\": [{\"k\": 1}, {\"k\": 2}], \"k\": {\"k\": 3}}"; /* the same key at other levels */
+    assert_int_equal(each(ok, strlen(ok), &l, &rest, &err), 0);
+    json_value_free(&rest);
+}
+
+static void test_each_refuses_what_is_not_one_object(void **state) {
+    (void)state;
+    EACH_FAILS("", "at byte 0: '{' expected near end of file");
+    EACH_FAILS("  ", "at byte 2: '{' expected near end of file");
+    EACH_FAILS("[1]", "at byte 0: '{' expected");
+    EACH_FAILS("\"a\"", "'{' expected");
+    EACH_FAILS("1", "'{' expected");
+    EACH_FAILS("{} x", "at byte 3: end of file expected");
+    EACH_FAILS("{}{}", "at byte 2: end of file expected");
+    EACH_FAILS("{\"a\": [1]} ]", "end of file expected");
+    EACH_FAILS("{,}", "at byte 1: string expected");
+    EACH_FAILS("{\"x\": 1,}", "at byte 8: string expected");
+    EACH_FAILS("{x: 1}", "string expected");
+    EACH_FAILS("{\"x\" 1}", "at byte 5: ':' expected");
+    EACH_FAILS("{\"x\": 1 \"y\": 2}", "at byte 8: '}' or ',' expected");
+    EACH_FAILS("{\"a\": [1 2]}", "at byte 9: ']' or ',' expected");
+    EACH_FAILS("{\"a\": [1", "at byte 8: ']' or ',' expected near end of file");
+    EACH_FAILS("{\"a\": [1x]}", "']' or ','");
+    EACH_FAILS("{\"a\\u0000b\": 1}", "at byte 1: NUL byte in object key");
+    /* what jansson finds in a key or value: json_parse's message, offset included */
+    EACH_FAILS_LIKE_PARSE("{\"x\": }");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [1,]}");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [,1]}");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [tru]}");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [\"\\ud800\"]}");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [\"\xff\"]}");
+    EACH_FAILS_LIKE_PARSE("{\"k\xfe\": 1}");
+    EACH_FAILS_LIKE_PARSE("{\"k\": \"abc");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [1,\0 2]}");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [9223372036854775808]}");
+    EACH_FAILS_LIKE_PARSE("{\"a\": [{\"x\": 1e400}]}");
+    /* the length bounds the text */
+    EachLog l = {.fail_at = -1};
+    JsonValue rest;
+    NfError err;
+    assert_int_equal(each("{\"a\": [1]}garbage", 10, &l, &rest, &err), 0);
+    assert_string_equal(l.log, "a[0]=1 a end 1 ");
+    json_value_free(&rest);
+    each_fails("{\"a\": [1]}", 9, "near end of file");
+}
+
+static void test_each_depth_bound(void **state) {
+    (void)state;
+    /* the object and the streamed array count: an element may nest 30 more levels */
+    char ok[256], deep[256];
+    snprintf(ok, sizeof ok, "{\"a\": [%.30s1%.30s]}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    snprintf(deep, sizeof deep, "{\"a\": [%.31s1%.31s]}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    EachLog l = {.fail_at = -1};
+    JsonValue rest;
+    NfError err;
+    assert_int_equal(each(ok, strlen(ok), &l, &rest, &err), 0);
+    json_value_free(&rest);
+    each_fails(deep, strlen(deep), "at byte 37: nested more than 32 levels deep"); /* json_parse's offset */
+    parse_fails(deep, strlen(deep), "at byte 37: nested more than 32 levels deep");
+    char *hostile = nested(1000000);
+    hostile[0] = '{'; /* not JSON either way: the depth is refused first */
+    each_fails(hostile, strlen(hostile), "nested");
+    free(hostile);
+}
+
+/* A callback's error stops the parse and comes back as it was; rest is freed. */
+static void test_each_passes_callback_errors_through(void **state) {
+    (void)state;
+    EachLog l = {.fail_at = 2};
+    JsonValue rest;
+    NfError err = {0};
+    const char *text = "{\"x\": 1, \"a\": [1, 2, 3, 4], \"y\": 2}";
+    assert_int_equal(each(text, strlen(text), &l, &rest, &err), -1);
+    assert_string_equal(err.code, NF_ERR_DATA);
+    assert_string_equal(err.message, "element 2 of a refused");
+    assert_string_equal(l.log, "a[0]=1 a[1]=2 ");
+    assert_int_equal(l.calls, 3);
+    assert_int_equal(rest.n, 0);
+}
+
 /* Deeper than JSON_MAX_DEPTH must only set `failed`. Items added at that depth
  * index has_items[depth - 1]; this checks it stays within the array (the
  * UBSan build reports an out-of-bounds index otherwise). Kept last: a
@@ -646,6 +928,12 @@ int main(void) {
         cmocka_unit_test(test_parse_malformed_input_gives_offset),
         cmocka_unit_test(test_parse_equal),
         cmocka_unit_test(test_parse_reads_the_writers_output),
+        cmocka_unit_test(test_each_streams_the_listed_arrays),
+        cmocka_unit_test(test_each_truncated_or_corrupted_at_every_byte),
+        cmocka_unit_test(test_each_refuses_duplicate_keys),
+        cmocka_unit_test(test_each_refuses_what_is_not_one_object),
+        cmocka_unit_test(test_each_depth_bound),
+        cmocka_unit_test(test_each_passes_callback_errors_through),
         cmocka_unit_test(test_nesting_past_max_depth_sets_failed_without_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
