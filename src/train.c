@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "budget.h"
 #include "checkpoint.h"
 #include "data.h"
 #include "json_parse.h"
@@ -225,6 +226,10 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
     json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
     json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, lc, (int)o->batch, (int)o->seq));
+    MemoryEstimate memory;
+    memory_estimate(&t->config, lc, (int)o->batch, (int)o->seq, o->bf16, &memory);
+    json_int(&j, "memory_bytes", (int64_t)memory.total);
+    json_int(&j, "max_memory", (int64_t)o->max_memory);
     if (o->resume) json_changed_flags(&j, stored_options ? stored_options : "{}", o->options_json);
     msg_emit(t->out, &j);
     if (!lc) return;
@@ -393,7 +398,8 @@ int train_run(TrainOptions *o, NfOut *out) {
     Trainer t = {.o = o, .out = out, .best_val_loss = NAN, .last_loss = NAN};
     Checkpoint ck = {0};
     int status = 0;
-    if (setup_model(&t, &ck, &err) != 0) goto fail;
+    MemoryEstimate memory; /* before anything large is allocated */
+    if (train_memory_check(o, &memory, &err) != 0 || setup_model(&t, &ck, &err) != 0) goto fail;
     if (o->tokenizer) {
         Tokenizer tok;
         if (tokenizer_load(&tok, o->tokenizer, &err) != 0) goto fail;
