@@ -204,12 +204,12 @@ int64_t *store_project_ids(Store *s, int *n) {
 /* ---- runs ---------------------------------------------------------------------- */
 
 bool run_status_active(const char *status) {
-    return strcmp(status, "starting") == 0 || strcmp(status, "running") == 0 || strcmp(status, "restarting") == 0;
+    return strcmp(status, "queued") == 0 || strcmp(status, "starting") == 0 || strcmp(status, "running") == 0 || strcmp(status, "restarting") == 0;
 }
 
 int64_t store_run_create(Store *s, int64_t project_id, const char *kind, const char *args, const char *output) {
     sqlite3_stmt *st = prepare(s, "INSERT INTO runs(project_id, kind, status, args, output, created_at)"
-                                  " VALUES(?,?,'starting',?,?,?)");
+                                  " VALUES(?,?,'queued',?,?,?)"); /* runqueue.c starts it */
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, project_id);
     bind_text(st, 2, kind);
@@ -321,6 +321,14 @@ int64_t *store_run_ids(Store *s, int64_t project_id, bool active_only, int *n) {
     *n = 0;
     if (!st) return NULL;
     if (!active_only) sqlite3_bind_int64(st, 1, project_id);
+    return collect_ids(s, st, n);
+}
+
+int64_t *store_run_ids_with_status(Store *s, const char *status, int *n) {
+    sqlite3_stmt *st = prepare(s, "SELECT id FROM runs WHERE status = ? ORDER BY id");
+    *n = 0;
+    if (!st) return NULL;
+    bind_text(st, 1, status);
     return collect_ids(s, st, n);
 }
 
