@@ -460,5 +460,27 @@ def light_jobs_beyond_the_cap_wait_queued():
     assert code != 0
 
 
+@test
+def a_run_left_queued_by_a_stopped_server_starts_when_it_comes_back():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        first, second = (tiny_project(s, steps=steps)["id"] for steps in (100000, 20))
+        for p in (first, second):
+            with_data(s, p)
+        a = s.ok("POST", f"/api/projects/{first}/train")
+        b = s.ok("POST", f"/api/projects/{second}/train")
+        assert b["status"] == "queued", b
+    finally:
+        s.stop()  # the training is stopped gracefully; the queued one must not start on the way out
+    s = Serve(d)
+    try:
+        assert s.ok("GET", f"/api/runs/{a['id']}")["status"] == "stopped"
+        b = s.wait_run(b["id"], lambda r: r["status"] in ("done", "error"))
+        assert b["status"] == "done" and b["final"]["total_steps"] == 20, b
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     run_all()
