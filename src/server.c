@@ -402,12 +402,12 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
     tokenizer_path(srv, p->tokenizer, path, sizeof path);
     args_add(a, "--tokenizer");
     args_add(a, path);
-    args_add(a, "--ckpt");
-    args_add(a, ckpt);
     if (srv->max_memory[0]) {
         args_add(a, "--max-memory");
         args_add(a, srv->max_memory);
     }
+    args_add(a, "--ckpt"); /* last: api_train names the folder once the run has an id */
+    args_add(a, ckpt);
     /* train's own parser, on the very words the run will get */
     if (train_command_check(a->n - 1, a->words + 1, &err) != 0) {
         snprintf(why, why_cap, "%s", err.message);

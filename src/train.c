@@ -194,7 +194,8 @@ static void json_changed_flags(JsonBuf *j, const char *stored_json, const char *
         json_parse(current_json, strlen(current_json), &current, &ignored) == 0 && current.type == JV_OBJECT) {
         for (int i = 0; i < current.n; i++) {
             const char *name = current.keys[i];
-            if (strcmp(name, "resume") == 0 || strcmp(name, "config") == 0) continue;
+            /* --max-memory only decides whether the run may start */
+            if (strcmp(name, "resume") == 0 || strcmp(name, "config") == 0 || strcmp(name, "max-memory") == 0) continue;
             const JsonValue *was = json_get(&stored, name);
             if (!was || !json_value_equal(was, &current.items[i])) {
                 json_string(j, NULL, name);

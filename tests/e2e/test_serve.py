@@ -473,11 +473,17 @@ def a_run_left_queued_by_a_stopped_server_starts_when_it_comes_back():
         assert b["status"] == "queued", b
     finally:
         s.stop()  # the training is stopped gracefully; the queued one must not start on the way out
-    s = Serve(d)
+    s = Serve(d, extra=("--max-memory", "4G"))
     try:
         assert s.ok("GET", f"/api/runs/{a['id']}")["status"] == "stopped"
         b = s.wait_run(b["id"], lambda r: r["status"] in ("done", "error"))
         assert b["status"] == "done" and b["final"]["total_steps"] == 20, b
+        # serve's budget reaches the runs trained from now on
+        c = s.ok("POST", f"/api/projects/{second}/train")
+        assert c["args"][-2] == "--ckpt" and c["args"][-1].endswith(f"/runs/{c['id']}/model.ckpt"), c["args"]
+        c = s.wait_run(c["id"], lambda r: r["status"] in ("done", "error"))
+        init = s.ok("GET", f"/api/runs/{c['id']}/messages?type=init")[0]["message"]
+        assert c["status"] == "done" and init["max_memory"] == 4 << 30, (c, init)
     finally:
         s.stop()
 
