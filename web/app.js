@@ -902,7 +902,7 @@ VIEWS.dashboard = (() => {
     const step = st.step, total = st.total;
     const at = step != null ? ` at step ${step}${total ? ` of ${total}` : ''}` : '';
     switch (run.status) {
-      case 'queued': return ['Queued', 'Queued: waits for the running training to end (one at a time by default), then starts by itself. Stop cancels it.'];
+      case 'queued': return ['Queued', 'Queued: another training holds the slot (one at a time by default: serve --max-trainings); this one starts by itself when it ends. Stop cancels it.'];
       case 'starting': return ['Starting', 'Starting…'];
       case 'running': return ['Training', `Training: step ${step ?? 0}${total ? ` of ${total}` : ''}`];
       case 'restarting': return ['Restarting', `Restarting${at} (self-restart from the checkpoint)…`];
