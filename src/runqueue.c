@@ -55,8 +55,9 @@ static int dispatch_locked(RunQueue *q, int64_t watch, NfError *err) {
         if (running[k] >= limit[k]) continue;
         int threads = q->cores / limit[k] > 0 ? q->cores / limit[k] : 1;
         NfError why = {0};
-        /* "starting" before the lock is let go, so the next count sees the slot taken */
-        if (store_run_status(q->store, ids[i], "starting") != 0 ||
+        /* "starting" before the lock is let go, so the next count sees the slot taken; pid 0 until
+         * the child exists, so no stop can reach a resumed run's old, maybe reused, pid */
+        if (store_run_started(q->store, ids[i], 0) != 0 ||
             runner_start_threads(q->runner, ids[i], threads, &why) != 0) {
             if (!why.code) nf_fail(&why, NF_ERR_IO, "cannot start run %lld", (long long)ids[i]);
             store_run_ended(q->store, ids[i], "error", -1, why.message);
