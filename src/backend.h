@@ -12,7 +12,7 @@
 
 #include "model.h"
 
-/* Threads of every parallel kernel: n >= 1, or 0 for one per core. */
+/* Threads of every parallel kernel: n >= 1, or 0 for OMP_NUM_THREADS if set, else one per core. */
 void nf_set_threads(int n);
 int nf_threads(void);
 /* fp32 GEMM speed measured now on square products of size n (GFLOP/s): the

@@ -57,7 +57,12 @@ int nf_cpu_check_env(NfError *err) {
     return 0;
 }
 
-void nf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : omp_get_num_procs()); }
+/* 0: OMP_NUM_THREADS when it is set (the dashboard sets it so that runs side
+ * by side share the cores: runqueue.h), else one thread per core */
+void nf_set_threads(int n) {
+    if (n > 0) omp_set_num_threads(n);
+    else if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(omp_get_num_procs());
+}
 
 int nf_threads(void) { return omp_get_max_threads(); }
 

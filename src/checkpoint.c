@@ -373,3 +373,21 @@ int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError 
     m->owned = params; /* freed with the model */
     return 0;
 }
+
+bool checkpoint_peek_config(const char *path, ModelConfig *config, bool *is_lora) {
+    unsigned char h[48];
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    bool ok = fread(h, 1, sizeof h, f) == sizeof h;
+    fclose(f);
+    uint32_t version, kind;
+    int32_t cfg[8];
+    memcpy(&version, h + 8, 4);
+    memcpy(&kind, h + 12, 4);
+    memcpy(cfg, h + 16, sizeof cfg);
+    if (!ok || memcmp(h, MAGIC, 8) != 0 || version != CKPT_VERSION || (kind != KIND_FULL && kind != KIND_LORA))
+        return false;
+    *config = (ModelConfig){cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], cfg[6], cfg[7] != 0};
+    *is_lora = kind == KIND_LORA;
+    return config_validate(config, NULL) == 0;
+}

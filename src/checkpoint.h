@@ -45,6 +45,10 @@ int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfE
 /* Loads and verifies; allocates options_json, base_path, params and (if with_optimizer) the moments. */
 int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfError *err);
 void checkpoint_free(Checkpoint *ck);
+/* The model config and kind from a checkpoint's header alone, unverified (the
+ * checksum is checked by checkpoint_load): for sizing a run before loading
+ * it. False when the file cannot be read or its header is not valid. */
+bool checkpoint_peek_config(const char *path, ModelConfig *config, bool *is_lora);
 
 /* The checksum that identifies a base model file (FNV-1a over its bytes). */
 int model_file_checksum(const char *path, uint64_t *sum, NfError *err);

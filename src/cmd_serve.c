@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "budget.h"
 #include "commands.h"
 #include "server.h"
 
@@ -86,6 +87,8 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     int64_t port = 8377, idle_timeout = 30;
     const char *host = "127.0.0.1", *data_dir = "neuralforge-data", *token = NULL, *token_file = NULL;
     bool allow_remote = false;
+    int64_t max_trainings = 1, max_jobs = 2;
+    const char *max_memory = NULL;
     ArgSpec specs[] = {
         {"port", ARG_INT, &port, 0, 65535, .help = "TCP port (default 8377; 0 = any free port)"},
         {"host", ARG_STRING, &host, .help = "IPv4 address to bind (default 127.0.0.1)"},
@@ -95,6 +98,9 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
         {"token", ARG_STRING, &token, .help = "the access token, 16 to 100 characters; visible to every user in `ps`: "
                                               "prefer --token-file or $NEURALFORGE_TOKEN (default: random)"},
         {"idle-timeout", ARG_INT, &idle_timeout, 3, 3600, .help = "seconds a connection may stay silent before it is closed (default 30)"},
+        {"max-trainings", ARG_INT, &max_trainings, 1, 64, .help = "training runs at once; more wait queued (default 1)"},
+        {"max-jobs", ARG_INT, &max_jobs, 1, 64, .help = "generate, tokenize and export runs at once; more wait queued (default 2)"},
+        {"max-memory", ARG_STRING, &max_memory, .help = "memory budget of each training run, as train --max-memory (default 80% of the machine's)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -109,11 +115,17 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     char tok[128], session[40];
     if (take_token(token, token_file, tok, sizeof tok, &err) != 0 || random_token(session, sizeof session, &err) != 0)
         return emit_error(out, &err);
+    uint64_t budget;
+    if (max_memory && budget_parse_size(max_memory, "max-memory", &budget, &err) != 0) return emit_error(out, &err);
     Server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         nf_fail(&err, NF_ERR_MEMORY, "out of memory");
         return emit_error(out, &err);
     }
+    srv->max_trainings = (int)max_trainings;
+    srv->max_jobs = (int)max_jobs;
+    if (max_memory && budget == 0) snprintf(srv->max_memory, sizeof srv->max_memory, "none");
+    else if (max_memory) snprintf(srv->max_memory, sizeof srv->max_memory, "%llu", (unsigned long long)budget);
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = '\0';

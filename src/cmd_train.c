@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "backend.h"
+#include "budget.h"
 #include "commands.h"
 #include "fileio.h"
 #include "json_parse.h"
@@ -24,7 +25,7 @@ static int default_hidden_dim(int dim) {
  * with this same code before it starts one). */
 static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfError *check_err) {
     TrainOptions o = {0};
-    const char *config_path = NULL, *schedule = "cosine", *dtype = "fp32";
+    const char *config_path = NULL, *schedule = "cosine", *dtype = "fp32", *max_memory = NULL;
     int64_t dim = 288, hidden = 0, layers = 6, heads = 6, kv_heads = 0, vocab = 32000, seq_len = 256;
     bool separate_classifier = false;
     int64_t lora_rank = 0, threads = 0;
@@ -82,7 +83,8 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
         {"restart-every", ARG_INT, &o.restart_every, 0, 1e9, .help = "checkpoint and re-execute itself every N steps"},
         {"config", ARG_STRING, &config_path, .help = "JSON file of flag names and values (flags win)"},
         {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16", .help = "precision of the weight products (default fp32; bf16 keeps fp32 weights and AdamW state)"},
-        {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
+        {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core, or OMP_NUM_THREADS)"},
+        {"max-memory", ARG_STRING, &max_memory, .help = "refuse a run estimated to need more memory than SIZE (8G, 512M; none = no limit; default 80% of the machine's)"},
         {"tokenizer", ARG_STRING, &o.tokenizer, .help = "the tokenizer the data was made with: checked against the vocabulary, remembered for export --format gguf"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -126,6 +128,8 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
         nf_fail(&err, NF_ERR_USAGE, "--%s needs --ckpt (the checkpoint path)", o.ckpt_every > 0 ? "ckpt-every" : "keep-last");
         goto fail;
     }
+    if (!max_memory) o.max_memory = budget_default();
+    else if (budget_parse_size(max_memory, "max-memory", &o.max_memory, &err) != 0) goto fail;
     o.use_lora = lora_rank > 0;
     if (!o.use_lora) {
         /* a LoRA setting that would change something, without LoRA, is a mistake worth naming */
@@ -193,6 +197,12 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
             free(tokenizer_abs);
             goto fail;
         }
+    }
+    MemoryEstimate memory;
+    if (check_only && train_memory_check(&o, &memory, &err) != 0) { /* train_run checks again, as the child */
+        json_free(&options);
+        free(tokenizer_abs);
+        goto fail;
     }
     status = check_only ? 0 : train_run(&o, out);
     free(tokenizer_abs);

@@ -44,9 +44,12 @@ typedef struct {
     char *argv[MAX_ARGS + 2];   /* exe, the run's words, NULL */
     JsonValue args;             /* owns the words */
     char log_path[PATH_MAX + 32];
+    char **envp;                /* the server's environment with OMP_NUM_THREADS set, or NULL: as inherited */
+    char threads_env[32];
 } Job;
 
 static void job_free(Job *job) {
+    free(job->envp);
     json_value_free(&job->args);
     free(job->argv[0]);
     free(job);
@@ -101,7 +104,8 @@ static void *job_thread(void *arg) {
             dup2(out[1], 1);
             dup2(log_fd >= 0 ? log_fd : null_fd, 2);
             close_range(3, ~0u, 0);
-            execv(job->argv[0], job->argv);
+            if (job->envp) execve(job->argv[0], job->argv, job->envp);
+            else execv(job->argv[0], job->argv);
             _exit(127);
         }
         close(out[1]);
@@ -160,6 +164,7 @@ static void *job_thread(void *arg) {
     const char *final = stopped ? "stopped" : code == 0 ? "done" : "error";
     store_run_ended(s, job->run_id, final, code, code == 0 || stopped ? NULL : error);
 done:
+    if (r->on_end) r->on_end(r->on_end_ctx); /* before live drops: shutdown waits for it */
     pthread_mutex_lock(&r->lock);
     r->live--;
     pthread_cond_broadcast(&r->idle);
@@ -168,7 +173,24 @@ done:
     return NULL;
 }
 
-int runner_start(Runner *r, int64_t run_id, NfError *err) {
+/* environ with OMP_NUM_THREADS=threads in place of any inherited one, built
+ * before fork: the child may only make async-signal-safe calls */
+static int job_environment(Job *job, int threads) {
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n]) n++;
+    if (!(job->envp = calloc(n + 2, sizeof *job->envp))) return -1;
+    snprintf(job->threads_env, sizeof job->threads_env, "OMP_NUM_THREADS=%d", threads);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "OMP_NUM_THREADS=", 16) != 0) job->envp[k++] = environ[i];
+    job->envp[k] = job->threads_env;
+    return 0;
+}
+
+int runner_start(Runner *r, int64_t run_id, NfError *err) { return runner_start_threads(r, run_id, 0, err); }
+
+int runner_start_threads(Runner *r, int64_t run_id, int threads, NfError *err) {
     RunRow run;
     if (!store_run_get(r->store, run_id, &run)) return nf_fail(err, NF_ERR_IO, "run %lld not found", (long long)run_id);
     Job *job = calloc(1, sizeof *job);
@@ -186,6 +208,10 @@ int runner_start(Runner *r, int64_t run_id, NfError *err) {
         goto done;
     }
     job->argv[0] = strdup(r->exe);
+    if (threads > 0 && job_environment(job, threads) != 0) {
+        nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        goto done;
+    }
     for (int i = 0; i < job->args.n; i++) {
         if (job->args.items[i].type != JV_STRING) {
             nf_fail(err, NF_ERR_USAGE, "run %lld has a malformed argument list", (long long)run_id);

@@ -22,6 +22,8 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t idle;       /* signalled when live drops */
     int live;                  /* reader threads still running */
+    void (*on_end)(void *ctx); /* called as each run ends, after its final status (runqueue.c); may be NULL */
+    void *on_end_ctx;
 } Runner;
 
 int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err);
@@ -30,6 +32,8 @@ void runner_log_path(const Runner *r, int64_t run_id, char *out, size_t cap);
 /* Starts the stored run (kind and args from the store); its status is
  * "starting" until the child speaks. */
 int runner_start(Runner *r, int64_t run_id, NfError *err);
+/* The same with OMP_NUM_THREADS=threads in the child's environment (0: as inherited). */
+int runner_start_threads(Runner *r, int64_t run_id, int threads, NfError *err);
 /* SIGINT to an active run's process; it ends as "stopped". */
 int runner_stop(Runner *r, int64_t run_id);
 /* At start-up: runs recorded as active whose process is gone become "interrupted". */

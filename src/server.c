@@ -440,7 +440,9 @@ static bool key_in(const char *key, const char *const *list, size_t n) {
 }
 
 /* train's command line for a project (ckpt: where the run checkpoints). The
- * same words are checked by train's own parser before anything runs. */
+ * same words are checked by train's own parser before anything runs, the
+ * memory budget included (budget.h). Returns 0, or the HTTP status of the
+ * refusal (why says it): 413 for a run over the memory budget, else 400. */
 static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *a, char *why, size_t why_cap) {
     char path[MAX_PATH_LEN];
     JsonValue opts = {0};
@@ -448,7 +450,7 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
     if (json_parse(p->options, strlen(p->options), &opts, &err) != 0 || opts.type != JV_OBJECT) {
         snprintf(why, why_cap, "options must be a JSON object");
         json_value_free(&opts);
-        return -1;
+        return 400;
     }
     args_add(a, "train");
     if (p->model) {
@@ -461,7 +463,7 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
         if (tokenizer_load(&tok, path, &err) != 0) {
             snprintf(why, why_cap, "tokenizer: %s", err.message);
             json_value_free(&opts);
-            return -1;
+            return 400;
         }
         char vocab[16];
         snprintf(vocab, sizeof vocab, "%d", tok.vocab_size);
@@ -477,13 +479,13 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
         if (!shape && !key_in(key, OPTION_KEYS, sizeof OPTION_KEYS / sizeof *OPTION_KEYS)) {
             snprintf(why, why_cap, "unknown option '%s'", key);
             json_value_free(&opts);
-            return -1;
+            return 400;
         }
         if (shape && p->model) {
             snprintf(why, why_cap, "option '%s' sets the shape of a model trained from scratch; this project fine-tunes %s",
                      key, p->model);
             json_value_free(&opts);
-            return -1;
+            return 400;
         }
         char flag[64];
         snprintf(flag, sizeof flag, "--%s", key);
@@ -497,7 +499,7 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
         } else if (v->type != JV_NULL) {
             snprintf(why, why_cap, "option '%s' must be a number, a string or a boolean", key);
             json_value_free(&opts);
-            return -1;
+            return 400;
         }
     }
     json_value_free(&opts);
@@ -507,12 +509,16 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
     tokenizer_path(srv, p->tokenizer, path, sizeof path);
     args_add(a, "--tokenizer");
     args_add(a, path);
-    args_add(a, "--ckpt");
+    if (srv->max_memory[0]) {
+        args_add(a, "--max-memory");
+        args_add(a, srv->max_memory);
+    }
+    args_add(a, "--ckpt"); /* last: api_train names the folder once the run has an id */
     args_add(a, ckpt);
     /* train's own parser, on the very words the run will get */
     if (train_command_check(a->n - 1, a->words + 1, &err) != 0) {
         snprintf(why, why_cap, "%s", err.message);
-        return -1;
+        return strcmp(err.code, NF_ERR_MEMORY) == 0 ? 413 : 400;
     }
     return 0;
 }
@@ -553,7 +559,8 @@ static bool latest_checkpoint(Server *srv, int64_t project_id, char *out, size_t
 static bool project_has_active_train(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active_train, NULL); }
 static bool project_has_active_run(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active, NULL); }
 
-/* Gives a recorded run its words (and output file, if any) and starts it; responds 201 with it. */
+/* Gives a recorded run its words (and output file, if any) and hands it to the queue, which starts
+ * it now or when a slot frees; responds 201 with it (status "queued" while it waits). */
 static enum MHD_Result start_run(Server *srv, struct MHD_Connection *c, int64_t id, Args *a, const char *output) {
     char *words = args_json(a);
     args_free(a);
@@ -561,7 +568,7 @@ static enum MHD_Result start_run(Server *srv, struct MHD_Connection *c, int64_t 
     int rc = words ? store_run_set_args(&srv->store, id, words) : nf_fail(&err, NF_ERR_MEMORY, "out of memory");
     free(words);
     if (rc == 0 && output) rc = store_run_set_output(&srv->store, id, output);
-    if (rc == 0) rc = runner_start(&srv->runner, id, &err);
+    if (rc == 0) rc = runqueue_submit(&srv->queue, id, &err);
     if (rc != 0) {
         const char *why = err.code ? err.message : "cannot record the run";
         store_run_ended(&srv->store, id, "error", -1, why);
@@ -674,14 +681,15 @@ static char *options_text(const JsonValue *opts) {
     return j.data;
 }
 
-/* Validates a project as it would be after the change: its train command line, through train's parser. */
-static bool project_valid(Server *srv, const ProjectRow *p, char *why, size_t cap) {
+/* Validates a project as it would be after the change: its train command line, through train's
+ * parser. Returns 0, or the HTTP status of the refusal (train_args). */
+static int project_valid(Server *srv, const ProjectRow *p, char *why, size_t cap) {
     Args a = {0};
     char ckpt[MAX_PATH_LEN];
     project_dir(srv, p->id, "runs/check/model.ckpt", ckpt, sizeof ckpt);
-    bool ok = train_args(srv, p, ckpt, &a, why, cap) == 0;
+    int refused = train_args(srv, p, ckpt, &a, why, cap);
     args_free(&a);
-    return ok;
+    return refused;
 }
 
 static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, int64_t id, const JsonValue *body) {
@@ -721,7 +729,8 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
         if (tokenizer) free(p.tokenizer), p.tokenizer = strdup(tokenizer);
         if (options) free(p.options), p.options = strdup(options);
     }
-    bool valid = project_valid(srv, &p, why, sizeof why);
+    int refused = project_valid(srv, &p, why, sizeof why);
+    bool valid = refused == 0;
     if (valid && creating) {
         id = store_project_create(&srv->store, p.name, p.model, p.tokenizer, p.options);
         char dir[MAX_PATH_LEN];
@@ -735,7 +744,7 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
         id = -1;
     project_row_free(&p);
     free(options);
-    if (!valid) return respond_error(c, 400, "%s", why);
+    if (!valid) return respond_error(c, (unsigned)refused, "%s", why);
     if (id <= 0) return respond_error(c, 500, "cannot store the project");
     return respond_project(srv, c, creating ? 201 : 200, id);
 }
@@ -808,9 +817,10 @@ static enum MHD_Result api_train(Server *srv, struct MHD_Connection *c, const Pr
      * last word (train_args ends with --ckpt PATH) */
     Args a = {0};
     project_dir(srv, p->id, "runs", dir, sizeof dir);
-    if (train_args(srv, p, "to be named", &a, why, sizeof why) != 0) {
+    int refused = train_args(srv, p, "to be named", &a, why, sizeof why);
+    if (refused) { /* nothing recorded, nothing started */
         args_free(&a);
-        return respond_error(c, 400, "%s", why);
+        return respond_error(c, (unsigned)refused, "%s", why);
     }
     int64_t id = store_run_create(&srv->store, p->id, "train", "[]", NULL);
     if (id < 0) {
@@ -965,8 +975,8 @@ static enum MHD_Result api_resume(Server *srv, struct MHD_Connection *c, int64_t
     int rc = store_run_set_args(&srv->store, id, args);
     free(args);
     NfError err;
-    if (rc == 0) rc = store_run_status(&srv->store, id, "starting");
-    if (rc != 0 || runner_start(&srv->runner, id, &err) != 0) return respond_error(c, 500, "cannot resume the run");
+    if (rc == 0) rc = store_run_status(&srv->store, id, "queued");
+    if (rc != 0 || runqueue_submit(&srv->queue, id, &err) != 0) return respond_error(c, 500, "cannot resume the run");
     return respond_run(srv, c, 200, id);
 }
 
@@ -1305,7 +1315,9 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
                 result = respond_json(c, 200, &j);
             }
         } else if (n == 4 && post && strcmp(w[3], "stop") == 0) {
-            if (runner_stop(&srv->runner, id) != 0) result = respond_error(c, 409, "run %lld is not active", (long long)id);
+            /* a queued run is cancelled (it never starts); a started one gets SIGINT */
+            if (!runqueue_cancel(&srv->queue, id) && runner_stop(&srv->runner, id) != 0)
+                result = respond_error(c, 409, "run %lld is not active", (long long)id);
             else result = respond_run(srv, c, 200, id);
         } else if (n == 4 && post && strcmp(w[3], "resume") == 0) {
             pthread_mutex_lock(&srv->launch);
@@ -1448,6 +1460,8 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
         return nf_fail(err, NF_ERR_IO, "cannot update the database in '%s'", srv->data_dir);
     }
     runner_recover(&srv->runner);
+    runqueue_init(&srv->queue, &srv->store, &srv->runner, srv->max_trainings, srv->max_jobs);
+    runqueue_dispatch(&srv->queue); /* runs left queued by the last server */
     pthread_mutex_init(&srv->launch, NULL);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
@@ -1474,6 +1488,7 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
 
 void server_stop(Server *srv) {
     if (srv->daemon) MHD_quiesce_daemon(srv->daemon);
+    runqueue_close(&srv->queue); /* queued runs stay queued for the next start */
     runner_shutdown(&srv->runner, 60);
     if (srv->daemon) MHD_stop_daemon(srv->daemon);
     pthread_mutex_destroy(&srv->launch);

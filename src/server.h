@@ -15,6 +15,7 @@
 
 #include "error.h"
 #include "runner.h"
+#include "runqueue.h"
 #include "store.h"
 
 typedef struct Server {
@@ -29,6 +30,9 @@ typedef struct Server {
     unsigned max_per_client;    /* connections from one IP address */
     Store store;
     Runner runner;
+    RunQueue queue;             /* how many runs at once; the rest wait queued */
+    int max_trainings, max_jobs; /* serve --max-trainings, --max-jobs (set before server_start) */
+    char max_memory[32];        /* serve --max-memory, passed to every training run; "" = train's default */
     struct MHD_Daemon *daemon;
     uint16_t port;              /* bound */
     pthread_mutex_t launch;     /* makes "no training run is active" and starting one a single step */

@@ -370,12 +370,12 @@ int64_t *store_project_ids(Store *s, int *n) {
 /* ---- runs ---------------------------------------------------------------------- */
 
 bool run_status_active(const char *status) {
-    return strcmp(status, "starting") == 0 || strcmp(status, "running") == 0 || strcmp(status, "restarting") == 0;
+    return strcmp(status, "queued") == 0 || strcmp(status, "starting") == 0 || strcmp(status, "running") == 0 || strcmp(status, "restarting") == 0;
 }
 
 int64_t store_run_create(Store *s, int64_t project_id, const char *kind, const char *args, const char *output) {
     sqlite3_stmt *st = prepare(s, "INSERT INTO runs(project_id, kind, status, args, output, created_at)"
-                                  " VALUES(?,?,'starting',?,?,?)",
+                                  " VALUES(?,?,'queued',?,?,?)", /* runqueue.c starts it */
                                "itttd", project_id, kind, args, output, now_s());
     if (!st) return -1;
     int64_t id = step_done(s, st, "creating a run") == 0 ? sqlite3_last_insert_rowid(s->db) : -1;
@@ -475,6 +475,12 @@ int64_t *store_run_ids(Store *s, int64_t project_id, bool active_only, int *n) {
     sqlite3_stmt *st = active_only
                            ? prepare(s, "SELECT id FROM runs WHERE status IN ('starting','running','restarting') ORDER BY id", "")
                            : prepare(s, "SELECT id FROM runs WHERE project_id = ? ORDER BY id DESC", "i", project_id);
+    *n = 0;
+    return st ? collect_ids(s, st, n) : NULL;
+}
+
+int64_t *store_run_ids_with_status(Store *s, const char *status, int *n) {
+    sqlite3_stmt *st = prepare(s, "SELECT id FROM runs WHERE status = ? ORDER BY id", "t", status);
     *n = 0;
     return st ? collect_ids(s, st, n) : NULL;
 }

@@ -61,6 +61,7 @@ typedef struct {
     bool stop_requested;
     int64_t messages;         /* how many were received: the last one's sequence number */
 } RunRow;
+/* A new run is "queued" until runqueue.c starts it. */
 int64_t store_run_create(Store *s, int64_t project_id, const char *kind, const char *args, const char *output);
 /* Run ids handed out from now on are above `above` (ids whose files may still exist). */
 int store_runs_reserve(Store *s, int64_t above);
@@ -72,8 +73,11 @@ int store_run_started(Store *s, int64_t id, int64_t pid);
 int store_run_status(Store *s, int64_t id, const char *status);
 int store_run_request_stop(Store *s, int64_t id);
 int store_run_ended(Store *s, int64_t id, const char *status, int64_t exit_code, const char *error);
-/* Run ids of a project (newest first), or of every run whose status is active. */
+/* Run ids of a project (newest first), or of every run with a process (starting, running, restarting). */
 int64_t *store_run_ids(Store *s, int64_t project_id, bool active_only, int *n);
+/* Run ids with this status, oldest first. */
+int64_t *store_run_ids_with_status(Store *s, const char *status, int *n);
+/* Not ended: queued, or with a process. */
 bool run_status_active(const char *status);
 
 /* ---- messages ---- */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "budget.h"
 #include "checkpoint.h"
 #include "data.h"
 #include "json_parse.h"
@@ -193,7 +194,8 @@ static void json_changed_flags(JsonBuf *j, const char *stored_json, const char *
         json_parse(current_json, strlen(current_json), &current, &ignored) == 0 && current.type == JV_OBJECT) {
         for (int i = 0; i < current.n; i++) {
             const char *name = current.keys[i];
-            if (strcmp(name, "resume") == 0 || strcmp(name, "config") == 0) continue;
+            /* --max-memory only decides whether the run may start */
+            if (strcmp(name, "resume") == 0 || strcmp(name, "config") == 0 || strcmp(name, "max-memory") == 0) continue;
             const JsonValue *was = json_get(&stored, name);
             if (!was || !json_value_equal(was, &current.items[i])) {
                 json_string(j, NULL, name);
@@ -225,6 +227,10 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
     json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
     json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, lc, (int)o->batch, (int)o->seq));
+    MemoryEstimate memory;
+    memory_estimate(&t->config, lc, (int)o->batch, (int)o->seq, o->bf16, &memory);
+    json_int(&j, "memory_bytes", (int64_t)memory.total);
+    json_int(&j, "max_memory", (int64_t)o->max_memory);
     if (o->resume) json_changed_flags(&j, stored_options ? stored_options : "{}", o->options_json);
     msg_emit(t->out, &j);
     if (!lc) return;
@@ -393,7 +399,8 @@ int train_run(TrainOptions *o, NfOut *out) {
     Trainer t = {.o = o, .out = out, .best_val_loss = NAN, .last_loss = NAN};
     Checkpoint ck = {0};
     int status = 0;
-    if (setup_model(&t, &ck, &err) != 0) goto fail;
+    MemoryEstimate memory; /* before anything large is allocated */
+    if (train_memory_check(o, &memory, &err) != 0 || setup_model(&t, &ck, &err) != 0) goto fail;
     if (o->tokenizer) {
         Tokenizer tok;
         if (tokenizer_load(&tok, o->tokenizer, &err) != 0) goto fail;

@@ -34,6 +34,7 @@ typedef struct {
     const char *ckpt;
     int64_t ckpt_every, keep_last, restart_every;
     bool resume;
+    uint64_t max_memory;         /* --max-memory in bytes (0: no limit); budget.h */
     /* every flag as JSON, stored in checkpoints */
     char *options_json;
     /* for self-restart: the words after `neuralforge train` */

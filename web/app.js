@@ -82,7 +82,7 @@ function argOf(run, flag) {
   return i >= 0 && i + 1 < a.length ? a[i + 1] : null;
 }
 
-const ACTIVE = new Set(['starting', 'running', 'restarting']);
+const ACTIVE = new Set(['queued', 'starting', 'running', 'restarting']); // queued: waiting for a slot (serve --max-trainings, --max-jobs)
 const isActive = (run) => !!run && ACTIVE.has(run.status);
 
 // ---------------------------------------------------------------- auth and API
@@ -892,6 +892,7 @@ VIEWS.dashboard = (() => {
     const step = st.step, total = st.total;
     const at = step != null ? ` at step ${step}${total ? ` of ${total}` : ''}` : '';
     switch (run.status) {
+      case 'queued': return ['Queued', 'Queued: another training holds the slot (one at a time by default: serve --max-trainings); this one starts by itself when it ends. Stop cancels it.'];
       case 'starting': return ['Starting', 'Starting…'];
       case 'running': return ['Training', `Training: step ${step ?? 0}${total ? ` of ${total}` : ''}`];
       case 'restarting': return ['Restarting', `Restarting${at} (self-restart from the checkpoint)…`];
@@ -1146,6 +1147,7 @@ VIEWS.generate = (() => {
       },
       onStatus: (r) => {
         g.run = r;
+        if (r.status === 'queued') stats.textContent = 'queued: waits for a free slot';
         if (!isActive(r)) {
           busy(false);
           if (r.status === 'error' && !errEl.textContent) errEl.textContent = r.error || `generate failed (exit code ${r.exit_code})`;

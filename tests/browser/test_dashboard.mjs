@@ -135,6 +135,13 @@ async function stopServer() {
   await gone;
 }
 
+async function api(method, p, body, type = 'application/json') {
+  const r = await fetch(base + p, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': type },
+                                   body: body === undefined ? undefined : type === 'application/json' ? JSON.stringify(body) : body });
+  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${await r.text()}`);
+  return r.status === 204 ? null : r.json();
+}
+
 async function apiGet(p) {
   const r = await fetch(base + p, { headers: { Authorization: `Bearer ${token}` } });
   if (!r.ok) throw new Error(`GET ${p}: ${r.status} ${await r.text()}`);
@@ -471,6 +478,30 @@ async function main() {
     await waitFor(async () => (await stepNow()) > at + 5, 'steps after the restart', 60000);
     await T('btn-stop').click();
     await waitFor(async () => (await bannerStatus()) === 'stopped', 'stopped', 30000);
+  });
+
+  await step('queued_while_another_project_trains', async () => {
+    // One training at a time (serve's default): a second project's long run holds the slot, so
+    // Start here queues; the banner says so, and Stop cancels the queued run without starting it.
+    const other = await api('POST', '/api/projects', { name: 'slot holder', tokenizer: 'builtin:bytes',
+      options: { dim: 32, n_layers: 1, n_heads: 2, seq_len: 64, steps: 1000000, batch: 4 } });
+    await api('POST', `/api/projects/${other.id}/uploads?name=corpus.txt`, fs.readFileSync(corpus), 'application/octet-stream');
+    const tok = await api('POST', `/api/projects/${other.id}/tokenize`, { upload: 'corpus.txt' });
+    await waitFor(async () => (await apiGet(`/api/runs/${tok.id}`)).status === 'done', 'the other project tokenized', 60000);
+    const holder = await api('POST', `/api/projects/${other.id}/train`);
+    await nav('dashboard');
+    await T('btn-start').click();
+    await waitFor(async () => (await bannerStatus()) === 'queued', 'the banner to say queued', 15000);
+    assert(/Queued/.test(await text('status-text')), `banner text: ${await text('status-text')}`);
+    assert(await T('btn-stop').isEnabled(), 'Stop is disabled on a queued run');
+    await shot('dashboard-queued');
+    await T('btn-stop').click();
+    await waitFor(async () => (await bannerStatus()) === 'stopped', 'the queued run stopped', 15000);
+    const run = await currentRun();
+    assert(run.status === 'stopped' && run.pid === null && run.started_at === 0, `cancelled run: ${JSON.stringify(run)}`);
+    await api('POST', `/api/runs/${holder.id}/stop`);
+    await waitFor(async () => (await apiGet(`/api/runs/${holder.id}`)).status === 'stopped', 'the slot holder stopped', 30000);
+    await api('DELETE', `/api/projects/${other.id}`);
   });
 
   await step('rename_and_delete_project', async () => {

@@ -125,9 +125,13 @@ def tiny_project(s, steps=400):
         "ckpt_every": 50}})
 
 
-def with_data(s, pid):
-    s.ok("POST", f"/api/projects/{pid}/uploads?name=corpus.txt", raw=text_corpus(),
+def upload(s, pid, n_bytes=60000):
+    s.ok("POST", f"/api/projects/{pid}/uploads?name=corpus.txt", raw=text_corpus() * max(1, n_bytes // 60000),
          headers={"Content-Type": "application/octet-stream"})
+
+
+def with_data(s, pid):
+    upload(s, pid)
     run = s.ok("POST", f"/api/projects/{pid}/tokenize", {"upload": "corpus.txt"})
     s.wait_run(run["id"], lambda r: r["status"] == "done")
 
@@ -847,6 +851,143 @@ def a_long_run_leaves_nf_db_small_and_its_steps_span_the_run():
     assert len(stored) <= 3500, len(stored)
     assert grew <= bound, (grew, bound)
     assert wal <= 6 * 2**20, wal
+
+
+def children_of(pid):
+    """Ids of the live child processes of pid."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(entry))
+    return kids
+
+
+# dim 8192, 48 layers: 38.7 billion weights, 577 GiB with their gradients and AdamW state
+HUGE = {"dim": 8192, "n_layers": 48, "n_heads": 64, "seq_len": 64, "steps": 10}
+
+
+@test
+def an_oversized_shape_is_refused_before_any_child_starts():
+    d = tmpdir()
+    s = Serve(d)
+    try:  # as a project's shape: refused when it is set, with the estimate
+        code, body = s.request("POST", "/api/projects", {"name": "huge", "tokenizer": "builtin:bytes", "options": HUGE})
+        assert code == 413 and "--max-memory" in body["error"] and "GiB" in body["error"], (code, body)
+        assert s.ok("GET", "/api/projects") == []
+    finally:
+        s.stop()
+    s = Serve(d, args=("--max-memory", "none"))  # a budget lifted, then back: the project exists, its run may not
+    try:
+        pid = s.ok("POST", "/api/projects", {"name": "huge", "tokenizer": "builtin:bytes", "options": HUGE})["id"]
+        with_data(s, pid)
+    finally:
+        s.stop()
+    s = Serve(d, args=("--max-memory", "64G"))
+    try:
+        code, body = s.request("POST", f"/api/projects/{pid}/train")
+        assert code == 413, (code, body)
+        assert "more than the memory budget of 64.0 GiB (--max-memory" in body["error"], body
+        needs = float(body["error"].split("needs about ")[1].split(" GiB")[0])
+        assert 570 < needs < 600, body
+        assert [r["kind"] for r in s.ok("GET", f"/api/projects/{pid}/runs")] == ["tokenize"]  # no run recorded
+        assert children_of(s.p.pid) == []  # and no process
+    finally:
+        s.stop()
+
+
+def started_after(s, run_id, other_id):
+    a, b = s.ok("GET", f"/api/runs/{run_id}"), s.ok("GET", f"/api/runs/{other_id}")
+    return a["started_at"] >= b["ended_at"] > 0
+
+
+@test
+def a_second_training_waits_queued_and_a_stopped_queued_run_never_starts():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        first, second, third = (tiny_project(s, steps=steps)["id"] for steps in (100000, 20, 20))
+        for p in (first, second, third):
+            with_data(s, p)
+        a = s.ok("POST", f"/api/projects/{first}/train")
+        assert a["status"] == "starting", a
+        a = s.wait_run(a["id"], lambda r: r["status"] == "running")
+        # the child's threads: the cores shared among the training slots (one by default)
+        env = open(f"/proc/{a['pid']}/environ", "rb").read().split(b"\0")
+        assert f"OMP_NUM_THREADS={len(os.sched_getaffinity(0))}".encode() in env
+        b = s.ok("POST", f"/api/projects/{second}/train", status=201)
+        c = s.ok("POST", f"/api/projects/{third}/train", status=201)
+        assert b["status"] == c["status"] == "queued" and b["pid"] is None, (b, c)
+        code, _ = s.request("POST", f"/api/projects/{second}/train")
+        assert code == 409  # a queued training counts as the project's active one
+        stopped = s.ok("POST", f"/api/runs/{c['id']}/stop")
+        assert stopped["status"] == "stopped" and not stopped["resumable"], stopped
+        time.sleep(1)
+        assert s.ok("GET", f"/api/runs/{b['id']}")["status"] == "queued"
+        s.ok("POST", f"/api/runs/{a['id']}/stop")
+        s.wait_run(a["id"], lambda r: r["status"] == "stopped")
+        b = s.wait_run(b["id"], lambda r: r["status"] in ("done", "error"))
+        assert b["status"] == "done" and b["final"]["total_steps"] == 20, b
+        assert started_after(s, b["id"], a["id"])
+        c = s.ok("GET", f"/api/runs/{c['id']}")  # the cancelled run: never started, no message, no log
+        assert c["status"] == "stopped" and c["pid"] is None and c["started_at"] == 0 and c["messages"] == 0, c
+        assert not os.path.exists(os.path.join(d, "logs", f"{c['id']}.log"))
+        code, _ = s.request("POST", f"/api/runs/{c['id']}/stop")
+        assert code == 409
+    finally:
+        s.stop()
+
+
+@test
+def light_jobs_beyond_the_cap_wait_queued():
+    d = tmpdir()
+    s = Serve(d, args=("--max-jobs", "1"))
+    try:
+        big, small = (tiny_project(s)["id"] for _ in range(2))
+        upload(s, big, n_bytes=12_000_000)  # seconds of tokenizing
+        upload(s, small)
+        slow = s.ok("POST", f"/api/projects/{big}/tokenize", {"upload": "corpus.txt"})
+        quick = s.ok("POST", f"/api/projects/{small}/tokenize", {"upload": "corpus.txt"})
+        assert slow["status"] == "starting" and quick["status"] == "queued", (slow, quick)
+        quick = s.wait_run(quick["id"], lambda r: r["status"] in ("done", "error"))
+        assert quick["status"] == "done", quick
+        assert started_after(s, quick["id"], slow["id"])
+    finally:
+        s.stop()
+    code = subprocess.run([NF, "serve", "--max-jobs", "0"], capture_output=True).returncode
+    assert code != 0
+
+
+@test
+def a_run_left_queued_by_a_stopped_server_starts_when_it_comes_back():
+    d = tmpdir()
+    s = Serve(d)
+    try:
+        first, second = (tiny_project(s, steps=steps)["id"] for steps in (100000, 20))
+        for p in (first, second):
+            with_data(s, p)
+        a = s.ok("POST", f"/api/projects/{first}/train")
+        b = s.ok("POST", f"/api/projects/{second}/train")
+        assert b["status"] == "queued", b
+    finally:
+        s.stop()  # the training is stopped gracefully; the queued one must not start on the way out
+    s = Serve(d, args=("--max-memory", "4G"))
+    try:
+        assert s.ok("GET", f"/api/runs/{a['id']}")["status"] == "stopped"
+        b = s.wait_run(b["id"], lambda r: r["status"] in ("done", "error"))
+        assert b["status"] == "done" and b["final"]["total_steps"] == 20, b
+        # serve's budget reaches the runs trained from now on
+        c = s.ok("POST", f"/api/projects/{second}/train")
+        assert c["args"][-2] == "--ckpt" and c["args"][-1].endswith(f"/runs/{c['id']}/model.ckpt"), c["args"]
+        c = s.wait_run(c["id"], lambda r: r["status"] in ("done", "error"))
+        init = s.ok("GET", f"/api/runs/{c['id']}/messages?type=init")[0]["message"]
+        assert c["status"] == "done" and init["max_memory"] == 4 << 30, (c, init)
+    finally:
+        s.stop()
 
 
 if __name__ == "__main__":

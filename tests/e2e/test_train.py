@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from harness import NF, PROBE, assert_error, run, run_all, run_interrupted, shared, test, tmpdir
+from harness import NF, PROBE, Result, assert_error, run, run_all, run_interrupted, shared, test, tmpdir
 from llama_ref import random_weights, write_v0
 
 _cache = {}
@@ -389,6 +389,69 @@ def bad_data_and_flags_are_refused_with_the_reason():
                  "usage", "n_heads")
     assert_error(run(["train", "--data", good]), "usage", "--init")
     assert_error(run(["train", *tiny_init(), "--model", shared("stories260K.bin"), "--data", good]), "usage")
+
+
+def machine_memory():
+    """MemTotal in bytes."""
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+
+
+def run_with_peak(args):
+    """Runs the CLI; returns (Result, its peak RSS in bytes, from wait4). A plain fork: subprocess's
+    vfork would hand the child this test process's own peak at exec (Linux keeps the higher)."""
+    out = os.path.join(tmpdir(), "stdout")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(fd, 1)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            os.execv(NF, [NF] + [str(a) for a in args])
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    return Result(os.waitstatus_to_exitcode(status), open(out, "rb").read(), b""), usage.ru_maxrss * 1024
+
+
+@test
+def an_oversized_shape_is_refused_before_anything_large_is_allocated():
+    d, _ = random_token_file(4096, 41)
+    shape = ["--init", "--dim", 8192, "--n-layers", 48, "--n-heads", 64, "--vocab-size", 512, "--data", d]
+    # 38.7 billion weights: 577 GiB of weights, gradients and AdamW state before activations
+    r, peak = run_with_peak(["train", *shape, "--max-memory", "8G"])
+    err = assert_error(r, "out_of_memory", "--max-memory")
+    assert "more than the memory budget of 8.0 GiB" in err["message"], err
+    needs = float(err["message"].split("needs about ")[1].split(" GiB")[0])
+    assert 590 < needs < 600, err  # 4 x 4 bytes x 38.7e9 weights + 17.8 GiB of activations
+    assert peak < 200 << 20, f"peak RSS {peak >> 20} MiB: something large was allocated"
+    if machine_memory() * 0.8 < 590 * 2**30:  # the default budget: 80% of this machine's memory
+        r, peak = run_with_peak(["train", *shape])
+        err = assert_error(r, "out_of_memory", "--max-memory")
+        budget = float(err["message"].split("memory budget of ")[1].split(" GiB")[0])
+        assert budget * 2**30 < machine_memory() * 0.8 + 0.06 * 2**30, err  # or less, under a cgroup limit
+        assert peak < 200 << 20
+    # a budget is a size; none lifts it
+    assert_error(run(["train", *shape, "--max-memory", "lots"]), "usage", "--max-memory")
+    assert_error(run(["train", *shape, "--max-memory", "-1G"]), "usage", "--max-memory")
+
+
+@test
+def the_memory_estimate_is_within_fifteen_percent_of_the_peak_rss():
+    d, _ = random_token_file(200000, 42)
+    args = ["train", "--init", "--dim", 256, "--n-layers", 4, "--n-heads", 4, "--vocab-size", 4096, "--seq-len", 256,
+            "--batch", 8, "--val-every", 0, "--steps", 2, "--data", d]
+    r, peak = run_with_peak(args)
+    assert r.rc == 0, r.messages
+    init = r.one("init")
+    assert 0 < init["memory_bytes"] < init["max_memory"] <= machine_memory(), init  # the default budget fits it
+    assert 0.85 < init["memory_bytes"] / peak < 1.15, (init["memory_bytes"] >> 20, peak >> 20)
+    # a budget just below the estimate refuses the same run; none lifts any budget
+    below = f"{init['memory_bytes'] // 1024 - 1024}K"
+    assert_error(run(args + ["--max-memory", below]), "out_of_memory", "--max-memory")
+    r = run(args[:-4] + ["--max-memory", "none", "--steps", 1, "--data", d])
+    assert r.rc == 0 and r.one("init")["max_memory"] == 0
 
 
 if __name__ == "__main__":

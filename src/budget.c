@@ -1,0 +1,159 @@
+/* budget.c — a training run's memory estimate and budget (see budget.h).
+ *
+ * The estimate mirrors what train.c allocates: four fp32 arrays of the
+ * trainable count (weights, gradients, AdamW m and v: alloc_state), the
+ * activations (activations_bytes: the very buffer list activations_init
+ * allocates), bf16's kept weights and operand buffers
+ * (activations_keep_bf16_weights, nf_bf16_create), a LoRA run's frozen base
+ * in fp32 (mapped, or copied when Q8), and the program's own footprint. */
+#define _GNU_SOURCE /* strcasecmp */
+#include "budget.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "checkpoint.h"
+#include "train_model.h"
+
+/* What the program holds beyond the arrays counted: its code and libraries,
+ * OpenMP thread stacks, oneDNN's packing buffers, allocator slack. Measured as
+ * peak RSS minus the counted arrays: 18 MiB on the tiniest shapes, 24-61 MiB
+ * from 15M to 110M weights with 1 to 16 threads (docs/architecture.md,
+ * "Memory budget", has the table); the constant sits in the middle, so a
+ * realistic run's estimate lands within a few percent of its peak. */
+#define RUNTIME_BYTES (48ull << 20)
+
+void memory_estimate(const ModelConfig *c, const LoraConfig *lora, int B, int T, bool bf16, MemoryEstimate *e) {
+    memset(e, 0, sizeof *e);
+    uint64_t base_count = config_param_count(c);
+    uint64_t trained = lora ? lora_param_count(c, lora) : base_count;
+    e->weights = 4 * trained;
+    e->grads = 4 * trained;
+    e->optimizer = 8 * trained;
+    e->base = lora ? 4 * base_count : 0;
+    uint64_t N = (uint64_t)B * (uint64_t)T;
+    e->activations = activations_bytes(c, lora, B, T) + 2 * N * sizeof(int);
+    if (bf16) {
+        uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, V = (uint64_t)c->vocab_size;
+        uint64_t KV = (uint64_t)config_kv_dim(c), L = (uint64_t)c->n_layers;
+        /* the largest operand of a weight product, rounded into two buffers (activations_init) */
+        uint64_t most = N * V, others[] = {V * D, N * H, H * D, N * D};
+        for (int k = 0; k < 4; k++) most = others[k] > most ? others[k] : most;
+        /* kept weights: all of them for full training, the base's projections and classifier under LoRA */
+        uint64_t kept = lora ? L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D : trained;
+        e->bf16 = 2 * 2 * most + 2 * kept;
+    }
+    e->runtime = RUNTIME_BYTES;
+    e->total = e->weights + e->grads + e->optimizer + e->base + e->bf16 + e->activations + e->runtime;
+}
+
+/* The config the run will train, read without loading any weights. */
+static bool run_config(const TrainOptions *o, ModelConfig *c) {
+    if (o->resume && !o->use_lora) {
+        bool is_lora;
+        return o->ckpt && checkpoint_peek_config(o->ckpt, c, &is_lora);
+    }
+    if (o->model_path) { /* a mapping: the header is read, no weight is touched */
+        Model m;
+        NfError ignored;
+        if (model_load(&m, o->model_path, &ignored) != 0) return false;
+        *c = m.config;
+        model_free(&m);
+        return true;
+    }
+    *c = o->init_config;
+    return o->init && config_validate(c, NULL) == 0;
+}
+
+bool train_memory_estimate(const TrainOptions *o, MemoryEstimate *e) {
+    memset(e, 0, sizeof *e);
+    ModelConfig c;
+    if (!run_config(o, &c)) return false;
+    if (o->use_lora && lora_config_validate(&o->lora, &c, NULL) != 0) return false;
+    /* --seq 0 means the model's seq_len; a longer --seq is refused later, so it is sized at seq_len */
+    int T = o->seq > 0 && o->seq < c.seq_len ? (int)o->seq : c.seq_len;
+    memory_estimate(&c, o->use_lora ? &o->lora : NULL, (int)o->batch, T, o->bf16, e);
+    return true;
+}
+
+int train_memory_check(const TrainOptions *o, MemoryEstimate *e, NfError *err) {
+    if (!train_memory_estimate(o, e) || o->max_memory == 0 || e->total <= o->max_memory) return 0;
+    char total[32], budget[32], state[32], acts[32], other[32];
+    budget_format(e->total, total, sizeof total);
+    budget_format(o->max_memory, budget, sizeof budget);
+    budget_format(e->weights + e->grads + e->optimizer, state, sizeof state);
+    budget_format(e->activations, acts, sizeof acts);
+    budget_format(e->base + e->bf16 + e->runtime, other, sizeof other);
+    return nf_fail(err, NF_ERR_MEMORY,
+                   "this run needs about %s (weights, gradients and AdamW state %s, activations %s, other %s), more "
+                   "than the memory budget of %s (--max-memory, default 80%% of this machine's memory): use a "
+                   "smaller model, --batch or --seq, or a larger --max-memory",
+                   total, state, acts, other, budget);
+}
+
+/* A number from a file's first line ("max" and anything else: 0). */
+static uint64_t read_number_file(const char *path) {
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1) v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+uint64_t budget_default(void) {
+    uint64_t total = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) total = (uint64_t)kb * 1024;
+        fclose(f);
+    }
+    /* a container's limit is smaller than the machine it runs on (v2, then v1) */
+    uint64_t limits[] = {read_number_file("/sys/fs/cgroup/memory.max"),
+                         read_number_file("/sys/fs/cgroup/memory/memory.limit_in_bytes")};
+    for (int i = 0; i < 2; i++)
+        if (limits[i] > 0 && (total == 0 || limits[i] < total)) total = limits[i];
+    return total / 5 * 4;
+}
+
+int budget_parse_size(const char *text, const char *flag, uint64_t *bytes, NfError *err) {
+    if (strcasecmp(text, "none") == 0) {
+        *bytes = 0;
+        return 0;
+    }
+    char *end;
+    double v = strtod(text, &end);
+    /* decimal digits only: strtod would also take spaces, signs, inf, nan and 0x1p3 */
+    bool number = end != text && (isdigit((unsigned char)text[0]) || text[0] == '.'), hex = strpbrk(text, "xX") != NULL;
+    double unit = 1;
+    const char *units = "KMGT";
+    const char *u = *end ? strchr(units, end[0] & ~0x20) : NULL;
+    if (u && *end) {
+        unit = ldexp(1.0, 10 * (int)(u - units + 1));
+        end++;
+        if ((end[0] & ~0x20) == 'I' && (end[1] & ~0x20) == 'B') end += 2;
+        else if ((end[0] & ~0x20) == 'B') end++;
+    }
+    double b = v * unit;
+    if (!number || hex || *end || !isfinite(b) || b < 0 || b >= 0x1p63 || (b > 0 && b < 1))
+        return nf_fail(err, NF_ERR_USAGE, "--%s '%s' is not a size: give e.g. 8G, 512M, 1.5T or none", flag, text);
+    *bytes = (uint64_t)b;
+    return 0;
+}
+
+void budget_format(uint64_t bytes, char *out, size_t cap) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 6) v /= 1024, u++;
+    if (u == 0) snprintf(out, cap, "%llu B", (unsigned long long)bytes);
+    else snprintf(out, cap, "%.1f %s", v, units[u]);
+}
