@@ -14,6 +14,7 @@ vocabulary, a dim-8 model): no shared data needed.
 """
 import json
 import os
+import re
 import resource
 import struct
 import subprocess
@@ -293,16 +294,22 @@ def check(binary, argv):
 
 
 def table():
+    """One row per file: the commands that read it, and what they answered
+    (one row per distinct answer where the commands differ)."""
     env = Env()
-    print("| file | command | exit | code | message |")
+    print("| file | commands | exit | code | message |")
     print("|---|---|---|---|---|")
     for name, what, kind, data in cases():
+        answers = {}
         for argv in commands(env, kind, data):
             rc, msgs, _ = run_one(NF, argv)
             e = msgs[-1] if msgs else {"code": "?", "message": "(no output)"}
-            msg = e.get("message", "").replace(env.dir + "/", "").replace(env.dir, "")
-            msg = msg if len(msg) <= 140 else msg[:137] + "..."
-            print(f"| {what} ({len(data)} B) | `{argv[0]}` | {rc} | `{e.get('code')}` | {msg.replace('|', '/')} |")
+            msg = re.sub(r"case\d+/", "", e.get("message", "").replace(env.dir + "/", ""))
+            msg = msg if len(msg) <= 120 else msg[:117] + "..."
+            answers.setdefault((rc, e.get("code"), msg), []).append(argv[0])
+        for (rc, code, msg), cmds in answers.items():
+            used = ", ".join(f"`{c}`" for c in cmds)
+            print(f"| {what} ({len(data):,} B) | {used} | {rc} | `{code}` | {msg.replace('|', '/')} |")
 
 
 if __name__ == "__main__":
