@@ -146,6 +146,7 @@ def cases():
           ("gguf_five_dims", "GGUF: a tensor with 5 dimensions", "gguf",
            gguf(1, 0, gstr("t") + struct.pack("<I5QIQ", 5, 1, 1, 1, 1, 1, 0, 0))),
           ("gguf_version_1", "GGUF version 1", "gguf", gguf(0, 0, version=1)),
+          ("gguf_empty", "an empty file given as GGUF", "gguf", b""),
           ("gguf_truncated_seed", "the f32 GGUF seed cut in half", "gguf",
            seed("gguf", "f32.gguf")[:len(seed("gguf", "f32.gguf")) // 2])]
     # ---- safetensors (in a Hugging Face directory with a valid config.json)
