@@ -111,7 +111,7 @@ def cases():
     # ---- model files
     c += [("model_v0_dims_int32_max", "v0 header: every dimension 2^31-1", "model",
            struct.pack("<7i", *[big] * 7) + v0[28:]),
-          ("model_v0_product_overflow", "v0: the largest accepted dims (2^63 bytes of weights)", "model",
+          ("model_v0_product_overflow", "v0: the largest dims the bounds accept (2.8e14 bytes of weights)", "model",
            struct.pack("<7i", 65536, 262144, 1024, 2048, 2048, 1 << 22, 1 << 20)),
           ("model_v0_vocab_int32_min", "v0: vocab_size -2^31 (negation overflows)", "model",
            struct.pack("<7i", 8, 16, 1, 2, 1, -(2 ** 31), 8) + v0[28:]),
