@@ -27,10 +27,12 @@ FUZZ_OBJ := $(SRC:src/%.c=build/fuzz/obj/%.o)
 FUZZ_BIN := $(FUZZ:tests/fuzz/%.c=build/fuzz/%)
 
 # The libFuzzer harnesses (tests/fuzz): clang, every object instrumented for
-# coverage and built with ASan/UBSan; UB aborts so the fuzzer sees it. The
+# coverage and built with ASan/UBSan (UB aborts, so the fuzzer sees it). The
 # objects go into an archive, so each harness links only the modules its
-# parser reaches (no oneDNN or OpenMP code for most). The libraries stay on
-# the line for the harness that does reach them (--as-needed drops the rest).
+# parser references. No -fopenmp: a harness runs serially, so a crash replays
+# the same way; libgomp only answers backend_cpu.c's omp_* calls, where a
+# parser's module pulls the backend in (model.c's quantizer, LoRA merging).
+# `make fuzz FUZZ_SECONDS=N` fuzzes each harness N seconds.
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined
