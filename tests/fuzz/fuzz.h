@@ -18,8 +18,10 @@
 #include "tokenizer.h"
 
 /* A file name inside this process's temporary directory (made on first
- * use, removed at exit by fuzz_cleanup). /dev/shm first: the harnesses write
- * a file per input, and a RAM file system keeps that cheap. */
+ * use, removed at exit by fuzz_cleanup). It is made in $NF_FUZZ_TMP when set
+ * (run.sh sets it and removes it afterwards: libFuzzer leaves by _Exit after a
+ * crash, without atexit), else in /dev/shm: the harnesses write a file per
+ * input, and a RAM file system keeps that cheap. */
 static char fuzz_dir[256];
 
 static inline void fuzz_cleanup(void) {
@@ -32,7 +34,10 @@ static inline void fuzz_cleanup(void) {
 static inline const char *fuzz_path(const char *name) {
     static char path[512];
     if (!fuzz_dir[0]) {
-        const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        const char *base = getenv("NF_FUZZ_TMP")           ? getenv("NF_FUZZ_TMP")
+                           : access("/dev/shm", W_OK) == 0 ? "/dev/shm"
+                           : getenv("TMPDIR")              ? getenv("TMPDIR")
+                                                           : "/tmp";
         snprintf(fuzz_dir, sizeof fuzz_dir, "%s/nf_fuzz_XXXXXX", base);
         if (!mkdtemp(fuzz_dir)) {
             perror("fuzz: mkdtemp");

@@ -29,6 +29,11 @@ esac
 [[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -gt 0 ] || { echo "$0: SECONDS must be a positive integer" >&2; exit 2; }
 
 mkdir -p build/fuzz/crashes build/fuzz/logs
+# the harnesses' scratch files (fuzz.h), removed even after a crash
+shm=/dev/shm; [ -w "$shm" ] || shm=${TMPDIR:-/tmp}
+NF_FUZZ_TMP=$(mktemp -d "$shm/nf_fuzz_run.XXXXXX") || exit 1
+export NF_FUZZ_TMP
+trap 'rm -rf "$NF_FUZZ_TMP"' EXIT
 limits=(-timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=256 -max_len=65536)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
