@@ -17,13 +17,29 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
 HDR      := $(wildcard src/*.h)
 UNIT     := $(wildcard tests/unit/test_*.c)
+FUZZ     := $(wildcard tests/fuzz/fuzz_*.c)
 
 OBJ      := $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ := $(SRC:src/%.c=build/asan/obj/%.o)
 UNIT_BIN := $(UNIT:tests/unit/%.c=build/tests/%)
 ASAN_BIN := $(UNIT:tests/unit/%.c=build/asan/tests/%)
+FUZZ_OBJ := $(SRC:src/%.c=build/fuzz/obj/%.o)
+FUZZ_BIN := $(FUZZ:tests/fuzz/%.c=build/fuzz/%)
 
-.PHONY: all setup test demo clean unit asan
+# The libFuzzer harnesses (tests/fuzz): clang, every object instrumented for
+# coverage and built with ASan/UBSan (UB aborts, so the fuzzer sees it). The
+# objects go into an archive, so each harness links only the modules its
+# parser references. No -fopenmp: a harness runs serially, so a crash replays
+# the same way; libgomp only answers backend_cpu.c's omp_* calls, where a
+# parser's module pulls the backend in (model.c's quantizer, LoRA merging).
+# `make fuzz FUZZ_SECONDS=N` fuzzes each harness N seconds.
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+                -fno-sanitize-recover=undefined
+FUZZ_LDLIBS  := -ljansson -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm
+FUZZ_SECONDS ?= 60
+
+.PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress
 all: build/neuralforge
 
 build/obj/%.o: src/%.c $(HDR) | build/obj
@@ -41,7 +57,18 @@ build/tests/%: tests/unit/%.c $(OBJ) tests/unit/testutil.h | build/tests
 build/asan/tests/%: tests/unit/%.c $(ASAN_OBJ) tests/unit/testutil.h | build/asan/tests
 	$(CC) $(CFLAGS) -O1 $(SAN) -Isrc $< $(ASAN_OBJ) -o $@ $(LDLIBS) -lcmocka
 
-build/obj build/asan/obj build/tests build/asan/tests:
+build/fuzz/obj/%.o: src/%.c $(HDR) | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_EXTRA) -fsanitize=fuzzer-no-link -c $< -o $@
+# clang ignores the file's `#pragma GCC target`: the same instructions as flags
+# (still called only where cpu_has() finds them)
+build/fuzz/obj/kernels_avx512.o: FUZZ_EXTRA := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni \
+                                               -mavx512bf16 -mfma
+build/fuzz/libnf.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h build/fuzz/libnf.a $(HDR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Isrc $< build/fuzz/libnf.a -o $@ $(FUZZ_LDLIBS)
+
+build/obj build/asan/obj build/tests build/asan/tests build/fuzz/obj:
 	mkdir -p $@
 
 build/tests/nf_probe: tests/tools/nf_probe.c $(OBJ) | build/tests
@@ -51,12 +78,19 @@ build/tests/json_probe: tests/tools/json_probe.c $(OBJ) | build/tests
 
 unit: $(UNIT_BIN) build/tests/nf_probe build/tests/json_probe
 asan: build/asan/neuralforge $(ASAN_BIN)
+fuzz-build: $(FUZZ_BIN)
+# Each harness FUZZ_SECONDS seconds from its seeds (tests/fuzz/run.sh has the details).
+fuzz: fuzz-build
+	@tests/fuzz/run.sh fuzz $(FUZZ_SECONDS)
+# Every corpus file once through its harness: what the test suite runs.
+fuzz-regress: fuzz-build
+	@tests/fuzz/run.sh regress
 
 setup:
 	@scripts/setup.sh
 
 test: setup
-	$(MAKE) all unit asan
+	$(MAKE) all unit asan fuzz-build
 	@tests/run_tests.sh
 
 demo: setup

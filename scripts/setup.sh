@@ -17,6 +17,8 @@ PACKAGES=(
   python3-numpy
   python3-sentencepiece  # SentencePiece: the reference for the tokenizer
   fortunes             # the main job's built-in corpus (make demo)
+  clang                # the fuzz harnesses (tests/fuzz): libFuzzer needs clang
+  libclang-rt-14-dev   # clang 14's runtimes: libFuzzer, ASan and UBSan for clang
 )
 
 missing=()

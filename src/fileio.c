@@ -25,6 +25,10 @@ int mapped_file_open(MappedFile *mf, const char *path, const char *what, NfError
         return nf_fail(err, NF_ERR_IO, "%s file '%s' is not a regular file", what, path);
     }
     mf->size = (size_t)st.st_size;
+    /* an empty file is a valid, empty view: parsers do `data + size` and
+     * `data + offset` arithmetic, which on NULL is undefined behaviour */
+    static const unsigned char empty[1];
+    mf->data = empty;
     if (mf->size > 0) {
         void *p = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -39,7 +43,7 @@ int mapped_file_open(MappedFile *mf, const char *path, const char *what, NfError
 }
 
 void mapped_file_close(MappedFile *mf) {
-    if (mf->data) munmap((void *)mf->data, mf->size);
+    if (mf->size > 0) munmap((void *)mf->data, mf->size);
     memset(mf, 0, sizeof *mf);
 }
 

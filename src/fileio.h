@@ -14,7 +14,7 @@
 #include "error.h"
 
 typedef struct {
-    const unsigned char *data; /* read-only view of the whole file; NULL when size is 0 */
+    const unsigned char *data; /* read-only view of the whole file (not NULL, even when size is 0) */
     size_t size;
 } MappedFile;
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: the cmocka unit tests (normal and ASan/UBSan builds) and
-# the end-to-end CLI tests, then prints one summary line: "N passed, N failed".
+# Runs every test: the cmocka unit tests (normal and ASan/UBSan builds), the
+# fuzz harnesses (corpus regressions and a short fuzz budget) and the
+# end-to-end CLI tests, then prints one summary line: "N passed, N failed".
 # The unit tests and the numeric end-to-end tests run a second time with
 # NF_CPU=baseline, so the portable twins of the AVX-512 kernels are tested
 # on this machine too.
@@ -35,6 +36,24 @@ done
 for bin in build/asan/tests/test_*; do
   [ -x "$bin" ] && run_cmocka "$bin" "asan $(basename "$bin")"
 done
+
+# The libFuzzer harnesses (tests/fuzz, built by `make fuzz-build`): every
+# corpus file once as a regression test, then a short fuzz budget for each
+# (NF_FUZZ_SECONDS, default 10; `make fuzz` is the long run). One PASS or FAIL
+# per harness and mode; a harness that is not built fails.
+run_fuzz() {
+  local out p f
+  out=$(tests/fuzz/run.sh "$@" 2>&1)
+  local rc=$?
+  echo "$out" | sed "s|^|[fuzz $1] |"
+  p=$(echo "$out" | grep -c '^PASS ')
+  f=$(echo "$out" | grep -c '^FAIL ')
+  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  passed=$((passed + p)); failed=$((failed + f))
+  [ "$f" -eq 0 ] || failures+=("fuzz $1")
+}
+run_fuzz regress
+run_fuzz fuzz "${NF_FUZZ_SECONDS:-10}"
 
 # End-to-end tests: each script prints "PASS name" / "FAIL name" lines.
 run_e2e() {

@@ -1,0 +1,28 @@
+/* fuzz_records.c — ingest's source readers (records_read): .txt/.md text
+ * split into documents, .csv rows and .jsonl records (text, prompt and
+ * completion, chat messages), tokenized with the 512-piece tokenizer. The
+ * first byte picks the kind and the split mode; the rest is the file. Each
+ * document's mask must be as long as its ids, with `masked` zeros in it. */
+#include "fuzz.h"
+#include "records.h"
+
+static int check_document(void *ctx, const Document *d, NfError *err) {
+    (void)ctx;
+    (void)err;
+    uint64_t zeros = 0;
+    for (size_t i = 0; i < d->ids.len; i++) zeros += d->mask[i] == 0;
+    if (zeros != d->masked) abort();
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static const SourceKind kinds[3] = {SOURCE_TEXT, SOURCE_CSV, SOURCE_JSONL};
+    static const char *const names[3] = {"source.txt", "source.csv", "source.jsonl"};
+    if (size < 1) return 0;
+    int kind = data[0] % 3;
+    TextSplit split = (TextSplit)(data[0] / 3 % 3);
+    NfError err;
+    records_read(kinds[kind], names[kind], (const char *)data + 1, size - 1, split, fuzz_tokenizer(), check_document,
+                 NULL, &err);
+    return 0;
+}
