@@ -47,7 +47,11 @@ build/obj build/asan/obj build/tests build/asan/tests:
 build/tests/nf_probe: tests/tools/nf_probe.c $(OBJ) | build/tests
 	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
 
-unit: $(UNIT_BIN) build/tests/nf_probe
+# the failing-write shim of the disk-full tests (LD_PRELOAD; a plain build, whatever the binary under test)
+build/tests/libnf_enospc.so: tests/tools/enospc_shim.c | build/tests
+	$(CC) -std=gnu11 $(WARN) -O2 -g -fPIC -shared $< -o $@ -ldl -lpthread
+
+unit: $(UNIT_BIN) build/tests/nf_probe build/tests/libnf_enospc.so
 asan: build/asan/neuralforge $(ASAN_BIN)
 
 setup:

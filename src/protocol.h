@@ -3,11 +3,14 @@
  * Every message is an object whose first field is "type". A command builds
  * it with msg_begin + json_* calls and sends it with msg_emit, which writes
  * the whole line at once and flushes, so a reader never sees half a message.
+ * msg_emit is the only writer of stdout: when stdout fails, it is the one
+ * place that notices and moves the stream to stderr.
  * Human-readable logs go to stderr through nf_log. docs/protocol.md is the
  * contract for every message type and field. */
 #ifndef NF_PROTOCOL_H
 #define NF_PROTOCOL_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "error.h"
@@ -17,10 +20,20 @@
 
 typedef struct {
     FILE *stream;   /* where NDJSON lines go: stdout */
+    /* set by msg_emit when a write to stream fails (EPIPE: its reader is
+     * gone); from then on every line goes to stderr, after one
+     * NF_STDOUT_CLOSED_NOTE line. train treats it as a stop request. */
+    bool closed;
 } NfOut;
 
+/* The stderr line (printf format, the process id) that says the NDJSON
+ * lines after it are this process's messages: runner.c imports them from a
+ * dashboard run's log when the server died and the run outlived it. */
+#define NF_STDOUT_CLOSED_NOTE "neuralforge: stdout is closed; the NDJSON messages of process %ld follow on stderr"
+
 void msg_begin(JsonBuf *j, const char *type);
-/* Closes the object, writes it as one line and frees the buffer. */
+/* Closes the object, writes it as one line and frees the buffer. A line
+ * stdout refuses goes to stderr, and so does every later one (out->closed). */
 void msg_emit(NfOut *out, JsonBuf *j);
 
 /* Emits {"type":"error","code":...,"message":...} and returns the exit

@@ -4,14 +4,15 @@
  *   step:    accum x (sample batch, forward, backward)                 -> `batch` each
  *            clip, AdamW                                               -> `step`
  *            every --val-every: validation                             -> `val`
- *            every --ckpt-every: checkpoint                            -> `checkpoint`
- *            SIGINT/SIGTERM: checkpoint and stop                       -> `done` (interrupted)
+ *            every --ckpt-every steps or --ckpt-minutes: checkpoint    -> `checkpoint`
+ *            SIGINT/SIGTERM, or stdout closed: checkpoint and stop     -> `done` (interrupted)
  *            every --restart-every: checkpoint and re-exec itself      -> `restart`
  *   end:                                                               -> `done` */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "train.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -33,7 +34,12 @@ static volatile sig_atomic_t stop_requested = 0;
 
 static void on_stop_signal(int sig) { stop_requested = sig; }
 
+/* Installed first thing, so a stop request during setup is honoured after
+ * the first step (with a checkpoint) instead of killing the process. SIGPIPE
+ * is ignored: a write to a stdout nobody reads fails with EPIPE, which
+ * msg_emit notices (out->closed), and the run stops like on SIGINT. */
 static void install_signal_handlers(void) {
+    signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -328,8 +334,11 @@ static int save_checkpoint(Trainer *t, NfError *err) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.link.%ld", o->ckpt, (long)getpid());
         unlink(tmp);
-        if (link(stamped, tmp) != 0 || rename(tmp, o->ckpt) != 0)
-            return nf_fail(err, NF_ERR_IO, "cannot place checkpoint '%s'", o->ckpt);
+        if (link(stamped, tmp) != 0 || rename(tmp, o->ckpt) != 0) {
+            int e = errno;
+            unlink(tmp);
+            return nf_fail(err, NF_ERR_IO, "cannot place checkpoint '%s': %s", o->ckpt, strerror(e));
+        }
         prune_stamped(o->ckpt, t->step, o->keep_last);
     } else if (checkpoint_save(o->ckpt, &ck, &bytes, err) != 0) {
         return -1;
@@ -389,6 +398,7 @@ static void emit_done(Trainer *t, double seconds, int64_t tokens, const char *re
 }
 
 int train_run(TrainOptions *o, NfOut *out) {
+    install_signal_handlers();
     NfError err = {0};
     Trainer t = {.o = o, .out = out, .best_val_loss = NAN, .last_loss = NAN};
     Checkpoint ck = {0};
@@ -424,10 +434,9 @@ int train_run(TrainOptions *o, NfOut *out) {
     bool validating = o->val_every > 0 && t.data.n_val > 0;
 
     emit_init(&t, ck.options_json);
-    install_signal_handlers();
     bool progress = isatty(STDERR_FILENO);
     double flops = model_flops_per_token(&t.config, T, lora);
-    double start = nf_now_ms();
+    double start = nf_now_ms(), last_ckpt = start;
     int64_t steps_here = 0, tokens_here = 0;
     const char *reason = "completed";
 
@@ -517,11 +526,16 @@ int train_run(TrainOptions *o, NfOut *out) {
             json_int(&j, "val_batches", o->val_batches);
             msg_emit(out, &j);
         }
-        bool stopping = stop_requested != 0 && step < o->steps; /* a signal in the last step changes nothing */
+        /* a signal in the last step changes nothing; a closed stdout (the
+         * dashboard that reads it died) is a stop request too */
+        bool stopping = (stop_requested != 0 || out->closed) && step < o->steps;
         bool restarting = o->restart_every > 0 && steps_here % o->restart_every == 0 && step < o->steps;
-        bool periodic = o->ckpt_every > 0 && step % o->ckpt_every == 0;
-        if (o->ckpt && (periodic || step == o->steps || stopping || restarting) && save_checkpoint(&t, &err) != 0)
-            goto fail;
+        bool periodic = (o->ckpt_every > 0 && step % o->ckpt_every == 0) ||
+                        (o->ckpt_minutes > 0 && nf_now_ms() - last_ckpt >= o->ckpt_minutes * 60000.0);
+        if (o->ckpt && (periodic || step == o->steps || stopping || restarting)) {
+            if (save_checkpoint(&t, &err) != 0) goto fail;
+            last_ckpt = nf_now_ms();
+        }
         if (stopping) {
             reason = "interrupted";
             break;
