@@ -307,7 +307,8 @@ static bool is_run_process(int64_t pid, const char *args_json) {
     snprintf(path, sizeof path, "/proc/%lld/cmdline", (long long)pid);
     FILE *f = fopen(path, "rb");
     if (!f) return false;
-    size_t cap = 1u << 20;
+    /* the words take no more room there than in JSON; argv[0] is a path */
+    size_t cap = strlen(args_json) + PATH_MAX + 64;
     char *cmd = malloc(cap);
     size_t n = cmd ? fread(cmd, 1, cap, f) : 0;
     fclose(f);

@@ -323,8 +323,9 @@ def a_server_killed_mid_run_shows_the_run_interrupted_and_resumable():
     try:
         done = s.wait_run(r["id"], lambda r: r["status"] not in ACTIVE)
         # the messages the orphan wrote to its log, imported: its checkpoint is at or after the last step seen
+        # (lines still in the pipe when the server was killed are lost with it)
         assert done["checkpoint"] and done["checkpoint"]["step"] >= seen, (done, seen)
-        assert done["last"]["step"] == done["checkpoint"]["step"] == done["final"]["total_steps"], done
+        assert done["checkpoint"]["step"] == done["final"]["total_steps"], done
         resume_continues_from_the_checkpoint(s, r["id"], r["pid"])
     finally:
         s.stop()
