@@ -17,6 +17,11 @@ static bool write_line(FILE *f, const char *line, size_t len) {
     return fflush(f) == 0 && !ferror(f);
 }
 
+static void note_stderr(NfOut *out) {
+    if (!out->noted) nf_log(NF_STDERR_NOTE, (long)getpid());
+    out->noted = true;
+}
+
 void msg_emit(NfOut *out, JsonBuf *j) {
     json_object_end(j);
     /* Out of memory while building: say so rather than print a partial object. */
@@ -28,10 +33,15 @@ void msg_emit(NfOut *out, JsonBuf *j) {
          * ignored): keep every message, on stderr, which a dashboard run
          * appends to the run's log */
         out->closed = true;
-        nf_log(NF_STDOUT_CLOSED_NOTE, (long)getpid());
+        note_stderr(out);
     }
-    if (out->closed) write_line(stderr, line, len);
+    if (out->closed || out->tee) write_line(stderr, line, len);
     json_free(j);
+}
+
+void msg_tee_stderr(NfOut *out) {
+    note_stderr(out);
+    out->tee = true;
 }
 
 int emit_error(NfOut *out, const NfError *err) {

@@ -21,20 +21,29 @@
 typedef struct {
     FILE *stream;   /* where NDJSON lines go: stdout */
     /* set by msg_emit when a write to stream fails (EPIPE: its reader is
-     * gone); from then on every line goes to stderr, after one
-     * NF_STDOUT_CLOSED_NOTE line. train treats it as a stop request. */
+     * gone); from then on every line goes to stderr instead. train treats
+     * it as a stop request. */
     bool closed;
+    bool tee;       /* msg_tee_stderr: every line also goes to stderr */
+    bool noted;     /* the NF_STDERR_NOTE line is written */
 } NfOut;
 
-/* The stderr line (printf format, the process id) that says the NDJSON
- * lines after it are this process's messages: runner.c imports them from a
- * dashboard run's log when the server died and the run outlived it. */
-#define NF_STDOUT_CLOSED_NOTE "neuralforge: stdout is closed; the NDJSON messages of process %ld follow on stderr"
+/* The stderr line (printf format, the process id) after which this
+ * process's NDJSON messages are on stderr too (a closed stdout, or
+ * msg_tee_stderr): runner.c imports them from a dashboard run's log when
+ * the server died and the run outlived it. */
+#define NF_STDERR_NOTE "neuralforge: the NDJSON messages of process %ld from here on are on stderr"
 
 void msg_begin(JsonBuf *j, const char *type);
 /* Closes the object, writes it as one line and frees the buffer. A line
  * stdout refuses goes to stderr, and so does every later one (out->closed). */
 void msg_emit(NfOut *out, JsonBuf *j);
+
+/* From now on every message also goes to stderr (after NF_STDERR_NOTE):
+ * train's last messages when it stops on a signal its supervisor may have
+ * sent by dying, as a write into the dying supervisor's pipe can still
+ * succeed and be lost with it. */
+void msg_tee_stderr(NfOut *out);
 
 /* Emits {"type":"error","code":...,"message":...} and returns the exit
  * status for it: 2 for usage errors, 1 for everything else. */

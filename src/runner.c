@@ -329,13 +329,30 @@ static bool is_run_process(int64_t pid, const char *args_json) {
     return same;
 }
 
+/* Whether the line is the run's latest stored message of its type: a line
+ * train wrote to stdout and to stderr (msg_tee_stderr), and the server read. */
+static bool stored_already(Store *s, int64_t run_id, const char *line, size_t len) {
+    JsonValue v = {0};
+    NfError err;
+    bool same = false;
+    if (json_parse(line, len, &v, &err) == 0 && v.type == JV_OBJECT) {
+        const JsonValue *t = json_get(&v, "type");
+        char *latest = t && t->type == JV_STRING ? store_message_latest(s, run_id, t->text) : NULL;
+        same = latest && strlen(latest) == len && memcmp(latest, line, len) == 0;
+        free(latest);
+    }
+    json_value_free(&v);
+    return same;
+}
+
 /* The messages an orphaned run wrote to its log after its server died (the
- * lines after train's NF_STDOUT_CLOSED_NOTE for that process): into the
- * store, so its chart, checkpoint and end are complete. */
+ * lines after train's NF_STDERR_NOTE for that process, less those the
+ * server had read from stdout): into the store, so its chart, checkpoint and
+ * end are complete. */
 static void import_orphan_log(Runner *r, const RunRow *run, Seen *seen) {
     char path[PATH_MAX + 32], note[160];
     snprintf(path, sizeof path, "%s/%lld.log", r->log_dir, (long long)run->id);
-    int len = snprintf(note, sizeof note, "\n" NF_STDOUT_CLOSED_NOTE "\n", (long)run->pid);
+    int len = snprintf(note, sizeof note, "\n" NF_STDERR_NOTE "\n", (long)run->pid);
     MappedFile f;
     NfError err;
     if (run->pid <= 0 || mapped_file_open(&f, path, "log", &err) != 0) return;
@@ -349,7 +366,8 @@ static void import_orphan_log(Runner *r, const RunRow *run, Seen *seen) {
     while (from && from < end) {
         const char *nl = memchr(from, '\n', (size_t)(end - from));
         if (!nl) break; /* a torn last line: the process died writing it */
-        if (strncmp(from, "{\"type\":", 8) == 0) store_line(r->store, run->id, from, (size_t)(nl - from), seen);
+        if (strncmp(from, "{\"type\":", 8) == 0 && !stored_already(r->store, run->id, from, (size_t)(nl - from)))
+            store_line(r->store, run->id, from, (size_t)(nl - from), seen);
         from = nl + 1;
     }
     mapped_file_close(&f);

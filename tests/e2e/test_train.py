@@ -206,7 +206,7 @@ def a_closed_stdout_stops_the_run_with_a_checkpoint_and_the_rest_goes_to_stderr(
     rc = p.wait(timeout=120)
     assert rc == 0, (rc, err[-2000:])  # not killed by SIGPIPE
     lines = err.split("\n")
-    note = f"neuralforge: stdout is closed; the NDJSON messages of process {p.pid} follow on stderr"
+    note = f"neuralforge: the NDJSON messages of process {p.pid} from here on are on stderr"
     assert note in lines, err[-2000:]
     later = [json.loads(l) for l in lines[lines.index(note) + 1:] if l.startswith("{")]
     assert later and later[-1]["type"] == "done" and later[-1]["reason"] == "interrupted", later[-3:]
