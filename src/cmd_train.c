@@ -78,6 +78,7 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
         {"grad-clip", ARG_FLOAT, &o.optim.grad_clip, 0, 1e6, .help = "max global gradient norm (default 1; 0 = off)"},
         {"ckpt", ARG_STRING, &o.ckpt, .help = "checkpoint file to write (and --resume from)"},
         {"ckpt-every", ARG_INT, &o.ckpt_every, 0, 1e9, .help = "also checkpoint every N steps (default: at the end)"},
+        {"ckpt-minutes", ARG_FLOAT, &o.ckpt_minutes, 0, 1e6, .help = "also checkpoint when N minutes (a fraction too) have passed since the last one (default 0 = off)"},
         {"keep-last", ARG_INT, &o.keep_last, 1, 1000, .help = "keep the N newest checkpoints as PATH.step-N (default 1)"},
         {"resume", ARG_FLAG, &o.resume, .help = "continue exactly from --ckpt"},
         {"restart-every", ARG_INT, &o.restart_every, 0, 1e9, .help = "checkpoint and re-execute itself every N steps"},
@@ -124,8 +125,9 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
         nf_fail(&err, NF_ERR_USAGE, "--%s needs --ckpt", o.resume ? "resume" : "restart-every");
         goto fail;
     }
-    if (!o.ckpt && (o.ckpt_every > 0 || o.keep_last > 1)) {
-        nf_fail(&err, NF_ERR_USAGE, "--%s needs --ckpt (the checkpoint path)", o.ckpt_every > 0 ? "ckpt-every" : "keep-last");
+    if (!o.ckpt && (o.ckpt_every > 0 || o.ckpt_minutes > 0 || o.keep_last > 1)) {
+        nf_fail(&err, NF_ERR_USAGE, "--%s needs --ckpt (the checkpoint path)",
+                o.ckpt_every > 0 ? "ckpt-every" : o.ckpt_minutes > 0 ? "ckpt-minutes" : "keep-last");
         goto fail;
     }
     if (!max_memory) o.max_memory = budget_default();

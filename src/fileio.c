@@ -75,18 +75,20 @@ int atomic_file_open(AtomicFile *af, const char *path, NfError *err) {
     return 0;
 }
 
+/* Errors name the file being written (the temporary one is removed on
+ * failure) and errno's reason: "No space left on device" on a full disk. */
 int atomic_file_write(AtomicFile *af, const void *data, size_t bytes, NfError *err) {
     if (bytes && fwrite(data, 1, bytes, af->fp) != bytes)
-        return nf_fail(err, NF_ERR_IO, "cannot write '%s': %s", af->temp_path, strerror(errno));
+        return nf_fail(err, NF_ERR_IO, "cannot write '%s': %s", af->final_path, strerror(errno));
     return 0;
 }
 
 int atomic_file_commit(AtomicFile *af, NfError *err) {
     int rc = 0;
     if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0)
-        rc = nf_fail(err, NF_ERR_IO, "cannot flush '%s': %s", af->temp_path, strerror(errno));
+        rc = nf_fail(err, NF_ERR_IO, "cannot write '%s': %s", af->final_path, strerror(errno));
     if (fclose(af->fp) != 0 && rc == 0)
-        rc = nf_fail(err, NF_ERR_IO, "cannot close '%s': %s", af->temp_path, strerror(errno));
+        rc = nf_fail(err, NF_ERR_IO, "cannot write '%s': %s", af->final_path, strerror(errno));
     af->fp = NULL;
     if (rc == 0 && rename(af->temp_path, af->final_path) != 0)
         rc = nf_fail(err, NF_ERR_IO, "cannot rename '%s' to '%s': %s", af->temp_path, af->final_path,

@@ -32,7 +32,7 @@ static void print_usage(void) {
 }
 
 int main(int argc, char **argv) {
-    NfOut out = {stdout};
+    NfOut out = {.stream = stdout};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         print_usage();
         if (argc >= 2) return 0;

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 void msg_begin(JsonBuf *j, const char *type) {
     json_init(j);
@@ -10,18 +11,37 @@ void msg_begin(JsonBuf *j, const char *type) {
     json_string(j, "type", type);
 }
 
+static bool write_line(FILE *f, const char *line, size_t len) {
+    fwrite(line, 1, len, f);
+    fputc('\n', f);
+    return fflush(f) == 0 && !ferror(f);
+}
+
+static void note_stderr(NfOut *out) {
+    if (!out->noted) nf_log(NF_STDERR_NOTE, (long)getpid());
+    out->noted = true;
+}
+
 void msg_emit(NfOut *out, JsonBuf *j) {
     json_object_end(j);
-    if (j->failed) {
-        /* Out of memory while building: say so rather than print a partial object. */
-        fputs("{\"type\":\"error\",\"code\":\"out_of_memory\",\"message\":\"cannot build message\"}\n",
-              out->stream);
-    } else {
-        fwrite(j->data, 1, j->len, out->stream);
-        fputc('\n', out->stream);
+    /* Out of memory while building: say so rather than print a partial object. */
+    static const char oom[] = "{\"type\":\"error\",\"code\":\"out_of_memory\",\"message\":\"cannot build message\"}";
+    const char *line = j->failed ? oom : j->data;
+    size_t len = j->failed ? sizeof oom - 1 : j->len;
+    if (!out->closed && !write_line(out->stream, line, len)) {
+        /* nobody reads stdout any more (the dashboard died: EPIPE, with SIGPIPE
+         * ignored): keep every message, on stderr, which a dashboard run
+         * appends to the run's log */
+        out->closed = true;
+        note_stderr(out);
     }
-    fflush(out->stream);
+    if (out->closed || out->tee) write_line(stderr, line, len);
     json_free(j);
+}
+
+void msg_tee_stderr(NfOut *out) {
+    note_stderr(out);
+    out->tee = true;
 }
 
 int emit_error(NfOut *out, const NfError *err) {

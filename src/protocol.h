@@ -3,11 +3,14 @@
  * Every message is an object whose first field is "type". A command builds
  * it with msg_begin + json_* calls and sends it with msg_emit, which writes
  * the whole line at once and flushes, so a reader never sees half a message.
+ * msg_emit is the only writer of stdout: when stdout fails, it is the one
+ * place that notices and moves the stream to stderr.
  * Human-readable logs go to stderr through nf_log. docs/protocol.md is the
  * contract for every message type and field. */
 #ifndef NF_PROTOCOL_H
 #define NF_PROTOCOL_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "error.h"
@@ -17,11 +20,30 @@
 
 typedef struct {
     FILE *stream;   /* where NDJSON lines go: stdout */
+    /* set by msg_emit when a write to stream fails (EPIPE: its reader is
+     * gone); from then on every line goes to stderr instead. train treats
+     * it as a stop request. */
+    bool closed;
+    bool tee;       /* msg_tee_stderr: every line also goes to stderr */
+    bool noted;     /* the NF_STDERR_NOTE line is written */
 } NfOut;
 
+/* The stderr line (printf format, the process id) after which this
+ * process's NDJSON messages are on stderr too (a closed stdout, or
+ * msg_tee_stderr): runner.c imports them from a dashboard run's log when
+ * the server died and the run outlived it. */
+#define NF_STDERR_NOTE "neuralforge: the NDJSON messages of process %ld from here on are on stderr"
+
 void msg_begin(JsonBuf *j, const char *type);
-/* Closes the object, writes it as one line and frees the buffer. */
+/* Closes the object, writes it as one line and frees the buffer. A line
+ * stdout refuses goes to stderr, and so does every later one (out->closed). */
 void msg_emit(NfOut *out, JsonBuf *j);
+
+/* From now on every message also goes to stderr (after NF_STDERR_NOTE):
+ * train's last messages when it stops on a signal its supervisor may have
+ * sent by dying, as a write into the dying supervisor's pipe can still
+ * succeed and be lost with it. */
+void msg_tee_stderr(NfOut *out);
 
 /* Emits {"type":"error","code":...,"message":...} and returns the exit
  * status for it: 2 for usage errors, 1 for everything else. */

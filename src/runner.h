@@ -4,7 +4,9 @@
  * store, its stderr appended to D/logs/<run>.log. A run's status follows
  * its messages and its exit. One thread per live run forks the child and
  * reads it; the child gets SIGINT if that thread, or the server, dies, so
- * an orphaned training run still checkpoints. */
+ * an orphaned training run still checkpoints: train ignores SIGPIPE, stops
+ * on the closed stdout too, and writes its remaining messages to stderr,
+ * the log, from which the next server's runner_recover imports them. */
 #ifndef NF_RUNNER_H
 #define NF_RUNNER_H
 
@@ -30,13 +32,19 @@ int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err);
 /* D/logs/<run>.log: the run's stderr (deleted with its project). */
 void runner_log_path(const Runner *r, int64_t run_id, char *out, size_t cap);
 /* Starts the stored run (kind and args from the store); its status is
- * "starting" until the child speaks. */
+ * "starting" until the child speaks. Returns once the child is forked and
+ * its pid recorded. */
 int runner_start(Runner *r, int64_t run_id, NfError *err);
 /* The same with OMP_NUM_THREADS=threads in the child's environment (0: as inherited). */
 int runner_start_threads(Runner *r, int64_t run_id, int threads, NfError *err);
 /* SIGINT to an active run's process; it ends as "stopped". */
 int runner_stop(Runner *r, int64_t run_id);
-/* At start-up: runs recorded as active whose process is gone become "interrupted". */
+/* At start-up, for each run recorded as active: while its process (checked
+ * by /proc/PID/cmdline against the run's words, not just the pid) is still
+ * alive, the run stays active and a thread waits for it (up to 15 minutes,
+ * then kills it); once it is gone, the messages it wrote to the log after
+ * its server died are imported, and the run ends as they say: "error",
+ * "done" (completed), "stopped" (a stop was asked) or "interrupted". */
 void runner_recover(Runner *r);
 /* SIGINT to every live run, then waits (up to timeout_s) for them to end. */
 void runner_shutdown(Runner *r, int timeout_s);

@@ -430,8 +430,10 @@ static void tokenizer_path(const Server *srv, const char *name, char *out, size_
 static const char *const SHAPE_KEYS[] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"};
 static const char *const OPTION_KEYS[] = {
     "steps", "batch", "seq", "lr", "lr_min", "lr_schedule", "warmup", "accum", "grad_clip", "weight_decay", "beta1",
-    "beta2", "eps", "seed", "val_split", "val_every", "val_batches", "ckpt_every", "keep_last", "shuffle", "dtype",
+    "beta2", "eps", "seed", "val_split", "val_every", "val_batches", "ckpt_every", "ckpt_minutes", "keep_last", "shuffle", "dtype",
     "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_norms"};
+
+#define DEFAULT_CKPT_MINUTES "10" /* train's --ckpt-minutes for a project whose options do not set ckpt_minutes */
 
 static bool key_in(const char *key, const char *const *list, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -501,6 +503,12 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
             json_value_free(&opts);
             return 400;
         }
+    }
+    /* a dashboard run checkpoints on a clock too, unless the project says otherwise: a run that
+     * dies without warning (power, OOM kill) loses at most this much */
+    if (!json_get(&opts, "ckpt_minutes")) {
+        args_add(a, "--ckpt-minutes");
+        args_add(a, DEFAULT_CKPT_MINUTES);
     }
     json_value_free(&opts);
     project_dir(srv, p->id, "data", path, sizeof path);
@@ -1459,8 +1467,9 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
         store_close(&srv->store);
         return nf_fail(err, NF_ERR_IO, "cannot update the database in '%s'", srv->data_dir);
     }
-    runner_recover(&srv->runner);
+    /* the queue first: an orphan that recovery waits for frees its slot through the queue's hook */
     runqueue_init(&srv->queue, &srv->store, &srv->runner, srv->max_trainings, srv->max_jobs);
+    runner_recover(&srv->runner);
     runqueue_dispatch(&srv->queue); /* runs left queued by the last server */
     pthread_mutex_init(&srv->launch, NULL);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};

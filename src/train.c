@@ -4,18 +4,22 @@
  *   step:    accum x (sample batch, forward, backward)                 -> `batch` each
  *            clip, AdamW                                               -> `step`
  *            every --val-every: validation                             -> `val`
- *            every --ckpt-every: checkpoint                            -> `checkpoint`
- *            SIGINT/SIGTERM: checkpoint and stop                       -> `done` (interrupted)
+ *            every --ckpt-every steps or --ckpt-minutes: checkpoint    -> `checkpoint`
+ *            SIGINT/SIGTERM, or stdout closed: checkpoint and stop     -> `done` (interrupted)
+ *            (the signals are blocked and taken at step ends: no handler)
  *            every --restart-every: checkpoint and re-exec itself      -> `restart`
  *   end:                                                               -> `done` */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "train.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -29,21 +33,34 @@
 #include "train_model.h"
 #include "util.h"
 
-/* The one piece of global state: a signal handler can reach nothing else. */
-static volatile sig_atomic_t stop_requested = 0;
+/* SIGINT and SIGTERM ask the run to stop at the end of a step. They are
+ * blocked first thing, so in every thread created later too (OpenMP's), and
+ * taken at step ends by stop_signal: no handler ever interrupts a kernel.
+ * (One did: a SIGINT landing inside oneDNN's sgemm now and then corrupted
+ * its heap, seen as "corrupted size vs. prev_size" aborts of dashboard runs
+ * whose server died.) A signal during setup waits for the first step's end.
+ * SIGPIPE is ignored: a write to a stdout nobody reads fails with EPIPE,
+ * which msg_emit notices (out->closed), and the run stops as on SIGINT. */
+static void block_stop_signals(sigset_t *stop) {
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(stop);
+    sigaddset(stop, SIGINT);
+    sigaddset(stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, stop, NULL);
+}
 
-static void on_stop_signal(int sig) { stop_requested = sig; }
+/* The stop signal pending, taken (0 if none); never waits. */
+static int stop_signal(const sigset_t *stop) {
+    static const struct timespec now = {0, 0};
+    int sig = sigtimedwait(stop, NULL, &now);
+    return sig > 0 ? sig : 0;
+}
 
-static void install_signal_handlers(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    /* restart interrupted calls: a write of an NDJSON line blocked on a full
-     * pipe must finish, not fail with EINTR and lose the line */
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+/* Whether a supervisor asked for a signal when it dies (the dashboard's
+ * runner sets PR_SET_PDEATHSIG): a stop signal may then mean it is gone. */
+static bool supervised(void) {
+    int sig = 0;
+    return prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig != 0;
 }
 
 typedef struct {
@@ -334,8 +351,11 @@ static int save_checkpoint(Trainer *t, NfError *err) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.link.%ld", o->ckpt, (long)getpid());
         unlink(tmp);
-        if (link(stamped, tmp) != 0 || rename(tmp, o->ckpt) != 0)
-            return nf_fail(err, NF_ERR_IO, "cannot place checkpoint '%s'", o->ckpt);
+        if (link(stamped, tmp) != 0 || rename(tmp, o->ckpt) != 0) {
+            int e = errno;
+            unlink(tmp);
+            return nf_fail(err, NF_ERR_IO, "cannot place checkpoint '%s': %s", o->ckpt, strerror(e));
+        }
         prune_stamped(o->ckpt, t->step, o->keep_last);
     } else if (checkpoint_save(o->ckpt, &ck, &bytes, err) != 0) {
         return -1;
@@ -395,6 +415,9 @@ static void emit_done(Trainer *t, double seconds, int64_t tokens, const char *re
 }
 
 int train_run(TrainOptions *o, NfOut *out) {
+    sigset_t stop;
+    block_stop_signals(&stop);
+    int signalled = 0; /* the stop signal taken */
     NfError err = {0};
     Trainer t = {.o = o, .out = out, .best_val_loss = NAN, .last_loss = NAN};
     Checkpoint ck = {0};
@@ -431,10 +454,9 @@ int train_run(TrainOptions *o, NfOut *out) {
     bool validating = o->val_every > 0 && t.data.n_val > 0;
 
     emit_init(&t, ck.options_json);
-    install_signal_handlers();
     bool progress = isatty(STDERR_FILENO);
     double flops = model_flops_per_token(&t.config, T, lora);
-    double start = nf_now_ms();
+    double start = nf_now_ms(), last_ckpt = start;
     int64_t steps_here = 0, tokens_here = 0;
     const char *reason = "completed";
 
@@ -524,11 +546,18 @@ int train_run(TrainOptions *o, NfOut *out) {
             json_int(&j, "val_batches", o->val_batches);
             msg_emit(out, &j);
         }
-        bool stopping = stop_requested != 0 && step < o->steps; /* a signal in the last step changes nothing */
+        /* a signal in the last step changes nothing; a closed stdout (the
+         * dashboard that reads it died) is a stop request too */
+        if (!signalled) signalled = stop_signal(&stop);
+        bool stopping = (signalled != 0 || out->closed) && step < o->steps;
         bool restarting = o->restart_every > 0 && steps_here % o->restart_every == 0 && step < o->steps;
-        bool periodic = o->ckpt_every > 0 && step % o->ckpt_every == 0;
-        if (o->ckpt && (periodic || step == o->steps || stopping || restarting) && save_checkpoint(&t, &err) != 0)
-            goto fail;
+        bool periodic = (o->ckpt_every > 0 && step % o->ckpt_every == 0) ||
+                        (o->ckpt_minutes > 0 && nf_now_ms() - last_ckpt >= o->ckpt_minutes * 60000.0);
+        if (stopping && signalled != 0 && supervised()) msg_tee_stderr(out);
+        if (o->ckpt && (periodic || step == o->steps || stopping || restarting)) {
+            if (save_checkpoint(&t, &err) != 0) goto fail;
+            last_ckpt = nf_now_ms();
+        }
         if (stopping) {
             reason = "interrupted";
             break;

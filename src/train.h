@@ -33,6 +33,7 @@ typedef struct {
     /* checkpoints and process control */
     const char *ckpt;
     int64_t ckpt_every, keep_last, restart_every;
+    double ckpt_minutes;         /* also checkpoint when this long has passed since the last one (0 = off) */
     bool resume;
     uint64_t max_memory;         /* --max-memory in bytes (0: no limit); budget.h */
     /* every flag as JSON, stored in checkpoints */

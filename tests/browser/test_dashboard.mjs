@@ -463,7 +463,7 @@ async function main() {
     const gone = new Promise((r) => server.once('exit', r));
     server.kill('SIGKILL');
     await gone;
-    // Its train process dies of the closed pipe at its next line; make sure.
+    // Its train process, orphaned (SIGINT, a closed stdout), checkpoints and leaves; make sure it is gone.
     await sleep(2000);
     try { if (trainPid) process.kill(trainPid, 'SIGKILL'); } catch { /* already gone */ }
     await startServer({ NEURALFORGE_TOKEN: token });

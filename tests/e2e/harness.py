@@ -18,6 +18,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NF = os.path.join(ROOT, "build", "neuralforge")
 NF_ASAN = os.path.join(ROOT, "build", "asan", "neuralforge")
 PROBE = os.path.join(ROOT, "build", "tests", "nf_probe")
+# LD_PRELOAD it with NF_ENOSPC_PATH (a glob) and NF_ENOSPC_AFTER (bytes): a full disk (tests/tools/enospc_shim.c)
+ENOSPC_SHIM = os.path.join(ROOT, "build", "tests", "libnf_enospc.so")
+
+
+def enospc_env(path_glob, after=0, fsync=False):
+    """The environment of a process whose writes to files matching path_glob fail with ENOSPC after `after`
+    bytes (and whose fsyncs of them fail too, with fsync)."""
+    assert os.path.exists(ENOSPC_SHIM), f"{ENOSPC_SHIM} missing: make unit builds it"
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return dict(os.environ, LD_PRELOAD=ENOSPC_SHIM, NF_ENOSPC_PATH=path_glob, NF_ENOSPC_AFTER=str(after),
+                NF_ENOSPC_FSYNC="1" if fsync else "0",
+                ASAN_OPTIONS=(asan + ":" if asan else "") + "verify_asan_link_order=0")
 SHARED = os.environ.get("NF_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
 
 _tests = []

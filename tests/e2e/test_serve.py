@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 
-from harness import NF, assert_error, run, run_all, test, tmpdir
+from harness import NF, assert_error, enospc_env, run, run_all, test, tmpdir
 
 TOKEN = "test-token-0123456789abcdef"
 JSON = {"Content-Type": "application/json"}
@@ -40,11 +40,11 @@ def assert_security_headers(resp, what):
 class Serve:
     """A server on a free port over a data directory; stopped with SIGINT."""
 
-    def __init__(self, data_dir, token=TOKEN, args=()):
+    def __init__(self, data_dir, token=TOKEN, args=(), env=None):
         self.data_dir, self.token = data_dir, token
         self.log = data_dir.rstrip("/") + f".serve-{time.time_ns()}.log"  # stderr, checked for sanitizer reports
         binary = os.environ.get("NF_SERVE_BINARY", NF)  # tests/run_tests.sh also runs these on the ASan build
-        env = dict(os.environ, NEURALFORGE_TOKEN=token)  # not --token: argv is visible in ps
+        env = dict(env or os.environ, NEURALFORGE_TOKEN=token)  # not --token: argv is visible in ps
         self.p = subprocess.Popen([binary, "serve", "--port", "0", "--data-dir", data_dir, *args],
                                   stdout=subprocess.PIPE, stderr=open(self.log, "wb"), env=env)
         line = self.p.stdout.readline()
@@ -119,10 +119,16 @@ def text_corpus(n_bytes=60000):
     return " ".join(out).encode()
 
 
-def tiny_project(s, steps=400):
-    return s.ok("POST", "/api/projects", {"name": "tiny", "tokenizer": "builtin:bytes", "options": {
-        "dim": 32, "n_layers": 1, "n_heads": 2, "seq_len": 64, "steps": steps, "batch": 4, "lr": 0.003,
-        "ckpt_every": 50}})
+def tiny_project(s, steps=400, **options):
+    """A tiny model's project; options override the defaults here (None drops one)."""
+    opts = {"dim": 32, "n_layers": 1, "n_heads": 2, "seq_len": 64, "steps": steps, "batch": 4, "lr": 0.003,
+            "ckpt_every": 50}
+    opts.update(options)
+    return s.ok("POST", "/api/projects", {"name": "tiny", "tokenizer": "builtin:bytes",
+                                          "options": {k: v for k, v in opts.items() if v is not None}})
+
+
+ACTIVE = ("starting", "running", "restarting")
 
 
 def upload(s, pid, n_bytes=60000):
@@ -317,29 +323,98 @@ def a_project_trains_stops_resumes_generates_and_exports_through_the_api():
         s.stop()
 
 
+def train_until_step(s, project, n):
+    """Starts training; returns (run, the last step seen) once n steps are reported."""
+    train = s.ok("POST", f"/api/projects/{project}/train")
+    msgs, _ = events(s, train["id"], stop_after=lambda m: sum(x["type"] == "step" for x in m) >= n)
+    return s.ok("GET", f"/api/runs/{train['id']}"), max(m["step"] for m in msgs if m["type"] == "step")
+
+
+def resume_continues_from_the_checkpoint(s, run_id, old_pid):
+    """The run is interrupted with a checkpoint; its resume answers with the new process, which starts there."""
+    r = s.ok("GET", f"/api/runs/{run_id}")
+    assert r["status"] == "interrupted" and r["resumable"] and r["final"]["reason"] == "interrupted", r
+    assert not s.ok("GET", "/api/status")["active_runs"]
+    resumed = s.ok("POST", f"/api/runs/{run_id}/resume")
+    more, _ = events(s, run_id, since=r["messages"], stop_after=lambda m: any(x["type"] == "step" for x in m))
+    init = next(m for m in more if m["type"] == "init")
+    assert init["resume_step"] == r["checkpoint"]["step"], (init, r["checkpoint"])
+    assert resumed["pid"] == init["pid"] != old_pid, (resumed["pid"], init["pid"], old_pid)
+    s.ok("POST", f"/api/runs/{run_id}/stop")
+    s.wait_run(run_id, lambda r: r["status"] == "stopped")
+
+
 @test
 def a_server_killed_mid_run_shows_the_run_interrupted_and_resumable():
+    # default options: no --ckpt-every, only the dashboard's 10-minute clock; the checkpoint comes from the
+    # orphaned child, which the server's death stops (SIGINT, and its closed stdout)
     d = tmpdir()
     s = Serve(d)
     try:
-        pid = tiny_project(s, steps=20000)["id"]
+        pid = tiny_project(s, steps=20000, ckpt_every=None)["id"]
         with_data(s, pid)
-        train = s.ok("POST", f"/api/projects/{pid}/train")
-        events(s, train["id"], stop_after=lambda m: sum(x["type"] == "step" for x in m) >= 60)
+        r, seen = train_until_step(s, pid, 60)
+        assert r["args"][r["args"].index("--ckpt-minutes") + 1] == "10", r["args"]
     finally:
         s.kill()  # SIGKILL: no chance to stop anything
-    time.sleep(1)
     s = Serve(d)
     try:
-        r = s.wait_run(train["id"], lambda r: True)
-        assert r["status"] == "interrupted" and r["resumable"], r
-        assert not s.ok("GET", "/api/status")["active_runs"]
-        s.ok("POST", f"/api/runs/{train['id']}/resume")
-        more, _ = events(s, train["id"], since=r["messages"], stop_after=lambda m: any(x["type"] == "step" for x in m))
-        init = next(m for m in more if m["type"] == "init")
-        assert init["resume_step"] >= 50, init  # checkpointed: every 50 steps, and on the SIGINT its orphaning sent
-        s.ok("POST", f"/api/runs/{train['id']}/stop")
-        s.wait_run(train["id"], lambda r: r["status"] == "stopped")
+        done = s.wait_run(r["id"], lambda r: r["status"] not in ACTIVE)
+        # the messages the orphan wrote to its log, imported: its checkpoint is at or after the last step seen
+        # (lines still in the pipe when the server was killed are lost with it)
+        assert done["checkpoint"] and done["checkpoint"]["step"] >= seen, (done, seen)
+        assert done["checkpoint"]["step"] == done["final"]["total_steps"], done
+        resume_continues_from_the_checkpoint(s, r["id"], r["pid"])
+    finally:
+        s.stop()
+
+
+@test
+def an_orphan_still_running_at_restart_is_waited_for_before_its_run_is_marked():
+    d = tmpdir()
+    s = Serve(d)
+    child = None
+    try:
+        pid = tiny_project(s, steps=20000, ckpt_every=None)["id"]
+        with_data(s, pid)
+        r, seen = train_until_step(s, pid, 30)
+        child = r["pid"]
+        os.kill(child, signal.SIGSTOP)  # the orphan will outlive the next server's start
+    finally:
+        s.kill()
+    try:
+        s = Serve(d)
+        deadline = time.time() + 3
+        while time.time() < deadline:  # alive: not marked, and not resumable into a second writer
+            assert s.ok("GET", f"/api/runs/{r['id']}")["status"] in ACTIVE
+            code, body = s.request("POST", f"/api/runs/{r['id']}/resume")
+            assert code == 409, (code, body)
+            time.sleep(0.3)
+        os.kill(child, signal.SIGCONT)  # it takes the SIGINT its server's death sent, checkpoints and leaves
+        done = s.wait_run(r["id"], lambda r: r["status"] not in ACTIVE)
+        assert done["checkpoint"] and done["checkpoint"]["step"] >= seen, (done, seen)
+        resume_continues_from_the_checkpoint(s, r["id"], child)
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except (ProcessLookupError, TypeError):
+            pass
+        s.stop()
+
+
+@test
+def a_full_disk_at_a_checkpoint_ends_the_run_with_the_reason():
+    d = tmpdir()
+    s = Serve(d, env=enospc_env(os.path.join(d, "projects", "*", "model.ckpt*")))
+    try:
+        pid = tiny_project(s, steps=30, ckpt_every=10)["id"]
+        with_data(s, pid)
+        train = s.ok("POST", f"/api/projects/{pid}/train")
+        r = s.wait_run(train["id"], lambda r: r["status"] not in ACTIVE)
+        ckpt = r["args"][r["args"].index("--ckpt") + 1]
+        assert r["status"] == "error" and r["exit_code"] == 1 and not r["resumable"], r
+        assert f"'{ckpt}'" in r["error"] and "no space left on device" in r["error"].lower(), r["error"]
+        assert r["last"]["step"] == 10 and not os.listdir(os.path.dirname(ckpt))  # no temporary file left
     finally:
         s.stop()
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from harness import NF, PROBE, Result, assert_error, run, run_all, run_interrupted, shared, test, tmpdir
+from harness import NF, PROBE, Result, assert_error, enospc_env, run, run_all, run_interrupted, shared, test, tmpdir
 from llama_ref import random_weights, write_v0
 
 _cache = {}
@@ -187,6 +187,74 @@ def kill_9_while_checkpointing_leaves_a_loadable_checkpoint():
         assert r.rc == 0, (attempt, r.stdout)
     leftovers = [f for f in os.listdir(d) if f != "c.ckpt"]
     print(f"  temporary files left by kill -9: {leftovers}")
+
+
+@test
+def a_closed_stdout_stops_the_run_with_a_checkpoint_and_the_rest_goes_to_stderr():
+    # what an orphaned dashboard run sees when its server dies: the reader of its stdout is gone
+    data = tokenized("tinyshakespeare.txt", "none")
+    ckpt = os.path.join(tmpdir(), "c.ckpt")
+    p = subprocess.Popen([NF, *map(str, train_args(ckpt, data, steps=100000))], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["type"] == "step" and seen[-1]["step"] == 5:
+            break
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=120)
+    assert rc == 0, (rc, err[-2000:])  # not killed by SIGPIPE
+    lines = err.split("\n")
+    note = f"neuralforge: the NDJSON messages of process {p.pid} from here on are on stderr"
+    assert note in lines, err[-2000:]
+    later = [json.loads(l) for l in lines[lines.index(note) + 1:] if l.startswith("{")]
+    assert later and later[-1]["type"] == "done" and later[-1]["reason"] == "interrupted", later[-3:]
+    k = later[-1]["total_steps"]
+    assert k >= 5 and later[-2] == {"type": "checkpoint", "path": ckpt, "step": k, "loss": later[-2]["loss"],
+                                    "bytes": os.path.getsize(ckpt)}, later[-3:]
+    resumed = run(train_args(ckpt, data, steps=k + 1, extra=["--resume"]))
+    assert resumed.rc == 0 and resumed.one("init")["resume_step"] == k
+
+
+@test
+def ckpt_minutes_checkpoints_on_the_clock():
+    data = tokenized("tinyshakespeare.txt", "none")
+    ckpt = os.path.join(tmpdir(), "c.ckpt")
+    r = run(train_args(ckpt, data, steps=60, extra=["--ckpt-minutes", 0.0002]))  # every 12 ms or more
+    assert r.rc == 0
+    steps = [m["step"] for m in r.of_type("checkpoint")]
+    assert len(steps) >= 2 and steps[-1] == 60 and steps == sorted(set(steps)), steps
+    none = run(train_args(ckpt, data, steps=60))  # off by default: the final checkpoint only
+    assert [m["step"] for m in none.of_type("checkpoint")] == [60]
+
+
+@test
+def a_full_disk_during_a_checkpoint_keeps_the_previous_one():
+    data = tokenized("tinyshakespeare.txt", "none")
+    d = tmpdir()
+    ckpt = os.path.join(d, "c.ckpt")
+    first = run(train_args(ckpt, data, steps=2))
+    assert first.rc == 0
+    before = open(ckpt, "rb").read()
+    size = len(before)
+    # the disk fills in the middle of the next checkpoint's write; or every write fits and fsync fails
+    for env in (enospc_env(os.path.join(d, "c.ckpt*"), after=size // 2),
+                enospc_env(os.path.join(d, "c.ckpt*"), after=10 * size, fsync=True)):
+        r = run(train_args(ckpt, data, steps=6, extra=["--resume", "--ckpt-every", 2]), env=env)
+        err = assert_error(r, "io")
+        assert f"'{ckpt}'" in err["message"] and "no space left on device" in err["message"].lower(), err
+        assert r.of_type("checkpoint") == [] and r.of_type("step")[-1]["step"] == 4
+        assert open(ckpt, "rb").read() == before
+        assert sorted(os.listdir(d)) == ["c.ckpt"], os.listdir(d)  # no temporary file left
+    # an export too: the earlier file stays, nothing else is left
+    out = os.path.join(d, "m.bin")
+    assert run(["export", "--ckpt", ckpt, "--output", out]).rc == 0
+    exported = open(out, "rb").read()
+    r = run(["export", "--ckpt", ckpt, "--output", out], env=enospc_env(out + "*", after=1000))
+    err = assert_error(r, "io")
+    assert f"'{out}'" in err["message"] and "no space left on device" in err["message"].lower(), err
+    assert open(out, "rb").read() == exported and sorted(os.listdir(d)) == ["c.ckpt", "m.bin"]
 
 
 def corrupt_variants(path):
@@ -383,7 +451,8 @@ def bad_data_and_flags_are_refused_with_the_reason():
                         (["--val-split", "0.95"], "--val-split"), (["--lr-schedule", "step"], "--lr-schedule"),
                         (["--seq", "65"], "--seq"), (["--resume"], "--ckpt"), (["--wat"], "--wat"),
                         (["--beta2", "1"], "--beta2"), (["--ckpt-every", "5"], "--ckpt"),
-                        (["--keep-last", "3"], "--ckpt")):
+                        (["--keep-last", "3"], "--ckpt"), (["--ckpt-minutes", "5"], "--ckpt"),
+                        (["--ckpt-minutes", "-1"], "--ckpt-minutes")):
         assert_error(run(["train", *tiny_init(), "--data", good, *extra]), mention=flag)
     assert_error(run(["train", "--init", "--dim", 30, "--n-heads", 4, "--vocab-size", 512, "--data", good]),
                  "usage", "n_heads")
