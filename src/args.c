@@ -172,14 +172,14 @@ void args_to_json(const ArgSpec *specs, int n_specs, JsonBuf *j, const char *key
         const ArgSpec *s = &specs[i];
         switch (s->type) {
         case ARG_STRING:
-        case ARG_CHOICE: json_string(j, s->name, *(const char **)s->dest); break;
+        case ARG_CHOICE: json_str(j, s->name, *(const char **)s->dest); break;
         case ARG_INT: json_int(j, s->name, *(int64_t *)s->dest); break;
         case ARG_FLOAT: json_number(j, s->name, *(double *)s->dest); break;
         case ARG_FLAG: json_bool(j, s->name, *(bool *)s->dest); break;
         case ARG_LIST: {
             const StringList *list = s->dest;
             json_array_begin(j, s->name);
-            for (int k = 0; k < list->n; k++) json_string(j, NULL, list->items[k]);
+            for (int k = 0; k < list->n; k++) json_str(j, NULL, list->items[k]);
             json_array_end(j);
             break;
         }

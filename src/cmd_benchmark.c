@@ -72,12 +72,12 @@ typedef struct {
 
 static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
     msg_begin(j, "benchmark");
-    json_string(j, "mode", mode);
-    json_string(j, "model", bm->source);
+    json_str(j, "mode", mode);
+    json_str(j, "model", bm->source);
     json_model_config(j, "config", &bm->config);
     json_int(j, "params", (int64_t)config_param_count(&bm->config));
     json_int(j, "threads", nf_threads());
-    json_string(j, "kernels", nf_cpu_kernels());
+    json_str(j, "kernels", nf_cpu_kernels());
 }
 
 static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfError *err) {
@@ -137,7 +137,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
     json_int(&j, "batch", B);
     json_int(&j, "seq", T);
     json_int(&j, "lora_rank", o->lora_rank);
-    json_string(&j, "dtype", o->bf16 ? "bf16" : "fp32");
+    json_str(&j, "dtype", o->bf16 ? "bf16" : "fp32");
     json_int(&j, "steps", o->steps);
     json_number(&j, "first_step_ms", first_ms);
     json_number(&j, "ms_per_step", ms_per_step);
@@ -200,8 +200,8 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
     double prompt_tok_s = P > 0 ? P / (prompt_ms / 1000.0) : 0.0;
     JsonBuf j;
     emit_common(&j, "generate", bm);
-    json_string(&j, "quant", o->q8 ? "q8" : "none");
-    json_string(&j, "kv_cache", o->kv_type == KV_CACHE_BF16 ? "bf16" : "fp32");
+    json_str(&j, "quant", o->q8 ? "q8" : "none");
+    json_str(&j, "kv_cache", o->kv_type == KV_CACHE_BF16 ? "bf16" : "fp32");
     json_int(&j, "prompt_tokens", P);
     json_number(&j, "prompt_tok_s", prompt_tok_s);
     json_number(&j, "prompt_first_ms", first_prompt_ms);

@@ -137,11 +137,11 @@ int cmd_export(int argc, char **argv, NfOut *out) {
     if (rc != 0) return emit_error(out, &err);
     JsonBuf j;
     msg_begin(&j, "export");
-    json_string(&j, "format", format);
-    json_string(&j, "output", output);
+    json_str(&j, "format", format);
+    json_str(&j, "output", output);
     json_int(&j, "bytes", (int64_t)st.bytes);
     json_int(&j, "tensors", st.tensors);
-    if (gguf) json_string(&j, "dtype", dtype_name);
+    if (gguf) json_str(&j, "dtype", dtype_name);
     json_int(&j, "params", (int64_t)weights);
     msg_emit(out, &j);
     return 0;

@@ -72,7 +72,7 @@ static void write_token(TokenWriter *w, int id, const char *bytes, size_t n) {
     JsonBuf j;
     msg_begin(&j, "token");
     json_int(&j, "token_id", id);
-    json_string_n(&j, "text", w->scratch, len);
+    json_str_n(&j, "text", w->scratch, len);
     msg_emit(w->out, &j);
 }
 
@@ -201,7 +201,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         json_number(&j, "total_ms", total_ms);
         json_number(&j, "first_token_ms", first_token_ms);
         json_number(&j, "tok_s", tok_s);
-        json_string(&j, "stop_reason", stop);
+        json_str(&j, "stop_reason", stop);
         json_int(&j, "seed", seed);
         msg_emit(out, &j);
     }

@@ -39,17 +39,17 @@ int cmd_import(int argc, char **argv, NfOut *out) {
         nf_log("import: the source's RMSNorm epsilon is %g; NeuralForge computes with 1e-5", info.rms_eps);
     JsonBuf j;
     msg_begin(&j, "import");
-    json_string(&j, "input", input);
-    json_string(&j, "format", info.format);
-    json_string(&j, "source_dtypes", info.dtypes);
-    json_string(&j, "output", output);
+    json_str(&j, "input", input);
+    json_str(&j, "format", info.format);
+    json_str(&j, "source_dtypes", info.dtypes);
+    json_str(&j, "output", output);
     json_int(&j, "bytes", (int64_t)st.bytes);
     json_int(&j, "tensors", info.tensors);
     json_model_config(&j, "config", &c);
     json_int(&j, "params", (int64_t)config_param_count(&c));
     json_float(&j, "rms_eps", (float)info.rms_eps);
     if (tokenizer_out) {
-        json_string(&j, "tokenizer_output", tokenizer_out);
+        json_str(&j, "tokenizer_output", tokenizer_out);
         json_int(&j, "vocab_size", info.vocab_written);
     }
     msg_emit(out, &j);

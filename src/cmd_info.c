@@ -11,11 +11,11 @@
 static void emit_model_info(NfOut *out, const char *path, const Model *m) {
     JsonBuf j;
     msg_begin(&j, "info");
-    json_string(&j, "key", "model");
+    json_str(&j, "key", "model");
     json_object_begin(&j, "value");
-    json_string(&j, "path", path);
-    json_string(&j, "format", model_format_name(m->format));
-    json_string(&j, "dtype", m->dtype == NF_Q8 ? "q8_0" : "f32");
+    json_str(&j, "path", path);
+    json_str(&j, "format", model_format_name(m->format));
+    json_str(&j, "dtype", m->dtype == NF_Q8 ? "q8_0" : "f32");
     if (m->dtype == NF_Q8) json_int(&j, "group_size", m->group_size);
     json_int(&j, "file_bytes", (int64_t)m->file.size);
     json_int(&j, "params", (int64_t)config_param_count(&m->config));
@@ -27,9 +27,9 @@ static void emit_model_info(NfOut *out, const char *path, const Model *m) {
 static void emit_tokenizer_info(NfOut *out, const char *path, const Tokenizer *t) {
     JsonBuf j;
     msg_begin(&j, "info");
-    json_string(&j, "key", "tokenizer");
+    json_str(&j, "key", "tokenizer");
     json_object_begin(&j, "value");
-    json_string(&j, "path", path);
+    json_str(&j, "path", path);
     json_int(&j, "vocab_size", t->vocab_size);
     json_int(&j, "max_token_length", t->max_token_length);
     json_int(&j, "unk_id", TOKEN_UNK);
@@ -45,13 +45,13 @@ static void emit_lora_info(NfOut *out, const char *path, const Checkpoint *ck) {
     char checksum[17];
     snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)ck->base_checksum);
     msg_begin(&j, "info");
-    json_string(&j, "key", "lora");
+    json_str(&j, "key", "lora");
     json_object_begin(&j, "value");
-    json_string(&j, "path", path);
+    json_str(&j, "path", path);
     json_lora_fields(&j, &ck->lora, (int64_t)ck->n_params);
     json_int(&j, "step", ck->step);
-    json_string(&j, "base_path", ck->base_path);
-    json_string(&j, "base_checksum", checksum);
+    json_str(&j, "base_path", ck->base_path);
+    json_str(&j, "base_checksum", checksum);
     json_model_config(&j, "config", &ck->config);
     json_object_end(&j);
     msg_emit(out, &j);

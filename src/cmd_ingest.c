@@ -20,14 +20,14 @@ static void report_file(void *ctx, const IngestFileReport *r) {
     Reporter *rep = ctx;
     JsonBuf j;
     msg_begin(&j, "ingest_file");
-    json_string(&j, "path", r->path);
-    json_string(&j, "status", ingest_status_name(r->status));
+    json_str(&j, "path", r->path);
+    json_str(&j, "status", ingest_status_name(r->status));
     json_int(&j, "bytes", (int64_t)r->bytes);
     json_int(&j, "documents", (int64_t)r->documents);
     json_int(&j, "tokens", (int64_t)r->tokens);
     json_int(&j, "masked_tokens", (int64_t)r->masked_tokens);
     json_bool(&j, "tokenized", r->tokenized);
-    if (r->reason) json_string(&j, "reason", r->reason);
+    if (r->reason) json_str(&j, "reason", r->reason);
     msg_emit(rep->out, &j);
     rep->files++;
     if (r->status != INGEST_REMOVED) rep->tokens += r->tokens;
@@ -90,7 +90,7 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
     json_int(&j, "masked_tokens", (int64_t)s.masked_tokens);
     json_int(&j, "shards", s.shards);
     json_int(&j, "generation", s.generation);
-    json_string(&j, "output", output);
+    json_str(&j, "output", output);
     json_number(&j, "ms", ms);
     msg_emit(out, &j);
     return 0;

@@ -168,10 +168,10 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     snprintf(url, sizeof url, "http://%s:%u/?token=%s", host, srv->port, srv->token);
     JsonBuf j;
     msg_begin(&j, "serve");
-    json_string(&j, "url", url);
-    json_string(&j, "host", host);
+    json_str(&j, "url", url);
+    json_str(&j, "host", host);
     json_int(&j, "port", srv->port);
-    json_string(&j, "data_dir", srv->data_dir);
+    json_str(&j, "data_dir", srv->data_dir);
     json_int(&j, "idle_timeout", srv->idle_timeout);
     json_int(&j, "max_connections", srv->max_connections);
     json_int(&j, "max_per_client", srv->max_per_client);

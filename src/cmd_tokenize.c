@@ -113,8 +113,8 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
 
     JsonBuf j;
     msg_begin(&j, "tokenize");
-    json_string(&j, "input", input);
-    json_string(&j, "output", output);
+    json_str(&j, "input", input);
+    json_str(&j, "output", output);
     json_int(&j, "tokens", (int64_t)writer.tokens);
     json_int(&j, "bytes", (int64_t)text.size);
     json_int(&j, "documents", (int64_t)writer.documents);

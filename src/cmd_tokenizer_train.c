@@ -113,7 +113,7 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
     JsonBuf j;
     msg_begin(&j, "tokenizer_train");
     json_array_begin(&j, "inputs");
-    for (int i = 0; i < inputs.n; i++) json_string(&j, NULL, inputs.items[i]);
+    for (int i = 0; i < inputs.n; i++) json_str(&j, NULL, inputs.items[i]);
     json_array_end(&j);
     json_int(&j, "bytes", (int64_t)vocab.bytes);
     json_int(&j, "vocab_size", vocab.vocab_size);
@@ -121,7 +121,7 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
     json_int(&j, "merges", vocab.merges);
     json_int(&j, "characters", vocab.characters);
     json_int(&j, "words", (int64_t)vocab.words);
-    json_string(&j, "output", output);
+    json_str(&j, "output", output);
     json_int(&j, "ms", (int64_t)(ms + 0.5));
     msg_emit(out, &j);
     goto done;

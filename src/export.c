@@ -281,9 +281,9 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     json_init(&j);
     json_object_begin(&j, NULL);
     json_array_begin(&j, "architectures");
-    json_string(&j, NULL, "LlamaForCausalLM");
+    json_str(&j, NULL, "LlamaForCausalLM");
     json_array_end(&j);
-    json_string(&j, "model_type", "llama");
+    json_str(&j, "model_type", "llama");
     json_int(&j, "hidden_size", c->dim);
     json_int(&j, "intermediate_size", c->hidden_dim);
     json_int(&j, "num_hidden_layers", c->n_layers);
@@ -294,10 +294,10 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     json_number(&j, "rms_norm_eps", 1e-5);
     json_number(&j, "rope_theta", 10000.0);
     json_bool(&j, "tie_word_embeddings", c->shared_classifier);
-    json_string(&j, "hidden_act", "silu");
+    json_str(&j, "hidden_act", "silu");
     json_int(&j, "bos_token_id", TOKEN_BOS);
     json_int(&j, "eos_token_id", TOKEN_EOS);
-    json_string(&j, "torch_dtype", "float32");
+    json_str(&j, "torch_dtype", "float32");
     json_object_end(&j);
     rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory") : write_text(config_path, j.data, j.len, &st->bytes, err);
     json_free(&j);
@@ -399,17 +399,17 @@ int export_peft(const char *dir, const ModelConfig *c, const Lora *lora, const c
     JsonBuf j;
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string(&j, "peft_type", "LORA");
-    json_string(&j, "task_type", "CAUSAL_LM");
-    json_string(&j, "base_model_name_or_path", base_name ? base_name : "");
+    json_str(&j, "peft_type", "LORA");
+    json_str(&j, "task_type", "CAUSAL_LM");
+    json_str(&j, "base_model_name_or_path", base_name ? base_name : "");
     json_int(&j, "r", r);
     json_float(&j, "lora_alpha", lora->config.alpha);
     json_float(&j, "lora_dropout", lora->config.dropout);
     json_array_begin(&j, "target_modules");
     for (int k = 0; k < LORA_TARGETS; k++)
-        if (lora->w.a[k]) json_string(&j, NULL, hf_module_name((LoraTarget)k));
+        if (lora->w.a[k]) json_str(&j, NULL, hf_module_name((LoraTarget)k));
     json_array_end(&j);
-    json_string(&j, "bias", "none");
+    json_str(&j, "bias", "none");
     json_bool(&j, "fan_in_fan_out", false);
     json_bool(&j, "inference_mode", true);
     json_object_end(&j);

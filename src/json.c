@@ -96,16 +96,16 @@ void json_object_end(JsonBuf *j) { close_level(j, "}"); }
 void json_array_begin(JsonBuf *j, const char *key) { open_level(j, key, "["); }
 void json_array_end(JsonBuf *j) { close_level(j, "]"); }
 
-void json_string_n(JsonBuf *j, const char *key, const char *s, size_t n) {
+void json_str_n(JsonBuf *j, const char *key, const char *s, size_t n) {
     item_prefix(j, key);
     append(j, "\"", 1);
     json_escape_into(j, s, n);
     append(j, "\"", 1);
 }
 
-void json_string(JsonBuf *j, const char *key, const char *s) {
-    if (!s) { json_null(j, key); return; }
-    json_string_n(j, key, s, strlen(s));
+void json_str(JsonBuf *j, const char *key, const char *s) {
+    if (!s) { json_null_value(j, key); return; }
+    json_str_n(j, key, s, strlen(s));
 }
 
 void json_int(JsonBuf *j, const char *key, int64_t v) {
@@ -116,7 +116,7 @@ void json_int(JsonBuf *j, const char *key, int64_t v) {
 }
 
 void json_number(JsonBuf *j, const char *key, double v) {
-    if (!isfinite(v)) { json_null(j, key); return; }
+    if (!isfinite(v)) { json_null_value(j, key); return; }
     char num[40];
     snprintf(num, sizeof num, "%.9g", v);
     item_prefix(j, key);
@@ -124,7 +124,7 @@ void json_number(JsonBuf *j, const char *key, double v) {
 }
 
 void json_float(JsonBuf *j, const char *key, float v) {
-    if (!isfinite(v)) { json_null(j, key); return; }
+    if (!isfinite(v)) { json_null_value(j, key); return; }
     char num[40];
     for (int digits = 6; digits <= 9; digits++) {
         snprintf(num, sizeof num, "%.*g", digits, (double)v);
@@ -139,7 +139,7 @@ void json_bool(JsonBuf *j, const char *key, bool v) {
     append_str(j, v ? "true" : "false");
 }
 
-void json_null(JsonBuf *j, const char *key) {
+void json_null_value(JsonBuf *j, const char *key) {
     item_prefix(j, key);
     append_str(j, "null");
 }

@@ -37,14 +37,14 @@ void json_object_begin(JsonBuf *j, const char *key);
 void json_object_end(JsonBuf *j);
 void json_array_begin(JsonBuf *j, const char *key);
 void json_array_end(JsonBuf *j);
-void json_string(JsonBuf *j, const char *key, const char *s);
-void json_string_n(JsonBuf *j, const char *key, const char *s, size_t n);
+void json_str(JsonBuf *j, const char *key, const char *s);
+void json_str_n(JsonBuf *j, const char *key, const char *s, size_t n);
 void json_int(JsonBuf *j, const char *key, int64_t v);
 void json_number(JsonBuf *j, const char *key, double v);
 /* A float32 value in the fewest digits that read back as the same float (0.1, not 0.100000001). */
 void json_float(JsonBuf *j, const char *key, float v);
 void json_bool(JsonBuf *j, const char *key, bool v);
-void json_null(JsonBuf *j, const char *key);
+void json_null_value(JsonBuf *j, const char *key);
 
 /* Appends raw (n bytes), which must already be one JSON value (a stored message), as an item. */
 void json_raw(JsonBuf *j, const char *key, const char *raw, size_t n);

@@ -12,8 +12,9 @@
  * parses each key and value on its own (json_loadb of one value at an offset,
  * JSON_DISABLE_EOF_CHECK telling how many bytes it used).
  *
- * jansson.h is included here and nowhere else: its json_string() and
- * json_null() would clash with the writer's (json.h). */
+ * jansson.h is included here and nowhere else. The writer's (json.h) names
+ * stay clear of jansson's exported symbols (json_str, not json_string), so
+ * neither definition can shadow the other at link time. */
 #include "json_parse.h"
 
 #include <jansson.h>
@@ -239,7 +240,6 @@ static int next_key(Each *w, JsonValue *key) {
     int rc = 0;
     if (strlen(key->text) != key->len) rc = fail_at(w->err, at, "NUL byte in object key not supported");
     else if (json_object_get(w->seen, key->text)) rc = fail_at(w->err, at, "duplicate object key");
-    /* json_true, not json_null: the program's json_null (json.h's writer) shadows jansson's at link time */
     else if (json_object_set_new(w->seen, key->text, json_true()) != 0) rc = nf_fail(w->err, NF_ERR_MEMORY, "out of memory");
     if (rc != 0) json_value_free(key);
     return rc;

@@ -6,7 +6,7 @@
  * linear in time and memory, UTF-8 validated, \u escapes of surrogates only
  * as pairs, duplicate keys refused. Its tree is moved into the JsonValue tree
  * below (each jansson node freed once copied), which every caller walks; only
- * json_parse.c includes jansson.h (its json_string() and json_null() clash
+ * json_parse.c includes jansson.h (its json_str() and json_null_value() clash
  * with the writer's, json.h). Writing stays with json.h's JsonBuf, a one-pass
  * emitter: see there.
  *

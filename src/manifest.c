@@ -319,22 +319,22 @@ int manifest_load(const char *dir, Manifest *m, NfError *err) {
 static void json_hash(JsonBuf *j, const char *key, uint64_t h) {
     char s[32];
     snprintf(s, sizeof s, "fnv1a64:%016" PRIx64, h);
-    json_string(j, key, s);
+    json_str(j, key, s);
 }
 
 int manifest_save(const char *dir, const Manifest *m, NfError *err) {
     JsonBuf j;
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string(&j, "format", MANIFEST_FORMAT);
+    json_str(&j, "format", MANIFEST_FORMAT);
     json_int(&j, "version", MANIFEST_VERSION);
     json_int(&j, "generation", m->generation);
     json_object_begin(&j, "tokenizer");
-    json_string(&j, "path", m->tokenizer);
+    json_str(&j, "path", m->tokenizer);
     json_hash(&j, "hash", m->tokenizer_hash);
     json_int(&j, "vocab_size", m->vocab_size);
     json_object_end(&j);
-    json_string(&j, "split", text_split_name(m->split));
+    json_str(&j, "split", text_split_name(m->split));
     json_int(&j, "max_shard_mb", m->max_shard_mb);
     json_int(&j, "documents", (int64_t)m->documents);
     json_int(&j, "tokens", (int64_t)m->tokens);
@@ -343,9 +343,9 @@ int manifest_save(const char *dir, const Manifest *m, NfError *err) {
     for (int i = 0; i < m->n_shards; i++) {
         const ManifestShard *s = &m->shards[i];
         json_object_begin(&j, NULL);
-        json_string(&j, "file", s->file);
-        if (s->mask) json_string(&j, "mask", s->mask);
-        else json_null(&j, "mask");
+        json_str(&j, "file", s->file);
+        if (s->mask) json_str(&j, "mask", s->mask);
+        else json_null_value(&j, "mask");
         json_int(&j, "tokens", (int64_t)s->tokens);
         json_int(&j, "masked_tokens", (int64_t)s->masked_tokens);
         json_object_end(&j);
@@ -355,7 +355,7 @@ int manifest_save(const char *dir, const Manifest *m, NfError *err) {
     for (int i = 0; i < m->n_sources; i++) {
         const ManifestSource *s = &m->sources[i];
         json_object_begin(&j, NULL);
-        json_string(&j, "path", s->path);
+        json_str(&j, "path", s->path);
         json_int(&j, "bytes", (int64_t)s->bytes);
         json_hash(&j, "hash", s->hash);
         json_int(&j, "documents", (int64_t)s->documents);

@@ -8,7 +8,7 @@
 void msg_begin(JsonBuf *j, const char *type) {
     json_init(j);
     json_object_begin(j, NULL);
-    json_string(j, "type", type);
+    json_str(j, "type", type);
 }
 
 static bool write_line(FILE *f, const char *line, size_t len) {
@@ -47,8 +47,8 @@ void msg_tee_stderr(NfOut *out) {
 int emit_error(NfOut *out, const NfError *err) {
     JsonBuf j;
     msg_begin(&j, "error");
-    json_string(&j, "code", err->code ? err->code : "error");
-    json_string(&j, "message", err->message);
+    json_str(&j, "code", err->code ? err->code : "error");
+    json_str(&j, "message", err->message);
     msg_emit(out, &j);
     nf_log("error: %s", err->message);
     return err->code && strcmp(err->code, NF_ERR_USAGE) == 0 ? 2 : 1;
@@ -75,7 +75,7 @@ void json_lora_fields(JsonBuf *j, const LoraConfig *lc, int64_t params) {
     json_float(j, "dropout", lc->dropout);
     json_array_begin(j, "targets");
     for (int t = 0; t < LORA_TARGETS; t++)
-        if (lc->targets & (1u << t)) json_string(j, NULL, lora_target_name((LoraTarget)t));
+        if (lc->targets & (1u << t)) json_str(j, NULL, lora_target_name((LoraTarget)t));
     json_array_end(j);
     json_bool(j, "train_norms", lc->train_norms);
     json_int(j, "params", params);

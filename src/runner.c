@@ -129,8 +129,8 @@ static void store_line(Store *s, int64_t run_id, const char *line, size_t len, S
         JsonBuf j;
         json_init(&j);
         json_object_begin(&j, NULL);
-        json_string(&j, "type", "unparsed");
-        json_string_n(&j, "line", line, len);
+        json_str(&j, "type", "unparsed");
+        json_str_n(&j, "line", line, len);
         json_object_end(&j);
         if (!j.failed) store_message_add(s, run_id, seen->type, j.data, j.len);
         json_free(&j);

@@ -123,13 +123,13 @@ int st_write(const char *path, const StOutTensor *tensors, int n, uint64_t *byte
     json_init(&h);
     json_object_begin(&h, NULL);
     json_object_begin(&h, "__metadata__");
-    json_string(&h, "format", "pt");
+    json_str(&h, "format", "pt");
     json_object_end(&h);
     uint64_t offset = 0;
     for (int i = 0; i < n; i++) {
         const StOutTensor *t = &tensors[i];
         json_object_begin(&h, t->name);
-        json_string(&h, "dtype", dtype_name(t->dtype));
+        json_str(&h, "dtype", dtype_name(t->dtype));
         json_array_begin(&h, "shape");
         for (int d = 0; d < t->n_dims; d++) json_int(&h, NULL, (int64_t)t->shape[d]);
         json_array_end(&h);

@@ -155,7 +155,7 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, 
     JsonBuf j;
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string(&j, "error", msg);
+    json_str(&j, "error", msg);
     json_object_end(&j);
     return respond_json(c, status, &j);
 }
@@ -267,11 +267,11 @@ static void list_dir_json(JsonBuf *j, const char *key, const char *dir, bool siz
         if (plain_name(entries[i]->d_name) && stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
             if (sizes) {
                 json_object_begin(j, NULL);
-                json_string(j, "name", entries[i]->d_name);
+                json_str(j, "name", entries[i]->d_name);
                 json_int(j, "bytes", (int64_t)sb.st_size);
                 json_object_end(j);
             } else
-                json_string(j, NULL, entries[i]->d_name);
+                json_str(j, NULL, entries[i]->d_name);
         }
         free(entries[i]);
     }
@@ -296,7 +296,7 @@ static void data_json(JsonBuf *j, const char *data_dir, int64_t *total) {
                                 *tokens = json_get(src, "tokens"), *masked = json_get(src, "masked_tokens");
                 if (!name || name->type != JV_STRING || !tokens || tokens->type != JV_NUMBER) continue;
                 json_object_begin(j, NULL);
-                json_string(j, "name", name->text);
+                json_str(j, "name", name->text);
                 json_int(j, "tokens", atoll(tokens->text));
                 json_int(j, "masked_tokens", masked && masked->type == JV_NUMBER ? atoll(masked->text) : 0);
                 json_object_end(j);
@@ -313,10 +313,10 @@ static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     char dir[MAX_PATH_LEN];
     json_object_begin(j, NULL);
     json_int(j, "id", p->id);
-    json_string(j, "name", p->name);
-    if (p->model) json_string(j, "model", p->model);
-    else json_null(j, "model");
-    json_string(j, "tokenizer", p->tokenizer);
+    json_str(j, "name", p->name);
+    if (p->model) json_str(j, "model", p->model);
+    else json_null_value(j, "model");
+    json_str(j, "tokenizer", p->tokenizer);
     json_raw(j, "options", p->options, strlen(p->options));
     json_int(j, "created_at", (int64_t)(p->created_at * 1000));
     project_dir(srv, p->id, "uploads", dir, sizeof dir);
@@ -347,7 +347,7 @@ static bool run_checkpoint_path(const RunRow *r, char *out, size_t cap) {
 
 static void raw_or_null(JsonBuf *j, const char *key, char *json) {
     if (json) json_raw(j, key, json, strlen(json));
-    else json_null(j, key);
+    else json_null_value(j, key);
     free(json);
 }
 
@@ -356,17 +356,17 @@ static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
     json_object_begin(j, NULL);
     json_int(j, "id", r->id);
     json_int(j, "project_id", r->project_id);
-    json_string(j, "kind", r->kind);
-    json_string(j, "status", r->status);
+    json_str(j, "kind", r->kind);
+    json_str(j, "status", r->status);
     if (r->pid > 0) json_int(j, "pid", r->pid);
-    else json_null(j, "pid");
+    else json_null_value(j, "pid");
     json_raw(j, "args", r->args, strlen(r->args));
     json_int(j, "created_at", (int64_t)(r->created_at * 1000));
     json_int(j, "started_at", (int64_t)(r->started_at * 1000));
     json_int(j, "ended_at", (int64_t)(r->ended_at * 1000));
     json_int(j, "exit_code", r->exit_code);
-    if (r->error) json_string(j, "error", r->error);
-    else json_null(j, "error");
+    if (r->error) json_str(j, "error", r->error);
+    else json_null_value(j, "error");
     raw_or_null(j, "last", store_message_latest(&srv->store, r->id, "step"));
     const char *final_type = strcmp(r->kind, "train") == 0      ? "done"
                              : strcmp(r->kind, "generate") == 0 ? "generate_done"
@@ -378,8 +378,8 @@ static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
     bool resumable = !run_status_active(r->status) && strcmp(r->status, "done") != 0 &&
                      run_checkpoint_path(r, ckpt, sizeof ckpt) && is_file(ckpt);
     json_bool(j, "resumable", resumable);
-    if (r->output) json_string(j, "output", strrchr(r->output, '/') ? strrchr(r->output, '/') + 1 : r->output);
-    else json_null(j, "output");
+    if (r->output) json_str(j, "output", strrchr(r->output, '/') ? strrchr(r->output, '/') + 1 : r->output);
+    else json_null_value(j, "output");
     json_object_end(j);
 }
 
@@ -413,7 +413,7 @@ static char *args_json(const Args *a) {
     JsonBuf j;
     json_init(&j);
     json_array_begin(&j, NULL);
-    for (int i = 0; i < a->n; i++) json_string(&j, NULL, a->words[i]);
+    for (int i = 0; i < a->n; i++) json_str(&j, NULL, a->words[i]);
     json_array_end(&j);
     if (j.failed) {
         json_free(&j);
@@ -625,8 +625,8 @@ static enum MHD_Result api_status(Server *srv, struct MHD_Connection *c) {
     free(active);
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string(&j, "version", "neuralforge");
-    json_string(&j, "data_dir", srv->data_dir);
+    json_str(&j, "version", "neuralforge");
+    json_str(&j, "data_dir", srv->data_dir);
     snprintf(dir, sizeof dir, "%s/models", srv->data_dir);
     list_dir_json(&j, "models", dir, false);
     snprintf(dir, sizeof dir, "%s/tokenizers", srv->data_dir);
@@ -677,9 +677,9 @@ static char *options_text(const JsonValue *opts) {
     for (int i = 0; i < opts->n; i++) {
         const JsonValue *v = &opts->items[i];
         if (v->type == JV_NUMBER) json_raw(&j, opts->keys[i], v->text, strlen(v->text));
-        else if (v->type == JV_STRING) json_string(&j, opts->keys[i], v->text);
+        else if (v->type == JV_STRING) json_str(&j, opts->keys[i], v->text);
         else if (v->type == JV_BOOL) json_bool(&j, opts->keys[i], v->boolean);
-        else json_null(&j, opts->keys[i]);
+        else json_null_value(&j, opts->keys[i]);
     }
     json_object_end(&j);
     if (j.failed) {
@@ -1228,7 +1228,7 @@ static enum MHD_Result upload_end(struct MHD_Connection *c, Request *rq) {
     JsonBuf j;
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string(&j, "name", strrchr(rq->upload_final, '/') + 1);
+    json_str(&j, "name", strrchr(rq->upload_final, '/') + 1);
     json_int(&j, "bytes", (int64_t)rq->upload_bytes);
     json_object_end(&j);
     return respond_json(c, 201, &j);

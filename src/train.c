@@ -215,7 +215,7 @@ static void json_changed_flags(JsonBuf *j, const char *stored_json, const char *
             if (strcmp(name, "resume") == 0 || strcmp(name, "config") == 0 || strcmp(name, "max-memory") == 0) continue;
             const JsonValue *was = json_get(&stored, name);
             if (!was || !json_value_equal(was, &current.items[i])) {
-                json_string(j, NULL, name);
+                json_str(j, NULL, name);
                 nf_log("resuming with --%s different from the checkpoint's run", name);
             }
         }
@@ -233,7 +233,7 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_model_config(&j, "config", &t->config);
     json_int(&j, "params", (int64_t)t->n_params);
     json_int(&j, "frozen_params", lc ? (int64_t)config_param_count(&t->config) : 0);
-    json_string(&j, "source", o->resume ? "checkpoint" : o->model_path ? "model" : "init");
+    json_str(&j, "source", o->resume ? "checkpoint" : o->model_path ? "model" : "init");
     json_int(&j, "resume_step", t->step);
     json_int(&j, "pid", (int64_t)getpid());
     json_int(&j, "total_steps", o->steps);
@@ -252,7 +252,7 @@ static void emit_init(Trainer *t, const char *stored_options) {
     msg_emit(t->out, &j);
     if (!lc) return;
     msg_begin(&j, "info");
-    json_string(&j, "key", "lora");
+    json_str(&j, "key", "lora");
     json_object_begin(&j, "value");
     json_lora_fields(&j, lc, (int64_t)t->n_params);
     json_object_end(&j);
@@ -362,7 +362,7 @@ static int save_checkpoint(Trainer *t, NfError *err) {
     }
     JsonBuf j;
     msg_begin(&j, "checkpoint");
-    json_string(&j, "path", o->ckpt);
+    json_str(&j, "path", o->ckpt);
     json_int(&j, "step", t->step);
     json_number(&j, "loss", t->last_loss);
     json_int(&j, "bytes", (int64_t)bytes);
@@ -410,7 +410,7 @@ static void emit_done(Trainer *t, double seconds, int64_t tokens, const char *re
     json_number(&j, "best_val_loss", t->best_val_loss);
     json_number(&j, "total_time_s", seconds);
     json_number(&j, "tok_s", seconds > 0 ? tokens / seconds : 0.0);
-    json_string(&j, "reason", reason);
+    json_str(&j, "reason", reason);
     msg_emit(t->out, &j);
 }
 
@@ -566,7 +566,7 @@ int train_run(TrainOptions *o, NfOut *out) {
             if (progress) fputc('\n', stderr);
             msg_begin(&j, "restart");
             json_int(&j, "step", step);
-            json_string(&j, "reason", "restart-every");
+            json_str(&j, "reason", "restart-every");
             msg_emit(out, &j);
             restart_self(o, &err); /* returns only on failure */
             goto fail;

@@ -32,7 +32,7 @@
 static void assert_string_json(const char *in, size_t n, const char *expected) {
     JsonBuf j;
     json_init(&j);
-    json_string_n(&j, NULL, in, n);
+    json_str_n(&j, NULL, in, n);
     assert_false(j.failed);
     assert_string_equal(j.data, expected);
     assert_int_equal(j.len, strlen(expected));
@@ -59,7 +59,7 @@ static void test_object_fields_get_commas_between_not_after(void **state) {
     JsonBuf j;
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string(&j, "event", "token");
+    json_str(&j, "event", "token");
     json_int(&j, "id", 42);
     json_bool(&j, "done", false);
     json_object_end(&j);
@@ -79,11 +79,11 @@ static void test_nested_arrays_and_objects_place_commas_per_level(void **state) 
     json_int(&j, NULL, 3);
     json_array_end(&j);
     json_object_begin(&j, NULL);
-    json_null(&j, "x");
+    json_null_value(&j, "x");
     json_object_end(&j);
     json_int(&j, NULL, 4);
     json_array_end(&j);
-    json_string(&j, "after", "y");
+    json_str(&j, "after", "y");
     json_object_end(&j);
     assert_string_equal(j.data, "{\"ids\":[1,2,[3],{\"x\":null},4],\"after\":\"y\"}");
     assert_int_equal(j.depth, 0);
@@ -180,7 +180,7 @@ static void test_null_string_pointer_writes_null(void **state) {
     JsonBuf j;
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string(&j, "path", NULL);
+    json_str(&j, "path", NULL);
     json_object_end(&j);
     assert_string_equal(j.data, "{\"path\":null}");
     json_free(&j);
@@ -265,7 +265,7 @@ static void test_bool_and_null(void **state) {
     json_array_begin(&j, NULL);
     json_bool(&j, NULL, true);
     json_bool(&j, NULL, false);
-    json_null(&j, NULL);
+    json_null_value(&j, NULL);
     json_array_end(&j);
     assert_string_equal(j.data, "[true,false,null]");
     json_free(&j);
@@ -569,7 +569,7 @@ static void test_parse_reads_the_writers_output(void **state) {
     JsonBuf j;
     json_init(&j);
     json_object_begin(&j, NULL);
-    json_string_n(&j, "s", "a\"\\\n\x01\0\xc3\xa9\xe2\x80\xa8", 11);
+    json_str_n(&j, "s", "a\"\\\n\x01\0\xc3\xa9\xe2\x80\xa8", 11);
     json_int(&j, "max", INT64_MAX);
     json_int(&j, "min", INT64_MIN);
     json_number(&j, "lr", 3e-4);
