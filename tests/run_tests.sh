@@ -37,29 +37,12 @@ for bin in build/asan/tests/test_*; do
   [ -x "$bin" ] && run_cmocka "$bin" "asan $(basename "$bin")"
 done
 
-# The libFuzzer harnesses (tests/fuzz, built by `make fuzz-build`): every
-# corpus file once as a regression test, then a short fuzz budget for each
-# (NF_FUZZ_SECONDS, default 10; `make fuzz` is the long run). One PASS or FAIL
-# per harness and mode; a harness that is not built fails.
-run_fuzz() {
-  local out p f
-  out=$(tests/fuzz/run.sh "$@" 2>&1)
-  local rc=$?
-  echo "$out" | sed "s|^|[fuzz $1] |"
-  p=$(echo "$out" | grep -c '^PASS ')
-  f=$(echo "$out" | grep -c '^FAIL ')
-  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  passed=$((passed + p)); failed=$((failed + f))
-  [ "$f" -eq 0 ] || failures+=("fuzz $1")
-}
-run_fuzz regress
-run_fuzz fuzz "${NF_FUZZ_SECONDS:-10}"
-
-# End-to-end tests: each script prints "PASS name" / "FAIL name" lines.
-run_e2e() {
-  local script=$1 label=$2 out p f
-  shift 2
-  out=$(/usr/bin/python3 "$script" "$@" 2>&1)
+# Runs a command whose output has "PASS name" / "FAIL name" lines, prefixed
+# with its label, and adds them up (a non-zero exit without a FAIL line is one).
+run_counted() {
+  local label=$1 out p f
+  shift
+  out=$("$@" 2>&1)
   local rc=$?
   echo "$out" | sed "s|^|[$label] |"
   p=$(echo "$out" | grep -c '^PASS ')
@@ -67,6 +50,21 @@ run_e2e() {
   if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   passed=$((passed + p)); failed=$((failed + f))
   [ "$f" -eq 0 ] || failures+=("$label")
+}
+
+# The libFuzzer harnesses (tests/fuzz, built by `make fuzz-build`): every
+# corpus file once as a regression test, then a short fuzz budget for each
+# (NF_FUZZ_SECONDS, default 10; `make fuzz` is the long run). One PASS or FAIL
+# per harness and mode; a harness that is not built fails.
+run_fuzz() { run_counted "fuzz $1" tests/fuzz/run.sh "$@"; }
+run_fuzz regress
+run_fuzz fuzz "${NF_FUZZ_SECONDS:-10}"
+
+# End-to-end tests: each script prints "PASS name" / "FAIL name" lines.
+run_e2e() {
+  local script=$1 label=$2
+  shift 2
+  run_counted "$label" /usr/bin/python3 "$script" "$@"
 }
 for script in tests/e2e/test_*.py; do
   run_e2e "$script" "e2e $(basename "$script")"
