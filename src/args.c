@@ -30,7 +30,7 @@ static bool choice_allowed(const char *choices, const char *value) {
     return false;
 }
 
-static int set_value(ArgSpec *s, const char *value, NfError *err) {
+int args_set_value(ArgSpec *s, const char *value, NfError *err) {
     switch (s->type) {
     case ARG_STRING:
         *(const char **)s->dest = value;
@@ -104,7 +104,7 @@ int args_parse(ArgSpec *specs, int n_specs, int argc, char **argv, bool *help_re
             if (i + 1 >= argc) return nf_fail(err, NF_ERR_USAGE, "--%s needs a value", s->name);
             value = argv[++i];
         }
-        if (set_value(s, value, err) != 0) return -1;
+        if (args_set_value(s, value, err) != 0) return -1;
     }
     return 0;
 }
@@ -152,7 +152,7 @@ int args_apply_json(ArgSpec *specs, int n_specs, const JsonValue *json, NfError 
             for (int k = 0; k < v->n; k++) {
                 if (v->items[k].type != JV_STRING)
                     return nf_fail(err, NF_ERR_USAGE, "config key \"%s\" must hold strings", key);
-                if (set_value(s, v->items[k].text, err) != 0) return -1;
+                if (args_set_value(s, v->items[k].text, err) != 0) return -1;
             }
             continue;
         }
@@ -161,7 +161,7 @@ int args_apply_json(ArgSpec *specs, int n_specs, const JsonValue *json, NfError 
         if ((s->type == ARG_INT || s->type == ARG_FLOAT) != (v->type == JV_NUMBER))
             return nf_fail(err, NF_ERR_USAGE, "config key \"%s\" must be a %s", key,
                            v->type == JV_NUMBER ? "string" : "number");
-        if (set_value(s, v->text, err) != 0) return -1;
+        if (args_set_value(s, v->text, err) != 0) return -1;
     }
     return 0;
 }

@@ -50,6 +50,10 @@ enum { ARGS_OK = 0, ARGS_HELP = 1, ARGS_ERROR = -1 };
 int args_parse_command(const char *command, const char *summary, ArgSpec *specs, int n_specs, int argc, char **argv,
                        NfError *err);
 
+/* Sets s's variable from the text value as the parser would (checked against the range or choices),
+ * without counting the flag as given: how a command sets defaults kept as text (train_options.c). */
+int args_set_value(ArgSpec *s, const char *value, NfError *err);
+
 /* Whether the flag `name` was given (on the command line or by --config). */
 bool args_seen(const ArgSpec *specs, int n_specs, const char *name);
 

@@ -13,6 +13,7 @@
 #include "json_parse.h"
 #include "tokenizer.h"
 #include "train.h"
+#include "train_options.h"
 
 /* llama2.c's default SwiGLU width: 2/3 of 4*dim, rounded up to a multiple of 32 */
 static int default_hidden_dim(int dim) {
@@ -25,74 +26,36 @@ static int default_hidden_dim(int dim) {
  * with this same code before it starts one). */
 static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfError *check_err) {
     TrainOptions o = {0};
-    const char *config_path = NULL, *schedule = "cosine", *dtype = "fp32", *max_memory = NULL;
-    int64_t dim = 288, hidden = 0, layers = 6, heads = 6, kv_heads = 0, vocab = 32000, seq_len = 256;
-    bool separate_classifier = false;
-    int64_t lora_rank = 0, threads = 0;
-    double lora_alpha = 0.0, lora_dropout = 0.0;
-    const char *lora_targets = "wq,wk,wv,wo";
-    o.val_every = 100;
-    o.val_batches = 10;
-    o.batch = 4;
-    o.accum = 1;
-    o.steps = 1000;
-    o.seed = 1337;
-    o.keep_last = 1;
-    o.optim = (OptimizerOptions){.lr = 5e-4, .lr_min = 0.0, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
-                                 .weight_decay = 0.1, .grad_clip = 1.0};
-    ArgSpec specs[] = {
-        {"model", ARG_STRING, &o.model_path, .help = "start from this model file (fine-tuning)"},
-        {"init", ARG_FLAG, &o.init, .help = "start from a fresh model with the --dim ... shape"},
-        {"dim", ARG_INT, &dim, 2, NF_MAX_DIM, .help = "--init: model width (default 288)"},
-        {"hidden-dim", ARG_INT, &hidden, 0, NF_MAX_HIDDEN, .help = "--init: FFN width (default from dim, as llama2.c)"},
-        {"n-layers", ARG_INT, &layers, 1, NF_MAX_LAYERS, .help = "--init: layers (default 6)"},
-        {"n-heads", ARG_INT, &heads, 1, NF_MAX_DIM, .help = "--init: query heads (default 6)"},
-        {"n-kv-heads", ARG_INT, &kv_heads, 0, NF_MAX_DIM, .help = "--init: key/value heads (default n-heads)"},
-        {"vocab-size", ARG_INT, &vocab, 1, 65536, .help = "--init: vocabulary (default 32000)"},
-        {"seq-len", ARG_INT, &seq_len, 1, NF_MAX_SEQ_LEN, .help = "--init: context length (default 256)"},
-        {"separate-classifier", ARG_FLAG, &separate_classifier, .help = "--init: untied output weights"},
-        {"lora-rank", ARG_INT, &lora_rank, 0, LORA_MAX_RANK, .help = "LoRA: adapters of rank r on --model, frozen (0 = full fine-tuning)"},
-        {"lora-alpha", ARG_FLOAT, &lora_alpha, 1e-6, 1e6, .help = "LoRA: scale alpha/r (default alpha = r)"},
-        {"lora-dropout", ARG_FLOAT, &lora_dropout, 0, 0.9, .help = "LoRA: dropout on the adapter inputs (default 0)"},
-        {"lora-targets", ARG_STRING, &lora_targets, .help = "LoRA: wq,wk,wv,wo,w1,w2,w3 (or q,k,v,o,gate,down,up, or a bit mask; default wq,wk,wv,wo)"},
-        {"lora-train-norms", ARG_FLAG, &o.lora.train_norms, .help = "LoRA: train the RMSNorm weights too"},
-        {"data", ARG_LIST, &o.data, .help = "token file or directory of them (repeatable; required)"},
-        {"val-data", ARG_STRING, &o.val_data, .help = "validation token file or directory of them"},
-        {"val-split", ARG_FLOAT, &o.val_split, 0, 0.9, .help = "hold out this last fraction for validation"},
-        {"val-every", ARG_INT, &o.val_every, 0, 1e9, .help = "validate every N steps (default 100; 0 = never)"},
-        {"val-batches", ARG_INT, &o.val_batches, 1, 1e6, .help = "batches per validation (default 10)"},
-        {"shuffle", ARG_FLAG, &o.shuffle, .help = "epochs of shuffled windows instead of random windows"},
-        {"batch", ARG_INT, &o.batch, 1, 4096, .help = "sequences per micro-batch (default 4)"},
-        {"seq", ARG_INT, &o.seq, 0, NF_MAX_SEQ_LEN, .help = "tokens per sequence (default: the model's seq_len)"},
-        {"accum", ARG_INT, &o.accum, 1, 65536, .help = "micro-batches per optimizer step (default 1)"},
-        {"steps", ARG_INT, &o.steps, 1, 1e9, .help = "optimizer steps in the whole run (default 1000)"},
-        {"seed", ARG_INT, &o.seed, 0, 9007199254740991.0, .help = "seed for init and data (default 1337)"},
-        {"lr", ARG_FLOAT, &o.optim.lr, 1e-12, 10, .help = "peak learning rate (default 5e-4)"},
-        {"lr-min", ARG_FLOAT, &o.optim.lr_min, 0, 10, .help = "final learning rate of the decay (default 0)"},
-        {"lr-schedule", ARG_CHOICE, &schedule, .choices = "constant|cosine|linear", .help = "after warmup (default cosine)"},
-        {"warmup", ARG_INT, &o.optim.warmup, 0, 1e9, .help = "linear warmup steps (default 0)"},
-        {"beta1", ARG_FLOAT, &o.optim.beta1, 0, 0.999999, .help = "AdamW beta1 (default 0.9)"},
-        {"beta2", ARG_FLOAT, &o.optim.beta2, 0, 0.999999, .help = "AdamW beta2 (default 0.95)"},
-        {"eps", ARG_FLOAT, &o.optim.eps, 1e-30, 1, .help = "AdamW epsilon (default 1e-8)"},
-        {"weight-decay", ARG_FLOAT, &o.optim.weight_decay, 0, 10, .help = "decoupled, not on norms (default 0.1)"},
-        {"grad-clip", ARG_FLOAT, &o.optim.grad_clip, 0, 1e6, .help = "max global gradient norm (default 1; 0 = off)"},
-        {"ckpt", ARG_STRING, &o.ckpt, .help = "checkpoint file to write (and --resume from)"},
-        {"ckpt-every", ARG_INT, &o.ckpt_every, 0, 1e9, .help = "also checkpoint every N steps (default: at the end)"},
-        {"ckpt-minutes", ARG_FLOAT, &o.ckpt_minutes, 0, 1e6, .help = "also checkpoint when N minutes (a fraction too) have passed since the last one (default 0 = off)"},
-        {"keep-last", ARG_INT, &o.keep_last, 1, 1000, .help = "keep the N newest checkpoints as PATH.step-N (default 1)"},
-        {"resume", ARG_FLAG, &o.resume, .help = "continue exactly from --ckpt"},
-        {"restart-every", ARG_INT, &o.restart_every, 0, 1e9, .help = "checkpoint and re-execute itself every N steps"},
-        {"config", ARG_STRING, &config_path, .help = "JSON file of flag names and values (flags win)"},
-        {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16", .help = "precision of the weight products (default fp32; bf16 keeps fp32 weights and AdamW state)"},
-        {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core, or OMP_NUM_THREADS)"},
-        {"max-memory", ARG_STRING, &max_memory, .help = "refuse a run estimated to need more memory than SIZE (8G, 512M; none = no limit; default 80% of the machine's)"},
-        {"tokenizer", ARG_STRING, &o.tokenizer, .help = "the tokenizer the data was made with: checked against the vocabulary, remembered for export --format gguf"},
+    /* the flags' variables; the table (train_options.c) gives each its default */
+    const char *config_path, *schedule, *dtype, *max_memory, *lora_targets;
+    int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len, lora_rank, threads;
+    bool separate_classifier;
+    double lora_alpha, lora_dropout;
+    void *const dest[TRAIN_OPTION_COUNT] = {
+        [TO_MODEL] = &o.model_path, [TO_INIT] = &o.init, [TO_DIM] = &dim, [TO_HIDDEN_DIM] = &hidden,
+        [TO_N_LAYERS] = &layers, [TO_N_HEADS] = &heads, [TO_N_KV_HEADS] = &kv_heads, [TO_VOCAB_SIZE] = &vocab,
+        [TO_SEQ_LEN] = &seq_len, [TO_SEPARATE_CLASSIFIER] = &separate_classifier, [TO_LORA_RANK] = &lora_rank,
+        [TO_LORA_ALPHA] = &lora_alpha, [TO_LORA_DROPOUT] = &lora_dropout, [TO_LORA_TARGETS] = &lora_targets,
+        [TO_LORA_TRAIN_NORMS] = &o.lora.train_norms, [TO_DATA] = &o.data, [TO_VAL_DATA] = &o.val_data,
+        [TO_VAL_SPLIT] = &o.val_split, [TO_VAL_EVERY] = &o.val_every, [TO_VAL_BATCHES] = &o.val_batches,
+        [TO_SHUFFLE] = &o.shuffle, [TO_BATCH] = &o.batch, [TO_SEQ] = &o.seq, [TO_ACCUM] = &o.accum,
+        [TO_STEPS] = &o.steps, [TO_SEED] = &o.seed, [TO_LR] = &o.optim.lr, [TO_LR_MIN] = &o.optim.lr_min,
+        [TO_LR_SCHEDULE] = &schedule, [TO_WARMUP] = &o.optim.warmup, [TO_BETA1] = &o.optim.beta1,
+        [TO_BETA2] = &o.optim.beta2, [TO_EPS] = &o.optim.eps, [TO_WEIGHT_DECAY] = &o.optim.weight_decay,
+        [TO_GRAD_CLIP] = &o.optim.grad_clip, [TO_CKPT] = &o.ckpt, [TO_CKPT_EVERY] = &o.ckpt_every,
+        [TO_CKPT_MINUTES] = &o.ckpt_minutes, [TO_KEEP_LAST] = &o.keep_last, [TO_RESUME] = &o.resume,
+        [TO_RESTART_EVERY] = &o.restart_every, [TO_CONFIG] = &config_path, [TO_DTYPE] = &dtype,
+        [TO_THREADS] = &threads, [TO_MAX_MEMORY] = &max_memory, [TO_TOKENIZER] = &o.tokenizer,
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    TrainFlagTable table;
+    ArgSpec *specs = table.specs;
+    int n_specs = TRAIN_OPTION_COUNT;
     NfError err = {0};
     JsonValue config = {0};
     int status = 0;
-    int parsed = args_parse_command("train", "Trains a model (from scratch, or fine-tuning a model file).", specs,
+    if (train_flags_build(&table, dest, &err) != 0) goto fail;
+    int parsed = args_parse_command("train", "Trains a model (from scratch, or fine-tuning a model file). `train --options-json` prints these\n"
+                                    "flags as JSON (docs/protocol.md, train_options).", specs,
                                     n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) goto fail;
@@ -220,6 +183,24 @@ fail:
     return emit_error(out, &err);
 }
 
-int cmd_train(int argc, char **argv, NfOut *out) { return train_command(argc, argv, out, false, NULL); }
+/* `train --options-json`: the option table as one train_options message, for the dashboard and the docs */
+static int print_options(int argc, NfOut *out) {
+    if (argc != 1) {
+        NfError err;
+        nf_fail(&err, NF_ERR_USAGE, "--options-json takes no other flags");
+        return emit_error(out, &err);
+    }
+    JsonBuf j;
+    msg_begin(&j, "train_options");
+    train_options_json(&j, "options");
+    msg_emit(out, &j);
+    return 0;
+}
+
+int cmd_train(int argc, char **argv, NfOut *out) {
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--options-json") == 0) return print_options(argc, out);
+    return train_command(argc, argv, out, false, NULL);
+}
 
 int train_command_check(int argc, char **argv, NfError *err) { return train_command(argc, argv, NULL, true, err); }

@@ -20,6 +20,7 @@ static const char *const SEGMENT_NAMES[LORA_TARGETS][2] = {
 };
 
 const char *lora_target_name(LoraTarget t) { return TARGET_NAMES[t]; }
+const char *lora_target_alias(LoraTarget t) { return TARGET_ALIASES[t]; }
 
 int lora_parse_targets(const char *text, unsigned *mask, NfError *err) {
     size_t digits = strspn(text, "0123456789");

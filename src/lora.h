@@ -51,6 +51,7 @@ typedef struct {
 static inline float lora_scale(const LoraConfig *lc) { return lc->alpha / (float)lc->rank; }
 
 const char *lora_target_name(LoraTarget t); /* "wq", "wk", ... */
+const char *lora_target_alias(LoraTarget t); /* Hugging Face's name: "q", "k", ..., "gate", "down", "up" */
 /* "wq,wv", aliases "q,k,v,o,gate,down,up", or a bit mask "1".."127". */
 int lora_parse_targets(const char *text, unsigned *mask, NfError *err);
 /* Range checks against the model (rank at most dim, a target at least). */
