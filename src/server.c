@@ -22,6 +22,7 @@
 #include "json.h"
 #include "json_parse.h"
 #include "tokenizer.h"
+#include "train_options.h"
 
 #define MAX_BODY (1u << 20)
 #define MAX_UPLOAD (64u << 20)
@@ -427,18 +428,38 @@ static void tokenizer_path(const Server *srv, const char *name, char *out, size_
     else snprintf(out, cap, "%s/tokenizers/%s", srv->data_dir, name);
 }
 
-static const char *const SHAPE_KEYS[] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"};
-static const char *const OPTION_KEYS[] = {
-    "steps", "batch", "seq", "lr", "lr_min", "lr_schedule", "warmup", "accum", "grad_clip", "weight_decay", "beta1",
-    "beta2", "eps", "seed", "val_split", "val_every", "val_batches", "ckpt_every", "ckpt_minutes", "keep_last", "shuffle", "dtype",
-    "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_norms"};
-
-#define DEFAULT_CKPT_MINUTES "10" /* train's --ckpt-minutes for a project whose options do not set ckpt_minutes */
-
-static bool key_in(const char *key, const char *const *list, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(key, list[i]) == 0) return true;
-    return false;
+/* Adds a project's option (a row of train_options.h the dashboard may set) to train's words.
+ * Returns 0, or -1 with why. Values are checked by train's own parser later (train_args). */
+static int option_words(const ProjectRow *p, const char *key, const JsonValue *v, Args *a, char *why, size_t why_cap) {
+    const TrainOption *o = train_option_by_key(key);
+    if (!o || !o->dashboard) {
+        snprintf(why, why_cap, "unknown option '%s'", key);
+        return -1;
+    }
+    if (p->model && strcmp(o->group, "shape") == 0) {
+        snprintf(why, why_cap, "option '%s' sets the shape of a model trained from scratch; this project fine-tunes %s",
+                 key, p->model);
+        return -1;
+    }
+    char flag[64];
+    snprintf(flag, sizeof flag, "--%s", o->name);
+    if (v->type == JV_NULL) return 0; /* train's default */
+    if (o->type == ARG_FLAG) {
+        if (v->type != JV_BOOL) {
+            snprintf(why, why_cap, "option '%s' must be true or false", key);
+            return -1;
+        }
+        if (v->boolean) args_add(a, flag);
+        return 0;
+    }
+    if (v->type != JV_NUMBER && v->type != JV_STRING) {
+        snprintf(why, why_cap, "option '%s' must be a %s", key,
+                 o->type == ARG_INT || o->type == ARG_FLOAT ? "number" : "string");
+        return -1;
+    }
+    args_add(a, flag);
+    args_add(a, v->text);
+    return 0;
 }
 
 /* train's command line for a project (ckpt: where the run checkpoints). The
@@ -475,40 +496,20 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
         args_add(a, vocab);
     }
     for (int i = 0; i < opts.n; i++) {
-        const char *key = opts.keys[i];
-        const JsonValue *v = &opts.items[i];
-        bool shape = key_in(key, SHAPE_KEYS, sizeof SHAPE_KEYS / sizeof *SHAPE_KEYS);
-        if (!shape && !key_in(key, OPTION_KEYS, sizeof OPTION_KEYS / sizeof *OPTION_KEYS)) {
-            snprintf(why, why_cap, "unknown option '%s'", key);
-            json_value_free(&opts);
-            return 400;
-        }
-        if (shape && p->model) {
-            snprintf(why, why_cap, "option '%s' sets the shape of a model trained from scratch; this project fine-tunes %s",
-                     key, p->model);
-            json_value_free(&opts);
-            return 400;
-        }
-        char flag[64];
-        snprintf(flag, sizeof flag, "--%s", key);
-        for (char *c = flag; *c; c++)
-            if (*c == '_') *c = '-';
-        if (v->type == JV_BOOL) {
-            if (v->boolean) args_add(a, flag);
-        } else if (v->type == JV_NUMBER || v->type == JV_STRING) {
-            args_add(a, flag);
-            args_add(a, v->text);
-        } else if (v->type != JV_NULL) {
-            snprintf(why, why_cap, "option '%s' must be a number, a string or a boolean", key);
+        if (option_words(p, opts.keys[i], &opts.items[i], a, why, why_cap) != 0) {
             json_value_free(&opts);
             return 400;
         }
     }
-    /* a dashboard run checkpoints on a clock too, unless the project says otherwise: a run that
-     * dies without warning (power, OOM kill) loses at most this much */
-    if (!json_get(&opts, "ckpt_minutes")) {
-        args_add(a, "--ckpt-minutes");
-        args_add(a, DEFAULT_CKPT_MINUTES);
+    /* a dashboard run's own defaults (a checkpoint clock), where the project sets none */
+    for (int i = 0; i < TRAIN_OPTION_COUNT; i++) {
+        const TrainOption *o = &TRAIN_OPTIONS[i];
+        char key[64];
+        train_option_key(o, key, sizeof key);
+        if (!o->dash_def || json_get(&opts, key)) continue;
+        snprintf(path, sizeof path, "--%s", o->name);
+        args_add(a, path);
+        args_add(a, o->dash_def);
     }
     json_value_free(&opts);
     project_dir(srv, p->id, "data", path, sizeof path);
@@ -1234,6 +1235,16 @@ static enum MHD_Result upload_end(struct MHD_Connection *c, Request *rq) {
     return respond_json(c, 201, &j);
 }
 
+/* GET /api/options: train's option table (train_options.h), from which the page builds its Config form */
+static enum MHD_Result api_options(struct MHD_Connection *c) {
+    JsonBuf j;
+    json_init(&j);
+    json_object_begin(&j, NULL);
+    train_options_json(&j, "options");
+    json_object_end(&j);
+    return respond_json(c, 200, &j);
+}
+
 /* ---- routing -------------------------------------------------------------------- */
 
 /* Splits "/api/projects/12/train" into at most 5 words. */
@@ -1283,6 +1294,7 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
     enum MHD_Result result;
     int64_t id = n >= 3 ? parse_id(w[2]) : 0;
     if (n == 2 && strcmp(w[1], "status") == 0 && get) result = api_status(srv, c);
+    else if (n == 2 && strcmp(w[1], "options") == 0 && get) result = api_options(c);
     else if (n == 2 && strcmp(w[1], "projects") == 0 && get) result = api_projects_list(srv, c);
     else if (n == 2 && strcmp(w[1], "projects") == 0 && post) result = api_project_write(srv, c, 0, &body);
     else if (n >= 3 && strcmp(w[1], "projects") == 0 && id > 0) {

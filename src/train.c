@@ -241,6 +241,7 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_int(&j, "seq", o->seq);
     json_int(&j, "accum", o->accum);
     json_int(&j, "tokens_per_step", o->batch * o->seq * o->accum);
+    json_str(&j, "dtype", o->bf16 ? "bf16" : "fp32");
     json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
     json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
     json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, lc, (int)o->batch, (int)o->seq));

@@ -159,6 +159,12 @@ int train_flags_build(TrainFlagTable *t, void *const dest[TRAIN_OPTION_COUNT], N
     return 0;
 }
 
+void train_option_key(const TrainOption *o, char *out, size_t cap) {
+    snprintf(out, cap, "%s", o->name);
+    for (char *c = out; *c; c++)
+        if (*c == '-') *c = '_';
+}
+
 const TrainOption *train_option_by_key(const char *key) {
     for (int i = 0; i < TRAIN_OPTION_COUNT; i++) {
         const char *n = TRAIN_OPTIONS[i].name, *k = key;
@@ -196,9 +202,7 @@ void train_options_json(JsonBuf *j, const char *key) {
     for (int i = 0; i < TRAIN_OPTION_COUNT; i++) {
         const TrainOption *o = &TRAIN_OPTIONS[i];
         char opt_key[64];
-        snprintf(opt_key, sizeof opt_key, "%s", o->name);
-        for (char *c = opt_key; *c; c++)
-            if (*c == '-') *c = '_';
+        train_option_key(o, opt_key, sizeof opt_key);
         json_object_begin(j, NULL);
         json_str(j, "name", o->name);
         json_str(j, "key", opt_key);

@@ -12,6 +12,7 @@
 #define NF_TRAIN_OPTIONS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "args.h"
 #include "error.h"
@@ -52,6 +53,9 @@ typedef struct {
 /* Binds row i to dest[i] (the variable of ArgSpec's type) and sets every dest to the row's default (0, false,
  * NULL, an empty list where it has none). -1 with err when a row has no dest or its default does not parse. */
 int train_flags_build(TrainFlagTable *t, void *const dest[TRAIN_OPTION_COUNT], NfError *err);
+
+/* A row's option key for a project: its name with '_' for '-' ("lr_min"). */
+void train_option_key(const TrainOption *o, char *out, size_t cap);
 
 /* The row of a project's option key ("lr_min"), or NULL. */
 const TrainOption *train_option_by_key(const char *key);

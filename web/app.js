@@ -528,36 +528,30 @@ VIEWS.projects = (() => {
 
 // ---------------------------------------------------------------- Config
 
-// The training options of docs/dashboard.md, with train's ranges (README).
-const OPTIONS = [
-  { key: 'dim', group: 'shape', type: 'int', min: 2, max: 65536, def: 288, help: 'model width' },
-  { key: 'n_layers', group: 'shape', type: 'int', min: 1, max: 1024, def: 6, help: 'layers' },
-  { key: 'n_heads', group: 'shape', type: 'int', min: 1, max: 65536, def: 6, help: 'query heads' },
-  { key: 'n_kv_heads', group: 'shape', type: 'int', min: 0, max: 65536, def: 0, help: '0 = n_heads' },
-  { key: 'seq_len', group: 'shape', type: 'int', min: 1, max: 1048576, def: 256, help: 'context length' },
-  { key: 'steps', group: 'batches', type: 'int', min: 1, max: 1e9, def: 1000, help: 'optimizer steps, resumed ones included' },
-  { key: 'batch', group: 'batches', type: 'int', min: 1, max: 4096, def: 4, help: 'sequences per micro-batch' },
-  { key: 'seq', group: 'batches', type: 'int', min: 0, max: 1048576, def: 0, help: "tokens per sequence; 0 = the model's seq_len" },
-  { key: 'accum', group: 'batches', type: 'int', min: 1, max: 65536, def: 1, help: 'micro-batches per step' },
-  { key: 'seed', group: 'batches', type: 'int', min: 0, max: 9007199254740991, def: 1337, help: 'initialization and data windows' },
-  { key: 'lr', group: 'optimizer', type: 'num', min: 1e-12, max: 10, def: 5e-4, help: 'peak learning rate' },
-  { key: 'lr_min', group: 'optimizer', type: 'num', min: 0, max: 10, def: 0, help: 'at the end of the decay; at most lr' },
-  { key: 'lr_schedule', group: 'optimizer', type: 'choice', choices: ['constant', 'cosine', 'linear'], def: 'cosine', help: 'after the warmup' },
-  { key: 'warmup', group: 'optimizer', type: 'int', min: 0, max: 1e9, def: 0, help: 'steps of linear warmup' },
-  { key: 'grad_clip', group: 'optimizer', type: 'num', min: 0, max: 1e6, def: 1, help: 'largest gradient norm; 0 = off' },
-  { key: 'weight_decay', group: 'optimizer', type: 'num', min: 0, max: 10, def: 0.1, help: 'decoupled (AdamW)' },
-  { key: 'beta1', group: 'optimizer', type: 'num', min: 0, max: 0.999999, def: 0.9, help: 'AdamW β₁' },
-  { key: 'beta2', group: 'optimizer', type: 'num', min: 0, max: 0.999999, def: 0.95, help: 'AdamW β₂' },
-  { key: 'val_split', group: 'validation', type: 'num', min: 0, max: 0.9, def: 0, help: 'fraction held out for validation' },
-  { key: 'val_every', group: 'validation', type: 'int', min: 0, max: 1e9, def: 100, help: 'steps; 0 = never' },
-  { key: 'ckpt_every', group: 'validation', type: 'int', min: 0, max: 1e9, def: 0, help: 'steps; 0 = only at the end (and on stop)' },
-  { key: 'lora_rank', group: 'lora', type: 'int', min: 0, max: 1024, def: 0, help: '0 = full fine-tuning; at most dim' },
-  { key: 'lora_alpha', group: 'lora', type: 'num', min: 1e-6, max: 1e6, def: '= rank', help: 'scale = alpha / rank' },
-  { key: 'lora_targets', group: 'lora', type: 'targets', def: 'wq,wk,wv,wo', help: 'wq wk wv wo w1 w2 w3 (or q k v o gate down up), or a mask 1 … 127' },
-];
-const SHAPE_KEYS = OPTIONS.filter((o) => o.group === 'shape').map((o) => o.key);
-const LORA_KEYS = OPTIONS.filter((o) => o.group === 'lora').map((o) => o.key);
-const LORA_NAMES = { wq: 1, q: 1, wk: 2, k: 2, wv: 4, v: 4, wo: 8, o: 8, w1: 16, gate: 16, w2: 32, down: 32, w3: 64, up: 64 };
+// The training options come from the server (GET /api/options: train's own option table,
+// src/train_options.c), so the form shows exactly the options a project may set, with train's
+// ranges, defaults and LoRA target names. Filled by loadOptions() before the Config view is built.
+let OPTIONS = [];         // the rows the dashboard may set, in train --help order
+let SHAPE_KEYS = [], LORA_KEYS = [];
+let LORA_NAMES = {};      // target name or alias -> its bit in the mask
+let LORA_MASK_MAX = 0;
+
+async function loadOptions() {
+  if (OPTIONS.length) return;
+  const { options } = await api('GET', '/api/options');
+  OPTIONS = options.filter((o) => o.dashboard).map((o) => ({
+    ...o,
+    type: o.syntax === 'lora_targets' ? 'targets' : o.type === 'float' ? 'num' : o.type,
+    // what an empty field means: a dashboard run's own default (serve passes it), else train's
+    def: o.dashboard_default != null ? o.dashboard_default : o.default != null ? o.default : o.default_text,
+  }));
+  SHAPE_KEYS = OPTIONS.filter((o) => o.group === 'shape').map((o) => o.key);
+  LORA_KEYS = OPTIONS.filter((o) => o.group === 'lora').map((o) => o.key);
+  const targets = (options.find((o) => o.syntax === 'lora_targets') || {}).targets || [];
+  LORA_NAMES = {};
+  for (const t of targets) { LORA_NAMES[t.name] = t.bit; LORA_NAMES[t.alias] = t.bit; }
+  LORA_MASK_MAX = targets.reduce((m, t) => m | t.bit, 0);
+}
 
 function fmtRange(o) {
   const f = (x) => (x >= 1e6 && Number.isInteger(x) ? (x === 9007199254740991 ? '2⁵³−1' : x.toExponential(0).replace('e+', 'e')) : String(x));
@@ -587,7 +581,7 @@ function parseField(o, text) {
   if (o.type === 'targets') {
     if (/^\d+$/.test(s)) {
       const v = Number(s);
-      if (v < 1 || v > 127) return { error: `lora_targets as a mask must be between 1 and 127, got ${s}` };
+      if (v < 1 || v > LORA_MASK_MAX) return { error: `lora_targets as a mask must be between 1 and ${LORA_MASK_MAX}, got ${s}` };
       return { value: s };
     }
     let mask = 0;
@@ -618,6 +612,8 @@ function crossCheck(opts, fromScratch) {
     if (!rank) {
       if (opts.lora_alpha !== undefined) errs.lora_alpha = 'lora_alpha needs lora_rank above 0';
       if (opts.lora_targets !== undefined) errs.lora_targets = 'lora_targets needs lora_rank above 0';
+      if (opts.lora_dropout > 0) errs.lora_dropout = 'lora_dropout needs lora_rank above 0';
+      if (opts.lora_train_norms) errs.lora_train_norms = 'lora_train_norms needs lora_rank above 0';
     }
   }
   return errs;
@@ -627,27 +623,34 @@ VIEWS.config = (() => {
   const form = tid('config-form');
   const inputs = {};
   const errSpans = {};
-  for (const o of OPTIONS) {
-    const grid = form.querySelector(`[data-fields="${o.group}"]`);
-    let input;
-    if (o.type === 'choice') {
-      input = h('select', { name: o.key, testid: `opt-${o.key}` },
-        h('option', { value: '' }, `default (${o.def})`), ...o.choices.map((c) => h('option', { value: c }, c)));
-    } else {
-      input = h('input', {
-        name: o.key, testid: `opt-${o.key}`, placeholder: String(o.def), autocomplete: 'off',
-        inputmode: o.type === 'int' ? 'numeric' : o.type === 'num' ? 'decimal' : 'text',
-      });
+  let formReady = null;  // the promise of the fields, built once
+
+  /** One field per option, in its group's fieldset (once the options have come from the server). */
+  function buildFields() {
+    for (const o of OPTIONS) {
+      const grid = form.querySelector(`[data-fields="${o.group}"]`);
+      let input;
+      if (o.type === 'choice') {
+        input = h('select', { name: o.key, testid: `opt-${o.key}` },
+          h('option', { value: '' }, `default (${o.def})`), ...o.choices.map((c) => h('option', { value: c }, c)));
+      } else if (o.type === 'flag') {
+        input = h('input', { type: 'checkbox', name: o.key, testid: `opt-${o.key}` });
+      } else {
+        input = h('input', {
+          name: o.key, testid: `opt-${o.key}`, placeholder: String(o.def), autocomplete: 'off',
+          inputmode: o.type === 'int' ? 'numeric' : o.type === 'num' ? 'decimal' : 'text',
+        });
+      }
+      inputs[o.key] = input;
+      errSpans[o.key] = h('span', { class: 'field-error', testid: `opt-${o.key}-error` });
+      grid.append(h('label', { class: o.type === 'flag' ? 'field field-flag' : 'field', dataset: { key: o.key } },
+        h('span', { class: 'field-name' }, o.key),
+        input,
+        h('small', { class: 'hint', testid: `opt-${o.key}-hint` }, o.min !== undefined ? `${fmtRange(o)} · ${o.help}` : o.help),
+        errSpans[o.key]));
+      input.addEventListener('input', () => { tid('config-saved').hidden = true; validate(); });
+      input.addEventListener('change', () => validate());
     }
-    inputs[o.key] = input;
-    errSpans[o.key] = h('span', { class: 'field-error', testid: `opt-${o.key}-error` });
-    grid.append(h('label', { class: 'field' },
-      h('span', { class: 'field-name' }, o.key),
-      input,
-      h('small', { class: 'hint' }, o.min !== undefined ? `${fmtRange(o)} · ${o.help}` : o.help),
-      errSpans[o.key]));
-    input.addEventListener('input', () => { tid('config-saved').hidden = true; validate(); });
-    input.addEventListener('change', () => validate());
   }
   const modelSel = tid('config-model'), tokSel = tid('config-tokenizer');
   modelSel.addEventListener('change', () => { syncGroups(); validate(); });
@@ -666,6 +669,10 @@ VIEWS.config = (() => {
     const skip = new Set(fromScratch() ? LORA_KEYS : SHAPE_KEYS);
     for (const o of OPTIONS) {
       if (skip.has(o.key)) continue;
+      if (o.type === 'flag') {
+        if (inputs[o.key].checked) opts[o.key] = true;
+        continue;
+      }
       const r = parseField(o, inputs[o.key].value);
       if (r.error) errs[o.key] = r.error;
       else if (r.value !== undefined) opts[o.key] = r.value;
@@ -691,7 +698,10 @@ VIEWS.config = (() => {
     fillModelSelect(modelSel, p.model);
     fillTokenizerSelect(tokSel, p.tokenizer);
     const opts = p.options || {};
-    for (const o of OPTIONS) inputs[o.key].value = opts[o.key] == null ? '' : String(opts[o.key]);
+    for (const o of OPTIONS) {
+      if (o.type === 'flag') inputs[o.key].checked = opts[o.key] === true;
+      else inputs[o.key].value = opts[o.key] == null ? '' : String(opts[o.key]);
+    }
     tid('config-server-error').textContent = '';
     tid('config-saved').hidden = true;
     syncGroups();
@@ -731,6 +741,8 @@ VIEWS.config = (() => {
   return {
     async enter() {
       if (!state.status) await loadStatus();
+      formReady = formReady || loadOptions().then(buildFields).catch((e) => { formReady = null; throw e; });
+      await formReady;
       load(state.project);
     },
   };
