@@ -5,6 +5,7 @@ prints "PASS name", "FAIL name" (with the traceback) or "SKIP name: why".
 Files from ../shared/data are found with shared(); where that folder is absent
 (a user's fresh clone) the test is skipped loudly, but under CI it fails.
 """
+import http.client
 import json
 import signal
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -119,6 +121,82 @@ def assert_error(r, code=None, mention=None):
     if mention:
         assert mention in err["message"], err
     return err
+
+
+TOKEN = "test-token-0123456789abcdef"
+
+
+class Serve:
+    """A server on a free port over a data directory; stopped with SIGINT."""
+
+    def __init__(self, data_dir, token=TOKEN, args=(), env=None):
+        self.data_dir, self.token = data_dir, token
+        self.log = data_dir.rstrip("/") + f".serve-{time.time_ns()}.log"  # stderr, checked for sanitizer reports
+        binary = os.environ.get("NF_SERVE_BINARY", NF)  # tests/run_tests.sh also runs these on the ASan build
+        env = dict(env or os.environ, NEURALFORGE_TOKEN=token)  # not --token: argv is visible in ps
+        self.p = subprocess.Popen([binary, "serve", "--port", "0", "--data-dir", data_dir, *args],
+                                  stdout=subprocess.PIPE, stderr=open(self.log, "wb"), env=env)
+        line = self.p.stdout.readline()
+        msg = json.loads(line)
+        assert msg["type"] == "serve", msg
+        self.msg, self.port, self.url = msg, msg["port"], msg["url"]
+
+    def raw(self, method, path, headers=None, body=None, timeout=30):
+        """One request as given (no token added); returns the response, its body read."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        r.body = r.read()
+        c.close()
+        return r
+
+    def request(self, method, path, body=None, token=True, raw=None, headers=None, timeout=30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        h = dict(headers or {})
+        if token is True:
+            h["Authorization"] = f"Bearer {self.token}"
+        elif token:
+            h["Authorization"] = f"Bearer {token}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if body is not None and raw is None:
+            h.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        payload = r.read()
+        c.close()
+        try:
+            return r.status, json.loads(payload) if payload else None
+        except ValueError:
+            return r.status, payload
+
+    def ok(self, method, path, body=None, status=(200, 201), **kw):
+        code, out = self.request(method, path, body, **kw)
+        assert code in (status if isinstance(status, tuple) else (status,)), (method, path, code, out)
+        return out
+
+    def wait_run(self, run_id, until, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = self.ok("GET", f"/api/runs/{run_id}")
+            if until(r):
+                return r
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} never got there: {r}")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            assert self.p.wait(timeout=90) == 0
+        self.check_log()
+
+    def check_log(self):
+        log = open(self.log, "rb").read()
+        assert b"Sanitizer" not in log and b"runtime error" not in log, log[-3000:]
+
+    def kill(self):
+        self.p.kill()
+        self.p.wait(timeout=10)
+        self.check_log()
 
 
 def run_all():

@@ -19,9 +19,8 @@ import subprocess
 import threading
 import time
 
-from harness import NF, assert_error, enospc_env, run, run_all, test, tmpdir
+from harness import NF, TOKEN, Serve, assert_error, enospc_env, run, run_all, test, tmpdir
 
-TOKEN = "test-token-0123456789abcdef"
 JSON = {"Content-Type": "application/json"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
@@ -35,79 +34,6 @@ SECURITY_HEADERS = {
 def assert_security_headers(resp, what):
     for name, value in SECURITY_HEADERS.items():
         assert resp.getheader(name) == value, (what, name, resp.getheader(name))
-
-
-class Serve:
-    """A server on a free port over a data directory; stopped with SIGINT."""
-
-    def __init__(self, data_dir, token=TOKEN, args=(), env=None):
-        self.data_dir, self.token = data_dir, token
-        self.log = data_dir.rstrip("/") + f".serve-{time.time_ns()}.log"  # stderr, checked for sanitizer reports
-        binary = os.environ.get("NF_SERVE_BINARY", NF)  # tests/run_tests.sh also runs these on the ASan build
-        env = dict(env or os.environ, NEURALFORGE_TOKEN=token)  # not --token: argv is visible in ps
-        self.p = subprocess.Popen([binary, "serve", "--port", "0", "--data-dir", data_dir, *args],
-                                  stdout=subprocess.PIPE, stderr=open(self.log, "wb"), env=env)
-        line = self.p.stdout.readline()
-        msg = json.loads(line)
-        assert msg["type"] == "serve", msg
-        self.msg, self.port, self.url = msg, msg["port"], msg["url"]
-
-    def raw(self, method, path, headers=None, body=None, timeout=30):
-        """One request as given (no token added); returns the response, its body read."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        c.request(method, path, body=body, headers=headers or {})
-        r = c.getresponse()
-        r.body = r.read()
-        c.close()
-        return r
-
-    def request(self, method, path, body=None, token=True, raw=None, headers=None, timeout=30):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        h = dict(headers or {})
-        if token is True:
-            h["Authorization"] = f"Bearer {self.token}"
-        elif token:
-            h["Authorization"] = f"Bearer {token}"
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        if body is not None and raw is None:
-            h.setdefault("Content-Type", "application/json")
-        c.request(method, path, body=data, headers=h)
-        r = c.getresponse()
-        payload = r.read()
-        c.close()
-        try:
-            return r.status, json.loads(payload) if payload else None
-        except ValueError:
-            return r.status, payload
-
-    def ok(self, method, path, body=None, status=(200, 201), **kw):
-        code, out = self.request(method, path, body, **kw)
-        assert code in (status if isinstance(status, tuple) else (status,)), (method, path, code, out)
-        return out
-
-    def wait_run(self, run_id, until, timeout=120):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            r = self.ok("GET", f"/api/runs/{run_id}")
-            if until(r):
-                return r
-            time.sleep(0.2)
-        raise AssertionError(f"run {run_id} never got there: {r}")
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
-            assert self.p.wait(timeout=90) == 0
-        self.check_log()
-
-    def check_log(self):
-        log = open(self.log, "rb").read()
-        assert b"Sanitizer" not in log and b"runtime error" not in log, log[-3000:]
-
-    def kill(self):
-        self.p.kill()
-        self.p.wait(timeout=10)
-        self.check_log()
 
 
 def text_corpus(n_bytes=60000):
