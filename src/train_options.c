@@ -28,7 +28,7 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
                        .group = "shape", D},
     [TO_N_LAYERS] = {"n-layers", INT(1, NF_MAX_LAYERS), .def = "6", .help = "layers", .group = "shape", D},
     [TO_N_HEADS] = {"n-heads", INT(1, NF_MAX_DIM), .def = "6", .help = "query heads", .group = "shape", D},
-    [TO_N_KV_HEADS] = {"n-kv-heads", INT(0, NF_MAX_DIM), .def = "0", .help = "key/value heads; 0 = as many as n-heads",
+    [TO_N_KV_HEADS] = {"n-kv-heads", INT(0, NF_MAX_DIM), .def = "0", .help = "key/value heads; 0 = as many as query heads",
                        .group = "shape", D},
     /* a dashboard project's vocabulary is its tokenizer's: serve sets it */
     [TO_VOCAB_SIZE] = {"vocab-size", INT(1, 65536), .def = "32000", .help = "vocabulary", .group = "shape"},

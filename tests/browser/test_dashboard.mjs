@@ -77,6 +77,13 @@ async function waitFor(pred, what, timeout = 30000) {
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nf_browser_'));
 const dataDir = path.join(tmp, 'data');
 for (const d of ['models', 'tokenizers']) fs.mkdirSync(path.join(dataDir, d), { recursive: true });
+// A real base model and its tokenizer for the LoRA project (the rows of ../shared/data/README.md).
+const SHARED = process.env.NF_SHARED_DATA || path.join(ROOT, '..', 'shared', 'data');
+const haveShared = fs.existsSync(path.join(SHARED, 'stories260K.bin')) && fs.existsSync(path.join(SHARED, 'tok512.bin'));
+if (haveShared) {
+  fs.copyFileSync(path.join(SHARED, 'stories260K.bin'), path.join(dataDir, 'models', 'stories260K.bin'));
+  fs.copyFileSync(path.join(SHARED, 'tok512.bin'), path.join(dataDir, 'tokenizers', 'tok512.bin'));
+}
 
 // A few KB of text with some structure for a byte-level model to learn.
 const corpus = path.join(tmp, 'corpus.txt');
@@ -255,6 +262,34 @@ async function main() {
     const p = await apiGet(`/api/projects/${await projectId()}`);
     assert(p.model === null && p.tokenizer === 'builtin:bytes', `project: ${JSON.stringify(p)}`);
     assert(await T('config-shape').isVisible(), 'the shape fields are hidden for a from-scratch project');
+  });
+
+  await step('config_form_matches_options', async () => {
+    // Every option train's table lets a project set has its field, in its group, with train's
+    // default as the placeholder and its help; nothing else has one (GET /api/options is the table).
+    const { options } = await apiGet('/api/options');
+    const dash = options.filter((o) => o.dashboard);
+    assert(dash.length >= 30, `${dash.length} dashboard options`);
+    const fields = await page.evaluate(() => [...document.querySelectorAll('[data-testid="config-form"] [data-fields] [data-testid^="opt-"]')]
+      .filter((el) => /^(INPUT|SELECT)$/.test(el.tagName))
+      .map((el) => ({ key: el.name, testid: el.dataset.testid, group: el.closest('[data-fields]').dataset.fields,
+        tag: el.tagName, type: el.type, placeholder: el.placeholder,
+        choices: el.tagName === 'SELECT' ? [...el.options].map((x) => x.value).filter(Boolean) : null,
+        hint: (el.closest('label').querySelector('.hint') || {}).textContent || '' })));
+    const byKey = Object.fromEntries(fields.map((f) => [f.key, f]));
+    assert(fields.length === dash.length, `form fields ${fields.map((f) => f.key)} against options ${dash.map((o) => o.key)}`);
+    for (const o of dash) {
+      const f = byKey[o.key];
+      assert(f && f.testid === `opt-${o.key}`, `no field opt-${o.key}`);
+      assert(f.group === o.group, `${o.key} is in group ${f.group}, the table says ${o.group}`);
+      assert(f.hint.includes(o.help), `${o.key}'s hint "${f.hint}" lacks its help "${o.help}"`);
+      if (o.type === 'flag') assert(f.type === 'checkbox', `${o.key} is a ${f.type}, not a checkbox`);
+      else if (o.type === 'choice') assert(JSON.stringify(f.choices) === JSON.stringify(o.choices), `${o.key} offers ${f.choices}`);
+      else {
+        const def = o.dashboard_default != null ? o.dashboard_default : o.default != null ? o.default : o.default_text;
+        assert(f.placeholder === String(def), `${o.key}'s placeholder "${f.placeholder}", default ${def}`);
+      }
+    }
   });
 
   await step('config_validation', async () => {
@@ -502,6 +537,49 @@ async function main() {
     await api('POST', `/api/runs/${holder.id}/stop`);
     await waitFor(async () => (await apiGet(`/api/runs/${holder.id}`)).status === 'stopped', 'the slot holder stopped', 30000);
     await api('DELETE', `/api/projects/${other.id}`);
+  });
+
+  await step('lora_bf16_from_the_form', async () => {
+    // dtype and LoRA dropout set in the Config form reach the run: its init says bf16, and the lora
+    // info that follows it the dropout.
+    if (!haveShared) {
+      if (process.env.CI) throw new Error(`CI needs ${SHARED}/stories260K.bin and tok512.bin`);
+      console.log(`note: ${SHARED} lacks stories260K.bin or tok512.bin; lora_bf16_from_the_form checks nothing`);
+      return;
+    }
+    const proj = await api('POST', '/api/projects', { name: 'lora bf16', model: 'stories260K.bin', tokenizer: 'tok512.bin' });
+    await api('POST', `/api/projects/${proj.id}/uploads?name=corpus.txt`, fs.readFileSync(corpus), 'application/octet-stream');
+    const tok = await api('POST', `/api/projects/${proj.id}/tokenize`, { upload: 'corpus.txt' });
+    await waitFor(async () => (await apiGet(`/api/runs/${tok.id}`)).status === 'done', 'the LoRA project tokenized', 60000);
+    await page.goto(`${base}/#/p/${proj.id}/config`);
+    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    await waitFor(async () => (await text('config-project')) === 'lora bf16', 'the LoRA project in the form', 10000);
+    assert(await T('config-lora').isVisible(), 'the LoRA fields are hidden for a project with a base model');
+    assert(await T('config-shape').isHidden(), 'the shape fields show for a project with a base model');
+    await T('opt-lora_dropout').fill('0.1');
+    await waitFor(async () => (await text('opt-lora_dropout-error')).includes('lora_rank'), 'dropout without a rank refused', 5000);
+    await T('opt-dtype').selectOption('bf16');
+    for (const [k, v] of Object.entries({ lora_rank: 4, steps: 3, batch: 2, seq: 32 })) await T(`opt-${k}`).fill(String(v));
+    await T('opt-lora_train_norms').check();
+    await T('config-save').click();
+    await T('config-saved').waitFor({ state: 'visible', timeout: 10000 });
+    const p = await apiGet(`/api/projects/${proj.id}`);
+    assert(p.options.dtype === 'bf16' && p.options.lora_dropout === 0.1 && p.options.lora_rank === 4 &&
+      p.options.lora_train_norms === true, `options ${JSON.stringify(p.options)}`);
+    await shot('config-lora');
+    await nav('dashboard');
+    await T('btn-start').click();
+    const run = await waitFor(async () => {
+      const r = (await apiGet(`/api/projects/${proj.id}/runs`)).find((x) => x.kind === 'train');
+      return r && !['queued', 'starting', 'running', 'restarting'].includes(r.status) && r;
+    }, 'the LoRA run to end', 120000);
+    assert(run.status === 'done', `LoRA run ${run.status}: ${run.error}`);
+    const [init] = (await apiGet(`/api/runs/${run.id}/messages?type=init`)).map((x) => x.message);
+    assert(init && init.dtype === 'bf16' && init.source === 'model', `init ${JSON.stringify(init)}`);
+    const lora = (await apiGet(`/api/runs/${run.id}/messages?type=info`)).map((x) => x.message).find((m) => m.key === 'lora');
+    assert(lora && lora.value.dropout === 0.1 && lora.value.rank === 4 && lora.value.train_norms === true,
+      `lora info ${JSON.stringify(lora)}`);
+    await api('DELETE', `/api/projects/${proj.id}`);
   });
 
   await step('rename_and_delete_project', async () => {
