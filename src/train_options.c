@@ -168,7 +168,7 @@ void train_option_key(const TrainOption *o, char *out, size_t cap) {
 const TrainOption *train_option_by_key(const char *key) {
     for (int i = 0; i < TRAIN_OPTION_COUNT; i++) {
         const char *n = TRAIN_OPTIONS[i].name, *k = key;
-        while (*n && (*k == *n || (*n == '-' && *k == '_'))) n++, k++;
+        while (*n && *k == (*n == '-' ? '_' : *n)) n++, k++; /* "lr-min" is not a key */
         if (!*n && !*k) return &TRAIN_OPTIONS[i];
     }
     return NULL;

@@ -134,6 +134,10 @@ def server_accepts_exactly_the_dashboard_options():
             wrong = 1 if o["type"] == "flag" else [1]
             code, body = project(s, {**extra, key: wrong}, lora=lora)
             assert code == 400 and key in body["error"], (key, code, body)
+        for o in opts:  # a key is the flag's name with '_' for '-', never the name itself
+            if "-" in o["name"]:
+                code, body = project(s, {o["name"]: settable_value(o)}, lora=o["group"] == "lora")
+                assert code == 400 and "unknown option" in body["error"], (o["name"], code, body)
         code, body = project(s, {"no_such_option": 1})
         assert code == 400 and "no_such_option" in body["error"], body
         # the shape is a from-scratch project's only

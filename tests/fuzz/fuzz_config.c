@@ -1,6 +1,6 @@
 /* fuzz_config.c — a --config file: json_parse, then args_apply_json over a
- * flag table with one flag of every kind (train's own table is local to
- * cmd_train.c; these are its kinds and ranges), as `train --config` reads
+ * flag table with one flag of every kind (train's own rows are in
+ * train_options.c; these are its kinds and ranges), as `train --config` reads
  * it. Values that are accepted are then written back with args_to_json, as
  * train stores its options in checkpoints, and that text must parse again. */
 #include "args.h"
