@@ -504,11 +504,11 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
     /* a dashboard run's own defaults (a checkpoint clock), where the project sets none */
     for (int i = 0; i < TRAIN_OPTION_COUNT; i++) {
         const TrainOption *o = &TRAIN_OPTIONS[i];
-        char key[64];
+        char key[64], flag[64];
         train_option_key(o, key, sizeof key);
         if (!o->dash_def || json_get(&opts, key)) continue;
-        snprintf(path, sizeof path, "--%s", o->name);
-        args_add(a, path);
+        snprintf(flag, sizeof flag, "--%s", o->name);
+        args_add(a, flag);
         args_add(a, o->dash_def);
     }
     json_value_free(&opts);
