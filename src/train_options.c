@@ -28,7 +28,8 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
                        .group = "shape", D},
     [TO_N_LAYERS] = {"n-layers", INT(1, NF_MAX_LAYERS), .def = "6", .help = "layers", .group = "shape", D},
     [TO_N_HEADS] = {"n-heads", INT(1, NF_MAX_DIM), .def = "6", .help = "query heads", .group = "shape", D},
-    [TO_N_KV_HEADS] = {"n-kv-heads", INT(0, NF_MAX_DIM), .def = "0", .help = "key/value heads; 0 = as many as query heads",
+    [TO_N_KV_HEADS] = {"n-kv-heads", INT(0, NF_MAX_DIM), .def = "0",
+                       .help = "key/value heads; 0 = as many as query heads",
                        .group = "shape", D},
     /* a dashboard project's vocabulary is its tokenizer's: serve sets it */
     [TO_VOCAB_SIZE] = {"vocab-size", INT(1, 65536), .def = "32000", .help = "vocabulary", .group = "shape"},
@@ -58,8 +59,10 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
     [TO_BATCH] = {"batch", INT(1, 4096), .def = "4", .help = "sequences per micro-batch", .group = "batches", D},
     [TO_SEQ] = {"seq", INT(0, NF_MAX_SEQ_LEN), .def = "0", .help = "tokens per sequence; 0 = the model's seq_len",
                 .group = "batches", D},
-    [TO_ACCUM] = {"accum", INT(1, 65536), .def = "1", .help = "micro-batches per optimizer step", .group = "batches", D},
-    [TO_STEPS] = {"steps", INT(1, 1e9), .def = "1000", .help = "optimizer steps in the whole run, resumed ones included",
+    [TO_ACCUM] = {"accum", INT(1, 65536), .def = "1", .help = "micro-batches per optimizer step", .group = "batches",
+                  D},
+    [TO_STEPS] = {"steps", INT(1, 1e9), .def = "1000",
+                  .help = "optimizer steps in the whole run, resumed ones included",
                   .group = "batches", D},
     [TO_SEED] = {"seed", INT(0, MAX_SAFE_INT), .def = "1337", .help = "seed for initialization and data windows",
                  .group = "batches", D},
@@ -82,7 +85,8 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
                        .group = "validation", D},
     /* a dashboard run that dies without warning (power, OOM kill) loses at most this much */
     [TO_CKPT_MINUTES] = {"ckpt-minutes", FLOAT(0, 1e6), .def = "0", .dash_def = "10",
-                         .help = "also checkpoint when N minutes (a fraction too) have passed since the last one; 0 = off",
+                         .help = "also checkpoint when N minutes (a fraction too) have passed since the last one; "
+                                 "0 = off",
                          .group = "validation", D},
     [TO_KEEP_LAST] = {"keep-last", INT(1, 1000), .def = "1", .help = "keep the N newest checkpoints as PATH.step-N",
                       .group = "validation", D},
