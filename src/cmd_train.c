@@ -55,8 +55,9 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
     int status = 0;
     if (train_flags_build(&table, dest, &err) != 0) goto fail;
     int parsed = args_parse_command("train",
-                                    "Trains a model (from scratch, or fine-tuning a model file). `train --options-json` "
-                                    "prints these\nflags as JSON (docs/protocol.md, train_options).",
+                                    "Trains a model (from scratch, or fine-tuning a model file). "
+                                    "`train --options-json` prints these\nflags as JSON (docs/protocol.md, "
+                                    "train_options).",
                                     specs, n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) goto fail;
