@@ -39,14 +39,8 @@ void document_free(Document *d) {
 
 /* Marks ids [from, ids.len) counted or not. */
 static int mark(Document *d, size_t from, bool counted, NfError *err) {
-    if (d->ids.len > d->mask_cap) {
-        size_t cap = d->mask_cap ? d->mask_cap : 256;
-        while (cap < d->ids.len) cap *= 2;
-        unsigned char *grown = realloc(d->mask, cap);
-        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        d->mask = grown;
-        d->mask_cap = cap;
-    }
+    if (!nf_grow((void **)&d->mask, &d->mask_cap, d->ids.len, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     memset(d->mask + from, counted ? 1 : 0, d->ids.len - from);
     if (!counted) d->masked += d->ids.len - from;
     return 0;
@@ -98,14 +92,8 @@ typedef struct {
 } Bytes;
 
 static int bytes_add(Bytes *b, const char *s, size_t n, NfError *err) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *grown = realloc(b->data, cap);
-        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        b->data = grown;
-        b->cap = cap;
-    }
+    if (!nf_grow((void **)&b->data, &b->cap, b->len + n + 1, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     if (n) memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -285,7 +273,8 @@ typedef struct {
     Bytes text;          /* the unescaped fields, each NUL-terminated, back to back */
     size_t *start;       /* (n) offset of each field in text */
     size_t *len;         /* (n) bytes of each field */
-    int n, cap;
+    int n;
+    size_t cap;
 } CsvRecord;
 
 static void csv_free(CsvRecord *r) {
@@ -295,15 +284,11 @@ static void csv_free(CsvRecord *r) {
 }
 
 static int csv_end_field(CsvRecord *r, size_t start, NfError *err) {
-    if (r->n == r->cap) {
-        int cap = r->cap ? r->cap * 2 : 16;
-        size_t *s = realloc(r->start, (size_t)cap * sizeof *s);
-        if (s) r->start = s;
-        size_t *l = s ? realloc(r->len, (size_t)cap * sizeof *l) : NULL;
-        if (!s || !l) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        r->len = l;
-        r->cap = cap;
-    }
+    size_t cap = r->cap; /* start and len grow together under one capacity: r->cap moves once both have */
+    if (!nf_grow((void **)&r->start, &cap, (size_t)r->n + 1, sizeof *r->start, 16) ||
+        !nf_resize((void **)&r->len, cap, sizeof *r->len))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    r->cap = cap;
     r->start[r->n] = start;
     r->len[r->n] = r->text.len - start;
     r->n++;

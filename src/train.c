@@ -314,12 +314,7 @@ static void prune_stamped(const char *path, int64_t current, int64_t keep_last) 
         char canonical[32];
         snprintf(canonical, sizeof canonical, "%09lld", step);
         if (strcmp(canonical, digits) != 0 || step > current) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            long long *grown = realloc(steps, cap * sizeof *steps);
-            if (!grown) break;
-            steps = grown;
-        }
+        if (!nf_grow((void **)&steps, &cap, n + 1, sizeof *steps, 64)) break;
         steps[n++] = step;
     }
     closedir(dir);

@@ -24,6 +24,31 @@ bool nf_mul_size(size_t a, size_t b, size_t *out) {
     return true;
 }
 
+bool nf_grow(void **items, size_t *cap, size_t need, size_t elem, size_t first) {
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) return false;
+        c *= 2;
+    }
+    size_t bytes;
+    if (!nf_mul_size(c, elem, &bytes)) return false;
+    void *grown = realloc(*items, bytes);
+    if (!grown) return false;
+    *items = grown;
+    *cap = c;
+    return true;
+}
+
+bool nf_resize(void **items, size_t n, size_t elem) {
+    size_t bytes;
+    if (!nf_mul_size(n, elem, &bytes)) return false;
+    void *grown = realloc(*items, bytes);
+    if (!grown) return false;
+    *items = grown;
+    return true;
+}
+
 /* Every buffer starts on a cache line, and a large one (weights, moments,
  * activations) on a transparent huge page, asked for as such:
  *  - rows whose length is a multiple of 16 floats then start on lines, so
