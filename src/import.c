@@ -252,9 +252,10 @@ static int import_safetensors(const char *dir, ModelConfig *c, float **params, I
     }
     if (mapped_file_open(&f, config_path, "config.json", err) != 0) goto done;
     if (json_parse((const char *)f.data, f.size, &cfg, err) != 0 || cfg.type != JV_OBJECT) {
-        char why[sizeof err->message];
-        snprintf(why, sizeof why, "%s", cfg.type == JV_OBJECT || !err->code ? "not a JSON object" : err->message);
-        nf_fail(err, NF_ERR_MODEL, "'%s': %s", config_path, why);
+        if (cfg.type == JV_OBJECT || !err->code)
+            nf_fail(err, NF_ERR_MODEL, "'%s': not a JSON object", config_path);
+        else
+            nf_prefix(err, NF_ERR_MODEL, "'%s': ", config_path);
         goto done;
     }
     mapped_file_close(&f);
@@ -303,9 +304,7 @@ static int import_safetensors(const char *dir, ModelConfig *c, float **params, I
     if (stat(index_path, &sb) == 0) {
         if (mapped_file_open(&f, index_path, "safetensors index", err) != 0) goto done;
         if (json_parse((const char *)f.data, f.size, &index, err) != 0) {
-            char why[sizeof err->message];
-            memcpy(why, err->message, sizeof why);
-            nf_fail(err, NF_ERR_MODEL, "'%s': %s", index_path, why);
+            nf_prefix(err, NF_ERR_MODEL, "'%s': ", index_path);
             goto done;
         }
         mapped_file_close(&f);

@@ -296,9 +296,7 @@ int manifest_load(const char *dir, Manifest *m, NfError *err) {
         JsonStream stream = {STREAMED, on_element, on_end};
         rc = json_parse_each((const char *)f.data, f.size, &stream, &l, &rest, err);
         if (rc != 0 && !l.failed) {
-            char why[sizeof err->message];
-            memcpy(why, err->message, sizeof why);
-            rc = nf_fail(err, NF_ERR_DATA, "manifest '%s': %s", path, why);
+            rc = nf_prefix(err, NF_ERR_DATA, "manifest '%s': ", path);
         } else if (rc == 0) {
             rc = finish(&l);
         }

@@ -231,11 +231,7 @@ int record_from_json(const Tokenizer *t, const char *line, size_t len, Document 
 
 /* Prefixes err's message with "PATH line N: ". */
 static int located(NfError *err, const char *path, size_t line) {
-    char why[sizeof err->message];
-    memcpy(why, err->message, sizeof why);
-    const char *code = err->code;
-    nf_fail(err, code, "%s line %zu: %s", path, line, why);
-    return -1;
+    return nf_prefix(err, NULL, "%s line %zu: ", path, line);
 }
 
 static size_t skip_bom(const char *data, size_t size) {
@@ -406,12 +402,7 @@ static int csv_document(const CsvRecord *header, const CsvRecord *row, int text_
 }
 
 /* Prefixes err's message ("line N: ...") with the file's path. */
-static int in_file(NfError *err, const char *path) {
-    char why[sizeof err->message];
-    memcpy(why, err->message, sizeof why);
-    const char *code = err->code;
-    return nf_fail(err, code, "%s %s", path, why);
-}
+static int in_file(NfError *err, const char *path) { return nf_prefix(err, NULL, "%s ", path); }
 
 static int read_csv(const char *path, const char *data, size_t size, const Tokenizer *t, DocumentFn fn, void *ctx,
                     NfError *err) {

@@ -191,9 +191,7 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
     }
     t->config = o->init_config;
     if (config_validate(&t->config, err) != 0) {
-        char why[sizeof err->message];
-        memcpy(why, err->message, sizeof why);
-        return nf_fail(err, NF_ERR_USAGE, "--init config: %s", why);
+        return nf_prefix(err, NF_ERR_USAGE, "--init config: ");
     }
     if (alloc_state(t, err) != 0) return -1;
     params_init(t->params, &t->config, (uint64_t)o->seed);

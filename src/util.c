@@ -18,6 +18,20 @@ int nf_fail(NfError *err, const char *code, const char *fmt, ...) {
     return -1;
 }
 
+int nf_prefix(NfError *err, const char *code, const char *fmt, ...) {
+    if (!err) return -1;
+    char why[sizeof err->message];
+    memcpy(why, err->message, sizeof why);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof err->message)
+        snprintf(err->message + n, sizeof err->message - (size_t)n, "%s", why);
+    if (code) err->code = code;
+    return -1;
+}
+
 bool nf_mul_size(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return false;
     *out = a * b;
