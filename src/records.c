@@ -26,7 +26,7 @@ SourceKind source_kind(const char *path) {
 
 /* ---- documents ------------------------------------------------------------ */
 
-void document_reset(Document *d) {
+static void document_reset(Document *d) {
     d->ids.len = 0;
     d->masked = 0;
 }
@@ -46,13 +46,16 @@ static int mark(Document *d, size_t from, bool counted, NfError *err) {
     return 0;
 }
 
-int document_add_token(Document *d, int id, bool counted, NfError *err) {
+/* Appends one id. */
+static int document_add_token(Document *d, int id, bool counted, NfError *err) {
     size_t from = d->ids.len;
     if (token_list_push(&d->ids, id, err) != 0) return -1;
     return mark(d, from, counted, err);
 }
 
-int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err) {
+/* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
+static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted,
+                             NfError *err) {
     size_t from = d->ids.len;
     if (tokenizer_encode(t, text, n, false, false, &d->ids, err) != 0) return -1;
     return mark(d, from, counted, err);
