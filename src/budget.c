@@ -69,7 +69,12 @@ static bool run_config(const TrainOptions *o, ModelConfig *c) {
     return o->init && config_validate(c, NULL) == 0;
 }
 
-bool train_memory_estimate(const TrainOptions *o, MemoryEstimate *e) {
+/* The estimate for a training run's options, with the model's config read
+ * from where the run takes it (--init, the --model file's header, the
+ * --resume checkpoint's header). Returns false (and leaves *e zero) when the
+ * config cannot be read or is invalid: the loading code refuses that run
+ * with its own message. */
+static bool train_memory_estimate(const TrainOptions *o, MemoryEstimate *e) {
     memset(e, 0, sizeof *e);
     ModelConfig c;
     if (!run_config(o, &c)) return false;

@@ -35,13 +35,6 @@ typedef struct {
  * for full training. */
 void memory_estimate(const ModelConfig *c, const LoraConfig *lora, int B, int T, bool bf16, MemoryEstimate *e);
 
-/* The estimate for a training run's options, with the model's config read
- * from where the run takes it (--init, the --model file's header, the
- * --resume checkpoint's header). Returns false (and leaves *e zero) when the
- * config cannot be read or is invalid: the loading code refuses that run
- * with its own message. */
-bool train_memory_estimate(const TrainOptions *o, MemoryEstimate *e);
-
 /* Refuses (NF_ERR_MEMORY, naming --max-memory, the estimate and the budget)
  * a run whose estimate exceeds o->max_memory (0: no limit). *e gets the
  * estimate (zero when unknown). */

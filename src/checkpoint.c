@@ -179,9 +179,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
     }
     ck->config = (ModelConfig){cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], cfg[6], cfg[7] != 0};
     if (config_validate(&ck->config, err) != 0) {
-        char why[sizeof err->message];
-        memcpy(why, err->message, sizeof why);
-        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has an invalid model config: %s", path, why);
+        nf_prefix(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has an invalid model config: ", path);
         goto done;
     }
     uint64_t offset = HEADER_FIXED + (uint64_t)options_len, path_len = 0;

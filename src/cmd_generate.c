@@ -37,14 +37,11 @@ static char *read_stdin(size_t *len, NfError *err) {
                 nf_fail(err, NF_ERR_USAGE, "the prompt on stdin is larger than %u bytes", MAX_STDIN_PROMPT);
                 return NULL;
             }
-            char *p = realloc(buf, cap * 2);
-            if (!p) {
+            if (!nf_grow((void **)&buf, &cap, cap + 1, 1, cap)) { /* doubles */
                 free(buf);
                 nf_fail(err, NF_ERR_MEMORY, "out of memory reading stdin");
                 return NULL;
             }
-            buf = p;
-            cap *= 2;
         }
         size_t got = fread(buf + n, 1, cap - 1 - n, stdin);
         n += got;

@@ -20,7 +20,8 @@ typedef struct {
 
 typedef struct {
     DataFile *items;
-    int n, cap;
+    int n;
+    size_t cap;
 } DataFiles;
 
 static void data_files_free(DataFiles *l) {
@@ -39,16 +40,10 @@ static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, i
         free(mask_path);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 16;
-        DataFile *grown = realloc(l->items, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            free(path);
-            free(mask_path);
-            return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        }
-        l->items = grown;
-        l->cap = cap;
+    if (!nf_grow((void **)&l->items, &l->cap, (size_t)l->n + 1, sizeof *l->items, 16)) {
+        free(path);
+        free(mask_path);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
     l->items[l->n++] = (DataFile){path, mask_path, tokens, masked, dir};
     return 0;

@@ -28,4 +28,10 @@ typedef struct {
 int nf_fail(NfError *err, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Says where a failure happened: err's message (the reason) becomes the formatted prefix followed by that
+ * reason, e.g. nf_prefix(err, NF_ERR_MODEL, "'%s': ", path). code replaces err's code, or NULL keeps it.
+ * Returns -1 (nothing happens when err is NULL). */
+int nf_prefix(NfError *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -86,17 +86,13 @@ int export_llama2c(const char *path, const ModelConfig *c, const float *params, 
 /* Buffers converted for the writer, freed after it commits. */
 typedef struct {
     void **items;
-    int n, cap;
+    int n;
+    size_t cap;
 } Owned;
 
 static void *owned_alloc(Owned *o, size_t bytes, NfError *err) {
-    if (o->n == o->cap) {
-        int cap = o->cap ? 2 * o->cap : 64;
-        void **grown = realloc(o->items, (size_t)cap * sizeof *grown);
-        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory converting tensors"), NULL;
-        o->items = grown;
-        o->cap = cap;
-    }
+    if (!nf_grow((void **)&o->items, &o->cap, (size_t)o->n + 1, sizeof *o->items, 64))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory converting tensors"), NULL;
     void *p = nf_alloc(bytes ? bytes : 1, err);
     if (p) o->items[o->n++] = p;
     return p;

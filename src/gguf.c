@@ -260,16 +260,9 @@ void gguf_string_at(const unsigned char *at, const char **s, uint64_t *len, cons
 
 static void put(ByteBuf *b, const void *data, size_t n) {
     if (b->failed) return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        unsigned char *grown = realloc(b->data, cap);
-        if (!grown) {
-            b->failed = true;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
+    if (!nf_grow((void **)&b->data, &b->cap, b->len + n, 1, 4096)) {
+        b->failed = true;
+        return;
     }
     memcpy(b->data + b->len, data, n);
     b->len += n;
@@ -340,13 +333,8 @@ void gguf_put_i32_array(GgufWriter *w, const char *key, uint64_t n, const int32_
 
 int gguf_add_tensor(GgufWriter *w, const char *name, uint32_t n_dims, const uint64_t *dims, GgmlType type,
                     const void *data, uint64_t bytes, NfError *err) {
-    if (w->n_tensors == w->cap_tensors) {
-        uint64_t cap = w->cap_tensors ? 2 * w->cap_tensors : 64;
-        GgufOutTensor *grown = realloc(w->tensors, cap * sizeof *grown);
-        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory describing GGUF tensors");
-        w->tensors = grown;
-        w->cap_tensors = cap;
-    }
+    if (!nf_grow((void **)&w->tensors, &w->cap_tensors, (size_t)w->n_tensors + 1, sizeof *w->tensors, 64))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory describing GGUF tensors");
     GgufOutTensor *t = &w->tensors[w->n_tensors++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);

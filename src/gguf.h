@@ -94,7 +94,8 @@ typedef struct {
     ByteBuf kv;                  /* the metadata section as it will be written */
     uint64_t n_kv;
     GgufOutTensor *tensors;
-    uint64_t n_tensors, cap_tensors;
+    uint64_t n_tensors;
+    size_t cap_tensors;
 } GgufWriter;
 
 void gguf_writer_init(GgufWriter *w);

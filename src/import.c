@@ -237,24 +237,17 @@ static bool plain_file_name(const char *s) {
 
 #define MAX_SHARDS 256
 
-static int import_safetensors(const char *dir, ModelConfig *c, float **params, ImportInfo *info, NfError *err) {
-    char *config_path = nf_path_join(dir, "config.json"), *index_path = nf_path_join(dir, "model.safetensors.index.json");
-    StFile shards[MAX_SHARDS];
-    char *shard_names[MAX_SHARDS];
-    int n_shards = 0, rc = -1;
-    JsonValue cfg = {0}, index = {0};
-    LlamaTensor *t = NULL;
-    float *p = NULL;
+/* config.json into c (and info->rms_eps): a Llama whose RoPE, activation and head size NeuralForge implements. */
+static int hf_read_config(const char *config_path, ModelConfig *c, ImportInfo *info, NfError *err) {
     MappedFile f = {0};
-    if (!config_path || !index_path) {
-        nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        goto done;
-    }
+    JsonValue cfg = {0};
+    int rc = -1;
     if (mapped_file_open(&f, config_path, "config.json", err) != 0) goto done;
     if (json_parse((const char *)f.data, f.size, &cfg, err) != 0 || cfg.type != JV_OBJECT) {
-        char why[sizeof err->message];
-        snprintf(why, sizeof why, "%s", cfg.type == JV_OBJECT || !err->code ? "not a JSON object" : err->message);
-        nf_fail(err, NF_ERR_MODEL, "'%s': %s", config_path, why);
+        if (cfg.type == JV_OBJECT || !err->code)
+            nf_fail(err, NF_ERR_MODEL, "'%s': not a JSON object", config_path);
+        else
+            nf_prefix(err, NF_ERR_MODEL, "'%s': ", config_path);
         goto done;
     }
     mapped_file_close(&f);
@@ -297,51 +290,127 @@ static int import_safetensors(const char *dir, ModelConfig *c, float **params, I
         goto done;
     }
     info->rms_eps = eps && eps->type == JV_NUMBER ? strtod(eps->text, NULL) : 1e-6; /* transformers' default */
+    rc = 0;
+done:
+    mapped_file_close(&f);
+    json_value_free(&cfg);
+    return rc;
+}
 
-    /* the shards: one model.safetensors, or those the index names */
+/* The open shards of a directory. */
+typedef struct {
+    StFile files[MAX_SHARDS];
+    int n;
+} Shards;
+
+/* Opens the shards: those the index (index_path) names, each once, or else the one model.safetensors. */
+static int hf_open_shards(const char *dir, const char *index_path, Shards *sh, NfError *err) {
     struct stat sb;
-    if (stat(index_path, &sb) == 0) {
-        if (mapped_file_open(&f, index_path, "safetensors index", err) != 0) goto done;
-        if (json_parse((const char *)f.data, f.size, &index, err) != 0) {
-            char why[sizeof err->message];
-            memcpy(why, err->message, sizeof why);
-            nf_fail(err, NF_ERR_MODEL, "'%s': %s", index_path, why);
-            goto done;
-        }
-        mapped_file_close(&f);
-        const JsonValue *map = json_get(&index, "weight_map");
-        if (!map || map->type != JV_OBJECT) {
-            nf_fail(err, NF_ERR_MODEL, "'%s' has no weight_map", index_path);
-            goto done;
-        }
-        for (int i = 0; i < map->n; i++) {
-            const JsonValue *file = &map->items[i];
-            if (file->type != JV_STRING || !plain_file_name(file->text)) {
-                nf_fail(err, NF_ERR_MODEL, "'%s': shard name of '%.80s' is not a file name in the directory", index_path,
-                        map->keys[i]);
-                goto done;
-            }
-            bool seen = false;
-            for (int k = 0; k < n_shards && !seen; k++) seen = strcmp(shard_names[k], file->text) == 0;
-            if (seen) continue;
-            if (n_shards == MAX_SHARDS) {
-                nf_fail(err, NF_ERR_MODEL, "'%s' lists more than %d shards", index_path, MAX_SHARDS);
-                goto done;
-            }
-            char *shard_path = nf_path_join(dir, file->text);
-            int opened = shard_path ? st_open(&shards[n_shards], shard_path, err) : -1;
-            free(shard_path);
-            if (opened != 0) goto done;
-            shard_names[n_shards++] = file->text;
-        }
-    } else {
+    if (stat(index_path, &sb) != 0) {
         char *model_path = nf_path_join(dir, "model.safetensors");
-        int opened = model_path ? st_open(&shards[0], model_path, err) : -1;
+        int opened = model_path ? st_open(&sh->files[0], model_path, err) : -1;
         free(model_path);
-        if (opened != 0) goto done;
-        shard_names[n_shards++] = "model.safetensors";
+        if (opened != 0) return -1;
+        sh->n++;
+        return 0;
     }
+    const char *names[MAX_SHARDS]; /* in index's text */
+    MappedFile f = {0};
+    JsonValue index = {0};
+    int rc = -1;
+    if (mapped_file_open(&f, index_path, "safetensors index", err) != 0) goto done;
+    if (json_parse((const char *)f.data, f.size, &index, err) != 0) {
+        nf_prefix(err, NF_ERR_MODEL, "'%s': ", index_path);
+        goto done;
+    }
+    mapped_file_close(&f);
+    const JsonValue *map = json_get(&index, "weight_map");
+    if (!map || map->type != JV_OBJECT) {
+        nf_fail(err, NF_ERR_MODEL, "'%s' has no weight_map", index_path);
+        goto done;
+    }
+    for (int i = 0; i < map->n; i++) {
+        const JsonValue *file = &map->items[i];
+        if (file->type != JV_STRING || !plain_file_name(file->text)) {
+            nf_fail(err, NF_ERR_MODEL, "'%s': shard name of '%.80s' is not a file name in the directory", index_path,
+                    map->keys[i]);
+            goto done;
+        }
+        bool seen = false;
+        for (int k = 0; k < sh->n && !seen; k++) seen = strcmp(names[k], file->text) == 0;
+        if (seen) continue;
+        if (sh->n == MAX_SHARDS) {
+            nf_fail(err, NF_ERR_MODEL, "'%s' lists more than %d shards", index_path, MAX_SHARDS);
+            goto done;
+        }
+        char *shard_path = nf_path_join(dir, file->text);
+        int opened = shard_path ? st_open(&sh->files[sh->n], shard_path, err) : -1;
+        free(shard_path);
+        if (opened != 0) goto done;
+        names[sh->n++] = file->text;
+    }
+    rc = 0;
+done:
+    mapped_file_close(&f);
+    json_value_free(&index);
+    return rc;
+}
 
+/* Copies src, the checkpoint's tensor for t (shape checked), into t->data as fp32 in llama2.c's row order. */
+static int hf_copy_tensor(const char *dir, const LlamaTensor *t, const StTensor *src, ImportInfo *info, NfError *err) {
+    uint64_t count = t->rows * (t->cols ? t->cols : 1);
+    if (src->n_dims != (t->cols ? 2 : 1) || src->shape[0] != t->rows || (t->cols && src->shape[1] != t->cols))
+        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for config.json", dir, t->hf_name);
+    float *dst = t->data;
+    float *tmp = t->rope_heads ? malloc(count * 4) : NULL;
+    if (t->rope_heads && !tmp) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    float *w = tmp ? tmp : dst;
+    if (src->dtype == ST_F32) memcpy(w, src->data, count * 4), note_dtype(info, "F32");
+    else if (src->dtype == ST_F16 || src->dtype == ST_BF16) {
+        for (uint64_t i = 0; i < count; i++) {
+            uint16_t h;
+            memcpy(&h, src->data + 2 * i, 2);
+            w[i] = src->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
+        note_dtype(info, src->dtype == ST_F16 ? "F16" : "BF16");
+    } else {
+        free(tmp);
+        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s is not F32, F16 or BF16", dir, t->hf_name);
+    }
+    if (tmp) { /* HF's half-rotation order back to llama2.c's pairs */
+        hf_permute_rows(dst, tmp, t->rope_heads, t->rows, t->cols, false);
+        free(tmp);
+    }
+    return 0;
+}
+
+/* Refuses a tensor in the shards that is none of t (n) and not one we can do without. */
+static int hf_check_leftovers(const char *dir, const ModelConfig *c, const Shards *sh, const LlamaTensor *t, int n,
+                              NfError *err) {
+    for (int s = 0; s < sh->n; s++)
+        for (int i = 0; i < sh->files[s].n_tensors; i++) {
+            const char *name = sh->files[s].tensors[i].name;
+            bool known = strstr(name, "rotary_emb.inv_freq") != NULL || /* a cache older transformers saved */
+                         (c->shared_classifier && strcmp(name, "lm_head.weight") == 0);
+            for (int k = 0; k < n && !known; k++) known = strcmp(t[k].hf_name, name) == 0;
+            if (!known)
+                return nf_fail(err, NF_ERR_MODEL,
+                               "'%s' has tensor '%.80s', which a llama2.c-shaped model has no place for", dir, name);
+        }
+    return 0;
+}
+
+static int import_safetensors(const char *dir, ModelConfig *c, float **params, ImportInfo *info, NfError *err) {
+    char *config_path = nf_path_join(dir, "config.json"), *index_path = nf_path_join(dir, "model.safetensors.index.json");
+    Shards sh = {.n = 0};
+    int rc = -1;
+    LlamaTensor *t = NULL;
+    float *p = NULL;
+    if (!config_path || !index_path) {
+        nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        goto done;
+    }
+    if (hf_read_config(config_path, c, info, err) != 0 || hf_open_shards(dir, index_path, &sh, err) != 0) goto done;
     int n = llama_tensor_count(c), found = 0;
     if (!(t = nf_alloc_array((size_t)n, sizeof *t, err)) ||
         !(p = nf_alloc_array((size_t)config_param_count(c), sizeof *p, err)))
@@ -349,63 +418,21 @@ static int import_safetensors(const char *dir, ModelConfig *c, float **params, I
     llama_tensors(c, p, t);
     for (int k = 0; k < n; k++) {
         const StTensor *src = NULL;
-        for (int s = 0; s < n_shards && !src; s++) src = st_find(&shards[s], t[k].hf_name);
-        uint64_t count = t[k].rows * (t[k].cols ? t[k].cols : 1);
+        for (int s = 0; s < sh.n && !src; s++) src = st_find(&sh.files[s], t[k].hf_name);
         if (!src) {
             nf_fail(err, NF_ERR_MODEL, "'%s' lacks tensor %s", dir, t[k].hf_name);
             goto done;
         }
-        if (src->n_dims != (t[k].cols ? 2 : 1) || src->shape[0] != t[k].rows || (t[k].cols && src->shape[1] != t[k].cols)) {
-            nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for config.json", dir, t[k].hf_name);
-            goto done;
-        }
-        float *dst = t[k].data;
-        float *tmp = t[k].rope_heads ? malloc(count * 4) : NULL;
-        if (t[k].rope_heads && !tmp) {
-            nf_fail(err, NF_ERR_MEMORY, "out of memory");
-            goto done;
-        }
-        float *w = tmp ? tmp : dst;
-        if (src->dtype == ST_F32) memcpy(w, src->data, count * 4), note_dtype(info, "F32");
-        else if (src->dtype == ST_F16 || src->dtype == ST_BF16) {
-            for (uint64_t i = 0; i < count; i++) {
-                uint16_t h;
-                memcpy(&h, src->data + 2 * i, 2);
-                w[i] = src->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
-            }
-            note_dtype(info, src->dtype == ST_F16 ? "F16" : "BF16");
-        } else {
-            free(tmp);
-            nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s is not F32, F16 or BF16", dir, t[k].hf_name);
-            goto done;
-        }
-        if (tmp) { /* HF's half-rotation order back to llama2.c's pairs */
-            hf_permute_rows(dst, tmp, t[k].rope_heads, t[k].rows, t[k].cols, false);
-            free(tmp);
-        }
+        if (hf_copy_tensor(dir, &t[k], src, info, err) != 0) goto done;
         found++;
     }
-    /* every other tensor must be one we can do without */
-    for (int s = 0; s < n_shards; s++)
-        for (int i = 0; i < shards[s].n_tensors; i++) {
-            const char *name = shards[s].tensors[i].name;
-            bool known = strstr(name, "rotary_emb.inv_freq") != NULL || /* a cache older transformers saved */
-                         (c->shared_classifier && strcmp(name, "lm_head.weight") == 0);
-            for (int k = 0; k < n && !known; k++) known = strcmp(t[k].hf_name, name) == 0;
-            if (!known) {
-                nf_fail(err, NF_ERR_MODEL, "'%s' has tensor '%.80s', which a llama2.c-shaped model has no place for", dir, name);
-                goto done;
-            }
-        }
+    if (hf_check_leftovers(dir, c, &sh, t, n, err) != 0) goto done;
     info->tensors = found;
     *params = p;
     p = NULL;
     rc = 0;
 done:
-    mapped_file_close(&f);
-    for (int s = 0; s < n_shards; s++) st_close(&shards[s]);
-    json_value_free(&cfg);
-    json_value_free(&index);
+    for (int s = 0; s < sh.n; s++) st_close(&sh.files[s]);
     free(t), free(p), free(config_path), free(index_path);
     return rc;
 }

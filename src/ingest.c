@@ -42,7 +42,8 @@ typedef struct {
 
 typedef struct {
     SourceEntry *items;
-    int n, cap;
+    int n;
+    size_t cap;
     dev_t out_dev;            /* the output directory, never walked into */
     ino_t out_ino;
 } SourceList;
@@ -57,16 +58,10 @@ static void sources_free(SourceList *l) {
 
 static int add_source(SourceList *l, char *rel, char *full, SourceKind kind, const char *skip, uint64_t size,
                       NfError *err) {
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        SourceEntry *grown = realloc(l->items, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            free(rel);
-            free(full);
-            return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        }
-        l->items = grown;
-        l->cap = cap;
+    if (!nf_grow((void **)&l->items, &l->cap, (size_t)l->n + 1, sizeof *l->items, 64)) {
+        free(rel);
+        free(full);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
     l->items[l->n++] = (SourceEntry){rel, full, kind, skip, size};
     return 0;
@@ -225,7 +220,8 @@ typedef struct {
     bool open;
     uint64_t used, used_masked; /* tokens, masked tokens in the open shard */
     ManifestShard *shards;      /* committed shards, in order */
-    int n_shards, cap;
+    int n_shards;
+    size_t cap;
     unsigned char tbuf[65536], mbuf[32768];
     size_t tlen, mlen;
     /* where the current source starts, once its first token is written */
@@ -270,16 +266,10 @@ static int packer_open(Packer *p, NfError *err) {
 static int packer_close(Packer *p, NfError *err) {
     if (!p->open) return 0;
     p->open = false;
-    if (p->n_shards == p->cap) {
-        int cap = p->cap ? 2 * p->cap : 16;
-        ManifestShard *grown = realloc(p->shards, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            atomic_file_abort(&p->tok);
-            atomic_file_abort(&p->mask);
-            return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        }
-        p->shards = grown;
-        p->cap = cap;
+    if (!nf_grow((void **)&p->shards, &p->cap, (size_t)p->n_shards + 1, sizeof *p->shards, 16)) {
+        atomic_file_abort(&p->tok);
+        atomic_file_abort(&p->mask);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
     ManifestShard *s = &p->shards[p->n_shards];
     memset(s, 0, sizeof *s);

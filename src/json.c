@@ -2,6 +2,7 @@
 #include "json.h"
 
 #include "utf8.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -17,13 +18,9 @@ void json_free(JsonBuf *j) {
 
 static void append(JsonBuf *j, const char *s, size_t n) {
     if (j->failed) return;
-    if (j->len + n + 1 > j->cap) {
-        size_t cap = j->cap ? j->cap : 256;
-        while (cap < j->len + n + 1) cap *= 2;
-        char *p = realloc(j->data, cap);
-        if (!p) { j->failed = true; return; }
-        j->data = p;
-        j->cap = cap;
+    if (!nf_grow((void **)&j->data, &j->cap, j->len + n + 1, 1, 256)) {
+        j->failed = true;
+        return;
     }
     memcpy(j->data + j->len, s, n);
     j->len += n;

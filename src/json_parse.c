@@ -16,6 +16,7 @@
  * stay clear of jansson's exported symbols (json_str, not json_string), so
  * neither definition can shadow the other at link time. */
 #include "json_parse.h"
+#include "util.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -194,7 +195,7 @@ typedef struct {
     const JsonStream *stream;
     void *ctx;
     JsonValue *rest;           /* the members not streamed, so far */
-    int rest_cap;
+    size_t rest_cap;
     json_t *seen;              /* the top-level keys so far (a jansson hash table: duplicates in linear time) */
     NfError *err;
 } Each;
@@ -273,14 +274,12 @@ static int stream_array(Each *w, const char *key) {
 /* Appends key (moved) and v (moved) to rest, growing it by doubling. */
 static int add_member(Each *w, JsonValue *key, JsonValue *v) {
     JsonValue *r = w->rest;
-    if (r->n == w->rest_cap) {
+    if ((size_t)r->n == w->rest_cap) {
         if (w->rest_cap > INT_MAX / 2) return nf_fail(w->err, NF_ERR_USAGE, "invalid JSON: too many members in one object");
-        int cap = w->rest_cap ? 2 * w->rest_cap : 16;
-        JsonValue *items = realloc(r->items, (size_t)cap * sizeof *items);
-        if (items) r->items = items;
-        char **keys = items ? realloc(r->keys, (size_t)cap * sizeof *keys) : NULL;
-        if (!keys) return nf_fail(w->err, NF_ERR_MEMORY, "out of memory");
-        r->keys = keys;
+        size_t cap = w->rest_cap; /* items and keys grow together under one capacity */
+        if (!nf_grow((void **)&r->items, &cap, (size_t)r->n + 1, sizeof *r->items, 16) ||
+            !nf_resize((void **)&r->keys, cap, sizeof *r->keys))
+            return nf_fail(w->err, NF_ERR_MEMORY, "out of memory");
         w->rest_cap = cap;
     }
     r->keys[r->n] = key->text;

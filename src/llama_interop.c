@@ -28,39 +28,48 @@ static LlamaTensor *add(LlamaTensor *t, const char *gguf, const char *hf, float 
 /* params + offset, or NULL without a buffer (callers that only want the names) */
 static float *at(float *params, size_t offset) { return params ? params + offset : NULL; }
 
+/* The segment of the flat buffer (params.h) that holds each LoRA target's matrices, layer after layer. */
+static const ParamSegmentId SEGMENT_OF[LORA_TARGETS] = {
+    [LORA_WQ] = PARAM_WQ, [LORA_WK] = PARAM_WK, [LORA_WV] = PARAM_WV, [LORA_WO] = PARAM_WO,
+    [LORA_W1] = PARAM_W1, [LORA_W2] = PARAM_W2, [LORA_W3] = PARAM_W3,
+};
+
 int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out) {
-    ParamSegment seg[PARAM_SEGMENTS_MAX]; /* in layout order: embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final, wcls */
+    ParamSegment seg[PARAM_SEGMENTS_MAX]; /* indexed by ParamSegmentId */
     param_segments(c, seg);
     uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size;
     LlamaTensor *t = out;
-    t = add(t, "token_embd.weight", "model.embed_tokens.weight", at(params, seg[0].offset), V, D, LORA_TARGETS, -1);
+    t = add(t, "token_embd.weight", "model.embed_tokens.weight", at(params, seg[PARAM_TOKEN_EMBEDDING].offset), V, D,
+            LORA_TARGETS, -1);
+    const uint64_t rows[LORA_TARGETS] = {[LORA_WQ] = D, [LORA_WK] = KV, [LORA_WV] = KV, [LORA_WO] = D,
+                                         [LORA_W1] = H, [LORA_W2] = D,  [LORA_W3] = H};
+    const uint64_t cols[LORA_TARGETS] = {[LORA_WQ] = D, [LORA_WK] = D, [LORA_WV] = D, [LORA_WO] = D,
+                                         [LORA_W1] = D, [LORA_W2] = H, [LORA_W3] = D};
     for (int l = 0; l < c->n_layers; l++) {
         char g[64], h[96];
-        uint64_t rows[LORA_TARGETS] = {D, KV, KV, D, H, D, H}, cols[LORA_TARGETS] = {D, D, D, D, D, H, D};
-        const int seg_of[LORA_TARGETS] = {2, 3, 4, 5, 7, 8, 9};
-        float *w[LORA_TARGETS];
-        for (int k = 0; k < LORA_TARGETS; k++) w[k] = at(params, seg[seg_of[k]].offset + l * rows[k] * cols[k]);
-        snprintf(g, sizeof g, "blk.%d.attn_norm.weight", l);
-        snprintf(h, sizeof h, "model.layers.%d.input_layernorm.weight", l);
-        t = add(t, g, h, at(params, seg[1].offset + l * D), D, 0, LORA_TARGETS, l);
-        for (int k = LORA_WQ; k <= LORA_WO; k++) {
+        /* per layer: attention norm, wq, wk, wv, wo, then FFN norm, w1, w2, w3 */
+        for (int k = LORA_WQ; k <= LORA_W3; k++) {
+            if (k == LORA_WQ || k == LORA_W1) {
+                bool attention = k == LORA_WQ;
+                snprintf(g, sizeof g, "blk.%d.%s.weight", l, attention ? "attn_norm" : "ffn_norm");
+                snprintf(h, sizeof h, "model.layers.%d.%s.weight", l,
+                         attention ? "input_layernorm" : "post_attention_layernorm");
+                ParamSegmentId norm = attention ? PARAM_RMS_ATT : PARAM_RMS_FFN;
+                t = add(t, g, h, at(params, seg[norm].offset + l * D), D, 0, LORA_TARGETS, l);
+            }
             snprintf(g, sizeof g, "blk.%d.%s.weight", l, GGUF_LAYER_NAMES[k]);
-            snprintf(h, sizeof h, "model.layers.%d.self_attn.%s.weight", l, HF_MODULES[k]);
-            t = add(t, g, h, w[k], rows[k], cols[k], (LoraTarget)k, l);
-        }
-        out[2 + 9 * l].rope_heads = c->n_heads;     /* wq */
-        out[3 + 9 * l].rope_heads = c->n_kv_heads;  /* wk */
-        snprintf(g, sizeof g, "blk.%d.ffn_norm.weight", l);
-        snprintf(h, sizeof h, "model.layers.%d.post_attention_layernorm.weight", l);
-        t = add(t, g, h, at(params, seg[6].offset + l * D), D, 0, LORA_TARGETS, l);
-        for (int k = LORA_W1; k <= LORA_W3; k++) {
-            snprintf(g, sizeof g, "blk.%d.%s.weight", l, GGUF_LAYER_NAMES[k]);
-            snprintf(h, sizeof h, "model.layers.%d.mlp.%s.weight", l, HF_MODULES[k]);
-            t = add(t, g, h, w[k], rows[k], cols[k], (LoraTarget)k, l);
+            snprintf(h, sizeof h, "model.layers.%d.%s.%s.weight", l, hf_block_name((LoraTarget)k), HF_MODULES[k]);
+            float *w = at(params, seg[SEGMENT_OF[k]].offset + l * rows[k] * cols[k]);
+            t = add(t, g, h, w, rows[k], cols[k], (LoraTarget)k, l);
+            /* the heads whose rows HF orders by halves */
+            if (k == LORA_WQ) t[-1].rope_heads = c->n_heads;
+            if (k == LORA_WK) t[-1].rope_heads = c->n_kv_heads;
         }
     }
-    t = add(t, "output_norm.weight", "model.norm.weight", at(params, seg[10].offset), D, 0, LORA_TARGETS, -1);
-    if (!c->shared_classifier) t = add(t, "output.weight", "lm_head.weight", at(params, seg[11].offset), V, D, LORA_TARGETS, -1);
+    t = add(t, "output_norm.weight", "model.norm.weight", at(params, seg[PARAM_RMS_FINAL].offset), D, 0, LORA_TARGETS,
+            -1);
+    if (!c->shared_classifier)
+        t = add(t, "output.weight", "lm_head.weight", at(params, seg[PARAM_WCLS].offset), V, D, LORA_TARGETS, -1);
     return (int)(t - out);
 }
 

@@ -188,7 +188,7 @@ typedef struct {
     Reader r;
     Manifest *m;
     const JsonValue *rest;     /* json_parse_each's members so far */
-    int shards_cap, sources_cap;
+    size_t shards_cap, sources_cap;
     bool have_shards, have_sources;
     bool format_read;          /* before the first element, when format and version come first (ingest writes them so) */
     bool failed;               /* a callback failed: its error is already the manifest's own */
@@ -199,21 +199,17 @@ typedef struct {
 
 /* Room for one more element of (*items)[*n], zeroed and counted in *n (so that manifest_free frees it even when
  * reading it fails), growing by doubling. */
-static void *append(void **items, int *n, int *cap, size_t size, NfError *err) {
-    if (*n == *cap) {
+static void *append(void **items, int *n, size_t *cap, size_t size, NfError *err) {
+    if ((size_t)*n == *cap) {
         /* an element takes at least 3 bytes of text ("{}," or "[],"), so INT_MAX of them is a 6 GB file */
         if (*n == INT_MAX) {
             nf_fail(err, NF_ERR_DATA, "manifest: more than %d shards or sources", INT_MAX);
             return NULL;
         }
-        int grown_cap = *cap > INT_MAX / 2 ? INT_MAX : *cap ? 2 * *cap : 64;
-        void *grown = realloc(*items, (size_t)grown_cap * size);
-        if (!grown) {
+        if (!nf_grow(items, cap, (size_t)*n + 1, size, 64)) {
             nf_fail(err, NF_ERR_MEMORY, "out of memory");
             return NULL;
         }
-        *items = grown;
-        *cap = grown_cap;
     }
     char *slot = (char *)*items + (size_t)(*n)++ * size;
     memset(slot, 0, size);
@@ -300,9 +296,7 @@ int manifest_load(const char *dir, Manifest *m, NfError *err) {
         JsonStream stream = {STREAMED, on_element, on_end};
         rc = json_parse_each((const char *)f.data, f.size, &stream, &l, &rest, err);
         if (rc != 0 && !l.failed) {
-            char why[sizeof err->message];
-            memcpy(why, err->message, sizeof why);
-            rc = nf_fail(err, NF_ERR_DATA, "manifest '%s': %s", path, why);
+            rc = nf_prefix(err, NF_ERR_DATA, "manifest '%s': ", path);
         } else if (rc == 0) {
             rc = finish(&l);
         }

@@ -271,11 +271,7 @@ int model_load(Model *m, const char *path, NfError *err) {
     }
     if (rc != 0) {
         /* Say which file the header problem came from. */
-        if (err && strstr(err->message, path) == NULL) {
-            char detail[sizeof err->message];
-            memcpy(detail, err->message, sizeof detail);
-            nf_fail(err, err->code, "model file '%s': %s", path, detail);
-        }
+        if (err && strstr(err->message, path) == NULL) nf_prefix(err, NULL, "model file '%s': ", path);
         model_free(m);
     }
     return rc;

@@ -46,7 +46,10 @@ double grad_global_norm(const float *grads, size_t n) {
     return sqrt(total);
 }
 
-float grad_clip_factor(double norm, double max_norm) {
+/* The factor clip_grad_norm_ scales gradients of this norm by, so that
+ * theirs is at most max_norm: 1 when it already is, or when max_norm <= 0
+ * (clipping off). adamw_step applies it. */
+static float grad_clip_factor(double norm, double max_norm) {
     double coef = max_norm / (norm + 1e-6);
     return max_norm <= 0 || coef >= 1.0 ? 1.0f : (float)coef;
 }
@@ -59,8 +62,13 @@ void grad_multiply(float *grads, size_t n, float f) {
 
 #define ADAMW_BLOCK 16384 /* floats: the bf16 copy is written while the block is still in cache */
 
-void adamw_step(float *params, uint16_t *params_bf16, const float *grads, float grad_scale, float *m, float *v,
-                const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
+/* One AdamW step (t is 1-based) with the gradients grads * grad_scale
+ * (grad_clip_factor; 1 for none): m, v and params updated in place; norm
+ * weights (segments with is_norm) get no weight decay. params_bf16 (NULL
+ * for none) is a bf16 copy of params (nf_bf16_keep's), written block by
+ * block as params are (nf_bf16_round), so that it stays params rounded. */
+static void adamw_step(float *params, uint16_t *params_bf16, const float *grads, float grad_scale, float *m,
+                       float *v, const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     float bc1 = (float)(1.0 - pow(o->beta1, (double)t)), bc2 = (float)(1.0 - pow(o->beta2, (double)t));
     float step_size = (float)lr / bc1, bc2_sqrt = sqrtf(bc2);

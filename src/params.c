@@ -16,10 +16,18 @@ int param_segments(const ModelConfig *c, ParamSegment seg[PARAM_SEGMENTS_MAX]) {
         size_t count;
         bool is_norm;
     } order[PARAM_SEGMENTS_MAX] = {
-        {"token_embedding", V * D, false}, {"rms_att", L * D, true}, {"wq", L * D * D, false},
-        {"wk", L * KV * D, false},         {"wv", L * KV * D, false}, {"wo", L * D * D, false},
-        {"rms_ffn", L * D, true},          {"w1", L * H * D, false},  {"w2", L * D * H, false},
-        {"w3", L * H * D, false},          {"rms_final", D, true},    {"wcls", V * D, false},
+        [PARAM_TOKEN_EMBEDDING] = {"token_embedding", V * D, false},
+        [PARAM_RMS_ATT] = {"rms_att", L * D, true},
+        [PARAM_WQ] = {"wq", L * D * D, false},
+        [PARAM_WK] = {"wk", L * KV * D, false},
+        [PARAM_WV] = {"wv", L * KV * D, false},
+        [PARAM_WO] = {"wo", L * D * D, false},
+        [PARAM_RMS_FFN] = {"rms_ffn", L * D, true},
+        [PARAM_W1] = {"w1", L * H * D, false},
+        [PARAM_W2] = {"w2", L * D * H, false},
+        [PARAM_W3] = {"w3", L * H * D, false},
+        [PARAM_RMS_FINAL] = {"rms_final", D, true},
+        [PARAM_WCLS] = {"wcls", V * D, false},
     };
     int n = c->shared_classifier ? PARAM_SEGMENTS_MAX - 1 : PARAM_SEGMENTS_MAX;
     size_t offset = 0;

@@ -36,6 +36,12 @@ typedef struct {
     bool is_norm;       /* RMSNorm weights: no weight decay */
 } ParamSegment;
 
+/* The segments by name: param_segments fills seg[PARAM_WQ] with wq, and so on (PARAM_WCLS only when the
+ * classifier is separate). */
+typedef enum {
+    PARAM_TOKEN_EMBEDDING, PARAM_RMS_ATT, PARAM_WQ, PARAM_WK, PARAM_WV, PARAM_WO,
+    PARAM_RMS_FFN, PARAM_W1, PARAM_W2, PARAM_W3, PARAM_RMS_FINAL, PARAM_WCLS
+} ParamSegmentId;
 #define PARAM_SEGMENTS_MAX 12
 
 /* Fills seg in layout order and returns how many there are (11, or 12 with a separate classifier). */

@@ -26,7 +26,7 @@ SourceKind source_kind(const char *path) {
 
 /* ---- documents ------------------------------------------------------------ */
 
-void document_reset(Document *d) {
+static void document_reset(Document *d) {
     d->ids.len = 0;
     d->masked = 0;
 }
@@ -39,26 +39,23 @@ void document_free(Document *d) {
 
 /* Marks ids [from, ids.len) counted or not. */
 static int mark(Document *d, size_t from, bool counted, NfError *err) {
-    if (d->ids.len > d->mask_cap) {
-        size_t cap = d->mask_cap ? d->mask_cap : 256;
-        while (cap < d->ids.len) cap *= 2;
-        unsigned char *grown = realloc(d->mask, cap);
-        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        d->mask = grown;
-        d->mask_cap = cap;
-    }
+    if (!nf_grow((void **)&d->mask, &d->mask_cap, d->ids.len, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     memset(d->mask + from, counted ? 1 : 0, d->ids.len - from);
     if (!counted) d->masked += d->ids.len - from;
     return 0;
 }
 
-int document_add_token(Document *d, int id, bool counted, NfError *err) {
+/* Appends one id. */
+static int document_add_token(Document *d, int id, bool counted, NfError *err) {
     size_t from = d->ids.len;
     if (token_list_push(&d->ids, id, err) != 0) return -1;
     return mark(d, from, counted, err);
 }
 
-int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err) {
+/* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
+static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted,
+                             NfError *err) {
     size_t from = d->ids.len;
     if (tokenizer_encode(t, text, n, false, false, &d->ids, err) != 0) return -1;
     return mark(d, from, counted, err);
@@ -98,14 +95,8 @@ typedef struct {
 } Bytes;
 
 static int bytes_add(Bytes *b, const char *s, size_t n, NfError *err) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *grown = realloc(b->data, cap);
-        if (!grown) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        b->data = grown;
-        b->cap = cap;
-    }
+    if (!nf_grow((void **)&b->data, &b->cap, b->len + n + 1, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     if (n) memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -243,11 +234,7 @@ int record_from_json(const Tokenizer *t, const char *line, size_t len, Document 
 
 /* Prefixes err's message with "PATH line N: ". */
 static int located(NfError *err, const char *path, size_t line) {
-    char why[sizeof err->message];
-    memcpy(why, err->message, sizeof why);
-    const char *code = err->code;
-    nf_fail(err, code, "%s line %zu: %s", path, line, why);
-    return -1;
+    return nf_prefix(err, NULL, "%s line %zu: ", path, line);
 }
 
 static size_t skip_bom(const char *data, size_t size) {
@@ -285,7 +272,8 @@ typedef struct {
     Bytes text;          /* the unescaped fields, each NUL-terminated, back to back */
     size_t *start;       /* (n) offset of each field in text */
     size_t *len;         /* (n) bytes of each field */
-    int n, cap;
+    int n;
+    size_t cap;
 } CsvRecord;
 
 static void csv_free(CsvRecord *r) {
@@ -295,15 +283,11 @@ static void csv_free(CsvRecord *r) {
 }
 
 static int csv_end_field(CsvRecord *r, size_t start, NfError *err) {
-    if (r->n == r->cap) {
-        int cap = r->cap ? r->cap * 2 : 16;
-        size_t *s = realloc(r->start, (size_t)cap * sizeof *s);
-        if (s) r->start = s;
-        size_t *l = s ? realloc(r->len, (size_t)cap * sizeof *l) : NULL;
-        if (!s || !l) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        r->len = l;
-        r->cap = cap;
-    }
+    size_t cap = r->cap; /* start and len grow together under one capacity: r->cap moves once both have */
+    if (!nf_grow((void **)&r->start, &cap, (size_t)r->n + 1, sizeof *r->start, 16) ||
+        !nf_resize((void **)&r->len, cap, sizeof *r->len))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    r->cap = cap;
     r->start[r->n] = start;
     r->len[r->n] = r->text.len - start;
     r->n++;
@@ -421,12 +405,7 @@ static int csv_document(const CsvRecord *header, const CsvRecord *row, int text_
 }
 
 /* Prefixes err's message ("line N: ...") with the file's path. */
-static int in_file(NfError *err, const char *path) {
-    char why[sizeof err->message];
-    memcpy(why, err->message, sizeof why);
-    const char *code = err->code;
-    return nf_fail(err, code, "%s %s", path, why);
-}
+static int in_file(NfError *err, const char *path) { return nf_prefix(err, NULL, "%s ", path); }
 
 static int read_csv(const char *path, const char *data, size_t size, const Tokenizer *t, DocumentFn fn, void *ctx,
                     NfError *err) {

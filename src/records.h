@@ -49,12 +49,7 @@ typedef struct {
     uint64_t masked;        /* zeros in mask */
 } Document;
 
-void document_reset(Document *d);
 void document_free(Document *d);
-/* Appends one id. */
-int document_add_token(Document *d, int id, bool counted, NfError *err);
-/* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
-int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err);
 
 /* One JSONL record (a line, without its '\n') into d (reset first).
  * Returns 1 when d holds a document, 0 when the record has none (a "text"

@@ -12,7 +12,8 @@ uint64_t rng_hash(uint64_t x) {
 
 void rng_seed(Rng *r, uint64_t seed) { r->state = rng_hash(seed) | 1; }
 
-uint64_t rng_next(Rng *r) {
+/* xorshift64*: the next number of the stream. */
+static uint64_t rng_next(Rng *r) {
     r->state ^= r->state >> 12;
     r->state ^= r->state << 25;
     r->state ^= r->state >> 27;

@@ -13,7 +13,6 @@ void rng_seed(Rng *r, uint64_t seed);
 /* splitmix64's mix of x: a stateless random number per counter value
  * (LoRA dropout masks are drawn this way, so backward can redraw them). */
 uint64_t rng_hash(uint64_t x);
-uint64_t rng_next(Rng *r);
 /* Uniform in [0, n) for n >= 1. */
 uint64_t rng_below(Rng *r, uint64_t n);
 /* Uniform float in [0, 1). */

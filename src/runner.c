@@ -18,6 +18,7 @@
 #include "json.h"
 #include "json_parse.h"
 #include "protocol.h"
+#include "util.h"
 
 #define MAX_ARGS 128
 #define MAX_LINE (16u << 20)
@@ -195,10 +196,7 @@ static void *job_thread(void *arg) {
                 overlong = true;
                 len = 0;
             } else {
-                char *grown = realloc(buf, cap * 2);
-                if (!grown) break;
-                buf = grown;
-                cap *= 2;
+                if (!nf_grow((void **)&buf, &cap, cap + 1, 1, cap)) break; /* doubles */
             }
         }
         ssize_t n = read(out[0], buf + len, cap - len);

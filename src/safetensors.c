@@ -46,9 +46,7 @@ int st_open(StFile *f, const char *path, NfError *err) {
         goto fail;
     }
     if (json_parse((const char *)f->file.data + 8, (size_t)header_len, &h, err) != 0) {
-        char why[sizeof err->message];
-        memcpy(why, err->message, sizeof why);
-        bad(err, path, why, NULL);
+        nf_prefix(err, NF_ERR_MODEL, "'%s' is not a usable safetensors file: ", path); /* as bad() says it */
         goto fail;
     }
     if (h.type != JV_OBJECT) {

@@ -279,15 +279,12 @@ int store_project_update(Store *s, int64_t id, const char *name, bool set_model,
 
 /* Steps st to its end, collecting column 0 of each row (malloc'd; *n); NULL (logged) on failure. */
 static int64_t *read_ids(Store *s, sqlite3_stmt *st, int *n) {
-    int cap = 16, rc = SQLITE_DONE;
-    int64_t *ids = malloc((size_t)cap * sizeof *ids);
+    int rc = SQLITE_DONE;
+    size_t cap = 16;
+    int64_t *ids = malloc(cap * sizeof *ids);
     *n = 0;
     while (ids && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            int64_t *grown = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
-            if (!grown) break;
-            ids = grown;
-        }
+        if (!nf_grow((void **)&ids, &cap, (size_t)*n + 1, sizeof *ids, 16)) break;
         ids[(*n)++] = sqlite3_column_int64(st, 0);
     }
     if (!ids || rc != SQLITE_DONE) {

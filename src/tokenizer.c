@@ -194,13 +194,8 @@ void token_list_free(TokenList *l) {
 }
 
 int token_list_push(TokenList *l, int id, NfError *err) {
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        int *ids = realloc(l->ids, cap * sizeof(int));
-        if (!ids) return nf_fail(err, NF_ERR_MEMORY, "cannot grow a token list to %zu ids", cap);
-        l->ids = ids;
-        l->cap = cap;
-    }
+    if (!nf_grow((void **)&l->ids, &l->cap, l->len + 1, sizeof *l->ids, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "cannot grow a token list past %zu ids", l->cap);
     l->ids[l->len++] = id;
     return 0;
 }
@@ -245,13 +240,8 @@ typedef struct {
 } Heap;
 
 static int heap_push(Heap *h, Candidate c, NfError *err) {
-    if (h->len == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        Candidate *items = realloc(h->items, cap * sizeof *items);
-        if (!items) return nf_fail(err, NF_ERR_MEMORY, "out of memory in the tokenizer");
-        h->items = items;
-        h->cap = cap;
-    }
+    if (!nf_grow((void **)&h->items, &h->cap, h->len + 1, sizeof *h->items, 64))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory in the tokenizer");
     size_t i = h->len++;
     while (i > 0 && before(&c, &h->items[(i - 1) / 2])) {
         h->items[i] = h->items[(i - 1) / 2];

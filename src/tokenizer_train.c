@@ -52,30 +52,6 @@ static int64_t strtab_find(const StrTable *t, const char *s, size_t n, uint32_t 
     }
 }
 
-/* Makes room for `need` elements in *p (capacity *cap, doubled as needed). */
-static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return true;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) c *= 2;
-    size_t bytes;
-    if (!nf_mul_size(c, elem, &bytes)) return false;
-    void *q = realloc(*p, bytes);
-    if (!q) return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
-
-/* Resizes *p to n elements (for arrays that grow together under one capacity). */
-static bool resize(void **p, size_t n, size_t elem) {
-    size_t bytes;
-    if (!nf_mul_size(n, elem, &bytes)) return false;
-    void *q = realloc(*p, bytes);
-    if (!q) return false;
-    *p = q;
-    return true;
-}
-
 static int strtab_rehash(StrTable *t, uint32_t size, NfError *err) {
     uint32_t *slots = calloc(size, sizeof *slots);
     if (!slots) return nf_fail(err, NF_ERR_MEMORY, "cannot grow a hash table to %u slots", size);
@@ -95,12 +71,14 @@ static int64_t strtab_insert(StrTable *t, const char *s, size_t n, uint32_t h, u
     if (t->n >= (1u << 31)) return nf_fail(err, NF_ERR_MEMORY, "more than 2^31 distinct words");
     if (t->n == t->cap) {
         size_t c = t->cap ? 2 * (size_t)t->cap : 64;
-        if (!resize((void **)&t->key_off, c, sizeof *t->key_off) || !resize((void **)&t->key_len, c, sizeof *t->key_len) ||
-            !resize((void **)&t->key_hash, c, sizeof *t->key_hash) || !resize((void **)&t->value, c, sizeof *t->value))
+        if (!nf_resize((void **)&t->key_off, c, sizeof *t->key_off) ||
+            !nf_resize((void **)&t->key_len, c, sizeof *t->key_len) ||
+            !nf_resize((void **)&t->key_hash, c, sizeof *t->key_hash) ||
+            !nf_resize((void **)&t->value, c, sizeof *t->value))
             return nf_fail(err, NF_ERR_MEMORY, "cannot grow a hash table past %u entries", t->cap);
         t->cap = (uint32_t)c;
     }
-    if (!grow((void **)&t->arena, &t->arena_cap, t->arena_len + n, 1))
+    if (!nf_grow((void **)&t->arena, &t->arena_cap, t->arena_len + n, 1, 16))
         return nf_fail(err, NF_ERR_MEMORY, "cannot grow a hash table's keys past %zu bytes", t->arena_len);
     if (2 * ((size_t)t->n + 1) > (t->slots ? (size_t)t->mask + 1 : 0) &&
         strtab_rehash(t, t->slots ? 2 * (t->mask + 1) : 64, err) != 0)
@@ -284,12 +262,12 @@ static void pieces_free(Pieces *p) {
 static int pieces_add(Pieces *p, const char *s, size_t n, int chars, bool indexed, NfError *err) {
     if (p->n == p->cap) {
         size_t c = p->cap ? 2 * p->cap : 1024;
-        if (!resize((void **)&p->start, c, sizeof *p->start) || !resize((void **)&p->len, c, sizeof *p->len) ||
-            !resize((void **)&p->chars, c, sizeof *p->chars))
+        if (!nf_resize((void **)&p->start, c, sizeof *p->start) || !nf_resize((void **)&p->len, c, sizeof *p->len) ||
+            !nf_resize((void **)&p->chars, c, sizeof *p->chars))
             return nf_fail(err, NF_ERR_MEMORY, "cannot grow the vocabulary");
         p->cap = c;
     }
-    if (!grow((void **)&p->blob, &p->blob_cap, p->blob_len + n, 1))
+    if (!nf_grow((void **)&p->blob, &p->blob_cap, p->blob_len + n, 1, 16))
         return nf_fail(err, NF_ERR_MEMORY, "cannot grow the vocabulary");
     if (indexed && strtab_insert(&p->lookup, s, n, nf_fnv1a32(s, n), p->n, err) < 0) return -1;
     memcpy(p->blob + p->blob_len, s, n);
@@ -454,7 +432,8 @@ static int64_t pair_get(PairTable *t, int32_t l, int32_t r, NfError *err) {
         }
     }
     if (t->n >= UINT32_MAX / 4) return nf_fail(err, NF_ERR_MEMORY, "too many distinct pairs");
-    if (!grow((void **)&t->p, &t->cap, t->n + 1, sizeof *t->p)) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    if (!nf_grow((void **)&t->p, &t->cap, t->n + 1, sizeof *t->p, 16))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     if (2 * (t->n + 1) > (t->slots ? (size_t)t->mask + 1 : 0)) {
         uint32_t size = t->slots ? 2 * (t->mask + 1) : 1024;
         uint32_t *slots = calloc(size, sizeof *slots);
@@ -485,7 +464,7 @@ static bool heap_before(const PairTable *t, const HeapItem *a, const HeapItem *b
 }
 
 static int heap_push(PairHeap *h, const PairTable *t, HeapItem item, NfError *err) {
-    if (!grow((void **)&h->items, &h->cap, h->n + 1, sizeof *h->items))
+    if (!nf_grow((void **)&h->items, &h->cap, h->n + 1, sizeof *h->items, 16))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     size_t i = h->n++;
     while (i > 0 && heap_before(t, &item, &h->items[(i - 1) / 2])) {
@@ -520,7 +499,7 @@ static int pair_add(Bpe *b, int32_t l, int32_t r, int64_t delta, uint32_t w, NfE
     if (delta <= 0) return 0;
     if (p->n_words == 0 || p->words[p->n_words - 1] != w) {
         size_t cap = p->cap_words;
-        if (!grow((void **)&p->words, &cap, (size_t)p->n_words + 1, sizeof *p->words))
+        if (!nf_grow((void **)&p->words, &cap, (size_t)p->n_words + 1, sizeof *p->words, 16))
             return nf_fail(err, NF_ERR_MEMORY, "out of memory");
         p->cap_words = (uint32_t)cap;
         p->words[p->n_words++] = w;
@@ -528,7 +507,7 @@ static int pair_add(Bpe *b, int32_t l, int32_t r, int64_t delta, uint32_t w, NfE
     if (p->queued != b->merge_no) {
         p->queued = b->merge_no;
         size_t cap = b->cap_touched;
-        if (!grow((void **)&b->touched, &cap, b->n_touched + 1, sizeof *b->touched))
+        if (!nf_grow((void **)&b->touched, &cap, b->n_touched + 1, sizeof *b->touched, 16))
             return nf_fail(err, NF_ERR_MEMORY, "out of memory");
         b->cap_touched = cap;
         b->touched[b->n_touched++] = (uint32_t)e;
@@ -551,12 +530,14 @@ static int bpe_add_word(Bpe *b, const int32_t *ids, uint32_t n, uint64_t count, 
     WordSet *ws = &b->words;
     if (ws->n == ws->cap) {
         size_t c = ws->cap ? 2 * ws->cap : 1024;
-        if (!resize((void **)&ws->start, c, sizeof *ws->start) || !resize((void **)&ws->len, c, sizeof *ws->len) ||
-            !resize((void **)&ws->count, c, sizeof *ws->count) || !resize((void **)&ws->stamp, c, sizeof *ws->stamp))
+        if (!nf_resize((void **)&ws->start, c, sizeof *ws->start) ||
+            !nf_resize((void **)&ws->len, c, sizeof *ws->len) ||
+            !nf_resize((void **)&ws->count, c, sizeof *ws->count) ||
+            !nf_resize((void **)&ws->stamp, c, sizeof *ws->stamp))
             return nf_fail(err, NF_ERR_MEMORY, "out of memory");
         ws->cap = c;
     }
-    if (!grow((void **)&ws->sym, &ws->cap_sym, ws->n_sym + n, sizeof *ws->sym))
+    if (!nf_grow((void **)&ws->sym, &ws->cap_sym, ws->n_sym + n, sizeof *ws->sym, 16))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     if (ws->n >= UINT32_MAX) return nf_fail(err, NF_ERR_MEMORY, "too many words");
     uint32_t w = (uint32_t)ws->n++;

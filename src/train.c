@@ -83,6 +83,7 @@ typedef struct {
     BatchSampler sampler;
     Activations acts;
     int *tokens, *targets;       /* (B, T) */
+    uint16_t *params_bf16;       /* --dtype bf16: params rounded, kept by acts (NULL otherwise) */
     int64_t step;                /* optimizer steps completed */
     int64_t tokens_seen;
     double last_loss, best_val_loss;
@@ -191,9 +192,7 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
     }
     t->config = o->init_config;
     if (config_validate(&t->config, err) != 0) {
-        char why[sizeof err->message];
-        memcpy(why, err->message, sizeof why);
-        return nf_fail(err, NF_ERR_USAGE, "--init config: %s", why);
+        return nf_prefix(err, NF_ERR_USAGE, "--init config: ");
     }
     if (alloc_state(t, err) != 0) return -1;
     params_init(t->params, &t->config, (uint64_t)o->seed);
@@ -315,12 +314,7 @@ static void prune_stamped(const char *path, int64_t current, int64_t keep_last) 
         char canonical[32];
         snprintf(canonical, sizeof canonical, "%09lld", step);
         if (strcmp(canonical, digits) != 0 || step > current) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            long long *grown = realloc(steps, cap * sizeof *steps);
-            if (!grown) break;
-            steps = grown;
-        }
+        if (!nf_grow((void **)&steps, &cap, n + 1, sizeof *steps, 64)) break;
         steps[n++] = step;
     }
     closedir(dir);
@@ -415,184 +409,234 @@ static void emit_done(Trainer *t, double seconds, int64_t tokens, const char *re
     msg_emit(t->out, &j);
 }
 
+/* Everything before the first step: the memory check, the model, the tokenizer check, the data and its sampler
+ * (restored on --resume), the activations and the batch buffers. Sets o->seq when it was left 0. */
+static int setup_run(Trainer *t, TrainOptions *o, Checkpoint *ck, NfError *err) {
+    MemoryEstimate memory; /* before anything large is allocated */
+    if (train_memory_check(o, &memory, err) != 0 || setup_model(t, ck, err) != 0) return -1;
+    if (o->tokenizer) {
+        Tokenizer tok;
+        if (tokenizer_load(&tok, o->tokenizer, err) != 0) return -1;
+        int matches = tokenizer_check_vocab(&tok, t->config.vocab_size, err);
+        tokenizer_free(&tok);
+        if (matches != 0) return -1;
+    }
+    if (o->seq == 0) o->seq = t->config.seq_len;
+    int B = (int)o->batch, T = (int)o->seq;
+    if (T > t->config.seq_len)
+        return nf_fail(err, NF_ERR_USAGE, "--seq %d is longer than the model's seq_len %d", T, t->config.seq_len);
+    if (token_data_open(&t->data, o->data.items, o->data.n, o->val_data, o->val_split, t->config.vocab_size, T,
+                        err) != 0)
+        return -1;
+    if (batch_sampler_init(&t->sampler, &t->data, T, o->shuffle, (uint64_t)o->seed, err) != 0) return -1;
+    if (o->resume &&
+        batch_sampler_restore(&t->sampler, ck->data_rng_state, ck->data_epoch, ck->data_position, err) != 0)
+        return -1;
+    const LoraConfig *lora = o->use_lora ? &o->lora : NULL;
+    if (activations_init(&t->acts, &t->config, lora, B, T, o->bf16, err) != 0) return -1;
+    /* bf16: the weights rounded once; AdamW keeps a full run's copy in step */
+    t->params_bf16 = activations_keep_bf16_weights(&t->acts, &t->net, t->params, t->n_params);
+    if (!(t->tokens = nf_alloc_array((size_t)B * T, sizeof(int), err)) ||
+        !(t->targets = nf_alloc_array((size_t)B * T, sizeof(int), err)))
+        return -1;
+    return 0;
+}
+
+/* What one optimizer step did. */
+typedef struct {
+    double loss, lr, norm;
+} StepResult;
+
+/* Optimizer step number `step`: o->accum micro-batches (a `batch` message each), then clipping and AdamW.
+ * Fails (NF_ERR_TRAINING) on a NaN or infinite loss or gradient norm, with nothing updated. */
+static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
+    const TrainOptions *o = t->o;
+    int B = (int)o->batch, T = (int)o->seq;
+    /* Without masks every micro-batch's mean loss weighs 1/accum. With
+     * masks the step's loss is the mean over all the targets its
+     * micro-batches count: each target's gradient is accumulated with
+     * the fixed scale 1/(B*T), then the sum is rescaled by
+     * B*T/counted_step, so --accum stays equivalent to a bigger batch. */
+    bool masked = t->data.train_masked;
+    double loss = 0.0;
+    int64_t counted_step = 0;
+    for (int micro = 0; micro < o->accum; micro++) {
+        batch_sampler_next(&t->sampler, &t->data, B, T, t->tokens, t->targets);
+        int counted = masked ? model_counted_targets(t->targets, B * T) : B * T;
+        double micro_loss = NAN; /* a micro-batch whose targets are all masked has no loss and no gradient */
+        if (counted > 0) {
+            /* dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same */
+            uint64_t dropout_key =
+                rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
+            float scale = masked ? (float)((double)counted / (double)(B * T)) : 1.0f / (float)o->accum;
+            micro_loss = model_forward(&t->net, &t->acts, t->tokens, t->targets, scale, dropout_key);
+            /* the step's first backward writes the gradients, the others add: no zeroing pass */
+            model_backward(&t->net, &t->g, counted_step == 0 ? NF_SET : NF_ADD, &t->acts, t->tokens);
+            loss += masked ? micro_loss * counted : micro_loss / (double)o->accum;
+            counted_step += counted;
+        }
+        JsonBuf j;
+        msg_begin(&j, "batch");
+        json_int(&j, "step", step);
+        json_int(&j, "micro_step", micro + 1);
+        json_number(&j, "loss", micro_loss);
+        json_int(&j, "tokens", (int64_t)B * T);
+        json_int(&j, "targets", counted);
+        msg_emit(t->out, &j);
+    }
+    if (counted_step == 0) nf_zero(t->grads, t->n_params); /* every target masked: no backward ran */
+    if (masked) {
+        loss = counted_step > 0 ? loss / (double)counted_step : NAN;
+        if (counted_step > 0) grad_multiply(t->grads, t->n_params, (float)((double)(B * T) / (double)counted_step));
+    }
+    if (counted_step > 0 && !isfinite(loss))
+        return nf_fail(err, NF_ERR_TRAINING, "the loss became %s at step %lld; stopping (the last checkpoint is kept)",
+                       isnan(loss) ? "NaN" : "infinite", (long long)step);
+    double lr = lr_at(&o->optim, step);
+    double norm = optimizer_update(t->params, t->params_bf16, t->grads, t->n_params, t->adam_m, t->adam_v, t->seg,
+                                   t->n_seg, &o->optim, lr, step);
+    if (!isfinite(norm)) /* nothing was updated */
+        return nf_fail(err, NF_ERR_TRAINING,
+                       "the gradient norm became %s at step %lld (loss %g); stopping (the last checkpoint is kept)",
+                       isnan(norm) ? "NaN" : "infinite", (long long)step, loss);
+    t->step = step;
+    t->last_loss = loss;
+    t->tokens_seen += (int64_t)B * T * o->accum;
+    *r = (StepResult){loss, lr, norm};
+    return 0;
+}
+
+/* The `step` message of the step just done (ms long); returns its tokens per second. */
+static double emit_step(const Trainer *t, const StepResult *r, double ms, double flops) {
+    const TrainOptions *o = t->o;
+    int B = (int)o->batch, T = (int)o->seq;
+    double tok_s = ms > 0 ? (double)B * T * o->accum / (ms / 1000.0) : 0.0;
+    JsonBuf j;
+    msg_begin(&j, "step");
+    json_int(&j, "step", t->step);
+    json_int(&j, "total", o->steps);
+    json_number(&j, "loss", r->loss);
+    json_number(&j, "lr", r->lr);
+    json_number(&j, "grad_norm", r->norm);
+    json_number(&j, "ms", ms);
+    json_number(&j, "tok_s", tok_s);
+    json_number(&j, "tflops", ms > 0 ? flops * B * T * o->accum / (ms / 1000.0) / 1e12 : 0.0);
+    if (o->shuffle) json_int(&j, "epoch", t->sampler.epoch);
+    msg_emit(t->out, &j);
+    return tok_s;
+}
+
+/* Validation after the step just done: the `val` message, and the best loss so far. */
+static void emit_validation(Trainer *t) {
+    double val = validate(t);
+    if (isnan(t->best_val_loss) || val < t->best_val_loss) t->best_val_loss = val;
+    JsonBuf j;
+    msg_begin(&j, "val");
+    json_int(&j, "step", t->step);
+    json_number(&j, "val_loss", val);
+    json_number(&j, "val_ppl", exp(val));
+    json_int(&j, "val_batches", t->o->val_batches);
+    msg_emit(t->out, &j);
+}
+
+/* The state of the loop in this process (a restart begins a new one). */
+typedef struct {
+    sigset_t stop;             /* the blocked stop signals */
+    int signalled;             /* the stop signal taken (0: none) */
+    bool progress;             /* a progress bar on stderr (a terminal) */
+    double start, last_ckpt;   /* nf_now_ms() at the first step and at the last checkpoint */
+    int64_t steps_here, tokens_here;
+} RunLoop;
+
+/* The end of the step just done: a stop request (a signal, or a closed stdout), a checkpoint when one is due,
+ * a restart. Returns 1 to stop (interrupted), 0 to go on, -1 on failure (a restart returns only on failure). */
+static int end_step(Trainer *t, RunLoop *l, NfError *err) {
+    const TrainOptions *o = t->o;
+    int64_t step = t->step;
+    /* a signal in the last step changes nothing; a closed stdout (the
+     * dashboard that reads it died) is a stop request too */
+    if (!l->signalled) l->signalled = stop_signal(&l->stop);
+    bool stopping = (l->signalled != 0 || t->out->closed) && step < o->steps;
+    bool restarting = o->restart_every > 0 && l->steps_here % o->restart_every == 0 && step < o->steps;
+    bool periodic = (o->ckpt_every > 0 && step % o->ckpt_every == 0) ||
+                    (o->ckpt_minutes > 0 && nf_now_ms() - l->last_ckpt >= o->ckpt_minutes * 60000.0);
+    if (stopping && l->signalled != 0 && supervised()) msg_tee_stderr(t->out);
+    if (o->ckpt && (periodic || step == o->steps || stopping || restarting)) {
+        if (save_checkpoint(t, err) != 0) return -1;
+        l->last_ckpt = nf_now_ms();
+    }
+    if (stopping) return 1;
+    if (restarting) {
+        if (l->progress) fputc('\n', stderr);
+        JsonBuf j;
+        msg_begin(&j, "restart");
+        json_int(&j, "step", step);
+        json_str(&j, "reason", "restart-every");
+        msg_emit(t->out, &j);
+        restart_self(o, err); /* returns only on failure */
+        return -1;
+    }
+    return 0;
+}
+
+static void trainer_free(Trainer *t) {
+    activations_free(&t->acts);
+    free(t->tokens);
+    free(t->targets);
+    batch_sampler_free(&t->sampler);
+    token_data_close(&t->data);
+    free(t->params);
+    free(t->grads);
+    free(t->adam_m);
+    free(t->adam_v);
+    model_free(&t->base_model);
+    free(t->base_copy);
+    free(t->base_path);
+}
+
+/* The run once set up: the `init` message (stored_options: the resumed checkpoint's flags), the steps up to
+ * o->steps or a stop request, and the `done` message. */
+static int run_steps(Trainer *t, RunLoop *l, const char *stored_options, NfError *err) {
+    const TrainOptions *o = t->o;
+    bool validating = o->val_every > 0 && t->data.n_val > 0;
+    emit_init(t, stored_options);
+    l->progress = isatty(STDERR_FILENO);
+    double flops = model_flops_per_token(&t->config, (int)o->seq, o->use_lora ? &o->lora : NULL);
+    l->start = l->last_ckpt = nf_now_ms();
+    const char *reason = "completed";
+    while (t->step < o->steps) {
+        double step_start = nf_now_ms();
+        StepResult r = {0, 0, 0};
+        if (train_step(t, t->step + 1, &r, err) != 0) return -1;
+        l->steps_here++;
+        l->tokens_here += o->batch * o->seq * o->accum;
+        double tok_s = emit_step(t, &r, nf_now_ms() - step_start, flops);
+        if (l->progress) show_progress(t, tok_s, (nf_now_ms() - l->start) / 1000.0, l->steps_here);
+        if (validating && (t->step % o->val_every == 0 || t->step == o->steps)) emit_validation(t);
+        int end = end_step(t, l, err);
+        if (end < 0) return -1;
+        if (end > 0) {
+            reason = "interrupted";
+            break;
+        }
+    }
+    if (l->progress) fputc('\n', stderr);
+    double seconds = (nf_now_ms() - l->start) / 1000.0;
+    emit_done(t, seconds, l->tokens_here, reason);
+    nf_log("training %s at step %lld: loss %.4f, %.1f s", reason, (long long)t->step, t->last_loss, seconds);
+    return 0;
+}
+
 int train_run(TrainOptions *o, NfOut *out) {
-    sigset_t stop;
-    block_stop_signals(&stop);
-    int signalled = 0; /* the stop signal taken */
+    RunLoop l = {.signalled = 0};
+    block_stop_signals(&l.stop);
     NfError err = {0};
     Trainer t = {.o = o, .out = out, .best_val_loss = NAN, .last_loss = NAN};
     Checkpoint ck = {0};
     int status = 0;
-    MemoryEstimate memory; /* before anything large is allocated */
-    if (train_memory_check(o, &memory, &err) != 0 || setup_model(&t, &ck, &err) != 0) goto fail;
-    if (o->tokenizer) {
-        Tokenizer tok;
-        if (tokenizer_load(&tok, o->tokenizer, &err) != 0) goto fail;
-        int matches = tokenizer_check_vocab(&tok, t.config.vocab_size, &err);
-        tokenizer_free(&tok);
-        if (matches != 0) goto fail;
-    }
-    if (o->seq == 0) o->seq = t.config.seq_len;
-    int B = (int)o->batch, T = (int)o->seq;
-    if (T > t.config.seq_len) {
-        nf_fail(&err, NF_ERR_USAGE, "--seq %d is longer than the model's seq_len %d", T, t.config.seq_len);
-        goto fail;
-    }
-    if (token_data_open(&t.data, o->data.items, o->data.n, o->val_data, o->val_split, t.config.vocab_size, T,
-                        &err) != 0)
-        goto fail;
-    if (batch_sampler_init(&t.sampler, &t.data, T, o->shuffle, (uint64_t)o->seed, &err) != 0) goto fail;
-    if (o->resume &&
-        batch_sampler_restore(&t.sampler, ck.data_rng_state, ck.data_epoch, ck.data_position, &err) != 0)
-        goto fail;
-    const LoraConfig *lora = o->use_lora ? &o->lora : NULL;
-    if (activations_init(&t.acts, &t.config, lora, B, T, o->bf16, &err) != 0) goto fail;
-    /* bf16: the weights rounded once; AdamW keeps a full run's copy in step */
-    uint16_t *params_bf16 = activations_keep_bf16_weights(&t.acts, &t.net, t.params, t.n_params);
-    if (!(t.tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
-        !(t.targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
-        goto fail;
-    bool validating = o->val_every > 0 && t.data.n_val > 0;
-
-    emit_init(&t, ck.options_json);
-    bool progress = isatty(STDERR_FILENO);
-    double flops = model_flops_per_token(&t.config, T, lora);
-    double start = nf_now_ms(), last_ckpt = start;
-    int64_t steps_here = 0, tokens_here = 0;
-    const char *reason = "completed";
-
-    while (t.step < o->steps) {
-        double step_start = nf_now_ms();
-        int64_t step = t.step + 1;
-        /* Without masks every micro-batch's mean loss weighs 1/accum. With
-         * masks the step's loss is the mean over all the targets its
-         * micro-batches count: each target's gradient is accumulated with
-         * the fixed scale 1/(B*T), then the sum is rescaled by
-         * B*T/counted_step, so --accum stays equivalent to a bigger batch. */
-        bool masked = t.data.train_masked;
-        double loss = 0.0;
-        int64_t counted_step = 0;
-        for (int micro = 0; micro < o->accum; micro++) {
-            batch_sampler_next(&t.sampler, &t.data, B, T, t.tokens, t.targets);
-            int counted = masked ? model_counted_targets(t.targets, B * T) : B * T;
-            double micro_loss = NAN; /* a micro-batch whose targets are all masked has no loss and no gradient */
-            if (counted > 0) {
-                /* dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same */
-                uint64_t dropout_key =
-                    rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
-                float scale = masked ? (float)((double)counted / (double)(B * T)) : 1.0f / (float)o->accum;
-                micro_loss = model_forward(&t.net, &t.acts, t.tokens, t.targets, scale, dropout_key);
-                /* the step's first backward writes the gradients, the others add: no zeroing pass */
-                model_backward(&t.net, &t.g, counted_step == 0 ? NF_SET : NF_ADD, &t.acts, t.tokens);
-                loss += masked ? micro_loss * counted : micro_loss / (double)o->accum;
-                counted_step += counted;
-            }
-            JsonBuf j;
-            msg_begin(&j, "batch");
-            json_int(&j, "step", step);
-            json_int(&j, "micro_step", micro + 1);
-            json_number(&j, "loss", micro_loss);
-            json_int(&j, "tokens", (int64_t)B * T);
-            json_int(&j, "targets", counted);
-            msg_emit(out, &j);
-        }
-        if (counted_step == 0) nf_zero(t.grads, t.n_params); /* every target masked: no backward ran */
-        if (masked) {
-            loss = counted_step > 0 ? loss / (double)counted_step : NAN;
-            if (counted_step > 0) grad_multiply(t.grads, t.n_params, (float)((double)(B * T) / (double)counted_step));
-        }
-        if (counted_step > 0 && !isfinite(loss)) {
-            nf_fail(&err, NF_ERR_TRAINING, "the loss became %s at step %lld; stopping (the last checkpoint is kept)",
-                    isnan(loss) ? "NaN" : "infinite", (long long)step);
-            goto fail;
-        }
-        double lr = lr_at(&o->optim, step);
-        double norm = optimizer_update(t.params, params_bf16, t.grads, t.n_params, t.adam_m, t.adam_v, t.seg,
-                                       t.n_seg, &o->optim, lr, step);
-        if (!isfinite(norm)) { /* nothing was updated */
-            nf_fail(&err, NF_ERR_TRAINING,
-                    "the gradient norm became %s at step %lld (loss %g); stopping (the last checkpoint is kept)",
-                    isnan(norm) ? "NaN" : "infinite", (long long)step, loss);
-            goto fail;
-        }
-        t.step = step;
-        t.last_loss = loss;
-        t.tokens_seen += (int64_t)B * T * o->accum;
-        steps_here++;
-        tokens_here += (int64_t)B * T * o->accum;
-
-        double ms = nf_now_ms() - step_start;
-        double tok_s = ms > 0 ? (double)B * T * o->accum / (ms / 1000.0) : 0.0;
-        JsonBuf j;
-        msg_begin(&j, "step");
-        json_int(&j, "step", step);
-        json_int(&j, "total", o->steps);
-        json_number(&j, "loss", loss);
-        json_number(&j, "lr", lr);
-        json_number(&j, "grad_norm", norm);
-        json_number(&j, "ms", ms);
-        json_number(&j, "tok_s", tok_s);
-        json_number(&j, "tflops", ms > 0 ? flops * B * T * o->accum / (ms / 1000.0) / 1e12 : 0.0);
-        if (o->shuffle) json_int(&j, "epoch", t.sampler.epoch);
-        msg_emit(out, &j);
-        if (progress) show_progress(&t, tok_s, (nf_now_ms() - start) / 1000.0, steps_here);
-
-        if (validating && (step % o->val_every == 0 || step == o->steps)) {
-            double val = validate(&t);
-            if (isnan(t.best_val_loss) || val < t.best_val_loss) t.best_val_loss = val;
-            msg_begin(&j, "val");
-            json_int(&j, "step", step);
-            json_number(&j, "val_loss", val);
-            json_number(&j, "val_ppl", exp(val));
-            json_int(&j, "val_batches", o->val_batches);
-            msg_emit(out, &j);
-        }
-        /* a signal in the last step changes nothing; a closed stdout (the
-         * dashboard that reads it died) is a stop request too */
-        if (!signalled) signalled = stop_signal(&stop);
-        bool stopping = (signalled != 0 || out->closed) && step < o->steps;
-        bool restarting = o->restart_every > 0 && steps_here % o->restart_every == 0 && step < o->steps;
-        bool periodic = (o->ckpt_every > 0 && step % o->ckpt_every == 0) ||
-                        (o->ckpt_minutes > 0 && nf_now_ms() - last_ckpt >= o->ckpt_minutes * 60000.0);
-        if (stopping && signalled != 0 && supervised()) msg_tee_stderr(out);
-        if (o->ckpt && (periodic || step == o->steps || stopping || restarting)) {
-            if (save_checkpoint(&t, &err) != 0) goto fail;
-            last_ckpt = nf_now_ms();
-        }
-        if (stopping) {
-            reason = "interrupted";
-            break;
-        }
-        if (restarting) {
-            if (progress) fputc('\n', stderr);
-            msg_begin(&j, "restart");
-            json_int(&j, "step", step);
-            json_str(&j, "reason", "restart-every");
-            msg_emit(out, &j);
-            restart_self(o, &err); /* returns only on failure */
-            goto fail;
-        }
-    }
-    if (progress) fputc('\n', stderr);
-    double seconds = (nf_now_ms() - start) / 1000.0;
-    emit_done(&t, seconds, tokens_here, reason);
-    nf_log("training %s at step %lld: loss %.4f, %.1f s", reason, (long long)t.step, t.last_loss, seconds);
-    goto done;
-fail:
-    status = emit_error(out, &err);
-done:
+    if (setup_run(&t, o, &ck, &err) != 0 || run_steps(&t, &l, ck.options_json, &err) != 0)
+        status = emit_error(out, &err);
     checkpoint_free(&ck);
-    activations_free(&t.acts);
-    batch_sampler_free(&t.sampler);
-    token_data_close(&t.data);
-    free(t.tokens);
-    free(t.targets);
-    free(t.params);
-    free(t.grads);
-    free(t.adam_m);
-    free(t.adam_v);
-    free(t.base_copy);
-    model_free(&t.base_model);
-    free(t.base_path);
+    trainer_free(&t);
     return status;
 }

@@ -18,9 +18,48 @@ int nf_fail(NfError *err, const char *code, const char *fmt, ...) {
     return -1;
 }
 
+int nf_prefix(NfError *err, const char *code, const char *fmt, ...) {
+    if (!err) return -1;
+    char why[sizeof err->message];
+    memcpy(why, err->message, sizeof why);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof err->message)
+        snprintf(err->message + n, sizeof err->message - (size_t)n, "%s", why);
+    if (code) err->code = code;
+    return -1;
+}
+
 bool nf_mul_size(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return false;
     *out = a * b;
+    return true;
+}
+
+bool nf_grow(void **items, size_t *cap, size_t need, size_t elem, size_t first) {
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) return false;
+        c *= 2;
+    }
+    size_t bytes;
+    if (!nf_mul_size(c, elem, &bytes)) return false;
+    void *grown = realloc(*items, bytes);
+    if (!grown) return false;
+    *items = grown;
+    *cap = c;
+    return true;
+}
+
+bool nf_resize(void **items, size_t n, size_t elem) {
+    size_t bytes;
+    if (!nf_mul_size(n, elem, &bytes)) return false;
+    void *grown = realloc(*items, bytes);
+    if (!grown) return false;
+    *items = grown;
     return true;
 }
 

@@ -17,6 +17,16 @@ void *nf_alloc_array(size_t count, size_t elem, NfError *err); /* zeroed, overfl
 /* a*b with overflow detection: returns false if it does not fit. */
 bool nf_mul_size(size_t a, size_t b, size_t *out);
 
+/* The one growable array: makes room for `need` elements of `elem` bytes in *items, whose capacity is *cap
+ * elements. When it must grow, the capacity becomes `first` (or *cap when not 0), doubled until need fits, and
+ * *items is realloc'd to it. False when the size overflows or memory runs out: *items and *cap are then
+ * untouched, still the caller's to free. Called as nf_grow((void **)&a->items, &a->cap, a->n + 1, ...). */
+bool nf_grow(void **items, size_t *cap, size_t need, size_t elem, size_t first);
+
+/* Resizes *items to n elements of elem bytes (for arrays that grow together under one capacity, after nf_grow
+ * grew the first); false (untouched) on overflow or out of memory. */
+bool nf_resize(void **items, size_t n, size_t elem);
+
 /* FNV-1a, 64-bit, over bytes: h = (h ^ byte) * 0x100000001b3, starting from
  * NF_FNV1A64_INIT; chain calls to hash data in pieces. Not cryptographic:
  * ingest uses it to notice changed source files. */
