@@ -250,9 +250,7 @@ static int job_environment(Job *job, int threads) {
     return 0;
 }
 
-int runner_start(Runner *r, int64_t run_id, NfError *err) { return runner_start_threads(r, run_id, 0, err); }
-
-int runner_start_threads(Runner *r, int64_t run_id, int threads, NfError *err) {
+int runner_start(Runner *r, int64_t run_id, int threads, NfError *err) {
     RunRow run;
     if (!store_run_get(r->store, run_id, &run)) return nf_fail(err, NF_ERR_IO, "run %lld not found", (long long)run_id);
     Job *job = calloc(1, sizeof *job);

@@ -31,12 +31,11 @@ typedef struct {
 int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err);
 /* D/logs/<run>.log: the run's stderr (deleted with its project). */
 void runner_log_path(const Runner *r, int64_t run_id, char *out, size_t cap);
-/* Starts the stored run (kind and args from the store); its status is
- * "starting" until the child speaks. Returns once the child is forked and
- * its pid recorded. */
-int runner_start(Runner *r, int64_t run_id, NfError *err);
-/* The same with OMP_NUM_THREADS=threads in the child's environment (0: as inherited). */
-int runner_start_threads(Runner *r, int64_t run_id, int threads, NfError *err);
+/* Starts the stored run (kind and args from the store), with
+ * OMP_NUM_THREADS=threads in the child's environment (0: as inherited); its
+ * status is "starting" until the child speaks. Returns once the child is
+ * forked and its pid recorded. runqueue.c decides when. */
+int runner_start(Runner *r, int64_t run_id, int threads, NfError *err);
 /* SIGINT to an active run's process; it ends as "stopped". */
 int runner_stop(Runner *r, int64_t run_id);
 /* At start-up, for each run recorded as active: while its process (checked

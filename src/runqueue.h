@@ -37,8 +37,10 @@ void runqueue_dispatch(RunQueue *q);
 /* Cancels a queued run (it ends "stopped" without starting): true; false
  * when the run is not queued. */
 bool runqueue_cancel(RunQueue *q, int64_t run_id);
-/* From now on nothing starts (server shutdown); queued runs stay queued. */
+/* From now on nothing starts (server shutdown); queued runs stay queued.
+ * The queue's mutex is never destroyed: a run thread that outlives
+ * runner_shutdown's wait may still call runqueue_dispatch, which then finds
+ * the queue closed; the process exits next. */
 void runqueue_close(RunQueue *q);
-void runqueue_destroy(RunQueue *q);
 
 #endif
