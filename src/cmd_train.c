@@ -67,9 +67,7 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
         int rc = json_parse((const char *)f.data, f.size, &config, &err);
         mapped_file_close(&f);
         if (rc != 0) {
-            char why[sizeof err.message];
-            memcpy(why, err.message, sizeof why);
-            nf_fail(&err, NF_ERR_USAGE, "--config '%s': %s", config_path, why);
+            nf_prefix(&err, NF_ERR_USAGE, "--config '%s': ", config_path);
             goto fail;
         }
         if (args_apply_json(specs, n_specs, &config, &err) != 0) goto fail;
@@ -151,9 +149,7 @@ static int train_command(int argc, char **argv, NfOut *out, bool check_only, NfE
     o.bf16 = strcmp(dtype, "bf16") == 0;
     if (check_only && o.init) { /* what train_run would refuse about a fresh model's shape, refused now */
         if (config_validate(&o.init_config, &err) != 0) {
-            char why[sizeof err.message];
-            memcpy(why, err.message, sizeof why);
-            nf_fail(&err, NF_ERR_USAGE, "model shape: %s", why);
+            nf_prefix(&err, NF_ERR_USAGE, "model shape: ");
             json_free(&options);
             free(tokenizer_abs);
             goto fail;

@@ -23,6 +23,7 @@
 #include "json_parse.h"
 #include "tokenizer.h"
 #include "train_options.h"
+#include "util.h"
 
 #define MAX_BODY (1u << 20)
 #define MAX_UPLOAD (64u << 20)
@@ -86,8 +87,8 @@ static void project_dir(const Server *srv, int64_t id, const char *sub, char *ou
 /* ---- per-request state ---------------------------------------------------------- */
 
 typedef struct {
-    char *body;             /* JSON bodies, up to MAX_BODY */
-    size_t len;
+    char *body;             /* JSON bodies, up to MAX_BODY: len bytes of cap */
+    size_t len, cap;
     bool too_large;
     int upload_fd;          /* uploads stream to a temporary file */
     char upload_tmp[MAX_PATH_LEN];
@@ -1394,9 +1395,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         else if (!is_upload && !rq->too_large) {
             if (rq->len + *upload_size > MAX_BODY) rq->too_large = true;
             else {
-                char *grown = realloc(rq->body, rq->len + *upload_size + 1);
-                if (!grown) return MHD_NO;
-                rq->body = grown;
+                if (!nf_grow((void **)&rq->body, &rq->cap, rq->len + *upload_size + 1, 1, 4096)) return MHD_NO;
                 memcpy(rq->body + rq->len, upload, *upload_size);
                 rq->len += *upload_size;
             }
