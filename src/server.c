@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -1045,18 +1044,12 @@ static void collect_events(EventStream *es) {
     run_row_free(&r);
 }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Blocks until there is something to send. A quiet stream gets a comment line every third of the
  * idle timeout, so the timeout never cuts it (and a closed connection is noticed). */
 static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     EventStream *es = cls;
-    int64_t keep_alive_ms = es->srv->idle_timeout * 1000LL / 3, since_out = now_ms();
+    double keep_alive_ms = es->srv->idle_timeout * 1000.0 / 3, since_out = nf_now_ms();
     while (es->sent == es->pending.len) {
         if (es->finished) return MHD_CONTENT_READER_END_OF_STREAM;
         json_free(&es->pending);
@@ -1066,12 +1059,12 @@ static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max) {
         if (es->pending.failed) return MHD_CONTENT_READER_END_WITH_ERROR;
         if (es->pending.len > 0) break;
         if (es->finished) return MHD_CONTENT_READER_END_OF_STREAM;
-        int64_t left = since_out + keep_alive_ms - now_ms();
+        double left = since_out + keep_alive_ms - nf_now_ms();
         if (left <= 0) {
             json_raw(&es->pending, NULL, ": keep-alive\n\n", 14);
             break;
         }
-        store_wait(&es->srv->store, &es->generation, left < 1000 ? (int)left : 1000);
+        store_wait(&es->srv->store, &es->generation, left < 1000 ? (int)left + 1 : 1000);
     }
     size_t n = es->pending.len - es->sent < max ? es->pending.len - es->sent : max;
     memcpy(buf, es->pending.data + es->sent, n);
