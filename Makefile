@@ -39,7 +39,7 @@ FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-fr
 FUZZ_LDLIBS  := -ljansson -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress
+.PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format
 all: build/neuralforge
 
 build/obj/%.o: src/%.c $(HDR) | build/obj
@@ -92,6 +92,10 @@ fuzz-regress: fuzz-build
 
 setup:
 	@scripts/setup.sh
+
+# The house style (.clang-format) applied to every C file; the suite checks it (scripts/check_format.sh).
+format:
+	clang-format -i $$(scripts/check_format.sh --list)
 
 test: setup
 	$(MAKE) all unit asan fuzz-build

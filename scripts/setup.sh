@@ -19,6 +19,7 @@ PACKAGES=(
   fortunes             # the main job's built-in corpus (make demo)
   clang                # the fuzz harnesses (tests/fuzz): libFuzzer needs clang
   libclang-rt-14-dev   # clang 14's runtimes: libFuzzer, ASan and UBSan for clang
+  clang-format         # the house style (.clang-format): make format, and the suite's format check
 )
 
 missing=()

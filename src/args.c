@@ -12,8 +12,7 @@
 
 static ArgSpec *find_spec(ArgSpec *specs, int n, const char *name, size_t name_len) {
     for (int i = 0; i < n; i++)
-        if (strlen(specs[i].name) == name_len && strncmp(specs[i].name, name, name_len) == 0)
-            return &specs[i];
+        if (strlen(specs[i].name) == name_len && strncmp(specs[i].name, name, name_len) == 0) return &specs[i];
     return NULL;
 }
 
@@ -32,9 +31,7 @@ static bool choice_allowed(const char *choices, const char *value) {
 
 int args_set_value(ArgSpec *s, const char *value, NfError *err) {
     switch (s->type) {
-    case ARG_STRING:
-        *(const char **)s->dest = value;
-        return 0;
+    case ARG_STRING: *(const char **)s->dest = value; return 0;
     case ARG_CHOICE:
         if (!choice_allowed(s->choices, value))
             return nf_fail(err, NF_ERR_USAGE, "--%s must be one of %s, got '%s'", s->name, s->choices, value);
@@ -47,8 +44,8 @@ int args_set_value(ArgSpec *s, const char *value, NfError *err) {
         if (errno || end == value || *end != '\0')
             return nf_fail(err, NF_ERR_USAGE, "--%s expects an integer, got '%s'", s->name, value);
         if ((double)v < s->min || (double)v > s->max)
-            return nf_fail(err, NF_ERR_USAGE, "--%s must be between %.0f and %.0f, got %lld",
-                           s->name, s->min, s->max, v);
+            return nf_fail(err, NF_ERR_USAGE, "--%s must be between %.0f and %.0f, got %lld", s->name, s->min, s->max,
+                           v);
         *(int64_t *)s->dest = v;
         return 0;
     }
@@ -63,9 +60,7 @@ int args_set_value(ArgSpec *s, const char *value, NfError *err) {
         *(double *)s->dest = v;
         return 0;
     }
-    case ARG_FLAG:
-        *(bool *)s->dest = true;
-        return 0;
+    case ARG_FLAG: *(bool *)s->dest = true; return 0;
     case ARG_LIST: {
         StringList *list = s->dest;
         if (list->n == ARG_LIST_MAX)
@@ -113,8 +108,10 @@ void args_print_help(const char *command, const char *summary, const ArgSpec *sp
     fprintf(stderr, "usage: neuralforge %s [flags]\n%s\n\nflags:\n", command, summary);
     for (int i = 0; i < n_specs; i++) {
         const ArgSpec *s = &specs[i];
-        const char *arg = s->type == ARG_FLAG ? "" : s->type == ARG_CHOICE ? s->choices
-                        : s->type == ARG_STRING || s->type == ARG_LIST ? "VALUE" : "N";
+        const char *arg = s->type == ARG_FLAG                            ? ""
+                          : s->type == ARG_CHOICE                        ? s->choices
+                          : s->type == ARG_STRING || s->type == ARG_LIST ? "VALUE"
+                                                                         : "N";
         fprintf(stderr, "  --%-16s %-14s %s\n", s->name, arg, s->help ? s->help : "");
     }
 }
@@ -140,7 +137,8 @@ int args_apply_json(ArgSpec *specs, int n_specs, const JsonValue *json, NfError 
         const char *key = json->keys[i];
         const JsonValue *v = &json->items[i]; /* no key twice: json_parse refuses duplicates */
         ArgSpec *s = find_spec(specs, n_specs, key, strlen(key));
-        if (!s || strcmp(key, "config") == 0) return nf_fail(err, NF_ERR_USAGE, "unknown key \"%s\" in the config file", key);
+        if (!s || strcmp(key, "config") == 0)
+            return nf_fail(err, NF_ERR_USAGE, "unknown key \"%s\" in the config file", key);
         if (s->seen) continue; /* the command line wins */
         s->seen = true;
         if (s->type == ARG_FLAG) {

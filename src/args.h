@@ -14,12 +14,12 @@
 #include "error.h"
 
 typedef enum {
-    ARG_STRING,  /* const char **dest */
-    ARG_INT,     /* int64_t *dest, checked against [min, max] */
-    ARG_FLOAT,   /* double *dest, finite, checked against [min, max] */
-    ARG_FLAG,    /* bool *dest, takes no value */
-    ARG_CHOICE,  /* const char **dest, one of the '|'-separated words in choices */
-    ARG_LIST,    /* StringList *dest: the flag may repeat; every value is kept */
+    ARG_STRING, /* const char **dest */
+    ARG_INT,    /* int64_t *dest, checked against [min, max] */
+    ARG_FLOAT,  /* double *dest, finite, checked against [min, max] */
+    ARG_FLAG,   /* bool *dest, takes no value */
+    ARG_CHOICE, /* const char **dest, one of the '|'-separated words in choices */
+    ARG_LIST,   /* StringList *dest: the flag may repeat; every value is kept */
 } ArgType;
 
 #define ARG_LIST_MAX 64
@@ -30,13 +30,13 @@ typedef struct {
 } StringList;
 
 typedef struct {
-    const char *name;     /* without the leading "--" */
+    const char *name; /* without the leading "--" */
     ArgType type;
     void *dest;
-    double min, max;      /* ARG_INT / ARG_FLOAT */
-    const char *choices;  /* ARG_CHOICE: "eot|blank|none" */
-    const char *help;     /* one line for --help */
-    bool seen;            /* set by args_parse */
+    double min, max;     /* ARG_INT / ARG_FLOAT */
+    const char *choices; /* ARG_CHOICE: "eot|blank|none" */
+    const char *help;    /* one line for --help */
+    bool seen;           /* set by args_parse */
 } ArgSpec;
 
 /* Parses argv[0..argc) (the words after the command name). Returns 0, or -1

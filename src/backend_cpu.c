@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include "f16.h"
 #include "kernels.h"
@@ -47,7 +47,10 @@ static bool cpu_has(CpuFeature f) {
 }
 
 const char *nf_cpu_kernels(void) {
-    return cpu_has(CPU_BF16) ? "avx512-vnni-bf16" : cpu_has(CPU_VNNI) ? "avx512-vnni" : cpu_has(CPU_AVX512) ? "avx512" : "portable";
+    return cpu_has(CPU_BF16)     ? "avx512-vnni-bf16"
+           : cpu_has(CPU_VNNI)   ? "avx512-vnni"
+           : cpu_has(CPU_AVX512) ? "avx512"
+                                 : "portable";
 }
 
 int nf_cpu_check_env(NfError *err) {
@@ -60,8 +63,10 @@ int nf_cpu_check_env(NfError *err) {
 /* 0: OMP_NUM_THREADS when it is set (the dashboard sets it so that runs side
  * by side share the cores: runqueue.h), else one thread per core */
 void nf_set_threads(int n) {
-    if (n > 0) omp_set_num_threads(n);
-    else if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(omp_get_num_procs());
+    if (n > 0)
+        omp_set_num_threads(n);
+    else if (!getenv("OMP_NUM_THREADS"))
+        omp_set_num_threads(omp_get_num_procs());
 }
 
 int nf_threads(void) { return omp_get_max_threads(); }
@@ -128,7 +133,8 @@ double nf_memory_read_gbytes_s(size_t bytes) {
 #pragma omp parallel for schedule(static) reduction(+ : sum)
         for (c = 0; c < chunks; c++) {
             size_t start = per_chunk * c, len = c == chunks - 1 ? n - start : per_chunk;
-            sum += avx512 ? avx512_dot(buf + start, buf + start, (int)len) : dot_f32(buf + start, buf + start, (int)len);
+            sum +=
+                avx512 ? avx512_dot(buf + start, buf + start, (int)len) : dot_f32(buf + start, buf + start, (int)len);
         }
         double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
         if (gbytes_s > best) best = gbytes_s;
@@ -220,8 +226,8 @@ static void quantize_q16_rows(int16_t *xq, float *xs, const float *x, int n, int
  * for n rows of x quantized by quantize_q16_rows, each group's dot product
  * in integers (which the compiler vectorizes: integer sums may be
  * reordered, float sums may not). */
-static void q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int16_t *xq,
-                   const float *xs, int n, int dim, int gs) {
+static void q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int16_t *xq, const float *xs,
+                   int n, int dim, int gs) {
     int groups = dim / gs;
     for (int i = 0; i < n; i++) {
         const int16_t *xi = xq + (size_t)i * dim;
@@ -271,8 +277,10 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
         const Tensor *w = p[k].w;
         const int8_t *wr = w->q + (size_t)r * dim;
         const float *ws = w->scale + (size_t)r * groups;
-        if (vnni) vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, xo, n, dim, gs);
-        else q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs);
+        if (vnni)
+            vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, xo, n, dim, gs);
+        else
+            q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs);
     }
     free(xq);
 }
@@ -282,8 +290,8 @@ void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim
     for (int k = 0; k < count; k++) {
         const Tensor *w = p[k].w;
         f32 = f32 && w->dtype == NF_F32;
-        q8_groups_tile_rows = q8_groups_tile_rows && w->dtype != NF_F32 &&
-                              w->group_size == p[0].w->group_size && in_dim % w->group_size == 0;
+        q8_groups_tile_rows = q8_groups_tile_rows && w->dtype != NF_F32 && w->group_size == p[0].w->group_size &&
+                              in_dim % w->group_size == 0;
     }
     if (f32 && n == 1 && cpu_has(CPU_AVX512)) {
         gemv_f32_avx512(p, count, x, in_dim);
@@ -366,8 +374,10 @@ void nf_softmax(float *x, int n) { softmax_row(x, n, n, cpu_has(CPU_AVX512)); }
 static void key_dots(float *sh, const float *kf, const uint16_t *kb, size_t ld, const float *qh, int rows, int hs,
                      bool avx512) {
     if (avx512) {
-        if (kb) avx512_dots_bf16(sh, kb, ld, qh, rows, hs);
-        else avx512_dots(sh, kf, ld, qh, rows, hs);
+        if (kb)
+            avx512_dots_bf16(sh, kb, ld, qh, rows, hs);
+        else
+            avx512_dots(sh, kf, ld, qh, rows, hs);
         return;
     }
     for (int t = 0; t < rows; t++)
@@ -377,8 +387,10 @@ static void key_dots(float *sh, const float *kf, const uint16_t *kb, size_t ld, 
 static void value_sum(float *oh, const float *sh, const float *vf, const uint16_t *vb, size_t ld, int rows, int hs,
                       bool avx512) {
     if (avx512) {
-        if (vb) avx512_weighted_sum_bf16(oh, sh, vb, ld, rows, hs);
-        else avx512_weighted_sum(oh, sh, vf, ld, rows, hs);
+        if (vb)
+            avx512_weighted_sum_bf16(oh, sh, vb, ld, rows, hs);
+        else
+            avx512_weighted_sum(oh, sh, vf, ld, rows, hs);
         return;
     }
     memset(oh, 0, (size_t)hs * sizeof(float));
@@ -392,8 +404,8 @@ static void value_sum(float *oh, const float *sh, const float *vf, const uint16_
 }
 
 static void attention_decode(float *out, const float *q, const float *kf, const float *vf, const uint16_t *kb,
-                             const uint16_t *vb, NfKvLayout layout, float *scores, int pos, int n_heads,
-                             int n_kv_heads, int head_size) {
+                             const uint16_t *vb, NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads,
+                             int head_size) {
     int group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_size);
     bool avx512 = cpu_has(CPU_AVX512);
@@ -427,8 +439,10 @@ void nf_kv_store(float *cache, uint16_t *cache_bf16, NfKvLayout layout, const fl
         for (int j = 0; j < n_kv_heads; j++) {
             const float *src = x + ((size_t)r * n_kv_heads + j) * head_size;
             size_t at = (size_t)j * layout.head_stride + (size_t)(pos + r) * layout.row_stride;
-            if (cache_bf16) nf_bf16_round(cache_bf16 + at, src, (size_t)head_size);
-            else memcpy(cache + at, src, (size_t)head_size * sizeof(float));
+            if (cache_bf16)
+                nf_bf16_round(cache_bf16 + at, src, (size_t)head_size);
+            else
+                memcpy(cache + at, src, (size_t)head_size * sizeof(float));
         }
 }
 
@@ -442,7 +456,8 @@ void nf_kv_load(float *x, const float *cache, const uint16_t *cache_bf16, NfKvLa
             size_t at = (size_t)j * layout.head_stride + (size_t)t * layout.row_stride;
             if (cache_bf16)
                 for (int i = 0; i < head_size; i++) dst[i] = bf16_to_f32(cache_bf16[at + i]);
-            else memcpy(dst, cache + at, (size_t)head_size * sizeof(float));
+            else
+                memcpy(dst, cache + at, (size_t)head_size * sizeof(float));
         }
 }
 
@@ -512,9 +527,9 @@ static bool matmul_primitive(Onednn *o, dnnl_data_type_t type, char ta, char tb,
         dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
-        (beta == 0.0f || (dnnl_post_ops_create(&post) == dnnl_success &&
-                          dnnl_post_ops_append_sum(post, 1.0f) == dnnl_success &&
-                          dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success)) &&
+        (beta == 0.0f ||
+         (dnnl_post_ops_create(&post) == dnnl_success && dnnl_post_ops_append_sum(post, 1.0f) == dnnl_success &&
+          dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success)) &&
         /* oneDNN caches primitives by their description: creating one again is cheap */
         dnnl_primitive_desc_create(&pd, &desc, attr, o->engine, NULL) == dnnl_success &&
         dnnl_primitive_create(&prim, pd) == dnnl_success &&
@@ -524,8 +539,8 @@ static bool matmul_primitive(Onednn *o, dnnl_data_type_t type, char ta, char tb,
         dnnl_memory_create(&mem[1], &b_md, o->engine, (void *)B) == dnnl_success &&
         dnnl_memory_create(&mem[2], &c_md, o->engine, C) == dnnl_success &&
         dnnl_memory_create(&mem[3], pad_md, o->engine, o->scratchpad) == dnnl_success) {
-        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
-                                   {DNNL_ARG_SCRATCHPAD, mem[3]}};
+        dnnl_exec_arg_t args[4] = {
+            {DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}, {DNNL_ARG_SCRATCHPAD, mem[3]}};
         done = dnnl_primitive_execute(prim, o->stream, 4, args) == dnnl_success &&
                dnnl_stream_wait(o->stream) == dnnl_success;
     }
@@ -543,9 +558,9 @@ struct Bf16Context {
     uint16_t *a, *b; /* rounded operands, max_floats each */
     size_t max_floats;
     struct {
-        const float *w;   /* (n) the fp32 weights */
+        const float *w; /* (n) the fp32 weights */
         size_t n;
-        uint16_t *copy;   /* (n) them rounded */
+        uint16_t *copy; /* (n) them rounded */
     } kept[BF16_KEPT_MAX];
     int n_kept;
 };
@@ -656,7 +671,7 @@ void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, 
  * gradient of the 15M and 110M shapes sgemm was 1-5% faster. Its own engine
  * and stream per call cost nothing beside a product this size, and keep the
  * fp32 path free of state. */
-#define TALL_ROWS 8192
+#define TALL_ROWS      8192
 #define NARROW_COLUMNS 512
 
 static bool tall_weight_gradient(float *dw, float beta, const float *dout, const float *inp, int N, int C, int OC) {

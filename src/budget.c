@@ -144,8 +144,10 @@ int budget_parse_size(const char *text, const char *flag, uint64_t *bytes, NfErr
     if (u && *end) {
         unit = ldexp(1.0, 10 * (int)(u - units + 1));
         end++;
-        if ((end[0] & ~0x20) == 'I' && (end[1] & ~0x20) == 'B') end += 2;
-        else if ((end[0] & ~0x20) == 'B') end++;
+        if ((end[0] & ~0x20) == 'I' && (end[1] & ~0x20) == 'B')
+            end += 2;
+        else if ((end[0] & ~0x20) == 'B')
+            end++;
     }
     double b = v * unit;
     if (!number || hex || *end || !isfinite(b) || b < 0 || b >= 0x1p63 || (b > 0 && b < 1))
@@ -159,6 +161,8 @@ void budget_format(uint64_t bytes, char *out, size_t cap) {
     double v = (double)bytes;
     int u = 0;
     while (v >= 1024 && u < 6) v /= 1024, u++;
-    if (u == 0) snprintf(out, cap, "%llu B", (unsigned long long)bytes);
-    else snprintf(out, cap, "%.1f %s", v, units[u]);
+    if (u == 0)
+        snprintf(out, cap, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(out, cap, "%.1f %s", v, units[u]);
 }

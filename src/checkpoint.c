@@ -12,9 +12,9 @@
 static const char MAGIC[8] = {'N', 'F', 'C', 'K', 'P', 'T', '0', '1'};
 #define CKPT_VERSION 1
 #define HEADER_FIXED 120 /* bytes before the options JSON */
-#define LORA_BLOCK 32    /* kind 1: bytes after the options JSON, before the base path */
-#define KIND_FULL 0
-#define KIND_LORA 1
+#define LORA_BLOCK   32  /* kind 1: bytes after the options JSON, before the base path */
+#define KIND_FULL    0
+#define KIND_LORA    1
 
 /* The checksum: FNV-1a over little-endian 64-bit words (the tail zero-padded). */
 typedef struct {
@@ -71,9 +71,9 @@ static void put(Writer *w, const void *v, size_t n) {
 static void encode_header(const Checkpoint *ck, unsigned char *buf, uint32_t options_len) {
     Writer w = {buf};
     uint32_t version = CKPT_VERSION, kind = ck->is_lora ? KIND_LORA : KIND_FULL;
-    int32_t cfg[8] = {ck->config.dim,       ck->config.hidden_dim, ck->config.n_layers,
-                      ck->config.n_heads,   ck->config.n_kv_heads, ck->config.vocab_size,
-                      ck->config.seq_len,   ck->config.shared_classifier ? 1 : 0};
+    int32_t cfg[8] = {
+        ck->config.dim,        ck->config.hidden_dim, ck->config.n_layers, ck->config.n_heads,
+        ck->config.n_kv_heads, ck->config.vocab_size, ck->config.seq_len,  ck->config.shared_classifier ? 1 : 0};
     put(&w, MAGIC, 8);
     put(&w, &version, 4);
     put(&w, &kind, 4);
@@ -116,10 +116,11 @@ int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfE
     Checksum sum;
     checksum_init(&sum);
     size_t tensor_bytes = (size_t)ck->n_params * sizeof(float);
-    const void *parts[7] = {header, ck->options_json ? ck->options_json : "", lora_block, ck->base_path,
-                            ck->params, ck->adam_m, ck->adam_v};
-    size_t sizes[7] = {HEADER_FIXED, options_len, ck->is_lora ? LORA_BLOCK : 0, path_len,
-                       tensor_bytes, tensor_bytes, tensor_bytes};
+    const void *parts[7] = {
+        header,    ck->options_json ? ck->options_json : "", lora_block, ck->base_path, ck->params, ck->adam_m,
+        ck->adam_v};
+    size_t sizes[7] = {HEADER_FIXED, options_len, ck->is_lora ? LORA_BLOCK : 0, path_len, tensor_bytes,
+                       tensor_bytes, tensor_bytes};
     *bytes = 8;
     for (int i = 0; i < 7; i++) {
         if (sizes[i] == 0) continue;
@@ -163,8 +164,9 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
     memcpy(&ck->n_params, p + 104, 8);
     memcpy(&options_len, p + 112, 4);
     if (version != CKPT_VERSION || (kind != KIND_FULL && kind != KIND_LORA)) {
-        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has version %u kind %u; this build reads version %d kinds 0 and 1",
-                path, version, kind, CKPT_VERSION);
+        nf_fail(err, NF_ERR_CHECKPOINT,
+                "checkpoint '%s' has version %u kind %u; this build reads version %d kinds 0 and 1", path, version,
+                kind, CKPT_VERSION);
         goto done;
     }
     /* the checksum first: a damaged file is reported as damaged, whatever byte was hit */
@@ -336,8 +338,10 @@ int load_flat_params(const char *model_path, const char *ckpt_path, const char *
             free(base);
         }
         checkpoint_free(&ck);
-        if (rc == 0 && options_json) *options_json = options;
-        else free(options);
+        if (rc == 0 && options_json)
+            *options_json = options;
+        else
+            free(options);
         return rc;
     }
     if (flat_params_of_model(model_path, config, params, err) != 0) return -1;

@@ -21,22 +21,22 @@
 
 typedef struct {
     ModelConfig config;
-    int64_t step;             /* optimizer steps completed */
+    int64_t step; /* optimizer steps completed */
     int64_t tokens_seen;
-    uint64_t data_rng_state;  /* BatchSampler: random mode */
-    int64_t data_epoch;       /* BatchSampler: shuffle mode */
+    uint64_t data_rng_state; /* BatchSampler: random mode */
+    int64_t data_epoch;      /* BatchSampler: shuffle mode */
     uint64_t data_position;
-    double best_val_loss;     /* NaN before the first validation */
+    double best_val_loss; /* NaN before the first validation */
     double last_loss;
-    char *options_json;       /* the training options, NUL-terminated */
-    bool is_lora;             /* kind 1: params are LoRA adapters (lora.h layout) on a base model file */
-    LoraConfig lora;          /* is_lora only */
-    uint64_t base_checksum;   /* is_lora only: model_file_checksum of the base */
-    char *base_path;          /* is_lora only: the base model file as train was given it, NUL-terminated */
-    uint64_t n_params;        /* trainable floats: config_param_count, or lora_param_count */
-    float *params;            /* (n_params) */
-    float *adam_m;            /* (n_params) or NULL when only weights are wanted */
-    float *adam_v;            /* (n_params) or NULL */
+    char *options_json;     /* the training options, NUL-terminated */
+    bool is_lora;           /* kind 1: params are LoRA adapters (lora.h layout) on a base model file */
+    LoraConfig lora;        /* is_lora only */
+    uint64_t base_checksum; /* is_lora only: model_file_checksum of the base */
+    char *base_path;        /* is_lora only: the base model file as train was given it, NUL-terminated */
+    uint64_t n_params;      /* trainable floats: config_param_count, or lora_param_count */
+    float *params;          /* (n_params) */
+    float *adam_m;          /* (n_params) or NULL when only weights are wanted */
+    float *adam_v;          /* (n_params) or NULL */
 } Checkpoint;
 
 /* Writes atomically; returns the file size in *bytes. */

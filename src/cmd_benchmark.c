@@ -41,7 +41,7 @@ static const Preset PRESETS[] = {
 
 typedef struct {
     ModelConfig config;
-    float *params;     /* (config_param_count) weights, params.h layout */
+    float *params; /* (config_param_count) weights, params.h layout */
     const char *source;
 } BenchModel;
 
@@ -118,8 +118,14 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
         trained = bm->params;
     }
     uint16_t *trained_bf16 = activations_keep_bf16_weights(&acts, &net, trained, n);
-    OptimizerOptions opt = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1,
-                            .grad_clip = 1.0, .schedule = LR_CONSTANT, .total_steps = o->steps + 1};
+    OptimizerOptions opt = {.lr = 1e-4,
+                            .beta1 = 0.9,
+                            .beta2 = 0.95,
+                            .eps = 1e-8,
+                            .weight_decay = 0.1,
+                            .grad_clip = 1.0,
+                            .schedule = LR_CONSTANT,
+                            .total_steps = o->steps + 1};
     double timed_ms = 0.0, first_ms = 0.0;
     for (int64_t step = 1; step <= o->steps + 1; step++) { /* step 1 is the warm-up */
         double t0 = nf_now_ms();
@@ -127,8 +133,10 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
         model_backward(&net, &g, NF_SET, &acts, tokens); /* writes the gradients: no zeroing */
         optimizer_update(trained, trained_bf16, grads, n, m, v, seg, n_seg, &opt, opt.lr, step);
         double ms = nf_now_ms() - t0;
-        if (step == 1) first_ms = ms;
-        else timed_ms += ms;
+        if (step == 1)
+            first_ms = ms;
+        else
+            timed_ms += ms;
     }
     double ms_per_step = timed_ms / (double)o->steps, tok_s = (double)B * T / (ms_per_step / 1000.0);
     double gflops = model_flops_per_token(c, T, lora) * tok_s / 1e9, peak = nf_gemm_peak_gflops(2048);
@@ -233,22 +241,28 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     ArgSpec specs[] = {
         {"train", ARG_FLAG, &train, .help = "time training steps"},
         {"generate", ARG_FLAG, &generate, .help = "time generation"},
-        {"preset", ARG_CHOICE, &preset, .choices = "15M|42M|110M", .help = "a llama2.c model shape, random weights (default 15M)"},
+        {"preset", ARG_CHOICE, &preset, .choices = "15M|42M|110M",
+         .help = "a llama2.c model shape, random weights (default 15M)"},
         {"model", ARG_STRING, &model_path, .help = "or this model file"},
         {"batch", ARG_INT, &o.batch, 1, 4096, .help = "--train: sequences per step (default 4)"},
         {"seq", ARG_INT, &o.seq, 1, NF_MAX_SEQ_LEN, .help = "--train: tokens per sequence (default 256)"},
         {"steps", ARG_INT, &o.steps, 1, 1000, .help = "--train: timed steps after one warm-up (default 3)"},
-        {"lora-rank", ARG_INT, &o.lora_rank, 0, LORA_MAX_RANK, .help = "--train: LoRA on wq,wk,wv,wo (default 0 = full)"},
+        {"lora-rank", ARG_INT, &o.lora_rank, 0, LORA_MAX_RANK,
+         .help = "--train: LoRA on wq,wk,wv,wo (default 0 = full)"},
         {"tokens", ARG_INT, &o.tokens, 1, NF_MAX_SEQ_LEN, .help = "--generate: tokens to generate (default 128)"},
-        {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN, .help = "--generate: prompt tokens first (default 128)"},
-        {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16", .help = "--train: precision of the weight products (default fp32)"},
+        {"prompt-tokens", ARG_INT, &o.prompt_tokens, 0, NF_MAX_SEQ_LEN,
+         .help = "--generate: prompt tokens first (default 128)"},
+        {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16",
+         .help = "--train: precision of the weight products (default fp32)"},
         {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "--generate: q8 = int8 weights (default none)"},
-        {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16", .help = "--generate: what the KV cache stores (default fp32)"},
+        {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16",
+         .help = "--generate: what the KV cache stores (default fp32)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("benchmark", "Times training steps or generation on this machine.", specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command("benchmark", "Times training steps or generation on this machine.", specs, n_specs,
+                                    argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (train == generate) {

@@ -29,7 +29,8 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("eval", "Evaluates a model or checkpoint: mean loss and perplexity.", specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command("eval", "Evaluates a model or checkpoint: mean loss and perplexity.", specs,
+                                    n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (data.n == 0) {
@@ -50,7 +51,8 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
     }
     int B = (int)batch, T = (int)seq;
     if (token_data_open(&d, data.items, data.n, NULL, 0.0, c.vocab_size, T, &err) != 0 ||
-        activations_init(&acts, &c, NULL, B, T, false, &err) != 0 || !(tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
+        activations_init(&acts, &c, NULL, B, T, false, &err) != 0 ||
+        !(tokens = nf_alloc_array((size_t)B * T, sizeof(int), &err)) ||
         !(targets = nf_alloc_array((size_t)B * T, sizeof(int), &err)))
         goto fail;
     Net net;

@@ -42,7 +42,8 @@ static int load_adapters(const char *model_path, const char *ckpt_path, const ch
         if (checkpoint_load(ckpt_path, &ck, false, err) != 0) return -1;
         if (!ck.is_lora) {
             checkpoint_free(&ck);
-            return nf_fail(err, NF_ERR_USAGE, "'%s' is a full checkpoint; adapter formats need a LoRA checkpoint", ckpt_path);
+            return nf_fail(err, NF_ERR_USAGE, "'%s' is a full checkpoint; adapter formats need a LoRA checkpoint",
+                           ckpt_path);
         }
         base = strdup(ck.base_path);
         checkpoint_free(&ck);
@@ -57,8 +58,10 @@ static int load_adapters(const char *model_path, const char *ckpt_path, const ch
         rc = lora_load(adapters, base, &m.config, lora, buffer, err);
         model_free(&m);
     }
-    if (rc != 0) free(base);
-    else *base_name = base;
+    if (rc != 0)
+        free(base);
+    else
+        *base_name = base;
     return rc;
 }
 
@@ -66,12 +69,17 @@ int cmd_export(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL, *output = NULL, *format = "llama2c";
     const char *dtype_name = "f32", *tokenizer_path = NULL;
     ArgSpec specs[] = {
-        {"ckpt", ARG_STRING, &ckpt_path, .help = "training checkpoint to export (LoRA: merged into the base it names, or the adapters alone for gguf-lora/peft)"},
+        {"ckpt", ARG_STRING, &ckpt_path,
+         .help = "training checkpoint to export (LoRA: merged into the base it names, or the adapters alone for "
+                 "gguf-lora/peft)"},
         {"model", ARG_STRING, &model_path, .help = "or a model file (any format we read)"},
         {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint on --model: merged, or alone for gguf-lora/peft"},
-        {"format", ARG_CHOICE, &format, .choices = "llama2c|llama2c-v1|gguf|safetensors|gguf-lora|peft", .help = "output format (default llama2c)"},
-        {"dtype", ARG_CHOICE, &dtype_name, .choices = "f32|f16|q8_0", .help = "gguf: tensor type of the matrices (default f32)"},
-        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "gguf: the tokenizer to embed (default: the one the checkpoint's run was given)"},
+        {"format", ARG_CHOICE, &format, .choices = "llama2c|llama2c-v1|gguf|safetensors|gguf-lora|peft",
+         .help = "output format (default llama2c)"},
+        {"dtype", ARG_CHOICE, &dtype_name, .choices = "f32|f16|q8_0",
+         .help = "gguf: tensor type of the matrices (default f32)"},
+        {"tokenizer", ARG_STRING, &tokenizer_path,
+         .help = "gguf: the tokenizer to embed (default: the one the checkpoint's run was given)"},
         {"output", ARG_STRING, &output, .help = "file to write (a directory for safetensors and peft; required)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
@@ -81,12 +89,19 @@ int cmd_export(int argc, char **argv, NfOut *out) {
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     bool adapters = is_adapter_format(format), gguf = strcmp(format, "gguf") == 0;
-    if (!output) nf_fail(&err, NF_ERR_USAGE, "export needs --output");
-    else if (!!model_path + !!ckpt_path != 1) nf_fail(&err, NF_ERR_USAGE, "export needs exactly one of --model and --ckpt");
-    else if (lora_path && !model_path) nf_fail(&err, NF_ERR_USAGE, "--lora needs --model (the base model)");
-    else if (adapters && model_path && !lora_path) nf_fail(&err, NF_ERR_USAGE, "--format %s writes LoRA adapters: give --lora (with --model) or a LoRA --ckpt", format);
-    else if (args_seen(specs, n_specs, "dtype") && !gguf) nf_fail(&err, NF_ERR_USAGE, "--dtype is for --format gguf");
-    else if (tokenizer_path && !gguf) nf_fail(&err, NF_ERR_USAGE, "--tokenizer is for --format gguf (the only format that embeds one)");
+    if (!output)
+        nf_fail(&err, NF_ERR_USAGE, "export needs --output");
+    else if (!!model_path + !!ckpt_path != 1)
+        nf_fail(&err, NF_ERR_USAGE, "export needs exactly one of --model and --ckpt");
+    else if (lora_path && !model_path)
+        nf_fail(&err, NF_ERR_USAGE, "--lora needs --model (the base model)");
+    else if (adapters && model_path && !lora_path)
+        nf_fail(&err, NF_ERR_USAGE, "--format %s writes LoRA adapters: give --lora (with --model) or a LoRA --ckpt",
+                format);
+    else if (args_seen(specs, n_specs, "dtype") && !gguf)
+        nf_fail(&err, NF_ERR_USAGE, "--dtype is for --format gguf");
+    else if (tokenizer_path && !gguf)
+        nf_fail(&err, NF_ERR_USAGE, "--tokenizer is for --format gguf (the only format that embeds one)");
     if (err.code) return emit_error(out, &err);
 
     ModelConfig c;
@@ -121,10 +136,14 @@ int cmd_export(int argc, char **argv, NfOut *out) {
             have_tok = rc == 0;
         }
         if (rc == 0) {
-            if (strcmp(format, "llama2c") == 0) rc = export_llama2c(output, &c, params, 0, &st, &err);
-            else if (strcmp(format, "llama2c-v1") == 0) rc = export_llama2c(output, &c, params, 1, &st, &err);
+            if (strcmp(format, "llama2c") == 0)
+                rc = export_llama2c(output, &c, params, 0, &st, &err);
+            else if (strcmp(format, "llama2c-v1") == 0)
+                rc = export_llama2c(output, &c, params, 1, &st, &err);
             else if (gguf) {
-                ExportDtype dt = strcmp(dtype_name, "f16") == 0 ? EXPORT_F16 : strcmp(dtype_name, "q8_0") == 0 ? EXPORT_Q8_0 : EXPORT_F32;
+                ExportDtype dt = strcmp(dtype_name, "f16") == 0    ? EXPORT_F16
+                                 : strcmp(dtype_name, "q8_0") == 0 ? EXPORT_Q8_0
+                                                                   : EXPORT_F32;
                 rc = export_gguf(output, &c, params, &tok, dt, &st, &err);
             } else
                 rc = export_safetensors(output, &c, params, &st, &err);

@@ -54,9 +54,9 @@ static char *read_stdin(size_t *len, NfError *err) {
 
 typedef struct {
     NfOut *out;
-    bool text_mode;      /* raw text on stdout instead of NDJSON */
-    Utf8Stream utf8;     /* NDJSON mode: whole characters per message */
-    char *scratch;       /* room for one token's text after UTF-8 repair */
+    bool text_mode;  /* raw text on stdout instead of NDJSON */
+    Utf8Stream utf8; /* NDJSON mode: whole characters per message */
+    char *scratch;   /* room for one token's text after UTF-8 repair */
 } TokenWriter;
 
 static void write_token(TokenWriter *w, int id, const char *bytes, size_t n) {
@@ -91,13 +91,16 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         {"top-k", ARG_INT, &top_k, 0, 1 << 22, .help = "sample from the k most likely tokens (default 0 = off)"},
         {"seed", ARG_INT, &seed, 0, 9007199254740991.0, .help = "random seed (default: from the clock)"},
         {"text", ARG_FLAG, &text_flag, .help = "print plain text instead of NDJSON"},
-        {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "q8: int8 weights with per-64 scales (default none)"},
-        {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16", .help = "bf16: half the cache to read per token (default fp32)"},
+        {"quant", ARG_CHOICE, &quant, .choices = "none|q8",
+         .help = "q8: int8 weights with per-64 scales (default none)"},
+        {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16",
+         .help = "bf16: half the cache to read per token (default fp32)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("generate", "Generates text from a model, starting from BOS and the prompt.", specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command("generate", "Generates text from a model, starting from BOS and the prompt.", specs,
+                                    n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!tokenizer_path) {
@@ -149,8 +152,8 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     if (positions > seq_len) positions = seq_len;
     KvCacheType kv_type = strcmp(kv_cache, "bf16") == 0 ? KV_CACHE_BF16 : KV_CACHE_F32;
     if (infer_state_init(&state, &model.config, (int)positions, kv_type, &err) != 0 ||
-        sampler_init(&sampler, model.config.vocab_size, (float)temperature, (float)top_p, (int)top_k,
-                     (uint64_t)seed, &err) != 0)
+        sampler_init(&sampler, model.config.vocab_size, (float)temperature, (float)top_p, (int)top_k, (uint64_t)seed,
+                     &err) != 0)
         goto fail;
     if (!(writer.scratch = nf_alloc(3 * ((size_t)tok.max_token_length + 8), &err))) goto fail;
 

@@ -13,9 +13,11 @@
 int cmd_import(int argc, char **argv, NfOut *out) {
     const char *input = NULL, *output = NULL, *tokenizer_out = NULL;
     ArgSpec specs[] = {
-        {"input", ARG_STRING, &input, .help = "GGUF file, or Hugging Face model directory (config.json + safetensors); required"},
+        {"input", ARG_STRING, &input,
+         .help = "GGUF file, or Hugging Face model directory (config.json + safetensors); required"},
         {"output", ARG_STRING, &output, .help = "llama2.c model file to write (required)"},
-        {"tokenizer-output", ARG_STRING, &tokenizer_out, .help = "GGUF: also write its vocabulary as a tokenizer.bin here"},
+        {"tokenizer-output", ARG_STRING, &tokenizer_out,
+         .help = "GGUF: also write its vocabulary as a tokenizer.bin here"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};

@@ -66,7 +66,8 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("info", "Describes a model, a tokenizer and/or LoRA adapters.", specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command("info", "Describes a model, a tokenizer and/or LoRA adapters.", specs, n_specs,
+                                    argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!model_path && !tokenizer_path && !lora_path) {

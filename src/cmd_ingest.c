@@ -11,7 +11,7 @@
 
 typedef struct {
     NfOut *out;
-    bool progress;         /* a line on stderr (when it is a terminal) */
+    bool progress; /* a line on stderr (when it is a terminal) */
     uint64_t files, tokens;
     double start_ms, last_ms;
 } Reporter;
@@ -44,19 +44,23 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
     int64_t max_shard_mb = 64, max_file_mb = 1024;
     bool incremental = false;
     ArgSpec specs[] = {
-        {"source", ARG_STRING, &source, .help = "directory of .txt, .md, .csv and .jsonl files, read recursively (required)"},
-        {"output", ARG_STRING, &output, .help = "directory for the shards and manifest.json (required; created if missing)"},
+        {"source", ARG_STRING, &source,
+         .help = "directory of .txt, .md, .csv and .jsonl files, read recursively (required)"},
+        {"output", ARG_STRING, &output,
+         .help = "directory for the shards and manifest.json (required; created if missing)"},
         {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
         {"max-shard-mb", ARG_INT, &max_shard_mb, 1, 4096, .help = "largest shard, MiB of tokens (default 64)"},
         {"max-file-mb", ARG_INT, &max_file_mb, 1, 1048576, .help = "largest source file accepted, MiB (default 1024)"},
         {"split", ARG_CHOICE, &split, .choices = TEXT_SPLIT_CHOICES,
          .help = ".txt/.md documents end at <|endoftext|> lines (default), blank lines, or only at the end"},
-        {"incremental", ARG_FLAG, &incremental, .help = "tokenize only files changed since the last ingest into --output"},
+        {"incremental", ARG_FLAG, &incremental,
+         .help = "tokenize only files changed since the last ingest into --output"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("ingest", "Turns a tree of text, CSV and JSONL files into token shards, loss masks and manifest.json.",
-                                    specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command(
+        "ingest", "Turns a tree of text, CSV and JSONL files into token shards, loss masks and manifest.json.", specs,
+        n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!source || !output || !tokenizer_path) {

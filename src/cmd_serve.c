@@ -53,19 +53,24 @@ static int read_token_file(const char *path, char *out, size_t cap, NfError *err
         return nf_fail(err, NF_ERR_IO, "--token-file '%s': %s", path, strerror(e));
     }
     ssize_t n = 0;
-    if (!S_ISREG(sb.st_mode)) nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is not a regular file", path);
-    else if (sb.st_uid != geteuid()) nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is not owned by you", path);
+    if (!S_ISREG(sb.st_mode))
+        nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is not a regular file", path);
+    else if (sb.st_uid != geteuid())
+        nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is not owned by you", path);
     else if (sb.st_mode & 077)
         nf_fail(err, NF_ERR_USAGE, "--token-file '%s' is readable by others (mode %03o): chmod 600 it", path,
                 (unsigned)(sb.st_mode & 0777));
-    else if ((n = read(fd, out, cap - 1)) < 0) nf_fail(err, NF_ERR_IO, "--token-file '%s': %s", path, strerror(errno));
+    else if ((n = read(fd, out, cap - 1)) < 0)
+        nf_fail(err, NF_ERR_IO, "--token-file '%s': %s", path, strerror(errno));
     close(fd);
     if (err->code || n < 0) return -1;
     out[n] = '\0';
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r')) out[--n] = '\0';
     if (!token_valid(out))
-        return nf_fail(err, NF_ERR_USAGE, "--token-file '%s' must hold one token of 16 to 100 characters "
-                                          "(letters, digits, '.', '_', '~', '-')", path);
+        return nf_fail(err, NF_ERR_USAGE,
+                       "--token-file '%s' must hold one token of 16 to 100 characters "
+                       "(letters, digits, '.', '_', '~', '-')",
+                       path);
     return 0;
 }
 
@@ -92,15 +97,22 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     ArgSpec specs[] = {
         {"port", ARG_INT, &port, 0, 65535, .help = "TCP port (default 8377; 0 = any free port)"},
         {"host", ARG_STRING, &host, .help = "IPv4 address to bind (default 127.0.0.1)"},
-        {"allow-remote", ARG_FLAG, &allow_remote, .help = "permit a --host beyond loopback (the token is then all that guards it)"},
-        {"data-dir", ARG_STRING, &data_dir, .help = "where projects, runs and the database live (default ./neuralforge-data)"},
+        {"allow-remote", ARG_FLAG, &allow_remote,
+         .help = "permit a --host beyond loopback (the token is then all that guards it)"},
+        {"data-dir", ARG_STRING, &data_dir,
+         .help = "where projects, runs and the database live (default ./neuralforge-data)"},
         {"token-file", ARG_STRING, &token_file, .help = "read the access token from this file (mode 0600, yours)"},
-        {"token", ARG_STRING, &token, .help = "the access token, 16 to 100 characters; visible to every user in `ps`: "
-                                              "prefer --token-file or $NEURALFORGE_TOKEN (default: random)"},
-        {"idle-timeout", ARG_INT, &idle_timeout, 3, 3600, .help = "seconds a connection may stay silent before it is closed (default 30)"},
-        {"max-trainings", ARG_INT, &max_trainings, 1, 64, .help = "training runs at once; more wait queued (default 1)"},
-        {"max-jobs", ARG_INT, &max_jobs, 1, 64, .help = "generate, tokenize and export runs at once; more wait queued (default 2)"},
-        {"max-memory", ARG_STRING, &max_memory, .help = "memory budget of each training run, as train --max-memory (default 80% of the machine's)"},
+        {"token", ARG_STRING, &token,
+         .help = "the access token, 16 to 100 characters; visible to every user in `ps`: "
+                 "prefer --token-file or $NEURALFORGE_TOKEN (default: random)"},
+        {"idle-timeout", ARG_INT, &idle_timeout, 3, 3600,
+         .help = "seconds a connection may stay silent before it is closed (default 30)"},
+        {"max-trainings", ARG_INT, &max_trainings, 1, 64,
+         .help = "training runs at once; more wait queued (default 1)"},
+        {"max-jobs", ARG_INT, &max_jobs, 1, 64,
+         .help = "generate, tokenize and export runs at once; more wait queued (default 2)"},
+        {"max-memory", ARG_STRING, &max_memory,
+         .help = "memory budget of each training run, as train --max-memory (default 80% of the machine's)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -124,8 +136,10 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     }
     srv->max_trainings = (int)max_trainings;
     srv->max_jobs = (int)max_jobs;
-    if (max_memory && budget == 0) snprintf(srv->max_memory, sizeof srv->max_memory, "none");
-    else if (max_memory) snprintf(srv->max_memory, sizeof srv->max_memory, "%llu", (unsigned long long)budget);
+    if (max_memory && budget == 0)
+        snprintf(srv->max_memory, sizeof srv->max_memory, "none");
+    else if (max_memory)
+        snprintf(srv->max_memory, sizeof srv->max_memory, "%llu", (unsigned long long)budget);
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = '\0';

@@ -18,11 +18,11 @@
 typedef struct {
     const Tokenizer *tok;
     AtomicFile *file;
-    TokenList ids;         /* reused for every document */
+    TokenList ids; /* reused for every document */
     uint64_t tokens, documents;
     /* progress on stderr (when it is a terminal) */
     bool progress;
-    const char *text;      /* the whole input, to tell how far a document is */
+    const char *text; /* the whole input, to tell how far a document is */
     size_t size;
     double start_ms, last_report_ms;
 } DocumentWriter;
@@ -73,7 +73,8 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("tokenize", "Writes llama2.c token data: BOS, then each document's ids.", specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command("tokenize", "Writes llama2.c token data: BOS, then each document's ids.", specs,
+                                    n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!input || !output || !tokenizer_path) {

@@ -15,9 +15,9 @@
 
 typedef struct {
     NfOut *out;
-    bool tty;            /* stderr is a terminal: show a progress line there */
-    double last_tty_ms;  /* when that line was last drawn */
-    int last_percent;    /* the percent of merges last reported on stdout, -1 before the first */
+    bool tty;           /* stderr is a terminal: show a progress line there */
+    double last_tty_ms; /* when that line was last drawn */
+    int last_percent;   /* the percent of merges last reported on stdout, -1 before the first */
 } Progress;
 
 static void on_progress(void *ctx, const TokTrainProgress *p) {
@@ -61,9 +61,9 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
-    int parsed = args_parse_command("tokenizer-train",
-                                    "Learns a BPE tokenizer with byte fallback from text; writes a llama2.c tokenizer.bin.",
-                                    specs, n_specs, argc, argv, &err);
+    int parsed = args_parse_command(
+        "tokenizer-train", "Learns a BPE tokenizer with byte fallback from text; writes a llama2.c tokenizer.bin.",
+        specs, n_specs, argc, argv, &err);
     if (parsed == ARGS_HELP) return 0;
     if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (inputs.n == 0 || !output || !args_seen(specs, n_specs, "vocab-size")) {
@@ -104,9 +104,10 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
            vocab.vocab_size, vocab.characters, vocab.merges, (unsigned long long)vocab.bytes,
            (unsigned long long)vocab.words, ms);
     if (vocab.vocab_size < vocab_size)
-        nf_log("tokenizer-train: stopped at %d of %d pieces: no pair that occurs twice (and makes a piece of at most %d "
-               "characters) is left to merge",
-               vocab.vocab_size, (int)vocab_size, TOKTRAIN_MAX_PIECE_CHARS);
+        nf_log(
+            "tokenizer-train: stopped at %d of %d pieces: no pair that occurs twice (and makes a piece of at most %d "
+            "characters) is left to merge",
+            vocab.vocab_size, (int)vocab_size, TOKTRAIN_MAX_PIECE_CHARS);
     if (vocab.dropped_characters > 0)
         nf_log("tokenizer-train: %d rare characters have no piece and fall back to bytes", vocab.dropped_characters);
 

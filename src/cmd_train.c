@@ -49,20 +49,51 @@ static int read_flags(TrainCommand *c, int argc, char **argv, NfError *err) {
     TrainOptions *o = &c->o;
     TrainFlagValues *v = &c->v;
     void *const dest[TRAIN_OPTION_COUNT] = {
-        [TO_MODEL] = &o->model_path, [TO_INIT] = &o->init, [TO_DIM] = &v->dim, [TO_HIDDEN_DIM] = &v->hidden,
-        [TO_N_LAYERS] = &v->layers, [TO_N_HEADS] = &v->heads, [TO_N_KV_HEADS] = &v->kv_heads,
-        [TO_VOCAB_SIZE] = &v->vocab, [TO_SEQ_LEN] = &v->seq_len, [TO_SEPARATE_CLASSIFIER] = &v->separate_classifier,
-        [TO_LORA_RANK] = &v->lora_rank, [TO_LORA_ALPHA] = &v->lora_alpha, [TO_LORA_DROPOUT] = &v->lora_dropout,
-        [TO_LORA_TARGETS] = &v->lora_targets, [TO_LORA_TRAIN_NORMS] = &o->lora.train_norms, [TO_DATA] = &o->data,
-        [TO_VAL_DATA] = &o->val_data, [TO_VAL_SPLIT] = &o->val_split, [TO_VAL_EVERY] = &o->val_every,
-        [TO_VAL_BATCHES] = &o->val_batches, [TO_SHUFFLE] = &o->shuffle, [TO_BATCH] = &o->batch, [TO_SEQ] = &o->seq,
-        [TO_ACCUM] = &o->accum, [TO_STEPS] = &o->steps, [TO_SEED] = &o->seed, [TO_LR] = &o->optim.lr,
-        [TO_LR_MIN] = &o->optim.lr_min, [TO_LR_SCHEDULE] = &v->schedule, [TO_WARMUP] = &o->optim.warmup,
-        [TO_BETA1] = &o->optim.beta1, [TO_BETA2] = &o->optim.beta2, [TO_EPS] = &o->optim.eps,
-        [TO_WEIGHT_DECAY] = &o->optim.weight_decay, [TO_GRAD_CLIP] = &o->optim.grad_clip, [TO_CKPT] = &o->ckpt,
-        [TO_CKPT_EVERY] = &o->ckpt_every, [TO_CKPT_MINUTES] = &o->ckpt_minutes, [TO_KEEP_LAST] = &o->keep_last,
-        [TO_RESUME] = &o->resume, [TO_RESTART_EVERY] = &o->restart_every, [TO_CONFIG] = &v->config_path,
-        [TO_DTYPE] = &v->dtype, [TO_THREADS] = &v->threads, [TO_MAX_MEMORY] = &v->max_memory,
+        [TO_MODEL] = &o->model_path,
+        [TO_INIT] = &o->init,
+        [TO_DIM] = &v->dim,
+        [TO_HIDDEN_DIM] = &v->hidden,
+        [TO_N_LAYERS] = &v->layers,
+        [TO_N_HEADS] = &v->heads,
+        [TO_N_KV_HEADS] = &v->kv_heads,
+        [TO_VOCAB_SIZE] = &v->vocab,
+        [TO_SEQ_LEN] = &v->seq_len,
+        [TO_SEPARATE_CLASSIFIER] = &v->separate_classifier,
+        [TO_LORA_RANK] = &v->lora_rank,
+        [TO_LORA_ALPHA] = &v->lora_alpha,
+        [TO_LORA_DROPOUT] = &v->lora_dropout,
+        [TO_LORA_TARGETS] = &v->lora_targets,
+        [TO_LORA_TRAIN_NORMS] = &o->lora.train_norms,
+        [TO_DATA] = &o->data,
+        [TO_VAL_DATA] = &o->val_data,
+        [TO_VAL_SPLIT] = &o->val_split,
+        [TO_VAL_EVERY] = &o->val_every,
+        [TO_VAL_BATCHES] = &o->val_batches,
+        [TO_SHUFFLE] = &o->shuffle,
+        [TO_BATCH] = &o->batch,
+        [TO_SEQ] = &o->seq,
+        [TO_ACCUM] = &o->accum,
+        [TO_STEPS] = &o->steps,
+        [TO_SEED] = &o->seed,
+        [TO_LR] = &o->optim.lr,
+        [TO_LR_MIN] = &o->optim.lr_min,
+        [TO_LR_SCHEDULE] = &v->schedule,
+        [TO_WARMUP] = &o->optim.warmup,
+        [TO_BETA1] = &o->optim.beta1,
+        [TO_BETA2] = &o->optim.beta2,
+        [TO_EPS] = &o->optim.eps,
+        [TO_WEIGHT_DECAY] = &o->optim.weight_decay,
+        [TO_GRAD_CLIP] = &o->optim.grad_clip,
+        [TO_CKPT] = &o->ckpt,
+        [TO_CKPT_EVERY] = &o->ckpt_every,
+        [TO_CKPT_MINUTES] = &o->ckpt_minutes,
+        [TO_KEEP_LAST] = &o->keep_last,
+        [TO_RESUME] = &o->resume,
+        [TO_RESTART_EVERY] = &o->restart_every,
+        [TO_CONFIG] = &v->config_path,
+        [TO_DTYPE] = &v->dtype,
+        [TO_THREADS] = &v->threads,
+        [TO_MAX_MEMORY] = &v->max_memory,
         [TO_TOKENIZER] = &o->tokenizer,
     };
     if (train_flags_build(&c->table, dest, err) != 0) return ARGS_ERROR;
@@ -98,7 +129,9 @@ static int check_flag_combinations(const TrainCommand *c, NfError *err) {
         return nf_fail(err, NF_ERR_USAGE, "--%s needs --ckpt", o->resume ? "resume" : "restart-every");
     if (!o->ckpt && (o->ckpt_every > 0 || o->ckpt_minutes > 0 || o->keep_last > 1))
         return nf_fail(err, NF_ERR_USAGE, "--%s needs --ckpt (the checkpoint path)",
-                       o->ckpt_every > 0 ? "ckpt-every" : o->ckpt_minutes > 0 ? "ckpt-minutes" : "keep-last");
+                       o->ckpt_every > 0     ? "ckpt-every"
+                       : o->ckpt_minutes > 0 ? "ckpt-minutes"
+                                             : "keep-last");
     if (c->v.lora_rank == 0) {
         /* a LoRA setting that would change something, without LoRA, is a mistake worth naming */
         const char *stray = flag_seen(c, "lora-alpha")     ? "lora-alpha"
@@ -127,8 +160,10 @@ static int default_hidden_dim(int dim) {
 static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) {
     TrainOptions *o = &c->o;
     const TrainFlagValues *v = &c->v;
-    if (!v->max_memory) o->max_memory = budget_default();
-    else if (budget_parse_size(v->max_memory, "max-memory", &o->max_memory, err) != 0) return -1;
+    if (!v->max_memory)
+        o->max_memory = budget_default();
+    else if (budget_parse_size(v->max_memory, "max-memory", &o->max_memory, err) != 0)
+        return -1;
     o->use_lora = v->lora_rank > 0;
     if (o->use_lora) {
         o->lora.rank = (int)v->lora_rank;
@@ -206,7 +241,8 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     NfError err = {0};
     int parsed = train_command_parse(&c, argc, argv, &err);
     int status = 0;
-    if (parsed == ARGS_ERROR) status = emit_error(out, &err);
+    if (parsed == ARGS_ERROR)
+        status = emit_error(out, &err);
     else if (parsed == ARGS_OK) {
         nf_set_threads((int)c.v.threads);
         status = train_run(&c.o, out);

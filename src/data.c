@@ -11,11 +11,11 @@
 
 /* One file to map: a token file, and its mask when it has one. */
 typedef struct {
-    char *path;       /* uint16 token file */
-    char *mask_path;  /* its loss mask (one byte per token), or NULL */
-    int64_t tokens;   /* tokens a manifest lists for it, or -1 (no manifest) */
-    int64_t masked;   /* masked tokens a manifest lists, or -1 */
-    const char *dir;  /* the manifest's directory (for messages), or NULL */
+    char *path;      /* uint16 token file */
+    char *mask_path; /* its loss mask (one byte per token), or NULL */
+    int64_t tokens;  /* tokens a manifest lists for it, or -1 (no manifest) */
+    int64_t masked;  /* masked tokens a manifest lists, or -1 */
+    const char *dir; /* the manifest's directory (for messages), or NULL */
 } DataFile;
 
 typedef struct {
@@ -49,7 +49,6 @@ static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, i
     return 0;
 }
 
-
 static int compare_data_files(const void *a, const void *b) {
     return strcmp(((const DataFile *)a)->path, ((const DataFile *)b)->path);
 }
@@ -66,7 +65,8 @@ static int expand_manifest(const char *path, DataFiles *l, NfError *err) {
         char *mask = NULL;
         if (s->mask && !(mask = nf_path_join(path, s->mask))) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
         if (rc == 0)
-            rc = add_file(l, nf_path_join(path, s->file), mask, (int64_t)s->tokens, (int64_t)s->masked_tokens, path, err);
+            rc = add_file(l, nf_path_join(path, s->file), mask, (int64_t)s->tokens, (int64_t)s->masked_tokens, path,
+                          err);
     }
     manifest_free(&m);
     return rc;
@@ -125,8 +125,8 @@ static int open_token_file(MappedFile *f, MappedFile *mask, const DataFile *df, 
     if (!df->mask_path) return 0;
     if (mapped_file_open(mask, df->mask_path, "mask", err) != 0) return -1;
     if (mask->size != s.len)
-        return nf_fail(err, NF_ERR_DATA, "mask file '%s' has %zu bytes; its shard '%s' has %llu tokens",
-                       df->mask_path, mask->size, path, (unsigned long long)s.len);
+        return nf_fail(err, NF_ERR_DATA, "mask file '%s' has %zu bytes; its shard '%s' has %llu tokens", df->mask_path,
+                       mask->size, path, (unsigned long long)s.len);
     uint64_t zeros = 0;
     for (uint64_t i = 0; i < s.len; i++) {
         if (mask->data[i] > 1)
@@ -206,8 +206,8 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
         for (int i = 0; i < d->n_val; i++)
             if (d->val[i].len > val_longest) val_longest = d->val[i].len;
         if (rc == 0 && d->n_val > 0 && val_longest < (uint64_t)T + 1)
-            rc = nf_fail(err, NF_ERR_DATA, "the validation data has fewer than %d tokens (--seq %d plus one)", T + 1,
-                         T);
+            rc =
+                nf_fail(err, NF_ERR_DATA, "the validation data has fewer than %d tokens (--seq %d plus one)", T + 1, T);
         if (rc == 0 && d->train_masked && counted_targets(d->train, d->n_train) == 0)
             rc = nf_fail(err, NF_ERR_DATA, "every target of the training data is masked: nothing to learn");
         if (rc == 0 && d->val_masked && counted_targets(d->val, d->n_val) == 0)
@@ -292,10 +292,11 @@ void batch_sampler_free(BatchSampler *s) {
 
 int batch_sampler_restore(BatchSampler *s, uint64_t rng_state, int64_t epoch, uint64_t position, NfError *err) {
     if (s->shuffle && (position > s->n_windows || epoch < 0))
-        return nf_fail(err, NF_ERR_CHECKPOINT,
-                       "the checkpoint's data position (epoch %lld, window %llu) does not fit this data's %llu windows; "
-                       "resume with the run's own --data, --seq and --shuffle",
-                       (long long)epoch, (unsigned long long)position, (unsigned long long)s->n_windows);
+        return nf_fail(
+            err, NF_ERR_CHECKPOINT,
+            "the checkpoint's data position (epoch %lld, window %llu) does not fit this data's %llu windows; "
+            "resume with the run's own --data, --seq and --shuffle",
+            (long long)epoch, (unsigned long long)position, (unsigned long long)s->n_windows);
     s->rng.state = rng_state;
     if (s->shuffle) {
         s->epoch = epoch;
@@ -326,8 +327,7 @@ void batch_sampler_next(BatchSampler *s, const TokenData *d, int B, int T, int *
     }
 }
 
-void fixed_batch(const TokenSpan *spans, int n_spans, int k, int n_batches, int B, int T, int *tokens,
-                 int *targets) {
+void fixed_batch(const TokenSpan *spans, int n_spans, int k, int n_batches, int B, int T, int *tokens, int *targets) {
     uint64_t total = 0;
     for (int i = 0; i < n_spans; i++) total += span_starts(&spans[i], T);
     uint64_t windows = (uint64_t)n_batches * (uint64_t)B;

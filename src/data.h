@@ -19,15 +19,15 @@
 #include "rng.h"
 
 typedef struct {
-    const unsigned char *bytes;  /* uint16 little-endian tokens */
-    const unsigned char *mask;   /* (len) loss mask: 1 = the loss counts this token as a target, 0 = masked
+    const unsigned char *bytes; /* uint16 little-endian tokens */
+    const unsigned char *mask;  /* (len) loss mask: 1 = the loss counts this token as a target, 0 = masked
                                     (a prompt token); NULL = every token counts */
-    uint64_t len;                /* tokens */
+    uint64_t len;               /* tokens */
 } TokenSpan;
 
 typedef struct {
-    MappedFile *files;           /* (n_files) token files */
-    MappedFile *masks;           /* (n_files) their mask files; data NULL where a file has none */
+    MappedFile *files; /* (n_files) token files */
+    MappedFile *masks; /* (n_files) their mask files; data NULL where a file has none */
     int n_files;
     TokenSpan *train, *val;
     int n_train, n_val;
@@ -47,9 +47,7 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
                     int vocab_size, int T, NfError *err);
 void token_data_close(TokenData *d);
 
-static inline int token_at(const TokenSpan *s, uint64_t i) {
-    return s->bytes[2 * i] | (s->bytes[2 * i + 1] << 8);
-}
+static inline int token_at(const TokenSpan *s, uint64_t i) { return s->bytes[2 * i] | (s->bytes[2 * i + 1] << 8); }
 
 typedef struct {
     bool shuffle;
@@ -75,7 +73,6 @@ void batch_sampler_next(BatchSampler *s, const TokenData *d, int B, int T, int *
 /* Batch k of n_batches from a fixed, evenly spaced set of windows over the
  * spans (the same at every evaluation): fills (B, T), targets masked as
  * batch_sampler_next does. */
-void fixed_batch(const TokenSpan *spans, int n_spans, int k, int n_batches, int B, int T, int *tokens,
-                 int *targets);
+void fixed_batch(const TokenSpan *spans, int n_spans, int k, int n_batches, int B, int T, int *tokens, int *targets);
 
 #endif

@@ -35,8 +35,9 @@ int export_llama2c(const char *path, const ModelConfig *c, const float *params, 
     uint64_t bytes;
     if (version == 0) {
         /* the legacy layout is the flat buffer itself, with freq_cis tables before a separate classifier */
-        int32_t header[7] = {c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-                             c->shared_classifier ? c->vocab_size : -c->vocab_size, c->seq_len};
+        int32_t header[7] = {c->dim,     c->hidden_dim, c->n_layers,
+                             c->n_heads, c->n_kv_heads, c->shared_classifier ? c->vocab_size : -c->vocab_size,
+                             c->seq_len};
         size_t half = (size_t)config_head_size(c) / 2, cls_at = (size_t)(p.rms_final - params) + D;
         float *freq = nf_alloc_array(2 * (size_t)c->seq_len * half, sizeof(float), err);
         if (!freq) rc = -1;
@@ -57,7 +58,8 @@ int export_llama2c(const char *path, const ModelConfig *c, const float *params, 
     } else {
         unsigned char header[256] = {0};
         uint32_t magic = 0x616b3432;
-        int32_t fields[8] = {1, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len};
+        int32_t fields[8] = {1,          c->dim,        c->hidden_dim, c->n_layers,
+                             c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len};
         memcpy(header, &magic, 4);
         memcpy(header + 4, fields, sizeof fields);
         header[36] = c->shared_classifier ? 1 : 0;
@@ -124,8 +126,10 @@ static char *spm_piece(const unsigned char *s, uint32_t n, uint32_t *out_len) {
     char *o = malloc((size_t)n + 2 * spaces + 1), *q = o;
     if (!o) return NULL;
     for (uint32_t i = 0; i < n; i++)
-        if (s[i] == ' ') *q++ = (char)0xE2, *q++ = (char)0x96, *q++ = (char)0x81;
-        else *q++ = (char)s[i];
+        if (s[i] == ' ')
+            *q++ = (char)0xE2, *q++ = (char)0x96, *q++ = (char)0x81;
+        else
+            *q++ = (char)s[i];
     *out_len = (uint32_t)(q - o);
     return o;
 }
@@ -191,7 +195,7 @@ int export_gguf(const char *path, const ModelConfig *c, const float *params, con
         uint64_t count = t[i].rows * (t[i].cols ? t[i].cols : 1), row = t[i].cols ? t[i].cols : t[i].rows;
         uint64_t dims[2] = {row, t[i].rows};
         uint32_t n_dims = t[i].cols ? 2 : 1;
-        GgmlType type = !t[i].cols || dtype == EXPORT_F32 ? GGML_F32
+        GgmlType type = !t[i].cols || dtype == EXPORT_F32                    ? GGML_F32
                         : dtype == EXPORT_Q8_0 && row % GGML_Q8_0_BLOCK == 0 ? GGML_Q8_0
                                                                              : GGML_F16;
         uint64_t bytes = ggml_type_bytes(type, count, row);
@@ -244,7 +248,6 @@ static int write_text(const char *path, const char *text, size_t n, uint64_t *by
     return atomic_file_commit(&f, err);
 }
 
-
 int export_safetensors(const char *dir, const ModelConfig *c, const float *params, ExportStats *st, NfError *err) {
     if (ensure_dir(dir, err) != 0) return -1;
     int count = llama_tensor_count(c), rc = 0;
@@ -259,8 +262,12 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     int n = llama_tensors(c, (float *)params, t);
     for (int i = 0; i < n; i++) {
         uint64_t values = t[i].rows * (t[i].cols ? t[i].cols : 1);
-        out[i] = (StOutTensor){.name = t[i].hf_name, .dtype = ST_F32, .n_dims = t[i].cols ? 2 : 1,
-                               .shape = {t[i].rows, t[i].cols}, .data = t[i].data, .bytes = values * 4};
+        out[i] = (StOutTensor){.name = t[i].hf_name,
+                               .dtype = ST_F32,
+                               .n_dims = t[i].cols ? 2 : 1,
+                               .shape = {t[i].rows, t[i].cols},
+                               .data = t[i].data,
+                               .bytes = values * 4};
         if (t[i].rope_heads) { /* HF rotates halves of each head: reorder its rows */
             float *perm = owned_alloc(&owned, values * 4, err);
             if (!perm) {
@@ -295,7 +302,8 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     json_int(&j, "eos_token_id", TOKEN_EOS);
     json_str(&j, "torch_dtype", "float32");
     json_object_end(&j);
-    rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory") : write_text(config_path, j.data, j.len, &st->bytes, err);
+    rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory")
+                  : write_text(config_path, j.data, j.len, &st->bytes, err);
     json_free(&j);
     st->tensors = n;
 done:
@@ -360,7 +368,8 @@ int export_peft(const char *dir, const ModelConfig *c, const Lora *lora, const c
     StOutTensor *out = t ? nf_alloc_array(2 * (size_t)count, sizeof *out, err) : NULL;
     char(*names)[128] = out ? nf_alloc_array(2 * (size_t)count, sizeof *names, err) : NULL;
     Owned owned = {0};
-    char *model_path = nf_path_join(dir, "adapter_model.safetensors"), *config_path = nf_path_join(dir, "adapter_config.json");
+    char *model_path = nf_path_join(dir, "adapter_model.safetensors"),
+         *config_path = nf_path_join(dir, "adapter_config.json");
     if (!names || !model_path || !config_path) {
         rc = names ? nf_fail(err, NF_ERR_MEMORY, "out of memory") : -1;
         goto done;
@@ -409,7 +418,8 @@ int export_peft(const char *dir, const ModelConfig *c, const Lora *lora, const c
     json_bool(&j, "fan_in_fan_out", false);
     json_bool(&j, "inference_mode", true);
     json_object_end(&j);
-    rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory") : write_text(config_path, j.data, j.len, &st->bytes, err);
+    rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory")
+                  : write_text(config_path, j.data, j.len, &st->bytes, err);
     json_free(&j);
     st->tensors = n;
 done:

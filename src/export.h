@@ -17,8 +17,8 @@
 typedef enum { EXPORT_F32, EXPORT_F16, EXPORT_Q8_0 } ExportDtype;
 
 typedef struct {
-    uint64_t bytes;   /* of every file written */
-    int tensors;      /* tensors written */
+    uint64_t bytes; /* of every file written */
+    int tensors;    /* tensors written */
 } ExportStats;
 
 /* version 0 (legacy, what run.c loads) or 1 ("ak42" header, norms first) */

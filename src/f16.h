@@ -34,8 +34,8 @@ static inline uint16_t f32_to_f16(float f) {
     uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000, abs = u & 0x7FFFFFFF;
     if (abs >= 0x7F800000u) return (uint16_t)(sign | 0x7C00 | (abs > 0x7F800000u ? 0x200 : 0)); /* inf, nan */
     if (abs >= 0x477FF000u) return (uint16_t)(sign | 0x7C00); /* rounds to beyond 65504: inf */
-    if (abs < 0x38800000u) { /* below 2^-14: a subnormal half, or zero */
-        if (abs < 0x33000000u) return (uint16_t)sign; /* below half of the smallest subnormal */
+    if (abs < 0x38800000u) {                                  /* below 2^-14: a subnormal half, or zero */
+        if (abs < 0x33000000u) return (uint16_t)sign;         /* below half of the smallest subnormal */
         uint32_t mant = (abs & 0x7FFFFF) | 0x800000, shift = 126 - (abs >> 23); /* value = mant 2^(e-150) */
         uint32_t half = mant >> shift, rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
         if (rest > mid || (rest == mid && (half & 1))) half++;

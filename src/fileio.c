@@ -91,8 +91,7 @@ int atomic_file_commit(AtomicFile *af, NfError *err) {
         rc = nf_fail(err, NF_ERR_IO, "cannot write '%s': %s", af->final_path, strerror(errno));
     af->fp = NULL;
     if (rc == 0 && rename(af->temp_path, af->final_path) != 0)
-        rc = nf_fail(err, NF_ERR_IO, "cannot rename '%s' to '%s': %s", af->temp_path, af->final_path,
-                     strerror(errno));
+        rc = nf_fail(err, NF_ERR_IO, "cannot rename '%s' to '%s': %s", af->temp_path, af->final_path, strerror(errno));
     if (rc == 0) {
         /* The rename is durable only once the directory entry is on disk. */
         char *dir_copy = strdup(af->final_path);

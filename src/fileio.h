@@ -23,7 +23,7 @@ int mapped_file_open(MappedFile *mf, const char *path, const char *what, NfError
 void mapped_file_close(MappedFile *mf);
 
 typedef struct {
-    FILE *fp;              /* buffered writes go here */
+    FILE *fp; /* buffered writes go here */
     char *final_path;
     char *temp_path;
 } AtomicFile;

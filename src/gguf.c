@@ -6,8 +6,8 @@
 
 #include "util.h"
 
-#define GGUF_MAGIC 0x46554747u /* "GGUF" */
-#define GGUF_MAX_ITEMS (1u << 24) /* tensors or keys: far beyond any real file, small enough to allocate */
+#define GGUF_MAGIC     0x46554747u /* "GGUF" */
+#define GGUF_MAX_ITEMS (1u << 24)  /* tensors or keys: far beyond any real file, small enough to allocate */
 
 /* ---- reading ------------------------------------------------------------------ */
 
@@ -45,10 +45,17 @@ static bool read_string(Cursor *c, const char **s, uint64_t *len) {
 
 static uint64_t scalar_size(GgufType t) {
     switch (t) {
-    case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
-    case GGUF_UINT16: case GGUF_INT16: return 2;
-    case GGUF_UINT32: case GGUF_INT32: case GGUF_FLOAT32: return 4;
-    case GGUF_UINT64: case GGUF_INT64: case GGUF_FLOAT64: return 8;
+    case GGUF_UINT8:
+    case GGUF_INT8:
+    case GGUF_BOOL: return 1;
+    case GGUF_UINT16:
+    case GGUF_INT16: return 2;
+    case GGUF_UINT32:
+    case GGUF_INT32:
+    case GGUF_FLOAT32: return 4;
+    case GGUF_UINT64:
+    case GGUF_INT64:
+    case GGUF_FLOAT64: return 8;
     default: return 0;
     }
 }
@@ -159,8 +166,8 @@ int gguf_open(GgufFile *g, const char *path, NfError *err) {
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         GgufTensor *t = &g->tensors[i];
         uint64_t len = 0;
-        bool ok = read_string(&c, &t->name, &len) && read_u32(&c, &t->n_dims) && t->n_dims >= 1 &&
-                  t->n_dims <= GGUF_MAX_DIMS;
+        bool ok =
+            read_string(&c, &t->name, &len) && read_u32(&c, &t->n_dims) && t->n_dims >= 1 && t->n_dims <= GGUF_MAX_DIMS;
         t->name_len = (size_t)len;
         uint64_t n = 1;
         for (uint32_t d = 0; ok && d < t->n_dims; d++) {
@@ -179,8 +186,8 @@ int gguf_open(GgufFile *g, const char *path, NfError *err) {
     uint64_t data_start = (header + g->alignment - 1) / g->alignment * g->alignment;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         GgufTensor *t = &g->tensors[i];
-        if (offsets[i] % g->alignment != 0 || data_start > g->file.size ||
-            offsets[i] > g->file.size - data_start || t->bytes > g->file.size - data_start - offsets[i]) {
+        if (offsets[i] % g->alignment != 0 || data_start > g->file.size || offsets[i] > g->file.size - data_start ||
+            t->bytes > g->file.size - data_start - offsets[i]) {
             char what[200];
             snprintf(what, sizeof what, "tensor '%.*s' lies outside the file or is misaligned",
                      (int)(t->name_len < 80 ? t->name_len : 80), t->name);
@@ -219,18 +226,23 @@ const GgufTensor *gguf_find_tensor(const GgufFile *g, const char *name) {
 }
 
 int gguf_kv_uint(const GgufKv *kv, uint64_t *out) {
-    const unsigned char *v = kv->value;
+    bool is_signed;
     switch (kv->type) {
-    case GGUF_UINT8: *out = v[0]; return 0;
-    case GGUF_UINT16: { uint16_t x; memcpy(&x, v, 2); *out = x; return 0; }
-    case GGUF_UINT32: { uint32_t x; memcpy(&x, v, 4); *out = x; return 0; }
-    case GGUF_UINT64: memcpy(out, v, 8); return 0;
-    case GGUF_INT8: { int8_t x; memcpy(&x, v, 1); if (x < 0) return -1; *out = (uint64_t)x; return 0; }
-    case GGUF_INT16: { int16_t x; memcpy(&x, v, 2); if (x < 0) return -1; *out = (uint64_t)x; return 0; }
-    case GGUF_INT32: { int32_t x; memcpy(&x, v, 4); if (x < 0) return -1; *out = (uint64_t)x; return 0; }
-    case GGUF_INT64: { int64_t x; memcpy(&x, v, 8); if (x < 0) return -1; *out = (uint64_t)x; return 0; }
+    case GGUF_UINT8:
+    case GGUF_UINT16:
+    case GGUF_UINT32:
+    case GGUF_UINT64: is_signed = false; break;
+    case GGUF_INT8:
+    case GGUF_INT16:
+    case GGUF_INT32:
+    case GGUF_INT64: is_signed = true; break;
     default: return -1;
     }
+    uint64_t bytes = scalar_size(kv->type), x = 0;
+    memcpy(&x, kv->value, bytes);                           /* little-endian, as GGUF and the hosts we build for */
+    if (is_signed && (x >> (8 * bytes - 1) & 1)) return -1; /* a negative count is no count */
+    *out = x;
+    return 0;
 }
 
 int gguf_kv_float(const GgufKv *kv, double *out) {
@@ -346,7 +358,9 @@ int gguf_add_tensor(GgufWriter *w, const char *name, uint32_t n_dims, const uint
     return 0;
 }
 
-static uint64_t align_up(uint64_t x) { return (x + GGUF_DEFAULT_ALIGNMENT - 1) / GGUF_DEFAULT_ALIGNMENT * GGUF_DEFAULT_ALIGNMENT; }
+static uint64_t align_up(uint64_t x) {
+    return (x + GGUF_DEFAULT_ALIGNMENT - 1) / GGUF_DEFAULT_ALIGNMENT * GGUF_DEFAULT_ALIGNMENT;
+}
 
 int gguf_writer_commit(GgufWriter *w, const char *path, uint64_t *bytes, NfError *err) {
     ByteBuf head = {0};

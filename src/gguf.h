@@ -19,8 +19,18 @@
 #include "fileio.h"
 
 typedef enum {
-    GGUF_UINT8 = 0, GGUF_INT8 = 1, GGUF_UINT16 = 2, GGUF_INT16 = 3, GGUF_UINT32 = 4, GGUF_INT32 = 5,
-    GGUF_FLOAT32 = 6, GGUF_BOOL = 7, GGUF_STRING = 8, GGUF_ARRAY = 9, GGUF_UINT64 = 10, GGUF_INT64 = 11,
+    GGUF_UINT8 = 0,
+    GGUF_INT8 = 1,
+    GGUF_UINT16 = 2,
+    GGUF_INT16 = 3,
+    GGUF_UINT32 = 4,
+    GGUF_INT32 = 5,
+    GGUF_FLOAT32 = 6,
+    GGUF_BOOL = 7,
+    GGUF_STRING = 8,
+    GGUF_ARRAY = 9,
+    GGUF_UINT64 = 10,
+    GGUF_INT64 = 11,
     GGUF_FLOAT64 = 12,
 } GgufType;
 
@@ -29,26 +39,26 @@ typedef enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8 } GgmlType;
 #define GGML_Q8_0_BLOCK 32 /* values per Q8_0 block: an fp16 scale, then 32 int8 */
 #define GGML_Q8_0_BYTES 34
 
-#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_DIMS          4
 #define GGUF_DEFAULT_ALIGNMENT 32
 
 typedef struct {
-    const char *key;             /* not NUL-terminated: key_len bytes */
+    const char *key; /* not NUL-terminated: key_len bytes */
     size_t key_len;
     GgufType type;
-    const unsigned char *value;  /* the value's bytes (for arrays: the first element) */
-    GgufType array_type;         /* GGUF_ARRAY only */
-    uint64_t array_count;        /* GGUF_ARRAY only */
+    const unsigned char *value; /* the value's bytes (for arrays: the first element) */
+    GgufType array_type;        /* GGUF_ARRAY only */
+    uint64_t array_count;       /* GGUF_ARRAY only */
 } GgufKv;
 
 typedef struct {
-    const char *name;            /* not NUL-terminated: name_len bytes */
+    const char *name; /* not NUL-terminated: name_len bytes */
     size_t name_len;
     uint32_t n_dims;
     uint64_t dims[GGUF_MAX_DIMS]; /* ggml order: dims[0] is the fastest-varying (a row's length) */
-    uint32_t type;               /* GgmlType, or another ggml type (refused by users that cannot read it) */
-    const unsigned char *data;   /* in the mapping */
-    uint64_t bytes;              /* 0 for types this file does not know the size of */
+    uint32_t type;                /* GgmlType, or another ggml type (refused by users that cannot read it) */
+    const unsigned char *data;    /* in the mapping */
+    uint64_t bytes;               /* 0 for types this file does not know the size of */
 } GgufTensor;
 
 typedef struct {
@@ -78,7 +88,7 @@ uint64_t ggml_type_bytes(uint32_t type, uint64_t n, uint64_t row);
 typedef struct {
     unsigned char *data;
     size_t len, cap;
-    bool failed;                 /* an allocation failed: commit reports it */
+    bool failed; /* an allocation failed: commit reports it */
 } ByteBuf;
 
 typedef struct {
@@ -86,12 +96,12 @@ typedef struct {
     uint32_t n_dims;
     uint64_t dims[GGUF_MAX_DIMS];
     GgmlType type;
-    const void *data;            /* caller-owned, bytes long */
+    const void *data; /* caller-owned, bytes long */
     uint64_t bytes;
 } GgufOutTensor;
 
 typedef struct {
-    ByteBuf kv;                  /* the metadata section as it will be written */
+    ByteBuf kv; /* the metadata section as it will be written */
     uint64_t n_kv;
     GgufOutTensor *tensors;
     uint64_t n_tensors;

@@ -36,7 +36,8 @@ static int gguf_config_u32(const GgufFile *g, const char *key, int *out, bool re
 }
 
 static int gguf_to_f32(float *dst, const GgufTensor *t, uint64_t count) {
-    if (t->type == GGML_F32) memcpy(dst, t->data, count * 4);
+    if (t->type == GGML_F32)
+        memcpy(dst, t->data, count * 4);
     else if (t->type == GGML_F16)
         for (uint64_t i = 0; i < count; i++) {
             uint16_t h;
@@ -68,9 +69,11 @@ static int gguf_tokenizer(const GgufFile *g, const char *path, const char *out, 
         return nf_fail(err, NF_ERR_TOKENIZER, "'%s' holds no tokenizer (tokenizer.ggml.model and tokens)", path);
     gguf_string_at(model->value, &s, &len, NULL);
     if (len != 5 || memcmp(s, "llama", 5) != 0)
-        return nf_fail(err, NF_ERR_TOKENIZER, "'%s' has a '%.*s' tokenizer; only SentencePiece ('llama') ones become a tokenizer.bin",
-                       path, (int)(len < 40 ? len : 40), s);
-    if (scores && (scores->type != GGUF_ARRAY || scores->array_type != GGUF_FLOAT32 || scores->array_count != tokens->array_count))
+        return nf_fail(err, NF_ERR_TOKENIZER,
+                       "'%s' has a '%.*s' tokenizer; only SentencePiece ('llama') ones become a tokenizer.bin", path,
+                       (int)(len < 40 ? len : 40), s);
+    if (scores && (scores->type != GGUF_ARRAY || scores->array_type != GGUF_FLOAT32 ||
+                   scores->array_count != tokens->array_count))
         return nf_fail(err, NF_ERR_TOKENIZER, "'%s': tokenizer.ggml.scores does not match the tokens", path);
     if (tokens->array_count < 3 || tokens->array_count > 65536)
         return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %llu tokens; a tokenizer.bin holds 3 to 65536", path,
@@ -93,7 +96,8 @@ static int gguf_tokenizer(const GgufFile *g, const char *path, const char *out, 
         }
         uint32_t k = 0; /* "▁" (E2 96 81) back to the space llama2.c's tokenizer.bin uses */
         for (uint64_t j = 0; j < len; j++)
-            if (j + 2 < len && (unsigned char)s[j] == 0xE2 && (unsigned char)s[j + 1] == 0x96 && (unsigned char)s[j + 2] == 0x81)
+            if (j + 2 < len && (unsigned char)s[j] == 0xE2 && (unsigned char)s[j + 1] == 0x96 &&
+                (unsigned char)s[j + 2] == 0x81)
                 pieces[i][k++] = ' ', j += 2;
             else
                 pieces[i][k++] = s[j];
@@ -155,7 +159,8 @@ static int import_gguf(const char *path, const char *tokenizer_out, ModelConfig 
                 path, rope_dims, config_head_size(c));
         goto done;
     }
-    const GgufKv *base = gguf_find(&g, "llama.rope.freq_base"), *eps = gguf_find(&g, "llama.attention.layer_norm_rms_epsilon");
+    const GgufKv *base = gguf_find(&g, "llama.rope.freq_base"),
+                 *eps = gguf_find(&g, "llama.attention.layer_norm_rms_epsilon");
     double v = 10000.0;
     if (base && (gguf_kv_float(base, &v) != 0 || fabs(v - 10000.0) > 1e-3)) {
         nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE base %g; NeuralForge's RoPE has base 10000", path, v);
@@ -193,7 +198,8 @@ static int import_gguf(const char *path, const char *tokenizer_out, ModelConfig 
             goto done;
         }
         if (src->n_dims != (t[k].cols ? 2u : 1u) || src->dims[0] != row || (t[k].cols && src->dims[1] != t[k].rows)) {
-            nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for this configuration", path, t[k].gguf_name);
+            nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for this configuration", path,
+                    t[k].gguf_name);
             goto done;
         }
         if (src->bytes == 0 || gguf_to_f32(t[k].data, src, count) != 0) {
@@ -229,11 +235,8 @@ static int json_int_field(const JsonValue *cfg, const char *key, int *out, bool 
     return 0;
 }
 
-
 /* A shard name from the index must be a plain file name inside the directory. */
-static bool plain_file_name(const char *s) {
-    return s[0] != '\0' && s[0] != '.' && !strchr(s, '/') && strlen(s) < 256;
-}
+static bool plain_file_name(const char *s) { return s[0] != '\0' && s[0] != '.' && !strchr(s, '/') && strlen(s) < 256; }
 
 #define MAX_SHARDS 256
 
@@ -273,7 +276,8 @@ static int hf_read_config(const char *config_path, ModelConfig *c, ImportInfo *i
     c->shared_classifier = tie && tie->type == JV_BOOL && tie->boolean; /* transformers' default is untied */
     if (config_validate(c, err) != 0) goto done;
     if (theta && theta->type == JV_NUMBER && fabs(strtod(theta->text, NULL) - 10000.0) > 1e-3) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE base %s; NeuralForge's RoPE has base 10000", config_path, theta->text);
+        nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE base %s; NeuralForge's RoPE has base 10000", config_path,
+                theta->text);
         goto done;
     }
     if (scaling && scaling->type != JV_NULL) {
@@ -286,7 +290,8 @@ static int hf_read_config(const char *config_path, ModelConfig *c, ImportInfo *i
         goto done;
     }
     if (head_dim && head_dim->type == JV_NUMBER && atoi(head_dim->text) != config_head_size(c)) {
-        nf_fail(err, NF_ERR_MODEL, "'%s': head_dim %s is not hidden_size / num_attention_heads", config_path, head_dim->text);
+        nf_fail(err, NF_ERR_MODEL, "'%s': head_dim %s is not hidden_size / num_attention_heads", config_path,
+                head_dim->text);
         goto done;
     }
     info->rms_eps = eps && eps->type == JV_NUMBER ? strtod(eps->text, NULL) : 1e-6; /* transformers' default */
@@ -365,7 +370,8 @@ static int hf_copy_tensor(const char *dir, const LlamaTensor *t, const StTensor 
     float *tmp = t->rope_heads ? malloc(count * 4) : NULL;
     if (t->rope_heads && !tmp) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     float *w = tmp ? tmp : dst;
-    if (src->dtype == ST_F32) memcpy(w, src->data, count * 4), note_dtype(info, "F32");
+    if (src->dtype == ST_F32)
+        memcpy(w, src->data, count * 4), note_dtype(info, "F32");
     else if (src->dtype == ST_F16 || src->dtype == ST_BF16) {
         for (uint64_t i = 0; i < count; i++) {
             uint16_t h;
@@ -401,7 +407,8 @@ static int hf_check_leftovers(const char *dir, const ModelConfig *c, const Shard
 }
 
 static int import_safetensors(const char *dir, ModelConfig *c, float **params, ImportInfo *info, NfError *err) {
-    char *config_path = nf_path_join(dir, "config.json"), *index_path = nf_path_join(dir, "model.safetensors.index.json");
+    char *config_path = nf_path_join(dir, "config.json"),
+         *index_path = nf_path_join(dir, "model.safetensors.index.json");
     Shards sh = {.n = 0};
     int rc = -1;
     LlamaTensor *t = NULL;

@@ -13,11 +13,11 @@
 #include "model.h"
 
 typedef struct {
-    const char *format;   /* "gguf" or "safetensors" */
-    int tensors;          /* tensors read */
-    char dtypes[64];      /* the source's tensor types, e.g. "F32,Q8_0" */
-    double rms_eps;       /* the source's RMSNorm epsilon (NeuralForge uses 1e-5) */
-    int vocab_written;    /* pieces written to the tokenizer output, 0 if none */
+    const char *format; /* "gguf" or "safetensors" */
+    int tensors;        /* tensors read */
+    char dtypes[64];    /* the source's tensor types, e.g. "F32,Q8_0" */
+    double rms_eps;     /* the source's RMSNorm epsilon (NeuralForge uses 1e-5) */
+    int vocab_written;  /* pieces written to the tokenizer output, 0 if none */
 } ImportInfo;
 
 /* input: a GGUF file or a Hugging Face model directory. *params is

@@ -54,9 +54,23 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
 }
 
 void infer_state_free(InferState *s) {
-    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
-    free(s->q); free(s->lora_u); free(s->scores); free(s->rope); free(s->att_scratch); free(s->logits); free(s->key_cache); free(s->value_cache);
-    free(s->key_cache_bf16); free(s->value_cache_bf16); free(s->keys); free(s->values);
+    free(s->x);
+    free(s->xb);
+    free(s->xb2);
+    free(s->hb);
+    free(s->hb2);
+    free(s->q);
+    free(s->lora_u);
+    free(s->scores);
+    free(s->rope);
+    free(s->att_scratch);
+    free(s->logits);
+    free(s->key_cache);
+    free(s->value_cache);
+    free(s->key_cache_bf16);
+    free(s->value_cache_bf16);
+    free(s->keys);
+    free(s->values);
     memset(s, 0, sizeof *s);
 }
 
@@ -99,11 +113,11 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         nf_kv_store(key_cache, key_cache_bf16, layout, k_rows, n, pos, c->n_kv_heads, hs);
         nf_kv_store(value_cache, value_cache_bf16, layout, v_rows, n, pos, c->n_kv_heads, hs);
         if (n == 1 && key_cache_bf16) /* one row: a dot product per cached position, streaming each head's rows */
-            nf_attention_decode_bf16(s->xb, s->q, key_cache_bf16, value_cache_bf16, layout, s->scores, pos,
-                                     c->n_heads, c->n_kv_heads, hs);
+            nf_attention_decode_bf16(s->xb, s->q, key_cache_bf16, value_cache_bf16, layout, s->scores, pos, c->n_heads,
+                                     c->n_kv_heads, hs);
         else if (n == 1)
-            nf_attention_decode(s->xb, s->q, key_cache, value_cache, layout, s->scores, pos, c->n_heads,
-                                c->n_kv_heads, hs);
+            nf_attention_decode(s->xb, s->q, key_cache, value_cache, layout, s->scores, pos, c->n_heads, c->n_kv_heads,
+                                hs);
         else { /* a chunk: tiles of rows through sgemm, on the layer's rows read back by position (a bf16
                 * cache's widened, so the chunk attends to the values a single row would); row r sees up to
                 * pos + r */

@@ -20,19 +20,19 @@
 typedef enum { KV_CACHE_F32, KV_CACHE_BF16 } KvCacheType;
 
 typedef struct {
-    int max_positions;    /* P: positions the KV cache can hold */
-    int chunk;            /* C: rows of the buffers below, min(P, INFER_CHUNK) */
-    float *x;             /* (C, D) residual stream */
-    float *xb;            /* (C, D) normalized input / attention output */
-    float *xb2;           /* (C, D) projection output */
-    float *hb;            /* (C, H) FFN gate, then silu(gate) * up */
-    float *hb2;           /* (C, H) FFN up */
-    float *q;             /* (C, D) queries of these positions */
-    float *lora_u;        /* (C, D) LoRA scratch: s A x, rank <= D */
-    float *scores;        /* (n_heads, P) attention weights of one row */
-    float *rope;          /* (P, hs) RoPE's (cos, sin) pairs, nf_rope_table */
-    float *att_scratch;   /* nf_attention_scratch_floats(1, P, KVH, hs): a prompt chunk's attention tiles */
-    float *logits;        /* (V) output of the last forward */
+    int max_positions;  /* P: positions the KV cache can hold */
+    int chunk;          /* C: rows of the buffers below, min(P, INFER_CHUNK) */
+    float *x;           /* (C, D) residual stream */
+    float *xb;          /* (C, D) normalized input / attention output */
+    float *xb2;         /* (C, D) projection output */
+    float *hb;          /* (C, H) FFN gate, then silu(gate) * up */
+    float *hb2;         /* (C, H) FFN up */
+    float *q;           /* (C, D) queries of these positions */
+    float *lora_u;      /* (C, D) LoRA scratch: s A x, rank <= D */
+    float *scores;      /* (n_heads, P) attention weights of one row */
+    float *rope;        /* (P, hs) RoPE's (cos, sin) pairs, nf_rope_table */
+    float *att_scratch; /* nf_attention_scratch_floats(1, P, KVH, hs): a prompt chunk's attention tiles */
+    float *logits;      /* (V) output of the last forward */
     KvCacheType kv_type;
     /* The cache is head-major, so that a decode step streams each head's
      * rows: layer l, kv head j, position t at ((l * KVH + j) * P + t) * hs. */

@@ -29,14 +29,13 @@ const char *ingest_status_name(IngestStatus s) {
     return "?";
 }
 
-
 /* ---- the source tree ------------------------------------------------------- */
 
 typedef struct {
-    char *rel;                /* path relative to --source */
-    char *full;               /* --source/rel */
+    char *rel;  /* path relative to --source */
+    char *full; /* --source/rel */
     SourceKind kind;
-    const char *skip;         /* why it is skipped, or NULL */
+    const char *skip; /* why it is skipped, or NULL */
     uint64_t size;
 } SourceEntry;
 
@@ -44,7 +43,7 @@ typedef struct {
     SourceEntry *items;
     int n;
     size_t cap;
-    dev_t out_dev;            /* the output directory, never walked into */
+    dev_t out_dev; /* the output directory, never walked into */
     ino_t out_ino;
 } SourceList;
 
@@ -76,7 +75,8 @@ static int walk(SourceList *l, const char *dir_full, const char *dir_rel, int de
     struct dirent *e;
     while (rc == 0 && (e = readdir(dir)) != NULL) {
         if (e->d_name[0] == '.') continue; /* hidden files and directories, . and .. */
-        char *full = nf_path_join(dir_full, e->d_name), *rel = dir_rel ? nf_path_join(dir_rel, e->d_name) : strdup(e->d_name);
+        char *full = nf_path_join(dir_full, e->d_name),
+             *rel = dir_rel ? nf_path_join(dir_rel, e->d_name) : strdup(e->d_name);
         struct stat st;
         if (!full || !rel) {
             free(full);
@@ -94,7 +94,8 @@ static int walk(SourceList *l, const char *dir_full, const char *dir_rel, int de
         if (link && stat(full, &st) != 0) {
             rc = add_source(l, rel, full, SOURCE_UNSUPPORTED, "broken symbolic link", 0, err);
         } else if (S_ISDIR(st.st_mode)) {
-            if (link) rc = add_source(l, rel, full, SOURCE_UNSUPPORTED, "symbolic link to a directory", 0, err);
+            if (link)
+                rc = add_source(l, rel, full, SOURCE_UNSUPPORTED, "symbolic link to a directory", 0, err);
             else if (st.st_dev == l->out_dev && st.st_ino == l->out_ino) {
                 free(full); /* the output directory inside the source */
                 free(rel);
@@ -201,7 +202,8 @@ static void remove_unlisted(const char *out, const Manifest *m) {
         if (strncmp(name, "shard_", 6) != 0 && strncmp(name, MANIFEST_NAME ".tmp.", strlen(MANIFEST_NAME) + 5) != 0)
             continue;
         for (int i = 0; i < m->n_shards && !listed; i++)
-            listed = strcmp(m->shards[i].file, name) == 0 || (m->shards[i].mask && strcmp(m->shards[i].mask, name) == 0);
+            listed =
+                strcmp(m->shards[i].file, name) == 0 || (m->shards[i].mask && strcmp(m->shards[i].mask, name) == 0);
         if (listed) continue;
         char *path = nf_path_join(out, name);
         if (path) unlink(path);
@@ -215,8 +217,8 @@ static void remove_unlisted(const char *out, const Manifest *m) {
 typedef struct {
     const char *dir;
     int64_t generation;
-    uint64_t capacity;          /* tokens a shard holds at most */
-    AtomicFile tok, mask;       /* the open shard's files */
+    uint64_t capacity;    /* tokens a shard holds at most */
+    AtomicFile tok, mask; /* the open shard's files */
     bool open;
     uint64_t used, used_masked; /* tokens, masked tokens in the open shard */
     ManifestShard *shards;      /* committed shards, in order */
@@ -236,7 +238,8 @@ static char *shard_name(int64_t generation, int index, const char *ext) {
 }
 
 static int packer_flush(Packer *p, NfError *err) {
-    if (atomic_file_write(&p->tok, p->tbuf, p->tlen, err) != 0 || atomic_file_write(&p->mask, p->mbuf, p->mlen, err) != 0)
+    if (atomic_file_write(&p->tok, p->tbuf, p->tlen, err) != 0 ||
+        atomic_file_write(&p->mask, p->mbuf, p->mlen, err) != 0)
         return -1;
     p->tlen = p->mlen = 0;
     return 0;
@@ -274,10 +277,14 @@ static int packer_close(Packer *p, NfError *err) {
     ManifestShard *s = &p->shards[p->n_shards];
     memset(s, 0, sizeof *s);
     int rc = packer_flush(p, err);
-    if (rc == 0) rc = atomic_file_commit(&p->tok, err);
-    else atomic_file_abort(&p->tok);
-    if (rc == 0 && p->used_masked > 0) rc = atomic_file_commit(&p->mask, err);
-    else atomic_file_abort(&p->mask);
+    if (rc == 0)
+        rc = atomic_file_commit(&p->tok, err);
+    else
+        atomic_file_abort(&p->tok);
+    if (rc == 0 && p->used_masked > 0)
+        rc = atomic_file_commit(&p->mask, err);
+    else
+        atomic_file_abort(&p->mask);
     if (rc != 0) return -1;
     s->file = shard_name(p->generation, p->n_shards, "bin");
     s->mask = p->used_masked > 0 ? shard_name(p->generation, p->n_shards, "mask") : NULL;
@@ -374,8 +381,8 @@ static void packer_discard(Packer *p) {
 
 typedef struct {
     Manifest m;
-    MappedFile *tok, *mask;     /* (m.n_shards) mapped shards; data NULL where missing or the wrong size */
-    bool *ok;                   /* (m.n_shards) shard mapped and its sizes as listed */
+    MappedFile *tok, *mask; /* (m.n_shards) mapped shards; data NULL where missing or the wrong size */
+    bool *ok;               /* (m.n_shards) shard mapped and its sizes as listed */
 } OldRun;
 
 static void old_run_free(OldRun *o) {
@@ -417,8 +424,10 @@ static const ManifestSource *old_source(const OldRun *o, const char *rel) {
     while (lo <= hi) {
         int mid = (lo + hi) / 2, c = strcmp(o->m.sources[mid].path, rel);
         if (c == 0) return &o->m.sources[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return NULL;
 }
@@ -510,7 +519,7 @@ static int ingest_file(Run *r, const IngestOptions *o, const SourceEntry *e, Ing
     s->bytes = f.size;
     s->hash = nf_fnv1a64(NF_FNV1A64_INIT, f.data, f.size);
     const ManifestSource *old = r->have_old ? old_source(&r->old, e->rel) : NULL;
-    IngestStatus status = !old ? INGEST_NEW
+    IngestStatus status = !old                                             ? INGEST_NEW
                           : old->bytes == s->bytes && old->hash == s->hash ? INGEST_UNCHANGED
                                                                            : INGEST_CHANGED;
     Packer *p = &r->packer;
@@ -582,8 +591,7 @@ static int prepare_output(Run *r, const IngestOptions *o, uint64_t tok_hash, int
     }
     if (r->have_old && (r->old.m.tokenizer_hash != tok_hash || r->old.m.split != o->split))
         return nf_fail(err, NF_ERR_USAGE,
-                       "--incremental: '%s' was ingested with %s; run without --incremental to rebuild it",
-                       o->output,
+                       "--incremental: '%s' was ingested with %s; run without --incremental to rebuild it", o->output,
                        r->old.m.tokenizer_hash != tok_hash ? "another tokenizer (a different file)"
                                                            : "another --split");
     if (r->have_old && old_run_map(&r->old, o->output, err) != 0) return -1;
@@ -612,7 +620,8 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
     }
     uint64_t tok_hash;
     int64_t generation = 0;
-    if (hash_tokenizer(o->tokenizer_path, &tok_hash, err) != 0 || prepare_output(&r, o, tok_hash, &generation, err) != 0)
+    if (hash_tokenizer(o->tokenizer_path, &tok_hash, err) != 0 ||
+        prepare_output(&r, o, tok_hash, &generation, err) != 0)
         goto fail;
     if (walk(&r.src, o->source, NULL, 0, err) != 0) goto fail;
     qsort(r.src.items, (size_t)r.src.n, sizeof(SourceEntry), compare_entries);
@@ -648,8 +657,8 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
         const ManifestSource *s = &r.old.m.sources[i];
         while (k < r.next.n_sources && strcmp(r.next.sources[k].path, s->path) < 0) k++;
         if (k < r.next.n_sources && strcmp(r.next.sources[k].path, s->path) == 0) continue;
-        IngestFileReport rep = {s->path, INGEST_REMOVED, NULL, s->bytes, s->documents, s->tokens, s->masked_tokens,
-                                false};
+        IngestFileReport rep = {s->path,   INGEST_REMOVED,   NULL, s->bytes, s->documents,
+                                s->tokens, s->masked_tokens, false};
         report(ctx, &rep);
         sum->removed++;
     }

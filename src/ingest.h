@@ -30,16 +30,16 @@
 #include "textsplit.h"
 
 #define INGEST_LOCK_NAME ".ingest.lock"
-#define INGEST_MAX_DEPTH 64      /* directory nesting under --source */
+#define INGEST_MAX_DEPTH 64 /* directory nesting under --source */
 
 typedef struct {
-    const char *source;          /* directory to read, recursively */
-    const char *output;          /* directory to write; created (with its parents) when missing */
-    const char *tokenizer_path;  /* tokenizer.bin or builtin:bytes; at most 65536 pieces */
-    TextSplit split;             /* documents of .txt and .md files */
-    int64_t max_shard_mb;        /* a shard holds at most this many MiB of tokens (2 bytes each) */
-    int64_t max_file_mb;         /* larger source files are an error */
-    bool incremental;            /* reuse the tokens of files unchanged since the last run */
+    const char *source;         /* directory to read, recursively */
+    const char *output;         /* directory to write; created (with its parents) when missing */
+    const char *tokenizer_path; /* tokenizer.bin or builtin:bytes; at most 65536 pieces */
+    TextSplit split;            /* documents of .txt and .md files */
+    int64_t max_shard_mb;       /* a shard holds at most this many MiB of tokens (2 bytes each) */
+    int64_t max_file_mb;        /* larger source files are an error */
+    bool incremental;           /* reuse the tokens of files unchanged since the last run */
 } IngestOptions;
 
 typedef enum { INGEST_NEW, INGEST_CHANGED, INGEST_UNCHANGED, INGEST_REMOVED, INGEST_SKIPPED } IngestStatus;
@@ -48,21 +48,21 @@ typedef enum { INGEST_NEW, INGEST_CHANGED, INGEST_UNCHANGED, INGEST_REMOVED, ING
 const char *ingest_status_name(IngestStatus s);
 
 typedef struct {
-    const char *path;            /* relative to --source */
+    const char *path; /* relative to --source */
     IngestStatus status;
-    const char *reason;          /* skipped: why (e.g. "unsupported extension"); otherwise NULL */
-    uint64_t bytes;              /* file size (removed: when last ingested) */
+    const char *reason;                        /* skipped: why (e.g. "unsupported extension"); otherwise NULL */
+    uint64_t bytes;                            /* file size (removed: when last ingested) */
     uint64_t documents, tokens, masked_tokens; /* what it holds (removed: what was dropped; skipped: 0) */
-    bool tokenized;              /* this run tokenized it; false: tokens reused from the last run (or none) */
+    bool tokenized; /* this run tokenized it; false: tokens reused from the last run (or none) */
 } IngestFileReport;
 
 typedef struct {
-    uint64_t files;              /* source files ingested */
+    uint64_t files;                       /* source files ingested */
     uint64_t skipped, removed, tokenized; /* files skipped, dropped since the last run, tokenized by this run */
-    uint64_t bytes;              /* bytes of the files ingested */
+    uint64_t bytes;                       /* bytes of the files ingested */
     uint64_t documents, tokens, masked_tokens;
     int shards;
-    int64_t generation;          /* the manifest's generation */
+    int64_t generation; /* the manifest's generation */
 } IngestSummary;
 
 /* Called once per source file, in path order, then once per removed file. */

@@ -34,26 +34,43 @@ void json_escape_into(JsonBuf *j, const char *str, size_t n) {
     size_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
-        if (c == '"') { append(j, "\\\"", 2); i++; }
-        else if (c == '\\') { append(j, "\\\\", 2); i++; }
-        else if (c == '\n') { append(j, "\\n", 2); i++; }
-        else if (c == '\r') { append(j, "\\r", 2); i++; }
-        else if (c == '\t') { append(j, "\\t", 2); i++; }
-        else if (c < 0x20 || c == 0x7F) {
+        if (c == '"') {
+            append(j, "\\\"", 2);
+            i++;
+        } else if (c == '\\') {
+            append(j, "\\\\", 2);
+            i++;
+        } else if (c == '\n') {
+            append(j, "\\n", 2);
+            i++;
+        } else if (c == '\r') {
+            append(j, "\\r", 2);
+            i++;
+        } else if (c == '\t') {
+            append(j, "\\t", 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7F) {
             char esc[8];
             snprintf(esc, sizeof esc, "\\u%04x", c);
             append(j, esc, 6);
             i++;
-        } else if (c < 0x80) { append(j, (const char *)s + i, 1); i++; }
-        else {
+        } else if (c < 0x80) {
+            append(j, (const char *)s + i, 1);
+            i++;
+        } else {
             size_t len = utf8_valid_len(s + i, n - i);
-            if (len == 0) { append_str(j, "\\ufffd"); i++; }
+            if (len == 0) {
+                append_str(j, "\\ufffd");
+                i++;
+            }
             /* U+2028/U+2029 are legal in JSON but split lines for many readers */
             else if (len == 3 && s[i] == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
                 append_str(j, s[i + 2] == 0xA8 ? "\\u2028" : "\\u2029");
                 i += 3;
+            } else {
+                append(j, (const char *)s + i, len);
+                i += len;
             }
-            else { append(j, (const char *)s + i, len); i += len; }
         }
     }
 }
@@ -78,8 +95,10 @@ static void item_prefix(JsonBuf *j, const char *key) {
 static void open_level(JsonBuf *j, const char *key, const char *bracket) {
     item_prefix(j, key);
     append_str(j, bracket);
-    if (j->depth < JSON_MAX_DEPTH) j->has_items[j->depth] = false;
-    else j->failed = true;
+    if (j->depth < JSON_MAX_DEPTH)
+        j->has_items[j->depth] = false;
+    else
+        j->failed = true;
     j->depth++;
 }
 
@@ -101,7 +120,10 @@ void json_str_n(JsonBuf *j, const char *key, const char *s, size_t n) {
 }
 
 void json_str(JsonBuf *j, const char *key, const char *s) {
-    if (!s) { json_null_value(j, key); return; }
+    if (!s) {
+        json_null_value(j, key);
+        return;
+    }
     json_str_n(j, key, s, strlen(s));
 }
 
@@ -113,7 +135,10 @@ void json_int(JsonBuf *j, const char *key, int64_t v) {
 }
 
 void json_number(JsonBuf *j, const char *key, double v) {
-    if (!isfinite(v)) { json_null_value(j, key); return; }
+    if (!isfinite(v)) {
+        json_null_value(j, key);
+        return;
+    }
     char num[40];
     snprintf(num, sizeof num, "%.9g", v);
     item_prefix(j, key);
@@ -121,7 +146,10 @@ void json_number(JsonBuf *j, const char *key, double v) {
 }
 
 void json_float(JsonBuf *j, const char *key, float v) {
-    if (!isfinite(v)) { json_null_value(j, key); return; }
+    if (!isfinite(v)) {
+        json_null_value(j, key);
+        return;
+    }
     char num[40];
     for (int digits = 6; digits <= 9; digits++) {
         snprintf(num, sizeof num, "%.*g", digits, (double)v);

@@ -22,7 +22,7 @@
 #define JSON_MAX_DEPTH 16
 
 typedef struct JsonBuf {
-    char *data;                     /* NUL-terminated text so far */
+    char *data; /* NUL-terminated text so far */
     size_t len, cap;
     int depth;                      /* open objects/arrays */
     bool has_items[JSON_MAX_DEPTH]; /* per level: a comma is due before the next item */

@@ -91,7 +91,8 @@ static int convert(json_t *j, JsonValue *v, NfError *err);
 
 /* Allocates n zeroed items (and keys), so that a partial tree frees cleanly. */
 static int alloc_items(JsonValue *v, size_t n, bool keys, NfError *err) {
-    if (n > INT_MAX) return nf_fail(err, NF_ERR_USAGE, "invalid JSON: more than %d items in one array or object", INT_MAX);
+    if (n > INT_MAX)
+        return nf_fail(err, NF_ERR_USAGE, "invalid JSON: more than %d items in one array or object", INT_MAX);
     if (n == 0) return 0;
     v->items = calloc(n, sizeof *v->items);
     if (keys) v->keys = calloc(n, sizeof *v->keys);
@@ -119,7 +120,8 @@ static int convert_object(json_t *j, JsonValue *v, NfError *err) {
         void *next = json_object_iter_next(j, it);
         const char *key = json_object_iter_key(it);
         size_t key_len = json_object_iter_key_len(it);
-        if (!(v->keys[i] = copy_bytes(key, key_len, err)) || convert(json_object_iter_value(it), &v->items[i], err) != 0)
+        if (!(v->keys[i] = copy_bytes(key, key_len, err)) ||
+            convert(json_object_iter_value(it), &v->items[i], err) != 0)
             return -1;
         json_object_deln(j, key, key_len); /* frees key and value */
         it = next;
@@ -145,7 +147,10 @@ static int convert(json_t *j, JsonValue *v, NfError *err) {
         return (v->text = copy_bytes(buf, v->len, err)) ? 0 : -1;
     }
     case JSON_TRUE:
-    case JSON_FALSE: v->type = JV_BOOL; v->boolean = json_is_true(j); return 0;
+    case JSON_FALSE:
+        v->type = JV_BOOL;
+        v->boolean = json_is_true(j);
+        return 0;
     case JSON_NULL: v->type = JV_NULL; return 0;
     }
     return nf_fail(err, NF_ERR_USAGE, "invalid JSON: unknown value type");
@@ -162,7 +167,8 @@ static int load_value(const char *text, size_t len, size_t base, size_t flags, J
     json_error_t e;
     json_t *root = json_loadb(text, len, flags, &e);
     if (!root) {
-        if (json_error_code(&e) == json_error_out_of_memory) return nf_fail(err, NF_ERR_MEMORY, "out of memory parsing JSON");
+        if (json_error_code(&e) == json_error_out_of_memory)
+            return nf_fail(err, NF_ERR_MEMORY, "out of memory parsing JSON");
         return fail_at(err, base + (e.position < 0 ? 0 : (size_t)e.position), e.text);
     }
     /* jansson's position is an int: a value of 2 GiB or more is refused rather than misplaced */
@@ -191,12 +197,12 @@ int json_parse(const char *text, size_t len, JsonValue *out, NfError *err) {
  * between them: whitespace, '{', ':', ',', '[', ']', '}'. */
 typedef struct {
     const char *text;
-    size_t len, pos;           /* pos: the next byte to read */
+    size_t len, pos; /* pos: the next byte to read */
     const JsonStream *stream;
     void *ctx;
-    JsonValue *rest;           /* the members not streamed, so far */
+    JsonValue *rest; /* the members not streamed, so far */
     size_t rest_cap;
-    json_t *seen;              /* the top-level keys so far (a jansson hash table: duplicates in linear time) */
+    json_t *seen; /* the top-level keys so far (a jansson hash table: duplicates in linear time) */
     NfError *err;
 } Each;
 
@@ -227,7 +233,8 @@ static int expected(Each *w, const char *what) {
 /* The next value, whole, at pos; pos moves past it. */
 static int next_value(Each *w, JsonValue *v) {
     size_t used;
-    if (load_value(w->text + w->pos, w->len - w->pos, w->pos, LOAD_FLAGS | JSON_DISABLE_EOF_CHECK, v, &used, w->err) != 0)
+    if (load_value(w->text + w->pos, w->len - w->pos, w->pos, LOAD_FLAGS | JSON_DISABLE_EOF_CHECK, v, &used, w->err) !=
+        0)
         return -1;
     w->pos += used;
     return 0;
@@ -239,9 +246,12 @@ static int next_key(Each *w, JsonValue *key) {
     size_t at = w->pos;
     if (next_value(w, key) != 0) return -1;
     int rc = 0;
-    if (strlen(key->text) != key->len) rc = fail_at(w->err, at, "NUL byte in object key not supported");
-    else if (json_object_get(w->seen, key->text)) rc = fail_at(w->err, at, "duplicate object key");
-    else if (json_object_set_new(w->seen, key->text, json_true()) != 0) rc = nf_fail(w->err, NF_ERR_MEMORY, "out of memory");
+    if (strlen(key->text) != key->len)
+        rc = fail_at(w->err, at, "NUL byte in object key not supported");
+    else if (json_object_get(w->seen, key->text))
+        rc = fail_at(w->err, at, "duplicate object key");
+    else if (json_object_set_new(w->seen, key->text, json_true()) != 0)
+        rc = nf_fail(w->err, NF_ERR_MEMORY, "out of memory");
     if (rc != 0) json_value_free(key);
     return rc;
 }
@@ -275,7 +285,8 @@ static int stream_array(Each *w, const char *key) {
 static int add_member(Each *w, JsonValue *key, JsonValue *v) {
     JsonValue *r = w->rest;
     if ((size_t)r->n == w->rest_cap) {
-        if (w->rest_cap > INT_MAX / 2) return nf_fail(w->err, NF_ERR_USAGE, "invalid JSON: too many members in one object");
+        if (w->rest_cap > INT_MAX / 2)
+            return nf_fail(w->err, NF_ERR_USAGE, "invalid JSON: too many members in one object");
         size_t cap = w->rest_cap; /* items and keys grow together under one capacity */
         if (!nf_grow((void **)&r->items, &cap, (size_t)r->n + 1, sizeof *r->items, 16) ||
             !nf_resize((void **)&r->keys, cap, sizeof *r->keys))

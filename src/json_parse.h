@@ -29,10 +29,10 @@ typedef enum { JV_NULL, JV_BOOL, JV_NUMBER, JV_STRING, JV_ARRAY, JV_OBJECT } Jso
 typedef struct JsonValue {
     JsonType type;
     bool boolean;
-    char *text;                /* JV_STRING: the decoded string; JV_NUMBER: its source text (NUL-terminated) */
-    size_t len;                /* bytes of text: a JV_STRING may hold NUL bytes (\u0000) */
-    struct JsonValue *items;   /* JV_ARRAY / JV_OBJECT: n values */
-    char **keys;               /* JV_OBJECT: n keys */
+    char *text;              /* JV_STRING: the decoded string; JV_NUMBER: its source text (NUL-terminated) */
+    size_t len;              /* bytes of text: a JV_STRING may hold NUL bytes (\u0000) */
+    struct JsonValue *items; /* JV_ARRAY / JV_OBJECT: n values */
+    char **keys;             /* JV_OBJECT: n keys */
     int n;
 } JsonValue;
 

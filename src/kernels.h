@@ -27,8 +27,7 @@ float avx512_softmax_row(float *row, int n, int width);
 void avx512_softmax_backward_row(float *dp, const float *p, int n, int width, float scale);
 /* out = silu(gate) * up;  dgate, dup = the backward of it (backend.h's nf_swiglu_forward/backward) */
 void avx512_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
-void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                            size_t n);
+void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
 
 /* One panel of a small product, attention's tiles: c (rows <= PANEL_ROWS,
  * cols <= PANEL_COLS; rows ldc apart) = alpha sum over s0 <= s < s1 of
@@ -36,8 +35,8 @@ void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const f
  * a_col] (a or its transpose in memory); b's rows are ldb floats apart. */
 #define PANEL_ROWS 6
 #define PANEL_COLS 64
-void avx512_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b,
-                          size_t ldb, int rows, int cols, int s0, int s1, float alpha, bool accumulate);
+void avx512_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b, size_t ldb,
+                          int rows, int cols, int s0, int s1, float alpha, bool accumulate);
 
 /* One Q8 weight row wr (dim int8, scales ws per group of gs, a multiple of
  * 64) against n rows of x quantized by avx512_quantize_q8 (xq, xs, xo, each

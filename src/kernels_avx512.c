@@ -109,7 +109,9 @@ static inline void load_f32_pairs(const float *x, int i, int n, __m512 *even, __
     const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     int left = n - i;
     __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1), x + i);
-    __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(left >= 32 ? 0xFFFF : left <= 16 ? 0 : (1u << (left - 16)) - 1),
+    __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(left >= 32   ? 0xFFFF
+                                                  : left <= 16 ? 0
+                                                               : (1u << (left - 16)) - 1),
                                       x + i + 16);
     *even = _mm512_permutex2var_ps(lo, even_idx, hi);
     *odd = _mm512_permutex2var_ps(lo, odd_idx, hi);
@@ -210,7 +212,7 @@ static inline __m512 exp_nonpositive(__m512 x) {
     const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693359375f),
                  ln2_lo = _mm512_set1_ps(-2.12194440e-4f), lowest = _mm512_set1_ps(-87.0f);
     const __m512 c[6] = {_mm512_set1_ps(1.0f / 720), _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24),
-                         _mm512_set1_ps(1.0f / 6),   _mm512_set1_ps(0.5f),        _mm512_set1_ps(1.0f)};
+                         _mm512_set1_ps(1.0f / 6),   _mm512_set1_ps(0.5f),       _mm512_set1_ps(1.0f)};
     __mmask16 alive = _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
     x = _mm512_max_ps(x, lowest);
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -288,16 +290,15 @@ void avx512_swiglu_forward(float *out, const float *gate, const float *up, size_
     }
 }
 
-void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                            size_t n) {
+void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
     const __m512 one = _mm512_set1_ps(1.0f);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
         __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i);
         __m512 d = _mm512_maskz_loadu_ps(m, dout + i), s = sigmoid16(g);
         __m512 du = _mm512_mul_ps(_mm512_mul_ps(d, g), s);
-        __m512 dg = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, u), s),
-                                  _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one));
+        __m512 dg =
+            _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, u), s), _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one));
         _mm512_mask_storeu_ps(dup + i, m, du);
         _mm512_mask_storeu_ps(dgate + i, m, dg);
     }
@@ -324,7 +325,8 @@ static inline __attribute__((always_inline)) void q8_group_dots(__m512 *acc, int
             dot[k] = _mm512_dpbusd_epi32(dot[k], wu, _mm512_loadu_si512((const void *)(xq + (size_t)k * dim + c)));
     }
     for (int k = 0; k < xr; k++)
-        acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[k]), _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
+        acc[k] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[k]), _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
 }
 
 static inline __attribute__((always_inline)) void q8_row_dots(float *out, size_t out_stride, const int8_t *wr,
@@ -393,9 +395,9 @@ size_t avx512bf16_round(uint16_t *out, const float *x, size_t n) {
  * and broadcasts one value of a per output row. Rows past `rows` repeat row
  * 0's reads and are not stored, so every panel runs the same code. */
 static inline __attribute__((always_inline)) void panel_product(const int nv, float *c, size_t ldc, const float *a,
-                                                                size_t a_row, size_t a_col, const float *b,
-                                                                size_t ldb, int rows, __mmask16 last, int s0,
-                                                                int s1, float alpha, bool accumulate) {
+                                                                size_t a_row, size_t a_col, const float *b, size_t ldb,
+                                                                int rows, __mmask16 last, int s0, int s1, float alpha,
+                                                                bool accumulate) {
     const float *ar[PANEL_ROWS];
     __mmask16 m[4];
     __m512 acc[PANEL_ROWS][4];
@@ -404,9 +406,8 @@ static inline __attribute__((always_inline)) void panel_product(const int nv, fl
     UNROLL
     for (int v = 0; v < nv; v++) m[v] = v == nv - 1 ? last : (__mmask16)0xFFFF;
     UNROLL
-    for (int r = 0; r < PANEL_ROWS; r++)
-        UNROLL
-        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int r = 0; r < PANEL_ROWS; r++) UNROLL
+    for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
     for (int s = s0; s < s1; s++) {
         const float *bs = b + (size_t)s * ldb;
         size_t at = (size_t)s * a_col;
@@ -424,17 +425,17 @@ static inline __attribute__((always_inline)) void panel_product(const int nv, fl
     UNROLL
     for (int r = 0; r < PANEL_ROWS; r++) /* whole bounds, so the compiler keeps acc in registers */
         UNROLL
-        for (int v = 0; v < nv; v++) {
-            if (r >= rows) break;
-            float *cr = c + (size_t)r * ldc + 16 * v;
-            __m512 y = _mm512_mul_ps(acc[r][v], scale);
-            if (accumulate) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], cr));
-            _mm512_mask_storeu_ps(cr, m[v], y);
-        }
+    for (int v = 0; v < nv; v++) {
+        if (r >= rows) break;
+        float *cr = c + (size_t)r * ldc + 16 * v;
+        __m512 y = _mm512_mul_ps(acc[r][v], scale);
+        if (accumulate) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], cr));
+        _mm512_mask_storeu_ps(cr, m[v], y);
+    }
 }
 
-void avx512_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b,
-                          size_t ldb, int rows, int cols, int s0, int s1, float alpha, bool accumulate) {
+void avx512_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b, size_t ldb,
+                          int rows, int cols, int s0, int s1, float alpha, bool accumulate) {
     int nv = (cols + 15) / 16;
     __mmask16 last = (__mmask16)(cols - 16 * (nv - 1) == 16 ? 0xFFFF : (1u << (cols - 16 * (nv - 1))) - 1);
     switch (nv) {

@@ -6,7 +6,8 @@
 
 #include "params.h"
 
-static const char *const GGUF_LAYER_NAMES[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_down", "ffn_up"};
+static const char *const GGUF_LAYER_NAMES[] = {"attn_q",   "attn_k",   "attn_v", "attn_output",
+                                               "ffn_gate", "ffn_down", "ffn_up"};
 static const char *const HF_MODULES[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj", "up_proj"};
 
 const char *hf_module_name(LoraTarget t) { return HF_MODULES[t]; }
@@ -37,14 +38,15 @@ static const ParamSegmentId SEGMENT_OF[LORA_TARGETS] = {
 int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out) {
     ParamSegment seg[PARAM_SEGMENTS_MAX]; /* indexed by ParamSegmentId */
     param_segments(c, seg);
-    uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size;
+    uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c),
+             V = (uint64_t)c->vocab_size;
     LlamaTensor *t = out;
     t = add(t, "token_embd.weight", "model.embed_tokens.weight", at(params, seg[PARAM_TOKEN_EMBEDDING].offset), V, D,
             LORA_TARGETS, -1);
-    const uint64_t rows[LORA_TARGETS] = {[LORA_WQ] = D, [LORA_WK] = KV, [LORA_WV] = KV, [LORA_WO] = D,
-                                         [LORA_W1] = H, [LORA_W2] = D,  [LORA_W3] = H};
-    const uint64_t cols[LORA_TARGETS] = {[LORA_WQ] = D, [LORA_WK] = D, [LORA_WV] = D, [LORA_WO] = D,
-                                         [LORA_W1] = D, [LORA_W2] = H, [LORA_W3] = D};
+    const uint64_t rows[LORA_TARGETS] = {
+        [LORA_WQ] = D, [LORA_WK] = KV, [LORA_WV] = KV, [LORA_WO] = D, [LORA_W1] = H, [LORA_W2] = D, [LORA_W3] = H};
+    const uint64_t cols[LORA_TARGETS] = {
+        [LORA_WQ] = D, [LORA_WK] = D, [LORA_WV] = D, [LORA_WO] = D, [LORA_W1] = D, [LORA_W2] = H, [LORA_W3] = D};
     for (int l = 0; l < c->n_layers; l++) {
         char g[64], h[96];
         /* per layer: attention norm, wq, wk, wv, wo, then FFN norm, w1, w2, w3 */
@@ -79,6 +81,7 @@ void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uin
         for (uint64_t i = 0; i < half; i++)
             for (uint64_t p = 0; p < 2; p++) {
                 uint64_t ours = h * hs + 2 * i + p, theirs = h * hs + p * half + i;
-                memcpy(dst + (to_hf ? theirs : ours) * cols, src + (to_hf ? ours : theirs) * cols, cols * sizeof(float));
+                memcpy(dst + (to_hf ? theirs : ours) * cols, src + (to_hf ? ours : theirs) * cols,
+                       cols * sizeof(float));
             }
 }

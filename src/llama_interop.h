@@ -14,13 +14,13 @@
 #include "model.h"
 
 typedef struct {
-    char gguf_name[64];   /* "blk.3.attn_q.weight" */
-    char hf_name[96];     /* "model.layers.3.self_attn.q_proj.weight" */
-    float *data;          /* in the flat parameter buffer (params.h) */
-    uint64_t rows, cols;  /* (rows, cols) row-major; cols = 0 for a vector of `rows` values (a norm) */
-    int rope_heads;       /* wq and wk: the heads whose rows HF orders by halves; 0 for other tensors */
-    LoraTarget target;    /* the projection, for LoRA adapters; LORA_TARGETS for embeddings and norms */
-    int layer;            /* -1 outside the layers */
+    char gguf_name[64];  /* "blk.3.attn_q.weight" */
+    char hf_name[96];    /* "model.layers.3.self_attn.q_proj.weight" */
+    float *data;         /* in the flat parameter buffer (params.h) */
+    uint64_t rows, cols; /* (rows, cols) row-major; cols = 0 for a vector of `rows` values (a norm) */
+    int rope_heads;      /* wq and wk: the heads whose rows HF orders by halves; 0 for other tensors */
+    LoraTarget target;   /* the projection, for LoRA adapters; LORA_TARGETS for embeddings and norms */
+    int layer;           /* -1 outside the layers */
 } LlamaTensor;
 
 /* Tensors of a model: embedding, per layer (attention norm, wq, wk, wv, wo,

@@ -58,8 +58,7 @@ int lora_config_validate(const LoraConfig *lc, const ModelConfig *c, NfError *er
     if (lc->rank < 1 || lc->rank > LORA_MAX_RANK || lc->rank > c->dim)
         return nf_fail(err, NF_ERR_USAGE, "--lora-rank %d is out of range 1..%d (at most the model's dim)", lc->rank,
                        c->dim < LORA_MAX_RANK ? c->dim : LORA_MAX_RANK);
-    if (!(lc->alpha > 0.0f) || !isfinite(lc->alpha))
-        return nf_fail(err, NF_ERR_USAGE, "--lora-alpha must be positive");
+    if (!(lc->alpha > 0.0f) || !isfinite(lc->alpha)) return nf_fail(err, NF_ERR_USAGE, "--lora-alpha must be positive");
     if (!(lc->dropout >= 0.0f && lc->dropout < 1.0f))
         return nf_fail(err, NF_ERR_USAGE, "--lora-dropout must be in [0, 1)");
     if (lc->targets == 0 || lc->targets >= (1u << LORA_TARGETS))

@@ -25,21 +25,21 @@ typedef enum { LORA_WQ, LORA_WK, LORA_WV, LORA_WO, LORA_W1, LORA_W2, LORA_W3, LO
 
 /* bits 0..3 (1 = wq, 2 = wk, 4 = wv, 8 = wo) are NeuralForge's original mask */
 #define LORA_DEFAULT_TARGETS 0xFu
-#define LORA_MAX_RANK 1024
-#define LORA_SEGMENTS_MAX (2 * LORA_TARGETS + 3)
+#define LORA_MAX_RANK        1024
+#define LORA_SEGMENTS_MAX    (2 * LORA_TARGETS + 3)
 
 typedef struct {
-    int rank;          /* r >= 1 */
-    float alpha;       /* scale s = alpha / r */
-    float dropout;     /* probability of zeroing an adapter input while training, [0, 1) */
-    unsigned targets;  /* bit t set: target t carries an adapter */
-    bool train_norms;  /* the RMSNorm weights train too */
+    int rank;         /* r >= 1 */
+    float alpha;      /* scale s = alpha / r */
+    float dropout;    /* probability of zeroing an adapter input while training, [0, 1) */
+    unsigned targets; /* bit t set: target t carries an adapter */
+    bool train_norms; /* the RMSNorm weights train too */
 } LoraConfig;
 
 typedef struct {
-    float *a[LORA_TARGETS];                /* (L, r, in_t), or NULL when t is not a target */
-    float *b[LORA_TARGETS];                /* (L, out_t, r), or NULL */
-    float *rms_att, *rms_ffn, *rms_final;  /* (L, D), (L, D), (D), or NULL without train_norms */
+    float *a[LORA_TARGETS];               /* (L, r, in_t), or NULL when t is not a target */
+    float *b[LORA_TARGETS];               /* (L, out_t, r), or NULL */
+    float *rms_att, *rms_ffn, *rms_final; /* (L, D), (L, D), (D), or NULL without train_norms */
 } LoraPointers;
 
 /* Adapters on top of a model: their configuration and weights. */
@@ -50,7 +50,7 @@ typedef struct {
 
 static inline float lora_scale(const LoraConfig *lc) { return lc->alpha / (float)lc->rank; }
 
-const char *lora_target_name(LoraTarget t); /* "wq", "wk", ... */
+const char *lora_target_name(LoraTarget t);  /* "wq", "wk", ... */
 const char *lora_target_alias(LoraTarget t); /* Hugging Face's name: "q", "k", ..., "gate", "down", "up" */
 /* "wq,wv", aliases "q,k,v,o,gate,down,up", or a bit mask "1".."127". */
 int lora_parse_targets(const char *text, unsigned *mask, NfError *err);

@@ -70,7 +70,8 @@ static int get_count(Reader *r, const JsonValue *obj, const char *key, uint64_t 
     const JsonValue *v = field(r, obj, key, JV_NUMBER);
     if (!v) return -1;
     const char *s = v->text;
-    if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19) return bad(r, "field \"%s\" is not a count", key);
+    if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19)
+        return bad(r, "field \"%s\" is not a count", key);
     uint64_t x = strtoull(s, NULL, 10);
     if (x > max) return bad(r, "field \"%s\" is out of range", key);
     *out = x;
@@ -100,13 +101,13 @@ static bool safe_name(const char *s) { return s[0] && s[0] != '.' && !strchr(s, 
 
 static int read_shard(Reader *r, const JsonValue *v, ManifestShard *s) {
     if (v->type != JV_OBJECT) return bad(r, "%s", "a shard is not an object");
-    if (get_string(r, v, "file", &s->file) != 0 ||
-        get_count(r, v, "tokens", MANIFEST_MAX_COUNT, &s->tokens) != 0 ||
+    if (get_string(r, v, "file", &s->file) != 0 || get_count(r, v, "tokens", MANIFEST_MAX_COUNT, &s->tokens) != 0 ||
         get_count(r, v, "masked_tokens", s->tokens, &s->masked_tokens) != 0)
         return -1;
     if (!safe_name(s->file)) return bad(r, "shard file name '%s' leaves the directory", s->file);
     const JsonValue *mask = json_get(v, "mask");
-    if (!mask || (mask->type != JV_NULL && mask->type != JV_STRING)) return bad(r, "%s", "a shard's \"mask\" is missing or mistyped");
+    if (!mask || (mask->type != JV_NULL && mask->type != JV_STRING))
+        return bad(r, "%s", "a shard's \"mask\" is missing or mistyped");
     if (mask->type == JV_STRING) {
         if (get_string(r, v, "mask", &s->mask) != 0) return -1;
         if (!safe_name(s->mask)) return bad(r, "mask file name '%s' leaves the directory", s->mask);
@@ -119,8 +120,7 @@ static int read_shard(Reader *r, const JsonValue *v, ManifestShard *s) {
 static int read_source(Reader *r, const JsonValue *v, ManifestSource *s) {
     if (v->type != JV_OBJECT) return bad(r, "%s", "a source is not an object");
     if (get_string(r, v, "path", &s->path) != 0 || get_count(r, v, "bytes", MANIFEST_MAX_COUNT, &s->bytes) != 0 ||
-        get_hash(r, v, "hash", &s->hash) != 0 ||
-        get_count(r, v, "documents", MANIFEST_MAX_COUNT, &s->documents) != 0 ||
+        get_hash(r, v, "hash", &s->hash) != 0 || get_count(r, v, "documents", MANIFEST_MAX_COUNT, &s->documents) != 0 ||
         get_count(r, v, "tokens", MANIFEST_MAX_COUNT, &s->tokens) != 0 ||
         get_count(r, v, "masked_tokens", s->tokens, &s->masked_tokens) != 0 ||
         get_count(r, v, "shard", MANIFEST_MAX_COUNT, &s->shard) != 0 ||
@@ -187,11 +187,11 @@ static int read_header(Reader *r, const JsonValue *root, Manifest *m) {
 typedef struct {
     Reader r;
     Manifest *m;
-    const JsonValue *rest;     /* json_parse_each's members so far */
+    const JsonValue *rest; /* json_parse_each's members so far */
     size_t shards_cap, sources_cap;
     bool have_shards, have_sources;
-    bool format_read;          /* before the first element, when format and version come first (ingest writes them so) */
-    bool failed;               /* a callback failed: its error is already the manifest's own */
+    bool format_read; /* before the first element, when format and version come first (ingest writes them so) */
+    bool failed;      /* a callback failed: its error is already the manifest's own */
     /* running sums, compared with the totals at the end; each stays <= MANIFEST_MAX_COUNT or it is an error
      * at once, so adding a count (also <= MANIFEST_MAX_COUNT) never wraps */
     uint64_t shard_tokens, shard_masked, documents, tokens, masked;
@@ -262,8 +262,10 @@ static int on_end(void *ctx, const char *key, size_t n, NfError *err) {
     (void)n;
     (void)err;
     Loader *l = ctx;
-    if (strcmp(key, "shards") == 0) l->have_shards = true;
-    else l->have_sources = true;
+    if (strcmp(key, "shards") == 0)
+        l->have_shards = true;
+    else
+        l->have_sources = true;
     return 0;
 }
 
@@ -338,8 +340,10 @@ int manifest_save(const char *dir, const Manifest *m, NfError *err) {
         const ManifestShard *s = &m->shards[i];
         json_object_begin(&j, NULL);
         json_str(&j, "file", s->file);
-        if (s->mask) json_str(&j, "mask", s->mask);
-        else json_null_value(&j, "mask");
+        if (s->mask)
+            json_str(&j, "mask", s->mask);
+        else
+            json_null_value(&j, "mask");
         json_int(&j, "tokens", (int64_t)s->tokens);
         json_int(&j, "masked_tokens", (int64_t)s->masked_tokens);
         json_object_end(&j);

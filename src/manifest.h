@@ -13,21 +13,21 @@
 #include "error.h"
 #include "textsplit.h"
 
-#define MANIFEST_NAME "manifest.json"
-#define MANIFEST_FORMAT "neuralforge-ingest"
+#define MANIFEST_NAME    "manifest.json"
+#define MANIFEST_FORMAT  "neuralforge-ingest"
 #define MANIFEST_VERSION 1
 
 typedef struct {
-    char *file;              /* shard file name in the directory (no '/'): shard_GGGGGG_SSSSS.bin */
-    char *mask;              /* its mask file name, or NULL when the shard has no masked token */
-    uint64_t tokens;         /* uint16 ids in the file: it is 2 * tokens bytes */
-    uint64_t masked_tokens;  /* zero bytes in the mask file (0 when mask is NULL) */
+    char *file;             /* shard file name in the directory (no '/'): shard_GGGGGG_SSSSS.bin */
+    char *mask;             /* its mask file name, or NULL when the shard has no masked token */
+    uint64_t tokens;        /* uint16 ids in the file: it is 2 * tokens bytes */
+    uint64_t masked_tokens; /* zero bytes in the mask file (0 when mask is NULL) */
 } ManifestShard;
 
 typedef struct {
-    char *path;              /* relative to --source, '/'-separated */
-    uint64_t bytes;          /* file size when ingested */
-    uint64_t hash;           /* FNV-1a 64 of the file's bytes */
+    char *path;     /* relative to --source, '/'-separated */
+    uint64_t bytes; /* file size when ingested */
+    uint64_t hash;  /* FNV-1a 64 of the file's bytes */
     uint64_t documents, tokens, masked_tokens;
     /* where its tokens are: they start at token `offset` of shard `shard`
      * and run on through the following shards, `tokens` of them */
@@ -39,10 +39,10 @@ typedef struct {
     char *tokenizer;         /* the --tokenizer path as given */
     uint64_t tokenizer_hash; /* FNV-1a 64 of the tokenizer file's bytes (of the name, for builtin:bytes) */
     int vocab_size;
-    TextSplit split;         /* --split of .txt and .md sources */
+    TextSplit split; /* --split of .txt and .md sources */
     int64_t max_shard_mb;
     uint64_t documents, tokens, masked_tokens; /* totals over the sources (= over the shards) */
-    ManifestShard *shards;   /* (n_shards) in stream order */
+    ManifestShard *shards;                     /* (n_shards) in stream order */
     int n_shards;
     ManifestSource *sources; /* (n_sources) sorted by path, bytewise */
     int n_sources;

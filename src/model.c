@@ -7,14 +7,16 @@
 
 #include "util.h"
 
-#define AK42_MAGIC 0x616b3432u
-#define AK42_HEADER_BYTES 256
+#define AK42_MAGIC          0x616b3432u
+#define AK42_HEADER_BYTES   256
 #define LEGACY_HEADER_BYTES 28
 
 int config_validate(const ModelConfig *c, NfError *err) {
-#define CHECK_RANGE(field, lo, hi)                                                              \
-    if (c->field < (lo) || c->field > (hi))                                                     \
-        return nf_fail(err, NF_ERR_MODEL, #field " %d is outside [%d, %d]", c->field, (int)(lo), (int)(hi))
+#define CHECK_RANGE(field, lo, hi)                                                                               \
+    do {                                                                                                         \
+        if (c->field < (lo) || c->field > (hi))                                                                  \
+            return nf_fail(err, NF_ERR_MODEL, #field " %d is outside [%d, %d]", c->field, (int)(lo), (int)(hi)); \
+    } while (0)
     CHECK_RANGE(dim, 2, NF_MAX_DIM);
     CHECK_RANGE(hidden_dim, 1, NF_MAX_HIDDEN);
     CHECK_RANGE(n_layers, 1, NF_MAX_LAYERS);
@@ -61,8 +63,8 @@ bool config_equal(const ModelConfig *a, const ModelConfig *b) {
 
 uint64_t config_param_count(const ModelConfig *c) {
     WeightCounts w = weight_counts(c);
-    return w.embedding + 2 * w.norm_layers + w.attn_q + 2 * w.attn_kv + w.attn_o + 3 * w.ffn +
-           w.norm_final + w.classifier;
+    return w.embedding + 2 * w.norm_layers + w.attn_q + 2 * w.attn_kv + w.attn_o + 3 * w.ffn + w.norm_final +
+           w.classifier;
 }
 
 const char *model_format_name(ModelFormat f) {
@@ -80,8 +82,7 @@ void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out) {
         memcpy(out, t->f32 + base, (size_t)cols * sizeof(float));
         return;
     }
-    for (int i = 0; i < cols; i++)
-        out[i] = t->q[base + i] * t->scale[(base + i) / (size_t)t->group_size];
+    for (int i = 0; i < cols; i++) out[i] = t->q[base + i] * t->scale[(base + i) / (size_t)t->group_size];
 }
 
 static int32_t read_i32(const unsigned char *p) {
@@ -102,9 +103,8 @@ static void read_config7(const unsigned char *p, ModelConfig *c) {
 
 static int check_size(const char *path, uint64_t expected, size_t actual, NfError *err) {
     if (expected != actual)
-        return nf_fail(err, NF_ERR_MODEL,
-                       "model file '%s' is %zu bytes but its header describes %llu bytes (%s)", path, actual,
-                       (unsigned long long)expected, actual < expected ? "truncated" : "trailing data");
+        return nf_fail(err, NF_ERR_MODEL, "model file '%s' is %zu bytes but its header describes %llu bytes (%s)", path,
+                       actual, (unsigned long long)expected, actual < expected ? "truncated" : "trailing data");
     return 0;
 }
 
@@ -112,9 +112,9 @@ static int check_size(const char *path, uint64_t expected, size_t actual, NfErro
  * size was checked against the header first, so every take succeeds. */
 typedef struct {
     const unsigned char *p;
-    DType dtype;              /* of the matrices */
-    int group_size;           /* Q8 */
-    float *scale_copy;        /* Q8 with group_size % 4 != 0: aligned home for the scales */
+    DType dtype;       /* of the matrices */
+    int group_size;    /* Q8 */
+    float *scale_copy; /* Q8 with group_size % 4 != 0: aligned home for the scales */
 } Reader;
 
 static const float *read_f32(Reader *r, uint64_t n) {
@@ -144,7 +144,7 @@ static Tensor read_matrix(Reader *r, uint64_t n) {
     return t;
 }
 
-#define FOR_EACH_LAYER(m, field, value)                                                   \
+#define FOR_EACH_LAYER(m, field, value) \
     for (int l_ = 0; l_ < (m)->config.n_layers; l_++) (m)->weights.layers[l_].field = (value)
 
 static void read_legacy_layout(Model *m, Reader *r) {
@@ -263,8 +263,8 @@ int model_load(Model *m, const char *path, NfError *err) {
             else if (version == 2)
                 rc = load_v2(m, path, err);
             else
-                rc = nf_fail(err, NF_ERR_MODEL, "model file '%s' has unsupported version %d (1 and 2 are known)",
-                             path, version);
+                rc = nf_fail(err, NF_ERR_MODEL, "model file '%s' has unsupported version %d (1 and 2 are known)", path,
+                             version);
         }
     } else {
         rc = load_legacy(m, path, err);

@@ -20,22 +20,22 @@
 #include "fileio.h"
 
 typedef struct {
-    int dim;          /* residual stream width */
-    int hidden_dim;   /* SwiGLU inner width */
+    int dim;        /* residual stream width */
+    int hidden_dim; /* SwiGLU inner width */
     int n_layers;
-    int n_heads;      /* query heads; head_size = dim / n_heads */
-    int n_kv_heads;   /* key/value heads (GQA); divides n_heads */
+    int n_heads;    /* query heads; head_size = dim / n_heads */
+    int n_kv_heads; /* key/value heads (GQA); divides n_heads */
     int vocab_size;
-    int seq_len;      /* longest context the model was trained for */
+    int seq_len;            /* longest context the model was trained for */
     bool shared_classifier; /* classifier weights == token embedding */
 } ModelConfig;
 
 /* Sane bounds for any header field; larger values are refused as forged. */
-#define NF_MAX_DIM        65536
-#define NF_MAX_HIDDEN     262144
-#define NF_MAX_LAYERS     1024
-#define NF_MAX_VOCAB      (1 << 22)
-#define NF_MAX_SEQ_LEN    (1 << 20)
+#define NF_MAX_DIM     65536
+#define NF_MAX_HIDDEN  262144
+#define NF_MAX_LAYERS  1024
+#define NF_MAX_VOCAB   (1 << 22)
+#define NF_MAX_SEQ_LEN (1 << 20)
 
 static inline int config_head_size(const ModelConfig *c) { return c->dim / c->n_heads; }
 static inline int config_kv_dim(const ModelConfig *c) { return c->dim / c->n_heads * c->n_kv_heads; }
@@ -52,10 +52,10 @@ typedef enum { NF_F32 = 0, NF_Q8 = 1 } DType;
 /* A weight matrix, or a stack of them (one per layer), row-major. */
 typedef struct {
     DType dtype;
-    const float *f32;     /* NF_F32: the values */
-    const int8_t *q;      /* NF_Q8: the int8 values */
-    const float *scale;   /* NF_Q8: value = q * scale[index / group_size] */
-    int group_size;       /* NF_Q8 */
+    const float *f32;   /* NF_F32: the values */
+    const int8_t *q;    /* NF_Q8: the int8 values */
+    const float *scale; /* NF_Q8: value = q * scale[index / group_size] */
+    int group_size;     /* NF_Q8 */
 } Tensor;
 
 /* Writes row `row` of a (rows, cols) tensor as fp32. */
@@ -63,22 +63,22 @@ void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out);
 
 /* Shapes: D = dim, H = hidden_dim, KV = kv_dim, V = vocab_size. */
 typedef struct {
-    const float *rms_att;     /* (D) */
-    Tensor wq;                /* (D, D)   rows are n_heads * head_size outputs */
-    Tensor wk;                /* (KV, D) */
-    Tensor wv;                /* (KV, D) */
-    Tensor wo;                /* (D, D) */
-    const float *rms_ffn;     /* (D) */
-    Tensor w1;                /* (H, D)  gate */
-    Tensor w2;                /* (D, H)  down */
-    Tensor w3;                /* (H, D)  up */
+    const float *rms_att; /* (D) */
+    Tensor wq;            /* (D, D)   rows are n_heads * head_size outputs */
+    Tensor wk;            /* (KV, D) */
+    Tensor wv;            /* (KV, D) */
+    Tensor wo;            /* (D, D) */
+    const float *rms_ffn; /* (D) */
+    Tensor w1;            /* (H, D)  gate */
+    Tensor w2;            /* (D, H)  down */
+    Tensor w3;            /* (H, D)  up */
 } LayerWeights;
 
 typedef struct {
-    Tensor token_embedding;   /* (V, D) */
-    LayerWeights *layers;     /* (n_layers) */
-    const float *rms_final;   /* (D) */
-    Tensor wcls;              /* (V, D), the embedding itself when shared */
+    Tensor token_embedding; /* (V, D) */
+    LayerWeights *layers;   /* (n_layers) */
+    const float *rms_final; /* (D) */
+    Tensor wcls;            /* (V, D), the embedding itself when shared */
 } ModelWeights;
 
 typedef enum { MODEL_LLAMA2C_V0, MODEL_LLAMA2C_V1, MODEL_LLAMA2C_V2 } ModelFormat;

@@ -10,7 +10,8 @@ double lr_at(const OptimizerOptions *o, int64_t step) {
     if (o->schedule == LR_CONSTANT || o->total_steps <= o->warmup) return o->lr;
     double progress = (double)(step - o->warmup) / (double)(o->total_steps - o->warmup);
     if (progress > 1.0) progress = 1.0;
-    if (o->schedule == LR_COSINE) return o->lr_min + 0.5 * (1.0 + cos(3.14159265358979323846 * progress)) * (o->lr - o->lr_min);
+    if (o->schedule == LR_COSINE)
+        return o->lr_min + 0.5 * (1.0 + cos(3.14159265358979323846 * progress)) * (o->lr - o->lr_min);
     return o->lr - (o->lr - o->lr_min) * progress;
 }
 
@@ -67,8 +68,8 @@ void grad_multiply(float *grads, size_t n, float f) {
  * weights (segments with is_norm) get no weight decay. params_bf16 (NULL
  * for none) is a bf16 copy of params (nf_bf16_keep's), written block by
  * block as params are (nf_bf16_round), so that it stays params rounded. */
-static void adamw_step(float *params, uint16_t *params_bf16, const float *grads, float grad_scale, float *m,
-                       float *v, const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
+static void adamw_step(float *params, uint16_t *params_bf16, const float *grads, float grad_scale, float *m, float *v,
+                       const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     float bc1 = (float)(1.0 - pow(o->beta1, (double)t)), bc2 = (float)(1.0 - pow(o->beta2, (double)t));
     float step_size = (float)lr / bc1, bc2_sqrt = sqrtf(bc2);

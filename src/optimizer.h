@@ -14,10 +14,10 @@ typedef enum { LR_CONSTANT, LR_COSINE, LR_LINEAR } LrSchedule;
 typedef struct {
     double lr, lr_min;
     LrSchedule schedule;
-    int64_t warmup;        /* steps of linear warmup from lr/warmup to lr */
+    int64_t warmup; /* steps of linear warmup from lr/warmup to lr */
     int64_t total_steps;
     double beta1, beta2, eps, weight_decay;
-    double grad_clip;      /* 0 = off */
+    double grad_clip; /* 0 = off */
 } OptimizerOptions;
 
 /* Learning rate of optimizer step `step` (1-based). */

@@ -41,8 +41,8 @@ int param_segments(const ModelConfig *c, ParamSegment seg[PARAM_SEGMENTS_MAX]) {
 void param_pointers(ParamPointers *p, float *base, const ModelConfig *c) {
     ParamSegment seg[PARAM_SEGMENTS_MAX];
     int n = param_segments(c, seg);
-    float **fields[PARAM_SEGMENTS_MAX] = {&p->token_embedding, &p->rms_att, &p->wq, &p->wk, &p->wv, &p->wo,
-                                          &p->rms_ffn, &p->w1, &p->w2, &p->w3, &p->rms_final, &p->wcls};
+    float **fields[PARAM_SEGMENTS_MAX] = {&p->token_embedding, &p->rms_att, &p->wq, &p->wk, &p->wv,        &p->wo,
+                                          &p->rms_ffn,         &p->w1,      &p->w2, &p->w3, &p->rms_final, &p->wcls};
     for (int i = 0; i < n; i++) *fields[i] = base + seg[i].offset;
     if (c->shared_classifier) p->wcls = p->token_embedding;
 }

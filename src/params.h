@@ -30,17 +30,27 @@ typedef struct {
 
 /* One named piece of the flat buffer, in layout order. */
 typedef struct {
-    const char *name;   /* "token_embedding", "rms_att", "wq", ... */
-    size_t offset;      /* in floats from the start */
-    size_t count;       /* floats */
-    bool is_norm;       /* RMSNorm weights: no weight decay */
+    const char *name; /* "token_embedding", "rms_att", "wq", ... */
+    size_t offset;    /* in floats from the start */
+    size_t count;     /* floats */
+    bool is_norm;     /* RMSNorm weights: no weight decay */
 } ParamSegment;
 
 /* The segments by name: param_segments fills seg[PARAM_WQ] with wq, and so on (PARAM_WCLS only when the
  * classifier is separate). */
 typedef enum {
-    PARAM_TOKEN_EMBEDDING, PARAM_RMS_ATT, PARAM_WQ, PARAM_WK, PARAM_WV, PARAM_WO,
-    PARAM_RMS_FFN, PARAM_W1, PARAM_W2, PARAM_W3, PARAM_RMS_FINAL, PARAM_WCLS
+    PARAM_TOKEN_EMBEDDING,
+    PARAM_RMS_ATT,
+    PARAM_WQ,
+    PARAM_WK,
+    PARAM_WV,
+    PARAM_WO,
+    PARAM_RMS_FFN,
+    PARAM_W1,
+    PARAM_W2,
+    PARAM_W3,
+    PARAM_RMS_FINAL,
+    PARAM_WCLS
 } ParamSegmentId;
 #define PARAM_SEGMENTS_MAX 12
 

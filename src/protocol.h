@@ -19,13 +19,13 @@
 #include "model.h"
 
 typedef struct {
-    FILE *stream;   /* where NDJSON lines go: stdout */
+    FILE *stream; /* where NDJSON lines go: stdout */
     /* set by msg_emit when a write to stream fails (EPIPE: its reader is
      * gone); from then on every line goes to stderr instead. train treats
      * it as a stop request. */
     bool closed;
-    bool tee;       /* msg_tee_stderr: every line also goes to stderr */
-    bool noted;     /* the NF_STDERR_NOTE line is written */
+    bool tee;   /* msg_tee_stderr: every line also goes to stderr */
+    bool noted; /* the NF_STDERR_NOTE line is written */
 } NfOut;
 
 /* The stderr line (printf format, the process id) after which this

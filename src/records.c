@@ -54,8 +54,7 @@ static int document_add_token(Document *d, int id, bool counted, NfError *err) {
 }
 
 /* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
-static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted,
-                             NfError *err) {
+static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err) {
     size_t from = d->ids.len;
     if (tokenizer_encode(t, text, n, false, false, &d->ids, err) != 0) return -1;
     return mark(d, from, counted, err);
@@ -111,8 +110,7 @@ static const char *const ROLES[3] = {"system", "user", "assistant"};
 static int chat_message(const JsonValue *m, int i, const char **content, size_t *len, NfError *err) {
     if (m->type != JV_OBJECT) return nf_fail(err, NF_ERR_DATA, "message %d is not an object", i + 1);
     const JsonValue *role = json_get(m, "role"), *text = json_get(m, "content");
-    if (!role || role->type != JV_STRING)
-        return nf_fail(err, NF_ERR_DATA, "message %d has no \"role\" string", i + 1);
+    if (!role || role->type != JV_STRING) return nf_fail(err, NF_ERR_DATA, "message %d has no \"role\" string", i + 1);
     if (!text || text->type != JV_STRING)
         return nf_fail(err, NF_ERR_DATA, "message %d has no \"content\" string", i + 1);
     *content = stripped(text->text, text->len, len);
@@ -156,7 +154,8 @@ static int chat_document(const Tokenizer *t, const JsonValue *messages, Document
             break;
         }
         if (i + 1 >= n) {
-            rc = nf_fail(err, NF_ERR_DATA, "the last message is from the user; a chat ends with the assistant's answer");
+            rc =
+                nf_fail(err, NF_ERR_DATA, "the last message is from the user; a chat ends with the assistant's answer");
             break;
         }
         role = chat_message(&messages->items[i + 1], i + 1, &answer, &answer_len, err);
@@ -186,8 +185,8 @@ static int chat_document(const Tokenizer *t, const JsonValue *messages, Document
 static const JsonValue *string_field(const JsonValue *obj, const char *key, NfError *err) {
     const JsonValue *v = json_get(obj, key);
     if (!v) {
-        nf_fail(err, NF_ERR_DATA, "the record has \"%s\" but no \"%s\"", strcmp(key, "prompt") == 0 ? "completion" : "prompt",
-                key);
+        nf_fail(err, NF_ERR_DATA, "the record has \"%s\" but no \"%s\"",
+                strcmp(key, "prompt") == 0 ? "completion" : "prompt", key);
         return NULL;
     }
     if (v->type != JV_STRING) {
@@ -213,15 +212,19 @@ int record_from_json(const Tokenizer *t, const char *line, size_t len, Document 
     } else if (kinds == 0) {
         nf_fail(err, NF_ERR_DATA, "the record has none of \"text\", \"prompt\"/\"completion\" and \"messages\"");
     } else if (kinds > 1) {
-        nf_fail(err, NF_ERR_DATA, "the record mixes %s", text && messages ? "\"text\" and \"messages\""
-                                                          : text            ? "\"text\" and \"prompt\"/\"completion\""
-                                                                            : "\"prompt\"/\"completion\" and \"messages\"");
+        nf_fail(err, NF_ERR_DATA, "the record mixes %s",
+                text && messages ? "\"text\" and \"messages\""
+                : text           ? "\"text\" and \"prompt\"/\"completion\""
+                                 : "\"prompt\"/\"completion\" and \"messages\"");
     } else if (text) {
         size_t n;
         const char *s = text->type == JV_STRING ? stripped(text->text, text->len, &n) : NULL;
-        if (!s) nf_fail(err, NF_ERR_DATA, "\"text\" is not a string");
-        else if (n == 0) rc = 0;
-        else rc = text_document(d, t, s, n, err) == 0 ? 1 : -1;
+        if (!s)
+            nf_fail(err, NF_ERR_DATA, "\"text\" is not a string");
+        else if (n == 0)
+            rc = 0;
+        else
+            rc = text_document(d, t, s, n, err) == 0 ? 1 : -1;
     } else if (messages) {
         rc = chat_document(t, messages, d, err) == 0 ? 1 : -1;
     } else {
@@ -257,8 +260,10 @@ static int read_jsonl(const char *path, const char *data, size_t size, const Tok
                          line, len, RECORD_MAX_BYTES);
         } else if (b < e) {
             int made = record_from_json(t, data + pos, len, &d, err);
-            if (made < 0) rc = located(err, path, line);
-            else if (made > 0) rc = fn(ctx, &d, err);
+            if (made < 0)
+                rc = located(err, path, line);
+            else if (made > 0)
+                rc = fn(ctx, &d, err);
         }
         pos = nl ? end + 1 : size;
     }
@@ -269,9 +274,9 @@ static int read_jsonl(const char *path, const char *data, size_t size, const Tok
 /* ---- CSV ------------------------------------------------------------------ */
 
 typedef struct {
-    Bytes text;          /* the unescaped fields, each NUL-terminated, back to back */
-    size_t *start;       /* (n) offset of each field in text */
-    size_t *len;         /* (n) bytes of each field */
+    Bytes text;    /* the unescaped fields, each NUL-terminated, back to back */
+    size_t *start; /* (n) offset of each field in text */
+    size_t *len;   /* (n) bytes of each field */
     int n;
     size_t cap;
 } CsvRecord;
@@ -375,8 +380,8 @@ static int csv_column(const CsvRecord *header, const char *name) {
 }
 
 /* One row's document into d: 1 made, 0 none (an empty text), -1 error. */
-static int csv_document(const CsvRecord *header, const CsvRecord *row, int text_col, int prompt_col,
-                        int completion_col, const Tokenizer *t, Bytes *text, Document *d, NfError *err) {
+static int csv_document(const CsvRecord *header, const CsvRecord *row, int text_col, int prompt_col, int completion_col,
+                        const Tokenizer *t, Bytes *text, Document *d, NfError *err) {
     size_t len, plen, clen;
     document_reset(d);
     if (text_col >= 0) {
@@ -430,8 +435,10 @@ static int read_csv(const char *path, const char *data, size_t size, const Token
             break;
         }
         int made = csv_document(&header, &row, text_col, prompt_col, completion_col, t, &text, &d, err);
-        if (made < 0) rc = located(err, path, row_line);
-        else if (made > 0) rc = fn(ctx, &d, err);
+        if (made < 0)
+            rc = located(err, path, row_line);
+        else if (made > 0)
+            rc = fn(ctx, &d, err);
     }
     document_free(&d);
     free(text.data);
@@ -461,8 +468,8 @@ static int text_doc(void *ctx, const char *doc, size_t len, size_t line, NfError
     return r->fn(r->ctx, &r->d, err);
 }
 
-int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split,
-                 const Tokenizer *t, DocumentFn fn, void *ctx, NfError *err) {
+int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split, const Tokenizer *t,
+                 DocumentFn fn, void *ctx, NfError *err) {
     if (kind == SOURCE_JSONL) return read_jsonl(path, data, size, t, fn, ctx, err);
     if (kind == SOURCE_CSV) return read_csv(path, data, size, t, fn, ctx, err);
     if (kind != SOURCE_TEXT) return nf_fail(err, NF_ERR_DATA, "%s: not a source ingest reads", path);

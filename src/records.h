@@ -39,14 +39,14 @@ typedef enum { SOURCE_UNSUPPORTED, SOURCE_TEXT, SOURCE_CSV, SOURCE_JSONL } Sourc
  * .csv, .jsonl; anything else is unsupported (ingest skips it). */
 SourceKind source_kind(const char *path);
 
-#define RECORD_MAX_BYTES ((size_t)16 << 20)   /* a JSONL line, a CSV record */
+#define RECORD_MAX_BYTES   ((size_t)16 << 20) /* a JSONL line, a CSV record */
 #define DOCUMENT_MAX_BYTES ((size_t)64 << 20) /* the text of one .txt/.md document */
 
 typedef struct {
-    TokenList ids;          /* the document's ids, BOS first */
-    unsigned char *mask;    /* (ids.len) 1: the loss counts this id as a target; 0: masked */
+    TokenList ids;       /* the document's ids, BOS first */
+    unsigned char *mask; /* (ids.len) 1: the loss counts this id as a target; 0: masked */
     size_t mask_cap;
-    uint64_t masked;        /* zeros in mask */
+    uint64_t masked; /* zeros in mask */
 } Document;
 
 void document_free(Document *d);
@@ -62,7 +62,7 @@ typedef int (*DocumentFn)(void *ctx, const Document *d, NfError *err);
 
 /* Every document of one source file's bytes data[0..size), in order. Errors
  * (bad_data) name the file (path, as given) and the line. */
-int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split,
-                 const Tokenizer *t, DocumentFn fn, void *ctx, NfError *err);
+int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split, const Tokenizer *t,
+                 DocumentFn fn, void *ctx, NfError *err);
 
 #endif

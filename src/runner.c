@@ -80,12 +80,12 @@ typedef struct {
 typedef struct {
     Runner *runner;
     int64_t run_id;
-    char *argv[MAX_ARGS + 2];   /* exe, the run's words, NULL */
-    JsonValue args;             /* owns the words */
+    char *argv[MAX_ARGS + 2]; /* exe, the run's words, NULL */
+    JsonValue args;           /* owns the words */
     char log_path[PATH_MAX + 32];
-    char **envp;                /* the server's environment with OMP_NUM_THREADS set, or NULL: as inherited */
+    char **envp; /* the server's environment with OMP_NUM_THREADS set, or NULL: as inherited */
     char threads_env[32];
-    Launch *launch;             /* runner_start's, until the fork is recorded */
+    Launch *launch; /* runner_start's, until the fork is recorded */
 } Job;
 
 static void job_free(Job *job) {
@@ -107,9 +107,9 @@ static void launch_done(Job *job) {
 
 /* What the stored lines of a run said, for its status. */
 typedef struct {
-    char type[32];       /* the last line's */
-    char error[600];     /* the last error message, or "" */
-    bool completed;      /* a done line with reason "completed" */
+    char type[32];   /* the last line's */
+    char error[600]; /* the last error message, or "" */
+    bool completed;  /* a done line with reason "completed" */
 } Seen;
 
 /* One NDJSON line of a run: stored, and what it says noted in *seen. */
@@ -143,8 +143,10 @@ static void store_line(Store *s, int64_t run_id, const char *line, size_t len, S
 static void take_line(Job *job, const char *line, size_t len, Seen *seen) {
     Store *s = job->runner->store;
     store_line(s, job->run_id, line, len, seen);
-    if (strcmp(seen->type, "restart") == 0) store_run_status(s, job->run_id, "restarting");
-    else if (strcmp(seen->type, "error") != 0) store_run_status(s, job->run_id, "running");
+    if (strcmp(seen->type, "restart") == 0)
+        store_run_status(s, job->run_id, "restarting");
+    else if (strcmp(seen->type, "error") != 0)
+        store_run_status(s, job->run_id, "running");
 }
 
 static void *job_thread(void *arg) {
@@ -170,8 +172,10 @@ static void *job_thread(void *arg) {
             dup2(out[1], 1);
             dup2(log_fd >= 0 ? log_fd : null_fd, 2);
             close_range(3, ~0u, 0);
-            if (job->envp) execve(job->argv[0], job->argv, job->envp);
-            else execv(job->argv[0], job->argv);
+            if (job->envp)
+                execve(job->argv[0], job->argv, job->envp);
+            else
+                execv(job->argv[0], job->argv);
             _exit(127);
         }
         close(out[1]);
@@ -215,15 +219,19 @@ static void *job_thread(void *arg) {
     free(buf);
     close(out[0]);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     RunRow run;
     bool stopped = store_run_get(s, job->run_id, &run) && run.stop_requested;
     run_row_free(&run);
     int64_t code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (code != 0 && !error[0]) {
-        if (WIFSIGNALED(status)) snprintf(error, sizeof seen.error, "killed by signal %d", WTERMSIG(status));
-        else if (code == 127) snprintf(error, sizeof seen.error, "could not run %s", job->argv[0]);
-        else snprintf(error, sizeof seen.error, "exited with status %lld", (long long)code);
+        if (WIFSIGNALED(status))
+            snprintf(error, sizeof seen.error, "killed by signal %d", WTERMSIG(status));
+        else if (code == 127)
+            snprintf(error, sizeof seen.error, "could not run %s", job->argv[0]);
+        else
+            snprintf(error, sizeof seen.error, "exited with status %lld", (long long)code);
     }
     /* a stopped train run ends "stopped" when it checkpointed and left cleanly (done reason "interrupted") */
     const char *final = stopped ? "stopped" : code == 0 ? "done" : "error";
@@ -320,7 +328,7 @@ int runner_stop(Runner *r, int64_t run_id) {
  * SIGINT when its server died, so it is completing its current step and
  * writing a checkpoint; a big model's step and checkpoint take minutes.
  * After that it is killed (AtomicFile leaves the last whole checkpoint). */
-#define ORPHAN_WAIT_S (15 * 60)
+#define ORPHAN_WAIT_S  (15 * 60)
 #define ORPHAN_POLL_MS 200
 
 /* Whether pid is still the process of this run, and not a recycled pid:
@@ -340,8 +348,7 @@ static bool is_run_process(int64_t pid, const char *args_json) {
     fclose(f);
     JsonValue args = {0};
     NfError err;
-    bool same = n > 0 && n < cap && json_parse(args_json, strlen(args_json), &args, &err) == 0 &&
-                args.type == JV_ARRAY;
+    bool same = n > 0 && n < cap && json_parse(args_json, strlen(args_json), &args, &err) == 0 && args.type == JV_ARRAY;
     size_t at = cmd && same ? strnlen(cmd, n) + 1 : 0; /* past argv[0] */
     for (int i = 0; same && i < args.n; i++) {
         const JsonValue *w = &args.items[i];
@@ -407,10 +414,14 @@ static void settle_orphan(Runner *r, int64_t run_id, const char *why) {
     if (!store_run_get(r->store, run_id, &run)) return;
     Seen seen = {.type = ""};
     import_orphan_log(r, &run, &seen);
-    if (seen.error[0]) store_run_ended(r->store, run_id, "error", -1, seen.error);
-    else if (seen.completed) store_run_ended(r->store, run_id, "done", 0, NULL);
-    else if (run.stop_requested) store_run_ended(r->store, run_id, "stopped", -1, NULL);
-    else store_run_ended(r->store, run_id, "interrupted", -1, why);
+    if (seen.error[0])
+        store_run_ended(r->store, run_id, "error", -1, seen.error);
+    else if (seen.completed)
+        store_run_ended(r->store, run_id, "done", 0, NULL);
+    else if (run.stop_requested)
+        store_run_ended(r->store, run_id, "stopped", -1, NULL);
+    else
+        store_run_ended(r->store, run_id, "interrupted", -1, why);
     run_row_free(&run);
 }
 

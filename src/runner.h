@@ -19,8 +19,8 @@
 
 typedef struct {
     Store *store;
-    char exe[PATH_MAX];        /* /proc/self/exe: what every run executes */
-    char log_dir[PATH_MAX];    /* D/logs */
+    char exe[PATH_MAX];     /* /proc/self/exe: what every run executes */
+    char log_dir[PATH_MAX]; /* D/logs */
     pthread_mutex_t lock;
     pthread_cond_t idle;       /* signalled when live drops */
     int live;                  /* reader threads still running */

@@ -57,8 +57,7 @@ static int dispatch_locked(RunQueue *q, int64_t watch, NfError *err) {
         NfError why = {0};
         /* "starting" before the lock is let go, so the next count sees the slot taken; pid 0 until
          * the child exists, so no stop can reach a resumed run's old, maybe reused, pid */
-        if (store_run_started(q->store, ids[i], 0) != 0 ||
-            runner_start(q->runner, ids[i], threads, &why) != 0) {
+        if (store_run_started(q->store, ids[i], 0) != 0 || runner_start(q->runner, ids[i], threads, &why) != 0) {
             if (!why.code) nf_fail(&why, NF_ERR_IO, "cannot start run %lld", (long long)ids[i]);
             store_run_ended(q->store, ids[i], "error", -1, why.message);
             if (ids[i] == watch) rc = err ? (*err = why, -1) : -1;
@@ -98,4 +97,3 @@ void runqueue_close(RunQueue *q) {
     q->closing = true;
     pthread_mutex_unlock(&q->lock);
 }
-

@@ -10,7 +10,10 @@
 #define ST_MAX_HEADER (100u << 20)
 
 static StDtype dtype_of(const char *s) {
-    return strcmp(s, "F32") == 0 ? ST_F32 : strcmp(s, "F16") == 0 ? ST_F16 : strcmp(s, "BF16") == 0 ? ST_BF16 : ST_OTHER;
+    return strcmp(s, "F32") == 0    ? ST_F32
+           : strcmp(s, "F16") == 0  ? ST_F16
+           : strcmp(s, "BF16") == 0 ? ST_BF16
+                                    : ST_OTHER;
 }
 
 static const char *dtype_name(StDtype d) { return d == ST_F32 ? "F32" : d == ST_F16 ? "F16" : "BF16"; }
@@ -68,8 +71,7 @@ int st_open(StFile *f, const char *path, NfError *err) {
         uint64_t begin, end, count = 1;
         if (t->type != JV_OBJECT || !dt || dt->type != JV_STRING || !shape || shape->type != JV_ARRAY ||
             shape->n > ST_MAX_DIMS || !offs || offs->type != JV_ARRAY || offs->n != 2 ||
-            !json_u64(&offs->items[0], &begin) || !json_u64(&offs->items[1], &end) || begin > end ||
-            end > data_size) {
+            !json_u64(&offs->items[0], &begin) || !json_u64(&offs->items[1], &end) || begin > end || end > data_size) {
             bad(err, path, "a tensor's entry is malformed or lies outside the file", h.keys[i]);
             goto fail;
         }

@@ -23,8 +23,8 @@ typedef struct {
     char *name;
     StDtype dtype;
     int n_dims;
-    uint64_t shape[ST_MAX_DIMS];  /* PyTorch order: shape[0] is the slowest-varying (rows) */
-    const unsigned char *data;    /* in the mapping */
+    uint64_t shape[ST_MAX_DIMS]; /* PyTorch order: shape[0] is the slowest-varying (rows) */
+    const unsigned char *data;   /* in the mapping */
     uint64_t bytes;
 } StTensor;
 
@@ -40,10 +40,10 @@ const StTensor *st_find(const StFile *f, const char *name);
 
 typedef struct {
     const char *name;
-    StDtype dtype;                /* ST_F32 or ST_F16 or ST_BF16 */
+    StDtype dtype; /* ST_F32 or ST_F16 or ST_BF16 */
     int n_dims;
     uint64_t shape[ST_MAX_DIMS];
-    const void *data;             /* caller-owned */
+    const void *data; /* caller-owned */
     uint64_t bytes;
 } StOutTensor;
 

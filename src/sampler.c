@@ -7,8 +7,7 @@
 #include "backend.h"
 #include "util.h"
 
-int sampler_init(Sampler *s, int vocab_size, float temperature, float top_p, int top_k, uint64_t seed,
-                 NfError *err) {
+int sampler_init(Sampler *s, int vocab_size, float temperature, float top_p, int top_k, uint64_t seed, NfError *err) {
     memset(s, 0, sizeof *s);
     s->vocab_size = vocab_size;
     s->temperature = temperature;

@@ -16,15 +16,14 @@ typedef struct {
 
 typedef struct {
     int vocab_size;
-    float temperature;   /* 0 = greedy */
-    float top_p;         /* 1 = off */
-    int top_k;           /* 0 = off */
+    float temperature; /* 0 = greedy */
+    float top_p;       /* 1 = off */
+    int top_k;         /* 0 = off */
     Rng rng;
     ProbIndex *candidates; /* (vocab_size) scratch */
 } Sampler;
 
-int sampler_init(Sampler *s, int vocab_size, float temperature, float top_p, int top_k, uint64_t seed,
-                 NfError *err);
+int sampler_init(Sampler *s, int vocab_size, float temperature, float top_p, int top_k, uint64_t seed, NfError *err);
 void sampler_free(Sampler *s);
 
 /* Picks a token; logits (vocab_size) are overwritten. */

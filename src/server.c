@@ -24,8 +24,8 @@
 #include "train_options.h"
 #include "util.h"
 
-#define MAX_BODY (1u << 20)
-#define MAX_UPLOAD (64u << 20)
+#define MAX_BODY     (1u << 20)
+#define MAX_UPLOAD   (64u << 20)
 #define MAX_PATH_LEN (PATH_MAX + 256)
 
 /* ---- small helpers -------------------------------------------------------------- */
@@ -36,7 +36,8 @@ static bool plain_name(const char *s) {
     if (n == 0 || n > 100 || s[0] == '.') return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
             return false;
     }
     return true;
@@ -47,7 +48,8 @@ static bool printable(const char *s, size_t len) {
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20 || c == 0x7F) return false;
-        if (c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F) return false;
+        if (c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F)
+            return false;
     }
     return true;
 }
@@ -86,16 +88,16 @@ static void project_dir(const Server *srv, int64_t id, const char *sub, char *ou
 /* ---- per-request state ---------------------------------------------------------- */
 
 typedef struct {
-    char *body;             /* JSON bodies, up to MAX_BODY: len bytes of cap */
+    char *body; /* JSON bodies, up to MAX_BODY: len bytes of cap */
     size_t len, cap;
     bool too_large;
-    int upload_fd;          /* uploads stream to a temporary file */
+    int upload_fd; /* uploads stream to a temporary file */
     char upload_tmp[MAX_PATH_LEN];
     char upload_final[MAX_PATH_LEN];
     size_t upload_bytes;
-    int upload_status;      /* 0, or the HTTP status that refused it */
+    int upload_status; /* 0, or the HTTP status that refused it */
     char upload_error[200];
-    unsigned refused;       /* 0, or the status a request guard answers once the body is drained */
+    unsigned refused; /* 0, or the status a request guard answers once the body is drained */
     const char *refusal;
 } Request;
 
@@ -125,13 +127,15 @@ static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct M
         {"Cache-Control", "no-store"},
         {"X-Content-Type-Options", "nosniff"},
     };
-    for (size_t i = 0; i < sizeof HEADERS / sizeof HEADERS[0]; i++) MHD_add_response_header(r, HEADERS[i][0], HEADERS[i][1]);
+    for (size_t i = 0; i < sizeof HEADERS / sizeof HEADERS[0]; i++)
+        MHD_add_response_header(r, HEADERS[i][0], HEADERS[i][1]);
     enum MHD_Result ok = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ok;
 }
 
-static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, const char *body, size_t len) {
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, const char *body,
+                               size_t len) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
@@ -173,9 +177,7 @@ static bool secret_equal(const char *a, const char *b) {
 
 /* The session cookie's name carries the port: browsers keep cookies per host, not per port, so two
  * servers on 127.0.0.1 would otherwise overwrite each other's. */
-static void cookie_name(const Server *srv, char *out, size_t cap) {
-    snprintf(out, cap, "nf_session_%u", srv->port);
-}
+static void cookie_name(const Server *srv, char *out, size_t cap) { snprintf(out, cap, "nf_session_%u", srv->port); }
 
 /* The API's credentials: the header `Authorization: Bearer <token>` (scripts) or the session cookie
  * that GET /?token= set (the page). A token in the query string is no longer taken: it would ride
@@ -213,7 +215,8 @@ static bool safe_method(const char *method) { return strcmp(method, "GET") == 0 
 static bool origin_ok(struct MHD_Connection *c, const char *method) {
     if (safe_method(method)) return true;
     const char *site = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site");
-    if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) return false; /* same-site: another port */
+    if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0)
+        return false; /* same-site: another port */
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (!origin) return true;
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
@@ -315,8 +318,10 @@ static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     json_object_begin(j, NULL);
     json_int(j, "id", p->id);
     json_str(j, "name", p->name);
-    if (p->model) json_str(j, "model", p->model);
-    else json_null_value(j, "model");
+    if (p->model)
+        json_str(j, "model", p->model);
+    else
+        json_null_value(j, "model");
     json_str(j, "tokenizer", p->tokenizer);
     json_raw(j, "options", p->options, strlen(p->options));
     json_int(j, "created_at", (int64_t)(p->created_at * 1000));
@@ -347,8 +352,10 @@ static bool run_checkpoint_path(const RunRow *r, char *out, size_t cap) {
 }
 
 static void raw_or_null(JsonBuf *j, const char *key, char *json) {
-    if (json) json_raw(j, key, json, strlen(json));
-    else json_null_value(j, key);
+    if (json)
+        json_raw(j, key, json, strlen(json));
+    else
+        json_null_value(j, key);
     free(json);
 }
 
@@ -359,15 +366,19 @@ static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
     json_int(j, "project_id", r->project_id);
     json_str(j, "kind", r->kind);
     json_str(j, "status", r->status);
-    if (r->pid > 0) json_int(j, "pid", r->pid);
-    else json_null_value(j, "pid");
+    if (r->pid > 0)
+        json_int(j, "pid", r->pid);
+    else
+        json_null_value(j, "pid");
     json_raw(j, "args", r->args, strlen(r->args));
     json_int(j, "created_at", (int64_t)(r->created_at * 1000));
     json_int(j, "started_at", (int64_t)(r->started_at * 1000));
     json_int(j, "ended_at", (int64_t)(r->ended_at * 1000));
     json_int(j, "exit_code", r->exit_code);
-    if (r->error) json_str(j, "error", r->error);
-    else json_null_value(j, "error");
+    if (r->error)
+        json_str(j, "error", r->error);
+    else
+        json_null_value(j, "error");
     raw_or_null(j, "last", store_message_latest(&srv->store, r->id, "step"));
     const char *final_type = strcmp(r->kind, "train") == 0      ? "done"
                              : strcmp(r->kind, "generate") == 0 ? "generate_done"
@@ -379,8 +390,10 @@ static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
     bool resumable = !run_status_active(r->status) && strcmp(r->status, "done") != 0 &&
                      run_checkpoint_path(r, ckpt, sizeof ckpt) && is_file(ckpt);
     json_bool(j, "resumable", resumable);
-    if (r->output) json_str(j, "output", strrchr(r->output, '/') ? strrchr(r->output, '/') + 1 : r->output);
-    else json_null_value(j, "output");
+    if (r->output)
+        json_str(j, "output", strrchr(r->output, '/') ? strrchr(r->output, '/') + 1 : r->output);
+    else
+        json_null_value(j, "output");
     json_object_end(j);
 }
 
@@ -424,8 +437,10 @@ static char *args_json(const Args *a) {
 }
 
 static void tokenizer_path(const Server *srv, const char *name, char *out, size_t cap) {
-    if (strcmp(name, TOKENIZER_BUILTIN_BYTES) == 0) snprintf(out, cap, "%s", name);
-    else snprintf(out, cap, "%s/tokenizers/%s", srv->data_dir, name);
+    if (strcmp(name, TOKENIZER_BUILTIN_BYTES) == 0)
+        snprintf(out, cap, "%s", name);
+    else
+        snprintf(out, cap, "%s/tokenizers/%s", srv->data_dir, name);
 }
 
 /* Adds a project's option (a row of train_options.h the dashboard may set) to train's words.
@@ -556,7 +571,9 @@ static bool has_checkpoint(const RunRow *r, void *ctx) {
     PathOut *o = ctx;
     return run_checkpoint_path(r, o->path, o->cap) && is_file(o->path);
 }
-static bool is_active_train(const RunRow *r, void *ctx) { return (void)ctx, strcmp(r->kind, "train") == 0 && run_status_active(r->status); }
+static bool is_active_train(const RunRow *r, void *ctx) {
+    return (void)ctx, strcmp(r->kind, "train") == 0 && run_status_active(r->status);
+}
 static bool is_active(const RunRow *r, void *ctx) { return (void)ctx, run_status_active(r->status); }
 
 /* The newest train run of a project that left a checkpoint; its path in out. */
@@ -565,8 +582,12 @@ static bool latest_checkpoint(Server *srv, int64_t project_id, char *out, size_t
     return find_run(srv, project_id, has_checkpoint, &o);
 }
 
-static bool project_has_active_train(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active_train, NULL); }
-static bool project_has_active_run(Server *srv, int64_t project_id) { return find_run(srv, project_id, is_active, NULL); }
+static bool project_has_active_train(Server *srv, int64_t project_id) {
+    return find_run(srv, project_id, is_active_train, NULL);
+}
+static bool project_has_active_run(Server *srv, int64_t project_id) {
+    return find_run(srv, project_id, is_active, NULL);
+}
 
 /* Gives a recorded run its words (and output file, if any) and hands it to the queue, which starts
  * it now or when a slot frees; responds 201 with it (status "queued" while it waits). */
@@ -603,7 +624,8 @@ static const JsonValue *field(const JsonValue *body, const char *key, JsonType t
     return v && v->type == type ? v : NULL;
 }
 
-static bool number_in(const JsonValue *body, const char *key, double lo, double hi, double *out, char *why, size_t cap) {
+static bool number_in(const JsonValue *body, const char *key, double lo, double hi, double *out, char *why,
+                      size_t cap) {
     const JsonValue *v = json_get(body, key);
     if (!v || v->type == JV_NULL) return true;
     char *end;
@@ -645,8 +667,10 @@ static bool check_sources(Server *srv, const JsonValue *body, bool *set_model, c
     *set_model = m != NULL;
     *model = m && m->type == JV_STRING ? m->text : NULL;
     *tokenizer = t && t->type == JV_STRING ? t->text : NULL;
-    if (m && m->type != JV_NULL && m->type != JV_STRING) return snprintf(why, cap, "\"model\" must be a file name or null"), false;
-    if (t && t->type != JV_STRING) return snprintf(why, cap, "\"tokenizer\" must be a file name or builtin:bytes"), false;
+    if (m && m->type != JV_NULL && m->type != JV_STRING)
+        return snprintf(why, cap, "\"model\" must be a file name or null"), false;
+    if (t && t->type != JV_STRING)
+        return snprintf(why, cap, "\"tokenizer\" must be a file name or builtin:bytes"), false;
     if (*model) {
         snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, *model);
         if (!plain_name(*model) || !is_file(path))
@@ -655,7 +679,9 @@ static bool check_sources(Server *srv, const JsonValue *body, bool *set_model, c
     if (*tokenizer && strcmp(*tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
         snprintf(path, sizeof path, "%s/tokenizers/%s", srv->data_dir, *tokenizer);
         if (!plain_name(*tokenizer) || !is_file(path))
-            return snprintf(why, cap, "\"tokenizer\": no tokenizer '%.100s' in the data directory's tokenizers/", *tokenizer), false;
+            return snprintf(why, cap, "\"tokenizer\": no tokenizer '%.100s' in the data directory's tokenizers/",
+                            *tokenizer),
+                   false;
     }
     return true;
 }
@@ -677,10 +703,14 @@ static char *options_text(const JsonValue *opts) {
     json_object_begin(&j, NULL);
     for (int i = 0; i < opts->n; i++) {
         const JsonValue *v = &opts->items[i];
-        if (v->type == JV_NUMBER) json_raw(&j, opts->keys[i], v->text, strlen(v->text));
-        else if (v->type == JV_STRING) json_str(&j, opts->keys[i], v->text);
-        else if (v->type == JV_BOOL) json_bool(&j, opts->keys[i], v->boolean);
-        else json_null_value(&j, opts->keys[i]);
+        if (v->type == JV_NUMBER)
+            json_raw(&j, opts->keys[i], v->text, strlen(v->text));
+        else if (v->type == JV_STRING)
+            json_str(&j, opts->keys[i], v->text);
+        else if (v->type == JV_BOOL)
+            json_bool(&j, opts->keys[i], v->boolean);
+        else
+            json_null_value(&j, opts->keys[i]);
     }
     json_object_end(&j);
     if (j.failed) {
@@ -715,7 +745,8 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
     for (int i = 0; opts && i < opts->n; i++)
         if (opts->items[i].type == JV_ARRAY || opts->items[i].type == JV_OBJECT)
             return respond_error(c, 400, "option '%s' must be a number, a string or a boolean", opts->keys[i]);
-    if (!check_sources(srv, body, &set_model, &model, &tokenizer, why, sizeof why)) return respond_error(c, 400, "%s", why);
+    if (!check_sources(srv, body, &set_model, &model, &tokenizer, why, sizeof why))
+        return respond_error(c, 400, "%s", why);
     char *options = opts ? options_text(opts) : NULL;
     if (opts && !options) return respond_error(c, 500, "out of memory");
     ProjectRow p;
@@ -725,7 +756,9 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
             free(options);
             return respond_error(c, 400, "\"name\" is required");
         }
-        p = (ProjectRow){.id = 0, .name = strdup(name->text), .model = model ? strdup(model) : NULL,
+        p = (ProjectRow){.id = 0,
+                         .name = strdup(name->text),
+                         .model = model ? strdup(model) : NULL,
                          .tokenizer = strdup(tokenizer ? tokenizer : TOKENIZER_BUILTIN_BYTES),
                          .options = strdup(options ? options : "{}")};
     } else {
@@ -748,8 +781,8 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
             project_dir(srv, id, subs[i], dir, sizeof dir);
             make_dirs(dir);
         }
-    } else if (valid && store_project_update(&srv->store, id, name ? p.name : NULL, set_model, p.model, tokenizer,
-                                             options) != 0)
+    } else if (valid &&
+               store_project_update(&srv->store, id, name ? p.name : NULL, set_model, p.model, tokenizer, options) != 0)
         id = -1;
     project_row_free(&p);
     free(options);
@@ -784,7 +817,8 @@ static enum MHD_Result api_project_delete(Server *srv, struct MHD_Connection *c,
     project_dir(srv, id, NULL, dir, sizeof dir);
     int64_t *runs;
     int n;
-    if (store_project_delete(&srv->store, id, &runs, &n) != 0) return respond_error(c, 500, "cannot delete the project");
+    if (store_project_delete(&srv->store, id, &runs, &n) != 0)
+        return respond_error(c, 500, "cannot delete the project");
     for (int i = 0; i < n; i++) { /* the runs' logs go with them: nothing of the project stays behind */
         char log[MAX_PATH_LEN];
         runner_log_path(&srv->runner, runs[i], log, sizeof log);
@@ -932,15 +966,21 @@ static enum MHD_Result api_export(Server *srv, struct MHD_Connection *c, const P
     int f = -1;
     for (int i = 0; format && i < 6; i++)
         if (strcmp(format->text, formats[i]) == 0) f = i;
-    if (f < 0) return respond_error(c, 400, "\"format\" must be one of llama2c, llama2c-v1, gguf, safetensors, gguf-lora, peft");
+    if (f < 0)
+        return respond_error(c, 400,
+                             "\"format\" must be one of llama2c, llama2c-v1, gguf, safetensors, gguf-lora, peft");
     if (dtype && dtype->type != JV_NULL && (f != 2 || dtype->type != JV_STRING))
         return respond_error(c, 400, "\"dtype\" applies to the gguf format only");
     char ckpt[MAX_PATH_LEN], out[MAX_PATH_LEN + 64], dir[MAX_PATH_LEN];
-    if (!latest_checkpoint(srv, p->id, ckpt, sizeof ckpt)) return respond_error(c, 409, "no checkpoint yet: train first");
+    if (!latest_checkpoint(srv, p->id, ckpt, sizeof ckpt))
+        return respond_error(c, 409, "no checkpoint yet: train first");
     project_dir(srv, p->id, "exports", dir, sizeof dir);
     int64_t next = store_run_create(&srv->store, p->id, "export", "[]", NULL);
     if (next < 0) return respond_error(c, 500, "cannot record the run");
-    snprintf(out, sizeof out, "%s/%lld%s", dir, (long long)next, f == 3 ? ".safetensors" : f == 5 ? ".peft" : suffix[f]);
+    snprintf(out, sizeof out, "%s/%lld%s", dir, (long long)next,
+             f == 3   ? ".safetensors"
+             : f == 5 ? ".peft"
+                      : suffix[f]);
     Args a = {0};
     args_add(&a, "export");
     args_add(&a, "--ckpt");
@@ -1003,12 +1043,12 @@ static void append_message(void *ctx, int64_t seq, const char *json, int len) {
 typedef struct {
     Server *srv;
     int64_t run_id;
-    int64_t since;            /* last message sequence sent */
-    char status[16];          /* last status sent */
+    int64_t since;   /* last message sequence sent */
+    char status[16]; /* last status sent */
     uint64_t generation;
-    JsonBuf pending;          /* formatted events not yet handed to MHD */
-    size_t sent;              /* of pending */
-    bool finished;            /* the run ended and everything went out */
+    JsonBuf pending; /* formatted events not yet handed to MHD */
+    size_t sent;     /* of pending */
+    bool finished;   /* the run ended and everything went out */
 } EventStream;
 
 static void append_event(void *ctx, int64_t seq, const char *json, int len) {
@@ -1091,7 +1131,8 @@ static enum MHD_Result api_events(Server *srv, struct MHD_Connection *c, int64_t
     es->since = last_id ? atoll(last_id) : since ? atoll(since) : 0;
     if (es->since < 0) es->since = 0;
     json_init(&es->pending);
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, events_read, es, events_free);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, events_read, es, events_free);
     if (!resp) {
         events_free(es);
         return MHD_NO;
@@ -1139,7 +1180,9 @@ static enum MHD_Result api_download(Server *srv, struct MHD_Connection *c, int64
 }
 
 static enum MHD_Result serve_static(Server *srv, struct MHD_Connection *c, const char *url) {
-    static const struct { const char *url, *file, *type; } FILES[] = {
+    static const struct {
+        const char *url, *file, *type;
+    } FILES[] = {
         {"/", "index.html", "text/html; charset=utf-8"},
         {"/index.html", "index.html", "text/html; charset=utf-8"},
         {"/app.js", "app.js", "text/javascript; charset=utf-8"},
@@ -1177,7 +1220,8 @@ static void upload_begin(Server *srv, Request *rq, int64_t project_id, struct MH
         snprintf(rq->upload_error, sizeof rq->upload_error, "?name= must not contain NUL (%%00)");
         return;
     }
-    if (!name || !plain_name(name) || !(ends_with(name, ".txt") || ends_with(name, ".md") || ends_with(name, ".jsonl"))) {
+    if (!name || !plain_name(name) ||
+        !(ends_with(name, ".txt") || ends_with(name, ".md") || ends_with(name, ".jsonl"))) {
         rq->upload_status = 400;
         snprintf(rq->upload_error, sizeof rq->upload_error,
                  "?name= must be a plain file name ending in .txt, .md or .jsonl");
@@ -1287,38 +1331,54 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
     }
     enum MHD_Result result;
     int64_t id = n >= 3 ? parse_id(w[2]) : 0;
-    if (n == 2 && strcmp(w[1], "status") == 0 && get) result = api_status(srv, c);
-    else if (n == 2 && strcmp(w[1], "options") == 0 && get) result = api_options(c);
-    else if (n == 2 && strcmp(w[1], "projects") == 0 && get) result = api_projects_list(srv, c);
-    else if (n == 2 && strcmp(w[1], "projects") == 0 && post) result = api_project_write(srv, c, 0, &body);
+    if (n == 2 && strcmp(w[1], "status") == 0 && get)
+        result = api_status(srv, c);
+    else if (n == 2 && strcmp(w[1], "options") == 0 && get)
+        result = api_options(c);
+    else if (n == 2 && strcmp(w[1], "projects") == 0 && get)
+        result = api_projects_list(srv, c);
+    else if (n == 2 && strcmp(w[1], "projects") == 0 && post)
+        result = api_project_write(srv, c, 0, &body);
     else if (n >= 3 && strcmp(w[1], "projects") == 0 && id > 0) {
         ProjectRow p;
-        if (!store_project_get(&srv->store, id, &p)) result = respond_error(c, 404, "no project %lld", (long long)id);
+        if (!store_project_get(&srv->store, id, &p))
+            result = respond_error(c, 404, "no project %lld", (long long)id);
         else {
-            if (n == 3 && get) result = respond_project(srv, c, 200, id);
-            else if (n == 3 && strcmp(method, "PATCH") == 0) result = api_project_write(srv, c, id, &body);
-            else if (n == 3 && strcmp(method, "DELETE") == 0) result = api_project_delete(srv, c, id);
-            else if (n == 4 && strcmp(w[3], "runs") == 0 && get) result = api_runs_list(srv, c, id);
+            if (n == 3 && get)
+                result = respond_project(srv, c, 200, id);
+            else if (n == 3 && strcmp(method, "PATCH") == 0)
+                result = api_project_write(srv, c, id, &body);
+            else if (n == 3 && strcmp(method, "DELETE") == 0)
+                result = api_project_delete(srv, c, id);
+            else if (n == 4 && strcmp(w[3], "runs") == 0 && get)
+                result = api_runs_list(srv, c, id);
             else if (n == 4 && post && strcmp(w[3], "train") == 0) {
                 pthread_mutex_lock(&srv->launch);
                 result = api_train(srv, c, &p);
                 pthread_mutex_unlock(&srv->launch);
-            }
-            else if (n == 4 && post && strcmp(w[3], "tokenize") == 0) result = api_tokenize(srv, c, &p, &body);
-            else if (n == 4 && post && strcmp(w[3], "generate") == 0) result = api_generate(srv, c, &p, &body);
-            else if (n == 4 && post && strcmp(w[3], "export") == 0) result = api_export(srv, c, &p, &body);
-            else result = respond_error(c, 404, "no such endpoint");
+            } else if (n == 4 && post && strcmp(w[3], "tokenize") == 0)
+                result = api_tokenize(srv, c, &p, &body);
+            else if (n == 4 && post && strcmp(w[3], "generate") == 0)
+                result = api_generate(srv, c, &p, &body);
+            else if (n == 4 && post && strcmp(w[3], "export") == 0)
+                result = api_export(srv, c, &p, &body);
+            else
+                result = respond_error(c, 404, "no such endpoint");
             project_row_free(&p);
         }
     } else if (n >= 3 && strcmp(w[1], "runs") == 0 && id > 0) {
-        if (n == 3 && get) result = respond_run(srv, c, 200, id);
-        else if (n == 4 && get && strcmp(w[3], "events") == 0) result = api_events(srv, c, id);
-        else if (n == 4 && get && strcmp(w[3], "download") == 0) result = api_download(srv, c, id);
+        if (n == 3 && get)
+            result = respond_run(srv, c, 200, id);
+        else if (n == 4 && get && strcmp(w[3], "events") == 0)
+            result = api_events(srv, c, id);
+        else if (n == 4 && get && strcmp(w[3], "download") == 0)
+            result = api_download(srv, c, id);
         else if (n == 4 && get && strcmp(w[3], "messages") == 0) {
             const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
             const char *type = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type");
             RunRow r;
-            if (!store_run_get(&srv->store, id, &r)) result = respond_error(c, 404, "no run %lld", (long long)id);
+            if (!store_run_get(&srv->store, id, &r))
+                result = respond_error(c, 404, "no run %lld", (long long)id);
             else {
                 run_row_free(&r);
                 JsonBuf j;
@@ -1332,13 +1392,14 @@ static enum MHD_Result route(Server *srv, struct MHD_Connection *c, const char *
             /* a queued run is cancelled (it never starts); a started one gets SIGINT */
             if (!runqueue_cancel(&srv->queue, id) && runner_stop(&srv->runner, id) != 0)
                 result = respond_error(c, 409, "run %lld is not active", (long long)id);
-            else result = respond_run(srv, c, 200, id);
+            else
+                result = respond_run(srv, c, 200, id);
         } else if (n == 4 && post && strcmp(w[3], "resume") == 0) {
             pthread_mutex_lock(&srv->launch);
             result = api_resume(srv, c, id);
             pthread_mutex_unlock(&srv->launch);
-        }
-        else result = respond_error(c, 404, "no such endpoint");
+        } else
+            result = respond_error(c, 404, "no such endpoint");
     } else
         result = respond_error(c, 404, "no such endpoint");
     json_value_free(&body);
@@ -1373,8 +1434,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     char w[5][64];
     int n = split_path(url, w);
     bool api = n >= 1 && strcmp(w[0], "api") == 0;
-    bool is_upload = api && n == 4 && strcmp(w[1], "projects") == 0 && strcmp(w[3], "uploads") == 0 &&
-                     strcmp(method, "POST") == 0;
+    bool is_upload =
+        api && n == 4 && strcmp(w[1], "projects") == 0 && strcmp(w[3], "uploads") == 0 && strcmp(method, "POST") == 0;
     if (!rq) { /* first call: headers only */
         if (!(rq = calloc(1, sizeof *rq))) return MHD_NO;
         *con_cls = rq;
@@ -1383,10 +1444,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return MHD_YES;
     }
     if (*upload_size > 0) { /* body data */
-        if (rq->refused) { /* drained unread */
-        } else if (is_upload && rq->upload_fd > 0) upload_data(rq, upload, *upload_size);
+        if (rq->refused) {  /* drained unread */
+        } else if (is_upload && rq->upload_fd > 0)
+            upload_data(rq, upload, *upload_size);
         else if (!is_upload && !rq->too_large) {
-            if (rq->len + *upload_size > MAX_BODY) rq->too_large = true;
+            if (rq->len + *upload_size > MAX_BODY)
+                rq->too_large = true;
             else {
                 if (!nf_grow((void **)&rq->body, &rq->cap, rq->len + *upload_size + 1, 1, 4096)) return MHD_NO;
                 memcpy(rq->body + rq->len, upload, *upload_size);
@@ -1404,7 +1467,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return serve_static(srv, c, url);
     }
     if (n < 0) return respond_error(c, 404, "no such endpoint");
-    if (is_upload) return rq->upload_fd > 0 || rq->upload_status ? upload_end(c, rq) : respond_error(c, 500, "upload failed");
+    if (is_upload)
+        return rq->upload_fd > 0 || rq->upload_status ? upload_end(c, rq) : respond_error(c, 500, "upload failed");
     if (rq->too_large) return respond_error(c, 413, "request bodies are limited to 1 MiB");
     if (rq->len > 0 && !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))
         return respond_error(c, 415, "request bodies need Content-Type: application/json");

@@ -19,23 +19,23 @@
 #include "store.h"
 
 typedef struct Server {
-    char data_dir[2048];        /* absolute; short enough that every path built from it fits PATH_MAX */
+    char data_dir[2048];         /* absolute; short enough that every path built from it fits PATH_MAX */
     char web_dir[PATH_MAX + 16]; /* the front end's files: <binary>/../web */
     char token[128];
-    char session[40];           /* the session cookie's value: random, made anew by every start */
-    unsigned idle_timeout;      /* seconds a connection may stay silent before it is closed */
-    char host[64];              /* bound, as given; with the port, the Host a request must name (on loopback) */
-    bool check_host;            /* loopback only: a remote bind is reached under names the server cannot know */
-    unsigned max_connections;   /* all clients together */
-    unsigned max_per_client;    /* connections from one IP address */
+    char session[40];         /* the session cookie's value: random, made anew by every start */
+    unsigned idle_timeout;    /* seconds a connection may stay silent before it is closed */
+    char host[64];            /* bound, as given; with the port, the Host a request must name (on loopback) */
+    bool check_host;          /* loopback only: a remote bind is reached under names the server cannot know */
+    unsigned max_connections; /* all clients together */
+    unsigned max_per_client;  /* connections from one IP address */
     Store store;
     Runner runner;
-    RunQueue queue;             /* how many runs at once; the rest wait queued */
+    RunQueue queue;              /* how many runs at once; the rest wait queued */
     int max_trainings, max_jobs; /* serve --max-trainings, --max-jobs (set before server_start) */
-    char max_memory[32];        /* serve --max-memory, passed to every training run; "" = train's default */
+    char max_memory[32];         /* serve --max-memory, passed to every training run; "" = train's default */
     struct MHD_Daemon *daemon;
-    uint16_t port;              /* bound */
-    pthread_mutex_t launch;     /* makes "no training run is active" and starting one a single step */
+    uint16_t port;          /* bound */
+    pthread_mutex_t launch; /* makes "no training run is active" and starting one a single step */
 } Server;
 
 /* Opens the store (recovering runs a dead server left), binds host:port and starts serving. The caller

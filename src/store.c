@@ -4,8 +4,8 @@
 #include "store.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +37,9 @@ static const char *TABLES =
 
 /* Version 0 -> 1: SQLite cannot add AUTOINCREMENT to a table, so projects and runs are rebuilt
  * (messages is kept as it is); their rows keep their ids, and the sequences start at the largest. */
-static const char *MIGRATE_V0_BEFORE =
-    "ALTER TABLE projects RENAME TO projects_v0;"
-    "ALTER TABLE runs RENAME TO runs_v0;"
-    "DROP INDEX IF EXISTS runs_by_project;";
+static const char *MIGRATE_V0_BEFORE = "ALTER TABLE projects RENAME TO projects_v0;"
+                                       "ALTER TABLE runs RENAME TO runs_v0;"
+                                       "DROP INDEX IF EXISTS runs_by_project;";
 static const char *MIGRATE_V0_AFTER =
     "INSERT INTO projects(id, name, model, tokenizer, options, created_at)"
     "  SELECT id, name, model, tokenizer, options, created_at FROM projects_v0;"
@@ -114,8 +113,8 @@ static int schema_upgrade(Store *s, const char *path, NfError *err) {
     int64_t tables = query_int(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'projects'");
     if (version < 0 || tables < 0) return nf_fail(err, NF_ERR_IO, "cannot read database '%s'", path);
     if (version > SCHEMA_VERSION)
-        return nf_fail(err, NF_ERR_IO, "database '%s' has schema version %lld, newer than this program's %d",
-                       path, (long long)version, SCHEMA_VERSION);
+        return nf_fail(err, NF_ERR_IO, "database '%s' has schema version %lld, newer than this program's %d", path,
+                       (long long)version, SCHEMA_VERSION);
     char set_version[64];
     snprintf(set_version, sizeof set_version, "PRAGMA user_version = %d", SCHEMA_VERSION);
     /* pages freed by deletes (a project's messages) go back to the file system; this must be set
@@ -123,9 +122,10 @@ static int schema_upgrade(Store *s, const char *path, NfError *err) {
     bool fresh = version == 0 && tables == 0;
     if (fresh && exec(s, "PRAGMA auto_vacuum = INCREMENTAL", "setting auto_vacuum") != 0)
         return nf_fail(err, NF_ERR_IO, "cannot set up database '%s'", path);
-    if (exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-                /* a checkpoint resets the WAL; this also truncates the file, so it does not keep its peak size */
-                "PRAGMA journal_size_limit = 4194304;",
+    if (exec(s,
+             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+             /* a checkpoint resets the WAL; this also truncates the file, so it does not keep its peak size */
+             "PRAGMA journal_size_limit = 4194304;",
              "setting the journal mode") != 0)
         return nf_fail(err, NF_ERR_IO, "cannot set up database '%s'", path);
     if (version == SCHEMA_VERSION) return 0;
@@ -202,8 +202,10 @@ static sqlite3_stmt *vcompile(Store *s, const char *sql, const char *types, va_l
         if (types[i] == 't') {
             const char *v = va_arg(ap, const char *);
             rc = v ? sqlite3_bind_text(st, i + 1, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i + 1);
-        } else if (types[i] == 'i') rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
-        else rc = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+        } else if (types[i] == 'i')
+            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        else
+            rc = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
     }
     if (rc != SQLITE_OK) {
         failed(s, "binding a value");
@@ -256,7 +258,8 @@ static char *column_dup(sqlite3_stmt *st, int i) {
 
 /* ---- projects ------------------------------------------------------------------ */
 
-int64_t store_project_create(Store *s, const char *name, const char *model, const char *tokenizer, const char *options) {
+int64_t store_project_create(Store *s, const char *name, const char *model, const char *tokenizer,
+                             const char *options) {
     sqlite3_stmt *st = prepare(s, "INSERT INTO projects(name, model, tokenizer, options, created_at) VALUES(?,?,?,?,?)",
                                "ttttd", name, model, tokenizer, options, now_s());
     if (!st) return -1;
@@ -267,9 +270,10 @@ int64_t store_project_create(Store *s, const char *name, const char *model, cons
 
 int store_project_update(Store *s, int64_t id, const char *name, bool set_model, const char *model,
                          const char *tokenizer, const char *options) {
-    sqlite3_stmt *st = prepare(s, "UPDATE projects SET name = coalesce(?, name),"
-                                  " model = CASE WHEN ? THEN ? ELSE model END, tokenizer = coalesce(?, tokenizer),"
-                                  " options = coalesce(?, options) WHERE id = ?",
+    sqlite3_stmt *st = prepare(s,
+                               "UPDATE projects SET name = coalesce(?, name),"
+                               " model = CASE WHEN ? THEN ? ELSE model END, tokenizer = coalesce(?, tokenizer),"
+                               " options = coalesce(?, options) WHERE id = ?",
                                "tittti", name, (int64_t)set_model, model, tokenizer, options, id);
     if (!st) return -1;
     int rc = step_done(s, st, "updating a project");
@@ -331,8 +335,8 @@ int store_project_delete(Store *s, int64_t id, int64_t **run_ids, int *n_runs) {
 
 bool store_project_get(Store *s, int64_t id, ProjectRow *p) {
     memset(p, 0, sizeof *p);
-    sqlite3_stmt *st = prepare(s, "SELECT id, name, model, tokenizer, options, created_at FROM projects WHERE id = ?",
-                               "i", id);
+    sqlite3_stmt *st =
+        prepare(s, "SELECT id, name, model, tokenizer, options, created_at FROM projects WHERE id = ?", "i", id);
     if (!st) return false;
     bool found = step_row(s, st, "reading a project") == 1;
     if (found) {
@@ -367,12 +371,14 @@ int64_t *store_project_ids(Store *s, int *n) {
 /* ---- runs ---------------------------------------------------------------------- */
 
 bool run_status_active(const char *status) {
-    return strcmp(status, "queued") == 0 || strcmp(status, "starting") == 0 || strcmp(status, "running") == 0 || strcmp(status, "restarting") == 0;
+    return strcmp(status, "queued") == 0 || strcmp(status, "starting") == 0 || strcmp(status, "running") == 0 ||
+           strcmp(status, "restarting") == 0;
 }
 
 int64_t store_run_create(Store *s, int64_t project_id, const char *kind, const char *args, const char *output) {
-    sqlite3_stmt *st = prepare(s, "INSERT INTO runs(project_id, kind, status, args, output, created_at)"
-                                  " VALUES(?,?,'queued',?,?,?)", /* runqueue.c starts it */
+    sqlite3_stmt *st = prepare(s,
+                               "INSERT INTO runs(project_id, kind, status, args, output, created_at)"
+                               " VALUES(?,?,'queued',?,?,?)", /* runqueue.c starts it */
                                "itttd", project_id, kind, args, output, now_s());
     if (!st) return -1;
     int64_t id = step_done(s, st, "creating a run") == 0 ? sqlite3_last_insert_rowid(s->db) : -1;
@@ -403,8 +409,9 @@ int store_runs_reserve(Store *s, int64_t above) {
 
 bool store_run_get(Store *s, int64_t id, RunRow *r) {
     memset(r, 0, sizeof *r);
-    sqlite3_stmt *st = prepare(s, "SELECT id, project_id, kind, status, pid, args, output, created_at, started_at,"
-                                  " ended_at, exit_code, error, stop_requested, messages FROM runs WHERE id = ?",
+    sqlite3_stmt *st = prepare(s,
+                               "SELECT id, project_id, kind, status, pid, args, output, created_at, started_at,"
+                               " ended_at, exit_code, error, stop_requested, messages FROM runs WHERE id = ?",
                                "i", id);
     if (!st) return false;
     bool found = step_row(s, st, "reading a run") == 1;
@@ -442,8 +449,9 @@ static int run_exec(Store *s, sqlite3_stmt *st) {
 }
 
 int store_run_started(Store *s, int64_t id, int64_t pid) {
-    return run_exec(s, prepare(s, "UPDATE runs SET pid = ?, status = 'starting', started_at = ?, ended_at = NULL,"
-                                  " exit_code = -1, error = NULL, stop_requested = 0 WHERE id = ?",
+    return run_exec(s, prepare(s,
+                               "UPDATE runs SET pid = ?, status = 'starting', started_at = ?, ended_at = NULL,"
+                               " exit_code = -1, error = NULL, stop_requested = 0 WHERE id = ?",
                                "idi", pid, now_s(), id));
 }
 
@@ -456,7 +464,8 @@ int store_run_set_output(Store *s, int64_t id, const char *output) {
 }
 
 int store_run_status(Store *s, int64_t id, const char *status) {
-    return run_exec(s, prepare(s, "UPDATE runs SET status = ? WHERE id = ? AND status <> ?", "tit", status, id, status));
+    return run_exec(s,
+                    prepare(s, "UPDATE runs SET status = ? WHERE id = ? AND status <> ?", "tit", status, id, status));
 }
 
 int store_run_request_stop(Store *s, int64_t id) {
@@ -469,9 +478,10 @@ int store_run_ended(Store *s, int64_t id, const char *status, int64_t exit_code,
 }
 
 int64_t *store_run_ids(Store *s, int64_t project_id, bool active_only, int *n) {
-    sqlite3_stmt *st = active_only
-                           ? prepare(s, "SELECT id FROM runs WHERE status IN ('starting','running','restarting') ORDER BY id", "")
-                           : prepare(s, "SELECT id FROM runs WHERE project_id = ? ORDER BY id DESC", "i", project_id);
+    sqlite3_stmt *st =
+        active_only
+            ? prepare(s, "SELECT id FROM runs WHERE status IN ('starting','running','restarting') ORDER BY id", "")
+            : prepare(s, "SELECT id FROM runs WHERE project_id = ? ORDER BY id DESC", "i", project_id);
     *n = 0;
     return st ? collect_ids(s, st, n) : NULL;
 }
@@ -487,8 +497,9 @@ int64_t *store_run_ids_with_status(Store *s, const char *status, int *n) {
 /* Stores one message as the run's next sequence number; with the lock held. */
 static int message_insert(Store *s, int64_t run_id, const char *type, const char *json, size_t len) {
     if (exec(s, "BEGIN", "storing a message") != 0) return -1;
-    sqlite3_stmt *st = compile(s, "INSERT INTO messages(run_id, seq, type, json)"
-                                  " SELECT ?1, messages + 1, ?2, ?3 FROM runs WHERE id = ?1",
+    sqlite3_stmt *st = compile(s,
+                               "INSERT INTO messages(run_id, seq, type, json)"
+                               " SELECT ?1, messages + 1, ?2, ?3 FROM runs WHERE id = ?1",
                                "it", run_id, type);
     int rc = st && sqlite3_bind_text(st, 3, json, (int)len, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : -1;
     if (rc == 0) rc = step_done(s, st, "storing a message");
@@ -543,10 +554,13 @@ int store_message_add(Store *s, int64_t run_id, const char *type, const char *js
 
 int64_t store_messages_each(Store *s, int64_t run_id, int64_t since, const char *type, int limit,
                             void (*fn)(void *ctx, int64_t seq, const char *json, int len), void *ctx) {
-    sqlite3_stmt *st = type ? prepare(s, "SELECT seq, json FROM messages WHERE run_id = ? AND seq > ? AND type = ?"
-                                         " ORDER BY seq LIMIT ?", "iiti", run_id, since, type, (int64_t)limit)
-                            : prepare(s, "SELECT seq, json FROM messages WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                      "iii", run_id, since, (int64_t)limit);
+    sqlite3_stmt *st =
+        type ? prepare(s,
+                       "SELECT seq, json FROM messages WHERE run_id = ? AND seq > ? AND type = ?"
+                       " ORDER BY seq LIMIT ?",
+                       "iiti", run_id, since, type, (int64_t)limit)
+             : prepare(s, "SELECT seq, json FROM messages WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?", "iii",
+                       run_id, since, (int64_t)limit);
     if (!st) return since;
     int64_t last = since;
     int rc;

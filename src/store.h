@@ -19,8 +19,8 @@ typedef struct sqlite3 sqlite3;
 typedef struct {
     sqlite3 *db;
     pthread_mutex_t lock;
-    pthread_cond_t changed;   /* broadcast on every new message or status */
-    uint64_t generation;      /* counts those changes: waiters compare it */
+    pthread_cond_t changed; /* broadcast on every new message or status */
+    uint64_t generation;    /* counts those changes: waiters compare it */
 } Store;
 
 int store_open(Store *s, const char *path, NfError *err);
@@ -53,13 +53,13 @@ typedef struct {
     int64_t id, project_id;
     char kind[16], status[16];
     int64_t pid;
-    char *args;               /* JSON array of the CLI's words after `neuralforge` */
-    char *output;             /* export: the file written; NULL otherwise */
+    char *args;   /* JSON array of the CLI's words after `neuralforge` */
+    char *output; /* export: the file written; NULL otherwise */
     double created_at, started_at, ended_at;
-    int64_t exit_code;        /* -1 while running or unknown */
-    char *error;              /* the CLI's error message, or NULL */
+    int64_t exit_code; /* -1 while running or unknown */
+    char *error;       /* the CLI's error message, or NULL */
     bool stop_requested;
-    int64_t messages;         /* how many were received: the last one's sequence number */
+    int64_t messages; /* how many were received: the last one's sequence number */
 } RunRow;
 /* A new run is "queued" until runqueue.c starts it. */
 int64_t store_run_create(Store *s, int64_t project_id, const char *kind, const char *args, const char *output);

@@ -5,10 +5,14 @@
 #include <string.h>
 
 int text_split_parse(const char *name, TextSplit *split) {
-    if (strcmp(name, "eot") == 0) *split = TEXT_SPLIT_EOT;
-    else if (strcmp(name, "blank") == 0) *split = TEXT_SPLIT_BLANK;
-    else if (strcmp(name, "none") == 0) *split = TEXT_SPLIT_NONE;
-    else return -1;
+    if (strcmp(name, "eot") == 0)
+        *split = TEXT_SPLIT_EOT;
+    else if (strcmp(name, "blank") == 0)
+        *split = TEXT_SPLIT_BLANK;
+    else if (strcmp(name, "none") == 0)
+        *split = TEXT_SPLIT_NONE;
+    else
+        return -1;
     return 0;
 }
 
@@ -16,7 +20,9 @@ const char *text_split_name(TextSplit split) {
     return split == TEXT_SPLIT_EOT ? "eot" : split == TEXT_SPLIT_BLANK ? "blank" : "none";
 }
 
-static bool is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+static bool is_space(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 void text_strip(const char *text, size_t *b, size_t *e) {
     while (*b < *e && is_space((unsigned char)text[*b])) (*b)++;
@@ -33,8 +39,7 @@ static bool is_separator(const char *text, size_t b, size_t e, TextSplit split) 
 }
 
 /* Hands [b, e) to fn once stripped, unless it is empty. first_line is the line at b. */
-static int emit(const char *text, size_t b, size_t e, size_t first_line, TextDocumentFn fn, void *ctx,
-                NfError *err) {
+static int emit(const char *text, size_t b, size_t e, size_t first_line, TextDocumentFn fn, void *ctx, NfError *err) {
     size_t sb = b, se = e;
     text_strip(text, &sb, &se);
     if (sb == se) return 0;

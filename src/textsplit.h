@@ -18,7 +18,7 @@ typedef enum { TEXT_SPLIT_EOT, TEXT_SPLIT_BLANK, TEXT_SPLIT_NONE } TextSplit;
 
 /* The flag values, in ArgSpec's choices syntax, and their names. */
 #define TEXT_SPLIT_CHOICES "eot|blank|none"
-#define TEXT_EOT_MARKER "<|endoftext|>"
+#define TEXT_EOT_MARKER    "<|endoftext|>"
 /* "eot" | "blank" | "none" -> the mode; -1 for another word. */
 int text_split_parse(const char *name, TextSplit *split);
 const char *text_split_name(TextSplit split);

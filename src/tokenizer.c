@@ -12,7 +12,6 @@
 
 /* ---- loading ---------------------------------------------------------------- */
 
-
 static int hex_digit(unsigned char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
@@ -140,8 +139,10 @@ static unsigned char *byte_vocabulary_image(size_t *size) {
     p += 4;
     for (int id = 0; id < 259; id++) {
         char piece[8];
-        if (id < 3) snprintf(piece, sizeof piece, "%s", specials[id]);
-        else snprintf(piece, sizeof piece, "<0x%02X>", id - 3);
+        if (id < 3)
+            snprintf(piece, sizeof piece, "%s", specials[id]);
+        else
+            snprintf(piece, sizeof piece, "<0x%02X>", id - 3);
         float score = 0.0f;
         int32_t len = (int32_t)strlen(piece);
         memcpy(p, &score, 4);
@@ -217,16 +218,16 @@ static char *normalize(const char *text, size_t n, size_t *out_len, NfError *err
 }
 
 typedef struct {
-    uint32_t start, len;   /* bytes of the normalized text */
-    int prev, next;        /* neighbours in the live list, -1 at the ends */
-    int id;                /* vocabulary id of the whole symbol, -1 if none */
+    uint32_t start, len; /* bytes of the normalized text */
+    int prev, next;      /* neighbours in the live list, -1 at the ends */
+    int id;              /* vocabulary id of the whole symbol, -1 if none */
 } Symbol;
 
 typedef struct {
     float score;
-    int left, right;       /* symbol indices */
-    uint32_t len;          /* combined length when queued: stale if it changed */
-    int id;                /* id of the merged piece */
+    int left, right; /* symbol indices */
+    uint32_t len;    /* combined length when queued: stale if it changed */
+    int id;          /* id of the merged piece */
 } Candidate;
 
 /* Max-heap order: higher score first, then the leftmost pair. */
@@ -278,8 +279,7 @@ static int queue_pair(const Tokenizer *t, const char *text, const Symbol *sym, i
     return heap_push(h, c, err);
 }
 
-int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, bool eos, TokenList *out,
-                     NfError *err) {
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, bool eos, TokenList *out, NfError *err) {
     if (bos && token_list_push(out, TOKEN_BOS, err) != 0) return -1;
     if (n > 0) {
         size_t norm_len;

@@ -30,14 +30,14 @@
 typedef struct {
     int vocab_size;
     int max_token_length;
-    unsigned char *blob;      /* all pieces' bytes, back to back */
-    uint32_t *piece_start;    /* (vocab_size) offset of each piece in blob */
-    uint32_t *piece_len;      /* (vocab_size) */
-    float *scores;            /* (vocab_size) merge priority: higher merges first */
-    int byte_piece[256];      /* id of <0xXX> for each byte, -1 if the vocabulary lacks it */
-    int n_byte_pieces;        /* how many of the 256 exist */
-    int32_t *lookup;          /* open-addressing hash: piece bytes -> id; -1 = empty */
-    uint32_t lookup_mask;     /* table size - 1 (a power of two) */
+    unsigned char *blob;   /* all pieces' bytes, back to back */
+    uint32_t *piece_start; /* (vocab_size) offset of each piece in blob */
+    uint32_t *piece_len;   /* (vocab_size) */
+    float *scores;         /* (vocab_size) merge priority: higher merges first */
+    int byte_piece[256];   /* id of <0xXX> for each byte, -1 if the vocabulary lacks it */
+    int n_byte_pieces;     /* how many of the 256 exist */
+    int32_t *lookup;       /* open-addressing hash: piece bytes -> id; -1 = empty */
+    uint32_t lookup_mask;  /* table size - 1 (a power of two) */
 } Tokenizer;
 
 /* Where a tokenizer path is taken, this name means the built-in byte-level
@@ -63,8 +63,7 @@ void token_list_free(TokenList *l);
 int token_list_push(TokenList *l, int id, NfError *err);
 
 /* Appends the ids of text[0..n) to out, with BOS before / EOS after when asked. */
-int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, bool eos, TokenList *out,
-                     NfError *err);
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, bool eos, TokenList *out, NfError *err);
 
 /* The bytes that token `id` stands for when it follows `prev` (-1 at the start):
  * byte pieces give their byte, BOS/EOS give nothing, and the dummy-prefix space

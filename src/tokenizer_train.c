@@ -10,7 +10,7 @@
 #include "utf8.h"
 #include "util.h"
 
-#define MIN_PAIR_COUNT 2                 /* a pair seen once is not worth a piece */
+#define MIN_PAIR_COUNT     2 /* a pair seen once is not worth a piece */
 #define REPORT_EVERY_BYTES ((size_t)16 << 20)
 
 /* ---- a hash table of byte strings --------------------------------------------- */
@@ -19,17 +19,16 @@
  * (a count, an id). Entries keep their insertion order, which is the order of
  * the text, so iterating them is deterministic. */
 typedef struct {
-    char *arena;              /* every key's bytes, back to back */
+    char *arena; /* every key's bytes, back to back */
     size_t arena_len, arena_cap;
-    size_t *key_off;          /* (cap) where entry i's key starts in arena */
-    uint32_t *key_len;        /* (cap) */
-    uint32_t *key_hash;       /* (cap) */
-    uint64_t *value;          /* (cap) the caller's number */
-    uint32_t n, cap;          /* entries used / allocated */
-    uint32_t *slots;          /* (mask + 1) entry index + 1; 0 = empty slot */
+    size_t *key_off;    /* (cap) where entry i's key starts in arena */
+    uint32_t *key_len;  /* (cap) */
+    uint32_t *key_hash; /* (cap) */
+    uint64_t *value;    /* (cap) the caller's number */
+    uint32_t n, cap;    /* entries used / allocated */
+    uint32_t *slots;    /* (mask + 1) entry index + 1; 0 = empty slot */
     uint32_t mask;
 } StrTable;
-
 
 static void strtab_free(StrTable *t) {
     free(t->arena);
@@ -134,11 +133,11 @@ static int char_class(uint32_t cp) {
 
 /* Cuts the normalized character stream into words and counts them. */
 typedef struct {
-    StrTable *words;                             /* word bytes -> count */
-    char word[TOKTRAIN_MAX_WORD_BYTES + 4];      /* the word being built */
-    size_t len;                                  /* its bytes so far */
-    int cls;                                     /* class of its characters after the leading space */
-    uint64_t spaces;                             /* spaces since the last other character, in no word yet */
+    StrTable *words;                        /* word bytes -> count */
+    char word[TOKTRAIN_MAX_WORD_BYTES + 4]; /* the word being built */
+    size_t len;                             /* its bytes so far */
+    int cls;                                /* class of its characters after the leading space */
+    uint64_t spaces;                        /* spaces since the last other character, in no word yet */
 } Splitter;
 
 static int splitter_flush(Splitter *sp, NfError *err) {
@@ -241,12 +240,12 @@ static int count_words(const TextSpan *texts, int n_texts, uint64_t total, const
 /* ---- pieces ---------------------------------------------------------------------- */
 
 typedef struct {
-    unsigned char *blob;       /* every piece's bytes */
+    unsigned char *blob; /* every piece's bytes */
     size_t blob_len, blob_cap;
-    uint32_t *start, *len;     /* (cap) per id */
-    uint16_t *chars;           /* (cap) per id: characters in the piece (learned pieces are capped) */
-    size_t n, cap;             /* pieces so far / allocated */
-    StrTable lookup;           /* characters and learned pieces: bytes -> id */
+    uint32_t *start, *len; /* (cap) per id */
+    uint16_t *chars;       /* (cap) per id: characters in the piece (learned pieces are capped) */
+    size_t n, cap;         /* pieces so far / allocated */
+    StrTable lookup;       /* characters and learned pieces: bytes -> id */
 } Pieces;
 
 static void pieces_free(Pieces *p) {
@@ -303,8 +302,8 @@ static bool spells_reserved(const unsigned char *s, size_t n) {
 
 typedef struct {
     uint64_t count;
-    uint32_t key;    /* the UTF-8 bytes, left-aligned big-endian: integer order = byte order */
-    uint32_t entry;  /* index in the character table */
+    uint32_t key;   /* the UTF-8 bytes, left-aligned big-endian: integer order = byte order */
+    uint32_t entry; /* index in the character table */
 } CharRank;
 
 static int char_rank_cmp(const void *pa, const void *pb) {
@@ -357,8 +356,10 @@ static int choose_characters(const StrTable *words, const TokTrainOptions *o, St
         (*char_id)[e] = (int32_t)pieces->n;
         rc = pieces_add(pieces, strtab_key(chars, e), chars->key_len[e], 1, true, err);
         covered += rank[r].count;
-        if (space) have_space = true;
-        else kept_other++;
+        if (space)
+            have_space = true;
+        else
+            kept_other++;
     }
     free(rank);
     /* llama2.c's run.c looks the dummy prefix up as the piece " " */
@@ -369,33 +370,33 @@ static int choose_characters(const StrTable *words, const TokTrainOptions *o, St
 /* ---- BPE over word counts ------------------------------------------------------------- */
 
 typedef struct {
-    int32_t *sym;       /* every word's symbols (piece ids), back to back; words shrink in place */
+    int32_t *sym; /* every word's symbols (piece ids), back to back; words shrink in place */
     size_t n_sym, cap_sym;
-    size_t *start;      /* (n) first symbol of word w in sym */
-    uint32_t *len;      /* (n) symbols in word w now */
-    uint64_t *count;    /* (n) how often the word occurs in the text */
-    uint32_t *stamp;    /* (n) the last merge that rewrote word w (a word listed twice is rewritten once) */
+    size_t *start;   /* (n) first symbol of word w in sym */
+    uint32_t *len;   /* (n) symbols in word w now */
+    uint64_t *count; /* (n) how often the word occurs in the text */
+    uint32_t *stamp; /* (n) the last merge that rewrote word w (a word listed twice is rewritten once) */
     size_t n, cap;
 } WordSet;
 
 typedef struct {
-    int32_t left, right;  /* piece ids */
-    int64_t count;        /* occurrences in the text: the counts of the words that hold it, once per position */
-    uint32_t *words;      /* words that hold it (or held it: entries can be stale, or repeat) */
+    int32_t left, right; /* piece ids */
+    int64_t count;       /* occurrences in the text: the counts of the words that hold it, once per position */
+    uint32_t *words;     /* words that hold it (or held it: entries can be stale, or repeat) */
     uint32_t n_words, cap_words;
-    uint32_t queued;      /* the merge after which it was last queued with a higher count */
-    bool forbidden;       /* its piece would be too long or spell a reserved piece: never merged */
+    uint32_t queued; /* the merge after which it was last queued with a higher count */
+    bool forbidden;  /* its piece would be too long or spell a reserved piece: never merged */
 } Pair;
 
 typedef struct {
     Pair *p;
     size_t n, cap;
-    uint32_t *slots;      /* (mask + 1) pair index + 1; 0 = empty */
+    uint32_t *slots; /* (mask + 1) pair index + 1; 0 = empty */
     uint32_t mask;
 } PairTable;
 
 typedef struct {
-    int64_t count;        /* the pair's count when queued; stale once the count changed */
+    int64_t count; /* the pair's count when queued; stale once the count changed */
     uint32_t pair;
 } HeapItem;
 
@@ -408,9 +409,9 @@ typedef struct {
     WordSet words;
     PairTable pairs;
     PairHeap heap;
-    uint32_t *touched;    /* pairs whose count rose during the current merge */
+    uint32_t *touched; /* pairs whose count rose during the current merge */
     size_t n_touched, cap_touched;
-    uint32_t merge_no;    /* merges applied so far, learned or not (stamps) */
+    uint32_t merge_no; /* merges applied so far, learned or not (stamps) */
 } Bpe;
 
 static uint32_t pair_hash(int32_t l, int32_t r) {
@@ -694,8 +695,7 @@ static int bpe_learn(Bpe *b, Pieces *pieces, const TokTrainOptions *o, TokTrainP
 
 /* ---- the whole run ----------------------------------------------------------------------- */
 
-int tokenizer_train(const TextSpan *texts, int n_texts, const TokTrainOptions *opt, TrainedVocab *v,
-                    NfError *err) {
+int tokenizer_train(const TextSpan *texts, int n_texts, const TokTrainOptions *opt, TrainedVocab *v, NfError *err) {
     memset(v, 0, sizeof *v);
     if (opt->vocab_size < TOKTRAIN_MIN_VOCAB || opt->vocab_size > TOKTRAIN_MAX_VOCAB)
         return nf_fail(err, NF_ERR_USAGE, "--vocab-size must be between %d and %d, got %d", TOKTRAIN_MIN_VOCAB,

@@ -39,12 +39,12 @@
 #include "error.h"
 #include "fileio.h"
 
-#define TOKTRAIN_FIXED_PIECES 259   /* <unk>, BOS, EOS and the 256 byte pieces */
-#define TOKTRAIN_MIN_VOCAB 260      /* the fixed pieces and the space piece llama2.c's run.c needs */
-#define TOKTRAIN_MAX_VOCAB 65536    /* token files store uint16 ids */
+#define TOKTRAIN_FIXED_PIECES    259                 /* <unk>, BOS, EOS and the 256 byte pieces */
+#define TOKTRAIN_MIN_VOCAB       260                 /* the fixed pieces and the space piece llama2.c's run.c needs */
+#define TOKTRAIN_MAX_VOCAB       65536               /* token files store uint16 ids */
 #define TOKTRAIN_MAX_INPUT_BYTES ((uint64_t)1 << 30) /* 1 GiB of text in all */
-#define TOKTRAIN_MAX_PIECE_CHARS 16 /* longest learned piece, in characters (SentencePiece's default) */
-#define TOKTRAIN_MAX_WORD_BYTES 256 /* longer runs are cut into words of at most this many bytes */
+#define TOKTRAIN_MAX_PIECE_CHARS 16  /* longest learned piece, in characters (SentencePiece's default) */
+#define TOKTRAIN_MAX_WORD_BYTES  256 /* longer runs are cut into words of at most this many bytes */
 
 /* One input text: a view of bytes the caller owns (a mapped file). */
 typedef struct {
@@ -59,17 +59,17 @@ typedef enum {
 
 typedef struct {
     TokTrainPhase phase;
-    uint64_t bytes_done;   /* COUNTING: input bytes read so far */
-    uint64_t bytes_total;  /* COUNTING: input bytes in all */
-    int merges;            /* MERGING: merges learned so far */
-    int merges_max;        /* MERGING: merges that fit the target (target - 259 - characters) */
-    int vocab_size;        /* MERGING: pieces so far */
-    int target;            /* the requested vocab_size */
+    uint64_t bytes_done;  /* COUNTING: input bytes read so far */
+    uint64_t bytes_total; /* COUNTING: input bytes in all */
+    int merges;           /* MERGING: merges learned so far */
+    int merges_max;       /* MERGING: merges that fit the target (target - 259 - characters) */
+    int vocab_size;       /* MERGING: pieces so far */
+    int target;           /* the requested vocab_size */
 } TokTrainProgress;
 
 typedef struct {
-    int vocab_size;               /* target piece count, TOKTRAIN_MIN_VOCAB .. TOKTRAIN_MAX_VOCAB */
-    double character_coverage;    /* (0, 1]: keep the most frequent characters until this share of
+    int vocab_size;            /* target piece count, TOKTRAIN_MIN_VOCAB .. TOKTRAIN_MAX_VOCAB */
+    double character_coverage; /* (0, 1]: keep the most frequent characters until this share of
                                      the text's characters is covered (1 = every character that fits) */
     /* Called now and then while counting and after every merge; may be NULL. */
     void (*progress)(void *ctx, const TokTrainProgress *p);
@@ -78,25 +78,24 @@ typedef struct {
 
 /* A trained vocabulary, in id order. */
 typedef struct {
-    int vocab_size;          /* pieces: 259 + characters + merges; below the target if the text ran out of pairs */
-    int characters;          /* single-character pieces (ids 259 .. 259 + characters - 1) */
-    int merges;              /* learned pieces after them */
-    int space_merges;        /* of those, the pieces of spaces only (the last ids) */
-    int dropped_characters;  /* distinct characters left to byte fallback (coverage or vocabulary full) */
-    int max_token_length;    /* longest piece in bytes */
-    uint64_t bytes;          /* input bytes read */
-    uint64_t words;          /* distinct words counted */
-    unsigned char *blob;     /* every piece's bytes (a space, not U+2581), where piece_start says */
-    uint32_t *piece_start;   /* (vocab_size) offset of each piece in blob */
-    uint32_t *piece_len;     /* (vocab_size) length in bytes */
-    float *scores;           /* (vocab_size) 0 for ids < 259, then -(id - 259) */
+    int vocab_size;         /* pieces: 259 + characters + merges; below the target if the text ran out of pairs */
+    int characters;         /* single-character pieces (ids 259 .. 259 + characters - 1) */
+    int merges;             /* learned pieces after them */
+    int space_merges;       /* of those, the pieces of spaces only (the last ids) */
+    int dropped_characters; /* distinct characters left to byte fallback (coverage or vocabulary full) */
+    int max_token_length;   /* longest piece in bytes */
+    uint64_t bytes;         /* input bytes read */
+    uint64_t words;         /* distinct words counted */
+    unsigned char *blob;    /* every piece's bytes (a space, not U+2581), where piece_start says */
+    uint32_t *piece_start;  /* (vocab_size) offset of each piece in blob */
+    uint32_t *piece_len;    /* (vocab_size) length in bytes */
+    float *scores;          /* (vocab_size) 0 for ids < 259, then -(id - 259) */
 } TrainedVocab;
 
 /* Learns a vocabulary from the texts (at most TOKTRAIN_MAX_INPUT_BYTES in
  * all, not all empty). Fails with NF_ERR_USAGE for options out of range,
  * NF_ERR_DATA for empty or oversized input, NF_ERR_MEMORY. */
-int tokenizer_train(const TextSpan *texts, int n_texts, const TokTrainOptions *opt, TrainedVocab *v,
-                    NfError *err);
+int tokenizer_train(const TextSpan *texts, int n_texts, const TokTrainOptions *opt, TrainedVocab *v, NfError *err);
 
 /* Writes v in llama2.c's tokenizer.bin format into an open AtomicFile (the caller commits). */
 int trained_vocab_write(const TrainedVocab *v, AtomicFile *f, NfError *err);

@@ -67,24 +67,24 @@ typedef struct {
     const TrainOptions *o;
     NfOut *out;
     ModelConfig config;
-    size_t n_params;             /* trainable floats: the whole model, or the LoRA adapters */
+    size_t n_params;                         /* trainable floats: the whole model, or the LoRA adapters */
     float *params, *grads, *adam_m, *adam_v; /* (n_params) each */
-    Model base_model;            /* LoRA: the base model file, mapped */
-    float *base_copy;            /* LoRA: its weights in fp32 when the file's cannot be used in place (Q8) */
-    ParamPointers base;          /* LoRA: the frozen base weights, in the mapping or in base_copy */
-    uint64_t base_checksum;      /* LoRA: identifies the base model file */
-    char *base_path;             /* LoRA: the base model file's absolute path, as checkpoints name it */
-    Lora lora;                   /* LoRA: the adapters, pointing into params */
-    Net net;                     /* what forward and backward run on */
-    NetGrads g;                  /* where backward accumulates (NULL = frozen) */
+    Model base_model;                        /* LoRA: the base model file, mapped */
+    float *base_copy;       /* LoRA: its weights in fp32 when the file's cannot be used in place (Q8) */
+    ParamPointers base;     /* LoRA: the frozen base weights, in the mapping or in base_copy */
+    uint64_t base_checksum; /* LoRA: identifies the base model file */
+    char *base_path;        /* LoRA: the base model file's absolute path, as checkpoints name it */
+    Lora lora;              /* LoRA: the adapters, pointing into params */
+    Net net;                /* what forward and backward run on */
+    NetGrads g;             /* where backward accumulates (NULL = frozen) */
     ParamSegment seg[LORA_SEGMENTS_MAX > PARAM_SEGMENTS_MAX ? LORA_SEGMENTS_MAX : PARAM_SEGMENTS_MAX];
     int n_seg;
     TokenData data;
     BatchSampler sampler;
     Activations acts;
-    int *tokens, *targets;       /* (B, T) */
-    uint16_t *params_bf16;       /* --dtype bf16: params rounded, kept by acts (NULL otherwise) */
-    int64_t step;                /* optimizer steps completed */
+    int *tokens, *targets; /* (B, T) */
+    uint16_t *params_bf16; /* --dtype bf16: params rounded, kept by acts (NULL otherwise) */
+    int64_t step;          /* optimizer steps completed */
     int64_t tokens_seen;
     double last_loss, best_val_loss;
 } Trainer;
@@ -330,12 +330,23 @@ static void prune_stamped(const char *path, int64_t current, int64_t keep_last) 
 static int save_checkpoint(Trainer *t, NfError *err) {
     const TrainOptions *o = t->o;
     Checkpoint ck = {
-        .config = t->config, .step = t->step, .tokens_seen = t->tokens_seen,
-        .data_rng_state = t->sampler.rng.state, .data_epoch = t->sampler.epoch,
-        .data_position = t->sampler.position, .best_val_loss = t->best_val_loss, .last_loss = t->last_loss,
-        .options_json = o->options_json, .n_params = t->n_params,
-        .is_lora = o->use_lora, .lora = o->lora, .base_checksum = t->base_checksum, .base_path = t->base_path,
-        .params = t->params, .adam_m = t->adam_m, .adam_v = t->adam_v,
+        .config = t->config,
+        .step = t->step,
+        .tokens_seen = t->tokens_seen,
+        .data_rng_state = t->sampler.rng.state,
+        .data_epoch = t->sampler.epoch,
+        .data_position = t->sampler.position,
+        .best_val_loss = t->best_val_loss,
+        .last_loss = t->last_loss,
+        .options_json = o->options_json,
+        .n_params = t->n_params,
+        .is_lora = o->use_lora,
+        .lora = o->lora,
+        .base_checksum = t->base_checksum,
+        .base_path = t->base_path,
+        .params = t->params,
+        .adam_m = t->adam_m,
+        .adam_v = t->adam_v,
     };
     uint64_t bytes;
     if (o->keep_last > 1) {
@@ -425,8 +436,8 @@ static int setup_run(Trainer *t, TrainOptions *o, Checkpoint *ck, NfError *err) 
     int B = (int)o->batch, T = (int)o->seq;
     if (T > t->config.seq_len)
         return nf_fail(err, NF_ERR_USAGE, "--seq %d is longer than the model's seq_len %d", T, t->config.seq_len);
-    if (token_data_open(&t->data, o->data.items, o->data.n, o->val_data, o->val_split, t->config.vocab_size, T,
-                        err) != 0)
+    if (token_data_open(&t->data, o->data.items, o->data.n, o->val_data, o->val_split, t->config.vocab_size, T, err) !=
+        0)
         return -1;
     if (batch_sampler_init(&t->sampler, &t->data, T, o->shuffle, (uint64_t)o->seed, err) != 0) return -1;
     if (o->resume &&
@@ -541,10 +552,10 @@ static void emit_validation(Trainer *t) {
 
 /* The state of the loop in this process (a restart begins a new one). */
 typedef struct {
-    sigset_t stop;             /* the blocked stop signals */
-    int signalled;             /* the stop signal taken (0: none) */
-    bool progress;             /* a progress bar on stderr (a terminal) */
-    double start, last_ckpt;   /* nf_now_ms() at the first step and at the last checkpoint */
+    sigset_t stop;           /* the blocked stop signals */
+    int signalled;           /* the stop signal taken (0: none) */
+    bool progress;           /* a progress bar on stderr (a terminal) */
+    double start, last_ckpt; /* nf_now_ms() at the first step and at the last checkpoint */
     int64_t steps_here, tokens_here;
 } RunLoop;
 

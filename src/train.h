@@ -15,12 +15,12 @@ typedef struct {
     /* where the model comes from: a file, a fresh init, or the checkpoint on --resume */
     const char *model_path;
     bool init;
-    ModelConfig init_config;     /* --dim ... --seq-len, shared classifier by default */
+    ModelConfig init_config; /* --dim ... --seq-len, shared classifier by default */
     /* LoRA: adapters on the frozen --model when use_lora */
     bool use_lora;
     LoraConfig lora;
-    bool bf16;                   /* --dtype bf16: weight products in bf16 */
-    const char *tokenizer;       /* --tokenizer: checked against the vocabulary; stored (absolute) for export */
+    bool bf16;             /* --dtype bf16: weight products in bf16 */
+    const char *tokenizer; /* --tokenizer: checked against the vocabulary; stored (absolute) for export */
     /* data */
     StringList data;
     const char *val_data;
@@ -33,9 +33,9 @@ typedef struct {
     /* checkpoints and process control */
     const char *ckpt;
     int64_t ckpt_every, keep_last, restart_every;
-    double ckpt_minutes;         /* also checkpoint when this long has passed since the last one (0 = off) */
+    double ckpt_minutes; /* also checkpoint when this long has passed since the last one (0 = off) */
     bool resume;
-    uint64_t max_memory;         /* --max-memory in bytes (0: no limit); budget.h */
+    uint64_t max_memory; /* --max-memory in bytes (0: no limit); budget.h */
     /* every flag as JSON, stored in checkpoints */
     char *options_json;
     /* for self-restart: the words after `neuralforge train` */

@@ -29,19 +29,38 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
     uint64_t L_att_out = !lora || lora->targets & 1u << LORA_WO ? L : 1;
     a->att_out_stride = L_att_out == L ? N * D : 0;
     Buffer list[] = {
-        {&a->resid, (L + 1) * N * D}, {&a->resid_mid, L * N * D}, {&a->xn_att, N * D},
-        {&a->rstd_att, L * N},        {&a->q, L * N * D},         {&a->k, L * N * KV},
-        {&a->v, L * N * KV},          {&a->att_lse, L * (uint64_t)B * NH * (uint64_t)T},
-        {&a->att_out, L_att_out * N * D}, {&a->xn_ffn, N * D}, {&a->rstd_ffn, L * N},
-        {&a->h1, L * N * H},          {&a->h3, L * N * H},        {&a->hact, N * H},
-        {&a->xn_final, N * D},        {&a->rstd_final, N},        {&a->logits, N * V},
-        {&a->dresid, N * D},          {&a->dxn, N * D},           {&a->datt_out, N * D},
-        {&a->dq, N * D},              {&a->dk, N * KV},           {&a->dv, N * KV},
-        {&a->dh1, N * H},             {&a->dh3, N * H},           {&a->dhact, N * H},
+        {&a->resid, (L + 1) * N * D},
+        {&a->resid_mid, L * N * D},
+        {&a->xn_att, N * D},
+        {&a->rstd_att, L * N},
+        {&a->q, L * N * D},
+        {&a->k, L * N * KV},
+        {&a->v, L * N * KV},
+        {&a->att_lse, L * (uint64_t)B * NH * (uint64_t)T},
+        {&a->att_out, L_att_out * N * D},
+        {&a->xn_ffn, N * D},
+        {&a->rstd_ffn, L * N},
+        {&a->h1, L * N * H},
+        {&a->h3, L * N * H},
+        {&a->hact, N * H},
+        {&a->xn_final, N * D},
+        {&a->rstd_final, N},
+        {&a->logits, N * V},
+        {&a->dresid, N * D},
+        {&a->dxn, N * D},
+        {&a->datt_out, N * D},
+        {&a->dq, N * D},
+        {&a->dk, N * KV},
+        {&a->dv, N * KV},
+        {&a->dh1, N * H},
+        {&a->dh3, N * H},
+        {&a->dhact, N * H},
         {&a->att_scratch, T > 0 ? nf_attention_scratch_floats(B, T, c->n_kv_heads, config_head_size(c)) : 0},
         {&a->rope, (uint64_t)T * (uint64_t)config_head_size(c)},
-        {&a->lora_u, lora ? L * (uint64_t)__builtin_popcount(lora->targets) * N * R : 0},        {&a->lora_x, lora ? N * M : 0},
-        {&a->lora_dx, lora ? N * M : 0},                          {&a->lora_du, lora ? N * R : 0},
+        {&a->lora_u, lora ? L * (uint64_t)__builtin_popcount(lora->targets) * N * R : 0},
+        {&a->lora_x, lora ? N * M : 0},
+        {&a->lora_dx, lora ? N * M : 0},
+        {&a->lora_du, lora ? N * R : 0},
     };
     int n = (int)(sizeof list / sizeof list[0]);
     memcpy(out, list, sizeof list);
@@ -92,9 +111,11 @@ void activations_free(Activations *a) {
     nf_bf16_free(a->bf16);
     a->bf16 = NULL;
     Buffer list[40];
-    int n = activation_buffers(a, &(ModelConfig){.dim = 2, .hidden_dim = 1, .n_layers = 1, .n_heads = 1,
-                                                 .n_kv_heads = 1, .vocab_size = 1, .seq_len = 1},
-                               NULL, 0, 0, list);
+    int n = activation_buffers(
+        a,
+        &(ModelConfig){
+            .dim = 2, .hidden_dim = 1, .n_layers = 1, .n_heads = 1, .n_kv_heads = 1, .vocab_size = 1, .seq_len = 1},
+        NULL, 0, 0, list);
     for (int i = 0; i < n; i++) {
         free(*list[i].field);
         *list[i].field = NULL;
@@ -138,14 +159,18 @@ double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora
 
 /* Products with the model's weights: fp32, or bf16 under --dtype bf16. */
 static void weight_forward(Activations *a, float *out, const float *inp, const float *w, int N, int C, int OC) {
-    if (a->bf16) nf_matmul_forward_bf16(a->bf16, out, inp, w, N, C, OC);
-    else nf_matmul_forward(out, inp, w, N, C, OC);
+    if (a->bf16)
+        nf_matmul_forward_bf16(a->bf16, out, inp, w, N, C, OC);
+    else
+        nf_matmul_forward(out, inp, w, N, C, OC);
 }
 
 static void weight_backward(Activations *a, float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write,
                             const float *dout, const float *inp, const float *w, int N, int C, int OC) {
-    if (a->bf16) nf_matmul_backward_bf16(a->bf16, dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
-    else nf_matmul_backward(dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
+    if (a->bf16)
+        nf_matmul_backward_bf16(a->bf16, dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
+    else
+        nf_matmul_backward(dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
 }
 
 /* The (L, out, in) weight of projection t. */
@@ -188,7 +213,8 @@ static bool has_adapter(const Net *net, LoraTarget t) { return net->lora && net-
 static float *lora_u_of(const Net *net, const Activations *a, int l, LoraTarget t) {
     size_t N = (size_t)a->B * a->T, r = (size_t)net->lora->config.rank;
     unsigned targets = net->lora->config.targets;
-    size_t per_layer = (size_t)__builtin_popcount(targets), slot = (size_t)__builtin_popcount(targets & ((1u << t) - 1));
+    size_t per_layer = (size_t)__builtin_popcount(targets),
+           slot = (size_t)__builtin_popcount(targets & ((1u << t) - 1));
     return a->lora_u + ((size_t)l * per_layer + slot) * N * r;
 }
 
@@ -344,8 +370,7 @@ void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activation
     /* embedding: scatter-add the rows (serial: the same token may repeat); a
      * classifier that shares the embedding has written it already */
     if (!g->w.token_embedding) return;
-    if (grads == NF_SET && g->w.token_embedding != g->w.wcls)
-        nf_zero(g->w.token_embedding, (size_t)c->vocab_size * D);
+    if (grads == NF_SET && g->w.token_embedding != g->w.wcls) nf_zero(g->w.token_embedding, (size_t)c->vocab_size * D);
     for (int n = 0; n < N; n++) {
         float *row = g->w.token_embedding + (size_t)tokens[n] * D;
         const float *d = a->dresid + (size_t)n * D;

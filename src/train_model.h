@@ -14,8 +14,8 @@
 /* The network the passes run: base weights, and LoRA adapters when lora != NULL. */
 typedef struct {
     const ModelConfig *config;
-    ParamPointers w;    /* with trained LoRA norms, its rms_* point at the adapter buffer's */
-    const Lora *lora;   /* NULL: no adapters */
+    ParamPointers w;  /* with trained LoRA norms, its rms_* point at the adapter buffer's */
+    const Lora *lora; /* NULL: no adapters */
 } Net;
 
 /* Where backward accumulates gradients; a NULL pointer is a frozen weight. */
@@ -26,28 +26,28 @@ typedef struct {
 
 typedef struct {
     int B, T;
-    float *resid;       /* (L+1, N, D) input of each layer; [L] feeds the final norm */
-    float *resid_mid;   /* (L, N, D) stream after the attention block */
+    float *resid;     /* (L+1, N, D) input of each layer; [L] feeds the final norm */
+    float *resid_mid; /* (L, N, D) stream after the attention block */
     /* xn_att, xn_ffn and hact are cheap to recompute, so they hold the
      * current layer only: forward writes them, backward recomputes them from
      * what is kept (resid, resid_mid, rstd_*, h1, h3). att_out is kept for
      * every layer when wo trains (its weight or an adapter); under LoRA
      * without a wo adapter one layer's worth is reused: att_out_stride 0. */
-    float *xn_att;      /* (N, D) rmsnorm(resid) of the current layer */
-    float *rstd_att;    /* (L, N) */
-    float *q;           /* (L, N, D) queries after RoPE */
-    float *k;           /* (L, N, KV) keys after RoPE */
-    float *v;           /* (L, N, KV) */
-    float *att_lse;     /* (L, B, NH, T) log-sum-exp of each attention row (scores are recomputed) */
-    float *att_out;     /* (L, N, D) attention output before wo */
-    float *xn_ffn;      /* (N, D) rmsnorm(resid_mid) of the current layer */
-    float *rstd_ffn;    /* (L, N) */
-    float *h1;          /* (L, N, H) gate pre-activation */
-    float *h3;          /* (L, N, H) up */
-    float *hact;        /* (N, H) silu(h1) * h3 of the current layer */
-    float *xn_final;    /* (N, D) */
-    float *rstd_final;  /* (N) */
-    float *logits;      /* (N, V), replaced by their gradient in backward */
+    float *xn_att;     /* (N, D) rmsnorm(resid) of the current layer */
+    float *rstd_att;   /* (L, N) */
+    float *q;          /* (L, N, D) queries after RoPE */
+    float *k;          /* (L, N, KV) keys after RoPE */
+    float *v;          /* (L, N, KV) */
+    float *att_lse;    /* (L, B, NH, T) log-sum-exp of each attention row (scores are recomputed) */
+    float *att_out;    /* (L, N, D) attention output before wo */
+    float *xn_ffn;     /* (N, D) rmsnorm(resid_mid) of the current layer */
+    float *rstd_ffn;   /* (L, N) */
+    float *h1;         /* (L, N, H) gate pre-activation */
+    float *h3;         /* (L, N, H) up */
+    float *hact;       /* (N, H) silu(h1) * h3 of the current layer */
+    float *xn_final;   /* (N, D) */
+    float *rstd_final; /* (N) */
+    float *logits;     /* (N, V), replaced by their gradient in backward */
     /* gradient scratch, reused by every layer */
     float *dresid;      /* (N, D) gradient of the residual stream */
     float *dxn;         /* (N, D) */
@@ -61,13 +61,13 @@ typedef struct {
     float *att_scratch; /* nf_attention_scratch_floats(B, T, NKV, hs): attention's tiles and transposed heads */
     float *rope;        /* (T, hs) RoPE's (cos, sin) pairs, nf_rope_table */
     /* LoRA only (empty without adapters); r = rank, M = max(D, H) */
-    float *lora_u;      /* (L, n_targets, N, r) s * A x of each adapted projection */
-    float *lora_x;      /* (N, M) scratch: an adapter's input after dropout */
-    float *lora_dx;     /* (N, M) scratch: its gradient */
-    float *lora_du;     /* (N, r) scratch */
-    uint64_t dropout_key; /* the dropout masks of the last forward (0 = none), redrawn by backward */
+    float *lora_u;         /* (L, n_targets, N, r) s * A x of each adapted projection */
+    float *lora_x;         /* (N, M) scratch: an adapter's input after dropout */
+    float *lora_dx;        /* (N, M) scratch: its gradient */
+    float *lora_du;        /* (N, r) scratch */
+    uint64_t dropout_key;  /* the dropout masks of the last forward (0 = none), redrawn by backward */
     size_t att_out_stride; /* floats per layer of att_out, or 0 */
-    Bf16Context *bf16;  /* --dtype bf16: the weight products run in bf16; NULL for fp32 */
+    Bf16Context *bf16;     /* --dtype bf16: the weight products run in bf16; NULL for fp32 */
 } Activations;
 
 /* A network of every weight in params (params.h layout); g (if not NULL)

@@ -15,9 +15,9 @@
 #define MAX_SAFE_INT 9007199254740991.0 /* 2^53 - 1: JSON numbers stay exact up to it */
 
 /* Shorthands for the rows: D = the dashboard may set it. */
-#define INT(lo, hi) ARG_INT, (lo), (hi)
+#define INT(lo, hi)   ARG_INT, (lo), (hi)
 #define FLOAT(lo, hi) ARG_FLOAT, (lo), (hi)
-#define D .dashboard = true
+#define D             .dashboard = true
 
 const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
     [TO_MODEL] = {"model", ARG_STRING, .help = "start from this model file (fine-tuning)"},
@@ -29,8 +29,7 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
     [TO_N_LAYERS] = {"n-layers", INT(1, NF_MAX_LAYERS), .def = "6", .help = "layers", .group = "shape", D},
     [TO_N_HEADS] = {"n-heads", INT(1, NF_MAX_DIM), .def = "6", .help = "query heads", .group = "shape", D},
     [TO_N_KV_HEADS] = {"n-kv-heads", INT(0, NF_MAX_DIM), .def = "0",
-                       .help = "key/value heads; 0 = as many as query heads",
-                       .group = "shape", D},
+                       .help = "key/value heads; 0 = as many as query heads", .group = "shape", D},
     /* a dashboard project's vocabulary is its tokenizer's: serve sets it */
     [TO_VOCAB_SIZE] = {"vocab-size", INT(1, 65536), .def = "32000", .help = "vocabulary", .group = "shape"},
     [TO_SEQ_LEN] = {"seq-len", INT(1, NF_MAX_SEQ_LEN), .def = "256", .help = "context length", .group = "shape", D},
@@ -62,8 +61,7 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
     [TO_ACCUM] = {"accum", INT(1, 65536), .def = "1", .help = "micro-batches per optimizer step", .group = "batches",
                   D},
     [TO_STEPS] = {"steps", INT(1, 1e9), .def = "1000",
-                  .help = "optimizer steps in the whole run, resumed ones included",
-                  .group = "batches", D},
+                  .help = "optimizer steps in the whole run, resumed ones included", .group = "batches", D},
     [TO_SEED] = {"seed", INT(0, MAX_SAFE_INT), .def = "1337", .help = "seed for initialization and data windows",
                  .group = "batches", D},
     [TO_LR] = {"lr", FLOAT(1e-12, 10), .def = "5e-4", .help = "peak learning rate", .group = "optimizer", D},
@@ -125,7 +123,7 @@ static void number_text(double x, char *out, size_t cap) {
 
 /* "LoRA: scale alpha / rank (range 1e-06 ... 1e+06; default = rank)" */
 static void help_line(const TrainOption *o, char *out, size_t cap) {
-    const char *prefix = !o->group                         ? ""
+    const char *prefix = !o->group                        ? ""
                          : strcmp(o->group, "shape") == 0 ? "--init: "
                          : strcmp(o->group, "lora") == 0  ? "LoRA: "
                                                           : "";
@@ -148,8 +146,13 @@ int train_flags_build(TrainFlagTable *t, void *const dest[TRAIN_OPTION_COUNT], N
         const TrainOption *o = &TRAIN_OPTIONS[i];
         if (!dest[i]) return nf_fail(err, NF_ERR_USAGE, "train's option --%s has no variable", o->name);
         help_line(o, t->help[i], sizeof t->help[i]);
-        t->specs[i] = (ArgSpec){.name = o->name, .type = o->type, .dest = dest[i], .min = o->min, .max = o->max,
-                                .choices = o->choices, .help = t->help[i]};
+        t->specs[i] = (ArgSpec){.name = o->name,
+                                .type = o->type,
+                                .dest = dest[i],
+                                .min = o->min,
+                                .max = o->max,
+                                .choices = o->choices,
+                                .help = t->help[i]};
         switch (o->type) { /* the default: none, or the row's text read as the flag's value would be */
         case ARG_STRING:
         case ARG_CHOICE: *(const char **)dest[i] = NULL; break;
@@ -180,13 +183,16 @@ const TrainOption *train_option_by_key(const char *key) {
 
 /* A default written as its type: a number, a string or a boolean. */
 static void json_default(JsonBuf *j, const char *key, const TrainOption *o, const char *text) {
-    if (!text) json_null_value(j, key);
-    else if (o->type == ARG_INT) json_int(j, key, strtoll(text, NULL, 10));
+    if (!text)
+        json_null_value(j, key);
+    else if (o->type == ARG_INT)
+        json_int(j, key, strtoll(text, NULL, 10));
     else if (o->type == ARG_FLOAT) {
         char num[32];
         number_text(strtod(text, NULL), num, sizeof num);
         json_raw(j, key, num, strlen(num));
-    } else json_str(j, key, text);
+    } else
+        json_str(j, key, text);
 }
 
 static void json_bound(JsonBuf *j, const char *key, const TrainOption *o, double x) {
@@ -200,8 +206,8 @@ static void json_bound(JsonBuf *j, const char *key, const TrainOption *o, double
 }
 
 void train_options_json(JsonBuf *j, const char *key) {
-    static const char *const TYPE_NAMES[] = {[ARG_STRING] = "string", [ARG_INT] = "int", [ARG_FLOAT] = "float",
-                                             [ARG_FLAG] = "flag", [ARG_CHOICE] = "choice", [ARG_LIST] = "list"};
+    static const char *const TYPE_NAMES[] = {[ARG_STRING] = "string", [ARG_INT] = "int",       [ARG_FLOAT] = "float",
+                                             [ARG_FLAG] = "flag",     [ARG_CHOICE] = "choice", [ARG_LIST] = "list"};
     json_array_begin(j, key);
     for (int i = 0; i < TRAIN_OPTION_COUNT; i++) {
         const TrainOption *o = &TRAIN_OPTIONS[i];
@@ -224,13 +230,17 @@ void train_options_json(JsonBuf *j, const char *key) {
             }
             json_array_end(j);
         }
-        if (o->type == ARG_FLAG) json_bool(j, "default", false);
-        else json_default(j, "default", o, o->def);
+        if (o->type == ARG_FLAG)
+            json_bool(j, "default", false);
+        else
+            json_default(j, "default", o, o->def);
         if (o->def_text) json_str(j, "default_text", o->def_text);
         if (o->dash_def) json_default(j, "dashboard_default", o, o->dash_def);
         json_str(j, "help", o->help);
-        if (o->group) json_str(j, "group", o->group);
-        else json_null_value(j, "group");
+        if (o->group)
+            json_str(j, "group", o->group);
+        else
+            json_null_value(j, "group");
         json_bool(j, "dashboard", o->dashboard);
         if (o->syntax) json_str(j, "syntax", o->syntax);
         if (o->syntax && strcmp(o->syntax, "lora_targets") == 0) { /* the form checks names as lora.c reads them */

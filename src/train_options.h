@@ -19,27 +19,67 @@
 
 /* Row indices, in `train --help` order (checkpoints store options in it: changed_flags follow it). */
 typedef enum {
-    TO_MODEL, TO_INIT, TO_DIM, TO_HIDDEN_DIM, TO_N_LAYERS, TO_N_HEADS, TO_N_KV_HEADS, TO_VOCAB_SIZE, TO_SEQ_LEN,
-    TO_SEPARATE_CLASSIFIER, TO_LORA_RANK, TO_LORA_ALPHA, TO_LORA_DROPOUT, TO_LORA_TARGETS, TO_LORA_TRAIN_NORMS,
-    TO_DATA, TO_VAL_DATA, TO_VAL_SPLIT, TO_VAL_EVERY, TO_VAL_BATCHES, TO_SHUFFLE, TO_BATCH, TO_SEQ, TO_ACCUM,
-    TO_STEPS, TO_SEED, TO_LR, TO_LR_MIN, TO_LR_SCHEDULE, TO_WARMUP, TO_BETA1, TO_BETA2, TO_EPS, TO_WEIGHT_DECAY,
-    TO_GRAD_CLIP, TO_CKPT, TO_CKPT_EVERY, TO_CKPT_MINUTES, TO_KEEP_LAST, TO_RESUME, TO_RESTART_EVERY, TO_CONFIG,
-    TO_DTYPE, TO_THREADS, TO_MAX_MEMORY, TO_TOKENIZER,
+    TO_MODEL,
+    TO_INIT,
+    TO_DIM,
+    TO_HIDDEN_DIM,
+    TO_N_LAYERS,
+    TO_N_HEADS,
+    TO_N_KV_HEADS,
+    TO_VOCAB_SIZE,
+    TO_SEQ_LEN,
+    TO_SEPARATE_CLASSIFIER,
+    TO_LORA_RANK,
+    TO_LORA_ALPHA,
+    TO_LORA_DROPOUT,
+    TO_LORA_TARGETS,
+    TO_LORA_TRAIN_NORMS,
+    TO_DATA,
+    TO_VAL_DATA,
+    TO_VAL_SPLIT,
+    TO_VAL_EVERY,
+    TO_VAL_BATCHES,
+    TO_SHUFFLE,
+    TO_BATCH,
+    TO_SEQ,
+    TO_ACCUM,
+    TO_STEPS,
+    TO_SEED,
+    TO_LR,
+    TO_LR_MIN,
+    TO_LR_SCHEDULE,
+    TO_WARMUP,
+    TO_BETA1,
+    TO_BETA2,
+    TO_EPS,
+    TO_WEIGHT_DECAY,
+    TO_GRAD_CLIP,
+    TO_CKPT,
+    TO_CKPT_EVERY,
+    TO_CKPT_MINUTES,
+    TO_KEEP_LAST,
+    TO_RESUME,
+    TO_RESTART_EVERY,
+    TO_CONFIG,
+    TO_DTYPE,
+    TO_THREADS,
+    TO_MAX_MEMORY,
+    TO_TOKENIZER,
     TRAIN_OPTION_COUNT
 } TrainOptionId;
 
 typedef struct {
-    const char *name;      /* the flag without "--"; a project's option key is the same with '_' for '-' */
+    const char *name; /* the flag without "--"; a project's option key is the same with '_' for '-' */
     ArgType type;
-    double min, max;       /* ARG_INT, ARG_FLOAT */
-    const char *choices;   /* ARG_CHOICE: "fp32|bf16" */
-    const char *def;       /* the default as the flag's value would be written ("5e-4"), or NULL (def_text) */
-    const char *def_text;  /* with def NULL: a default worked out at run time, in words ("= rank"), or NULL: none */
-    const char *dash_def;  /* a dashboard run's value when the project does not set it (serve passes it), or NULL */
-    const char *help;      /* one line, without the default or range (those are added from the row) */
-    const char *group;     /* "shape" (--init only), "batches", "optimizer", "validation", "lora", or NULL */
-    bool dashboard;        /* a project may set it; the others are the server's own (paths, budget, threads) */
-    const char *syntax;    /* NULL, or how a string reads: "lora_targets" (lora.h), "size" (budget.h) */
+    double min, max;      /* ARG_INT, ARG_FLOAT */
+    const char *choices;  /* ARG_CHOICE: "fp32|bf16" */
+    const char *def;      /* the default as the flag's value would be written ("5e-4"), or NULL (def_text) */
+    const char *def_text; /* with def NULL: a default worked out at run time, in words ("= rank"), or NULL: none */
+    const char *dash_def; /* a dashboard run's value when the project does not set it (serve passes it), or NULL */
+    const char *help;     /* one line, without the default or range (those are added from the row) */
+    const char *group;    /* "shape" (--init only), "batches", "optimizer", "validation", "lora", or NULL */
+    bool dashboard;       /* a project may set it; the others are the server's own (paths, budget, threads) */
+    const char *syntax;   /* NULL, or how a string reads: "lora_targets" (lora.h), "size" (budget.h) */
 } TrainOption;
 
 extern const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT];

@@ -13,7 +13,7 @@ size_t utf8_valid_len(const unsigned char *s, size_t n);
 size_t utf8_lead_len(unsigned char c);
 
 typedef struct {
-    unsigned char pending[4];   /* bytes of a character not yet complete */
+    unsigned char pending[4]; /* bytes of a character not yet complete */
     int n_pending;
 } Utf8Stream;
 

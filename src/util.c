@@ -73,7 +73,7 @@ bool nf_resize(void **items, size_t n, size_t elem) {
  *    than its 4 KiB pages, which was most of a first training step's time
  *    on a virtual machine.
  * Zeroed here, so the pages are faulted in now rather than at first use. */
-#define HUGE_PAGE ((size_t)2 << 20)
+#define HUGE_PAGE  ((size_t)2 << 20)
 #define CACHE_LINE 64
 
 void *nf_alloc(size_t bytes, NfError *err) {

@@ -11,7 +11,7 @@
 
 /* Allocation that reports failure through err instead of returning NULL
  * silently; zeroed, starting on a cache line (64 bytes), freed with free(). */
-void *nf_alloc(size_t bytes, NfError *err);            /* zeroed */
+void *nf_alloc(size_t bytes, NfError *err);                    /* zeroed */
 void *nf_alloc_array(size_t count, size_t elem, NfError *err); /* zeroed, overflow-checked */
 
 /* a*b with overflow detection: returns false if it does not fit. */

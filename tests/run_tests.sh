@@ -52,6 +52,9 @@ run_counted() {
   [ "$f" -eq 0 ] || failures+=("$label")
 }
 
+# The house style: every C file as clang-format (.clang-format) leaves it.
+run_counted "format" scripts/check_format.sh
+
 # The libFuzzer harnesses (tests/fuzz, built by `make fuzz-build`): every
 # corpus file once as a regression test, then a short fuzz budget for each
 # (NF_FUZZ_SECONDS, default 10; `make fuzz` is the long run). One PASS or FAIL

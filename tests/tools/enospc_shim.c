@@ -62,11 +62,11 @@ static size_t allow(int fd, size_t want) {
 }
 
 /* libc's own function of that name (looked up once; a race only looks it up twice) */
-#define REAL(name)                                                              \
-    (*({                                                                        \
-        static __typeof__(&name) real_;                                         \
-        if (!real_) real_ = (__typeof__(&name))dlsym(RTLD_NEXT, #name);          \
-        &real_;                                                                 \
+#define REAL(name)                                                      \
+    (*({                                                                \
+        static __typeof__(&name) real_;                                 \
+        if (!real_) real_ = (__typeof__(&name))dlsym(RTLD_NEXT, #name); \
+        &real_;                                                         \
     }))
 
 ssize_t write(int fd, const void *buf, size_t n) {

@@ -23,8 +23,8 @@
 #include "infer.h"
 #include "model.h"
 #include "params.h"
-#include "train_model.h"
 #include "tokenizer.h"
+#include "train_model.h"
 
 static int die(const char *msg) {
     fprintf(stderr, "nf_probe: %s\n", msg);
@@ -84,7 +84,9 @@ static int probe_logits_lora(int argc, char **argv) {
 
 static int probe_lora_grads(int argc, char **argv) {
     if (argc < 11) return die("usage: lora-grads MODEL ADAPTERS OUT RANK ALPHA TARGETS NORMS B T TOKEN... TARGET...");
-    LoraConfig lc = {.rank = atoi(argv[5]), .alpha = (float)atof(argv[6]), .targets = (unsigned)atoi(argv[7]),
+    LoraConfig lc = {.rank = atoi(argv[5]),
+                     .alpha = (float)atof(argv[6]),
+                     .targets = (unsigned)atoi(argv[7]),
                      .train_norms = atoi(argv[8]) != 0};
     int B = atoi(argv[9]), T = atoi(argv[10]);
     if (B < 1 || T < 1 || argc != 11 + 2 * B * T) return die("need B*T tokens and B*T targets");

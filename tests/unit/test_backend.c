@@ -144,8 +144,8 @@ static void test_matmul_backward_matches_double_sums(void **state) {
 static void test_matmul_f32_single_row(void **state) {
     (void)state;
     check_matmul_f32(1, 8, 8);
-    check_matmul_f32(1, 7, 3);    /* shorter than the 8-wide unrolled dot */
-    check_matmul_f32(1, 19, 5);   /* 8-wide body plus a tail */
+    check_matmul_f32(1, 7, 3);  /* shorter than the 8-wide unrolled dot */
+    check_matmul_f32(1, 19, 5); /* 8-wide body plus a tail */
     check_matmul_f32(1, 64, 172);
     check_matmul_f32(1, 1, 1);
 }
@@ -291,7 +291,8 @@ static void test_rope_preserves_pair_norms(void **state) {
         rope_row(v, HEADS, HS, positions[p]);
         for (int i = 0; i < HEADS * HS; i += 2) {
             double before = hypot(orig[i], orig[i + 1]), after = hypot(v[i], v[i + 1]);
-            if (fabs(before - after) > 1e-5 * (1 + before)) fail_msg("pos %d pair %d: norm %g -> %g", positions[p], i, before, after);
+            if (fabs(before - after) > 1e-5 * (1 + before))
+                fail_msg("pos %d pair %d: norm %g -> %g", positions[p], i, before, after);
         }
     }
 }
@@ -414,8 +415,8 @@ static void test_swiglu_matches_formula(void **state) {
 
 /* ---- attention -------------------------------------------------------------------- */
 
-static void naive_attention(double *out, const float *q, const float *keys, const float *values, int pos,
-                            int n_heads, int n_kv_heads, int hs) {
+static void naive_attention(double *out, const float *q, const float *keys, const float *values, int pos, int n_heads,
+                            int n_kv_heads, int hs) {
     int kv_dim = n_kv_heads * hs, per_kv = n_heads / n_kv_heads;
     for (int h = 0; h < n_heads; h++) {
         int kvh = h / per_kv;
@@ -449,8 +450,8 @@ static void check_attention(int n_heads, int n_kv_heads, int hs, int pos) {
     fill(values, (size_t)(pos + 1) * kv_dim);
     for (int i = 0; i < n_heads * hs; i++) q[i] *= 3.0f; /* sharper attention */
     naive_attention(ref, q, keys, values, pos, n_heads, n_kv_heads, hs);
-    nf_attention_decode(out, q, keys, values, (NfKvLayout){(size_t)hs, (size_t)kv_dim}, scores, pos, n_heads, n_kv_heads,
-                        hs);
+    nf_attention_decode(out, q, keys, values, (NfKvLayout){(size_t)hs, (size_t)kv_dim}, scores, pos, n_heads,
+                        n_kv_heads, hs);
     char what[64];
     snprintf(what, sizeof what, "attention heads %d/%d pos %d", n_heads, n_kv_heads, pos);
     assert_close(out, ref, (size_t)n_heads * hs, 1e-5, what);
@@ -566,7 +567,9 @@ static void test_attention_gqa_heads_share_kv(void **state) {
  * after earlier positions (q_start), and gradients added to what is there.
  * Each case runs on the AVX-512 panels and on the portable sgemm path. */
 
-typedef struct { int B, T, q_start, NH, NKV, hs; } AttCase;
+typedef struct {
+    int B, T, q_start, NH, NKV, hs;
+} AttCase;
 
 /* out (B, T, NH, hs), lse (B, NH, T); with dout, dq/dk/dv += the gradients (q_start 0) */
 static void naive_training_attention(const AttCase *c, const float *q, const float *k, const float *v,
@@ -642,12 +645,14 @@ static void check_training_attention(AttCase c, const char *cpu) {
     setenv("NF_CPU", cpu, 1);
     nf_attention_forward(out, lse, q, k, v, c.B, c.T, c.q_start, c.NH, c.NKV, c.hs, scratch);
     if (backward) nf_attention_backward(dq, dk, dv, dout, lse, q, k, v, c.B, c.T, c.NH, c.NKV, c.hs, scratch);
-    if (saved) setenv("NF_CPU", saved, 1), free(saved);
-    else unsetenv("NF_CPU");
+    if (saved)
+        setenv("NF_CPU", saved, 1), free(saved);
+    else
+        unsetenv("NF_CPU");
 
     char what[160];
-    snprintf(what, sizeof what, "%s attention B%d T%d from %d heads %d/%d hs %d", cpu, c.B, c.T, c.q_start, c.NH,
-             c.NKV, c.hs);
+    snprintf(what, sizeof what, "%s attention B%d T%d from %d heads %d/%d hs %d", cpu, c.B, c.T, c.q_start, c.NH, c.NKV,
+             c.hs);
     assert_close(out, want_out, nq, 1e-5, what);
     assert_close(lse, want_lse, nl, 1e-5, what);
     if (backward) {
@@ -662,12 +667,12 @@ static void check_training_attention(AttCase c, const char *cpu) {
 static void test_training_attention_matches_double_reference(void **state) {
     (void)state;
     const AttCase cases[] = {
-        {2, 140, 0, 4, 2, 48},  /* a whole tile and 8 rows, grouped kv heads */
-        {1, 9, 0, 2, 1, 8},     /* less than a vector per row */
-        {1, 150, 0, 2, 2, 80},  /* rows of 80: a panel of 64 columns and one of 16 */
-        {1, 270, 0, 2, 1, 64},  /* two whole tiles and a partial one */
-        {1, 20, 37, 4, 4, 64},  /* a prompt chunk after 37 cached positions */
-        {2, 140, 5, 6, 3, 48},  /* a chunk crossing a tile's edge */
+        {2, 140, 0, 4, 2, 48}, /* a whole tile and 8 rows, grouped kv heads */
+        {1, 9, 0, 2, 1, 8},    /* less than a vector per row */
+        {1, 150, 0, 2, 2, 80}, /* rows of 80: a panel of 64 columns and one of 16 */
+        {1, 270, 0, 2, 1, 64}, /* two whole tiles and a partial one */
+        {1, 20, 37, 4, 4, 64}, /* a prompt chunk after 37 cached positions */
+        {2, 140, 5, 6, 3, 48}, /* a chunk crossing a tile's edge */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_training_attention(cases[i], "native");
@@ -692,7 +697,6 @@ static void test_alloc_is_line_aligned_and_zeroed(void **state) {
 
 /* ---- the forward pass on stories260K ------------------------------------------------ */
 
-
 static bool load_tokenizer(Tokenizer *t) {
     char buf[512];
     const char *path = shared_data_path("tok512.bin", buf, sizeof buf);
@@ -713,7 +717,10 @@ static double relative_diff(const float *a, const float *b, int n) {
  * either cache. */
 static void check_batched_prompt(KvCacheType kv_type) {
     Model m;
-    if (!load_shared_model(&m, "stories260K.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K.bin")) {
+        skip();
+        return;
+    }
     enum { T = INFER_CHUNK + 37 }; /* a whole chunk and a partial one */
     int tokens[T];
     for (int t = 0; t < T; t++) tokens[t] = (t * 37 + 11) % 512;
@@ -760,7 +767,10 @@ static void test_batched_prompt_matches_token_by_token_bf16_cache(void **state) 
 static void test_bf16_cache_logits_near_fp32(void **state) {
     (void)state;
     Model m;
-    if (!load_shared_model(&m, "stories260K.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K.bin")) {
+        skip();
+        return;
+    }
     enum { T = 200 };
     int tokens[T];
     for (int t = 0; t < T; t++) tokens[t] = (t * 53 + 5) % 512;
@@ -770,7 +780,8 @@ static void test_bf16_cache_logits_near_fp32(void **state) {
     assert_int_equal(infer_state_init(&bf16, &m.config, T, KV_CACHE_BF16, &err), 0);
     double worst = 0;
     for (int t = 0; t < T; t++) {
-        float *a = infer_forward(&m, NULL, &f32, &tokens[t], 1, t), *b = infer_forward(&m, NULL, &bf16, &tokens[t], 1, t);
+        float *a = infer_forward(&m, NULL, &f32, &tokens[t], 1, t),
+              *b = infer_forward(&m, NULL, &bf16, &tokens[t], 1, t);
         double d = relative_diff(a, b, 512);
         if (d > worst) worst = d;
     }
@@ -786,9 +797,21 @@ static void test_forward_v0_v1_identical_and_finite(void **state) {
     (void)state;
     Tokenizer tok;
     Model v0, v1;
-    if (!load_tokenizer(&tok)) { skip(); return; }
-    if (!load_shared_model(&v0, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
-    if (!load_shared_model(&v1, "stories260K_v1.bin")) { tokenizer_free(&tok); model_free(&v0); skip(); return; }
+    if (!load_tokenizer(&tok)) {
+        skip();
+        return;
+    }
+    if (!load_shared_model(&v0, "stories260K.bin")) {
+        tokenizer_free(&tok);
+        skip();
+        return;
+    }
+    if (!load_shared_model(&v1, "stories260K_v1.bin")) {
+        tokenizer_free(&tok);
+        model_free(&v0);
+        skip();
+        return;
+    }
     TokenList ids = {0};
     NfError err = {0};
     assert_int_equal(tokenizer_encode(&tok, "Once upon a time", 16, true, false, &ids, &err), 0);
@@ -821,8 +844,15 @@ static void test_forward_v0_v1_identical_and_finite(void **state) {
 static void test_forward_q80_close_to_fp32(void **state) {
     (void)state;
     Model v0, q8;
-    if (!load_shared_model(&v0, "stories260K.bin")) { skip(); return; }
-    if (!load_shared_model(&q8, "stories260K_q80.bin")) { model_free(&v0); skip(); return; }
+    if (!load_shared_model(&v0, "stories260K.bin")) {
+        skip();
+        return;
+    }
+    if (!load_shared_model(&q8, "stories260K_q80.bin")) {
+        model_free(&v0);
+        skip();
+        return;
+    }
     NfError err = {0};
     InferState s0, s1;
     assert_int_equal(infer_state_init(&s0, &v0.config, 3, KV_CACHE_F32, &err), 0);
@@ -850,7 +880,10 @@ static void test_forward_greedy_matches_llama2c(void **state) {
     (void)state;
     char buf[512];
     const char *ref_path = shared_data_path("stories260K_greedy.txt", buf, sizeof buf);
-    if (!ref_path) { skip(); return; }
+    if (!ref_path) {
+        skip();
+        return;
+    }
     FILE *f = fopen(ref_path, "rb");
     assert_non_null(f);
     char expected[4096];
@@ -860,8 +893,15 @@ static void test_forward_greedy_matches_llama2c(void **state) {
 
     Tokenizer tok;
     Model m;
-    if (!load_tokenizer(&tok)) { skip(); return; }
-    if (!load_shared_model(&m, "stories260K.bin")) { tokenizer_free(&tok); skip(); return; }
+    if (!load_tokenizer(&tok)) {
+        skip();
+        return;
+    }
+    if (!load_shared_model(&m, "stories260K.bin")) {
+        tokenizer_free(&tok);
+        skip();
+        return;
+    }
     enum { STEPS = 40 };
     NfError err = {0};
     InferState s;
@@ -932,7 +972,8 @@ static void check_q8_matmul(int in_dim, int out_dim, int gs) {
     uint64_t r = 9;
     for (size_t i = 0; i < count; i++) r = r * 6364136223846793005ull + 1, q[i] = (int8_t)((r >> 33) % 255 - 127);
     for (size_t g = 0; g * gs < count; g++) scale[g] = 0.001f * (1 + g % 7);
-    for (int i = 0; i < ROWS * in_dim; i++) r = r * 6364136223846793005ull + 1, x[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f;
+    for (int i = 0; i < ROWS * in_dim; i++)
+        r = r * 6364136223846793005ull + 1, x[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f;
     Tensor t = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = gs};
     nf_matmul(out, x, &t, ROWS, in_dim, out_dim);
     double err = 0, norm = 0;
@@ -945,17 +986,18 @@ static void check_q8_matmul(int in_dim, int out_dim, int gs) {
             }
             err += (out[row * out_dim + o] - ref) * (out[row * out_dim + o] - ref), norm += ref * ref;
         }
-    if (sqrt(err / norm) > 1e-2) fail_msg("in %d out %d gs %d: relative error %g", in_dim, out_dim, gs, sqrt(err / norm));
+    if (sqrt(err / norm) > 1e-2)
+        fail_msg("in %d out %d gs %d: relative error %g", in_dim, out_dim, gs, sqrt(err / norm));
     free(q), free(scale), free(x), free(out);
 }
 
 static void test_q8_matmul_matches_dequantized_product(void **state) {
     (void)state;
-    check_q8_matmul(768, 50, 64);   /* groups tile the rows: VNNI (or the portable integer loop) */
-    check_q8_matmul(256, 33, 128);  /* bigger groups: VNNI */
-    check_q8_matmul(320, 17, 64);   /* an odd number of groups: VNNI's pairs of groups end on one */
-    check_q8_matmul(96, 20, 32);    /* groups of 32: the portable integer loop on any CPU */
-    check_q8_matmul(172, 20, 64);   /* groups straddle rows: the plain float loop */
+    check_q8_matmul(768, 50, 64);  /* groups tile the rows: VNNI (or the portable integer loop) */
+    check_q8_matmul(256, 33, 128); /* bigger groups: VNNI */
+    check_q8_matmul(320, 17, 64);  /* an odd number of groups: VNNI's pairs of groups end on one */
+    check_q8_matmul(96, 20, 32);   /* groups of 32: the portable integer loop on any CPU */
+    check_q8_matmul(172, 20, 64);  /* groups straddle rows: the plain float loop */
 }
 
 /* ---- AVX-512 kernels against their portable twins ---------------------------------
@@ -971,8 +1013,10 @@ static void run_both(void (*op)(float *out, void *ctx), void *ctx, float *native
     op(native, ctx);
     setenv("NF_CPU", "baseline", 1);
     op(portable, ctx);
-    if (saved) setenv("NF_CPU", saved, 1), free(saved);
-    else unsetenv("NF_CPU");
+    if (saved)
+        setenv("NF_CPU", saved, 1), free(saved);
+    else
+        unsetenv("NF_CPU");
 }
 
 static void assert_twins(const float *a, const float *b, size_t n, double tol, const char *what) {
@@ -981,20 +1025,30 @@ static void assert_twins(const float *a, const float *b, size_t n, double tol, c
             fail_msg("%s[%zu]: AVX-512 %.8g, portable %.8g", what, i, a[i], b[i]);
 }
 
-typedef struct { const float *x, *w; int rows, n; } GemvCase;
+typedef struct {
+    const float *x, *w;
+    int rows, n;
+} GemvCase;
 static void gemv_op(float *out, void *ctx) {
     GemvCase *c = ctx;
     Tensor t = {.dtype = NF_F32, .f32 = c->w};
     nf_matmul(out, c->x, &t, 1, c->n, c->rows);
 }
 
-typedef struct { const float *x; const Tensor *w; int n, in_dim, out_dim; } Q8Case;
+typedef struct {
+    const float *x;
+    const Tensor *w;
+    int n, in_dim, out_dim;
+} Q8Case;
 static void q8_op(float *out, void *ctx) {
     Q8Case *c = ctx;
     nf_matmul(out, c->x, c->w, c->n, c->in_dim, c->out_dim);
 }
 
-typedef struct { const float *q, *k, *v; int pos, heads, kv_heads, hs; } DecodeCase;
+typedef struct {
+    const float *q, *k, *v;
+    int pos, heads, kv_heads, hs;
+} DecodeCase;
 static void decode_op(float *out, void *ctx) {
     DecodeCase *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
@@ -1003,7 +1057,11 @@ static void decode_op(float *out, void *ctx) {
     free(scores);
 }
 
-typedef struct { const float *q; const uint16_t *k, *v; int pos, heads, kv_heads, hs; } DecodeBf16Case;
+typedef struct {
+    const float *q;
+    const uint16_t *k, *v;
+    int pos, heads, kv_heads, hs;
+} DecodeBf16Case;
 static void decode_bf16_op(float *out, void *ctx) {
     DecodeBf16Case *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
@@ -1012,14 +1070,21 @@ static void decode_bf16_op(float *out, void *ctx) {
     free(scores);
 }
 
-typedef struct { const float *logits; const int *targets; int N, V; } EntropyCase;
+typedef struct {
+    const float *logits;
+    const int *targets;
+    int N, V;
+} EntropyCase;
 static void entropy_op(float *out, void *ctx) {
     EntropyCase *c = ctx;
     memcpy(out, c->logits, sizeof(float) * (size_t)c->N * c->V);
     out[(size_t)c->N * c->V] = (float)nf_cross_entropy(out, c->targets, c->N, c->V, 1.0f);
 }
 
-typedef struct { const float *gate, *up, *dout; size_t n; } SwigluCase;
+typedef struct {
+    const float *gate, *up, *dout;
+    size_t n;
+} SwigluCase;
 static void swiglu_op(float *out, void *ctx) { /* out: the forward, then dgate and dup from a start of 0.5 */
     SwigluCase *c = ctx;
     nf_swiglu_forward(out, c->gate, c->up, c->n);
@@ -1027,7 +1092,11 @@ static void swiglu_op(float *out, void *ctx) { /* out: the forward, then dgate a
     nf_swiglu_backward(out + c->n, out + 2 * c->n, c->dout, c->gate, c->up, c->n);
 }
 
-typedef struct { const float *x, *w; int N, C, OC; Bf16Context *bf16; } Bf16Case;
+typedef struct {
+    const float *x, *w;
+    int N, C, OC;
+    Bf16Context *bf16;
+} Bf16Case;
 static void bf16_op(float *out, void *ctx) {
     Bf16Case *c = ctx;
     nf_matmul_forward_bf16(c->bf16, out, c->x, c->w, c->N, c->C, c->OC);
@@ -1114,7 +1183,8 @@ static void test_bf16_kept_weights_give_the_same_products(void **state) {
     (void)state;
     enum { N = 6, C = 40, OC = 24, AT = 3 * C }; /* the weight starts a few rows into the kept buffer */
     size_t kept_n = AT + (size_t)OC * C + 50;
-    float *wbuf = malloc(sizeof(float) * kept_n), *x = malloc(sizeof(float) * N * C), *dy = malloc(sizeof(float) * N * OC);
+    float *wbuf = malloc(sizeof(float) * kept_n), *x = malloc(sizeof(float) * N * C),
+          *dy = malloc(sizeof(float) * N * OC);
     float out[2][N * OC], dx[2][N * C], dw[2][OC * C];
     fill(wbuf, kept_n), fill(x, N * C), fill(dy, N * OC);
     Bf16Context *plain = nf_bf16_create(4096), *kept = nf_bf16_create(4096);
@@ -1147,7 +1217,8 @@ static void test_gemv_same_bits_at_every_alignment(void **state) {
     (void)state;
     enum { OUT = 10, MAXIN = 96 };
     const int ins[2] = {96, 80};
-    float *buf = aligned_alloc(64, sizeof(float) * (OUT * MAXIN + 64)), *ref_w = aligned_alloc(64, sizeof(float) * OUT * MAXIN);
+    float *buf = aligned_alloc(64, sizeof(float) * (OUT * MAXIN + 64)),
+          *ref_w = aligned_alloc(64, sizeof(float) * OUT * MAXIN);
     float x[MAXIN], ref[OUT], got[OUT];
     fill(x, MAXIN);
     for (int t = 0; t < 2; t++) {
@@ -1159,7 +1230,8 @@ static void test_gemv_same_bits_at_every_alignment(void **state) {
             memcpy(buf + shift, ref_w, sizeof(float) * OUT * in);
             Tensor moved = {.dtype = NF_F32, .f32 = buf + shift};
             nf_matmul(got, x, &moved, 1, in, OUT);
-            if (memcmp(got, ref, sizeof ref) != 0) fail_msg("in %d, rows %d floats off 64 bytes: different sums", in, shift);
+            if (memcmp(got, ref, sizeof ref) != 0)
+                fail_msg("in %d, rows %d floats off 64 bytes: different sums", in, shift);
         }
     }
     free(buf), free(ref_w);

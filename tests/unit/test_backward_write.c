@@ -13,8 +13,14 @@
 #include "params.h"
 #include "train_model.h"
 
-static const ModelConfig TINY = {.dim = 16, .hidden_dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
-                                 .vocab_size = 11, .seq_len = 8, .shared_classifier = true};
+static const ModelConfig TINY = {.dim = 16,
+                                 .hidden_dim = 24,
+                                 .n_layers = 2,
+                                 .n_heads = 4,
+                                 .n_kv_heads = 2,
+                                 .vocab_size = 11,
+                                 .seq_len = 8,
+                                 .shared_classifier = true};
 enum { B = 2, T = 5 };
 
 /* Runs forward and backward twice, into NaN-filled grads under NF_SET and into

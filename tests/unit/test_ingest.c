@@ -38,11 +38,16 @@ static void render(const Document *d, char *out, size_t cap) {
             state = d->mask[i];
         }
         int id = d->ids.ids[i];
-        bool prefix = i > 0 && id == 35 && (d->ids.ids[i - 1] == TOKEN_BOS || i == 1 || (i > 0 && d->mask[i] != d->mask[i - 1]));
-        if (id == TOKEN_BOS) o += (size_t)snprintf(out + o, cap - o, "<s>");
-        else if (id == TOKEN_EOS) o += (size_t)snprintf(out + o, cap - o, "</s>");
-        else if (prefix) out[o++] = '_';
-        else out[o++] = (char)(id - 3);
+        bool prefix =
+            i > 0 && id == 35 && (d->ids.ids[i - 1] == TOKEN_BOS || i == 1 || (i > 0 && d->mask[i] != d->mask[i - 1]));
+        if (id == TOKEN_BOS)
+            o += (size_t)snprintf(out + o, cap - o, "<s>");
+        else if (id == TOKEN_EOS)
+            o += (size_t)snprintf(out + o, cap - o, "</s>");
+        else if (prefix)
+            out[o++] = '_';
+        else
+            out[o++] = (char)(id - 3);
     }
     out[o] = '\0';
 }
@@ -143,7 +148,8 @@ static void test_chat_template(void **state) {
     Collected c;
     NfError err;
     const char *data =
-        "{\"messages\": [{\"role\": \"system\", \"content\": \" Be brief. \"}, {\"role\": \"user\", \"content\": \"Hi\"},"
+        "{\"messages\": [{\"role\": \"system\", \"content\": \" Be brief. \"}, {\"role\": \"user\", \"content\": "
+        "\"Hi\"},"
         " {\"role\": \"assistant\", \"content\": \"Hello\\n\"}, {\"role\": \"user\", \"content\": \"Bye\"},"
         " {\"role\": \"assistant\", \"content\": \"Ciao\"}]}\n"
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\n";
@@ -159,7 +165,8 @@ static void test_chat_ids_are_the_separate_encodings(void **state) {
     (void)state;
     Document d = {0};
     NfError err;
-    const char *rec = "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}";
+    const char *rec =
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}";
     assert_int_equal(record_from_json(&tok, rec, strlen(rec), &d, &err), 1);
     TokenList want = {0};
     assert_int_equal(tokenizer_encode(&tok, "[INST] u [/INST]", 16, true, false, &want, &err), 0);
@@ -192,14 +199,18 @@ static void test_jsonl_errors_name_file_and_line(void **state) {
     expect_jsonl_error("{\"messages\": {}}\n", "\"messages\" is not an array");
     expect_jsonl_error("{\"messages\": []}\n", "no user and assistant messages");
     expect_jsonl_error("{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}]}\n", "ends with the assistant");
-    expect_jsonl_error("{\"messages\": [{\"role\": \"assistant\", \"content\": \"a\"}]}\n", "message 1 has role \"assistant\"");
-    expect_jsonl_error("{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"user\", \"content\": \"v\"}]}",
-                       "message 2 has role \"user\" where \"assistant\"");
-    expect_jsonl_error("{\"messages\": [{\"role\": \"bot\", \"content\": \"u\"}]}", "roles are system, user and assistant");
+    expect_jsonl_error("{\"messages\": [{\"role\": \"assistant\", \"content\": \"a\"}]}\n",
+                       "message 1 has role \"assistant\"");
+    expect_jsonl_error(
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"user\", \"content\": \"v\"}]}",
+        "message 2 has role \"user\" where \"assistant\"");
+    expect_jsonl_error("{\"messages\": [{\"role\": \"bot\", \"content\": \"u\"}]}",
+                       "roles are system, user and assistant");
     expect_jsonl_error("{\"messages\": [{\"role\": \"user\"}]}", "message 1 has no \"content\"");
-    expect_jsonl_error("{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\", \"content\": "
-                       "\"a\"}, {\"role\": \"system\", \"content\": \"s\"}]}",
-                       "message 3 has role \"system\"");
+    expect_jsonl_error(
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\", \"content\": "
+        "\"a\"}, {\"role\": \"system\", \"content\": \"s\"}]}",
+        "message 3 has role \"system\"");
 }
 
 static void test_jsonl_line_longer_than_a_record_is_refused(void **state) {
@@ -288,9 +299,19 @@ static void test_manifest_round_trip_and_checks(void **state) {
                                {"shard_000003_00001.bin", NULL, 5, 0}};
     ManifestSource sources[2] = {{"a/x.jsonl", 100, 0xfedcba9876543210ull, 2, 9, 4, 0, 0},
                                  {"b.txt", 7, 1, 1, 6, 0, 0, 9}};
-    Manifest m = {.generation = 3, .tokenizer = "tok \"512\".bin", .tokenizer_hash = 42, .vocab_size = 512,
-                  .split = TEXT_SPLIT_BLANK, .max_shard_mb = 1, .documents = 3, .tokens = 15, .masked_tokens = 4,
-                  .shards = shards, .n_shards = 2, .sources = sources, .n_sources = 2};
+    Manifest m = {.generation = 3,
+                  .tokenizer = "tok \"512\".bin",
+                  .tokenizer_hash = 42,
+                  .vocab_size = 512,
+                  .split = TEXT_SPLIT_BLANK,
+                  .max_shard_mb = 1,
+                  .documents = 3,
+                  .tokens = 15,
+                  .masked_tokens = 4,
+                  .shards = shards,
+                  .n_shards = 2,
+                  .sources = sources,
+                  .n_sources = 2};
     NfError err;
     assert_false(manifest_exists(dir));
     assert_int_equal(manifest_save(dir, &m, &err), 0);
@@ -349,9 +370,9 @@ static void expect_manifest_error(const char *dir, const char *text, const char 
     unlink(path);
 }
 
-#define MANIFEST_HEAD                                                                                                  \
-    "{\"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"                                          \
-    " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": 512},"                  \
+#define MANIFEST_HEAD                                                                                 \
+    "{\"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"                         \
+    " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": 512}," \
     " \"split\": \"eot\", \"max_shard_mb\": 1, \"documents\": 0, \"tokens\": 0, \"masked_tokens\": 0"
 #define SHARD_OF(tokens) "{\"file\": \"s%d.bin\", \"mask\": null, \"tokens\": " tokens ", \"masked_tokens\": 0}"
 
@@ -362,10 +383,12 @@ static void test_manifest_streamed_checks(void **state) {
     assert_non_null(mkdtemp(dir));
     /* the arrays must be there, and be arrays */
     expect_manifest_error(dir, MANIFEST_HEAD ", \"sources\": []}", "missing or mistyped field \"shards\"");
-    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": {}, \"sources\": []}", "missing or mistyped field \"shards\"");
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": {}, \"sources\": []}",
+                          "missing or mistyped field \"shards\"");
     expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": []}", "missing or mistyped field \"sources\"");
     expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": [], \"sources\": [1]}", "a source is not an object");
-    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": [], \"shards\": [], \"sources\": []}", "duplicate object key");
+    expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": [], \"shards\": [], \"sources\": []}",
+                          "duplicate object key");
     /* malformed JSON: named as the manifest's, with the offset */
     char want[64];
     snprintf(want, sizeof want, "invalid JSON at byte %zu: unexpected token near '}'", /* just after the '}' */
@@ -398,7 +421,8 @@ static void test_manifest_streamed_checks(void **state) {
                               i ? "," : "", i, i);
     assert_true(o + 512 < cap);
     /* the header last: a hand-written manifest may order its fields as it likes */
-    snprintf(text + o, cap - o, "], \"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"
+    snprintf(text + o, cap - o,
+             "], \"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"
              " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": 512},"
              " \"split\": \"eot\", \"max_shard_mb\": 1, \"documents\": 3000, \"tokens\": 6000, \"masked_tokens\": 0}");
     char path[128];

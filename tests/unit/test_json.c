@@ -133,7 +133,9 @@ static void test_escape_control_bytes_as_u00xx(void **state) {
 
 static void test_escape_del(void **state) {
     (void)state;
-    assert_string_json("a\x7f" "b", 3, "\"a\\u007fb\"");
+    assert_string_json("a\x7f"
+                       "b",
+                       3, "\"a\\u007fb\"");
 }
 
 static void test_printable_ascii_passes_through(void **state) {
@@ -145,8 +147,12 @@ static void test_invalid_utf8_bytes_become_replacement_escape(void **state) {
     (void)state;
     /* lone continuation, invalid lead, truncated 2-byte char before ASCII, overlong "/" */
     assert_string_json("\x80", 1, "\"\\ufffd\"");
-    assert_string_json("a\xff" "b", 3, "\"a\\ufffdb\"");
-    assert_string_json("\xc3" "A", 2, "\"\\ufffdA\"");
+    assert_string_json("a\xff"
+                       "b",
+                       3, "\"a\\ufffdb\"");
+    assert_string_json("\xc3"
+                       "A",
+                       2, "\"\\ufffdA\"");
     assert_string_json("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");
     /* a 3-byte lead at the very end: truncated */
     assert_string_json("x\xe2\x82", 3, "\"x\\ufffd\\ufffd\"");
@@ -165,7 +171,9 @@ static void test_valid_multibyte_utf8_passes_through(void **state) {
 
 static void test_line_and_paragraph_separators_are_escaped(void **state) {
     (void)state;
-    assert_string_json("a\xe2\x80\xa8" "b\xe2\x80\xa9", 8, "\"a\\u2028b\\u2029\"");
+    assert_string_json("a\xe2\x80\xa8"
+                       "b\xe2\x80\xa9",
+                       8, "\"a\\u2028b\\u2029\"");
     /* their neighbours U+2027 and U+202A are ordinary characters */
     assert_string_json("\xe2\x80\xa7\xe2\x80\xaa", 6, "\"\xe2\x80\xa7\xe2\x80\xaa\"");
 }
@@ -320,7 +328,7 @@ static void parse_fails(const char *text, size_t n, const char *want) {
     assert_null(v.text);
 }
 
-#define PARSE_OK(lit, v) parse_ok(lit, sizeof(lit) - 1, v)
+#define PARSE_OK(lit, v)       parse_ok(lit, sizeof(lit) - 1, v)
 #define PARSE_FAILS(lit, want) parse_fails(lit, sizeof(lit) - 1, want)
 
 static void test_parse_values_and_key_order(void **state) {
@@ -399,10 +407,10 @@ static void test_parse_refuses_lone_and_misordered_surrogates(void **state) {
 static void test_parse_refuses_invalid_utf8(void **state) {
     (void)state;
     PARSE_FAILS("\"\xff\"", "0xff");
-    PARSE_FAILS("\"\x80\"", NULL);          /* a lone continuation byte */
-    PARSE_FAILS("\"\xc0\xaf\"", NULL);      /* overlong "/" */
-    PARSE_FAILS("\"\xed\xa0\x80\"", NULL);  /* a surrogate written in UTF-8 */
-    PARSE_FAILS("\"x\xe2\x82\"", NULL);     /* truncated */
+    PARSE_FAILS("\"\x80\"", NULL);             /* a lone continuation byte */
+    PARSE_FAILS("\"\xc0\xaf\"", NULL);         /* overlong "/" */
+    PARSE_FAILS("\"\xed\xa0\x80\"", NULL);     /* a surrogate written in UTF-8 */
+    PARSE_FAILS("\"x\xe2\x82\"", NULL);        /* truncated */
     PARSE_FAILS("\"\xf4\x90\x80\x80\"", NULL); /* above U+10FFFF */
     PARSE_FAILS("{\"k\xfe\": 1}", NULL);
 }
@@ -484,7 +492,8 @@ static void test_parse_integers_exact(void **state) {
 
 static void test_parse_reals_round_trip(void **state) {
     (void)state;
-    const double values[] = {0.1, 0.3, 0.1 + 0.2, 3e-4, 1e-5, 1.0 / 3.0, 2.5, 1e300, 5e-324, 1.7976931348623157e308,
+    const double values[] = {0.1,           0.3,   0.1 + 0.2,    3e-4,   1e-5,
+                             1.0 / 3.0,     2.5,   1e300,        5e-324, 1.7976931348623157e308,
                              123456789.125, -1e-7, 6.02214076e23};
     JsonBuf j;
     json_init(&j);
@@ -602,10 +611,10 @@ static void test_parse_reads_the_writers_output(void **state) {
  * each element compared with the same element of json_parse's tree of the whole text (when given). */
 typedef struct {
     char log[1024];
-    const JsonValue *whole;   /* json_parse of the same text, or NULL */
-    int rest_seen;            /* rest->n when the last element came */
+    const JsonValue *whole; /* json_parse of the same text, or NULL */
+    int rest_seen;          /* rest->n when the last element came */
     const JsonValue *rest;
-    int fail_at;              /* the element (counting all calls) whose callback fails, or -1 */
+    int fail_at; /* the element (counting all calls) whose callback fails, or -1 */
     int calls;
 } EachLog;
 
@@ -621,8 +630,10 @@ static void log_value(char *out, size_t cap, const JsonValue *v) {
         snprintf(out + o, cap - o, "%c", v->type == JV_ARRAY ? '[' : '{');
         for (int i = 0; i < v->n; i++) {
             o = strlen(out);
-            if (v->type == JV_OBJECT) snprintf(out + o, cap - o, "%s%s:", i ? "," : "", v->keys[i]);
-            else if (i) snprintf(out + o, cap - o, ",");
+            if (v->type == JV_OBJECT)
+                snprintf(out + o, cap - o, "%s%s:", i ? "," : "", v->keys[i]);
+            else if (i)
+                snprintf(out + o, cap - o, ",");
             log_value(out, cap, &v->items[i]);
         }
         o = strlen(out);
@@ -770,10 +781,13 @@ static void test_each_truncated_or_corrupted_at_every_byte(void **state) {
             bool parses = json_parse(copy, n, &whole, &err2) == 0 && whole.type == JV_OBJECT;
             if (parses) l.whole = &whole;
             int rc = each(copy, n, &l, &rest, &err);
-            if ((rc == 0) != parses) fail_msg("byte %zu as 0x%02x: json_parse %s, json_parse_each %s", i,
-                                              (unsigned char)*c, parses ? "accepts" : "refuses", err.message);
-            if (rc == 0) json_value_free(&rest);
-            else assert_int_equal(rest.n, 0);
+            if ((rc == 0) != parses)
+                fail_msg("byte %zu as 0x%02x: json_parse %s, json_parse_each %s", i, (unsigned char)*c,
+                         parses ? "accepts" : "refuses", err.message);
+            if (rc == 0)
+                json_value_free(&rest);
+            else
+                assert_int_equal(rest.n, 0);
             if (parses) json_value_free(&whole);
             free(copy);
         }
@@ -783,11 +797,11 @@ static void test_each_truncated_or_corrupted_at_every_byte(void **state) {
 static void test_each_refuses_duplicate_keys(void **state) {
     (void)state;
     EACH_FAILS("{\"x\": 1, \"y\": 2, \"x\": 3}", "at byte 17: duplicate object key");
-    EACH_FAILS("{\"a\": [1], \"x\": 1, \"a\": [2]}", "at byte 19: duplicate");      /* streamed twice */
-    EACH_FAILS("{\"a\": [1], \"a\": 2}", "duplicate");                               /* streamed, then not */
-    EACH_FAILS("{\"\\u0061\": 1, \"a\": [2]}", "duplicate");                         /* the same key escaped */
-    EACH_FAILS("{\"a\": [{\"k\": 1, \"k\": 2}]}", "duplicate");                      /* inside an element */
-    EACH_FAILS("{\"m\": {\"k\": 1, \"k\": 2}}", "duplicate");                        /* inside a member */
+    EACH_FAILS("{\"a\": [1], \"x\": 1, \"a\": [2]}", "at byte 19: duplicate"); /* streamed twice */
+    EACH_FAILS("{\"a\": [1], \"a\": 2}", "duplicate");                         /* streamed, then not */
+    EACH_FAILS("{\"\\u0061\": 1, \"a\": [2]}", "duplicate");                   /* the same key escaped */
+    EACH_FAILS("{\"a\": [{\"k\": 1, \"k\": 2}]}", "duplicate");                /* inside an element */
+    EACH_FAILS("{\"m\": {\"k\": 1, \"k\": 2}}", "duplicate");                  /* inside a member */
     EachLog l = {.fail_at = -1};
     JsonValue rest;
     NfError err;
@@ -841,8 +855,10 @@ static void test_each_depth_bound(void **state) {
     (void)state;
     /* the object and the streamed array count: an element may nest 30 more levels */
     char ok[256], deep[256];
-    snprintf(ok, sizeof ok, "{\"a\": [%.30s1%.30s]}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
-    snprintf(deep, sizeof deep, "{\"a\": [%.31s1%.31s]}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    snprintf(ok, sizeof ok, "{\"a\": [%.30s1%.30s]}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+             "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    snprintf(deep, sizeof deep, "{\"a\": [%.31s1%.31s]}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+             "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
     EachLog l = {.fail_at = -1};
     JsonValue rest;
     NfError err;

@@ -11,8 +11,14 @@
 #include "rng.h"
 #include "train_model.h"
 
-static const ModelConfig TINY = {.dim = 16, .hidden_dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
-                                 .vocab_size = 11, .seq_len = 8, .shared_classifier = false};
+static const ModelConfig TINY = {.dim = 16,
+                                 .hidden_dim = 24,
+                                 .n_layers = 2,
+                                 .n_heads = 4,
+                                 .n_kv_heads = 2,
+                                 .vocab_size = 11,
+                                 .seq_len = 8,
+                                 .shared_classifier = false};
 
 static void test_targets_names_aliases_and_masks(void **state) {
     (void)state;
@@ -43,8 +49,7 @@ static void test_layout_counts_and_pointers(void **state) {
     int n = lora_segments(&TINY, &lc, seg);
     assert_int_equal(n, 17);
     size_t L = 2, r = 3, D = 16, H = 24, KV = 8;
-    uint64_t expected = L * r * (D + D) + L * r * (D + KV) * 2 + L * r * (D + D) + 3 * L * r * (D + H) +
-                        2 * L * D + D;
+    uint64_t expected = L * r * (D + D) + L * r * (D + KV) * 2 + L * r * (D + D) + 3 * L * r * (D + H) + 2 * L * D + D;
     assert_int_equal(lora_param_count(&TINY, &lc), expected);
     for (int i = 1; i < n; i++) assert_int_equal(seg[i].offset, seg[i - 1].offset + seg[i - 1].count);
     assert_string_equal(seg[2].name, "wk.lora_a");

@@ -61,8 +61,8 @@ static void test_unmasked_rows_keep_their_bits(void **state) {
     int all[N] = {3, 17, 299, 42}, some[N] = {3, -1, 299, -1};
     double loss_all = nf_cross_entropy(a, all, N, V, 0.5f);
     double loss_some = nf_cross_entropy(b, some, N, V, 0.5f);
-    assert_memory_equal(a, b, sizeof(float) * V);                          /* row 0 */
-    assert_memory_equal(a + 2 * V, b + 2 * V, sizeof(float) * V);          /* row 2 */
+    assert_memory_equal(a, b, sizeof(float) * V);                 /* row 0 */
+    assert_memory_equal(a + 2 * V, b + 2 * V, sizeof(float) * V); /* row 2 */
     /* the summed loss of rows 0 and 2 alone */
     float *c = malloc(sizeof(float) * V);
     fill_logits(a, N * V, 11);
@@ -97,8 +97,14 @@ static void test_fully_masked_batch_counts_nothing(void **state) {
     assert_int_equal(model_counted_targets(some, 4), 2);
 }
 
-static const ModelConfig TINY = {.dim = 16, .hidden_dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
-                                 .vocab_size = 13, .seq_len = 8, .shared_classifier = true};
+static const ModelConfig TINY = {.dim = 16,
+                                 .hidden_dim = 24,
+                                 .n_layers = 2,
+                                 .n_heads = 4,
+                                 .n_kv_heads = 2,
+                                 .vocab_size = 13,
+                                 .seq_len = 8,
+                                 .shared_classifier = true};
 enum { B = 2, T = 6, NT = B * T };
 
 typedef struct {
@@ -200,7 +206,8 @@ static void test_masked_gradient_is_the_mean_of_counted_rows(void **state) {
         largest = fmax(largest, fabs(rows[i]));
     }
     assert_true(largest > 0.0);
-    if (worst > 1e-5 * largest) fail_msg("masked gradient differs from the counted rows' mean by %g (largest %g)", worst, largest);
+    if (worst > 1e-5 * largest)
+        fail_msg("masked gradient differs from the counted rows' mean by %g (largest %g)", worst, largest);
     free(together);
     free(rows);
     fixture_free(&f);

@@ -18,7 +18,6 @@
 
 /* ---- writing model files ---------------------------------------------------- */
 
-
 /* The seven header fields in file order. */
 typedef struct {
     int32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
@@ -141,19 +140,32 @@ static void test_dim_out_of_range(void **state) {
 static void test_other_fields_out_of_range(void **state) {
     (void)state;
     Header h;
-    h = TINY, h.hidden_dim = 0;                   assert_legacy_header_refused(&h, "hidden 0");
-    h = TINY, h.hidden_dim = NF_MAX_HIDDEN + 1;   assert_legacy_header_refused(&h, "hidden too big");
-    h = TINY, h.n_layers = 0;                     assert_legacy_header_refused(&h, "layers 0");
-    h = TINY, h.n_layers = -2;                    assert_legacy_header_refused(&h, "layers negative");
-    h = TINY, h.n_layers = NF_MAX_LAYERS + 1;     assert_legacy_header_refused(&h, "layers too many");
-    h = TINY, h.n_heads = 0;                      assert_legacy_header_refused(&h, "heads 0");
-    h = TINY, h.n_heads = 16;                     assert_legacy_header_refused(&h, "heads > dim");
-    h = TINY, h.n_kv_heads = 0;                   assert_legacy_header_refused(&h, "kv heads 0");
-    h = TINY, h.n_kv_heads = 4;                   assert_legacy_header_refused(&h, "kv heads > heads");
-    h = TINY, h.seq_len = 0;                      assert_legacy_header_refused(&h, "seq 0");
-    h = TINY, h.seq_len = NF_MAX_SEQ_LEN + 1;     assert_legacy_header_refused(&h, "seq too long");
-    h = TINY, h.vocab_size = NF_MAX_VOCAB + 1;    assert_legacy_header_refused(&h, "vocab too big");
-    h = TINY, h.vocab_size = -(NF_MAX_VOCAB + 1); assert_legacy_header_refused(&h, "vocab too big, unshared");
+    h = TINY, h.hidden_dim = 0;
+    assert_legacy_header_refused(&h, "hidden 0");
+    h = TINY, h.hidden_dim = NF_MAX_HIDDEN + 1;
+    assert_legacy_header_refused(&h, "hidden too big");
+    h = TINY, h.n_layers = 0;
+    assert_legacy_header_refused(&h, "layers 0");
+    h = TINY, h.n_layers = -2;
+    assert_legacy_header_refused(&h, "layers negative");
+    h = TINY, h.n_layers = NF_MAX_LAYERS + 1;
+    assert_legacy_header_refused(&h, "layers too many");
+    h = TINY, h.n_heads = 0;
+    assert_legacy_header_refused(&h, "heads 0");
+    h = TINY, h.n_heads = 16;
+    assert_legacy_header_refused(&h, "heads > dim");
+    h = TINY, h.n_kv_heads = 0;
+    assert_legacy_header_refused(&h, "kv heads 0");
+    h = TINY, h.n_kv_heads = 4;
+    assert_legacy_header_refused(&h, "kv heads > heads");
+    h = TINY, h.seq_len = 0;
+    assert_legacy_header_refused(&h, "seq 0");
+    h = TINY, h.seq_len = NF_MAX_SEQ_LEN + 1;
+    assert_legacy_header_refused(&h, "seq too long");
+    h = TINY, h.vocab_size = NF_MAX_VOCAB + 1;
+    assert_legacy_header_refused(&h, "vocab too big");
+    h = TINY, h.vocab_size = -(NF_MAX_VOCAB + 1);
+    assert_legacy_header_refused(&h, "vocab too big, unshared");
 }
 
 static void test_dim_not_multiple_of_heads(void **state) {
@@ -167,7 +179,7 @@ static void test_dim_not_multiple_of_heads(void **state) {
 static void test_kv_heads_not_dividing_heads(void **state) {
     (void)state;
     Header h = TINY;
-    h.n_heads = 4;    /* head size 2 */
+    h.n_heads = 4; /* head size 2 */
     h.n_kv_heads = 3;
     assert_legacy_header_refused(&h, "kv heads do not divide heads");
 }
@@ -347,8 +359,8 @@ static void test_param_count_formula(void **state) {
     /* the largest header config_validate accepts does not overflow 64 bits */
     ModelConfig big = {NF_MAX_DIM, NF_MAX_HIDDEN, NF_MAX_LAYERS, 1, 1, NF_MAX_VOCAB, NF_MAX_SEQ_LEN, false};
     assert_int_equal(config_validate(&big, NULL), 0);
-    assert_int_equal(config_param_count(&big), hand_param_count(NF_MAX_DIM, NF_MAX_HIDDEN, NF_MAX_LAYERS, 1, 1,
-                                                                NF_MAX_VOCAB, false));
+    assert_int_equal(config_param_count(&big),
+                     hand_param_count(NF_MAX_DIM, NF_MAX_HIDDEN, NF_MAX_LAYERS, 1, 1, NF_MAX_VOCAB, false));
 }
 
 static void test_config_validate_accepts_tiny(void **state) {
@@ -508,8 +520,7 @@ static void assert_q8_tensor(const Tensor *t, int rows, int cols, int group_size
         for (int i = 0; i < cols; i++) {
             int flat = r * cols + i;
             float expected = (float)(flat % 11 - 5) * (0.5f + 0.25f * (float)(flat / group_size));
-            if (row[i] != expected)
-                fail_msg("gs %d %s [%d][%d]: %g != %g", group_size, what, r, i, row[i], expected);
+            if (row[i] != expected) fail_msg("gs %d %s [%d][%d]: %g != %g", group_size, what, r, i, row[i], expected);
         }
     }
 }
@@ -570,7 +581,6 @@ static void test_v2_scales_at_unaligned_offsets(void **state) {
 
 /* ---- the real stories260K files ------------------------------------------------------ */
 
-
 static void assert_stories260k_config(const Model *m) {
     const ModelConfig *c = &m->config;
     assert_int_equal(c->dim, 64);
@@ -591,7 +601,10 @@ static void assert_stories260k_config(const Model *m) {
 static void test_stories260k_v0(void **state) {
     (void)state;
     Model m;
-    if (!load_shared_model(&m, "stories260K.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K.bin")) {
+        skip();
+        return;
+    }
     assert_stories260k_config(&m);
     assert_int_equal(m.format, MODEL_LLAMA2C_V0);
     assert_int_equal(m.dtype, NF_F32);
@@ -603,7 +616,10 @@ static void test_stories260k_v0(void **state) {
 static void test_stories260k_v1(void **state) {
     (void)state;
     Model m;
-    if (!load_shared_model(&m, "stories260K_v1.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K_v1.bin")) {
+        skip();
+        return;
+    }
     assert_stories260k_config(&m);
     assert_int_equal(m.format, MODEL_LLAMA2C_V1);
     assert_int_equal(m.dtype, NF_F32);
@@ -614,7 +630,10 @@ static void test_stories260k_v1(void **state) {
 static void test_stories260k_q80(void **state) {
     (void)state;
     Model m;
-    if (!load_shared_model(&m, "stories260K_q80.bin")) { skip(); return; }
+    if (!load_shared_model(&m, "stories260K_q80.bin")) {
+        skip();
+        return;
+    }
     assert_stories260k_config(&m);
     assert_int_equal(m.format, MODEL_LLAMA2C_V2);
     assert_int_equal(m.dtype, NF_Q8);
@@ -638,9 +657,21 @@ static void assert_same_tensor(const Tensor *a, const Tensor *b, int rows, int c
 static void test_stories260k_formats_hold_same_weights(void **state) {
     (void)state;
     Model v0, v1, q8;
-    if (!load_shared_model(&v0, "stories260K.bin")) { skip(); return; }
-    if (!load_shared_model(&v1, "stories260K_v1.bin")) { model_free(&v0); skip(); return; }
-    if (!load_shared_model(&q8, "stories260K_q80.bin")) { model_free(&v0); model_free(&v1); skip(); return; }
+    if (!load_shared_model(&v0, "stories260K.bin")) {
+        skip();
+        return;
+    }
+    if (!load_shared_model(&v1, "stories260K_v1.bin")) {
+        model_free(&v0);
+        skip();
+        return;
+    }
+    if (!load_shared_model(&q8, "stories260K_q80.bin")) {
+        model_free(&v0);
+        model_free(&v1);
+        skip();
+        return;
+    }
     assert_memory_equal(v0.weights.rms_final, v1.weights.rms_final, 64 * sizeof(float));
     assert_memory_equal(v0.weights.rms_final, q8.weights.rms_final, 64 * sizeof(float));
     for (int l = 0; l < 5; l++) {

@@ -59,8 +59,10 @@ static void test_long_run_is_thinned(void **state) {
     add(&s, run, "init", "{\"type\":\"init\",\"resume_step\":%lld}", 0);
     const int64_t total = 20000;
     for (int64_t step = 1; step <= total; step++) {
-        add(&s, run, "batch", "{\"type\":\"batch\",\"step\":%lld,\"micro_step\":1,\"loss\":2.5,\"tokens\":16,\"targets\":16}", step);
-        add(&s, run, "step", "{\"type\":\"step\",\"step\":%lld,\"total\":20000,\"loss\":2.5,\"lr\":0.001,\"ms\":0.2}", step);
+        add(&s, run, "batch",
+            "{\"type\":\"batch\",\"step\":%lld,\"micro_step\":1,\"loss\":2.5,\"tokens\":16,\"targets\":16}", step);
+        add(&s, run, "step", "{\"type\":\"step\",\"step\":%lld,\"total\":20000,\"loss\":2.5,\"lr\":0.001,\"ms\":0.2}",
+            step);
     }
     add(&s, run, "done", "{\"type\":\"done\",\"total_steps\":%lld}", total);
     RunRow r;
@@ -135,22 +137,25 @@ static void test_first_schema_is_migrated(void **state) {
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db,
-                     "PRAGMA journal_mode=WAL;"
-                     "CREATE TABLE projects(id INTEGER PRIMARY KEY, name TEXT NOT NULL, model TEXT, tokenizer TEXT NOT NULL,"
-                     "  options TEXT NOT NULL, created_at REAL NOT NULL);"
-                     "CREATE TABLE runs(id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,"
-                     "  pid INTEGER, args TEXT NOT NULL, output TEXT, created_at REAL NOT NULL, started_at REAL, ended_at REAL,"
-                     "  exit_code INTEGER NOT NULL DEFAULT -1, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,"
-                     "  messages INTEGER NOT NULL DEFAULT 0);"
-                     "CREATE INDEX runs_by_project ON runs(project_id, id);"
-                     "CREATE TABLE messages(run_id INTEGER NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, json TEXT NOT NULL,"
-                     "  PRIMARY KEY(run_id, seq));"
-                     "CREATE INDEX messages_by_type ON messages(run_id, type, seq);"
-                     "INSERT INTO projects VALUES(7, 'old', NULL, 'builtin:bytes', '{\"steps\":5}', 1.5);"
-                     "INSERT INTO runs VALUES(9, 7, 'train', 'stopped', 123, '[\"train\"]', NULL, 1.5, 2.5, 3.5, 0, NULL, 1, 1);"
-                     "INSERT INTO messages VALUES(9, 1, 'init', '{\"type\":\"init\"}');",
-                     NULL, NULL, NULL),
+        sqlite3_exec(
+            db,
+            "PRAGMA journal_mode=WAL;"
+            "CREATE TABLE projects(id INTEGER PRIMARY KEY, name TEXT NOT NULL, model TEXT, tokenizer TEXT NOT NULL,"
+            "  options TEXT NOT NULL, created_at REAL NOT NULL);"
+            "CREATE TABLE runs(id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, kind TEXT NOT NULL, status TEXT "
+            "NOT NULL,"
+            "  pid INTEGER, args TEXT NOT NULL, output TEXT, created_at REAL NOT NULL, started_at REAL, ended_at REAL,"
+            "  exit_code INTEGER NOT NULL DEFAULT -1, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,"
+            "  messages INTEGER NOT NULL DEFAULT 0);"
+            "CREATE INDEX runs_by_project ON runs(project_id, id);"
+            "CREATE TABLE messages(run_id INTEGER NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, json TEXT NOT "
+            "NULL,"
+            "  PRIMARY KEY(run_id, seq));"
+            "CREATE INDEX messages_by_type ON messages(run_id, type, seq);"
+            "INSERT INTO projects VALUES(7, 'old', NULL, 'builtin:bytes', '{\"steps\":5}', 1.5);"
+            "INSERT INTO runs VALUES(9, 7, 'train', 'stopped', 123, '[\"train\"]', NULL, 1.5, 2.5, 3.5, 0, NULL, 1, 1);"
+            "INSERT INTO messages VALUES(9, 1, 'init', '{\"type\":\"init\"}');",
+            NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
     Store s;

@@ -17,7 +17,6 @@
 
 /* ---- writing tokenizer files ------------------------------------------------ */
 
-
 static void put_piece_n(Bytes *b, float score, const char *s, int32_t len) {
     put_f32(b, score);
     put_i32(b, len);
@@ -40,7 +39,7 @@ static void put_standard_start(Bytes *b, int32_t max_token_length, bool byte_pie
         }
 }
 
-#define BYTE_ID(x) (3 + (int)(unsigned char)(x))
+#define BYTE_ID(x)   (3 + (int)(unsigned char)(x))
 #define FIRST_NORMAL 259
 
 typedef struct {
@@ -66,8 +65,10 @@ static void load_synthetic(Tokenizer *t, const PieceDef *pieces, int n) {
 /* The vocabulary most tests use. */
 enum { SP = FIRST_NORMAL, A, B, C, SP_A, AB, SP_AB, BC, EURO, CAPS_X };
 static const PieceDef BASE[] = {
-    {" ", -1.0f},   {"a", -2.0f},  {"b", -3.0f},   {"c", -4.0f},         {" a", -5.0f},
-    {"ab", -6.0f},  {" ab", -7.0f}, {"bc", -8.0f}, {"\xe2\x82\xac", -9.0f}, {"X", -10.0f},
+    {" ", -1.0f},   {"a", -2.0f},  {"b", -3.0f},
+    {"c", -4.0f},   {" a", -5.0f}, {"ab", -6.0f},
+    {" ab", -7.0f}, {"bc", -8.0f}, {"\xe2\x82\xac", -9.0f},
+    {"X", -10.0f},
 };
 #define N_BASE ((int)(sizeof BASE / sizeof *BASE))
 
@@ -94,10 +95,10 @@ static void assert_ids(const Tokenizer *t, const char *text, const int *expected
     token_list_free(&l);
 }
 
-#define ASSERT_IDS(t, text, ...)                                                    \
-    do {                                                                            \
-        const int expected_[] = {__VA_ARGS__};                                      \
-        assert_ids(t, text, expected_, sizeof expected_ / sizeof *expected_);      \
+#define ASSERT_IDS(t, text, ...)                                              \
+    do {                                                                      \
+        const int expected_[] = {__VA_ARGS__};                                \
+        assert_ids(t, text, expected_, sizeof expected_ / sizeof *expected_); \
     } while (0)
 
 static void assert_round_trip(const Tokenizer *t, const char *text, size_t n) {
@@ -129,10 +130,10 @@ static void test_merges_follow_vocabulary(void **state) {
     (void)state;
     Tokenizer t;
     load_synthetic(&t, BASE, N_BASE);
-    ASSERT_IDS(&t, "ab", SP_AB);            /* " a"+"b" and " "+"ab" both lead to " ab" */
+    ASSERT_IDS(&t, "ab", SP_AB); /* " a"+"b" and " "+"ab" both lead to " ab" */
     ASSERT_IDS(&t, "ab ab", SP_AB, SP_AB);
     ASSERT_IDS(&t, "cab", SP, C, AB);
-    ASSERT_IDS(&t, "abc", SP_AB, C);        /* " ab" then no "abc" piece */
+    ASSERT_IDS(&t, "abc", SP_AB, C); /* " ab" then no "abc" piece */
     tokenizer_free(&t);
 }
 
@@ -153,7 +154,7 @@ static void test_merge_picks_highest_score(void **state) {
 static void test_merge_order_is_score_not_position(void **state) {
     (void)state;
     /* "abcd": "cd" (best) merges first, then "ab"; "bc" (worst) never gets its chance */
-    const PieceDef defs[] = {{" ", 0}, {"a", 0}, {"b", 0}, {"c", 0}, {"d", 0},
+    const PieceDef defs[] = {{" ", 0},   {"a", 0},   {"b", 0},   {"c", 0},     {"d", 0},
                              {"ab", -2}, {"bc", -3}, {"cd", -1}, {"abcd", -9}, {" ab", -8}};
     Tokenizer t;
     load_synthetic(&t, defs, 10);
@@ -211,7 +212,10 @@ static void test_invalid_utf8_falls_back_to_its_own_bytes(void **state) {
     /* as llama2.c's run.c: the byte itself, so decoding gives it back (SentencePiece would say U+FFFD) */
     ASSERT_IDS(&t, "a\xff", SP_A, BYTE_ID(0xff));
     /* a truncated 2-byte character before ASCII: its byte, then the letter */
-    ASSERT_IDS(&t, "\xc3" "b", SP, BYTE_ID(0xc3), B);
+    ASSERT_IDS(&t,
+               "\xc3"
+               "b",
+               SP, BYTE_ID(0xc3), B);
     tokenizer_free(&t);
 
     /* U+FFFD as a piece is not used for invalid bytes */
@@ -226,7 +230,10 @@ static void test_lower_one_eighths_block_is_kept(void **state) {
     Tokenizer t;
     load_synthetic(&t, BASE, N_BASE);
     /* U+2581 is a character like any other (SentencePiece reads it as a space, which loses it) */
-    ASSERT_IDS(&t, "\xe2\x96\x81" "a", SP, BYTE_ID(0xe2), BYTE_ID(0x96), BYTE_ID(0x81), A);
+    ASSERT_IDS(&t,
+               "\xe2\x96\x81"
+               "a",
+               SP, BYTE_ID(0xe2), BYTE_ID(0x96), BYTE_ID(0x81), A);
     tokenizer_free(&t);
 }
 
@@ -321,9 +328,21 @@ static void test_round_trip_synthetic(void **state) {
     Tokenizer t;
     load_synthetic(&t, BASE, N_BASE);
     const char *texts[] = {
-        "a",          "ab",           "abc ab  cab",      " leading space",  "trailing  ",
-        "\n",         "line\nbreaks\n\n", "tab\there",   "\xe2\x82\xac 5",   "\xe4\xb8\xad\xe6\x96\x87",
-        "\xf0\x9f\x98\x80\xf0\x9f\x8e\x89", "  ",        "X<0x41><s>",      "\x01\x7f",         "caf\xc3\xa9",
+        "a",
+        "ab",
+        "abc ab  cab",
+        " leading space",
+        "trailing  ",
+        "\n",
+        "line\nbreaks\n\n",
+        "tab\there",
+        "\xe2\x82\xac 5",
+        "\xe4\xb8\xad\xe6\x96\x87",
+        "\xf0\x9f\x98\x80\xf0\x9f\x8e\x89",
+        "  ",
+        "X<0x41><s>",
+        "\x01\x7f",
+        "caf\xc3\xa9",
     };
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) assert_round_trip(&t, texts[i], strlen(texts[i]));
     /* an embedded NUL byte survives too */
@@ -569,7 +588,10 @@ static bool load_shared(Tokenizer *t, const char *name) {
 static void test_tok512_shape(void **state) {
     (void)state;
     Tokenizer t;
-    if (!load_shared(&t, "tok512.bin")) { skip(); return; }
+    if (!load_shared(&t, "tok512.bin")) {
+        skip();
+        return;
+    }
     assert_int_equal(t.vocab_size, 512);
     assert_int_equal(t.max_token_length, 7);
     assert_int_equal(t.n_byte_pieces, 256);
@@ -581,7 +603,10 @@ static void test_tok512_shape(void **state) {
 static void test_tok512_round_trip(void **state) {
     (void)state;
     Tokenizer t;
-    if (!load_shared(&t, "tok512.bin")) { skip(); return; }
+    if (!load_shared(&t, "tok512.bin")) {
+        skip();
+        return;
+    }
     const char *text = "Once upon a time";
     TokenList l;
     encode_ok(&t, text, strlen(text), true, false, &l);
@@ -595,7 +620,7 @@ static void test_tok512_round_trip(void **state) {
     assert_string_equal(back, text);
     free(back);
     token_list_free(&l);
-    assert_round_trip(&t, "Lily and Ben went to the park.\nThey saw a big dog! \xe2\x82\xac\xf0\x9f\x98\x80", 
+    assert_round_trip(&t, "Lily and Ben went to the park.\nThey saw a big dog! \xe2\x82\xac\xf0\x9f\x98\x80",
                       strlen("Lily and Ben went to the park.\nThey saw a big dog! \xe2\x82\xac\xf0\x9f\x98\x80"));
     tokenizer_free(&t);
 }
@@ -603,21 +628,30 @@ static void test_tok512_round_trip(void **state) {
 static void test_llama2_known_ids(void **state) {
     (void)state;
     Tokenizer t;
-    if (!load_shared(&t, "llama2_tokenizer.bin")) { skip(); return; }
+    if (!load_shared(&t, "llama2_tokenizer.bin")) {
+        skip();
+        return;
+    }
     assert_int_equal(t.vocab_size, 32000);
     /* ids from SentencePiece with llama2_tokenizer.model */
     ASSERT_IDS(&t, "Once upon a time", 9038, 2501, 263, 931);
     ASSERT_IDS(&t, "ab ab ab ", 633, 633, 633, 29871);
     /* an invalid byte is its byte piece <0xFF> (258), not U+FFFD (30140) as in SentencePiece */
     ASSERT_IDS(&t, "hello\xff", 22172, 258);
-    ASSERT_IDS(&t, "a\xff" "b", 263, 258, 29890);
+    ASSERT_IDS(&t,
+               "a\xff"
+               "b",
+               263, 258, 29890);
     tokenizer_free(&t);
 }
 
 static void test_llama2_one_megabyte_round_trip(void **state) {
     (void)state;
     Tokenizer t;
-    if (!load_shared(&t, "llama2_tokenizer.bin")) { skip(); return; }
+    if (!load_shared(&t, "llama2_tokenizer.bin")) {
+        skip();
+        return;
+    }
     const size_t reps = 349526; /* 3 * reps > 1 MiB */
     size_t n = 3 * reps;
     char *text = malloc(n);

@@ -91,8 +91,10 @@ static void test_layout_and_scores(void **state) {
         assert_true(v.scores[id] == want);
         assert_true((int)v.piece_len[id] <= v.max_token_length);
         int chars = count_chars(v.blob + v.piece_start[id], v.piece_len[id]);
-        if (id >= TOKTRAIN_FIXED_PIECES + v.characters) assert_true(chars >= 2);
-        else if (id >= TOKTRAIN_FIXED_PIECES) assert_int_equal(chars, 1);
+        if (id >= TOKTRAIN_FIXED_PIECES + v.characters)
+            assert_true(chars >= 2);
+        else if (id >= TOKTRAIN_FIXED_PIECES)
+            assert_int_equal(chars, 1);
     }
     /* the most frequent character first: the space */
     assert_true(piece_is(&v, TOKTRAIN_FIXED_PIECES, " "));
@@ -247,7 +249,9 @@ static void test_invalid_utf8_and_u2581_are_kept_byte_for_byte(void **state) {
     (void)state;
     /* 0xFF and a lone continuation byte are characters of their own; U+2581 is itself */
     size_t n;
-    char *text = repeat("ab\xFF\x80 cd\xE2\x96\x81" "ef ", 40, &n);
+    char *text = repeat("ab\xFF\x80 cd\xE2\x96\x81"
+                        "ef ",
+                        40, &n);
     TokTrainOptions o = options(300);
     TrainedVocab v;
     train_ok(text, n, &o, &v);
@@ -262,7 +266,8 @@ static void test_invalid_utf8_and_u2581_are_kept_byte_for_byte(void **state) {
     assert_int_equal(tokenizer_encode(&t, text, 13, false, false, &ids, &err), 0);
     size_t len;
     char *back = tokenizer_decode(&t, ids.ids, ids.len, &len, &err);
-    const char *want = "ab\xFF\x80 cd\xE2\x96\x81" "ef ";
+    const char *want = "ab\xFF\x80 cd\xE2\x96\x81"
+                       "ef ";
     assert_int_equal(len, strlen(want));
     assert_memory_equal(back, want, len);
     free(back);
@@ -333,7 +338,7 @@ static void test_characters_can_fill_the_vocabulary(void **state) {
     assert_int_equal(v.characters, 11);
     assert_int_equal(v.merges, 0);
     assert_int_equal(v.dropped_characters, 290);
-    assert_true(piece_is(&v, TOKTRAIN_FIXED_PIECES, " ")); /* 301 with the dummy prefix */
+    assert_true(piece_is(&v, TOKTRAIN_FIXED_PIECES, " "));                /* 301 with the dummy prefix */
     assert_true(piece_is(&v, TOKTRAIN_FIXED_PIECES + 1, "\xE4\xB8\x80")); /* U+4E00, 300 */
     Tokenizer t;
     load_trained(&v, &t);
@@ -384,10 +389,10 @@ static void test_input_order_does_not_change_the_result(void **state) {
 }
 
 typedef struct {
-    uint64_t counted;     /* last bytes_done */
+    uint64_t counted; /* last bytes_done */
     uint64_t total;
-    int merges;           /* last merges */
-    int vocab_size;       /* last vocab_size */
+    int merges;     /* last merges */
+    int vocab_size; /* last vocab_size */
     int calls;
     bool monotonic;
 } ProgressLog;

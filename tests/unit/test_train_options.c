@@ -51,7 +51,8 @@ static void test_defaults_parse_within_range(void **state) {
     assert_null(slots[TO_MODEL].s);
     /* a dashboard default must be a value the flag takes too */
     for (int i = 0; i < TRAIN_OPTION_COUNT; i++)
-        if (TRAIN_OPTIONS[i].dash_def) assert_int_equal(args_set_value(&table.specs[i], TRAIN_OPTIONS[i].dash_def, &err), 0);
+        if (TRAIN_OPTIONS[i].dash_def)
+            assert_int_equal(args_set_value(&table.specs[i], TRAIN_OPTIONS[i].dash_def, &err), 0);
     /* the help line carries the range and the default */
     assert_non_null(strstr(table.help[TO_BATCH], "range 1..4096; default 4"));
     assert_non_null(strstr(table.help[TO_LORA_ALPHA], "default = rank"));

@@ -39,12 +39,12 @@ static void test_valid_len_ignores_bytes_after_the_character(void **state) {
 
 static void test_valid_len_rejects_overlong(void **state) {
     (void)state;
-    assert_int_equal(valid_len("\xc0\x80", 2), 0);             /* U+0000 in 2 bytes */
-    assert_int_equal(valid_len("\xc1\xbf", 2), 0);             /* U+007F in 2 bytes */
-    assert_int_equal(valid_len("\xe0\x80\x80", 3), 0);         /* U+0000 in 3 bytes */
-    assert_int_equal(valid_len("\xe0\x9f\xbf", 3), 0);         /* U+07FF in 3 bytes */
-    assert_int_equal(valid_len("\xf0\x80\x80\x80", 4), 0);     /* U+0000 in 4 bytes */
-    assert_int_equal(valid_len("\xf0\x8f\xbf\xbf", 4), 0);     /* U+FFFF in 4 bytes */
+    assert_int_equal(valid_len("\xc0\x80", 2), 0);         /* U+0000 in 2 bytes */
+    assert_int_equal(valid_len("\xc1\xbf", 2), 0);         /* U+007F in 2 bytes */
+    assert_int_equal(valid_len("\xe0\x80\x80", 3), 0);     /* U+0000 in 3 bytes */
+    assert_int_equal(valid_len("\xe0\x9f\xbf", 3), 0);     /* U+07FF in 3 bytes */
+    assert_int_equal(valid_len("\xf0\x80\x80\x80", 4), 0); /* U+0000 in 4 bytes */
+    assert_int_equal(valid_len("\xf0\x8f\xbf\xbf", 4), 0); /* U+FFFF in 4 bytes */
 }
 
 static void test_valid_len_rejects_surrogates(void **state) {
@@ -56,8 +56,8 @@ static void test_valid_len_rejects_surrogates(void **state) {
 
 static void test_valid_len_rejects_beyond_10ffff(void **state) {
     (void)state;
-    assert_int_equal(valid_len("\xf4\x90\x80\x80", 4), 0); /* U+110000 */
-    assert_int_equal(valid_len("\xf7\xbf\xbf\xbf", 4), 0); /* U+1FFFFF */
+    assert_int_equal(valid_len("\xf4\x90\x80\x80", 4), 0);     /* U+110000 */
+    assert_int_equal(valid_len("\xf7\xbf\xbf\xbf", 4), 0);     /* U+1FFFFF */
     assert_int_equal(valid_len("\xf8\x88\x80\x80\x80", 5), 0); /* 5-byte form */
     assert_int_equal(valid_len("\xfc\x84\x80\x80\x80\x80", 6), 0);
     assert_int_equal(valid_len("\xfe", 1), 0);
@@ -76,10 +76,16 @@ static void test_valid_len_rejects_truncated(void **state) {
 
 static void test_valid_len_rejects_bad_continuation(void **state) {
     (void)state;
-    assert_int_equal(valid_len("\x80", 1), 0);          /* lone continuation byte */
+    assert_int_equal(valid_len("\x80", 1), 0); /* lone continuation byte */
     assert_int_equal(valid_len("\xbf", 1), 0);
-    assert_int_equal(valid_len("\xc3" "A", 2), 0);      /* ASCII where a continuation belongs */
-    assert_int_equal(valid_len("\xe2\x82" "A", 3), 0);
+    assert_int_equal(valid_len("\xc3"
+                               "A",
+                               2),
+                     0); /* ASCII where a continuation belongs */
+    assert_int_equal(valid_len("\xe2\x82"
+                               "A",
+                               3),
+                     0);
     assert_int_equal(valid_len("\xf0\x9f\x98\xc3", 4), 0); /* a lead byte where a continuation belongs */
 }
 
@@ -162,8 +168,15 @@ static void test_stream_character_split_across_pushes_with_text_around(void **st
     Utf8Stream s = {0};
     Collected c = {0};
     assert_int_equal(push(&s, "a\xe2\x82", 3, &c), 1);
-    assert_int_equal(push(&s, "\xac" "b", 2, &c), 4);
-    assert_collected(&c, "a\xe2\x82\xac" "b", 5);
+    assert_int_equal(push(&s,
+                          "\xac"
+                          "b",
+                          2, &c),
+                     4);
+    assert_collected(&c,
+                     "a\xe2\x82\xac"
+                     "b",
+                     5);
 }
 
 static void test_stream_invalid_lead_byte_gives_replacement(void **state) {
@@ -192,7 +205,10 @@ static void test_stream_lead_then_ascii_gives_replacement_then_ascii(void **stat
     /* the same with the bytes in one push and two continuation bytes missing */
     Utf8Stream s2 = {0};
     Collected c2 = {0};
-    push(&s2, "\xf0\x9f" "Z", 3, &c2);
+    push(&s2,
+         "\xf0\x9f"
+         "Z",
+         3, &c2);
     assert_collected(&c2, FFFD "Z", 4);
 }
 
@@ -209,7 +225,10 @@ static void test_stream_overlong_and_surrogate_become_replacement(void **state) 
     (void)state;
     Utf8Stream s = {0};
     Collected c = {0};
-    push(&s, "\xc0\xaf" "a", 3, &c);
+    push(&s,
+         "\xc0\xaf"
+         "a",
+         3, &c);
     /* the output must be valid UTF-8 with the 'a' kept */
     assert_true(c.len >= 4);
     assert_memory_equal(c.text, FFFD, 3);
@@ -222,7 +241,10 @@ static void test_stream_overlong_and_surrogate_become_replacement(void **state) 
 
     Utf8Stream s2 = {0};
     Collected c2 = {0};
-    push(&s2, "\xed\xa0\x80" "b", 4, &c2);
+    push(&s2,
+         "\xed\xa0\x80"
+         "b",
+         4, &c2);
     assert_true(c2.len >= 4);
     assert_memory_equal(c2.text, FFFD, 3);
     assert_int_equal(c2.text[c2.len - 1], 'b');
