@@ -46,6 +46,8 @@ int args_parse(ArgSpec *specs, int n_specs, int argc, char **argv, bool *help_re
 /* A command's flags: args_parse, and on --help the command's usage printed
  * to stderr. Returns ARGS_OK, ARGS_HELP (the command should exit 0) or
  * ARGS_ERROR (err set). */
+/* The number of flags in a command's ArgSpec array. */
+#define ARGS_COUNT(specs) ((int)(sizeof(specs) / sizeof((specs)[0])))
 enum { ARGS_OK = 0, ARGS_HELP = 1, ARGS_ERROR = -1 };
 int args_parse_command(const char *command, const char *summary, ArgSpec *specs, int n_specs, int argc, char **argv,
                        NfError *err);

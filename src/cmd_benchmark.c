@@ -259,12 +259,12 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
          .help = "--generate: what the KV cache stores (default fp32)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int n_specs = ARGS_COUNT(specs);
+    int exit_status;
+    if (command_parse_flags("benchmark", "Times training steps or generation on this machine.", specs, n_specs, argc,
+                            argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("benchmark", "Times training steps or generation on this machine.", specs, n_specs,
-                                    argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (train == generate) {
         nf_fail(&err, NF_ERR_USAGE, "benchmark needs exactly one of --train and --generate");
         return emit_error(out, &err);

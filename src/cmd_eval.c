@@ -27,12 +27,11 @@ int cmd_eval(int argc, char **argv, NfOut *out) {
         {"batches", ARG_INT, &batches, 1, 1e6, .help = "batches to average (default 20)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int exit_status;
+    if (command_parse_flags("eval", "Evaluates a model or checkpoint: mean loss and perplexity.", specs,
+                            ARGS_COUNT(specs), argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("eval", "Evaluates a model or checkpoint: mean loss and perplexity.", specs,
-                                    n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (data.n == 0) {
         nf_fail(&err, NF_ERR_USAGE, "eval needs --data");
         return emit_error(out, &err);

@@ -82,12 +82,12 @@ int cmd_export(int argc, char **argv, NfOut *out) {
          .help = "gguf: the tokenizer to embed (default: the one the checkpoint's run was given)"},
         {"output", ARG_STRING, &output, .help = "file to write (a directory for safetensors and peft; required)"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int n_specs = ARGS_COUNT(specs);
+    int exit_status;
+    if (command_parse_flags("export", "Writes a checkpoint, a model or LoRA adapters in another format.", specs,
+                            n_specs, argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("export", "Writes a checkpoint, a model or LoRA adapters in another format.", specs,
-                                    n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     bool adapters = is_adapter_format(format), gguf = strcmp(format, "gguf") == 0;
     if (!output)
         nf_fail(&err, NF_ERR_USAGE, "export needs --output");

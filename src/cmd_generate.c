@@ -97,12 +97,11 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
          .help = "bf16: half the cache to read per token (default fp32)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int exit_status;
+    if (command_parse_flags("generate", "Generates text from a model, starting from BOS and the prompt.", specs,
+                            ARGS_COUNT(specs), argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("generate", "Generates text from a model, starting from BOS and the prompt.", specs,
-                                    n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!tokenizer_path) {
         nf_fail(&err, NF_ERR_USAGE, "generate needs --tokenizer");
         return emit_error(out, &err);

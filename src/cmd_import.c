@@ -19,12 +19,11 @@ int cmd_import(int argc, char **argv, NfOut *out) {
         {"tokenizer-output", ARG_STRING, &tokenizer_out,
          .help = "GGUF: also write its vocabulary as a tokenizer.bin here"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int exit_status;
+    if (command_parse_flags("import", "Reads a GGUF or Hugging Face Llama model into a llama2.c model file.", specs,
+                            ARGS_COUNT(specs), argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("import", "Reads a GGUF or Hugging Face Llama model into a llama2.c model file.",
-                                    specs, n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!input || !output) {
         nf_fail(&err, NF_ERR_USAGE, "import needs --input and --output");
         return emit_error(out, &err);

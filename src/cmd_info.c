@@ -64,12 +64,11 @@ int cmd_info(int argc, char **argv, NfOut *out) {
         {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes"},
         {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint (with --model: checked against it)"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int exit_status;
+    if (command_parse_flags("info", "Describes a model, a tokenizer and/or LoRA adapters.", specs, ARGS_COUNT(specs),
+                            argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("info", "Describes a model, a tokenizer and/or LoRA adapters.", specs, n_specs,
-                                    argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!model_path && !tokenizer_path && !lora_path) {
         nf_fail(&err, NF_ERR_USAGE, "info needs --model, --tokenizer and/or --lora");
         return emit_error(out, &err);

@@ -56,13 +56,12 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
         {"incremental", ARG_FLAG, &incremental,
          .help = "tokenize only files changed since the last ingest into --output"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int exit_status;
+    if (command_parse_flags(
+            "ingest", "Turns a tree of text, CSV and JSONL files into token shards, loss masks and manifest.json.",
+            specs, ARGS_COUNT(specs), argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command(
-        "ingest", "Turns a tree of text, CSV and JSONL files into token shards, loss masks and manifest.json.", specs,
-        n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!source || !output || !tokenizer_path) {
         nf_fail(&err, NF_ERR_USAGE, "ingest needs --source, --output and --tokenizer");
         return emit_error(out, &err);

@@ -114,12 +114,11 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
         {"max-memory", ARG_STRING, &max_memory,
          .help = "memory budget of each training run, as train --max-memory (default 80% of the machine's)"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int exit_status;
+    if (command_parse_flags("serve", "Serves the web dashboard: projects, live training, generation, export.", specs,
+                            ARGS_COUNT(specs), argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("serve", "Serves the web dashboard: projects, live training, generation, export.",
-                                    specs, n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!is_loopback(host) && !allow_remote) {
         nf_fail(&err, NF_ERR_USAGE, "--host %s is reachable from other machines: add --allow-remote to mean it", host);
         return emit_error(out, &err);

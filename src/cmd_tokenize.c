@@ -71,12 +71,11 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
         {"split", ARG_CHOICE, &split, .choices = TEXT_SPLIT_CHOICES,
          .help = "documents end at <|endoftext|> lines (default), blank lines, or only at the end"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int exit_status;
+    if (command_parse_flags("tokenize", "Writes llama2.c token data: BOS, then each document's ids.", specs,
+                            ARGS_COUNT(specs), argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command("tokenize", "Writes llama2.c token data: BOS, then each document's ids.", specs,
-                                    n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (!input || !output || !tokenizer_path) {
         nf_fail(&err, NF_ERR_USAGE, "tokenize needs --input, --output and --tokenizer");
         return emit_error(out, &err);

@@ -59,13 +59,13 @@ int cmd_tokenizer_train(int argc, char **argv, NfOut *out) {
         {"character-coverage", ARG_FLOAT, &coverage, 0.5, 1.0,
          .help = "share of the text's characters that get a piece (default 1: all that fit)"},
     };
-    int n_specs = (int)(sizeof specs / sizeof specs[0]);
+    int n_specs = ARGS_COUNT(specs);
+    int exit_status;
+    if (command_parse_flags("tokenizer-train",
+                            "Learns a BPE tokenizer with byte fallback from text; writes a llama2.c tokenizer.bin.",
+                            specs, n_specs, argc, argv, out, &exit_status))
+        return exit_status;
     NfError err = {0};
-    int parsed = args_parse_command(
-        "tokenizer-train", "Learns a BPE tokenizer with byte fallback from text; writes a llama2.c tokenizer.bin.",
-        specs, n_specs, argc, argv, &err);
-    if (parsed == ARGS_HELP) return 0;
-    if (parsed == ARGS_ERROR) return emit_error(out, &err);
     if (inputs.n == 0 || !output || !args_seen(specs, n_specs, "vocab-size")) {
         nf_fail(&err, NF_ERR_USAGE, "tokenizer-train needs --input, --vocab-size and --output");
         return emit_error(out, &err);

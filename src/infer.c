@@ -14,63 +14,78 @@
 #include "lora.h"
 #include "util.h"
 
+/* One buffer of the state: a float or a bf16 array of count elements (0: not used by this state). */
+typedef struct {
+    float **f32;
+    uint16_t **bf16;
+    size_t count;
+} InferBuffer;
+
+enum { INFER_BUFFER_COUNT = 17 };
+
+/* Every buffer of the state with its element count: one list for allocation and freeing. */
+static void state_buffers(InferState *s, const ModelConfig *c, size_t layer, size_t cache,
+                          InferBuffer out[INFER_BUFFER_COUNT]) {
+    size_t C = (size_t)s->chunk, D = (size_t)c->dim * C, H = (size_t)c->hidden_dim * C, P = (size_t)s->max_positions;
+    bool bf16 = s->kv_type == KV_CACHE_BF16;
+    InferBuffer list[INFER_BUFFER_COUNT] = {
+        {&s->x, NULL, D},
+        {&s->xb, NULL, D},
+        {&s->xb2, NULL, D},
+        {&s->hb, NULL, H},
+        {&s->hb2, NULL, H},
+        {&s->q, NULL, D},
+        {&s->lora_u, NULL, D},
+        {&s->scores, NULL, (size_t)c->n_heads * P},
+        {&s->rope, NULL, P * (size_t)config_head_size(c)},
+        {&s->att_scratch, NULL, nf_attention_scratch_floats(1, (int)P, c->n_kv_heads, config_head_size(c))},
+        {&s->logits, NULL, (size_t)c->vocab_size},
+        {&s->keys, NULL, layer},
+        {&s->values, NULL, layer},
+        {&s->key_cache, NULL, bf16 ? 0 : cache},
+        {&s->value_cache, NULL, bf16 ? 0 : cache},
+        {NULL, &s->key_cache_bf16, bf16 ? cache : 0},
+        {NULL, &s->value_cache_bf16, bf16 ? cache : 0},
+    };
+    memcpy(out, list, sizeof list);
+}
+
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvCacheType kv_type, NfError *err) {
     memset(s, 0, sizeof *s);
     s->kv_type = kv_type;
     if (max_positions < 1 || max_positions > c->seq_len) max_positions = c->seq_len;
     s->max_positions = max_positions;
     s->chunk = max_positions < INFER_CHUNK ? max_positions : INFER_CHUNK;
-    size_t C = (size_t)s->chunk, D = (size_t)c->dim * C, H = (size_t)c->hidden_dim * C, KV = (size_t)config_kv_dim(c);
-    size_t P = (size_t)max_positions, L = (size_t)c->n_layers;
-    size_t layer, cache;
-    if (!nf_mul_size(P, KV, &layer) || !nf_mul_size(layer, L, &cache)) {
-        nf_fail(err, NF_ERR_MEMORY, "KV cache size overflows");
-        return -1;
-    }
-    bool bf16 = kv_type == KV_CACHE_BF16;
-    if ((s->x = nf_alloc_array(D, sizeof(float), err)) == NULL ||
-        (s->xb = nf_alloc_array(D, sizeof(float), err)) == NULL ||
-        (s->xb2 = nf_alloc_array(D, sizeof(float), err)) == NULL ||
-        (s->hb = nf_alloc_array(H, sizeof(float), err)) == NULL ||
-        (s->hb2 = nf_alloc_array(H, sizeof(float), err)) == NULL ||
-        (s->q = nf_alloc_array(D, sizeof(float), err)) == NULL ||
-        (s->lora_u = nf_alloc_array(D, sizeof(float), err)) == NULL ||
-        (s->scores = nf_alloc_array((size_t)c->n_heads * P, sizeof(float), err)) == NULL ||
-        (s->rope = nf_alloc_array(P, (size_t)config_head_size(c) * sizeof(float), err)) == NULL ||
-        (s->att_scratch = nf_alloc_array(nf_attention_scratch_floats(1, (int)P, c->n_kv_heads, config_head_size(c)),
-                                         sizeof(float), err)) == NULL ||
-        (s->logits = nf_alloc_array((size_t)c->vocab_size, sizeof(float), err)) == NULL ||
-        (s->keys = nf_alloc_array(layer, sizeof(float), err)) == NULL ||
-        (s->values = nf_alloc_array(layer, sizeof(float), err)) == NULL ||
-        (!bf16 && ((s->key_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL ||
-                   (s->value_cache = nf_alloc_array(cache, sizeof(float), err)) == NULL)) ||
-        (bf16 && ((s->key_cache_bf16 = nf_alloc_array(cache, sizeof(uint16_t), err)) == NULL ||
-                  (s->value_cache_bf16 = nf_alloc_array(cache, sizeof(uint16_t), err)) == NULL))) {
-        infer_state_free(s);
-        return -1;
+    size_t layer, cache; /* one layer's keys (positions x kv_dim), and all layers' */
+    if (!nf_mul_size((size_t)max_positions, (size_t)config_kv_dim(c), &layer) ||
+        !nf_mul_size(layer, (size_t)c->n_layers, &cache))
+        return nf_fail(err, NF_ERR_MEMORY, "KV cache size overflows");
+    InferBuffer list[INFER_BUFFER_COUNT];
+    state_buffers(s, c, layer, cache, list);
+    for (int i = 0; i < INFER_BUFFER_COUNT; i++) {
+        if (list[i].count == 0) continue;
+        bool ok = list[i].f32 ? (*list[i].f32 = nf_alloc_array(list[i].count, sizeof(float), err)) != NULL
+                              : (*list[i].bf16 = nf_alloc_array(list[i].count, sizeof(uint16_t), err)) != NULL;
+        if (!ok) {
+            infer_state_free(s);
+            return -1;
+        }
     }
     nf_rope_table(s->rope, max_positions, config_head_size(c));
     return 0;
 }
 
 void infer_state_free(InferState *s) {
-    free(s->x);
-    free(s->xb);
-    free(s->xb2);
-    free(s->hb);
-    free(s->hb2);
-    free(s->q);
-    free(s->lora_u);
-    free(s->scores);
-    free(s->rope);
-    free(s->att_scratch);
-    free(s->logits);
-    free(s->key_cache);
-    free(s->value_cache);
-    free(s->key_cache_bf16);
-    free(s->value_cache_bf16);
-    free(s->keys);
-    free(s->values);
+    InferBuffer list[INFER_BUFFER_COUNT];
+    /* only the fields are read; the shape just has to be one that sizes compute with */
+    state_buffers(s, &(ModelConfig){.dim = 1, .hidden_dim = 1, .n_layers = 1, .n_heads = 1, .n_kv_heads = 1}, 0, 0,
+                  list);
+    for (int i = 0; i < INFER_BUFFER_COUNT; i++) {
+        if (list[i].f32)
+            free(*list[i].f32);
+        else
+            free(*list[i].bf16);
+    }
     memset(s, 0, sizeof *s);
 }
 

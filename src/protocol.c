@@ -88,3 +88,11 @@ void nf_log(const char *fmt, ...) {
     va_end(ap);
     fputc('\n', stderr);
 }
+
+bool command_parse_flags(const char *command, const char *summary, ArgSpec *specs, int n_specs, int argc, char **argv,
+                         NfOut *out, int *status) {
+    NfError err = {0};
+    int parsed = args_parse_command(command, summary, specs, n_specs, argc, argv, &err);
+    *status = parsed == ARGS_ERROR ? emit_error(out, &err) : 0;
+    return parsed != ARGS_OK;
+}

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "args.h"
 #include "error.h"
 #include "json.h"
 #include "lora.h"
@@ -48,6 +49,11 @@ void msg_tee_stderr(NfOut *out);
 /* Emits {"type":"error","code":...,"message":...} and returns the exit
  * status for it: 2 for usage errors, 1 for everything else. */
 int emit_error(NfOut *out, const NfError *err);
+
+/* The start every command shares: parses argv against its flags. True when the command is over before it
+ * began: --help was printed (*status 0) or a flag was wrong (its NDJSON error emitted, *status non-zero). */
+bool command_parse_flags(const char *command, const char *summary, ArgSpec *specs, int n_specs, int argc, char **argv,
+                         NfOut *out, int *status);
 
 /* Writes a model configuration as the object `key` (the shape every message uses). */
 void json_model_config(JsonBuf *j, const char *key, const ModelConfig *c);
