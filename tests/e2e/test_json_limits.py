@@ -99,9 +99,10 @@ def manifest_of_100k_shards_parses_in_linear_memory_and_time():
     small, large = probe("manifest", manifest_dir(d, 10000)), probe("manifest", manifest_dir(d, 100000))
     for m in (small, large):
         assert m["ratio"] <= 2, m  # measured ~1.0x streamed (~10.3x as one tree: see the docstring)
-    # linear: 10x the shards (and ~10x the bytes) takes ~10x the memory, not 100x
+    # linear: 10x the shards (and ~10x the bytes) takes ~10x the memory, not 100x (per_byte ~10). The small
+    # case's peak moves in malloc's steps (seen 1.00x to 1.33x of its bytes), hence the margin
     per_byte = (large["peak_growth"] / large["bytes"]) / (small["peak_growth"] / small["bytes"])
-    assert 0.75 <= per_byte <= 1.33, (small, large)
+    assert 0.5 <= per_byte <= 2, (small, large)
     assert large["ms"] < 10000, large  # measured ~0.6 s on a busy 2-core box; the old reader: killed at 60 s
     # sources stream the same way: 100,000 of them (~2.5x the bytes of a shard each) beside the shards
     both = probe("manifest", manifest_dir(d, 100000, n_sources=100000))
