@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import torch
 
-from harness import NF, PROBE, assert_error, run, run_all, shared, test, tmpdir
+from harness import NF, PROBE, assert_error, read_tokens, run, run_all, shared, test, tmpdir
 from llama_ref import CFG, random_weights, torch_loss, write_v0
 
 CHAT = {"messages": [
@@ -63,13 +63,13 @@ def stream(out):
     m = manifest(out)
     toks, masks = [], []
     for s in m["shards"]:
-        t = np.fromfile(os.path.join(out, s["file"]), dtype="<u2")
+        t = np.asarray(read_tokens(os.path.join(out, s["file"])), dtype="<u4")
         assert len(t) == s["tokens"]
         mk = np.fromfile(os.path.join(out, s["mask"]), dtype="u1") if s["mask"] else np.ones(len(t), "u1")
         assert len(mk) == len(t) and int((mk == 0).sum()) == s["masked_tokens"]
         toks.append(t)
         masks.append(mk)
-    return (np.concatenate(toks) if toks else np.zeros(0, "<u2"),
+    return (np.concatenate(toks) if toks else np.zeros(0, "<u4"),
             np.concatenate(masks) if masks else np.zeros(0, "u1"))
 
 
@@ -118,7 +118,7 @@ def ingest_small_tree_messages_manifest_and_shards():
     assert [f["documents"] for f in files] == [3, 0, 1, files[3]["documents"], 2]
 
     m = manifest(out)
-    assert m["format"] == "neuralforge-ingest" and m["version"] == 1 and m["split"] == "eot"
+    assert m["format"] == "neuralforge-ingest" and m["version"] == 2 and m["token_width"] == 2 and m["split"] == "eot"
     assert m["tokenizer"]["vocab_size"] == 512 and m["tokenizer"]["hash"].startswith("fnv1a64:")
     assert [s["path"] for s in m["sources"]] == ["chat.jsonl", "notes/readme.md", "stories.txt", "table.csv"]
     assert m["tokens"] == done["tokens"] and m["masked_tokens"] == done["masked_tokens"]
