@@ -50,9 +50,6 @@ int token_file_parse(const unsigned char *data, size_t size, const char *what, c
     if (width != 2 && width != 4)
         return nf_fail(err, NF_ERR_DATA, "%s file '%s' has token width %u; token files hold 2 or 4 bytes per id", what,
                        path, width);
-    if (width == 2 && vocab > TOKEN_FILE_U16_VOCAB)
-        return nf_fail(err, NF_ERR_DATA, "%s file '%s' has a corrupt header (width 2 for a vocabulary of %u)", what,
-                       path, vocab);
     for (size_t i = 28; i < TOKEN_FILE_HEADER_BYTES; i++)
         if (data[i] != 0)
             return nf_fail(err, NF_ERR_DATA, "%s file '%s' has a corrupt header (reserved byte %zu is not zero)", what,
