@@ -57,9 +57,8 @@ int token_file_parse(const unsigned char *data, size_t size, const char *what, c
     size_t body = size - TOKEN_FILE_HEADER_BYTES;
     if (count > body / width || count * width != body)
         return nf_fail(err, NF_ERR_DATA,
-                       "%s file '%s' is %zu bytes; its header lists %llu tokens of %u bytes (%d + %llu bytes)", what,
-                       path, size, (unsigned long long)count, width, TOKEN_FILE_HEADER_BYTES,
-                       (unsigned long long)count * width);
+                       "%s file '%s' is %zu bytes; its header lists %llu tokens of %u bytes after the %d-byte header",
+                       what, path, size, (unsigned long long)count, width, TOKEN_FILE_HEADER_BYTES);
     *v = (TokenFileView){data + TOKEN_FILE_HEADER_BYTES, count, (int)width, false, vocab};
     return 0;
 }
