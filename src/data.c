@@ -16,8 +16,8 @@ typedef struct {
     int64_t tokens;  /* tokens a manifest lists for it, or -1 (no manifest) */
     int64_t masked;  /* masked tokens a manifest lists, or -1 */
     const char *dir; /* the manifest's directory (for messages), or NULL */
-    int width;       /* the token width its manifest lists: 2 or 4 (version 2, files with a header), */
-                     /* -2 (version 1: headerless uint16), or 0 (no manifest: any) */
+    int width;       /* the width its manifest lists (2 or 4, with the header), or 0: no manifest, any format */
+    bool legacy;     /* its manifest is version 1: headerless uint16 */
 } DataFile;
 
 typedef struct {
@@ -37,7 +37,7 @@ static void data_files_free(DataFiles *l) {
 
 /* Appends a file; takes ownership of path and mask_path. */
 static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, int64_t masked, const char *dir,
-                    int width, NfError *err) {
+                    int width, bool legacy, NfError *err) {
     if (!path) {
         free(mask_path);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
@@ -47,7 +47,7 @@ static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, i
         free(mask_path);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
-    l->items[l->n++] = (DataFile){path, mask_path, tokens, masked, dir, width};
+    l->items[l->n++] = (DataFile){path, mask_path, tokens, masked, dir, width, legacy};
     return 0;
 }
 
@@ -68,7 +68,7 @@ static int expand_manifest(const char *path, DataFiles *l, NfError *err) {
         if (s->mask && !(mask = nf_path_join(path, s->mask))) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
         if (rc == 0)
             rc = add_file(l, nf_path_join(path, s->file), mask, (int64_t)s->tokens, (int64_t)s->masked_tokens, path,
-                          m.token_legacy ? -2 : m.token_width, err);
+                          m.token_width, m.token_legacy, err);
     }
     manifest_free(&m);
     return rc;
@@ -97,7 +97,7 @@ static int expand_path(const char *path, DataFiles *l, NfError *err) {
                 free(full);
                 continue;
             }
-            rc = add_file(l, full, NULL, -1, -1, NULL, 0, err);
+            rc = add_file(l, full, NULL, -1, -1, NULL, 0, false, err);
         }
         closedir(dir);
         if (rc != 0) return -1;
@@ -105,20 +105,18 @@ static int expand_path(const char *path, DataFiles *l, NfError *err) {
         qsort(l->items + first, (size_t)(l->n - first), sizeof(DataFile), compare_data_files);
         return 0;
     }
-    return add_file(l, strdup(path), NULL, -1, -1, NULL, 0, err);
+    return add_file(l, strdup(path), NULL, -1, -1, NULL, 0, false, err);
 }
 
 /* A manifest's shards are in the format it lists: version 1's headerless uint16, version 2's header and width. */
 static int check_listed_format(const TokenFileView *v, const DataFile *df, NfError *err) {
-    if (df->width == 0 || (df->width == -2 && v->legacy) || (!v->legacy && v->width == df->width)) return 0;
-    return nf_fail(err, NF_ERR_DATA, "data file '%s' %s; the manifest of '%s' lists %s", df->path,
-                   v->legacy       ? "has no header"
-                   : v->width == 2 ? "holds 2-byte ids"
-                                   : "holds 4-byte ids",
-                   df->dir,
-                   df->width == -2  ? "headerless uint16 shards (version 1)"
-                   : df->width == 2 ? "2-byte ids"
-                                    : "4-byte ids");
+    if (df->width == 0 || (df->legacy ? v->legacy : !v->legacy && v->width == df->width)) return 0;
+    const char *has = v->legacy ? "has no header" : v->width == 2 ? "holds 2-byte ids" : "holds 4-byte ids";
+    const char *listed = df->legacy       ? "headerless uint16 shards (version 1)"
+                         : df->width == 2 ? "2-byte ids"
+                                          : "4-byte ids";
+    return nf_fail(err, NF_ERR_DATA, "data file '%s' %s; the manifest of '%s' lists %s", df->path, has, df->dir,
+                   listed);
 }
 
 /* Maps one token file (and its mask) and checks every id and mask byte,
