@@ -1,9 +1,10 @@
-/* cmd_tokenize.c — `neuralforge tokenize`: text file -> llama2.c token file.
+/* cmd_tokenize.c — `neuralforge tokenize`: text file -> token file.
  *
  * The text is split into documents by textsplit.c (at `<|endoftext|>`
  * lines, at runs of blank lines, or not at all; stripped of surrounding
  * whitespace), each is encoded with BOS in front, and the ids are written
- * as little-endian uint16, the format llama2.c's pretokenized shards use. */
+ * as a token file (tokenfile.h): a header and ids of 2 or 4 bytes, or with
+ * --format llama2c the headerless uint16 of llama2.c's pretokenized shards. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,12 +13,13 @@
 #include "commands.h"
 #include "fileio.h"
 #include "textsplit.h"
+#include "tokenfile.h"
 #include "tokenizer.h"
 #include "util.h"
 
 typedef struct {
     const Tokenizer *tok;
-    AtomicFile *file;
+    TokenWriter *file;
     TokenList ids; /* reused for every document */
     uint64_t tokens, documents;
     /* progress on stderr (when it is a terminal) */
@@ -29,24 +31,13 @@ typedef struct {
 
 static void show_progress(size_t done, size_t total, double start_ms);
 
-/* A TextDocumentFn: BOS and the document's ids, little-endian uint16. */
+/* A TextDocumentFn: BOS and the document's ids. */
 static int write_document(void *ctx, const char *doc, size_t len, size_t line, NfError *err) {
     (void)line;
     DocumentWriter *w = ctx;
     w->ids.len = 0;
     if (tokenizer_encode(w->tok, doc, len, true, false, &w->ids, err) != 0) return -1;
-    /* little-endian uint16, written in chunks */
-    unsigned char buf[8192];
-    size_t n = 0;
-    for (size_t i = 0; i < w->ids.len; i++) {
-        buf[n++] = (unsigned char)(w->ids.ids[i] & 0xFF);
-        buf[n++] = (unsigned char)(w->ids.ids[i] >> 8);
-        if (n == sizeof buf) {
-            if (atomic_file_write(w->file, buf, n, err) != 0) return -1;
-            n = 0;
-        }
-    }
-    if (atomic_file_write(w->file, buf, n, err) != 0) return -1;
+    if (token_writer_put(w->file, w->ids.ids, w->ids.len, err) != 0) return -1;
     w->tokens += w->ids.len;
     w->documents++;
     if (w->progress && nf_now_ms() - w->last_report_ms > 200) {
@@ -63,17 +54,19 @@ static void show_progress(size_t done, size_t total, double start_ms) {
 }
 
 int cmd_tokenize(int argc, char **argv, NfOut *out) {
-    const char *input = NULL, *output = NULL, *tokenizer_path = NULL, *split = "eot";
+    const char *input = NULL, *output = NULL, *tokenizer_path = NULL, *split = "eot", *format = "neuralforge";
     ArgSpec specs[] = {
         {"input", ARG_STRING, &input, .help = "text file to tokenize (required)"},
-        {"output", ARG_STRING, &output, .help = "token file to write, uint16 little-endian (required)"},
+        {"output", ARG_STRING, &output, .help = "token file to write (required)"},
         {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
         {"split", ARG_CHOICE, &split, .choices = TEXT_SPLIT_CHOICES,
          .help = "documents end at <|endoftext|> lines (default), blank lines, or only at the end"},
+        {"format", ARG_CHOICE, &format, .choices = "neuralforge|llama2c",
+         .help = "a header and ids of 2 or 4 bytes (default), or llama2.c's headerless uint16 (up to 65536 pieces)"},
     };
     int exit_status;
-    if (command_parse_flags("tokenize", "Writes llama2.c token data: BOS, then each document's ids.", specs,
-                            ARGS_COUNT(specs), argc, argv, out, &exit_status))
+    if (command_parse_flags("tokenize", "Writes token data: BOS, then each document's ids.", specs, ARGS_COUNT(specs),
+                            argc, argv, out, &exit_status))
         return exit_status;
     NfError err = {0};
     if (!input || !output || !tokenizer_path) {
@@ -82,19 +75,22 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     }
     Tokenizer tok = {0};
     MappedFile text = {0};
-    AtomicFile file = {0};
+    TokenWriter file = {0};
+    bool legacy = strcmp(format, "llama2c") == 0;
+    int width = 0; /* of the ids written */
     DocumentWriter writer = {.tok = &tok, .file = &file};
     TextSplit mode = TEXT_SPLIT_EOT;
     text_split_parse(split, &mode); /* one of the choices: args_parse checked it */
     int status = 0;
     if (tokenizer_load(&tok, tokenizer_path, &err) != 0) goto fail;
-    if (tok.vocab_size > 65536) {
-        nf_fail(&err, NF_ERR_TOKENIZER, "the tokenizer has %d pieces; uint16 token files hold ids up to 65535",
+    if (legacy && tok.vocab_size > TOKEN_FILE_U16_VOCAB) {
+        nf_fail(&err, NF_ERR_USAGE,
+                "--format llama2c: the tokenizer has %d pieces; headerless uint16 files hold ids up to 65535",
                 tok.vocab_size);
         goto fail;
     }
     if (mapped_file_open(&text, input, "input", &err) != 0) goto fail;
-    if (atomic_file_open(&file, output, &err) != 0) goto fail;
+    if (token_writer_open(&file, output, tok.vocab_size, legacy, &err) != 0) goto fail;
 
     bool progress = isatty(STDERR_FILENO);
     double start = nf_now_ms();
@@ -103,7 +99,8 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     writer.size = text.size;
     writer.start_ms = writer.last_report_ms = start;
     if (text_split(writer.text, text.size, mode, write_document, &writer, &err) != 0) goto fail;
-    if (atomic_file_commit(&file, &err) != 0) goto fail;
+    width = file.width;
+    if (token_writer_commit(&file, &err) != 0) goto fail;
     if (progress) {
         show_progress(text.size, text.size, start);
         fputc('\n', stderr);
@@ -118,10 +115,12 @@ int cmd_tokenize(int argc, char **argv, NfOut *out) {
     json_int(&j, "tokens", (int64_t)writer.tokens);
     json_int(&j, "bytes", (int64_t)text.size);
     json_int(&j, "documents", (int64_t)writer.documents);
+    json_str(&j, "format", format);
+    json_int(&j, "width", width);
     msg_emit(out, &j);
     goto done;
 fail:
-    atomic_file_abort(&file);
+    token_writer_abort(&file);
     status = emit_error(out, &err);
 done:
     token_list_free(&writer.ids);

@@ -11,11 +11,13 @@
 
 /* One file to map: a token file, and its mask when it has one. */
 typedef struct {
-    char *path;      /* uint16 token file */
+    char *path;      /* token file (tokenfile.h) */
     char *mask_path; /* its loss mask (one byte per token), or NULL */
     int64_t tokens;  /* tokens a manifest lists for it, or -1 (no manifest) */
     int64_t masked;  /* masked tokens a manifest lists, or -1 */
     const char *dir; /* the manifest's directory (for messages), or NULL */
+    int width;       /* the width its manifest lists (2 or 4, with the header), or 0: no manifest, any format */
+    bool legacy;     /* its manifest is version 1: headerless uint16 */
 } DataFile;
 
 typedef struct {
@@ -35,7 +37,7 @@ static void data_files_free(DataFiles *l) {
 
 /* Appends a file; takes ownership of path and mask_path. */
 static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, int64_t masked, const char *dir,
-                    NfError *err) {
+                    int width, bool legacy, NfError *err) {
     if (!path) {
         free(mask_path);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
@@ -45,7 +47,7 @@ static int add_file(DataFiles *l, char *path, char *mask_path, int64_t tokens, i
         free(mask_path);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
-    l->items[l->n++] = (DataFile){path, mask_path, tokens, masked, dir};
+    l->items[l->n++] = (DataFile){path, mask_path, tokens, masked, dir, width, legacy};
     return 0;
 }
 
@@ -66,7 +68,7 @@ static int expand_manifest(const char *path, DataFiles *l, NfError *err) {
         if (s->mask && !(mask = nf_path_join(path, s->mask))) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
         if (rc == 0)
             rc = add_file(l, nf_path_join(path, s->file), mask, (int64_t)s->tokens, (int64_t)s->masked_tokens, path,
-                          err);
+                          m.token_width, m.token_legacy, err);
     }
     manifest_free(&m);
     return rc;
@@ -95,7 +97,7 @@ static int expand_path(const char *path, DataFiles *l, NfError *err) {
                 free(full);
                 continue;
             }
-            rc = add_file(l, full, NULL, -1, -1, NULL, err);
+            rc = add_file(l, full, NULL, -1, -1, NULL, 0, false, err);
         }
         closedir(dir);
         if (rc != 0) return -1;
@@ -103,25 +105,35 @@ static int expand_path(const char *path, DataFiles *l, NfError *err) {
         qsort(l->items + first, (size_t)(l->n - first), sizeof(DataFile), compare_data_files);
         return 0;
     }
-    return add_file(l, strdup(path), NULL, -1, -1, NULL, err);
+    return add_file(l, strdup(path), NULL, -1, -1, NULL, 0, false, err);
+}
+
+/* A manifest's shards are in the format it lists: version 1's headerless uint16, version 2's header and width. */
+static int check_listed_format(const TokenFileView *v, const DataFile *df, NfError *err) {
+    if (df->width == 0 || (df->legacy ? v->legacy : !v->legacy && v->width == df->width)) return 0;
+    const char *has = v->legacy ? "has no header" : v->width == 2 ? "holds 2-byte ids" : "holds 4-byte ids";
+    const char *listed = df->legacy       ? "headerless uint16 shards (version 1)"
+                         : df->width == 2 ? "2-byte ids"
+                                          : "4-byte ids";
+    return nf_fail(err, NF_ERR_DATA, "data file '%s' %s; the manifest of '%s' lists %s", df->path, has, df->dir,
+                   listed);
 }
 
 /* Maps one token file (and its mask) and checks every id and mask byte,
  * and the counts its manifest lists. */
-static int open_token_file(MappedFile *f, MappedFile *mask, const DataFile *df, int vocab_size, NfError *err) {
+static int open_token_file(TokenFile *f, MappedFile *mask, const DataFile *df, int vocab_size, NfError *err) {
     const char *path = df->path;
-    if (mapped_file_open(f, path, "data", err) != 0) return -1;
-    if (f->size % 2 != 0)
-        return nf_fail(err, NF_ERR_DATA, "data file '%s' has an odd size (%zu bytes); token files hold uint16 ids",
-                       path, f->size);
-    TokenSpan s = {f->data, NULL, f->size / 2};
+    if (token_file_open(f, path, "data", err) != 0 || check_listed_format(&f->view, df, err) != 0) return -1;
+    TokenSpan s = {f->view.tokens, f->view.width, NULL, f->view.count};
     if (df->tokens >= 0 && s.len != (uint64_t)df->tokens)
         return nf_fail(err, NF_ERR_DATA, "data file '%s' holds %llu tokens; the manifest of '%s' lists %lld", path,
                        (unsigned long long)s.len, df->dir, (long long)df->tokens);
-    for (uint64_t i = 0; i < s.len; i++)
-        if (token_at(&s, i) >= vocab_size)
-            return nf_fail(err, NF_ERR_DATA, "data file '%s' has token id %d at position %llu; the vocab_size is %d",
-                           path, token_at(&s, i), (unsigned long long)i, vocab_size);
+    for (uint64_t i = 0; i < s.len; i++) {
+        uint32_t id = token_id_at(s.bytes, s.width, i);
+        if (id >= (uint32_t)vocab_size)
+            return nf_fail(err, NF_ERR_DATA, "data file '%s' has token id %u at position %llu; the vocab_size is %d",
+                           path, id, (unsigned long long)i, vocab_size);
+    }
     if (!df->mask_path) return 0;
     if (mapped_file_open(mask, df->mask_path, "mask", err) != 0) return -1;
     if (mask->size != s.len)
@@ -163,7 +175,7 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
     int n_train_files = files.n; /* files after these are validation files */
     if (rc == 0 && val_path) rc = expand_path(val_path, &files, err);
     int n = files.n;
-    if (rc == 0 && (!(d->files = nf_alloc_array((size_t)n, sizeof(MappedFile), err)) ||
+    if (rc == 0 && (!(d->files = nf_alloc_array((size_t)n, sizeof(TokenFile), err)) ||
                     !(d->masks = nf_alloc_array((size_t)n, sizeof(MappedFile), err))))
         rc = -1;
     for (int i = 0; rc == 0 && i < n; i++) {
@@ -175,20 +187,23 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
         rc = -1;
     if (rc == 0) {
         uint64_t total = 0;
-        for (int i = 0; i < n_train_files; i++) total += d->files[i].size / 2;
+        for (int i = 0; i < n_train_files; i++) total += d->files[i].view.count;
         uint64_t keep = val_path ? total : total - (uint64_t)(val_split * (double)total);
         /* training spans: the first `keep` tokens; the rest (if splitting) is validation */
         uint64_t seen = 0;
         for (int i = 0; i < n_train_files; i++) {
-            TokenSpan s = {d->files[i].data, d->masks[i].data, d->files[i].size / 2};
+            const TokenFileView *v = &d->files[i].view;
+            TokenSpan s = {v->tokens, v->width, d->masks[i].data, v->count};
             uint64_t take = seen >= keep ? 0 : (keep - seen < s.len ? keep - seen : s.len);
-            if (take > 0) d->train[d->n_train++] = (TokenSpan){s.bytes, s.mask, take};
+            if (take > 0) d->train[d->n_train++] = (TokenSpan){s.bytes, s.width, s.mask, take};
             if (take < s.len && !val_path)
-                d->val[d->n_val++] = (TokenSpan){s.bytes + 2 * take, s.mask ? s.mask + take : NULL, s.len - take};
+                d->val[d->n_val++] =
+                    (TokenSpan){s.bytes + (size_t)s.width * take, s.width, s.mask ? s.mask + take : NULL, s.len - take};
             seen += s.len;
         }
         for (int i = n_train_files; val_path && i < n; i++)
-            d->val[d->n_val++] = (TokenSpan){d->files[i].data, d->masks[i].data, d->files[i].size / 2};
+            d->val[d->n_val++] =
+                (TokenSpan){d->files[i].view.tokens, d->files[i].view.width, d->masks[i].data, d->files[i].view.count};
         for (int i = 0; i < d->n_train; i++) {
             d->train_tokens += d->train[i].len;
             d->train_masked |= d->train[i].mask != NULL;
@@ -220,7 +235,7 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
 
 void token_data_close(TokenData *d) {
     for (int i = 0; i < d->n_files; i++) {
-        mapped_file_close(&d->files[i]);
+        token_file_close(&d->files[i]);
         mapped_file_close(&d->masks[i]);
     }
     free(d->files);

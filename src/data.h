@@ -1,5 +1,6 @@
-/* data.h — training data: llama2.c token files (little-endian uint16), or
- * the shards and loss masks an `ingest` manifest lists, memory-mapped,
+/* data.h — training data: token files (tokenfile.h: ids of 2 or 4 bytes
+ * after a header, or llama2.c's headerless uint16), or the shards and loss
+ * masks an `ingest` manifest lists, memory-mapped,
  * checked against the vocabulary, split into training and validation
  * spans, and cut into (B, T) batches.
  *
@@ -17,16 +18,18 @@
 #include "error.h"
 #include "fileio.h"
 #include "rng.h"
+#include "tokenfile.h"
 
 typedef struct {
-    const unsigned char *bytes; /* uint16 little-endian tokens */
+    const unsigned char *bytes; /* little-endian ids of `width` bytes */
+    int width;                  /* 2 or 4 */
     const unsigned char *mask;  /* (len) loss mask: 1 = the loss counts this token as a target, 0 = masked
                                     (a prompt token); NULL = every token counts */
     uint64_t len;               /* tokens */
 } TokenSpan;
 
 typedef struct {
-    MappedFile *files; /* (n_files) token files */
+    TokenFile *files;  /* (n_files) token files */
     MappedFile *masks; /* (n_files) their mask files; data NULL where a file has none */
     int n_files;
     TokenSpan *train, *val;
@@ -47,7 +50,8 @@ int token_data_open(TokenData *d, const char *const *paths, int n_paths, const c
                     int vocab_size, int T, NfError *err);
 void token_data_close(TokenData *d);
 
-static inline int token_at(const TokenSpan *s, uint64_t i) { return s->bytes[2 * i] | (s->bytes[2 * i + 1] << 8); }
+/* Ids were checked against the vocabulary (below 2^22) when the file was opened: they fit an int. */
+static inline int token_at(const TokenSpan *s, uint64_t i) { return (int)token_id_at(s->bytes, s->width, i); }
 
 typedef struct {
     bool shuffle;

@@ -83,6 +83,13 @@ int atomic_file_write(AtomicFile *af, const void *data, size_t bytes, NfError *e
     return 0;
 }
 
+int atomic_file_write_at(AtomicFile *af, long offset, const void *data, size_t bytes, NfError *err) {
+    if (fseek(af->fp, offset, SEEK_SET) != 0 || (bytes && fwrite(data, 1, bytes, af->fp) != bytes) ||
+        fseek(af->fp, 0, SEEK_END) != 0)
+        return nf_fail(err, NF_ERR_IO, "cannot write '%s': %s", af->final_path, strerror(errno));
+    return 0;
+}
+
 int atomic_file_commit(AtomicFile *af, NfError *err) {
     int rc = 0;
     if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0)

@@ -30,6 +30,9 @@ typedef struct {
 
 int atomic_file_open(AtomicFile *af, const char *path, NfError *err);
 int atomic_file_write(AtomicFile *af, const void *data, size_t bytes, NfError *err);
+/* Overwrites bytes already written at `offset` (a header completed once the length is known); later writes
+ * append at the end again. */
+int atomic_file_write_at(AtomicFile *af, long offset, const void *data, size_t bytes, NfError *err);
 /* Flushes, fsyncs, renames over the target and fsyncs the directory. */
 int atomic_file_commit(AtomicFile *af, NfError *err);
 /* Drops the temporary file; the target is untouched. Safe after commit. */

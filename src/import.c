@@ -75,9 +75,9 @@ static int gguf_tokenizer(const GgufFile *g, const char *path, const char *out, 
     if (scores && (scores->type != GGUF_ARRAY || scores->array_type != GGUF_FLOAT32 ||
                    scores->array_count != tokens->array_count))
         return nf_fail(err, NF_ERR_TOKENIZER, "'%s': tokenizer.ggml.scores does not match the tokens", path);
-    if (tokens->array_count < 3 || tokens->array_count > 65536)
-        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %llu tokens; a tokenizer.bin holds 3 to 65536", path,
-                       (unsigned long long)tokens->array_count);
+    if (tokens->array_count < 3 || tokens->array_count > NF_MAX_VOCAB)
+        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %llu tokens; a tokenizer.bin holds 3 to %d", path,
+                       (unsigned long long)tokens->array_count, NF_MAX_VOCAB);
     int n = (int)tokens->array_count, rc = 0;
     char **pieces = calloc((size_t)n, sizeof *pieces);
     uint32_t *lens = calloc((size_t)n, sizeof *lens);

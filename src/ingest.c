@@ -15,6 +15,7 @@
 #include "fileio.h"
 #include "manifest.h"
 #include "records.h"
+#include "tokenfile.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -217,15 +218,17 @@ static void remove_unlisted(const char *out, const Manifest *m) {
 typedef struct {
     const char *dir;
     int64_t generation;
-    uint64_t capacity;    /* tokens a shard holds at most */
-    AtomicFile tok, mask; /* the open shard's files */
+    uint64_t capacity; /* tokens a shard holds at most */
+    int vocab_size;    /* of the tokenizer: the shards' width follows from it */
+    TokenWriter tok;   /* the open shard's token file */
+    AtomicFile mask;   /* and its mask */
     bool open;
     uint64_t used, used_masked; /* tokens, masked tokens in the open shard */
     ManifestShard *shards;      /* committed shards, in order */
     int n_shards;
     size_t cap;
-    unsigned char tbuf[65536], mbuf[32768];
-    size_t tlen, mlen;
+    unsigned char mbuf[32768];
+    size_t mlen;
     /* where the current source starts, once its first token is written */
     bool mark_pending;
     uint64_t mark_shard, mark_offset;
@@ -237,11 +240,9 @@ static char *shard_name(int64_t generation, int index, const char *ext) {
     return strdup(name);
 }
 
-static int packer_flush(Packer *p, NfError *err) {
-    if (atomic_file_write(&p->tok, p->tbuf, p->tlen, err) != 0 ||
-        atomic_file_write(&p->mask, p->mbuf, p->mlen, err) != 0)
-        return -1;
-    p->tlen = p->mlen = 0;
+static int packer_flush_mask(Packer *p, NfError *err) {
+    if (atomic_file_write(&p->mask, p->mbuf, p->mlen, err) != 0) return -1;
+    p->mlen = 0;
     return 0;
 }
 
@@ -250,9 +251,9 @@ static int packer_open(Packer *p, NfError *err) {
     char *tn = shard_name(p->generation, p->n_shards, "bin"), *mn = shard_name(p->generation, p->n_shards, "mask");
     char *tp = tn ? nf_path_join(p->dir, tn) : NULL, *mp = mn ? nf_path_join(p->dir, mn) : NULL;
     int rc = tp && mp ? 0 : nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    if (rc == 0 && atomic_file_open(&p->tok, tp, err) != 0) rc = -1;
+    if (rc == 0 && token_writer_open(&p->tok, tp, p->vocab_size, false, err) != 0) rc = -1;
     if (rc == 0 && atomic_file_open(&p->mask, mp, err) != 0) {
-        atomic_file_abort(&p->tok);
+        token_writer_abort(&p->tok);
         rc = -1;
     }
     free(tn);
@@ -270,17 +271,17 @@ static int packer_close(Packer *p, NfError *err) {
     if (!p->open) return 0;
     p->open = false;
     if (!nf_grow((void **)&p->shards, &p->cap, (size_t)p->n_shards + 1, sizeof *p->shards, 16)) {
-        atomic_file_abort(&p->tok);
+        token_writer_abort(&p->tok);
         atomic_file_abort(&p->mask);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
     ManifestShard *s = &p->shards[p->n_shards];
     memset(s, 0, sizeof *s);
-    int rc = packer_flush(p, err);
+    int rc = packer_flush_mask(p, err);
     if (rc == 0)
-        rc = atomic_file_commit(&p->tok, err);
+        rc = token_writer_commit(&p->tok, err);
     else
-        atomic_file_abort(&p->tok);
+        token_writer_abort(&p->tok);
     if (rc == 0 && p->used_masked > 0)
         rc = atomic_file_commit(&p->mask, err);
     else
@@ -295,16 +296,17 @@ static int packer_close(Packer *p, NfError *err) {
     return 0;
 }
 
-/* Tokens come either as ints (a fresh document) or as little-endian uint16
- * bytes (copied from a shard); mask NULL means every token counts. */
+/* Tokens come either as ints (a fresh document) or as little-endian ids of
+ * `width` bytes (copied from a shard); mask NULL means every token counts. */
 typedef struct {
     const int *ids;
     const unsigned char *bytes;
+    int width;
     const unsigned char *mask;
 } TokenRun;
 
 static int run_token(const TokenRun *r, uint64_t i) {
-    return r->ids ? r->ids[i] : r->bytes[2 * i] | (r->bytes[2 * i + 1] << 8);
+    return r->ids ? r->ids[i] : (int)token_id_at(r->bytes, r->width, i);
 }
 
 /* Appends tokens [from, to) of r to the open shard. */
@@ -315,13 +317,10 @@ static int packer_put(Packer *p, const TokenRun *r, uint64_t from, uint64_t to, 
         p->mark_offset = p->used;
     }
     for (uint64_t i = from; i < to; i++) {
-        if (p->tlen + 2 > sizeof p->tbuf || p->mlen + 1 > sizeof p->mbuf) {
-            if (packer_flush(p, err) != 0) return -1;
-        }
+        if (p->mlen + 1 > sizeof p->mbuf && packer_flush_mask(p, err) != 0) return -1;
         int id = run_token(r, i);
         unsigned char m = r->mask ? r->mask[i] : 1;
-        p->tbuf[p->tlen++] = (unsigned char)(id & 0xFF);
-        p->tbuf[p->tlen++] = (unsigned char)(id >> 8);
+        if (token_writer_put(&p->tok, &id, 1, err) != 0) return -1;
         p->mbuf[p->mlen++] = m;
         p->used_masked += m == 0;
     }
@@ -356,7 +355,7 @@ static int packer_add(Packer *p, const TokenRun *r, uint64_t n, NfError *err) {
 }
 
 static void packer_free(Packer *p) {
-    atomic_file_abort(&p->tok);
+    token_writer_abort(&p->tok);
     atomic_file_abort(&p->mask);
     for (int i = 0; i < p->n_shards; i++) {
         free(p->shards[i].file);
@@ -381,13 +380,14 @@ static void packer_discard(Packer *p) {
 
 typedef struct {
     Manifest m;
-    MappedFile *tok, *mask; /* (m.n_shards) mapped shards; data NULL where missing or the wrong size */
-    bool *ok;               /* (m.n_shards) shard mapped and its sizes as listed */
+    TokenFile *tok;   /* (m.n_shards) mapped shards; unmapped where missing, malformed or the wrong size */
+    MappedFile *mask; /* (m.n_shards) their masks */
+    bool *ok;         /* (m.n_shards) shard mapped and its sizes as listed */
 } OldRun;
 
 static void old_run_free(OldRun *o) {
     for (int i = 0; o->tok && i < o->m.n_shards; i++) {
-        mapped_file_close(&o->tok[i]);
+        token_file_close(&o->tok[i]);
         mapped_file_close(&o->mask[i]);
     }
     free(o->tok);
@@ -401,7 +401,7 @@ static void old_run_free(OldRun *o) {
 static int old_run_map(OldRun *o, const char *out, NfError *err) {
     int n = o->m.n_shards;
     if (n == 0) return 0;
-    if (!(o->tok = nf_alloc_array((size_t)n, sizeof(MappedFile), err)) ||
+    if (!(o->tok = nf_alloc_array((size_t)n, sizeof(TokenFile), err)) ||
         !(o->mask = nf_alloc_array((size_t)n, sizeof(MappedFile), err)) ||
         !(o->ok = nf_alloc_array((size_t)n, sizeof(bool), err)))
         return -1;
@@ -409,7 +409,8 @@ static int old_run_map(OldRun *o, const char *out, NfError *err) {
         const ManifestShard *s = &o->m.shards[i];
         char *tp = nf_path_join(out, s->file), *mp = s->mask ? nf_path_join(out, s->mask) : NULL;
         NfError ignored;
-        bool ok = tp && mapped_file_open(&o->tok[i], tp, "shard", &ignored) == 0 && o->tok[i].size == 2 * s->tokens;
+        bool ok = tp && token_file_open(&o->tok[i], tp, "shard", &ignored) == 0 && o->tok[i].view.count == s->tokens &&
+                  o->tok[i].view.legacy == o->m.token_legacy && o->tok[i].view.width == o->m.token_width;
         if (ok && s->mask)
             ok = mp && mapped_file_open(&o->mask[i], mp, "mask", &ignored) == 0 && o->mask[i].size == s->tokens;
         o->ok[i] = ok;
@@ -441,7 +442,9 @@ static int old_range(const OldRun *o, const ManifestSource *s, Packer *p, bool *
     for (uint64_t k = s->shard; left > 0; k++, offset = 0) {
         if (k >= (uint64_t)o->m.n_shards || !o->ok[k] || offset > o->m.shards[k].tokens) return 0;
         uint64_t avail = o->m.shards[k].tokens - offset, take = avail < left ? avail : left;
-        TokenRun r = {NULL, o->tok[k].data + 2 * offset, o->mask[k].data ? o->mask[k].data + offset : NULL};
+        const TokenFileView *v = &o->tok[k].view;
+        TokenRun r = {NULL, v->tokens + (size_t)v->width * offset, v->width,
+                      o->mask[k].data ? o->mask[k].data + offset : NULL};
         if (left == s->tokens && (take == 0 || run_token(&r, 0) != TOKEN_BOS)) return 0;
         if (p) {
             if (packer_add(p, &r, take, err) != 0) return -1;
@@ -463,7 +466,7 @@ typedef struct {
 
 static int pack_document(void *ctx, const Document *d, NfError *err) {
     DocCounter *c = ctx;
-    TokenRun r = {d->ids.ids, NULL, d->mask};
+    TokenRun r = {d->ids.ids, NULL, 0, d->mask};
     if (packer_add(c->p, &r, d->ids.len, err) != 0) return -1;
     c->documents++;
     c->tokens += d->ids.len;
@@ -613,11 +616,6 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
         goto done;
     }
     if (tokenizer_load(&r.tok, o->tokenizer_path, err) != 0) goto fail;
-    if (r.tok.vocab_size > 65536) {
-        rc = nf_fail(err, NF_ERR_TOKENIZER, "the tokenizer has %d pieces; uint16 token files hold ids up to 65535",
-                     r.tok.vocab_size);
-        goto done;
-    }
     uint64_t tok_hash;
     int64_t generation = 0;
     if (hash_tokenizer(o->tokenizer_path, &tok_hash, err) != 0 ||
@@ -629,6 +627,7 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
     r.next.generation = generation;
     r.next.split = o->split;
     r.next.vocab_size = r.tok.vocab_size;
+    r.next.token_width = token_width_for(r.tok.vocab_size);
     r.next.tokenizer_hash = tok_hash;
     r.next.max_shard_mb = o->max_shard_mb;
     if (!(r.next.tokenizer = strdup(o->tokenizer_path)) ||
@@ -638,7 +637,8 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
     }
     r.packer.dir = o->output;
     r.packer.generation = generation;
-    r.packer.capacity = ((uint64_t)o->max_shard_mb << 20) / 2;
+    r.packer.vocab_size = r.tok.vocab_size;
+    r.packer.capacity = ((uint64_t)o->max_shard_mb << 20) / (uint64_t)r.next.token_width;
 
     for (int i = 0; i < r.src.n; i++) {
         const SourceEntry *e = &r.src.items[i];

@@ -1,5 +1,5 @@
 /* ingest.h — `neuralforge ingest`: a directory tree of source files
- * (.txt, .md, .csv, .jsonl; records.h) into uint16 token shards, their loss
+ * (.txt, .md, .csv, .jsonl; records.h) into token shards (tokenfile.h), their loss
  * masks and manifest.json (manifest.h), which `train --data` and `eval
  * --data` read.
  *
@@ -35,7 +35,7 @@
 typedef struct {
     const char *source;         /* directory to read, recursively */
     const char *output;         /* directory to write; created (with its parents) when missing */
-    const char *tokenizer_path; /* tokenizer.bin or builtin:bytes; at most 65536 pieces */
+    const char *tokenizer_path; /* tokenizer.bin or builtin:bytes */
     TextSplit split;            /* documents of .txt and .md files */
     int64_t max_shard_mb;       /* a shard holds at most this many MiB of tokens (2 bytes each) */
     int64_t max_file_mb;        /* larger source files are an error */

@@ -11,6 +11,8 @@
 #include "fileio.h"
 #include "json.h"
 #include "json_parse.h"
+#include "model.h"
+#include "tokenfile.h"
 #include "util.h"
 
 /* Counts far beyond any real corpus but safe to add up in uint64. */
@@ -146,28 +148,46 @@ static int shard_listed_twice(Reader *r, const Manifest *m) {
 }
 
 /* The fields that say whether this build can read the file at all. */
-static int read_format(Reader *r, const JsonValue *root) {
+static int read_format(Reader *r, const JsonValue *root, int *version_out) {
     const JsonValue *format = field(r, root, "format", JV_STRING);
     if (!format) return -1;
     if (strcmp(format->text, MANIFEST_FORMAT) != 0) return bad(r, "format is not \"%s\"", MANIFEST_FORMAT);
     uint64_t version;
     if (get_count(r, root, "version", 1000000, &version) != 0) return -1;
-    if (version != MANIFEST_VERSION)
-        return nf_fail(r->err, NF_ERR_DATA, "manifest '%s' has version %llu; this build reads version %d", r->path,
-                       (unsigned long long)version, MANIFEST_VERSION);
+    if (version < 1 || version > MANIFEST_VERSION)
+        return nf_fail(r->err, NF_ERR_DATA, "manifest '%s' has version %llu; this build reads versions 1 to %d",
+                       r->path, (unsigned long long)version, MANIFEST_VERSION);
+    *version_out = (int)version;
+    return 0;
+}
+
+/* Version 1's shards are headerless uint16; version 2's have the token-file header with the width it lists. */
+static int read_token_width(Reader *r, const JsonValue *root, Manifest *m) {
+    m->token_legacy = m->version == 1;
+    m->token_width = 2;
+    uint64_t width;
+    if (m->version >= 2) {
+        if (get_count(r, root, "token_width", 4, &width) != 0) return -1;
+        if (width != 2 && width != 4) return bad(r, "%s is not 2 or 4", "token_width");
+        m->token_width = (int)width;
+    }
+    if (m->token_width == 2 && m->vocab_size > TOKEN_FILE_U16_VOCAB)
+        return bad(r, "%s is 2 but the vocab_size is past 65536", "token_width");
     return 0;
 }
 
 /* Every top-level field but the shards and sources. */
 static int read_header(Reader *r, const JsonValue *root, Manifest *m) {
     uint64_t generation, vocab, shard_mb;
-    if (read_format(r, root) != 0 || get_count(r, root, "generation", INT64_MAX, &generation) != 0) return -1;
+    if (read_format(r, root, &m->version) != 0 || get_count(r, root, "generation", INT64_MAX, &generation) != 0)
+        return -1;
     m->generation = (int64_t)generation;
     const JsonValue *tok = field(r, root, "tokenizer", JV_OBJECT);
     if (!tok || get_string(r, tok, "path", &m->tokenizer) != 0 || get_hash(r, tok, "hash", &m->tokenizer_hash) != 0 ||
-        get_count(r, tok, "vocab_size", 65536, &vocab) != 0)
+        get_count(r, tok, "vocab_size", NF_MAX_VOCAB, &vocab) != 0)
         return -1;
     m->vocab_size = (int)vocab;
+    if (read_token_width(r, root, m) != 0) return -1;
     const JsonValue *split = field(r, root, "split", JV_STRING);
     if (!split) return -1;
     if (text_split_parse(split->text, &m->split) != 0) return bad(r, "%s", "split is not eot, blank or none");
@@ -251,7 +271,8 @@ static int on_element(void *ctx, const char *key, size_t index, JsonValue *v, Nf
     int rc = 0;
     if (!l->format_read && json_get(l->rest, "format") && json_get(l->rest, "version")) {
         l->format_read = true;
-        rc = read_format(&l->r, l->rest);
+        int version;
+        rc = read_format(&l->r, l->rest, &version);
     }
     if (rc == 0) rc = strcmp(key, "shards") == 0 ? add_shard(l, v) : add_source(l, v);
     if (rc != 0) l->failed = true;
@@ -330,6 +351,7 @@ int manifest_save(const char *dir, const Manifest *m, NfError *err) {
     json_hash(&j, "hash", m->tokenizer_hash);
     json_int(&j, "vocab_size", m->vocab_size);
     json_object_end(&j);
+    json_int(&j, "token_width", m->token_width);
     json_str(&j, "split", text_split_name(m->split));
     json_int(&j, "max_shard_mb", m->max_shard_mb);
     json_int(&j, "documents", (int64_t)m->documents);

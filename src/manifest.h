@@ -1,5 +1,5 @@
 /* manifest.h — manifest.json, the index of a directory that `ingest`
- * writes: which shard files (uint16 tokens, and a loss mask beside those
+ * writes: which shard files (token files, tokenfile.h; and a loss mask beside those
  * that have masked tokens) hold the data, and for each source file its
  * size, content hash, counts and where its tokens are. `train` and `eval`
  * read the shard list (data.c); `ingest --incremental` reads the sources
@@ -15,12 +15,12 @@
 
 #define MANIFEST_NAME    "manifest.json"
 #define MANIFEST_FORMAT  "neuralforge-ingest"
-#define MANIFEST_VERSION 1
+#define MANIFEST_VERSION 2 /* 2: shards with the token-file header and token_width; 1 (still read): uint16, no header */
 
 typedef struct {
     char *file;             /* shard file name in the directory (no '/'): shard_GGGGGG_SSSSS.bin */
     char *mask;             /* its mask file name, or NULL when the shard has no masked token */
-    uint64_t tokens;        /* uint16 ids in the file: it is 2 * tokens bytes */
+    uint64_t tokens;        /* ids in the file */
     uint64_t masked_tokens; /* zero bytes in the mask file (0 when mask is NULL) */
 } ManifestShard;
 
@@ -35,11 +35,14 @@ typedef struct {
 } ManifestSource;
 
 typedef struct {
+    int version;             /* of the file read (manifest_save writes MANIFEST_VERSION) */
     int64_t generation;      /* 1 for the first ingest into the directory, +1 on each run */
     char *tokenizer;         /* the --tokenizer path as given */
     uint64_t tokenizer_hash; /* FNV-1a 64 of the tokenizer file's bytes (of the name, for builtin:bytes) */
     int vocab_size;
-    TextSplit split; /* --split of .txt and .md sources */
+    int token_width;   /* bytes per id in the shards: 2 or 4 */
+    bool token_legacy; /* version 1: the shards are headerless uint16 */
+    TextSplit split;   /* --split of .txt and .md sources */
     int64_t max_shard_mb;
     uint64_t documents, tokens, masked_tokens; /* totals over the sources (= over the shards) */
     ManifestShard *shards;                     /* (n_shards) in stream order */

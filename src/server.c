@@ -64,6 +64,17 @@ static bool is_file(const char *path) {
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* A tokenizer under D/tokenizers/: a file (tokenizer.bin, tokenizer.json), or a directory holding a
+ * tokenizer.json (a Hugging Face model directory, with its tokenizer_config.json beside it). */
+static bool is_tokenizer(const char *path) {
+    struct stat sb;
+    char json[MAX_PATH_LEN + 32];
+    if (stat(path, &sb) != 0) return false;
+    if (S_ISREG(sb.st_mode)) return true;
+    snprintf(json, sizeof json, "%s/tokenizer.json", path);
+    return S_ISDIR(sb.st_mode) && is_file(json);
+}
+
 static int make_dirs(const char *path) { /* mkdir -p for paths under the data directory */
     char tmp[MAX_PATH_LEN];
     snprintf(tmp, sizeof tmp, "%s", path);
@@ -260,15 +271,17 @@ static enum MHD_Result token_exchange(const Server *srv, struct MHD_Connection *
 /* ---- JSON views ------------------------------------------------------------------ */
 
 /* The plain-named regular files of dir as key: an array of names, or with sizes of {"name", "bytes"}. */
-static void list_dir_json(JsonBuf *j, const char *key, const char *dir, bool sizes) {
+/* The plain names in dir that `usable` accepts (a regular file, or for tokenizers is_tokenizer). */
+static void list_dir_json(JsonBuf *j, const char *key, const char *dir, bool sizes, bool (*usable)(const char *)) {
     json_array_begin(j, key);
     struct dirent **entries = NULL;
     int n = scandir(dir, &entries, NULL, alphasort);
     for (int i = 0; i < n; i++) {
         char path[MAX_PATH_LEN];
-        snprintf(path, sizeof path, "%s/%s", dir, entries[i]->d_name);
+        int len = snprintf(path, sizeof path, "%s/%s", dir, entries[i]->d_name);
         struct stat sb;
-        if (plain_name(entries[i]->d_name) && stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        if (len > 0 && (size_t)len < sizeof path && plain_name(entries[i]->d_name) && usable(path) &&
+            stat(path, &sb) == 0) {
             if (sizes) {
                 json_object_begin(j, NULL);
                 json_str(j, "name", entries[i]->d_name);
@@ -323,7 +336,7 @@ static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     json_raw(j, "options", p->options, strlen(p->options));
     json_int(j, "created_at", (int64_t)(p->created_at * 1000));
     project_dir(srv, p->id, "uploads", dir, sizeof dir);
-    list_dir_json(j, "uploads", dir, true);
+    list_dir_json(j, "uploads", dir, true, is_file);
     project_dir(srv, p->id, "data", dir, sizeof dir);
     int64_t tokens;
     data_json(j, dir, &tokens);
@@ -643,9 +656,9 @@ static enum MHD_Result api_status(Server *srv, struct MHD_Connection *c) {
     json_str(&j, "version", "neuralforge");
     json_str(&j, "data_dir", srv->data_dir);
     snprintf(dir, sizeof dir, "%s/models", srv->data_dir);
-    list_dir_json(&j, "models", dir, false);
+    list_dir_json(&j, "models", dir, false, is_file);
     snprintf(dir, sizeof dir, "%s/tokenizers", srv->data_dir);
-    list_dir_json(&j, "tokenizers", dir, false);
+    list_dir_json(&j, "tokenizers", dir, false, is_tokenizer);
     json_int(&j, "active_runs", n);
     json_object_end(&j);
     return respond_json(c, 200, &j);
@@ -662,7 +675,7 @@ static bool check_sources(Server *srv, const JsonValue *body, bool *set_model, c
     if (m && m->type != JV_NULL && m->type != JV_STRING)
         return snprintf(why, cap, "\"model\" must be a file name or null"), false;
     if (t && t->type != JV_STRING)
-        return snprintf(why, cap, "\"tokenizer\" must be a file name or builtin:bytes"), false;
+        return snprintf(why, cap, "\"tokenizer\" must be a file or directory name or builtin:bytes"), false;
     if (*model) {
         snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, *model);
         if (!plain_name(*model) || !is_file(path))
@@ -670,7 +683,7 @@ static bool check_sources(Server *srv, const JsonValue *body, bool *set_model, c
     }
     if (*tokenizer && strcmp(*tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
         snprintf(path, sizeof path, "%s/tokenizers/%s", srv->data_dir, *tokenizer);
-        if (!plain_name(*tokenizer) || !is_file(path))
+        if (!plain_name(*tokenizer) || !is_tokenizer(path))
             return snprintf(why, cap, "\"tokenizer\": no tokenizer '%.100s' in the data directory's tokenizers/",
                             *tokenizer),
                    false;

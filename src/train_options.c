@@ -31,7 +31,7 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
     [TO_N_KV_HEADS] = {"n-kv-heads", INT(0, NF_MAX_DIM), .def = "0",
                        .help = "key/value heads; 0 = as many as query heads", .group = "shape", D},
     /* a dashboard project's vocabulary is its tokenizer's: serve sets it */
-    [TO_VOCAB_SIZE] = {"vocab-size", INT(1, 65536), .def = "32000", .help = "vocabulary", .group = "shape"},
+    [TO_VOCAB_SIZE] = {"vocab-size", INT(1, NF_MAX_VOCAB), .def = "32000", .help = "vocabulary", .group = "shape"},
     [TO_SEQ_LEN] = {"seq-len", INT(1, NF_MAX_SEQ_LEN), .def = "256", .help = "context length", .group = "shape", D},
     [TO_SEPARATE_CLASSIFIER] = {"separate-classifier", ARG_FLAG, .help = "untied output weights", .group = "shape", D},
     [TO_LORA_RANK] = {"lora-rank", INT(0, LORA_MAX_RANK), .def = "0",

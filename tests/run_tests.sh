@@ -83,7 +83,7 @@ NF_SERVE_BINARY=build/asan/neuralforge ASAN_OPTIONS=detect_leaks=0 run_e2e tests
   a_forged_host_is_refused a_page_from_another_origin_cannot_change_anything the_url_token_becomes_a_session_cookie \
   every_response_carries_the_security_headers the_token_comes_from_the_environment_or_a_private_file \
   idle_half_open_connections_do_not_lock_out_a_request one_client_address_gets_at_most_its_share_of_the_connections \
-  an_idle_connection_is_closed_after_the_timeout
+  an_idle_connection_is_closed_after_the_timeout a_tokenizer_may_be_a_directory_holding_a_tokenizer_json
 
 if [ ${#failures[@]} -gt 0 ]; then
   echo "failing: ${failures[*]}"

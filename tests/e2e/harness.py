@@ -9,6 +9,7 @@ import http.client
 import json
 import signal
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,39 @@ def shared(name):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix="nf_e2e_")
+
+
+TOKEN_MAGIC = b"\xff\xffNFTOK\0"  # src/tokenfile.h
+
+
+def token_header(count, width=2, vocab=0, version=1, magic=TOKEN_MAGIC):
+    """The 1024-byte header of a token file (docs/formats.md)."""
+    return (magic + struct.pack("<IIQI", version, width, count, vocab)).ljust(1024, b"\0")
+
+
+def write_tokens(path, ids, width=2, vocab=0, header=True):
+    """A token file: the header and ids of `width` bytes, or (header=False) llama2.c's headerless uint16."""
+    import numpy as np
+    body = np.asarray(ids, dtype="<u4" if width == 4 else "<u2").tobytes()
+    with open(path, "wb") as f:
+        f.write((token_header(len(ids), width, vocab) if header else b"") + body)
+
+
+def read_tokens(path, with_header=False):
+    """A token file's ids (a list), checking its header; with_header: (ids, (width, count, vocab)) where a
+    legacy headerless file gives (2, count, None)."""
+    import numpy as np
+    raw = open(path, "rb").read()
+    if raw[:4] != TOKEN_MAGIC[:4]:
+        ids = np.frombuffer(raw, dtype="<u2").tolist()
+        return (ids, (2, len(ids), None)) if with_header else ids
+    assert raw[:8] == TOKEN_MAGIC and len(raw) >= 1024, raw[:16]
+    version, width, count, vocab = struct.unpack_from("<IIQI", raw, 8)
+    assert version == 1 and width in (2, 4) and raw[28:1024] == bytes(996), (version, width)
+    assert len(raw) == 1024 + count * width, (len(raw), count, width)
+    ids = np.frombuffer(raw[1024:], dtype="<u4" if width == 4 else "<u2").tolist()
+    assert vocab == 0 or max(ids, default=0) < vocab
+    return (ids, (width, count, vocab)) if with_header else ids
 
 
 class Result:

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from harness import PROBE, run, run_all, shared, test, tmpdir
+from harness import PROBE, read_tokens, run, run_all, shared, test, tmpdir
 
 
 def greedy(model, extra=()):
@@ -40,7 +40,7 @@ def story_tokens():
     ids = os.path.join(tmpdir(), "story.bin")
     assert run(["tokenize", "--input", text, "--output", ids, "--tokenizer", shared("tok512.bin"),
                 "--split", "none"]).rc == 0
-    return np.fromfile(ids, dtype="<u2")[:400].tolist()
+    return read_tokens(ids)[:400]
 
 
 def probe_perplexity(tokens, how):

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import torch
 
-from harness import NF, PROBE, assert_error, run, run_all, shared, test, tmpdir
+from harness import NF, PROBE, assert_error, read_tokens, run, run_all, shared, test, tmpdir, write_tokens
 from llama_ref import CFG, random_weights, torch_loss, write_v0
 
 CHAT = {"messages": [
@@ -63,13 +63,13 @@ def stream(out):
     m = manifest(out)
     toks, masks = [], []
     for s in m["shards"]:
-        t = np.fromfile(os.path.join(out, s["file"]), dtype="<u2")
+        t = np.asarray(read_tokens(os.path.join(out, s["file"])), dtype="<u4")
         assert len(t) == s["tokens"]
         mk = np.fromfile(os.path.join(out, s["mask"]), dtype="u1") if s["mask"] else np.ones(len(t), "u1")
         assert len(mk) == len(t) and int((mk == 0).sum()) == s["masked_tokens"]
         toks.append(t)
         masks.append(mk)
-    return (np.concatenate(toks) if toks else np.zeros(0, "<u2"),
+    return (np.concatenate(toks) if toks else np.zeros(0, "<u4"),
             np.concatenate(masks) if masks else np.zeros(0, "u1"))
 
 
@@ -118,7 +118,7 @@ def ingest_small_tree_messages_manifest_and_shards():
     assert [f["documents"] for f in files] == [3, 0, 1, files[3]["documents"], 2]
 
     m = manifest(out)
-    assert m["format"] == "neuralforge-ingest" and m["version"] == 1 and m["split"] == "eot"
+    assert m["format"] == "neuralforge-ingest" and m["version"] == 2 and m["token_width"] == 2 and m["split"] == "eot"
     assert m["tokenizer"]["vocab_size"] == 512 and m["tokenizer"]["hash"].startswith("fnv1a64:")
     assert [s["path"] for s in m["sources"]] == ["chat.jsonl", "notes/readme.md", "stories.txt", "table.csv"]
     assert m["tokens"] == done["tokens"] and m["masked_tokens"] == done["masked_tokens"]
@@ -133,7 +133,7 @@ def ingest_small_tree_messages_manifest_and_shards():
         t = run(["tokenize", "--input", os.path.join(src, path), "--output", ref, "--tokenizer", shared("tok512.bin")])
         assert t.rc == 0
         toks, mask = source_slice(out, path)
-        assert toks.tobytes() == open(ref, "rb").read(), path
+        assert toks.tolist() == read_tokens(ref), path
         assert mask.all()
     assert source_slice(out, "stories.txt")[0].size == files[3]["tokens"] > 1000
 
@@ -283,7 +283,7 @@ def masked_eval_loss_is_the_mean_over_completion_targets():
     assert abs(want_all - want_masked) > 1e-2  # the mask really changes the number
     # the same tokens without the mask: the plain mean over every target
     plain = os.path.join(tmpdir(), "plain.bin")
-    toks.tofile(plain)
+    toks.astype("<u2").tofile(plain)  # a headerless (llama2.c) file
     p = run(["eval", "--model", shared("stories260K.bin"), "--data", plain, "--batch", B, "--seq", T,
              "--batches", batches])
     assert abs(p.one("eval")["loss"] - want_all) < 1e-4 * want_all
@@ -508,6 +508,9 @@ def train_refuses_shards_that_do_not_match_the_manifest():
     open(mask, "wb").write(good)
     data = open(shard, "rb").read()
     open(shard, "wb").write(data[:-2])
+    assert_error(run(args), "bad_data", "its header lists")
+    open(shard, "wb").write(data)
+    write_tokens(shard, read_tokens(shard)[:-1], 2)  # a sound file, one token short of the manifest's count
     assert_error(run(args), "bad_data", "the manifest of")
     open(shard, "wb").write(data)
     assert run(args).rc == 0

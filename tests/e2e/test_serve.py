@@ -11,6 +11,7 @@ headers, and connections held open to exhaust the server."""
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -19,7 +20,7 @@ import subprocess
 import threading
 import time
 
-from harness import NF, TOKEN, Serve, assert_error, enospc_env, run, run_all, test, tmpdir
+from harness import NF, TOKEN, Serve, assert_error, enospc_env, run, run_all, shared, test, tmpdir
 
 JSON = {"Content-Type": "application/json"}
 SECURITY_HEADERS = {
@@ -147,6 +148,32 @@ def no_request_reaches_a_path_outside_the_data_directory():
                 assert "evil" not in f, os.path.join(root, f)
         assert not os.path.exists(os.path.join(outside, "evil.txt"))
         assert sorted(os.listdir(outside)) == ["secret.txt"]
+    finally:
+        s.stop()
+
+
+@test
+def a_tokenizer_may_be_a_directory_holding_a_tokenizer_json():
+    d = tmpdir()
+    data = os.path.join(d, "data")
+    toks = os.path.join(data, "tokenizers")
+    os.makedirs(os.path.join(toks, "qwen3"))
+    open(os.path.join(toks, "qwen3", "tokenizer.json"), "w").write("{}")
+    os.makedirs(os.path.join(toks, "empty"))  # a directory without tokenizer.json is no tokenizer
+    os.makedirs(os.path.join(toks, "nested", "tokenizer.json"))  # nor one whose tokenizer.json is a directory
+    open(os.path.join(toks, "tok.bin"), "wb").write(b"x")
+    # with a base model, creating the project reads no tokenizer (from scratch it would load it for the vocab size)
+    os.makedirs(os.path.join(data, "models"))
+    shutil.copy(shared("stories260K.bin"), os.path.join(data, "models", "m.bin"))
+    s = Serve(data)
+    try:
+        assert s.ok("GET", "/api/status")["tokenizers"] == ["qwen3", "tok.bin"]
+        for name in ("qwen3", "tok.bin"):
+            p = s.ok("POST", "/api/projects", {"name": name, "model": "m.bin", "tokenizer": name})
+            assert p["tokenizer"] == name, p
+        for bad in ("empty", "nested", "qwen3/tokenizer.json", "../data/tokenizers/qwen3", "missing"):
+            code, body = s.request("POST", "/api/projects", {"name": "p", "tokenizer": bad})
+            assert code == 400 and "tokenizer" in body["error"], (bad, code, body)
     finally:
         s.stop()
 

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import sentencepiece as spm
 
-from harness import PROBE, run, run_all, shared, test, tmpdir
+from harness import PROBE, read_tokens, run, run_all, shared, test, tmpdir
 
 HARD_TEXT = (
     "Héllo wörld — café, naïve façade. Ærøskøbing!\n"
@@ -117,7 +117,7 @@ def tokenize_command_yields_sentencepiece_ids_for_every_story():
     r = run(["tokenize", "--input", src, "--output", out, "--tokenizer", shared("llama2_tokenizer.bin")])
     assert r.rc == 0, r.stderr
     msg = r.one("tokenize")
-    ids = np.fromfile(out, dtype="<u2").tolist()
+    ids = read_tokens(out)
     assert msg["tokens"] == len(ids)
     assert msg["bytes"] == os.path.getsize(src)
     assert msg["input"] == src and msg["output"] == out
@@ -148,7 +148,7 @@ def tokenize_blank_and_none_split_modes():
         expected = []
         for doc in docs:
             expected += [1] + sp.encode(doc)
-        assert np.fromfile(out, dtype="<u2").tolist() == expected, split
+        assert read_tokens(out) == expected, split
 
 
 @test

@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from harness import NF, PROBE, Result, assert_error, enospc_env, run, run_all, run_interrupted, shared, test, tmpdir
+from harness import (NF, PROBE, Result, assert_error, enospc_env, read_tokens, run, run_all, run_interrupted, shared,
+                     test, tmpdir)
 from llama_ref import random_weights, write_v0
 
 _cache = {}
@@ -52,7 +53,7 @@ def messages_of(stdout):
 @test
 def from_scratch_on_shakespeare_val_loss_falls_well_below_unigram_entropy():
     data = tokenized("tinyshakespeare.txt", "none")
-    ids = np.fromfile(data, dtype="<u2")
+    ids = np.asarray(read_tokens(data))
     counts = np.bincount(ids[: int(len(ids) * 0.9)], minlength=512).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     entropy = float(-(p * np.log(p)).sum())
@@ -86,7 +87,7 @@ def bf16_training_ends_within_one_percent_of_fp32():
 
 @test
 def finetuning_stories260k_starts_near_its_loss_and_improves():
-    ids = np.fromfile(tokenized("tinystories_train_2MiB.txt"), dtype="<u2")
+    ids = np.asarray(read_tokens(tokenized("tinystories_train_2MiB.txt")), dtype="<u2")
     cut = int(np.nonzero(ids[int(len(ids) * 0.9):] == 1)[0][0] + int(len(ids) * 0.9))  # at a story's BOS
     d = tmpdir()
     train, val = os.path.join(d, "train.bin"), os.path.join(d, "val.bin")

@@ -218,12 +218,33 @@ def cases():
            m(shards=[dict(shard, file="../../etc/passwd")])),
           ("manifest_totals_wrong", "manifest: totals that do not add up", "manifest", m(tokens=1)),
           ("manifest_depth_10^6", "manifest nested 10^6 deep", "manifest", deep(10 ** 6)),
-          ("manifest_version_2", "manifest: version 2", "manifest", m(version=2)),
+          ("manifest_version_3", "manifest: version 3", "manifest", m(version=3)),
+          ("manifest_token_width_3", "manifest: version 2 with token_width 3", "manifest",
+           m(version=2, token_width=3)),
           ("manifest_missing_shard", "manifest naming a shard that is not there", "manifest", m())]
     # ---- token data
     c += [("tokens_odd_size", "token data of 3 bytes", "tokens", b"\1\0\2"),
           ("tokens_id_past_vocab", "token data with id 65535 (vocabulary 16)", "tokens",
            struct.pack("<64H", *[65535] * 64))]
+    # ---- token files with a header (src/tokenfile.h)
+    def th(count, width=2, version=1):
+        return (b"\xff\xffNFTOK\0" + struct.pack("<IIQI", version, width, count, 0)).ljust(1024, b"\0")
+
+    ones = struct.pack("<64I", *[1] * 64)
+    c += [("tokens_header_truncated", "token file: a header cut at 100 bytes", "tokens", th(64, 4)[:100]),
+          ("tokens_header_bad_magic", "token file: FF FF 'N' 'F' then a wrong magic", "tokens",
+           b"\xff\xffNFxxxx" + th(64, 4)[8:] + ones),
+          ("tokens_header_version_9", "token file: header version 9", "tokens", th(64, 4, 9) + ones),
+          ("tokens_header_width_3", "token file: token width 3", "tokens", th(64, 3) + ones),
+          ("tokens_header_width_2^32-1", "token file: token width 2^32-1", "tokens", th(64, 2 ** 32 - 1) + ones),
+          ("tokens_header_count_2^63", "token file: a count of 2^63 ids", "tokens", th(U63, 4) + ones),
+          ("tokens_header_count_wraps", "token file: count * 4 wraps to the size", "tokens",
+           th((1 << 62) + 64, 4) + ones),
+          ("tokens_header_count_short", "token file: a count one short of the size", "tokens", th(63, 4) + ones),
+          ("tokens_header_reserved", "token file: a non-zero reserved byte", "tokens",
+           th(64, 4)[:1000] + b"\1" + th(64, 4)[1001:] + ones),
+          ("tokens_width4_id_2^32-1", "token file: width 4, id 2^32-1", "tokens",
+           th(64, 4) + struct.pack("<64I", *[2 ** 32 - 1] * 64))]
     return c
 
 

@@ -142,6 +142,13 @@ def main():
     add("encode", "story.txt", b"Once upon a time, there was a little girl named Lily.\n")
     add("encode", "mixed.txt", "caf\u00e9 \u2581\u2581 <0x41> \u4e2d\u6587 \U0001f600".encode() + b"\xff\xc3 \x00\n")
     add("encode", "empty.txt", b"")
+    # token files (src/tokenfile.h): the header with each width, and a legacy headerless one
+    def token_file(ids, width, vocab):
+        head = (b"\xff\xffNFTOK\0" + struct.pack("<IIQI", 1, width, len(ids), vocab)).ljust(1024, b"\0")
+        return head + struct.pack(f"<{len(ids)}{'I' if width == 4 else 'H'}", *ids)
+    add("tokenfile", "w2.bin", token_file([1, 300, 7, 65535, 2], 2, 65536))
+    add("tokenfile", "w4.bin", token_file([1, 151935, 70000, 3], 4, 151936))
+    add("tokenfile", "legacy.bin", struct.pack("<5H", 1, 300, 7, 400, 2))
 
     for harness, files in seeds.items():
         d = os.path.join(CORPUS, harness)

@@ -303,6 +303,7 @@ static void test_manifest_round_trip_and_checks(void **state) {
                   .tokenizer = "tok \"512\".bin",
                   .tokenizer_hash = 42,
                   .vocab_size = 512,
+                  .token_width = 2,
                   .split = TEXT_SPLIT_BLANK,
                   .max_shard_mb = 1,
                   .documents = 3,
@@ -319,6 +320,9 @@ static void test_manifest_round_trip_and_checks(void **state) {
     Manifest r;
     assert_int_equal(manifest_load(dir, &r, &err), 0);
     assert_int_equal(r.generation, 3);
+    assert_int_equal(r.version, MANIFEST_VERSION);
+    assert_int_equal(r.token_width, 2);
+    assert_false(r.token_legacy);
     assert_string_equal(r.tokenizer, "tok \"512\".bin");
     assert_int_equal(r.tokenizer_hash, 42);
     assert_int_equal(r.split, TEXT_SPLIT_BLANK);
@@ -344,10 +348,10 @@ static void test_manifest_round_trip_and_checks(void **state) {
     char path[128];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     FILE *f = fopen(path, "w");
-    fputs("{\"format\": \"neuralforge-ingest\", \"version\": 2}", f);
+    fputs("{\"format\": \"neuralforge-ingest\", \"version\": 3}", f);
     fclose(f);
     assert_int_equal(manifest_load(dir, &r, &err), -1);
-    assert_non_null(strstr(err.message, "version 2"));
+    assert_non_null(strstr(err.message, "version 3"));
     unlink(path);
     rmdir(dir);
 }
@@ -374,6 +378,10 @@ static void expect_manifest_error(const char *dir, const char *text, const char 
     "{\"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"                         \
     " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": 512}," \
     " \"split\": \"eot\", \"max_shard_mb\": 1, \"documents\": 0, \"tokens\": 0, \"masked_tokens\": 0"
+#define MANIFEST_HEAD_V2(vocab, width)                                                                           \
+    "{\"format\": \"neuralforge-ingest\", \"version\": 2, \"generation\": 1,"                                    \
+    " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": " vocab "}" width \
+    ", \"split\": \"eot\", \"max_shard_mb\": 1, \"documents\": 0, \"tokens\": 0, \"masked_tokens\": 0"
 #define SHARD_OF(tokens) "{\"file\": \"s%d.bin\", \"mask\": null, \"tokens\": " tokens ", \"masked_tokens\": 0}"
 
 /* The checks of the streamed reader (shards and sources come one element at a time). */
@@ -396,8 +404,15 @@ static void test_manifest_streamed_checks(void **state) {
     expect_manifest_error(dir, MANIFEST_HEAD ", \"shards\": [}", want);
     expect_manifest_error(dir, "[]", "invalid JSON at byte 0: '{' expected");
     /* another version is named as such even when its shards would not read as this version's */
-    expect_manifest_error(dir, "{\"format\": \"neuralforge-ingest\", \"version\": 2, \"shards\": [{\"v2\": 1}]}",
-                          "has version 2");
+    expect_manifest_error(dir, "{\"format\": \"neuralforge-ingest\", \"version\": 3, \"shards\": [{\"v3\": 1}]}",
+                          "has version 3");
+    /* version 2 lists its shards' token width, and 2-byte ids cannot address more than 65536 pieces */
+    expect_manifest_error(dir, MANIFEST_HEAD_V2("512", "") ", \"shards\": [], \"sources\": []}",
+                          "missing or mistyped field \"token_width\"");
+    expect_manifest_error(dir, MANIFEST_HEAD_V2("512", ", \"token_width\": 3") ", \"shards\": [], \"sources\": []}",
+                          "token_width is not 2 or 4");
+    expect_manifest_error(dir, MANIFEST_HEAD_V2("100000", ", \"token_width\": 2") ", \"shards\": [], \"sources\": []}",
+                          "token_width is 2 but the vocab_size is past 65536");
     /* counts that wrap around uint64 when added up: 256 shards of 2^56 tokens are not 0 tokens in all */
     size_t cap = 256 * 100 + 1024, o = 0;
     char *text = malloc(cap);
