@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "chat_template.h"
 #include "commands.h"
 #include "ingest.h"
 #include "util.h"
@@ -40,7 +41,7 @@ static void report_file(void *ctx, const IngestFileReport *r) {
 }
 
 int cmd_ingest(int argc, char **argv, NfOut *out) {
-    const char *source = NULL, *output = NULL, *tokenizer_path = NULL, *split = "eot";
+    const char *source = NULL, *output = NULL, *tokenizer_path = NULL, *split = "eot", *chat_template = "auto";
     int64_t max_shard_mb = 64, max_file_mb = 1024;
     bool incremental = false;
     ArgSpec specs[] = {
@@ -55,6 +56,9 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
          .help = ".txt/.md documents end at <|endoftext|> lines (default), blank lines, or only at the end"},
         {"incremental", ARG_FLAG, &incremental,
          .help = "tokenize only files changed since the last ingest into --output"},
+        {"chat-template", ARG_CHOICE, &chat_template, .choices = CHAT_TEMPLATE_CHOICES,
+         .help = "template of JSONL chats (\"messages\"): auto (the tokenizer's tokenizer_config.json; llama2 for "
+                 "tokenizer.bin, the default), llama3, chatml, llama2, or none (chats refused)"},
     };
     int n_specs = (int)(sizeof specs / sizeof specs[0]);
     NfError err = {0};
@@ -67,7 +71,8 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "ingest needs --source, --output and --tokenizer");
         return emit_error(out, &err);
     }
-    IngestOptions o = {source, output, tokenizer_path, TEXT_SPLIT_EOT, max_shard_mb, max_file_mb, incremental};
+    IngestOptions o = {source,       output,      tokenizer_path, TEXT_SPLIT_EOT,
+                       max_shard_mb, max_file_mb, incremental,    chat_template};
     text_split_parse(split, &o.split); /* one of the choices: args_parse checked it */
     Reporter rep = {out, isatty(STDERR_FILENO), 0, 0, nf_now_ms(), nf_now_ms()};
     IngestSummary s;
@@ -94,6 +99,7 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
     json_int(&j, "masked_tokens", (int64_t)s.masked_tokens);
     json_int(&j, "shards", s.shards);
     json_int(&j, "generation", s.generation);
+    json_str(&j, "chat_template", s.chat_template);
     json_str(&j, "output", output);
     json_number(&j, "ms", ms);
     msg_emit(out, &j);

@@ -487,6 +487,7 @@ static int hash_tokenizer(const char *path, uint64_t *h, NfError *err) {
 /* Everything a run holds, freed in one place. */
 typedef struct {
     Tokenizer tok;
+    ChatTemplate chat;
     SourceList src;
     OldRun old;
     bool have_old;
@@ -535,7 +536,8 @@ static int ingest_file(Run *r, const IngestOptions *o, const SourceEntry *e, Ing
         s->masked_tokens = old->masked_tokens;
     } else if (rc == 0) {
         DocCounter c = {p, 0, 0, 0};
-        rc = records_read(e->kind, e->full, (const char *)f.data, f.size, o->split, &r->tok, pack_document, &c, err);
+        rc = records_read(e->kind, e->full, (const char *)f.data, f.size, o->split, &r->tok, &r->chat, pack_document,
+                          &c, err);
         s->documents = c.documents;
         s->tokens = c.tokens;
         s->masked_tokens = c.masked;
@@ -589,11 +591,13 @@ static int prepare_output(Run *r, const IngestOptions *o, uint64_t tok_hash, int
                            o->output);
         }
     }
-    if (r->have_old && (r->old.m.tokenizer_hash != tok_hash || r->old.m.split != o->split))
+    if (r->have_old &&
+        (r->old.m.tokenizer_hash != tok_hash || r->old.m.split != o->split || r->old.m.chat_template != r->chat.kind))
         return nf_fail(err, NF_ERR_USAGE,
                        "--incremental: '%s' was ingested with %s; run without --incremental to rebuild it", o->output,
                        r->old.m.tokenizer_hash != tok_hash ? "another tokenizer (a different file)"
-                                                           : "another --split");
+                       : r->old.m.split != o->split        ? "another --split"
+                                                           : "another chat template (--chat-template)");
     if (r->have_old && old_run_map(&r->old, o->output, err) != 0) return -1;
     *generation = (last > max_generation ? last : max_generation) + 1;
     return 0;
@@ -618,6 +622,8 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
                      r.tok.vocab_size);
         goto done;
     }
+    if (chat_template_choose(o->chat_template ? o->chat_template : "auto", o->tokenizer_path, &r.chat, err) != 0)
+        goto fail;
     uint64_t tok_hash;
     int64_t generation = 0;
     if (hash_tokenizer(o->tokenizer_path, &tok_hash, err) != 0 ||
@@ -628,6 +634,7 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
 
     r.next.generation = generation;
     r.next.split = o->split;
+    r.next.chat_template = r.chat.kind;
     r.next.vocab_size = r.tok.vocab_size;
     r.next.tokenizer_hash = tok_hash;
     r.next.max_shard_mb = o->max_shard_mb;
@@ -672,6 +679,7 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
     sum->masked_tokens = r.next.masked_tokens;
     sum->shards = r.next.n_shards;
     sum->generation = generation;
+    sum->chat_template = chat_kind_name(r.chat.kind);
     goto done;
 fail:
     rc = -1;

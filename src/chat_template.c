@@ -1,0 +1,315 @@
+/* chat_template.c — chat templates: detection from tokenizer_config.json,
+ * the check of a chat's roles, and rendering into parts (chat_template.h). */
+#include "chat_template.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fileio.h"
+#include "json_parse.h"
+#include "textsplit.h"
+#include "util.h"
+
+static const char *const KIND_NAMES[] = {"none", "llama3", "chatml", "llama2"};
+
+const char *chat_kind_name(ChatKind k) { return KIND_NAMES[k]; }
+
+int chat_kind_parse(const char *name, ChatKind *k) {
+    for (int i = 0; i < (int)(sizeof KIND_NAMES / sizeof KIND_NAMES[0]); i++)
+        if (strcmp(name, KIND_NAMES[i]) == 0) {
+            *k = (ChatKind)i;
+            return 0;
+        }
+    return -1;
+}
+
+ChatKind chat_detect(const char *jinja) {
+    if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|end_header_id|>")) return CHAT_LLAMA3;
+    if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
+    if (strstr(jinja, "[INST]")) return CHAT_LLAMA2;
+    return CHAT_NONE;
+}
+
+/* ---- detection from the tokenizer's files ---------------------------------- */
+
+/* The directory a Hugging Face tokenizer's files are in (malloc'd), or NULL
+ * with *hf false for a tokenizer.bin or builtin:bytes: a directory is one;
+ * a file named *.json is in its directory. */
+static char *hf_directory(const char *path, bool *hf, NfError *err) {
+    struct stat st;
+    size_t n = strlen(path);
+    *hf = false;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        *hf = true;
+    } else if (n >= 5 && strcmp(path + n - 5, ".json") == 0) {
+        *hf = true;
+        const char *slash = strrchr(path, '/');
+        n = slash ? (size_t)(slash - path) : 0;
+        if (n == 0) { /* "tokenizer.json" or "/tokenizer.json" */
+            path = slash ? "/" : ".";
+            n = 1;
+        }
+    } else {
+        return NULL;
+    }
+    char *dir = malloc(n + 1);
+    if (!dir) {
+        nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        return NULL;
+    }
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return dir;
+}
+
+/* DIR/name (malloc'd) */
+static char *join_path(const char *dir, const char *name, NfError *err) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (!p)
+        nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    else
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The config's chat_template: a string, or in a list of {"name", "template"}
+ * the one named "default". NULL when it has none. */
+static const char *config_template(const JsonValue *config) {
+    const JsonValue *t = json_get(config, "chat_template");
+    if (t && t->type == JV_STRING) return t->text;
+    for (int i = 0; t && t->type == JV_ARRAY && i < t->n; i++) {
+        const JsonValue *name = json_get(&t->items[i], "name"), *body = json_get(&t->items[i], "template");
+        if (name && name->type == JV_STRING && strcmp(name->text, "default") == 0 && body && body->type == JV_STRING)
+            return body->text;
+    }
+    return NULL;
+}
+
+/* Detection from DIR's tokenizer_config.json, then chat_template.jinja. */
+static int detect_in(const char *dir, ChatKind *kind, ChatDetection *how, NfError *err) {
+    char *config = join_path(dir, "tokenizer_config.json", err), *jinja = join_path(dir, "chat_template.jinja", err);
+    int rc = 0;
+    *how = CHAT_ABSENT;
+    if (!config || !jinja) {
+        rc = -1;
+    } else if (is_file(config)) {
+        MappedFile f;
+        JsonValue v = {0};
+        if (mapped_file_open(&f, config, "tokenizer_config.json", err) != 0) {
+            rc = -1;
+        } else {
+            if (json_parse((const char *)f.data, f.size, &v, err) != 0) {
+                rc = nf_prefix(err, NF_ERR_TOKENIZER, "'%s': ", config);
+            } else if (v.type != JV_OBJECT) {
+                rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not a JSON object", config);
+            } else {
+                const char *t = config_template(&v);
+                if (t) {
+                    *kind = chat_detect(t);
+                    *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
+                }
+            }
+            json_value_free(&v);
+            mapped_file_close(&f);
+        }
+    }
+    if (rc == 0 && *how == CHAT_ABSENT && is_file(jinja)) {
+        MappedFile f;
+        if (mapped_file_open(&f, jinja, "chat_template.jinja", err) != 0) {
+            rc = -1;
+        } else {
+            char *t = malloc(f.size + 1);
+            if (!t) {
+                rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+            } else {
+                memcpy(t, f.data, f.size);
+                t[f.size] = '\0';
+                *kind = chat_detect(t);
+                *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
+                free(t);
+            }
+            mapped_file_close(&f);
+        }
+    }
+    free(config);
+    free(jinja);
+    return rc;
+}
+
+int chat_detect_for_tokenizer(const char *path, ChatKind *kind, ChatDetection *how, NfError *err) {
+    bool hf;
+    *kind = CHAT_NONE;
+    char *dir = hf_directory(path, &hf, err);
+    if (!hf) { /* tokenizer.bin and builtin:bytes: NeuralForge's Llama 2 chats, as always */
+        *kind = CHAT_LLAMA2;
+        *how = CHAT_FOUND;
+        return 0;
+    }
+    if (!dir) return -1;
+    int rc = detect_in(dir, kind, how, err);
+    free(dir);
+    return rc;
+}
+
+int chat_template_choose(const char *flag, const char *path, ChatTemplate *out, NfError *err) {
+    memset(out, 0, sizeof *out);
+    if (strcmp(flag, "auto") != 0) {
+        if (chat_kind_parse(flag, &out->kind) != 0)
+            return nf_fail(err, NF_ERR_USAGE, "--chat-template is one of %s, not '%s'", CHAT_TEMPLATE_CHOICES, flag);
+        if (out->kind == CHAT_NONE)
+            snprintf(out->refusal, sizeof out->refusal,
+                     "a chat (\"messages\") under --chat-template none; name a template with --chat-template "
+                     "auto|llama3|chatml|llama2");
+        return 0;
+    }
+    ChatDetection how;
+    if (chat_detect_for_tokenizer(path, &out->kind, &how, err) != 0) return -1;
+    if (how == CHAT_ABSENT)
+        snprintf(out->refusal, sizeof out->refusal,
+                 "a chat (\"messages\"), but the tokenizer '%.120s' has no chat_template (tokenizer_config.json); "
+                 "name one with --chat-template llama3|chatml|llama2",
+                 path);
+    else if (how == CHAT_UNKNOWN)
+        snprintf(out->refusal, sizeof out->refusal,
+                 "a chat (\"messages\"), but the chat_template of the tokenizer '%.120s' is none that --chat-template "
+                 "auto knows (llama3, chatml, llama2); name one with --chat-template llama3|chatml|llama2",
+                 path);
+    return 0;
+}
+
+/* ---- rendering ------------------------------------------------------------- */
+
+int chat_role_parse(const char *s, size_t n) {
+    static const char *const roles[] = {"system", "user", "assistant"};
+    for (int r = 0; r < 3; r++)
+        if (strlen(roles[r]) == n && memcmp(s, roles[r], n) == 0) return r;
+    return -1;
+}
+
+static const char *role_name(ChatRole r) { return r == CHAT_SYSTEM ? "system" : r == CHAT_USER ? "user" : "assistant"; }
+
+void chat_render_free(ChatRender *r) {
+    free(r->text);
+    free(r->parts);
+    memset(r, 0, sizeof *r);
+}
+
+static int add_part(ChatRender *r, ChatPartKind kind, const char *s, size_t n, bool trained, bool fresh, NfError *err) {
+    if (!nf_grow((void **)&r->parts, &r->parts_cap, r->n + 1, sizeof *r->parts, 32) ||
+        !nf_grow((void **)&r->text, &r->cap, r->len + n + 1, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    r->parts[r->n++] = (ChatPart){kind, r->len, n, trained, fresh};
+    if (n) memcpy(r->text + r->len, s, n);
+    r->len += n;
+    r->text[r->len] = '\0';
+    return 0;
+}
+
+static int text(ChatRender *r, const char *s, size_t n, bool trained, NfError *err) {
+    return add_part(r, PART_TEXT, s, n, trained, false, err);
+}
+static int lit(ChatRender *r, const char *s, NfError *err) { return text(r, s, strlen(s), false, err); }
+static int special(ChatRender *r, const char *s, bool trained, NfError *err) {
+    return add_part(r, PART_SPECIAL, s, strlen(s), trained, false, err);
+}
+static int token(ChatRender *r, ChatPartKind kind, bool trained, NfError *err) {
+    return add_part(r, kind, "", 0, trained, false, err);
+}
+
+/* m's content, stripped of surrounding ASCII whitespace when `strip` */
+static const char *content(const ChatMessage *m, bool strip, size_t *len) {
+    size_t b = 0, e = m->len;
+    if (strip) text_strip(m->content, &b, &e);
+    *len = e - b;
+    return m->content + b;
+}
+
+/* The roles' order: an optional system message, then user and assistant alternating, ending with assistant. */
+static int check_roles(const ChatMessage *m, int n, NfError *err) {
+    int first = n > 0 && m[0].role == CHAT_SYSTEM ? 1 : 0;
+    if (first >= n) return nf_fail(err, NF_ERR_DATA, "\"messages\" holds no user and assistant messages");
+    for (int i = first; i < n; i++) {
+        ChatRole due = (i - first) % 2 == 0 ? CHAT_USER : CHAT_ASSISTANT;
+        if (m[i].role == due) continue;
+        if (due == CHAT_USER)
+            return nf_fail(err, NF_ERR_DATA,
+                           "message %d has role \"%s\" where \"user\" is due (an optional system message first, then "
+                           "user and assistant alternating)",
+                           i + 1, role_name(m[i].role));
+        return nf_fail(err, NF_ERR_DATA, "message %d has role \"%s\" where \"assistant\" is due", i + 1,
+                       role_name(m[i].role));
+    }
+    if (m[n - 1].role != CHAT_ASSISTANT)
+        return nf_fail(err, NF_ERR_DATA, "the last message is from the user; a chat ends with the assistant's answer");
+    return 0;
+}
+
+static int render_llama3(const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+    if (token(r, PART_BOS, false, err) != 0) return -1;
+    for (int i = 0; i < n; i++) {
+        bool answer = m[i].role == CHAT_ASSISTANT;
+        size_t len;
+        const char *c = content(&m[i], true, &len);
+        if (special(r, "<|start_header_id|>", false, err) != 0 || lit(r, role_name(m[i].role), err) != 0 ||
+            special(r, "<|end_header_id|>", false, err) != 0 || lit(r, "\n\n", err) != 0 ||
+            text(r, c, len, answer, err) != 0 || special(r, "<|eot_id|>", answer, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int render_chatml(const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+    for (int i = 0; i < n; i++) {
+        bool answer = m[i].role == CHAT_ASSISTANT;
+        size_t len;
+        const char *c = content(&m[i], false, &len);
+        if (special(r, "<|im_start|>", false, err) != 0 || lit(r, role_name(m[i].role), err) != 0 ||
+            lit(r, "\n", err) != 0 || text(r, c, len, answer, err) != 0 || special(r, "<|im_end|>", answer, err) != 0 ||
+            lit(r, "\n", err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int render_llama2(const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+    int i = m[0].role == CHAT_SYSTEM ? 1 : 0;
+    for (; i < n; i += 2) {
+        size_t user_len, answer_len;
+        const char *user = content(&m[i], true, &user_len), *answer = content(&m[i + 1], true, &answer_len);
+        if (token(r, PART_BOS, false, err) != 0 || lit(r, "[INST] ", err) != 0) return -1;
+        r->parts[r->n - 1].fresh = true;
+        if (i == 1) { /* the first turn of a chat with a system message */
+            size_t sys_len;
+            const char *sys = content(&m[0], true, &sys_len);
+            if (lit(r, "<<SYS>>\n", err) != 0 || text(r, sys, sys_len, false, err) != 0 ||
+                lit(r, "\n<</SYS>>\n\n", err) != 0)
+                return -1;
+        }
+        if (text(r, user, user_len, false, err) != 0 || lit(r, " [/INST]", err) != 0 ||
+            add_part(r, PART_TEXT, answer, answer_len, true, true, err) != 0 || token(r, PART_EOS, true, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int chat_render(ChatKind kind, const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+    r->len = 0;
+    r->n = 0;
+    if (check_roles(m, n, err) != 0) return -1;
+    switch (kind) {
+    case CHAT_LLAMA3: return render_llama3(m, n, r, err);
+    case CHAT_CHATML: return render_chatml(m, n, r, err);
+    case CHAT_LLAMA2: return render_llama2(m, n, r, err);
+    case CHAT_NONE: break;
+    }
+    return nf_fail(err, NF_ERR_DATA, "no chat template");
+}
