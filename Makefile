@@ -75,12 +75,14 @@ build/tests/nf_probe: tests/tools/nf_probe.c $(OBJ) | build/tests
 	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
 build/tests/json_probe: tests/tools/json_probe.c $(OBJ) | build/tests
 	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
+build/tests/chat_probe: tests/tools/chat_probe.c $(OBJ) | build/tests
+	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
 
 # the failing-write shim of the disk-full tests (LD_PRELOAD; a plain build, whatever the binary under test)
 build/tests/libnf_enospc.so: tests/tools/enospc_shim.c | build/tests
 	$(CC) -std=gnu11 $(WARN) -O2 -g -fPIC -shared $< -o $@ -ldl -lpthread
 
-unit: $(UNIT_BIN) build/tests/nf_probe build/tests/json_probe build/tests/libnf_enospc.so
+unit: $(UNIT_BIN) build/tests/nf_probe build/tests/json_probe build/tests/chat_probe build/tests/libnf_enospc.so
 asan: build/asan/neuralforge $(ASAN_BIN)
 fuzz-build: $(FUZZ_BIN)
 # Each harness FUZZ_SECONDS seconds from its seeds (tests/fuzz/run.sh has the details).

@@ -197,6 +197,38 @@ int chat_role_parse(const char *s, size_t n) {
 
 static const char *role_name(ChatRole r) { return r == CHAT_SYSTEM ? "system" : r == CHAT_USER ? "user" : "assistant"; }
 
+int chat_messages_from_json(const JsonValue *messages, ChatMessage **out, int *n, NfError *err) {
+    *out = NULL;
+    *n = 0;
+    if (messages->type != JV_ARRAY) return nf_fail(err, NF_ERR_DATA, "\"messages\" is not an array");
+    ChatMessage *m = messages->n > 0 ? nf_alloc_array((size_t)messages->n, sizeof *m, err) : NULL;
+    if (messages->n > 0 && !m) return -1;
+    for (int i = 0; i < messages->n; i++) {
+        const JsonValue *v = &messages->items[i];
+        const JsonValue *role = v->type == JV_OBJECT ? json_get(v, "role") : NULL,
+                        *text = v->type == JV_OBJECT ? json_get(v, "content") : NULL;
+        int r = role && role->type == JV_STRING ? chat_role_parse(role->text, role->len) : -1;
+        int rc = 0;
+        if (v->type != JV_OBJECT)
+            rc = nf_fail(err, NF_ERR_DATA, "message %d is not an object", i + 1);
+        else if (!role || role->type != JV_STRING)
+            rc = nf_fail(err, NF_ERR_DATA, "message %d has no \"role\" string", i + 1);
+        else if (!text || text->type != JV_STRING)
+            rc = nf_fail(err, NF_ERR_DATA, "message %d has no \"content\" string", i + 1);
+        else if (r < 0)
+            rc = nf_fail(err, NF_ERR_DATA, "message %d has role \"%.40s\"; roles are system, user and assistant", i + 1,
+                         role->text);
+        if (rc != 0) {
+            free(m);
+            return -1;
+        }
+        m[i] = (ChatMessage){(ChatRole)r, text->text, text->len};
+    }
+    *out = m;
+    *n = messages->n;
+    return 0;
+}
+
 void chat_render_free(ChatRender *r) {
     free(r->text);
     free(r->parts);

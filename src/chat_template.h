@@ -35,6 +35,8 @@
 
 #include "error.h"
 
+struct JsonValue; /* json_parse.h */
+
 typedef enum { CHAT_NONE, CHAT_LLAMA3, CHAT_CHATML, CHAT_LLAMA2 } ChatKind;
 
 /* `ingest --chat-template` values, in ArgSpec's choices syntax. */
@@ -85,6 +87,11 @@ typedef struct {
     const char *content; /* content[0..len), as the record has it */
     size_t len;
 } ChatMessage;
+
+/* A record's "messages" (an array of {"role", "content"} objects; other
+ * members are ignored) as messages pointing into the JSON's strings: *out
+ * (malloc'd, n of them) lives no longer than `messages`. Errors: bad_data. */
+int chat_messages_from_json(const struct JsonValue *messages, ChatMessage **out, int *n, NfError *err);
 
 typedef enum { PART_BOS, PART_EOS, PART_SPECIAL, PART_TEXT } ChatPartKind;
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "args.h"
+#include "chat_template.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "model.h"
@@ -24,7 +25,9 @@ static void emit_model_info(NfOut *out, const char *path, const Model *m) {
     msg_emit(out, &j);
 }
 
-static void emit_tokenizer_info(NfOut *out, const char *path, const Tokenizer *t) {
+/* chat_template: what `ingest --chat-template auto` would use: the template's
+ * name, "unknown" (a chat_template of another kind), or null (none). */
+static void emit_tokenizer_info(NfOut *out, const char *path, const Tokenizer *t, ChatKind chat, ChatDetection how) {
     JsonBuf j;
     msg_begin(&j, "info");
     json_str(&j, "key", "tokenizer");
@@ -36,6 +39,10 @@ static void emit_tokenizer_info(NfOut *out, const char *path, const Tokenizer *t
     json_int(&j, "bos_id", TOKEN_BOS);
     json_int(&j, "eos_id", TOKEN_EOS);
     json_int(&j, "byte_pieces", t->n_byte_pieces);
+    if (how == CHAT_ABSENT)
+        json_null_value(&j, "chat_template");
+    else
+        json_str(&j, "chat_template", how == CHAT_UNKNOWN ? "unknown" : chat_kind_name(chat));
     json_object_end(&j);
     msg_emit(out, &j);
 }
@@ -79,7 +86,11 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     Checkpoint adapters = {0};
     int status = 0;
     if (model_path && model_load(&model, model_path, &err) != 0) goto fail;
-    if (tokenizer_path && tokenizer_load(&tok, tokenizer_path, &err) != 0) goto fail;
+    ChatKind chat = CHAT_NONE;
+    ChatDetection how = CHAT_ABSENT;
+    if (tokenizer_path && (tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
+                           chat_detect_for_tokenizer(tokenizer_path, &chat, &how, &err) != 0))
+        goto fail;
     if (model_path && tokenizer_path && tokenizer_check_vocab(&tok, model.config.vocab_size, &err) != 0) goto fail;
     if (lora_path) {
         if (checkpoint_load(lora_path, &adapters, false, &err) != 0) goto fail;
@@ -90,7 +101,7 @@ int cmd_info(int argc, char **argv, NfOut *out) {
         if (model_path && checkpoint_check_base(&adapters, lora_path, model_path, &model.config, &err) != 0) goto fail;
     }
     if (model_path) emit_model_info(out, model_path, &model);
-    if (tokenizer_path) emit_tokenizer_info(out, tokenizer_path, &tok);
+    if (tokenizer_path) emit_tokenizer_info(out, tokenizer_path, &tok, chat, how);
     if (lora_path) emit_lora_info(out, lora_path, &adapters);
     goto done;
 fail:

@@ -184,28 +184,9 @@ static int add_chat(Document *d, const Tokenizer *t, ChatKind kind, const ChatRe
 /* {"messages": [...]}: the chat through the run's template (chat_template.h). */
 static int chat_document(const Tokenizer *t, const ChatTemplate *chat, const JsonValue *messages, Document *d,
                          NfError *err) {
-    if (messages->type != JV_ARRAY) return nf_fail(err, NF_ERR_DATA, "\"messages\" is not an array");
-    if (chat->kind == CHAT_NONE) return nf_fail(err, NF_ERR_DATA, "%s", chat->refusal);
-    int n = messages->n;
-    ChatMessage *m = n > 0 ? nf_alloc_array((size_t)n, sizeof *m, err) : NULL;
-    if (n > 0 && !m) return -1;
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < n; i++) {
-        const JsonValue *v = &messages->items[i];
-        const JsonValue *role = v->type == JV_OBJECT ? json_get(v, "role") : NULL,
-                        *text = v->type == JV_OBJECT ? json_get(v, "content") : NULL;
-        if (v->type != JV_OBJECT)
-            rc = nf_fail(err, NF_ERR_DATA, "message %d is not an object", i + 1);
-        else if (!role || role->type != JV_STRING)
-            rc = nf_fail(err, NF_ERR_DATA, "message %d has no \"role\" string", i + 1);
-        else if (!text || text->type != JV_STRING)
-            rc = nf_fail(err, NF_ERR_DATA, "message %d has no \"content\" string", i + 1);
-        else if (chat_role_parse(role->text, role->len) < 0)
-            rc = nf_fail(err, NF_ERR_DATA, "message %d has role \"%.40s\"; roles are system, user and assistant", i + 1,
-                         role->text);
-        else
-            m[i] = (ChatMessage){(ChatRole)chat_role_parse(role->text, role->len), text->text, text->len};
-    }
+    if (chat->kind == CHAT_NONE && messages->type == JV_ARRAY) return nf_fail(err, NF_ERR_DATA, "%s", chat->refusal);
+    ChatMessage *m = NULL;
+    int n = 0, rc = chat_messages_from_json(messages, &m, &n, err);
     ChatRender r = {0};
     if (rc == 0 && chat_render(chat->kind, m, n, &r, err) != 0) rc = -1;
     if (rc == 0) rc = add_chat(d, t, chat->kind, &r, err);
