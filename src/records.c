@@ -53,28 +53,35 @@ static int document_add_token(Document *d, int id, bool counted, NfError *err) {
     return mark(d, from, counted, err);
 }
 
-/* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
+/* Appends one control id; nothing when the tokenizer has none (id -1). */
+static int document_add_control(Document *d, int id, bool counted, NfError *err) {
+    return id < 0 ? 0 : document_add_token(d, id, counted, err);
+}
+
+/* Appends the ids of text[0..n) (no BOS/EOS; nothing when n is 0); special tokens spelled in it are
+ * control ids only when the command was given --parse-special (t->parse_special). */
 static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err) {
     size_t from = d->ids.len;
-    if (tokenizer_encode(t, text, n, false, false, &d->ids, err) != 0) return -1;
+    if (tokenizer_encode(t, text, n, t->parse_special ? TOKENIZE_PARSE_SPECIAL : 0, &d->ids, err) != 0) return -1;
     return mark(d, from, counted, err);
 }
 
-/* A text document: BOS and the text, every id counted. */
+/* A text document: BOS and the text (and EOS), as the tokenizer's add_bos / add_eos say, every id counted. */
 static int text_document(Document *d, const Tokenizer *t, const char *text, size_t n, NfError *err) {
     document_reset(d);
-    if (document_add_token(d, TOKEN_BOS, true, err) != 0) return -1;
-    return document_add_text(d, t, text, n, true, err);
+    if (t->add_bos && document_add_control(d, t->bos_id, true, err) != 0) return -1;
+    if (document_add_text(d, t, text, n, true, err) != 0) return -1;
+    return t->add_eos ? document_add_control(d, t->eos_id, true, err) : 0;
 }
 
 /* A prompt (masked, with the BOS before it) and its answer (counted, with the EOS after it), appended. */
 static int add_turn(Document *d, const Tokenizer *t, const char *prompt, size_t prompt_len, const char *answer,
                     size_t answer_len, NfError *err) {
-    if (document_add_token(d, TOKEN_BOS, false, err) != 0 ||
+    if ((t->add_bos && document_add_control(d, t->bos_id, false, err) != 0) ||
         document_add_text(d, t, prompt, prompt_len, false, err) != 0 ||
         document_add_text(d, t, answer, answer_len, true, err) != 0)
         return -1;
-    return document_add_token(d, TOKEN_EOS, true, err);
+    return document_add_control(d, t->eos_id, true, err);
 }
 
 /* ---- JSONL ---------------------------------------------------------------- */
