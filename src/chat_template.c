@@ -2,13 +2,14 @@
  * the check of a chat's roles, and rendering into parts (chat_template.h). */
 #include "chat_template.h"
 
-#include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "hf_tokenizer.h"
 #include "json_parse.h"
 #include "textsplit.h"
 #include "util.h"
@@ -35,47 +36,6 @@ ChatKind chat_detect(const char *jinja) {
 
 /* ---- detection from the tokenizer's files ---------------------------------- */
 
-/* The directory a Hugging Face tokenizer's files are in (malloc'd), or NULL
- * with *hf false for a tokenizer.bin or builtin:bytes: a directory is one;
- * a file named *.json is in its directory. */
-static char *hf_directory(const char *path, bool *hf, NfError *err) {
-    struct stat st;
-    size_t n = strlen(path);
-    *hf = false;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        *hf = true;
-    } else if (n >= 5 && strcmp(path + n - 5, ".json") == 0) {
-        *hf = true;
-        const char *slash = strrchr(path, '/');
-        n = slash ? (size_t)(slash - path) : 0;
-        if (n == 0) { /* "tokenizer.json" or "/tokenizer.json" */
-            path = slash ? "/" : ".";
-            n = 1;
-        }
-    } else {
-        return NULL;
-    }
-    char *dir = malloc(n + 1);
-    if (!dir) {
-        nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        return NULL;
-    }
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-    return dir;
-}
-
-/* DIR/name (malloc'd) */
-static char *join_path(const char *dir, const char *name, NfError *err) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (!p)
-        nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    else
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
@@ -83,84 +43,79 @@ static bool is_file(const char *path) {
 
 /* The config's chat_template: a string, or in a list of {"name", "template"}
  * the one named "default". NULL when it has none. */
-static const char *config_template(const JsonValue *config) {
-    const JsonValue *t = json_get(config, "chat_template");
-    if (t && t->type == JV_STRING) return t->text;
-    for (int i = 0; t && t->type == JV_ARRAY && i < t->n; i++) {
-        const JsonValue *name = json_get(&t->items[i], "name"), *body = json_get(&t->items[i], "template");
-        if (name && name->type == JV_STRING && strcmp(name->text, "default") == 0 && body && body->type == JV_STRING)
-            return body->text;
+static const char *config_template(const json_t *config) {
+    const json_t *t = json_object_get(config, "chat_template");
+    if (json_is_string(t)) return json_string_value(t);
+    for (size_t i = 0; json_is_array(t) && i < json_array_size(t); i++) {
+        const json_t *item = json_array_get(t, i);
+        const char *name = json_string_value(json_object_get(item, "name"));
+        const char *body = json_string_value(json_object_get(item, "template"));
+        if (name && body && strcmp(name, "default") == 0) return body;
     }
     return NULL;
 }
 
-/* Detection from DIR's tokenizer_config.json, then chat_template.jinja. */
-static int detect_in(const char *dir, ChatKind *kind, ChatDetection *how, NfError *err) {
-    char *config = join_path(dir, "tokenizer_config.json", err), *jinja = join_path(dir, "chat_template.jinja", err);
+/* What `file`'s text (a whole tokenizer_config.json when `config`, else a
+ * chat_template.jinja) says: *how and *kind. */
+static int detect_in_file(const char *file, bool config, ChatKind *kind, ChatDetection *how, NfError *err) {
+    MappedFile f;
+    if (mapped_file_open(&f, file, config ? "tokenizer_config.json" : "chat_template.jinja", err) != 0) return -1;
     int rc = 0;
-    *how = CHAT_ABSENT;
-    if (!config || !jinja) {
-        rc = -1;
-    } else if (is_file(config)) {
-        MappedFile f;
-        JsonValue v = {0};
-        if (mapped_file_open(&f, config, "tokenizer_config.json", err) != 0) {
-            rc = -1;
-        } else {
-            if (json_parse((const char *)f.data, f.size, &v, err) != 0) {
-                rc = nf_prefix(err, NF_ERR_TOKENIZER, "'%s': ", config);
-            } else if (v.type != JV_OBJECT) {
-                rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not a JSON object", config);
-            } else {
-                const char *t = config_template(&v);
-                if (t) {
-                    *kind = chat_detect(t);
-                    *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
-                }
-            }
-            json_value_free(&v);
-            mapped_file_close(&f);
-        }
+    char *text = NULL;
+    const char *jinja = NULL;
+    json_t *root = NULL;
+    if (config) {
+        /* JSON_DECODE_INT_AS_REAL: model_max_length may be 1e30 written as an integer (as hf_tokenizer.c reads it) */
+        json_error_t je;
+        root = json_loadb((const char *)f.data, f.size, JSON_DECODE_INT_AS_REAL, &je);
+        if (!json_is_object(root))
+            rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not a JSON object (%s)", file, root ? "" : je.text);
+        else
+            jinja = config_template(root);
+    } else if (!(text = malloc(f.size + 1))) {
+        rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    } else {
+        memcpy(text, f.data, f.size);
+        text[f.size] = '\0';
+        jinja = text;
     }
-    if (rc == 0 && *how == CHAT_ABSENT && is_file(jinja)) {
-        MappedFile f;
-        if (mapped_file_open(&f, jinja, "chat_template.jinja", err) != 0) {
-            rc = -1;
-        } else {
-            char *t = malloc(f.size + 1);
-            if (!t) {
-                rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
-            } else {
-                memcpy(t, f.data, f.size);
-                t[f.size] = '\0';
-                *kind = chat_detect(t);
-                *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
-                free(t);
-            }
-            mapped_file_close(&f);
-        }
+    if (jinja) {
+        *kind = chat_detect(jinja);
+        *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
     }
-    free(config);
-    free(jinja);
+    json_decref(root);
+    free(text);
+    mapped_file_close(&f);
     return rc;
 }
 
-int chat_detect_for_tokenizer(const char *path, ChatKind *kind, ChatDetection *how, NfError *err) {
-    bool hf;
+int chat_detect_for_tokenizer(const Tokenizer *t, const char *path, ChatKind *kind, ChatDetection *how, NfError *err) {
     *kind = CHAT_NONE;
-    char *dir = hf_directory(path, &hf, err);
-    if (!hf) { /* tokenizer.bin and builtin:bytes: NeuralForge's Llama 2 chats, as always */
+    *how = CHAT_ABSENT;
+    if (!t->hf) { /* tokenizer.bin and builtin:bytes: NeuralForge's Llama 2 chats, as always */
         *kind = CHAT_LLAMA2;
         *how = CHAT_FOUND;
         return 0;
     }
-    if (!dir) return -1;
-    int rc = detect_in(dir, kind, how, err);
-    free(dir);
+    HfPaths files;
+    if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
+    int rc = files.config ? detect_in_file(files.config, true, kind, how, err) : 0;
+    if (rc == 0 && *how == CHAT_ABSENT) { /* newer model directories keep the template in a file of its own */
+        const char *slash = strrchr(files.json, '/');
+        char *dir = slash ? strndup(files.json, (size_t)(slash - files.json + (slash == files.json))) : strdup(".");
+        char *jinja = dir ? nf_path_join(dir, "chat_template.jinja") : NULL;
+        if (!jinja)
+            rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        else if (is_file(jinja))
+            rc = detect_in_file(jinja, false, kind, how, err);
+        free(dir);
+        free(jinja);
+    }
+    hf_paths_free(&files);
     return rc;
 }
 
-int chat_template_choose(const char *flag, const char *path, ChatTemplate *out, NfError *err) {
+int chat_template_choose(const char *flag, const Tokenizer *t, const char *path, ChatTemplate *out, NfError *err) {
     memset(out, 0, sizeof *out);
     if (strcmp(flag, "auto") != 0) {
         if (chat_kind_parse(flag, &out->kind) != 0)
@@ -172,7 +127,7 @@ int chat_template_choose(const char *flag, const char *path, ChatTemplate *out, 
         return 0;
     }
     ChatDetection how;
-    if (chat_detect_for_tokenizer(path, &out->kind, &how, err) != 0) return -1;
+    if (chat_detect_for_tokenizer(t, path, &out->kind, &how, err) != 0) return -1;
     if (how == CHAT_ABSENT)
         snprintf(out->refusal, sizeof out->refusal,
                  "a chat (\"messages\"), but the tokenizer '%.120s' has no chat_template (tokenizer_config.json); "

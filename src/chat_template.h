@@ -34,6 +34,7 @@
 #include <stddef.h>
 
 #include "error.h"
+#include "tokenizer.h"
 
 struct JsonValue; /* json_parse.h */
 
@@ -59,13 +60,13 @@ typedef enum {
     CHAT_UNKNOWN, /* a chat_template of another kind */
 } ChatDetection;
 
-/* What template `auto` finds for --tokenizer `path`: for a tokenizer.json
- * (or a directory holding one) the chat_template of tokenizer_config.json
- * beside it (a string, or the entry named "default" of a list), or else of
- * chat_template.jinja there; for tokenizer.bin and builtin:bytes, llama2.
- * *kind is CHAT_NONE unless CHAT_FOUND. Errors: a config that cannot be read
- * or parsed. */
-int chat_detect_for_tokenizer(const char *path, ChatKind *kind, ChatDetection *how, NfError *err);
+/* What template `auto` finds for tokenizer t, loaded from --tokenizer
+ * `path`: for a tokenizer.json, the chat_template of tokenizer_config.json
+ * beside it (a string, or the entry named "default" of a list), or else the
+ * text of chat_template.jinja there; for tokenizer.bin and builtin:bytes,
+ * llama2. *kind is CHAT_NONE unless CHAT_FOUND. Errors: a config that
+ * cannot be read or parsed. */
+int chat_detect_for_tokenizer(const Tokenizer *t, const char *path, ChatKind *kind, ChatDetection *how, NfError *err);
 
 /* The template a run uses: `kind`, or when it is CHAT_NONE, `refusal`: the
  * error a `messages` record gets (why there is no template, naming the flag). */
@@ -74,8 +75,8 @@ typedef struct {
     char refusal[320];
 } ChatTemplate;
 
-/* --chat-template `flag` (one of CHAT_TEMPLATE_CHOICES) for --tokenizer `path`. */
-int chat_template_choose(const char *flag, const char *path, ChatTemplate *out, NfError *err);
+/* --chat-template `flag` (one of CHAT_TEMPLATE_CHOICES) for tokenizer t, loaded from `path`. */
+int chat_template_choose(const char *flag, const Tokenizer *t, const char *path, ChatTemplate *out, NfError *err);
 
 typedef enum { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT } ChatRole;
 

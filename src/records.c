@@ -28,9 +28,9 @@ SourceKind source_kind(const char *path) {
 
 /* The tokenizer's API is used in this function, special_id and piece_bytes only. */
 
-/* The ids of text[0..n) as plain text (no BOS/EOS; special-token spellings stay text). */
-static int encode_text(const Tokenizer *t, const char *text, size_t n, TokenList *out, NfError *err) {
-    return tokenizer_encode(t, text, n, false, false, out, err);
+/* The ids of text[0..n), no BOS/EOS; special tokens spelled in it are their ids only when `specials`. */
+static int encode_text(const Tokenizer *t, const char *text, size_t n, bool specials, TokenList *out, NfError *err) {
+    return tokenizer_encode(t, text, n, specials ? TOKENIZE_PARSE_SPECIAL : 0, out, err);
 }
 
 static void document_reset(Document *d) {
@@ -60,28 +60,36 @@ static int document_add_token(Document *d, int id, bool counted, NfError *err) {
     return mark(d, from, counted, err);
 }
 
-/* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
-static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err) {
+/* Appends one control id; nothing when the tokenizer has none (id -1). */
+static int document_add_control(Document *d, int id, bool counted, NfError *err) {
+    return id < 0 ? 0 : document_add_token(d, id, counted, err);
+}
+
+/* Appends the ids of text[0..n) (no BOS/EOS; nothing when n is 0); special tokens spelled in it are
+ * control ids only when `specials` (texts: when the command was given --parse-special, t->parse_special). */
+static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, bool specials,
+                             NfError *err) {
     size_t from = d->ids.len;
-    if (encode_text(t, text, n, &d->ids, err) != 0) return -1;
+    if (encode_text(t, text, n, specials, &d->ids, err) != 0) return -1;
     return mark(d, from, counted, err);
 }
 
-/* A text document: BOS and the text, every id counted. */
+/* A text document: BOS and the text (and EOS), as the tokenizer's add_bos / add_eos say, every id counted. */
 static int text_document(Document *d, const Tokenizer *t, const char *text, size_t n, NfError *err) {
     document_reset(d);
-    if (document_add_token(d, TOKEN_BOS, true, err) != 0) return -1;
-    return document_add_text(d, t, text, n, true, err);
+    if (t->add_bos && document_add_control(d, t->bos_id, true, err) != 0) return -1;
+    if (document_add_text(d, t, text, n, true, t->parse_special, err) != 0) return -1;
+    return t->add_eos ? document_add_control(d, t->eos_id, true, err) : 0;
 }
 
 /* A prompt (masked, with the BOS before it) and its answer (counted, with the EOS after it), appended. */
 static int add_turn(Document *d, const Tokenizer *t, const char *prompt, size_t prompt_len, const char *answer,
                     size_t answer_len, NfError *err) {
-    if (document_add_token(d, TOKEN_BOS, false, err) != 0 ||
-        document_add_text(d, t, prompt, prompt_len, false, err) != 0 ||
-        document_add_text(d, t, answer, answer_len, true, err) != 0)
+    if ((t->add_bos && document_add_control(d, t->bos_id, false, err) != 0) ||
+        document_add_text(d, t, prompt, prompt_len, false, t->parse_special, err) != 0 ||
+        document_add_text(d, t, answer, answer_len, true, t->parse_special, err) != 0)
         return -1;
-    return document_add_token(d, TOKEN_EOS, true, err);
+    return document_add_control(d, t->eos_id, true, err);
 }
 
 /* ---- JSONL ---------------------------------------------------------------- */
@@ -111,9 +119,16 @@ static int bytes_add(Bytes *b, const char *s, size_t n, NfError *err) {
 
 /* ---- chats ---------------------------------------------------------------- */
 
-/* The id of the special token spelled s[0..n), or -1 with err set naming the template that needs it. */
+/* The id of the special token spelled s[0..n) (a tokenizer.bin piece, or what that spelling parses to as
+ * one special token), or -1 with err set naming the template that needs it. */
 static int special_id(const Tokenizer *t, const char *s, size_t n, ChatKind kind, NfError *err) {
     int id = tokenizer_find(t, s, n);
+    if (id < 0 && t->hf) {
+        TokenList one = {0};
+        if (encode_text(t, s, n, true, &one, err) != 0) return -1;
+        if (one.len == 1) id = one.ids[0];
+        token_list_free(&one);
+    }
     if (id < 0)
         nf_fail(err, NF_ERR_TOKENIZER, "the tokenizer has no %.*s token, which chat template %s needs", (int)n, s,
                 chat_kind_name(kind));
@@ -145,8 +160,8 @@ static int add_stretch(Document *d, const Tokenizer *t, const ChatRender *r, siz
     size_t b = r->parts[first].start, e = r->parts[last].start + r->parts[last].len, from = d->ids.len;
     bool mixed = false;
     for (size_t k = first + 1; k <= last; k++) mixed |= r->parts[k].trained != r->parts[first].trained;
-    if (!mixed) return document_add_text(d, t, r->text + b, e - b, r->parts[first].trained, err);
-    if (encode_text(t, r->text + b, e - b, &d->ids, err) != 0) return -1;
+    if (!mixed) return document_add_text(d, t, r->text + b, e - b, r->parts[first].trained, false, err);
+    if (encode_text(t, r->text + b, e - b, false, &d->ids, err) != 0) return -1;
     if (!nf_grow((void **)&d->mask, &d->mask_cap, d->ids.len, 1, 256))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     size_t pos = b;
@@ -167,10 +182,13 @@ static int add_stretch(Document *d, const Tokenizer *t, const ChatRender *r, siz
 static int add_chat(Document *d, const Tokenizer *t, ChatKind kind, const ChatRender *r, NfError *err) {
     for (size_t k = 0; k < r->n; k++) {
         const ChatPart *p = &r->parts[k];
-        int id = p->kind == PART_BOS ? TOKEN_BOS : p->kind == PART_EOS ? TOKEN_EOS : -1;
-        if (p->kind == PART_SPECIAL && (id = special_id(t, r->text + p->start, p->len, kind, err)) < 0) return -1;
-        if (id >= 0) {
-            if (document_add_token(d, id, p->trained, err) != 0) return -1;
+        if (p->kind == PART_BOS || p->kind == PART_EOS) { /* the template's, whatever add_bos / add_eos say */
+            if (document_add_control(d, p->kind == PART_BOS ? t->bos_id : t->eos_id, p->trained, err) != 0) return -1;
+            continue;
+        }
+        if (p->kind == PART_SPECIAL) {
+            int id = special_id(t, r->text + p->start, p->len, kind, err);
+            if (id < 0 || document_add_token(d, id, p->trained, err) != 0) return -1;
             continue;
         }
         size_t last = k;
