@@ -10,8 +10,8 @@
 //                           bos_token / eos_token, add_generation_prompt false
 //   {"text": S}          -> {"ids": [...], "offsets": [[b, e], ...]}: S encoded
 //                           without added BOS/EOS; offsets in code points of S
-// --text-special TOKEN drops TOKEN from the tokenizer's added tokens, so that it
-// is encoded as the text it spells (NeuralForge's reading of special-token
+// --text-special TOKEN renames TOKEN among the tokenizer's added tokens, so that
+// its spelling is encoded as the text it is (NeuralForge's reading of special-token
 // spellings inside message content, which HF has no switch for).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -28,9 +28,15 @@ for (let i = 1; i < args.length; i += 2) {
 }
 const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
 const tokenizerJson = JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8"));
-const before = tokenizerJson.added_tokens.length;
-tokenizerJson.added_tokens = tokenizerJson.added_tokens.filter((t) => !textSpecials.has(t.content));
-if (before - tokenizerJson.added_tokens.length !== textSpecials.size) throw new Error("a --text-special is no added token");
+// Renamed, not dropped: the library numbers added tokens by their place in the list, so dropping one would
+// shift the ids of those after it.
+let renamed = 0;
+for (const t of tokenizerJson.added_tokens)
+    if (textSpecials.has(t.content)) {
+        t.content = `<|neuralforge-test-unused-${t.id}|>`;
+        renamed++;
+    }
+if (renamed !== textSpecials.size) throw new Error("a --text-special is no added token");
 const tok = Tokenizer.fromString(JSON.stringify(tokenizerJson));
 // a special token's spelling: a string, or an AddedToken object ({content})
 const spelling = (t) => (t == null ? "" : typeof t === "string" ? t : t.content);
