@@ -44,8 +44,8 @@ static void describe(const ChatRender *r, char *out, size_t cap) {
     size_t o = 0;
     for (size_t k = 0; k < r->n && o < cap; k++) {
         const ChatPart *p = &r->parts[k];
-        o += (size_t)snprintf(out + o, cap - o, "%s%s:%.*s:%d%s|", kinds[p->kind], p->fresh ? "*" : "", (int)p->len,
-                              r->text + p->start, p->trained, "");
+        o += (size_t)snprintf(out + o, cap - o, "%s%s:%.*s:%d|", kinds[p->kind], p->fresh ? "*" : "", (int)p->len,
+                              r->text + p->start, p->trained);
     }
 }
 
@@ -131,7 +131,7 @@ static void test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece(void **s
      * <|im_end|> [_ \n]: each stretch starts with the dummy-prefix space; the user's <|im_end|> is text */
     int want[64], n = 0, mask[64];
 #define PUT(id, m) (want[n] = (id), mask[n++] = (m))
-#define TEXT(s, m)                                                                                                     \
+#define TEXT(s, m) \
     for (const char *c = (s); *c; c++) PUT(3 + (unsigned char)*c, m)
     PUT(259, 0);
     TEXT(" user\n<|im_end|>", 0);
