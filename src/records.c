@@ -155,7 +155,8 @@ static bool overlaps_trained(const ChatRender *r, size_t first, size_t last, siz
 /* Text parts first..last, which lie back to back in r->text, encoded as one
  * stretch; a token is trained when any of its bytes is in a trained part (so
  * a token that straddles template text and an answer is trained: every
- * byte of an answer is a target). */
+ * byte of an answer is a target). A stretch that is all trained or all
+ * masked needs no byte ranges. */
 static int add_stretch(Document *d, const Tokenizer *t, const ChatRender *r, size_t first, size_t last, NfError *err) {
     size_t b = r->parts[first].start, e = r->parts[last].start + r->parts[last].len, from = d->ids.len;
     bool mixed = false;
@@ -164,17 +165,22 @@ static int add_stretch(Document *d, const Tokenizer *t, const ChatRender *r, siz
     if (encode_text(t, r->text + b, e - b, false, &d->ids, err) != 0) return -1;
     if (!nf_grow((void **)&d->mask, &d->mask_cap, d->ids.len, 1, 256))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    size_t pos = b;
-    for (size_t i = from; i < d->ids.len; i++) {
-        size_t len = piece_bytes(t, &d->ids, from, i);
-        bool trained = overlaps_trained(r, first, last, pos, pos + (len ? len : 1));
+    /* the pieces must spell the stretch, or the mask would be misplaced; bytes beyond it can only be a prefix
+     * the tokenizer adds (a dummy-prefix space its decoder keeps), so the ranges start that much earlier */
+    size_t total = 0;
+    for (size_t i = from; i < d->ids.len; i++) total += piece_bytes(t, &d->ids, from, i);
+    if (total < e - b)
+        return nf_fail(err, NF_ERR_TOKENIZER, "the tokens of a chat's text do not spell it (%zu bytes of %zu)", total,
+                       e - b);
+    size_t pos = b; /* where the next piece starts, counted from b - (total - (e - b)) */
+    for (size_t i = from, skip = total - (e - b); i < d->ids.len; i++) {
+        size_t len = piece_bytes(t, &d->ids, from, i), in = len < skip ? len : skip; /* bytes of the prefix */
+        skip -= in;
+        bool trained = overlaps_trained(r, first, last, pos, pos + (len - in ? len - in : 1));
         d->mask[i] = trained;
         d->masked += !trained;
-        pos += len;
+        pos += len - in;
     }
-    if (pos != e) /* the pieces must spell the stretch, or the mask would be misplaced */
-        return nf_fail(err, NF_ERR_TOKENIZER, "the tokens of a chat's text do not spell it (%zu bytes of %zu)", pos - b,
-                       e - b);
     return 0;
 }
 
