@@ -52,7 +52,8 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
         {"tokenizer", ARG_STRING, &tokenizer_path,
          .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (required)"},
         {"parse-special", ARG_FLAG, &parse_special,
-         .help = "special tokens spelled in the texts (<|eot_id|>) are control tokens, not text"},
+         .help = "special tokens spelled in the texts (<|eot_id|>) are control tokens, not text (chat contents stay "
+                 "text)"},
         {"max-shard-mb", ARG_INT, &max_shard_mb, 1, 4096, .help = "largest shard, MiB of tokens (default 64)"},
         {"max-file-mb", ARG_INT, &max_file_mb, 1, 1048576, .help = "largest source file accepted, MiB (default 1024)"},
         {"split", ARG_CHOICE, &split, .choices = TEXT_SPLIT_CHOICES,
