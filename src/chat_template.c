@@ -65,11 +65,13 @@ static int detect_in_file(const char *file, bool config, ChatKind *kind, ChatDet
     const char *jinja = NULL;
     json_t *root = NULL;
     if (config) {
-        /* JSON_DECODE_INT_AS_REAL: model_max_length may be 1e30 written as an integer (as hf_tokenizer.c reads it) */
+        /* as hf_tokenizer.c reads it: model_max_length may be 1e30 written as an integer */
         json_error_t je;
-        root = json_loadb((const char *)f.data, f.size, JSON_DECODE_INT_AS_REAL, &je);
-        if (!json_is_object(root))
-            rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not a JSON object (%s)", file, root ? "" : je.text);
+        root = json_loadb((const char *)f.data, f.size, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &je);
+        if (!root)
+            rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not valid JSON (%s)", file, je.text);
+        else if (!json_is_object(root))
+            rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not a JSON object", file);
         else
             jinja = config_template(root);
     } else if (!(text = malloc(f.size + 1))) {
