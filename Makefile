@@ -11,7 +11,8 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g
-LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -ljansson -lpthread -lm -fopenmp
+# PCRE2 (pre-tokenizer regexes) and utf8proc (Unicode normalization): tokenizer.json (src/pretok.c)
+LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -ljansson -lpcre2-8 -lutf8proc -lpthread -lm -fopenmp
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -36,7 +37,7 @@ FUZZ_BIN := $(FUZZ:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined
-FUZZ_LDLIBS  := -ljansson -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm
+FUZZ_LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm
 FUZZ_SECONDS ?= 60
 
 .PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format
@@ -75,12 +76,14 @@ build/tests/nf_probe: tests/tools/nf_probe.c $(OBJ) | build/tests
 	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
 build/tests/json_probe: tests/tools/json_probe.c $(OBJ) | build/tests
 	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
+build/tests/chat_probe: tests/tools/chat_probe.c $(OBJ) | build/tests
+	$(CC) $(CFLAGS) -Isrc $< $(OBJ) -o $@ $(LDLIBS)
 
 # the failing-write shim of the disk-full tests (LD_PRELOAD; a plain build, whatever the binary under test)
 build/tests/libnf_enospc.so: tests/tools/enospc_shim.c | build/tests
 	$(CC) -std=gnu11 $(WARN) -O2 -g -fPIC -shared $< -o $@ -ldl -lpthread
 
-unit: $(UNIT_BIN) build/tests/nf_probe build/tests/json_probe build/tests/libnf_enospc.so
+unit: $(UNIT_BIN) build/tests/nf_probe build/tests/json_probe build/tests/chat_probe build/tests/libnf_enospc.so
 asan: build/asan/neuralforge $(ASAN_BIN)
 fuzz-build: $(FUZZ_BIN)
 # Each harness FUZZ_SECONDS seconds from its seeds (tests/fuzz/run.sh has the details).

@@ -10,6 +10,8 @@ PACKAGES=(
   libmicrohttpd-dev    # serve: the dashboard's HTTP server
   libsqlite3-dev       # serve: projects, runs and their messages
   libjansson-dev       # the JSON reader (src/json_parse.c): config, manifests, JSONL, safetensors headers
+  libpcre2-dev         # tokenizer.json's pre-tokenizer regexes (src/pretok.c): \p{L} and friends, JIT
+  libutf8proc-dev      # tokenizer.json's Unicode normalizers (NFC ...) (src/pretok.c)
   chromium             # the dashboard's browser tests (headless)
   python3              # /usr/bin/python3 runs the reference tests
   python3-torch        # PyTorch: the independent reference for every op

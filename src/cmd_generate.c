@@ -77,14 +77,17 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *ckpt_path = NULL, *lora_path = NULL, *tokenizer_path = NULL, *prompt = NULL;
     int64_t max_tokens = 256, top_k = 0, seed = -1, threads = 0;
     double temperature = 1.0, top_p = 0.9;
-    bool text_flag = false;
+    bool text_flag = false, parse_special = false;
     const char *quant = "none", *kv_cache = "fp32";
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
         {"ckpt", ARG_STRING, &ckpt_path, .help = "or a training checkpoint (a LoRA one merged into the base it names)"},
         {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint applied on --model, unmerged"},
-        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
+        {"tokenizer", ARG_STRING, &tokenizer_path,
+         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (required)"},
         {"prompt", ARG_STRING, &prompt, .help = "text to continue (default: stdin if piped, else empty)"},
+        {"parse-special", ARG_FLAG, &parse_special,
+         .help = "special tokens spelled in the prompt (<|eot_id|>) are control tokens, not text"},
         {"max-tokens", ARG_INT, &max_tokens, 1, 1 << 20, .help = "tokens to generate (default 256)"},
         {"temperature", ARG_FLOAT, &temperature, 0, 100, .help = "0 = greedy (default 1.0)"},
         {"top-p", ARG_FLOAT, &top_p, 1e-6, 1, .help = "nucleus sampling mass (default 0.9; 1 = off)"},
@@ -139,7 +142,16 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     } else {
         prompt = "";
     }
-    if (tokenizer_encode(&tok, prompt, prompt_len, true, false, &prompt_ids, &err) != 0) goto fail;
+    unsigned flags = tokenizer_default_flags(&tok) | (parse_special ? TOKENIZE_PARSE_SPECIAL : 0u);
+    if (tokenizer_encode(&tok, prompt, prompt_len, flags, &prompt_ids, &err) != 0) goto fail;
+    if (prompt_ids.len == 0) {
+        /* nothing to continue from: start at BOS even where the tokenizer adds none */
+        if (tok.bos_id < 0) {
+            nf_fail(&err, NF_ERR_USAGE, "the prompt is empty and the tokenizer has no BOS to start from");
+            goto fail;
+        }
+        if (token_list_push(&prompt_ids, tok.bos_id, &err) != 0) goto fail;
+    }
     int seq_len = model.config.seq_len;
     if ((int64_t)prompt_ids.len >= seq_len) {
         nf_fail(&err, NF_ERR_USAGE, "the prompt is %zu tokens with BOS; the model's context is %d", prompt_ids.len,
@@ -170,7 +182,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     for (int pos = n_prompt - 1;;) {
         int next = sampler_sample(&sampler, logits);
         if (generated == 0) first_token_ms = nf_now_ms() - start;
-        if (next == TOKEN_EOS || next == TOKEN_BOS) {
+        if (tokenizer_is_eot(&tok, next) || next == tok.bos_id) {
             stop = "eos";
             break;
         }

@@ -3,8 +3,10 @@
 #include <stdio.h>
 
 #include "args.h"
+#include "chat_template.h"
 #include "checkpoint.h"
 #include "commands.h"
+#include "hf_tokenizer.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -24,18 +26,43 @@ static void emit_model_info(NfOut *out, const char *path, const Model *m) {
     msg_emit(out, &j);
 }
 
-static void emit_tokenizer_info(NfOut *out, const char *path, const Tokenizer *t) {
+/* chat_template: what `ingest --chat-template auto` would use: the template's
+ * name, "unknown" (a chat_template of another kind), or null (none). */
+static void emit_tokenizer_info(NfOut *out, const char *path, const Tokenizer *t, ChatKind chat, ChatDetection how) {
     JsonBuf j;
     msg_begin(&j, "info");
     json_str(&j, "key", "tokenizer");
     json_object_begin(&j, "value");
     json_str(&j, "path", path);
     json_int(&j, "vocab_size", t->vocab_size);
+    json_str(&j, "kind", tokenizer_kind_name(t->kind));
     json_int(&j, "max_token_length", t->max_token_length);
-    json_int(&j, "unk_id", TOKEN_UNK);
-    json_int(&j, "bos_id", TOKEN_BOS);
-    json_int(&j, "eos_id", TOKEN_EOS);
+    json_int(&j, "unk_id", t->unk_id);
+    json_int(&j, "bos_id", t->bos_id);
+    json_int(&j, "eos_id", t->eos_id);
+    json_bool(&j, "add_bos", t->add_bos);
+    json_bool(&j, "add_eos", t->add_eos);
+    json_array_begin(&j, "eot_ids");
+    for (int i = 0; i < t->n_eot; i++) json_int(&j, NULL, t->eot_ids[i]);
+    json_array_end(&j);
     json_int(&j, "byte_pieces", t->n_byte_pieces);
+    /* tokenizer.json's added tokens: what --parse-special recognises (special) or always matches (not special) */
+    json_array_begin(&j, "added_tokens");
+    for (int i = 0; t->hf && i < hf_tokenizer_n_added(t->hf); i++) {
+        int id;
+        bool special;
+        const char *content = hf_tokenizer_added(t->hf, i, &id, &special);
+        json_object_begin(&j, NULL);
+        json_int(&j, "id", id);
+        json_str(&j, "content", content);
+        json_bool(&j, "special", special);
+        json_object_end(&j);
+    }
+    json_array_end(&j);
+    if (how == CHAT_ABSENT)
+        json_null_value(&j, "chat_template");
+    else
+        json_str(&j, "chat_template", how == CHAT_UNKNOWN ? "unknown" : chat_kind_name(chat));
     json_object_end(&j);
     msg_emit(out, &j);
 }
@@ -61,7 +88,8 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *tokenizer_path = NULL, *lora_path = NULL;
     ArgSpec specs[] = {
         {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
-        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes"},
+        {"tokenizer", ARG_STRING, &tokenizer_path,
+         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory"},
         {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint (with --model: checked against it)"},
     };
     int exit_status;
@@ -78,7 +106,11 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     Checkpoint adapters = {0};
     int status = 0;
     if (model_path && model_load(&model, model_path, &err) != 0) goto fail;
-    if (tokenizer_path && tokenizer_load(&tok, tokenizer_path, &err) != 0) goto fail;
+    ChatKind chat = CHAT_NONE;
+    ChatDetection how = CHAT_ABSENT;
+    if (tokenizer_path && (tokenizer_load(&tok, tokenizer_path, &err) != 0 ||
+                           chat_detect_for_tokenizer(&tok, tokenizer_path, &chat, &how, &err) != 0))
+        goto fail;
     if (model_path && tokenizer_path && tokenizer_check_vocab(&tok, model.config.vocab_size, &err) != 0) goto fail;
     if (lora_path) {
         if (checkpoint_load(lora_path, &adapters, false, &err) != 0) goto fail;
@@ -89,7 +121,7 @@ int cmd_info(int argc, char **argv, NfOut *out) {
         if (model_path && checkpoint_check_base(&adapters, lora_path, model_path, &model.config, &err) != 0) goto fail;
     }
     if (model_path) emit_model_info(out, model_path, &model);
-    if (tokenizer_path) emit_tokenizer_info(out, tokenizer_path, &tok);
+    if (tokenizer_path) emit_tokenizer_info(out, tokenizer_path, &tok, chat, how);
     if (lora_path) emit_lora_info(out, lora_path, &adapters);
     goto done;
 fail:

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "chat_template.h"
 #include "commands.h"
 #include "ingest.h"
 #include "util.h"
@@ -40,21 +41,28 @@ static void report_file(void *ctx, const IngestFileReport *r) {
 }
 
 int cmd_ingest(int argc, char **argv, NfOut *out) {
-    const char *source = NULL, *output = NULL, *tokenizer_path = NULL, *split = "eot";
+    const char *source = NULL, *output = NULL, *tokenizer_path = NULL, *split = "eot", *chat_template = "auto";
     int64_t max_shard_mb = 64, max_file_mb = 1024;
-    bool incremental = false;
+    bool incremental = false, parse_special = false;
     ArgSpec specs[] = {
         {"source", ARG_STRING, &source,
          .help = "directory of .txt, .md, .csv and .jsonl files, read recursively (required)"},
         {"output", ARG_STRING, &output,
          .help = "directory for the shards and manifest.json (required; created if missing)"},
-        {"tokenizer", ARG_STRING, &tokenizer_path, .help = "llama2.c tokenizer.bin or builtin:bytes (required)"},
+        {"tokenizer", ARG_STRING, &tokenizer_path,
+         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (required)"},
+        {"parse-special", ARG_FLAG, &parse_special,
+         .help = "special tokens spelled in the texts (<|eot_id|>) are control tokens, not text (chat contents stay "
+                 "text)"},
         {"max-shard-mb", ARG_INT, &max_shard_mb, 1, 4096, .help = "largest shard, MiB of tokens (default 64)"},
         {"max-file-mb", ARG_INT, &max_file_mb, 1, 1048576, .help = "largest source file accepted, MiB (default 1024)"},
         {"split", ARG_CHOICE, &split, .choices = TEXT_SPLIT_CHOICES,
          .help = ".txt/.md documents end at <|endoftext|> lines (default), blank lines, or only at the end"},
         {"incremental", ARG_FLAG, &incremental,
          .help = "tokenize only files changed since the last ingest into --output"},
+        {"chat-template", ARG_CHOICE, &chat_template, .choices = CHAT_TEMPLATE_CHOICES,
+         .help = "template of JSONL chats (\"messages\"): auto (the tokenizer's tokenizer_config.json; llama2 for "
+                 "tokenizer.bin, the default), llama3, chatml, llama2, or none (chats refused)"},
     };
     int exit_status;
     if (command_parse_flags(
@@ -66,7 +74,8 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "ingest needs --source, --output and --tokenizer");
         return emit_error(out, &err);
     }
-    IngestOptions o = {source, output, tokenizer_path, TEXT_SPLIT_EOT, max_shard_mb, max_file_mb, incremental};
+    IngestOptions o = {source,      output,      tokenizer_path, TEXT_SPLIT_EOT, max_shard_mb,
+                       max_file_mb, incremental, parse_special,  chat_template};
     text_split_parse(split, &o.split); /* one of the choices: args_parse checked it */
     Reporter rep = {out, isatty(STDERR_FILENO), 0, 0, nf_now_ms(), nf_now_ms()};
     IngestSummary s;
@@ -93,6 +102,7 @@ int cmd_ingest(int argc, char **argv, NfOut *out) {
     json_int(&j, "masked_tokens", (int64_t)s.masked_tokens);
     json_int(&j, "shards", s.shards);
     json_int(&j, "generation", s.generation);
+    json_str(&j, "chat_template", s.chat_template);
     json_str(&j, "output", output);
     json_number(&j, "ms", ms);
     msg_emit(out, &j);

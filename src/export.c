@@ -143,7 +143,7 @@ static int put_tokenizer(GgufWriter *w, const Tokenizer *tok, NfError *err) {
     for (int i = 0; rc == 0 && i < n; i++) {
         if (!(pieces[i] = spm_piece(tok->blob + tok->piece_start[i], tok->piece_len[i], &lens[i])))
             rc = nf_fail(err, NF_ERR_MEMORY, "out of memory writing the tokenizer");
-        types[i] = i == TOKEN_UNK ? 2 : (i == TOKEN_BOS || i == TOKEN_EOS) ? 3 : 1; /* unknown, control, normal */
+        types[i] = i == tok->unk_id ? 2 : tok->control[i] ? 3 : 1; /* unknown, control, normal */
     }
     for (int b = 0; rc == 0 && b < 256; b++)
         if (tok->byte_piece[b] >= 0) types[tok->byte_piece[b]] = 6; /* byte */
@@ -152,11 +152,11 @@ static int put_tokenizer(GgufWriter *w, const Tokenizer *tok, NfError *err) {
         gguf_put_string_array(w, "tokenizer.ggml.tokens", (uint64_t)n, (const char *const *)pieces, lens);
         gguf_put_f32_array(w, "tokenizer.ggml.scores", (uint64_t)n, tok->scores);
         gguf_put_i32_array(w, "tokenizer.ggml.token_type", (uint64_t)n, types);
-        gguf_put_u32(w, "tokenizer.ggml.bos_token_id", TOKEN_BOS);
-        gguf_put_u32(w, "tokenizer.ggml.eos_token_id", TOKEN_EOS);
-        gguf_put_u32(w, "tokenizer.ggml.unknown_token_id", TOKEN_UNK);
-        gguf_put_bool(w, "tokenizer.ggml.add_bos_token", true);
-        gguf_put_bool(w, "tokenizer.ggml.add_eos_token", false);
+        gguf_put_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)tok->bos_id);
+        gguf_put_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)tok->eos_id);
+        gguf_put_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)tok->unk_id);
+        gguf_put_bool(w, "tokenizer.ggml.add_bos_token", tok->add_bos);
+        gguf_put_bool(w, "tokenizer.ggml.add_eos_token", tok->add_eos);
     }
     for (int i = 0; pieces && i < n; i++) free(pieces[i]);
     free(pieces), free(lens), free(types);
@@ -179,6 +179,11 @@ static void put_llama_config(GgufWriter *w, const ModelConfig *c) {
 int export_gguf(const char *path, const ModelConfig *c, const float *params, const Tokenizer *tok, ExportDtype dtype,
                 ExportStats *st, NfError *err) {
     if (tokenizer_check_vocab(tok, c->vocab_size, err) != 0) return -1;
+    /* GGUF's "llama" vocabulary is SentencePiece's; a tokenizer.json would need its "gpt2" one (merges and all) */
+    if (tok->kind != TOKENIZER_BIN)
+        return nf_fail(err, NF_ERR_USAGE,
+                       "--format gguf embeds only a tokenizer.bin vocabulary; this tokenizer is %s (not supported yet)",
+                       tokenizer_kind_name(tok->kind));
     LlamaTensor *t = nf_alloc_array((size_t)llama_tensor_count(c), sizeof *t, err);
     if (!t) return -1;
     int n = llama_tensors(c, (float *)params, t), rc = 0;
@@ -298,8 +303,9 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     json_number(&j, "rope_theta", 10000.0);
     json_bool(&j, "tie_word_embeddings", c->shared_classifier);
     json_str(&j, "hidden_act", "silu");
-    json_int(&j, "bos_token_id", TOKEN_BOS);
-    json_int(&j, "eos_token_id", TOKEN_EOS);
+    /* safetensors export takes no tokenizer: the ids are llama2.c's (tokenizer.bin), what its models use */
+    json_int(&j, "bos_token_id", 1);
+    json_int(&j, "eos_token_id", 2);
     json_str(&j, "torch_dtype", "float32");
     json_object_end(&j);
     rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory")

@@ -220,6 +220,7 @@ typedef struct {
     int64_t generation;
     uint64_t capacity; /* tokens a shard holds at most */
     int vocab_size;    /* of the tokenizer: the shards' width follows from it */
+    int bos_id;        /* the tokenizer's BOS, where units start; -1: none, a source's run is one unit */
     TokenWriter tok;   /* the open shard's token file */
     AtomicFile mask;   /* and its mask */
     bool open;
@@ -347,7 +348,7 @@ static int packer_unit(Packer *p, const TokenRun *r, uint64_t from, uint64_t to,
 static int packer_add(Packer *p, const TokenRun *r, uint64_t n, NfError *err) {
     uint64_t start = 0;
     for (uint64_t i = 1; i <= n; i++) {
-        if (i < n && run_token(r, i) != TOKEN_BOS) continue;
+        if (i < n && (p->bos_id < 0 || run_token(r, i) != p->bos_id)) continue;
         if (packer_unit(p, r, start, i, err) != 0) return -1;
         start = i;
     }
@@ -436,7 +437,7 @@ static const ManifestSource *old_source(const OldRun *o, const char *rel) {
 /* Walks the token range of source s through the old shards: with p NULL,
  * checks that it is there, starts with BOS and masks as many tokens as
  * listed; with p, copies it into the packer. */
-static int old_range(const OldRun *o, const ManifestSource *s, Packer *p, bool *usable, NfError *err) {
+static int old_range(const OldRun *o, const ManifestSource *s, int bos_id, Packer *p, bool *usable, NfError *err) {
     uint64_t left = s->tokens, masked = 0, offset = s->offset;
     *usable = false;
     for (uint64_t k = s->shard; left > 0; k++, offset = 0) {
@@ -445,7 +446,7 @@ static int old_range(const OldRun *o, const ManifestSource *s, Packer *p, bool *
         const TokenFileView *v = &o->tok[k].view;
         TokenRun r = {NULL, v->tokens + (size_t)v->width * offset, v->width,
                       o->mask[k].data ? o->mask[k].data + offset : NULL};
-        if (left == s->tokens && (take == 0 || run_token(&r, 0) != TOKEN_BOS)) return 0;
+        if (left == s->tokens && (take == 0 || (bos_id >= 0 && run_token(&r, 0) != bos_id))) return 0;
         if (p) {
             if (packer_add(p, &r, take, err) != 0) return -1;
         } else if (r.mask) {
@@ -474,22 +475,13 @@ static int pack_document(void *ctx, const Document *d, NfError *err) {
     return 0;
 }
 
-/* What identifies the tokenizer: FNV-1a 64 of its file (of its name for builtin:bytes). */
-static int hash_tokenizer(const char *path, uint64_t *h, NfError *err) {
-    if (strcmp(path, TOKENIZER_BUILTIN_BYTES) == 0) {
-        *h = nf_fnv1a64(NF_FNV1A64_INIT, path, strlen(path));
-        return 0;
-    }
-    MappedFile f;
-    if (mapped_file_open(&f, path, "tokenizer", err) != 0) return -1;
-    *h = nf_fnv1a64(NF_FNV1A64_INIT, f.data, f.size);
-    mapped_file_close(&f);
-    return 0;
-}
+/* The id every document starts with, where the packer cuts units: BOS when the tokenizer adds it, else -1. */
+static int unit_start(const Tokenizer *t) { return t->add_bos ? t->bos_id : -1; }
 
 /* Everything a run holds, freed in one place. */
 typedef struct {
     Tokenizer tok;
+    ChatTemplate chat;
     SourceList src;
     OldRun old;
     bool have_old;
@@ -530,15 +522,16 @@ static int ingest_file(Run *r, const IngestOptions *o, const SourceEntry *e, Ing
     p->mark_shard = (uint64_t)p->n_shards;
     p->mark_offset = p->open ? p->used : 0;
     bool reuse = false;
-    int rc = status == INGEST_UNCHANGED ? old_range(&r->old, old, NULL, &reuse, err) : 0;
+    int rc = status == INGEST_UNCHANGED ? old_range(&r->old, old, unit_start(&r->tok), NULL, &reuse, err) : 0;
     if (rc == 0 && reuse) {
-        rc = old_range(&r->old, old, p, &reuse, err);
+        rc = old_range(&r->old, old, unit_start(&r->tok), p, &reuse, err);
         s->documents = old->documents;
         s->tokens = old->tokens;
         s->masked_tokens = old->masked_tokens;
     } else if (rc == 0) {
         DocCounter c = {p, 0, 0, 0};
-        rc = records_read(e->kind, e->full, (const char *)f.data, f.size, o->split, &r->tok, pack_document, &c, err);
+        rc = records_read(e->kind, e->full, (const char *)f.data, f.size, o->split, &r->tok, &r->chat, pack_document,
+                          &c, err);
         s->documents = c.documents;
         s->tokens = c.tokens;
         s->masked_tokens = c.masked;
@@ -592,11 +585,13 @@ static int prepare_output(Run *r, const IngestOptions *o, uint64_t tok_hash, int
                            o->output);
         }
     }
-    if (r->have_old && (r->old.m.tokenizer_hash != tok_hash || r->old.m.split != o->split))
+    if (r->have_old &&
+        (r->old.m.tokenizer_hash != tok_hash || r->old.m.split != o->split || r->old.m.chat_template != r->chat.kind))
         return nf_fail(err, NF_ERR_USAGE,
                        "--incremental: '%s' was ingested with %s; run without --incremental to rebuild it", o->output,
                        r->old.m.tokenizer_hash != tok_hash ? "another tokenizer (a different file)"
-                                                           : "another --split");
+                       : r->old.m.split != o->split        ? "another --split"
+                                                           : "another chat template (--chat-template)");
     if (r->have_old && old_run_map(&r->old, o->output, err) != 0) return -1;
     *generation = (last > max_generation ? last : max_generation) + 1;
     return 0;
@@ -616,9 +611,13 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
         goto done;
     }
     if (tokenizer_load(&r.tok, o->tokenizer_path, err) != 0) goto fail;
+    r.tok.parse_special = o->parse_special;
+    if (chat_template_choose(o->chat_template ? o->chat_template : "auto", &r.tok, o->tokenizer_path, &r.chat, err) !=
+        0)
+        goto fail;
     uint64_t tok_hash;
     int64_t generation = 0;
-    if (hash_tokenizer(o->tokenizer_path, &tok_hash, err) != 0 ||
+    if (tokenizer_hash(o->tokenizer_path, &tok_hash, err) != 0 ||
         prepare_output(&r, o, tok_hash, &generation, err) != 0)
         goto fail;
     if (walk(&r.src, o->source, NULL, 0, err) != 0) goto fail;
@@ -626,6 +625,7 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
 
     r.next.generation = generation;
     r.next.split = o->split;
+    r.next.chat_template = r.chat.kind;
     r.next.vocab_size = r.tok.vocab_size;
     r.next.token_width = token_width_for(r.tok.vocab_size);
     r.next.tokenizer_hash = tok_hash;
@@ -639,6 +639,7 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
     r.packer.generation = generation;
     r.packer.vocab_size = r.tok.vocab_size;
     r.packer.capacity = ((uint64_t)o->max_shard_mb << 20) / (uint64_t)r.next.token_width;
+    r.packer.bos_id = unit_start(&r.tok);
 
     for (int i = 0; i < r.src.n; i++) {
         const SourceEntry *e = &r.src.items[i];
@@ -672,6 +673,7 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
     sum->masked_tokens = r.next.masked_tokens;
     sum->shards = r.next.n_shards;
     sum->generation = generation;
+    sum->chat_template = chat_kind_name(r.chat.kind);
     goto done;
 fail:
     rc = -1;

@@ -35,11 +35,13 @@
 typedef struct {
     const char *source;         /* directory to read, recursively */
     const char *output;         /* directory to write; created (with its parents) when missing */
-    const char *tokenizer_path; /* tokenizer.bin or builtin:bytes */
+    const char *tokenizer_path; /* tokenizer.bin, builtin:bytes or tokenizer.json */
     TextSplit split;            /* documents of .txt and .md files */
     int64_t max_shard_mb;       /* a shard holds at most this many MiB of tokens (2 bytes each) */
     int64_t max_file_mb;        /* larger source files are an error */
     bool incremental;           /* reuse the tokens of files unchanged since the last run */
+    bool parse_special;         /* special tokens spelled in texts are control ids (--parse-special) */
+    const char *chat_template;  /* --chat-template: one of CHAT_TEMPLATE_CHOICES (chat_template.h) */
 } IngestOptions;
 
 typedef enum { INGEST_NEW, INGEST_CHANGED, INGEST_UNCHANGED, INGEST_REMOVED, INGEST_SKIPPED } IngestStatus;
@@ -62,7 +64,8 @@ typedef struct {
     uint64_t bytes;                       /* bytes of the files ingested */
     uint64_t documents, tokens, masked_tokens;
     int shards;
-    int64_t generation; /* the manifest's generation */
+    int64_t generation;        /* the manifest's generation */
+    const char *chat_template; /* the template chats were rendered with ("none": chats refused) */
 } IngestSummary;
 
 /* Called once per source file, in path order, then once per removed file. */

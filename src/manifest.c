@@ -191,6 +191,11 @@ static int read_header(Reader *r, const JsonValue *root, Manifest *m) {
     const JsonValue *split = field(r, root, "split", JV_STRING);
     if (!split) return -1;
     if (text_split_parse(split->text, &m->split) != 0) return bad(r, "%s", "split is not eot, blank or none");
+    /* chat_template: absent in manifests from before it was chosen, which rendered chats as llama2 */
+    const JsonValue *chat = json_get(root, "chat_template");
+    m->chat_template = CHAT_LLAMA2;
+    if (chat && (chat->type != JV_STRING || chat_kind_parse(chat->text, &m->chat_template) != 0))
+        return bad(r, "%s", "chat_template is not llama3, chatml, llama2 or none");
     if (get_count(r, root, "max_shard_mb", 1u << 20, &shard_mb) != 0 ||
         get_count(r, root, "documents", MANIFEST_MAX_COUNT, &m->documents) != 0 ||
         get_count(r, root, "tokens", MANIFEST_MAX_COUNT, &m->tokens) != 0 ||
@@ -353,6 +358,7 @@ int manifest_save(const char *dir, const Manifest *m, NfError *err) {
     json_object_end(&j);
     json_int(&j, "token_width", m->token_width);
     json_str(&j, "split", text_split_name(m->split));
+    json_str(&j, "chat_template", chat_kind_name(m->chat_template));
     json_int(&j, "max_shard_mb", m->max_shard_mb);
     json_int(&j, "documents", (int64_t)m->documents);
     json_int(&j, "tokens", (int64_t)m->tokens);

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chat_template.h"
 #include "error.h"
 #include "textsplit.h"
 
@@ -40,9 +41,10 @@ typedef struct {
     char *tokenizer;         /* the --tokenizer path as given */
     uint64_t tokenizer_hash; /* FNV-1a 64 of the tokenizer file's bytes (of the name, for builtin:bytes) */
     int vocab_size;
-    int token_width;   /* bytes per id in the shards: 2 or 4 */
-    bool token_legacy; /* version 1: the shards are headerless uint16 */
-    TextSplit split;   /* --split of .txt and .md sources */
+    int token_width;        /* bytes per id in the shards: 2 or 4 */
+    bool token_legacy;      /* version 1: the shards are headerless uint16 */
+    TextSplit split;        /* --split of .txt and .md sources */
+    ChatKind chat_template; /* the template of its chats (CHAT_NONE: chats were refused); llama2 when absent */
     int64_t max_shard_mb;
     uint64_t documents, tokens, masked_tokens; /* totals over the sources (= over the shards) */
     ManifestShard *shards;                     /* (n_shards) in stream order */

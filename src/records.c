@@ -26,6 +26,13 @@ SourceKind source_kind(const char *path) {
 
 /* ---- documents ------------------------------------------------------------ */
 
+/* The tokenizer's API is used in this function, special_id and piece_bytes only. */
+
+/* The ids of text[0..n), no BOS/EOS; special tokens spelled in it are their ids only when `specials`. */
+static int encode_text(const Tokenizer *t, const char *text, size_t n, bool specials, TokenList *out, NfError *err) {
+    return tokenizer_encode(t, text, n, specials ? TOKENIZE_PARSE_SPECIAL : 0, out, err);
+}
+
 static void document_reset(Document *d) {
     d->ids.len = 0;
     d->masked = 0;
@@ -53,28 +60,36 @@ static int document_add_token(Document *d, int id, bool counted, NfError *err) {
     return mark(d, from, counted, err);
 }
 
-/* Appends the ids of text[0..n) (dummy-prefix space, no BOS/EOS; nothing when n is 0). */
-static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, NfError *err) {
+/* Appends one control id; nothing when the tokenizer has none (id -1). */
+static int document_add_control(Document *d, int id, bool counted, NfError *err) {
+    return id < 0 ? 0 : document_add_token(d, id, counted, err);
+}
+
+/* Appends the ids of text[0..n) (no BOS/EOS; nothing when n is 0); special tokens spelled in it are
+ * control ids only when `specials` (texts: when the command was given --parse-special, t->parse_special). */
+static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, bool specials,
+                             NfError *err) {
     size_t from = d->ids.len;
-    if (tokenizer_encode(t, text, n, false, false, &d->ids, err) != 0) return -1;
+    if (encode_text(t, text, n, specials, &d->ids, err) != 0) return -1;
     return mark(d, from, counted, err);
 }
 
-/* A text document: BOS and the text, every id counted. */
+/* A text document: BOS and the text (and EOS), as the tokenizer's add_bos / add_eos say, every id counted. */
 static int text_document(Document *d, const Tokenizer *t, const char *text, size_t n, NfError *err) {
     document_reset(d);
-    if (document_add_token(d, TOKEN_BOS, true, err) != 0) return -1;
-    return document_add_text(d, t, text, n, true, err);
+    if (t->add_bos && document_add_control(d, t->bos_id, true, err) != 0) return -1;
+    if (document_add_text(d, t, text, n, true, t->parse_special, err) != 0) return -1;
+    return t->add_eos ? document_add_control(d, t->eos_id, true, err) : 0;
 }
 
 /* A prompt (masked, with the BOS before it) and its answer (counted, with the EOS after it), appended. */
 static int add_turn(Document *d, const Tokenizer *t, const char *prompt, size_t prompt_len, const char *answer,
                     size_t answer_len, NfError *err) {
-    if (document_add_token(d, TOKEN_BOS, false, err) != 0 ||
-        document_add_text(d, t, prompt, prompt_len, false, err) != 0 ||
-        document_add_text(d, t, answer, answer_len, true, err) != 0)
+    if ((t->add_bos && document_add_control(d, t->bos_id, false, err) != 0) ||
+        document_add_text(d, t, prompt, prompt_len, false, t->parse_special, err) != 0 ||
+        document_add_text(d, t, answer, answer_len, true, t->parse_special, err) != 0)
         return -1;
-    return document_add_token(d, TOKEN_EOS, true, err);
+    return document_add_control(d, t->eos_id, true, err);
 }
 
 /* ---- JSONL ---------------------------------------------------------------- */
@@ -102,83 +117,105 @@ static int bytes_add(Bytes *b, const char *s, size_t n, NfError *err) {
     return 0;
 }
 
-static int bytes_str(Bytes *b, const char *s, NfError *err) { return bytes_add(b, s, strlen(s), err); }
+/* ---- chats ---------------------------------------------------------------- */
 
-static const char *const ROLES[3] = {"system", "user", "assistant"};
-
-/* The role of message i (0-based) as an index into ROLES, and its stripped content; -1 on error. */
-static int chat_message(const JsonValue *m, int i, const char **content, size_t *len, NfError *err) {
-    if (m->type != JV_OBJECT) return nf_fail(err, NF_ERR_DATA, "message %d is not an object", i + 1);
-    const JsonValue *role = json_get(m, "role"), *text = json_get(m, "content");
-    if (!role || role->type != JV_STRING) return nf_fail(err, NF_ERR_DATA, "message %d has no \"role\" string", i + 1);
-    if (!text || text->type != JV_STRING)
-        return nf_fail(err, NF_ERR_DATA, "message %d has no \"content\" string", i + 1);
-    *content = stripped(text->text, text->len, len);
-    for (int r = 0; r < 3; r++)
-        if (strcmp(role->text, ROLES[r]) == 0 && strlen(role->text) == role->len) return r;
-    return nf_fail(err, NF_ERR_DATA, "message %d has role \"%.40s\"; roles are system, user and assistant", i + 1,
-                   role->text);
+/* The id of the special token spelled s[0..n) (a tokenizer.bin piece, or what that spelling parses to as
+ * one special token), or -1 with err set naming the template that needs it. */
+static int special_id(const Tokenizer *t, const char *s, size_t n, ChatKind kind, NfError *err) {
+    int id = tokenizer_find(t, s, n);
+    if (id < 0 && t->hf) {
+        TokenList one = {0};
+        if (encode_text(t, s, n, true, &one, err) != 0) return -1;
+        if (one.len == 1) id = one.ids[0];
+        token_list_free(&one);
+    }
+    if (id < 0)
+        nf_fail(err, NF_ERR_TOKENIZER, "the tokenizer has no %.*s token, which chat template %s needs", (int)n, s,
+                chat_kind_name(kind));
+    return id;
 }
 
-/* {"messages": [...]}: turns through the Llama 2 chat template (records.h). */
-static int chat_document(const Tokenizer *t, const JsonValue *messages, Document *d, NfError *err) {
-    if (messages->type != JV_ARRAY) return nf_fail(err, NF_ERR_DATA, "\"messages\" is not an array");
-    int n = messages->n, i = 0;
-    const char *system = NULL, *content = NULL;
-    size_t system_len = 0, len = 0;
-    if (n > 0) {
-        int role = chat_message(&messages->items[0], 0, &content, &len, err);
-        if (role < 0) return -1;
-        if (role == 0) {
-            system = content;
-            system_len = len;
-            i = 1;
-        }
+/* The bytes of each id in ids[from..len) as it follows the one before (-1 for the first): their lengths. */
+static size_t piece_bytes(const Tokenizer *t, const TokenList *ids, size_t from, size_t i) {
+    unsigned char byte;
+    size_t len;
+    tokenizer_decode_piece(t, i > from ? ids->ids[i - 1] : -1, ids->ids[i], &len, &byte);
+    return len;
+}
+
+/* Whether bytes [b, e) of the render overlap a trained text part of parts[first..last]. */
+static bool overlaps_trained(const ChatRender *r, size_t first, size_t last, size_t b, size_t e) {
+    for (size_t k = first; k <= last; k++) {
+        const ChatPart *p = &r->parts[k];
+        if (p->trained && p->len > 0 && b < p->start + p->len && p->start < e) return true;
     }
-    if (i >= n) return nf_fail(err, NF_ERR_DATA, "\"messages\" holds no user and assistant messages");
-    Bytes prompt = {0};
-    int rc = 0;
-    for (bool first = true; rc == 0 && i < n; i += 2, first = false) {
-        const char *user = NULL, *answer = NULL;
-        size_t user_len = 0, answer_len = 0;
-        int role = chat_message(&messages->items[i], i, &user, &user_len, err);
-        if (role < 0) {
-            rc = -1;
-            break;
-        }
-        if (role != 1) {
-            rc = nf_fail(err, NF_ERR_DATA,
-                         "message %d has role \"%s\" where \"user\" is due (an optional system message first, then "
-                         "user and assistant alternating)",
-                         i + 1, ROLES[role]);
-            break;
-        }
-        if (i + 1 >= n) {
-            rc =
-                nf_fail(err, NF_ERR_DATA, "the last message is from the user; a chat ends with the assistant's answer");
-            break;
-        }
-        role = chat_message(&messages->items[i + 1], i + 1, &answer, &answer_len, err);
-        if (role < 0) {
-            rc = -1;
-            break;
-        }
-        if (role != 2) {
-            rc = nf_fail(err, NF_ERR_DATA, "message %d has role \"%s\" where \"assistant\" is due", i + 2, ROLES[role]);
-            break;
-        }
-        prompt.len = 0;
-        rc = bytes_str(&prompt, "[INST] ", err);
-        if (rc == 0 && first && system) {
-            if (bytes_str(&prompt, "<<SYS>>\n", err) != 0 || bytes_add(&prompt, system, system_len, err) != 0 ||
-                bytes_str(&prompt, "\n<</SYS>>\n\n", err) != 0)
-                rc = -1;
-        }
-        if (rc == 0 && (bytes_add(&prompt, user, user_len, err) != 0 || bytes_str(&prompt, " [/INST]", err) != 0))
-            rc = -1;
-        if (rc == 0) rc = add_turn(d, t, prompt.data, prompt.len, answer, answer_len, err);
+    return false;
+}
+
+/* Text parts first..last, which lie back to back in r->text, encoded as one
+ * stretch; a token is trained when any of its bytes is in a trained part (so
+ * a token that straddles template text and an answer is trained: every
+ * byte of an answer is a target). A stretch that is all trained or all
+ * masked needs no byte ranges. */
+static int add_stretch(Document *d, const Tokenizer *t, const ChatRender *r, size_t first, size_t last, NfError *err) {
+    size_t b = r->parts[first].start, e = r->parts[last].start + r->parts[last].len, from = d->ids.len;
+    bool mixed = false;
+    for (size_t k = first + 1; k <= last; k++) mixed |= r->parts[k].trained != r->parts[first].trained;
+    if (!mixed) return document_add_text(d, t, r->text + b, e - b, r->parts[first].trained, false, err);
+    if (encode_text(t, r->text + b, e - b, false, &d->ids, err) != 0) return -1;
+    if (!nf_grow((void **)&d->mask, &d->mask_cap, d->ids.len, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    /* the pieces must spell the stretch, or the mask would be misplaced; bytes beyond it can only be a prefix
+     * the tokenizer adds (a dummy-prefix space its decoder keeps), so the ranges start that much earlier */
+    size_t total = 0;
+    for (size_t i = from; i < d->ids.len; i++) total += piece_bytes(t, &d->ids, from, i);
+    if (total < e - b)
+        return nf_fail(err, NF_ERR_TOKENIZER, "the tokens of a chat's text do not spell it (%zu bytes of %zu)", total,
+                       e - b);
+    size_t pos = b; /* where the next piece starts, counted from b - (total - (e - b)) */
+    for (size_t i = from, skip = total - (e - b); i < d->ids.len; i++) {
+        size_t len = piece_bytes(t, &d->ids, from, i), in = len < skip ? len : skip; /* bytes of the prefix */
+        skip -= in;
+        bool trained = overlaps_trained(r, first, last, pos, pos + (len - in ? len - in : 1));
+        d->mask[i] = trained;
+        d->masked += !trained;
+        pos += len - in;
     }
-    free(prompt.data);
+    return 0;
+}
+
+/* A rendered chat into d: BOS/EOS and specials as their ids, runs of text parts as stretches. */
+static int add_chat(Document *d, const Tokenizer *t, ChatKind kind, const ChatRender *r, NfError *err) {
+    for (size_t k = 0; k < r->n; k++) {
+        const ChatPart *p = &r->parts[k];
+        if (p->kind == PART_BOS || p->kind == PART_EOS) { /* the template's, whatever add_bos / add_eos say */
+            if (document_add_control(d, p->kind == PART_BOS ? t->bos_id : t->eos_id, p->trained, err) != 0) return -1;
+            continue;
+        }
+        if (p->kind == PART_SPECIAL) {
+            int id = special_id(t, r->text + p->start, p->len, kind, err);
+            if (id < 0 || document_add_token(d, id, p->trained, err) != 0) return -1;
+            continue;
+        }
+        size_t last = k;
+        while (last + 1 < r->n && r->parts[last + 1].kind == PART_TEXT && !r->parts[last + 1].fresh) last++;
+        if (add_stretch(d, t, r, k, last, err) != 0) return -1;
+        k = last;
+    }
+    return 0;
+}
+
+/* {"messages": [...]}: the chat through the run's template (chat_template.h). */
+static int chat_document(const Tokenizer *t, const ChatTemplate *chat, const JsonValue *messages, Document *d,
+                         NfError *err) {
+    if (chat->kind == CHAT_NONE && messages->type == JV_ARRAY) return nf_fail(err, NF_ERR_DATA, "%s", chat->refusal);
+    ChatMessage *m = NULL;
+    int n = 0, rc = chat_messages_from_json(messages, &m, &n, err);
+    ChatRender r = {0};
+    if (rc == 0 && chat_render(chat->kind, m, n, &r, err) != 0) rc = -1;
+    if (rc == 0) rc = add_chat(d, t, chat->kind, &r, err);
+    chat_render_free(&r);
+    free(m);
     return rc;
 }
 
@@ -196,7 +233,8 @@ static const JsonValue *string_field(const JsonValue *obj, const char *key, NfEr
     return v;
 }
 
-int record_from_json(const Tokenizer *t, const char *line, size_t len, Document *d, NfError *err) {
+int record_from_json(const Tokenizer *t, const ChatTemplate *chat, const char *line, size_t len, Document *d,
+                     NfError *err) {
     document_reset(d);
     JsonValue v = {0};
     if (json_parse(line, len, &v, err) != 0) {
@@ -226,7 +264,7 @@ int record_from_json(const Tokenizer *t, const char *line, size_t len, Document 
         else
             rc = text_document(d, t, s, n, err) == 0 ? 1 : -1;
     } else if (messages) {
-        rc = chat_document(t, messages, d, err) == 0 ? 1 : -1;
+        rc = chat_document(t, chat, messages, d, err) == 0 ? 1 : -1;
     } else {
         const JsonValue *p = string_field(&v, "prompt", err), *c = p ? string_field(&v, "completion", err) : NULL;
         if (p && c) rc = add_turn(d, t, p->text, p->len, c->text, c->len, err) == 0 ? 1 : -1;
@@ -244,8 +282,8 @@ static size_t skip_bom(const char *data, size_t size) {
     return size >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
 }
 
-static int read_jsonl(const char *path, const char *data, size_t size, const Tokenizer *t, DocumentFn fn, void *ctx,
-                      NfError *err) {
+static int read_jsonl(const char *path, const char *data, size_t size, const Tokenizer *t, const ChatTemplate *chat,
+                      DocumentFn fn, void *ctx, NfError *err) {
     Document d = {0};
     int rc = 0;
     size_t pos = skip_bom(data, size), line = 1;
@@ -259,7 +297,7 @@ static int read_jsonl(const char *path, const char *data, size_t size, const Tok
             rc = nf_fail(err, NF_ERR_DATA, "%s line %zu: the line has %zu bytes; a record may have up to %zu", path,
                          line, len, RECORD_MAX_BYTES);
         } else if (b < e) {
-            int made = record_from_json(t, data + pos, len, &d, err);
+            int made = record_from_json(t, chat, data + pos, len, &d, err);
             if (made < 0)
                 rc = located(err, path, line);
             else if (made > 0)
@@ -469,8 +507,8 @@ static int text_doc(void *ctx, const char *doc, size_t len, size_t line, NfError
 }
 
 int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split, const Tokenizer *t,
-                 DocumentFn fn, void *ctx, NfError *err) {
-    if (kind == SOURCE_JSONL) return read_jsonl(path, data, size, t, fn, ctx, err);
+                 const ChatTemplate *chat, DocumentFn fn, void *ctx, NfError *err) {
+    if (kind == SOURCE_JSONL) return read_jsonl(path, data, size, t, chat, fn, ctx, err);
     if (kind == SOURCE_CSV) return read_csv(path, data, size, t, fn, ctx, err);
     if (kind != SOURCE_TEXT) return nf_fail(err, NF_ERR_DATA, "%s: not a source ingest reads", path);
     TextReader r = {.path = path, .t = t, .fn = fn, .ctx = ctx};

@@ -7,21 +7,20 @@
  *                 {"text": T}                      BOS + T, all counted
  *                 {"prompt": P, "completion": C}   BOS P masked, C EOS counted
  *                 {"messages": [...]}              a chat, through the
- *                                                  template below
+ *                                                  run's chat template
  *   .csv        a header row, then one document per row: its `text` column;
  *               or its `prompt` and `completion` columns as a pair; or
  *               else every column as "name: value" lines, all counted
  *
- * Chat template (Llama 2 chat's): the messages are an optional "system"
- * message, then "user" and "assistant" messages alternating, starting with
- * user and ending with assistant; contents are stripped of surrounding
- * whitespace. Each (user, assistant) turn k becomes
- *     BOS  "[INST] " [S] U_k " [/INST]"  |  A_k  EOS
- * where S = "<<SYS>>\n" system "\n<</SYS>>\n\n" on the first turn only
- * (when there is a system message) and empty otherwise. Everything left of
- * the bar is masked; A_k and EOS are counted. The two text parts are
- * encoded separately, each with SentencePiece's dummy-prefix space, as
- * prompt and completion are. docs/formats.md has examples. */
+ * Chats: the messages (role and content strings) go through the run's
+ * template (chat_template.h: llama3, chatml or llama2, the last being
+ * NeuralForge's from before templates could be chosen); its special tokens
+ * become their ids, and consecutive text parts (template text and contents)
+ * are encoded as one stretch, as Hugging Face tokenizes the rendered
+ * string. The mask counts a token when any of its bytes belongs to an
+ * assistant's content, and the assistant's end-of-turn token; everything
+ * else is masked. Under CHAT_NONE a chat is an error (the template's
+ * refusal). docs/formats.md has examples. */
 #ifndef NF_RECORDS_H
 #define NF_RECORDS_H
 
@@ -29,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chat_template.h"
 #include "error.h"
 #include "textsplit.h"
 #include "tokenizer.h"
@@ -55,7 +55,8 @@ void document_free(Document *d);
  * Returns 1 when d holds a document, 0 when the record has none (a "text"
  * that is only whitespace), -1 with err set (bad_data, not naming the
  * file: the caller adds that). */
-int record_from_json(const Tokenizer *t, const char *line, size_t len, Document *d, NfError *err);
+int record_from_json(const Tokenizer *t, const ChatTemplate *chat, const char *line, size_t len, Document *d,
+                     NfError *err);
 
 /* Receives each document of a source; d is reused after the call returns. */
 typedef int (*DocumentFn)(void *ctx, const Document *d, NfError *err);
@@ -63,6 +64,6 @@ typedef int (*DocumentFn)(void *ctx, const Document *d, NfError *err);
 /* Every document of one source file's bytes data[0..size), in order. Errors
  * (bad_data) name the file (path, as given) and the line. */
 int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split, const Tokenizer *t,
-                 DocumentFn fn, void *ctx, NfError *err);
+                 const ChatTemplate *chat, DocumentFn fn, void *ctx, NfError *err);
 
 #endif

@@ -1,16 +1,23 @@
-/* tokenizer.c — loading tokenizer.bin, SentencePiece-exact BPE encoding, decoding. */
+/* tokenizer.c — the Tokenizer front: dispatching on the kind of file, loading
+ * tokenizer.bin, SentencePiece-exact BPE encoding for it, and decoding for
+ * every kind (hf_tokenizer.c fills the same per-id bytes for tokenizer.json). */
 #include "tokenizer.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fileio.h"
+#include "hf_tokenizer.h"
 #include "utf8.h"
 #include "util.h"
 
 /* ---- loading ---------------------------------------------------------------- */
+
+/* tokenizer.bin's control ids, as llama2.c fixes them */
+enum { BIN_UNK = 0, BIN_BOS = 1, BIN_EOS = 2 };
 
 static int hex_digit(unsigned char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -26,6 +33,7 @@ static int byte_piece_value(const unsigned char *p, uint32_t len) {
 }
 
 int tokenizer_find(const Tokenizer *t, const char *s, size_t n) {
+    if (!t->lookup) return -1;
     uint32_t slot = nf_fnv1a32(s, n) & t->lookup_mask;
     for (;;) {
         int32_t id = t->lookup[slot];
@@ -51,7 +59,7 @@ static int build_lookup(Tokenizer *t, NfError *err) {
             continue;
         }
         /* <unk>, BOS and EOS are control pieces: text never matches them */
-        if (id <= TOKEN_EOS) continue;
+        if (id <= BIN_EOS) continue;
         if (tokenizer_find(t, (const char *)p, t->piece_len[id]) >= 0) continue; /* first spelling wins */
         uint32_t slot = nf_fnv1a32((const char *)p, t->piece_len[id]) & t->lookup_mask;
         while (t->lookup[slot] >= 0) slot = (slot + 1) & t->lookup_mask;
@@ -123,6 +131,14 @@ static int tokenizer_parse(Tokenizer *t, const unsigned char *data, size_t size,
         p += len;
     }
     rc = build_lookup(t, err);
+    if (rc == 0 && !(t->control = nf_alloc((size_t)count, err))) rc = -1;
+    if (rc == 0) {
+        t->kind = TOKENIZER_BIN;
+        t->unk_id = BIN_UNK, t->bos_id = BIN_BOS, t->eos_id = BIN_EOS;
+        t->add_bos = true, t->add_eos = false;
+        t->control[BIN_BOS] = t->control[BIN_EOS] = 1;
+        t->eot_ids[t->n_eot++] = BIN_EOS;
+    }
 done:
     if (rc != 0) tokenizer_free(t);
     return rc;
@@ -154,8 +170,17 @@ static unsigned char *byte_vocabulary_image(size_t *size) {
     return img;
 }
 
+/* A directory (an HF model directory) or a file named *.json is a tokenizer.json. */
+static bool is_hf_path(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return true;
+    size_t n = strlen(path);
+    return n >= 5 && strcmp(path + n - 5, ".json") == 0;
+}
+
 int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
     memset(t, 0, sizeof *t);
+    if (is_hf_path(path)) return hf_tokenizer_load(t, path, err);
     if (strcmp(path, TOKENIZER_BUILTIN_BYTES) == 0) {
         size_t size;
         unsigned char *img = byte_vocabulary_image(&size);
@@ -178,7 +203,51 @@ int tokenizer_check_vocab(const Tokenizer *t, int model_vocab_size, NfError *err
     return 0;
 }
 
+static int hash_file(const char *path, uint64_t *h, NfError *err) {
+    MappedFile f;
+    if (mapped_file_open(&f, path, "tokenizer", err) != 0) return -1;
+    *h = nf_fnv1a64(*h, f.data, f.size);
+    mapped_file_close(&f);
+    return 0;
+}
+
+int tokenizer_hash(const char *path, uint64_t *h, NfError *err) {
+    *h = NF_FNV1A64_INIT;
+    if (strcmp(path, TOKENIZER_BUILTIN_BYTES) == 0) {
+        *h = nf_fnv1a64(*h, path, strlen(path));
+        return 0;
+    }
+    if (!is_hf_path(path)) return hash_file(path, h, err);
+    HfPaths files;
+    if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
+    int rc = hash_file(files.json, h, err);
+    if (rc == 0 && files.config) rc = hash_file(files.config, h, err);
+    hf_paths_free(&files);
+    return rc;
+}
+
+const char *tokenizer_kind_name(TokenizerKind kind) {
+    switch (kind) {
+    case TOKENIZER_HF_BYTE_LEVEL: return "hf_byte_level_bpe";
+    case TOKENIZER_HF_SENTENCEPIECE: return "hf_sentencepiece_bpe";
+    case TOKENIZER_BIN: break;
+    }
+    return "sentencepiece_bin";
+}
+
+unsigned tokenizer_default_flags(const Tokenizer *t) {
+    return (t->add_bos ? TOKENIZE_BOS : 0u) | (t->add_eos ? TOKENIZE_EOS : 0u);
+}
+
+bool tokenizer_is_eot(const Tokenizer *t, int id) {
+    for (int i = 0; i < t->n_eot; i++)
+        if (t->eot_ids[i] == id) return true;
+    return false;
+}
+
 void tokenizer_free(Tokenizer *t) {
+    hf_tokenizer_free(t->hf);
+    free(t->control);
     free(t->blob);
     free(t->piece_start);
     free(t->piece_len);
@@ -279,8 +348,8 @@ static int queue_pair(const Tokenizer *t, const char *text, const Symbol *sym, i
     return heap_push(h, c, err);
 }
 
-int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, bool eos, TokenList *out, NfError *err) {
-    if (bos && token_list_push(out, TOKEN_BOS, err) != 0) return -1;
+/* tokenizer.bin's encoder on text[0..n) (no BOS/EOS). */
+static int bin_encode(const Tokenizer *t, const char *text, size_t n, TokenList *out, NfError *err) {
     if (n > 0) {
         size_t norm_len;
         char *norm = normalize(text, n, &norm_len, err);
@@ -317,7 +386,7 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, b
             }
             for (uint32_t b = 0; rc == 0 && b < sym[i].len; b++) {
                 int id = t->byte_piece[(unsigned char)norm[sym[i].start + b]];
-                rc = token_list_push(out, id >= 0 ? id : TOKEN_UNK, err);
+                rc = token_list_push(out, id >= 0 ? id : BIN_UNK, err);
             }
         }
         free(heap.items);
@@ -325,7 +394,35 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, b
         free(norm);
         if (rc != 0) return -1;
     }
-    if (eos && token_list_push(out, TOKEN_EOS, err) != 0) return -1;
+    return 0;
+}
+
+/* With TOKENIZE_PARSE_SPECIAL, tokenizer.bin's control pieces spelled as SentencePiece names them
+ * ("<s>", "</s>") are their ids; the text between goes through bin_encode, each part with its own
+ * dummy prefix, as SentencePiece would encode the parts. */
+static int bin_encode_special(const Tokenizer *t, const char *text, size_t n, TokenList *out, NfError *err) {
+    size_t from = 0;
+    for (size_t i = 0; i < n; i++) {
+        int id = -1;
+        size_t len = 0;
+        if (n - i >= 3 && memcmp(text + i, "<s>", 3) == 0) id = BIN_BOS, len = 3;
+        if (n - i >= 4 && memcmp(text + i, "</s>", 4) == 0) id = BIN_EOS, len = 4;
+        if (id < 0) continue;
+        if (bin_encode(t, text + from, i - from, out, err) != 0 || token_list_push(out, id, err) != 0) return -1;
+        i += len - 1;
+        from = i + 1;
+    }
+    return bin_encode(t, text + from, n - from, out, err);
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, unsigned flags, TokenList *out, NfError *err) {
+    if ((flags & TOKENIZE_BOS) && t->bos_id >= 0 && token_list_push(out, t->bos_id, err) != 0) return -1;
+    bool special = (flags & TOKENIZE_PARSE_SPECIAL) != 0;
+    int rc = t->hf     ? hf_tokenizer_encode(t, text, n, special, out, err)
+             : special ? bin_encode_special(t, text, n, out, err)
+                       : bin_encode(t, text, n, out, err);
+    if (rc != 0) return -1;
+    if ((flags & TOKENIZE_EOS) && t->eos_id >= 0 && token_list_push(out, t->eos_id, err) != 0) return -1;
     return 0;
 }
 
@@ -333,11 +430,17 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool bos, b
 
 const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t *len, unsigned char *byte_buf) {
     *len = 0;
-    if (id < 0 || id >= t->vocab_size || id == TOKEN_BOS || id == TOKEN_EOS) return "";
+    if (id < 0 || id >= t->vocab_size || t->control[id]) return "";
     const char *p = (const char *)t->blob + t->piece_start[id];
     size_t n = t->piece_len[id];
+    bool first = prev < 0 || prev == t->bos_id;
+    if (t->hf) {
+        /* tokenizer.json: the bytes are already decoded; only the dummy prefix's space is left to drop */
+        if (first && hf_tokenizer_strips_first_space(t->hf) && n > 0 && p[0] == ' ') p++, n--;
+        *len = n;
+        return p;
+    }
     int byte = byte_piece_value((const unsigned char *)p, (uint32_t)n);
-    bool first = prev < 0 || prev == TOKEN_BOS;
     if (byte >= 0) {
         /* a vocabulary without a space piece (builtin:bytes) spells the dummy prefix as byte 0x20 */
         if (first && byte == ' ' && tokenizer_find(t, " ", 1) < 0) return "";

@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const Tokenizer *t = fuzz_tokenizer();
     TokenList ids = {0};
     NfError err;
-    if (tokenizer_encode(t, (const char *)data, size, true, false, &ids, &err) != 0) {
+    if (tokenizer_encode(t, (const char *)data, size, TOKENIZE_BOS, &ids, &err) != 0) {
         fprintf(stderr, "encode failed: %s\n", err.message);
         abort();
     }

@@ -1,7 +1,8 @@
 /* fuzz_records.c — ingest's source readers (records_read): .txt/.md text
  * split into documents, .csv rows and .jsonl records (text, prompt and
  * completion, chat messages), tokenized with the 512-piece tokenizer. The
- * first byte picks the kind and the split mode; the rest is the file. Each
+ * first byte picks the kind, the split mode and the chat template (llama2,
+ * or chatml, whose special tokens that vocabulary lacks); the rest is the file. Each
  * document's mask must be as long as its ids, with `masked` zeros in it. */
 #include "fuzz.h"
 #include "records.h"
@@ -21,8 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     int kind = data[0] % 3;
     TextSplit split = (TextSplit)(data[0] / 3 % 3);
+    ChatTemplate chat = {data[0] / 9 % 2 ? CHAT_CHATML : CHAT_LLAMA2, ""};
     NfError err;
-    records_read(kinds[kind], names[kind], (const char *)data + 1, size - 1, split, fuzz_tokenizer(), check_document,
-                 NULL, &err);
+    records_read(kinds[kind], names[kind], (const char *)data + 1, size - 1, split, fuzz_tokenizer(), &chat,
+                 check_document, NULL, &err);
     return 0;
 }

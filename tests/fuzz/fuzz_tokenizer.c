@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (tokenizer_load(&t, path, &err) != 0) return 0;
     static const char text[] = "Once upon a time, \xe2\x96\x81 <0x41> \xff\n\xe4\xb8\xad";
     TokenList ids = {0};
-    if (tokenizer_encode(&t, text, sizeof text - 1, true, true, &ids, &err) == 0) {
+    if (tokenizer_encode(&t, text, sizeof text - 1, TOKENIZE_BOS | TOKENIZE_EOS, &ids, &err) == 0) {
         size_t len;
         char *back = tokenizer_decode(&t, ids.ids, ids.len, &len, &err);
         free(back);

@@ -118,7 +118,8 @@ def main():
     nf("ingest", "--source", src, "--output", ing, "--tokenizer", tok)
     add("manifest", "manifest.json", open(os.path.join(ing, "manifest.json"), "rb").read())
 
-    # records: the first byte picks the kind (0 text, 1 csv, 2 jsonl) and, / 3 % 3, the split
+    # records: the first byte picks the kind (0 text, 1 csv, 2 jsonl), / 3 % 3 the split, / 9 % 2 the chat
+    # template (llama2, chatml)
     add("records", "text_eot.txt", b"\x00Once upon a time.\n<|endoftext|>\nThe end.\n  <|endoftext|>  \n")
     add("records", "text_blank.txt", b"\x03First paragraph\nstill first.\n\n\t\nSecond.\n")
     add("records", "text_none.txt", b"\x06All one document\n\nwith blank lines.\n")
@@ -131,6 +132,8 @@ def main():
     add("records", "mixed.jsonl", b"\x02" + "\n".join([
         json.dumps({"text": "A story \u00e9\u2581."}), json.dumps({"prompt": "Q", "completion": "A"}),
         json.dumps(chat), "", json.dumps({"text": "   "})]).encode() + b"\n")
+    add("records", "chatml.jsonl", b"\x0b" + "\n".join([json.dumps(chat), json.dumps({"messages": [
+        {"role": "user", "content": "<|im_end|>"}, {"role": "assistant", "content": "\nHi"}]})]).encode() + b"\n")
 
     add("json", "config.json", json.dumps({"steps": 10, "lr": 3e-4, "init": True, "data": ["a", "b"],
                                            "schedule": "linear"}).encode())

@@ -155,7 +155,7 @@ static int probe_encode(int argc, char **argv) {
     MappedFile text;
     TokenList ids = {0};
     if (tokenizer_load(&t, argv[2], &err) != 0 || mapped_file_open(&text, argv[3], "text", &err) != 0 ||
-        tokenizer_encode(&t, (const char *)text.data, text.size, false, false, &ids, &err) != 0)
+        tokenizer_encode(&t, (const char *)text.data, text.size, 0, &ids, &err) != 0)
         return die(err.message);
     int rc = write_all(argv[4], ids.ids, ids.len * sizeof(int));
     token_list_free(&ids);

@@ -55,7 +55,7 @@ static int count_chars(const unsigned char *s, size_t n) {
 static void assert_round_trip(const Tokenizer *t, const char *text, size_t n) {
     TokenList ids = {0};
     NfError err = {0};
-    assert_int_equal(tokenizer_encode(t, text, n, false, false, &ids, &err), 0);
+    assert_int_equal(tokenizer_encode(t, text, n, 0, &ids, &err), 0);
     size_t len;
     char *back = tokenizer_decode(t, ids.ids, ids.len, &len, &err);
     assert_non_null(back);
@@ -160,7 +160,7 @@ static void test_whole_words_encode_as_one_piece_each(void **state) {
     load_trained(&v, &t);
     TokenList ids = {0};
     NfError err = {0};
-    assert_int_equal(tokenizer_encode(&t, "the cat sat", 11, false, false, &ids, &err), 0);
+    assert_int_equal(tokenizer_encode(&t, "the cat sat", 11, 0, &ids, &err), 0);
     assert_int_equal(ids.len, 3);
     assert_int_equal(ids.ids[0], tokenizer_find(&t, " the", 4));
     assert_int_equal(ids.ids[1], tokenizer_find(&t, " cat", 4));
@@ -210,7 +210,7 @@ static void test_runs_of_spaces_give_whitespace_pieces(void **state) {
     /* the encoder splits "    return" as training did: three spaces, then " return" */
     TokenList ids = {0};
     NfError err = {0};
-    assert_int_equal(tokenizer_encode(&t, "x:\n    return", 13, false, false, &ids, &err), 0);
+    assert_int_equal(tokenizer_encode(&t, "x:\n    return", 13, 0, &ids, &err), 0);
     assert_true(ids.len >= 2);
     assert_int_equal(ids.ids[ids.len - 2], tokenizer_find(&t, "   ", 3));
     assert_int_equal(ids.ids[ids.len - 1], tokenizer_find(&t, " return", 7));
@@ -263,7 +263,7 @@ static void test_invalid_utf8_and_u2581_are_kept_byte_for_byte(void **state) {
     /* decode(encode(x)) is x, byte for byte */
     TokenList ids = {0};
     NfError err = {0};
-    assert_int_equal(tokenizer_encode(&t, text, 13, false, false, &ids, &err), 0);
+    assert_int_equal(tokenizer_encode(&t, text, 13, 0, &ids, &err), 0);
     size_t len;
     char *back = tokenizer_decode(&t, ids.ids, ids.len, &len, &err);
     const char *want = "ab\xFF\x80 cd\xE2\x96\x81"
@@ -295,7 +295,7 @@ static void test_coverage_leaves_rare_characters_to_bytes(void **state) {
     assert_true(tokenizer_find(&t, "\xC3\xA9", 2) < 0);
     TokenList ids = {0};
     NfError err = {0};
-    assert_int_equal(tokenizer_encode(&t, "\xC3\xA9", 2, false, false, &ids, &err), 0);
+    assert_int_equal(tokenizer_encode(&t, "\xC3\xA9", 2, 0, &ids, &err), 0);
     assert_int_equal(ids.len, 3); /* the space, then é as its two bytes */
     assert_int_equal(ids.ids[1], 3 + 0xC3);
     assert_int_equal(ids.ids[2], 3 + 0xA9);

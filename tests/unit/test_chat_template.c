@@ -1,0 +1,175 @@
+/* test_chat_template.c — chat_template.c: detection by markers, names and
+ * roles, the parts each template renders (specials, text, trained or not),
+ * and records.c's chat documents on a small tokenizer.bin whose pieces hold
+ * the ChatML specials and a piece "\nH" that straddles template text and an
+ * answer: the stretch is encoded as one, and the mask follows byte ranges
+ * (a straddling token is trained). */
+#include "testutil.h"
+
+#include "chat_template.h"
+#include "records.h"
+#include "tokenizer.h"
+
+static void test_detection_by_markers(void **state) {
+    (void)state;
+    assert_int_equal(chat_detect("{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}"), CHAT_LLAMA3);
+    assert_int_equal(chat_detect("{{ '<|im_start|>' + role }}"), CHAT_CHATML);
+    assert_int_equal(chat_detect("{{ bos_token + '[INST] ' + content + ' [/INST]' }}"), CHAT_LLAMA2);
+    assert_int_equal(chat_detect("<start_of_turn>{{ role }}"), CHAT_NONE);
+    assert_int_equal(chat_detect("<|start_header_id|> alone"), CHAT_NONE);
+    assert_int_equal(chat_detect(""), CHAT_NONE);
+}
+
+static void test_names_and_roles(void **state) {
+    (void)state;
+    ChatKind k;
+    const char *names[] = {"none", "llama3", "chatml", "llama2"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(chat_kind_parse(names[i], &k), 0);
+        assert_string_equal(chat_kind_name(k), names[i]);
+    }
+    assert_int_equal(chat_kind_parse("auto", &k), -1);
+    assert_int_equal(chat_kind_parse("Llama3", &k), -1);
+    assert_int_equal(chat_role_parse("user", 4), CHAT_USER);
+    assert_int_equal(chat_role_parse("assistant", 9), CHAT_ASSISTANT);
+    assert_int_equal(chat_role_parse("system", 6), CHAT_SYSTEM);
+    assert_int_equal(chat_role_parse("user\0x", 6), -1);
+    assert_int_equal(chat_role_parse("tool", 4), -1);
+    assert_int_equal(chat_role_parse("", 0), -1);
+}
+
+/* The parts as "kind:text:trained" lines, for comparing whole renderings. */
+static void describe(const ChatRender *r, char *out, size_t cap) {
+    static const char *const kinds[] = {"bos", "eos", "special", "text"};
+    size_t o = 0;
+    for (size_t k = 0; k < r->n && o < cap; k++) {
+        const ChatPart *p = &r->parts[k];
+        o += (size_t)snprintf(out + o, cap - o, "%s%s:%.*s:%d|", kinds[p->kind], p->fresh ? "*" : "", (int)p->len,
+                              r->text + p->start, p->trained);
+    }
+}
+
+static void test_each_template_renders_its_parts(void **state) {
+    (void)state;
+    ChatMessage chat[] = {{CHAT_SYSTEM, " S ", 3}, {CHAT_USER, "U\n", 2}, {CHAT_ASSISTANT, " A ", 3}};
+    ChatRender r = {0};
+    NfError err;
+    char got[1024];
+    assert_int_equal(chat_render(CHAT_LLAMA3, chat, 3, &r, &err), 0);
+    describe(&r, got, sizeof got);
+    assert_string_equal(got, "bos::0|special:<|start_header_id|>:0|text:system:0|special:<|end_header_id|>:0|"
+                             "text:\n\n:0|text:S:0|special:<|eot_id|>:0|"
+                             "special:<|start_header_id|>:0|text:user:0|special:<|end_header_id|>:0|text:\n\n:0|"
+                             "text:U:0|special:<|eot_id|>:0|"
+                             "special:<|start_header_id|>:0|text:assistant:0|special:<|end_header_id|>:0|"
+                             "text:\n\n:0|text:A:1|special:<|eot_id|>:1|");
+    assert_int_equal(chat_render(CHAT_CHATML, chat, 3, &r, &err), 0);
+    describe(&r, got, sizeof got);
+    assert_string_equal(got, "special:<|im_start|>:0|text:system:0|text:\n:0|text: S :0|special:<|im_end|>:0|text:\n:0|"
+                             "special:<|im_start|>:0|text:user:0|text:\n:0|text:U\n:0|special:<|im_end|>:0|text:\n:0|"
+                             "special:<|im_start|>:0|text:assistant:0|text:\n:0|text: A :1|special:<|im_end|>:1|"
+                             "text:\n:0|");
+    assert_int_equal(chat_render(CHAT_LLAMA2, chat, 3, &r, &err), 0);
+    describe(&r, got, sizeof got);
+    assert_string_equal(got, "bos::0|text*:[INST] :0|text:<<SYS>>\n:0|text:S:0|text:\n<</SYS>>\n\n:0|text:U:0|"
+                             "text: [/INST]:0|text*:A:1|eos::1|");
+    chat_render_free(&r);
+}
+
+static void test_roles_out_of_order_are_refused(void **state) {
+    (void)state;
+    ChatRender r = {0};
+    NfError err;
+    ChatMessage user_last[] = {{CHAT_USER, "u", 1}, {CHAT_ASSISTANT, "a", 1}, {CHAT_USER, "v", 1}};
+    assert_int_equal(chat_render(CHAT_CHATML, user_last, 3, &r, &err), -1);
+    assert_string_equal(err.code, NF_ERR_DATA);
+    assert_non_null(strstr(err.message, "the last message is from the user"));
+    ChatMessage two_systems[] = {{CHAT_SYSTEM, "s", 1}, {CHAT_SYSTEM, "t", 1}, {CHAT_ASSISTANT, "a", 1}};
+    assert_int_equal(chat_render(CHAT_LLAMA3, two_systems, 3, &r, &err), -1);
+    assert_non_null(strstr(err.message, "message 2 has role \"system\" where \"user\" is due"));
+    assert_int_equal(chat_render(CHAT_LLAMA2, two_systems, 0, &r, &err), -1);
+    assert_non_null(strstr(err.message, "holds no user and assistant messages"));
+    chat_render_free(&r);
+}
+
+/* A tokenizer.bin: <unk>, <s>, </s>, the 256 byte pieces, <|im_start|>, <|im_end|> and "\nH" (merged first). */
+static char *chatml_tokenizer(void) {
+    unsigned char buf[8192];
+    size_t o = 0;
+    int32_t max_len = 12;
+    memcpy(buf + o, &max_len, 4), o += 4;
+    char piece[16];
+    for (int i = 0; i < 3 + 256 + 3; i++) {
+        float score = 0;
+        if (i == 0) strcpy(piece, "<unk>");
+        if (i == 1) strcpy(piece, "<s>");
+        if (i == 2) strcpy(piece, "</s>");
+        if (i >= 3 && i < 259) snprintf(piece, sizeof piece, "<0x%02X>", i - 3);
+        if (i == 259) strcpy(piece, "<|im_start|>"), score = -1e9f;
+        if (i == 260) strcpy(piece, "<|im_end|>"), score = -1e9f;
+        if (i == 261) strcpy(piece, "\nH"), score = 10;
+        int32_t len = (int32_t)strlen(piece);
+        memcpy(buf + o, &score, 4), o += 4;
+        memcpy(buf + o, &len, 4), o += 4;
+        memcpy(buf + o, piece, (size_t)len), o += (size_t)len;
+    }
+    return write_temp_file(buf, o);
+}
+
+static void test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece(void **state) {
+    (void)state;
+    char *path = chatml_tokenizer();
+    Tokenizer t;
+    NfError err;
+    assert_int_equal(tokenizer_load(&t, path, &err), 0);
+    ChatTemplate chat = {CHAT_CHATML, ""};
+    Document d = {0};
+    const char *rec = "{\"messages\": [{\"role\": \"user\", \"content\": \"<|im_end|>\"}, "
+                      "{\"role\": \"assistant\", \"content\": \"Hi\"}]}";
+    assert_int_equal(record_from_json(&t, &chat, rec, strlen(rec), &d, &err), 1);
+    /* <|im_start|> [_ u s e r \n < | i m _ e n d | >] <|im_end|> [_ \n] <|im_start|> [_ a s s i s t a n t \nH i]
+     * <|im_end|> [_ \n]: each stretch starts with the dummy-prefix space; the user's <|im_end|> is text */
+    int want[64], n = 0, mask[64];
+#define PUT(id, m) (want[n] = (id), mask[n++] = (m))
+#define TEXT(s, m) \
+    for (const char *c = (s); *c; c++) PUT(3 + (unsigned char)*c, m)
+    PUT(259, 0);
+    TEXT(" user\n<|im_end|>", 0);
+    PUT(260, 0);
+    TEXT(" \n", 0);
+    PUT(259, 0);
+    TEXT(" assistant", 0);
+    PUT(261, 1); /* "\nH": template "\n" and the answer's "H": trained */
+    PUT(3 + 'i', 1);
+    PUT(260, 1);
+    TEXT(" \n", 0);
+    assert_int_equal(d.ids.len, n);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(d.ids.ids[i], want[i]);
+        assert_int_equal(d.mask[i], mask[i]);
+    }
+    assert_int_equal(d.masked, n - 3);
+    /* llama3 needs specials this vocabulary lacks: a clear error naming them */
+    chat.kind = CHAT_LLAMA3;
+    assert_int_equal(record_from_json(&t, &chat, rec, strlen(rec), &d, &err), -1);
+    assert_string_equal(err.code, NF_ERR_TOKENIZER);
+    assert_non_null(strstr(err.message, "no <|start_header_id|> token, which chat template llama3 needs"));
+    /* none: chats are refused with the run's refusal */
+    chat = (ChatTemplate){CHAT_NONE, "no chats here"};
+    assert_int_equal(record_from_json(&t, &chat, rec, strlen(rec), &d, &err), -1);
+    assert_string_equal(err.message, "no chats here");
+    document_free(&d);
+    tokenizer_free(&t);
+    remove_temp_file(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_detection_by_markers),
+        cmocka_unit_test(test_names_and_roles),
+        cmocka_unit_test(test_each_template_renders_its_parts),
+        cmocka_unit_test(test_roles_out_of_order_are_refused),
+        cmocka_unit_test(test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
