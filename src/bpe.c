@@ -125,8 +125,9 @@ static uint32_t pair_slot(uint64_t key, uint32_t mask) {
 }
 
 int bpe_prepare(Bpe *b, int n_merges, NfError *err) {
+    /* at most 3/4 full: 280k merges (Llama 3) in 512k slots */
     uint32_t size = 16;
-    while (size < 2u * (uint32_t)n_merges + 2) size *= 2;
+    while (size < (uint32_t)n_merges + (uint32_t)n_merges / 3 + 2) size *= 2;
     if (!(b->merge_keys = nf_alloc_array(size, sizeof(uint64_t), err)) ||
         !(b->merge_rank = nf_alloc_array(size, sizeof(int32_t), err)) ||
         !(b->merge_id = nf_alloc_array(size, sizeof(int32_t), err)))
@@ -151,15 +152,14 @@ static uint32_t merge_lookup(const Bpe *b, int left, int right) {
 
 int bpe_add_merge(Bpe *b, const char *left, size_t left_len, const char *right, size_t right_len, NfError *err) {
     int rank = b->n_merges;
-    if (2u * (uint32_t)rank + 2 > b->merge_mask)
+    if ((uint32_t)rank + (uint32_t)rank / 3 + 2 > b->merge_mask)
         return nf_fail(err, NF_ERR_TOKENIZER, "more merges than the table was sized for");
     int l = bpe_find(b, left, left_len), r = bpe_find(b, right, right_len);
-    char *joined = malloc(left_len + right_len + 1);
-    if (!joined) return nf_fail(err, NF_ERR_MEMORY, "out of memory reading the merges");
-    memcpy(joined, left, left_len);
-    memcpy(joined + left_len, right, right_len);
-    int id = l >= 0 && r >= 0 ? bpe_find(b, joined, left_len + right_len) : -1;
-    free(joined);
+    if (!nf_grow((void **)&b->mapped, &b->mapped_cap, left_len + right_len + 1, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory reading the merges");
+    memcpy(b->mapped, left, left_len);
+    memcpy(b->mapped + left_len, right, right_len);
+    int id = l >= 0 && r >= 0 ? bpe_find(b, b->mapped, left_len + right_len) : -1;
     if (id < 0)
         return nf_fail(err, NF_ERR_TOKENIZER, "merge %d ('%.*s' '%.*s') names a token that is not in the vocabulary",
                        rank, left_len > 32 ? 32 : (int)left_len, left, right_len > 32 ? 32 : (int)right_len, right);
