@@ -453,6 +453,21 @@ const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t 
     return p;
 }
 
+void token_stream_init(TokenStream *s, int prev) {
+    memset(s, 0, sizeof *s);
+    s->prev = prev;
+}
+
+size_t token_stream_room(const Tokenizer *t) { return 3 * ((size_t)t->max_token_length + 8); }
+
+size_t token_stream_push(TokenStream *s, const Tokenizer *t, int id, char *out) {
+    unsigned char byte;
+    size_t len;
+    const char *piece = tokenizer_decode_piece(t, s->prev, id, &len, &byte);
+    s->prev = id;
+    return utf8_stream_push(&s->utf8, piece, len, out);
+}
+
 char *tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, size_t *len, NfError *err) {
     size_t cap = 1;
     for (size_t i = 0; i < n; i++)
