@@ -709,11 +709,9 @@ static int read_specials(Tokenizer *t, const HfTokenizer *h, const json_t *root,
         opt_bool(cfg, "add_eos_token", dflt_eos, "tokenizer_config.json", &t->add_eos, err) != 0)
         return -1;
     t->unk_id = h->bpe.unk_id;
-    if (t->bos_id >= 0) t->control[t->bos_id] = 1;
-    if (t->eos_id >= 0) {
-        t->control[t->eos_id] = 1;
-        t->eot_ids[t->n_eot++] = t->eos_id;
-    }
+    /* no control ids: every token decodes to its text, BOS and EOS too, as HF's decode without
+     * skip_special_tokens (generate stops at EOS and the end-of-turn ids before printing them) */
+    if (t->eos_id >= 0) t->eot_ids[t->n_eot++] = t->eos_id;
     /* end-of-turn markers of the chat formats generate should stop at */
     static const char *const eot[] = {"<|eot_id|>",    "<|im_end|>", "<|end_of_text|>", "<|endoftext|>", "<|eom_id|>",
                                       "<end_of_turn>", "</s>"};

@@ -433,7 +433,8 @@ const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t 
     if (id < 0 || id >= t->vocab_size || t->control[id]) return "";
     const char *p = (const char *)t->blob + t->piece_start[id];
     size_t n = t->piece_len[id];
-    bool first = prev < 0 || prev == t->bos_id;
+    /* a text starts at the start, or after a BOS that decodes to nothing (tokenizer.bin's) */
+    bool first = prev < 0 || (prev == t->bos_id && t->control[prev]);
     if (t->hf) {
         /* tokenizer.json: the bytes are already decoded; only the dummy prefix's space is left to drop */
         if (first && hf_tokenizer_strips_first_space(t->hf) && n > 0 && p[0] == ' ') p++, n--;
