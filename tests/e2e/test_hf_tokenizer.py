@@ -142,6 +142,42 @@ def byte_level_bpe_trained_by_hf_gives_hf_ids():
         check_round_trip(trained, path)
 
 
+def variant(base, **parts):
+    """base's tokenizer.json with some top-level parts replaced, written to a fresh directory."""
+    tok = json.load(open(model_json(base), encoding="utf-8"))
+    tok.update(parts)
+    return write_json(tmpdir(), "tokenizer.json", tok)
+
+
+@test
+def pre_tokenizer_and_normalizer_variants_equal_hf():
+    """The parts the real files do not use, each against HF on the edge text: every Split behavior, invert,
+    Digits, ByteLevel with its own regex and prefix space, Metaspace (both prepend schemes), NFKC."""
+    def split(pattern, behavior, invert=False):
+        return {"type": "Split", "pattern": {"Regex": pattern}, "behavior": behavior, "invert": invert}
+
+    def byte_level(prefix=False, regex=False):
+        return {"type": "ByteLevel", "add_prefix_space": prefix, "trim_offsets": True, "use_regex": regex}
+
+    seq = lambda *p: {"type": "Sequence", "pretokenizers": list(p)}  # noqa: E731
+    cases = [
+        variant("llama3", pre_tokenizer=byte_level(True, True)),
+        variant("llama3", pre_tokenizer=seq({"type": "Digits", "individual_digits": True}, byte_level(False, True))),
+        variant("llama3", pre_tokenizer=seq({"type": "Digits", "individual_digits": False}, split("\\s", "Removed"),
+                                            byte_level())),
+        variant("llama3", pre_tokenizer=seq(split("\\s+", "MergedWithPrevious"), byte_level())),
+        variant("llama3", pre_tokenizer=seq(split("[,.!?]", "MergedWithNext"), byte_level())),
+        variant("llama3", pre_tokenizer=seq(split("\\p{L}", "Contiguous"), byte_level())),
+        variant("llama3", pre_tokenizer=seq(split("\\p{L}+", "Removed", invert=True), byte_level())),
+        variant("llama3", normalizer={"type": "NFKC"}),
+    ]
+    for scheme in ("first", "always"):
+        meta = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}
+        cases.append(variant("llama2", normalizer=None, pre_tokenizer=meta, decoder=dict(meta)))
+    for path in cases:
+        check_against_hf(path, EDGE, "--parse-special")
+
+
 @test
 def special_tokens_are_text_unless_parse_special():
     d = tmpdir()
