@@ -103,7 +103,7 @@ static int load_json(const char *path, size_t flags, json_t **root, NfError *err
     return 0;
 }
 
-/* tokenizer.json: jansson parses a copy with model.vocab and model.merges blanked (hf_vocab.h); doc keeps
+/* tokenizer.json: jansson parses it with model.vocab and model.merges left out (hf_vocab.h); doc keeps
  * the file mapped and their spans, for hf_vocab.c to read. */
 typedef struct {
     MappedFile file;
@@ -114,14 +114,10 @@ static int load_tokenizer_json(const char *path, Doc *doc, json_t **root, NfErro
     if (mapped_file_open(&doc->file, path, "tokenizer", err) != 0) return -1;
     const char *text = (const char *)doc->file.data;
     hf_vocab_locate(text, doc->file.size, &doc->vocab, &doc->merges);
-    char *copy = nf_alloc(doc->file.size + 1, err);
-    if (!copy) return -1;
-    memcpy(copy, text, doc->file.size);
-    hf_vocab_blank(copy, doc->vocab);
-    hf_vocab_blank(copy, doc->merges);
+    BlankedText feed;
+    hf_blanked_init(&feed, text, doc->file.size, doc->vocab, doc->merges);
     json_error_t je;
-    *root = json_loadb(copy, doc->file.size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
-    free(copy);
+    *root = json_load_callback(hf_blanked_feed, &feed, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!*root)
         return nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not valid JSON (line %d, column %d: %s)", path, je.line,
                        je.column, je.text);
@@ -638,19 +634,19 @@ static int build_decoder(Tokenizer *t, HfTokenizer *h, const json_t *root, bool 
     for (int i = 0; i < h->n_added; i++) is_added_id[h->added[i].id] = 1;
     int rc = 0;
     for (int id = 0; rc == 0 && id < b->n_ids; id++) {
-        const char *s = b->strings + b->str_start[id];
+        const char *s = b->strings + b->str[id].start;
         size_t before = blob_len;
         const AddedToken *a;
         if (is_added_id[id] && is_added(h, id, &a)) { /* added tokens decode to their content */
             DecodeRules plain = {0};
             rc = decode_token(&plain, a->content, a->len, t, &blob_len, &blob_cap, err);
         } else {
-            rc = decode_token(&r, s, b->str_len[id], t, &blob_len, &blob_cap, err);
+            rc = decode_token(&r, s, b->str[id].len, t, &blob_len, &blob_cap, err);
         }
         t->piece_start[id] = (uint32_t)before;
         t->piece_len[id] = (uint32_t)(blob_len - before);
         if ((int)t->piece_len[id] > t->max_token_length) t->max_token_length = (int)t->piece_len[id];
-        if (!is_added_id[id] && b->byte_fallback && r.byte_fallback && t->piece_len[id] == 1 && b->str_len[id] == 6 &&
+        if (!is_added_id[id] && b->byte_fallback && r.byte_fallback && t->piece_len[id] == 1 && b->str[id].len == 6 &&
             memcmp(s, "<0x", 3) == 0 && t->byte_piece[t->blob[before]] < 0)
             t->byte_piece[t->blob[before]] = id, t->n_byte_pieces++;
     }

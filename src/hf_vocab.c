@@ -110,12 +110,42 @@ void hf_vocab_locate(const char *text, size_t n, JsonSpan *vocab, JsonSpan *merg
     if (!each_member(&c, top_member, &f)) vocab->found = merges->found = false;
 }
 
-void hf_vocab_blank(char *copy, JsonSpan span) {
-    if (!span.found) return;
-    char open = copy[span.start];
-    memset(copy + span.start, ' ', span.end - span.start);
-    copy[span.start] = open;
-    copy[span.start + 1] = open == '{' ? '}' : ']';
+void hf_blanked_init(BlankedText *b, const char *text, size_t n, JsonSpan vocab, JsonSpan merges) {
+    memset(b, 0, sizeof *b);
+    b->text = text, b->n = n;
+    bool swap = vocab.found && merges.found && merges.start < vocab.start;
+    b->span[0] = swap ? merges : vocab;
+    b->span[1] = swap ? vocab : merges;
+}
+
+size_t hf_blanked_feed(void *buffer, size_t buflen, void *data) {
+    BlankedText *b = data;
+    char *out = buffer;
+    size_t o = 0;
+    while (o < buflen) {
+        if (b->newlines > 0) {
+            out[o++] = '\n';
+            b->newlines--;
+            continue;
+        }
+        if (b->pos >= b->n) break;
+        const JsonSpan *next = NULL;
+        for (int k = 0; k < 2 && !next; k++)
+            if (b->span[k].found && b->span[k].end > b->pos) next = &b->span[k];
+        if (next && b->pos == next->start) {
+            if (buflen - o < 2) break;
+            out[o++] = b->text[next->start];
+            out[o++] = b->text[next->start] == '{' ? '}' : ']';
+            for (size_t i = next->start; i < next->end; i++) b->newlines += b->text[i] == '\n';
+            b->pos = next->end;
+            continue;
+        }
+        size_t stop = next ? next->start : b->n, take = stop - b->pos < buflen - o ? stop - b->pos : buflen - o;
+        memcpy(out + o, b->text + b->pos, take);
+        o += take;
+        b->pos += take;
+    }
+    return o;
 }
 
 /* ---- strict reading ------------------------------------------------------------------- */

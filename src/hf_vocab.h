@@ -2,9 +2,8 @@
  * model.vocab (128k "token": id pairs for Llama 3) and model.merges (280k
  * entries). jansson builds a node per value, which takes most of a second for
  * Llama 3's 9 MB; these members are instead read by a small strict scanner
- * (RFC 8259 strings with every escape, UTF-8 checked, integers), and blanked
- * out (to {} and [] and spaces, so byte offsets stay) in the copy jansson
- * parses for everything else. When the members cannot be located (a
+ * (RFC 8259 strings with every escape, UTF-8 checked, integers), and left
+ * out (read as {} and []) of what jansson parses for everything else. When the members cannot be located (a
  * malformed file), nothing is blanked and jansson reports the error. */
 #ifndef NF_HF_VOCAB_H
 #define NF_HF_VOCAB_H
@@ -33,8 +32,18 @@ typedef struct {
 
 /* Locates model.vocab and model.merges at the top level of text[0..n). */
 void hf_vocab_locate(const char *text, size_t n, JsonSpan *vocab, JsonSpan *merges);
-/* Blanks a located span in a writable copy of the text: "{}" or "[]", then spaces. */
-void hf_vocab_blank(char *copy, JsonSpan span);
+/* The text as jansson's json_load_callback reads it (hf_vocab_feed): the located spans replaced by "{}" / "[]"
+ * and the newlines they held, so that jansson's line numbers stay the file's. */
+typedef struct {
+    const char *text;
+    size_t n, pos;
+    JsonSpan span[2]; /* in file order */
+    size_t newlines;  /* still to give for the span just skipped */
+} BlankedText;
+
+void hf_blanked_init(BlankedText *b, const char *text, size_t n, JsonSpan vocab, JsonSpan merges);
+/* A json_load_callback_t: the next bytes, 0 at the end. */
+size_t hf_blanked_feed(void *buffer, size_t buflen, void *data);
 
 /* Reads the vocab object ({"tok": id, ...}) into out: one item per token. */
 int hf_vocab_read(const char *text, JsonSpan span, HfStrings *out, NfError *err);
