@@ -179,6 +179,36 @@ def pre_tokenizer_and_normalizer_variants_equal_hf():
 
 
 @test
+def generate_streams_whole_characters_that_concatenate_to_the_decoded_text():
+    """A tiny model with Llama 2's 32,000 pieces (SentencePiece-style: byte-fallback pieces split characters), one
+    made by `train --init` on the edge text: the `token` messages of generate concatenate to the decode of the
+    ids they carry, and each is whole characters."""
+    d = tmpdir()
+    tok = model_dir("llama2")
+    data, ckpt = os.path.join(d, "c.bin"), os.path.join(d, "m.ckpt")
+    assert run(["tokenize", "--input", EDGE, "--output", data, "--tokenizer", tok, "--split", "none"]).rc == 0
+    r = run(["train", "--init", "--dim", 32, "--n-layers", 1, "--n-heads", 2, "--vocab-size", 32000, "--seq-len", 64,
+             "--data", data, "--steps", 2, "--tokenizer", tok, "--ckpt", ckpt, "--val-every", 0])
+    assert r.rc == 0, r.messages[-1:]
+    prompt = os.path.join(d, "prompt.txt")
+    with open(prompt, "w") as f:
+        f.write("H\u00e9llo")
+    prompt_ids = [1] + nf_ids(tok, prompt)  # add_bos_token: BOS first
+    for seed in (1, 2, 3):
+        r = run(["generate", "--ckpt", ckpt, "--tokenizer", tok, "--temperature", 1.5, "--seed", seed,
+                 "--max-tokens", 120, "--prompt", "H\u00e9llo"])
+        assert r.rc == 0, r.messages[-1:]
+        assert r.one("generate_done")["prompt_tokens"] == len(prompt_ids)
+        tokens = r.of_type("token")
+        ids = [m["token_id"] for m in tokens]
+        streamed = "".join(m["text"] for m in tokens)
+        whole = probe_text("decode", model_json("llama2"), prompt_ids + ids)
+        start = len(probe_text("decode", model_json("llama2"), prompt_ids))
+        # invalid UTF-8 (a byte piece alone) streams as U+FFFD, once per byte that cannot start or end a character
+        assert streamed == whole[start:].decode("utf-8", "replace"), (seed, streamed, whole[start:])
+
+
+@test
 def special_tokens_are_text_unless_parse_special():
     d = tmpdir()
     path = os.path.join(d, "t.txt")
