@@ -4,7 +4,6 @@
 #include "hf_tokenizer.h"
 
 #include <jansson.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -567,13 +566,24 @@ static int decoder_part(const json_t *d, DecodeRules *r, HfTokenizer *h, NfError
 }
 
 /* The bytes token string s decodes to, appended to blob. */
+static int hex_value(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+}
+
+/* The byte a "<0xXX>" token stands for (HF's ByteFallback reads either case), or -1. */
+static int fallback_byte(const char *s, size_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int hi = hex_value(s[3]), lo = hex_value(s[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
 static int decode_token(const DecodeRules *r, const char *s, size_t n, Tokenizer *t, size_t *blob_len, size_t *blob_cap,
                         NfError *err) {
     if (!nf_grow((void **)&t->blob, blob_cap, *blob_len + n + 1, 1, 1 << 20))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory building the decoder");
     char *o = (char *)t->blob + *blob_len;
     size_t len = 0;
-    unsigned hi, lo;
+    int byte = r->byte_fallback ? fallback_byte(s, n) : -1;
     if (r->byte_level) {
         for (size_t i = 0; i < n;) {
             size_t cl = utf8_valid_len((const unsigned char *)s + i, n - i);
@@ -589,8 +599,8 @@ static int decode_token(const DecodeRules *r, const char *s, size_t n, Tokenizer
             o[len++] = (char)b;
             i += cl;
         }
-    } else if (r->byte_fallback && n == 6 && sscanf(s, "<0x%1X%1X>", &hi, &lo) == 2 && s[5] == '>') {
-        o[len++] = (char)(hi * 16 + lo);
+    } else if (byte >= 0) {
+        o[len++] = (char)byte;
     } else {
         for (size_t i = 0; i < n;) {
             if (r->from && n - i >= r->from_len && memcmp(s + i, r->from, r->from_len) == 0) {
