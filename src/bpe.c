@@ -14,15 +14,13 @@
 
 /* ---- GPT-2's byte<->unicode map ----------------------------------------------- */
 
-/* Printable Latin-1 bytes stand for themselves; the other 68 (controls, space, 0x7F-0xA0, 0xAD) are
- * U+0100 onwards in byte order, so every byte is a visible character. */
-static bool byte_is_printable(unsigned b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174; }
-
+/* Printable Latin-1 bytes stand for themselves; the other 68 are U+0100 onwards in byte order: 0x00-0x20 (33),
+ * 0x7F-0xA0 (34), 0xAD (1). So every byte is a visible character. */
 static uint32_t byte_level_codepoint(unsigned char b) {
-    if (byte_is_printable(b)) return b;
-    uint32_t n = 0;
-    for (unsigned k = 0; k < b; k++) n += !byte_is_printable(k);
-    return 256 + n;
+    if (b <= 0x20) return 256u + b;
+    if (b >= 0x7F && b <= 0xA0) return 256u + 33 + (b - 0x7Fu);
+    if (b == 0xAD) return 256u + 67;
+    return b;
 }
 
 size_t byte_level_char(unsigned char b, char out[2]) {
@@ -37,11 +35,10 @@ size_t byte_level_char(unsigned char b, char out[2]) {
 }
 
 int byte_level_byte(uint32_t cp) {
-    if (cp < 256) return byte_is_printable(cp) ? (int)cp : -1;
-    if (cp >= 256 + 68) return -1;
-    for (unsigned b = 0, n = 0; b < 256; b++)
-        if (!byte_is_printable(b) && 256 + n++ == cp) return (int)b;
-    return -1;
+    if (cp < 256) return byte_level_codepoint((unsigned char)cp) == cp ? (int)cp : -1;
+    if (cp < 256 + 33) return (int)(cp - 256);
+    if (cp < 256 + 67) return (int)(0x7F + cp - 256 - 33);
+    return cp == 256 + 67 ? 0xAD : -1;
 }
 
 /* ---- vocabulary ------------------------------------------------------------------ */
@@ -52,13 +49,12 @@ int bpe_init(Bpe *b, int n_ids, NfError *err) {
     b->unk_id = -1;
     uint32_t size = 16;
     while (size < 2u * (uint32_t)n_ids) size *= 2;
-    if (!(b->str_start = nf_alloc_array((size_t)n_ids, sizeof(uint32_t), err)) ||
-        !(b->str_len = nf_alloc_array((size_t)n_ids, sizeof(uint32_t), err)) ||
-        !(b->table = nf_alloc_array(size, sizeof(int32_t), err))) {
+    if (!(b->str = nf_alloc_array((size_t)n_ids, sizeof *b->str, err)) ||
+        !(b->table = nf_alloc_array(size, sizeof *b->table, err))) {
         bpe_free(b);
         return -1;
     }
-    memset(b->table, 0xFF, size * sizeof(int32_t));
+    for (uint32_t i = 0; i < size; i++) b->table[i].id = -1;
     b->table_mask = size - 1;
     for (int i = 0; i < 256; i++) b->byte_ids[i] = -1;
     return 0;
@@ -73,8 +69,7 @@ static void cache_free(WordCache *c) {
 
 void bpe_free(Bpe *b) {
     free(b->strings);
-    free(b->str_start);
-    free(b->str_len);
+    free(b->str);
     free(b->table);
     free(b->merge_keys);
     free(b->merge_rank);
@@ -87,18 +82,18 @@ void bpe_free(Bpe *b) {
 }
 
 int bpe_find(const Bpe *b, const char *s, size_t n) {
-    uint32_t slot = nf_fnv1a32(s, n) & b->table_mask;
+    uint32_t h = nf_fnv1a32(s, n), slot = h & b->table_mask;
     for (;;) {
-        int32_t id = b->table[slot];
-        if (id < 0) return -1;
-        if (b->str_len[id] == n && memcmp(b->strings + b->str_start[id], s, n) == 0) return id;
+        const BpeSlot *e = &b->table[slot];
+        if (e->id < 0) return -1;
+        if (e->hash == h && b->str[e->id].len == n && memcmp(b->strings + b->str[e->id].start, s, n) == 0) return e->id;
         slot = (slot + 1) & b->table_mask;
     }
 }
 
 int bpe_set_token(Bpe *b, int id, const char *s, size_t n, NfError *err) {
     if (id < 0 || id >= b->n_ids) return nf_fail(err, NF_ERR_TOKENIZER, "token id %d is out of range", id);
-    if (b->str_len[id] > 0 || n == 0)
+    if (b->str[id].len > 0 || n == 0)
         return nf_fail(err, NF_ERR_TOKENIZER, "token id %d is %s", id, n == 0 ? "an empty string" : "given twice");
     if (bpe_find(b, s, n) >= 0)
         return nf_fail(err, NF_ERR_TOKENIZER, "the token '%.*s' has two ids", n > 64 ? 64 : (int)n, s);
@@ -106,12 +101,11 @@ int bpe_set_token(Bpe *b, int id, const char *s, size_t n, NfError *err) {
     if (!nf_grow((void **)&b->strings, &b->strings_cap, b->strings_len + n, 1, 1 << 20))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory reading the vocabulary");
     memcpy(b->strings + b->strings_len, s, n);
-    b->str_start[id] = (uint32_t)b->strings_len;
-    b->str_len[id] = (uint32_t)n;
+    b->str[id] = (BpeString){(uint32_t)b->strings_len, (uint32_t)n};
     b->strings_len += n;
-    uint32_t slot = nf_fnv1a32(s, n) & b->table_mask;
-    while (b->table[slot] >= 0) slot = (slot + 1) & b->table_mask;
-    b->table[slot] = id;
+    uint32_t h = nf_fnv1a32(s, n), slot = h & b->table_mask;
+    while (b->table[slot].id >= 0) slot = (slot + 1) & b->table_mask;
+    b->table[slot] = (BpeSlot){h, id};
     return 0;
 }
 
@@ -125,8 +119,9 @@ static uint32_t pair_slot(uint64_t key, uint32_t mask) {
 }
 
 int bpe_prepare(Bpe *b, int n_merges, NfError *err) {
+    /* at most 3/4 full: 280k merges (Llama 3) in 512k slots */
     uint32_t size = 16;
-    while (size < 2u * (uint32_t)n_merges + 2) size *= 2;
+    while (size < (uint32_t)n_merges + (uint32_t)n_merges / 3 + 2) size *= 2;
     if (!(b->merge_keys = nf_alloc_array(size, sizeof(uint64_t), err)) ||
         !(b->merge_rank = nf_alloc_array(size, sizeof(int32_t), err)) ||
         !(b->merge_id = nf_alloc_array(size, sizeof(int32_t), err)))
@@ -151,15 +146,14 @@ static uint32_t merge_lookup(const Bpe *b, int left, int right) {
 
 int bpe_add_merge(Bpe *b, const char *left, size_t left_len, const char *right, size_t right_len, NfError *err) {
     int rank = b->n_merges;
-    if (2u * (uint32_t)rank + 2 > b->merge_mask)
+    if ((uint32_t)rank + (uint32_t)rank / 3 + 2 > b->merge_mask)
         return nf_fail(err, NF_ERR_TOKENIZER, "more merges than the table was sized for");
     int l = bpe_find(b, left, left_len), r = bpe_find(b, right, right_len);
-    char *joined = malloc(left_len + right_len + 1);
-    if (!joined) return nf_fail(err, NF_ERR_MEMORY, "out of memory reading the merges");
-    memcpy(joined, left, left_len);
-    memcpy(joined + left_len, right, right_len);
-    int id = l >= 0 && r >= 0 ? bpe_find(b, joined, left_len + right_len) : -1;
-    free(joined);
+    if (!nf_grow((void **)&b->mapped, &b->mapped_cap, left_len + right_len + 1, 1, 256))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory reading the merges");
+    memcpy(b->mapped, left, left_len);
+    memcpy(b->mapped + left_len, right, right_len);
+    int id = l >= 0 && r >= 0 ? bpe_find(b, b->mapped, left_len + right_len) : -1;
     if (id < 0)
         return nf_fail(err, NF_ERR_TOKENIZER, "merge %d ('%.*s' '%.*s') names a token that is not in the vocabulary",
                        rank, left_len > 32 ? 32 : (int)left_len, left, right_len > 32 ? 32 : (int)right_len, right);

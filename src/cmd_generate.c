@@ -54,18 +54,23 @@ static char *read_stdin(size_t *len, NfError *err) {
 
 typedef struct {
     NfOut *out;
-    bool text_mode;  /* raw text on stdout instead of NDJSON */
-    Utf8Stream utf8; /* NDJSON mode: whole characters per message */
-    char *scratch;   /* room for one token's text after UTF-8 repair */
+    bool text_mode;     /* raw text on stdout instead of NDJSON */
+    TokenStream stream; /* NDJSON mode: whole characters per message */
+    char *scratch;      /* room for one token's text after UTF-8 repair */
 } TokenWriter;
 
-static void write_token(TokenWriter *w, int id, const char *bytes, size_t n) {
+/* Prints token id: its bytes in text mode, whole characters (TokenStream) in NDJSON. */
+static void write_token(TokenWriter *w, const Tokenizer *t, int id) {
     if (w->text_mode) {
+        unsigned char byte;
+        size_t n;
+        const char *bytes = tokenizer_decode_piece(t, w->stream.prev, id, &n, &byte);
+        w->stream.prev = id;
         fwrite(bytes, 1, n, w->out->stream);
         fflush(w->out->stream);
         return;
     }
-    size_t len = utf8_stream_push(&w->utf8, bytes, n, w->scratch);
+    size_t len = token_stream_push(&w->stream, t, id, w->scratch);
     JsonBuf j;
     msg_begin(&j, "token");
     json_int(&j, "token_id", id);
@@ -120,7 +125,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     InferState state = {0};
     Sampler sampler = {0};
     char *stdin_prompt = NULL;
-    TokenWriter writer = {out, text_flag || isatty(fileno(out->stream)), {{0}, 0}, NULL};
+    TokenWriter writer = {out, text_flag || isatty(fileno(out->stream)), {0}, NULL};
     int status = 0;
 
     if (lora_path && !model_path) {
@@ -166,7 +171,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         sampler_init(&sampler, model.config.vocab_size, (float)temperature, (float)top_p, (int)top_k, (uint64_t)seed,
                      &err) != 0)
         goto fail;
-    if (!(writer.scratch = nf_alloc(3 * ((size_t)tok.max_token_length + 8), &err))) goto fail;
+    if (!(writer.scratch = nf_alloc(token_stream_room(&tok), &err))) goto fail;
 
     if (writer.text_mode && prompt_len > 0) {
         /* plain text reads as one passage: the prompt, then its continuation */
@@ -176,6 +181,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
     double start = nf_now_ms(), first_token_ms = 0;
     int generated = 0, n_prompt = (int)prompt_ids.len, token = prompt_ids.ids[n_prompt - 1];
     const char *stop = "max_tokens";
+    token_stream_init(&writer.stream, token);
     const Lora *adapters = lora_path ? &lora : NULL;
     /* the prompt in one batch; its last position predicts the first new token */
     float *logits = infer_forward(&model, adapters, &state, prompt_ids.ids, n_prompt, 0);
@@ -187,10 +193,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
             break;
         }
         generated++;
-        unsigned char byte;
-        size_t len;
-        const char *piece = tokenizer_decode_piece(&tok, token, next, &len, &byte);
-        write_token(&writer, next, piece, len);
+        write_token(&writer, &tok, next);
         if (generated == max_tokens) break;
         if (++pos == positions) {
             stop = "context";

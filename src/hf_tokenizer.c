@@ -4,13 +4,13 @@
 #include "hf_tokenizer.h"
 
 #include <jansson.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "bpe.h"
 #include "fileio.h"
+#include "hf_vocab.h"
 #include "pretok.h"
 #include "utf8.h"
 #include "util.h"
@@ -102,6 +102,28 @@ static int load_json(const char *path, size_t flags, json_t **root, NfError *err
     return 0;
 }
 
+/* tokenizer.json: jansson parses it with model.vocab and model.merges left out (hf_vocab.h); doc keeps
+ * the file mapped and their spans, for hf_vocab.c to read. */
+typedef struct {
+    MappedFile file;
+    JsonSpan vocab, merges;
+} Doc;
+
+static int load_tokenizer_json(const char *path, Doc *doc, json_t **root, NfError *err) {
+    if (mapped_file_open(&doc->file, path, "tokenizer", err) != 0) return -1;
+    const char *text = (const char *)doc->file.data;
+    hf_vocab_locate(text, doc->file.size, &doc->vocab, &doc->merges);
+    BlankedText feed;
+    hf_blanked_init(&feed, text, doc->file.size, doc->vocab, doc->merges);
+    json_error_t je;
+    *root = json_load_callback(hf_blanked_feed, &feed, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!*root)
+        return nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not valid JSON (line %d, column %d: %s)", path, je.line,
+                       je.column, je.text);
+    if (!json_is_object(*root)) return nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not a JSON object", path);
+    return 0;
+}
+
 /* ---- small readers --------------------------------------------------------------------- */
 
 /* A member that must be a string when present (absent or null: NULL). */
@@ -177,28 +199,51 @@ static int read_added(HfTokenizer *h, const json_t *root, int *max_id, NfError *
     return 0;
 }
 
-/* Merges as "a b" (the first space separates: neither side holds one) or as ["a", "b"]. */
-static int read_merges(Bpe *b, const json_t *merges, NfError *err) {
-    size_t n = json_array_size(merges);
-    if (n > (size_t)MAX_IDS) return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: too many merges");
-    if (bpe_prepare(b, (int)n, err) != 0) return -1;
-    for (size_t i = 0; i < n; i++) {
+/* The vocabulary from jansson's tree: where hf_vocab_locate found no span (it never does for a file jansson
+ * reads, short of a key spelled with escapes). */
+static int vocab_from_tree(const json_t *vocab, HfStrings *out, NfError *err) {
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)vocab, key, v) {
+        long long id = json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+        /* jansson keys are NUL-terminated: a key with \u0000 is cut there */
+        if (hf_strings_add(out, key, strlen(key), id, err) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Merges as "a b" (the first space separates: neither side holds one) or as ["a", "b"], from jansson's tree. */
+static int merges_from_tree(const json_t *merges, HfStrings *out, NfError *err) {
+    for (size_t i = 0; i < json_array_size(merges); i++) {
         const json_t *m = json_array_get(merges, i);
         if (json_is_string(m)) {
             const char *s = json_string_value(m), *space = memchr(s, ' ', json_string_length(m));
             if (!space)
                 return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: merge %zu ('%.40s') is not two tokens", i, s);
             size_t l = (size_t)(space - s);
-            if (bpe_add_merge(b, s, l, space + 1, json_string_length(m) - l - 1, err) != 0) return -1;
+            if (hf_strings_add(out, s, l, 0, err) != 0 ||
+                hf_strings_add(out, space + 1, json_string_length(m) - l - 1, 0, err) != 0)
+                return -1;
         } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
                    json_is_string(json_array_get(m, 1))) {
-            const json_t *l = json_array_get(m, 0), *r = json_array_get(m, 1);
-            if (bpe_add_merge(b, json_string_value(l), json_string_length(l), json_string_value(r),
-                              json_string_length(r), err) != 0)
-                return -1;
+            for (int k = 0; k < 2; k++) {
+                const json_t *side = json_array_get(m, (size_t)k);
+                if (hf_strings_add(out, json_string_value(side), json_string_length(side), 0, err) != 0) return -1;
+            }
         } else {
             return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", i);
         }
+    }
+    return 0;
+}
+
+static int add_merges(Bpe *b, const HfStrings *m, NfError *err) {
+    size_t n = m->n / 2;
+    if (n > (size_t)MAX_IDS) return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: too many merges");
+    if (bpe_prepare(b, (int)n, err) != 0) return -1;
+    for (size_t i = 0; i < n; i++) {
+        const HfEntry *l = &m->items[2 * i], *r = &m->items[2 * i + 1];
+        if (bpe_add_merge(b, m->strings + l->off, l->len, m->strings + r->off, r->len, err) != 0) return -1;
     }
     return 0;
 }
@@ -227,27 +272,23 @@ static int check_model_options(const json_t *model, NfError *err) {
     return 0;
 }
 
-static int read_model(HfTokenizer *h, const json_t *root, bool byte_level, NfError *err) {
-    const json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model)) return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json has no \"model\" object");
-    if (check_model_options(model, err) != 0) return -1;
-    const json_t *vocab = json_object_get(model, "vocab");
+static int read_vocab(HfTokenizer *h, const HfStrings *vocab, bool byte_level, NfError *err) {
     int max_id = -1;
-    const char *key;
-    const json_t *v;
-    json_object_foreach((json_t *)vocab, key, v) {
-        int id = -1;
-        if (id_of(v, "the vocabulary", &id, err) != 0) return -1;
-        if (id > max_id) max_id = id;
+    for (size_t i = 0; i < vocab->n; i++) {
+        if (vocab->items[i].id < 0 || vocab->items[i].id >= MAX_IDS)
+            return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: the vocabulary has an id that is not in [0, %d)",
+                           MAX_IDS);
+        if (vocab->items[i].id > max_id) max_id = (int)vocab->items[i].id;
     }
-    if (read_added(h, root, &max_id, err) != 0) return -1;
+    for (int i = 0; i < h->n_added; i++)
+        if (h->added[i].id > max_id) max_id = h->added[i].id;
     if (max_id < 0) return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: the vocabulary is empty");
     Bpe *b = &h->bpe;
     if (bpe_init(b, max_id + 1, err) != 0) return -1;
     b->byte_level = byte_level;
-    json_object_foreach((json_t *)vocab, key, v) {
-        size_t len = strlen(key); /* jansson keys are NUL-terminated; a key with \u0000 is cut there */
-        if (bpe_set_token(b, (int)json_integer_value(v), key, len, err) != 0)
+    for (size_t i = 0; i < vocab->n; i++) {
+        const HfEntry *e = &vocab->items[i];
+        if (bpe_set_token(b, (int)e->id, vocab->strings + e->off, e->len, err) != 0)
             return nf_prefix(err, NULL, "tokenizer.json vocabulary: ");
     }
     for (int i = 0; i < h->n_added; i++) {
@@ -259,16 +300,37 @@ static int read_model(HfTokenizer *h, const json_t *root, bool byte_level, NfErr
         if (named < 0 && bpe_set_token(b, a->id, a->content, a->len, err) != 0)
             return nf_prefix(err, NULL, "tokenizer.json added tokens: ");
     }
+    return 0;
+}
+
+static int read_model(HfTokenizer *h, const json_t *root, const Doc *doc, bool byte_level, NfError *err) {
+    const json_t *model = json_object_get(root, "model");
+    if (!json_is_object(model)) return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json has no \"model\" object");
+    if (check_model_options(model, err) != 0) return -1;
+    int unused = -1;
+    if (read_added(h, root, &unused, err) != 0) return -1;
+    const char *text = (const char *)doc->file.data;
+    HfStrings vocab = {0}, merges = {0};
+    int rc = doc->vocab.found ? hf_vocab_read(text, doc->vocab, &vocab, err)
+                              : vocab_from_tree(json_object_get(model, "vocab"), &vocab, err);
+    if (rc == 0) rc = read_vocab(h, &vocab, byte_level, err);
+    hf_strings_free(&vocab);
+    if (rc == 0)
+        rc = doc->merges.found ? hf_merges_read(text, doc->merges, &merges, err)
+                               : merges_from_tree(json_object_get(model, "merges"), &merges, err);
+    Bpe *b = &h->bpe;
     const char *unk;
     size_t unk_len;
-    if (opt_string(model, "unk_token", "tokenizer.json model", &unk, &unk_len, err) != 0 ||
-        opt_bool(model, "byte_fallback", false, "tokenizer.json model", &b->byte_fallback, err) != 0 ||
-        opt_bool(model, "fuse_unk", false, "tokenizer.json model", &b->fuse_unk, err) != 0 ||
-        opt_bool(model, "ignore_merges", false, "tokenizer.json model", &b->ignore_merges, err) != 0)
-        return -1;
-    if (unk && (b->unk_id = bpe_find(b, unk, unk_len)) < 0)
-        return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: the unk_token '%s' is not in the vocabulary", unk);
-    return read_merges(b, json_object_get(model, "merges"), err);
+    if (rc == 0 && (opt_string(model, "unk_token", "tokenizer.json model", &unk, &unk_len, err) != 0 ||
+                    opt_bool(model, "byte_fallback", false, "tokenizer.json model", &b->byte_fallback, err) != 0 ||
+                    opt_bool(model, "fuse_unk", false, "tokenizer.json model", &b->fuse_unk, err) != 0 ||
+                    opt_bool(model, "ignore_merges", false, "tokenizer.json model", &b->ignore_merges, err) != 0))
+        rc = -1;
+    if (rc == 0 && unk && (b->unk_id = bpe_find(b, unk, unk_len)) < 0)
+        rc = nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: the unk_token '%s' is not in the vocabulary", unk);
+    if (rc == 0) rc = add_merges(b, &merges, err);
+    hf_strings_free(&merges);
+    return rc;
 }
 
 /* ---- normalizer ------------------------------------------------------------------------- */
@@ -504,13 +566,24 @@ static int decoder_part(const json_t *d, DecodeRules *r, HfTokenizer *h, NfError
 }
 
 /* The bytes token string s decodes to, appended to blob. */
+static int hex_value(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+}
+
+/* The byte a "<0xXX>" token stands for (HF's ByteFallback reads either case), or -1. */
+static int fallback_byte(const char *s, size_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int hi = hex_value(s[3]), lo = hex_value(s[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
 static int decode_token(const DecodeRules *r, const char *s, size_t n, Tokenizer *t, size_t *blob_len, size_t *blob_cap,
                         NfError *err) {
     if (!nf_grow((void **)&t->blob, blob_cap, *blob_len + n + 1, 1, 1 << 20))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory building the decoder");
     char *o = (char *)t->blob + *blob_len;
     size_t len = 0;
-    unsigned hi, lo;
+    int byte = r->byte_fallback ? fallback_byte(s, n) : -1;
     if (r->byte_level) {
         for (size_t i = 0; i < n;) {
             size_t cl = utf8_valid_len((const unsigned char *)s + i, n - i);
@@ -526,8 +599,8 @@ static int decode_token(const DecodeRules *r, const char *s, size_t n, Tokenizer
             o[len++] = (char)b;
             i += cl;
         }
-    } else if (r->byte_fallback && n == 6 && sscanf(s, "<0x%1X%1X>", &hi, &lo) == 2 && s[5] == '>') {
-        o[len++] = (char)(hi * 16 + lo);
+    } else if (byte >= 0) {
+        o[len++] = (char)byte;
     } else {
         for (size_t i = 0; i < n;) {
             if (r->from && n - i >= r->from_len && memcmp(s + i, r->from, r->from_len) == 0) {
@@ -571,19 +644,19 @@ static int build_decoder(Tokenizer *t, HfTokenizer *h, const json_t *root, bool 
     for (int i = 0; i < h->n_added; i++) is_added_id[h->added[i].id] = 1;
     int rc = 0;
     for (int id = 0; rc == 0 && id < b->n_ids; id++) {
-        const char *s = b->strings + b->str_start[id];
+        const char *s = b->strings + b->str[id].start;
         size_t before = blob_len;
         const AddedToken *a;
         if (is_added_id[id] && is_added(h, id, &a)) { /* added tokens decode to their content */
             DecodeRules plain = {0};
             rc = decode_token(&plain, a->content, a->len, t, &blob_len, &blob_cap, err);
         } else {
-            rc = decode_token(&r, s, b->str_len[id], t, &blob_len, &blob_cap, err);
+            rc = decode_token(&r, s, b->str[id].len, t, &blob_len, &blob_cap, err);
         }
         t->piece_start[id] = (uint32_t)before;
         t->piece_len[id] = (uint32_t)(blob_len - before);
         if ((int)t->piece_len[id] > t->max_token_length) t->max_token_length = (int)t->piece_len[id];
-        if (!is_added_id[id] && b->byte_fallback && r.byte_fallback && t->piece_len[id] == 1 && b->str_len[id] == 6 &&
+        if (!is_added_id[id] && b->byte_fallback && r.byte_fallback && t->piece_len[id] == 1 && b->str[id].len == 6 &&
             memcmp(s, "<0x", 3) == 0 && t->byte_piece[t->blob[before]] < 0)
             t->byte_piece[t->blob[before]] = id, t->n_byte_pieces++;
     }
@@ -642,11 +715,9 @@ static int read_specials(Tokenizer *t, const HfTokenizer *h, const json_t *root,
         opt_bool(cfg, "add_eos_token", dflt_eos, "tokenizer_config.json", &t->add_eos, err) != 0)
         return -1;
     t->unk_id = h->bpe.unk_id;
-    if (t->bos_id >= 0) t->control[t->bos_id] = 1;
-    if (t->eos_id >= 0) {
-        t->control[t->eos_id] = 1;
-        t->eot_ids[t->n_eot++] = t->eos_id;
-    }
+    /* no control ids: every token decodes to its text, BOS and EOS too, as HF's decode without
+     * skip_special_tokens (generate stops at EOS and the end-of-turn ids before printing them) */
+    if (t->eos_id >= 0) t->eot_ids[t->n_eot++] = t->eos_id;
     /* end-of-turn markers of the chat formats generate should stop at */
     static const char *const eot[] = {"<|eot_id|>",    "<|im_end|>", "<|end_of_text|>", "<|endoftext|>", "<|eom_id|>",
                                       "<end_of_turn>", "</s>"};
@@ -691,9 +762,10 @@ static int compare_added(const void *a, const void *b, void *ctx) {
     return x->len > y->len ? -1 : x->len < y->len ? 1 : 0;
 }
 
-static int load_parts(Tokenizer *t, HfTokenizer *h, const json_t *root, const json_t *cfg, NfError *err) {
+static int load_parts(Tokenizer *t, HfTokenizer *h, const json_t *root, const Doc *doc, const json_t *cfg,
+                      NfError *err) {
     bool byte_level = false;
-    if (read_pipeline(h, root, &byte_level, err) != 0 || read_model(h, root, byte_level, err) != 0 ||
+    if (read_pipeline(h, root, &byte_level, err) != 0 || read_model(h, root, doc, byte_level, err) != 0 ||
         index_added(h, err) != 0)
         return -1;
     t->kind = byte_level ? TOKENIZER_HF_BYTE_LEVEL : TOKENIZER_HF_SENTENCEPIECE;
@@ -709,15 +781,17 @@ int hf_tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
     HfPaths files;
     if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
     json_t *root = NULL, *cfg = NULL;
+    Doc doc = {0};
     int rc = -1;
     HfTokenizer *h = NULL;
-    if (load_json(files.json, 0, &root, err) != 0 ||
+    if (load_tokenizer_json(files.json, &doc, &root, err) != 0 ||
         (files.config && load_json(files.config, JSON_DECODE_INT_AS_REAL, &cfg, err) != 0))
         goto done;
     if (!(h = t->hf = nf_alloc(sizeof *h, err))) goto done;
-    rc = load_parts(t, h, root, cfg, err);
+    rc = load_parts(t, h, root, &doc, cfg, err);
     if (rc != 0) nf_prefix(err, NULL, "'%s': ", files.json);
 done:
+    mapped_file_close(&doc.file);
     json_decref(root);
     json_decref(cfg);
     hf_paths_free(&files);

@@ -16,7 +16,8 @@ const char PRETOK_GPT2_REGEX[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?
 int pretok_compile(void **re, const char *pattern, size_t len, bool literal, const char *what, NfError *err) {
     int code;
     PCRE2_SIZE offset;
-    uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | (literal ? PCRE2_LITERAL : 0);
+    /* PCRE2_LITERAL refuses PCRE2_UCP (a literal has no classes for it to change) */
+    uint32_t options = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *c = pcre2_compile((PCRE2_SPTR)pattern, len, options, &code, &offset, NULL);
     if (!c) {
         PCRE2_UCHAR msg[160];

@@ -433,7 +433,8 @@ const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t 
     if (id < 0 || id >= t->vocab_size || t->control[id]) return "";
     const char *p = (const char *)t->blob + t->piece_start[id];
     size_t n = t->piece_len[id];
-    bool first = prev < 0 || prev == t->bos_id;
+    /* a text starts at the start, or after a BOS that decodes to nothing (tokenizer.bin's) */
+    bool first = prev < 0 || (prev == t->bos_id && t->control[prev]);
     if (t->hf) {
         /* tokenizer.json: the bytes are already decoded; only the dummy prefix's space is left to drop */
         if (first && hf_tokenizer_strips_first_space(t->hf) && n > 0 && p[0] == ' ') p++, n--;
@@ -451,6 +452,21 @@ const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t 
     if (first && n > 0 && p[0] == ' ') p++, n--;
     *len = n;
     return p;
+}
+
+void token_stream_init(TokenStream *s, int prev) {
+    memset(s, 0, sizeof *s);
+    s->prev = prev;
+}
+
+size_t token_stream_room(const Tokenizer *t) { return 3 * ((size_t)t->max_token_length + 8); }
+
+size_t token_stream_push(TokenStream *s, const Tokenizer *t, int id, char *out) {
+    unsigned char byte;
+    size_t len;
+    const char *piece = tokenizer_decode_piece(t, s->prev, id, &len, &byte);
+    s->prev = id;
+    return utf8_stream_push(&s->utf8, piece, len, out);
 }
 
 char *tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, size_t *len, NfError *err) {

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "utf8.h"
 
 typedef enum {
     TOKENIZER_BIN,              /* llama2.c tokenizer.bin or builtin:bytes */
@@ -54,7 +55,7 @@ typedef struct {
     unsigned char *blob;    /* the bytes each id decodes to, back to back */
     uint32_t *piece_start;  /* (vocab_size) offset of each piece in blob */
     uint32_t *piece_len;    /* (vocab_size) */
-    unsigned char *control; /* (vocab_size) 1 for ids that decode to nothing (BOS, EOS, pad ...) */
+    unsigned char *control; /* (vocab_size) 1 for ids that decode to nothing (tokenizer.bin's BOS, EOS) */
     /* tokenizer.bin only */
     float *scores;        /* (vocab_size) merge priority: higher merges first */
     int byte_piece[256];  /* id of <0xXX> for each byte, -1 if the vocabulary lacks it */
@@ -106,12 +107,27 @@ int token_list_push(TokenList *l, int id, NfError *err);
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, unsigned flags, TokenList *out, NfError *err);
 
 /* The bytes that token `id` stands for when it follows `prev` (-1 at the start):
- * byte pieces give their byte, control ids (BOS, EOS) give nothing, and the dummy-prefix space
- * is dropped from the first piece of a text (prev = -1 or BOS) where the tokenizer adds one
+ * byte pieces give their byte, control ids (tokenizer.bin's BOS, EOS) give nothing (tokenizer.json's special
+ * tokens give their text, as HF decodes them), and the dummy-prefix space
+ * is dropped from the first piece of a text (prev = -1 or a control BOS) where the tokenizer adds one
  * (tokenizer.bin, SentencePiece-style tokenizer.json); in a
  * vocabulary with no space piece it is the byte piece <0x20>, dropped too. Byte-level pieces give
  * their bytes, which may be part of a UTF-8 character (utf8.h's Utf8Stream joins them). */
 const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t *len, unsigned char *byte_buf);
+
+/* Streaming decode, as generate prints tokens while they come: each token's bytes (tokenizer_decode_piece,
+ * after the token before it) joined by a Utf8Stream, so that a UTF-8 character split across tokens
+ * (byte-level pieces, byte-fallback pieces) comes out whole, with the token that completes it. */
+typedef struct {
+    int prev; /* the token before, -1 at the start */
+    Utf8Stream utf8;
+} TokenStream;
+
+/* prev: the last token already given (the prompt's last), or -1. */
+void token_stream_init(TokenStream *s, int prev);
+/* Bytes to print for token id (out needs token_stream_room(t) bytes); returns how many. */
+size_t token_stream_push(TokenStream *s, const Tokenizer *t, int id, char *out);
+size_t token_stream_room(const Tokenizer *t);
 
 /* Decodes a whole id sequence into a malloc'd buffer (NUL-terminated, *len bytes). */
 char *tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, size_t *len, NfError *err);

@@ -4,6 +4,8 @@
  *                                             logits (T, V) float32 of the KV-cached forward
  *   nf_probe encode TOKENIZER IN.txt OUT.i32 ids of the text, no BOS, int32
  *   nf_probe decode TOKENIZER IN.i32 OUT.txt the text of int32 ids
+ *   nf_probe stream TOKENIZER IN.i32 OUT.txt the same through generate's streaming decoder (TokenStream):
+ *                                             what its `token` messages concatenate to
  *   nf_probe grads MODEL OUT.f32 B T TOKEN... TARGET...
  *                                             mean loss, then d loss / d params in the flat layout
  *   nf_probe logits-q8 MODEL OUT.f32 TOKEN... logits with the model quantized as generate --quant q8 does
@@ -181,6 +183,27 @@ static int probe_decode(int argc, char **argv) {
     return rc == 0 ? 0 : die("cannot write output");
 }
 
+static int probe_stream(int argc, char **argv) {
+    if (argc != 5) return die("usage: stream TOKENIZER IN OUT");
+    NfError err;
+    Tokenizer t;
+    MappedFile ids;
+    if (tokenizer_load(&t, argv[2], &err) != 0 || mapped_file_open(&ids, argv[3], "ids", &err) != 0)
+        return die(err.message);
+    FILE *f = fopen(argv[4], "wb");
+    char *room = malloc(token_stream_room(&t));
+    if (!f || !room) return die("cannot write output");
+    TokenStream s;
+    token_stream_init(&s, -1);
+    const int *id = (const int *)ids.data;
+    for (size_t i = 0; i < ids.size / sizeof(int); i++) fwrite(room, 1, token_stream_push(&s, &t, id[i], room), f);
+    int rc = fclose(f);
+    free(room);
+    mapped_file_close(&ids);
+    tokenizer_free(&t);
+    return rc == 0 ? 0 : die("cannot write output");
+}
+
 static int probe_grads(int argc, char **argv) {
     if (argc < 6) return die("usage: grads MODEL OUT B T TOKEN... TARGET...");
     int B = atoi(argv[4]), T = atoi(argv[5]);
@@ -217,5 +240,6 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "lora-grads") == 0) return probe_lora_grads(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) return probe_encode(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "decode") == 0) return probe_decode(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "stream") == 0) return probe_stream(argc, argv);
     return die("usage: nf_probe logits|encode|decode ...");
 }

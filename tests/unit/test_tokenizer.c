@@ -293,6 +293,26 @@ static void test_bos_and_eos(void **state) {
     tokenizer_free(&t);
 }
 
+/* "<s>" / "</s>" in the text: control ids only with TOKENIZE_PARSE_SPECIAL; each part keeps its dummy prefix. */
+static void test_parse_special(void **state) {
+    (void)state;
+    Tokenizer t;
+    load_synthetic(&t, BASE, N_BASE);
+    assert_int_equal(t.bos_id, TOKEN_BOS);
+    assert_true(t.add_bos && !t.add_eos);
+    TokenList l = {0};
+    NfError err;
+    assert_int_equal(tokenizer_encode(&t, "ab</s>ab<s>", 11, TOKENIZE_PARSE_SPECIAL, &l, &err), 0);
+    int want[] = {SP_AB, TOKEN_EOS, SP_AB, TOKEN_BOS};
+    assert_int_equal(l.len, 4);
+    assert_memory_equal(l.ids, want, sizeof want);
+    l.len = 0;
+    assert_int_equal(tokenizer_encode(&t, "ab</s>", 6, 0, &l, &err), 0);
+    for (size_t i = 0; i < l.len; i++) assert_true(l.ids[i] != TOKEN_EOS);
+    token_list_free(&l);
+    tokenizer_free(&t);
+}
+
 static void test_empty_text(void **state) {
     (void)state;
     Tokenizer t;
@@ -696,6 +716,7 @@ int main(void) {
         cmocka_unit_test(test_control_and_byte_pieces_never_match_text),
         cmocka_unit_test(test_byte_piece_table),
         cmocka_unit_test(test_bos_and_eos),
+        cmocka_unit_test(test_parse_special),
         cmocka_unit_test(test_empty_text),
         cmocka_unit_test(test_encode_appends_to_existing_list),
         cmocka_unit_test(test_round_trip_synthetic),
