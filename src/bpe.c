@@ -75,7 +75,7 @@ void bpe_free(Bpe *b) {
     free(b->merge_rank);
     free(b->merge_id);
     free(b->sym);
-    free(b->heap);
+    free(b->heap.items);
     free(b->mapped);
     cache_free(&b->cache);
     memset(b, 0, sizeof *b);
@@ -173,39 +173,16 @@ static bool merge_before(const BpeMerge *a, const BpeMerge *b) {
     return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
-static int heap_push(Bpe *b, BpeMerge m, NfError *err) {
-    if (!nf_grow((void **)&b->heap, &b->heap_cap, b->heap_len + 1, sizeof *b->heap, 64))
-        return nf_fail(err, NF_ERR_MEMORY, "out of memory in the tokenizer");
-    size_t i = b->heap_len++;
-    while (i > 0 && merge_before(&m, &b->heap[(i - 1) / 2])) {
-        b->heap[i] = b->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    b->heap[i] = m;
-    return 0;
-}
-
-static BpeMerge heap_pop(Bpe *b) {
-    BpeMerge top = b->heap[0], last = b->heap[--b->heap_len];
-    size_t i = 0;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= b->heap_len) break;
-        if (child + 1 < b->heap_len && merge_before(&b->heap[child + 1], &b->heap[child])) child++;
-        if (!merge_before(&b->heap[child], &last)) break;
-        b->heap[i] = b->heap[child];
-        i = child;
-    }
-    if (b->heap_len > 0) b->heap[i] = last;
-    return top;
-}
+NF_HEAP_FUNCS(merge_heap, BpeMergeHeap, BpeMerge, merge_before)
 
 /* Queues the merge of symbol pos with the one after it, if the pair has a rank. */
 static int queue_pair(Bpe *b, int pos, NfError *err) {
     if (pos < 0 || b->sym[pos].next < 0) return 0;
     uint32_t slot = merge_lookup(b, b->sym[pos].id, b->sym[b->sym[pos].next].id);
     if (b->merge_keys[slot] == 0) return 0;
-    return heap_push(b, (BpeMerge){b->merge_rank[slot], pos, b->merge_id[slot]}, err);
+    if (!merge_heap_push(&b->heap, (BpeMerge){b->merge_rank[slot], pos, b->merge_id[slot]}))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory in the tokenizer");
+    return 0;
 }
 
 static int push_symbol(Bpe *b, size_t *n, int id, NfError *err) {
@@ -276,11 +253,11 @@ static int merge_word(Bpe *b, const char *w, size_t n, TokenList *out, NfError *
     }
     size_t n_sym;
     if (initial_symbols(b, w, n, &n_sym, err) != 0) return -1;
-    b->heap_len = 0;
+    b->heap.len = 0;
     for (size_t i = 0; i + 1 < n_sym; i++)
         if (queue_pair(b, (int)i, err) != 0) return -1;
-    while (b->heap_len > 0) {
-        BpeMerge m = heap_pop(b);
+    while (b->heap.len > 0) {
+        BpeMerge m = merge_heap_pop(&b->heap);
         BpeSymbol *l = &b->sym[m.pos];
         if (l->id < 0 || l->next < 0) continue; /* merged away, or last */
         uint32_t slot = merge_lookup(b, l->id, b->sym[l->next].id);

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "heap.h"
 #include "tokenizer.h"
 
 typedef struct {
@@ -54,6 +55,7 @@ typedef struct {
 typedef struct {
     int32_t rank, pos, new_id;
 } BpeMerge;
+NF_HEAP_TYPE(BpeMergeHeap, BpeMerge);
 
 typedef struct {
     int n_ids;      /* ids are [0, n_ids); an id no token names has an empty string */
@@ -72,8 +74,7 @@ typedef struct {
     /* scratch, reused word after word (a Bpe encodes on one thread at a time) */
     BpeSymbol *sym;
     size_t sym_cap;
-    BpeMerge *heap;
-    size_t heap_len, heap_cap;
+    BpeMergeHeap heap;
     char *mapped;
     size_t mapped_cap;
     WordCache cache;

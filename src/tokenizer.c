@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "heap.h"
 #include "hf_tokenizer.h"
 #include "utf8.h"
 #include "util.h"
@@ -304,37 +305,8 @@ static bool before(const Candidate *a, const Candidate *b) {
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-typedef struct {
-    Candidate *items;
-    size_t len, cap;
-} Heap;
-
-static int heap_push(Heap *h, Candidate c, NfError *err) {
-    if (!nf_grow((void **)&h->items, &h->cap, h->len + 1, sizeof *h->items, 64))
-        return nf_fail(err, NF_ERR_MEMORY, "out of memory in the tokenizer");
-    size_t i = h->len++;
-    while (i > 0 && before(&c, &h->items[(i - 1) / 2])) {
-        h->items[i] = h->items[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h->items[i] = c;
-    return 0;
-}
-
-static Candidate heap_pop(Heap *h) {
-    Candidate top = h->items[0], last = h->items[--h->len];
-    size_t i = 0;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= h->len) break;
-        if (child + 1 < h->len && before(&h->items[child + 1], &h->items[child])) child++;
-        if (!before(&h->items[child], &last)) break;
-        h->items[i] = h->items[child];
-        i = child;
-    }
-    if (h->len > 0) h->items[i] = last;
-    return top;
-}
+NF_HEAP_TYPE(Heap, Candidate);
+NF_HEAP_FUNCS(heap, Heap, Candidate, before)
 
 /* Queues the merge of symbols left and right if their concatenation is a piece. */
 static int queue_pair(const Tokenizer *t, const char *text, const Symbol *sym, int left, int right, Heap *h,
@@ -344,8 +316,9 @@ static int queue_pair(const Tokenizer *t, const char *text, const Symbol *sym, i
     if (len > (uint32_t)t->max_token_length) return 0;
     int id = tokenizer_find(t, text + sym[left].start, len);
     if (id < 0) return 0;
-    Candidate c = {t->scores[id], left, right, len, id};
-    return heap_push(h, c, err);
+    if (!heap_push(h, (Candidate){t->scores[id], left, right, len, id}))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory in the tokenizer");
+    return 0;
 }
 
 /* tokenizer.bin's encoder on text[0..n) (no BOS/EOS). */
