@@ -30,7 +30,9 @@ int chat_kind_parse(const char *name, ChatKind *k) {
 ChatKind chat_detect(const char *jinja) {
     if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|end_header_id|>")) return CHAT_LLAMA3;
     if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
-    if (strstr(jinja, "[INST]")) return CHAT_LLAMA2;
+    /* Llama 2's own has a system block; Mistral's [INST] templates differ in spacing and BOS placement and
+     * have none: they are not llama2, so auto refuses them rather than render them almost right */
+    if (strstr(jinja, "[INST]") && strstr(jinja, "<<SYS>>")) return CHAT_LLAMA2;
     return CHAT_NONE;
 }
 

@@ -14,7 +14,11 @@ static void test_detection_by_markers(void **state) {
     (void)state;
     assert_int_equal(chat_detect("{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}"), CHAT_LLAMA3);
     assert_int_equal(chat_detect("{{ '<|im_start|>' + role }}"), CHAT_CHATML);
-    assert_int_equal(chat_detect("{{ bos_token + '[INST] ' + content + ' [/INST]' }}"), CHAT_LLAMA2);
+    assert_int_equal(chat_detect("{{ '<<SYS>>\\n' + system }}{{ bos_token + '[INST] ' + content + ' [/INST]' }}"),
+                     CHAT_LLAMA2);
+    /* Mistral's: [INST] without Llama 2's system block */
+    assert_int_equal(chat_detect("{{ bos_token }}{{ '[INST] ' + content + ' [/INST]' }}{{ content + eos_token }}"),
+                     CHAT_NONE);
     assert_int_equal(chat_detect("<start_of_turn>{{ role }}"), CHAT_NONE);
     assert_int_equal(chat_detect("<|start_header_id|> alone"), CHAT_NONE);
     assert_int_equal(chat_detect(""), CHAT_NONE);
