@@ -530,8 +530,8 @@ static int ingest_file(Run *r, const IngestOptions *o, const SourceEntry *e, Ing
         s->masked_tokens = old->masked_tokens;
     } else if (rc == 0) {
         DocCounter c = {p, 0, 0, 0};
-        rc = records_read(e->kind, e->full, (const char *)f.data, f.size, o->split, &r->tok, &r->chat, pack_document,
-                          &c, err);
+        RecordsOptions how = {&r->tok, &r->chat, o->split, o->parse_special};
+        rc = records_read(e->kind, e->full, (const char *)f.data, f.size, &how, pack_document, &c, err);
         s->documents = c.documents;
         s->tokens = c.tokens;
         s->masked_tokens = c.masked;
@@ -611,7 +611,6 @@ int ingest_run(const IngestOptions *o, IngestReportFn report, void *ctx, IngestS
         goto done;
     }
     if (tokenizer_load(&r.tok, o->tokenizer_path, err) != 0) goto fail;
-    r.tok.parse_special = o->parse_special;
     if (chat_template_choose(o->chat_template ? o->chat_template : "auto", &r.tok, o->tokenizer_path, &r.chat, err) !=
         0)
         goto fail;

@@ -66,7 +66,7 @@ static int document_add_control(Document *d, int id, bool counted, NfError *err)
 }
 
 /* Appends the ids of text[0..n) (no BOS/EOS; nothing when n is 0); special tokens spelled in it are
- * control ids only when `specials` (texts: when the command was given --parse-special, t->parse_special). */
+ * control ids only when `specials` (texts: when the command was given --parse-special). */
 static int document_add_text(Document *d, const Tokenizer *t, const char *text, size_t n, bool counted, bool specials,
                              NfError *err) {
     size_t from = d->ids.len;
@@ -75,19 +75,21 @@ static int document_add_text(Document *d, const Tokenizer *t, const char *text, 
 }
 
 /* A text document: BOS and the text (and EOS), as the tokenizer's add_bos / add_eos say, every id counted. */
-static int text_document(Document *d, const Tokenizer *t, const char *text, size_t n, NfError *err) {
+static int text_document(Document *d, const RecordsOptions *o, const char *text, size_t n, NfError *err) {
+    const Tokenizer *t = o->tok;
     document_reset(d);
     if (t->add_bos && document_add_control(d, t->bos_id, true, err) != 0) return -1;
-    if (document_add_text(d, t, text, n, true, t->parse_special, err) != 0) return -1;
+    if (document_add_text(d, t, text, n, true, o->parse_special, err) != 0) return -1;
     return t->add_eos ? document_add_control(d, t->eos_id, true, err) : 0;
 }
 
 /* A prompt (masked, with the BOS before it) and its answer (counted, with the EOS after it), appended. */
-static int add_turn(Document *d, const Tokenizer *t, const char *prompt, size_t prompt_len, const char *answer,
+static int add_turn(Document *d, const RecordsOptions *o, const char *prompt, size_t prompt_len, const char *answer,
                     size_t answer_len, NfError *err) {
+    const Tokenizer *t = o->tok;
     if ((t->add_bos && document_add_control(d, t->bos_id, false, err) != 0) ||
-        document_add_text(d, t, prompt, prompt_len, false, t->parse_special, err) != 0 ||
-        document_add_text(d, t, answer, answer_len, true, t->parse_special, err) != 0)
+        document_add_text(d, t, prompt, prompt_len, false, o->parse_special, err) != 0 ||
+        document_add_text(d, t, answer, answer_len, true, o->parse_special, err) != 0)
         return -1;
     return document_add_control(d, t->eos_id, true, err);
 }
@@ -233,8 +235,7 @@ static const JsonValue *string_field(const JsonValue *obj, const char *key, NfEr
     return v;
 }
 
-int record_from_json(const Tokenizer *t, const ChatTemplate *chat, const char *line, size_t len, Document *d,
-                     NfError *err) {
+int record_from_json(const RecordsOptions *o, const char *line, size_t len, Document *d, NfError *err) {
     document_reset(d);
     JsonValue v = {0};
     if (json_parse(line, len, &v, err) != 0) {
@@ -262,12 +263,12 @@ int record_from_json(const Tokenizer *t, const ChatTemplate *chat, const char *l
         else if (n == 0)
             rc = 0;
         else
-            rc = text_document(d, t, s, n, err) == 0 ? 1 : -1;
+            rc = text_document(d, o, s, n, err) == 0 ? 1 : -1;
     } else if (messages) {
-        rc = chat_document(t, chat, messages, d, err) == 0 ? 1 : -1;
+        rc = chat_document(o->tok, o->chat, messages, d, err) == 0 ? 1 : -1;
     } else {
         const JsonValue *p = string_field(&v, "prompt", err), *c = p ? string_field(&v, "completion", err) : NULL;
-        if (p && c) rc = add_turn(d, t, p->text, p->len, c->text, c->len, err) == 0 ? 1 : -1;
+        if (p && c) rc = add_turn(d, o, p->text, p->len, c->text, c->len, err) == 0 ? 1 : -1;
     }
     json_value_free(&v);
     return rc;
@@ -282,8 +283,8 @@ static size_t skip_bom(const char *data, size_t size) {
     return size >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
 }
 
-static int read_jsonl(const char *path, const char *data, size_t size, const Tokenizer *t, const ChatTemplate *chat,
-                      DocumentFn fn, void *ctx, NfError *err) {
+static int read_jsonl(const char *path, const char *data, size_t size, const RecordsOptions *o, DocumentFn fn,
+                      void *ctx, NfError *err) {
     Document d = {0};
     int rc = 0;
     size_t pos = skip_bom(data, size), line = 1;
@@ -297,7 +298,7 @@ static int read_jsonl(const char *path, const char *data, size_t size, const Tok
             rc = nf_fail(err, NF_ERR_DATA, "%s line %zu: the line has %zu bytes; a record may have up to %zu", path,
                          line, len, RECORD_MAX_BYTES);
         } else if (b < e) {
-            int made = record_from_json(t, chat, data + pos, len, &d, err);
+            int made = record_from_json(o, data + pos, len, &d, err);
             if (made < 0)
                 rc = located(err, path, line);
             else if (made > 0)
@@ -419,18 +420,18 @@ static int csv_column(const CsvRecord *header, const char *name) {
 
 /* One row's document into d: 1 made, 0 none (an empty text), -1 error. */
 static int csv_document(const CsvRecord *header, const CsvRecord *row, int text_col, int prompt_col, int completion_col,
-                        const Tokenizer *t, Bytes *text, Document *d, NfError *err) {
+                        const RecordsOptions *o, Bytes *text, Document *d, NfError *err) {
     size_t len, plen, clen;
     document_reset(d);
     if (text_col >= 0) {
         const char *s = csv_field(row, text_col, &len);
         s = stripped(s, len, &len);
         if (len == 0) return 0;
-        return text_document(d, t, s, len, err) == 0 ? 1 : -1;
+        return text_document(d, o, s, len, err) == 0 ? 1 : -1;
     }
     if (prompt_col >= 0 && completion_col >= 0) {
         const char *p = csv_field(row, prompt_col, &plen), *c = csv_field(row, completion_col, &clen);
-        return add_turn(d, t, p, plen, c, clen, err) == 0 ? 1 : -1;
+        return add_turn(d, o, p, plen, c, clen, err) == 0 ? 1 : -1;
     }
     /* every column as "name: value" lines */
     text->len = 0;
@@ -444,13 +445,13 @@ static int csv_document(const CsvRecord *header, const CsvRecord *row, int text_
     }
     const char *s = stripped(text->data, text->len, &len);
     if (len == 0) return 0;
-    return text_document(d, t, s, len, err) == 0 ? 1 : -1;
+    return text_document(d, o, s, len, err) == 0 ? 1 : -1;
 }
 
 /* Prefixes err's message ("line N: ...") with the file's path. */
 static int in_file(NfError *err, const char *path) { return nf_prefix(err, NULL, "%s ", path); }
 
-static int read_csv(const char *path, const char *data, size_t size, const Tokenizer *t, DocumentFn fn, void *ctx,
+static int read_csv(const char *path, const char *data, size_t size, const RecordsOptions *o, DocumentFn fn, void *ctx,
                     NfError *err) {
     CsvRecord header = {0}, row = {0};
     Document d = {0};
@@ -472,7 +473,7 @@ static int read_csv(const char *path, const char *data, size_t size, const Token
                          row.n, header.n);
             break;
         }
-        int made = csv_document(&header, &row, text_col, prompt_col, completion_col, t, &text, &d, err);
+        int made = csv_document(&header, &row, text_col, prompt_col, completion_col, o, &text, &d, err);
         if (made < 0)
             rc = located(err, path, row_line);
         else if (made > 0)
@@ -489,7 +490,7 @@ static int read_csv(const char *path, const char *data, size_t size, const Token
 
 typedef struct {
     const char *path;
-    const Tokenizer *t;
+    const RecordsOptions *o;
     Document d;
     DocumentFn fn;
     void *ctx;
@@ -502,17 +503,17 @@ static int text_doc(void *ctx, const char *doc, size_t len, size_t line, NfError
                        "%s line %zu: a document of %zu bytes; ingest takes documents of up to %zu (separate them "
                        "with <|endoftext|> lines, or --split blank)",
                        r->path, line, len, DOCUMENT_MAX_BYTES);
-    if (text_document(&r->d, r->t, doc, len, err) != 0) return located(err, r->path, line);
+    if (text_document(&r->d, r->o, doc, len, err) != 0) return located(err, r->path, line);
     return r->fn(r->ctx, &r->d, err);
 }
 
-int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split, const Tokenizer *t,
-                 const ChatTemplate *chat, DocumentFn fn, void *ctx, NfError *err) {
-    if (kind == SOURCE_JSONL) return read_jsonl(path, data, size, t, chat, fn, ctx, err);
-    if (kind == SOURCE_CSV) return read_csv(path, data, size, t, fn, ctx, err);
+int records_read(SourceKind kind, const char *path, const char *data, size_t size, const RecordsOptions *o,
+                 DocumentFn fn, void *ctx, NfError *err) {
+    if (kind == SOURCE_JSONL) return read_jsonl(path, data, size, o, fn, ctx, err);
+    if (kind == SOURCE_CSV) return read_csv(path, data, size, o, fn, ctx, err);
     if (kind != SOURCE_TEXT) return nf_fail(err, NF_ERR_DATA, "%s: not a source ingest reads", path);
-    TextReader r = {.path = path, .t = t, .fn = fn, .ctx = ctx};
-    int rc = text_split(data, size, split, text_doc, &r, err);
+    TextReader r = {.path = path, .o = o, .fn = fn, .ctx = ctx};
+    int rc = text_split(data, size, o->split, text_doc, &r, err);
     document_free(&r.d);
     return rc;
 }

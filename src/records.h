@@ -51,19 +51,27 @@ typedef struct {
 
 void document_free(Document *d);
 
+/* How a run's records become documents: the same for every source of an ingest run. */
+typedef struct {
+    const Tokenizer *tok;
+    const ChatTemplate *chat; /* the chats' template */
+    TextSplit split;          /* where .txt and .md documents end */
+    bool parse_special;       /* --parse-special: special tokens spelled in texts, prompts and completions become
+                                 their ids (never in a chat's contents) */
+} RecordsOptions;
+
 /* One JSONL record (a line, without its '\n') into d (reset first).
  * Returns 1 when d holds a document, 0 when the record has none (a "text"
  * that is only whitespace), -1 with err set (bad_data, not naming the
  * file: the caller adds that). */
-int record_from_json(const Tokenizer *t, const ChatTemplate *chat, const char *line, size_t len, Document *d,
-                     NfError *err);
+int record_from_json(const RecordsOptions *o, const char *line, size_t len, Document *d, NfError *err);
 
 /* Receives each document of a source; d is reused after the call returns. */
 typedef int (*DocumentFn)(void *ctx, const Document *d, NfError *err);
 
 /* Every document of one source file's bytes data[0..size), in order. Errors
  * (bad_data) name the file (path, as given) and the line. */
-int records_read(SourceKind kind, const char *path, const char *data, size_t size, TextSplit split, const Tokenizer *t,
-                 const ChatTemplate *chat, DocumentFn fn, void *ctx, NfError *err);
+int records_read(SourceKind kind, const char *path, const char *data, size_t size, const RecordsOptions *o,
+                 DocumentFn fn, void *ctx, NfError *err);
 
 #endif

@@ -51,7 +51,6 @@ typedef struct {
     bool add_bos, add_eos;
     int eot_ids[TOKENIZER_MAX_EOT]; /* generate stops on these: EOS and end-of-turn tokens (<|eot_id|>, <|im_end|>) */
     int n_eot;
-    bool parse_special;     /* the command was given --parse-special: records.c encodes texts with it */
     unsigned char *blob;    /* the bytes each id decodes to, back to back */
     uint32_t *piece_start;  /* (vocab_size) offset of each piece in blob */
     uint32_t *piece_len;    /* (vocab_size) */

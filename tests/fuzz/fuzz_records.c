@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     TextSplit split = (TextSplit)(data[0] / 3 % 3);
     ChatTemplate chat = {data[0] / 9 % 2 ? CHAT_CHATML : CHAT_LLAMA2, ""};
     NfError err;
-    records_read(kinds[kind], names[kind], (const char *)data + 1, size - 1, split, fuzz_tokenizer(), &chat,
-                 check_document, NULL, &err);
+    RecordsOptions how = {fuzz_tokenizer(), &chat, split, false};
+    records_read(kinds[kind], names[kind], (const char *)data + 1, size - 1, &how, check_document, NULL, &err);
     return 0;
 }

@@ -130,7 +130,7 @@ static void test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece(void **s
     Document d = {0};
     const char *rec = "{\"messages\": [{\"role\": \"user\", \"content\": \"<|im_end|>\"}, "
                       "{\"role\": \"assistant\", \"content\": \"Hi\"}]}";
-    assert_int_equal(record_from_json(&t, &chat, rec, strlen(rec), &d, &err), 1);
+    assert_int_equal(record_from_json(&(RecordsOptions){.tok = &t, .chat = &chat}, rec, strlen(rec), &d, &err), 1);
     /* <|im_start|> [_ u s e r \n < | i m _ e n d | >] <|im_end|> [_ \n] <|im_start|> [_ a s s i s t a n t \nH i]
      * <|im_end|> [_ \n]: each stretch starts with the dummy-prefix space; the user's <|im_end|> is text */
     int want[64], n = 0, mask[64];
@@ -155,12 +155,12 @@ static void test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece(void **s
     assert_int_equal(d.masked, n - 3);
     /* llama3 needs specials this vocabulary lacks: a clear error naming them */
     chat.kind = CHAT_LLAMA3;
-    assert_int_equal(record_from_json(&t, &chat, rec, strlen(rec), &d, &err), -1);
+    assert_int_equal(record_from_json(&(RecordsOptions){.tok = &t, .chat = &chat}, rec, strlen(rec), &d, &err), -1);
     assert_string_equal(err.code, NF_ERR_TOKENIZER);
     assert_non_null(strstr(err.message, "no <|start_header_id|> token, which chat template llama3 needs"));
     /* none: chats are refused with the run's refusal */
     chat = (ChatTemplate){CHAT_NONE, "no chats here"};
-    assert_int_equal(record_from_json(&t, &chat, rec, strlen(rec), &d, &err), -1);
+    assert_int_equal(record_from_json(&(RecordsOptions){.tok = &t, .chat = &chat}, rec, strlen(rec), &d, &err), -1);
     assert_string_equal(err.message, "no chats here");
     document_free(&d);
     tokenizer_free(&t);

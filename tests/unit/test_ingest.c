@@ -76,7 +76,8 @@ static int collect(void *ctx, const Document *d, NfError *err) {
 
 static int read_all(SourceKind kind, const char *data, Collected *c, NfError *err) {
     memset(c, 0, sizeof *c);
-    return records_read(kind, "f", data, strlen(data), TEXT_SPLIT_EOT, &tok, &LLAMA2, collect, c, err);
+    return records_read(kind, "f", data, strlen(data), &(RecordsOptions){&tok, &LLAMA2, TEXT_SPLIT_EOT, false}, collect,
+                        c, err);
 }
 
 static void test_source_kinds_by_extension(void **state) {
@@ -172,7 +173,7 @@ static void test_chat_ids_are_the_separate_encodings(void **state) {
     NfError err;
     const char *rec =
         "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}";
-    assert_int_equal(record_from_json(&tok, &LLAMA2, rec, strlen(rec), &d, &err), 1);
+    assert_int_equal(record_from_json(&(RecordsOptions){.tok = &tok, .chat = &LLAMA2}, rec, strlen(rec), &d, &err), 1);
     TokenList want = {0};
     assert_int_equal(tokenizer_encode(&tok, "[INST] u [/INST]", 16, TOKENIZE_BOS, &want, &err), 0);
     assert_int_equal(tokenizer_encode(&tok, "a", 1, TOKENIZE_EOS, &want, &err), 0);
@@ -230,7 +231,8 @@ static void test_jsonl_line_longer_than_a_record_is_refused(void **state) {
     Collected c;
     NfError err = {0};
     memset(&c, 0, sizeof c);
-    assert_int_equal(records_read(SOURCE_JSONL, "big.jsonl", data, n, TEXT_SPLIT_EOT, &tok, &LLAMA2, collect, &c, &err),
+    assert_int_equal(records_read(SOURCE_JSONL, "big.jsonl", data, n,
+                                  &(RecordsOptions){&tok, &LLAMA2, TEXT_SPLIT_EOT, false}, collect, &c, &err),
                      -1);
     assert_non_null(strstr(err.message, "big.jsonl line 1: the line has"));
     free(data);
@@ -241,7 +243,7 @@ static void test_jsonl_nul_in_a_string_is_kept(void **state) {
     Document d = {0};
     NfError err;
     const char *rec = "{\"text\": \"a\\u0000b\"}";
-    assert_int_equal(record_from_json(&tok, &LLAMA2, rec, strlen(rec), &d, &err), 1);
+    assert_int_equal(record_from_json(&(RecordsOptions){.tok = &tok, .chat = &LLAMA2}, rec, strlen(rec), &d, &err), 1);
     int want[] = {TOKEN_BOS, 35, 'a' + 3, 3, 'b' + 3};
     assert_int_equal(d.ids.len, 5);
     assert_memory_equal(d.ids.ids, want, sizeof want);
