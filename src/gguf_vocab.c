@@ -12,7 +12,14 @@
 #include "util.h"
 
 /* llama.cpp's token types (llama_token_type) */
-enum { TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3, TOKEN_USER_DEFINED = 4, TOKEN_UNUSED = 5, TOKEN_BYTE = 6 };
+enum {
+    TOKEN_NORMAL = 1,
+    TOKEN_UNKNOWN = 2,
+    TOKEN_CONTROL = 3,
+    TOKEN_USER_DEFINED = 4,
+    TOKEN_UNUSED = 5,
+    TOKEN_BYTE = 6
+};
 
 /* ---- tokenizer.bin: "llama" ------------------------------------------------------ */
 
@@ -75,7 +82,8 @@ typedef struct {
 
 static const PreName PRE_NAMES[] = {
     {"llama-bpe", false,
-     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
      "\\s+(?!\\S)|\\s+",
      false, true, "Llama 3"},
     {"qwen2", true,
@@ -105,8 +113,7 @@ static bool pre_matches(const PreName *p, const TextPipeline *pipe, const Bpe *b
 /* A one-line description of the pipeline, for the refusal. */
 static void describe(const TextPipeline *pipe, const Bpe *b, char *out, size_t cap) {
     static const char *const norm[] = {"NFC", "NFD", "NFKC", "NFKD", "Prepend", "Replace"};
-    static const char *const behavior[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext",
-                                           "Contiguous"};
+    static const char *const behavior[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
     size_t n = 0;
     out[0] = '\0';
 #define ADD(...) (n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, __VA_ARGS__), n = n < cap ? n : cap - 1)
@@ -151,8 +158,8 @@ const char *gguf_pre_name(const Tokenizer *tok, NfError *err) {
 static bool looks_special(const char *s) {
     size_t n = strlen(s);
 #define ENDS(a, b) (n >= strlen(a) + strlen(b) && strncmp(s, a, strlen(a)) == 0 && strcmp(s + n - strlen(b), b) == 0)
-    bool named = strcmp(s, "<pad>") == 0 || strcmp(s, "<mask>") == 0 || strcmp(s, "<2mass>") == 0 ||
-                 strcmp(s, "[@BOS@]") == 0;
+    bool named =
+        strcmp(s, "<pad>") == 0 || strcmp(s, "<mask>") == 0 || strcmp(s, "<2mass>") == 0 || strcmp(s, "[@BOS@]") == 0;
     return named || ENDS("<|", "|>") || ENDS("<\xEF\xBD\x9C", "\xEF\xBD\x9C>") || ENDS("<unused", ">");
 #undef ENDS
 }
@@ -164,9 +171,7 @@ typedef struct {
     int32_t *types;
 } GptTokens;
 
-static void gpt_tokens_free(GptTokens *t) {
-    free(t->s), free(t->len), free(t->pads), free(t->types);
-}
+static void gpt_tokens_free(GptTokens *t) { free(t->s), free(t->len), free(t->pads), free(t->types); }
 
 static int gpt_tokens(const Tokenizer *tok, GptTokens *t, NfError *err) {
     const Bpe *b = hf_tokenizer_bpe(tok->hf);
