@@ -402,14 +402,28 @@ def gguf_embeds_a_byte_level_tokenizer_json_as_llama_cpps_gpt2_vocabulary():
 
 
 @test
-def gguf_refuses_a_pre_tokenizer_llama_cpp_has_no_name_for_and_sentencepiece_tokenizer_json():
+def gguf_names_the_pre_tokenizers_llama_cpp_knows_and_refuses_the_rest():
     d = tmpdir()
     ckpt = trained_with(d, LLAMA3, "llama3")
     tj = json.load(open(os.path.join(LLAMA3, "tokenizer.json"), encoding="utf-8"))
+    os.makedirs(f"{d}/other")
+    # Llama 3's vocabulary behind GPT-2's and SmolLM's pipelines: llama.cpp's gpt-2 and smollm
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    digits = {"type": "Digits", "individual_digits": True}
+    for pre, name in ((byte_level, "gpt-2"), ({"type": "Sequence", "pretokenizers": [digits, byte_level]}, "smollm")):
+        json.dump(dict(tj, pre_tokenizer=pre, model=dict(tj["model"], ignore_merges=False)),
+                  open(f"{d}/other/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+        r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", f"{d}/other", "--output", f"{d}/o.gguf"])
+        assert r.rc == 0, r.stdout
+        m = gguf_dump(f"{d}/o.gguf")["metadata"]
+        assert m["tokenizer.ggml.pre"] == name and "tokenizer.chat_template" not in m, (name, m["tokenizer.ggml.pre"])
+    json.dump(dict(tj, pre_tokenizer=dict(byte_level, add_prefix_space=True)),
+              open(f"{d}/other/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+    r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", f"{d}/other", "--output", f"{d}/x.gguf"])
+    assert_error(r, "bad_tokenizer", "ByteLevel(add_prefix_space=true, use_regex=true)")
     split = tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]
     assert "\\p{N}{1,3}" in split["Regex"]
     split["Regex"] = split["Regex"].replace("\\p{N}{1,3}", "\\p{N}{1,2}")  # same vocabulary, other digit runs
-    os.makedirs(f"{d}/other")
     json.dump(tj, open(f"{d}/other/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
     r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", f"{d}/other", "--output", f"{d}/x.gguf"])
     err = assert_error(r, "bad_tokenizer", "tokenizer.ggml.pre")
@@ -446,6 +460,19 @@ def safetensors_export_copies_a_tokenizer_json_directory_byte_for_byte():
         assert e["bytes"] == sum(os.path.getsize(f"{d}/{name}/{f}") for f in os.listdir(f"{d}/{name}"))
         cfg = json.load(open(f"{d}/{name}/config.json"))
         assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (bos, eos), cfg
+    # a template kept in chat_template.jinja travels too
+    os.makedirs(f"{d}/jinja")
+    open(f"{d}/jinja/tokenizer.json", "wb").write(open(os.path.join(QWEN3, "tokenizer.json"), "rb").read())
+    open(f"{d}/jinja/chat_template.jinja", "w").write("{{ messages[0]['content'] }}<|im_start|>")
+    assert run(["export", "--ckpt", f"{d}/qwen3.ckpt", "--format", "safetensors", "--tokenizer", f"{d}/jinja",
+                "--output", f"{d}/qj"]).rc == 0
+    assert sorted(os.listdir(f"{d}/qj")) == ["chat_template.jinja", "config.json", "model.safetensors",
+                                              "tokenizer.json"]
+    assert open(f"{d}/qj/chat_template.jinja").read() == "{{ messages[0]['content'] }}<|im_start|>"
+    assert run(["export", "--ckpt", f"{d}/qwen3.ckpt", "--format", "gguf", "--tokenizer", f"{d}/jinja",
+                "--output", f"{d}/qj.gguf"]).rc == 0
+    assert gguf_dump(f"{d}/qj.gguf")["metadata"]["tokenizer.chat_template"] == \
+        "{{ messages[0]['content'] }}<|im_start|>"
     # --tokenizer on a model file (a tokenizer.json file by its path), and a tokenizer.bin refused as before
     assert run(["export", "--ckpt", f"{d}/llama3.ckpt", "--output", f"{d}/l3.bin"]).rc == 0
     r = run(["export", "--model", f"{d}/l3.bin", "--format", "safetensors", "--tokenizer",
