@@ -89,14 +89,11 @@ int chat_template_text(const char *path, char **jinja, NfError *err) {
     if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
     int rc = files.config ? template_in_file(files.config, true, jinja, err) : 0;
     if (rc == 0 && !*jinja) { /* newer model directories keep the template in a file of its own */
-        const char *slash = strrchr(files.json, '/');
-        char *dir = slash ? strndup(files.json, (size_t)(slash - files.json + (slash == files.json))) : strdup(".");
-        char *file = dir ? nf_path_join(dir, "chat_template.jinja") : NULL;
+        char *file = nf_path_join(files.dir, "chat_template.jinja");
         if (!file)
             rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
         else if (is_file(file))
             rc = template_in_file(file, false, jinja, err);
-        free(dir);
         free(file);
     }
     hf_paths_free(&files);

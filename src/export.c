@@ -235,14 +235,12 @@ static int copy_tokenizer_files(const char *tokenizer_path, const char *dir, uin
     if (hf_tokenizer_paths(tokenizer_path, &files, err) != 0) return -1;
     int rc = copy_into(files.json, dir, "tokenizer.json", bytes, err);
     if (rc == 0 && files.config) rc = copy_into(files.config, dir, "tokenizer_config.json", bytes, err);
-    const char *slash = strrchr(files.json, '/');
-    char *src_dir = slash ? strndup(files.json, (size_t)(slash - files.json + (slash == files.json))) : strdup(".");
-    char *jinja = src_dir ? nf_path_join(src_dir, "chat_template.jinja") : NULL;
+    char *jinja = nf_path_join(files.dir, "chat_template.jinja");
     struct stat sb;
     if (rc == 0 && !jinja) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
     if (rc == 0 && stat(jinja, &sb) == 0 && S_ISREG(sb.st_mode))
         rc = copy_into(jinja, dir, "chat_template.jinja", bytes, err);
-    free(src_dir), free(jinja);
+    free(jinja);
     hf_paths_free(&files);
     return rc;
 }

@@ -70,8 +70,12 @@ int hf_tokenizer_paths(const char *path, HfPaths *out, NfError *err) {
         return -1;
     }
     out->config = nf_path_join(dir, "tokenizer_config.json");
-    free(dir);
-    if (out->config && !is_file(out->config)) {
+    out->dir = dir;
+    if (!out->config) {
+        hf_paths_free(out);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    }
+    if (!is_file(out->config)) {
         free(out->config);
         out->config = NULL;
     }
@@ -81,6 +85,7 @@ int hf_tokenizer_paths(const char *path, HfPaths *out, NfError *err) {
 void hf_paths_free(HfPaths *p) {
     free(p->json);
     free(p->config);
+    free(p->dir);
     memset(p, 0, sizeof *p);
 }
 

@@ -34,6 +34,7 @@
 typedef struct {
     char *json;   /* tokenizer.json */
     char *config; /* tokenizer_config.json beside it, NULL when there is none */
+    char *dir;    /* the directory holding tokenizer.json (where chat_template.jinja would be) */
 } HfPaths;
 
 /* path: a tokenizer.json or a directory holding one. */
