@@ -57,14 +57,15 @@ static const char *config_template(const json_t *config) {
     return NULL;
 }
 
-/* What `file`'s text (a whole tokenizer_config.json when `config`, else a
- * chat_template.jinja) says: *how and *kind. */
-static int detect_in_file(const char *file, bool config, ChatKind *kind, ChatDetection *how, NfError *err) {
+/* The template in `file` (a whole tokenizer_config.json when `config`, else a chat_template.jinja): *jinja
+ * malloc'd, NULL when a config has none. */
+static int template_in_file(const char *file, bool config, char **jinja, NfError *err) {
     MappedFile f;
+    *jinja = NULL;
     if (mapped_file_open(&f, file, config ? "tokenizer_config.json" : "chat_template.jinja", err) != 0) return -1;
     int rc = 0;
-    char *text = NULL;
-    const char *jinja = NULL;
+    const char *text = (const char *)f.data;
+    size_t len = f.size;
     json_t *root = NULL;
     if (config) {
         /* as hf_tokenizer.c reads it: model_max_length may be 1e30 written as an integer */
@@ -74,22 +75,30 @@ static int detect_in_file(const char *file, bool config, ChatKind *kind, ChatDet
             rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not valid JSON (%s)", file, je.text);
         else if (!json_is_object(root))
             rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s' is not a JSON object", file);
-        else
-            jinja = config_template(root);
-    } else if (!(text = malloc(f.size + 1))) {
-        rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    } else {
-        memcpy(text, f.data, f.size);
-        text[f.size] = '\0';
-        jinja = text;
+        text = rc == 0 ? config_template(root) : NULL;
+        len = text ? strlen(text) : 0;
     }
-    if (jinja) {
-        *kind = chat_detect(jinja);
-        *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
-    }
+    if (rc == 0 && text && !(*jinja = nf_alloc(len + 1, err))) rc = -1;
+    if (*jinja) memcpy(*jinja, text, len); /* nf_alloc zeroes: NUL-terminated */
     json_decref(root);
-    free(text);
     mapped_file_close(&f);
+    return rc;
+}
+
+int chat_template_text(const char *path, char **jinja, NfError *err) {
+    *jinja = NULL;
+    HfPaths files;
+    if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
+    int rc = files.config ? template_in_file(files.config, true, jinja, err) : 0;
+    if (rc == 0 && !*jinja) { /* newer model directories keep the template in a file of its own */
+        char *file = nf_path_join(files.dir, "chat_template.jinja");
+        if (!file)
+            rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        else if (is_file(file))
+            rc = template_in_file(file, false, jinja, err);
+        free(file);
+    }
+    hf_paths_free(&files);
     return rc;
 }
 
@@ -101,22 +110,14 @@ int chat_detect_for_tokenizer(const Tokenizer *t, const char *path, ChatKind *ki
         *how = CHAT_FOUND;
         return 0;
     }
-    HfPaths files;
-    if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
-    int rc = files.config ? detect_in_file(files.config, true, kind, how, err) : 0;
-    if (rc == 0 && *how == CHAT_ABSENT) { /* newer model directories keep the template in a file of its own */
-        const char *slash = strrchr(files.json, '/');
-        char *dir = slash ? strndup(files.json, (size_t)(slash - files.json + (slash == files.json))) : strdup(".");
-        char *jinja = dir ? nf_path_join(dir, "chat_template.jinja") : NULL;
-        if (!jinja)
-            rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        else if (is_file(jinja))
-            rc = detect_in_file(jinja, false, kind, how, err);
-        free(dir);
-        free(jinja);
+    char *jinja;
+    if (chat_template_text(path, &jinja, err) != 0) return -1;
+    if (jinja) {
+        *kind = chat_detect(jinja);
+        *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
     }
-    hf_paths_free(&files);
-    return rc;
+    free(jinja);
+    return 0;
 }
 
 int chat_template_choose(const char *flag, const Tokenizer *t, const char *path, ChatTemplate *out, NfError *err) {

@@ -54,6 +54,12 @@ int chat_kind_parse(const char *name, ChatKind *k);
  * is llama3, <|im_start|> chatml, [INST] llama2; CHAT_NONE for another. */
 ChatKind chat_detect(const char *jinja);
 
+/* The Jinja chat_template of the tokenizer.json at `path` (a file or its directory): tokenizer_config.json's
+ * chat_template beside it (a string, or the entry named "default" of a list), or else the text of
+ * chat_template.jinja there. *jinja is malloc'd, NULL when there is none. Errors: a file that cannot be read, a
+ * config that is not a JSON object. */
+int chat_template_text(const char *path, char **jinja, NfError *err);
+
 typedef enum {
     CHAT_FOUND,   /* the tokenizer names a known template (or is a tokenizer.bin: llama2, as always) */
     CHAT_ABSENT,  /* a Hugging Face tokenizer with no chat_template */

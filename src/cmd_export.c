@@ -5,7 +5,9 @@
  * from --model, --ckpt (a LoRA checkpoint is merged into the base it names)
  * or --model with --lora (merged). Adapter formats (gguf-lora, peft) write
  * the adapters alone, unmerged, from a LoRA --ckpt or --lora. GGUF embeds the
- * tokenizer: --tokenizer, or the one the checkpoint's run was given. */
+ * tokenizer: --tokenizer, or the one the checkpoint's run was given; the
+ * safetensors directory gets a tokenizer.json's files (from either source),
+ * while a tokenizer.bin has no place there. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,7 +81,8 @@ int cmd_export(int argc, char **argv, NfOut *out) {
         {"dtype", ARG_CHOICE, &dtype_name, .choices = "f32|f16|q8_0",
          .help = "gguf: tensor type of the matrices (default f32)"},
         {"tokenizer", ARG_STRING, &tokenizer_path,
-         .help = "gguf: the tokenizer to embed (default: the one the checkpoint's run was given)"},
+         .help = "gguf: the tokenizer to embed; safetensors: a tokenizer.json to copy beside the model (default: the "
+                 "one the checkpoint's run was given)"},
         {"output", ARG_STRING, &output, .help = "file to write (a directory for safetensors and peft; required)"},
     };
     int n_specs = ARGS_COUNT(specs);
@@ -88,7 +91,8 @@ int cmd_export(int argc, char **argv, NfOut *out) {
                             n_specs, argc, argv, out, &exit_status))
         return exit_status;
     NfError err = {0};
-    bool adapters = is_adapter_format(format), gguf = strcmp(format, "gguf") == 0;
+    bool adapters = is_adapter_format(format), gguf = strcmp(format, "gguf") == 0,
+         hf_dir = strcmp(format, "safetensors") == 0;
     if (!output)
         nf_fail(&err, NF_ERR_USAGE, "export needs --output");
     else if (!!model_path + !!ckpt_path != 1)
@@ -100,8 +104,12 @@ int cmd_export(int argc, char **argv, NfOut *out) {
                 format);
     else if (args_seen(specs, n_specs, "dtype") && !gguf)
         nf_fail(&err, NF_ERR_USAGE, "--dtype is for --format gguf");
-    else if (tokenizer_path && !gguf)
-        nf_fail(&err, NF_ERR_USAGE, "--tokenizer is for --format gguf (the only format that embeds one)");
+    else if (tokenizer_path && !gguf && !hf_dir)
+        nf_fail(&err, NF_ERR_USAGE, "--tokenizer is for --format gguf and safetensors (the formats that carry one)");
+    else if (tokenizer_path && hf_dir && !tokenizer_path_is_hf(tokenizer_path))
+        nf_fail(&err, NF_ERR_USAGE,
+                "--tokenizer for --format safetensors is a tokenizer.json or its directory (its files are copied); "
+                "a tokenizer.bin has no Hugging Face form");
     if (err.code) return emit_error(out, &err);
 
     ModelConfig c;
@@ -126,13 +134,14 @@ int cmd_export(int argc, char **argv, NfOut *out) {
         bool have_tok = false;
         rc = load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &options, &err);
         if (rc == 0) weights = config_param_count(&c);
-        if (rc == 0 && gguf) {
-            if (!tokenizer_path) remembered = remembered_tokenizer(options);
-            const char *tp = tokenizer_path ? tokenizer_path : remembered;
-            if (rc == 0 && !tp)
-                rc = nf_fail(&err, NF_ERR_USAGE, "--format gguf embeds the tokenizer: give --tokenizer (%s)",
-                             ckpt_path ? "this checkpoint's run was given none" : "the one the model was trained with");
-            if (rc == 0) rc = tokenizer_load(&tok, tp, &err);
+        if (!tokenizer_path && (gguf || hf_dir)) remembered = remembered_tokenizer(options);
+        const char *tp = tokenizer_path ? tokenizer_path : remembered;
+        if (rc == 0 && gguf && !tp)
+            rc = nf_fail(&err, NF_ERR_USAGE, "--format gguf embeds the tokenizer: give --tokenizer (%s)",
+                         ckpt_path ? "this checkpoint's run was given none" : "the one the model was trained with");
+        /* safetensors: a run's tokenizer.bin is left out, as it always was */
+        if (rc == 0 && (gguf || (hf_dir && tp && tokenizer_path_is_hf(tp)))) {
+            rc = tokenizer_load(&tok, tp, &err);
             have_tok = rc == 0;
         }
         if (rc == 0) {
@@ -144,9 +153,9 @@ int cmd_export(int argc, char **argv, NfOut *out) {
                 ExportDtype dt = strcmp(dtype_name, "f16") == 0    ? EXPORT_F16
                                  : strcmp(dtype_name, "q8_0") == 0 ? EXPORT_Q8_0
                                                                    : EXPORT_F32;
-                rc = export_gguf(output, &c, params, &tok, dt, &st, &err);
+                rc = export_gguf(output, &c, params, &tok, tp, dt, &st, &err);
             } else
-                rc = export_safetensors(output, &c, params, &st, &err);
+                rc = export_safetensors(output, &c, params, have_tok ? &tok : NULL, tp, &st, &err);
         }
         if (have_tok) tokenizer_free(&tok);
         free(remembered);

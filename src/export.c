@@ -11,6 +11,8 @@
 #include "f16.h"
 #include "fileio.h"
 #include "gguf.h"
+#include "gguf_vocab.h"
+#include "hf_tokenizer.h"
 #include "json.h"
 #include "llama_interop.h"
 #include "params.h"
@@ -119,50 +121,6 @@ static void quantize_q8_0(unsigned char *out, const float *x, uint64_t n) {
     }
 }
 
-/* SentencePiece spells a space as U+2581 ("▁"); llama2.c's tokenizer.bin uses ' '. */
-static char *spm_piece(const unsigned char *s, uint32_t n, uint32_t *out_len) {
-    uint32_t spaces = 0;
-    for (uint32_t i = 0; i < n; i++) spaces += s[i] == ' ';
-    char *o = malloc((size_t)n + 2 * spaces + 1), *q = o;
-    if (!o) return NULL;
-    for (uint32_t i = 0; i < n; i++)
-        if (s[i] == ' ')
-            *q++ = (char)0xE2, *q++ = (char)0x96, *q++ = (char)0x81;
-        else
-            *q++ = (char)s[i];
-    *out_len = (uint32_t)(q - o);
-    return o;
-}
-
-static int put_tokenizer(GgufWriter *w, const Tokenizer *tok, NfError *err) {
-    int n = tok->vocab_size, rc = 0;
-    char **pieces = calloc((size_t)n, sizeof *pieces);
-    uint32_t *lens = malloc((size_t)n * sizeof *lens);
-    int32_t *types = malloc((size_t)n * sizeof *types);
-    if (!pieces || !lens || !types) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory writing the tokenizer");
-    for (int i = 0; rc == 0 && i < n; i++) {
-        if (!(pieces[i] = spm_piece(tok->blob + tok->piece_start[i], tok->piece_len[i], &lens[i])))
-            rc = nf_fail(err, NF_ERR_MEMORY, "out of memory writing the tokenizer");
-        types[i] = i == tok->unk_id ? 2 : tok->control[i] ? 3 : 1; /* unknown, control, normal */
-    }
-    for (int b = 0; rc == 0 && b < 256; b++)
-        if (tok->byte_piece[b] >= 0) types[tok->byte_piece[b]] = 6; /* byte */
-    if (rc == 0) {
-        gguf_put_string(w, "tokenizer.ggml.model", "llama");
-        gguf_put_string_array(w, "tokenizer.ggml.tokens", (uint64_t)n, (const char *const *)pieces, lens);
-        gguf_put_f32_array(w, "tokenizer.ggml.scores", (uint64_t)n, tok->scores);
-        gguf_put_i32_array(w, "tokenizer.ggml.token_type", (uint64_t)n, types);
-        gguf_put_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)tok->bos_id);
-        gguf_put_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)tok->eos_id);
-        gguf_put_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)tok->unk_id);
-        gguf_put_bool(w, "tokenizer.ggml.add_bos_token", tok->add_bos);
-        gguf_put_bool(w, "tokenizer.ggml.add_eos_token", tok->add_eos);
-    }
-    for (int i = 0; pieces && i < n; i++) free(pieces[i]);
-    free(pieces), free(lens), free(types);
-    return rc;
-}
-
 static void put_llama_config(GgufWriter *w, const ModelConfig *c) {
     gguf_put_u32(w, "llama.context_length", (uint32_t)c->seq_len);
     gguf_put_u32(w, "llama.embedding_length", (uint32_t)c->dim);
@@ -176,14 +134,9 @@ static void put_llama_config(GgufWriter *w, const ModelConfig *c) {
     gguf_put_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
 }
 
-int export_gguf(const char *path, const ModelConfig *c, const float *params, const Tokenizer *tok, ExportDtype dtype,
-                ExportStats *st, NfError *err) {
+int export_gguf(const char *path, const ModelConfig *c, const float *params, const Tokenizer *tok,
+                const char *tokenizer_path, ExportDtype dtype, ExportStats *st, NfError *err) {
     if (tokenizer_check_vocab(tok, c->vocab_size, err) != 0) return -1;
-    /* GGUF's "llama" vocabulary is SentencePiece's; a tokenizer.json would need its "gpt2" one (merges and all) */
-    if (tok->kind != TOKENIZER_BIN)
-        return nf_fail(err, NF_ERR_USAGE,
-                       "--format gguf embeds only a tokenizer.bin vocabulary; this tokenizer is %s (not supported yet)",
-                       tokenizer_kind_name(tok->kind));
     LlamaTensor *t = nf_alloc_array((size_t)llama_tensor_count(c), sizeof *t, err);
     if (!t) return -1;
     int n = llama_tensors(c, (float *)params, t), rc = 0;
@@ -195,7 +148,7 @@ int export_gguf(const char *path, const ModelConfig *c, const float *params, con
     gguf_put_u32(&w, "general.file_type", dtype == EXPORT_F32 ? 0 : dtype == EXPORT_F16 ? 1 : 7);
     gguf_put_u32(&w, "general.quantization_version", 2);
     put_llama_config(&w, c);
-    rc = put_tokenizer(&w, tok, err);
+    rc = gguf_put_vocab(&w, tok, tokenizer_path, err);
     for (int i = 0; rc == 0 && i < n; i++) {
         uint64_t count = t[i].rows * (t[i].cols ? t[i].cols : 1), row = t[i].cols ? t[i].cols : t[i].rows;
         uint64_t dims[2] = {row, t[i].rows};
@@ -253,7 +206,48 @@ static int write_text(const char *path, const char *text, size_t n, uint64_t *by
     return atomic_file_commit(&f, err);
 }
 
-int export_safetensors(const char *dir, const ModelConfig *c, const float *params, ExportStats *st, NfError *err) {
+/* src copied byte for byte to dir/name, atomically. */
+static int copy_into(const char *src, const char *dir, const char *name, uint64_t *bytes, NfError *err) {
+    char *dst = nf_path_join(dir, name);
+    if (!dst) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    MappedFile in;
+    int rc = mapped_file_open(&in, src, "tokenizer", err);
+    if (rc == 0) {
+        AtomicFile f;
+        rc = atomic_file_open(&f, dst, err);
+        if (rc == 0 && atomic_file_write(&f, in.data, in.size, err) != 0) {
+            atomic_file_abort(&f);
+            rc = -1;
+        } else if (rc == 0) {
+            rc = atomic_file_commit(&f, err);
+        }
+        if (rc == 0) *bytes += in.size;
+        mapped_file_close(&in);
+    }
+    free(dst);
+    return rc;
+}
+
+/* tokenizer.json, tokenizer_config.json and chat_template.jinja (those present), as transformers'
+ * AutoTokenizer loads them from the model's directory. */
+static int copy_tokenizer_files(const char *tokenizer_path, const char *dir, uint64_t *bytes, NfError *err) {
+    HfPaths files;
+    if (hf_tokenizer_paths(tokenizer_path, &files, err) != 0) return -1;
+    int rc = copy_into(files.json, dir, "tokenizer.json", bytes, err);
+    if (rc == 0 && files.config) rc = copy_into(files.config, dir, "tokenizer_config.json", bytes, err);
+    char *jinja = nf_path_join(files.dir, "chat_template.jinja");
+    struct stat sb;
+    if (rc == 0 && !jinja) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    if (rc == 0 && stat(jinja, &sb) == 0 && S_ISREG(sb.st_mode))
+        rc = copy_into(jinja, dir, "chat_template.jinja", bytes, err);
+    free(jinja);
+    hf_paths_free(&files);
+    return rc;
+}
+
+int export_safetensors(const char *dir, const ModelConfig *c, const float *params, const Tokenizer *tok,
+                       const char *tokenizer_path, ExportStats *st, NfError *err) {
+    if (tok && tokenizer_check_vocab(tok, c->vocab_size, err) != 0) return -1;
     if (ensure_dir(dir, err) != 0) return -1;
     int count = llama_tensor_count(c), rc = 0;
     LlamaTensor *t = nf_alloc_array((size_t)count, sizeof *t, err);
@@ -303,14 +297,26 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     json_number(&j, "rope_theta", 10000.0);
     json_bool(&j, "tie_word_embeddings", c->shared_classifier);
     json_str(&j, "hidden_act", "silu");
-    /* safetensors export takes no tokenizer: the ids are llama2.c's (tokenizer.bin), what its models use */
-    json_int(&j, "bos_token_id", 1);
-    json_int(&j, "eos_token_id", 2);
+    /* a tokenizer.json's own ids; without one, llama2.c's (tokenizer.bin), what its models use */
+    if (tok && tok->hf) {
+        if (tok->bos_id >= 0)
+            json_int(&j, "bos_token_id", tok->bos_id);
+        else
+            json_null_value(&j, "bos_token_id");
+        if (tok->eos_id >= 0)
+            json_int(&j, "eos_token_id", tok->eos_id);
+        else
+            json_null_value(&j, "eos_token_id");
+    } else {
+        json_int(&j, "bos_token_id", 1);
+        json_int(&j, "eos_token_id", 2);
+    }
     json_str(&j, "torch_dtype", "float32");
     json_object_end(&j);
     rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory")
                   : write_text(config_path, j.data, j.len, &st->bytes, err);
     json_free(&j);
+    if (rc == 0 && tok && tok->hf) rc = copy_tokenizer_files(tokenizer_path, dir, &st->bytes, err);
     st->tensors = n;
 done:
     owned_free(&owned);

@@ -1,7 +1,7 @@
 /* export.h — writing a model (a flat parameter buffer, params.h) or LoRA
  * adapters in the formats other tools read: llama2.c v0 and v1, GGUF
  * (llama.cpp; F32, F16 or Q8_0, with the tokenizer embedded), Hugging Face
- * safetensors with config.json, and unmerged adapters as a llama.cpp GGUF
+ * safetensors with config.json (and a tokenizer.json's files), and unmerged adapters as a llama.cpp GGUF
  * LoRA adapter or a PEFT directory. Every file is written atomically.
  * docs/formats.md describes each output. */
 #ifndef NF_EXPORT_H
@@ -24,13 +24,19 @@ typedef struct {
 /* version 0 (legacy, what run.c loads) or 1 ("ak42" header, norms first) */
 int export_llama2c(const char *path, const ModelConfig *c, const float *params, int version, ExportStats *st,
                    NfError *err);
-/* tok: the vocabulary to embed (its size must be the model's). Under Q8_0, a
+/* tok: the vocabulary to embed (its size must be the model's), loaded from
+ * tokenizer_path (gguf_vocab.h writes it). Under Q8_0, a
  * matrix whose rows are not whole 32-value blocks is written as F16, and the
  * norms are F32 in every dtype, as llama.cpp does. */
-int export_gguf(const char *path, const ModelConfig *c, const float *params, const Tokenizer *tok, ExportDtype dtype,
-                ExportStats *st, NfError *err);
-/* dir/model.safetensors (F32) and dir/config.json; dir is created if missing. */
-int export_safetensors(const char *dir, const ModelConfig *c, const float *params, ExportStats *st, NfError *err);
+int export_gguf(const char *path, const ModelConfig *c, const float *params, const Tokenizer *tok,
+                const char *tokenizer_path, ExportDtype dtype, ExportStats *st, NfError *err);
+/* dir/model.safetensors (F32) and dir/config.json; dir is created if missing.
+ * tok (or NULL), loaded from tokenizer_path: a tokenizer.json's files
+ * (tokenizer.json, tokenizer_config.json and chat_template.jinja where
+ * present) are copied into dir byte for byte and its BOS/EOS ids go into
+ * config.json; a tokenizer.bin adds nothing (ids 1 and 2). */
+int export_safetensors(const char *dir, const ModelConfig *c, const float *params, const Tokenizer *tok,
+                       const char *tokenizer_path, ExportStats *st, NfError *err);
 /* Adapters without merging. Trained norms cannot be expressed by either
  * format and are refused. base_name goes into adapter_config.json. */
 int export_gguf_lora(const char *path, const ModelConfig *c, const Lora *lora, ExportStats *st, NfError *err);

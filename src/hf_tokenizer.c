@@ -70,8 +70,12 @@ int hf_tokenizer_paths(const char *path, HfPaths *out, NfError *err) {
         return -1;
     }
     out->config = nf_path_join(dir, "tokenizer_config.json");
-    free(dir);
-    if (out->config && !is_file(out->config)) {
+    out->dir = dir;
+    if (!out->config) {
+        hf_paths_free(out);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    }
+    if (!is_file(out->config)) {
         free(out->config);
         out->config = NULL;
     }
@@ -81,6 +85,7 @@ int hf_tokenizer_paths(const char *path, HfPaths *out, NfError *err) {
 void hf_paths_free(HfPaths *p) {
     free(p->json);
     free(p->config);
+    free(p->dir);
     memset(p, 0, sizeof *p);
 }
 
@@ -419,9 +424,14 @@ static int add_split(TextPipeline *p, const json_t *n, NfError *err) {
                          : nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: the Split pre-tokenizer has no pattern");
     if (!re && !lit)
         return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: the Split pre-tokenizer has no Regex or String pattern");
-    if (pretok_compile(&st.re, re ? re : lit, re ? re_len : lit_len, !re, "tokenizer.json's Split pre-tokenizer",
-                       err) != 0)
+    st.literal = !re;
+    st.pattern_len = re ? re_len : lit_len;
+    if (!(st.pattern = dup_n(re ? re : lit, st.pattern_len, err))) return -1;
+    if (pretok_compile(&st.re, st.pattern, st.pattern_len, st.literal, "tokenizer.json's Split pre-tokenizer", err) !=
+        0) {
+        pretok_step_free(&st);
         return -1;
+    }
     return push_pre(p, st, err);
 }
 
@@ -470,7 +480,12 @@ static int add_digits(TextPipeline *p, const json_t *n, NfError *err) {
     bool individual;
     if (opt_bool(n, "individual_digits", false, "the Digits pre-tokenizer", &individual, err) != 0) return -1;
     const char *re = individual ? "\\p{N}" : "\\p{N}+";
-    if (pretok_compile(&st.re, re, strlen(re), false, "Digits", err) != 0) return -1;
+    st.pattern_len = strlen(re);
+    if (!(st.pattern = dup_n(re, st.pattern_len, err))) return -1;
+    if (pretok_compile(&st.re, re, strlen(re), false, "Digits", err) != 0) {
+        pretok_step_free(&st);
+        return -1;
+    }
     return push_pre(p, st, err);
 }
 
@@ -810,6 +825,10 @@ void hf_tokenizer_free(HfTokenizer *h) {
 }
 
 bool hf_tokenizer_strips_first_space(const HfTokenizer *h) { return h->strip_first_space; }
+
+const Bpe *hf_tokenizer_bpe(const HfTokenizer *h) { return &h->bpe; }
+
+const TextPipeline *hf_tokenizer_pipeline(const HfTokenizer *h) { return &h->pipe; }
 
 int hf_tokenizer_n_added(const HfTokenizer *h) { return h->n_added; }
 

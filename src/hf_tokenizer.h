@@ -26,12 +26,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "bpe.h"
 #include "error.h"
+#include "pretok.h"
 #include "tokenizer.h"
 
 typedef struct {
     char *json;   /* tokenizer.json */
     char *config; /* tokenizer_config.json beside it, NULL when there is none */
+    char *dir;    /* the directory holding tokenizer.json (where chat_template.jinja would be) */
 } HfPaths;
 
 /* path: a tokenizer.json or a directory holding one. */
@@ -47,6 +50,11 @@ int hf_tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool par
 
 /* The decoder drops the first space of a text (SentencePiece-style: Strip, Metaspace). */
 bool hf_tokenizer_strips_first_space(const HfTokenizer *h);
+
+/* The BPE model and the normalizer/pre-tokenizer as read (GGUF export writes the vocabulary and merges, and
+ * names the pre-tokenizer, from them). */
+const Bpe *hf_tokenizer_bpe(const HfTokenizer *h);
+const TextPipeline *hf_tokenizer_pipeline(const HfTokenizer *h);
 
 /* tokenizer.json's added tokens, in its order. */
 int hf_tokenizer_n_added(const HfTokenizer *h);

@@ -42,6 +42,7 @@ int pretok_init(TextPipeline *p, NfError *err) {
 void pretok_step_free(PreStep *st) {
     pcre2_code_free(st->re);
     free(st->replacement);
+    free(st->pattern);
     free(st->ranges);
     free(st->buf);
     memset(st, 0, sizeof *st);

@@ -46,6 +46,11 @@ typedef struct {
 typedef struct {
     PreKind kind;
     void *re; /* pcre2_code_8 *: Split's pattern, ByteLevel's GPT-2 regex (use_regex), Metaspace's replacement */
+    /* Split (and Digits, read as one): the pattern as the file spells it, kept so that GGUF export can name the
+     * pre-tokenizer (gguf_vocab.c); literal: a String pattern, not a Regex */
+    char *pattern;
+    size_t pattern_len;
+    bool literal;
     SplitBehavior behavior;
     bool invert;
     bool add_prefix_space; /* ByteLevel */

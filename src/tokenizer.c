@@ -172,7 +172,7 @@ static unsigned char *byte_vocabulary_image(size_t *size) {
 }
 
 /* A directory (an HF model directory) or a file named *.json is a tokenizer.json. */
-static bool is_hf_path(const char *path) {
+bool tokenizer_path_is_hf(const char *path) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return true;
     size_t n = strlen(path);
@@ -181,7 +181,7 @@ static bool is_hf_path(const char *path) {
 
 int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
     memset(t, 0, sizeof *t);
-    if (is_hf_path(path)) return hf_tokenizer_load(t, path, err);
+    if (tokenizer_path_is_hf(path)) return hf_tokenizer_load(t, path, err);
     if (strcmp(path, TOKENIZER_BUILTIN_BYTES) == 0) {
         size_t size;
         unsigned char *img = byte_vocabulary_image(&size);
@@ -218,7 +218,7 @@ int tokenizer_hash(const char *path, uint64_t *h, NfError *err) {
         *h = nf_fnv1a64(*h, path, strlen(path));
         return 0;
     }
-    if (!is_hf_path(path)) return hash_file(path, h, err);
+    if (!tokenizer_path_is_hf(path)) return hash_file(path, h, err);
     HfPaths files;
     if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
     int rc = hash_file(files.json, h, err);

@@ -72,6 +72,8 @@ typedef struct {
 /* path: tokenizer.bin, builtin:bytes, a tokenizer.json file, or a directory holding tokenizer.json (and
  * maybe tokenizer_config.json). */
 int tokenizer_load(Tokenizer *t, const char *path, NfError *err);
+/* The path names a tokenizer.json (it ends in .json, or is a directory): what tokenizer_load reads it as. */
+bool tokenizer_path_is_hf(const char *path);
 void tokenizer_free(Tokenizer *t);
 
 /* What identifies a tokenizer (manifests compare it): FNV-1a 64 of its file; of tokenizer.json and

