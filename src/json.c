@@ -169,13 +169,6 @@ void json_null_value(JsonBuf *j, const char *key) {
     append_str(j, "null");
 }
 
-void json_str_or_null(JsonBuf *j, const char *key, const char *s) {
-    if (s)
-        json_str(j, key, s);
-    else
-        json_null_value(j, key);
-}
-
 void json_raw(JsonBuf *j, const char *key, const char *raw, size_t n) {
     item_prefix(j, key);
     append(j, raw, n);

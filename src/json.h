@@ -45,8 +45,6 @@ void json_number(JsonBuf *j, const char *key, double v);
 void json_float(JsonBuf *j, const char *key, float v);
 void json_bool(JsonBuf *j, const char *key, bool v);
 void json_null_value(JsonBuf *j, const char *key);
-/* s as a string, or null when s is NULL. */
-void json_str_or_null(JsonBuf *j, const char *key, const char *s);
 
 /* Appends raw (n bytes), which must already be one JSON value (a stored message), as an item. */
 void json_raw(JsonBuf *j, const char *key, const char *raw, size_t n);

@@ -368,7 +368,7 @@ int manifest_save(const char *dir, const Manifest *m, NfError *err) {
         const ManifestShard *s = &m->shards[i];
         json_object_begin(&j, NULL);
         json_str(&j, "file", s->file);
-        json_str_or_null(&j, "mask", s->mask);
+        json_str(&j, "mask", s->mask);
         json_int(&j, "tokens", (int64_t)s->tokens);
         json_int(&j, "masked_tokens", (int64_t)s->masked_tokens);
         json_object_end(&j);

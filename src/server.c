@@ -331,7 +331,7 @@ static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     json_object_begin(j, NULL);
     json_int(j, "id", p->id);
     json_str(j, "name", p->name);
-    json_str_or_null(j, "model", p->model);
+    json_str(j, "model", p->model);
     json_str(j, "tokenizer", p->tokenizer);
     json_raw(j, "options", p->options, strlen(p->options));
     json_int(j, "created_at", (int64_t)(p->created_at * 1000));
@@ -385,7 +385,7 @@ static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
     json_int(j, "started_at", (int64_t)(r->started_at * 1000));
     json_int(j, "ended_at", (int64_t)(r->ended_at * 1000));
     json_int(j, "exit_code", r->exit_code);
-    json_str_or_null(j, "error", r->error);
+    json_str(j, "error", r->error);
     raw_or_null(j, "last", store_message_latest(&srv->store, r->id, "step"));
     const char *final_type = strcmp(r->kind, "train") == 0      ? "done"
                              : strcmp(r->kind, "generate") == 0 ? "generate_done"
@@ -398,7 +398,7 @@ static void run_json(Server *srv, JsonBuf *j, const RunRow *r) {
                      run_checkpoint_path(r, ckpt, sizeof ckpt) && is_file(ckpt);
     json_bool(j, "resumable", resumable);
     const char *slash = r->output ? strrchr(r->output, '/') : NULL;
-    json_str_or_null(j, "output", slash ? slash + 1 : r->output); /* the file's name, not its path */
+    json_str(j, "output", slash ? slash + 1 : r->output); /* the file's name, not its path */
     json_object_end(j);
 }
 

@@ -237,7 +237,7 @@ void train_options_json(JsonBuf *j, const char *key) {
         if (o->def_text) json_str(j, "default_text", o->def_text);
         if (o->dash_def) json_default(j, "dashboard_default", o, o->dash_def);
         json_str(j, "help", o->help);
-        json_str_or_null(j, "group", o->group);
+        json_str(j, "group", o->group);
         json_bool(j, "dashboard", o->dashboard);
         if (o->syntax) json_str(j, "syntax", o->syntax);
         if (o->syntax && strcmp(o->syntax, "lora_targets") == 0) { /* the form checks names as lora.c reads them */
