@@ -21,31 +21,36 @@ typedef struct {
     size_t count;
 } InferBuffer;
 
+/* The element counts of the state's buffers, worked out once from the model's shape (all 0 when freeing). */
+typedef struct {
+    size_t chunk_dim, chunk_hidden; /* (chunk, dim), (chunk, hidden_dim) */
+    size_t scores, rope, scratch, logits;
+    size_t layer, cache; /* one layer's keys (positions, kv_dim), and all layers' */
+    bool bf16;           /* the cache holds bf16 */
+} InferSizes;
+
 enum { INFER_BUFFER_COUNT = 17 };
 
 /* Every buffer of the state with its element count: one list for allocation and freeing. */
-static void state_buffers(InferState *s, const ModelConfig *c, size_t layer, size_t cache,
-                          InferBuffer out[INFER_BUFFER_COUNT]) {
-    size_t C = (size_t)s->chunk, D = (size_t)c->dim * C, H = (size_t)c->hidden_dim * C, P = (size_t)s->max_positions;
-    bool bf16 = s->kv_type == KV_CACHE_BF16;
+static void state_buffers(InferState *s, const InferSizes *z, InferBuffer out[INFER_BUFFER_COUNT]) {
     InferBuffer list[INFER_BUFFER_COUNT] = {
-        {&s->x, NULL, D},
-        {&s->xb, NULL, D},
-        {&s->xb2, NULL, D},
-        {&s->hb, NULL, H},
-        {&s->hb2, NULL, H},
-        {&s->q, NULL, D},
-        {&s->lora_u, NULL, D},
-        {&s->scores, NULL, (size_t)c->n_heads * P},
-        {&s->rope, NULL, P * (size_t)config_head_size(c)},
-        {&s->att_scratch, NULL, nf_attention_scratch_floats(1, (int)P, c->n_kv_heads, config_head_size(c))},
-        {&s->logits, NULL, (size_t)c->vocab_size},
-        {&s->keys, NULL, layer},
-        {&s->values, NULL, layer},
-        {&s->key_cache, NULL, bf16 ? 0 : cache},
-        {&s->value_cache, NULL, bf16 ? 0 : cache},
-        {NULL, &s->key_cache_bf16, bf16 ? cache : 0},
-        {NULL, &s->value_cache_bf16, bf16 ? cache : 0},
+        {&s->x, NULL, z->chunk_dim},
+        {&s->xb, NULL, z->chunk_dim},
+        {&s->xb2, NULL, z->chunk_dim},
+        {&s->hb, NULL, z->chunk_hidden},
+        {&s->hb2, NULL, z->chunk_hidden},
+        {&s->q, NULL, z->chunk_dim},
+        {&s->lora_u, NULL, z->chunk_dim},
+        {&s->scores, NULL, z->scores},
+        {&s->rope, NULL, z->rope},
+        {&s->att_scratch, NULL, z->scratch},
+        {&s->logits, NULL, z->logits},
+        {&s->keys, NULL, z->layer},
+        {&s->values, NULL, z->layer},
+        {&s->key_cache, NULL, z->bf16 ? 0 : z->cache},
+        {&s->value_cache, NULL, z->bf16 ? 0 : z->cache},
+        {NULL, &s->key_cache_bf16, z->bf16 ? z->cache : 0},
+        {NULL, &s->value_cache_bf16, z->bf16 ? z->cache : 0},
     };
     memcpy(out, list, sizeof list);
 }
@@ -56,12 +61,18 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
     if (max_positions < 1 || max_positions > c->seq_len) max_positions = c->seq_len;
     s->max_positions = max_positions;
     s->chunk = max_positions < INFER_CHUNK ? max_positions : INFER_CHUNK;
-    size_t layer, cache; /* one layer's keys (positions x kv_dim), and all layers' */
-    if (!nf_mul_size((size_t)max_positions, (size_t)config_kv_dim(c), &layer) ||
-        !nf_mul_size(layer, (size_t)c->n_layers, &cache))
+    size_t P = (size_t)max_positions, C = (size_t)s->chunk;
+    InferSizes z = {.chunk_dim = (size_t)c->dim * C,
+                    .chunk_hidden = (size_t)c->hidden_dim * C,
+                    .scores = (size_t)c->n_heads * P,
+                    .rope = P * (size_t)config_head_size(c),
+                    .scratch = nf_attention_scratch_floats(1, max_positions, c->n_kv_heads, config_head_size(c)),
+                    .logits = (size_t)c->vocab_size,
+                    .bf16 = kv_type == KV_CACHE_BF16};
+    if (!nf_mul_size(P, (size_t)config_kv_dim(c), &z.layer) || !nf_mul_size(z.layer, (size_t)c->n_layers, &z.cache))
         return nf_fail(err, NF_ERR_MEMORY, "KV cache size overflows");
     InferBuffer list[INFER_BUFFER_COUNT];
-    state_buffers(s, c, layer, cache, list);
+    state_buffers(s, &z, list);
     for (int i = 0; i < INFER_BUFFER_COUNT; i++) {
         if (list[i].count == 0) continue;
         bool ok = list[i].f32 ? (*list[i].f32 = nf_alloc_array(list[i].count, sizeof(float), err)) != NULL
@@ -77,9 +88,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
 
 void infer_state_free(InferState *s) {
     InferBuffer list[INFER_BUFFER_COUNT];
-    /* only the fields are read; the shape just has to be one that sizes compute with */
-    state_buffers(s, &(ModelConfig){.dim = 1, .hidden_dim = 1, .n_layers = 1, .n_heads = 1, .n_kv_heads = 1}, 0, 0,
-                  list);
+    state_buffers(s, &(InferSizes){0}, list); /* only the fields are read */
     for (int i = 0; i < INFER_BUFFER_COUNT; i++) {
         if (list[i].f32)
             free(*list[i].f32);
