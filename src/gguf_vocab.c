@@ -47,7 +47,7 @@ static int put_spm(GgufWriter *w, const Tokenizer *tok, NfError *err) {
     for (int i = 0; rc == 0 && i < n; i++) {
         if (!(pieces[i] = spm_piece(tok->blob + tok->piece_start[i], tok->piece_len[i], &lens[i])))
             rc = nf_fail(err, NF_ERR_MEMORY, "out of memory writing the tokenizer");
-        types[i] = i == tok->unk_id ? TOKEN_UNKNOWN : tok->control[i] ? TOKEN_CONTROL : TOKEN_NORMAL;
+        types[i] = i == tok->unk_id ? TOKEN_UNKNOWN : tokenizer_is_control(tok, i) ? TOKEN_CONTROL : TOKEN_NORMAL;
     }
     for (int b = 0; rc == 0 && b < 256; b++)
         if (tok->byte_piece[b] >= 0) types[tok->byte_piece[b]] = TOKEN_BYTE;

@@ -174,7 +174,7 @@ static int id_of(const json_t *v, const char *what, int *id, NfError *err) {
     return 0;
 }
 
-static int read_added(HfTokenizer *h, const json_t *root, int *max_id, NfError *err) {
+static int read_added(HfTokenizer *h, const json_t *root, NfError *err) {
     const json_t *arr = json_object_get(root, "added_tokens");
     if (!arr || json_is_null(arr)) return 0;
     if (!json_is_array(arr)) return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json: \"added_tokens\" is not an array");
@@ -199,7 +199,6 @@ static int read_added(HfTokenizer *h, const json_t *root, int *max_id, NfError *
         if (!(t->content = dup_n(content, len, err))) return -1;
         t->len = len;
         h->n_added++;
-        if (t->id > *max_id) *max_id = t->id;
     }
     return 0;
 }
@@ -312,8 +311,7 @@ static int read_model(HfTokenizer *h, const json_t *root, const Doc *doc, bool b
     const json_t *model = json_object_get(root, "model");
     if (!json_is_object(model)) return nf_fail(err, NF_ERR_TOKENIZER, "tokenizer.json has no \"model\" object");
     if (check_model_options(model, err) != 0) return -1;
-    int unused = -1;
-    if (read_added(h, root, &unused, err) != 0) return -1;
+    if (read_added(h, root, err) != 0) return -1;
     const char *text = (const char *)doc->file.data;
     HfStrings vocab = {0}, merges = {0};
     int rc = doc->vocab.found ? hf_vocab_read(text, doc->vocab, &vocab, err)
@@ -378,7 +376,7 @@ static int add_norm(TextPipeline *p, const json_t *n, NfError *err) {
         return -1;
     }
     st.from_len = s_len, st.to_len = to_len;
-    if (!nf_grow((void **)&p->norm, &(size_t){(size_t)p->n_norm}, (size_t)p->n_norm + 1, sizeof *p->norm, 1)) {
+    if (!nf_grow((void **)&p->norm, &p->norm_steps_cap, (size_t)p->n_norm + 1, sizeof *p->norm, 4)) {
         free(st.from), free(st.to);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
@@ -389,8 +387,7 @@ static int add_norm(TextPipeline *p, const json_t *n, NfError *err) {
 /* ---- pre-tokenizer ----------------------------------------------------------------------- */
 
 static int push_pre(TextPipeline *p, PreStep st, NfError *err) {
-    size_t cap = (size_t)p->n_pre;
-    if (!nf_grow((void **)&p->pre, &cap, (size_t)p->n_pre + 1, sizeof *p->pre, 1)) {
+    if (!nf_grow((void **)&p->pre, &p->pre_steps_cap, (size_t)p->n_pre + 1, sizeof *p->pre, 4)) {
         pretok_step_free(&st);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
@@ -786,7 +783,6 @@ static int load_parts(Tokenizer *t, HfTokenizer *h, const json_t *root, const Do
     t->kind = byte_level ? TOKENIZER_HF_BYTE_LEVEL : TOKENIZER_HF_SENTENCEPIECE;
     t->vocab_size = h->bpe.n_ids;
     for (int i = 0; i < 256; i++) t->byte_piece[i] = -1;
-    if (!(t->control = nf_alloc((size_t)t->vocab_size, err))) return -1;
     if (build_decoder(t, h, root, byte_level, err) != 0) return -1;
     return read_specials(t, h, root, cfg, err);
 }

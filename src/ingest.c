@@ -522,9 +522,9 @@ static int ingest_file(Run *r, const IngestOptions *o, const SourceEntry *e, Ing
     p->mark_shard = (uint64_t)p->n_shards;
     p->mark_offset = p->open ? p->used : 0;
     bool reuse = false;
-    int rc = status == INGEST_UNCHANGED ? old_range(&r->old, old, unit_start(&r->tok), NULL, &reuse, err) : 0;
+    int rc = status == INGEST_UNCHANGED ? old_range(&r->old, old, p->bos_id, NULL, &reuse, err) : 0;
     if (rc == 0 && reuse) {
-        rc = old_range(&r->old, old, unit_start(&r->tok), p, &reuse, err);
+        rc = old_range(&r->old, old, p->bos_id, p, &reuse, err);
         s->documents = old->documents;
         s->tokens = old->tokens;
         s->masked_tokens = old->masked_tokens;

@@ -68,8 +68,10 @@ typedef struct {
 typedef struct {
     NormStep *norm;
     int n_norm;
+    size_t norm_steps_cap;
     PreStep *pre;
     int n_pre;
+    size_t pre_steps_cap;
     void *match_data; /* pcre2_match_data_8 * */
     void *match_ctx;  /* pcre2_match_context_8 * */
     void *jit_stack;  /* pcre2_jit_stack_8 * */

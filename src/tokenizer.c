@@ -132,12 +132,10 @@ static int tokenizer_parse(Tokenizer *t, const unsigned char *data, size_t size,
         p += len;
     }
     rc = build_lookup(t, err);
-    if (rc == 0 && !(t->control = nf_alloc((size_t)count, err))) rc = -1;
     if (rc == 0) {
         t->kind = TOKENIZER_BIN;
         t->unk_id = BIN_UNK, t->bos_id = BIN_BOS, t->eos_id = BIN_EOS;
         t->add_bos = true, t->add_eos = false;
-        t->control[BIN_BOS] = t->control[BIN_EOS] = 1;
         t->eot_ids[t->n_eot++] = BIN_EOS;
     }
 done:
@@ -248,7 +246,6 @@ bool tokenizer_is_eot(const Tokenizer *t, int id) {
 
 void tokenizer_free(Tokenizer *t) {
     hf_tokenizer_free(t->hf);
-    free(t->control);
     free(t->blob);
     free(t->piece_start);
     free(t->piece_len);
@@ -403,11 +400,11 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, unsigned fl
 
 const char *tokenizer_decode_piece(const Tokenizer *t, int prev, int id, size_t *len, unsigned char *byte_buf) {
     *len = 0;
-    if (id < 0 || id >= t->vocab_size || t->control[id]) return "";
+    if (id < 0 || id >= t->vocab_size || tokenizer_is_control(t, id)) return "";
     const char *p = (const char *)t->blob + t->piece_start[id];
     size_t n = t->piece_len[id];
     /* a text starts at the start, or after a BOS that decodes to nothing (tokenizer.bin's) */
-    bool first = prev < 0 || (prev == t->bos_id && t->control[prev]);
+    bool first = prev < 0 || (prev == t->bos_id && tokenizer_is_control(t, prev));
     if (t->hf) {
         /* tokenizer.json: the bytes are already decoded; only the dummy prefix's space is left to drop */
         if (first && hf_tokenizer_strips_first_space(t->hf) && n > 0 && p[0] == ' ') p++, n--;

@@ -51,10 +51,9 @@ typedef struct {
     bool add_bos, add_eos;
     int eot_ids[TOKENIZER_MAX_EOT]; /* generate stops on these: EOS and end-of-turn tokens (<|eot_id|>, <|im_end|>) */
     int n_eot;
-    unsigned char *blob;    /* the bytes each id decodes to, back to back */
-    uint32_t *piece_start;  /* (vocab_size) offset of each piece in blob */
-    uint32_t *piece_len;    /* (vocab_size) */
-    unsigned char *control; /* (vocab_size) 1 for ids that decode to nothing (tokenizer.bin's BOS, EOS) */
+    unsigned char *blob;   /* the bytes each id decodes to, back to back */
+    uint32_t *piece_start; /* (vocab_size) offset of each piece in blob */
+    uint32_t *piece_len;   /* (vocab_size) */
     /* tokenizer.bin only */
     float *scores;        /* (vocab_size) merge priority: higher merges first */
     int byte_piece[256];  /* id of <0xXX> for each byte, -1 if the vocabulary lacks it */
@@ -106,6 +105,11 @@ int token_list_push(TokenList *l, int id, NfError *err);
 
 /* Appends the ids of text[0..n) to out; flags: TOKENIZE_*. */
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, unsigned flags, TokenList *out, NfError *err);
+
+/* Whether id decodes to nothing: tokenizer.bin's BOS and EOS (a tokenizer.json's decode to their text). */
+static inline bool tokenizer_is_control(const Tokenizer *t, int id) {
+    return t->kind == TOKENIZER_BIN && (id == t->bos_id || id == t->eos_id);
+}
 
 /* The bytes that token `id` stands for when it follows `prev` (-1 at the start):
  * byte pieces give their byte, control ids (tokenizer.bin's BOS, EOS) give nothing (tokenizer.json's special
