@@ -14,11 +14,11 @@ if ! command -v clang-format >/dev/null; then
   echo "FAIL format (clang-format is not installed: make setup)"
   exit 1
 fi
-bad=0
-for f in $files; do
-  if ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1; then
-    echo "not formatted: $f"
-    bad=1
-  fi
-done
-if [ $bad -eq 0 ]; then echo "PASS format"; else echo "FAIL format (make format)"; exit 1; fi
+# one clang-format for every file (a process per file took 14 s); its warnings name the files that differ
+if report=$(clang-format --dry-run -Werror $files 2>&1); then
+  echo "PASS format"
+else
+  echo "$report" | grep -o '^[^:]*\.[ch]:' | tr -d ':' | sort -u | sed 's/^/not formatted: /'
+  echo "FAIL format (make format)"
+  exit 1
+fi

@@ -131,6 +131,7 @@ def rendering_equals_the_models_own_templates():
         bos = config(m["dir"]).get("bos_token") or ""
         rendered = [r["rendered"] for r in reference(m["dir"], [{"messages": c} for c in CHATS])]
         ours = probe_render(m["template"], CHATS, bos)
+        assert len(rendered) == len(ours) == len(CHATS), (name, len(rendered), len(ours))
         for chat, ref, (text, trained) in zip(CHATS, rendered, ours):
             assert text == training_string(name, ref), (name, text, ref)
             # the trained parts are exactly each answer (as rendered) and its end-of-turn token
@@ -171,6 +172,7 @@ def check_ids_and_mask(name):
     texts = [training_string(name, r) for r in rendered]
     refs = reference(m["dir"], [{"text": t} for t in texts], m["text_specials"])
     want_ids, want_mask = [], []
+    assert len(rendered) == len(refs) == len(CHATS), (name, len(rendered), len(refs))
     for chat, text, ref in zip(CHATS, texts, refs):
         spans = assistant_spans(name, chat, text)
         want_ids += ref["ids"]
