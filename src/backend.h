@@ -40,8 +40,8 @@ typedef struct {
 } NfProduct;
 void nf_matmuls(const NfProduct *products, int count, const float *x, int n, int in_dim);
 
-/* out (dim) = x / sqrt(mean(x^2) + 1e-5) * weight. out may alias x. */
-void nf_rmsnorm(float *out, const float *x, const float *weight, int dim);
+/* out (dim) = x / sqrt(mean(x^2) + eps) * weight. out may alias x. */
+void nf_rmsnorm(float *out, const float *x, const float *weight, int dim, float eps);
 
 /* In place: x = softmax(x). */
 void nf_softmax(float *x, int n);
@@ -120,23 +120,29 @@ void nf_matmul_backward(float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_w
  * bandwidth (a separate classifier's embedding gradient is 37 MB at 15M). */
 void nf_zero(float *x, size_t n);
 
-/* out (N, C) = inp * rstd * weight with rstd (N) = 1/sqrt(mean(inp^2) + 1e-5), saved for backward */
-void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C);
+/* out (N, C) = inp * rstd * weight with rstd (N) = 1/sqrt(mean(inp^2) + eps), saved for backward. out may
+ * alias inp. */
+void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
 /* dinp (N, C) += the gradient through the norm;  dweight (C) = its
  * gradient, or += under NF_ADD */
 void nf_rmsnorm_backward(float *dinp, float *dweight, NfWrite dweight_write, const float *dout, const float *inp,
                          const float *weight, const float *rstd, int N, int C);
 
 /* RoPE rotates the adjacent pairs (i, i+1) of each head at position p by
- * the angle p * 10000^(-i/head_size), as llama2.c does. The cosines and
- * sines depend only on the position, so they are computed once per run:
- * rope (positions, head_size) holds (cos, sin) of each pair of each
- * position 0..positions-1. */
-void nf_rope_table(float *rope, int positions, int head_size);
+ * the angle p * config_rope_freq(c, i / 2) (theta^(-i/head_size), scaled),
+ * as llama2.c does; Hugging Face's rotate-half layout is the same
+ * rotation on permuted rows (llama_interop.h). The cosines and sines depend
+ * only on the position, so they are computed once per run: rope (positions,
+ * head_size) holds (cos, sin) of each pair of each position 0..positions-1. */
+void nf_rope_table(float *rope, int positions, const ModelConfig *c);
 /* In place on x (B, T, n_heads, head_size) at positions pos0..pos0+T-1
  * (rows of the table). Backward rotates the gradient by the opposite angle. */
 void nf_rope_forward(float *x, const float *rope, int B, int T, int pos0, int n_heads, int head_size);
 void nf_rope_backward(float *dx, const float *rope, int B, int T, int pos0, int n_heads, int head_size);
+
+/* y (N, C) += bias (C) on every row; dbias (C) = the column sums of dy (N, C), or += under NF_ADD. */
+void nf_bias_forward(float *y, const float *bias, int N, int C);
+void nf_bias_backward(float *dbias, NfWrite write, const float *dy, int N, int C);
 
 /* Causal attention with GQA, tiled by blocks of query rows: no (T, T)
  * matrix is stored, only each row's softmax normalizer; backward recomputes

@@ -322,10 +322,10 @@ void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, i
     nf_matmuls(&(NfProduct){out, w, out_dim}, 1, x, n, in_dim);
 }
 
-void nf_rmsnorm(float *out, const float *x, const float *weight, int dim) {
+void nf_rmsnorm(float *out, const float *x, const float *weight, int dim, float eps) {
     float ss = 0.0f;
     for (int i = 0; i < dim; i++) ss += x[i] * x[i];
-    float inv = 1.0f / sqrtf(ss / dim + 1e-5f);
+    float inv = 1.0f / sqrtf(ss / dim + eps);
     for (int i = 0; i < dim; i++) out[i] = weight[i] * (inv * x[i]);
 }
 
@@ -700,13 +700,13 @@ void nf_zero(float *x, size_t n) {
     }
 }
 
-void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C) {
+void nf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
     int n;
 #pragma omp parallel for schedule(static)
     for (n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
-        float r = 1.0f / sqrtf(dot_f32(x, x, C) / C + 1e-5f);
+        float r = 1.0f / sqrtf(dot_f32(x, x, C) / C + eps);
         for (int i = 0; i < C; i++) y[i] = x[i] * r * weight[i];
         rstd[n] = r;
     }
@@ -744,15 +744,33 @@ void nf_rmsnorm_backward(float *dinp, float *dweight, NfWrite dweight_write, con
     }
 }
 
-void nf_rope_table(float *rope, int positions, int hs) {
+void nf_rope_table(float *rope, int positions, const ModelConfig *c) {
+    int hs = config_head_size(c);
     for (int p = 0; p < positions; p++)
         for (int i = 0; i < hs; i += 2) {
-            /* the float expression of llama2.c's run.c, so greedy outputs match it bit for bit */
-            float freq = 1.0f / powf(10000.0f, i / (float)hs);
-            float angle = p * freq;
+            float angle = p * config_rope_freq(c, i / 2); /* as llama2.c's run.c computes it */
             rope[(size_t)p * hs + i] = cosf(angle);
             rope[(size_t)p * hs + i + 1] = sinf(angle);
         }
+}
+
+void nf_bias_forward(float *y, const float *bias, int N, int C) {
+    int n;
+#pragma omp parallel for schedule(static) if (N > 1)
+    for (n = 0; n < N; n++)
+        for (int i = 0; i < C; i++) y[(size_t)n * C + i] += bias[i];
+}
+
+void nf_bias_backward(float *dbias, NfWrite write, const float *dy, int N, int C) {
+    /* threads take blocks of columns and add the rows in order: the same sums on any number of threads */
+    int blocks = (C + RMS_COLUMNS - 1) / RMS_COLUMNS, b;
+#pragma omp parallel for schedule(static)
+    for (b = 0; b < blocks; b++) {
+        int i0 = b * RMS_COLUMNS, i1 = i0 + RMS_COLUMNS < C ? i0 + RMS_COLUMNS : C;
+        if (write == NF_SET) memset(dbias + i0, 0, (size_t)(i1 - i0) * sizeof(float));
+        for (int n = 0; n < N; n++)
+            for (int i = i0; i < i1; i++) dbias[i] += dy[(size_t)n * C + i];
+    }
 }
 
 /* Rotates every pair by +angle (forward) or -angle (backward). */

@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "checkpoint.h"
+#include "model_open.h"
 #include "train_model.h"
 
 /* What the program holds beyond the arrays counted: its code and libraries,
@@ -58,12 +59,8 @@ static bool run_config(const TrainOptions *o, ModelConfig *c) {
         return o->ckpt && checkpoint_peek_config(o->ckpt, c, &is_lora);
     }
     if (o->model_path) { /* a mapping: the header is read, no weight is touched */
-        Model m;
         NfError ignored;
-        if (model_load(&m, o->model_path, &ignored) != 0) return false;
-        *c = m.config;
-        model_free(&m);
-        return true;
+        return model_peek_config(o->model_path, c, &ignored) == 0;
     }
     *c = o->init_config;
     return o->init && config_validate(c, NULL) == 0;

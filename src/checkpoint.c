@@ -6,12 +6,14 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "model_open.h"
 #include "params.h"
 #include "util.h"
 
 static const char MAGIC[8] = {'N', 'F', 'C', 'K', 'P', 'T', '0', '1'};
-#define CKPT_VERSION 1
-#define HEADER_FIXED 120 /* bytes before the options JSON */
+#define CKPT_VERSION 2   /* version 1 (no model block) is still read */
+#define HEADER_FIXED 120 /* bytes before the model block */
+#define MODEL_BLOCK  64  /* version 2: the model config beyond llama2.c's, before the options JSON */
 #define LORA_BLOCK   32  /* kind 1: bytes after the options JSON, before the base path */
 #define KIND_FULL    0
 #define KIND_LORA    1
@@ -91,6 +93,59 @@ static void encode_header(const Checkpoint *ck, unsigned char *buf, uint32_t opt
     put(&w, &reserved, 4);
 }
 
+/* The model block: what ModelConfig holds beyond the 8 fields of the fixed header (docs/formats.md). */
+static void encode_model_block(const ModelConfig *c, unsigned char *buf) {
+    memset(buf, 0, MODEL_BLOCK);
+    Writer w = {buf};
+    int32_t head_dim = config_head_size(c), context = c->rope_scaling.original_context;
+    uint32_t arch = c->arch, flags = (c->qkv_bias ? 1u : 0u) | (c->qk_norm ? 2u : 0u), scaling = c->rope_scaling.type;
+    float theta = config_rope_theta(c), eps = config_norm_eps(c);
+    put(&w, &head_dim, 4);
+    put(&w, &arch, 4);
+    put(&w, &flags, 4);
+    put(&w, &theta, 4);
+    put(&w, &eps, 4);
+    put(&w, &scaling, 4);
+    put(&w, &c->rope_scaling.factor, 4);
+    put(&w, &c->rope_scaling.low_freq_factor, 4);
+    put(&w, &c->rope_scaling.high_freq_factor, 4);
+    put(&w, &context, 4);
+}
+
+/* The config from the fixed header's 8 fields at p + 16 and, in version 2, the model block at p + HEADER_FIXED. */
+static void decode_config(const unsigned char *p, uint32_t version, ModelConfig *c) {
+    int32_t cfg[8];
+    memcpy(cfg, p + 16, sizeof cfg);
+    *c = (ModelConfig){.dim = cfg[0],
+                       .hidden_dim = cfg[1],
+                       .n_layers = cfg[2],
+                       .n_heads = cfg[3],
+                       .n_kv_heads = cfg[4],
+                       .vocab_size = cfg[5],
+                       .seq_len = cfg[6],
+                       .shared_classifier = cfg[7] != 0};
+    if (version < 2) return;
+    const unsigned char *b = p + HEADER_FIXED;
+    uint32_t arch, flags, scaling;
+    memcpy(&c->head_dim, b, 4);
+    memcpy(&arch, b + 4, 4);
+    memcpy(&flags, b + 8, 4);
+    memcpy(&c->rope_theta, b + 12, 4);
+    memcpy(&c->norm_eps, b + 16, 4);
+    memcpy(&scaling, b + 20, 4);
+    memcpy(&c->rope_scaling.factor, b + 24, 4);
+    memcpy(&c->rope_scaling.low_freq_factor, b + 28, 4);
+    memcpy(&c->rope_scaling.high_freq_factor, b + 32, 4);
+    memcpy(&c->rope_scaling.original_context, b + 36, 4);
+    /* out-of-range values become ones config_validate refuses */
+    c->arch = arch <= ARCH_QWEN3 ? (ModelArch)arch : (ModelArch)-1;
+    c->qkv_bias = flags & 1u, c->qk_norm = flags & 2u;
+    c->rope_scaling.type = scaling <= ROPE_SCALING_LLAMA3 ? (RopeScalingType)scaling : (RopeScalingType)-1;
+    if (flags > 3u) c->head_dim = -1;
+}
+
+static uint64_t header_bytes(uint32_t version) { return HEADER_FIXED + (version >= 2 ? MODEL_BLOCK : 0); }
+
 /* The LoRA block of a kind-1 checkpoint, before the base path. */
 static void encode_lora(const Checkpoint *ck, unsigned char *buf, uint32_t path_len) {
     Writer w = {buf};
@@ -108,8 +163,9 @@ static void encode_lora(const Checkpoint *ck, unsigned char *buf, uint32_t path_
 int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfError *err) {
     uint32_t options_len = (uint32_t)strlen(ck->options_json ? ck->options_json : "");
     uint32_t path_len = ck->is_lora ? (uint32_t)strlen(ck->base_path) : 0;
-    unsigned char header[HEADER_FIXED], lora_block[LORA_BLOCK];
+    unsigned char header[HEADER_FIXED + MODEL_BLOCK], lora_block[LORA_BLOCK];
     encode_header(ck, header, options_len);
+    encode_model_block(&ck->config, header + HEADER_FIXED);
     if (ck->is_lora) encode_lora(ck, lora_block, path_len);
     AtomicFile f;
     if (atomic_file_open(&f, path, err) != 0) return -1;
@@ -119,8 +175,13 @@ int checkpoint_save(const char *path, const Checkpoint *ck, uint64_t *bytes, NfE
     const void *parts[7] = {
         header,    ck->options_json ? ck->options_json : "", lora_block, ck->base_path, ck->params, ck->adam_m,
         ck->adam_v};
-    size_t sizes[7] = {HEADER_FIXED, options_len, ck->is_lora ? LORA_BLOCK : 0, path_len, tensor_bytes,
-                       tensor_bytes, tensor_bytes};
+    size_t sizes[7] = {HEADER_FIXED + MODEL_BLOCK,
+                       options_len,
+                       ck->is_lora ? LORA_BLOCK : 0,
+                       path_len,
+                       tensor_bytes,
+                       tensor_bytes,
+                       tensor_bytes};
     *bytes = 8;
     for (int i = 0; i < 7; i++) {
         if (sizes[i] == 0) continue;
@@ -150,10 +211,8 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
         goto done;
     }
     uint32_t version, kind, options_len;
-    int32_t cfg[8];
     memcpy(&version, p + 8, 4);
     memcpy(&kind, p + 12, 4);
-    memcpy(cfg, p + 16, sizeof cfg);
     memcpy(&ck->step, p + 48, 8);
     memcpy(&ck->tokens_seen, p + 56, 8);
     memcpy(&ck->data_rng_state, p + 64, 8);
@@ -163,10 +222,14 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
     memcpy(&ck->last_loss, p + 96, 8);
     memcpy(&ck->n_params, p + 104, 8);
     memcpy(&options_len, p + 112, 4);
-    if (version != CKPT_VERSION || (kind != KIND_FULL && kind != KIND_LORA)) {
+    if (version < 1 || version > CKPT_VERSION || (kind != KIND_FULL && kind != KIND_LORA)) {
         nf_fail(err, NF_ERR_CHECKPOINT,
-                "checkpoint '%s' has version %u kind %u; this build reads version %d kinds 0 and 1", path, version,
-                kind, CKPT_VERSION);
+                "checkpoint '%s' has version %u kind %u; this build reads versions 1 to %d, kinds 0 and 1", path,
+                version, kind, CKPT_VERSION);
+        goto done;
+    }
+    if (f.size < header_bytes(version) + 8) {
+        nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' is too short for its header (truncated?)", path);
         goto done;
     }
     /* the checksum first: a damaged file is reported as damaged, whatever byte was hit */
@@ -179,12 +242,12 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
         nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' fails its checksum: the file is corrupt", path);
         goto done;
     }
-    ck->config = (ModelConfig){cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], cfg[6], cfg[7] != 0};
+    decode_config(p, version, &ck->config);
     if (config_validate(&ck->config, err) != 0) {
         nf_prefix(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has an invalid model config: ", path);
         goto done;
     }
-    uint64_t offset = HEADER_FIXED + (uint64_t)options_len, path_len = 0;
+    uint64_t offset = header_bytes(version) + (uint64_t)options_len, path_len = 0;
     ck->is_lora = kind == KIND_LORA;
     if (ck->is_lora) {
         if (offset + LORA_BLOCK > f.size - 8) {
@@ -228,7 +291,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
     if (!(ck->options_json = nf_alloc(options_len + 1, err)) || !(ck->base_path = nf_alloc(path_len + 1, err)) ||
         !(ck->params = nf_alloc(tb, err)))
         goto done;
-    memcpy(ck->options_json, p + HEADER_FIXED, options_len);
+    memcpy(ck->options_json, p + header_bytes(version), options_len);
     memcpy(ck->base_path, p + offset, path_len);
     memcpy(ck->params, tensors, tb);
     if (with_optimizer) {
@@ -306,7 +369,7 @@ int lora_load(const char *adapter_path, const char *base_path, const ModelConfig
 /* Reads a model file into a flat fp32 buffer (Q8 dequantized). */
 static int flat_params_of_model(const char *path, ModelConfig *config, float **params, NfError *err) {
     Model m;
-    if (model_load(&m, path, err) != 0) return -1;
+    if (model_open(&m, path, err) != 0) return -1;
     *config = m.config;
     *params = nf_alloc_array((size_t)config_param_count(&m.config), sizeof(float), err);
     if (*params) params_from_model(*params, &m);
@@ -364,7 +427,7 @@ int load_flat_params(const char *model_path, const char *ckpt_path, const char *
 
 int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError *err) {
     if (exactly_one_source(model_path, ckpt_path, err) != 0) return -1;
-    if (model_path) return model_load(m, model_path, err);
+    if (model_path) return model_open(m, model_path, err);
     ModelConfig c;
     float *params;
     if (load_flat_params(NULL, ckpt_path, NULL, &c, &params, NULL, err) != 0) return -1;
@@ -377,19 +440,18 @@ int open_model(const char *model_path, const char *ckpt_path, Model *m, NfError 
 }
 
 bool checkpoint_peek_config(const char *path, ModelConfig *config, bool *is_lora) {
-    unsigned char h[48];
+    unsigned char h[HEADER_FIXED + MODEL_BLOCK];
     FILE *f = fopen(path, "rb");
     if (!f) return false;
-    bool ok = fread(h, 1, sizeof h, f) == sizeof h;
+    size_t got = fread(h, 1, sizeof h, f);
     fclose(f);
     uint32_t version, kind;
-    int32_t cfg[8];
     memcpy(&version, h + 8, 4);
     memcpy(&kind, h + 12, 4);
-    memcpy(cfg, h + 16, sizeof cfg);
-    if (!ok || memcmp(h, MAGIC, 8) != 0 || version != CKPT_VERSION || (kind != KIND_FULL && kind != KIND_LORA))
+    if (got < HEADER_FIXED || memcmp(h, MAGIC, 8) != 0 || version < 1 || version > CKPT_VERSION ||
+        got < header_bytes(version) || (kind != KIND_FULL && kind != KIND_LORA))
         return false;
-    *config = (ModelConfig){cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], cfg[6], cfg[7] != 0};
+    decode_config(h, version, config);
     *is_lora = kind == KIND_LORA;
     return config_validate(config, NULL) == 0;
 }

@@ -34,9 +34,33 @@ typedef struct {
 
 /* llama2.c's TinyStories models */
 static const Preset PRESETS[] = {
-    {"15M", {288, 768, 6, 6, 6, 32000, 256, true}},
-    {"42M", {512, 1376, 8, 8, 8, 32000, 1024, true}},
-    {"110M", {768, 2048, 12, 12, 12, 32000, 1024, true}},
+    {"15M",
+     {.dim = 288,
+      .hidden_dim = 768,
+      .n_layers = 6,
+      .n_heads = 6,
+      .n_kv_heads = 6,
+      .vocab_size = 32000,
+      .seq_len = 256,
+      .shared_classifier = true}},
+    {"42M",
+     {.dim = 512,
+      .hidden_dim = 1376,
+      .n_layers = 8,
+      .n_heads = 8,
+      .n_kv_heads = 8,
+      .vocab_size = 32000,
+      .seq_len = 1024,
+      .shared_classifier = true}},
+    {"110M",
+     {.dim = 768,
+      .hidden_dim = 2048,
+      .n_layers = 12,
+      .n_heads = 12,
+      .n_kv_heads = 12,
+      .vocab_size = 32000,
+      .seq_len = 1024,
+      .shared_classifier = true}},
 };
 
 typedef struct {

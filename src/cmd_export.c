@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "export.h"
 #include "json_parse.h"
+#include "model_open.h"
 #include "util.h"
 
 static bool is_adapter_format(const char *f) { return strcmp(f, "gguf-lora") == 0 || strcmp(f, "peft") == 0; }
@@ -54,7 +55,7 @@ static int load_adapters(const char *model_path, const char *ckpt_path, const ch
     } else if (!(base = strdup(model_path)))
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     Model m;
-    int rc = model_load(&m, base, err);
+    int rc = model_open(&m, base, err);
     if (rc == 0) {
         *c = m.config;
         rc = lora_load(adapters, base, &m.config, lora, buffer, err);

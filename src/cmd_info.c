@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "hf_tokenizer.h"
 #include "model.h"
+#include "model_open.h"
 #include "tokenizer.h"
 
 static void emit_model_info(NfOut *out, const char *path, const Model *m) {
@@ -105,7 +106,7 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     Tokenizer tok = {0};
     Checkpoint adapters = {0};
     int status = 0;
-    if (model_path && model_load(&model, model_path, &err) != 0) goto fail;
+    if (model_path && model_open(&model, model_path, &err) != 0) goto fail;
     ChatKind chat = CHAT_NONE;
     ChatDetection how = CHAT_ABSENT;
     if (tokenizer_path && (tokenizer_load(&tok, tokenizer_path, &err) != 0 ||

@@ -22,10 +22,10 @@
 /* The flags whose values are not TrainOptions fields as they stand; the table
  * (train_options.c) gives each its default. */
 typedef struct {
-    const char *config_path, *schedule, *dtype, *max_memory, *lora_targets;
-    int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len, lora_rank, threads;
+    const char *config_path, *schedule, *dtype, *max_memory, *lora_targets, *arch;
+    int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len, lora_rank, threads, head_dim;
     bool separate_classifier;
-    double lora_alpha, lora_dropout;
+    double lora_alpha, lora_dropout, rope_theta, rms_norm_eps;
 } TrainFlagValues;
 
 /* A parsed command line: the options, and what they point into. */
@@ -59,6 +59,10 @@ static int read_flags(TrainCommand *c, int argc, char **argv, NfError *err) {
         [TO_VOCAB_SIZE] = &v->vocab,
         [TO_SEQ_LEN] = &v->seq_len,
         [TO_SEPARATE_CLASSIFIER] = &v->separate_classifier,
+        [TO_ARCH] = &v->arch,
+        [TO_HEAD_DIM] = &v->head_dim,
+        [TO_ROPE_THETA] = &v->rope_theta,
+        [TO_RMS_NORM_EPS] = &v->rms_norm_eps,
         [TO_LORA_RANK] = &v->lora_rank,
         [TO_LORA_ALPHA] = &v->lora_alpha,
         [TO_LORA_DROPOUT] = &v->lora_dropout,
@@ -145,6 +149,18 @@ static int check_flag_combinations(const TrainCommand *c, NfError *err) {
     }
     if (o->val_data && o->val_split > 0)
         return nf_fail(err, NF_ERR_USAGE, "--val-data and --val-split exclude each other");
+    if (c->v.rope_theta != 0 && c->v.rope_theta < 1)
+        return nf_fail(err, NF_ERR_USAGE, "--rope-theta %g is below 1", c->v.rope_theta);
+    if (c->v.rms_norm_eps != 0 && c->v.rms_norm_eps < 1e-12)
+        return nf_fail(err, NF_ERR_USAGE, "--rms-norm-eps %g is below 1e-12", c->v.rms_norm_eps);
+    if (!o->init) {
+        /* a shape flag without --init would be ignored: the model or checkpoint has its shape */
+        static const char *const SHAPE[] = {"dim",        "hidden-dim", "n-layers",   "n-heads",
+                                            "n-kv-heads", "vocab-size", "seq-len",    "separate-classifier",
+                                            "arch",       "head-dim",   "rope-theta", "rms-norm-eps"};
+        for (size_t i = 0; i < sizeof SHAPE / sizeof SHAPE[0]; i++)
+            if (flag_seen(c, SHAPE[i])) return nf_fail(err, NF_ERR_USAGE, "--%s needs --init", SHAPE[i]);
+    }
     if (o->optim.lr_min > o->optim.lr)
         return nf_fail(err, NF_ERR_USAGE, "--lr-min %g is above --lr %g", o->optim.lr_min, o->optim.lr);
     return 0;
@@ -154,6 +170,37 @@ static int check_flag_combinations(const TrainCommand *c, NfError *err) {
 static int default_hidden_dim(int dim) {
     int hidden = 2 * 4 * dim / 3;
     return 32 * ((hidden + 31) / 32);
+}
+
+/* --init's model: the shape flags, each family's defaults, the vocabulary of --tokenizer when --vocab-size is 0. */
+static int init_config(TrainCommand *c, NfError *err) {
+    const TrainFlagValues *v = &c->v;
+    ModelConfig *m = &c->o.init_config;
+    *m = (ModelConfig){.dim = (int)v->dim,
+                       .hidden_dim = v->hidden ? (int)v->hidden : default_hidden_dim((int)v->dim),
+                       .n_layers = (int)v->layers,
+                       .n_heads = (int)v->heads,
+                       .n_kv_heads = v->kv_heads ? (int)v->kv_heads : (int)v->heads,
+                       .vocab_size = (int)v->vocab,
+                       .seq_len = (int)v->seq_len,
+                       .shared_classifier = !v->separate_classifier,
+                       .head_dim = (int)v->head_dim};
+    if (model_arch_parse(v->arch, &m->arch) != 0) return nf_fail(err, NF_ERR_USAGE, "--arch %s is unknown", v->arch);
+    bool qwen = m->arch != ARCH_LLAMA;
+    m->qkv_bias = m->arch == ARCH_QWEN2;
+    m->qk_norm = m->arch == ARCH_QWEN3;
+    m->rope_theta = v->rope_theta ? (float)v->rope_theta : qwen ? 1e6f : 10000.0f;
+    m->norm_eps = v->rms_norm_eps ? (float)v->rms_norm_eps : qwen ? 1e-6f : 1e-5f;
+    if (m->vocab_size > 0 || !c->o.init) return 0;
+    if (!c->o.tokenizer) {
+        m->vocab_size = 32000; /* llama2's, as before there was a choice */
+        return 0;
+    }
+    Tokenizer tok;
+    if (tokenizer_load(&tok, c->o.tokenizer, err) != 0) return -1;
+    m->vocab_size = tok.vocab_size;
+    tokenizer_free(&tok);
+    return 0;
 }
 
 /* The TrainOptions fields worked out from the flags' values. */
@@ -175,14 +222,7 @@ static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) 
                         : strcmp(v->schedule, "linear") == 0 ? LR_LINEAR
                                                              : LR_COSINE;
     o->optim.total_steps = o->steps;
-    o->init_config = (ModelConfig){(int)v->dim,
-                                   v->hidden ? (int)v->hidden : default_hidden_dim((int)v->dim),
-                                   (int)v->layers,
-                                   (int)v->heads,
-                                   v->kv_heads ? (int)v->kv_heads : (int)v->heads,
-                                   (int)v->vocab,
-                                   (int)v->seq_len,
-                                   !v->separate_classifier};
+    if (init_config(c, err) != 0) return -1;
     o->bf16 = strcmp(v->dtype, "bf16") == 0;
     /* checkpoints remember where the tokenizer is, wherever export runs */
     if (o->tokenizer && strcmp(o->tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {

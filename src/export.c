@@ -27,6 +27,9 @@ static int write_all(AtomicFile *f, const float *p, size_t n, NfError *err) {
 
 int export_llama2c(const char *path, const ModelConfig *c, const float *params, int version, ExportStats *st,
                    NfError *err) {
+    char why[96];
+    if (config_beyond_llama2c(c, why, sizeof why))
+        return nf_fail(err, NF_ERR_USAGE, "a llama2.c model file cannot hold %s: export to gguf or safetensors", why);
     ParamPointers p;
     param_pointers(&p, (float *)params, c);
     size_t L = (size_t)c->n_layers, D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c),

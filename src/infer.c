@@ -1,10 +1,11 @@
 /* infer.c — the LLaMA forward pass for generation:
  *   x = embed(token)
- *   per layer: x += Wo · attention(RoPE(Wq·rms(x)), cache(RoPE(Wk·rms(x)), Wv·rms(x)))
+ *   per layer: x += Wo · attention(RoPE(qn(Wq·rms(x) + bq)), cache(RoPE(kn(Wk·rms(x) + bk)), Wv·rms(x) + bv))
  *              x += W2 · (silu(W1·rms(x)) * W3·rms(x))
  *   logits = Wcls · rms(x)
  * With LoRA adapters, each adapted projection adds s·B·(A·x) on the side,
- * unmerged, and trained norms replace the model's.                        */
+ * unmerged, and trained norms replace the model's. The biases (Qwen 2) and
+ * the per-head norms qn, kn (Qwen 3) are there only when the model has them. */
 #include "infer.h"
 
 #include <stdlib.h>
@@ -23,7 +24,7 @@ typedef struct {
 
 /* The element counts of the state's buffers, worked out once from the model's shape (all 0 when freeing). */
 typedef struct {
-    size_t chunk_dim, chunk_hidden; /* (chunk, dim), (chunk, hidden_dim) */
+    size_t chunk_dim, chunk_hidden; /* (chunk, max(dim, q_dim)), (chunk, hidden_dim) */
     size_t scores, rope, scratch, logits;
     size_t layer, cache; /* one layer's keys (positions, kv_dim), and all layers' */
     bool bf16;           /* the cache holds bf16 */
@@ -62,7 +63,8 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
     s->max_positions = max_positions;
     s->chunk = max_positions < INFER_CHUNK ? max_positions : INFER_CHUNK;
     size_t P = (size_t)max_positions, C = (size_t)s->chunk;
-    InferSizes z = {.chunk_dim = (size_t)c->dim * C,
+    size_t width = (size_t)(c->dim > config_q_dim(c) ? c->dim : config_q_dim(c)); /* xb and q hold q_dim too */
+    InferSizes z = {.chunk_dim = width * C,
                     .chunk_hidden = (size_t)c->hidden_dim * C,
                     .scores = (size_t)c->n_heads * P,
                     .rope = P * (size_t)config_head_size(c),
@@ -82,7 +84,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
             return -1;
         }
     }
-    nf_rope_table(s->rope, max_positions, config_head_size(c));
+    nf_rope_table(s->rope, max_positions, c);
     return 0;
 }
 
@@ -98,9 +100,17 @@ void infer_state_free(InferState *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* y (n, dim) = rmsnorm of each row of x (n, dim) */
-static void rmsnorm_rows(float *y, const float *x, const float *weight, int n, int dim) {
-    for (int r = 0; r < n; r++) nf_rmsnorm(y + (size_t)r * dim, x + (size_t)r * dim, weight, dim);
+/* y (n, dim) = rmsnorm of each row of x (n, dim); y may alias x */
+static void rmsnorm_rows(float *y, const float *x, const float *weight, int n, int dim, float eps) {
+    for (int r = 0; r < n; r++) nf_rmsnorm(y + (size_t)r * dim, x + (size_t)r * dim, weight, dim, eps);
+}
+
+/* q (n, heads, hs): the bias, then each head's RMSNorm, then RoPE at positions pos.., in place */
+static void shape_heads(float *x, const float *bias, const float *norm, const float *rope, int n, int pos, int heads,
+                        int hs, float eps) {
+    if (bias) nf_bias_forward(x, bias, n, heads * hs);
+    if (norm) rmsnorm_rows(x, x, norm, n * heads, hs, eps);
+    nf_rope_forward(x, rope, 1, n, pos, heads, hs);
 }
 
 /* One chunk: n <= s->chunk tokens at positions pos .. pos+n-1. Leaves the
@@ -108,8 +118,9 @@ static void rmsnorm_rows(float *y, const float *x, const float *weight, int n, i
 static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
     const ModelConfig *c = &m->config;
     const ModelWeights *w = &m->weights;
-    int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), hs = config_head_size(c);
+    int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), QD = config_q_dim(c), hs = config_head_size(c);
     size_t P = (size_t)s->max_positions, ND = (size_t)n * D, NH = (size_t)n * H;
+    float eps = config_norm_eps(c);
 
     for (int r = 0; r < n; r++) tensor_row_f32(&w->token_embedding, (size_t)tokens[r], D, s->x + (size_t)r * D);
 
@@ -127,13 +138,14 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         float *k_rows = s->keys + (size_t)pos * KV, *v_rows = s->values + (size_t)pos * KV; /* (n, KV) */
 
         /* attention block */
-        rmsnorm_rows(s->xb, s->x, rms_att, n, D);
-        nf_matmuls((NfProduct[]){{s->q, &lw->wq, D}, {k_rows, &lw->wk, KV}, {v_rows, &lw->wv, KV}}, 3, s->xb, n, D);
+        rmsnorm_rows(s->xb, s->x, rms_att, n, D, eps);
+        nf_matmuls((NfProduct[]){{s->q, &lw->wq, QD}, {k_rows, &lw->wk, KV}, {v_rows, &lw->wv, KV}}, 3, s->xb, n, D);
         lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, n, s->lora_u);
         lora_apply(k_rows, s->xb, lora, LORA_WK, l, c, n, s->lora_u);
         lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
-        nf_rope_forward(s->q, s->rope, 1, n, pos, c->n_heads, hs);
-        nf_rope_forward(k_rows, s->rope, 1, n, pos, c->n_kv_heads, hs);
+        shape_heads(s->q, lw->bq, lw->q_norm, s->rope, n, pos, c->n_heads, hs, eps);
+        shape_heads(k_rows, lw->bk, lw->k_norm, s->rope, n, pos, c->n_kv_heads, hs, eps);
+        if (lw->bv) nf_bias_forward(v_rows, lw->bv, n, KV);
         nf_kv_store(key_cache, key_cache_bf16, layout, k_rows, n, pos, c->n_kv_heads, hs);
         nf_kv_store(value_cache, value_cache_bf16, layout, v_rows, n, pos, c->n_kv_heads, hs);
         if (n == 1 && key_cache_bf16) /* one row: a dot product per cached position, streaming each head's rows */
@@ -150,12 +162,12 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
             nf_attention_forward(s->xb, NULL, s->q, s->keys, s->values, 1, n, pos, c->n_heads, c->n_kv_heads, hs,
                                  s->att_scratch);
         }
-        nf_matmul(s->xb2, s->xb, &lw->wo, n, D, D);
+        nf_matmul(s->xb2, s->xb, &lw->wo, n, QD, D);
         lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
-        rmsnorm_rows(s->xb, s->x, rms_ffn, n, D);
+        rmsnorm_rows(s->xb, s->x, rms_ffn, n, D, eps);
         nf_matmuls((NfProduct[]){{s->hb, &lw->w1, H}, {s->hb2, &lw->w3, H}}, 2, s->xb, n, D);
         lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, n, s->lora_u);
         lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, n, s->lora_u);
@@ -176,7 +188,7 @@ float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int 
     }
     /* only the last token's prediction is wanted */
     float *last = s->x + (size_t)(rows - 1) * D;
-    nf_rmsnorm(last, last, lora && lora->w.rms_final ? lora->w.rms_final : m->weights.rms_final, D);
+    nf_rmsnorm(last, last, lora && lora->w.rms_final ? lora->w.rms_final : m->weights.rms_final, D, config_norm_eps(c));
     nf_matmul(s->logits, last, &m->weights.wcls, 1, D, c->vocab_size);
     return s->logits;
 }

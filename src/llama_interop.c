@@ -39,14 +39,16 @@ int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out) {
     ParamSegment seg[PARAM_SEGMENTS_MAX]; /* indexed by ParamSegmentId */
     param_segments(c, seg);
     uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c),
-             V = (uint64_t)c->vocab_size;
+             V = (uint64_t)c->vocab_size, QD = (uint64_t)config_q_dim(c), hs = (uint64_t)config_head_size(c);
     LlamaTensor *t = out;
     t = add(t, "token_embd.weight", "model.embed_tokens.weight", at(params, seg[PARAM_TOKEN_EMBEDDING].offset), V, D,
             LORA_TARGETS, -1);
     const uint64_t rows[LORA_TARGETS] = {
-        [LORA_WQ] = D, [LORA_WK] = KV, [LORA_WV] = KV, [LORA_WO] = D, [LORA_W1] = H, [LORA_W2] = D, [LORA_W3] = H};
+        [LORA_WQ] = QD, [LORA_WK] = KV, [LORA_WV] = KV, [LORA_WO] = D, [LORA_W1] = H, [LORA_W2] = D, [LORA_W3] = H};
     const uint64_t cols[LORA_TARGETS] = {
-        [LORA_WQ] = D, [LORA_WK] = D, [LORA_WV] = D, [LORA_WO] = D, [LORA_W1] = D, [LORA_W2] = H, [LORA_W3] = D};
+        [LORA_WQ] = D, [LORA_WK] = D, [LORA_WV] = D, [LORA_WO] = QD, [LORA_W1] = D, [LORA_W2] = H, [LORA_W3] = D};
+    const ParamSegmentId bias_segment[3] = {PARAM_BQ, PARAM_BK, PARAM_BV};
+    const int heads[3] = {c->n_heads, c->n_kv_heads, 0}; /* whose rows HF orders by halves; v is not rotated */
     for (int l = 0; l < c->n_layers; l++) {
         char g[64], h[96];
         /* per layer: attention norm, wq, wk, wv, wo, then FFN norm, w1, w2, w3 */
@@ -63,9 +65,22 @@ int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out) {
             snprintf(h, sizeof h, "model.layers.%d.%s.%s.weight", l, hf_block_name((LoraTarget)k), HF_MODULES[k]);
             float *w = at(params, seg[SEGMENT_OF[k]].offset + l * rows[k] * cols[k]);
             t = add(t, g, h, w, rows[k], cols[k], (LoraTarget)k, l);
-            /* the heads whose rows HF orders by halves */
-            if (k == LORA_WQ) t[-1].rope_heads = c->n_heads;
-            if (k == LORA_WK) t[-1].rope_heads = c->n_kv_heads;
+            if (k <= LORA_WV) t[-1].rope_heads = heads[k];
+            if (k <= LORA_WV && c->qkv_bias) { /* Qwen 2: the projection's bias after it */
+                snprintf(g, sizeof g, "blk.%d.%s.bias", l, GGUF_LAYER_NAMES[k]);
+                snprintf(h, sizeof h, "model.layers.%d.self_attn.%s.bias", l, HF_MODULES[k]);
+                t = add(t, g, h, at(params, seg[bias_segment[k]].offset + l * rows[k]), rows[k], 0, LORA_TARGETS, l);
+                t[-1].rope_heads = heads[k];
+            }
+            if (k == LORA_WV && c->qk_norm) { /* Qwen 3: one norm of a head's width for q, one for k */
+                for (int qk = 0; qk < 2; qk++) {
+                    snprintf(g, sizeof g, "blk.%d.%s.weight", l, qk ? "attn_k_norm" : "attn_q_norm");
+                    snprintf(h, sizeof h, "model.layers.%d.self_attn.%s.weight", l, qk ? "k_norm" : "q_norm");
+                    ParamSegmentId norm = qk ? PARAM_K_NORM : PARAM_Q_NORM;
+                    t = add(t, g, h, at(params, seg[norm].offset + l * hs), hs, 0, LORA_TARGETS, l);
+                    t[-1].rope_heads = 1;
+                }
+            }
         }
     }
     t = add(t, "output_norm.weight", "model.norm.weight", at(params, seg[PARAM_RMS_FINAL].offset), D, 0, LORA_TARGETS,
@@ -77,6 +92,7 @@ int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out) {
 
 void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uint64_t cols, bool to_hf) {
     uint64_t hs = rows / (uint64_t)heads, half = hs / 2;
+    if (cols == 0) cols = 1; /* a vector: one value per row */
     for (int h = 0; h < heads; h++)
         for (uint64_t i = 0; i < half; i++)
             for (uint64_t p = 0; p < 2; p++) {

@@ -18,20 +18,25 @@ typedef struct {
     char hf_name[96];    /* "model.layers.3.self_attn.q_proj.weight" */
     float *data;         /* in the flat parameter buffer (params.h) */
     uint64_t rows, cols; /* (rows, cols) row-major; cols = 0 for a vector of `rows` values (a norm) */
-    int rope_heads;      /* wq and wk: the heads whose rows HF orders by halves; 0 for other tensors */
+    int rope_heads;      /* wq, wk, bq, bk (their heads), q_norm, k_norm (1): the heads whose rows HF orders by
+                          * halves; 0 for other tensors */
     LoraTarget target;   /* the projection, for LoRA adapters; LORA_TARGETS for embeddings and norms */
     int layer;           /* -1 outside the layers */
 } LlamaTensor;
 
-/* Tensors of a model: embedding, per layer (attention norm, wq, wk, wv, wo,
- * FFN norm, w1, w2, w3), final norm, and the classifier when separate. */
-static inline int llama_tensor_count(const ModelConfig *c) { return 2 + 9 * c->n_layers + !c->shared_classifier; }
+/* Tensors of a model: embedding, per layer (attention norm, wq, [bq], wk,
+ * [bk], wv, [bv], [q_norm, k_norm], wo, FFN norm, w1, w2, w3), final norm,
+ * and the classifier when separate. */
+static inline int llama_tensor_count(const ModelConfig *c) {
+    return 2 + (9 + 3 * c->qkv_bias + 2 * c->qk_norm) * c->n_layers + !c->shared_classifier;
+}
 /* Fills out (llama_tensor_count entries) pointing into params (data NULL
  * when params is NULL: the names and shapes alone); returns the count. */
 int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out);
 
 /* HF's order of a projection's rows: per head, llama2.c's row 2i + p is HF's
- * row p * (hs / 2) + i. dst and src are (rows, cols), rows = heads * hs. */
+ * row p * (hs / 2) + i. dst and src are (rows, cols), rows = heads * hs; a
+ * vector (a bias, a q/k norm) has cols 0. */
 void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uint64_t cols, bool to_hf);
 
 /* HF module names of a LoRA target ("q_proj", ... "up_proj") and its place ("self_attn" or "mlp"). */

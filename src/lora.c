@@ -67,13 +67,16 @@ int lora_config_validate(const LoraConfig *lc, const ModelConfig *c, NfError *er
 }
 
 void lora_target_dims(const ModelConfig *c, LoraTarget t, int *in, int *out) {
-    int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
-    static const int IS_KV[LORA_TARGETS] = {0, 1, 1, 0, 0, 0, 0};
+    int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), QD = config_q_dim(c);
     switch (t) {
+    case LORA_WQ: *in = D, *out = QD; break;
+    case LORA_WK:
+    case LORA_WV: *in = D, *out = KV; break;
+    case LORA_WO: *in = QD, *out = D; break;
     case LORA_W1:
     case LORA_W3: *in = D, *out = H; break;
     case LORA_W2: *in = H, *out = D; break;
-    default: *in = D, *out = IS_KV[t] ? KV : D; break;
+    default: *in = *out = 0; break;
     }
 }
 
@@ -141,7 +144,9 @@ void lora_init(float *buffer, const ModelConfig *c, const LoraConfig *lc, const 
 }
 
 int lora_merge(float *base_params, const ModelConfig *c, const Lora *lora, NfError *err) {
-    size_t most = (size_t)(c->dim > c->hidden_dim ? c->dim : c->hidden_dim) * (size_t)lora->config.rank;
+    int widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+    widest = widest > config_q_dim(c) ? widest : config_q_dim(c);
+    size_t most = (size_t)widest * (size_t)lora->config.rank;
     float *scaled_b = nf_alloc_array(most, sizeof(float), err);
     if (!scaled_b) return -1;
     ParamPointers base;

@@ -2,6 +2,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,46 +26,125 @@ int config_validate(const ModelConfig *c, NfError *err) {
     CHECK_RANGE(vocab_size, 1, NF_MAX_VOCAB);
     CHECK_RANGE(seq_len, 1, NF_MAX_SEQ_LEN);
 #undef CHECK_RANGE
-    if (c->dim % c->n_heads != 0)
+    if (c->head_dim < 0 || c->head_dim > NF_MAX_DIM || (int64_t)c->head_dim * c->n_heads > NF_MAX_DIM)
+        return nf_fail(err, NF_ERR_MODEL, "head_dim %d with %d heads is outside [1, %d] in all", c->head_dim,
+                       c->n_heads, NF_MAX_DIM);
+    if (c->head_dim == 0 && c->dim % c->n_heads != 0)
         return nf_fail(err, NF_ERR_MODEL, "dim %d is not a multiple of n_heads %d", c->dim, c->n_heads);
     if (c->n_heads % c->n_kv_heads != 0)
         return nf_fail(err, NF_ERR_MODEL, "n_kv_heads %d does not divide n_heads %d", c->n_kv_heads, c->n_heads);
     if (config_head_size(c) % 2 != 0)
         return nf_fail(err, NF_ERR_MODEL, "head size %d is odd; RoPE needs pairs", config_head_size(c));
+    if ((unsigned)c->arch > ARCH_QWEN3) return nf_fail(err, NF_ERR_MODEL, "architecture %d is unknown", (int)c->arch);
+    if (c->rope_theta != 0 && !(c->rope_theta >= 1.0f && c->rope_theta <= 1e9f))
+        return nf_fail(err, NF_ERR_MODEL, "rope_theta %g is outside [1, 1e9]", c->rope_theta);
+    if (c->norm_eps != 0 && !(c->norm_eps >= 1e-12f && c->norm_eps <= 0.1f))
+        return nf_fail(err, NF_ERR_MODEL, "rms_norm_eps %g is outside [1e-12, 0.1]", c->norm_eps);
+    const RopeScaling *s = &c->rope_scaling;
+    if (s->type == ROPE_SCALING_LLAMA3) {
+        if (!(s->factor >= 1.0f && s->factor <= 1024.0f) || !(s->low_freq_factor > 0.0f) ||
+            !(s->high_freq_factor > s->low_freq_factor && s->high_freq_factor <= 1024.0f) || s->original_context < 1 ||
+            s->original_context > NF_MAX_SEQ_LEN)
+            return nf_fail(err, NF_ERR_MODEL,
+                           "llama3 RoPE scaling needs factor in [1, 1024], 0 < low_freq_factor < high_freq_factor "
+                           "and an original context in [1, %d]",
+                           NF_MAX_SEQ_LEN);
+    } else if (s->type != ROPE_SCALING_NONE) {
+        return nf_fail(err, NF_ERR_MODEL, "RoPE scaling type %d is unknown", (int)s->type);
+    }
     return 0;
+}
+
+const char *config_beyond_llama2c(const ModelConfig *c, char *buf, size_t cap) {
+    if (c->arch != ARCH_LLAMA)
+        snprintf(buf, cap, "the %s architecture", model_arch_name(c->arch));
+    else if (config_q_dim(c) != c->dim)
+        snprintf(buf, cap, "head_dim %d apart from dim / n_heads", config_head_size(c));
+    else if (c->qkv_bias)
+        snprintf(buf, cap, "q/k/v biases");
+    else if (c->qk_norm)
+        snprintf(buf, cap, "q/k norms");
+    else if (config_rope_theta(c) != 10000.0f)
+        snprintf(buf, cap, "rope_theta %g", config_rope_theta(c));
+    else if (c->rope_scaling.type != ROPE_SCALING_NONE)
+        snprintf(buf, cap, "llama3 RoPE scaling");
+    else if (config_norm_eps(c) != 1e-5f)
+        snprintf(buf, cap, "rms_norm_eps %g", config_norm_eps(c));
+    else
+        return NULL;
+    return buf;
+}
+
+static const char *const ARCH_NAMES[] = {[ARCH_LLAMA] = "llama", [ARCH_QWEN2] = "qwen2", [ARCH_QWEN3] = "qwen3"};
+
+const char *model_arch_name(ModelArch a) { return (unsigned)a <= ARCH_QWEN3 ? ARCH_NAMES[a] : "unknown"; }
+
+int model_arch_parse(const char *name, ModelArch *a) {
+    for (int i = 0; i <= ARCH_QWEN3; i++)
+        if (strcmp(name, ARCH_NAMES[i]) == 0) {
+            *a = (ModelArch)i;
+            return 0;
+        }
+    return -1;
+}
+
+float config_rope_freq(const ModelConfig *c, int pair) {
+    int hs = config_head_size(c);
+    /* the float expression of llama2.c's run.c, so greedy outputs match it bit for bit */
+    float freq = 1.0f / powf(config_rope_theta(c), (float)(2 * pair) / (float)hs);
+    const RopeScaling *s = &c->rope_scaling;
+    if (s->type != ROPE_SCALING_LLAMA3) return freq;
+    /* HF's _compute_llama3_parameters, in float as it computes */
+    float wavelen = 6.28318530717958647692f / freq;
+    float low_wavelen = (float)s->original_context / s->low_freq_factor;
+    float high_wavelen = (float)s->original_context / s->high_freq_factor;
+    if (wavelen > low_wavelen) return freq / s->factor;
+    if (wavelen < high_wavelen) return freq;
+    float smooth =
+        ((float)s->original_context / wavelen - s->low_freq_factor) / (s->high_freq_factor - s->low_freq_factor);
+    return (1.0f - smooth) * freq / s->factor + smooth * freq;
 }
 
 /* Element counts of each weight, all layers together. The bounds in
  * config_validate keep every product below 2^62. */
 typedef struct {
-    uint64_t embedding, norm_layers, attn_q, attn_kv, attn_o, ffn, norm_final, classifier;
+    uint64_t embedding, norm_layers, attn_q, attn_kv, attn_o, ffn, norm_final, classifier, bias, qk_norm;
 } WeightCounts;
 
 static WeightCounts weight_counts(const ModelConfig *c) {
     uint64_t L = (uint64_t)c->n_layers, D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim;
-    uint64_t KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size;
+    uint64_t KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size, QD = (uint64_t)config_q_dim(c);
     WeightCounts w;
     w.embedding = V * D;
     w.norm_layers = L * D;
-    w.attn_q = L * D * D;
+    w.attn_q = L * QD * D;
     w.attn_kv = L * KV * D;
-    w.attn_o = L * D * D;
+    w.attn_o = L * D * QD;
     w.ffn = L * H * D;
     w.norm_final = D;
     w.classifier = c->shared_classifier ? 0 : V * D;
+    w.bias = c->qkv_bias ? L * (QD + 2 * KV) : 0;
+    w.qk_norm = c->qk_norm ? 2 * L * (uint64_t)config_head_size(c) : 0;
     return w;
 }
 
 bool config_equal(const ModelConfig *a, const ModelConfig *b) {
+    const RopeScaling *x = &a->rope_scaling, *y = &b->rope_scaling;
     return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers &&
            a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads && a->vocab_size == b->vocab_size &&
-           a->seq_len == b->seq_len && a->shared_classifier == b->shared_classifier;
+           a->seq_len == b->seq_len && a->shared_classifier == b->shared_classifier &&
+           config_head_size(a) == config_head_size(b) && a->arch == b->arch && a->qkv_bias == b->qkv_bias &&
+           a->qk_norm == b->qk_norm && config_rope_theta(a) == config_rope_theta(b) &&
+           config_norm_eps(a) == config_norm_eps(b) && x->type == y->type &&
+           (x->type == ROPE_SCALING_NONE ||
+            (x->factor == y->factor && x->low_freq_factor == y->low_freq_factor &&
+             x->high_freq_factor == y->high_freq_factor && x->original_context == y->original_context));
 }
 
 uint64_t config_param_count(const ModelConfig *c) {
     WeightCounts w = weight_counts(c);
     return w.embedding + 2 * w.norm_layers + w.attn_q + 2 * w.attn_kv + w.attn_o + 3 * w.ffn + w.norm_final +
-           w.classifier;
+           w.classifier + w.bias + w.qk_norm;
 }
 
 const char *model_format_name(ModelFormat f) {
@@ -72,6 +152,8 @@ const char *model_format_name(ModelFormat f) {
     case MODEL_LLAMA2C_V0: return "llama2c-v0";
     case MODEL_LLAMA2C_V1: return "llama2c-v1";
     case MODEL_LLAMA2C_V2: return "llama2c-v2-q8_0";
+    case MODEL_HF: return "hf-safetensors";
+    case MODEL_GGUF: return "gguf";
     }
     return "unknown";
 }
@@ -295,7 +377,7 @@ int model_quantize_q8(Model *m, int group_size, NfError *err) {
     if (m->dtype == NF_Q8) return 0;
     const ModelConfig *c = &m->config;
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c), V = (size_t)c->vocab_size;
-    size_t gs = (size_t)group_size;
+    size_t QD = (size_t)config_q_dim(c), gs = (size_t)group_size;
     /* every matrix: (tensor, values); the layers' seven, the embedding and a separate classifier */
     size_t n_tensors = 7 * (size_t)c->n_layers + 2, bytes = 0;
     Tensor **tensors = nf_alloc_array(n_tensors, sizeof(Tensor *), err);
@@ -310,7 +392,7 @@ int model_quantize_q8(Model *m, int group_size, NfError *err) {
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *lw = &m->weights.layers[l];
         Tensor *t[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
-        size_t sizes[7] = {D * D, KV * D, KV * D, D * D, H * D, D * H, H * D};
+        size_t sizes[7] = {QD * D, KV * D, KV * D, D * QD, H * D, D * H, H * D};
         for (int i = 0; i < 7; i++) tensors[n] = t[i], counts[n++] = sizes[i];
     }
     if (!c->shared_classifier) tensors[n] = &m->weights.wcls, counts[n++] = V * D;

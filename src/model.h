@@ -19,15 +19,42 @@
 #include "error.h"
 #include "fileio.h"
 
+/* The families whose layers NeuralForge computes. They differ only in what
+ * the attention block carries: Qwen 2 adds biases to q, k and v; Qwen 3
+ * normalizes each head of q and k (RMSNorm over head_dim) before RoPE. */
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3 } ModelArch;
+#define MODEL_ARCH_CHOICES "llama|qwen2|qwen3"
+
+/* RoPE's frequencies: base^(-2i/head_dim), then, for `llama3` scaling (Llama
+ * 3.1/3.2), long wavelengths divided by factor, short ones kept, and the band
+ * between them interpolated (HF's _compute_llama3_parameters). */
+typedef enum { ROPE_SCALING_NONE, ROPE_SCALING_LLAMA3 } RopeScalingType;
+typedef struct {
+    RopeScalingType type;
+    float factor;           /* >= 1 */
+    float low_freq_factor;  /* wavelengths above original_context / low_freq_factor are divided by factor */
+    float high_freq_factor; /* wavelengths below original_context / high_freq_factor are kept */
+    int original_context;   /* the context the model was first trained with */
+} RopeScaling;
+
+/* A field left 0 (head_dim, rope_theta, norm_eps) means llama2.c's value:
+ * read them through config_head_size, config_rope_theta, config_norm_eps. */
 typedef struct {
     int dim;        /* residual stream width */
     int hidden_dim; /* SwiGLU inner width */
     int n_layers;
-    int n_heads;    /* query heads; head_size = dim / n_heads */
+    int n_heads;    /* query heads */
     int n_kv_heads; /* key/value heads (GQA); divides n_heads */
     int vocab_size;
     int seq_len;            /* longest context the model was trained for */
     bool shared_classifier; /* classifier weights == token embedding */
+    int head_dim;           /* width of one head; 0: dim / n_heads (Qwen 3 has 128 with dim 1024, 16 heads) */
+    ModelArch arch;
+    bool qkv_bias;    /* q, k and v projections add a bias (Qwen 2) */
+    bool qk_norm;     /* RMSNorm of each q and k head before RoPE (Qwen 3) */
+    float rope_theta; /* RoPE base; 0: 10000 */
+    RopeScaling rope_scaling;
+    float norm_eps; /* RMSNorm epsilon; 0: 1e-5 */
 } ModelConfig;
 
 /* Sane bounds for any header field; larger values are refused as forged. */
@@ -37,8 +64,20 @@ typedef struct {
 #define NF_MAX_VOCAB   (1 << 22)
 #define NF_MAX_SEQ_LEN (1 << 20)
 
-static inline int config_head_size(const ModelConfig *c) { return c->dim / c->n_heads; }
-static inline int config_kv_dim(const ModelConfig *c) { return c->dim / c->n_heads * c->n_kv_heads; }
+static inline int config_head_size(const ModelConfig *c) { return c->head_dim ? c->head_dim : c->dim / c->n_heads; }
+/* Width of all query heads together: wq's rows and wo's columns (dim, unless head_dim says otherwise). */
+static inline int config_q_dim(const ModelConfig *c) { return config_head_size(c) * c->n_heads; }
+static inline int config_kv_dim(const ModelConfig *c) { return config_head_size(c) * c->n_kv_heads; }
+static inline float config_rope_theta(const ModelConfig *c) { return c->rope_theta > 0 ? c->rope_theta : 10000.0f; }
+static inline float config_norm_eps(const ModelConfig *c) { return c->norm_eps > 0 ? c->norm_eps : 1e-5f; }
+/* What llama2.c's files cannot hold about this model ("q/k/v biases", "rope_theta 500000", ...), or NULL
+ * when they can hold all of it. */
+const char *config_beyond_llama2c(const ModelConfig *c, char *buf, size_t cap);
+/* "llama", "qwen2", "qwen3"; and back (-1 for another name). */
+const char *model_arch_name(ModelArch a);
+int model_arch_parse(const char *name, ModelArch *a);
+/* RoPE's inverse frequency of pair `pair` (of head_size / 2), theta and scaling applied. */
+float config_rope_freq(const ModelConfig *c, int pair);
 
 /* Checks every field against the bounds and the divisibility rules. */
 int config_validate(const ModelConfig *c, NfError *err);
@@ -61,13 +100,18 @@ typedef struct {
 /* Writes row `row` of a (rows, cols) tensor as fp32. */
 void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out);
 
-/* Shapes: D = dim, H = hidden_dim, KV = kv_dim, V = vocab_size. */
+/* Shapes: D = dim, QD = q_dim, H = hidden_dim, KV = kv_dim, V = vocab_size, hs = head_size. */
 typedef struct {
     const float *rms_att; /* (D) */
-    Tensor wq;            /* (D, D)   rows are n_heads * head_size outputs */
+    Tensor wq;            /* (QD, D)   rows are n_heads * head_size outputs */
     Tensor wk;            /* (KV, D) */
     Tensor wv;            /* (KV, D) */
-    Tensor wo;            /* (D, D) */
+    Tensor wo;            /* (D, QD) */
+    const float *bq;      /* (QD) qkv_bias only, else NULL */
+    const float *bk;      /* (KV) */
+    const float *bv;      /* (KV) */
+    const float *q_norm;  /* (hs) qk_norm only, else NULL */
+    const float *k_norm;  /* (hs) */
     const float *rms_ffn; /* (D) */
     Tensor w1;            /* (H, D)  gate */
     Tensor w2;            /* (D, H)  down */
@@ -81,7 +125,8 @@ typedef struct {
     Tensor wcls;            /* (V, D), the embedding itself when shared */
 } ModelWeights;
 
-typedef enum { MODEL_LLAMA2C_V0, MODEL_LLAMA2C_V1, MODEL_LLAMA2C_V2 } ModelFormat;
+/* What a Model was read from; the last two are converted by import.c (model_open.h). */
+typedef enum { MODEL_LLAMA2C_V0, MODEL_LLAMA2C_V1, MODEL_LLAMA2C_V2, MODEL_HF, MODEL_GGUF } ModelFormat;
 
 typedef struct {
     ModelConfig config;
@@ -91,6 +136,7 @@ typedef struct {
     int group_size;           /* Q8 only */
     MappedFile file;          /* the weights point into this mapping */
     float *owned;             /* memory freed with the model: copied Q8 scales, or a checkpoint's weights */
+    const float *flat;        /* model_from_params: the flat buffer (params.h) the weights view; else NULL */
     unsigned char *quantized; /* model_quantize_q8's int8 matrices and scales, freed with the model */
 } Model;
 

@@ -12,20 +12,25 @@
 
 #include "model.h"
 
-/* L = n_layers, D = dim, H = hidden_dim, KV = kv_dim, V = vocab_size */
+/* L = n_layers, D = dim, QD = q_dim, H = hidden_dim, KV = kv_dim, V = vocab_size, hs = head_size */
 typedef struct {
     float *token_embedding; /* (V, D) */
     float *rms_att;         /* (L, D) */
-    float *wq;              /* (L, D, D) */
+    float *wq;              /* (L, QD, D) */
     float *wk;              /* (L, KV, D) */
     float *wv;              /* (L, KV, D) */
-    float *wo;              /* (L, D, D) */
+    float *wo;              /* (L, D, QD) */
     float *rms_ffn;         /* (L, D) */
     float *w1;              /* (L, H, D) */
     float *w2;              /* (L, D, H) */
     float *w3;              /* (L, H, D) */
     float *rms_final;       /* (D) */
     float *wcls;            /* (V, D); the embedding itself when the classifier is shared */
+    float *bq;              /* (L, QD) qkv_bias only, else NULL */
+    float *bk;              /* (L, KV) */
+    float *bv;              /* (L, KV) */
+    float *q_norm;          /* (L, hs) qk_norm only, else NULL */
+    float *k_norm;          /* (L, hs) */
 } ParamPointers;
 
 /* One named piece of the flat buffer, in layout order. */
@@ -33,11 +38,12 @@ typedef struct {
     const char *name; /* "token_embedding", "rms_att", "wq", ... */
     size_t offset;    /* in floats from the start */
     size_t count;     /* floats */
-    bool is_norm;     /* RMSNorm weights: no weight decay */
+    bool is_norm;     /* RMSNorm weights and biases: no weight decay */
 } ParamSegment;
 
-/* The segments by name: param_segments fills seg[PARAM_WQ] with wq, and so on (PARAM_WCLS only when the
- * classifier is separate). */
+/* The segments by name: param_segments fills seg[PARAM_WQ] with wq, and so on. What a model lacks (a shared
+ * classifier, biases or q/k norms) has count 0. The pieces llama2.c's files hold come first, in their order,
+ * so that such a model's buffer is its v0 file's weights. */
 typedef enum {
     PARAM_TOKEN_EMBEDDING,
     PARAM_RMS_ATT,
@@ -50,11 +56,16 @@ typedef enum {
     PARAM_W2,
     PARAM_W3,
     PARAM_RMS_FINAL,
-    PARAM_WCLS
+    PARAM_WCLS,
+    PARAM_BQ,
+    PARAM_BK,
+    PARAM_BV,
+    PARAM_Q_NORM,
+    PARAM_K_NORM
 } ParamSegmentId;
-#define PARAM_SEGMENTS_MAX 12
+#define PARAM_SEGMENTS_MAX 17
 
-/* Fills seg in layout order and returns how many there are (11, or 12 with a separate classifier). */
+/* Fills seg in layout order and returns PARAM_SEGMENTS_MAX (absent pieces have count 0). */
 int param_segments(const ModelConfig *c, ParamSegment seg[PARAM_SEGMENTS_MAX]);
 
 /* Points p at the pieces of base (config_param_count(c) floats). */

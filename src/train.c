@@ -27,6 +27,7 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "json_parse.h"
+#include "model_open.h"
 #include "params.h"
 #include "rng.h"
 #include "tokenizer.h"
@@ -113,7 +114,7 @@ static int alloc_state(Trainer *t, NfError *err) {
  * is never written), and the checksum that ties adapters to it. */
 static int load_base(Trainer *t, NfError *err) {
     const TrainOptions *o = t->o;
-    if (model_load(&t->base_model, o->model_path, err) != 0) return -1;
+    if (model_open(&t->base_model, o->model_path, err) != 0) return -1;
     t->config = t->base_model.config;
     if (param_view_of_model(&t->base, &t->base_model) != 0) {
         if (!(t->base_copy = nf_alloc_array((size_t)config_param_count(&t->config), sizeof(float), err))) return -1;
@@ -153,11 +154,9 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
         }
         t->config = ck->config;
         if (o->model_path && !o->use_lora) {
-            Model m;
-            if (model_load(&m, o->model_path, err) != 0) return -1;
-            int same = config_equal(&m.config, &ck->config);
-            model_free(&m);
-            if (!same)
+            ModelConfig base;
+            if (model_peek_config(o->model_path, &base, err) != 0) return -1;
+            if (!config_equal(&base, &ck->config))
                 return nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' does not fit model '%s' (different config)",
                                o->ckpt, o->model_path);
         }
@@ -180,7 +179,7 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
     }
     if (o->model_path) {
         Model m;
-        if (model_load(&m, o->model_path, err) != 0) return -1;
+        if (model_open(&m, o->model_path, err) != 0) return -1;
         t->config = m.config;
         if (alloc_state(t, err) != 0) {
             model_free(&m);

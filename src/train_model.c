@@ -1,10 +1,12 @@
 /* train_model.c — LLaMA forward and backward over a batch, layer by layer:
  *   x = embed(tokens)                                         (N, D)
- *   per layer: x += Wo · attn(rope(Wq·rms(x)), rope(Wk·rms(x)), Wv·rms(x))
+ *   per layer: x += Wo · attn(rope(qn(Wq·rms(x) + bq)), rope(kn(Wk·rms(x) + bk)), Wv·rms(x) + bv)
  *              x += W2 · (silu(W1·rms(x)) * W3·rms(x))
  *   loss = cross_entropy(Wcls · rms(x), targets)
- * and the same steps in reverse for the gradients. With LoRA, each adapted
- * projection W adds s·B·A on the side (projection_forward/backward). */
+ * and the same steps in reverse for the gradients. The biases (Qwen 2) and
+ * the per-head RMSNorms qn, kn (Qwen 3) are there when the model has them.
+ * With LoRA, each adapted projection W adds s·B·A on the side
+ * (projection_forward/backward). */
 #include "train_model.h"
 
 #include <stdlib.h>
@@ -24,20 +26,26 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
                               Buffer out[40]) {
     uint64_t L = (uint64_t)c->n_layers, N = (uint64_t)B * (uint64_t)T, D = (uint64_t)c->dim;
     uint64_t H = (uint64_t)c->hidden_dim, KV = (uint64_t)config_kv_dim(c), V = (uint64_t)c->vocab_size;
-    uint64_t NH = (uint64_t)c->n_heads, R = lora ? (uint64_t)lora->rank : 0, M = D > H ? D : H;
+    uint64_t NH = (uint64_t)c->n_heads, R = lora ? (uint64_t)lora->rank : 0, QD = (uint64_t)config_q_dim(c);
+    uint64_t M = D > H ? D : H, NKV = (uint64_t)c->n_kv_heads, QK = c->qk_norm ? 1 : 0;
+    M = M > QD ? M : QD;
     /* layers of att_out that backward reads (see train_model.h) */
     uint64_t L_att_out = !lora || lora->targets & 1u << LORA_WO ? L : 1;
-    a->att_out_stride = L_att_out == L ? N * D : 0;
+    a->att_out_stride = L_att_out == L ? N * QD : 0;
     Buffer list[] = {
         {&a->resid, (L + 1) * N * D},
         {&a->resid_mid, L * N * D},
         {&a->xn_att, N * D},
         {&a->rstd_att, L * N},
-        {&a->q, L * N * D},
+        {&a->q, L * N * QD},
         {&a->k, L * N * KV},
         {&a->v, L * N * KV},
+        {&a->q_raw, QK * L * N * QD},
+        {&a->k_raw, QK * L * N * KV},
+        {&a->rstd_q, QK * L * N * NH},
+        {&a->rstd_k, QK * L * N * NKV},
         {&a->att_lse, L * (uint64_t)B * NH * (uint64_t)T},
-        {&a->att_out, L_att_out * N * D},
+        {&a->att_out, L_att_out * N * QD},
         {&a->xn_ffn, N * D},
         {&a->rstd_ffn, L * N},
         {&a->h1, L * N * H},
@@ -48,9 +56,11 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
         {&a->logits, N * V},
         {&a->dresid, N * D},
         {&a->dxn, N * D},
-        {&a->datt_out, N * D},
-        {&a->dq, N * D},
+        {&a->datt_out, N * QD},
+        {&a->dq, N * QD},
         {&a->dk, N * KV},
+        {&a->dq_raw, QK * N * QD},
+        {&a->dk_raw, QK * N * KV},
         {&a->dv, N * KV},
         {&a->dh1, N * H},
         {&a->dh3, N * H},
@@ -81,6 +91,7 @@ int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lor
     memset(a, 0, sizeof *a);
     a->B = B;
     a->T = T;
+    a->head_size = config_head_size(c);
     Buffer list[40];
     int n = activation_buffers(a, c, lora, B, T, list);
     for (int i = 0; i < n; i++) {
@@ -92,13 +103,13 @@ int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lor
             return -1;
         }
     }
-    nf_rope_table(a->rope, T, config_head_size(c));
+    nf_rope_table(a->rope, T, c);
     if (bf16) {
         /* the largest operand of a weight product: logits or their gradient (N, V), or a weight */
         size_t N = (size_t)B * T, D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-        size_t most = N * V;
-        size_t others[] = {V * D, N * H, H * D, N * D};
-        for (int k = 0; k < 4; k++) most = others[k] > most ? others[k] : most;
+        size_t QD = (size_t)config_q_dim(c), most = N * V;
+        size_t others[] = {V * D, N * H, H * D, N * D, N * QD, QD * D};
+        for (int k = 0; k < 6; k++) most = others[k] > most ? others[k] : most;
         if (!(a->bf16 = nf_bf16_create(most))) {
             activations_free(a);
             return nf_fail(err, NF_ERR_MEMORY, "cannot set up bf16 products (%zu-value operands)", most);
@@ -148,13 +159,14 @@ void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *
  * last), plus causal attention; LoRA adapters add 6 per adapter weight. */
 double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora) {
     double L = c->n_layers, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), V = c->vocab_size;
+    double QD = config_q_dim(c);
     double per_weight = lora ? 4.0 : 6.0, adapters = 0.0;
     if (lora) {
         ParamSegment seg[LORA_SEGMENTS_MAX];
         int n = lora_segments(c, lora, seg);
         for (int i = 0; i < n; i++) adapters += seg[i].is_norm ? 0.0 : (double)seg[i].count;
     }
-    return per_weight * (L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * adapters + 6.0 * L * T * D;
+    return per_weight * (L * (2 * QD * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * adapters + 6.0 * L * T * QD;
 }
 
 /* Products with the model's weights: fp32, or bf16 under --dtype bf16. */
@@ -269,14 +281,40 @@ int model_counted_targets(const int *targets, int n) {
     return counted;
 }
 
+/* q (N, heads * hs) of layer l from the projection's output raw: the bias, each head's RMSNorm (raw kept
+ * for backward, the result in out), then RoPE; without a norm raw is out. */
+static void shape_heads_forward(const Activations *a, float *out, float *raw, float *rstd, const float *bias,
+                                const float *norm, int heads, float eps) {
+    int N = a->B * a->T, hs = a->head_size;
+    if (bias) nf_bias_forward(raw, bias, N, heads * hs);
+    if (norm) nf_rmsnorm_forward(out, rstd, raw, norm, N * heads, hs, eps);
+    nf_rope_forward(out, a->rope, a->B, a->T, 0, heads, hs);
+}
+
+/* The reverse of shape_heads_forward: d (the gradient after RoPE) becomes the gradient of the projection's output,
+ * returned (d itself, or draw under a norm); the bias's and norm's gradients go to dbias, dnorm (NULL: frozen). */
+static float *shape_heads_backward(const Activations *a, float *d, float *draw, NfWrite grads, float *dbias,
+                                   float *dnorm, const float *raw, const float *rstd, const float *norm, int heads) {
+    int N = a->B * a->T, hs = a->head_size;
+    nf_rope_backward(d, a->rope, a->B, a->T, 0, heads, hs);
+    if (norm) {
+        nf_zero(draw, (size_t)N * heads * hs); /* rmsnorm_backward adds */
+        nf_rmsnorm_backward(draw, dnorm, grads, d, raw, norm, rstd, N * heads, hs);
+        d = draw;
+    }
+    if (dbias) nf_bias_backward(dbias, grads, d, N, heads * hs);
+    return d;
+}
+
 double model_forward(const Net *net, Activations *a, const int *tokens, const int *targets, float grad_scale,
                      uint64_t dropout_key) {
     const ModelConfig *c = net->config;
     const ParamPointers *p = &net->w;
-    int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
+    int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), QD = config_q_dim(c);
     int NH = c->n_heads, NKV = c->n_kv_heads, hs = config_head_size(c);
-    size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H;
+    size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H, NQ = (size_t)N * QD;
     size_t att_size = (size_t)B * NH * T;
+    float eps = config_norm_eps(c);
     a->dropout_key = dropout_key;
 
     /* embedding: resid[0][n] = token_embedding[tokens[n]] */
@@ -285,23 +323,27 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
 
     for (int l = 0; l < c->n_layers; l++) {
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND, *x_next = a->resid + (l + 1) * ND;
-        float *xn = a->xn_att, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
+        float *xn = a->xn_att, *q = a->q + l * NQ, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
+        float *q_raw = c->qk_norm ? a->q_raw + l * NQ : q, *k_raw = c->qk_norm ? a->k_raw + l * NKVs : k;
         float *att_lse = a->att_lse + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
         float *xn2 = a->xn_ffn, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact;
 
         /* attention block: mid = x + Wo attn(...)  */
-        nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D);
-        projection_forward(net, a, l, LORA_WQ, q, xn);
-        projection_forward(net, a, l, LORA_WK, k, xn);
+        nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D, eps);
+        projection_forward(net, a, l, LORA_WQ, q_raw, xn);
+        projection_forward(net, a, l, LORA_WK, k_raw, xn);
         projection_forward(net, a, l, LORA_WV, v, xn);
-        nf_rope_forward(q, a->rope, B, T, 0, NH, hs);
-        nf_rope_forward(k, a->rope, B, T, 0, NKV, hs);
+        shape_heads_forward(a, q, q_raw, c->qk_norm ? a->rstd_q + l * (size_t)N * NH : NULL,
+                            layer_of(p->bq, l, (size_t)QD), layer_of(p->q_norm, l, (size_t)hs), NH, eps);
+        shape_heads_forward(a, k, k_raw, c->qk_norm ? a->rstd_k + l * (size_t)N * NKV : NULL,
+                            layer_of(p->bk, l, (size_t)KV), layer_of(p->k_norm, l, (size_t)hs), NKV, eps);
+        if (p->bv) nf_bias_forward(v, p->bv + (size_t)l * KV, N, KV);
         nf_attention_forward(att_out, att_lse, q, k, v, B, T, 0, NH, NKV, hs, a->att_scratch);
         projection_forward(net, a, l, LORA_WO, mid, att_out);
         for (size_t i = 0; i < ND; i++) mid[i] += x[i];
 
         /* feed-forward block: x_next = mid + W2 (silu(W1 xn2) * W3 xn2) */
-        nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D);
+        nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D, eps);
         projection_forward(net, a, l, LORA_W1, h1, xn2);
         projection_forward(net, a, l, LORA_W3, h3, xn2);
         nf_swiglu_forward(hact, h1, h3, NH_);
@@ -310,7 +352,7 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
     }
 
     float *x = a->resid + (size_t)c->n_layers * ND;
-    nf_rmsnorm_forward(a->xn_final, a->rstd_final, x, p->rms_final, N, D);
+    nf_rmsnorm_forward(a->xn_final, a->rstd_final, x, p->rms_final, N, D, eps);
     weight_forward(a, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
     /* the mean over counted targets: a negative target is masked (no loss, no gradient) */
     int counted = model_counted_targets(targets, N);
@@ -322,10 +364,11 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
 void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activations *a, const int *tokens) {
     const ModelConfig *c = net->config;
     const ParamPointers *p = &net->w;
-    int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c);
+    int B = a->B, T = a->T, N = B * T, D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), QD = config_q_dim(c);
     int NH = c->n_heads, NKV = c->n_kv_heads, hs = config_head_size(c);
-    size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H;
+    size_t ND = (size_t)N * D, NKVs = (size_t)N * KV, NH_ = (size_t)N * H, NQ = (size_t)N * QD;
     size_t att_size = (size_t)B * NH * T;
+    float eps = config_norm_eps(c);
 
     /* classifier and final norm: dresid = d loss / d resid[L] */
     nf_zero(a->dresid, ND);
@@ -335,13 +378,13 @@ void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activation
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND;
-        float *xn = a->xn_att, *q = a->q + l * ND, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
+        float *xn = a->xn_att, *q = a->q + l * NQ, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
         float *att_lse = a->att_lse + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
         float *xn2 = a->xn_ffn, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact;
 
         /* feed-forward block: dresid flows to mid unchanged, plus through the branch;
          * first the inputs of its projections again (bitwise what forward computed) */
-        nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D);
+        nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D, eps);
         nf_swiglu_forward(hact, h1, h3, NH_);
         /* the first product into each input gradient writes it (NF_SET): no zeroing */
         projection_backward(net, g, grads, a, l, LORA_W2, a->dhact, NF_SET, a->dresid, hact);
@@ -352,16 +395,23 @@ void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activation
                             a->rstd_ffn + (size_t)l * N, N, D);
 
         /* attention block: dresid now holds d mid; it flows to x, plus through the branch */
-        nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D);
-        nf_zero(a->dq, ND); /* attention's backward adds tile by tile */
+        nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D, eps);
+        nf_zero(a->dq, NQ); /* attention's backward adds tile by tile */
         nf_zero(a->dk, NKVs);
         nf_zero(a->dv, NKVs);
         projection_backward(net, g, grads, a, l, LORA_WO, a->datt_out, NF_SET, a->dresid, att_out);
         nf_attention_backward(a->dq, a->dk, a->dv, a->datt_out, att_lse, q, k, v, B, T, NH, NKV, hs, a->att_scratch);
-        nf_rope_backward(a->dq, a->rope, B, T, 0, NH, hs);
-        nf_rope_backward(a->dk, a->rope, B, T, 0, NKV, hs);
-        projection_backward(net, g, grads, a, l, LORA_WQ, a->dxn, NF_SET, a->dq, xn);
-        projection_backward(net, g, grads, a, l, LORA_WK, a->dxn, NF_ADD, a->dk, xn);
+        float *dq = shape_heads_backward(a, a->dq, a->dq_raw, grads, layer_of(g->w.bq, l, (size_t)QD),
+                                         layer_of(g->w.q_norm, l, (size_t)hs), c->qk_norm ? a->q_raw + l * NQ : NULL,
+                                         c->qk_norm ? a->rstd_q + l * (size_t)N * NH : NULL,
+                                         layer_of(p->q_norm, l, (size_t)hs), NH);
+        float *dk = shape_heads_backward(a, a->dk, a->dk_raw, grads, layer_of(g->w.bk, l, (size_t)KV),
+                                         layer_of(g->w.k_norm, l, (size_t)hs), c->qk_norm ? a->k_raw + l * NKVs : NULL,
+                                         c->qk_norm ? a->rstd_k + l * (size_t)N * NKV : NULL,
+                                         layer_of(p->k_norm, l, (size_t)hs), NKV);
+        if (g->w.bv) nf_bias_backward(g->w.bv + (size_t)l * KV, grads, a->dv, N, KV);
+        projection_backward(net, g, grads, a, l, LORA_WQ, a->dxn, NF_SET, dq, xn);
+        projection_backward(net, g, grads, a, l, LORA_WK, a->dxn, NF_ADD, dk, xn);
         projection_backward(net, g, grads, a, l, LORA_WV, a->dxn, NF_ADD, a->dv, xn);
         nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_att, l, D), grads, a->dxn, x, p->rms_att + (size_t)l * D,
                             a->rstd_att + (size_t)l * N, N, D);

@@ -2,8 +2,8 @@
  *
  * Activations for a (B, T) batch are allocated once per run and every
  * intermediate the backward pass needs is kept: nothing is recomputed and
- * nothing is hidden. Shapes: N = B*T rows; L, D, H, KV, V as in params.h;
- * NH = n_heads. */
+ * nothing is hidden. Shapes: N = B*T rows; L, D, QD, H, KV, V, hs as in
+ * params.h; NH = n_heads, NKV = n_kv_heads. */
 #ifndef NF_TRAIN_MODEL_H
 #define NF_TRAIN_MODEL_H
 
@@ -26,6 +26,7 @@ typedef struct {
 
 typedef struct {
     int B, T;
+    int head_size;    /* hs: a row of the RoPE table holds one head's pairs */
     float *resid;     /* (L+1, N, D) input of each layer; [L] feeds the final norm */
     float *resid_mid; /* (L, N, D) stream after the attention block */
     /* xn_att, xn_ffn and hact are cheap to recompute, so they hold the
@@ -35,11 +36,15 @@ typedef struct {
      * without a wo adapter one layer's worth is reused: att_out_stride 0. */
     float *xn_att;     /* (N, D) rmsnorm(resid) of the current layer */
     float *rstd_att;   /* (L, N) */
-    float *q;          /* (L, N, D) queries after RoPE */
+    float *q;          /* (L, N, QD) queries after RoPE */
     float *k;          /* (L, N, KV) keys after RoPE */
     float *v;          /* (L, N, KV) */
+    float *q_raw;      /* (L, N, QD) qk_norm only: queries before their norm (bias added) */
+    float *k_raw;      /* (L, N, KV) qk_norm only */
+    float *rstd_q;     /* (L, N, NH) qk_norm only */
+    float *rstd_k;     /* (L, N, NKV) qk_norm only */
     float *att_lse;    /* (L, B, NH, T) log-sum-exp of each attention row (scores are recomputed) */
-    float *att_out;    /* (L, N, D) attention output before wo */
+    float *att_out;    /* (L, N, QD) attention output before wo */
     float *xn_ffn;     /* (N, D) rmsnorm(resid_mid) of the current layer */
     float *rstd_ffn;   /* (L, N) */
     float *h1;         /* (L, N, H) gate pre-activation */
@@ -51,16 +56,18 @@ typedef struct {
     /* gradient scratch, reused by every layer */
     float *dresid;      /* (N, D) gradient of the residual stream */
     float *dxn;         /* (N, D) */
-    float *datt_out;    /* (N, D) */
-    float *dq;          /* (N, D) */
+    float *datt_out;    /* (N, QD) */
+    float *dq;          /* (N, QD) */
     float *dk;          /* (N, KV) */
+    float *dq_raw;      /* (N, QD) qk_norm only: the gradient before the norm */
+    float *dk_raw;      /* (N, KV) qk_norm only */
     float *dv;          /* (N, KV) */
     float *dh1;         /* (N, H) */
     float *dh3;         /* (N, H) */
     float *dhact;       /* (N, H) */
     float *att_scratch; /* nf_attention_scratch_floats(B, T, NKV, hs): attention's tiles and transposed heads */
     float *rope;        /* (T, hs) RoPE's (cos, sin) pairs, nf_rope_table */
-    /* LoRA only (empty without adapters); r = rank, M = max(D, H) */
+    /* LoRA only (empty without adapters); r = rank, M = max(D, QD, H) */
     float *lora_u;         /* (L, n_targets, N, r) s * A x of each adapted projection */
     float *lora_x;         /* (N, M) scratch: an adapter's input after dropout */
     float *lora_dx;        /* (N, M) scratch: its gradient */

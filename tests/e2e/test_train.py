@@ -306,7 +306,7 @@ def nan_loss_stops_with_an_error_and_keeps_the_last_checkpoint():
     # poison one weight and re-seal the file with its checksum (FNV-1a over 64-bit words)
     blob = bytearray(open(ckpt, "rb").read())
     options_len = struct.unpack_from("<I", blob, 112)[0]
-    struct.pack_into("<f", blob, 120 + options_len + 4 * 100, float("inf"))
+    struct.pack_into("<f", blob, 120 + 64 + options_len + 4 * 100, float("inf"))
     h = 0xCBF29CE484222325
     body = bytes(blob[:-8]) + b"\0" * ((8 - (len(blob) - 8) % 8) % 8)
     for (w,) in struct.iter_unpack("<Q", body):

@@ -249,27 +249,70 @@ static void test_rmsnorm_matches_formula(void **state) {
     fill(w, D);
     double ss = 0.0;
     for (int i = 0; i < D; i++) ss += (double)x[i] * x[i];
-    double inv = 1.0 / sqrt(ss / D + 1e-5);
+    /* a large epsilon, so that one not passed through would show */
+    double inv = 1.0 / sqrt(ss / D + 0.05);
     for (int i = 0; i < D; i++) ref[i] = w[i] * x[i] * inv;
-    nf_rmsnorm(out, x, w, D);
+    nf_rmsnorm(out, x, w, D, 0.05f);
     assert_close(out, ref, D, 1e-5, "rmsnorm");
     /* in place */
-    nf_rmsnorm(x, x, w, D);
+    nf_rmsnorm(x, x, w, D, 0.05f);
     assert_close(x, ref, D, 1e-5, "rmsnorm in place");
 }
 
 static void test_rmsnorm_of_zero_vector_is_zero(void **state) {
     (void)state;
     float x[4] = {0}, w[4] = {1, 2, 3, 4}, out[4];
-    nf_rmsnorm(out, x, w, 4);
+    nf_rmsnorm(out, x, w, 4, 1e-5f);
     for (int i = 0; i < 4; i++) assert_true(out[i] == 0.0f);
+}
+
+static void test_bias_forward_and_backward(void **state) {
+    (void)state;
+    enum { N = 5, C = 37 }; /* C over one block of columns */
+    float y[N * C], y0[N * C], b[C], dy[N * C], db[C];
+    fill(y, N * C);
+    fill(b, C);
+    fill(dy, N * C);
+    memcpy(y0, y, sizeof y);
+    nf_bias_forward(y, b, N, C);
+    for (int i = 0; i < N * C; i++) assert_true(y[i] == y0[i] + b[i % C]);
+    nf_bias_backward(db, NF_SET, dy, N, C);
+    nf_bias_backward(db, NF_ADD, dy, N, C); /* twice the column sums */
+    for (int i = 0; i < C; i++) {
+        double sum = 0;
+        for (int n = 0; n < N; n++) sum += dy[n * C + i];
+        if (fabs(db[i] - 2 * sum) > 1e-5 * (1 + fabs(sum))) fail_msg("column %d: %g, want %g", i, db[i], 2 * sum);
+    }
+}
+
+/* Llama 3.2's RoPE (theta 500000, llama3 scaling factor 32, low 1, high 4, original context 8192, head 64):
+ * the frequencies worked out from HF's _compute_llama3_parameters in double. */
+static void test_llama3_rope_frequencies(void **state) {
+    (void)state;
+    ModelConfig c = {.dim = 128, .n_heads = 2, .n_kv_heads = 2, .rope_theta = 500000.0f};
+    c.rope_scaling = (RopeScaling){ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192};
+    for (int i = 0; i < 32; i++) {
+        double f = 1.0 / pow(500000.0, 2.0 * i / 64.0), wavelen = 2 * 3.14159265358979323846 / f, want = f;
+        if (wavelen > 8192.0 / 1.0)
+            want = f / 32.0;
+        else if (wavelen >= 8192.0 / 4.0) {
+            double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+            want = (1 - smooth) * f / 32.0 + smooth * f;
+        }
+        double got = config_rope_freq(&c, i);
+        if (fabs(got - want) > 1e-5 * want) fail_msg("pair %d: %g, want %g", i, got, want);
+    }
+    /* without scaling: theta^(-2i/hs) */
+    c.rope_scaling.type = ROPE_SCALING_NONE;
+    assert_true(fabs(config_rope_freq(&c, 5) / (1.0 / pow(500000.0, 10.0 / 64.0)) - 1) < 1e-6);
 }
 
 /* RoPE of one row (heads, hs) at position pos, through the table as the passes use it */
 static void rope_row(float *v, int heads, int hs, int pos) {
     float *table = malloc((size_t)(pos + 1) * hs * sizeof(float));
     assert_non_null(table);
-    nf_rope_table(table, pos + 1, hs);
+    ModelConfig c = {.dim = heads * hs, .n_heads = heads, .n_kv_heads = heads, .head_dim = hs};
+    nf_rope_table(table, pos + 1, &c);
     nf_rope_forward(v, table, 1, 1, pos, heads, hs);
     free(table);
 }
@@ -1256,6 +1299,8 @@ int main(void) {
         cmocka_unit_test(test_matmul_q8_long_rows),
         cmocka_unit_test(test_rmsnorm_matches_formula),
         cmocka_unit_test(test_rmsnorm_of_zero_vector_is_zero),
+        cmocka_unit_test(test_bias_forward_and_backward),
+        cmocka_unit_test(test_llama3_rope_frequencies),
         cmocka_unit_test(test_rope_pos_zero_is_identity),
         cmocka_unit_test(test_rope_preserves_pair_norms),
         cmocka_unit_test(test_rope_matches_double_rotation),

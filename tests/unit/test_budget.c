@@ -52,7 +52,14 @@ static void test_sizes_format(void **state) {
     assert_string_equal(s, "512.0 MiB");
 }
 
-static const ModelConfig SHAPE = {64, 172, 2, 4, 2, 512, 128, true};
+static const ModelConfig SHAPE = {.dim = 64,
+                                  .hidden_dim = 172,
+                                  .n_layers = 2,
+                                  .n_heads = 4,
+                                  .n_kv_heads = 2,
+                                  .vocab_size = 512,
+                                  .seq_len = 128,
+                                  .shared_classifier = true};
 
 static void test_full_training_estimate(void **state) {
     (void)state;

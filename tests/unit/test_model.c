@@ -348,24 +348,81 @@ static void test_null_err_is_allowed(void **state) {
 
 static void test_param_count_formula(void **state) {
     (void)state;
-    ModelConfig c = {8, 16, 2, 2, 1, 10, 4, false};
+    ModelConfig c = {.dim = 8,
+                     .hidden_dim = 16,
+                     .n_layers = 2,
+                     .n_heads = 2,
+                     .n_kv_heads = 1,
+                     .vocab_size = 10,
+                     .seq_len = 4,
+                     .shared_classifier = false};
     assert_int_equal(config_param_count(&c), 1352);
     assert_int_equal(config_param_count(&c), hand_param_count(8, 16, 2, 2, 1, 10, false));
     c.shared_classifier = true;
     assert_int_equal(config_param_count(&c), 1352 - 80);
-    ModelConfig s = {64, 172, 5, 8, 4, 512, 512, true};
+    ModelConfig s = {.dim = 64,
+                     .hidden_dim = 172,
+                     .n_layers = 5,
+                     .n_heads = 8,
+                     .n_kv_heads = 4,
+                     .vocab_size = 512,
+                     .seq_len = 512,
+                     .shared_classifier = true};
     assert_int_equal(config_param_count(&s), hand_param_count(64, 172, 5, 8, 4, 512, true));
     assert_int_equal(config_param_count(&s), 260032);
     /* the largest header config_validate accepts does not overflow 64 bits */
-    ModelConfig big = {NF_MAX_DIM, NF_MAX_HIDDEN, NF_MAX_LAYERS, 1, 1, NF_MAX_VOCAB, NF_MAX_SEQ_LEN, false};
+    ModelConfig big = {.dim = NF_MAX_DIM,
+                       .hidden_dim = NF_MAX_HIDDEN,
+                       .n_layers = NF_MAX_LAYERS,
+                       .n_heads = 1,
+                       .n_kv_heads = 1,
+                       .vocab_size = NF_MAX_VOCAB,
+                       .seq_len = NF_MAX_SEQ_LEN,
+                       .shared_classifier = false};
     assert_int_equal(config_validate(&big, NULL), 0);
     assert_int_equal(config_param_count(&big),
                      hand_param_count(NF_MAX_DIM, NF_MAX_HIDDEN, NF_MAX_LAYERS, 1, 1, NF_MAX_VOCAB, false));
 }
 
+/* Qwen 3's shape: head_dim apart from dim / heads, q/k norms; Qwen 2's: biases */
+static void test_param_count_of_qwen_shapes(void **state) {
+    (void)state;
+    ModelConfig q3 = {.dim = 16,
+                      .hidden_dim = 24,
+                      .n_layers = 2,
+                      .n_heads = 4,
+                      .n_kv_heads = 2,
+                      .vocab_size = 10,
+                      .seq_len = 8,
+                      .shared_classifier = true,
+                      .head_dim = 8,
+                      .arch = ARCH_QWEN3,
+                      .qk_norm = true};
+    assert_int_equal(config_validate(&q3, NULL), 0);
+    assert_int_equal(config_q_dim(&q3), 32);
+    /* embedding 160; per layer: norms 32, wq 512, wk wv 2*256, wo 512, ffn 3*384, q/k norms 16; final 16 */
+    assert_int_equal(config_param_count(&q3), 160 + 2 * (32 + 512 + 512 + 512 + 1152 + 16) + 16);
+    ModelConfig q2 = q3;
+    q2.arch = ARCH_QWEN2, q2.qk_norm = false, q2.qkv_bias = true, q2.head_dim = 0;
+    /* head 4: wq 256, wk wv 2*128, wo 256; biases 16 + 2*8 */
+    assert_int_equal(config_param_count(&q2), 160 + 2 * (32 + 256 + 256 + 256 + 1152 + 32) + 16);
+    char why[64];
+    assert_string_equal(config_beyond_llama2c(&q2, why, sizeof why), "the qwen2 architecture");
+    assert_null(config_beyond_llama2c(&(ModelConfig){.dim = 8, .n_heads = 2}, why, sizeof why));
+    q2.head_dim = 3; /* odd: RoPE needs pairs */
+    assert_int_equal(config_validate(&q2, NULL), -1);
+}
+
 static void test_config_validate_accepts_tiny(void **state) {
     (void)state;
-    ModelConfig c = {8, 16, 2, 2, 1, 10, 4, false};
+    ModelConfig c = {.dim = 8,
+                     .hidden_dim = 16,
+                     .n_layers = 2,
+                     .n_heads = 2,
+                     .n_kv_heads = 1,
+                     .vocab_size = 10,
+                     .seq_len = 4,
+                     .shared_classifier = false};
     NfError err = {0};
     assert_int_equal(config_validate(&c, &err), 0);
     assert_int_equal(config_head_size(&c), 4);
@@ -735,6 +792,7 @@ int main(void) {
         cmocka_unit_test(test_null_err_is_allowed),
         cmocka_unit_test(test_param_count_formula),
         cmocka_unit_test(test_config_validate_accepts_tiny),
+        cmocka_unit_test(test_param_count_of_qwen_shapes),
         cmocka_unit_test(test_tiny_legacy_unshared_loads_with_right_layout),
         cmocka_unit_test(test_tiny_legacy_shared_loads),
         cmocka_unit_test(test_tiny_v1_loads_with_norms_first),

@@ -1,0 +1,45 @@
+/* model_open.c — `--model` in any format (see model_open.h). */
+#include "model_open.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "import.h"
+#include "params.h"
+
+bool model_path_is_imported(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return false;
+    if (S_ISDIR(sb.st_mode)) return true;
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char magic[4];
+    bool gguf = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    fclose(f);
+    return gguf;
+}
+
+int model_open(Model *m, const char *path, NfError *err) {
+    if (!model_path_is_imported(path)) return model_load(m, path, err);
+    ModelConfig c;
+    float *params;
+    ImportInfo info;
+    if (import_model(path, NULL, &c, &params, &info, err) != 0) return -1;
+    if (model_from_params(m, &c, params, err) != 0) {
+        free(params);
+        return -1;
+    }
+    m->owned = params; /* freed with the model */
+    m->format = strcmp(info.format, "gguf") == 0 ? MODEL_GGUF : MODEL_HF;
+    return 0;
+}
+
+int model_peek_config(const char *path, ModelConfig *c, NfError *err) {
+    Model m;
+    if (model_open(&m, path, err) != 0) return -1;
+    *c = m.config;
+    model_free(&m);
+    return 0;
+}
