@@ -39,6 +39,8 @@ makes a model; the CLI writes one, also at real sizes:
   /usr/bin/python3 tests/e2e/hf_ref.py write --preset llama3.2-1b --dtype bf16 OUT
 """
 import argparse
+import collections
+import concurrent.futures
 import json
 import math
 import os
@@ -175,25 +177,40 @@ def tensor_shapes(cfg):
     return out
 
 
-def _tensor_rng(seed, name):
-    # one stream per tensor: the values do not depend on which others are made, or on sharding
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+_CHUNK = 1 << 22  # elements made or converted at once: bounds memory, and the unit of the writer's threads
+
+
+def _tensor_rng(seed, name, chunk=0):
+    # one stream per tensor and chunk: a value does not depend on which other tensors are made, on sharding,
+    # or on the thread that makes it
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), chunk])
+
+
+def _random_chunk(seed, name, shape, chunk):
+    """Chunk `chunk` (_CHUNK elements, the last shorter) of a random tensor, float32: uniform with the spread
+    of weights N(0, 1/fan_in) (activations stay O(1) at any size; uniform because it is made twice as fast as
+    normal, which matters at 1B parameters), the embedding's 1/hidden (tied logits O(1) too); norm weights
+    1 +- 0.17 (not all ones, so a norm applied wrongly shows); biases +- 0.17 (non-zero)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    x = _tensor_rng(seed, name, chunk).random(min(_CHUNK, n - chunk * _CHUNK), dtype=np.float32)
+    std = 0.1 if name.endswith("norm.weight") or name.endswith(".bias") else 1 / math.sqrt(shape[1])
+    x -= np.float32(0.5)
+    x *= np.float32(std * math.sqrt(12))  # uniform on (-a, a) has variance a^2 / 3
+    if name.endswith("norm.weight"):
+        x += np.float32(1)
+    return x
 
 
 def random_tensor(seed, name, shape):
-    """A tensor's random float32 values: weights N(0, 1/fan_in) (activations stay O(1) at any size), the
-    embedding N(0, 1/hidden) (tied logits O(1) too), norm weights 1 + N(0, 0.1) (not all ones, so a norm
-    applied wrongly shows), biases N(0, 0.1) (non-zero)."""
-    g = _tensor_rng(seed, name)
-    x = g.standard_normal(shape, dtype=np.float32)
-    if name.endswith("norm.weight"):
-        x *= 0.1
-        x += 1
-    elif name.endswith(".bias"):
-        x *= 0.1
-    else:
-        x *= 1 / math.sqrt(shape[1])
-    return x
+    """A random tensor of the checkpoint (its values described at _random_chunk)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    return np.concatenate([_random_chunk(seed, name, shape, c) for c in range(-(-n // _CHUNK))]).reshape(shape)
+
+
+def lazy_random(seed, shapes):
+    """name -> (shape, chunk -> values) for write_hf_dir: a big model made chunk by chunk while it is written,
+    never whole in memory, with the values random_tensor gives."""
+    return {n: (s, lambda c, n=n, s=s: _random_chunk(seed, n, s, c)) for n, s in shapes.items()}
 
 
 def random_model(family, seed=0, **overrides):
@@ -206,7 +223,6 @@ def random_model(family, seed=0, **overrides):
 # ---------------------------------------------------------------- safetensors
 
 _DT = {"f32": ("F32", "<f4", "float32"), "bf16": ("BF16", "<u2", "bfloat16"), "f16": ("F16", "<f2", "float16")}
-_CHUNK = 1 << 24  # elements converted at once: bounds the temporaries of a 1 GB embedding
 
 
 def to_bf16(x):
@@ -235,14 +251,36 @@ def _decode(raw, st_dtype, shape):
     return np.frombuffer(raw, np_dtype).astype(np.float32).reshape(shape)
 
 
+def _chunks(t):
+    """A tensor's element count and chunk maker: an array, or (shape, chunk -> flat values)."""
+    if isinstance(t, tuple):
+        return int(np.prod(t[0], dtype=np.int64)), t[1]
+    flat = np.asarray(t).reshape(-1)
+    return flat.size, lambda c: flat[c * _CHUNK:(c + 1) * _CHUNK]
+
+
+def _encoded(tensors, dtype):
+    """Every tensor's bytes in order, chunk by chunk, made and converted by a few threads (numpy releases
+    the GIL) a bounded distance ahead of the writer."""
+    workers = min(8, os.cpu_count() or 1)
+    jobs = ((make, c) for n, make in map(_chunks, tensors.values()) for c in range(-(-n // _CHUNK)))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque()
+        for make, c in jobs:
+            pending.append(pool.submit(lambda make=make, c=c: _encode(make(c), dtype)))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def write_safetensors(path, tensors, dtype="f32", metadata=None):
     """A safetensors file: u64 header length, the JSON header (name -> dtype, shape, data_offsets; padded with
-    spaces to 8 bytes as HF's writer does), then the data. tensors: name -> array, or -> (shape, make) where
-    make() returns the array only when it is written (a big model is never all in memory). Returns the bytes
-    of tensor data written."""
+    spaces to 8 bytes as HF's writer does), then the data. tensors: name -> array, or -> (shape, chunk ->
+    values) (lazy_random). Returns the bytes of tensor data."""
     st, _, _ = _DT[dtype]
     width = 4 if dtype == "f32" else 2
-    header, offset, shapes = {"__metadata__": metadata or {"format": "pt"}}, 0, {}
+    header, offset = {"__metadata__": metadata or {"format": "pt"}}, 0
     for name, t in tensors.items():
         shape = tuple(t[0]) if isinstance(t, tuple) else t.shape
         n = int(np.prod(shape, dtype=np.int64)) * width
@@ -253,10 +291,8 @@ def write_safetensors(path, tensors, dtype="f32", metadata=None):
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(blob)) + blob)
-        for t in tensors.values():
-            flat = (t[1]() if isinstance(t, tuple) else t).reshape(-1)
-            for i in range(0, flat.size, _CHUNK):
-                _encode(flat[i:i + _CHUNK], dtype).tofile(f)
+        for data in _encoded(tensors, dtype):
+            data.tofile(f)
     os.replace(tmp, path)
     return offset
 
@@ -284,7 +320,7 @@ def stored_values(tensors, dtype):
 def write_hf_dir(path, config, tensors, dtype="f32", shards=1):
     """An HF model directory: config.json and model.safetensors, or (shards > 1) model-0000i-of-0000n
     .safetensors split by size in tensor order plus model.safetensors.index.json ({"metadata": {"total_size"},
-    "weight_map": name -> file}). tensors: name -> array or (shape, make) (see write_safetensors). Returns the
+    "weight_map": name -> file}). tensors: name -> array or (shape, chunk -> values) (lazy_random). Returns the
     values as stored (float32; rounded for bf16/f16) when every tensor was an array, else None."""
     if dtype not in _DT or shards < 1:
         raise ValueError(f"dtype {dtype!r} / shards {shards}")
@@ -559,8 +595,7 @@ def _cli_write(args):
         overrides["tie_word_embeddings"] = args.tied
     cfg = make_config(family, **overrides)
     shapes = tensor_shapes(cfg)
-    lazy = {n: (s, lambda n=n, s=s: random_tensor(args.seed, n, s)) for n, s in shapes.items()}
-    write_hf_dir(args.out, cfg, lazy, args.dtype, args.shards)
+    write_hf_dir(args.out, cfg, lazy_random(args.seed, shapes), args.dtype, args.shards)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         if args.tokenizer and os.path.exists(os.path.join(args.tokenizer, name)):
             shutil.copyfile(os.path.join(args.tokenizer, name), os.path.join(args.out, name))
