@@ -116,6 +116,11 @@ PRESETS = {
 PROJS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def proj_name(layer, proj):
+    """A projection's HF module path: model.layers.{layer}.self_attn.q_proj, ... .mlp.down_proj."""
+    return f"model.layers.{layer}.{'self_attn' if proj in PROJS[:4] else 'mlp'}.{proj}"
+
+
 def make_config(family, **overrides):
     """The config dict HF would write for `family` (llama, llama3, smollm2, qwen2, qwen3, or a --preset name),
     with HF-named keys overridden."""
@@ -133,6 +138,14 @@ def head_dim(cfg):
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
+def kv_heads(cfg):
+    return cfg.get("num_key_value_heads") or cfg["num_attention_heads"]  # HF's default: no GQA
+
+
+def norm_eps(cfg):
+    return cfg.get("rms_norm_eps", 1e-6)  # the default of all three config classes
+
+
 def check_config(cfg):
     """Refuses what this reference does not compute (ValueError), so nothing is computed wrongly."""
     if cfg.get("model_type") not in _BASE:
@@ -144,7 +157,7 @@ def check_config(cfg):
     scaling = cfg.get("rope_scaling")
     if scaling and scaling.get("rope_type", scaling.get("type")) not in ("llama3", "default"):
         raise ValueError(f"rope scaling {scaling!r}")
-    if cfg["num_attention_heads"] % cfg["num_key_value_heads"] or head_dim(cfg) % 2:
+    if cfg["num_attention_heads"] % kv_heads(cfg) or head_dim(cfg) % 2:
         raise ValueError("heads must be a multiple of kv heads and head_dim even")
 
 
@@ -153,7 +166,7 @@ def tensor_shapes(cfg):
     each family's modeling code (Qwen2: q/k/v biases always; llama/qwen3: q/k/v/o with attention_bias;
     llama: mlp biases with mlp_bias; qwen3: q_norm/k_norm)."""
     D, I, V, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], head_dim(cfg)
-    Q, KV = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    Q, KV = cfg["num_attention_heads"] * hd, kv_heads(cfg) * hd
     mt = cfg["model_type"]
     attn_bias = ("q_proj", "k_proj", "v_proj") if mt == "qwen2" else \
         ("q_proj", "k_proj", "v_proj", "o_proj") if cfg.get("attention_bias") else ()
@@ -163,10 +176,9 @@ def tensor_shapes(cfg):
         p = f"model.layers.{i}."
         out[p + "input_layernorm.weight"] = (D,)
         for proj, (o, n) in zip(PROJS, ((Q, D), (KV, D), (KV, D), (D, Q), (I, D), (I, D), (D, I))):
-            mod = "self_attn." if proj in PROJS[:4] else "mlp."
-            out[p + mod + proj + ".weight"] = (o, n)
+            out[proj_name(i, proj) + ".weight"] = (o, n)
             if proj in attn_bias or proj in mlp_bias:
-                out[p + mod + proj + ".bias"] = (o,)
+                out[proj_name(i, proj) + ".bias"] = (o,)
         if mt == "qwen3":
             out[p + "self_attn.q_norm.weight"] = (hd,)
             out[p + "self_attn.k_norm.weight"] = (hd,)
@@ -384,8 +396,8 @@ _LORA = re.compile(r"base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(
 
 
 def lora_name(layer, proj, ab):
-    mod = "self_attn" if proj in PROJS[:4] else "mlp"
-    return f"base_model.model.model.layers.{layer}.{mod}.{proj}.lora_{ab}.weight"
+    """PEFT's name of a projection's lora_A or lora_B."""
+    return f"base_model.model.{proj_name(layer, proj)}.lora_{ab}.weight"
 
 
 def random_lora(config, seed, rank, targets=PROJS, layers=None):
@@ -395,8 +407,7 @@ def random_lora(config, seed, rank, targets=PROJS, layers=None):
     out = {}
     for i in range(config["num_hidden_layers"]) if layers is None else layers:
         for proj in targets:
-            mod = "self_attn" if proj in PROJS[:4] else "mlp"
-            o, n = shapes[f"model.layers.{i}.{mod}.{proj}.weight"]
+            o, n = shapes[proj_name(i, proj) + ".weight"]
             for ab, shape, s in (("A", (rank, n), n ** -0.5), ("B", (o, rank), 0.3)):
                 name = lora_name(i, proj, ab)
                 out[name] = _tensor_rng(seed, name).standard_normal(shape, dtype=np.float32) * np.float32(s)
@@ -419,8 +430,7 @@ def merge_lora(config, tensors, adapters, rank, alpha):
     """The base tensors with W += (alpha / r) * B A merged in (float64)."""
     out = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
     for (layer, proj), (a, b) in _parse_lora(adapters, config).items():
-        mod = "self_attn" if proj in PROJS[:4] else "mlp"
-        out[f"model.layers.{layer}.{mod}.{proj}.weight"] += alpha / rank * (np.asarray(b, np.float64) @ a)
+        out[proj_name(layer, proj) + ".weight"] += alpha / rank * (np.asarray(b, np.float64) @ a)
     return out
 
 
@@ -431,8 +441,14 @@ def _parse_lora(adapters, config):
         if not m or m.group(3) not in PROJS or int(m.group(1)) >= config["num_hidden_layers"]:
             raise ValueError(f"not a LoRA adapter of this model: {name}")
         pairs.setdefault((int(m.group(1)), m.group(3)), {})[m.group(4)] = t
-    if any(len(p) != 2 for p in pairs.values()):
-        raise ValueError("every adapter needs both lora_A and lora_B")
+    shapes = tensor_shapes(config)
+    for (layer, proj), p in pairs.items():
+        if len(p) != 2:
+            raise ValueError(f"layer {layer} {proj}: lora_A and lora_B go together")
+        out, n = shapes[proj_name(layer, proj) + ".weight"]
+        a, b = tuple(p["A"].shape), tuple(p["B"].shape)
+        if len(a) != 2 or a != (a[0], n) or b != (out, a[0]):
+            raise ValueError(f"layer {layer} {proj}: lora_A {a} and lora_B {b} for a ({out}, {n}) weight")
     return {k: (p["A"], p["B"]) for k, p in pairs.items()}
 
 
@@ -480,11 +496,11 @@ def _forward(cfg, P, tokens, lora=None):
         if tuple(P[n].shape) != s:
             raise ValueError(f"{n}: shape {tuple(P[n].shape)}, expected {s}")
     B, T = tokens.shape
-    nh, nkv, hd, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg), cfg["rms_norm_eps"]
+    nh, nkv, hd, eps = cfg["num_attention_heads"], kv_heads(cfg), head_dim(cfg), norm_eps(cfg)
     scale, pairs = lora if lora else (0.0, {})
 
-    def linear(x, layer, mod, proj):
-        name = f"model.layers.{layer}.{mod}.{proj}."
+    def linear(x, layer, proj):
+        name = proj_name(layer, proj) + "."
         y = x @ P[name + "weight"].T
         if name + "bias" in P:
             y = y + P[name + "bias"]
@@ -500,9 +516,9 @@ def _forward(cfg, P, tokens, lora=None):
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = _rms(x, P[p + "input_layernorm.weight"], eps)
-        q = linear(h, i, "self_attn", "q_proj").view(B, T, nh, hd)
-        k = linear(h, i, "self_attn", "k_proj").view(B, T, nkv, hd)
-        v = linear(h, i, "self_attn", "v_proj").view(B, T, nkv, hd)
+        q = linear(h, i, "q_proj").view(B, T, nh, hd)
+        k = linear(h, i, "k_proj").view(B, T, nkv, hd)
+        v = linear(h, i, "v_proj").view(B, T, nkv, hd)
         if cfg["model_type"] == "qwen3":  # per head, over head_dim, before RoPE
             q = _rms(q, P[p + "self_attn.q_norm.weight"], eps)
             k = _rms(k, P[p + "self_attn.k_norm.weight"], eps)
@@ -511,10 +527,10 @@ def _forward(cfg, P, tokens, lora=None):
         k, v = k.repeat_interleave(nh // nkv, 2), v.repeat_interleave(nh // nkv, 2)
         att = (torch.einsum("bqhd,bkhd->bhqk", q, k) * hd ** -0.5 + mask).softmax(-1)
         o = torch.einsum("bhqk,bkhd->bqhd", att, v).reshape(B, T, nh * hd)
-        x = x + linear(o, i, "self_attn", "o_proj")
+        x = x + linear(o, i, "o_proj")
         h = _rms(x, P[p + "post_attention_layernorm.weight"], eps)
-        g = torch.nn.functional.silu(linear(h, i, "mlp", "gate_proj")) * linear(h, i, "mlp", "up_proj")
-        x = x + linear(g, i, "mlp", "down_proj")
+        g = torch.nn.functional.silu(linear(h, i, "gate_proj")) * linear(h, i, "up_proj")
+        x = x + linear(g, i, "down_proj")
     x = _rms(x, P["model.norm.weight"], eps)
     head = P["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else P["lm_head.weight"]
     return x @ head.T

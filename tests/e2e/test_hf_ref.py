@@ -57,8 +57,7 @@ def to_llama2c(cfg, t):
     w = dict(emb=t["model.embed_tokens.weight"], rms_att=layer("input_layernorm.weight"),
              rms_ffn=layer("post_attention_layernorm.weight"), rms_final=t["model.norm.weight"])
     for proj, ours in LLAMA2C.items():
-        mod = "self_attn" if proj in H.PROJS[:4] else "mlp"
-        w[ours] = layer(f"{mod}.{proj}.weight")
+        w[ours] = np.stack([t[H.proj_name(i, proj) + ".weight"] for i in range(L)])
     w["wq"] = np.stack([hf_to_pairs(m, nh) for m in w["wq"]])
     w["wk"] = np.stack([hf_to_pairs(m, nkv) for m in w["wk"]])
     w["wcls"] = t["model.embed_tokens.weight" if cfg["tie_word_embeddings"] else "lm_head.weight"]
@@ -238,8 +237,11 @@ def numpy_incremental(cfg, t, tokens):
 
 @test
 def every_family_equals_an_incremental_numpy_implementation():
-    for fam in FAMILIES:
-        cfg, t = H.random_model(fam, 11)
+    models = [H.random_model(fam, 11) for fam in FAMILIES]
+    models.append(H.random_model("llama", 12, attention_bias=True, mlp_bias=True))  # every bias llama may have
+    assert sum(k.endswith(".bias") for k in models[-1][1]) == 2 * 7
+    for cfg, t in models:
+        fam = cfg["model_type"]
         tokens = np.random.default_rng(1).integers(0, cfg["vocab_size"], 12)
         err = rel_err(H.logits(cfg, t, tokens), numpy_incremental(cfg, t, tokens))
         assert err < 1e-12, (fam, err)
@@ -349,8 +351,8 @@ def lora_equals_weights_merged_by_hand():
     ad = H.random_lora(cfg, 3, r, targets=("q_proj", "v_proj", "down_proj"), layers=[1])
     tokens = np.arange(8) * 3 % cfg["vocab_size"]
     merged = dict(t)
-    for proj, mod in (("q_proj", "self_attn"), ("v_proj", "self_attn"), ("down_proj", "mlp")):
-        name = f"model.layers.1.{mod}.{proj}.weight"
+    for proj in ("q_proj", "v_proj", "down_proj"):
+        name = H.proj_name(1, proj) + ".weight"
         merged[name] = t[name] + 3.0 * (ad[H.lora_name(1, proj, "B")] @ ad[H.lora_name(1, proj, "A")])  # 12 / 4
     with_lora = H.logits(cfg, t, tokens, ad, r, alpha)
     assert rel_err(with_lora, H.logits(cfg, merged, tokens)) < 1e-6  # merged in float32 above
@@ -452,9 +454,17 @@ def configs_carry_each_familys_keys():
 @test
 def cli_writes_the_random_model():
     out = os.path.join(tmpdir(), "q3")
+    tok = tmpdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        with open(os.path.join(tok, name), "w") as f:
+            f.write('{"%s": 1}' % name)
     r = subprocess.run([sys.executable, os.path.join(HERE, "hf_ref.py"), "write", "--family", "qwen3", "--seed", "1",
-                        "--dtype", "bf16", "--shards", "2", out], capture_output=True, text=True, check=True)
+                        "--dtype", "bf16", "--shards", "2", "--tokenizer", tok, out], capture_output=True, text=True,
+                       check=True)
     assert json.loads(r.stdout)["shards"] == 2
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        with open(os.path.join(out, name)) as f:
+            assert json.load(f) == {name: 1}
     cfg, back = H.read_hf_dir(out)
     want_cfg, t = H.random_model("qwen3", 1)
     assert cfg == dict(want_cfg, torch_dtype="bfloat16")
@@ -485,6 +495,13 @@ def refuses_what_it_does_not_compute():
             raise AssertionError(f"accepted {mention}")
         except ValueError as e:
             assert mention in str(e), e
+    ad = H.random_lora(cfg, 1, 2, targets=("k_proj",))
+    ad[H.lora_name(0, "k_proj", "B")] = np.zeros((cfg["hidden_size"], 2), np.float32)  # q's shape, not k's
+    try:
+        H.logits(cfg, t, tokens, ad, 2, 4.0)
+        raise AssertionError("accepted a misshapen adapter")
+    except ValueError as e:
+        assert "k_proj" in str(e), e
     extra = dict(t, **{"model.layers.0.self_attn.o_proj.bias": np.zeros(cfg["hidden_size"], np.float32)})
     missing = {k: v for k, v in t.items() if k != "model.layers.1.self_attn.v_proj.bias"}
     for tensors, mention in ((extra, "o_proj.bias"), (missing, "v_proj.bias")):
