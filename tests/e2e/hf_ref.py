@@ -146,6 +146,17 @@ def norm_eps(cfg):
     return cfg.get("rms_norm_eps", 1e-6)  # the default of all three config classes
 
 
+def rope(cfg):
+    """(theta, llama3 scaling dict or None): from rope_theta and rope_scaling (older "type" key too) as the
+    Hub's configs write them, or from transformers 5's rope_parameters; another rope type is refused."""
+    params = cfg.get("rope_parameters") or {}
+    scaling = cfg.get("rope_scaling") or params
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind not in ("llama3", "default"):
+        raise ValueError(f"rope scaling {kind!r} is not computed here")
+    return params.get("rope_theta", cfg.get("rope_theta", 10000.0)), scaling if kind == "llama3" else None
+
+
 def check_config(cfg):
     """Refuses what this reference does not compute (ValueError), so nothing is computed wrongly."""
     if cfg.get("model_type") not in _BASE:
@@ -154,9 +165,7 @@ def check_config(cfg):
         raise ValueError(f"hidden_act {cfg['hidden_act']!r}")
     if cfg.get("use_sliding_window"):
         raise ValueError("sliding-window attention in use")
-    scaling = cfg.get("rope_scaling")
-    if scaling and scaling.get("rope_type", scaling.get("type")) not in ("llama3", "default"):
-        raise ValueError(f"rope scaling {scaling!r}")
+    rope(cfg)
     if cfg["num_attention_heads"] % kv_heads(cfg) or head_dim(cfg) % 2:
         raise ValueError("heads must be a multiple of kv heads and head_dim even")
 
@@ -470,11 +479,9 @@ def llama3_inv_freq(inv_freq, scaling):
 def rope_inv_freq(cfg):
     """The inverse frequencies HF's rotary embedding uses (float64), scaled for rope_type llama3."""
     hd = head_dim(cfg)
-    inv = 1.0 / cfg.get("rope_theta", 10000.0) ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-    scaling = cfg.get("rope_scaling")
-    if scaling and scaling.get("rope_type", scaling.get("type")) == "llama3":
-        inv = llama3_inv_freq(inv, scaling)
-    return inv
+    theta, scaling = rope(cfg)
+    inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    return llama3_inv_freq(inv, scaling) if scaling else inv
 
 
 def _rms(x, w, eps):
@@ -496,6 +503,8 @@ def _forward(cfg, P, tokens, lora=None):
         if tuple(P[n].shape) != s:
             raise ValueError(f"{n}: shape {tuple(P[n].shape)}, expected {s}")
     B, T = tokens.shape
+    if T == 0 or tokens.min() < 0 or tokens.max() >= cfg["vocab_size"]:
+        raise ValueError(f"tokens must be 1 or more ids below vocab_size {cfg['vocab_size']}")
     nh, nkv, hd, eps = cfg["num_attention_heads"], kv_heads(cfg), head_dim(cfg), norm_eps(cfg)
     scale, pairs = lora if lora else (0.0, {})
 

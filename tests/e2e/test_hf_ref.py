@@ -502,6 +502,15 @@ def refuses_what_it_does_not_compute():
         raise AssertionError("accepted a misshapen adapter")
     except ValueError as e:
         assert "k_proj" in str(e), e
+    # transformers 5 writes rope_parameters: the same model
+    v5 = {k: v for k, v in cfg.items() if k != "rope_theta"}
+    v5["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg["rope_theta"]}
+    assert rel_err(H.logits(v5, t, tokens), H.logits(cfg, t, tokens)) == 0
+    try:
+        H.logits(cfg, t, [1, cfg["vocab_size"]])
+        raise AssertionError("accepted a token id past the vocabulary")
+    except ValueError as e:
+        assert "vocab_size" in str(e), e
     extra = dict(t, **{"model.layers.0.self_attn.o_proj.bias": np.zeros(cfg["hidden_size"], np.float32)})
     missing = {k: v for k, v in t.items() if k != "model.layers.1.self_attn.v_proj.bias"}
     for tensors, mention in ((extra, "o_proj.bias"), (missing, "v_proj.bias")):
