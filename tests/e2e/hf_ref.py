@@ -404,6 +404,14 @@ def read_hf_dir(path):
 _LORA = re.compile(r"base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+_proj)\.lora_([AB])\.weight")
 
 
+def hf_rows_to_pairs(w, heads):
+    """Rows of a q/k projection (or its bias or norm) from HF's rotate-half order (x[i], x[i + half]) to
+    llama2.c's adjacent pairs (x[2i], x[2i + 1]), head by head: llama_interop.c's hf_permute_rows."""
+    rows = w.shape[0]
+    hs = rows // heads
+    return w.reshape(heads, 2, hs // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
 def lora_name(layer, proj, ab):
     """PEFT's name of a projection's lora_A or lora_B."""
     return f"base_model.model.{proj_name(layer, proj)}.lora_{ab}.weight"

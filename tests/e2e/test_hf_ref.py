@@ -42,12 +42,7 @@ def rel_err(a, b):
     return float(np.abs(np.asarray(a) - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def hf_to_pairs(w, heads):
-    """Rows of a q/k projection from HF's rotate-half order (x[i], x[i + half]) to llama2.c's adjacent pairs
-    (x[2i], x[2i + 1]), head by head: llama_interop.c's hf_permute_rows."""
-    rows = w.shape[0]
-    hs = rows // heads
-    return w.reshape(heads, 2, hs // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+hf_to_pairs = H.hf_rows_to_pairs
 
 
 def to_llama2c(cfg, t):
