@@ -270,30 +270,128 @@ static enum MHD_Result token_exchange(const Server *srv, struct MHD_Connection *
 
 /* ---- JSON views ------------------------------------------------------------------ */
 
-/* The plain-named regular files of dir as key: an array of names, or with sizes of {"name", "bytes"}. */
-/* The plain names in dir that `usable` accepts (a regular file, or for tokenizers is_tokenizer). */
-static void list_dir_json(JsonBuf *j, const char *key, const char *dir, bool sizes, bool (*usable)(const char *)) {
-    json_array_begin(j, key);
+/* Calls fn for each entry of dir with a plain name (sorted), with its path. */
+static void each_plain_entry(const char *dir, void (*fn)(void *ctx, const char *name, const char *path), void *ctx) {
     struct dirent **entries = NULL;
     int n = scandir(dir, &entries, NULL, alphasort);
     for (int i = 0; i < n; i++) {
         char path[MAX_PATH_LEN];
         int len = snprintf(path, sizeof path, "%s/%s", dir, entries[i]->d_name);
-        struct stat sb;
-        if (len > 0 && (size_t)len < sizeof path && plain_name(entries[i]->d_name) && usable(path) &&
-            stat(path, &sb) == 0) {
-            if (sizes) {
-                json_object_begin(j, NULL);
-                json_str(j, "name", entries[i]->d_name);
-                json_int(j, "bytes", (int64_t)sb.st_size);
-                json_object_end(j);
-            } else
-                json_str(j, NULL, entries[i]->d_name);
-        }
+        if (len > 0 && (size_t)len < sizeof path && plain_name(entries[i]->d_name)) fn(ctx, entries[i]->d_name, path);
         free(entries[i]);
     }
     free(entries);
+}
+
+typedef struct {
+    JsonBuf *j;
+    bool sizes;
+    bool (*usable)(const char *path);
+} DirList;
+
+static void list_entry(void *ctx, const char *name, const char *path) {
+    DirList *l = ctx;
+    struct stat sb;
+    if (!l->usable(path) || stat(path, &sb) != 0) return;
+    if (l->sizes) {
+        json_object_begin(l->j, NULL);
+        json_str(l->j, "name", name);
+        json_int(l->j, "bytes", (int64_t)sb.st_size);
+        json_object_end(l->j);
+    } else
+        json_str(l->j, NULL, name);
+}
+
+/* The plain names in dir that `usable` accepts (a regular file, or for tokenizers is_tokenizer) as the array
+ * key: names, or with sizes {"name", "bytes"}. */
+static void list_dir_json(JsonBuf *j, const char *key, const char *dir, bool sizes, bool (*usable)(const char *)) {
+    DirList l = {j, sizes, usable};
+    json_array_begin(j, key);
+    each_plain_entry(dir, list_entry, &l);
     json_array_end(j);
+}
+
+/* What a name in D/models/ is, by what model_open reads it as: a Hugging Face model directory (a
+ * config.json in it), a GGUF file (its magic), or any other regular file, a llama2.c model file. */
+typedef enum { BASE_NONE, BASE_LLAMA2C, BASE_HF, BASE_GGUF } BaseKind;
+static const char *const BASE_KIND_NAMES[] = {NULL, "llama2c", "hf", "gguf"};
+
+/* *own_tokenizer: an HF directory that holds a tokenizer.json, which its projects may use as theirs. */
+static BaseKind base_kind(const char *path, bool *own_tokenizer) {
+    struct stat sb;
+    char sub[MAX_PATH_LEN + 32];
+    *own_tokenizer = false;
+    if (stat(path, &sb) != 0) return BASE_NONE;
+    if (S_ISDIR(sb.st_mode)) {
+        snprintf(sub, sizeof sub, "%s/config.json", path);
+        if (!is_file(sub)) return BASE_NONE;
+        snprintf(sub, sizeof sub, "%s/tokenizer.json", path);
+        *own_tokenizer = is_file(sub);
+        return BASE_HF;
+    }
+    if (!S_ISREG(sb.st_mode)) return BASE_NONE;
+    char magic[4];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    bool gguf = fd >= 0 && read(fd, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (fd >= 0) close(fd);
+    return gguf ? BASE_GGUF : BASE_LLAMA2C;
+}
+
+/* A project whose tokenizer is its base model's own stores this (no plain name, no builtin); the API shows null. */
+#define TOKENIZER_OF_MODEL ""
+
+/* The one place a project's tokenizer is resolved, for every run it starts and for its JSON: path gets
+ * what a run's --tokenizer is given, shown (when not NULL) the name effective_tokenizer reports:
+ * builtin:bytes, tokenizers/NAME, or models/NAME for a base model's own (an HF directory's
+ * tokenizer.json). Returns false, with why, when the project's tokenizer is its model's and the model
+ * has none the dashboard can use. */
+static bool project_tokenizer(const Server *srv, const ProjectRow *p, char *path, size_t cap, char *shown,
+                              size_t shown_cap, char *why, size_t why_cap) {
+    char dummy[8];
+    if (!shown) shown = dummy, shown_cap = sizeof dummy;
+    if (strcmp(p->tokenizer, TOKENIZER_BUILTIN_BYTES) == 0) {
+        snprintf(path, cap, "%s", p->tokenizer);
+        snprintf(shown, shown_cap, "%s", p->tokenizer);
+        return true;
+    }
+    if (strcmp(p->tokenizer, TOKENIZER_OF_MODEL) != 0) {
+        snprintf(path, cap, "%s/tokenizers/%s", srv->data_dir, p->tokenizer);
+        snprintf(shown, shown_cap, "tokenizers/%s", p->tokenizer);
+        return true;
+    }
+    if (!p->model) {
+        snprintf(why, why_cap,
+                 "\"tokenizer\": a project that trains from scratch needs one (null means the base "
+                 "model's own)");
+        return false;
+    }
+    bool own;
+    snprintf(path, cap, "%s/models/%s", srv->data_dir, p->model);
+    BaseKind kind = base_kind(path, &own);
+    if (kind == BASE_GGUF) /* its embedded vocabulary is not read as a tokenizer (yet) */
+        snprintf(why, why_cap,
+                 "\"tokenizer\": the base model '%s' is a GGUF file, whose embedded vocabulary the dashboard does "
+                 "not use: choose a tokenizer from tokenizers/",
+                 p->model);
+    else if (!own)
+        snprintf(why, why_cap,
+                 "\"tokenizer\": the base model '%s' has no tokenizer.json of its own: choose a tokenizer from "
+                 "tokenizers/",
+                 p->model);
+    else
+        snprintf(shown, shown_cap, "models/%s", p->model);
+    return kind == BASE_HF && own;
+}
+
+static void list_model(void *ctx, const char *name, const char *path) {
+    bool own_tokenizer;
+    BaseKind kind = base_kind(path, &own_tokenizer);
+    if (kind == BASE_NONE) return;
+    json_object_begin(ctx, NULL);
+    json_str(ctx, "name", name);
+    json_str(ctx, "kind", BASE_KIND_NAMES[kind]);
+    json_bool(ctx, "has_tokenizer", own_tokenizer);
+    json_object_end(ctx);
 }
 
 /* The project's token data: the sources ingest's manifest.json lists, with their counts; *total gets the tokens. */
@@ -332,7 +430,10 @@ static void project_json(Server *srv, JsonBuf *j, const ProjectRow *p) {
     json_int(j, "id", p->id);
     json_str(j, "name", p->name);
     json_str(j, "model", p->model);
-    json_str(j, "tokenizer", p->tokenizer);
+    char tok[MAX_PATH_LEN], shown[MAX_PATH_LEN], why[300];
+    json_str(j, "tokenizer", strcmp(p->tokenizer, TOKENIZER_OF_MODEL) == 0 ? NULL : p->tokenizer);
+    json_str(j, "effective_tokenizer",
+             project_tokenizer(srv, p, tok, sizeof tok, shown, sizeof shown, why, sizeof why) ? shown : NULL);
     json_raw(j, "options", p->options, strlen(p->options));
     json_int(j, "created_at", (int64_t)(p->created_at * 1000));
     project_dir(srv, p->id, "uploads", dir, sizeof dir);
@@ -441,13 +542,6 @@ static char *args_json(const Args *a) {
     return j.data;
 }
 
-static void tokenizer_path(const Server *srv, const char *name, char *out, size_t cap) {
-    if (strcmp(name, TOKENIZER_BUILTIN_BYTES) == 0)
-        snprintf(out, cap, "%s", name);
-    else
-        snprintf(out, cap, "%s/tokenizers/%s", srv->data_dir, name);
-}
-
 /* Adds a project's option (a row of train_options.h the dashboard may set) to train's words.
  * Returns 0, or -1 with why. Values are checked by train's own parser later (train_args). */
 static int option_words(const ProjectRow *p, const char *key, const JsonValue *v, Args *a, char *why, size_t why_cap) {
@@ -502,7 +596,10 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
         args_add(a, path);
     } else {
         Tokenizer tok;
-        tokenizer_path(srv, p->tokenizer, path, sizeof path);
+        if (!project_tokenizer(srv, p, path, sizeof path, NULL, 0, why, why_cap)) {
+            json_value_free(&opts);
+            return 400;
+        }
         if (tokenizer_load(&tok, path, &err) != 0) {
             snprintf(why, why_cap, "tokenizer: %s", err.message);
             json_value_free(&opts);
@@ -535,7 +632,7 @@ static int train_args(Server *srv, const ProjectRow *p, const char *ckpt, Args *
     project_dir(srv, p->id, "data", path, sizeof path);
     args_add(a, "--data");
     args_add(a, path);
-    tokenizer_path(srv, p->tokenizer, path, sizeof path);
+    if (!project_tokenizer(srv, p, path, sizeof path, NULL, 0, why, why_cap)) return 400;
     args_add(a, "--tokenizer");
     args_add(a, path);
     if (srv->max_memory[0]) {
@@ -656,7 +753,9 @@ static enum MHD_Result api_status(Server *srv, struct MHD_Connection *c) {
     json_str(&j, "version", "neuralforge");
     json_str(&j, "data_dir", srv->data_dir);
     snprintf(dir, sizeof dir, "%s/models", srv->data_dir);
-    list_dir_json(&j, "models", dir, false, is_file);
+    json_array_begin(&j, "models");
+    each_plain_entry(dir, list_model, &j);
+    json_array_end(&j);
     snprintf(dir, sizeof dir, "%s/tokenizers", srv->data_dir);
     list_dir_json(&j, "tokenizers", dir, false, is_tokenizer);
     json_int(&j, "active_runs", n);
@@ -664,24 +763,34 @@ static enum MHD_Result api_status(Server *srv, struct MHD_Connection *c) {
     return respond_json(c, 200, &j);
 }
 
-/* Checks model/tokenizer names of a project body against the data directory. */
+/* Checks model/tokenizer names of a project body against the data directory. *tokenizer: NULL when the
+ * body has none, TOKENIZER_OF_MODEL for null (the base model's own). */
 static bool check_sources(Server *srv, const JsonValue *body, bool *set_model, const char **model,
                           const char **tokenizer, char *why, size_t cap) {
     const JsonValue *m = json_get(body, "model"), *t = json_get(body, "tokenizer");
     char path[MAX_PATH_LEN];
     *set_model = m != NULL;
     *model = m && m->type == JV_STRING ? m->text : NULL;
-    *tokenizer = t && t->type == JV_STRING ? t->text : NULL;
+    *tokenizer = !t ? NULL : t->type == JV_STRING ? t->text : TOKENIZER_OF_MODEL;
     if (m && m->type != JV_NULL && m->type != JV_STRING)
-        return snprintf(why, cap, "\"model\" must be a file name or null"), false;
-    if (t && t->type != JV_STRING)
-        return snprintf(why, cap, "\"tokenizer\" must be a file or directory name or builtin:bytes"), false;
+        return snprintf(why, cap, "\"model\" must be a name in models/ or null"), false;
+    if (t && t->type != JV_STRING && t->type != JV_NULL)
+        return snprintf(why, cap, "\"tokenizer\" must be a name in tokenizers/, builtin:bytes, or null (the model's)"),
+               false;
     if (*model) {
+        bool own;
+        struct stat sb;
         snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, *model);
-        if (!plain_name(*model) || !is_file(path))
+        if (!plain_name(*model) || stat(path, &sb) != 0)
             return snprintf(why, cap, "\"model\": no model '%.100s' in the data directory's models/", *model), false;
+        if (base_kind(path, &own) == BASE_NONE)
+            return snprintf(why, cap,
+                            "\"model\": '%.100s' in models/ is neither a llama2.c model file, a GGUF file nor a "
+                            "Hugging Face model directory (a config.json in it)",
+                            *model),
+                   false;
     }
-    if (*tokenizer && strcmp(*tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
+    if (*tokenizer && **tokenizer && strcmp(*tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
         snprintf(path, sizeof path, "%s/tokenizers/%s", srv->data_dir, *tokenizer);
         if (!plain_name(*tokenizer) || !is_tokenizer(path))
             return snprintf(why, cap, "\"tokenizer\": no tokenizer '%.100s' in the data directory's tokenizers/",
@@ -689,6 +798,16 @@ static bool check_sources(Server *srv, const JsonValue *body, bool *set_model, c
                    false;
     }
     return true;
+}
+
+/* A new project's tokenizer when its body names none: an HF or GGUF base model's own (project_tokenizer
+ * says whether there is one), else builtin:bytes. */
+static const char *default_tokenizer(const Server *srv, const char *model) {
+    char path[MAX_PATH_LEN];
+    bool own;
+    if (!model) return TOKENIZER_BUILTIN_BYTES;
+    snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, model);
+    return base_kind(path, &own) == BASE_LLAMA2C ? TOKENIZER_BUILTIN_BYTES : TOKENIZER_OF_MODEL;
 }
 
 static enum MHD_Result respond_project(Server *srv, struct MHD_Connection *c, unsigned status, int64_t id) {
@@ -764,7 +883,7 @@ static enum MHD_Result api_project_write(Server *srv, struct MHD_Connection *c, 
         p = (ProjectRow){.id = 0,
                          .name = strdup(name->text),
                          .model = model ? strdup(model) : NULL,
-                         .tokenizer = strdup(tokenizer ? tokenizer : TOKENIZER_BUILTIN_BYTES),
+                         .tokenizer = strdup(tokenizer ? tokenizer : default_tokenizer(srv, model)),
                          .options = strdup(options ? options : "{}")};
     } else {
         if (!store_project_get(&srv->store, id, &p)) {
@@ -893,7 +1012,8 @@ static enum MHD_Result api_tokenize(Server *srv, struct MHD_Connection *c, const
     snprintf(file, sizeof file, "%s/%s", in, up->text);
     if (!is_file(file)) return respond_error(c, 404, "no upload '%s'", up->text);
     project_dir(srv, p->id, "data", out, sizeof out);
-    tokenizer_path(srv, p->tokenizer, tok, sizeof tok);
+    char why[300];
+    if (!project_tokenizer(srv, p, tok, sizeof tok, NULL, 0, why, sizeof why)) return respond_error(c, 400, "%s", why);
     Args a = {0};
     args_add(&a, "ingest");
     args_add(&a, "--source");
@@ -906,54 +1026,130 @@ static enum MHD_Result api_tokenize(Server *srv, struct MHD_Connection *c, const
     return launch(srv, c, p->id, "tokenize", &a);
 }
 
+/* A chat request's conversation, checked, as the JSON text `generate --messages` reads: an array of
+ * {"role", "content"} (system, user or assistant), a system message only first, the last the user's.
+ * system (a string, or NULL) becomes the first message. NULL, with why, when the body breaks a rule. */
+static char *chat_messages_text(const JsonValue *messages, const JsonValue *system, char *why, size_t cap) {
+    enum { MAX_MESSAGES = 1000 };
+    if (messages->type != JV_ARRAY || messages->n < 1 || messages->n > MAX_MESSAGES)
+        return snprintf(why, cap, "\"messages\" must be an array of 1 to %d messages", MAX_MESSAGES), NULL;
+    if (system && system->type != JV_STRING) return snprintf(why, cap, "\"system\" must be a string"), NULL;
+    JsonBuf j;
+    json_init(&j);
+    json_array_begin(&j, NULL);
+    if (system) {
+        json_object_begin(&j, NULL);
+        json_str(&j, "role", "system");
+        json_str(&j, "content", system->text);
+        json_object_end(&j);
+    }
+    for (int i = 0; i < messages->n; i++) {
+        const JsonValue *m = &messages->items[i];
+        const JsonValue *role = m->type == JV_OBJECT ? field(m, "role", JV_STRING) : NULL;
+        const JsonValue *content = m->type == JV_OBJECT ? field(m, "content", JV_STRING) : NULL;
+        const char *rule = NULL;
+        if (!role || !content || m->n != 2)
+            rule = "must be an object of exactly \"role\" and \"content\" (a string)";
+        else if (strcmp(role->text, "system") != 0 && strcmp(role->text, "user") != 0 &&
+                 strcmp(role->text, "assistant") != 0)
+            rule = "has a \"role\" other than system, user or assistant";
+        else if (strcmp(role->text, "system") == 0 && (i > 0 || system))
+            rule = system ? "is a system message besides \"system\": give it once"
+                          : "is a system message: only the first message may be one";
+        else if (i == messages->n - 1 && strcmp(role->text, "user") != 0)
+            rule = "is the last message and must be the user's (the reply answers it)";
+        if (rule) {
+            json_free(&j);
+            return snprintf(why, cap, "\"messages\"[%d] %s", i, rule), NULL;
+        }
+        json_object_begin(&j, NULL);
+        json_str(&j, "role", role->text);
+        json_str(&j, "content", content->text);
+        json_object_end(&j);
+    }
+    json_array_end(&j);
+    if (j.failed) {
+        json_free(&j);
+        return snprintf(why, cap, "out of memory"), NULL;
+    }
+    return j.data;
+}
+
+/* Writes a chat run's conversation to D/projects/<project>/chats/<run>.json (atomically, 0600: it is
+ * what the user typed); path gets its name. */
+static int write_chat(Server *srv, int64_t project_id, int64_t run_id, const char *text, char *path, size_t cap,
+                      NfError *err) {
+    char dir[MAX_PATH_LEN];
+    project_dir(srv, project_id, "chats", dir, sizeof dir);
+    if (make_dirs(dir) != 0) return nf_fail(err, NF_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
+    snprintf(path, cap, "%s/%lld.json", dir, (long long)run_id);
+    AtomicFile af;
+    if (atomic_file_open(&af, path, err) != 0) return -1;
+    if (fchmod(fileno(af.fp), 0600) != 0) {
+        atomic_file_abort(&af);
+        return nf_fail(err, NF_ERR_IO, "cannot chmod '%s': %s", path, strerror(errno));
+    }
+    if (atomic_file_write(&af, text, strlen(text), err) != 0 || atomic_file_commit(&af, err) != 0) {
+        atomic_file_abort(&af);
+        return -1;
+    }
+    return 0;
+}
+
+/* generate's words for where the weights come from: base, checkpoint (merged) or lora. Returns 0, or
+ * the HTTP status of the refusal with why. */
+static unsigned source_words(Server *srv, const ProjectRow *p, const char *src, Args *a, char *why, size_t cap) {
+    char path[MAX_PATH_LEN], ckpt[MAX_PATH_LEN];
+    bool has_ckpt = latest_checkpoint(srv, p->id, ckpt, sizeof ckpt);
+    bool base = strcmp(src, "base") == 0, lora = strcmp(src, "lora") == 0;
+    if (!base && !lora && strcmp(src, "checkpoint") != 0)
+        return snprintf(why, cap, "\"source\" must be base, checkpoint or lora"), 400;
+    if ((base || lora) && !p->model)
+        return snprintf(why, cap, "\"source\": this project trains from scratch, so it has no base model"), 400;
+    if (!base && !has_ckpt) return snprintf(why, cap, "no checkpoint yet: train first"), 409;
+    if (base || lora) {
+        snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, p->model);
+        args_add(a, "--model");
+        args_add(a, path);
+    }
+    if (!base) {
+        args_add(a, lora ? "--lora" : "--ckpt");
+        args_add(a, ckpt);
+    }
+    return 0;
+}
+
+/* POST /api/projects/:id/generate: a "prompt" continued, or (with "messages") the next assistant turn
+ * of a chat, through the model's chat template (generate --chat --messages FILE). */
 static enum MHD_Result api_generate(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {
-    char why[300], path[MAX_PATH_LEN], tok[MAX_PATH_LEN], num[32];
+    char why[300], tok[MAX_PATH_LEN], num[32];
     const JsonValue *prompt = json_get(body, "prompt"), *source = json_get(body, "source");
+    const JsonValue *messages = json_get(body, "messages"), *system = json_get(body, "system");
     double temperature = 0.8, top_p = 0.9, top_k = 0, max_tokens = 200;
     if (prompt && (prompt->type != JV_STRING || strlen(prompt->text) > 65536))
         return respond_error(c, 400, "\"prompt\" must be a string of at most 64 KiB");
+    if (prompt && messages) return respond_error(c, 400, "give \"prompt\" or \"messages\" (a chat), not both");
+    if (system && !messages) return respond_error(c, 400, "\"system\" goes with \"messages\" (a chat)");
     if (!number_in(body, "temperature", 0, 100, &temperature, why, sizeof why) ||
         !number_in(body, "top_p", 1e-6, 1, &top_p, why, sizeof why) ||
         !number_in(body, "top_k", 0, 1 << 22, &top_k, why, sizeof why) ||
         !number_in(body, "max_tokens", 1, 65536, &max_tokens, why, sizeof why))
         return respond_error(c, 400, "%s", why);
-    const char *src = source && source->type == JV_STRING ? source->text : "checkpoint";
+    if (source && source->type != JV_STRING)
+        return respond_error(c, 400, "\"source\" must be base, checkpoint or lora");
+    char *chat = messages ? chat_messages_text(messages, system, why, sizeof why) : NULL;
+    if (messages && !chat) return respond_error(c, 400, "%s", why);
     Args a = {0};
     args_add(&a, "generate");
-    char ckpt[MAX_PATH_LEN];
-    bool has_ckpt = latest_checkpoint(srv, p->id, ckpt, sizeof ckpt);
-    if (strcmp(src, "base") == 0 || strcmp(src, "lora") == 0) {
-        if (!p->model) {
-            args_free(&a);
-            return respond_error(c, 400, "\"source\": this project trains from scratch, so it has no base model");
-        }
-        snprintf(path, sizeof path, "%s/models/%s", srv->data_dir, p->model);
-        args_add(&a, "--model");
-        args_add(&a, path);
-        if (strcmp(src, "lora") == 0) {
-            if (!has_ckpt) {
-                args_free(&a);
-                return respond_error(c, 409, "no checkpoint yet: train first");
-            }
-            args_add(&a, "--lora");
-            args_add(&a, ckpt);
-        }
-    } else if (strcmp(src, "checkpoint") == 0) {
-        if (!has_ckpt) {
-            args_free(&a);
-            return respond_error(c, 409, "no checkpoint yet: train first");
-        }
-        args_add(&a, "--ckpt");
-        args_add(&a, ckpt);
-    } else {
+    unsigned refused = source_words(srv, p, source ? source->text : "checkpoint", &a, why, sizeof why);
+    if (!refused && !project_tokenizer(srv, p, tok, sizeof tok, NULL, 0, why, sizeof why)) refused = 400;
+    if (refused) {
         args_free(&a);
-        return respond_error(c, 400, "\"source\" must be base, checkpoint or lora");
+        free(chat);
+        return respond_error(c, refused, "%s", why);
     }
-    tokenizer_path(srv, p->tokenizer, tok, sizeof tok);
     args_add(&a, "--tokenizer");
     args_add(&a, tok);
-    args_add(&a, "--prompt");
-    args_add(&a, prompt ? prompt->text : "");
     const char *flags[] = {"--temperature", "--top-p", "--top-k", "--max-tokens"};
     double values[] = {temperature, top_p, top_k, max_tokens};
     for (int i = 0; i < 4; i++) {
@@ -961,7 +1157,27 @@ static enum MHD_Result api_generate(Server *srv, struct MHD_Connection *c, const
         args_add(&a, flags[i]);
         args_add(&a, num);
     }
-    return launch(srv, c, p->id, "generate", &a);
+    if (!chat) {
+        args_add(&a, "--prompt");
+        args_add(&a, prompt ? prompt->text : "");
+        return launch(srv, c, p->id, "generate", &a);
+    }
+    /* the file is named after the run, so the run is recorded first; it starts once the file is whole */
+    int64_t id = store_run_create(&srv->store, p->id, "generate", "[]", NULL);
+    char file[MAX_PATH_LEN + 64];
+    NfError err = {0};
+    if (id < 0 || write_chat(srv, p->id, id, chat, file, sizeof file, &err) != 0) {
+        free(chat);
+        args_free(&a);
+        if (id < 0) return respond_error(c, 500, "cannot record the run");
+        store_run_ended(&srv->store, id, "error", -1, err.message);
+        return respond_error(c, 500, "%s", err.message);
+    }
+    free(chat);
+    args_add(&a, "--chat");
+    args_add(&a, "--messages");
+    args_add(&a, file);
+    return start_run(srv, c, id, &a, NULL);
 }
 
 static enum MHD_Result api_export(Server *srv, struct MHD_Connection *c, const ProjectRow *p, const JsonValue *body) {

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 
-from harness import NF, TOKEN, Serve, assert_error, enospc_env, run, run_all, shared, test, tmpdir
+from harness import NF, ROOT, TOKEN, Serve, assert_error, enospc_env, run, run_all, shared, test, tmpdir
 
 JSON = {"Content-Type": "application/json"}
 SECURITY_HEADERS = {
@@ -1014,6 +1014,206 @@ def a_run_left_queued_by_a_stopped_server_starts_when_it_comes_back():
         c = s.wait_run(c["id"], lambda r: r["status"] in ("done", "error"))
         init = s.ok("GET", f"/api/runs/{c['id']}/messages?type=init")[0]["message"]
         assert c["status"] == "done" and init["max_memory"] == 4 << 30, (c, init)
+    finally:
+        s.stop()
+
+
+# ---- base models of every kind: Hugging Face directories, GGUF files, llama2.c files (issue 19) ----
+
+LLAMA3 = os.path.join(ROOT, "tests", "js", "node_modules", "@lenml", "tokenizer-llama3", "models")
+_BASES = {}
+
+
+def base_models():
+    """A tiny random Llama model trained one step with Llama 3's tokenizer, exported as an HF directory (its
+    tokenizer.json and tokenizer_config.json beside it) and as a GGUF file; made once, copied per test."""
+    if not _BASES:
+        d = tmpdir()
+        src = os.path.join(d, "src")
+        os.makedirs(src)
+        shutil.copy(shared("tinyshakespeare.txt"), os.path.join(src, "t.txt"))
+        r = run(["ingest", "--source", src, "--output", os.path.join(d, "data"), "--tokenizer", LLAMA3])
+        assert r.rc == 0, r.stdout
+        ckpt = os.path.join(d, "m.ckpt")
+        r = run(["train", "--init", "--dim", "16", "--n-layers", "1", "--n-heads", "2", "--seq-len", "32",
+                 "--tokenizer", LLAMA3, "--data", os.path.join(d, "data"), "--steps", "1", "--ckpt", ckpt])
+        assert r.rc == 0, r.stdout
+        for fmt, out in (("safetensors", "hf"), ("gguf", "m.gguf")):
+            r = run(["export", "--ckpt", ckpt, "--format", fmt, "--output", os.path.join(d, out)])
+            assert r.rc == 0, r.stdout
+        _BASES.update(hf=os.path.join(d, "hf"), gguf=os.path.join(d, "m.gguf"))
+    return _BASES
+
+
+def models_dir(data):
+    """data/models/ with an HF directory (hf), the same without its tokenizer (bare), a GGUF file (g.gguf), a
+    llama2.c file (m.bin) and two names that are no model: a directory without config.json, a FIFO; and
+    data/tokenizers/llama3 (Llama 3's tokenizer directory)."""
+    b = base_models()
+    models = os.path.join(data, "models")
+    shutil.copytree(b["hf"], os.path.join(models, "hf"))
+    os.makedirs(os.path.join(models, "bare"))
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(b["hf"], f), os.path.join(models, "bare", f))
+    shutil.copy(b["gguf"], os.path.join(models, "g.gguf"))
+    shutil.copy(shared("stories260K.bin"), os.path.join(models, "m.bin"))
+    os.makedirs(os.path.join(models, "notes"))
+    open(os.path.join(models, "notes", "README.txt"), "w").write("not a model")
+    os.mkfifo(os.path.join(models, "pipe"))
+    os.makedirs(os.path.join(data, "tokenizers"))
+    os.symlink(LLAMA3, os.path.join(data, "tokenizers", "llama3"))
+
+
+@test
+def the_models_folder_lists_hf_directories_and_gguf_files_as_base_models():
+    data = os.path.join(tmpdir(), "data")
+    models_dir(data)
+    s = Serve(data)
+    try:
+        assert s.ok("GET", "/api/status")["models"] == [
+            {"name": "bare", "kind": "hf", "has_tokenizer": False},
+            {"name": "g.gguf", "kind": "gguf", "has_tokenizer": False},
+            {"name": "hf", "kind": "hf", "has_tokenizer": True},
+            {"name": "m.bin", "kind": "llama2c", "has_tokenizer": False}], s.ok("GET", "/api/status")
+        # an HF directory with a tokenizer.json: a project that names none uses the directory's
+        for body in ({}, {"tokenizer": None}):
+            p = s.ok("POST", "/api/projects", {"name": "hf", "model": "hf", **body})
+            assert p["tokenizer"] is None and p["effective_tokenizer"] == "models/hf", p
+        p = s.ok("POST", "/api/projects", {"name": "hf2", "model": "hf", "tokenizer": "llama3"})
+        assert p["tokenizer"] == "llama3" and p["effective_tokenizer"] == "tokenizers/llama3", p
+        # a GGUF file: its embedded vocabulary is not a tokenizer here, so the project names one
+        p = s.ok("POST", "/api/projects", {"name": "g", "model": "g.gguf", "tokenizer": "llama3"})
+        assert p["model"] == "g.gguf" and p["effective_tokenizer"] == "tokenizers/llama3", p
+        for body in ({}, {"tokenizer": None}):
+            code, out = s.request("POST", "/api/projects", {"name": "g", "model": "g.gguf", **body})
+            assert code == 400 and "GGUF" in out["error"] and "tokenizers/" in out["error"], (body, code, out)
+        # a llama2.c file keeps builtin:bytes as the default; null (the model's own) needs a model that has one
+        assert s.ok("POST", "/api/projects", {"name": "m", "model": "m.bin"})["tokenizer"] == "builtin:bytes"
+        for model in ("m.bin", "bare", None):
+            code, out = s.request("POST", "/api/projects", {"name": "x", "model": model, "tokenizer": None})
+            assert code == 400 and "tokenizer" in out["error"], (model, code, out)
+        # names in models/ that are no model, and one that is not there
+        for bad, why in (("notes", "neither"), ("pipe", "neither"), ("missing", "no model")):
+            code, out = s.request("POST", "/api/projects", {"name": "x", "model": bad, "tokenizer": "llama3"})
+            assert code == 400 and why in out["error"], (bad, code, out)
+        # changing the model of a project whose tokenizer was the model's needs a tokenizer with it
+        pid = s.ok("POST", "/api/projects", {"name": "hf3", "model": "hf"})["id"]
+        code, out = s.request("PATCH", f"/api/projects/{pid}", {"model": "m.bin"})
+        assert code == 400 and "tokenizer" in out["error"], out
+        assert s.ok("GET", f"/api/projects/{pid}")["model"] == "hf"
+        p = s.ok("PATCH", f"/api/projects/{pid}", {"model": "m.bin", "tokenizer": "builtin:bytes"})
+        assert p["model"] == "m.bin" and p["effective_tokenizer"] == "builtin:bytes", p
+        p = s.ok("PATCH", f"/api/projects/{pid}", {"model": "hf", "tokenizer": None})
+        assert p["tokenizer"] is None and p["effective_tokenizer"] == "models/hf", p
+    finally:
+        s.stop()
+
+
+def run_text(s, run_id):
+    """A generate run's streamed text, once it ends done."""
+    msgs, statuses = events(s, run_id)
+    assert statuses[-1]["status"] == "done", (statuses[-1], msgs[-3:])
+    assert msgs[-1]["type"] == "generate_done", msgs[-3:]
+    return "".join(m["text"] for m in msgs if m["type"] == "token")
+
+
+@test
+def projects_on_an_hf_directory_and_a_gguf_file_tokenize_train_and_generate():
+    data = os.path.join(tmpdir(), "data")
+    models_dir(data)
+    s = Serve(data)
+    hf_dir = os.path.join(data, "models", "hf")
+    try:
+        pid = s.ok("POST", "/api/projects", {"name": "hf", "model": "hf",
+                                              "options": {"steps": 2, "batch": 2, "seq": 16}})["id"]
+        gen = s.ok("POST", f"/api/projects/{pid}/generate",
+                   {"prompt": "Hello", "max_tokens": 8, "temperature": 0, "source": "base"})
+        a = gen["args"]
+        assert a[a.index("--model") + 1] == hf_dir and a[a.index("--tokenizer") + 1] == hf_dir, a
+        assert run_text(s, gen["id"]), "no text from the HF directory"
+        with_data(s, pid)  # ingest with the directory's tokenizer.json
+        tok = s.ok("GET", f"/api/projects/{pid}/runs")[0]
+        assert tok["args"][tok["args"].index("--tokenizer") + 1] == hf_dir, tok["args"]
+        train = s.ok("POST", f"/api/projects/{pid}/train")
+        r = s.wait_run(train["id"], lambda r: r["status"] not in ACTIVE + ("queued",))
+        assert r["status"] == "done" and r["final"]["total_steps"] == 2, r
+        gen = s.ok("POST", f"/api/projects/{pid}/generate", {"prompt": "Hello", "max_tokens": 8, "source": "checkpoint"})
+        assert run_text(s, gen["id"])
+        # a GGUF base with a tokenizer from tokenizers/
+        gid = s.ok("POST", "/api/projects", {"name": "g", "model": "g.gguf", "tokenizer": "llama3"})["id"]
+        gen = s.ok("POST", f"/api/projects/{gid}/generate",
+                   {"prompt": "Hello", "max_tokens": 8, "temperature": 0, "source": "base"})
+        assert gen["args"][gen["args"].index("--model") + 1] == os.path.join(data, "models", "g.gguf")
+        assert run_text(s, gen["id"])
+    finally:
+        s.stop()
+
+
+CHAT = [{"role": "user", "content": "Hi there!"}, {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Name a colour, café \u2014 ok?"}]
+
+
+@test
+def a_chat_request_writes_its_conversation_privately_and_runs_generate_chat():
+    data = os.path.join(tmpdir(), "data")
+    models_dir(data)
+    s = Serve(data)
+    try:
+        pid = s.ok("POST", "/api/projects", {"name": "hf", "model": "hf"})["id"]
+        gen_path = f"/api/projects/{pid}/generate"
+        for body, why in (({"messages": []}, "messages"), ({"messages": "hi"}, "messages"),
+                          ({"messages": [{"role": "user"}]}, "[0]"),
+                          ({"messages": [{"role": "user", "content": 1}]}, "[0]"),
+                          ({"messages": [{"role": "user", "content": "a", "name": "x"}]}, "[0]"),
+                          ({"messages": [{"role": "tool", "content": "a"}]}, "role"),
+                          ({"messages": CHAT[:2]}, "[1]"),
+                          ({"messages": [CHAT[0], {"role": "system", "content": "s"}, CHAT[0]]}, "[1]"),
+                          ({"messages": [{"role": "system", "content": "s"}, CHAT[0]], "system": "t"}, "once"),
+                          ({"messages": CHAT, "system": 3}, "system"),
+                          ({"messages": CHAT, "prompt": "x"}, "not both"),
+                          ({"prompt": "x", "system": "s"}, "system"),
+                          ({"messages": CHAT, "source": "bogus"}, "source"),
+                          ({"messages": CHAT, "source": 1}, "source"),
+                          ({"messages": [CHAT[0]] * 1001}, "messages")):
+            code, out = s.request("POST", gen_path, {"source": "base", **body})
+            assert code == 400 and why in out["error"], (body, code, out)
+        assert s.ok("GET", f"/api/projects/{pid}/runs") == []  # nothing recorded for a refused request
+        assert not os.path.exists(os.path.join(data, "projects", str(pid), "chats"))
+        run1 = s.ok("POST", gen_path, {"messages": CHAT, "system": "Be brief.", "source": "base", "max_tokens": 8})
+        a = run1["args"]
+        assert a[0] == "generate" and "--chat" in a and "--prompt" not in a, a
+        assert a[a.index("--tokenizer") + 1] == os.path.join(data, "models", "hf"), a
+        path = a[a.index("--messages") + 1]
+        assert path == os.path.join(data, "projects", str(pid), "chats", f"{run1['id']}.json"), path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, oct(os.stat(path).st_mode)
+        assert json.load(open(path, encoding="utf-8")) == [{"role": "system", "content": "Be brief."}] + CHAT
+        assert [f for f in os.listdir(os.path.dirname(path))] == [os.path.basename(path)]  # no temporary left
+        s.wait_run(run1["id"], lambda r: r["status"] not in ACTIVE + ("queued",))
+        # a system message in the conversation itself is the same; each run has its own file
+        run2 = s.ok("POST", gen_path, {"messages": [{"role": "system", "content": "Be brief."}] + CHAT, "source": "base"})
+        path2 = run2["args"][run2["args"].index("--messages") + 1]
+        assert path2 != path and json.load(open(path2)) == json.load(open(path))
+        s.wait_run(run2["id"], lambda r: r["status"] not in ACTIVE + ("queued",))
+    finally:
+        s.stop()
+
+
+@test
+def a_chat_turn_streams_the_assistants_reply():
+    """Needs `generate --chat --messages FILE` (the lead's part of issue 19)."""
+    data = os.path.join(tmpdir(), "data")
+    models_dir(data)
+    s = Serve(data)
+    try:
+        pid = s.ok("POST", "/api/projects", {"name": "hf", "model": "hf"})["id"]
+        for messages in (CHAT[:1], CHAT):
+            gen = s.ok("POST", f"/api/projects/{pid}/generate",
+                       {"messages": messages, "source": "base", "temperature": 0, "max_tokens": 8})
+            msgs, statuses = events(s, gen["id"])
+            assert statuses[-1]["status"] == "done", (statuses[-1], msgs[-3:])
+            done = msgs[-1]
+            assert done["type"] == "generate_done" and done["prompt_tokens"] > 4 * len(messages), msgs[-3:]
+            assert 1 <= sum(m["type"] == "token" for m in msgs) <= 8
     finally:
         s.stop()
 
