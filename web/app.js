@@ -401,27 +401,50 @@ async function loadRuns() {
   return (await api('GET', `${projPath(state.projectId)}/runs`)) || [];
 }
 
+// A base model in D/models: {name, kind: 'llama2c'|'hf'|'gguf', has_tokenizer} (GET /api/status).
+const MODEL_KINDS = { llama2c: 'llama2.c file', hf: 'Hugging Face directory', gguf: 'GGUF file' };
+const modelInfo = (name) => ((state.status && state.status.models) || []).find((m) => m.name === name) || null;
+// The tokenizer select's value for "the base model's own" (the API's null): no tokenizer name can be empty.
+const OWN_TOKENIZER = '';
+
 function fillModelSelect(sel, current) {
   const models = (state.status && state.status.models) || [];
   sel.replaceChildren(h('option', { value: '' }, 'from scratch'));
-  for (const m of models) sel.append(h('option', { value: m }, m));
-  if (current && !models.includes(current)) sel.append(h('option', { value: current }, `${current} (missing)`));
+  for (const m of models) sel.append(h('option', { value: m.name, dataset: { kind: m.kind } }, `${m.name} (${MODEL_KINDS[m.kind] || m.kind})`));
+  if (current && !modelInfo(current)) sel.append(h('option', { value: current }, `${current} (missing)`));
   sel.value = current || '';
 }
 
-function fillTokenizerSelect(sel, current) {
+/** The tokenizers a project on `model` may take; `current` null is the model's own (an HF directory's tokenizer.json). */
+function fillTokenizerSelect(sel, current, model) {
   const toks = (state.status && state.status.tokenizers) || [];
-  sel.replaceChildren(h('option', { value: 'builtin:bytes' }, 'builtin:bytes (259 byte pieces)'));
+  const info = model ? modelInfo(model) : null;
+  sel.replaceChildren();
+  if ((info && info.has_tokenizer) || current === null)
+    sel.append(h('option', { value: OWN_TOKENIZER, testid: 'tokenizer-own' }, `the model's own (models/${model || '?'}/tokenizer.json)`));
+  sel.append(h('option', { value: 'builtin:bytes' }, 'builtin:bytes (259 byte pieces)'));
   for (const t of toks) sel.append(h('option', { value: t }, t));
   if (current && current !== 'builtin:bytes' && !toks.includes(current)) sel.append(h('option', { value: current }, `${current} (missing)`));
-  sel.value = current || 'builtin:bytes';
+  sel.value = current === null ? OWN_TOKENIZER : current || 'builtin:bytes';
 }
+
+/** A new choice of base model: a model with a tokenizer of its own takes it, one without leaves the model's own. */
+function syncTokenizerToModel(tokSel, model) {
+  const info = model ? modelInfo(model) : null;
+  let keep = tokSel.value === OWN_TOKENIZER ? null : tokSel.value;
+  if (info && info.has_tokenizer) keep = null;
+  else if (keep === null) keep = 'builtin:bytes';
+  fillTokenizerSelect(tokSel, keep, model);
+}
+
+const tokenizerValue = (sel) => (sel.value === OWN_TOKENIZER ? null : sel.value || 'builtin:bytes');
 
 // ---------------------------------------------------------------- Projects
 
 VIEWS.projects = (() => {
   const form = tid('project-form');
   const err = tid('project-error');
+  tid('project-model').addEventListener('change', () => syncTokenizerToModel(tid('project-tokenizer'), tid('project-model').value));
 
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -429,7 +452,7 @@ VIEWS.projects = (() => {
     const name = tid('project-name').value.trim();
     if (!name || name.length > 100) { err.textContent = 'name must be 1 to 100 characters'; return; }
     const model = tid('project-model').value || null;
-    const body = { name, model, tokenizer: tid('project-tokenizer').value || 'builtin:bytes' };
+    const body = { name, model, tokenizer: tokenizerValue(tid('project-tokenizer')) };
     const btn = tid('project-create');
     btn.disabled = true;
     try {
@@ -453,7 +476,7 @@ VIEWS.projects = (() => {
     const tr = h('tr', { testid: 'project-row', dataset: { id: String(p.id), name: p.name } },
       nameCell,
       h('td', {}, p.model || 'from scratch'),
-      h('td', {}, p.tokenizer || 'builtin:bytes'),
+      h('td', { testid: 'project-row-tokenizer' }, p.effective_tokenizer || `${p.tokenizer === null ? "the model's own" : p.tokenizer} (unusable)`),
       h('td', {}, `${plural((p.uploads || []).length, 'upload')}, ${plural((p.data || []).length, 'token file')}`),
       h('td', {}, fmtTime(p.created_at)),
       h('td', {}, h('div', { class: 'row-actions' },
@@ -518,9 +541,10 @@ VIEWS.projects = (() => {
     async enter() {
       await Promise.all([loadStatus(), loadProjects()]);
       const ms = tid('project-model'), ts = tid('project-tokenizer');
-      const keepM = ms.value, keepT = ts.value;
+      const keepM = ms.value, keepT = ts.options.length ? tokenizerValue(ts) : 'builtin:bytes';
       fillModelSelect(ms, keepM);
-      fillTokenizerSelect(ts, keepT);
+      const own = !!(modelInfo(ms.value) && modelInfo(ms.value).has_tokenizer);
+      fillTokenizerSelect(ts, keepT === null && !own ? 'builtin:bytes' : keepT, ms.value);
       render();
     },
   };
@@ -653,7 +677,7 @@ VIEWS.config = (() => {
     }
   }
   const modelSel = tid('config-model'), tokSel = tid('config-tokenizer');
-  modelSel.addEventListener('change', () => { syncGroups(); validate(); });
+  modelSel.addEventListener('change', () => { syncTokenizerToModel(tokSel, modelSel.value); syncGroups(); validate(); });
   tokSel.addEventListener('change', () => { tid('config-saved').hidden = true; });
 
   function fromScratch() { return !modelSel.value; }
@@ -696,7 +720,7 @@ VIEWS.config = (() => {
   function load(p) {
     tid('config-project').textContent = p.name;
     fillModelSelect(modelSel, p.model);
-    fillTokenizerSelect(tokSel, p.tokenizer);
+    fillTokenizerSelect(tokSel, p.tokenizer, p.model);
     const opts = p.options || {};
     for (const o of OPTIONS) {
       if (o.type === 'flag') inputs[o.key].checked = opts[o.key] === true;
@@ -714,7 +738,7 @@ VIEWS.config = (() => {
     tid('config-saved').hidden = true;
     if (!validate()) return;
     const { opts } = collect();
-    const body = { model: modelSel.value || null, tokenizer: tokSel.value || 'builtin:bytes', options: opts };
+    const body = { model: modelSel.value || null, tokenizer: tokenizerValue(tokSel), options: opts };
     const btn = tid('config-save');
     btn.disabled = true;
     try {
@@ -1074,7 +1098,12 @@ VIEWS.generate = (() => {
   const out = tid('gen-output');
   const stats = tid('gen-stats');
   const errEl = tid('gen-error');
+  const log = tid('chat-log');
+  const input = tid('chat-input');
   const g = { stream: null, run: null, tokens: 0, t0: null };
+  // The conversation: the turns whose reply has come, as the API takes them ({role, content}). A turn
+  // being answered is only on screen; a failed one goes back to the message box.
+  const chat = { turns: [] };
   const FIELDS = [
     { key: 'temperature', testid: 'gen-temperature', type: 'num', min: 0, max: 100 },
     { key: 'top_p', testid: 'gen-top-p', type: 'num', min: 1e-6, max: 1 },
@@ -1092,6 +1121,30 @@ VIEWS.generate = (() => {
     if (sel.selectedOptions[0] && sel.selectedOptions[0].disabled) sel.value = 'checkpoint';
   }
 
+  const chatMode = () => tid('gen-mode-chat').checked;
+
+  function syncMode() {
+    const on = chatMode();
+    tid('gen-prompt-field').hidden = on;
+    tid('chat').hidden = !on;
+    tid('chat-clear').hidden = !on;
+    out.hidden = on;
+    tid('gen-run').textContent = on ? 'Send' : 'Generate';
+    errEl.textContent = '';
+  }
+  for (const radio of form.querySelectorAll('input[name="mode"]')) radio.addEventListener('change', syncMode);
+
+  function turnEl(role, text) {
+    return h('li', { class: `chat-turn ${role}`, testid: 'chat-turn', dataset: { role } },
+      h('div', { class: 'chat-role' }, role === 'user' ? 'You' : 'Assistant'),
+      h('div', { class: 'chat-text', testid: 'chat-text' }, text));
+  }
+
+  function renderChat() {
+    log.replaceChildren(...chat.turns.map((t) => turnEl(t.role, t.content)));
+    tid('chat-empty').hidden = chat.turns.length > 0;
+  }
+
   function setStats(done) {
     if (done) {
       stats.textContent = `${done.tokens} tokens · ${fmtNum(done.tok_s, 4)} tok/s · first token ${fmtNum(done.first_token_ms, 3)} ms · stop: ${done.stop_reason} · seed ${done.seed}`;
@@ -1106,27 +1159,30 @@ VIEWS.generate = (() => {
   function busy(on) {
     tid('gen-run').disabled = on;
     tid('gen-stop').disabled = !on;
+    tid('chat-clear').disabled = on;
   }
 
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    errEl.textContent = '';
-    const body = { prompt: tid('gen-prompt').value, source: tid('gen-source').value };
+  /** The sampling fields and source as a request body, or null when a field is invalid (marked at it). */
+  function readParams() {
+    const body = { source: tid('gen-source').value };
     let bad = false;
     for (const f of FIELDS) {
-      const input = tid(f.testid);
-      const span = input.parentElement.querySelector('.field-error');
-      const r = parseField({ ...f, key: f.key }, input.value);
+      const el = tid(f.testid);
+      const span = el.parentElement.querySelector('.field-error');
+      const r = parseField({ ...f, key: f.key }, el.value);
       span.textContent = r.error || '';
-      input.classList.toggle('invalid', !!r.error);
+      el.classList.toggle('invalid', !!r.error);
       if (r.error) bad = true;
       else if (r.value !== undefined) body[f.key] = r.value;
     }
-    if (bad) return;
+    return bad ? null : body;
+  }
+
+  /** Starts a generate run and follows it: onText(text) for each token, then onFinish(run), with null when
+   * the server refused the request. Text and chat runs stream alike. */
+  async function runGenerate(body, onText, onFinish) {
     if (g.stream) g.stream.close();
     busy(true);
-    out.replaceChildren(h('span', { class: 'prompt' }, body.prompt));
-    out.dataset.tokens = '0';
     delete stats.dataset.done;
     stats.textContent = 'starting…';
     g.tokens = 0;
@@ -1138,18 +1194,22 @@ VIEWS.generate = (() => {
       errEl.textContent = ex.message;
       stats.textContent = '';
       busy(false);
+      onFinish(null);
       return;
     }
     g.run = run;
-    const gen = h('span', { class: 'generated', testid: 'gen-text' });
-    out.append(gen);
+    let finished = false;
+    const finish = (r) => {
+      busy(false);
+      if (!finished) { finished = true; onFinish(r); }
+    };
     g.stream = new RunStream(run, {
       onMessage: (m) => {
         if (m.type === 'token') {
           if (g.t0 == null) g.t0 = performance.now();
           g.tokens++;
-          if (m.text) gen.append(m.text);
           out.dataset.tokens = String(g.tokens);
+          if (m.text) onText(m.text);
           setStats(null);
         } else if (m.type === 'generate_done') {
           setStats(m);
@@ -1161,17 +1221,76 @@ VIEWS.generate = (() => {
         g.run = r;
         if (r.status === 'queued') stats.textContent = 'queued: waits for a free slot';
         if (!isActive(r)) {
-          busy(false);
           if (r.status === 'error' && !errEl.textContent) errEl.textContent = r.error || `generate failed (exit code ${r.exit_code})`;
+          if (r.status === 'error' && !stats.dataset.done) stats.textContent = g.tokens ? `${g.tokens} tokens · failed` : '';
           if (r.status === 'stopped' && !stats.dataset.done) stats.textContent = `${g.tokens} tokens · stopped`;
+          finish(r);
         }
       },
       onEnd: (r) => {
-        busy(false);
         if (r.final && r.final.type === 'generate_done' && !stats.dataset.done) setStats(r.final);
+        finish(r);
       },
     });
     g.stream.open();
+  }
+
+  function generateText(body) {
+    body.prompt = tid('gen-prompt').value;
+    out.replaceChildren(h('span', { class: 'prompt' }, body.prompt));
+    out.dataset.tokens = '0';
+    const gen = h('span', { class: 'generated', testid: 'gen-text' });
+    out.append(gen);
+    runGenerate(body, (text) => gen.append(text), () => {});
+  }
+
+  /** One chat turn: the user's message and the reply to the whole conversation (generate --chat). */
+  function sendTurn(body) {
+    const message = input.value;
+    if (!message.trim()) { errEl.textContent = 'type a message first'; return; }
+    const user = { role: 'user', content: message };
+    body.messages = [...chat.turns, user];
+    const system = tid('chat-system').value;
+    if (system.trim()) body.system = system;
+    input.value = '';
+    const replyEl = turnEl('assistant', '');
+    replyEl.dataset.pending = '1';
+    log.append(turnEl('user', message), replyEl);
+    tid('chat-empty').hidden = true;
+    let reply = '';
+    runGenerate(body, (text) => {
+      reply += text;
+      replyEl.querySelector('.chat-text').append(text);
+    }, (run) => {
+      const answered = run && (run.status === 'done' || run.status === 'stopped') && reply.length > 0;
+      if (answered) chat.turns.push(user, { role: 'assistant', content: reply });
+      else if (!input.value) input.value = message;  // not answered: the message goes back to the box
+      renderChat();
+    });
+  }
+
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    errEl.textContent = '';
+    if (!tid('gen-stop').disabled) return;  // a run is going
+    const body = readParams();
+    if (!body) return;
+    if (chatMode()) sendTurn(body);
+    else generateText(body);
+  });
+
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  tid('chat-clear').addEventListener('click', () => {
+    chat.turns = [];
+    renderChat();
+    stats.textContent = '';
+    errEl.textContent = '';
   });
 
   tid('gen-stop').addEventListener('click', async () => {
@@ -1180,11 +1299,13 @@ VIEWS.generate = (() => {
   });
 
   return {
-    async enter() { syncSources(); },
+    async enter() { syncSources(); syncMode(); },
     reset() {
       if (g.stream) g.stream.close();
       g.stream = null; g.run = null;
       out.replaceChildren();
+      chat.turns = [];
+      renderChat();
       stats.textContent = '';
       errEl.textContent = '';
       busy(false);

@@ -8,7 +8,7 @@
 // /usr/bin/chromium), NF_SCREENSHOTS (default build/screenshots), NF_KEEP_DATA=1
 // keeps the data directory. Prints "PASS name" / "FAIL name: why" /
 // "SKIP name: why" lines and "N passed, N failed"; exits 1 on any failure.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -153,6 +153,24 @@ async function apiGet(p) {
   const r = await fetch(base + p, { headers: { Authorization: `Bearer ${token}` } });
   if (!r.ok) throw new Error(`GET ${p}: ${r.status} ${await r.text()}`);
   return r.json();
+}
+
+/** A tiny random Llama model with Llama 3's tokenizer (tests/js), exported as a Hugging Face directory
+ * (config.json, model.safetensors, tokenizer.json, tokenizer_config.json) at dir. */
+function makeHfDirectory(dir) {
+  const work = path.join(tmp, 'hf-build');
+  const llama3 = path.join(ROOT, 'tests', 'js', 'node_modules', '@lenml', 'tokenizer-llama3', 'models');
+  fs.mkdirSync(path.join(work, 'src'), { recursive: true });
+  fs.copyFileSync(corpus, path.join(work, 'src', 'corpus.txt'));
+  const ckpt = path.join(work, 'm.ckpt');
+  for (const args of [
+    ['ingest', '--source', path.join(work, 'src'), '--output', path.join(work, 'data'), '--tokenizer', llama3],
+    ['train', '--init', '--dim', '16', '--n-layers', '1', '--n-heads', '2', '--seq-len', '32', '--tokenizer', llama3,
+      '--data', path.join(work, 'data'), '--steps', '1', '--ckpt', ckpt],
+    ['export', '--ckpt', ckpt, '--format', 'safetensors', '--output', dir]]) {
+    const r = spawnSync(BIN, args, { encoding: 'utf8', timeout: 120000 });
+    assert(r.status === 0, `neuralforge ${args[0]}: ${(r.stdout || '').trim().split('\n').pop()}`);
+  }
 }
 
 const T = (id) => page.getByTestId(id);
@@ -581,6 +599,64 @@ async function main() {
       `lora info ${JSON.stringify(lora)}`);
     await api('DELETE', `/api/projects/${proj.id}`);
   });
+
+  await step('hf_directory_project_chats', async () => {
+    // A Hugging Face model directory put into models/ by hand shows up as a base model, brings its own
+    // tokenizer, and the Generate view's Chat mode sends the conversation as a generate --chat run.
+    const hf = path.join(dataDir, 'models', 'tiny-hf');
+    makeHfDirectory(hf);
+    await nav('projects');
+    await page.reload();
+    await T('view-projects').waitFor({ state: 'visible', timeout: 10000 });
+    const label = await page.locator('[data-testid="project-model"] option[value="tiny-hf"]').textContent();
+    assert(/Hugging Face directory/.test(label), `the model list shows ${label}`);
+    await T('project-name').fill('hf chat');
+    await T('project-model').selectOption('tiny-hf');
+    assert((await T('project-tokenizer').inputValue()) === '', 'the tokenizer did not switch to the model\'s own');
+    await T('project-create').click();
+    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    const pid = await projectId();
+    const p = await apiGet(`/api/projects/${pid}`);
+    assert(p.model === 'tiny-hf' && p.tokenizer === null && p.effective_tokenizer === 'models/tiny-hf', `project: ${JSON.stringify(p)}`);
+    await nav('generate');
+    await T('gen-mode-chat').check();
+    assert(await T('chat').isVisible() && await T('gen-prompt-field').isHidden(), 'chat mode shows the prompt box');
+    await T('gen-source').selectOption('base');
+    await T('gen-temperature').fill('0');
+    await T('gen-max-tokens').fill('8');
+    await T('chat-system').fill('Be brief.');
+    await T('chat-input').fill('Hello there!');
+    await T('chat-input').press('Enter');
+    // recorded first, then given its words once the conversation file is written
+    const run = await waitFor(async () => (await apiGet(`/api/projects/${pid}/runs`)).find((r) => r.kind === 'generate' && r.args.length), 'the chat run', 10000);
+    const a = run.args;
+    assert(a.includes('--chat') && a.includes('--messages') && !a.includes('--prompt'), `args ${JSON.stringify(a)}`);
+    const turns = async () => page.locator('[data-testid="chat-turn"]').evaluateAll((els) => els.map((e) => [e.dataset.role, e.querySelector('[data-testid="chat-text"]').textContent]));
+    await waitFor(async () => !(await T('gen-run').isDisabled()), 'the chat run to end', 60000);
+    await shot('generate-chat');
+    const help = spawnSync(BIN, ['generate', '--help'], { encoding: 'utf8' });
+    if (!/--messages/.test(help.stdout + help.stderr)) {
+      // generate --chat --messages (issue 19, the lead's part) is not in this binary: the failed turn
+      // leaves the conversation as it was and gives the message back to the box.
+      console.log('note: generate has no --messages yet; hf_directory_project_chats checks the failed turn only');
+      assert((await text('gen-error')).length > 0, 'no error shown for the failed turn');
+      assert((await turns()).length === 0 && (await T('chat-input').inputValue()) === 'Hello there!', `turns ${JSON.stringify(await turns())}`);
+    } else {
+      assert((await text('gen-error')) === '', `chat error: ${await text('gen-error')}`);
+      const done = await turns();
+      assert(done.length === 2 && done[0][0] === 'user' && done[0][1] === 'Hello there!' && done[1][0] === 'assistant' &&
+        done[1][1].length > 0, `turns ${JSON.stringify(done)}`);
+      // the second turn sends the whole conversation
+      await T('chat-input').fill('And then?');
+      await T('gen-run').click();
+      await waitFor(async () => (await turns()).length === 4 && !(await T('gen-run').isDisabled()), 'the second reply', 60000);
+      const second = (await apiGet(`/api/projects/${pid}/runs`))[0];
+      const sent = JSON.parse(fs.readFileSync(second.args[second.args.indexOf('--messages') + 1], 'utf8'));
+      assert(JSON.stringify(sent.map((m) => m.role)) === '["system","user","assistant","user"]' && sent[3].content === 'And then?',
+        `messages ${JSON.stringify(sent)}`);
+    }
+    await api('DELETE', `/api/projects/${pid}`);
+  }, { independent: true });
 
   await step('rename_and_delete_project', async () => {
     await nav('projects');
