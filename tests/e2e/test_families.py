@@ -62,7 +62,7 @@ def a_resumed_qwen_run_continues_exactly_through_a_version_2_checkpoint():
 @test
 def version_1_checkpoints_still_load():
     d = tmpdir()
-    seed = os.path.join(FUZZ_SEEDS, "seed_full.ckpt")
+    seed = os.path.join(FUZZ_SEEDS, "compat_v1_full.ckpt")
     assert open(seed, "rb").read()[8:12] == b"\x01\x00\x00\x00"
     r = run(["export", "--ckpt", seed, "--format", "llama2c", "--output", f"{d}/m.bin"])
     assert r.rc == 0, r.stdout
