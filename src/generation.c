@@ -1,6 +1,7 @@
 /* generation.c — the generation loop `generate` and `chat` share (generation.h). */
 #include "generation.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,8 +16,9 @@ const char *generation_tokenizer_path(const GenerationOptions *o, const char *co
     return o->tokenizer_path;
 }
 
-/* Prints token id: its bytes in text mode, whole characters (TokenStream) in NDJSON. */
-static void write_token(TokenWriter *w, const Tokenizer *t, int id) {
+/* Prints token id: its bytes in text mode, whole characters (TokenStream) in NDJSON, with its log-probability
+ * unless that is NAN. */
+static void write_token(TokenWriter *w, const Tokenizer *t, int id, double logprob) {
     if (w->text_mode) {
         unsigned char byte;
         size_t n;
@@ -31,12 +33,17 @@ static void write_token(TokenWriter *w, const Tokenizer *t, int id) {
     msg_begin(&j, "token");
     json_int(&j, "token_id", id);
     json_str_n(&j, "text", w->scratch, len);
+    if (!isnan(logprob)) json_number(&j, "logprob", logprob);
     msg_emit(w->out, &j);
 }
 
 int generator_open(Generator *g, GenerationOptions *o, const char *command, NfOut *out, NfError *err) {
     memset(g, 0, sizeof *g);
     g->writer = (TokenWriter){out, o->text || isatty(fileno(out->stream)), {0}, NULL};
+    if (o->logprobs && g->writer.text_mode)
+        return nf_fail(err, NF_ERR_USAGE,
+                       "--logprobs is a field of the NDJSON token messages, which plain text "
+                       "(--text, or stdout a terminal) does not print");
     if (!(g->tokenizer_path = generation_tokenizer_path(o, command, err))) return -1;
     if (o->lora_path && !o->model_path) return nf_fail(err, NF_ERR_USAGE, "--lora needs --model (the base model)");
     nf_set_threads((int)o->threads);
@@ -57,7 +64,28 @@ int generator_prepare(Generator *g, const GenerationOptions *o, int positions, N
         sampler_init(&g->sampler, g->model.config.vocab_size, (float)o->temperature, (float)o->top_p, (int)o->top_k,
                      (uint64_t)o->seed, err) != 0)
         return -1;
+    if (o->logprobs && !(g->logits_copy = nf_alloc_array((size_t)g->model.config.vocab_size, sizeof(float), err)))
+        return -1;
     return (g->writer.scratch = nf_alloc(token_stream_room(&g->tok), err)) ? 0 : -1;
+}
+
+/* log softmax(logits)[id] over n logits, accumulated in double. */
+static double log_prob(const float *logits, int n, int id) {
+    float max = logits[0];
+    for (int i = 1; i < n; i++) max = logits[i] > max ? logits[i] : max;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - max);
+    return (double)logits[id] - max - log(sum);
+}
+
+/* The next token from logits (which the sampler overwrites); *logprob its log-probability under --logprobs,
+ * else NAN. */
+static int sample(Generator *g, float *logits, bool logprobs, double *logprob) {
+    int v = g->model.config.vocab_size;
+    if (logprobs) memcpy(g->logits_copy, logits, (size_t)v * sizeof(float));
+    int next = sampler_sample(&g->sampler, logits);
+    *logprob = logprobs ? log_prob(g->logits_copy, v, next) : NAN;
+    return next;
 }
 
 /* The prompt in one batch (its last position predicts the first new token), then a token at a time until an
@@ -72,14 +100,15 @@ int generator_run(Generator *g, const GenerationOptions *o, const int *ids, int 
     int rc = 0;
     res->cached = pos + n;
     for (pos += n - 1;;) {
-        int next = sampler_sample(&g->sampler, logits);
+        double logprob;
+        int next = sample(g, logits, o->logprobs, &logprob);
         if (res->generated == 0) res->first_token_ms = nf_now_ms() - start;
         if (tokenizer_is_eot(&g->tok, next) || next == g->tok.bos_id) {
             res->stop = "eos";
             break;
         }
         res->generated++;
-        write_token(&g->writer, &g->tok, next);
+        write_token(&g->writer, &g->tok, next, logprob);
         if (reply && token_list_push(reply, next, err) != 0) {
             rc = -1;
             break;
@@ -122,6 +151,7 @@ int generator_chat_prompt(const Generator *g, ChatKind kind, const ChatMessage *
 
 void generator_free(Generator *g) {
     free(g->writer.scratch);
+    free(g->logits_copy);
     sampler_free(&g->sampler);
     infer_state_free(&g->state);
     tokenizer_free(&g->tok);

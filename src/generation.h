@@ -26,38 +26,40 @@ typedef struct {
     const char *model_path, *ckpt_path, *lora_path, *tokenizer_path, *quant, *kv_cache;
     int64_t max_tokens, top_k, seed, threads;
     double temperature, top_p;
-    bool text;
+    bool text, logprobs;
 } GenerationOptions;
 
 /* The defaults, before parsing. */
 #define GENERATION_DEFAULTS \
     { .max_tokens = 256, .seed = -1, .temperature = 1.0, .top_p = 0.9, .quant = "none", .kv_cache = "fp32" }
 
-/* The model flags' ArgSpecs (o: a GenerationOptions *), inside a command's ArgSpec array initializer. */
-#define GENERATION_MODEL_SPECS(o)                                                                      \
-    {"model", ARG_STRING, &(o)->model_path, .help = "llama2.c model file (v0, v1 or v2)"},             \
-        {"ckpt", ARG_STRING, &(o)->ckpt_path,                                                          \
-         .help = "or a training checkpoint (a LoRA one merged into the base it names)"},               \
-        {"lora", ARG_STRING, &(o)->lora_path, .help = "LoRA checkpoint applied on --model, unmerged"}, \
-        {"tokenizer", ARG_STRING, &(o)->tokenizer_path,                                                \
-         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (required)"},          \
-        {"quant", ARG_CHOICE, &(o)->quant, .choices = "none|q8",                                       \
-         .help = "q8: int8 weights with per-64 scales (default none)"},                                \
-        {"kv-cache", ARG_CHOICE, &(o)->kv_cache, .choices = "fp32|bf16",                               \
-         .help = "bf16: half the cache to read per token (default fp32)"},                             \
-    {                                                                                                  \
-        "threads", ARG_INT, &(o)->threads, 0, 4096, .help = "threads (default 0 = one per core)"       \
-    }
+/* The flags' ArgSpecs (o: a GenerationOptions *), inside a command's ArgSpec array initializer: the model's,
+ * and sampling and output (max_tokens_help says what --max-tokens counts). Unformatted: clang-format would break
+ * the last initializer's braces apart. */
+/* clang-format off */
+#define GENERATION_MODEL_SPECS(o)                                                                                      \
+    {"model", ARG_STRING, &(o)->model_path, .help = "llama2.c model file (v0, v1 or v2)"},                             \
+    {"ckpt", ARG_STRING, &(o)->ckpt_path,                                                                              \
+     .help = "or a training checkpoint (a LoRA one merged into the base it names)"},                                   \
+    {"lora", ARG_STRING, &(o)->lora_path, .help = "LoRA checkpoint applied on --model, unmerged"},                     \
+    {"tokenizer", ARG_STRING, &(o)->tokenizer_path,                                                                    \
+     .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (required)"},                              \
+    {"quant", ARG_CHOICE, &(o)->quant, .choices = "none|q8",                                                           \
+     .help = "q8: int8 weights with per-64 scales (default none)"},                                                    \
+    {"kv-cache", ARG_CHOICE, &(o)->kv_cache, .choices = "fp32|bf16",                                                   \
+     .help = "bf16: half the cache to read per token (default fp32)"},                                                 \
+    {"threads", ARG_INT, &(o)->threads, 0, 4096, .help = "threads (default 0 = one per core)"}
 
-/* The sampling flags' ArgSpecs; max_tokens_help says what --max-tokens counts. */
 #define GENERATION_SAMPLING_SPECS(o, max_tokens_help)                                                                  \
     {"max-tokens", ARG_INT, &(o)->max_tokens, 1, 1 << 20, .help = max_tokens_help},                                    \
-        {"temperature", ARG_FLOAT, &(o)->temperature, 0, 100, .help = "0 = greedy (default 1.0)"},                     \
-        {"top-p", ARG_FLOAT, &(o)->top_p, 1e-6, 1, .help = "nucleus sampling mass (default 0.9; 1 = off)"},            \
-        {"top-k", ARG_INT, &(o)->top_k, 0, 1 << 22, .help = "sample from the k most likely tokens (default 0 = off)"}, \
-        {"seed", ARG_INT, &(o)->seed, 0, 9007199254740991.0, .help = "random seed (default: from the clock)"}, {       \
-        "text", ARG_FLAG, &(o)->text, .help = "print plain text instead of NDJSON (the default on a terminal)"         \
-    }
+    {"temperature", ARG_FLOAT, &(o)->temperature, 0, 100, .help = "0 = greedy (default 1.0)"},                         \
+    {"top-p", ARG_FLOAT, &(o)->top_p, 1e-6, 1, .help = "nucleus sampling mass (default 0.9; 1 = off)"},                \
+    {"top-k", ARG_INT, &(o)->top_k, 0, 1 << 22, .help = "sample from the k most likely tokens (default 0 = off)"},     \
+    {"seed", ARG_INT, &(o)->seed, 0, 9007199254740991.0, .help = "random seed (default: from the clock)"},             \
+    {"text", ARG_FLAG, &(o)->text, .help = "print plain text instead of NDJSON (the default on a terminal)"},          \
+    {"logprobs", ARG_FLAG, &(o)->logprobs,                                                                             \
+     .help = "each token message carries logprob: its log-probability under the model (temperature 1)"}
+/* clang-format on */
 
 /* Where generated tokens go: NDJSON `token` messages, or their bytes as plain text. */
 typedef struct {
@@ -78,6 +80,7 @@ typedef struct {
     InferState state; /* the KV cache: state.max_positions positions */
     Sampler sampler;
     TokenWriter writer;
+    float *logits_copy; /* (vocab_size) under --logprobs: the logits before the sampler overwrites them */
 } Generator;
 
 typedef struct {

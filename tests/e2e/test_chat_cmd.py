@@ -73,15 +73,27 @@ def chat(name, lines, *extra, stdin=None, ndjson=True):
 
 def turns_of(r):
     """Per turn: (its turn message, the ids of its token messages)."""
-    out, ids = [], []
+    return [(t, [m["token_id"] for m in tokens]) for t, tokens in turn_tokens(r)]
+
+
+def turn_tokens(r):
+    """Per turn: (its turn message, its token messages)."""
+    out, tokens = [], []
     for message in r.messages:
         if message["type"] == "token":
-            ids.append(message["token_id"])
+            tokens.append(message)
         elif message["type"] == "turn":
-            out.append((message, ids))
-            ids = []
-    assert not ids, "token messages after the last turn"
+            out.append((message, tokens))
+            tokens = []
+    assert not tokens, "token messages after the last turn"
     return out
+
+
+def assert_same_logprobs(a, b):
+    """Token messages with the same ids and log-probabilities (to float rounding: the runs batch differently)."""
+    assert [m["token_id"] for m in a] == [m["token_id"] for m in b]
+    for x, y in zip(a, b):
+        assert abs(x["logprob"] - y["logprob"]) <= 1e-4 * max(1.0, abs(y["logprob"])), (x, y)
 
 
 def conversation(name, lines, replies):
@@ -105,7 +117,7 @@ def reference_prompts(name, lines, replies):
 
 
 def check_turns(name):
-    r = chat(name, TURNS, "--prompt-ids", "--max-tokens", 12)
+    r = chat(name, TURNS, "--prompt-ids", "--max-tokens", 12, "--logprobs")
     assert r.rc == 0, r.stdout
     turns = turns_of(r)
     assert len(turns) == len(TURNS), r.stdout
@@ -124,13 +136,13 @@ def check_turns(name):
         before, before_ids = turns[k - 1][0]["prompt_ids"], turns[k - 1][1]
         assert ref[:len(before) + len(before_ids)] == before + before_ids, (name, k)
         assert t["prompt_tokens_processed"] == len(ref) - len(before) - len(before_ids), (name, k, t)
-    # (b) a fresh run over the whole last prompt replies the same, token for token
+    # (b) a fresh run over the whole last prompt replies the same, token for token, with the same log-probabilities
     fresh = run(["generate", "--ckpt", trained(name), "--tokenizer", MODELS[name]["dir"], "--temperature", 0,
-                 "--max-tokens", 12, "--parse-special", "--prompt", rendered[-1]])
+                 "--max-tokens", 12, "--parse-special", "--logprobs", "--prompt", rendered[-1]])
     assert fresh.rc == 0, fresh.stdout
     done = fresh.one("generate_done")
     assert done["prompt_tokens"] == len(want[-1]) and done["stop_reason"] == "eos", done
-    assert [m["token_id"] for m in fresh.of_type("token")] == turns[-1][1]
+    assert_same_logprobs(turn_tokens(r)[-1][1], fresh.of_type("token"))
 
 
 @test
@@ -163,16 +175,18 @@ def max_tokens_stops_a_reply_and_the_next_turn_closes_it():
 def generate_chat_renders_one_user_message_as_chat_does():
     for name in ("llama3", "qwen3"):
         m = MODELS[name]
-        first = turns_of(chat(name, TURNS[:1], "--prompt-ids"))[0]
+        first_run = chat(name, TURNS[:1], "--prompt-ids")
+        first, first_tokens = turns_of(first_run)[0], turn_tokens(first_run)[0][1]
         args = ["generate", "--ckpt", trained(name), "--tokenizer", m["dir"], "--temperature", 0, "--chat",
                 "--prompt", TURNS[0]]
         if m["system"]:
             args += ["--system", m["system"]]
-        r = run(args)
+        r = run(args + ["--logprobs"])
         assert r.rc == 0, r.stdout
         done = r.one("generate_done")
         assert done["prompt_tokens"] == first[0]["prompt_tokens"] and done["stop_reason"] == "eos", done
         assert [t["token_id"] for t in r.of_type("token")] == first[1]
+        assert all(t["logprob"] <= 0 for t in r.of_type("token")) and "logprob" not in first_tokens[0]
         # plain text: the reply alone (not the rendered prompt), on its line
         r = run(args + ["--text"], ndjson=False)
         assert r.rc == 0 and r.stdout.decode() == first[0]["text"] + "\n", r.stdout
@@ -244,6 +258,7 @@ def bad_flags_are_errors_naming_the_flag():
             (["--temperature", -1], "--temperature"),
             (["--max-tokens", 0], "--max-tokens"),
             (["--prompt-ids", "--text"], "--prompt-ids"),
+            (["--logprobs", "--text"], "--logprobs is a field of the NDJSON token messages"),
             (["--prompt"], "--prompt"),
     ):
         r = run(base + args, stdin=b"hi\n")
