@@ -13,10 +13,12 @@ template's end-of-turn token):
   that overflows, bad flags."""
 import json
 import os
+import pty
 import shutil
+import subprocess
 
 from chat_ref import LLAMA3, QWEN3, reference
-from harness import assert_error, run, run_all, shared, test, tmpdir
+from harness import NF, assert_error, run, run_all, shared, test, tmpdir
 
 SYSTEM = "Answer yes or no."
 QUESTIONS = {"Is the sky blue?": "Yes.", "Is fire cold?": "No.", "Do fish swim?": "Yes.", "Can a rock fly?": "No.",
@@ -272,6 +274,26 @@ def bad_flags_are_errors_naming_the_flag():
     # a line past the limit
     r = run(base, stdin=b"x" * ((1 << 20) + 1) + b"\n")
     assert_error(r, "usage", "a message on stdin is longer than 1048576 bytes")
+
+
+@test
+def a_terminal_is_asked_for_each_message_on_stderr():
+    """stdin a terminal (a pseudo-terminal here): "> " on stderr before each message, a newline at Ctrl-D;
+    stdout, a pipe, still carries only NDJSON."""
+    m = MODELS["llama3"]
+    master, slave = pty.openpty()
+    p = subprocess.Popen([NF, "chat", "--ckpt", trained("llama3"), "--tokenizer", m["dir"], "--temperature", "0",
+                          "--system", m["system"]], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        os.write(master, TURNS[0].encode() + b"\n" + TURNS[1].encode() + b"\n\x04")  # \x04: Ctrl-D, end of input
+        out, err = p.communicate(timeout=120)
+    finally:
+        os.close(master)
+    assert p.returncode == 0, err
+    turns = [json.loads(line) for line in out.decode().splitlines() if '"turn"' in line]
+    assert [t["turn"] for t in turns] == [1, 2], out
+    assert err.decode().count("> ") == 3 and err.decode().endswith("> \n"), err
 
 
 @test
