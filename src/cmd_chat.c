@@ -66,19 +66,25 @@ static void chat_free(Chat *c) {
     generator_free(&c->gen);
 }
 
-/* Appends a message with a copy of s[0..n) (taken over when `own`: malloc'd, NUL-terminated). */
-static int conversation_add(Conversation *v, ChatRole role, char *s, size_t n, bool own, NfError *err) {
-    char *copy = own ? s : nf_alloc(n + 1, err);
-    if (!copy) return -1;
-    if (!own) memcpy(copy, s, n);
+/* Appends a message whose content, text[0..n) (malloc'd, NUL-terminated), the conversation takes over (and
+ * frees on failure). */
+static int conversation_take(Conversation *v, ChatRole role, char *text, size_t n, NfError *err) {
     if (!nf_grow((void **)&v->m, &v->m_cap, (size_t)v->n + 1, sizeof *v->m, 16) ||
         !nf_grow((void **)&v->text, &v->text_cap, (size_t)v->n + 1, sizeof *v->text, 16)) {
-        free(copy);
+        free(text);
         return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     }
-    v->m[v->n] = (ChatMessage){role, copy, n};
-    v->text[v->n++] = copy;
+    v->m[v->n] = (ChatMessage){role, text, n};
+    v->text[v->n++] = text;
     return 0;
+}
+
+/* Appends a message with a copy of s[0..n). */
+static int conversation_add(Conversation *v, ChatRole role, const char *s, size_t n, NfError *err) {
+    char *copy = nf_alloc(n + 1, err); /* zeroed: NUL-terminated */
+    if (!copy) return -1;
+    memcpy(copy, s, n);
+    return conversation_take(v, role, copy, n, err);
 }
 
 /* The next line of stdin without its line end into c->line: 1, 0 at EOF, -1 for a line over the limit. */
@@ -141,12 +147,12 @@ static int close_turn(Chat *c, const ChatOptions *o, int turn, size_t processed,
     char *text = tokenizer_decode(&c->gen.tok, c->reply.ids, c->reply.len, &len, err);
     if (!text) return -1;
     report_turn(c, o, turn, processed, r, text, len);
-    return conversation_add(&c->conv, CHAT_ASSISTANT, text, len, true, err);
+    return conversation_take(&c->conv, CHAT_ASSISTANT, text, len, err);
 }
 
 /* One user message: the conversation's prompt, its new ids through the model, the reply. */
 static int chat_turn(Chat *c, const ChatOptions *o, int turn, size_t len, NfError *err) {
-    if (conversation_add(&c->conv, CHAT_USER, c->line, len, false, err) != 0 ||
+    if (conversation_add(&c->conv, CHAT_USER, c->line, len, err) != 0 ||
         generator_chat_prompt(&c->gen, c->kind, c->conv.m, c->conv.n, &c->render, &c->prompt, err) != 0)
         return -1;
     TokenList *ids = &c->prompt.ids;
@@ -180,8 +186,7 @@ static int chat_start(Chat *c, const ChatOptions *o, ArgSpec *specs, int n_specs
     else if (context > seq_len)
         return nf_fail(err, NF_ERR_USAGE, "--context %lld is more than the model's seq_len %d", (long long)context,
                        seq_len);
-    if (o->system && conversation_add(&c->conv, CHAT_SYSTEM, (char *)o->system, strlen(o->system), false, err) != 0)
-        return -1;
+    if (o->system && conversation_add(&c->conv, CHAT_SYSTEM, o->system, strlen(o->system), err) != 0) return -1;
     ChatMessage probe[2];
     int n = 0;
     if (o->system) probe[n++] = c->conv.m[0];
@@ -211,7 +216,7 @@ static int chat_loop(Chat *c, const ChatOptions *o, NfError *err) {
 }
 
 int cmd_chat(int argc, char **argv, NfOut *out) {
-    ChatOptions o = {.gen = GENERATION_DEFAULTS, .chat_template = "auto", .context = CHAT_MAX_CONTEXT};
+    ChatOptions o = {.gen = GENERATION_DEFAULTS, .chat_template = "auto"}; /* --context: chat_start picks its default */
     ArgSpec specs[] = {
         GENERATION_MODEL_SPECS(&o.gen),
         {"system", ARG_STRING, &o.system, .help = "a system message first"},
