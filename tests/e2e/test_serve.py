@@ -7,7 +7,11 @@ ids never reused (also in a database of the first schema, migrated), names
 with NUL or control characters refused, and nf.db's growth over a long run.
 Then what a hostile page or client tries: a forged Host (DNS rebinding),
 cross-origin and form-like posts, the token in URLs, missing security
-headers, and connections held open to exhaust the server."""
+headers, and connections held open to exhaust the server. And base models
+of every kind in models/ (a Hugging Face directory with its own tokenizer, a
+GGUF file, a llama2.c file; names that are none refused), projects on them
+that tokenize, train and generate, and chat requests (the conversation
+written privately and run as generate --chat --messages)."""
 import http.client
 import json
 import os
