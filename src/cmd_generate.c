@@ -13,7 +13,9 @@
 
 #include "args.h"
 #include "commands.h"
+#include "fileio.h"
 #include "generation.h"
+#include "json_parse.h"
 #include "util.h"
 
 #define MAX_STDIN_PROMPT (16u << 20)
@@ -51,7 +53,7 @@ static char *read_stdin(size_t *len, NfError *err) {
 /* The flags' values. */
 typedef struct {
     GenerationOptions gen;
-    const char *prompt, *system, *chat_template;
+    const char *prompt, *system, *chat_template, *messages;
     bool parse_special, chat;
 } GenerateOptions;
 
@@ -70,23 +72,54 @@ static void generation_free(Generation *g) {
     generator_free(&g->gen);
 }
 
-/* --chat: the prompt as the user's message after the --system one, with the generation prompt. */
+#define MAX_MESSAGES_FILE (16u << 20) /* --messages: as much as a prompt on stdin */
+
+/* --messages FILE: a JSON array of {"role", "content"} (the conversation so far, the user's turn last) as
+ * messages pointing into *doc, which the caller frees. */
+static int read_messages(const char *path, JsonValue *doc, ChatMessage **m, int *n, NfError *err) {
+    MappedFile f;
+    if (mapped_file_open(&f, path, "messages", err) != 0) return -1;
+    int rc = f.size > MAX_MESSAGES_FILE ? nf_fail(err, NF_ERR_USAGE, "larger than %u bytes", MAX_MESSAGES_FILE)
+                                        : json_parse((const char *)f.data, f.size, doc, err);
+    mapped_file_close(&f);
+    if (rc == 0 && doc->type != JV_ARRAY) rc = nf_fail(err, NF_ERR_USAGE, "not a JSON array of messages");
+    if (rc == 0) rc = chat_messages_from_json(doc, m, n, err);
+    return rc == 0 ? 0 : nf_prefix(err, NF_ERR_USAGE, "--messages '%s': ", path);
+}
+
+/* --chat: the prompt as the user's message after the --system one (or the --messages conversation), with the
+ * generation prompt. */
 static int encode_chat(Generation *g, const GenerateOptions *o, NfError *err) {
     ChatKind kind;
     if (generator_chat_template(&g->gen, o->chat_template, &kind, err) != 0) return -1;
-    ChatMessage m[2];
+    ChatMessage one[2], *m = one, *from_file = NULL;
+    JsonValue doc = {0};
     int n = 0;
-    if (o->system) m[n++] = (ChatMessage){CHAT_SYSTEM, o->system, strlen(o->system)};
-    m[n++] = (ChatMessage){CHAT_USER, g->prompt, g->prompt_len};
+    if (o->messages) {
+        if (read_messages(o->messages, &doc, &from_file, &n, err) != 0) {
+            json_value_free(&doc);
+            return -1;
+        }
+        m = from_file;
+    } else {
+        if (o->system) m[n++] = (ChatMessage){CHAT_SYSTEM, o->system, strlen(o->system)};
+        m[n++] = (ChatMessage){CHAT_USER, g->prompt, g->prompt_len};
+    }
     ChatRender r = {0};
-    int rc = generator_chat_prompt(&g->gen, kind, m, n, &r, &g->prompt_doc, err);
+    int rc = n > 0 && m[n - 1].role == CHAT_USER
+                 ? generator_chat_prompt(&g->gen, kind, m, n, &r, &g->prompt_doc, err)
+                 : nf_fail(err, NF_ERR_USAGE, "--messages '%s' must end with the user's message", o->messages);
     chat_render_free(&r);
+    free(from_file);
+    json_value_free(&doc);
     return rc;
 }
 
 /* The prompt's text (--prompt, else stdin when piped, else empty) and its ids, which must leave room. */
 static int encode_prompt(Generation *g, const GenerateOptions *o, NfError *err) {
-    if (o->prompt) {
+    if (o->messages) {
+        g->prompt = ""; /* the conversation comes from the file */
+    } else if (o->prompt) {
         g->prompt = o->prompt;
         g->prompt_len = strlen(o->prompt);
     } else if (!isatty(STDIN_FILENO)) {
@@ -135,6 +168,10 @@ static void report_done(NfOut *out, const Generation *g, const GenerateOptions *
 static int check_flags(const GenerateOptions *o, const ArgSpec *specs, int n_specs, NfError *err) {
     if (!o->chat && (o->system || args_seen(specs, n_specs, "chat-template")))
         return nf_fail(err, NF_ERR_USAGE, "--%s needs --chat", o->system ? "system" : "chat-template");
+    if (o->messages && !o->chat) return nf_fail(err, NF_ERR_USAGE, "--messages needs --chat");
+    if (o->messages && (o->prompt || o->system))
+        return nf_fail(err, NF_ERR_USAGE, "--messages holds the whole conversation: it excludes --%s",
+                       o->prompt ? "prompt" : "system");
     if (o->chat && o->parse_special)
         return nf_fail(err, NF_ERR_USAGE,
                        "--parse-special does not apply to --chat: a chat's messages are plain text, the template "
@@ -152,6 +189,9 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
         {"chat", ARG_FLAG, &o.chat,
          .help = "the prompt is a user message: rendered with the chat template, the reply stops at end-of-turn"},
         {"system", ARG_STRING, &o.system, .help = "--chat: a system message before the prompt"},
+        {"messages", ARG_STRING, &o.messages,
+         .help = "--chat: a JSON file of the conversation so far ([{\"role\", \"content\"}, ...], the user's "
+                 "message last) instead of --prompt"},
         {"chat-template", ARG_CHOICE, &o.chat_template, .choices = "auto|llama3|chatml|llama2",
          .help = "--chat: the template (default auto: the tokenizer's tokenizer_config.json)"},
         GENERATION_SAMPLING_SPECS(&o.gen, "tokens to generate (default 256)"),

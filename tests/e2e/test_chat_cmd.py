@@ -198,6 +198,37 @@ def generate_chat_renders_one_user_message_as_chat_does():
 
 
 @test
+def generate_chat_messages_continues_a_whole_conversation_as_chat_does():
+    """generate --chat --messages (the dashboard's chat): the conversation so far from a file gives the reply
+    chat gives at that turn, token for token, with the same log-probabilities."""
+    for name in ("llama3", "qwen3"):
+        m = MODELS[name]
+        r = chat(name, TURNS, "--max-tokens", 12, "--logprobs")
+        assert r.rc == 0, r.stdout
+        turns = turn_tokens(r)
+        path = os.path.join(tmpdir(), "messages.json")
+        with open(path, "w") as f:
+            json.dump(conversation(name, TURNS, [t["text"] for t, _ in turns[:-1]]), f)
+        g = run(["generate", "--ckpt", trained(name), "--tokenizer", m["dir"], "--temperature", 0, "--chat",
+                 "--messages", path, "--max-tokens", 12, "--logprobs"])
+        assert g.rc == 0, g.stdout
+        assert g.one("generate_done")["prompt_tokens"] == turns[-1][0]["prompt_tokens"]
+        assert_same_logprobs(turns[-1][1], g.of_type("token"))
+    base = ["generate", "--ckpt", trained("qwen3"), "--tokenizer", MODELS["qwen3"]["dir"], "--chat"]
+    d = tmpdir()
+    for name, content, mention in (("assistant_last", [msg("user", "a"), msg("assistant", "b")],
+                                    "must end with the user's message"),
+                                   ("object", {"messages": []}, "not a JSON array"),
+                                   ("no_content", [{"role": "user"}], "content")):
+        path = os.path.join(d, name + ".json")
+        with open(path, "w") as f:
+            json.dump(content, f)
+        assert_error(run(base + ["--messages", path]), "usage", mention)
+    assert_error(run(base[:-1] + ["--messages", path]), "usage", "--messages needs --chat")
+    assert_error(run(base + ["--messages", path, "--prompt", "x"]), "usage", "excludes --prompt")
+
+
+@test
 def a_conversation_past_the_context_is_refused():
     first = turns_of(chat("llama3", TURNS[:1], "--prompt-ids"))[0][0]
     n = first["prompt_tokens"]
