@@ -51,8 +51,12 @@ static int dispatch_locked(RunQueue *q, int64_t watch, NfError *err) {
         RunRow r;
         if (!store_run_get(q->store, ids[i], &r)) continue;
         int k = class_of(r.kind);
+        /* A run the server is still recording has no words yet: they come (a train run's folder, a chat's
+         * file are named after its id) before its own runqueue_submit, which starts it. Another run's end
+         * dispatching in between must not start it with none. */
+        bool recording = strcmp(r.args, "[]") == 0;
         run_row_free(&r);
-        if (running[k] >= limit[k]) continue;
+        if (recording || running[k] >= limit[k]) continue;
         int threads = q->cores / limit[k] > 0 ? q->cores / limit[k] : 1;
         NfError why = {0};
         /* "starting" before the lock is let go, so the next count sees the slot taken; pid 0 until

@@ -1039,7 +1039,7 @@ def base_models():
         r = run(["ingest", "--source", src, "--output", os.path.join(d, "data"), "--tokenizer", LLAMA3])
         assert r.rc == 0, r.stdout
         ckpt = os.path.join(d, "m.ckpt")
-        r = run(["train", "--init", "--dim", "16", "--n-layers", "1", "--n-heads", "2", "--seq-len", "32",
+        r = run(["train", "--init", "--dim", "16", "--n-layers", "1", "--n-heads", "2", "--seq-len", "256",
                  "--tokenizer", LLAMA3, "--data", os.path.join(d, "data"), "--steps", "1", "--ckpt", ckpt])
         assert r.rc == 0, r.stdout
         for fmt, out in (("safetensors", "hf"), ("gguf", "m.gguf")):
