@@ -88,9 +88,10 @@ static void emit_lora_info(NfOut *out, const char *path, const Checkpoint *ck) {
 int cmd_info(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *tokenizer_path = NULL, *lora_path = NULL;
     ArgSpec specs[] = {
-        {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
+        {"model", ARG_STRING, &model_path, .help = "model: llama2.c file, Hugging Face directory or GGUF file"},
         {"tokenizer", ARG_STRING, &tokenizer_path,
-         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory"},
+         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (default: the --model directory's "
+                 "tokenizer.json)"},
         {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint (with --model: checked against it)"},
     };
     int exit_status;
@@ -106,6 +107,7 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     Tokenizer tok = {0};
     Checkpoint adapters = {0};
     int status = 0;
+    if (!tokenizer_path) tokenizer_path = model_tokenizer_path(model_path); /* the directory's own */
     if (model_path && model_open(&model, model_path, &err) != 0) goto fail;
     ChatKind chat = CHAT_NONE;
     ChatDetection how = CHAT_ABSENT;
