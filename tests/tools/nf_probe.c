@@ -8,6 +8,9 @@
  *                                             what its `token` messages concatenate to
  *   nf_probe grads MODEL OUT.f32 B T TOKEN... TARGET...
  *                                             mean loss, then d loss / d params in the flat layout
+ *   nf_probe grads-hf MODEL OUTDIR B T TOKEN... TARGET...
+ *                                             the same as a Hugging Face directory (export_safetensors: HF
+ *                                             names and row order) of gradients, and OUTDIR/loss.txt
  *   nf_probe logits-q8 MODEL OUT.f32 TOKEN... logits with the model quantized as generate --quant q8 does
  *   nf_probe logits-kv-bf16 MODEL OUT.f32 TOKEN...
  *                                             logits with a bf16 KV cache, as generate --kv-cache bf16
@@ -15,15 +18,20 @@
  *                                             logits with a LoRA checkpoint applied unmerged
  *   nf_probe lora-grads MODEL ADAPTERS.f32 OUT.f32 RANK ALPHA TARGETS NORMS B T TOKEN... TARGET...
  *                                             adapters in lora.h layout on a frozen model: mean
- *                                             loss, d loss / d adapters, d loss / d embeddings (N, D) */
+ *                                             loss, d loss / d adapters, d loss / d embeddings (N, D)
+ *   nf_probe lora-grads-hf MODEL ADAPTERS.f32 OUTDIR RANK ALPHA TARGETS B T TOKEN... TARGET...
+ *                                             d loss / d adapters as a PEFT directory (export_peft: PEFT
+ *                                             names, HF row order), and OUTDIR/loss.txt */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
+#include "export.h"
 #include "fileio.h"
 #include "infer.h"
 #include "model.h"
+#include "model_open.h"
 #include "params.h"
 #include "tokenizer.h"
 #include "train_model.h"
@@ -84,14 +92,29 @@ static int probe_logits_lora(int argc, char **argv) {
     return rc;
 }
 
+/* OUTDIR/loss.txt: the loss in full precision */
+static int write_loss(const char *dir, double loss) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/loss.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "%.17g\n", loss);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 static int probe_lora_grads(int argc, char **argv) {
-    if (argc < 11) return die("usage: lora-grads MODEL ADAPTERS OUT RANK ALPHA TARGETS NORMS B T TOKEN... TARGET...");
+    /* lora-grads-hf has no NORMS argument: PEFT cannot hold trained norms */
+    bool hf = strcmp(argv[1], "lora-grads-hf") == 0;
+    int at = hf ? 8 : 9;
+    if (argc < at + 2)
+        return die("usage: lora-grads MODEL ADAPTERS OUT RANK ALPHA TARGETS NORMS B T TOKEN... TARGET... or "
+                   "lora-grads-hf MODEL ADAPTERS OUTDIR RANK ALPHA TARGETS B T TOKEN... TARGET...");
     LoraConfig lc = {.rank = atoi(argv[5]),
                      .alpha = (float)atof(argv[6]),
                      .targets = (unsigned)atoi(argv[7]),
-                     .train_norms = atoi(argv[8]) != 0};
-    int B = atoi(argv[9]), T = atoi(argv[10]);
-    if (B < 1 || T < 1 || argc != 11 + 2 * B * T) return die("need B*T tokens and B*T targets");
+                     .train_norms = !hf && atoi(argv[8]) != 0};
+    int B = atoi(argv[at]), T = atoi(argv[at + 1]);
+    if (B < 1 || T < 1 || argc != at + 2 + 2 * B * T) return die("need B*T tokens and B*T targets");
     NfError err;
     ModelConfig c;
     float *base;
@@ -106,8 +129,9 @@ static int probe_lora_grads(int argc, char **argv) {
     mapped_file_close(&f);
     int *tokens = malloc(sizeof(int) * 2 * N), *targets = tokens + N;
     for (size_t i = 0; i < 2 * N; i++) {
-        tokens[i] = atoi(argv[11 + i]);
-        if (tokens[i] < 0 || tokens[i] >= c.vocab_size) return die("token out of range");
+        tokens[i] = atoi(argv[at + 2 + i]);
+        if (i < N ? tokens[i] < 0 || tokens[i] >= c.vocab_size : tokens[i] >= c.vocab_size) /* targets < 0: masked */
+            return die("token out of range");
     }
     if ((int)T > c.seq_len) return die("T is longer than the model's seq_len");
     Lora lora = {.config = lc};
@@ -122,7 +146,15 @@ static int probe_lora_grads(int argc, char **argv) {
     out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
     model_backward(&net, &g, NF_SET, &a, tokens);
     memcpy(out + 1 + n, a.dresid, N * D * sizeof(float)); /* d loss / d resid[0]: the embeddings' gradient */
-    int rc = write_all(argv[4], out, (1 + n + N * D) * sizeof(float));
+    int rc;
+    if (hf) { /* the gradients as adapters, written as PEFT writes adapters */
+        Lora grads = {.config = lc};
+        lora_pointers(&grads.w, out + 1, &c, &lc);
+        ExportStats st;
+        rc = export_peft(argv[4], &c, &grads, "", &st, &err) == 0 ? write_loss(argv[4], out[0]) : die(err.message);
+    } else {
+        rc = write_all(argv[4], out, (1 + n + N * D) * sizeof(float));
+    }
     activations_free(&a);
     free(tokens);
     free(out);
@@ -205,12 +237,12 @@ static int probe_stream(int argc, char **argv) {
 }
 
 static int probe_grads(int argc, char **argv) {
-    if (argc < 6) return die("usage: grads MODEL OUT B T TOKEN... TARGET...");
+    if (argc < 6) return die("usage: grads|grads-hf MODEL OUT B T TOKEN... TARGET...");
     int B = atoi(argv[4]), T = atoi(argv[5]);
     if (B < 1 || T < 1 || argc != 6 + 2 * B * T) return die("need B*T tokens and B*T targets");
     NfError err;
     Model m;
-    if (model_load(&m, argv[2], &err) != 0) return die(err.message);
+    if (model_open(&m, argv[2], &err) != 0) return die(err.message);
     size_t n = (size_t)config_param_count(&m.config);
     float *out = calloc(1 + 2 * n, sizeof(float)), *params = out + 1 + n, *grads = out + 1;
     int *tokens = malloc(sizeof(int) * 2 * B * T), *targets = tokens + B * T;
@@ -223,7 +255,14 @@ static int probe_grads(int argc, char **argv) {
     if (activations_init(&a, &m.config, NULL, B, T, false, &err) != 0) return die(err.message);
     out[0] = (float)model_forward(&net, &a, tokens, targets, 1.0f, 0);
     model_backward(&net, &g, NF_SET, &a, tokens);
-    int rc = write_all(argv[3], out, (1 + n) * sizeof(float));
+    int rc;
+    if (strcmp(argv[1], "grads-hf") == 0) { /* the gradients as weights, written as export writes weights */
+        ExportStats st;
+        rc = export_safetensors(argv[3], &m.config, grads, NULL, NULL, &st, &err) == 0 ? write_loss(argv[3], out[0])
+                                                                                       : die(err.message);
+    } else {
+        rc = write_all(argv[3], out, (1 + n) * sizeof(float));
+    }
     activations_free(&a);
     free(tokens);
     free(out);
@@ -232,12 +271,14 @@ static int probe_grads(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "grads") == 0) return probe_grads(argc, argv);
+    if (argc >= 2 && (strcmp(argv[1], "grads") == 0 || strcmp(argv[1], "grads-hf") == 0))
+        return probe_grads(argc, argv);
     if (argc >= 2 && (strcmp(argv[1], "logits") == 0 || strcmp(argv[1], "logits-kv-bf16") == 0))
         return probe_logits(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits-lora") == 0) return probe_logits_lora(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits-q8") == 0) return probe_logits_q8(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "lora-grads") == 0) return probe_lora_grads(argc, argv);
+    if (argc >= 2 && (strcmp(argv[1], "lora-grads") == 0 || strcmp(argv[1], "lora-grads-hf") == 0))
+        return probe_lora_grads(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) return probe_encode(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "decode") == 0) return probe_decode(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "stream") == 0) return probe_stream(argc, argv);
