@@ -489,10 +489,7 @@ void hf_model_config_json(JsonBuf *j, const ModelConfig *c, const Tokenizer *tok
     json_str(j, "hidden_act", "silu");
     if (c->arch != ARCH_QWEN2) json_bool(j, "attention_bias", false); /* Qwen 2's q/k/v biases have no key */
     if (c->arch == ARCH_LLAMA) json_bool(j, "mlp_bias", false);
-    if (c->arch != ARCH_LLAMA) { /* Qwen's configs default to no window; said outright */
-        json_bool(j, "use_sliding_window", false);
-        json_null_value(j, "sliding_window");
-    }
+    if (c->arch != ARCH_LLAMA) json_bool(j, "use_sliding_window", false); /* Qwen's default, said outright */
     json_number(j, "attention_dropout", 0.0);
     /* a tokenizer.json's own ids; without one, llama2.c's (tokenizer.bin), what its models use */
     if (tok && tok->hf) {
