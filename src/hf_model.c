@@ -372,30 +372,34 @@ void hf_model_files_free(char **paths, int n) {
 
 /* ---- tensors ---------------------------------------------------------------------- */
 
-/* Copies src, the checkpoint's tensor for t (shape checked), into t->data as fp32 in llama2.c's row order. */
-static int copy_tensor(const char *dir, const LlamaTensor *t, const StTensor *src, ImportInfo *info, NfError *err) {
-    uint64_t count = t->rows * (t->cols ? t->cols : 1);
+/* src, the shards' tensor for t, has t's shape and a dtype we read. */
+static int check_tensor(const char *dir, const LlamaTensor *t, const StTensor *src, NfError *err) {
     if (src->n_dims != (t->cols ? 2 : 1) || src->shape[0] != t->rows || (t->cols && src->shape[1] != t->cols))
         return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for config.json", dir, t->hf_name);
-    float *dst = t->data;
-    float *tmp = t->rope_heads ? malloc(count * 4) : NULL;
-    if (t->rope_heads && !tmp) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    float *w = tmp ? tmp : dst;
-    if (src->dtype == ST_F32)
-        memcpy(w, src->data, count * 4), import_note_dtype(info, "F32");
-    else if (src->dtype == ST_F16 || src->dtype == ST_BF16) {
+    if (src->dtype != ST_F32 && src->dtype != ST_F16 && src->dtype != ST_BF16)
+        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s is not F32, F16 or BF16", dir, t->hf_name);
+    return 0;
+}
+
+/* Copies src (check_tensor passed) into t->data as fp32 in llama2.c's row order. */
+static int copy_tensor(const LlamaTensor *t, const StTensor *src, ImportInfo *info, NfError *err) {
+    uint64_t count = t->rows * (t->cols ? t->cols : 1);
+    float *tmp = t->rope_heads ? nf_alloc_array(count, sizeof(float), err) : NULL;
+    if (t->rope_heads && !tmp) return -1;
+    float *w = tmp ? tmp : t->data;
+    if (src->dtype == ST_F32) {
+        memcpy(w, src->data, count * 4);
+        import_note_dtype(info, "F32");
+    } else {
         for (uint64_t i = 0; i < count; i++) {
             uint16_t h;
             memcpy(&h, src->data + 2 * i, 2);
             w[i] = src->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
         }
         import_note_dtype(info, src->dtype == ST_F16 ? "F16" : "BF16");
-    } else {
-        free(tmp);
-        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s is not F32, F16 or BF16", dir, t->hf_name);
     }
     if (tmp) { /* HF's half-rotation order back to llama2.c's pairs */
-        hf_permute_rows(dst, tmp, t->rope_heads, t->rows, t->cols, false);
+        hf_permute_rows(t->data, tmp, t->rope_heads, t->rows, t->cols, false);
         free(tmp);
     }
     return 0;
@@ -419,28 +423,35 @@ static int check_leftovers(const char *dir, const ModelConfig *c, const Shards *
     return 0;
 }
 
+/* Each tensor of t (n) found in the shards, checked: the shards' sizes then bound what the caller allocates. */
+static int find_tensors(const char *dir, const Shards *sh, const LlamaTensor *t, int n, const StTensor **src,
+                        NfError *err) {
+    for (int k = 0; k < n; k++) {
+        src[k] = NULL;
+        for (int s = 0; s < sh->n && !src[k]; s++) src[k] = st_find(&sh->files[s], t[k].hf_name);
+        if (!src[k]) return nf_fail(err, NF_ERR_MODEL, "'%s' lacks tensor %s", dir, t[k].hf_name);
+        if (check_tensor(dir, &t[k], src[k], err) != 0) return -1;
+    }
+    return 0;
+}
+
 int hf_model_read(const char *dir, ModelConfig *c, float **params, ImportInfo *info, NfError *err) {
     Shards sh = {.n = 0};
     int rc = -1;
     LlamaTensor *t = NULL;
+    const StTensor **src = NULL;
     float *p = NULL;
     if (hf_model_read_config(dir, c, err) != 0 || shards_open(dir, &sh, err) != 0) goto done;
     int n = llama_tensor_count(c);
-    if (!(t = nf_alloc_array((size_t)n, sizeof *t, err)) ||
-        !(p = nf_alloc_array((size_t)config_param_count(c), sizeof *p, err)))
+    if (!(t = nf_alloc_array((size_t)n, sizeof *t, err)) || !(src = nf_alloc_array((size_t)n, sizeof *src, err)))
         goto done;
-    llama_tensors(c, p, t);
+    llama_tensors(c, NULL, t); /* names and shapes first: nothing large is allocated before the files back it */
     /* the leftovers first: a tensor of a feature we lack explains a missing or misshapen one best */
-    if (check_leftovers(dir, c, &sh, t, n, err) != 0) goto done;
-    for (int k = 0; k < n; k++) {
-        const StTensor *src = NULL;
-        for (int s = 0; s < sh.n && !src; s++) src = st_find(&sh.files[s], t[k].hf_name);
-        if (!src) {
-            nf_fail(err, NF_ERR_MODEL, "'%s' lacks tensor %s", dir, t[k].hf_name);
-            goto done;
-        }
-        if (copy_tensor(dir, &t[k], src, info, err) != 0) goto done;
-    }
+    if (check_leftovers(dir, c, &sh, t, n, err) != 0 || find_tensors(dir, &sh, t, n, src, err) != 0) goto done;
+    if (!(p = nf_alloc_array((size_t)config_param_count(c), sizeof *p, err))) goto done;
+    llama_tensors(c, p, t);
+    for (int k = 0; k < n; k++)
+        if (copy_tensor(&t[k], src[k], info, err) != 0) goto done;
     info->tensors = n;
     info->rms_eps = config_norm_eps(c);
     *params = p;
@@ -448,7 +459,7 @@ int hf_model_read(const char *dir, ModelConfig *c, float **params, ImportInfo *i
     rc = 0;
 done:
     shards_close(&sh);
-    free(t), free(p);
+    free(t), free(src), free(p);
     return rc;
 }
 

