@@ -236,7 +236,13 @@ done:
 int hf_model_read_config(const char *dir, ModelConfig *c, NfError *err) {
     char *config_path = nf_path_join(dir, "config.json");
     if (!config_path) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    int rc = read_config_file(config_path, c, err);
+    struct stat sb;
+    int rc;
+    if (stat(config_path, &sb) != 0)
+        rc =
+            nf_fail(err, NF_ERR_IO, "'%s' is a directory without config.json, not a Hugging Face model directory", dir);
+    else
+        rc = read_config_file(config_path, c, err);
     free(config_path);
     return rc;
 }
