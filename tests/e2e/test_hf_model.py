@@ -86,6 +86,7 @@ def directories_of_every_family_load_directly_and_give_the_checkpoints_logits():
         assert cfg["model_type"] == family, cfg
         info = run(["info", "--model", hf]).one("info")["value"]
         assert info["format"] == "hf-safetensors" and info["params"] == e["params"], info
+        assert info["file_bytes"] == sum(os.path.getsize(f"{hf}/{f}") for f in ("config.json", "model.safetensors"))
         tokens = [1, 79, 110, 99, 101, 32, 117, 112, 111, 110, 44, 32]
         V = cfg["vocab_size"]
         assert np.array_equal(probe_logits(hf, tokens, V), probe_logits(ckpt, tokens, V)), family
