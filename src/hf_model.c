@@ -48,13 +48,13 @@ static int int_field(const JsonValue *cfg, const char *key, int *out, bool requi
     return 0;
 }
 
-/* A positive finite number; *out untouched when the key is absent. */
+/* A positive number up to 1e30 (so it converts to float); *out untouched when the key is absent. */
 static int number_field(const JsonValue *cfg, const char *key, double *out, const char *path, NfError *err) {
     const JsonValue *v = present(cfg, key);
     if (!v) return 0;
     double x = v->type == JV_NUMBER ? strtod(v->text, NULL) : NAN;
-    if (!(x > 0.0) || !isfinite(x))
-        return nf_fail(err, NF_ERR_MODEL, "'%s': \"%s\" is not a positive number", path, key);
+    if (!(x > 0.0 && x <= 1e30))
+        return nf_fail(err, NF_ERR_MODEL, "'%s': \"%s\" is not a positive number up to 1e30", path, key);
     *out = x;
     return 0;
 }
@@ -111,11 +111,10 @@ static int refuse_attention_and_experts(const JsonValue *cfg, const HfFamily *f,
     }
     /* Qwen: the window applies (use_sliding_window) to the layers from max_window_layers on */
     bool use = false;
-    int from_layer = 0;
     if (bool_field(cfg, "use_sliding_window", &use, path, err) != 0) return -1;
-    const JsonValue *mwl = present(cfg, "max_window_layers");
-    if (mwl && mwl->type == JV_NUMBER) from_layer = (int)strtod(mwl->text, NULL);
-    if (use && windowed && from_layer < n_layers)
+    const JsonValue *mwl = present(cfg, "max_window_layers"); /* absent: counted as 0, every layer windowed */
+    bool some_layer = !mwl || mwl->type != JV_NUMBER || strtod(mwl->text, NULL) < n_layers;
+    if (use && windowed && some_layer)
         return nf_fail(err, NF_ERR_MODEL,
                        "'%s' uses sliding-window attention (use_sliding_window, sliding_window %s below the context "
                        "%d), which NeuralForge does not compute",

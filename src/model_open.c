@@ -11,10 +11,13 @@
 #include "params.h"
 #include "util.h"
 
-bool model_path_is_imported(const char *path) {
+static bool is_dir(const char *path) {
     struct stat sb;
-    if (stat(path, &sb) != 0) return false;
-    if (S_ISDIR(sb.st_mode)) return true;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+bool model_path_is_imported(const char *path) {
+    if (is_dir(path)) return true;
     FILE *f = fopen(path, "rb");
     if (!f) return false;
     char magic[4];
@@ -36,11 +39,6 @@ int model_open(Model *m, const char *path, NfError *err) {
     m->owned = params; /* freed with the model */
     m->format = strcmp(info.format, "gguf") == 0 ? MODEL_GGUF : MODEL_HF;
     return 0;
-}
-
-static bool is_dir(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
 int model_peek_config(const char *path, ModelConfig *c, NfError *err) {
