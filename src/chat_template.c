@@ -225,8 +225,9 @@ static const char *content(const ChatMessage *m, bool strip, size_t *len) {
     return m->content + b;
 }
 
-/* The roles' order: an optional system message, then user and assistant alternating, ending with assistant. */
-static int check_roles(const ChatMessage *m, int n, NfError *err) {
+/* The roles' order: an optional system message, then user and assistant alternating, ending with `last`
+ * (a chat to train on ends with the assistant's answer, a prompt with the user's message). */
+static int check_roles(const ChatMessage *m, int n, ChatRole last, NfError *err) {
     int first = n > 0 && m[0].role == CHAT_SYSTEM ? 1 : 0;
     if (first >= n) return nf_fail(err, NF_ERR_DATA, "\"messages\" holds no user and assistant messages");
     for (int i = first; i < n; i++) {
@@ -240,12 +241,15 @@ static int check_roles(const ChatMessage *m, int n, NfError *err) {
         return nf_fail(err, NF_ERR_DATA, "message %d has role \"%s\" where \"assistant\" is due", i + 1,
                        role_name(m[i].role));
     }
-    if (m[n - 1].role != CHAT_ASSISTANT)
-        return nf_fail(err, NF_ERR_DATA, "the last message is from the user; a chat ends with the assistant's answer");
+    if (m[n - 1].role != last)
+        return nf_fail(err, NF_ERR_DATA,
+                       last == CHAT_ASSISTANT
+                           ? "the last message is from the user; a chat ends with the assistant's answer"
+                           : "the last message is the assistant's; a prompt ends with the user's");
     return 0;
 }
 
-static int render_llama3(const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+static int render_llama3(const ChatMessage *m, int n, bool prompt, ChatRender *r, NfError *err) {
     if (token(r, PART_BOS, false, err) != 0) return -1;
     for (int i = 0; i < n; i++) {
         bool answer = m[i].role == CHAT_ASSISTANT;
@@ -256,10 +260,14 @@ static int render_llama3(const ChatMessage *m, int n, ChatRender *r, NfError *er
             text(r, c, len, answer, err) != 0 || special(r, "<|eot_id|>", answer, err) != 0)
             return -1;
     }
-    return 0;
+    if (!prompt) return 0;
+    return special(r, "<|start_header_id|>", false, err) != 0 || lit(r, "assistant", err) != 0 ||
+                   special(r, "<|end_header_id|>", false, err) != 0 || lit(r, "\n\n", err) != 0
+               ? -1
+               : 0;
 }
 
-static int render_chatml(const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+static int render_chatml(const ChatMessage *m, int n, bool prompt, ChatRender *r, NfError *err) {
     for (int i = 0; i < n; i++) {
         bool answer = m[i].role == CHAT_ASSISTANT;
         size_t len;
@@ -269,14 +277,18 @@ static int render_chatml(const ChatMessage *m, int n, ChatRender *r, NfError *er
             lit(r, "\n", err) != 0)
             return -1;
     }
-    return 0;
+    if (!prompt) return 0;
+    return special(r, "<|im_start|>", false, err) != 0 || lit(r, "assistant", err) != 0 || lit(r, "\n", err) != 0 ? -1
+                                                                                                                  : 0;
 }
 
+/* A prompt's last turn is its user message alone: Llama 2's template has no generation prompt, the answer
+ * follows " [/INST]". */
 static int render_llama2(const ChatMessage *m, int n, ChatRender *r, NfError *err) {
     int i = m[0].role == CHAT_SYSTEM ? 1 : 0;
     for (; i < n; i += 2) {
-        size_t user_len, answer_len;
-        const char *user = content(&m[i], true, &user_len), *answer = content(&m[i + 1], true, &answer_len);
+        size_t user_len;
+        const char *user = content(&m[i], true, &user_len);
         if (token(r, PART_BOS, false, err) != 0 || lit(r, "[INST] ", err) != 0) return -1;
         r->parts[r->n - 1].fresh = true;
         if (i == 1) { /* the first turn of a chat with a system message */
@@ -286,22 +298,34 @@ static int render_llama2(const ChatMessage *m, int n, ChatRender *r, NfError *er
                 lit(r, "\n<</SYS>>\n\n", err) != 0)
                 return -1;
         }
-        if (text(r, user, user_len, false, err) != 0 || lit(r, " [/INST]", err) != 0 ||
-            add_part(r, PART_TEXT, answer, answer_len, true, true, err) != 0 || token(r, PART_EOS, true, err) != 0)
+        if (text(r, user, user_len, false, err) != 0 || lit(r, " [/INST]", err) != 0) return -1;
+        if (i + 1 == n) break; /* a prompt's last user message */
+        size_t answer_len;
+        const char *answer = content(&m[i + 1], true, &answer_len);
+        if (add_part(r, PART_TEXT, answer, answer_len, true, true, err) != 0 || token(r, PART_EOS, true, err) != 0)
             return -1;
     }
     return 0;
 }
 
-int chat_render(ChatKind kind, const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+/* The chat, or with `prompt` the conversation so far and the template's generation prompt. */
+static int render(ChatKind kind, const ChatMessage *m, int n, bool prompt, ChatRender *r, NfError *err) {
     r->len = 0;
     r->n = 0;
-    if (check_roles(m, n, err) != 0) return -1;
+    if (check_roles(m, n, prompt ? CHAT_USER : CHAT_ASSISTANT, err) != 0) return -1;
     switch (kind) {
-    case CHAT_LLAMA3: return render_llama3(m, n, r, err);
-    case CHAT_CHATML: return render_chatml(m, n, r, err);
+    case CHAT_LLAMA3: return render_llama3(m, n, prompt, r, err);
+    case CHAT_CHATML: return render_chatml(m, n, prompt, r, err);
     case CHAT_LLAMA2: return render_llama2(m, n, r, err);
     case CHAT_NONE: break;
     }
     return nf_fail(err, NF_ERR_DATA, "no chat template");
+}
+
+int chat_render(ChatKind kind, const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+    return render(kind, m, n, false, r, err);
+}
+
+int chat_render_prompt(ChatKind kind, const ChatMessage *m, int n, ChatRender *r, NfError *err) {
+    return render(kind, m, n, true, r, err);
 }

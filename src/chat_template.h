@@ -121,6 +121,17 @@ typedef struct {
  * message that is not the assistant's. */
 int chat_render(ChatKind kind, const ChatMessage *m, int n, ChatRender *r, NfError *err);
 
+/* A prompt to generate the next answer from (`chat`, `generate --chat`):
+ * the conversation m[0..n), which ends with the user's message, then the
+ * template's generation prompt, as Hugging Face's add_generation_prompt:
+ *   llama3  <|start_header_id|> "assistant" <|end_header_id|> "\n\n"
+ *   chatml  <|im_start|> "assistant\n"
+ *   llama2  nothing: the answer follows the last " [/INST]"
+ * Every earlier answer is rendered as chat_render renders it, with its
+ * end-of-turn token. Errors (bad_data): roles out of order, no messages, a
+ * last message that is not the user's. */
+int chat_render_prompt(ChatKind kind, const ChatMessage *m, int n, ChatRender *r, NfError *err);
+
 void chat_render_free(ChatRender *r);
 
 #endif

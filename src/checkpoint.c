@@ -114,8 +114,9 @@ static void encode_model_block(const ModelConfig *c, unsigned char *buf) {
     put(&w, &context, 4);
 }
 
-/* The config from the fixed header's 8 fields at p + 16 and, in version 2, the model block at p + HEADER_FIXED. */
-static void decode_config(const unsigned char *p, uint32_t version, ModelConfig *c) {
+/* The config from the fixed header's 8 fields at p + 16 and, in version 2, the model block at p + HEADER_FIXED;
+ * values no ModelConfig can hold are refused here, the rest by config_validate. */
+static int decode_config(const unsigned char *p, uint32_t version, ModelConfig *c, NfError *err) {
     int32_t cfg[8];
     memcpy(cfg, p + 16, sizeof cfg);
     *c = (ModelConfig){.dim = cfg[0],
@@ -126,7 +127,7 @@ static void decode_config(const unsigned char *p, uint32_t version, ModelConfig 
                        .vocab_size = cfg[5],
                        .seq_len = cfg[6],
                        .shared_classifier = cfg[7] != 0};
-    if (version < 2) return;
+    if (version < 2) return 0;
     const unsigned char *b = p + HEADER_FIXED;
     uint32_t arch, flags, scaling;
     memcpy(&c->head_dim, b, 4);
@@ -139,11 +140,13 @@ static void decode_config(const unsigned char *p, uint32_t version, ModelConfig 
     memcpy(&c->rope_scaling.low_freq_factor, b + 28, 4);
     memcpy(&c->rope_scaling.high_freq_factor, b + 32, 4);
     memcpy(&c->rope_scaling.original_context, b + 36, 4);
-    /* out-of-range values become ones config_validate refuses */
-    c->arch = arch <= ARCH_QWEN3 ? (ModelArch)arch : (ModelArch)-1;
+    if (arch > ARCH_QWEN3) return nf_fail(err, NF_ERR_CHECKPOINT, "architecture %u is unknown", arch);
+    if (flags > 3u) return nf_fail(err, NF_ERR_CHECKPOINT, "model flags 0x%x have unknown bits", flags);
+    if (scaling > ROPE_SCALING_LLAMA3)
+        return nf_fail(err, NF_ERR_CHECKPOINT, "RoPE scaling type %u is unknown", scaling);
+    c->arch = (ModelArch)arch, c->rope_scaling.type = (RopeScalingType)scaling;
     c->qkv_bias = flags & 1u, c->qk_norm = flags & 2u;
-    c->rope_scaling.type = scaling <= ROPE_SCALING_LLAMA3 ? (RopeScalingType)scaling : (RopeScalingType)-1;
-    if (flags > 3u) c->head_dim = -1;
+    return 0;
 }
 
 static uint64_t header_bytes(uint32_t version) { return HEADER_FIXED + (version >= 2 ? MODEL_BLOCK : 0); }
@@ -244,8 +247,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, bool with_optimizer, NfErr
         nf_fail(err, NF_ERR_CHECKPOINT, "checkpoint '%s' fails its checksum: the file is corrupt", path);
         goto done;
     }
-    decode_config(p, version, &ck->config);
-    if (config_validate(&ck->config, err) != 0) {
+    if (decode_config(p, version, &ck->config, err) != 0 || config_validate(&ck->config, err) != 0) {
         nf_prefix(err, NF_ERR_CHECKPOINT, "checkpoint '%s' has an invalid model config: ", path);
         goto done;
     }
@@ -470,7 +472,7 @@ bool checkpoint_peek_config(const char *path, ModelConfig *config, bool *is_lora
     if (got < HEADER_FIXED || memcmp(h, MAGIC, 8) != 0 || version < 1 || version > CKPT_VERSION ||
         got < header_bytes(version) || (kind != KIND_FULL && kind != KIND_LORA))
         return false;
-    decode_config(h, version, config);
+    if (decode_config(h, version, config, NULL) != 0) return false;
     *is_lora = kind == KIND_LORA;
     return config_validate(config, NULL) == 0;
 }

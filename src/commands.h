@@ -7,6 +7,7 @@
 #include "protocol.h"
 
 int cmd_generate(int argc, char **argv, NfOut *out);
+int cmd_chat(int argc, char **argv, NfOut *out);
 int cmd_info(int argc, char **argv, NfOut *out);
 int cmd_tokenize(int argc, char **argv, NfOut *out);
 int cmd_ingest(int argc, char **argv, NfOut *out);

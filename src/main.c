@@ -13,6 +13,7 @@ typedef struct {
 
 static const Command COMMANDS[] = {
     {"generate", cmd_generate, "generate text from a model (NDJSON token stream, or --text)"},
+    {"chat", cmd_chat, "chat with a model: a user message a line of stdin, its chat template, the KV cache kept"},
     {"info", cmd_info, "describe a model file and/or a tokenizer"},
     {"train", cmd_train, "train a model: from scratch (--init) or fine-tuning (--model)"},
     {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},

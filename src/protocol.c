@@ -65,6 +65,22 @@ void json_model_config(JsonBuf *j, const char *key, const ModelConfig *c) {
     json_int(j, "seq_len", c->seq_len);
     json_int(j, "head_size", config_head_size(c));
     json_bool(j, "shared_classifier", c->shared_classifier);
+    json_str(j, "arch", model_arch_name(c->arch));
+    json_bool(j, "qkv_bias", c->qkv_bias);
+    json_bool(j, "qk_norm", c->qk_norm);
+    json_float(j, "rope_theta", config_rope_theta(c));
+    json_float(j, "rms_norm_eps", config_norm_eps(c));
+    if (c->rope_scaling.type == ROPE_SCALING_LLAMA3) {
+        json_object_begin(j, "rope_scaling");
+        json_str(j, "type", "llama3");
+        json_float(j, "factor", c->rope_scaling.factor);
+        json_float(j, "low_freq_factor", c->rope_scaling.low_freq_factor);
+        json_float(j, "high_freq_factor", c->rope_scaling.high_freq_factor);
+        json_int(j, "original_context", c->rope_scaling.original_context);
+        json_object_end(j);
+    } else {
+        json_null_value(j, "rope_scaling");
+    }
     json_object_end(j);
 }
 

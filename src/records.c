@@ -186,8 +186,8 @@ static int add_stretch(Document *d, const Tokenizer *t, const ChatRender *r, siz
     return 0;
 }
 
-/* A rendered chat into d: BOS/EOS and specials as their ids, runs of text parts as stretches. */
-static int add_chat(Document *d, const Tokenizer *t, ChatKind kind, const ChatRender *r, NfError *err) {
+int document_from_chat(const Tokenizer *t, ChatKind kind, const ChatRender *r, Document *d, NfError *err) {
+    document_reset(d);
     for (size_t k = 0; k < r->n; k++) {
         const ChatPart *p = &r->parts[k];
         if (p->kind == PART_BOS || p->kind == PART_EOS) { /* the template's, whatever add_bos / add_eos say */
@@ -215,7 +215,7 @@ static int chat_document(const Tokenizer *t, const ChatTemplate *chat, const Jso
     int n = 0, rc = chat_messages_from_json(messages, &m, &n, err);
     ChatRender r = {0};
     if (rc == 0 && chat_render(chat->kind, m, n, &r, err) != 0) rc = -1;
-    if (rc == 0) rc = add_chat(d, t, chat->kind, &r, err);
+    if (rc == 0) rc = document_from_chat(t, chat->kind, &r, d, err);
     chat_render_free(&r);
     free(m);
     return rc;

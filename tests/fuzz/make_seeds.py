@@ -7,7 +7,10 @@ small texts, records and configs. Every seed is a few KB at most.
 
 Run from the repository root after `make`: /usr/bin/python3 tests/fuzz/make_seeds.py
 It replaces the generated seeds (seed_*); the regression inputs (crash_*,
-hostile_*) beside them are kept."""
+hostile_*) and the checkpoints of older versions (compat_v1_*: written by a
+version-1 build, kept to show they still load) beside them are kept. Qwen 2
+and Qwen 3 checkpoints (biases; q/k norms with head_dim apart from dim /
+heads) fill the model block of version 2."""
 import glob
 import json
 import os
@@ -86,6 +89,11 @@ def main():
     nf("train", "--init", *shape, "--separate-classifier", "--data", data, "--steps", 1, "--batch", 1,
        "--val-every", 0, "--ckpt", sep, "--threads", 1)
     add("checkpoint", "full.ckpt", open(ckpt, "rb").read())
+    for arch in ("qwen2", "qwen3"):
+        qwen = os.path.join(tmp, arch + ".ckpt")
+        nf("train", "--init", *shape, "--arch", arch, "--head-dim", 6, "--data", data, "--steps", 1, "--batch", 1,
+           "--val-every", 0, "--ckpt", qwen, "--threads", 1)
+        add("checkpoint", arch + ".ckpt", open(qwen, "rb").read())
 
     for fmt, name in [("llama2c", "v0.bin"), ("llama2c-v1", "v1.bin")]:
         for src, suffix in [(ckpt, ""), (sep, "_separate")]:

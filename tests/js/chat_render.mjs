@@ -8,6 +8,7 @@
 // MODEL_DIR holds tokenizer.json and tokenizer_config.json. Each request line is
 //   {"messages": [...]}  -> {"rendered": S}: the config's chat_template with its
 //                           bos_token / eos_token, add_generation_prompt false
+//                           (true when the request has "add_generation_prompt": true)
 //   {"text": S}          -> {"ids": [...], "offsets": [[b, e], ...]}: S encoded
 //                           without added BOS/EOS; offsets in code points of S
 // --text-special TOKEN renames TOKEN among the tokenizer's added tokens, so that
@@ -51,7 +52,7 @@ for await (const line of lines) {
             messages: req.messages,
             bos_token: spelling(config.bos_token),
             eos_token: spelling(config.eos_token),
-            add_generation_prompt: false,
+            add_generation_prompt: req.add_generation_prompt === true,
         });
         console.log(JSON.stringify({ rendered }));
     } else {

@@ -1,5 +1,6 @@
 /* test_chat_template.c — chat_template.c: detection by markers, names and
  * roles, the parts each template renders (specials, text, trained or not),
+ * prompts with each template's generation prompt,
  * and records.c's chat documents on a small tokenizer.bin whose pieces hold
  * the ChatML specials and a piece "\nH" that straddles template text and an
  * answer: the stretch is encoded as one, and the mask follows byte ranges
@@ -96,6 +97,42 @@ static void test_roles_out_of_order_are_refused(void **state) {
     chat_render_free(&r);
 }
 
+/* A prompt: the conversation so far, ending with the user's message, then each template's generation prompt
+ * (llama2 has none: the answer follows " [/INST]"); earlier answers as chat_render renders them. */
+static void test_prompts_end_with_the_generation_prompt(void **state) {
+    (void)state;
+    ChatMessage chat[] = {{CHAT_USER, "U", 1}, {CHAT_ASSISTANT, " A ", 3}, {CHAT_USER, " V", 2}};
+    ChatRender r = {0};
+    NfError err;
+    char got[1024];
+    assert_int_equal(chat_render_prompt(CHAT_LLAMA3, chat, 3, &r, &err), 0);
+    describe(&r, got, sizeof got);
+    assert_string_equal(got, "bos::0|special:<|start_header_id|>:0|text:user:0|special:<|end_header_id|>:0|"
+                             "text:\n\n:0|text:U:0|special:<|eot_id|>:0|"
+                             "special:<|start_header_id|>:0|text:assistant:0|special:<|end_header_id|>:0|"
+                             "text:\n\n:0|text:A:1|special:<|eot_id|>:1|"
+                             "special:<|start_header_id|>:0|text:user:0|special:<|end_header_id|>:0|text:\n\n:0|"
+                             "text:V:0|special:<|eot_id|>:0|"
+                             "special:<|start_header_id|>:0|text:assistant:0|special:<|end_header_id|>:0|"
+                             "text:\n\n:0|");
+    assert_int_equal(chat_render_prompt(CHAT_CHATML, chat, 1, &r, &err), 0);
+    describe(&r, got, sizeof got);
+    assert_string_equal(got, "special:<|im_start|>:0|text:user:0|text:\n:0|text:U:0|special:<|im_end|>:0|text:\n:0|"
+                             "special:<|im_start|>:0|text:assistant:0|text:\n:0|");
+    assert_int_equal(chat_render_prompt(CHAT_LLAMA2, chat, 3, &r, &err), 0);
+    describe(&r, got, sizeof got);
+    assert_string_equal(got, "bos::0|text*:[INST] :0|text:U:0|text: [/INST]:0|text*:A:1|eos::1|"
+                             "bos::0|text*:[INST] :0|text:V:0|text: [/INST]:0|");
+    /* a prompt ends with the user's message; a chat to train on with the assistant's */
+    assert_int_equal(chat_render_prompt(CHAT_CHATML, chat, 2, &r, &err), -1);
+    assert_string_equal(err.code, NF_ERR_DATA);
+    assert_non_null(strstr(err.message, "the last message is the assistant's; a prompt ends with the user's"));
+    ChatMessage system_only[] = {{CHAT_SYSTEM, "s", 1}};
+    assert_int_equal(chat_render_prompt(CHAT_LLAMA2, system_only, 1, &r, &err), -1);
+    assert_non_null(strstr(err.message, "holds no user and assistant messages"));
+    chat_render_free(&r);
+}
+
 /* A tokenizer.bin: <unk>, <s>, </s>, the 256 byte pieces, <|im_start|>, <|im_end|> and "\nH" (merged first). */
 static char *chatml_tokenizer(void) {
     unsigned char buf[8192];
@@ -173,6 +210,7 @@ int main(void) {
         cmocka_unit_test(test_names_and_roles),
         cmocka_unit_test(test_each_template_renders_its_parts),
         cmocka_unit_test(test_roles_out_of_order_are_refused),
+        cmocka_unit_test(test_prompts_end_with_the_generation_prompt),
         cmocka_unit_test(test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
