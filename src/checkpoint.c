@@ -4,8 +4,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fileio.h"
+#include "hf_model.h"
 #include "model_open.h"
 #include "params.h"
 #include "util.h"
@@ -322,14 +324,31 @@ static int exactly_one_source(const char *model_path, const char *ckpt_path, NfE
     return 0;
 }
 
-int model_file_checksum(const char *path, uint64_t *out, NfError *err) {
+static int checksum_file(Checksum *sum, const char *path, NfError *err) {
     MappedFile f;
     if (mapped_file_open(&f, path, "model", err) != 0) return -1;
+    checksum_update(sum, f.data, f.size);
+    mapped_file_close(&f);
+    return 0;
+}
+
+/* A file's bytes; a Hugging Face directory's files (hf_model_files' order) one after another. */
+int model_file_checksum(const char *path, uint64_t *out, NfError *err) {
     Checksum sum;
     checksum_init(&sum);
-    checksum_update(&sum, f.data, f.size);
+    struct stat sb;
+    int rc = 0;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        char **files;
+        int n;
+        if (hf_model_files(path, &files, &n, err) != 0) return -1;
+        for (int i = 0; rc == 0 && i < n; i++) rc = checksum_file(&sum, files[i], err);
+        hf_model_files_free(files, n);
+    } else {
+        rc = checksum_file(&sum, path, err);
+    }
+    if (rc != 0) return -1;
     *out = checksum_final(&sum);
-    mapped_file_close(&f);
     return 0;
 }
 

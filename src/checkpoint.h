@@ -50,7 +50,8 @@ void checkpoint_free(Checkpoint *ck);
  * it. False when the file cannot be read or its header is not valid. */
 bool checkpoint_peek_config(const char *path, ModelConfig *config, bool *is_lora);
 
-/* The checksum that identifies a base model file (FNV-1a over its bytes). */
+/* The checksum that identifies a base model (FNV-1a over its bytes; a Hugging Face directory's config.json
+ * and safetensors files in hf_model_files' order, docs/formats.md). */
 int model_file_checksum(const char *path, uint64_t *sum, NfError *err);
 
 /* Refuses a LoRA checkpoint unless base_path is the very file it was trained on. */

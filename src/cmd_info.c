@@ -1,15 +1,35 @@
 /* cmd_info.c — `neuralforge info`: describes a model file, a tokenizer and/or
  * LoRA adapters as `info` messages {key: "model"|"tokenizer"|"lora", value: {...}}. */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "args.h"
 #include "chat_template.h"
 #include "checkpoint.h"
 #include "commands.h"
+#include "hf_model.h"
 #include "hf_tokenizer.h"
 #include "model.h"
 #include "model_open.h"
 #include "tokenizer.h"
+
+/* Bytes the model was read from: its mapped file, or the files an imported model was converted from (a Hugging
+ * Face directory's config.json and safetensors, hf_model_files; a GGUF file). */
+static int64_t model_source_bytes(const char *path, const Model *m) {
+    struct stat sb;
+    if (m->file.size) return (int64_t)m->file.size;
+    if (stat(path, &sb) != 0) return 0;
+    if (!S_ISDIR(sb.st_mode)) return (int64_t)sb.st_size;
+    char **files;
+    int n;
+    int64_t total = 0;
+    NfError ignored; /* the model opened: its files list the same way */
+    if (hf_model_files(path, &files, &n, &ignored) != 0) return 0;
+    for (int i = 0; i < n; i++)
+        if (stat(files[i], &sb) == 0) total += (int64_t)sb.st_size;
+    hf_model_files_free(files, n);
+    return total;
+}
 
 static void emit_model_info(NfOut *out, const char *path, const Model *m) {
     JsonBuf j;
@@ -20,7 +40,7 @@ static void emit_model_info(NfOut *out, const char *path, const Model *m) {
     json_str(&j, "format", model_format_name(m->format));
     json_str(&j, "dtype", m->dtype == NF_Q8 ? "q8_0" : "f32");
     if (m->dtype == NF_Q8) json_int(&j, "group_size", m->group_size);
-    json_int(&j, "file_bytes", (int64_t)m->file.size);
+    json_int(&j, "file_bytes", model_source_bytes(path, m));
     json_int(&j, "params", (int64_t)config_param_count(&m->config));
     json_model_config(&j, "config", &m->config);
     json_object_end(&j);
@@ -88,9 +108,10 @@ static void emit_lora_info(NfOut *out, const char *path, const Checkpoint *ck) {
 int cmd_info(int argc, char **argv, NfOut *out) {
     const char *model_path = NULL, *tokenizer_path = NULL, *lora_path = NULL;
     ArgSpec specs[] = {
-        {"model", ARG_STRING, &model_path, .help = "llama2.c model file (v0, v1 or v2)"},
+        {"model", ARG_STRING, &model_path, .help = "model: llama2.c file, Hugging Face directory or GGUF file"},
         {"tokenizer", ARG_STRING, &tokenizer_path,
-         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory"},
+         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (default: the --model directory's "
+                 "tokenizer.json)"},
         {"lora", ARG_STRING, &lora_path, .help = "LoRA checkpoint (with --model: checked against it)"},
     };
     int exit_status;
@@ -106,6 +127,7 @@ int cmd_info(int argc, char **argv, NfOut *out) {
     Tokenizer tok = {0};
     Checkpoint adapters = {0};
     int status = 0;
+    if (!tokenizer_path) tokenizer_path = model_tokenizer_path(model_path); /* the directory's own */
     if (model_path && model_open(&model, model_path, &err) != 0) goto fail;
     ChatKind chat = CHAT_NONE;
     ChatDetection how = CHAT_ABSENT;

@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "gguf.h"
 #include "gguf_vocab.h"
+#include "hf_model.h"
 #include "hf_tokenizer.h"
 #include "json.h"
 #include "llama_interop.h"
@@ -284,38 +285,7 @@ int export_safetensors(const char *dir, const ModelConfig *c, const float *param
     if ((rc = st_write(model_path, out, n, &st->bytes, err)) != 0) goto done;
     JsonBuf j;
     json_init(&j);
-    json_object_begin(&j, NULL);
-    json_array_begin(&j, "architectures");
-    json_str(&j, NULL, "LlamaForCausalLM");
-    json_array_end(&j);
-    json_str(&j, "model_type", "llama");
-    json_int(&j, "hidden_size", c->dim);
-    json_int(&j, "intermediate_size", c->hidden_dim);
-    json_int(&j, "num_hidden_layers", c->n_layers);
-    json_int(&j, "num_attention_heads", c->n_heads);
-    json_int(&j, "num_key_value_heads", c->n_kv_heads);
-    json_int(&j, "vocab_size", c->vocab_size);
-    json_int(&j, "max_position_embeddings", c->seq_len);
-    json_number(&j, "rms_norm_eps", 1e-5);
-    json_number(&j, "rope_theta", 10000.0);
-    json_bool(&j, "tie_word_embeddings", c->shared_classifier);
-    json_str(&j, "hidden_act", "silu");
-    /* a tokenizer.json's own ids; without one, llama2.c's (tokenizer.bin), what its models use */
-    if (tok && tok->hf) {
-        if (tok->bos_id >= 0)
-            json_int(&j, "bos_token_id", tok->bos_id);
-        else
-            json_null_value(&j, "bos_token_id");
-        if (tok->eos_id >= 0)
-            json_int(&j, "eos_token_id", tok->eos_id);
-        else
-            json_null_value(&j, "eos_token_id");
-    } else {
-        json_int(&j, "bos_token_id", 1);
-        json_int(&j, "eos_token_id", 2);
-    }
-    json_str(&j, "torch_dtype", "float32");
-    json_object_end(&j);
+    hf_model_config_json(&j, c, tok);
     rc = j.failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory")
                   : write_text(config_path, j.data, j.len, &st->bytes, err);
     json_free(&j);

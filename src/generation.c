@@ -9,11 +9,14 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "model_open.h"
 #include "util.h"
 
 const char *generation_tokenizer_path(const GenerationOptions *o, const char *command, NfError *err) {
-    if (!o->tokenizer_path) nf_fail(err, NF_ERR_USAGE, "%s needs --tokenizer", command);
-    return o->tokenizer_path;
+    const char *path = o->tokenizer_path ? o->tokenizer_path : model_tokenizer_path(o->model_path);
+    if (!path)
+        nf_fail(err, NF_ERR_USAGE, "%s needs --tokenizer (a Hugging Face model directory brings its own)", command);
+    return path;
 }
 
 /* Prints token id: its bytes in text mode, whole characters (TokenStream) in NDJSON, with its log-probability

@@ -38,12 +38,12 @@ typedef struct {
  * the last initializer's braces apart. */
 /* clang-format off */
 #define GENERATION_MODEL_SPECS(o)                                                                                      \
-    {"model", ARG_STRING, &(o)->model_path, .help = "llama2.c model file (v0, v1 or v2)"},                             \
+    {"model", ARG_STRING, &(o)->model_path, .help = "llama2.c model file (v0, v1 or v2) or Hugging Face directory"},   \
     {"ckpt", ARG_STRING, &(o)->ckpt_path,                                                                              \
      .help = "or a training checkpoint (a LoRA one merged into the base it names)"},                                   \
     {"lora", ARG_STRING, &(o)->lora_path, .help = "LoRA checkpoint applied on --model, unmerged"},                     \
     {"tokenizer", ARG_STRING, &(o)->tokenizer_path,                                                                    \
-     .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (required)"},                              \
+     .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (default: --model's tokenizer.json)"},     \
     {"quant", ARG_CHOICE, &(o)->quant, .choices = "none|q8",                                                           \
      .help = "q8: int8 weights with per-64 scales (default none)"},                                                    \
     {"kv-cache", ARG_CHOICE, &(o)->kv_cache, .choices = "fp32|bf16",                                                   \
@@ -90,8 +90,8 @@ typedef struct {
     double total_ms, first_token_ms;
 } GenerationResult;
 
-/* The tokenizer's path for `command`: --tokenizer, which is required today (the one place that learns
- * where else a model's tokenizer can come from). */
+/* The tokenizer's path for `command`: --tokenizer, else the one that comes with --model (a Hugging Face
+ * directory's tokenizer.json, model_tokenizer_path); an error without either. */
 const char *generation_tokenizer_path(const GenerationOptions *o, const char *command, NfError *err);
 
 /* Threads and the seed (o->seed < 0 becomes one from the clock, which the messages report), the model

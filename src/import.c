@@ -1,4 +1,5 @@
-/* import.c — GGUF files and Hugging Face Llama directories into a flat parameter buffer (see import.h). */
+/* import.c — GGUF files and Hugging Face model directories (hf_model.c reads those) into a flat parameter
+ * buffer (see import.h). */
 #include "import.h"
 
 #include <math.h>
@@ -11,12 +12,11 @@
 #include "f16.h"
 #include "fileio.h"
 #include "gguf.h"
-#include "json_parse.h"
+#include "hf_model.h"
 #include "llama_interop.h"
-#include "safetensors.h"
 #include "util.h"
 
-static void note_dtype(ImportInfo *info, const char *name) {
+void import_note_dtype(ImportInfo *info, const char *name) {
     if (strstr(info->dtypes, name)) return;
     size_t n = strlen(info->dtypes);
     snprintf(info->dtypes + n, sizeof info->dtypes - n, "%s%s", n ? "," : "", name);
@@ -207,7 +207,7 @@ static int import_gguf(const char *path, const char *tokenizer_out, ModelConfig 
                     t[k].gguf_name, src->type);
             goto done;
         }
-        note_dtype(info, ggml_type_name(src->type));
+        import_note_dtype(info, ggml_type_name(src->type));
     }
     info->tensors = n;
     if (tokenizer_out && gguf_tokenizer(&g, path, tokenizer_out, &info->vocab_written, err) != 0) goto done;
@@ -218,229 +218,6 @@ done:
     free(p);
     free(t);
     gguf_close(&g);
-    return rc;
-}
-
-/* ---- Hugging Face safetensors ---------------------------------------------------- */
-
-static int json_int_field(const JsonValue *cfg, const char *key, int *out, bool required, const char *path,
-                          NfError *err) {
-    const JsonValue *v = json_get(cfg, key);
-    if (!v || v->type == JV_NULL) return required ? nf_fail(err, NF_ERR_MODEL, "'%s' lacks \"%s\"", path, key) : 0;
-    char *end;
-    long x = v->type == JV_NUMBER ? strtol(v->text, &end, 10) : -1;
-    if (v->type != JV_NUMBER || *end != '\0' || x < 1 || x > INT32_MAX)
-        return nf_fail(err, NF_ERR_MODEL, "'%s': \"%s\" is not a positive integer", path, key);
-    *out = (int)x;
-    return 0;
-}
-
-/* A shard name from the index must be a plain file name inside the directory. */
-static bool plain_file_name(const char *s) { return s[0] != '\0' && s[0] != '.' && !strchr(s, '/') && strlen(s) < 256; }
-
-#define MAX_SHARDS 256
-
-/* config.json into c (and info->rms_eps): a Llama whose RoPE, activation and head size NeuralForge implements. */
-static int hf_read_config(const char *config_path, ModelConfig *c, ImportInfo *info, NfError *err) {
-    MappedFile f = {0};
-    JsonValue cfg = {0};
-    int rc = -1;
-    if (mapped_file_open(&f, config_path, "config.json", err) != 0) goto done;
-    if (json_parse((const char *)f.data, f.size, &cfg, err) != 0 || cfg.type != JV_OBJECT) {
-        if (cfg.type == JV_OBJECT || !err->code)
-            nf_fail(err, NF_ERR_MODEL, "'%s': not a JSON object", config_path);
-        else
-            nf_prefix(err, NF_ERR_MODEL, "'%s': ", config_path);
-        goto done;
-    }
-    mapped_file_close(&f);
-    const JsonValue *mt = json_get(&cfg, "model_type");
-    if (!mt || mt->type != JV_STRING || strcmp(mt->text, "llama") != 0) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' is not a Llama model (model_type \"%s\")", config_path,
-                mt && mt->type == JV_STRING ? mt->text : "");
-        goto done;
-    }
-    memset(c, 0, sizeof *c);
-    if (json_int_field(&cfg, "hidden_size", &c->dim, true, config_path, err) != 0 ||
-        json_int_field(&cfg, "intermediate_size", &c->hidden_dim, true, config_path, err) != 0 ||
-        json_int_field(&cfg, "num_hidden_layers", &c->n_layers, true, config_path, err) != 0 ||
-        json_int_field(&cfg, "num_attention_heads", &c->n_heads, true, config_path, err) != 0 ||
-        json_int_field(&cfg, "vocab_size", &c->vocab_size, true, config_path, err) != 0 ||
-        json_int_field(&cfg, "max_position_embeddings", &c->seq_len, true, config_path, err) != 0)
-        goto done;
-    c->n_kv_heads = c->n_heads;
-    if (json_int_field(&cfg, "num_key_value_heads", &c->n_kv_heads, false, config_path, err) != 0) goto done;
-    const JsonValue *tie = json_get(&cfg, "tie_word_embeddings"), *theta = json_get(&cfg, "rope_theta"),
-                    *scaling = json_get(&cfg, "rope_scaling"), *act = json_get(&cfg, "hidden_act"),
-                    *eps = json_get(&cfg, "rms_norm_eps"), *head_dim = json_get(&cfg, "head_dim");
-    c->shared_classifier = tie && tie->type == JV_BOOL && tie->boolean; /* transformers' default is untied */
-    if (config_validate(c, err) != 0) goto done;
-    if (theta && theta->type == JV_NUMBER && fabs(strtod(theta->text, NULL) - 10000.0) > 1e-3) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE base %s; NeuralForge's RoPE has base 10000", config_path,
-                theta->text);
-        goto done;
-    }
-    if (scaling && scaling->type != JV_NULL) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' uses rope_scaling, which NeuralForge does not implement", config_path);
-        goto done;
-    }
-    if (act && (act->type != JV_STRING || strcmp(act->text, "silu") != 0)) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' uses the activation \"%s\"; NeuralForge's feed-forward is SwiGLU (silu)",
-                config_path, act->type == JV_STRING ? act->text : "?");
-        goto done;
-    }
-    if (head_dim && head_dim->type == JV_NUMBER && atoi(head_dim->text) != config_head_size(c)) {
-        nf_fail(err, NF_ERR_MODEL, "'%s': head_dim %s is not hidden_size / num_attention_heads", config_path,
-                head_dim->text);
-        goto done;
-    }
-    info->rms_eps = eps && eps->type == JV_NUMBER ? strtod(eps->text, NULL) : 1e-6; /* transformers' default */
-    rc = 0;
-done:
-    mapped_file_close(&f);
-    json_value_free(&cfg);
-    return rc;
-}
-
-/* The open shards of a directory. */
-typedef struct {
-    StFile files[MAX_SHARDS];
-    int n;
-} Shards;
-
-/* Opens the shards: those the index (index_path) names, each once, or else the one model.safetensors. */
-static int hf_open_shards(const char *dir, const char *index_path, Shards *sh, NfError *err) {
-    struct stat sb;
-    if (stat(index_path, &sb) != 0) {
-        char *model_path = nf_path_join(dir, "model.safetensors");
-        int opened = model_path ? st_open(&sh->files[0], model_path, err) : -1;
-        free(model_path);
-        if (opened != 0) return -1;
-        sh->n++;
-        return 0;
-    }
-    const char *names[MAX_SHARDS]; /* in index's text */
-    MappedFile f = {0};
-    JsonValue index = {0};
-    int rc = -1;
-    if (mapped_file_open(&f, index_path, "safetensors index", err) != 0) goto done;
-    if (json_parse((const char *)f.data, f.size, &index, err) != 0) {
-        nf_prefix(err, NF_ERR_MODEL, "'%s': ", index_path);
-        goto done;
-    }
-    mapped_file_close(&f);
-    const JsonValue *map = json_get(&index, "weight_map");
-    if (!map || map->type != JV_OBJECT) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' has no weight_map", index_path);
-        goto done;
-    }
-    for (int i = 0; i < map->n; i++) {
-        const JsonValue *file = &map->items[i];
-        if (file->type != JV_STRING || !plain_file_name(file->text)) {
-            nf_fail(err, NF_ERR_MODEL, "'%s': shard name of '%.80s' is not a file name in the directory", index_path,
-                    map->keys[i]);
-            goto done;
-        }
-        bool seen = false;
-        for (int k = 0; k < sh->n && !seen; k++) seen = strcmp(names[k], file->text) == 0;
-        if (seen) continue;
-        if (sh->n == MAX_SHARDS) {
-            nf_fail(err, NF_ERR_MODEL, "'%s' lists more than %d shards", index_path, MAX_SHARDS);
-            goto done;
-        }
-        char *shard_path = nf_path_join(dir, file->text);
-        int opened = shard_path ? st_open(&sh->files[sh->n], shard_path, err) : -1;
-        free(shard_path);
-        if (opened != 0) goto done;
-        names[sh->n++] = file->text;
-    }
-    rc = 0;
-done:
-    mapped_file_close(&f);
-    json_value_free(&index);
-    return rc;
-}
-
-/* Copies src, the checkpoint's tensor for t (shape checked), into t->data as fp32 in llama2.c's row order. */
-static int hf_copy_tensor(const char *dir, const LlamaTensor *t, const StTensor *src, ImportInfo *info, NfError *err) {
-    uint64_t count = t->rows * (t->cols ? t->cols : 1);
-    if (src->n_dims != (t->cols ? 2 : 1) || src->shape[0] != t->rows || (t->cols && src->shape[1] != t->cols))
-        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for config.json", dir, t->hf_name);
-    float *dst = t->data;
-    float *tmp = t->rope_heads ? malloc(count * 4) : NULL;
-    if (t->rope_heads && !tmp) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    float *w = tmp ? tmp : dst;
-    if (src->dtype == ST_F32)
-        memcpy(w, src->data, count * 4), note_dtype(info, "F32");
-    else if (src->dtype == ST_F16 || src->dtype == ST_BF16) {
-        for (uint64_t i = 0; i < count; i++) {
-            uint16_t h;
-            memcpy(&h, src->data + 2 * i, 2);
-            w[i] = src->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
-        }
-        note_dtype(info, src->dtype == ST_F16 ? "F16" : "BF16");
-    } else {
-        free(tmp);
-        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s is not F32, F16 or BF16", dir, t->hf_name);
-    }
-    if (tmp) { /* HF's half-rotation order back to llama2.c's pairs */
-        hf_permute_rows(dst, tmp, t->rope_heads, t->rows, t->cols, false);
-        free(tmp);
-    }
-    return 0;
-}
-
-/* Refuses a tensor in the shards that is none of t (n) and not one we can do without. */
-static int hf_check_leftovers(const char *dir, const ModelConfig *c, const Shards *sh, const LlamaTensor *t, int n,
-                              NfError *err) {
-    for (int s = 0; s < sh->n; s++)
-        for (int i = 0; i < sh->files[s].n_tensors; i++) {
-            const char *name = sh->files[s].tensors[i].name;
-            bool known = strstr(name, "rotary_emb.inv_freq") != NULL || /* a cache older transformers saved */
-                         (c->shared_classifier && strcmp(name, "lm_head.weight") == 0);
-            for (int k = 0; k < n && !known; k++) known = strcmp(t[k].hf_name, name) == 0;
-            if (!known)
-                return nf_fail(err, NF_ERR_MODEL,
-                               "'%s' has tensor '%.80s', which a llama2.c-shaped model has no place for", dir, name);
-        }
-    return 0;
-}
-
-static int import_safetensors(const char *dir, ModelConfig *c, float **params, ImportInfo *info, NfError *err) {
-    char *config_path = nf_path_join(dir, "config.json"),
-         *index_path = nf_path_join(dir, "model.safetensors.index.json");
-    Shards sh = {.n = 0};
-    int rc = -1;
-    LlamaTensor *t = NULL;
-    float *p = NULL;
-    if (!config_path || !index_path) {
-        nf_fail(err, NF_ERR_MEMORY, "out of memory");
-        goto done;
-    }
-    if (hf_read_config(config_path, c, info, err) != 0 || hf_open_shards(dir, index_path, &sh, err) != 0) goto done;
-    int n = llama_tensor_count(c), found = 0;
-    if (!(t = nf_alloc_array((size_t)n, sizeof *t, err)) ||
-        !(p = nf_alloc_array((size_t)config_param_count(c), sizeof *p, err)))
-        goto done;
-    llama_tensors(c, p, t);
-    for (int k = 0; k < n; k++) {
-        const StTensor *src = NULL;
-        for (int s = 0; s < sh.n && !src; s++) src = st_find(&sh.files[s], t[k].hf_name);
-        if (!src) {
-            nf_fail(err, NF_ERR_MODEL, "'%s' lacks tensor %s", dir, t[k].hf_name);
-            goto done;
-        }
-        if (hf_copy_tensor(dir, &t[k], src, info, err) != 0) goto done;
-        found++;
-    }
-    if (hf_check_leftovers(dir, c, &sh, t, n, err) != 0) goto done;
-    info->tensors = found;
-    *params = p;
-    p = NULL;
-    rc = 0;
-done:
-    for (int s = 0; s < sh.n; s++) st_close(&sh.files[s]);
-    free(t), free(p), free(config_path), free(index_path);
     return rc;
 }
 
@@ -455,7 +232,7 @@ int import_model(const char *input, const char *tokenizer_out, ModelConfig *c, f
             return nf_fail(err, NF_ERR_USAGE,
                            "--tokenizer-output reads a GGUF file's vocabulary; a Hugging Face directory has none in "
                            "tokenizer.bin form");
-        return import_safetensors(input, c, params, info, err);
+        return hf_model_read(input, c, params, info, err);
     }
     info->format = "gguf";
     return import_gguf(input, tokenizer_out, c, params, info, err);

@@ -1,11 +1,9 @@
 /* import.h — reading models made elsewhere into a flat parameter buffer
  * (params.h), from which NeuralForge writes a llama2.c model file it trains
  * on: a llama.cpp GGUF file (architecture "llama", tensors F32, F16 or
- * Q8_0), or a Hugging Face Llama directory (config.json plus
- * model.safetensors, or shards listed by model.safetensors.index.json, in
- * F32, F16 or BF16; wq and wk rows are put back into llama2.c's order).
- * Anything the model would need and NeuralForge does not implement (another
- * RoPE base, RoPE scaling, extra tensors) is refused by name. */
+ * Q8_0), or a Hugging Face model directory (hf_model.h reads it: config.json
+ * plus safetensors shards). Anything the model would need and NeuralForge
+ * does not implement is refused by name. */
 #ifndef NF_IMPORT_H
 #define NF_IMPORT_H
 
@@ -19,6 +17,9 @@ typedef struct {
     double rms_eps;     /* the source's RMSNorm epsilon (NeuralForge uses 1e-5) */
     int vocab_written;  /* pieces written to the tokenizer output, 0 if none */
 } ImportInfo;
+
+/* Adds a source tensor type to info->dtypes, once. */
+void import_note_dtype(ImportInfo *info, const char *name);
 
 /* input: a GGUF file or a Hugging Face model directory. *params is
  * malloc'd. tokenizer_out (may be NULL): write the GGUF's vocabulary there

@@ -6,13 +6,18 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "hf_model.h"
 #include "import.h"
 #include "params.h"
+#include "util.h"
+
+static bool is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
 
 bool model_path_is_imported(const char *path) {
-    struct stat sb;
-    if (stat(path, &sb) != 0) return false;
-    if (S_ISDIR(sb.st_mode)) return true;
+    if (is_dir(path)) return true;
     FILE *f = fopen(path, "rb");
     if (!f) return false;
     char magic[4];
@@ -37,9 +42,19 @@ int model_open(Model *m, const char *path, NfError *err) {
 }
 
 int model_peek_config(const char *path, ModelConfig *c, NfError *err) {
+    if (is_dir(path)) return hf_model_read_config(path, c, err); /* config.json alone, not the weights */
     Model m;
     if (model_open(&m, path, err) != 0) return -1;
     *c = m.config;
     model_free(&m);
     return 0;
+}
+
+const char *model_tokenizer_path(const char *model_path) {
+    if (!model_path || !is_dir(model_path)) return NULL;
+    char *json = nf_path_join(model_path, "tokenizer.json");
+    struct stat sb;
+    bool found = json && stat(json, &sb) == 0 && S_ISREG(sb.st_mode);
+    free(json);
+    return found ? model_path : NULL; /* tokenizer_load reads a directory holding tokenizer.json */
 }

@@ -196,6 +196,11 @@ int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
 }
 
 int tokenizer_check_vocab(const Tokenizer *t, int model_vocab_size, NfError *err) {
+    /* a tokenizer.json's model may have spare rows past its last id (Qwen: 151,669 ids, 151,936 rows) */
+    if (t->hf && t->vocab_size < model_vocab_size) return 0;
+    if (t->hf && t->vocab_size > model_vocab_size)
+        return nf_fail(err, NF_ERR_TOKENIZER, "the tokenizer has ids up to %d but the model's vocab_size is %d",
+                       t->vocab_size - 1, model_vocab_size);
     if (t->vocab_size != model_vocab_size)
         return nf_fail(err, NF_ERR_TOKENIZER, "the tokenizer has %d pieces but the model's vocab_size is %d",
                        t->vocab_size, model_vocab_size);

@@ -82,7 +82,8 @@ int tokenizer_hash(const char *path, uint64_t *h, NfError *err);
 /* "sentencepiece_bin", "hf_byte_level_bpe" or "hf_sentencepiece_bpe". */
 const char *tokenizer_kind_name(TokenizerKind kind);
 
-/* Fails unless the tokenizer has exactly the model's vocab_size pieces. */
+/* Fails unless the tokenizer's ids all fit the model: exactly the model's vocab_size pieces for a
+ * tokenizer.bin; a tokenizer.json's model may have more rows than ids (padding, as Qwen's). */
 int tokenizer_check_vocab(const Tokenizer *t, int model_vocab_size, NfError *err);
 
 /* The flags of the tokenizer's own defaults: BOS and EOS as add_bos / add_eos say. */

@@ -107,7 +107,7 @@ def missing_files_are_refused():
            "--tokenizer", shared("tok512.bin")], code="io")
     check(["tokenize", "--input", shared("tinyshakespeare.txt"), "--output", "/nonexistent/dir/o.bin",
            "--tokenizer", shared("tok512.bin")], code="io")
-    check(["info", "--model", tmpdir()], code="io", mention="not a regular file")
+    check(["info", "--model", tmpdir()], code="io", mention="not a Hugging Face model directory")
 
 
 @test

@@ -117,6 +117,11 @@ def main():
     nf("export", "--ckpt", ckpt, "--format", "safetensors", "--output", hf)
     for path in glob.glob(os.path.join(hf, "*.safetensors")):
         add("safetensors", os.path.basename(path), open(path, "rb").read())
+    add("hf_config", "config.json", open(os.path.join(hf, "config.json"), "rb").read())
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import hf_ref  # the keys of real configs: Llama 3 (llama3 scaling), SmolLM2, Qwen 2.5, Qwen 3
+    for family in ("llama3", "smollm2", "qwen2", "qwen3"):
+        add("hf_config", f"{family}.json", json.dumps(hf_ref.make_config(family), indent=2).encode())
 
     src = os.path.join(tmp, "src")
     os.makedirs(src)
