@@ -15,6 +15,7 @@
 #include "checkpoint.h"
 #include "commands.h"
 #include "infer.h"
+#include "model_open.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "utf8.h"
@@ -230,7 +231,7 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
          .help = "or a training checkpoint (a LoRA one merged into the base it names)"},
         {"lora", ARG_STRING, &o.lora_path, .help = "LoRA checkpoint applied on --model, unmerged"},
         {"tokenizer", ARG_STRING, &o.tokenizer_path,
-         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (required)"},
+         .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (default: a GGUF --model's own)"},
         {"prompt", ARG_STRING, &o.prompt, .help = "text to continue (default: stdin if piped, else empty)"},
         {"parse-special", ARG_FLAG, &o.parse_special,
          .help = "special tokens spelled in the prompt (<|eot_id|>) are control tokens, not text"},
@@ -251,8 +252,9 @@ int cmd_generate(int argc, char **argv, NfOut *out) {
                             ARGS_COUNT(specs), argc, argv, out, &exit_status))
         return exit_status;
     NfError err = {0};
+    o.tokenizer_path = model_tokenizer(o.model_path, o.tokenizer_path);
     if (!o.tokenizer_path) {
-        nf_fail(&err, NF_ERR_USAGE, "generate needs --tokenizer");
+        nf_fail(&err, NF_ERR_USAGE, "generate needs --tokenizer (a GGUF --model brings its own)");
         return emit_error(out, &err);
     }
     nf_set_threads((int)o.threads);

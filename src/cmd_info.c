@@ -102,6 +102,7 @@ int cmd_info(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "info needs --model, --tokenizer and/or --lora");
         return emit_error(out, &err);
     }
+    tokenizer_path = model_tokenizer(model_path, tokenizer_path); /* a GGUF model's own is described too */
     Model model = {0};
     Tokenizer tok = {0};
     Checkpoint adapters = {0};

@@ -26,4 +26,8 @@ typedef struct {
 int import_model(const char *input, const char *tokenizer_out, ModelConfig *c, float **params, ImportInfo *info,
                  NfError *err);
 
+/* The configuration of a GGUF model from its metadata and tensor descriptions alone (no tensor data read),
+ * checked as import_model checks it. */
+int import_gguf_config(const char *path, ModelConfig *c, NfError *err);
+
 #endif

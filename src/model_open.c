@@ -6,19 +6,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "gguf.h"
 #include "import.h"
 #include "params.h"
 
 bool model_path_is_imported(const char *path) {
     struct stat sb;
-    if (stat(path, &sb) != 0) return false;
-    if (S_ISDIR(sb.st_mode)) return true;
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[4];
-    bool gguf = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    fclose(f);
-    return gguf;
+    return (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || gguf_is_file(path);
 }
 
 int model_open(Model *m, const char *path, NfError *err) {
@@ -37,9 +31,16 @@ int model_open(Model *m, const char *path, NfError *err) {
 }
 
 int model_peek_config(const char *path, ModelConfig *c, NfError *err) {
+    if (gguf_is_file(path)) return import_gguf_config(path, c, err); /* the metadata alone */
     Model m;
     if (model_open(&m, path, err) != 0) return -1;
     *c = m.config;
     model_free(&m);
     return 0;
+}
+
+const char *model_tokenizer(const char *model_path, const char *tokenizer_flag) {
+    if (tokenizer_flag) return tokenizer_flag;
+    if (model_path && gguf_is_file(model_path)) return model_path; /* tokenizer_load reads its vocabulary */
+    return NULL;
 }
