@@ -168,6 +168,13 @@ static bool looks_special(const char *s) {
 #undef ENDS
 }
 
+/* "[PAD<id>]" at its own id: a hole of the vocabulary, as convert_hf_to_gguf.py names it (and gguf_vocab_load
+ * reads it back). */
+static bool is_pad(const char *s, uint32_t len, size_t id) {
+    char pad[32];
+    return (size_t)snprintf(pad, sizeof pad, "[PAD%zu]", id) == len && memcmp(pad, s, len) == 0;
+}
+
 typedef struct {
     const char **s;
     uint32_t *len;
@@ -184,14 +191,15 @@ static int gpt_tokens(const Tokenizer *tok, size_t n, GptTokens *t, NfError *err
     if (!(t->s = nf_alloc_array(n, sizeof *t->s, err)) || !(t->len = nf_alloc_array(n, sizeof *t->len, err)) ||
         !(t->types = nf_alloc_array(n, sizeof *t->types, err)))
         return -1;
-    for (size_t i = 0; i < (size_t)b->n_ids; i++) unnamed += b->str[i].len == 0;
+    for (size_t i = 0; i < (size_t)b->n_ids; i++)
+        unnamed += b->str[i].len == 0 || is_pad(b->strings + b->str[i].start, b->str[i].len, i);
     if (!(t->pads = nf_alloc(unnamed * 20 + 1, err))) return -1;
     char *pad = t->pads;
     for (size_t i = 0; i < n; i++) {
         t->types[i] = TOKEN_NORMAL;
         t->s[i] = i < (size_t)b->n_ids ? b->strings + b->str[i].start : "";
         t->len[i] = i < (size_t)b->n_ids ? b->str[i].len : 0;
-        if (t->len[i] == 0) { /* as convert_hf_to_gguf.py fills the holes of a vocabulary */
+        if (t->len[i] == 0 || is_pad(t->s[i], t->len[i], i)) { /* as convert_hf_to_gguf.py fills the holes */
             t->s[i] = pad;
             t->len[i] = (uint32_t)sprintf(pad, "[PAD%zu]", i);
             pad += t->len[i] + 1;
@@ -473,7 +481,8 @@ static int gpt2_trees(const GgufFile *g, const char *path, const GgufKv *tokens,
         uint64_t len;
         gguf_string_at(at, &s, &len, &at);
         int32_t type = types ? i32_at(types, i) : TOKEN_NORMAL;
-        if (type == TOKEN_UNUSED) continue;
+        /* unused ids ("[PAD<id>]") keep their names, so that the tokenizer has the file's count of ids (the
+         * model's rows): no merge makes them, so no text encodes to them */
         json_t *str = json_stringn(s, (size_t)len);
         if (type == TOKEN_CONTROL || type == TOKEN_USER_DEFINED)
             failed = json_array_append_new(added, json_pack("{s:I, s:o, s:b}", "id", (json_int_t)i, "content", str,
@@ -581,4 +590,13 @@ int gguf_vocab_chat_template(const char *path, char **jinja, NfError *err) {
     }
     gguf_close(&g);
     return rc;
+}
+
+bool gguf_vocab_present(const char *path) {
+    GgufFile g;
+    NfError ignored = {0};
+    if (gguf_open(&g, path, &ignored) != 0) return false;
+    bool present = gguf_find(&g, "tokenizer.ggml.model") != NULL;
+    gguf_close(&g);
+    return present;
 }

@@ -47,6 +47,9 @@ const char *gguf_pre_name(const Tokenizer *tok, NfError *err);
  * tokenizer.ggml.eot_token_id joins the end-of-turn ids. */
 int gguf_vocab_load(Tokenizer *t, const char *path, NfError *err);
 
+/* Whether a GGUF file embeds a vocabulary (tokenizer.ggml.model); false for one that cannot be read. */
+bool gguf_vocab_present(const char *path);
+
 /* tokenizer.chat_template of a GGUF file (malloc'd), or NULL when it has none. */
 int gguf_vocab_chat_template(const char *path, char **jinja, NfError *err);
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "gguf.h"
+#include "gguf_vocab.h"
 #include "import.h"
 #include "params.h"
 
@@ -41,6 +42,7 @@ int model_peek_config(const char *path, ModelConfig *c, NfError *err) {
 
 const char *model_tokenizer(const char *model_path, const char *tokenizer_flag) {
     if (tokenizer_flag) return tokenizer_flag;
-    if (model_path && gguf_is_file(model_path)) return model_path; /* tokenizer_load reads its vocabulary */
+    if (model_path && gguf_is_file(model_path) && gguf_vocab_present(model_path))
+        return model_path; /* tokenizer_load reads its vocabulary */
     return NULL;
 }

@@ -20,7 +20,8 @@ int model_open(Model *m, const char *path, NfError *err);
 int model_peek_config(const char *path, ModelConfig *c, NfError *err);
 
 /* The tokenizer that goes with --model: --tokenizer when given (tokenizer_flag), else the model's own (a GGUF
- * file's embedded vocabulary: the GGUF path, which tokenizer_load reads), else NULL. */
+ * file's embedded vocabulary, when it has one: the GGUF path, which tokenizer_load reads), else NULL. Every command
+ * that takes --model and --tokenizer decides it here. */
 const char *model_tokenizer(const char *model_path, const char *tokenizer_flag);
 
 #endif
