@@ -1,5 +1,6 @@
 /* gguf_vocab.h — a tokenizer written as llama.cpp's GGUF tokenizer metadata
- * (the tokenizer.ggml.* keys), for `export --format gguf`:
+ * (the tokenizer.ggml.* keys), for `export --format gguf`, and read back from
+ * a GGUF model as its tokenizer (gguf_vocab_load, at the end):
  *
  * - tokenizer.bin (and builtin:bytes): the "llama" (SentencePiece)
  *   vocabulary: pieces with spaces spelled U+2581, scores, token types,

@@ -1,11 +1,13 @@
 /* import.h — reading models made elsewhere into a flat parameter buffer
- * (params.h), from which NeuralForge writes a llama2.c model file it trains
- * on: a llama.cpp GGUF file (architecture "llama", tensors F32, F16 or
- * Q8_0), or a Hugging Face Llama directory (config.json plus
- * model.safetensors, or shards listed by model.safetensors.index.json, in
- * F32, F16 or BF16; wq and wk rows are put back into llama2.c's order).
- * Anything the model would need and NeuralForge does not implement (another
- * RoPE base, RoPE scaling, extra tensors) is refused by name. */
+ * (params.h): a llama.cpp GGUF file (architecture "llama", "qwen2" or
+ * "qwen3", tensors F32, F16, BF16 or Q8_0; Qwen's q/k rows, which llama.cpp
+ * keeps in HF's order, and llama3 RoPE scaling, which it keeps as
+ * rope_freqs, brought back to NeuralForge's), or a Hugging Face Llama
+ * directory (config.json plus model.safetensors, or shards listed by
+ * model.safetensors.index.json, in F32, F16 or BF16; wq and wk rows are put
+ * back into llama2.c's order). Anything the model would need and
+ * NeuralForge does not implement (mixture of experts, sliding windows,
+ * other RoPE scaling, extra tensors) is refused by name. */
 #ifndef NF_IMPORT_H
 #define NF_IMPORT_H
 

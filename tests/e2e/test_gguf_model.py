@@ -406,6 +406,36 @@ def damaged_embedded_vocabularies_never_crash_the_reader():
         assert b"Sanitizer" not in r.stderr and b"runtime error" not in r.stderr, r.stderr[-2000:]
 
 
+def read_safetensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32)
+            .reshape(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+@test
+def qwen_lora_adapters_as_gguf_hold_hf_ordered_rows_like_peft():
+    """llama.cpp adds B·A to the base's rows as the file holds them: HF's order for qwen3, as PEFT's adapters."""
+    d = tmpdir()
+    _, gguf = trained("qwen3")
+    data = os.path.join(os.path.dirname(gguf), "t.tok")
+    r = run(["train", "--model", gguf, "--lora-rank", 2, "--lora-targets", "wq,wk,wv,wo", "--steps", 2, "--batch", 1,
+             "--seq", 16, "--data", data, "--ckpt", f"{d}/l.ckpt", "--val-every", 0, "--threads", 2], timeout=300)
+    assert r.rc == 0, r.stdout
+    assert run(["export", "--ckpt", f"{d}/l.ckpt", "--format", "gguf-lora", "--output", f"{d}/l.gguf"]).rc == 0
+    assert run(["export", "--ckpt", f"{d}/l.ckpt", "--format", "peft", "--output", f"{d}/peft"]).rc == 0
+    dump = gguf_dump(f"{d}/l.gguf")
+    assert dump["metadata"]["general.architecture"] == "qwen3"
+    g, peft = gguf_tensors(f"{d}/l.gguf", dump), read_safetensors(f"{d}/peft/adapter_model.safetensors")
+    for l in range(2):
+        for ours, hf in (("attn_q", "q_proj"), ("attn_k", "k_proj"), ("attn_v", "v_proj"), ("attn_output", "o_proj")):
+            p = f"base_model.model.model.layers.{l}.self_attn.{hf}"
+            np.testing.assert_array_equal(g[f"blk.{l}.{ours}.weight.lora_a"], peft[p + ".lora_A.weight"])
+            np.testing.assert_array_equal(g[f"blk.{l}.{ours}.weight.lora_b"], peft[p + ".lora_B.weight"])
+        assert np.abs(g[f"blk.{l}.attn_q.weight.lora_b"]).max() > 0
+
+
 @test
 def what_neuralforge_does_not_compute_is_refused_by_name():
     d = tmpdir()
