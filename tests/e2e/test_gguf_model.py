@@ -141,7 +141,7 @@ def each_family_read_back_from_gguf_gives_the_checkpoints_logits_exactly():
     for arch in FAMILIES:
         ckpt, gguf = trained(arch)
         assert np.array_equal(nf_logits(gguf), nf_logits(ckpt)), arch
-        info = run(["info", "--model", gguf]).one("info")["value"]
+        info = {m["key"]: m["value"] for m in run(["info", "--model", gguf]).of_type("info")}["model"]
         assert info["format"] == "gguf" and info["config"]["head_size"] == (24 if arch == "qwen3" else 8), info
 
 
