@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "fileio.h"
 #include "json_parse.h"
+#include "model_open.h"
 #include "tokenizer.h"
 #include "train.h"
 #include "train_options.h"
@@ -224,6 +225,7 @@ static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) 
     o->optim.total_steps = o->steps;
     if (init_config(c, err) != 0) return -1;
     o->bf16 = strcmp(v->dtype, "bf16") == 0;
+    if (!o->tokenizer) o->tokenizer = model_tokenizer(o->model_path, NULL); /* a GGUF model's own */
     /* checkpoints remember where the tokenizer is, wherever export runs */
     if (o->tokenizer && strcmp(o->tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
         if (!(c->tokenizer_abs = realpath(o->tokenizer, NULL)))

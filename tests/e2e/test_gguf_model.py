@@ -434,6 +434,11 @@ def qwen_lora_adapters_as_gguf_hold_hf_ordered_rows_like_peft():
             np.testing.assert_array_equal(g[f"blk.{l}.{ours}.weight.lora_a"], peft[p + ".lora_A.weight"])
             np.testing.assert_array_equal(g[f"blk.{l}.{ours}.weight.lora_b"], peft[p + ".lora_B.weight"])
         assert np.abs(g[f"blk.{l}.attn_q.weight.lora_b"]).max() > 0
+    # the run on a GGUF base took the file's own tokenizer, so the merged export needs no --tokenizer either
+    r = run(["export", "--ckpt", f"{d}/l.ckpt", "--format", "gguf", "--output", f"{d}/merged.gguf"])
+    assert r.rc == 0, r.stdout
+    assert gguf_dump(f"{d}/merged.gguf")["metadata"]["tokenizer.ggml.merges"] == \
+        gguf_dump(gguf)["metadata"]["tokenizer.ggml.merges"]
 
 
 @test
