@@ -93,16 +93,16 @@ static int gguf_arch(const GgufFile *g, const char *path, ModelConfig *c, NfErro
 static int gguf_refuse_unsupported(const GgufFile *g, const ModelConfig *c, const char *path, NfError *err) {
     char k[96];
     int experts = 0, window = 0;
-    if (arch_u32(g, c, "expert_count", &experts, false, path, err) != 0) return -1;
+    if (arch_u32(g, c, "expert_count", &experts, false, path, err) != 0 ||
+        arch_u32(g, c, "attention.sliding_window", &window, false, path, err) != 0)
+        return -1;
     if (experts > 0)
         return nf_fail(err, NF_ERR_MODEL, "'%s' is a mixture of experts (%s %d), which NeuralForge does not compute",
                        path, arch_key(k, sizeof k, c, "expert_count"), experts);
-    if (gguf_find(g, arch_key(k, sizeof k, c, "attention.sliding_window")) &&
-        (arch_u32(g, c, "attention.sliding_window", &window, false, path, err) != 0 || window > 0))
-        return window > 0 ? nf_fail(err, NF_ERR_MODEL,
-                                    "'%s' uses sliding-window attention (%s %d), which NeuralForge does not compute",
-                                    path, k, window)
-                          : -1;
+    if (window > 0)
+        return nf_fail(err, NF_ERR_MODEL,
+                       "'%s' uses sliding-window attention (%s %d), which NeuralForge does not compute", path,
+                       arch_key(k, sizeof k, c, "attention.sliding_window"), window);
     uint64_t len;
     const char *scaling = kv_string(g, arch_key(k, sizeof k, c, "rope.scaling.type"), &len);
     if (gguf_find(g, k) && !string_is(scaling, len, "none"))
