@@ -124,27 +124,21 @@ static void quantize_q8_0(unsigned char *out, const float *x, uint64_t n) {
     }
 }
 
-/* "{arch}.key" */
-static const char *arch_key(char *buf, size_t cap, const ModelConfig *c, const char *key) {
-    snprintf(buf, cap, "%s.%s", model_arch_name(c->arch), key);
-    return buf;
-}
-
 static void put_model_config(GgufWriter *w, const ModelConfig *c) {
     char k[96];
     uint32_t hs = (uint32_t)config_head_size(c);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "context_length"), (uint32_t)c->seq_len);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "embedding_length"), (uint32_t)c->dim);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "block_count"), (uint32_t)c->n_layers);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "feed_forward_length"), (uint32_t)c->hidden_dim);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "attention.head_count"), (uint32_t)c->n_heads);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "attention.head_count_kv"), (uint32_t)c->n_kv_heads);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "attention.key_length"), hs);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "attention.value_length"), hs);
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "rope.dimension_count"), hs);
-    gguf_put_f32(w, arch_key(k, sizeof k, c, "rope.freq_base"), config_rope_theta(c));
-    gguf_put_f32(w, arch_key(k, sizeof k, c, "attention.layer_norm_rms_epsilon"), config_norm_eps(c));
-    gguf_put_u32(w, arch_key(k, sizeof k, c, "vocab_size"), (uint32_t)c->vocab_size);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "context_length"), (uint32_t)c->seq_len);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "embedding_length"), (uint32_t)c->dim);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "block_count"), (uint32_t)c->n_layers);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "feed_forward_length"), (uint32_t)c->hidden_dim);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.head_count"), (uint32_t)c->n_heads);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.key_length"), hs);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.value_length"), hs);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "rope.dimension_count"), hs);
+    gguf_put_f32(w, gguf_arch_key(k, sizeof k, c->arch, "rope.freq_base"), config_rope_theta(c));
+    gguf_put_f32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.layer_norm_rms_epsilon"), config_norm_eps(c));
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "vocab_size"), (uint32_t)c->vocab_size);
 }
 
 /* One tensor in the dtype asked for (norms, biases and rope_freqs stay F32, as llama.cpp keeps them); rows of

@@ -36,23 +36,17 @@ static int gguf_config_u32(const GgufFile *g, const char *key, int *out, bool re
     return 0;
 }
 
-/* "{arch}.key" of c's architecture */
-static const char *arch_key(char *buf, size_t cap, const ModelConfig *c, const char *key) {
-    snprintf(buf, cap, "%s.%s", model_arch_name(c->arch), key);
-    return buf;
-}
-
 static int arch_u32(const GgufFile *g, const ModelConfig *c, const char *key, int *out, bool required, const char *path,
                     NfError *err) {
     char k[96];
-    return gguf_config_u32(g, arch_key(k, sizeof k, c, key), out, required, path, err);
+    return gguf_config_u32(g, gguf_arch_key(k, sizeof k, c->arch, key), out, required, path, err);
 }
 
 /* A float key of the architecture: *out keeps its value when the key is absent. */
 static int arch_float(const GgufFile *g, const ModelConfig *c, const char *key, float *out, const char *path,
                       NfError *err) {
     char k[96];
-    const GgufKv *kv = gguf_find(g, arch_key(k, sizeof k, c, key));
+    const GgufKv *kv = gguf_find(g, gguf_arch_key(k, sizeof k, c->arch, key));
     double v;
     if (!kv) return 0;
     if (gguf_kv_float(kv, &v) != 0 || !(v > 0) || v > 1e30)
@@ -98,13 +92,13 @@ static int gguf_refuse_unsupported(const GgufFile *g, const ModelConfig *c, cons
         return -1;
     if (experts > 0)
         return nf_fail(err, NF_ERR_MODEL, "'%s' is a mixture of experts (%s %d), which NeuralForge does not compute",
-                       path, arch_key(k, sizeof k, c, "expert_count"), experts);
+                       path, gguf_arch_key(k, sizeof k, c->arch, "expert_count"), experts);
     if (window > 0)
         return nf_fail(err, NF_ERR_MODEL,
                        "'%s' uses sliding-window attention (%s %d), which NeuralForge does not compute", path,
-                       arch_key(k, sizeof k, c, "attention.sliding_window"), window);
+                       gguf_arch_key(k, sizeof k, c->arch, "attention.sliding_window"), window);
     uint64_t len;
-    const char *scaling = kv_string(g, arch_key(k, sizeof k, c, "rope.scaling.type"), &len);
+    const char *scaling = kv_string(g, gguf_arch_key(k, sizeof k, c->arch, "rope.scaling.type"), &len);
     if (gguf_find(g, k) && !string_is(scaling, len, "none"))
         return nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE scaling '%.*s' (%s), which NeuralForge does not implement",
                        path, (int)(len < 40 ? len : 40), scaling ? scaling : "?", k);
@@ -112,7 +106,7 @@ static int gguf_refuse_unsupported(const GgufFile *g, const ModelConfig *c, cons
     if (arch_float(g, c, "rope.scaling.factor", &factor, path, err) != 0) return -1;
     if (factor != 1.0f)
         return nf_fail(err, NF_ERR_MODEL, "'%s' scales RoPE by %g (%s), which NeuralForge does not implement", path,
-                       factor, arch_key(k, sizeof k, c, "rope.scaling.factor"));
+                       factor, gguf_arch_key(k, sizeof k, c->arch, "rope.scaling.factor"));
     return 0;
 }
 

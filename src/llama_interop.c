@@ -116,3 +116,8 @@ const char *gguf_arch_refusal(const ModelConfig *c) {
         return "llama3 RoPE scaling outside the llama architecture (llama.cpp reads rope_freqs for llama only)";
     return NULL;
 }
+
+const char *gguf_arch_key(char *buf, size_t cap, ModelArch arch, const char *key) {
+    snprintf(buf, cap, "%s.%s", model_arch_name(arch), key);
+    return buf;
+}

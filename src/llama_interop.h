@@ -45,6 +45,9 @@ void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uin
  * llama.cpp's llama-model.cpp). */
 static inline bool gguf_rope_neox(ModelArch arch) { return arch != ARCH_LLAMA; }
 
+/* "{arch}.key", llama.cpp's name of an architecture's metadata key (llama-arch.cpp's LLM_KV_NAMES), into buf. */
+const char *gguf_arch_key(char *buf, size_t cap, ModelArch arch, const char *key);
+
 /* What llama.cpp's architecture for c has no place for (its tensor lists, llama-arch.cpp: biases in qwen2 (required
  * there) and llama (optional), q/k norms in qwen3 only, rope_freqs in llama only), or NULL. GGUF export refuses it
  * and GGUF import refuses a file that has it. */

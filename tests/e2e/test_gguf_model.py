@@ -334,8 +334,9 @@ def llama3_rope_scaling_is_read_from_rope_freqs_and_written_back():
 
 @test
 def qwen_files_written_elsewhere_compute_with_rotate_half():
+    """And a llama file with the q/k/v biases llama.cpp's llama architecture may carry, with adjacent pairs."""
     d = tmpdir()
-    for arch, extra in (("qwen2", {}), ("qwen3", dict(D=48, nh=4, hs=16))):
+    for arch, extra in (("qwen2", {}), ("qwen3", dict(D=48, nh=4, hs=16)), ("llama", dict(bias=True))):
         kv, t = random_model(arch, theta=1e6, seed=5, **extra)
         write_gguf(f"{d}/{arch}.gguf", kv, t)
         err = rel_err(nf_logits(f"{d}/{arch}.gguf", SMALL), llama_cpp_logits(arch, dict(kv), t, SMALL))
