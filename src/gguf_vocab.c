@@ -13,6 +13,7 @@
 #include "hf_tokenizer.h"
 #include "model.h"
 #include "pretok.h"
+#include "utf8.h"
 #include "util.h"
 
 /* llama.cpp's token types (llama_token_type) */
@@ -454,6 +455,17 @@ static json_t *pre_tokenizer_json(const PreName *p) {
     return json_pack("{s:s, s:[o, o]}", "type", "Sequence", "pretokenizers", split, byte_level);
 }
 
+/* Whether s[0..len) is UTF-8 without NUL, as jansson's strings and keys must be (a gpt2 vocabulary spells every
+ * token in GPT-2's byte alphabet, so only a damaged file fails). */
+static bool valid_utf8(const char *s, uint64_t len) {
+    for (uint64_t i = 0; i < len;) {
+        size_t n = s[i] ? utf8_valid_len((const unsigned char *)s + i, (size_t)(len - i)) : 0;
+        if (n == 0) return false;
+        i += n;
+    }
+    return true;
+}
+
 /* The "gpt2" vocabulary as the tokenizer.json llama.cpp's converter read it: tokens by id (those of type
  * control or user-defined as added tokens, special for control, as convert_hf_to_gguf.py typed them; unused
  * "[PAD<id>]" fillers left unnamed), the merges in rank order, the pipeline tokenizer.ggml.pre names;
@@ -483,12 +495,13 @@ static int gpt2_trees(const GgufFile *g, const char *path, const GgufKv *tokens,
         int32_t type = types ? i32_at(types, i) : TOKEN_NORMAL;
         /* unused ids ("[PAD<id>]") keep their names, so that the tokenizer has the file's count of ids (the
          * model's rows): no merge makes them, so no text encodes to them */
+        if (!valid_utf8(s, len))
+            return nf_fail(err, NF_ERR_TOKENIZER, "'%s': token %llu is not valid UTF-8", path, (unsigned long long)i);
         json_t *str = json_stringn(s, (size_t)len);
         if (type == TOKEN_CONTROL || type == TOKEN_USER_DEFINED)
             failed = json_array_append_new(added, json_pack("{s:I, s:o, s:b}", "id", (json_int_t)i, "content", str,
                                                             "special", type == TOKEN_CONTROL)) != 0;
         else {
-            /* jansson keys end at a NUL: a byte-level vocabulary spells none */
             char *key = str ? strndup(s, (size_t)len) : NULL;
             failed = !key || json_object_set_new(vocab, key, json_integer((json_int_t)i)) != 0;
             free(key);
@@ -500,6 +513,8 @@ static int gpt2_trees(const GgufFile *g, const char *path, const GgufKv *tokens,
         const char *s;
         uint64_t len;
         gguf_string_at(at, &s, &len, &at);
+        if (!valid_utf8(s, len))
+            return nf_fail(err, NF_ERR_TOKENIZER, "'%s': merge %llu is not valid UTF-8", path, (unsigned long long)i);
         failed = json_array_append_new(merge_list, json_stringn(s, (size_t)len)) != 0;
     }
     static const char *const specials[2][3] = {{"tokenizer.ggml.bos_token_id", "bos_token", "add_bos_token"},
