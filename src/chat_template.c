@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "gguf.h"
+#include "gguf_vocab.h"
 #include "hf_tokenizer.h"
 #include "json_parse.h"
 #include "textsplit.h"
@@ -87,6 +89,7 @@ static int template_in_file(const char *file, bool config, char **jinja, NfError
 
 int chat_template_text(const char *path, char **jinja, NfError *err) {
     *jinja = NULL;
+    if (gguf_is_file(path)) return gguf_vocab_chat_template(path, jinja, err); /* a GGUF model's own */
     HfPaths files;
     if (hf_tokenizer_paths(path, &files, err) != 0) return -1;
     int rc = files.config ? template_in_file(files.config, true, jinja, err) : 0;

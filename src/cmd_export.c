@@ -136,8 +136,8 @@ int cmd_export(int argc, char **argv, NfOut *out) {
         rc = load_flat_params(model_path, ckpt_path, lora_path, &c, &params, &options, &err);
         if (rc == 0) weights = config_param_count(&c);
         if (!tokenizer_path && (gguf || hf_dir)) remembered = remembered_tokenizer(options);
-        /* --tokenizer, else what the checkpoint's run was given, else the model directory's own */
-        const char *tp = tokenizer_path ? tokenizer_path : remembered ? remembered : model_tokenizer_path(model_path);
+        /* --tokenizer, else what the checkpoint's run was given, else the model's own */
+        const char *tp = tokenizer_path ? tokenizer_path : remembered ? remembered : model_tokenizer(model_path, NULL);
         if (rc == 0 && gguf && !tp)
             rc = nf_fail(&err, NF_ERR_USAGE, "--format gguf embeds the tokenizer: give --tokenizer (%s)",
                          ckpt_path ? "this checkpoint's run was given none" : "the one the model was trained with");

@@ -36,8 +36,6 @@ int cmd_import(int argc, char **argv, NfOut *out) {
     int rc = export_llama2c(output, &c, params, 0, &st, &err);
     free(params);
     if (rc != 0) return emit_error(out, &err);
-    if (info.rms_eps != 1e-5 && (float)info.rms_eps != 1e-5f)
-        nf_log("import: the source's RMSNorm epsilon is %g; NeuralForge computes with 1e-5", info.rms_eps);
     JsonBuf j;
     msg_begin(&j, "import");
     json_str(&j, "input", input);

@@ -123,11 +123,11 @@ int cmd_info(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "info needs --model, --tokenizer and/or --lora");
         return emit_error(out, &err);
     }
+    tokenizer_path = model_tokenizer(model_path, tokenizer_path); /* the model's own is described too */
     Model model = {0};
     Tokenizer tok = {0};
     Checkpoint adapters = {0};
     int status = 0;
-    if (!tokenizer_path) tokenizer_path = model_tokenizer_path(model_path); /* the directory's own */
     if (model_path && model_open(&model, model_path, &err) != 0) goto fail;
     ChatKind chat = CHAT_NONE;
     ChatDetection how = CHAT_ABSENT;

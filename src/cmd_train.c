@@ -223,7 +223,7 @@ static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) 
                         : strcmp(v->schedule, "linear") == 0 ? LR_LINEAR
                                                              : LR_COSINE;
     o->optim.total_steps = o->steps;
-    if (!o->tokenizer) o->tokenizer = model_tokenizer_path(o->model_path); /* a directory's own, remembered */
+    o->tokenizer = model_tokenizer(o->model_path, o->tokenizer); /* else the model's own, remembered */
     if (init_config(c, err) != 0) return -1;
     o->bf16 = strcmp(v->dtype, "bf16") == 0;
     /* checkpoints remember where the tokenizer is, wherever export runs */

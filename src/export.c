@@ -125,62 +125,84 @@ static void quantize_q8_0(unsigned char *out, const float *x, uint64_t n) {
     }
 }
 
-static void put_llama_config(GgufWriter *w, const ModelConfig *c) {
-    gguf_put_u32(w, "llama.context_length", (uint32_t)c->seq_len);
-    gguf_put_u32(w, "llama.embedding_length", (uint32_t)c->dim);
-    gguf_put_u32(w, "llama.block_count", (uint32_t)c->n_layers);
-    gguf_put_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
-    gguf_put_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
-    gguf_put_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
-    gguf_put_u32(w, "llama.rope.dimension_count", (uint32_t)config_head_size(c));
-    gguf_put_f32(w, "llama.rope.freq_base", 10000.0f);
-    gguf_put_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    gguf_put_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+static void put_model_config(GgufWriter *w, const ModelConfig *c) {
+    char k[96];
+    uint32_t hs = (uint32_t)config_head_size(c);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "context_length"), (uint32_t)c->seq_len);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "embedding_length"), (uint32_t)c->dim);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "block_count"), (uint32_t)c->n_layers);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "feed_forward_length"), (uint32_t)c->hidden_dim);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.head_count"), (uint32_t)c->n_heads);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.key_length"), hs);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.value_length"), hs);
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "rope.dimension_count"), hs);
+    gguf_put_f32(w, gguf_arch_key(k, sizeof k, c->arch, "rope.freq_base"), config_rope_theta(c));
+    gguf_put_f32(w, gguf_arch_key(k, sizeof k, c->arch, "attention.layer_norm_rms_epsilon"), config_norm_eps(c));
+    gguf_put_u32(w, gguf_arch_key(k, sizeof k, c->arch, "vocab_size"), (uint32_t)c->vocab_size);
+}
+
+/* One tensor in the dtype asked for (norms, biases and rope_freqs stay F32, as llama.cpp keeps them); rows of
+ * RoPE-rotated tensors in HF's order when the architecture rotates halves. */
+static int add_gguf_tensor(GgufWriter *w, Owned *owned, const LlamaTensor *t, const float *data, bool neox,
+                           ExportDtype dtype, NfError *err) {
+    uint64_t count = t->rows * (t->cols ? t->cols : 1), row = t->cols ? t->cols : t->rows;
+    uint64_t dims[2] = {row, t->rows};
+    GgmlType type = !t->cols || dtype == EXPORT_F32                      ? GGML_F32
+                    : dtype == EXPORT_Q8_0 && row % GGML_Q8_0_BLOCK == 0 ? GGML_Q8_0
+                                                                         : GGML_F16;
+    if (neox && t->rope_heads) {
+        float *perm = owned_alloc(owned, count * sizeof(float), err);
+        if (!perm) return -1;
+        hf_permute_rows(perm, data, t->rope_heads, t->rows, t->cols, true);
+        data = perm;
+    }
+    uint64_t bytes = ggml_type_bytes(type, count, row);
+    const void *out = data;
+    if (type != GGML_F32) {
+        unsigned char *conv = owned_alloc(owned, bytes, err);
+        if (!conv) return -1;
+        if (type == GGML_F16)
+            for (uint64_t k = 0; k < count; k++) {
+                uint16_t h = f32_to_f16(data[k]);
+                memcpy(conv + 2 * k, &h, 2);
+            }
+        else
+            quantize_q8_0(conv, data, count);
+        out = conv;
+    }
+    return gguf_add_tensor(w, t->gguf_name, t->cols ? 2 : 1, dims, type, out, bytes, err);
 }
 
 int export_gguf(const char *path, const ModelConfig *c, const float *params, const Tokenizer *tok,
                 const char *tokenizer_path, ExportDtype dtype, ExportStats *st, NfError *err) {
-    if (tokenizer_check_vocab(tok, c->vocab_size, err) != 0) return -1;
+    const char *cannot = gguf_arch_refusal(c);
+    if (cannot) return nf_fail(err, NF_ERR_USAGE, "--format gguf cannot hold %s", cannot);
+    if (gguf_vocab_fits(tok, c->vocab_size, err) != 0) return -1;
     LlamaTensor *t = nf_alloc_array((size_t)llama_tensor_count(c), sizeof *t, err);
     if (!t) return -1;
     int n = llama_tensors(c, (float *)params, t), rc = 0;
     GgufWriter w;
     Owned owned = {0};
     gguf_writer_init(&w);
-    gguf_put_string(&w, "general.architecture", "llama");
+    gguf_put_string(&w, "general.architecture", model_arch_name(c->arch));
     gguf_put_string(&w, "general.name", "neuralforge");
     gguf_put_u32(&w, "general.file_type", dtype == EXPORT_F32 ? 0 : dtype == EXPORT_F16 ? 1 : 7);
     gguf_put_u32(&w, "general.quantization_version", 2);
-    put_llama_config(&w, c);
-    rc = gguf_put_vocab(&w, tok, tokenizer_path, err);
-    for (int i = 0; rc == 0 && i < n; i++) {
-        uint64_t count = t[i].rows * (t[i].cols ? t[i].cols : 1), row = t[i].cols ? t[i].cols : t[i].rows;
-        uint64_t dims[2] = {row, t[i].rows};
-        uint32_t n_dims = t[i].cols ? 2 : 1;
-        GgmlType type = !t[i].cols || dtype == EXPORT_F32                    ? GGML_F32
-                        : dtype == EXPORT_Q8_0 && row % GGML_Q8_0_BLOCK == 0 ? GGML_Q8_0
-                                                                             : GGML_F16;
-        uint64_t bytes = ggml_type_bytes(type, count, row);
-        const void *data = t[i].data;
-        if (type != GGML_F32) {
-            unsigned char *conv = owned_alloc(&owned, bytes, err);
-            if (!conv) {
-                rc = -1;
-                break;
-            }
-            if (type == GGML_F16)
-                for (uint64_t k = 0; k < count; k++) {
-                    uint16_t h = f32_to_f16(t[i].data[k]);
-                    memcpy(conv + 2 * k, &h, 2);
-                }
-            else
-                quantize_q8_0(conv, t[i].data, count);
-            data = conv;
-        }
-        rc = gguf_add_tensor(&w, t[i].gguf_name, n_dims, dims, type, data, bytes, err);
+    put_model_config(&w, c);
+    rc = gguf_put_vocab(&w, tok, tokenizer_path, c->vocab_size, err);
+    if (rc == 0 && c->rope_scaling.type == ROPE_SCALING_LLAMA3) {
+        int half = config_head_size(c) / 2;
+        float *factors = owned_alloc(&owned, (size_t)half * sizeof(float), err);
+        uint64_t dims[1] = {(uint64_t)half};
+        if (!factors) rc = -1;
+        if (rc == 0) gguf_rope_factors(c, factors);
+        if (rc == 0) rc = gguf_add_tensor(&w, "rope_freqs.weight", 1, dims, GGML_F32, factors, (uint64_t)half * 4, err);
     }
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = add_gguf_tensor(&w, &owned, &t[i], t[i].data, gguf_rope_neox(c->arch), dtype, err);
     if (rc == 0) rc = gguf_writer_commit(&w, path, &st->bytes, err);
-    st->tensors = n;
+    st->tensors = (int)w.n_tensors;
     gguf_writer_free(&w);
     owned_free(&owned);
     free(t);
@@ -310,10 +332,13 @@ static int check_adapter_exportable(const Lora *lora, const char *format, NfErro
 
 int export_gguf_lora(const char *path, const ModelConfig *c, const Lora *lora, ExportStats *st, NfError *err) {
     if (check_adapter_exportable(lora, "GGUF LoRA", err) != 0) return -1;
+    const char *cannot = gguf_arch_refusal(c);
+    if (cannot) return nf_fail(err, NF_ERR_USAGE, "--format gguf-lora: llama.cpp cannot hold %s", cannot);
     int r = lora->config.rank, rc = 0, n = 0;
+    Owned owned = {0};
     GgufWriter w;
     gguf_writer_init(&w);
-    gguf_put_string(&w, "general.architecture", "llama");
+    gguf_put_string(&w, "general.architecture", model_arch_name(c->arch));
     gguf_put_string(&w, "general.type", "adapter");
     gguf_put_string(&w, "adapter.type", "lora");
     gguf_put_f32(&w, "adapter.lora.alpha", lora->config.alpha);
@@ -332,6 +357,15 @@ int export_gguf_lora(const char *path, const ModelConfig *c, const Lora *lora, E
         char name[96];
         uint64_t a_dims[2] = {(uint64_t)in, (uint64_t)r}, b_dims[2] = {(uint64_t)r, (uint64_t)out};
         const float *a = lora->w.a[k] + (size_t)t[i].layer * r * in, *b = lora->w.b[k] + (size_t)t[i].layer * out * r;
+        if (t[i].rope_heads && gguf_rope_neox(c->arch)) { /* B's rows are the projection's outputs: HF's order */
+            float *perm = owned_alloc(&owned, (size_t)out * r * 4, err);
+            if (!perm) {
+                rc = -1;
+                break;
+            }
+            hf_permute_rows(perm, b, t[i].rope_heads, (uint64_t)out, (uint64_t)r, true);
+            b = perm;
+        }
         snprintf(name, sizeof name, "%s.lora_a", t[i].gguf_name);
         rc = gguf_add_tensor(&w, name, 2, a_dims, GGML_F32, a, (uint64_t)r * in * 4, err);
         snprintf(name, sizeof name, "%s.lora_b", t[i].gguf_name);
@@ -341,6 +375,7 @@ int export_gguf_lora(const char *path, const ModelConfig *c, const Lora *lora, E
     if (rc == 0) rc = gguf_writer_commit(&w, path, &st->bytes, err);
     st->tensors = n;
     gguf_writer_free(&w);
+    owned_free(&owned);
     free(t);
     return rc;
 }

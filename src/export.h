@@ -1,6 +1,7 @@
 /* export.h — writing a model (a flat parameter buffer, params.h) or LoRA
  * adapters in the formats other tools read: llama2.c v0 and v1, GGUF
- * (llama.cpp; F32, F16 or Q8_0, with the tokenizer embedded), Hugging Face
+ * (llama.cpp's llama, qwen2 or qwen3 architecture; F32, F16 or Q8_0, with
+ * the tokenizer embedded), Hugging Face
  * safetensors with config.json (and a tokenizer.json's files), and unmerged adapters as a llama.cpp GGUF
  * LoRA adapter or a PEFT directory. Every file is written atomically.
  * docs/formats.md describes each output. */

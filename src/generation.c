@@ -13,9 +13,10 @@
 #include "util.h"
 
 const char *generation_tokenizer_path(const GenerationOptions *o, const char *command, NfError *err) {
-    const char *path = o->tokenizer_path ? o->tokenizer_path : model_tokenizer_path(o->model_path);
+    const char *path = model_tokenizer(o->model_path, o->tokenizer_path);
     if (!path)
-        nf_fail(err, NF_ERR_USAGE, "%s needs --tokenizer (a Hugging Face model directory brings its own)", command);
+        nf_fail(err, NF_ERR_USAGE,
+                "%s needs --tokenizer (a Hugging Face model directory or a GGUF file brings its own)", command);
     return path;
 }
 

@@ -38,12 +38,13 @@ typedef struct {
  * the last initializer's braces apart. */
 /* clang-format off */
 #define GENERATION_MODEL_SPECS(o)                                                                                      \
-    {"model", ARG_STRING, &(o)->model_path, .help = "llama2.c model file (v0, v1 or v2) or Hugging Face directory"},   \
+    {"model", ARG_STRING, &(o)->model_path,                                                                            \
+     .help = "llama2.c model file (v0, v1 or v2), Hugging Face directory or GGUF file"},                               \
     {"ckpt", ARG_STRING, &(o)->ckpt_path,                                                                              \
      .help = "or a training checkpoint (a LoRA one merged into the base it names)"},                                   \
     {"lora", ARG_STRING, &(o)->lora_path, .help = "LoRA checkpoint applied on --model, unmerged"},                     \
     {"tokenizer", ARG_STRING, &(o)->tokenizer_path,                                                                    \
-     .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (default: --model's tokenizer.json)"},     \
+     .help = "tokenizer.bin, builtin:bytes, tokenizer.json or its directory (default: the model's own)"},             \
     {"quant", ARG_CHOICE, &(o)->quant, .choices = "none|q8",                                                           \
      .help = "q8: int8 weights with per-64 scales (default none)"},                                                    \
     {"kv-cache", ARG_CHOICE, &(o)->kv_cache, .choices = "fp32|bf16",                                                   \
@@ -91,7 +92,7 @@ typedef struct {
 } GenerationResult;
 
 /* The tokenizer's path for `command`: --tokenizer, else the one that comes with --model (a Hugging Face
- * directory's tokenizer.json, model_tokenizer_path); an error without either. */
+ * directory's tokenizer.json, a GGUF file's vocabulary: model_tokenizer); an error without either. */
 const char *generation_tokenizer_path(const GenerationOptions *o, const char *command, NfError *err);
 
 /* Threads and the seed (o->seed < 0 becomes one from the clock, which the messages report), the model

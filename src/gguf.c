@@ -1,8 +1,10 @@
 /* gguf.c — reading and writing the GGUF container (see gguf.h). */
 #include "gguf.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util.h"
 
@@ -75,7 +77,8 @@ static bool skip_value(Cursor *c, GgufType t) {
 uint64_t ggml_type_bytes(uint32_t type, uint64_t n, uint64_t row) {
     switch (type) {
     case GGML_F32: return n * 4;
-    case GGML_F16: return n * 2;
+    case GGML_F16:
+    case GGML_BF16: return n * 2;
     case GGML_Q8_0: return row % GGML_Q8_0_BLOCK == 0 ? n / GGML_Q8_0_BLOCK * GGML_Q8_0_BYTES : 0;
     default: return 0;
     }
@@ -83,6 +86,17 @@ uint64_t ggml_type_bytes(uint32_t type, uint64_t n, uint64_t row) {
 
 static int bad(NfError *err, const char *path, const char *what) {
     return nf_fail(err, NF_ERR_MODEL, "'%s' is not a usable GGUF file: %s", path, what);
+}
+
+bool gguf_is_file(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return false;
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    uint32_t magic = 0;
+    bool gguf = fread(&magic, 1, 4, f) == 4 && magic == GGUF_MAGIC;
+    fclose(f);
+    return gguf;
 }
 
 int gguf_open(GgufFile *g, const char *path, NfError *err) {

@@ -35,7 +35,7 @@ typedef enum {
 } GgufType;
 
 /* ggml tensor types NeuralForge reads and writes */
-typedef enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8 } GgmlType;
+typedef enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8, GGML_BF16 = 30 } GgmlType;
 #define GGML_Q8_0_BLOCK 32 /* values per Q8_0 block: an fp16 scale, then 32 int8 */
 #define GGML_Q8_0_BYTES 34
 
@@ -71,6 +71,8 @@ typedef struct {
     uint32_t alignment;
 } GgufFile;
 
+/* Whether path is a regular file starting with GGUF's magic. */
+bool gguf_is_file(const char *path);
 int gguf_open(GgufFile *g, const char *path, NfError *err);
 void gguf_close(GgufFile *g);
 

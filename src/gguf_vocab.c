@@ -5,10 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "bpe.h"
 #include "chat_template.h"
+#include "fileio.h"
 #include "hf_tokenizer.h"
+#include "model.h"
 #include "pretok.h"
+#include "utf8.h"
 #include "util.h"
 
 /* llama.cpp's token types (llama_token_type) */
@@ -164,6 +169,13 @@ static bool looks_special(const char *s) {
 #undef ENDS
 }
 
+/* "[PAD<id>]" at its own id: a hole of the vocabulary, as convert_hf_to_gguf.py names it (and gguf_vocab_load
+ * reads it back). */
+static bool is_pad(const char *s, uint32_t len, size_t id) {
+    char pad[32];
+    return (size_t)snprintf(pad, sizeof pad, "[PAD%zu]", id) == len && memcmp(pad, s, len) == 0;
+}
+
 typedef struct {
     const char **s;
     uint32_t *len;
@@ -173,20 +185,22 @@ typedef struct {
 
 static void gpt_tokens_free(GptTokens *t) { free(t->s), free(t->len), free(t->pads), free(t->types); }
 
-static int gpt_tokens(const Tokenizer *tok, GptTokens *t, NfError *err) {
+/* n: the model's rows, at least the tokenizer's ids; the ids past those are padding. */
+static int gpt_tokens(const Tokenizer *tok, size_t n, GptTokens *t, NfError *err) {
     const Bpe *b = hf_tokenizer_bpe(tok->hf);
-    size_t n = (size_t)b->n_ids, unnamed = 0;
+    size_t unnamed = n - (size_t)b->n_ids;
     if (!(t->s = nf_alloc_array(n, sizeof *t->s, err)) || !(t->len = nf_alloc_array(n, sizeof *t->len, err)) ||
         !(t->types = nf_alloc_array(n, sizeof *t->types, err)))
         return -1;
-    for (size_t i = 0; i < n; i++) unnamed += b->str[i].len == 0;
+    for (size_t i = 0; i < (size_t)b->n_ids; i++)
+        unnamed += b->str[i].len == 0 || is_pad(b->strings + b->str[i].start, b->str[i].len, i);
     if (!(t->pads = nf_alloc(unnamed * 20 + 1, err))) return -1;
     char *pad = t->pads;
     for (size_t i = 0; i < n; i++) {
         t->types[i] = TOKEN_NORMAL;
-        t->s[i] = b->strings + b->str[i].start;
-        t->len[i] = b->str[i].len;
-        if (t->len[i] == 0) { /* as convert_hf_to_gguf.py fills the holes of a vocabulary */
+        t->s[i] = i < (size_t)b->n_ids ? b->strings + b->str[i].start : "";
+        t->len[i] = i < (size_t)b->n_ids ? b->str[i].len : 0;
+        if (t->len[i] == 0 || is_pad(t->s[i], t->len[i], i)) { /* as convert_hf_to_gguf.py fills the holes */
             t->s[i] = pad;
             t->len[i] = (uint32_t)sprintf(pad, "[PAD%zu]", i);
             pad += t->len[i] + 1;
@@ -256,15 +270,22 @@ static int put_merges(GgufWriter *w, const Bpe *b, NfError *err) {
     return rc;
 }
 
-static int put_gpt2(GgufWriter *w, const Tokenizer *tok, const char *path, NfError *err) {
+/* The first end-of-turn id that is not EOS (<|eot_id|>, <|im_end|>), or -1. */
+static int end_of_turn(const Tokenizer *tok) {
+    for (int i = 0; i < tok->n_eot; i++)
+        if (tok->eot_ids[i] != tok->eos_id) return tok->eot_ids[i];
+    return -1;
+}
+
+static int put_gpt2(GgufWriter *w, const Tokenizer *tok, const char *path, int rows, NfError *err) {
     const char *pre = gguf_pre_name(tok, err);
     if (!pre) return -1;
     char *chat = NULL;
     if (chat_template_text(path, &chat, err) != 0) return -1;
     GptTokens t = {0};
-    int rc = gpt_tokens(tok, &t, err);
+    uint64_t n = (uint64_t)rows;
+    int rc = gpt_tokens(tok, (size_t)n, &t, err);
     if (rc == 0) {
-        uint64_t n = (uint64_t)hf_tokenizer_bpe(tok->hf)->n_ids;
         gguf_put_string(w, "tokenizer.ggml.model", "gpt2");
         gguf_put_string(w, "tokenizer.ggml.pre", pre);
         gguf_put_string_array(w, "tokenizer.ggml.tokens", n, t.s, t.len);
@@ -275,6 +296,7 @@ static int put_gpt2(GgufWriter *w, const Tokenizer *tok, const char *path, NfErr
         if (tok->bos_id >= 0) gguf_put_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)tok->bos_id);
         if (tok->eos_id >= 0) gguf_put_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)tok->eos_id);
         if (tok->unk_id >= 0) gguf_put_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)tok->unk_id);
+        if (end_of_turn(tok) >= 0) gguf_put_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)end_of_turn(tok));
         gguf_put_bool(w, "tokenizer.ggml.add_bos_token", tok->add_bos);
         gguf_put_bool(w, "tokenizer.ggml.add_eos_token", tok->add_eos);
         if (chat) gguf_put_string(w, "tokenizer.chat_template", chat);
@@ -284,10 +306,16 @@ static int put_gpt2(GgufWriter *w, const Tokenizer *tok, const char *path, NfErr
     return rc;
 }
 
-int gguf_put_vocab(GgufWriter *w, const Tokenizer *tok, const char *path, NfError *err) {
+int gguf_vocab_fits(const Tokenizer *tok, int rows, NfError *err) {
+    if (tok->kind == TOKENIZER_HF_BYTE_LEVEL && tok->vocab_size < rows) return 0; /* padded, as Qwen's are */
+    return tokenizer_check_vocab(tok, rows, err);
+}
+
+int gguf_put_vocab(GgufWriter *w, const Tokenizer *tok, const char *path, int rows, NfError *err) {
+    if (gguf_vocab_fits(tok, rows, err) != 0) return -1;
     switch (tok->kind) {
     case TOKENIZER_BIN: return put_spm(w, tok, err);
-    case TOKENIZER_HF_BYTE_LEVEL: return put_gpt2(w, tok, path, err);
+    case TOKENIZER_HF_BYTE_LEVEL: return put_gpt2(w, tok, path, rows, err);
     case TOKENIZER_HF_SENTENCEPIECE:
         return nf_fail(err, NF_ERR_TOKENIZER,
                        "--format gguf cannot embed a SentencePiece-style tokenizer.json (Llama 2, Mistral): GGUF's "
@@ -295,4 +323,295 @@ int gguf_put_vocab(GgufWriter *w, const Tokenizer *tok, const char *path, NfErro
                        "the model's tokenizer.bin, or export --format safetensors");
     }
     return nf_fail(err, NF_ERR_TOKENIZER, "unknown tokenizer kind");
+}
+
+/* ---- reading: a GGUF's vocabulary back into a Tokenizer ------------------------------ */
+
+/* tokenizer.ggml.model (into model[16]) and tokenizer.ggml.tokens, checked. */
+static int vocab_keys(const GgufFile *g, const char *path, char model[16], const GgufKv **tokens, NfError *err) {
+    const GgufKv *m = gguf_find(g, "tokenizer.ggml.model");
+    *tokens = gguf_find(g, "tokenizer.ggml.tokens");
+    const char *s;
+    uint64_t len = 0;
+    if (m && m->type == GGUF_STRING) gguf_string_at(m->value, &s, &len, NULL);
+    if (!m || m->type != GGUF_STRING || len >= 16 || !*tokens || (*tokens)->type != GGUF_ARRAY ||
+        (*tokens)->array_type != GGUF_STRING)
+        return nf_fail(err, NF_ERR_TOKENIZER, "'%s' holds no tokenizer (tokenizer.ggml.model and tokens)", path);
+    memcpy(model, s, len);
+    model[len] = '\0';
+    if ((*tokens)->array_count < 3 || (*tokens)->array_count > NF_MAX_VOCAB)
+        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %llu tokens; a vocabulary holds 3 to %d", path,
+                       (unsigned long long)(*tokens)->array_count, NF_MAX_VOCAB);
+    return 0;
+}
+
+/* An integer array key of n values (token types), or NULL when absent; -1 when malformed. */
+static int i32_array(const GgufFile *g, const char *key, uint64_t n, const unsigned char **at, const char *path,
+                     NfError *err) {
+    const GgufKv *kv = gguf_find(g, key);
+    *at = NULL;
+    if (!kv) return 0;
+    if (kv->type != GGUF_ARRAY || (kv->array_type != GGUF_INT32 && kv->array_type != GGUF_UINT32) ||
+        kv->array_count != n)
+        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %s does not match the tokens", path, key);
+    *at = kv->value;
+    return 0;
+}
+
+static int32_t i32_at(const unsigned char *at, uint64_t i) {
+    int32_t v;
+    memcpy(&v, at + 4 * i, 4);
+    return v;
+}
+
+/* The "llama" (SentencePiece) vocabulary as a llama2.c tokenizer.bin image: "▁" back to the space
+ * tokenizer.bin uses, the scores kept. tokenizer.bin's ids 0, 1, 2 are <unk>, BOS, EOS: a vocabulary with
+ * others is refused. */
+static int spm_image(const GgufFile *g, const char *path, const GgufKv *tokens, unsigned char **img, size_t *size,
+                     NfError *err) {
+    const GgufKv *scores = gguf_find(g, "tokenizer.ggml.scores");
+    if (scores && (scores->type != GGUF_ARRAY || scores->array_type != GGUF_FLOAT32 ||
+                   scores->array_count != tokens->array_count))
+        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': tokenizer.ggml.scores does not match the tokens", path);
+    static const char *const ids[3] = {"tokenizer.ggml.unknown_token_id", "tokenizer.ggml.bos_token_id",
+                                       "tokenizer.ggml.eos_token_id"};
+    for (int i = 0; i < 3; i++) {
+        const GgufKv *kv = gguf_find(g, ids[i]);
+        uint64_t v;
+        if (kv && (gguf_kv_uint(kv, &v) != 0 || v != (uint64_t)i))
+            return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %s is not %d, as a tokenizer.bin's must be", path, ids[i], i);
+    }
+    uint64_t n = tokens->array_count, bytes = 4;
+    const unsigned char *at = tokens->value;
+    for (uint64_t i = 0; i < n; i++) {
+        const char *s;
+        uint64_t len;
+        gguf_string_at(at, &s, &len, &at);
+        if (len > 4096) /* a piece that long is no SentencePiece piece */
+            return nf_fail(err, NF_ERR_TOKENIZER, "'%s': token %llu is %llu bytes long", path, (unsigned long long)i,
+                           (unsigned long long)len);
+        bytes += 8 + len;
+    }
+    unsigned char *o = nf_alloc((size_t)bytes, err), *p = o + 4;
+    if (!o) return -1;
+    int32_t max_len = 0;
+    at = tokens->value;
+    for (uint64_t i = 0; i < n; i++) {
+        const char *s;
+        uint64_t len;
+        gguf_string_at(at, &s, &len, &at);
+        float score = 0.0f;
+        if (scores) memcpy(&score, scores->value + 4 * i, 4);
+        unsigned char *piece = p + 8;
+        int32_t k = 0;
+        for (uint64_t j = 0; j < len; j++)
+            if (j + 2 < len && (unsigned char)s[j] == 0xE2 && (unsigned char)s[j + 1] == 0x96 &&
+                (unsigned char)s[j + 2] == 0x81)
+                piece[k++] = ' ', j += 2;
+            else
+                piece[k++] = (unsigned char)s[j];
+        memcpy(p, &score, 4);
+        memcpy(p + 4, &k, 4);
+        p = piece + k;
+        max_len = k > max_len ? k : max_len;
+    }
+    memcpy(o, &max_len, 4);
+    *img = o;
+    *size = (size_t)(p - o);
+    return 0;
+}
+
+int gguf_vocab_write_bin(const GgufFile *g, const char *path, const char *out, int *written, NfError *err) {
+    char model[16];
+    const GgufKv *tokens;
+    if (vocab_keys(g, path, model, &tokens, err) != 0) return -1;
+    if (strcmp(model, "llama") != 0)
+        return nf_fail(err, NF_ERR_TOKENIZER,
+                       "'%s' has a '%s' tokenizer; only SentencePiece ('llama') ones become a tokenizer.bin", path,
+                       model);
+    unsigned char *img;
+    size_t size;
+    if (spm_image(g, path, tokens, &img, &size, err) != 0) return -1;
+    AtomicFile f;
+    int rc = atomic_file_open(&f, out, err);
+    if (rc == 0 && atomic_file_write(&f, img, size, err) != 0) {
+        atomic_file_abort(&f);
+        rc = -1;
+    } else if (rc == 0) {
+        rc = atomic_file_commit(&f, err);
+    }
+    free(img);
+    if (rc == 0) *written = (int)tokens->array_count;
+    return rc;
+}
+
+/* The pipeline llama.cpp runs for a tokenizer.ggml.pre name, as a tokenizer.json's pre-tokenizer. */
+static json_t *pre_tokenizer_json(const PreName *p) {
+    json_t *byte_level = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets",
+                                   1, "use_regex", p->byte_regex);
+    if (!p->split) return byte_level;
+    json_t *split = json_pack("{s:s, s:{s:s}, s:s, s:b}", "type", "Split", "pattern", "Regex", p->split, "behavior",
+                              "Isolated", "invert", 0);
+    return json_pack("{s:s, s:[o, o]}", "type", "Sequence", "pretokenizers", split, byte_level);
+}
+
+/* Whether s[0..len) is UTF-8 without NUL, as jansson's strings and keys must be (a gpt2 vocabulary spells every
+ * token in GPT-2's byte alphabet, so only a damaged file fails). */
+static bool valid_utf8(const char *s, uint64_t len) {
+    for (uint64_t i = 0; i < len;) {
+        size_t n = s[i] ? utf8_valid_len((const unsigned char *)s + i, (size_t)(len - i)) : 0;
+        if (n == 0) return false;
+        i += n;
+    }
+    return true;
+}
+
+/* The "gpt2" vocabulary as the tokenizer.json llama.cpp's converter read it: tokens by id (those of type
+ * control or user-defined as added tokens, special for control, as convert_hf_to_gguf.py typed them; unused
+ * "[PAD<id>]" fillers left unnamed), the merges in rank order, the pipeline tokenizer.ggml.pre names;
+ * BOS/EOS and add_bos/add_eos as a tokenizer_config.json. */
+static int gpt2_trees(const GgufFile *g, const char *path, const GgufKv *tokens, const PreName *pre, json_t **root,
+                      json_t **cfg, NfError *err) {
+    const unsigned char *types;
+    uint64_t n = tokens->array_count;
+    if (i32_array(g, "tokenizer.ggml.token_type", n, &types, path, err) != 0) return -1;
+    const GgufKv *merges = gguf_find(g, "tokenizer.ggml.merges");
+    if (!merges || merges->type != GGUF_ARRAY || merges->array_type != GGUF_STRING)
+        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': a 'gpt2' tokenizer without tokenizer.ggml.merges", path);
+    json_t *vocab = json_object(), *added = json_array(), *merge_list = json_array();
+    *root =
+        json_pack("{s:o, s:o, s:{s:s, s:o, s:o, s:b, s:b}, s:o, s:{s:s}}", "normalizer",
+                  pre->nfc ? json_pack("{s:s}", "type", "NFC") : json_null(), "pre_tokenizer", pre_tokenizer_json(pre),
+                  "model", "type", "BPE", "vocab", vocab, "merges", merge_list, "ignore_merges", pre->ignore_merges,
+                  "byte_fallback", 0, "added_tokens", added, "decoder", "type", "ByteLevel");
+    *cfg = json_object();
+    if (!*root || !*cfg) return nf_fail(err, NF_ERR_MEMORY, "out of memory reading the tokenizer");
+    const unsigned char *at = tokens->value;
+    bool failed = false;
+    for (uint64_t i = 0; i < n && !failed; i++) {
+        const char *s;
+        uint64_t len;
+        gguf_string_at(at, &s, &len, &at);
+        int32_t type = types ? i32_at(types, i) : TOKEN_NORMAL;
+        /* unused ids ("[PAD<id>]") keep their names, so that the tokenizer has the file's count of ids (the
+         * model's rows): no merge makes them, so no text encodes to them */
+        if (!valid_utf8(s, len))
+            return nf_fail(err, NF_ERR_TOKENIZER, "'%s': token %llu is not valid UTF-8", path, (unsigned long long)i);
+        json_t *str = json_stringn(s, (size_t)len);
+        if (type == TOKEN_CONTROL || type == TOKEN_USER_DEFINED)
+            failed = json_array_append_new(added, json_pack("{s:I, s:o, s:b}", "id", (json_int_t)i, "content", str,
+                                                            "special", type == TOKEN_CONTROL)) != 0;
+        else {
+            char *key = str ? strndup(s, (size_t)len) : NULL;
+            failed = !key || json_object_set_new(vocab, key, json_integer((json_int_t)i)) != 0;
+            free(key);
+            json_decref(str);
+        }
+    }
+    at = merges->value;
+    for (uint64_t i = 0; i < merges->array_count && !failed; i++) {
+        const char *s;
+        uint64_t len;
+        gguf_string_at(at, &s, &len, &at);
+        if (!valid_utf8(s, len))
+            return nf_fail(err, NF_ERR_TOKENIZER, "'%s': merge %llu is not valid UTF-8", path, (unsigned long long)i);
+        failed = json_array_append_new(merge_list, json_stringn(s, (size_t)len)) != 0;
+    }
+    static const char *const specials[2][3] = {{"tokenizer.ggml.bos_token_id", "bos_token", "add_bos_token"},
+                                               {"tokenizer.ggml.eos_token_id", "eos_token", "add_eos_token"}};
+    for (int k = 0; k < 2 && !failed; k++) {
+        char add_key[64];
+        snprintf(add_key, sizeof add_key, "tokenizer.ggml.%s", specials[k][2]);
+        const GgufKv *id = gguf_find(g, specials[k][0]), *add = gguf_find(g, add_key);
+        uint64_t v;
+        if (id && (gguf_kv_uint(id, &v) != 0 || v >= n))
+            return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %s is not a token id", path, specials[k][0]);
+        if (id) {
+            const char *s;
+            uint64_t len;
+            at = tokens->value;
+            for (uint64_t i = 0; i <= v; i++) gguf_string_at(at, &s, &len, &at);
+            failed = json_object_set_new(*cfg, specials[k][1], json_stringn(s, (size_t)len)) != 0;
+        }
+        if (add && add->type == GGUF_BOOL)
+            failed = failed || json_object_set_new(*cfg, specials[k][2], json_boolean(add->value[0] != 0)) != 0;
+    }
+    return failed ? nf_fail(err, NF_ERR_MEMORY, "out of memory reading the tokenizer") : 0;
+}
+
+static int load_gpt2(Tokenizer *t, const GgufFile *g, const char *path, const GgufKv *tokens, NfError *err) {
+    uint64_t len;
+    const char *s = NULL;
+    const GgufKv *kv = gguf_find(g, "tokenizer.ggml.pre");
+    if (kv && kv->type == GGUF_STRING) gguf_string_at(kv->value, &s, &len, NULL);
+    const PreName *pre = NULL;
+    for (size_t i = 0; s && i < sizeof PRE_NAMES / sizeof *PRE_NAMES; i++)
+        if (strlen(PRE_NAMES[i].name) == len && memcmp(PRE_NAMES[i].name, s, len) == 0) pre = &PRE_NAMES[i];
+    if (!pre)
+        return nf_fail(err, NF_ERR_TOKENIZER,
+                       "'%s': tokenizer.ggml.pre '%.*s' names a pre-tokenizer NeuralForge does not reproduce "
+                       "(llama-bpe, qwen2, smollm, gpt-2); give --tokenizer",
+                       path, s ? (int)(len < 40 ? len : 40) : 0, s ? s : "");
+    json_t *root = NULL, *cfg = NULL;
+    int rc = gpt2_trees(g, path, tokens, pre, &root, &cfg, err);
+    if (rc == 0) rc = hf_tokenizer_from_tree(t, root, cfg, path, err);
+    json_decref(root);
+    json_decref(cfg);
+    uint64_t eot;
+    kv = gguf_find(g, "tokenizer.ggml.eot_token_id");
+    if (rc == 0 && kv && gguf_kv_uint(kv, &eot) == 0 && eot < (uint64_t)t->vocab_size &&
+        !tokenizer_is_eot(t, (int)eot) && t->n_eot < TOKENIZER_MAX_EOT)
+        t->eot_ids[t->n_eot++] = (int)eot;
+    return rc;
+}
+
+int gguf_vocab_load(Tokenizer *t, const char *path, NfError *err) {
+    memset(t, 0, sizeof *t);
+    GgufFile g;
+    if (gguf_open(&g, path, err) != 0) return -1;
+    char model[16];
+    const GgufKv *tokens;
+    int rc = vocab_keys(&g, path, model, &tokens, err);
+    if (rc == 0 && strcmp(model, "llama") == 0) {
+        unsigned char *img = NULL;
+        size_t size;
+        rc = spm_image(&g, path, tokens, &img, &size, err);
+        if (rc == 0) rc = tokenizer_load_image(t, img, size, path, err);
+        const GgufKv *add_bos = gguf_find(&g, "tokenizer.ggml.add_bos_token");
+        if (rc == 0 && add_bos && add_bos->type == GGUF_BOOL) t->add_bos = add_bos->value[0] != 0;
+        free(img);
+    } else if (rc == 0 && strcmp(model, "gpt2") == 0) {
+        rc = load_gpt2(t, &g, path, tokens, err);
+    } else if (rc == 0) {
+        rc = nf_fail(err, NF_ERR_TOKENIZER,
+                     "'%s' has a '%s' tokenizer; NeuralForge reads 'llama' (SentencePiece) and 'gpt2' (BPE) ones", path,
+                     model);
+    }
+    gguf_close(&g);
+    return rc;
+}
+
+int gguf_vocab_chat_template(const char *path, char **jinja, NfError *err) {
+    *jinja = NULL;
+    GgufFile g;
+    if (gguf_open(&g, path, err) != 0) return -1;
+    const GgufKv *kv = gguf_find(&g, "tokenizer.chat_template");
+    int rc = 0;
+    if (kv && kv->type == GGUF_STRING) {
+        const char *s;
+        uint64_t len;
+        gguf_string_at(kv->value, &s, &len, NULL);
+        if (!(*jinja = strndup(s, (size_t)len))) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    }
+    gguf_close(&g);
+    return rc;
+}
+
+bool gguf_vocab_present(const char *path) {
+    GgufFile g;
+    NfError ignored = {0};
+    if (gguf_open(&g, path, &ignored) != 0) return false;
+    bool present = gguf_find(&g, "tokenizer.ggml.model") != NULL;
+    gguf_close(&g);
+    return present;
 }

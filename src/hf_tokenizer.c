@@ -810,6 +810,18 @@ done:
     return rc;
 }
 
+int hf_tokenizer_from_tree(Tokenizer *t, const json_t *root, const json_t *cfg, const char *name, NfError *err) {
+    memset(t, 0, sizeof *t);
+    Doc doc = {0}; /* no text: the vocabulary and merges are read from the tree */
+    HfTokenizer *h = t->hf = nf_alloc(sizeof *h, err);
+    int rc = h ? load_parts(t, h, root, &doc, cfg, err) : -1;
+    if (rc != 0) {
+        if (h) nf_prefix(err, NULL, "'%s': ", name);
+        tokenizer_free(t);
+    }
+    return rc;
+}
+
 void hf_tokenizer_free(HfTokenizer *h) {
     if (!h) return;
     bpe_free(&h->bpe);

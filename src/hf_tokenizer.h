@@ -44,6 +44,12 @@ void hf_paths_free(HfPaths *p);
 int hf_tokenizer_load(Tokenizer *t, const char *path, NfError *err);
 void hf_tokenizer_free(HfTokenizer *h);
 
+/* A tokenizer.json and tokenizer_config.json (cfg, may be NULL) already parsed by jansson, as gguf_vocab.c
+ * rebuilds them from a GGUF's vocabulary; name: where they came from, for errors. */
+struct json_t;
+int hf_tokenizer_from_tree(Tokenizer *t, const struct json_t *root, const struct json_t *cfg, const char *name,
+                           NfError *err);
+
 /* The ids of text[0..n), no BOS/EOS (tokenizer_encode adds those). */
 int hf_tokenizer_encode(const Tokenizer *t, const char *text, size_t n, bool parse_special, TokenList *out,
                         NfError *err);

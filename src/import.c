@@ -1,5 +1,5 @@
-/* import.c — GGUF files and Hugging Face model directories (hf_model.c reads those) into a flat parameter
- * buffer (see import.h). */
+/* import.c — GGUF files into a flat parameter buffer, and the dispatch to hf_model.c for Hugging Face directories
+ * (see import.h). */
 #include "import.h"
 
 #include <math.h>
@@ -12,6 +12,7 @@
 #include "f16.h"
 #include "fileio.h"
 #include "gguf.h"
+#include "gguf_vocab.h"
 #include "hf_model.h"
 #include "llama_interop.h"
 #include "util.h"
@@ -35,14 +36,209 @@ static int gguf_config_u32(const GgufFile *g, const char *key, int *out, bool re
     return 0;
 }
 
+static int arch_u32(const GgufFile *g, const ModelConfig *c, const char *key, int *out, bool required, const char *path,
+                    NfError *err) {
+    char k[96];
+    return gguf_config_u32(g, gguf_arch_key(k, sizeof k, c->arch, key), out, required, path, err);
+}
+
+/* A float key of the architecture: *out keeps its value when the key is absent. */
+static int arch_float(const GgufFile *g, const ModelConfig *c, const char *key, float *out, const char *path,
+                      NfError *err) {
+    char k[96];
+    const GgufKv *kv = gguf_find(g, gguf_arch_key(k, sizeof k, c->arch, key));
+    double v;
+    if (!kv) return 0;
+    if (gguf_kv_float(kv, &v) != 0 || !(v > 0) || v > 1e30)
+        return nf_fail(err, NF_ERR_MODEL, "'%s': %s is not a positive number", path, k);
+    *out = (float)v;
+    return 0;
+}
+
+/* A string value, or NULL when the key is absent or no string. */
+static const char *kv_string(const GgufFile *g, const char *key, uint64_t *len) {
+    const GgufKv *kv = gguf_find(g, key);
+    const char *s = NULL;
+    *len = 0;
+    if (kv && kv->type == GGUF_STRING) gguf_string_at(kv->value, &s, len, NULL);
+    return s;
+}
+
+static bool string_is(const char *s, uint64_t len, const char *want) {
+    return s && len == strlen(want) && memcmp(s, want, len) == 0;
+}
+
+/* general.architecture: one of those NeuralForge computes, and not a LoRA adapter. */
+static int gguf_arch(const GgufFile *g, const char *path, ModelConfig *c, NfError *err) {
+    uint64_t len;
+    const char *type = kv_string(g, "general.type", &len);
+    if (string_is(type, len, "adapter")) return nf_fail(err, NF_ERR_MODEL, "'%s' is a LoRA adapter, not a model", path);
+    const char *s = kv_string(g, "general.architecture", &len);
+    char name[32] = "";
+    if (s && len < sizeof name) memcpy(name, s, len), name[len] = '\0';
+    if (!s || len >= sizeof name || model_arch_parse(name, &c->arch) != 0)
+        return nf_fail(err, NF_ERR_MODEL,
+                       "'%s' has general.architecture '%.*s'; NeuralForge computes llama, qwen2 and qwen3", path,
+                       (int)(len < 40 ? len : 40), s ? s : "");
+    return 0;
+}
+
+/* What the architecture's keys may say that NeuralForge does not compute: refused by name, never ignored. */
+static int gguf_refuse_unsupported(const GgufFile *g, const ModelConfig *c, const char *path, NfError *err) {
+    char k[96];
+    int experts = 0, window = 0;
+    if (arch_u32(g, c, "expert_count", &experts, false, path, err) != 0 ||
+        arch_u32(g, c, "attention.sliding_window", &window, false, path, err) != 0)
+        return -1;
+    if (experts > 0)
+        return nf_fail(err, NF_ERR_MODEL, "'%s' is a mixture of experts (%s %d), which NeuralForge does not compute",
+                       path, gguf_arch_key(k, sizeof k, c->arch, "expert_count"), experts);
+    if (window > 0)
+        return nf_fail(err, NF_ERR_MODEL,
+                       "'%s' uses sliding-window attention (%s %d), which NeuralForge does not compute", path,
+                       gguf_arch_key(k, sizeof k, c->arch, "attention.sliding_window"), window);
+    uint64_t len;
+    const char *scaling = kv_string(g, gguf_arch_key(k, sizeof k, c->arch, "rope.scaling.type"), &len);
+    if (gguf_find(g, k) && !string_is(scaling, len, "none"))
+        return nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE scaling '%.*s' (%s), which NeuralForge does not implement",
+                       path, (int)(len < 40 ? len : 40), scaling ? scaling : "?", k);
+    float factor = 1.0f;
+    if (arch_float(g, c, "rope.scaling.factor", &factor, path, err) != 0) return -1;
+    if (factor != 1.0f)
+        return nf_fail(err, NF_ERR_MODEL, "'%s' scales RoPE by %g (%s), which NeuralForge does not implement", path,
+                       factor, gguf_arch_key(k, sizeof k, c->arch, "rope.scaling.factor"));
+    return 0;
+}
+
+/* Classifies a rope_freqs factor: 1 (kept), the full factor, or in the band between. */
+static bool near(double x, double y) { return fabs(x - y) <= 1e-5 * fabs(y); }
+
+/* rope_freqs.weight back into llama3 RoPE scaling. The factors pin every pair's scaled frequency, not the
+ * parameters: the band's points lie on s = C / ((high - low) wavelen) - low / (high - low), which two points
+ * fix given low_freq_factor, so low is taken as Llama 3.1/3.2's 1 (and high as their 4 when the band holds one
+ * point; the context as their 8192 when it holds none), and the result is checked against every factor. */
+static int rope_scaling_from_factors(ModelConfig *c, const float *r, int half, const char *path, NfError *err) {
+    ModelConfig plain = *c;
+    plain.rope_scaling.type = ROPE_SCALING_NONE;
+    bool all_one = true;
+    for (int i = 0; i < half; i++) all_one = all_one && near(r[i], 1.0);
+    if (all_one) return 0; /* factors of 1 scale nothing */
+    double F = r[half - 1], max_kept = 0, min_scaled = HUGE_VAL, wl[2] = {0, 0}, sm[2] = {0, 0};
+    int band = 0;
+    for (int i = 0; i < half; i++) {
+        double w = 6.28318530717958647692 / config_rope_freq(&plain, i);
+        if (near(r[i], 1.0))
+            max_kept = w > max_kept ? w : max_kept;
+        else if (near(r[i], F))
+            min_scaled = w < min_scaled ? w : min_scaled;
+        else {
+            wl[band > 0] = w, sm[band > 0] = (1.0 / r[i] - 1.0 / F) / (1.0 - 1.0 / F);
+            band++;
+        }
+    }
+    double low = 1.0, high = 4.0, context = 8192.0;
+    if (band >= 2 && wl[0] != wl[1]) {
+        double a = (sm[1] - sm[0]) / (1.0 / wl[1] - 1.0 / wl[0]), b = sm[0] - a / wl[0];
+        high = b < 0 ? low - low / b : 0; /* b = -low / (high - low) */
+        context = a * (high - low);
+        if (fabs(high - round(high * 1000) / 1000) < 1e-4) high = round(high * 1000) / 1000;
+    } else if (band == 1) {
+        context = wl[0] * (sm[0] * (high - low) + low);
+    } else if (!(4 * max_kept < context && context < min_scaled)) {
+        context = (4 * max_kept + min_scaled) / 2;
+    }
+    c->rope_scaling = (RopeScaling){ROPE_SCALING_LLAMA3, (float)F, (float)low, (float)high, (int)lround(context)};
+    NfError ignored = {0};
+    bool valid = context >= 1 && context <= NF_MAX_SEQ_LEN && config_validate(c, &ignored) == 0;
+    for (int i = 0; valid && i < half; i++)
+        valid = fabs(config_rope_freq(&plain, i) / config_rope_freq(c, i) - r[i]) <= 1e-4 * r[i];
+    if (!valid)
+        return nf_fail(err, NF_ERR_MODEL,
+                       "'%s': rope_freqs.weight is no llama3 RoPE scaling of base %g (the only kind NeuralForge "
+                       "implements)",
+                       path, config_rope_theta(c));
+    return 0;
+}
+
+/* llama.cpp's rope_freqs.weight (llama only: the other architectures have no place for it) */
+static int gguf_rope_freqs(const GgufFile *g, ModelConfig *c, const char *path, NfError *err) {
+    const GgufTensor *t = gguf_find_tensor(g, "rope_freqs.weight");
+    int half = config_head_size(c) / 2;
+    if (!t || c->arch != ARCH_LLAMA) return 0;
+    if (t->type != GGML_F32 || t->n_dims != 1 || t->dims[0] != (uint64_t)half)
+        return nf_fail(err, NF_ERR_MODEL, "'%s': rope_freqs.weight is not %d F32 values (one per pair)", path, half);
+    float *r = nf_alloc_array((size_t)half, sizeof *r, err);
+    if (!r) return -1;
+    memcpy(r, t->data, (size_t)half * 4);
+    int rc = rope_scaling_from_factors(c, r, half, path, err);
+    free(r);
+    return rc;
+}
+
+/* The model's shape from the metadata and the tensor descriptions (no tensor data is read). */
+static int gguf_read_config(const GgufFile *g, const char *path, ModelConfig *c, NfError *err) {
+    memset(c, 0, sizeof *c);
+    int head = 0, value = 0, rope_dims = 0, vocab = 0;
+    if (gguf_arch(g, path, c, err) != 0 || arch_u32(g, c, "context_length", &c->seq_len, true, path, err) != 0 ||
+        arch_u32(g, c, "embedding_length", &c->dim, true, path, err) != 0 ||
+        arch_u32(g, c, "block_count", &c->n_layers, true, path, err) != 0 ||
+        arch_u32(g, c, "feed_forward_length", &c->hidden_dim, true, path, err) != 0 ||
+        arch_u32(g, c, "attention.head_count", &c->n_heads, true, path, err) != 0)
+        return -1;
+    c->n_kv_heads = c->n_heads;
+    if (arch_u32(g, c, "attention.head_count_kv", &c->n_kv_heads, false, path, err) != 0 ||
+        arch_u32(g, c, "attention.key_length", &head, false, path, err) != 0 ||
+        arch_u32(g, c, "attention.value_length", &value, false, path, err) != 0 ||
+        arch_u32(g, c, "rope.dimension_count", &rope_dims, false, path, err) != 0 ||
+        arch_u32(g, c, "vocab_size", &vocab, false, path, err) != 0 || gguf_refuse_unsupported(g, c, path, err) != 0)
+        return -1;
+    const GgufTensor *embed = gguf_find_tensor(g, "token_embd.weight");
+    if (!embed || embed->n_dims != 2 || embed->dims[1] > NF_MAX_VOCAB)
+        return nf_fail(err, NF_ERR_MODEL, "'%s' has no usable token_embd.weight", path);
+    c->vocab_size = (int)embed->dims[1];
+    if (vocab && vocab != c->vocab_size)
+        return nf_fail(err, NF_ERR_MODEL, "'%s': %s.vocab_size %d is not token_embd.weight's %d rows", path,
+                       model_arch_name(c->arch), vocab, c->vocab_size);
+    c->shared_classifier = gguf_find_tensor(g, "output.weight") == NULL;
+    c->qkv_bias = gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    c->qk_norm = gguf_find_tensor(g, "blk.0.attn_q_norm.weight") != NULL;
+    if (head && c->n_heads > 0 && (head != c->dim / c->n_heads || c->dim % c->n_heads != 0)) c->head_dim = head;
+    float theta = 10000.0f, eps = 1e-5f;
+    if (arch_float(g, c, "rope.freq_base", &theta, path, err) != 0 ||
+        arch_float(g, c, "attention.layer_norm_rms_epsilon", &eps, path, err) != 0)
+        return -1;
+    c->rope_theta = theta;
+    c->norm_eps = eps;
+    if (config_validate(c, err) != 0) return nf_prefix(err, NF_ERR_MODEL, "'%s': ", path);
+    int hs = config_head_size(c);
+    if (value && value != hs)
+        return nf_fail(err, NF_ERR_MODEL, "'%s': value heads of %d and key heads of %d; NeuralForge needs them equal",
+                       path, value, hs);
+    if (rope_dims && rope_dims != hs)
+        return nf_fail(err, NF_ERR_MODEL,
+                       "'%s' rotates %d of each head's %d dimensions; NeuralForge rotates all of them", path, rope_dims,
+                       hs);
+    const char *cannot = gguf_arch_refusal(c);
+    if (cannot) return nf_fail(err, NF_ERR_MODEL, "'%s' holds %s", path, cannot);
+    return gguf_rope_freqs(g, c, path, err);
+}
+
+int import_gguf_config(const char *path, ModelConfig *c, NfError *err) {
+    GgufFile g;
+    if (gguf_open(&g, path, err) != 0) return -1;
+    int rc = gguf_read_config(&g, path, c, err);
+    gguf_close(&g);
+    return rc;
+}
+
 static int gguf_to_f32(float *dst, const GgufTensor *t, uint64_t count) {
     if (t->type == GGML_F32)
         memcpy(dst, t->data, count * 4);
-    else if (t->type == GGML_F16)
+    else if (t->type == GGML_F16 || t->type == GGML_BF16)
         for (uint64_t i = 0; i < count; i++) {
             uint16_t h;
             memcpy(&h, t->data + 2 * i, 2);
-            dst[i] = f16_to_f32(h);
+            dst[i] = t->type == GGML_F16 ? f16_to_f32(h) : bf16_to_f32(h);
         }
     else if (t->type == GGML_Q8_0)
         for (uint64_t b = 0; b < count / GGML_Q8_0_BLOCK; b++) {
@@ -57,160 +253,68 @@ static int gguf_to_f32(float *dst, const GgufTensor *t, uint64_t count) {
     return 0;
 }
 
-static const char *ggml_type_name(uint32_t t) { return t == GGML_F32 ? "F32" : t == GGML_F16 ? "F16" : "Q8_0"; }
+static const char *ggml_type_name(uint32_t t) {
+    return t == GGML_F32 ? "F32" : t == GGML_F16 ? "F16" : t == GGML_BF16 ? "BF16" : "Q8_0";
+}
 
-static int gguf_tokenizer(const GgufFile *g, const char *path, const char *out, int *written, NfError *err) {
-    const GgufKv *model = gguf_find(g, "tokenizer.ggml.model"), *tokens = gguf_find(g, "tokenizer.ggml.tokens"),
-                 *scores = gguf_find(g, "tokenizer.ggml.scores");
-    const char *s;
-    uint64_t len;
-    if (!model || model->type != GGUF_STRING || !tokens || tokens->type != GGUF_ARRAY ||
-        tokens->array_type != GGUF_STRING)
-        return nf_fail(err, NF_ERR_TOKENIZER, "'%s' holds no tokenizer (tokenizer.ggml.model and tokens)", path);
-    gguf_string_at(model->value, &s, &len, NULL);
-    if (len != 5 || memcmp(s, "llama", 5) != 0)
-        return nf_fail(err, NF_ERR_TOKENIZER,
-                       "'%s' has a '%.*s' tokenizer; only SentencePiece ('llama') ones become a tokenizer.bin", path,
-                       (int)(len < 40 ? len : 40), s);
-    if (scores && (scores->type != GGUF_ARRAY || scores->array_type != GGUF_FLOAT32 ||
-                   scores->array_count != tokens->array_count))
-        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': tokenizer.ggml.scores does not match the tokens", path);
-    if (tokens->array_count < 3 || tokens->array_count > NF_MAX_VOCAB)
-        return nf_fail(err, NF_ERR_TOKENIZER, "'%s': %llu tokens; a tokenizer.bin holds 3 to %d", path,
-                       (unsigned long long)tokens->array_count, NF_MAX_VOCAB);
-    int n = (int)tokens->array_count, rc = 0;
-    char **pieces = calloc((size_t)n, sizeof *pieces);
-    uint32_t *lens = calloc((size_t)n, sizeof *lens);
-    float *sc = calloc((size_t)n, sizeof *sc);
-    if (!pieces || !lens || !sc) rc = nf_fail(err, NF_ERR_MEMORY, "out of memory reading the tokenizer");
-    const unsigned char *at = tokens->value;
-    for (int i = 0; rc == 0 && i < n; i++) {
-        gguf_string_at(at, &s, &len, &at);
-        if (len > 4096) { /* a piece that long is no SentencePiece piece */
-            rc = nf_fail(err, NF_ERR_TOKENIZER, "'%s': token %d is %llu bytes long", path, i, (unsigned long long)len);
-            break;
-        }
-        if (!(pieces[i] = malloc(len + 1))) {
-            rc = nf_fail(err, NF_ERR_MEMORY, "out of memory reading the tokenizer");
-            break;
-        }
-        uint32_t k = 0; /* "▁" (E2 96 81) back to the space llama2.c's tokenizer.bin uses */
-        for (uint64_t j = 0; j < len; j++)
-            if (j + 2 < len && (unsigned char)s[j] == 0xE2 && (unsigned char)s[j + 1] == 0x96 &&
-                (unsigned char)s[j + 2] == 0x81)
-                pieces[i][k++] = ' ', j += 2;
-            else
-                pieces[i][k++] = s[j];
-        lens[i] = k;
-        if (scores) memcpy(&sc[i], scores->value + 4 * (size_t)i, 4);
+/* A tensor of the file that is none of t (n) nor rope_freqs (read into the config) is part of a model we
+ * cannot run: refused by name. */
+static int gguf_check_leftovers(const GgufFile *g, const ModelConfig *c, const LlamaTensor *t, int n, const char *path,
+                                NfError *err) {
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const GgufTensor *x = &g->tensors[i];
+        bool known = c->arch == ARCH_LLAMA && x->name_len == 17 && memcmp(x->name, "rope_freqs.weight", 17) == 0;
+        for (int k = 0; k < n && !known; k++)
+            known = strlen(t[k].gguf_name) == x->name_len && memcmp(t[k].gguf_name, x->name, x->name_len) == 0;
+        if (!known)
+            return nf_fail(err, NF_ERR_MODEL, "'%s' has tensor '%.*s', which a %s model has no place for", path,
+                           (int)(x->name_len < 80 ? x->name_len : 80), x->name, model_arch_name(c->arch));
     }
-    if (rc == 0) rc = tokenizer_bin_write(out, n, (const char *const *)pieces, lens, sc, err);
-    for (int i = 0; pieces && i < n; i++) free(pieces[i]);
-    free(pieces), free(lens), free(sc);
-    if (rc == 0) *written = n;
-    return rc;
+    return 0;
+}
+
+/* One tensor into t->data as fp32, in NeuralForge's row order (a NEOX architecture's rotated rows are HF's). */
+static int gguf_copy_tensor(const GgufFile *g, const ModelConfig *c, const LlamaTensor *t, const char *path,
+                            ImportInfo *info, NfError *err) {
+    const GgufTensor *src = gguf_find_tensor(g, t->gguf_name);
+    uint64_t row = t->cols ? t->cols : t->rows, count = t->rows * (t->cols ? t->cols : 1);
+    if (!src) return nf_fail(err, NF_ERR_MODEL, "'%s' lacks tensor %s", path, t->gguf_name);
+    if (src->n_dims != (t->cols ? 2u : 1u) || src->dims[0] != row || (t->cols && src->dims[1] != t->rows))
+        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for this configuration", path,
+                       t->gguf_name);
+    bool permute = t->rope_heads && gguf_rope_neox(c->arch);
+    float *tmp = permute ? nf_alloc_array(count, sizeof *tmp, err) : NULL;
+    if (permute && !tmp) return -1;
+    if (src->bytes == 0 || gguf_to_f32(tmp ? tmp : t->data, src, count) != 0) {
+        free(tmp);
+        return nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has ggml type %u; F32, F16, BF16 and Q8_0 are read", path,
+                       t->gguf_name, src->type);
+    }
+    if (tmp) hf_permute_rows(t->data, tmp, t->rope_heads, t->rows, t->cols, false);
+    free(tmp);
+    import_note_dtype(info, ggml_type_name(src->type));
+    return 0;
 }
 
 static int import_gguf(const char *path, const char *tokenizer_out, ModelConfig *c, float **params, ImportInfo *info,
                        NfError *err) {
     GgufFile g;
     if (gguf_open(&g, path, err) != 0) return -1;
-    int rc = -1, rope_dims = 0;
+    int rc = -1;
     LlamaTensor *t = NULL;
     float *p = NULL;
-    const GgufKv *arch = gguf_find(&g, "general.architecture");
-    const char *s;
-    uint64_t len = 0;
-    if (arch && arch->type == GGUF_STRING) gguf_string_at(arch->value, &s, &len, NULL);
-    if (!arch || len != 5 || memcmp(s, "llama", 5) != 0) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' is not a llama GGUF model (general.architecture '%.*s')", path,
-                (int)(len < 40 ? len : 40), arch ? s : "");
-        goto done;
-    }
-    const GgufKv *type = gguf_find(&g, "general.type");
-    if (type && type->type == GGUF_STRING) {
-        gguf_string_at(type->value, &s, &len, NULL);
-        if (len == 7 && memcmp(s, "adapter", 7) == 0) {
-            nf_fail(err, NF_ERR_MODEL, "'%s' is a LoRA adapter, not a model", path);
-            goto done;
-        }
-    }
-    memset(c, 0, sizeof *c);
-    if (gguf_config_u32(&g, "llama.context_length", &c->seq_len, true, path, err) != 0 ||
-        gguf_config_u32(&g, "llama.embedding_length", &c->dim, true, path, err) != 0 ||
-        gguf_config_u32(&g, "llama.block_count", &c->n_layers, true, path, err) != 0 ||
-        gguf_config_u32(&g, "llama.feed_forward_length", &c->hidden_dim, true, path, err) != 0 ||
-        gguf_config_u32(&g, "llama.attention.head_count", &c->n_heads, true, path, err) != 0)
-        goto done;
-    c->n_kv_heads = c->n_heads;
-    if (gguf_config_u32(&g, "llama.attention.head_count_kv", &c->n_kv_heads, false, path, err) != 0 ||
-        gguf_config_u32(&g, "llama.rope.dimension_count", &rope_dims, false, path, err) != 0)
-        goto done;
-    const GgufTensor *embed = gguf_find_tensor(&g, "token_embd.weight");
-    if (!embed || embed->n_dims != 2 || embed->dims[1] > NF_MAX_VOCAB) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' has no usable token_embd.weight", path);
-        goto done;
-    }
-    c->vocab_size = (int)embed->dims[1];
-    c->shared_classifier = gguf_find_tensor(&g, "output.weight") == NULL;
-    if (config_validate(c, err) != 0) goto done;
-    if (rope_dims && rope_dims != config_head_size(c)) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' rotates %d of each head's %d dimensions; NeuralForge rotates all of them",
-                path, rope_dims, config_head_size(c));
-        goto done;
-    }
-    const GgufKv *base = gguf_find(&g, "llama.rope.freq_base"),
-                 *eps = gguf_find(&g, "llama.attention.layer_norm_rms_epsilon");
-    double v = 10000.0;
-    if (base && (gguf_kv_float(base, &v) != 0 || fabs(v - 10000.0) > 1e-3)) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE base %g; NeuralForge's RoPE has base 10000", path, v);
-        goto done;
-    }
-    if (gguf_find(&g, "llama.rope.scaling.type")) {
-        nf_fail(err, NF_ERR_MODEL, "'%s' uses RoPE scaling, which NeuralForge does not implement", path);
-        goto done;
-    }
-    info->rms_eps = 1e-5;
-    if (eps && gguf_kv_float(eps, &info->rms_eps) != 0) info->rms_eps = 1e-5;
+    if (gguf_read_config(&g, path, c, err) != 0) goto done;
+    info->rms_eps = config_norm_eps(c);
     int n = llama_tensor_count(c);
     if (!(t = nf_alloc_array((size_t)n, sizeof *t, err)) ||
         !(p = nf_alloc_array((size_t)config_param_count(c), sizeof *p, err)))
         goto done;
     llama_tensors(c, p, t);
-    if (g.n_tensors != (uint64_t)n) { /* a tensor we would ignore is part of the model we cannot run */
-        for (uint64_t i = 0; i < g.n_tensors; i++) {
-            bool known = false;
-            for (int k = 0; k < n && !known; k++)
-                known = strlen(t[k].gguf_name) == g.tensors[i].name_len &&
-                        memcmp(t[k].gguf_name, g.tensors[i].name, g.tensors[i].name_len) == 0;
-            if (!known) {
-                nf_fail(err, NF_ERR_MODEL, "'%s' has tensor '%.*s', which a llama2.c-shaped model has no place for",
-                        path, (int)(g.tensors[i].name_len < 80 ? g.tensors[i].name_len : 80), g.tensors[i].name);
-                goto done;
-            }
-        }
-    }
-    for (int k = 0; k < n; k++) {
-        const GgufTensor *src = gguf_find_tensor(&g, t[k].gguf_name);
-        uint64_t row = t[k].cols ? t[k].cols : t[k].rows, count = t[k].rows * (t[k].cols ? t[k].cols : 1);
-        if (!src) {
-            nf_fail(err, NF_ERR_MODEL, "'%s' lacks tensor %s", path, t[k].gguf_name);
-            goto done;
-        }
-        if (src->n_dims != (t[k].cols ? 2u : 1u) || src->dims[0] != row || (t[k].cols && src->dims[1] != t[k].rows)) {
-            nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has the wrong shape for this configuration", path,
-                    t[k].gguf_name);
-            goto done;
-        }
-        if (src->bytes == 0 || gguf_to_f32(t[k].data, src, count) != 0) {
-            nf_fail(err, NF_ERR_MODEL, "'%s': tensor %s has ggml type %u; F32, F16 and Q8_0 are read", path,
-                    t[k].gguf_name, src->type);
-            goto done;
-        }
-        import_note_dtype(info, ggml_type_name(src->type));
-    }
+    if (gguf_check_leftovers(&g, c, t, n, path, err) != 0) goto done;
+    for (int k = 0; k < n; k++)
+        if (gguf_copy_tensor(&g, c, &t[k], path, info, err) != 0) goto done;
     info->tensors = n;
-    if (tokenizer_out && gguf_tokenizer(&g, path, tokenizer_out, &info->vocab_written, err) != 0) goto done;
+    if (tokenizer_out && gguf_vocab_write_bin(&g, path, tokenizer_out, &info->vocab_written, err) != 0) goto done;
     *params = p;
     p = NULL;
     rc = 0;

@@ -1,9 +1,12 @@
 /* import.h — reading models made elsewhere into a flat parameter buffer
- * (params.h), from which NeuralForge writes a llama2.c model file it trains
- * on: a llama.cpp GGUF file (architecture "llama", tensors F32, F16 or
- * Q8_0), or a Hugging Face model directory (hf_model.h reads it: config.json
- * plus safetensors shards). Anything the model would need and NeuralForge
- * does not implement is refused by name. */
+ * (params.h): a llama.cpp GGUF file (architecture "llama", "qwen2" or
+ * "qwen3", tensors F32, F16, BF16 or Q8_0; Qwen's q/k rows, which llama.cpp
+ * keeps in HF's order, and llama3 RoPE scaling, which it keeps as
+ * rope_freqs, brought back to NeuralForge's), or a Hugging Face model
+ * directory (hf_model.h reads it: config.json plus safetensors shards).
+ * Anything the model would need and NeuralForge does not implement (mixture
+ * of experts, sliding windows, other RoPE scaling, extra tensors) is refused
+ * by name. */
 #ifndef NF_IMPORT_H
 #define NF_IMPORT_H
 
@@ -26,5 +29,9 @@ void import_note_dtype(ImportInfo *info, const char *name);
  * as a llama2.c tokenizer.bin (GGUF only). */
 int import_model(const char *input, const char *tokenizer_out, ModelConfig *c, float **params, ImportInfo *info,
                  NfError *err);
+
+/* The configuration of a GGUF model from its metadata and tensor descriptions alone (no tensor data read),
+ * checked as import_model checks it. */
+int import_gguf_config(const char *path, ModelConfig *c, NfError *err);
 
 #endif

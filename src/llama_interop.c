@@ -101,3 +101,23 @@ void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uin
                        cols * sizeof(float));
             }
 }
+
+void gguf_rope_factors(const ModelConfig *c, float *out) {
+    ModelConfig plain = *c;
+    plain.rope_scaling.type = ROPE_SCALING_NONE;
+    for (int i = 0; i < config_head_size(c) / 2; i++) out[i] = config_rope_freq(&plain, i) / config_rope_freq(c, i);
+}
+
+const char *gguf_arch_refusal(const ModelConfig *c) {
+    if (c->arch == ARCH_QWEN2 && !c->qkv_bias) return "a qwen2 model without q/k/v biases (llama.cpp requires them)";
+    if (c->arch == ARCH_QWEN3 && c->qkv_bias) return "q/k/v biases in a qwen3 model (llama.cpp's qwen3 has none)";
+    if (c->arch != ARCH_QWEN3 && c->qk_norm) return "q/k norms outside the qwen3 architecture";
+    if (c->arch != ARCH_LLAMA && c->rope_scaling.type != ROPE_SCALING_NONE)
+        return "llama3 RoPE scaling outside the llama architecture (llama.cpp reads rope_freqs for llama only)";
+    return NULL;
+}
+
+const char *gguf_arch_key(char *buf, size_t cap, ModelArch arch, const char *key) {
+    snprintf(buf, cap, "%s.%s", model_arch_name(arch), key);
+    return buf;
+}

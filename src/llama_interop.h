@@ -39,6 +39,24 @@ int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out);
  * vector (a bias, a q/k norm) has cols 0. */
 void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uint64_t cols, bool to_hf);
 
+/* Whether llama.cpp's architecture `arch` rotates the two halves of a head (NEOX RoPE: qwen2, qwen3), so that a
+ * GGUF holds the RoPE-rotated rows (rope_heads) in HF's order, rather than adjacent pairs (llama), llama2.c's and
+ * NeuralForge's order, which convert_hf_to_gguf.py permutes Llama's weights into (llama_model_rope_type in
+ * llama.cpp's llama-model.cpp). */
+static inline bool gguf_rope_neox(ModelArch arch) { return arch != ARCH_LLAMA; }
+
+/* "{arch}.key", llama.cpp's name of an architecture's metadata key (llama-arch.cpp's LLM_KV_NAMES), into buf. */
+const char *gguf_arch_key(char *buf, size_t cap, ModelArch arch, const char *key);
+
+/* What llama.cpp's architecture for c has no place for (its tensor lists, llama-arch.cpp: biases in qwen2 (required
+ * there) and llama (optional), q/k norms in qwen3 only, rope_freqs in llama only), or NULL. GGUF export refuses it
+ * and GGUF import refuses a file that has it. */
+const char *gguf_arch_refusal(const ModelConfig *c);
+
+/* llama.cpp's rope_freqs.weight for llama3 RoPE scaling (head_size / 2 values): per pair, what the unscaled
+ * frequency is divided by (convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors). */
+void gguf_rope_factors(const ModelConfig *c, float *out);
+
 /* HF module names of a LoRA target ("q_proj", ... "up_proj") and its place ("self_attn" or "mlp"). */
 const char *hf_module_name(LoraTarget t);
 const char *hf_block_name(LoraTarget t);

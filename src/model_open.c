@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "gguf.h"
+#include "gguf_vocab.h"
 #include "hf_model.h"
 #include "import.h"
 #include "params.h"
@@ -16,15 +18,7 @@ static bool is_dir(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-bool model_path_is_imported(const char *path) {
-    if (is_dir(path)) return true;
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[4];
-    bool gguf = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    fclose(f);
-    return gguf;
-}
+bool model_path_is_imported(const char *path) { return is_dir(path) || gguf_is_file(path); }
 
 int model_open(Model *m, const char *path, NfError *err) {
     if (!model_path_is_imported(path)) return model_load(m, path, err);
@@ -42,7 +36,8 @@ int model_open(Model *m, const char *path, NfError *err) {
 }
 
 int model_peek_config(const char *path, ModelConfig *c, NfError *err) {
-    if (is_dir(path)) return hf_model_read_config(path, c, err); /* config.json alone, not the weights */
+    if (is_dir(path)) return hf_model_read_config(path, c, err);     /* config.json alone, not the weights */
+    if (gguf_is_file(path)) return import_gguf_config(path, c, err); /* the metadata alone */
     Model m;
     if (model_open(&m, path, err) != 0) return -1;
     *c = m.config;
@@ -50,11 +45,16 @@ int model_peek_config(const char *path, ModelConfig *c, NfError *err) {
     return 0;
 }
 
-const char *model_tokenizer_path(const char *model_path) {
-    if (!model_path || !is_dir(model_path)) return NULL;
-    char *json = nf_path_join(model_path, "tokenizer.json");
-    struct stat sb;
-    bool found = json && stat(json, &sb) == 0 && S_ISREG(sb.st_mode);
-    free(json);
-    return found ? model_path : NULL; /* tokenizer_load reads a directory holding tokenizer.json */
+const char *model_tokenizer(const char *model_path, const char *tokenizer_flag) {
+    if (tokenizer_flag) return tokenizer_flag;
+    if (!model_path) return NULL;
+    if (is_dir(model_path)) {
+        char *json = nf_path_join(model_path, "tokenizer.json");
+        struct stat sb;
+        bool found = json && stat(json, &sb) == 0 && S_ISREG(sb.st_mode);
+        free(json);
+        return found ? model_path : NULL; /* tokenizer_load reads a directory holding tokenizer.json */
+    }
+    if (gguf_is_file(model_path) && gguf_vocab_present(model_path)) return model_path; /* its vocabulary */
+    return NULL;
 }

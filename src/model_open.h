@@ -20,9 +20,10 @@ int model_open(Model *m, const char *path, NfError *err);
  * config.json alone). */
 int model_peek_config(const char *path, ModelConfig *c, NfError *err);
 
-/* The tokenizer that comes with the model, for commands given --model without --tokenizer: model_path
- * itself when it is a Hugging Face directory holding tokenizer.json (tokenizer_load reads such a
- * directory), else NULL. */
-const char *model_tokenizer_path(const char *model_path);
+/* The tokenizer that goes with --model: --tokenizer when given (tokenizer_flag), else the model's own: a Hugging
+ * Face directory holding tokenizer.json (the directory), a GGUF file's embedded vocabulary when it has one (the
+ * GGUF path); tokenizer_load reads both. NULL when there is none. Every command that takes --model and --tokenizer
+ * decides it here. */
+const char *model_tokenizer(const char *model_path, const char *tokenizer_flag);
 
 #endif

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "gguf.h"
+#include "gguf_vocab.h"
 #include "heap.h"
 #include "hf_tokenizer.h"
 #include "utf8.h"
@@ -177,9 +179,15 @@ bool tokenizer_path_is_hf(const char *path) {
     return n >= 5 && strcmp(path + n - 5, ".json") == 0;
 }
 
+int tokenizer_load_image(Tokenizer *t, const unsigned char *data, size_t size, const char *name, NfError *err) {
+    memset(t, 0, sizeof *t);
+    return tokenizer_parse(t, data, size, name, err);
+}
+
 int tokenizer_load(Tokenizer *t, const char *path, NfError *err) {
     memset(t, 0, sizeof *t);
     if (tokenizer_path_is_hf(path)) return hf_tokenizer_load(t, path, err);
+    if (gguf_is_file(path)) return gguf_vocab_load(t, path, err);
     if (strcmp(path, TOKENIZER_BUILTIN_BYTES) == 0) {
         size_t size;
         unsigned char *img = byte_vocabulary_image(&size);

@@ -68,9 +68,11 @@ typedef struct {
  * vocabulary (259 pieces: <unk>, BOS, EOS, the 256 bytes): no file needed. */
 #define TOKENIZER_BUILTIN_BYTES "builtin:bytes"
 
-/* path: tokenizer.bin, builtin:bytes, a tokenizer.json file, or a directory holding tokenizer.json (and
- * maybe tokenizer_config.json). */
+/* path: tokenizer.bin, builtin:bytes, a tokenizer.json file, a directory holding tokenizer.json (and
+ * maybe tokenizer_config.json), or a GGUF model file (its embedded vocabulary: gguf_vocab.h). */
 int tokenizer_load(Tokenizer *t, const char *path, NfError *err);
+/* A tokenizer.bin image already in memory (name: where it came from, for errors). */
+int tokenizer_load_image(Tokenizer *t, const unsigned char *data, size_t size, const char *name, NfError *err);
 /* The path names a tokenizer.json (it ends in .json, or is a directory): what tokenizer_load reads it as. */
 bool tokenizer_path_is_hf(const char *path);
 void tokenizer_free(Tokenizer *t);

@@ -1,9 +1,12 @@
 /* fuzz_gguf.c — GGUF files through gguf_open, as `import` and `info` open
  * them; then every key's value is read as the accessors allow (strings and
  * string arrays walked with gguf_string_at) and every tensor's first and
- * last byte touched. */
+ * last byte touched; then the model configuration and the embedded
+ * vocabulary are read from it as `--model x.gguf` reads them. */
 #include "fuzz.h"
 #include "gguf.h"
+#include "gguf_vocab.h"
+#include "import.h"
 
 static void read_value(const GgufKv *kv) {
     uint64_t u;
@@ -44,5 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gguf_find(&g, "general.architecture");
     gguf_find_tensor(&g, "token_embd.weight");
     gguf_close(&g);
+    ModelConfig c;
+    import_gguf_config(path, &c, &err);
+    Tokenizer t;
+    if (gguf_vocab_load(&t, path, &err) == 0) tokenizer_free(&t);
     return 0;
 }
