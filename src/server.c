@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "fileio.h"
+#include "gguf_vocab.h"
 #include "json.h"
 #include "json_parse.h"
 #include "tokenizer.h"
@@ -316,7 +317,8 @@ static void list_dir_json(JsonBuf *j, const char *key, const char *dir, bool siz
 typedef enum { BASE_NONE, BASE_LLAMA2C, BASE_HF, BASE_GGUF } BaseKind;
 static const char *const BASE_KIND_NAMES[] = {NULL, "llama2c", "hf", "gguf"};
 
-/* *own_tokenizer: an HF directory that holds a tokenizer.json, which its projects may use as theirs. */
+/* *own_tokenizer: an HF directory that holds a tokenizer.json, or a GGUF file that embeds a vocabulary, which its
+ * projects may use as theirs. */
 static BaseKind base_kind(const char *path, bool *own_tokenizer) {
     struct stat sb;
     char sub[MAX_PATH_LEN + 32];
@@ -334,6 +336,7 @@ static BaseKind base_kind(const char *path, bool *own_tokenizer) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     bool gguf = fd >= 0 && read(fd, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
     if (fd >= 0) close(fd);
+    if (gguf) *own_tokenizer = gguf_vocab_present(path);
     return gguf ? BASE_GGUF : BASE_LLAMA2C;
 }
 
@@ -368,19 +371,14 @@ static bool project_tokenizer(const Server *srv, const ProjectRow *p, char *path
     bool own;
     snprintf(path, cap, "%s/models/%s", srv->data_dir, p->model);
     BaseKind kind = base_kind(path, &own);
-    if (kind == BASE_GGUF) /* its embedded vocabulary is not read as a tokenizer (yet) */
+    if (!own)
         snprintf(why, why_cap,
-                 "\"tokenizer\": the base model '%s' is a GGUF file, whose embedded vocabulary the dashboard does "
-                 "not use: choose a tokenizer from tokenizers/",
-                 p->model);
-    else if (!own)
-        snprintf(why, why_cap,
-                 "\"tokenizer\": the base model '%s' has no tokenizer.json of its own: choose a tokenizer from "
-                 "tokenizers/",
+                 "\"tokenizer\": the base model '%s' has no tokenizer of its own (a tokenizer.json, or a GGUF "
+                 "file's vocabulary): choose a tokenizer from tokenizers/",
                  p->model);
     else
         snprintf(shown, shown_cap, "models/%s", p->model);
-    return kind == BASE_HF && own;
+    return (kind == BASE_HF || kind == BASE_GGUF) && own;
 }
 
 static void list_model(void *ctx, const char *name, const char *path) {

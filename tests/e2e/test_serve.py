@@ -1076,7 +1076,7 @@ def the_models_folder_lists_hf_directories_and_gguf_files_as_base_models():
     try:
         assert s.ok("GET", "/api/status")["models"] == [
             {"name": "bare", "kind": "hf", "has_tokenizer": False},
-            {"name": "g.gguf", "kind": "gguf", "has_tokenizer": False},
+            {"name": "g.gguf", "kind": "gguf", "has_tokenizer": True},
             {"name": "hf", "kind": "hf", "has_tokenizer": True},
             {"name": "m.bin", "kind": "llama2c", "has_tokenizer": False}], s.ok("GET", "/api/status")
         # an HF directory with a tokenizer.json: a project that names none uses the directory's
@@ -1085,12 +1085,12 @@ def the_models_folder_lists_hf_directories_and_gguf_files_as_base_models():
             assert p["tokenizer"] is None and p["effective_tokenizer"] == "models/hf", p
         p = s.ok("POST", "/api/projects", {"name": "hf2", "model": "hf", "tokenizer": "llama3"})
         assert p["tokenizer"] == "llama3" and p["effective_tokenizer"] == "tokenizers/llama3", p
-        # a GGUF file: its embedded vocabulary is not a tokenizer here, so the project names one
+        # a GGUF file with its vocabulary embedded: the same, or a tokenizer the project names
         p = s.ok("POST", "/api/projects", {"name": "g", "model": "g.gguf", "tokenizer": "llama3"})
         assert p["model"] == "g.gguf" and p["effective_tokenizer"] == "tokenizers/llama3", p
         for body in ({}, {"tokenizer": None}):
-            code, out = s.request("POST", "/api/projects", {"name": "g", "model": "g.gguf", **body})
-            assert code == 400 and "GGUF" in out["error"] and "tokenizers/" in out["error"], (body, code, out)
+            p = s.ok("POST", "/api/projects", {"name": "g", "model": "g.gguf", **body})
+            assert p["tokenizer"] is None and p["effective_tokenizer"] == "models/g.gguf", p
         # a llama2.c file keeps builtin:bytes as the default; null (the model's own) needs a model that has one
         assert s.ok("POST", "/api/projects", {"name": "m", "model": "m.bin"})["tokenizer"] == "builtin:bytes"
         for model in ("m.bin", "bare", None):
@@ -1149,6 +1149,12 @@ def projects_on_an_hf_directory_and_a_gguf_file_tokenize_train_and_generate():
                    {"prompt": "Hello", "max_tokens": 8, "temperature": 0, "source": "base"})
         assert gen["args"][gen["args"].index("--model") + 1] == os.path.join(data, "models", "g.gguf")
         assert run_text(s, gen["id"])
+        # a GGUF base with its own vocabulary as the tokenizer: the same greedy text
+        own = s.ok("POST", "/api/projects", {"name": "g2", "model": "g.gguf"})["id"]
+        gen2 = s.ok("POST", f"/api/projects/{own}/generate",
+                    {"prompt": "Hello", "max_tokens": 8, "temperature": 0, "source": "base"})
+        assert gen2["args"][gen2["args"].index("--tokenizer") + 1] == os.path.join(data, "models", "g.gguf")
+        assert run_text(s, gen2["id"]) == run_text(s, gen["id"])
     finally:
         s.stop()
 
