@@ -217,8 +217,12 @@ int frozen_base_bf16(FrozenBase *fb, const ModelConfig *c, const ParamPointers *
     memset(fb, 0, sizeof *fb);
     size_t matrices, small;
     base_counts(c, &matrices, &small);
-    if (!(fb->bits = nf_alloc_array(matrices, sizeof(uint16_t), err)) ||
-        !(fb->small = nf_alloc_array(small ? small : 1, sizeof(float), err))) {
+    /* bits by malloc, not nf_alloc, which zeroes: untouched pages take no memory, so the bf16 copy grows only
+     * as the conversion writes it, while the fp32 source shrinks behind */
+    size_t bits_bytes;
+    if (!nf_mul_size(matrices, sizeof(uint16_t), &bits_bytes) || !(fb->bits = malloc(bits_bytes ? bits_bytes : 1)))
+        return nf_fail(err, NF_ERR_MEMORY, "cannot allocate %zu bytes for the bf16 base", matrices * 2);
+    if (!(fb->small = nf_alloc_array(small ? small : 1, sizeof(float), err))) {
         frozen_base_free(fb);
         return -1;
     }
