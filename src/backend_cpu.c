@@ -636,10 +636,20 @@ static void fallback_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int 
         dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    /* ctx->b is free (B needs no rounding): max_floats / 2 floats, at least two rows of B by construction */
+    /* ctx->b is free (B needs no rounding): max_floats / 2 floats, room for a slice of B's rows */
     float *slice = (float *)(void *)ctx->b;
     int rows_of_b = tb == 'N' ? K : N, step = (int)(ctx->max_floats / 2 / (size_t)ldb);
-    step = step < 1 ? 1 : step;
+    if (step < 1) { /* a context too small for one row (not one sized by activations_init): element by element */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float sum = 0.0f;
+                for (int k = 0; k < K; k++)
+                    sum += A[ta == 'N' ? (size_t)i * lda + k : (size_t)k * lda + i] *
+                           bf16_to_f32(b_bits[tb == 'N' ? (size_t)k * ldb + j : (size_t)j * ldb + k]);
+                C[(size_t)i * ldc + j] = beta == 0.0f ? sum : C[(size_t)i * ldc + j] + sum; /* beta is 0 or 1 */
+            }
+        return;
+    }
     for (int r0 = 0; r0 < rows_of_b; r0 += step) {
         int rows = rows_of_b - r0 < step ? rows_of_b - r0 : step;
         for (size_t i = 0; i < (size_t)rows * ldb; i++) slice[i] = bf16_to_f32(b_bits[(size_t)r0 * ldb + i]);
