@@ -107,6 +107,13 @@ void nf_bf16_round(uint16_t *out, const float *x, size_t n);
 void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC);
 void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write,
                              const float *dout, const float *inp, const float *w, int N, int C, int OC);
+/* The same with a weight held only in bf16 (a LoRA run's frozen base under
+ * --dtype bf16): w (OC, C) as bfloat16 bits, read as they are; no weight
+ * gradient (the weight is frozen). Should oneDNN refuse, the product runs
+ * in fp32 on w widened slice by slice. */
+void nf_matmul_forward_bf16w(Bf16Context *ctx, float *out, const float *inp, const uint16_t *w, int N, int C, int OC);
+void nf_matmul_backward_bf16w(Bf16Context *ctx, float *dinp, NfWrite dinp_write, const float *dout, const uint16_t *w,
+                              int N, int C, int OC);
 /* out (N, OC) += inp (N, C) @ W^T: a second branch added onto a projection (LoRA) */
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC);
 /* dinp (N, C) = dout (N, OC) @ W, or += under NF_ADD (a second path into

@@ -627,25 +627,67 @@ static const uint16_t *kept_copy(const Bf16Context *ctx, const float *x, size_t 
     return NULL;
 }
 
+/* The same product in fp32, for operands too large for ctx's buffers or a
+ * product oneDNN refuses in bf16: from A and B, or, for a weight with no
+ * fp32 behind it (B NULL), from B's bf16 bits widened slice by slice. */
+static void fallback_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda,
+                          const float *B, const uint16_t *b_bits, int ldb, float beta, float *C, int ldc) {
+    if (B) {
+        dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* ctx->b is free (B needs no rounding): max_floats / 2 floats, room for a slice of B's rows */
+    float *slice = (float *)(void *)ctx->b;
+    int rows_of_b = tb == 'N' ? K : N, step = (int)(ctx->max_floats / 2 / (size_t)ldb);
+    if (step < 1) { /* a context too small for one row (not one sized by activations_init): element by element */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float sum = 0.0f;
+                for (int k = 0; k < K; k++)
+                    sum += A[ta == 'N' ? (size_t)i * lda + k : (size_t)k * lda + i] *
+                           bf16_to_f32(b_bits[tb == 'N' ? (size_t)k * ldb + j : (size_t)j * ldb + k]);
+                C[(size_t)i * ldc + j] = beta == 0.0f ? sum : C[(size_t)i * ldc + j] + sum; /* beta is 0 or 1 */
+            }
+        return;
+    }
+    for (int r0 = 0; r0 < rows_of_b; r0 += step) {
+        int rows = rows_of_b - r0 < step ? rows_of_b - r0 : step;
+        for (size_t i = 0; i < (size_t)rows * ldb; i++) slice[i] = bf16_to_f32(b_bits[(size_t)r0 * ldb + i]);
+        if (tb == 'T') /* B's rows are C's columns */
+            dnnl_sgemm(ta, tb, M, rows, K, 1.0f, A, lda, slice, ldb, beta, C + r0, ldc);
+        else /* B's rows are the summed index: the slices add up */
+            dnnl_sgemm(ta, tb, M, N, rows, 1.0f, ta == 'N' ? A + r0 : A + (size_t)r0 * lda, lda, slice, ldb,
+                       r0 == 0 ? beta : 1.0f, C, ldc);
+    }
+}
+
 /* C (M, N) = beta C + op(A) op(B), row-major as dnnl_sgemm's arguments, with
  * A and B rounded to bf16. beta is 0 or 1. a_rounded: ctx->a already holds
- * A rounded (the previous call's A). Returns whether ctx->a holds A rounded
- * afterwards (not when the operands are too large for its buffers and sgemm
- * ran instead). */
-static bool gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B,
-                      int ldb, float beta, float *C, int ldc, bool a_rounded) {
+ * A rounded (the previous call's A). b_bits: B already in bf16 (a kept copy,
+ * or a weight held only in bf16: then B may be NULL), or NULL to round B.
+ * Returns whether ctx->a holds A rounded afterwards (not when the operands
+ * are too large for its buffers and sgemm ran instead). */
+static bool gemm_bf16_b(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda,
+                        const float *B, const uint16_t *b_bits, int ldb, float beta, float *C, int ldc,
+                        bool a_rounded) {
     size_t a_count = (size_t)(ta == 'N' ? M : K) * lda, b_count = (size_t)(tb == 'N' ? K : N) * ldb;
-    const uint16_t *b_kept = kept_copy(ctx, B, b_count); /* a weight: rounded once already */
-    if (a_count > ctx->max_floats || b_count > ctx->max_floats) {
-        dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    if (a_count > ctx->max_floats || (!b_bits && b_count > ctx->max_floats)) {
+        fallback_bf16(ctx, ta, tb, M, N, K, A, lda, B, b_bits, ldb, beta, C, ldc);
         return false;
     }
     if (!a_rounded) round_bf16(ctx->a, A, a_count);
-    if (!b_kept) round_bf16(ctx->b, B, b_count);
-    if (!matmul_primitive(&ctx->dnnl, dnnl_bf16, ta, tb, M, N, K, ctx->a, lda, b_kept ? (const void *)b_kept : ctx->b,
+    if (!b_bits) round_bf16(ctx->b, B, b_count);
+    if (!matmul_primitive(&ctx->dnnl, dnnl_bf16, ta, tb, M, N, K, ctx->a, lda, b_bits ? (const void *)b_bits : ctx->b,
                           ldb, beta, C, ldc))
-        dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        fallback_bf16(ctx, ta, tb, M, N, K, A, lda, B, b_bits, ldb, beta, C, ldc);
     return true;
+}
+
+static bool gemm_bf16(Bf16Context *ctx, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B,
+                      int ldb, float beta, float *C, int ldc, bool a_rounded) {
+    size_t b_count = (size_t)(tb == 'N' ? K : N) * ldb;
+    /* a kept weight was rounded once already */
+    return gemm_bf16_b(ctx, ta, tb, M, N, K, A, lda, B, kept_copy(ctx, B, b_count), ldb, beta, C, ldc, a_rounded);
 }
 
 void nf_matmul_forward_bf16(Bf16Context *ctx, float *out, const float *inp, const float *w, int N, int C, int OC) {
@@ -658,6 +700,15 @@ void nf_matmul_backward_bf16(Bf16Context *ctx, float *dinp, NfWrite dinp_write, 
     bool dout_rounded =
         dinp && gemm_bf16(ctx, 'N', 'N', N, C, OC, dout, OC, w, C, dinp_write == NF_ADD ? 1.0f : 0.0f, dinp, C, false);
     if (dw) gemm_bf16(ctx, 'T', 'N', OC, C, N, dout, OC, inp, C, dw_write == NF_ADD ? 1.0f : 0.0f, dw, C, dout_rounded);
+}
+
+void nf_matmul_forward_bf16w(Bf16Context *ctx, float *out, const float *inp, const uint16_t *w, int N, int C, int OC) {
+    gemm_bf16_b(ctx, 'N', 'T', N, OC, C, inp, C, NULL, w, C, 0.0f, out, OC, false);
+}
+
+void nf_matmul_backward_bf16w(Bf16Context *ctx, float *dinp, NfWrite dinp_write, const float *dout, const uint16_t *w,
+                              int N, int C, int OC) {
+    gemm_bf16_b(ctx, 'N', 'N', N, C, OC, dout, OC, NULL, w, C, dinp_write == NF_ADD ? 1.0f : 0.0f, dinp, C, false);
 }
 
 void nf_matmul_forward_add(float *out, const float *inp, const float *w, int N, int C, int OC) {

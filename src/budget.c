@@ -4,8 +4,10 @@
  * trainable count (weights, gradients, AdamW m and v: alloc_state), the
  * activations (activations_bytes: the very buffer list activations_init
  * allocates), bf16's kept weights and operand buffers
- * (activations_keep_bf16_weights, nf_bf16_create), a LoRA run's frozen base
- * in fp32 (mapped, or copied when Q8), and the program's own footprint. */
+ * (activations_keep_bf16_weights, bf16_operand_floats), a LoRA run's frozen
+ * base (fp32: mapped, or copied when Q8 or imported; under --dtype bf16 held
+ * in bf16, frozen_base_bytes, after a load that holds the fp32 weights while
+ * they convert), and the program's own footprint. */
 #define _GNU_SOURCE /* strcasecmp */
 #include "budget.h"
 
@@ -35,21 +37,18 @@ void memory_estimate(const ModelConfig *c, const LoraConfig *lora, int B, int T,
     e->weights = 4 * trained;
     e->grads = 4 * trained;
     e->optimizer = 8 * trained;
-    e->base = lora ? 4 * base_count : 0;
+    e->base = !lora ? 0 : bf16 ? frozen_base_bytes(c) : 4 * base_count;
     uint64_t N = (uint64_t)B * (uint64_t)T;
     e->activations = activations_bytes(c, lora, B, T) + 2 * N * sizeof(int);
-    if (bf16) {
-        uint64_t D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim, V = (uint64_t)c->vocab_size;
-        uint64_t KV = (uint64_t)config_kv_dim(c), L = (uint64_t)c->n_layers;
-        /* the largest operand of a weight product, rounded into two buffers (activations_init) */
-        uint64_t most = N * V, others[] = {V * D, N * H, H * D, N * D};
-        for (int k = 0; k < 4; k++) most = others[k] > most ? others[k] : most;
-        /* kept weights: all of them for full training, the base's projections and classifier under LoRA */
-        uint64_t kept = lora ? L * (2 * D * D + 2 * KV * D + 3 * H * D) + V * D : trained;
-        e->bf16 = 2 * 2 * most + 2 * kept;
-    }
+    /* bf16: two operand buffers (activations_init), and full training's kept copy of every weight (a LoRA
+     * base held in bf16 is counted in base) */
+    if (bf16) e->bf16 = 2 * 2 * bf16_operand_floats(c, lora, B, T) + (lora ? 0 : 2 * trained);
     e->runtime = RUNTIME_BYTES;
     e->total = e->weights + e->grads + e->optimizer + e->base + e->bf16 + e->activations + e->runtime;
+    /* a LoRA base converted to bf16 first comes in as fp32 (an imported model's buffer), which goes page by page
+     * as the bf16 copy grows, before anything else large is allocated: that peak may be the higher one */
+    uint64_t load = lora && bf16 ? 4 * base_count + e->runtime : 0;
+    e->total = load > e->total ? load : e->total;
 }
 
 /* The config the run will train, read without loading any weights. */

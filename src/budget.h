@@ -24,11 +24,11 @@ typedef struct {
     uint64_t weights;     /* the trained weights, fp32 (LoRA: the adapters) */
     uint64_t grads;       /* their gradients, fp32 */
     uint64_t optimizer;   /* AdamW's m and v, fp32 */
-    uint64_t base;        /* LoRA: the frozen base model's weights, fp32 */
-    uint64_t bf16;        /* --dtype bf16: the kept bf16 weights and the rounded operands */
+    uint64_t base;        /* LoRA: the frozen base model's weights, fp32 (bf16 under --dtype bf16) */
+    uint64_t bf16;        /* --dtype bf16: the rounded operands, and full training's kept bf16 weights */
     uint64_t activations; /* activations_bytes, and the batch's tokens and targets */
     uint64_t runtime;     /* the program itself: code, libraries, thread stacks, oneDNN's buffers */
-    uint64_t total;
+    uint64_t total;       /* the peak: the sum above, or a bf16 LoRA base's fp32 load if higher */
 } MemoryEstimate;
 
 /* The estimate for a model of config c trained on (B, T) batches; lora NULL

@@ -72,7 +72,8 @@ typedef struct {
     float *params, *grads, *adam_m, *adam_v; /* (n_params) each */
     Model base_model;                        /* LoRA: the base model file, mapped */
     float *base_copy;       /* LoRA: its weights in fp32 when the file's cannot be used in place (Q8) */
-    ParamPointers base;     /* LoRA: the frozen base weights, in the mapping or in base_copy */
+    ParamPointers base;     /* LoRA: the frozen base weights, in the mapping, in base_copy or in frozen */
+    FrozenBase frozen;      /* LoRA under --dtype bf16: the base held in bf16 (base then has its small pieces) */
     uint64_t base_checksum; /* LoRA: identifies the base model file */
     char *base_path;        /* LoRA: the base model file's absolute path, as checkpoints name it */
     Lora lora;              /* LoRA: the adapters, pointing into params */
@@ -106,14 +107,19 @@ static int alloc_state(Trainer *t, NfError *err) {
     t->lora.config = *lc;
     lora_pointers(&t->lora.w, t->params, c, lc);
     net_lora(&t->net, &t->g, c, &t->base, &t->lora, t->grads);
+    t->net.bf16 = t->frozen.bits ? &t->frozen.w : NULL;
     t->n_seg = lora_segments(c, lc, t->seg);
     return 0;
 }
 
 /* LoRA: the frozen base from --model, used in place where the file allows (it
- * is never written), and the checksum that ties adapters to it. */
+ * is never written), and the checksum that ties adapters to it. Under
+ * --dtype bf16 the base is held in bf16 only (its products read nothing
+ * else): the fp32 weights go as soon as they are converted. */
 static int load_base(Trainer *t, NfError *err) {
     const TrainOptions *o = t->o;
+    /* the checksum first: the files it reads are out of memory again before the weights come in */
+    if (model_file_checksum(o->model_path, &t->base_checksum, err) != 0) return -1;
     if (model_open(&t->base_model, o->model_path, err) != 0) return -1;
     t->config = t->base_model.config;
     if (param_view_of_model(&t->base, &t->base_model) != 0) {
@@ -122,11 +128,20 @@ static int load_base(Trainer *t, NfError *err) {
         param_pointers(&t->base, t->base_copy, &t->config);
         model_free(&t->base_model);
     }
+    if (o->bf16) {
+        /* the fp32 weights (an imported buffer, a dequantized copy or a file's mapping) are dropped next, so
+         * they go page by page as they are converted: the peak stays that of the fp32 weights alone */
+        if (frozen_base_bf16(&t->frozen, &t->config, &t->base, true, err) != 0) return -1;
+        model_free(&t->base_model);
+        free(t->base_copy);
+        t->base_copy = NULL;
+        t->base = t->frozen.p;
+    }
     if (lora_config_validate(&o->lora, &t->config, err) != 0) return -1;
     /* the canonical path, so a checkpoint names its base wherever it is read from */
     if (!(t->base_path = realpath(o->model_path, NULL)))
         return nf_fail(err, NF_ERR_IO, "cannot resolve the path of '%s'", o->model_path);
-    return model_file_checksum(o->model_path, &t->base_checksum, err);
+    return 0;
 }
 
 static bool lora_layout_equal(const LoraConfig *a, const LoraConfig *b) {
@@ -601,6 +616,7 @@ static void trainer_free(Trainer *t) {
     free(t->adam_v);
     model_free(&t->base_model);
     free(t->base_copy);
+    frozen_base_free(&t->frozen);
     free(t->base_path);
 }
 

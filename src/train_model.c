@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "f16.h"
 #include "rng.h"
 #include "util.h"
 
@@ -20,6 +21,17 @@ typedef struct {
     float **field;
     uint64_t count;
 } Buffer;
+
+/* Floats of one chunk of logits under LoRA (64 MiB): about 130 rows of a 128k vocabulary, enough rows for the
+ * classifier's products to run at full speed. */
+#define LOGIT_CHUNK_FLOATS (1u << 24)
+
+/* Rows of logits held at once (see Activations.logit_rows). */
+static uint64_t logit_rows(const ModelConfig *c, const LoraConfig *lora, uint64_t N) {
+    if (!lora) return N;
+    uint64_t rows = LOGIT_CHUNK_FLOATS / (uint64_t)c->vocab_size;
+    return rows < 1 ? 1 : rows > N ? N : rows;
+}
 
 /* Every buffer of the activations with its element count: one list for init, free and sizing. */
 static int activation_buffers(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T,
@@ -32,6 +44,10 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
     /* layers of att_out that backward reads (see train_model.h) */
     uint64_t L_att_out = !lora || lora->targets & 1u << LORA_WO ? L : 1;
     a->att_out_stride = L_att_out == L ? N * QD : 0;
+    uint64_t L_ffn = lora ? 1 : L; /* h1, h3 (see train_model.h) */
+    a->ffn_stride = lora ? 0 : N * H;
+    a->logit_rows = (int)logit_rows(c, lora, N);
+    a->classifier_in_forward = lora != NULL;
     Buffer list[] = {
         {&a->resid, (L + 1) * N * D},
         {&a->resid_mid, L * N * D},
@@ -48,12 +64,12 @@ static int activation_buffers(Activations *a, const ModelConfig *c, const LoraCo
         {&a->att_out, L_att_out * N * QD},
         {&a->xn_ffn, N * D},
         {&a->rstd_ffn, L * N},
-        {&a->h1, L * N * H},
-        {&a->h3, L * N * H},
+        {&a->h1, L_ffn * N * H},
+        {&a->h3, L_ffn * N * H},
         {&a->hact, N * H},
         {&a->xn_final, N * D},
         {&a->rstd_final, N},
-        {&a->logits, N * V},
+        {&a->logits, (uint64_t)a->logit_rows * V},
         {&a->dresid, N * D},
         {&a->dxn, N * D},
         {&a->datt_out, N * QD},
@@ -86,6 +102,18 @@ uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, 
     return total;
 }
 
+uint64_t bf16_operand_floats(const ModelConfig *c, const LoraConfig *lora, int B, int T) {
+    /* the largest operand of a weight product: a chunk of logits or their gradient, an activation, or a weight
+     * that has no kept copy. Under LoRA the classifier's weight is left out: kept (or held in bf16) it is no
+     * operand, and should keeping it fail, its products run in fp32 rather than take V x D more here. */
+    uint64_t N = (uint64_t)B * (uint64_t)T, D = (uint64_t)c->dim, H = (uint64_t)c->hidden_dim;
+    uint64_t V = (uint64_t)c->vocab_size, QD = (uint64_t)config_q_dim(c);
+    uint64_t most = logit_rows(c, lora, N) * V;
+    uint64_t others[] = {lora ? 0 : V * D, N * H, H * D, N * D, N * QD, QD * D};
+    for (int k = 0; k < 6; k++) most = others[k] > most ? others[k] : most;
+    return most;
+}
+
 int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lora, int B, int T, bool bf16,
                      NfError *err) {
     memset(a, 0, sizeof *a);
@@ -105,11 +133,7 @@ int activations_init(Activations *a, const ModelConfig *c, const LoraConfig *lor
     }
     nf_rope_table(a->rope, T, c);
     if (bf16) {
-        /* the largest operand of a weight product: logits or their gradient (N, V), or a weight */
-        size_t N = (size_t)B * T, D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-        size_t QD = (size_t)config_q_dim(c), most = N * V;
-        size_t others[] = {V * D, N * H, H * D, N * D, N * QD, QD * D};
-        for (int k = 0; k < 6; k++) most = others[k] > most ? others[k] : most;
+        size_t most = (size_t)bf16_operand_floats(c, lora, B, T);
         if (!(a->bf16 = nf_bf16_create(most))) {
             activations_free(a);
             return nf_fail(err, NF_ERR_MEMORY, "cannot set up bf16 products (%zu-value operands)", most);
@@ -154,6 +178,114 @@ void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *
     g->w.rms_att = g->lora.rms_att, g->w.rms_ffn = g->lora.rms_ffn, g->w.rms_final = g->lora.rms_final;
 }
 
+/* The matrices of params.h's layout (the pieces a frozen base holds in bf16), in layout order. */
+static const ParamSegmentId BASE_MATRICES[] = {
+    PARAM_TOKEN_EMBEDDING, PARAM_WQ, PARAM_WK, PARAM_WV, PARAM_WO, PARAM_W1, PARAM_W2, PARAM_W3, PARAM_WCLS};
+#define N_BASE_MATRICES (sizeof BASE_MATRICES / sizeof BASE_MATRICES[0])
+
+static bool is_base_matrix(int id) {
+    for (size_t k = 0; k < N_BASE_MATRICES; k++)
+        if ((int)BASE_MATRICES[k] == id) return true;
+    return false;
+}
+
+/* Floats of the matrices, and of the rest, in model c's buffer. */
+static void base_counts(const ModelConfig *c, size_t *matrices, size_t *small) {
+    ParamSegment seg[PARAM_SEGMENTS_MAX];
+    int n = param_segments(c, seg);
+    *matrices = *small = 0;
+    for (int i = 0; i < n; i++) *(is_base_matrix(i) ? matrices : small) += seg[i].count;
+}
+
+uint64_t frozen_base_bytes(const ModelConfig *c) {
+    size_t matrices, small;
+    base_counts(c, &matrices, &small);
+    return 2 * (uint64_t)matrices + 4 * (uint64_t)small;
+}
+
+/* dst (n) = src rounded to bf16, in slices, each slice's source released behind it when release is set. */
+#define CONVERT_SLICE ((size_t)1 << 22) /* floats: 16 MiB of fp32 at a time */
+static void round_releasing(uint16_t *dst, const float *src, size_t n, bool release) {
+    for (size_t at = 0; at < n; at += CONVERT_SLICE) {
+        size_t len = n - at < CONVERT_SLICE ? n - at : CONVERT_SLICE;
+        nf_bf16_round(dst + at, src + at, len);
+        if (release) nf_release_pages(src + at, len * sizeof(float));
+    }
+}
+
+int frozen_base_bf16(FrozenBase *fb, const ModelConfig *c, const ParamPointers *src, bool release_src, NfError *err) {
+    memset(fb, 0, sizeof *fb);
+    size_t matrices, small;
+    base_counts(c, &matrices, &small);
+    /* bits by malloc, not nf_alloc, which zeroes: untouched pages take no memory, so the bf16 copy grows only
+     * as the conversion writes it, while the fp32 source shrinks behind */
+    size_t bits_bytes;
+    if (!nf_mul_size(matrices, sizeof(uint16_t), &bits_bytes) || !(fb->bits = malloc(bits_bytes ? bits_bytes : 1)))
+        return nf_fail(err, NF_ERR_MEMORY, "cannot allocate %zu bytes for the bf16 base", matrices * 2);
+    if (!(fb->small = nf_alloc_array(small ? small : 1, sizeof(float), err))) {
+        frozen_base_free(fb);
+        return -1;
+    }
+    fb->bytes = frozen_base_bytes(c);
+    /* the same layout as src, its matrices moved to bits and the rest to small, each in order */
+    ParamSegment seg[PARAM_SEGMENTS_MAX];
+    int n = param_segments(c, seg);
+    float *const from[PARAM_SEGMENTS_MAX] = {src->token_embedding,
+                                             src->rms_att,
+                                             src->wq,
+                                             src->wk,
+                                             src->wv,
+                                             src->wo,
+                                             src->rms_ffn,
+                                             src->w1,
+                                             src->w2,
+                                             src->w3,
+                                             src->rms_final,
+                                             src->wcls,
+                                             src->bq,
+                                             src->bk,
+                                             src->bv,
+                                             src->q_norm,
+                                             src->k_norm};
+    float *small_at[PARAM_SEGMENTS_MAX] = {0};
+    const uint16_t *bits_at[PARAM_SEGMENTS_MAX] = {0};
+    size_t m = 0, k = 0;
+    for (int i = 0; i < n; i++) {
+        if (seg[i].count == 0) continue;
+        if (is_base_matrix(i)) {
+            round_releasing(fb->bits + m, from[i], seg[i].count, release_src);
+            bits_at[i] = fb->bits + m, m += seg[i].count;
+        } else {
+            memcpy(fb->small + k, from[i], seg[i].count * sizeof(float));
+            small_at[i] = fb->small + k, k += seg[i].count;
+        }
+    }
+    fb->w = (BaseBf16){bits_at[PARAM_TOKEN_EMBEDDING],
+                       bits_at[PARAM_WQ],
+                       bits_at[PARAM_WK],
+                       bits_at[PARAM_WV],
+                       bits_at[PARAM_WO],
+                       bits_at[PARAM_W1],
+                       bits_at[PARAM_W2],
+                       bits_at[PARAM_W3],
+                       c->shared_classifier ? bits_at[PARAM_TOKEN_EMBEDDING] : bits_at[PARAM_WCLS]};
+    fb->p = (ParamPointers){.rms_att = small_at[PARAM_RMS_ATT],
+                            .rms_ffn = small_at[PARAM_RMS_FFN],
+                            .rms_final = small_at[PARAM_RMS_FINAL],
+                            .bq = small_at[PARAM_BQ],
+                            .bk = small_at[PARAM_BK],
+                            .bv = small_at[PARAM_BV],
+                            .q_norm = small_at[PARAM_Q_NORM],
+                            .k_norm = small_at[PARAM_K_NORM]};
+    return 0;
+}
+
+void frozen_base_free(FrozenBase *fb) {
+    free(fb->bits);
+    free(fb->small);
+    memset(fb, 0, sizeof *fb);
+}
+
 /* FLOPs of one token's forward and backward: per matmul weight 2 forward, 2 for
  * the input gradient and 2 for the weight gradient (frozen LoRA bases skip the
  * last), plus causal attention; LoRA adapters add 6 per adapter weight. */
@@ -169,20 +301,31 @@ double model_flops_per_token(const ModelConfig *c, int T, const LoraConfig *lora
     return per_weight * (L * (2 * QD * D + 2 * KV * D + 3 * H * D) + V * D) + 6.0 * adapters + 6.0 * L * T * QD;
 }
 
-/* Products with the model's weights: fp32, or bf16 under --dtype bf16. */
-static void weight_forward(Activations *a, float *out, const float *inp, const float *w, int N, int C, int OC) {
-    if (a->bf16)
-        nf_matmul_forward_bf16(a->bf16, out, inp, w, N, C, OC);
+/* A weight of the products: fp32 (f32), or a frozen base's held only in bf16 (bf16, f32 NULL). */
+typedef struct {
+    const float *f32;
+    const uint16_t *bf16;
+} Weight;
+
+/* Products with the model's weights: fp32, or bf16 under --dtype bf16 (which a bf16-only weight implies). */
+static void weight_forward(Activations *a, float *out, const float *inp, Weight w, int N, int C, int OC) {
+    if (w.bf16)
+        nf_matmul_forward_bf16w(a->bf16, out, inp, w.bf16, N, C, OC);
+    else if (a->bf16)
+        nf_matmul_forward_bf16(a->bf16, out, inp, w.f32, N, C, OC);
     else
-        nf_matmul_forward(out, inp, w, N, C, OC);
+        nf_matmul_forward(out, inp, w.f32, N, C, OC);
 }
 
+/* A bf16-only weight is frozen: dw is NULL for it. */
 static void weight_backward(Activations *a, float *dinp, NfWrite dinp_write, float *dw, NfWrite dw_write,
-                            const float *dout, const float *inp, const float *w, int N, int C, int OC) {
-    if (a->bf16)
-        nf_matmul_backward_bf16(a->bf16, dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
+                            const float *dout, const float *inp, Weight w, int N, int C, int OC) {
+    if (w.bf16) {
+        if (dinp) nf_matmul_backward_bf16w(a->bf16, dinp, dinp_write, dout, w.bf16, N, C, OC);
+    } else if (a->bf16)
+        nf_matmul_backward_bf16(a->bf16, dinp, dinp_write, dw, dw_write, dout, inp, w.f32, N, C, OC);
     else
-        nf_matmul_backward(dinp, dinp_write, dw, dw_write, dout, inp, w, N, C, OC);
+        nf_matmul_backward(dinp, dinp_write, dw, dw_write, dout, inp, w.f32, N, C, OC);
 }
 
 /* The (L, out, in) weight of projection t. */
@@ -191,8 +334,25 @@ static float *projection_weight(const ParamPointers *p, LoraTarget t) {
     return w[t];
 }
 
+/* Layer l's weight of projection t in the network, fp32 or bf16. */
+static Weight projection_of(const Net *net, LoraTarget t, int l) {
+    int in, out;
+    lora_target_dims(net->config, t, &in, &out);
+    size_t at = (size_t)l * out * in;
+    if (net->bf16) {
+        const BaseBf16 *b = net->bf16;
+        const uint16_t *const w[LORA_TARGETS] = {b->wq, b->wk, b->wv, b->wo, b->w1, b->w2, b->w3};
+        return (Weight){NULL, w[t] + at};
+    }
+    return (Weight){projection_weight(&net->w, t) + at, NULL};
+}
+
+static Weight classifier_of(const Net *net) {
+    return net->bf16 ? (Weight){NULL, net->bf16->wcls} : (Weight){net->w.wcls, NULL};
+}
+
 uint16_t *activations_keep_bf16_weights(Activations *a, const Net *net, float *params, size_t n_params) {
-    if (!a->bf16) return NULL;
+    if (!a->bf16 || net->bf16) return NULL; /* a base held in bf16 is its own copy */
     if (!net->lora) return nf_bf16_keep(a->bf16, params, n_params);
     const ModelConfig *c = net->config;
     for (int t = 0; t < LORA_TARGETS; t++) {
@@ -234,7 +394,7 @@ static float *lora_u_of(const Net *net, const Activations *a, int l, LoraTarget 
 static void projection_forward(const Net *net, Activations *a, int l, LoraTarget t, float *y, const float *x) {
     int N = a->B * a->T, in, out;
     lora_target_dims(net->config, t, &in, &out);
-    weight_forward(a, y, x, projection_weight(&net->w, t) + (size_t)l * out * in, N, in, out);
+    weight_forward(a, y, x, projection_of(net, t, l), N, in, out);
     if (!has_adapter(net, t)) return;
     const float *x_in = x;
     float p = net->lora->config.dropout;
@@ -254,7 +414,7 @@ static void projection_backward(const Net *net, const NetGrads *g, NfWrite grads
     lora_target_dims(net->config, t, &in, &out);
     size_t per_layer = (size_t)out * in;
     weight_backward(a, dx, dx_write, layer_of(projection_weight(&g->w, t), l, per_layer), grads, dy, x,
-                    projection_weight(&net->w, t) + l * per_layer, N, in, out);
+                    projection_of(net, t, l), N, in, out);
     if (!has_adapter(net, t)) return;
     const Lora *lora = net->lora;
     int r = lora->config.rank;
@@ -306,6 +466,25 @@ static float *shape_heads_backward(const Activations *a, float *d, float *draw, 
     return d;
 }
 
+/* The classifier and the cross-entropy over xn_final, logit_rows rows at a
+ * time; returns the loss summed over the counted rows. scale != 0: each
+ * chunk's logits become their gradient, and under classifier_in_forward go
+ * on at once into dxn's rows (the classifier is frozen: no weight gradient
+ * is lost). */
+static double classifier_forward(const Net *net, Activations *a, const int *targets, float scale) {
+    int N = a->B * a->T, D = net->config->dim, V = net->config->vocab_size;
+    Weight wcls = classifier_of(net);
+    double loss_sum = 0.0;
+    for (int r0 = 0; r0 < N; r0 += a->logit_rows) {
+        int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
+        weight_forward(a, a->logits, a->xn_final + (size_t)r0 * D, wcls, rows, D, V);
+        loss_sum += nf_cross_entropy(a->logits, targets + r0, rows, V, scale);
+        if (scale != 0.0f && a->classifier_in_forward)
+            weight_backward(a, a->dxn + (size_t)r0 * D, NF_SET, NULL, NF_SET, a->logits, NULL, wcls, rows, D, V);
+    }
+    return loss_sum;
+}
+
 double model_forward(const Net *net, Activations *a, const int *tokens, const int *targets, float grad_scale,
                      uint64_t dropout_key) {
     const ModelConfig *c = net->config;
@@ -317,16 +496,21 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
     float eps = config_norm_eps(c);
     a->dropout_key = dropout_key;
 
-    /* embedding: resid[0][n] = token_embedding[tokens[n]] */
-    for (int n = 0; n < N; n++)
-        memcpy(a->resid + (size_t)n * D, p->token_embedding + (size_t)tokens[n] * D, (size_t)D * sizeof(float));
+    /* embedding: resid[0][n] = token_embedding[tokens[n]] (widened exactly from a bf16 base) */
+    for (int n = 0; n < N; n++) {
+        float *row = a->resid + (size_t)n * D;
+        if (net->bf16)
+            for (int i = 0; i < D; i++) row[i] = bf16_to_f32(net->bf16->token_embedding[(size_t)tokens[n] * D + i]);
+        else
+            memcpy(row, p->token_embedding + (size_t)tokens[n] * D, (size_t)D * sizeof(float));
+    }
 
     for (int l = 0; l < c->n_layers; l++) {
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND, *x_next = a->resid + (l + 1) * ND;
         float *xn = a->xn_att, *q = a->q + l * NQ, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
         float *q_raw = c->qk_norm ? a->q_raw + l * NQ : q, *k_raw = c->qk_norm ? a->k_raw + l * NKVs : k;
         float *att_lse = a->att_lse + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
-        float *xn2 = a->xn_ffn, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact;
+        float *xn2 = a->xn_ffn, *h1 = a->h1 + l * a->ffn_stride, *h3 = a->h3 + l * a->ffn_stride, *hact = a->hact;
 
         /* attention block: mid = x + Wo attn(...)  */
         nf_rmsnorm_forward(xn, a->rstd_att + (size_t)l * N, x, p->rms_att + (size_t)l * D, N, D, eps);
@@ -353,11 +537,9 @@ double model_forward(const Net *net, Activations *a, const int *tokens, const in
 
     float *x = a->resid + (size_t)c->n_layers * ND;
     nf_rmsnorm_forward(a->xn_final, a->rstd_final, x, p->rms_final, N, D, eps);
-    weight_forward(a, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
     /* the mean over counted targets: a negative target is masked (no loss, no gradient) */
     int counted = model_counted_targets(targets, N);
-    double loss_sum =
-        nf_cross_entropy(a->logits, targets, N, c->vocab_size, grad_scale / (float)(counted > 0 ? counted : 1));
+    double loss_sum = classifier_forward(net, a, targets, grad_scale / (float)(counted > 0 ? counted : 1));
     return counted > 0 ? loss_sum / counted : 0.0;
 }
 
@@ -370,9 +552,11 @@ void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activation
     size_t att_size = (size_t)B * NH * T;
     float eps = config_norm_eps(c);
 
-    /* classifier and final norm: dresid = d loss / d resid[L] */
+    /* classifier and final norm: dresid = d loss / d resid[L]; under LoRA forward did the classifier */
     nf_zero(a->dresid, ND);
-    weight_backward(a, a->dxn, NF_SET, g->w.wcls, grads, a->logits, a->xn_final, p->wcls, N, D, c->vocab_size);
+    if (!a->classifier_in_forward)
+        weight_backward(a, a->dxn, NF_SET, g->w.wcls, grads, a->logits, a->xn_final, classifier_of(net), N, D,
+                        c->vocab_size);
     nf_rmsnorm_backward(a->dresid, g->w.rms_final, grads, a->dxn, a->resid + (size_t)c->n_layers * ND, p->rms_final,
                         a->rstd_final, N, D);
 
@@ -380,11 +564,15 @@ void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activation
         float *x = a->resid + l * ND, *mid = a->resid_mid + l * ND;
         float *xn = a->xn_att, *q = a->q + l * NQ, *k = a->k + l * NKVs, *v = a->v + l * NKVs;
         float *att_lse = a->att_lse + l * att_size, *att_out = a->att_out + l * a->att_out_stride;
-        float *xn2 = a->xn_ffn, *h1 = a->h1 + l * NH_, *h3 = a->h3 + l * NH_, *hact = a->hact;
+        float *xn2 = a->xn_ffn, *h1 = a->h1 + l * a->ffn_stride, *h3 = a->h3 + l * a->ffn_stride, *hact = a->hact;
 
         /* feed-forward block: dresid flows to mid unchanged, plus through the branch;
          * first the inputs of its projections again (bitwise what forward computed) */
         nf_rmsnorm_forward(xn2, a->rstd_ffn + (size_t)l * N, mid, p->rms_ffn + (size_t)l * D, N, D, eps);
+        if (a->ffn_stride == 0) { /* one layer kept: h1, h3 again, the same dropout masks redrawn */
+            projection_forward(net, a, l, LORA_W1, h1, xn2);
+            projection_forward(net, a, l, LORA_W3, h3, xn2);
+        }
         nf_swiglu_forward(hact, h1, h3, NH_);
         /* the first product into each input gradient writes it (NF_SET): no zeroing */
         projection_backward(net, g, grads, a, l, LORA_W2, a->dhact, NF_SET, a->dresid, hact);

@@ -1,8 +1,9 @@
 /* train_model.h — the batched forward and backward pass of training.
  *
  * Activations for a (B, T) batch are allocated once per run and every
- * intermediate the backward pass needs is kept: nothing is recomputed and
- * nothing is hidden. Shapes: N = B*T rows; L, D, QD, H, KV, V, hs as in
+ * intermediate the backward pass needs is kept, except what is cheap to
+ * recompute (listed below) and, under LoRA, the FFN's h1 and h3 and the
+ * full logits (see ffn_stride, logit_rows). Shapes: N = B*T rows; L, D, QD, H, KV, V, hs as in
  * params.h; NH = n_heads, NKV = n_kv_heads. */
 #ifndef NF_TRAIN_MODEL_H
 #define NF_TRAIN_MODEL_H
@@ -11,12 +12,29 @@
 #include "lora.h"
 #include "params.h"
 
+/* A frozen base's matrices as bfloat16 bits (LoRA under --dtype bf16), in
+ * params.h's shapes; wcls is token_embedding when the classifier is shared. */
+typedef struct {
+    const uint16_t *token_embedding, *wq, *wk, *wv, *wo, *w1, *w2, *w3, *wcls;
+} BaseBf16;
+
 /* The network the passes run: base weights, and LoRA adapters when lora != NULL. */
 typedef struct {
     const ModelConfig *config;
-    ParamPointers w;  /* with trained LoRA norms, its rms_* point at the adapter buffer's */
-    const Lora *lora; /* NULL: no adapters */
+    ParamPointers w;      /* with trained LoRA norms, its rms_* point at the adapter buffer's */
+    const Lora *lora;     /* NULL: no adapters */
+    const BaseBf16 *bf16; /* the base's matrices in bf16 only (w's matrix pointers NULL), or NULL */
 } Net;
+
+/* LoRA's frozen base held in bf16 (frozen_base_bf16): the matrices rounded
+ * once, the norms, biases and q/k norms (a few MB) kept in fp32. */
+typedef struct {
+    BaseBf16 w;      /* views into bits */
+    uint16_t *bits;  /* every matrix, in params.h order */
+    float *small;    /* the fp32 pieces */
+    ParamPointers p; /* the fp32 pieces in small; the matrices NULL */
+    uint64_t bytes;  /* bits and small together */
+} FrozenBase;
 
 /* Where backward accumulates gradients; a NULL pointer is a frozen weight. */
 typedef struct {
@@ -47,12 +65,12 @@ typedef struct {
     float *att_out;    /* (L, N, QD) attention output before wo */
     float *xn_ffn;     /* (N, D) rmsnorm(resid_mid) of the current layer */
     float *rstd_ffn;   /* (L, N) */
-    float *h1;         /* (L, N, H) gate pre-activation */
-    float *h3;         /* (L, N, H) up */
+    float *h1;         /* (L, N, H) gate pre-activation; under LoRA (N, H): ffn_stride 0 */
+    float *h3;         /* (L, N, H) up; likewise */
     float *hact;       /* (N, H) silu(h1) * h3 of the current layer */
     float *xn_final;   /* (N, D) */
     float *rstd_final; /* (N) */
-    float *logits;     /* (N, V), replaced by their gradient in backward */
+    float *logits;     /* (logit_rows, V): the classifier's output, a chunk of rows at a time */
     /* gradient scratch, reused by every layer */
     float *dresid;      /* (N, D) gradient of the residual stream */
     float *dxn;         /* (N, D) */
@@ -74,15 +92,39 @@ typedef struct {
     float *lora_du;        /* (N, r) scratch */
     uint64_t dropout_key;  /* the dropout masks of the last forward (0 = none), redrawn by backward */
     size_t att_out_stride; /* floats per layer of att_out, or 0 */
-    Bf16Context *bf16;     /* --dtype bf16: the weight products run in bf16; NULL for fp32 */
+    /* Under LoRA the classifier is frozen, so forward finishes it: the
+     * logits are computed logit_rows rows at a time (never all N x V at
+     * once), each chunk's loss and gradient taken at once, and the gradient
+     * of xn_final left in dxn for backward. Full training keeps all N rows,
+     * replaced by their gradient for backward's classifier weight gradient.
+     * A test may lower logit_rows to split a small batch. */
+    int logit_rows;
+    bool classifier_in_forward;
+    /* Under LoRA h1 and h3 hold one layer (ffn_stride 0) and backward
+     * recomputes them from resid_mid (adapters and dropout masks included:
+     * the masks are hashed, so they redraw exactly): L x N x H x 2 floats
+     * less for a third more of the FFN's forward products. Else N * H. */
+    size_t ffn_stride;
+    Bf16Context *bf16; /* --dtype bf16: the weight products run in bf16; NULL for fp32 */
 } Activations;
+
+/* Builds fb from the fp32 base src (model c): each matrix rounded to bf16
+ * (to nearest even; exact for a bf16 model), the small pieces copied. With
+ * release_src, src is memory about to be freed and its pages are handed
+ * back behind the conversion, so the peak stays near src's own size.
+ * NF_ERR_MEMORY when out of memory (fb is then empty). */
+int frozen_base_bf16(FrozenBase *fb, const ModelConfig *c, const ParamPointers *src, bool release_src, NfError *err);
+void frozen_base_free(FrozenBase *fb);
+/* Bytes frozen_base_bf16 allocates for model c. */
+uint64_t frozen_base_bytes(const ModelConfig *c);
 
 /* A network of every weight in params (params.h layout); g (if not NULL)
  * points at grads, laid out alike (NULL grads: g all NULL). */
 void net_full(Net *net, NetGrads *g, const ModelConfig *c, float *params, float *grads);
 /* LoRA on the frozen base weights: g (if not NULL) gets the adapter gradients
  * in adapter_grads (lora.h layout) and nothing for the base. Trained norms
- * take the place of the base's norms. */
+ * take the place of the base's norms. A base held in bf16 (FrozenBase):
+ * base is its p, and the caller sets net->bf16 to its w. */
 void net_lora(Net *net, NetGrads *g, const ModelConfig *c, const ParamPointers *base, const Lora *lora,
               float *adapter_grads);
 
@@ -102,6 +144,8 @@ void activations_free(Activations *a);
  * upkeep, and NULL is returned. Also NULL for fp32, or when memory is short
  * (the products then round the weights at every call, as before). */
 uint16_t *activations_keep_bf16_weights(Activations *a, const Net *net, float *params, size_t n_params);
+/* Floats in each of the bf16 context's two operand buffers (activations_init). */
+uint64_t bf16_operand_floats(const ModelConfig *c, const LoraConfig *lora, int B, int T);
 /* Bytes the activations take for this shape (for reporting and limits). */
 uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, int T);
 
@@ -112,7 +156,9 @@ uint64_t activations_bytes(const ModelConfig *c, const LoraConfig *lora, int B, 
  * every target counted this is the plain mean over B*T, bit for bit as
  * before masks existed. If grad_scale != 0, leaves
  * d(mean loss * grad_scale)/dlogits in a->logits ready for model_backward
- * (zero rows for masked targets, so with none counted the gradient is zero).
+ * (zero rows for masked targets, so with none counted the gradient is zero);
+ * under LoRA (classifier_in_forward) it goes on through the frozen
+ * classifier and leaves the gradient of xn_final in a->dxn instead.
  * dropout_key != 0 draws LoRA dropout masks from it (training); 0 means no
  * dropout (evaluation). */
 double model_forward(const Net *net, Activations *a, const int *tokens, const int *targets, float grad_scale,

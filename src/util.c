@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 int nf_fail(NfError *err, const char *code, const char *fmt, ...) {
     if (!err) return -1;
@@ -87,6 +88,12 @@ void *nf_alloc(size_t bytes, NfError *err) {
     if (align == HUGE_PAGE) madvise(p, padded, MADV_HUGEPAGE); /* a hint: failure changes nothing */
     memset(p, 0, padded);
     return p;
+}
+
+void nf_release_pages(const void *p, size_t bytes) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)p + page - 1) / page * page, end = ((uintptr_t)p + bytes) / page * page;
+    if (end > start) madvise((void *)start, end - start, MADV_DONTNEED); /* advice: failing only costs memory */
 }
 
 void *nf_alloc_array(size_t count, size_t elem, NfError *err) {

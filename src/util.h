@@ -13,6 +13,12 @@
  * silently; zeroed, starting on a cache line (64 bytes), freed with free(). */
 void *nf_alloc(size_t bytes, NfError *err);                    /* zeroed */
 void *nf_alloc_array(size_t count, size_t elem, NfError *err); /* zeroed, overflow-checked */
+/* Hands the whole pages inside [p, p + bytes) back to the kernel: memory
+ * about to be freed, or a read-only file mapping already read (its pages
+ * stay in the page cache, out of this process's RSS). Reading them again
+ * gives zeros (anonymous memory) or the file again. A large buffer converted
+ * piece by piece into another so goes as the new one grows. */
+void nf_release_pages(const void *p, size_t bytes);
 
 /* a*b with overflow detection: returns false if it does not fit. */
 bool nf_mul_size(size_t a, size_t b, size_t *out);

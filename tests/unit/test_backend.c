@@ -1284,6 +1284,52 @@ static void test_gemv_same_bits_at_every_alignment(void **state) {
     free(buf), free(ref_w);
 }
 
+static void assert_near(const float *a, const float *b, size_t n, double tol, const char *what) {
+    double largest = 0.0;
+    for (size_t i = 0; i < n; i++) largest = fabs(b[i]) > largest ? fabs(b[i]) : largest;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i] - b[i]) > tol * largest) fail_msg("%s: element %zu is %g, expected %g", what, i, a[i], b[i]);
+}
+
+/* Products with a weight held only in bf16 (a LoRA base under --dtype bf16) equal those with its fp32 twin
+ * rounded by the context: in bf16 when the operands fit, and in fp32 on the weight widened, slice by slice or
+ * element by element, when the context is too small for them. */
+static void test_bf16_only_weight_products(void **state) {
+    (void)state;
+    enum { N = 5, C = 24, OC = 40 };
+    float inp[N * C], w[OC * C], wide[OC * C], dout[N * OC];
+    float out[N * OC], ref[N * OC], dinp[N * C], dref[N * C];
+    uint16_t bits[OC * C];
+    fill(inp, N * C), fill(w, OC * C), fill(dout, N * OC);
+    nf_bf16_round(bits, w, OC * C);
+    for (int i = 0; i < OC * C; i++) wide[i] = bf16_to_f32(bits[i]);
+    Bf16Context *big = nf_bf16_create(4096);
+    assert_non_null(big);
+    nf_matmul_forward_bf16w(big, out, inp, bits, N, C, OC);
+    nf_matmul_forward_bf16(big, ref, inp, wide, N, C, OC);
+    assert_near(out, ref, N * OC, 1e-6, "bf16 forward");
+    nf_matmul_backward_bf16w(big, dinp, NF_SET, dout, bits, N, C, OC);
+    nf_matmul_backward_bf16(big, dref, NF_SET, NULL, NF_SET, dout, inp, wide, N, C, OC);
+    assert_near(dinp, dref, N * C, 1e-6, "bf16 input gradient");
+    nf_bf16_free(big);
+    /* 60 floats: operands of 120 and more do not fit, a slice of B holds one row; 16: not even that */
+    size_t sizes[] = {60, 16};
+    for (int k = 0; k < 2; k++) {
+        Bf16Context *small = nf_bf16_create(sizes[k]);
+        assert_non_null(small);
+        nf_matmul_forward_bf16w(small, out, inp, bits, N, C, OC);
+        nf_matmul_forward(ref, inp, wide, N, C, OC);
+        assert_near(out, ref, N * OC, 1e-5, "fp32 forward on the widened weight");
+        nf_matmul_backward_bf16w(small, dinp, NF_SET, dout, bits, N, C, OC);
+        nf_matmul_backward(dref, NF_SET, NULL, NF_SET, dout, inp, wide, N, C, OC);
+        assert_near(dinp, dref, N * C, 1e-5, "fp32 input gradient on the widened weight");
+        nf_matmul_backward_bf16w(small, dinp, NF_ADD, dout, bits, N, C, OC); /* NF_ADD adds */
+        for (int i = 0; i < N * C; i++) dref[i] *= 2.0f;
+        assert_near(dinp, dref, N * C, 1e-5, "added input gradient");
+        nf_bf16_free(small);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy_matches_double_reference),
@@ -1324,6 +1370,7 @@ int main(void) {
         cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
         cmocka_unit_test(test_forward_q80_close_to_fp32),
         cmocka_unit_test(test_forward_greedy_matches_llama2c),
+        cmocka_unit_test(test_bf16_only_weight_products),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

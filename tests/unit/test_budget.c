@@ -2,7 +2,7 @@
  * "1.5T", bytes, none) and refused with the flag named; sizes formatted;
  * the estimate's parts add up, follow activations_bytes, count AdamW's two
  * moments, count LoRA's adapters (not the base) as trained and its base in
- * fp32, and grow under bf16; the check refuses only above the budget. */
+ * fp32 (bf16 under --dtype bf16), and grow under bf16; the check refuses only above the budget. */
 #include "testutil.h"
 
 #include "budget.h"
@@ -89,6 +89,36 @@ static void test_lora_estimate_trains_the_adapters_only(void **state) {
     assert_int_equal(e.optimizer, 8 * a);
     assert_int_equal(e.base, 4 * config_param_count(&SHAPE));
     assert_int_equal(e.activations, activations_bytes(&SHAPE, &lc, 4, 64) + 2 * 4 * 64 * sizeof(int));
+    assert_int_equal(e.bf16, 0);
+}
+
+/* LoRA under --dtype bf16: the base held in bf16 (2 bytes per matrix weight, the norms in fp32), the operand
+ * buffers sized by a chunk of logits, no copy of the base beside it; the peak is the fp32 load when higher. */
+static void test_lora_bf16_estimate_holds_the_base_in_bf16(void **state) {
+    (void)state;
+    LoraConfig lc = {.rank = 4, .alpha = 4, .targets = 0xF};
+    MemoryEstimate e;
+    memory_estimate(&SHAPE, &lc, 4, 64, true, &e);
+    uint64_t p = config_param_count(&SHAPE), norms = (uint64_t)(2 * SHAPE.n_layers + 1) * SHAPE.dim;
+    assert_int_equal(e.base, 2 * (p - norms) + 4 * norms);
+    assert_int_equal(e.base, frozen_base_bytes(&SHAPE));
+    assert_int_equal(e.bf16, 2 * 2 * bf16_operand_floats(&SHAPE, &lc, 4, 64));
+    uint64_t sum = e.weights + e.grads + e.optimizer + e.base + e.bf16 + e.activations + e.runtime;
+    assert_int_equal(e.total, sum > 4 * p + e.runtime ? sum : 4 * p + e.runtime);
+    /* the Llama-3.2-1B shape at 4 x 512: the logits never whole, so the operands stay small */
+    ModelConfig big = {.dim = 2048,
+                       .hidden_dim = 8192,
+                       .n_layers = 16,
+                       .n_heads = 32,
+                       .n_kv_heads = 8,
+                       .vocab_size = 128256,
+                       .seq_len = 512,
+                       .shared_classifier = true};
+    LoraConfig lc16 = {.rank = 16, .alpha = 32, .targets = 0xF};
+    memory_estimate(&big, &lc16, 4, 512, true, &e);
+    assert_true(e.bf16 < 80ull << 20);
+    assert_true(e.base < 2 * config_param_count(&big) + (16ull << 20));
+    assert_true(e.total < 6000000000ull);
 }
 
 static void test_check_refuses_only_above_the_budget(void **state) {
@@ -125,6 +155,7 @@ int main(void) {
         cmocka_unit_test(test_sizes_format),
         cmocka_unit_test(test_full_training_estimate),
         cmocka_unit_test(test_lora_estimate_trains_the_adapters_only),
+        cmocka_unit_test(test_lora_bf16_estimate_holds_the_base_in_bf16),
         cmocka_unit_test(test_check_refuses_only_above_the_budget),
         cmocka_unit_test(test_default_is_a_share_of_the_machine),
     };

@@ -1,11 +1,12 @@
 /* test_lora.c — LoRA: target names and masks, the buffer layout, the
  * gradient with dropout against central finite differences (the PyTorch
  * comparison in tests/e2e covers the no-dropout case), dropout determinism,
- * and merging. */
+ * merging, the classifier in chunks of rows, and a base held in bf16 only. */
 #include "testutil.h"
 
 #include <math.h>
 
+#include "f16.h"
 #include "lora.h"
 #include "params.h"
 #include "rng.h"
@@ -179,6 +180,102 @@ static void test_merge_equals_the_adapter_forward(void **state) {
     fixture_free(&f);
 }
 
+/* One LoRA step's loss, with the adapter gradients left in f->grads. */
+static double lora_step(Fixture *f, uint64_t key) {
+    double loss = model_forward(&f->net, &f->acts, f->tokens, f->targets, 1.0f, key);
+    model_backward(&f->net, &f->g, NF_SET, &f->acts, f->tokens);
+    return loss;
+}
+
+static void assert_close(const float *a, const float *b, size_t n, double tol) {
+    double largest = 0.0;
+    for (size_t i = 0; i < n; i++) largest = fabs(a[i]) > largest ? fabs(a[i]) : largest;
+    assert_true(largest > 0.0);
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i] - b[i]) > tol * largest) fail_msg("element %zu: %g against %g", i, a[i], b[i]);
+}
+
+/* Under LoRA forward runs the classifier and the loss a chunk of rows at a
+ * time and passes the gradient on at once: any chunking gives the same loss
+ * and gradients (masked targets included). */
+static void test_classifier_in_chunks_of_rows_gives_the_same_gradients(void **state) {
+    (void)state;
+    LoraConfig lc = {.rank = 2, .alpha = 3, .dropout = 0.2f, .targets = 0x7F, .train_norms = true};
+    Fixture f;
+    fixture_init(&f, &lc);
+    f.targets[3] = -1; /* a masked target */
+    size_t n = lora_param_count(&TINY, &lc);
+    assert_true(f.acts.classifier_in_forward);
+    assert_int_equal(f.acts.logit_rows, 10); /* a tiny vocabulary: one chunk */
+    double whole = lora_step(&f, 77);
+    float *expected = malloc(n * sizeof(float));
+    memcpy(expected, f.grads, n * sizeof(float));
+    int rows[] = {1, 3, 4};
+    for (int k = 0; k < 3; k++) {
+        f.acts.logit_rows = rows[k];
+        double chunked = lora_step(&f, 77);
+        assert_true(fabs(chunked - whole) <= 1e-6 * fabs(whole));
+        assert_close(f.grads, expected, n, 1e-5);
+    }
+    free(expected);
+    fixture_free(&f);
+}
+
+/* A base held in bf16 only (frozen_base_bf16: what train keeps under
+ * --dtype bf16) computes what the fp32 base with its kept bf16 copies does,
+ * when the base's values are bf16 already (as a bf16 model's are): the same
+ * rounded weights, the embedding widened exactly. */
+static void test_base_held_in_bf16_matches_the_kept_copies(void **state) {
+    (void)state;
+    LoraConfig lc = {.rank = 2, .alpha = 3, .dropout = 0.1f, .targets = 0x7F, .train_norms = false};
+    ModelConfig c = TINY;
+    c.qkv_bias = true; /* the small fp32 pieces beside the matrices */
+    Fixture f;
+    fixture_init(&f, &lc);
+    size_t n_base = config_param_count(&c), n = lora_param_count(&c, &lc);
+    float *base = malloc(n_base * sizeof(float));
+    params_init(base, &c, 11);
+    for (size_t i = 0; i < n_base; i++) base[i] = bf16_to_f32(f32_to_bf16(base[i]));
+    ParamPointers bp;
+    param_pointers(&bp, base, &c);
+    for (size_t i = 0; i < (size_t)c.n_layers * config_q_dim(&c); i++) bp.bq[i] = 0.1f * (float)(i % 7) - 0.3f;
+    NfError err;
+    Activations acts;
+    assert_int_equal(activations_init(&acts, &c, &lc, 2, 5, true, &err), 0);
+    Net net;
+    NetGrads g;
+    net_lora(&net, &g, &c, &bp, &f.lora, f.grads);
+    activations_keep_bf16_weights(&acts, &net, NULL, 0);
+    double kept = model_forward(&net, &acts, f.tokens, f.targets, 1.0f, 5);
+    model_backward(&net, &g, NF_SET, &acts, f.tokens);
+    float *expected = malloc(n * sizeof(float));
+    memcpy(expected, f.grads, n * sizeof(float));
+    activations_free(&acts);
+
+    FrozenBase fb;
+    assert_int_equal(frozen_base_bf16(&fb, &c, &bp, false, &err), 0);
+    assert_int_equal(fb.bytes, frozen_base_bytes(&c));
+    assert_true(fb.bytes <
+                n_base * sizeof(float) / 2 +
+                    (size_t)c.n_layers * (2 * c.dim + 2 * config_kv_dim(&c) + config_q_dim(&c)) * sizeof(float) +
+                    c.dim * sizeof(float));
+    assert_null(fb.p.wq);
+    assert_float_equal(fb.p.bq[5], bp.bq[5], 0.0f);
+    free(base); /* nothing reads the fp32 base any more */
+    assert_int_equal(activations_init(&acts, &c, &lc, 2, 5, true, &err), 0);
+    net_lora(&net, &g, &c, &fb.p, &f.lora, f.grads);
+    net.bf16 = &fb.w;
+    assert_null(activations_keep_bf16_weights(&acts, &net, NULL, 0));
+    double held = model_forward(&net, &acts, f.tokens, f.targets, 1.0f, 5);
+    model_backward(&net, &g, NF_SET, &acts, f.tokens);
+    assert_true(fabs(held - kept) <= 1e-6 * fabs(kept));
+    assert_close(f.grads, expected, n, 1e-5);
+    activations_free(&acts);
+    frozen_base_free(&fb);
+    free(expected);
+    fixture_free(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_targets_names_aliases_and_masks),
@@ -186,6 +283,8 @@ int main(void) {
         cmocka_unit_test(test_dropout_gradient_matches_finite_differences),
         cmocka_unit_test(test_dropout_masks_are_redrawn_the_same_and_off_in_evaluation),
         cmocka_unit_test(test_merge_equals_the_adapter_forward),
+        cmocka_unit_test(test_classifier_in_chunks_of_rows_gives_the_same_gradients),
+        cmocka_unit_test(test_base_held_in_bf16_matches_the_kept_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
