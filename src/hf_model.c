@@ -455,8 +455,11 @@ int hf_model_read(const char *dir, ModelConfig *c, float **params, ImportInfo *i
     if (check_leftovers(dir, c, &sh, t, n, err) != 0 || find_tensors(dir, &sh, t, n, src, err) != 0) goto done;
     if (!(p = nf_alloc_array((size_t)config_param_count(c), sizeof *p, err))) goto done;
     llama_tensors(c, p, t);
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < n; k++) {
         if (copy_tensor(&t[k], src[k], info, err) != 0) goto done;
+        /* its pages of the mapping are not needed again: a 1B model's shards need not sit beside its weights */
+        nf_release_pages(src[k]->data, (size_t)src[k]->bytes);
+    }
     info->tensors = n;
     info->rms_eps = config_norm_eps(c);
     *params = p;
