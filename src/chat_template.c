@@ -30,7 +30,10 @@ int chat_kind_parse(const char *name, ChatKind *k) {
 }
 
 ChatKind chat_detect(const char *jinja) {
-    if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|end_header_id|>")) return CHAT_LLAMA3;
+    /* Llama 3.1/3.2's template writes a date header into every system block, which llama3 does not render:
+     * auto refuses it rather than render it almost right (--chat-template llama3 is then a choice) */
+    if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|end_header_id|>"))
+        return strstr(jinja, "Cutting Knowledge Date") ? CHAT_NONE : CHAT_LLAMA3;
     if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
     /* Llama 2's own has a system block; Mistral's [INST] templates differ in spacing and BOS placement and
      * have none: they are not llama2, so auto refuses them rather than render them almost right */

@@ -15,6 +15,10 @@ static void test_detection_by_markers(void **state) {
     (void)state;
     assert_int_equal(chat_detect("{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}"), CHAT_LLAMA3);
     assert_int_equal(chat_detect("{{ '<|im_start|>' + role }}"), CHAT_CHATML);
+    /* Llama 3.1's system-block date header is not rendered: not llama3 for auto */
+    assert_int_equal(chat_detect("{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
+                                 "{{- 'Cutting Knowledge Date: December 2023\\n' }}"),
+                     CHAT_NONE);
     assert_int_equal(chat_detect("{{ '<<SYS>>\\n' + system }}{{ bos_token + '[INST] ' + content + ' [/INST]' }}"),
                      CHAT_LLAMA2);
     /* Mistral's: [INST] without Llama 2's system block */
