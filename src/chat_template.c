@@ -139,6 +139,12 @@ int chat_template_choose(const char *flag, const Tokenizer *t, const char *path,
     }
     ChatDetection how;
     if (chat_detect_for_tokenizer(t, path, &out->kind, &how, err) != 0) return -1;
+    if (out->kind == CHAT_CHATML) {
+        char *jinja;
+        if (chat_template_text(path, &jinja, err) != 0) return -1;
+        if (jinja) chat_default_system(jinja, out->default_system, sizeof out->default_system);
+        free(jinja);
+    }
     if (how == CHAT_ABSENT)
         snprintf(out->refusal, sizeof out->refusal,
                  "a chat (\"messages\"), but the tokenizer '%.120s' has no chat_template (tokenizer_config.json); "
@@ -149,6 +155,44 @@ int chat_template_choose(const char *flag, const Tokenizer *t, const char *path,
                  "a chat (\"messages\"), but the chat_template of the tokenizer '%.120s' is none that --chat-template "
                  "auto knows (llama3, chatml, llama2); name one with --chat-template llama3|chatml|llama2",
                  path);
+    return 0;
+}
+
+void chat_default_system(const char *jinja, char *out, size_t cap) {
+    static const char OPEN[] = "<|im_start|>system\\n", CLOSE[] = "<|im_end|>";
+    out[0] = '\0';
+    for (const char *at = strstr(jinja, OPEN); at; at = strstr(at + 1, OPEN)) {
+        const char *text = at + strlen(OPEN), *end = strstr(text, CLOSE);
+        if (!end || text == end) continue;
+        /* inside one string literal: no quote before <|im_end|> (a quote ends it: an expression follows) */
+        size_t n = 0;
+        bool literal = true;
+        for (const char *p = text; p < end && literal; p++) {
+            char c = *p;
+            if (c == '\'' || c == '"')
+                literal = false;
+            else if (c == '\\' && p + 1 < end)
+                c = *++p == 'n' ? '\n' : *p; /* \n, \' and \\ as Jinja reads them */
+            if (literal && n + 1 < cap) out[n++] = c;
+        }
+        if (literal && n + 1 < cap) {
+            out[n] = '\0';
+            return;
+        }
+        out[0] = '\0';
+    }
+}
+
+int chat_with_default_system(const ChatTemplate *t, const ChatMessage *m, int *n, const ChatMessage **out,
+                             ChatMessage **owned, NfError *err) {
+    *owned = NULL;
+    *out = m;
+    if (!t->default_system[0] || (*n > 0 && m[0].role == CHAT_SYSTEM)) return 0;
+    if (!(*owned = nf_alloc_array((size_t)*n + 1, sizeof **owned, err))) return -1;
+    (*owned)[0] = (ChatMessage){CHAT_SYSTEM, t->default_system, strlen(t->default_system)};
+    if (*n > 0) memcpy(*owned + 1, m, (size_t)*n * sizeof *m);
+    (*n)++;
+    *out = *owned;
     return 0;
 }
 

@@ -75,14 +75,22 @@ typedef enum {
 int chat_detect_for_tokenizer(const Tokenizer *t, const char *path, ChatKind *kind, ChatDetection *how, NfError *err);
 
 /* The template a run uses: `kind`, or when it is CHAT_NONE, `refusal`: the
- * error a `messages` record gets (why there is no template, naming the flag). */
+ * error a `messages` record gets (why there is no template, naming the flag).
+ * default_system: the system message a chatml template writes when a chat
+ * has none (Qwen 2.5's "You are Qwen, ...", SmolLM2's), read from the
+ * template's text; "" when it writes none. */
 typedef struct {
     ChatKind kind;
     char refusal[320];
+    char default_system[512];
 } ChatTemplate;
 
 /* --chat-template `flag` (one of CHAT_TEMPLATE_CHOICES) for tokenizer t, loaded from `path`. */
 int chat_template_choose(const char *flag, const Tokenizer *t, const char *path, ChatTemplate *out, NfError *err);
+
+/* The system message a chatml Jinja template writes when a chat has none: the text of a string literal
+ * '<|im_start|>system\n...<|im_end|>' in it, unescaped, into out (cap bytes); "" when there is none. */
+void chat_default_system(const char *jinja, char *out, size_t cap);
 
 typedef enum { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT } ChatRole;
 
@@ -94,6 +102,11 @@ typedef struct {
     const char *content; /* content[0..len), as the record has it */
     size_t len;
 } ChatMessage;
+
+/* The chat m[0..*n) as template t renders it: with t's default system message first when the chat has none.
+ * *out is m itself, or a new array (*owned, to free; NULL otherwise) of *n messages. Errors: memory. */
+int chat_with_default_system(const ChatTemplate *t, const ChatMessage *m, int *n, const ChatMessage **out,
+                             ChatMessage **owned, NfError *err);
 
 /* A record's "messages" (an array of {"role", "content"} objects; other
  * members are ignored) as messages pointing into the JSON's strings: *out

@@ -44,7 +44,7 @@ typedef struct {
 
 typedef struct {
     Generator gen;
-    ChatKind kind;
+    ChatTemplate tmpl;
     Conversation conv;
     ChatRender render;
     Document prompt;  /* this turn's prompt ids (the mask unused) */
@@ -153,7 +153,7 @@ static int close_turn(Chat *c, const ChatOptions *o, int turn, size_t processed,
 /* One user message: the conversation's prompt, its new ids through the model, the reply. */
 static int chat_turn(Chat *c, const ChatOptions *o, int turn, size_t len, NfError *err) {
     if (conversation_add(&c->conv, CHAT_USER, c->line, len, err) != 0 ||
-        generator_chat_prompt(&c->gen, c->kind, c->conv.m, c->conv.n, &c->render, &c->prompt, err) != 0)
+        generator_chat_prompt(&c->gen, &c->tmpl, c->conv.m, c->conv.n, &c->render, &c->prompt, err) != 0)
         return -1;
     TokenList *ids = &c->prompt.ids;
     int positions = c->gen.state.max_positions;
@@ -178,7 +178,7 @@ static int chat_start(Chat *c, const ChatOptions *o, ArgSpec *specs, int n_specs
         return nf_fail(err, NF_ERR_USAGE,
                        "--prompt-ids is a field of the NDJSON turn messages, which plain text "
                        "(--text, or stdout a terminal) does not print");
-    if (generator_chat_template(&c->gen, o->chat_template, &c->kind, err) != 0) return -1;
+    if (generator_chat_template(&c->gen, o->chat_template, &c->tmpl, err) != 0) return -1;
     int seq_len = c->gen.model.config.seq_len;
     int64_t context = o->context;
     if (!args_seen(specs, n_specs, "context"))
@@ -191,7 +191,7 @@ static int chat_start(Chat *c, const ChatOptions *o, ArgSpec *specs, int n_specs
     int n = 0;
     if (o->system) probe[n++] = c->conv.m[0];
     probe[n++] = (ChatMessage){CHAT_USER, "", 0};
-    if (generator_chat_prompt(&c->gen, c->kind, probe, n, &c->render, &c->prompt, err) != 0) return -1;
+    if (generator_chat_prompt(&c->gen, &c->tmpl, probe, n, &c->render, &c->prompt, err) != 0) return -1;
     return generator_prepare(&c->gen, &o->gen, (int)context, err);
 }
 

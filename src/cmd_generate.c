@@ -90,8 +90,8 @@ static int read_messages(const char *path, JsonValue *doc, ChatMessage **m, int 
 /* --chat: the prompt as the user's message after the --system one (or the --messages conversation), with the
  * generation prompt. */
 static int encode_chat(Generation *g, const GenerateOptions *o, NfError *err) {
-    ChatKind kind;
-    if (generator_chat_template(&g->gen, o->chat_template, &kind, err) != 0) return -1;
+    ChatTemplate tmpl;
+    if (generator_chat_template(&g->gen, o->chat_template, &tmpl, err) != 0) return -1;
     ChatMessage one[2], *m = one, *from_file = NULL;
     JsonValue doc = {0};
     int n = 0;
@@ -107,7 +107,7 @@ static int encode_chat(Generation *g, const GenerateOptions *o, NfError *err) {
     }
     ChatRender r = {0};
     int rc = n > 0 && m[n - 1].role == CHAT_USER
-                 ? generator_chat_prompt(&g->gen, kind, m, n, &r, &g->prompt_doc, err)
+                 ? generator_chat_prompt(&g->gen, &tmpl, m, n, &r, &g->prompt_doc, err)
                  : nf_fail(err, NF_ERR_USAGE, "--messages '%s' must end with the user's message", o->messages);
     chat_render_free(&r);
     free(from_file);

@@ -140,17 +140,21 @@ void generation_result_json(JsonBuf *j, const GenerationResult *r, int64_t promp
     json_int(j, "seed", seed);
 }
 
-int generator_chat_template(const Generator *g, const char *flag, ChatKind *kind, NfError *err) {
-    ChatTemplate t;
-    if (chat_template_choose(flag, &g->tok, g->tokenizer_path, &t, err) != 0) return -1;
-    *kind = t.kind;
-    return t.kind == CHAT_NONE ? nf_fail(err, NF_ERR_USAGE, "%s", t.refusal) : 0;
+int generator_chat_template(const Generator *g, const char *flag, ChatTemplate *t, NfError *err) {
+    if (chat_template_choose(flag, &g->tok, g->tokenizer_path, t, err) != 0) return -1;
+    return t->kind == CHAT_NONE ? nf_fail(err, NF_ERR_USAGE, "%s", t->refusal) : 0;
 }
 
-int generator_chat_prompt(const Generator *g, ChatKind kind, const ChatMessage *m, int n, ChatRender *scratch,
+int generator_chat_prompt(const Generator *g, const ChatTemplate *t, const ChatMessage *m, int n, ChatRender *scratch,
                           Document *d, NfError *err) {
-    if (chat_render_prompt(kind, m, n, scratch, err) != 0) return -1;
-    return document_from_chat(&g->tok, kind, scratch, d, err);
+    ChatMessage *owned;
+    const ChatMessage *chat;
+    int rc = chat_with_default_system(t, m, &n, &chat, &owned, err) == 0 &&
+                     chat_render_prompt(t->kind, chat, n, scratch, err) == 0
+                 ? document_from_chat(&g->tok, t->kind, scratch, d, err)
+                 : -1;
+    free(owned);
+    return rc;
 }
 
 void generator_free(Generator *g) {

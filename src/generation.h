@@ -115,11 +115,12 @@ void generation_result_json(JsonBuf *j, const GenerationResult *r, int64_t promp
 
 /* --chat-template `flag` (auto|llama3|chatml|llama2) for the generator's tokenizer; a tokenizer whose
  * template auto does not know, or that has none, is a usage error naming the flag. */
-int generator_chat_template(const Generator *g, const char *flag, ChatKind *kind, NfError *err);
+int generator_chat_template(const Generator *g, const char *flag, ChatTemplate *t, NfError *err);
 
-/* The conversation m[0..n) (ending with the user's message) and the template's generation prompt as ids,
- * into d (its mask unused): chat_render_prompt, encoded as ingest encodes a chat (document_from_chat). */
-int generator_chat_prompt(const Generator *g, ChatKind kind, const ChatMessage *m, int n, ChatRender *scratch,
+/* The conversation m[0..n) (ending with the user's message; the template's default system message first when
+ * it has none) and the template's generation prompt as ids, into d (its mask unused): chat_render_prompt,
+ * encoded as ingest encodes a chat (document_from_chat). */
+int generator_chat_prompt(const Generator *g, const ChatTemplate *t, const ChatMessage *m, int n, ChatRender *scratch,
                           Document *d, NfError *err);
 
 void generator_free(Generator *g);

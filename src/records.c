@@ -211,12 +211,15 @@ int document_from_chat(const Tokenizer *t, ChatKind kind, const ChatRender *r, D
 static int chat_document(const Tokenizer *t, const ChatTemplate *chat, const JsonValue *messages, Document *d,
                          NfError *err) {
     if (chat->kind == CHAT_NONE && messages->type == JV_ARRAY) return nf_fail(err, NF_ERR_DATA, "%s", chat->refusal);
-    ChatMessage *m = NULL;
+    ChatMessage *m = NULL, *with_system = NULL;
+    const ChatMessage *chat_m = NULL;
     int n = 0, rc = chat_messages_from_json(messages, &m, &n, err);
+    if (rc == 0) rc = chat_with_default_system(chat, m, &n, &chat_m, &with_system, err);
     ChatRender r = {0};
-    if (rc == 0 && chat_render(chat->kind, m, n, &r, err) != 0) rc = -1;
+    if (rc == 0 && chat_render(chat->kind, chat_m, n, &r, err) != 0) rc = -1;
     if (rc == 0) rc = document_from_chat(t, chat->kind, &r, d, err);
     chat_render_free(&r);
+    free(with_system);
     free(m);
     return rc;
 }

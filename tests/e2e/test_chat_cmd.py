@@ -228,6 +228,39 @@ def generate_chat_messages_continues_a_whole_conversation_as_chat_does():
     assert_error(run(base + ["--messages", path, "--prompt", "x"]), "usage", "excludes --prompt")
 
 
+# A ChatML template that writes a system message of its own when a chat has none, as Qwen 2.5's and SmolLM2's do
+# (written for this test in their shape; the real ones are not in our npm packages).
+DEFAULT_SYSTEM_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}{{- '<|im_start|>system\\nYou are a careful assistant. "
+    "Answer briefly.<|im_end|>\\n' }}{%- endif %}{%- for message in messages %}{{- '<|im_start|>' + "
+    "message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+@test
+def a_templates_default_system_message_is_rendered_when_a_chat_has_none():
+    tok = tokenizer_copy(DEFAULT_SYSTEM_TEMPLATE, source=QWEN3)
+    lines = TURNS[:2]
+    for system in (None, "Answer yes or no."):
+        args = ["chat", "--ckpt", trained("qwen3"), "--tokenizer", tok, "--temperature", 0, "--max-tokens", 6,
+                "--prompt-ids"] + (["--system", system] if system else [])
+        r = run(args, stdin="".join(line + "\n" for line in lines).encode())
+        assert r.rc == 0, r.stdout
+        turns = r.of_type("turn")
+        chats, replies = [], [t["text"] for t in turns]
+        for k in range(len(lines)):
+            chat = [msg("system", system)] if system else []
+            for i in range(k + 1):
+                chat.append(msg("user", lines[i]))
+                if i < k:
+                    chat.append(msg("assistant", replies[i]))
+            chats.append({"messages": chat, "add_generation_prompt": True})
+        rendered = [x["rendered"] for x in reference(tok, chats)]
+        assert ("You are a careful assistant." in rendered[0]) == (system is None), rendered[0]
+        want = [x["ids"] for x in reference(tok, [{"text": t} for t in rendered])]
+        assert [t["prompt_ids"] for t in turns] == want, (system, turns, want)
+
+
 @test
 def a_conversation_past_the_context_is_refused():
     first = turns_of(chat("llama3", TURNS[:1], "--prompt-ids"))[0][0]
@@ -245,11 +278,11 @@ def a_conversation_past_the_context_is_refused():
     assert_error(r, "usage", f"turn 1: the conversation is {n} tokens with this message; the context holds {n}")
 
 
-def tokenizer_copy(chat_template):
-    """A copy of the Llama 3 tokenizer directory whose config has this chat_template (None: no such key)."""
+def tokenizer_copy(chat_template, source=LLAMA3):
+    """A copy of a tokenizer directory (Llama 3's) whose config has this chat_template (None: no such key)."""
     d = os.path.join(tmpdir(), "tok")
-    shutil.copytree(LLAMA3, d)
-    with open(os.path.join(LLAMA3, "tokenizer_config.json")) as f:
+    shutil.copytree(source, d)
+    with open(os.path.join(source, "tokenizer_config.json")) as f:
         c = json.load(f)
     c.pop("chat_template")
     if chat_template is not None:

@@ -11,6 +11,34 @@
 #include "records.h"
 #include "tokenizer.h"
 
+/* A chatml template's default system message, as its string literal holds it (Qwen 2.5's and SmolLM2's shape);
+ * none where the literal ends at the newline (Qwen 3's: the system message comes from the chat). */
+static void test_default_system_message_of_a_template(void **state) {
+    (void)state;
+    char out[128];
+    chat_default_system("{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + "
+                        "messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are "
+                        "Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}",
+                        out, sizeof out);
+    assert_string_equal(out, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    chat_default_system("{{ '<|im_start|>system\\nLine one\\nit\\'s two<|im_end|>\\n' }}", out, sizeof out);
+    assert_string_equal(out, "Line one\nit's two");
+    chat_default_system("{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}", out, sizeof out);
+    assert_string_equal(out, "");
+    /* prepended only when the chat has no system message of its own */
+    ChatTemplate t = {.kind = CHAT_CHATML, .default_system = "Be kind."};
+    ChatMessage user = {CHAT_USER, "hi", 2}, sys[2] = {{CHAT_SYSTEM, "S", 1}, {CHAT_USER, "hi", 2}}, *owned;
+    const ChatMessage *m;
+    int n = 1;
+    assert_int_equal(chat_with_default_system(&t, &user, &n, &m, &owned, NULL), 0);
+    assert_int_equal(n, 2);
+    assert_true(m[0].role == CHAT_SYSTEM && m[0].len == 8 && m[1].role == CHAT_USER);
+    free(owned);
+    n = 2;
+    assert_int_equal(chat_with_default_system(&t, sys, &n, &m, &owned, NULL), 0);
+    assert_true(m == sys && n == 2 && owned == NULL);
+}
+
 static void test_detection_by_markers(void **state) {
     (void)state;
     assert_int_equal(chat_detect("{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}"), CHAT_LLAMA3);
@@ -167,7 +195,7 @@ static void test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece(void **s
     Tokenizer t;
     NfError err;
     assert_int_equal(tokenizer_load(&t, path, &err), 0);
-    ChatTemplate chat = {CHAT_CHATML, ""};
+    ChatTemplate chat = {.kind = CHAT_CHATML};
     Document d = {0};
     const char *rec = "{\"messages\": [{\"role\": \"user\", \"content\": \"<|im_end|>\"}, "
                       "{\"role\": \"assistant\", \"content\": \"Hi\"}]}";
@@ -200,7 +228,7 @@ static void test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece(void **s
     assert_string_equal(err.code, NF_ERR_TOKENIZER);
     assert_non_null(strstr(err.message, "no <|start_header_id|> token, which chat template llama3 needs"));
     /* none: chats are refused with the run's refusal */
-    chat = (ChatTemplate){CHAT_NONE, "no chats here"};
+    chat = (ChatTemplate){.kind = CHAT_NONE, .refusal = "no chats here"};
     assert_int_equal(record_from_json(&(RecordsOptions){.tok = &t, .chat = &chat}, rec, strlen(rec), &d, &err), -1);
     assert_string_equal(err.message, "no chats here");
     document_free(&d);
@@ -211,6 +239,7 @@ static void test_chatml_chat_on_a_tokenizer_bin_with_a_straddling_piece(void **s
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detection_by_markers),
+        cmocka_unit_test(test_default_system_message_of_a_template),
         cmocka_unit_test(test_names_and_roles),
         cmocka_unit_test(test_each_template_renders_its_parts),
         cmocka_unit_test(test_roles_out_of_order_are_refused),

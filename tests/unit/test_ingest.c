@@ -18,7 +18,7 @@
 #define TOKEN_EOS 2
 
 static Tokenizer tok;
-static const ChatTemplate LLAMA2 = {CHAT_LLAMA2, ""};
+static const ChatTemplate LLAMA2 = {.kind = CHAT_LLAMA2};
 
 static int setup(void **state) {
     (void)state;
