@@ -108,7 +108,10 @@ int chat_template_text(const char *path, char **jinja, NfError *err) {
     return rc;
 }
 
-int chat_detect_for_tokenizer(const Tokenizer *t, const char *path, ChatKind *kind, ChatDetection *how, NfError *err) {
+/* chat_detect_for_tokenizer, and a ChatML template's default system message into default_system (cap bytes;
+ * NULL: not wanted), from one reading of the template. */
+static int detect(const Tokenizer *t, const char *path, ChatKind *kind, ChatDetection *how, char *default_system,
+                  size_t cap, NfError *err) {
     *kind = CHAT_NONE;
     *how = CHAT_ABSENT;
     if (!t->hf) { /* tokenizer.bin and builtin:bytes: NeuralForge's Llama 2 chats, as always */
@@ -121,9 +124,14 @@ int chat_detect_for_tokenizer(const Tokenizer *t, const char *path, ChatKind *ki
     if (jinja) {
         *kind = chat_detect(jinja);
         *how = *kind == CHAT_NONE ? CHAT_UNKNOWN : CHAT_FOUND;
+        if (*kind == CHAT_CHATML && default_system) chat_default_system(jinja, default_system, cap);
     }
     free(jinja);
     return 0;
+}
+
+int chat_detect_for_tokenizer(const Tokenizer *t, const char *path, ChatKind *kind, ChatDetection *how, NfError *err) {
+    return detect(t, path, kind, how, NULL, 0, err);
 }
 
 int chat_template_choose(const char *flag, const Tokenizer *t, const char *path, ChatTemplate *out, NfError *err) {
@@ -138,13 +146,7 @@ int chat_template_choose(const char *flag, const Tokenizer *t, const char *path,
         return 0;
     }
     ChatDetection how;
-    if (chat_detect_for_tokenizer(t, path, &out->kind, &how, err) != 0) return -1;
-    if (out->kind == CHAT_CHATML) {
-        char *jinja;
-        if (chat_template_text(path, &jinja, err) != 0) return -1;
-        if (jinja) chat_default_system(jinja, out->default_system, sizeof out->default_system);
-        free(jinja);
-    }
+    if (detect(t, path, &out->kind, &how, out->default_system, sizeof out->default_system, err) != 0) return -1;
     if (how == CHAT_ABSENT)
         snprintf(out->refusal, sizeof out->refusal,
                  "a chat (\"messages\"), but the tokenizer '%.120s' has no chat_template (tokenizer_config.json); "

@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "fileio.h"
+#include "gguf.h"
 #include "gguf_vocab.h"
 #include "json.h"
 #include "json_parse.h"
@@ -332,12 +333,9 @@ static BaseKind base_kind(const char *path, bool *own_tokenizer) {
         return BASE_HF;
     }
     if (!S_ISREG(sb.st_mode)) return BASE_NONE;
-    char magic[4];
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    bool gguf = fd >= 0 && read(fd, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    if (fd >= 0) close(fd);
-    if (gguf) *own_tokenizer = gguf_vocab_present(path);
-    return gguf ? BASE_GGUF : BASE_LLAMA2C;
+    if (!gguf_is_file(path)) return BASE_LLAMA2C;
+    *own_tokenizer = gguf_vocab_present(path);
+    return BASE_GGUF;
 }
 
 /* A project whose tokenizer is its base model's own stores this (no plain name, no builtin); the API shows null. */

