@@ -10,9 +10,12 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 # (src/kernels_avx512.c) and chosen at run time when the CPU has them.
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
-CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g
+# Open MPI (src/dist.c): data-parallel training under mpirun; its compiler wrapper knows the paths
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g $(MPI_CFLAGS)
 # PCRE2 (pre-tokenizer regexes) and utf8proc (Unicode normalization): tokenizer.json (src/pretok.c)
-LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -ljansson -lpcre2-8 -lutf8proc -lpthread -lm -fopenmp
+LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -ljansson -lpcre2-8 -lutf8proc -lpthread -lm -fopenmp $(MPI_LIBS)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -36,8 +39,8 @@ FUZZ_BIN := $(FUZZ:tests/fuzz/%.c=build/fuzz/%)
 # `make fuzz FUZZ_SECONDS=N` fuzzes each harness N seconds.
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
-                -fno-sanitize-recover=undefined
-FUZZ_LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm
+                -fno-sanitize-recover=undefined $(MPI_CFLAGS)
+FUZZ_LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm $(MPI_LIBS)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format

@@ -98,6 +98,8 @@ static int read_flags(TrainCommand *c, int argc, char **argv, NfError *err) {
         [TO_CONFIG] = &v->config_path,
         [TO_DTYPE] = &v->dtype,
         [TO_THREADS] = &v->threads,
+        [TO_ZERO] = &o->zero,
+        [TO_DIST_TIMEOUT] = &o->dist_timeout,
         [TO_MAX_MEMORY] = &v->max_memory,
         [TO_TOKENIZER] = &o->tokenizer,
     };
@@ -276,20 +278,35 @@ static int print_options(int argc, NfOut *out) {
     return 0;
 }
 
+/* Under mpirun: rank 0 writes the stream, the other ranks only their errors (protocol.h). */
+static void join_ranks(Dist *dist, NfOut *out) {
+    if (dist->size <= 1) return;
+    out->rank = dist->rank;
+    out->muted = dist->rank != 0;
+}
+
 int cmd_train(int argc, char **argv, NfOut *out) {
     for (int i = 0; i < argc; i++)
         if (strcmp(argv[i], "--options-json") == 0) return print_options(argc, out);
-    TrainCommand c;
     NfError err = {0};
+    sigset_t stop;
+    train_block_stop_signals(&stop); /* before MPI's threads: a stop signal must never reach one of them */
+    Dist dist;
+    if (dist_init(&dist, &err) != 0) return emit_error(out, &err);
+    join_ranks(&dist, out);
+    TrainCommand c;
     int parsed = train_command_parse(&c, argc, argv, &err);
-    int status = 0;
-    if (parsed == ARGS_ERROR)
-        status = emit_error(out, &err);
-    else if (parsed == ARGS_OK) {
+    /* every rank parses the same words, but a --config or --tokenizer file may be missing on one host only */
+    int status = dist_settle(&dist, out, parsed == ARGS_ERROR, &err);
+    if (status == 0 && parsed == ARGS_OK) {
         nf_set_threads((int)c.v.threads);
-        status = train_run(&c.o, out);
+        if (dist_watch(&dist, out, c.o.dist_timeout, &err) != 0)
+            status = emit_error(out, &err);
+        else
+            status = train_run(&c.o, &dist, out);
     }
     train_command_free(&c);
+    dist_finalize(&dist);
     return status;
 }
 

@@ -1,5 +1,6 @@
 /* main.c — `neuralforge <command> [flags]`: finds the command and runs it. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -33,7 +34,7 @@ static void print_usage(void) {
 }
 
 int main(int argc, char **argv) {
-    NfOut out = {.stream = stdout};
+    NfOut out = {.stream = stdout, .rank = -1};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         print_usage();
         if (argc >= 2) return 0;
@@ -43,6 +44,14 @@ int main(int argc, char **argv) {
     }
     NfError env_err;
     if (nf_cpu_check_env(&env_err) != 0) return emit_error(&out, &env_err);
+    /* N copies of generate or serve would each do the whole job: only train shares one among ranks */
+    const char *world = getenv("OMPI_COMM_WORLD_SIZE");
+    if (world && atoi(world) > 1 && strcmp(argv[1], "train") != 0) {
+        NfError err;
+        nf_fail(&err, NF_ERR_USAGE, "only train runs under mpirun with several processes (here: %s, -np %s)", argv[1],
+                world);
+        return emit_error(&out, &err);
+    }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 2, argv + 2, &out);
     NfError err;

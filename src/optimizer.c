@@ -29,7 +29,7 @@ static double sum_squares(const float *x, size_t n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-double grad_global_norm(const float *grads, size_t n) {
+double grad_sum_squares(const float *grads, size_t n) {
     size_t chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
     double total = 0.0;
     /* chunk sums in parallel, added in chunk order: the same bits whatever the thread count */
@@ -44,7 +44,7 @@ double grad_global_norm(const float *grads, size_t n) {
         }
         for (size_t c2 = 0; c2 < count; c2++) total += partial[c2];
     }
-    return sqrt(total);
+    return total;
 }
 
 /* The factor clip_grad_norm_ scales gradients of this norm by, so that
@@ -63,39 +63,52 @@ void grad_multiply(float *grads, size_t n, float f) {
 
 #define ADAMW_BLOCK 16384 /* floats: the bf16 copy is written while the block is still in cache */
 
-/* One AdamW step (t is 1-based) with the gradients grads * grad_scale
- * (grad_clip_factor; 1 for none): m, v and params updated in place; norm
- * weights (segments with is_norm) get no weight decay. params_bf16 (NULL
- * for none) is a bf16 copy of params (nf_bf16_keep's), written block by
- * block as params are (nf_bf16_round), so that it stays params rounded. */
+/* One AdamW step (t is 1-based) over the part [lo, hi) of the flat buffer,
+ * with the gradients grads * grad_scale (grad_clip_factor; 1 for none):
+ * grads, m and v hold that part (grads[i - lo]), updated in place with
+ * params; norm weights (segments with is_norm) get no weight decay.
+ * params_bf16 (NULL for none) is a bf16 copy of params (nf_bf16_keep's),
+ * written block by block as params are (nf_bf16_round), so that it stays
+ * params rounded. */
 static void adamw_step(float *params, uint16_t *params_bf16, const float *grads, float grad_scale, float *m, float *v,
-                       const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
+                       size_t lo, size_t hi, const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr,
+                       int64_t t) {
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     float bc1 = (float)(1.0 - pow(o->beta1, (double)t)), bc2 = (float)(1.0 - pow(o->beta2, (double)t));
     float step_size = (float)lr / bc1, bc2_sqrt = sqrtf(bc2);
     for (int s = 0; s < n_seg; s++) {
         float decay = seg[s].is_norm ? 1.0f : (float)(1.0 - lr * o->weight_decay);
-        size_t blocks = (seg[s].count + ADAMW_BLOCK - 1) / ADAMW_BLOCK, b;
+        size_t first = seg[s].offset > lo ? seg[s].offset : lo;
+        size_t last = seg[s].offset + seg[s].count < hi ? seg[s].offset + seg[s].count : hi;
+        if (first >= last) continue;
+        size_t blocks = (last - first + ADAMW_BLOCK - 1) / ADAMW_BLOCK, b;
 #pragma omp parallel for schedule(static)
         for (b = 0; b < blocks; b++) {
-            size_t start = seg[s].offset + b * ADAMW_BLOCK, end = seg[s].offset + seg[s].count;
-            if (end > start + ADAMW_BLOCK) end = start + ADAMW_BLOCK;
+            size_t start = first + b * ADAMW_BLOCK, end = start + ADAMW_BLOCK < last ? start + ADAMW_BLOCK : last;
             for (size_t i = start; i < end; i++) {
-                float g = grads[i] * grad_scale; /* clipping here saves a pass over the gradients */
-                m[i] = b1 * m[i] + (1.0f - b1) * g;
-                v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+                size_t k = i - lo;
+                float g = grads[k] * grad_scale; /* clipping here saves a pass over the gradients */
+                m[k] = b1 * m[k] + (1.0f - b1) * g;
+                v[k] = b2 * v[k] + (1.0f - b2) * g * g;
                 /* torch: p *= 1 - lr wd;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
-                params[i] = params[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+                params[i] = params[i] * decay - step_size * m[k] / (sqrtf(v[k]) / bc2_sqrt + eps);
             }
             if (params_bf16) nf_bf16_round(params_bf16 + start, params + start, end - start);
         }
     }
 }
 
+void optimizer_update_part(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t lo,
+                           size_t hi, double norm, const ParamSegment *seg, int n_seg, const OptimizerOptions *o,
+                           double lr, int64_t t) {
+    if (isfinite(norm))
+        adamw_step(params, params_bf16, grads, grad_clip_factor(norm, o->grad_clip), m, v, lo, hi, seg, n_seg, o, lr,
+                   t);
+}
+
 double optimizer_update(float *params, uint16_t *params_bf16, const float *grads, size_t n, float *m, float *v,
                         const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t) {
-    double norm = grad_global_norm(grads, n);
-    if (isfinite(norm))
-        adamw_step(params, params_bf16, grads, grad_clip_factor(norm, o->grad_clip), m, v, seg, n_seg, o, lr, t);
+    double norm = sqrt(grad_sum_squares(grads, n));
+    optimizer_update_part(params, params_bf16, grads, m, v, 0, n, norm, seg, n_seg, o, lr, t);
     return norm;
 }

@@ -23,8 +23,8 @@ typedef struct {
 /* Learning rate of optimizer step `step` (1-based). */
 double lr_at(const OptimizerOptions *o, int64_t step);
 
-/* sqrt(sum g^2) in double, summed in a fixed order (bitwise reproducible). */
-double grad_global_norm(const float *grads, size_t n);
+/* sum g^2 in double, summed in a fixed order (bitwise reproducible); its sqrt is the global norm. */
+double grad_sum_squares(const float *grads, size_t n);
 
 /* grads *= f: a step over masked data turns its gradient, accumulated with
  * a fixed scale per target, into the gradient of the mean over the targets
@@ -37,5 +37,14 @@ void grad_multiply(float *grads, size_t n, float f);
  * infinite one leaves params, m and v as they were. */
 double optimizer_update(float *params, uint16_t *params_bf16, const float *grads, size_t n, float *m, float *v,
                         const ParamSegment *seg, int n_seg, const OptimizerOptions *o, double lr, int64_t t);
+
+/* The update of the part [lo, hi) of the flat buffer (--zero 1: a rank's
+ * shard), with the gradients' global norm already known (every shard's sum
+ * of squares, summed): grads, m and v hold that part only (grads[i - lo]);
+ * params and params_bf16 are the whole buffers. Nothing is updated when the
+ * norm is not finite. */
+void optimizer_update_part(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t lo,
+                           size_t hi, double norm, const ParamSegment *seg, int n_seg, const OptimizerOptions *o,
+                           double lr, int64_t t);
 
 #endif

@@ -12,9 +12,12 @@ void msg_begin(JsonBuf *j, const char *type) {
 }
 
 static bool write_line(FILE *f, const char *line, size_t len) {
+    flockfile(f); /* a rank's watchdog thread (dist.c) may write its error meanwhile: whole lines */
     fwrite(line, 1, len, f);
     fputc('\n', f);
-    return fflush(f) == 0 && !ferror(f);
+    bool ok = fflush(f) == 0 && !ferror(f);
+    funlockfile(f);
+    return ok;
 }
 
 static void note_stderr(NfOut *out) {
@@ -22,7 +25,7 @@ static void note_stderr(NfOut *out) {
     out->noted = true;
 }
 
-void msg_emit(NfOut *out, JsonBuf *j) {
+static void emit_line(NfOut *out, JsonBuf *j) {
     json_object_end(j);
     /* Out of memory while building: say so rather than print a partial object. */
     static const char oom[] = "{\"type\":\"error\",\"code\":\"out_of_memory\",\"message\":\"cannot build message\"}";
@@ -39,6 +42,13 @@ void msg_emit(NfOut *out, JsonBuf *j) {
     json_free(j);
 }
 
+void msg_emit(NfOut *out, JsonBuf *j) {
+    if (out->muted)
+        json_free(j);
+    else
+        emit_line(out, j);
+}
+
 void msg_tee_stderr(NfOut *out) {
     note_stderr(out);
     out->tee = true;
@@ -48,9 +58,17 @@ int emit_error(NfOut *out, const NfError *err) {
     JsonBuf j;
     msg_begin(&j, "error");
     json_str(&j, "code", err->code ? err->code : "error");
-    json_str(&j, "message", err->message);
-    msg_emit(out, &j);
-    nf_log("error: %s", err->message);
+    if (out->rank >= 0) {
+        char message[sizeof err->message + 32];
+        snprintf(message, sizeof message, "rank %d: %s", out->rank, err->message);
+        json_str(&j, "message", message);
+        json_int(&j, "rank", out->rank);
+        nf_log("error: %s", message);
+    } else {
+        json_str(&j, "message", err->message);
+        nf_log("error: %s", err->message);
+    }
+    emit_line(out, &j);
     return err->code && strcmp(err->code, NF_ERR_USAGE) == 0 ? 2 : 1;
 }
 

@@ -27,6 +27,11 @@ typedef struct {
     bool closed;
     bool tee;   /* msg_tee_stderr: every line also goes to stderr */
     bool noted; /* the NF_STDERR_NOTE line is written */
+    /* a rank of a data-parallel run (dist.h): rank 0 writes the stream, the
+     * others (muted) only their errors; every error names its rank (-1: not
+     * a rank of such a run, no name) */
+    bool muted;
+    int rank;
 } NfOut;
 
 /* The stderr line (printf format, the process id) after which this
@@ -46,8 +51,9 @@ void msg_emit(NfOut *out, JsonBuf *j);
  * succeed and be lost with it. */
 void msg_tee_stderr(NfOut *out);
 
-/* Emits {"type":"error","code":...,"message":...} and returns the exit
- * status for it: 2 for usage errors, 1 for everything else. */
+/* Emits {"type":"error","code":...,"message":...} (with "rank" and the
+ * message beginning "rank R: " for a rank, even a muted one) and returns the
+ * exit status for it: 2 for usage errors, 1 for everything else. */
 int emit_error(NfOut *out, const NfError *err);
 
 /* The start every command shares: parses argv against its flags. True when the command is over before it

@@ -8,7 +8,18 @@
  *            SIGINT/SIGTERM, or stdout closed: checkpoint and stop     -> `done` (interrupted)
  *            (the signals are blocked and taken at step ends: no handler)
  *            every --restart-every: checkpoint and re-exec itself      -> `restart`
- *   end:                                                               -> `done` */
+ *   end:                                                               -> `done`
+ *
+ * Under mpirun (dist.h) every rank runs this loop on the same data order:
+ * a step's accum x N micro-batches are drawn by every rank's sampler, and
+ * rank r computes the r-th accum of them, so N ranks with --accum A train
+ * exactly as one process with --accum N*A. The gradients (and the loss and
+ * target counts) are summed over the ranks, and every rank makes the same
+ * AdamW step (--zero 1: each its shard of it, then the weights gathered).
+ * Validation batches are dealt out among the ranks and their sums added.
+ * Rank 0 alone writes the stream and the checkpoints; decisions made at a
+ * step's end (stop on a signal, a checkpoint due by the clock) are agreed
+ * by every rank, and a failure anywhere reaches every rank (dist_settle). */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "train.h"
 
@@ -42,7 +53,7 @@
  * whose server died.) A signal during setup waits for the first step's end.
  * SIGPIPE is ignored: a write to a stdout nobody reads fails with EPIPE,
  * which msg_emit notices (out->closed), and the run stops as on SIGINT. */
-static void block_stop_signals(sigset_t *stop) {
+void train_block_stop_signals(sigset_t *stop) {
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(stop);
     sigaddset(stop, SIGINT);
@@ -67,9 +78,11 @@ static bool supervised(void) {
 typedef struct {
     const TrainOptions *o;
     NfOut *out;
+    Dist *dist;        /* the ranks of this run (one, without mpirun) */
+    DistShards shards; /* --zero 1: this rank's part [lo, hi) of params, the part its adam_m / adam_v hold */
     ModelConfig config;
     size_t n_params;                         /* trainable floats: the whole model, or the LoRA adapters */
-    float *params, *grads, *adam_m, *adam_v; /* (n_params) each */
+    float *params, *grads, *adam_m, *adam_v; /* (n_params) each; --zero 1: adam_m, adam_v (shard) */
     Model base_model;                        /* LoRA: the base model file, mapped */
     float *base_copy;       /* LoRA: its weights in fp32 when the file's cannot be used in place (Q8) */
     ParamPointers base;     /* LoRA: the frozen base weights, in the mapping, in base_copy or in frozen */
@@ -91,13 +104,29 @@ typedef struct {
     double last_loss, best_val_loss;
 } Trainer;
 
+/* The part of the AdamW state this rank holds: all of it, or under --zero 1 its shard. */
+static int alloc_shards(Trainer *t, NfError *err) {
+    if (t->o->zero) return dist_shards(t->dist, t->n_params, &t->shards, err);
+    t->shards = (DistShards){.lo = 0, .hi = t->n_params};
+    return 0;
+}
+
+/* --zero 1 on --resume: the checkpoint's whole AdamW state (n_params) cut down to this rank's shard. */
+static void keep_shard(float **state, const DistShards *s) {
+    memmove(*state, *state + s->lo, (s->hi - s->lo) * sizeof **state);
+    float *smaller = realloc(*state, (s->hi - s->lo > 0 ? s->hi - s->lo : 1) * sizeof **state);
+    if (smaller) *state = smaller;
+}
+
 static int alloc_state(Trainer *t, NfError *err) {
     const ModelConfig *c = &t->config;
     const LoraConfig *lc = &t->o->lora;
     t->n_params = (size_t)(t->o->use_lora ? lora_param_count(c, lc) : config_param_count(c));
+    if (alloc_shards(t, err) != 0) return -1;
+    size_t part = t->shards.hi - t->shards.lo;
     if (!t->params && !(t->params = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
-    if (!t->adam_m && !(t->adam_m = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
-    if (!t->adam_v && !(t->adam_v = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
+    if (!t->adam_m && !(t->adam_m = nf_alloc_array(part, sizeof(float), err))) return -1;
+    if (!t->adam_v && !(t->adam_v = nf_alloc_array(part, sizeof(float), err))) return -1;
     if (!(t->grads = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
     if (!t->o->use_lora) {
         net_full(&t->net, &t->g, c, t->params, t->grads);
@@ -185,7 +214,12 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
         t->tokens_seen = ck->tokens_seen;
         t->best_val_loss = ck->best_val_loss;
         t->last_loss = ck->last_loss;
-        return alloc_state(t, err);
+        if (alloc_state(t, err) != 0) return -1;
+        if (o->zero) {
+            keep_shard(&t->adam_m, &t->shards);
+            keep_shard(&t->adam_v, &t->shards);
+        }
+        return 0;
     }
     if (o->use_lora) {
         if (load_base(t, err) != 0 || alloc_state(t, err) != 0) return -1;
@@ -249,11 +283,18 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_str(&j, "source", o->resume ? "checkpoint" : o->model_path ? "model" : "init");
     json_int(&j, "resume_step", t->step);
     json_int(&j, "pid", (int64_t)getpid());
+    json_int(&j, "world_size", t->dist->size);
+    if (t->dist->size > 1) {
+        json_array_begin(&j, "rank_pids");
+        for (int r = 0; r < t->dist->size; r++) json_int(&j, NULL, t->dist->peer_pid[r]);
+        json_array_end(&j);
+    }
+    json_int(&j, "zero", o->zero);
     json_int(&j, "total_steps", o->steps);
     json_int(&j, "batch", o->batch);
     json_int(&j, "seq", o->seq);
     json_int(&j, "accum", o->accum);
-    json_int(&j, "tokens_per_step", o->batch * o->seq * o->accum);
+    json_int(&j, "tokens_per_step", o->batch * o->seq * o->accum * t->dist->size);
     json_str(&j, "dtype", o->bf16 ? "bf16" : "fp32");
     json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
     json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
@@ -274,24 +315,28 @@ static void emit_init(Trainer *t, const char *stored_options) {
 }
 
 /* The validation loss: the mean of the batches' means, or with masked
- * data the mean over every target the batches count (NaN when none does). */
-static double validate(Trainer *t) {
+ * data the mean over every target the batches count (NaN when none does).
+ * Batch k is rank k mod N's; the sums are added over the ranks. */
+static int validate(Trainer *t, double *loss, NfError *err) {
     const TrainOptions *o = t->o;
     int N = (int)(o->batch * o->seq);
-    double total = 0.0, weighted = 0.0;
-    int64_t counted = 0;
-    for (int k = 0; k < o->val_batches; k++) {
+    double sums[3] = {0.0, 0.0, 0.0}; /* the batches' means, the means weighted by their counts, the counts */
+    for (int k = t->dist->rank; k < o->val_batches; k += t->dist->size) {
         fixed_batch(t->data.val, t->data.n_val, k, (int)o->val_batches, (int)o->batch, (int)o->seq, t->tokens,
                     t->targets);
         int c = t->data.val_masked ? model_counted_targets(t->targets, N) : N;
         if (c == 0) continue;
         double mean = model_forward(&t->net, &t->acts, t->tokens, t->targets, 0.0f, 0);
-        total += mean;
-        weighted += mean * c;
-        counted += c;
+        sums[0] += mean;
+        sums[1] += mean * c;
+        sums[2] += c;
     }
-    if (!t->data.val_masked) return total / (double)o->val_batches;
-    return counted > 0 ? weighted / (double)counted : NAN;
+    if (dist_sum_doubles(t->dist, sums, 3, "the validation losses", err) != 0) return -1;
+    if (!t->data.val_masked)
+        *loss = sums[0] / (double)o->val_batches;
+    else
+        *loss = sums[2] > 0 ? sums[1] / sums[2] : NAN;
+    return 0;
 }
 
 static int compare_steps_descending(const void *a, const void *b) {
@@ -341,7 +386,8 @@ static void prune_stamped(const char *path, int64_t current, int64_t keep_last) 
     free(steps);
 }
 
-static int save_checkpoint(Trainer *t, NfError *err) {
+/* Rank 0's part of save_checkpoint: the file (with the AdamW state m, v, whole), and the `checkpoint` message. */
+static int write_checkpoint(Trainer *t, float *adam_m, float *adam_v, NfError *err) {
     const TrainOptions *o = t->o;
     Checkpoint ck = {
         .config = t->config,
@@ -359,8 +405,8 @@ static int save_checkpoint(Trainer *t, NfError *err) {
         .base_checksum = t->base_checksum,
         .base_path = t->base_path,
         .params = t->params,
-        .adam_m = t->adam_m,
-        .adam_v = t->adam_v,
+        .adam_m = adam_m,
+        .adam_v = adam_v,
     };
     uint64_t bytes;
     if (o->keep_last > 1) {
@@ -388,6 +434,44 @@ static int save_checkpoint(Trainer *t, NfError *err) {
     json_int(&j, "bytes", (int64_t)bytes);
     msg_emit(t->out, &j);
     return 0;
+}
+
+/* --zero 1: rank 0's room for the whole AdamW state, which it gathers from the shards; NULL elsewhere. */
+static int gather_room(Trainer *t, float **m, float **v, NfError *err) {
+    *m = *v = NULL;
+    int ready = 1;
+    if (t->dist->rank == 0) {
+        *m = nf_alloc_array(t->n_params, sizeof(float), err);
+        *v = *m ? nf_alloc_array(t->n_params, sizeof(float), err) : NULL;
+        ready = *v != NULL;
+    }
+    if (dist_broadcast_ints(t->dist, &ready, 1, err) != 0) return -1;
+    if (ready) return 0;
+    free(*m);
+    *m = NULL;
+    return t->dist->rank == 0 ? -1 : nf_fail(err, NF_ERR_MEMORY, "rank 0 had no memory to gather the checkpoint");
+}
+
+/* Every rank calls it: rank 0 writes the checkpoint (--zero 1: the shards of the AdamW state gathered first), and
+ * every rank learns whether it could. */
+static int save_checkpoint(Trainer *t, NfError *err) {
+    float *m = t->adam_m, *v = t->adam_v;
+    if (t->o->zero) {
+        if (gather_room(t, &m, &v, err) != 0 || dist_gather_to_root(t->dist, t->adam_m, m, &t->shards, err) != 0 ||
+            dist_gather_to_root(t->dist, t->adam_v, v, &t->shards, err) != 0) {
+            free(m);
+            free(v);
+            return -1;
+        }
+    }
+    int failed = t->dist->rank == 0 && write_checkpoint(t, m, v, err) != 0;
+    if (t->o->zero) {
+        free(m);
+        free(v);
+    }
+    if (dist_broadcast_ints(t->dist, &failed, 1, err) != 0) return -1;
+    if (failed && t->dist->rank != 0) return nf_fail(err, NF_ERR_IO, "rank 0 could not write the checkpoint");
+    return failed ? -1 : 0;
 }
 
 static void show_progress(const Trainer *t, double tok_s, double elapsed_s, int64_t steps_done) {
@@ -472,34 +556,76 @@ typedef struct {
     double loss, lr, norm;
 } StepResult;
 
-/* Optimizer step number `step`: o->accum micro-batches (a `batch` message each), then clipping and AdamW.
- * Fails (NF_ERR_TRAINING) on a NaN or infinite loss or gradient norm, with nothing updated. */
-static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
+/* One micro-batch's forward and backward (global index micro of the step's accum x N): its mean loss, NaN when
+ * every target is masked (no gradient then). *counted_step: the targets counted so far this step on this rank (the
+ * first backward writes the gradients, the others add: no zeroing pass). */
+static double train_micro_batch(Trainer *t, int64_t step, int micro, int counted, int64_t *counted_step) {
     const TrainOptions *o = t->o;
     int B = (int)o->batch, T = (int)o->seq;
-    /* Without masks every micro-batch's mean loss weighs 1/accum. With
-     * masks the step's loss is the mean over all the targets its
+    if (counted == 0) return NAN;
+    /* dropout masks depend only on (seed, step, micro-batch): a resumed run, or one on other ranks, draws the same */
+    uint64_t dropout_key = rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
+    float scale =
+        t->data.train_masked ? (float)((double)counted / (double)(B * T)) : 1.0f / (float)(o->accum * t->dist->size);
+    double loss = model_forward(&t->net, &t->acts, t->tokens, t->targets, scale, dropout_key);
+    model_backward(&t->net, &t->g, *counted_step == 0 ? NF_SET : NF_ADD, &t->acts, t->tokens);
+    *counted_step += counted;
+    return loss;
+}
+
+/* The gradients summed over the ranks, the AdamW step (each rank its shard under --zero 1, then the weights
+ * gathered), with the step's target count (counted_step, every rank's) for masked data. Returns the norm. */
+static int update_weights(Trainer *t, int64_t step, double counted_step, double *norm, NfError *err) {
+    const TrainOptions *o = t->o;
+    int B = (int)o->batch, T = (int)o->seq;
+    Dist *d = t->dist;
+    size_t lo = t->shards.lo, hi = t->shards.hi;
+    if (o->zero ? dist_reduce_scatter(d, t->grads, &t->shards, err) != 0
+                : dist_sum_floats(d, t->grads, t->n_params, "the gradients", err) != 0)
+        return -1;
+    /* grads now holds the sum: all of it, or this rank's shard at grads[0 ...) */
+    if (t->data.train_masked && counted_step > 0)
+        grad_multiply(t->grads, hi - lo, (float)((double)(B * T) / counted_step));
+    double sum_squares = grad_sum_squares(t->grads, hi - lo);
+    if (o->zero && dist_sum_doubles(d, &sum_squares, 1, "the gradient norm", err) != 0) return -1;
+    *norm = sqrt(sum_squares);
+    double lr = lr_at(&o->optim, step);
+    optimizer_update_part(t->params, t->params_bf16, t->grads, t->adam_m, t->adam_v, lo, hi, *norm, t->seg, t->n_seg,
+                          &o->optim, lr, step);
+    if (!o->zero || !isfinite(*norm)) return 0;
+    if (dist_all_gather(d, t->params, &t->shards, err) != 0) return -1;
+    /* the bf16 copy of the other ranks' shards, from the weights they sent */
+    for (int r = 0; t->params_bf16 && r < d->size; r++)
+        if (r != d->rank)
+            nf_bf16_round(t->params_bf16 + t->shards.displs[r], t->params + t->shards.displs[r],
+                          (size_t)t->shards.counts[r]);
+    return 0;
+}
+
+/* Optimizer step number `step`: o->accum micro-batches on this rank (a `batch` message each, from rank 0), then
+ * the gradients summed over the ranks, clipping and AdamW. Fails (NF_ERR_TRAINING) on a NaN or infinite loss or
+ * gradient norm, with nothing updated: on every rank alike, as they share the loss and norm. */
+static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
+    const TrainOptions *o = t->o;
+    int B = (int)o->batch, T = (int)o->seq, A = (int)o->accum;
+    /* Without masks every micro-batch's mean loss weighs 1/(accum N).
+     * With masks the step's loss is the mean over all the targets its
      * micro-batches count: each target's gradient is accumulated with
      * the fixed scale 1/(B*T), then the sum is rescaled by
-     * B*T/counted_step, so --accum stays equivalent to a bigger batch. */
+     * B*T/counted_step, so --accum (and N ranks) stay equivalent to a
+     * bigger batch. */
     bool masked = t->data.train_masked;
-    double loss = 0.0;
+    double sums[2] = {0.0, 0.0}; /* the loss (weighted as above) and the targets counted, this rank's */
     int64_t counted_step = 0;
-    for (int micro = 0; micro < o->accum; micro++) {
+    dist_set_step(t->dist, step);
+    int first = t->dist->rank * A, end = first + A, micros = A * t->dist->size;
+    for (int micro = 0; micro < micros; micro++) {
+        /* every rank draws every micro-batch of the step, so the samplers stay together */
         batch_sampler_next(&t->sampler, &t->data, B, T, t->tokens, t->targets);
+        if (micro < first || micro >= end) continue;
         int counted = masked ? model_counted_targets(t->targets, B * T) : B * T;
-        double micro_loss = NAN; /* a micro-batch whose targets are all masked has no loss and no gradient */
-        if (counted > 0) {
-            /* dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same */
-            uint64_t dropout_key =
-                rng_hash((uint64_t)o->seed ^ rng_hash((uint64_t)step * 65536u + (uint64_t)micro)) | 1;
-            float scale = masked ? (float)((double)counted / (double)(B * T)) : 1.0f / (float)o->accum;
-            micro_loss = model_forward(&t->net, &t->acts, t->tokens, t->targets, scale, dropout_key);
-            /* the step's first backward writes the gradients, the others add: no zeroing pass */
-            model_backward(&t->net, &t->g, counted_step == 0 ? NF_SET : NF_ADD, &t->acts, t->tokens);
-            loss += masked ? micro_loss * counted : micro_loss / (double)o->accum;
-            counted_step += counted;
-        }
+        double micro_loss = train_micro_batch(t, step, micro, counted, &counted_step);
+        if (counted > 0) sums[0] += masked ? micro_loss * counted : micro_loss / (double)micros;
         JsonBuf j;
         msg_begin(&j, "batch");
         json_int(&j, "step", step);
@@ -510,24 +636,22 @@ static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
         msg_emit(t->out, &j);
     }
     if (counted_step == 0) nf_zero(t->grads, t->n_params); /* every target masked: no backward ran */
-    if (masked) {
-        loss = counted_step > 0 ? loss / (double)counted_step : NAN;
-        if (counted_step > 0) grad_multiply(t->grads, t->n_params, (float)((double)(B * T) / (double)counted_step));
-    }
-    if (counted_step > 0 && !isfinite(loss))
+    sums[1] = (double)counted_step;
+    if (dist_sum_doubles(t->dist, sums, 2, "the step's loss", err) != 0) return -1;
+    double loss = masked ? (sums[1] > 0 ? sums[0] / sums[1] : NAN) : sums[0];
+    if (sums[1] > 0 && !isfinite(loss))
         return nf_fail(err, NF_ERR_TRAINING, "the loss became %s at step %lld; stopping (the last checkpoint is kept)",
                        isnan(loss) ? "NaN" : "infinite", (long long)step);
-    double lr = lr_at(&o->optim, step);
-    double norm = optimizer_update(t->params, t->params_bf16, t->grads, t->n_params, t->adam_m, t->adam_v, t->seg,
-                                   t->n_seg, &o->optim, lr, step);
+    double norm;
+    if (update_weights(t, step, sums[1], &norm, err) != 0) return -1;
     if (!isfinite(norm)) /* nothing was updated */
         return nf_fail(err, NF_ERR_TRAINING,
                        "the gradient norm became %s at step %lld (loss %g); stopping (the last checkpoint is kept)",
                        isnan(norm) ? "NaN" : "infinite", (long long)step, loss);
     t->step = step;
     t->last_loss = loss;
-    t->tokens_seen += (int64_t)B * T * o->accum;
-    *r = (StepResult){loss, lr, norm};
+    t->tokens_seen += (int64_t)B * T * micros;
+    *r = (StepResult){loss, lr_at(&o->optim, step), norm};
     return 0;
 }
 
@@ -535,7 +659,8 @@ static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
 static double emit_step(const Trainer *t, const StepResult *r, double ms, double flops) {
     const TrainOptions *o = t->o;
     int B = (int)o->batch, T = (int)o->seq;
-    double tok_s = ms > 0 ? (double)B * T * o->accum / (ms / 1000.0) : 0.0;
+    double tokens = (double)B * T * o->accum * t->dist->size; /* the step's, on every rank */
+    double tok_s = ms > 0 ? tokens / (ms / 1000.0) : 0.0;
     JsonBuf j;
     msg_begin(&j, "step");
     json_int(&j, "step", t->step);
@@ -545,15 +670,16 @@ static double emit_step(const Trainer *t, const StepResult *r, double ms, double
     json_number(&j, "grad_norm", r->norm);
     json_number(&j, "ms", ms);
     json_number(&j, "tok_s", tok_s);
-    json_number(&j, "tflops", ms > 0 ? flops * B * T * o->accum / (ms / 1000.0) / 1e12 : 0.0);
+    json_number(&j, "tflops", ms > 0 ? flops * tokens / (ms / 1000.0) / 1e12 : 0.0);
     if (o->shuffle) json_int(&j, "epoch", t->sampler.epoch);
     msg_emit(t->out, &j);
     return tok_s;
 }
 
 /* Validation after the step just done: the `val` message, and the best loss so far. */
-static void emit_validation(Trainer *t) {
-    double val = validate(t);
+static int emit_validation(Trainer *t, NfError *err) {
+    double val;
+    if (validate(t, &val, err) != 0) return -1;
     if (isnan(t->best_val_loss) || val < t->best_val_loss) t->best_val_loss = val;
     JsonBuf j;
     msg_begin(&j, "val");
@@ -562,6 +688,7 @@ static void emit_validation(Trainer *t) {
     json_number(&j, "val_ppl", exp(val));
     json_int(&j, "val_batches", t->o->val_batches);
     msg_emit(t->out, &j);
+    return 0;
 }
 
 /* The state of the loop in this process (a restart begins a new one). */
@@ -573,24 +700,31 @@ typedef struct {
     int64_t steps_here, tokens_here;
 } RunLoop;
 
+enum { STEP_GO_ON, STEP_STOP, STEP_RESTART };
+
 /* The end of the step just done: a stop request (a signal, or a closed stdout), a checkpoint when one is due,
- * a restart. Returns 1 to stop (interrupted), 0 to go on, -1 on failure (a restart returns only on failure). */
+ * a restart. Returns STEP_STOP (interrupted), STEP_GO_ON, STEP_RESTART (under mpirun: train_run sets the run up
+ * again from the checkpoint, as MPI cannot be started twice in one process, even across exec), -1 on failure (a
+ * restart by exec returns only on failure). The ranks agree on the stop and on a checkpoint due by the clock. */
 static int end_step(Trainer *t, RunLoop *l, NfError *err) {
     const TrainOptions *o = t->o;
     int64_t step = t->step;
     /* a signal in the last step changes nothing; a closed stdout (the
      * dashboard that reads it died) is a stop request too */
     if (!l->signalled) l->signalled = stop_signal(&l->stop);
-    bool stopping = (l->signalled != 0 || t->out->closed) && step < o->steps;
+    int agreed[2] = {l->signalled != 0 || t->out->closed, /* rank 0's clock decides */
+                     t->dist->rank == 0 && o->ckpt_minutes > 0 &&
+                         nf_now_ms() - l->last_ckpt >= o->ckpt_minutes * 60000.0};
+    if (dist_max_ints(t->dist, agreed, 2, "the step's end", err) != 0) return -1;
+    bool stopping = agreed[0] && step < o->steps;
     bool restarting = o->restart_every > 0 && l->steps_here % o->restart_every == 0 && step < o->steps;
-    bool periodic = (o->ckpt_every > 0 && step % o->ckpt_every == 0) ||
-                    (o->ckpt_minutes > 0 && nf_now_ms() - l->last_ckpt >= o->ckpt_minutes * 60000.0);
+    bool periodic = (o->ckpt_every > 0 && step % o->ckpt_every == 0) || agreed[1];
     if (stopping && l->signalled != 0 && supervised()) msg_tee_stderr(t->out);
     if (o->ckpt && (periodic || step == o->steps || stopping || restarting)) {
         if (save_checkpoint(t, err) != 0) return -1;
         l->last_ckpt = nf_now_ms();
     }
-    if (stopping) return 1;
+    if (stopping) return STEP_STOP;
     if (restarting) {
         if (l->progress) fputc('\n', stderr);
         JsonBuf j;
@@ -598,10 +732,11 @@ static int end_step(Trainer *t, RunLoop *l, NfError *err) {
         json_int(&j, "step", step);
         json_str(&j, "reason", "restart-every");
         msg_emit(t->out, &j);
+        if (t->dist->mpi) return STEP_RESTART;
         restart_self(o, err); /* returns only on failure */
         return -1;
     }
-    return 0;
+    return STEP_GO_ON;
 }
 
 static void trainer_free(Trainer *t) {
@@ -618,15 +753,16 @@ static void trainer_free(Trainer *t) {
     free(t->base_copy);
     frozen_base_free(&t->frozen);
     free(t->base_path);
+    if (t->o->zero) dist_shards_free(&t->shards);
 }
 
 /* The run once set up: the `init` message (stored_options: the resumed checkpoint's flags), the steps up to
- * o->steps or a stop request, and the `done` message. */
+ * o->steps or a stop request, and the `done` message. Returns 0, STEP_RESTART (under mpirun) or -1. */
 static int run_steps(Trainer *t, RunLoop *l, const char *stored_options, NfError *err) {
     const TrainOptions *o = t->o;
     bool validating = o->val_every > 0 && t->data.n_val > 0;
     emit_init(t, stored_options);
-    l->progress = isatty(STDERR_FILENO);
+    l->progress = t->dist->rank == 0 && isatty(STDERR_FILENO);
     double flops = model_flops_per_token(&t->config, (int)o->seq, o->use_lora ? &o->lora : NULL);
     l->start = l->last_ckpt = nf_now_ms();
     const char *reason = "completed";
@@ -635,13 +771,14 @@ static int run_steps(Trainer *t, RunLoop *l, const char *stored_options, NfError
         StepResult r = {0, 0, 0};
         if (train_step(t, t->step + 1, &r, err) != 0) return -1;
         l->steps_here++;
-        l->tokens_here += o->batch * o->seq * o->accum;
+        l->tokens_here += o->batch * o->seq * o->accum * t->dist->size;
         double tok_s = emit_step(t, &r, nf_now_ms() - step_start, flops);
         if (l->progress) show_progress(t, tok_s, (nf_now_ms() - l->start) / 1000.0, l->steps_here);
-        if (validating && (t->step % o->val_every == 0 || t->step == o->steps)) emit_validation(t);
+        if (validating && (t->step % o->val_every == 0 || t->step == o->steps) && emit_validation(t, err) != 0)
+            return -1;
         int end = end_step(t, l, err);
-        if (end < 0) return -1;
-        if (end > 0) {
+        if (end < 0 || end == STEP_RESTART) return end;
+        if (end == STEP_STOP) {
             reason = "interrupted";
             break;
         }
@@ -649,20 +786,30 @@ static int run_steps(Trainer *t, RunLoop *l, const char *stored_options, NfError
     if (l->progress) fputc('\n', stderr);
     double seconds = (nf_now_ms() - l->start) / 1000.0;
     emit_done(t, seconds, l->tokens_here, reason);
-    nf_log("training %s at step %lld: loss %.4f, %.1f s", reason, (long long)t->step, t->last_loss, seconds);
+    if (t->dist->rank == 0)
+        nf_log("training %s at step %lld: loss %.4f, %.1f s", reason, (long long)t->step, t->last_loss, seconds);
     return 0;
 }
 
-int train_run(TrainOptions *o, NfOut *out) {
+int train_run(TrainOptions *o, Dist *dist, NfOut *out) {
     RunLoop l = {.signalled = 0};
-    block_stop_signals(&l.stop);
-    NfError err = {0};
-    Trainer t = {.o = o, .out = out, .best_val_loss = NAN, .last_loss = NAN};
-    Checkpoint ck = {0};
+    train_block_stop_signals(&l.stop);
+    if (dist->size == 1) o->zero = 0; /* one process holds the whole state anyway */
     int status = 0;
-    if (setup_run(&t, o, &ck, &err) != 0 || run_steps(&t, &l, ck.options_json, &err) != 0)
-        status = emit_error(out, &err);
-    checkpoint_free(&ck);
-    trainer_free(&t);
+    for (;;) {
+        NfError err = {0};
+        Trainer t = {.o = o, .out = out, .dist = dist, .best_val_loss = NAN, .last_loss = NAN};
+        Checkpoint ck = {0};
+        int end = -1;
+        status = dist_settle(dist, out, setup_run(&t, o, &ck, &err) != 0, &err);
+        if (status == 0 && (end = run_steps(&t, &l, ck.options_json, &err)) < 0)
+            status = dist_settle(dist, out, 1, &err);
+        checkpoint_free(&ck);
+        trainer_free(&t);
+        if (status != 0 || end != STEP_RESTART) break;
+        /* --restart-every under mpirun: the run set up again from its checkpoint, in this process */
+        o->resume = true;
+        l.steps_here = l.tokens_here = 0;
+    }
     return status;
 }

@@ -3,10 +3,12 @@
 #ifndef NF_TRAIN_H
 #define NF_TRAIN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "args.h"
+#include "dist.h"
 #include "lora.h"
 #include "optimizer.h"
 #include "protocol.h"
@@ -36,6 +38,9 @@ typedef struct {
     double ckpt_minutes; /* also checkpoint when this long has passed since the last one (0 = off) */
     bool resume;
     uint64_t max_memory; /* --max-memory in bytes (0: no limit); budget.h */
+    /* under mpirun (dist.h) */
+    int64_t zero;        /* --zero 1: each rank holds its slice of the AdamW state */
+    double dist_timeout; /* --dist-timeout: seconds a collective may wait */
     /* every flag as JSON, stored in checkpoints */
     char *options_json;
     /* for self-restart: the words after `neuralforge train` */
@@ -43,7 +48,12 @@ typedef struct {
     char **argv;
 } TrainOptions;
 
-/* Runs the whole training; returns the exit status (errors already emitted). */
-int train_run(TrainOptions *o, NfOut *out);
+/* Blocks SIGINT and SIGTERM (taken at step ends: train.c says why) and ignores SIGPIPE; *stop is the set. Called
+ * before any thread starts, MPI's included, so that every thread inherits the mask. */
+void train_block_stop_signals(sigset_t *stop);
+
+/* Runs the whole training as this rank of dist (a single process: rank 0 of 1); returns the exit status
+ * (errors already emitted, by the rank they concern). */
+int train_run(TrainOptions *o, Dist *dist, NfOut *out);
 
 #endif

@@ -108,7 +108,14 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
                   .help = "precision of the weight products; bf16 keeps fp32 weights and AdamW state",
                   .group = "batches", D},
     /* serve gives each run its share of the cores (OMP_NUM_THREADS) and its memory budget */
-    [TO_THREADS] = {"threads", INT(0, 4096), .def = "0", .help = "threads; 0 = one per core, or OMP_NUM_THREADS"},
+    [TO_THREADS] = {"threads", INT(0, 4096), .def = "0",
+                    .help = "threads (of each rank under mpirun); 0 = one per core it may use, or OMP_NUM_THREADS"},
+    /* data-parallel runs under mpirun (dist.h) */
+    [TO_ZERO] = {"zero", INT(0, 1), .def = "0",
+                 .help =
+                     "under mpirun: 1 = shard the AdamW state over the ranks (ZeRO stage 1); 0 = every rank holds it"},
+    [TO_DIST_TIMEOUT] = {"dist-timeout", FLOAT(10, 86400), .def = "600",
+                         .help = "under mpirun: seconds one rank may wait for the others before the job stops as hung"},
     [TO_MAX_MEMORY] = {"max-memory", ARG_STRING, .def_text = "80% of the machine's memory",
                        .help = "refuse a run estimated to need more memory than SIZE (8G, 512M; none = no limit)",
                        .syntax = "size"},

@@ -67,6 +67,8 @@ typedef enum {
     TO_CONFIG,
     TO_DTYPE,
     TO_THREADS,
+    TO_ZERO,
+    TO_DIST_TIMEOUT,
     TO_MAX_MEMORY,
     TO_TOKENIZER,
     TRAIN_OPTION_COUNT

@@ -1,0 +1,323 @@
+/* dist.c — the ranks of a data-parallel run: MPI set-up, collectives and the watchdog (see dist.h). */
+#define _DEFAULT_SOURCE /* usleep */
+#include "dist.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <mpi.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define WATCH_PERIOD_MS 250
+#define CHUNK_FLOATS    (1 << 28) /* the most one MPI call moves: counts are ints */
+
+bool dist_launched(void) {
+    /* Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE; srun and other PMIx launchers PMIX_RANK */
+    return getenv("OMPI_COMM_WORLD_SIZE") != NULL || getenv("PMIX_RANK") != NULL;
+}
+
+static int mpi_failed(int rc, const char *what, NfError *err) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) snprintf(text, sizeof text, "MPI error %d", rc);
+    return nf_fail(err, NF_ERR_DIST, "%s failed: %s", what, text);
+}
+
+/* Every rank's pid, and which of them share this host (by MPI's processor name). */
+static int find_peers(Dist *d, NfError *err) {
+    char host[MPI_MAX_PROCESSOR_NAME] = {0};
+    int len = 0, pid = (int)getpid();
+    char *hosts = calloc((size_t)d->size, MPI_MAX_PROCESSOR_NAME);
+    d->peer_pid = calloc((size_t)d->size, sizeof *d->peer_pid);
+    d->peer_local = calloc((size_t)d->size, sizeof *d->peer_local);
+    if (!hosts || !d->peer_pid || !d->peer_local) {
+        free(hosts);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    }
+    int rc = MPI_Get_processor_name(host, &len);
+    if (rc == MPI_SUCCESS) rc = MPI_Allgather(&pid, 1, MPI_INT, d->peer_pid, 1, MPI_INT, MPI_COMM_WORLD);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Allgather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, hosts, MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                           MPI_COMM_WORLD);
+    for (int r = 0; rc == MPI_SUCCESS && r < d->size; r++)
+        d->peer_local[r] = strncmp(hosts + (size_t)r * MPI_MAX_PROCESSOR_NAME, host, MPI_MAX_PROCESSOR_NAME) == 0;
+    free(hosts);
+    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "exchanging the ranks' pids", err);
+}
+
+int dist_init(Dist *d, NfError *err) {
+    memset(d, 0, sizeof *d);
+    d->size = 1;
+    if (!dist_launched()) return 0;
+    int provided = 0;
+    /* MULTIPLE: the watchdog may call MPI_Abort while the loop waits in a collective */
+    int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+    if (rc != MPI_SUCCESS) return mpi_failed(rc, "MPI_Init", err);
+    d->mpi = true;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+    if (provided < MPI_THREAD_MULTIPLE) {
+        nf_fail(err, NF_ERR_DIST, "this MPI library does not support MPI_THREAD_MULTIPLE");
+        MPI_Finalize();
+        d->mpi = false;
+        d->rank = 0;
+        d->size = 1;
+        return -1;
+    }
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    return d->size > 1 ? find_peers(d, err) : 0;
+}
+
+/* Whether the process pid is gone (or a zombie nobody reaped yet). */
+static bool pid_gone(int pid) {
+    char path[64], stat[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *paren = strrchr(stat, ')'); /* the state follows the command's name, which may hold spaces */
+    return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+/* The lowest rank on this host still alive, `lost` being gone; -1 if none. */
+static int lowest_local_alive(const Dist *d, int lost) {
+    for (int r = 0; r < d->size; r++)
+        if (d->peer_local[r] && r != lost && (r == d->rank || !pid_gone(d->peer_pid[r]))) return r;
+    return -1;
+}
+
+/* Writes the watchdog's error (when this rank is the one to) and ends the job. */
+static void watchdog_fail(Dist *d, bool speak, const NfError *why) {
+    if (speak) emit_error(d->out, why);
+    /* mpirun kills every rank once one ends with an error; MPI_Abort asks it to at once */
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    _exit(1);
+}
+
+/* One look: a rank of this host gone, or a collective waiting too long. Called with d->lock held. */
+static void watchdog_check(Dist *d) {
+    for (int r = 0; r < d->size; r++) {
+        if (r == d->rank || !d->peer_local[r] || !pid_gone(d->peer_pid[r])) continue;
+        /* a rank that finished may exit as soon as the last barrier lets it: look again, a moment later */
+        pthread_mutex_unlock(&d->lock);
+        usleep(300 * 1000);
+        pthread_mutex_lock(&d->lock);
+        if (d->finishing) return;
+        NfError why;
+        nf_fail(&why, NF_ERR_DIST,
+                "rank %d (pid %d) was lost at step %lld: it ended without finishing the run "
+                "(killed or crashed); the job stops",
+                r, d->peer_pid[r], (long long)d->step);
+        watchdog_fail(d, lowest_local_alive(d, r) == d->rank, &why);
+    }
+    if (d->waiting_since > 0 && nf_now_ms() - d->waiting_since > d->timeout_s * 1000.0) {
+        NfError why;
+        nf_fail(&why, NF_ERR_DIST,
+                "waited %.0f s for the other ranks (%s, step %lld): a rank hung or was lost (--dist-timeout); the "
+                "job stops",
+                d->timeout_s, d->waiting_on, (long long)d->step);
+        watchdog_fail(d, true, &why);
+    }
+}
+
+static void *watchdog_main(void *arg) {
+    Dist *d = arg;
+    pthread_mutex_lock(&d->lock);
+    while (!d->finishing) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += WATCH_PERIOD_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&d->wake, &d->lock, &until);
+        if (!d->finishing) watchdog_check(d);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+int dist_watch(Dist *d, NfOut *out, double timeout_s, NfError *err) {
+    d->out = out;
+    d->timeout_s = timeout_s;
+    if (d->size <= 1 || d->watching) return 0;
+    /* the watchdog takes no signal: they stay with the training loop, which blocked them already */
+    if (pthread_create(&d->thread, NULL, watchdog_main, d) != 0)
+        return nf_fail(err, NF_ERR_DIST, "cannot start the watchdog thread");
+    d->watching = true;
+    return 0;
+}
+
+void dist_set_step(Dist *d, int64_t step) {
+    if (!d->mpi) return;
+    pthread_mutex_lock(&d->lock);
+    d->step = step;
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void wait_begin(Dist *d, const char *what) {
+    pthread_mutex_lock(&d->lock);
+    d->waiting_since = nf_now_ms();
+    d->waiting_on = what;
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void wait_end(Dist *d) {
+    pthread_mutex_lock(&d->lock);
+    d->waiting_since = 0;
+    pthread_mutex_unlock(&d->lock);
+}
+
+void dist_finalize(Dist *d) {
+    if (!d->mpi) return;
+    if (d->size > 1) {
+        wait_begin(d, "the end of the run");
+        MPI_Barrier(MPI_COMM_WORLD);
+        wait_end(d);
+    }
+    if (d->watching) {
+        pthread_mutex_lock(&d->lock);
+        d->finishing = true;
+        pthread_cond_signal(&d->wake);
+        pthread_mutex_unlock(&d->lock);
+        pthread_join(d->thread, NULL);
+        d->watching = false;
+    }
+    MPI_Finalize();
+    free(d->peer_pid);
+    free(d->peer_local);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->wake);
+    d->mpi = false;
+}
+
+static int allreduce(Dist *d, void *x, size_t n, MPI_Datatype type, size_t elem, MPI_Op op, const char *what,
+                     NfError *err) {
+    if (d->size <= 1) return 0;
+    wait_begin(d, what);
+    int rc = MPI_SUCCESS;
+    for (size_t at = 0; rc == MPI_SUCCESS && at < n; at += CHUNK_FLOATS) {
+        int count = (int)(n - at < CHUNK_FLOATS ? n - at : CHUNK_FLOATS);
+        rc = MPI_Allreduce(MPI_IN_PLACE, (char *)x + at * elem, count, type, op, MPI_COMM_WORLD);
+    }
+    wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, what, err);
+}
+
+int dist_sum_floats(Dist *d, float *x, size_t n, const char *what, NfError *err) {
+    return allreduce(d, x, n, MPI_FLOAT, sizeof *x, MPI_SUM, what, err);
+}
+
+int dist_sum_doubles(Dist *d, double *x, int n, const char *what, NfError *err) {
+    return allreduce(d, x, (size_t)n, MPI_DOUBLE, sizeof *x, MPI_SUM, what, err);
+}
+
+int dist_max_ints(Dist *d, int *x, int n, const char *what, NfError *err) {
+    return allreduce(d, x, (size_t)n, MPI_INT, sizeof *x, MPI_MAX, what, err);
+}
+
+int dist_gather_ints(Dist *d, int mine, int *all, NfError *err) {
+    all[0] = mine;
+    if (d->size <= 1) return 0;
+    wait_begin(d, "the ranks' status");
+    int rc = MPI_Allgather(&mine, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD);
+    wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "exchanging the ranks' status", err);
+}
+
+int dist_settle(Dist *d, NfOut *out, int failed, const NfError *err) {
+    if (d->size <= 1) return failed ? emit_error(out, err) : 0;
+    int *all = calloc((size_t)d->size, sizeof *all);
+    NfError gather_err;
+    if (!all || dist_gather_ints(d, failed, all, &gather_err) != 0) {
+        /* the ranks cannot even agree on the outcome: say why here, and end the job */
+        if (!all) nf_fail(&gather_err, NF_ERR_MEMORY, "out of memory");
+        emit_error(out, failed ? err : &gather_err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+        _exit(1);
+    }
+    int first = -1;
+    for (int r = 0; r < d->size && first < 0; r++)
+        if (all[r]) first = r;
+    free(all);
+    if (first < 0) return 0;
+    if (first == d->rank) return emit_error(out, err);
+    return 1;
+}
+
+int dist_broadcast_ints(Dist *d, int *x, int n, NfError *err) {
+    if (d->size <= 1) return 0;
+    wait_begin(d, "rank 0's answer");
+    int rc = MPI_Bcast(x, n, MPI_INT, 0, MPI_COMM_WORLD);
+    wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "a broadcast from rank 0", err);
+}
+
+int dist_shards(const Dist *d, size_t n, DistShards *s, NfError *err) {
+    memset(s, 0, sizeof *s);
+    if (n > (size_t)INT_MAX) return nf_fail(err, NF_ERR_USAGE, "--zero 1 shards at most %d floats", INT_MAX);
+    s->counts = calloc((size_t)d->size, sizeof *s->counts);
+    s->displs = calloc((size_t)d->size, sizeof *s->displs);
+    if (!s->counts || !s->displs) {
+        dist_shards_free(s);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    }
+    size_t per = (n + (size_t)d->size - 1) / (size_t)d->size;
+    per = (per + 15) / 16 * 16; /* whole 64-byte lines: no two ranks write one */
+    for (int r = 0; r < d->size; r++) {
+        size_t lo = (size_t)r * per < n ? (size_t)r * per : n, hi = lo + per < n ? lo + per : n;
+        s->displs[r] = (int)lo;
+        s->counts[r] = (int)(hi - lo);
+    }
+    s->lo = (size_t)s->displs[d->rank];
+    s->hi = s->lo + (size_t)s->counts[d->rank];
+    return 0;
+}
+
+void dist_shards_free(DistShards *s) {
+    free(s->counts);
+    free(s->displs);
+    s->counts = s->displs = NULL;
+}
+
+int dist_reduce_scatter(Dist *d, float *x, const DistShards *s, NfError *err) {
+    if (d->size <= 1) return 0;
+    wait_begin(d, "the gradients");
+    int rc = MPI_Reduce_scatter(MPI_IN_PLACE, x, s->counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "summing the gradients (reduce-scatter)", err);
+}
+
+int dist_all_gather(Dist *d, float *x, const DistShards *s, NfError *err) {
+    if (d->size <= 1) return 0;
+    wait_begin(d, "the updated weights");
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, x, s->counts, s->displs, MPI_FLOAT, MPI_COMM_WORLD);
+    wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "gathering the updated weights", err);
+}
+
+int dist_gather_to_root(Dist *d, const float *mine, float *full, const DistShards *s, NfError *err) {
+    if (d->size <= 1) {
+        if (full != mine) memcpy(full, mine, (size_t)s->counts[0] * sizeof *full);
+        return 0;
+    }
+    wait_begin(d, "the optimizer state for the checkpoint");
+    int rc = MPI_Gatherv(mine, s->counts[d->rank], MPI_FLOAT, full, s->counts, s->displs, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "gathering the optimizer state", err);
+}
