@@ -89,15 +89,27 @@ def assert_close(a, b, tol=1e-5, what="loss"):
 
 
 def weights(ckpt, base=None):
-    out = os.path.join(tmpdir(), "w.bin")
+    """Every weight of a checkpoint (merged into base for LoRA), exported as a Hugging Face directory: the
+    safetensors' tensors in name order, as one float64 vector."""
+    out = os.path.join(tmpdir(), "hf")
     args = ["export", "--model", base, "--lora", ckpt] if base else ["export", "--ckpt", ckpt]
-    assert run([*args, "--output", out]).rc == 0
-    return np.fromfile(out, dtype="<f4", offset=28)  # llama2.c: a 7-int header, then float32 weights
+    assert run([*args, "--format", "safetensors", "--output", out]).rc == 0
+    parts = []
+    for name in sorted(f for f in os.listdir(out) if f.endswith(".safetensors")):
+        blob = open(os.path.join(out, name), "rb").read()
+        n = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8:8 + n])
+        for key in sorted(k for k in header if k != "__metadata__"):
+            t = header[key]
+            assert t["dtype"] == "F32", t
+            lo, hi = t["data_offsets"]
+            parts.append(np.frombuffer(blob[8 + n + lo:8 + n + hi], dtype="<f4"))
+    return np.concatenate(parts).astype(np.float64)
 
 
 def assert_same_weights(a, b, tol=1e-5):
     assert a.shape == b.shape
-    diff = np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b.astype(np.float64))
+    diff = np.linalg.norm(a - b) / np.linalg.norm(b)
     assert diff < tol, diff
 
 
@@ -170,6 +182,33 @@ def bf16_on_masked_ingest_data_under_two_ranks_trains_as_one_process():
         return full_args(ckpt, steps=12, data=data, extra=["--dtype", "bf16", *extra])
 
     compare_with_one_process(args, 2, tol=1e-4)
+
+
+@test
+def qwen3_from_scratch_and_lora_on_its_hugging_face_directory_under_two_ranks():
+    """The model kinds of issue 19: a qwen3 --init, then LoRA on that model exported as a HF directory."""
+    d = tmpdir()
+
+    def qwen(ckpt, extra=()):
+        return ["train", "--init", "--arch", "qwen3", "--dim", 64, "--n-layers", 2, "--n-heads", 4, "--n-kv-heads",
+                2, "--head-dim", 32, "--seq-len", 64, "--tokenizer", shared("tok512.bin"), "--data", shakespeare(),
+                "--steps", 10, "--batch", 4, "--seq", 64, "--lr", 3e-3, "--seed", 2, "--threads", 1, "--ckpt", ckpt,
+                *extra]
+
+    compare_with_one_process(qwen, 2)
+    base = os.path.join(d, "hf")
+    assert one_run(qwen(os.path.join(d, "q.ckpt"), ["--accum", 1]))
+    assert run(["export", "--ckpt", os.path.join(d, "q.ckpt"), "--format", "safetensors", "--output", base]).rc == 0
+
+    def lora(ckpt, extra=()):
+        return ["train", "--model", base, "--data", shakespeare(), "--lora-rank", 4, "--steps", 10, "--batch", 4,
+                "--seq", 64, "--lr", 5e-3, "--seed", 3, "--threads", 1, "--ckpt", ckpt, *extra]
+
+    a, b = os.path.join(d, "one.ckpt"), os.path.join(d, "two.ckpt")
+    one = one_run(lora(a, ["--accum", 4]))
+    rc, two, err = mpi_run(2, lora(b, ["--accum", 2, "--zero", 1]))
+    assert rc == 0, err[-3000:]
+    assert_close(losses(two), losses(one))
 
 
 def ranks_then_one(first_np, then_np, d, shuffle=True):
@@ -295,20 +334,21 @@ def sigint_to_mpirun_leaves_a_checkpoint_that_resumes_exactly():
 
 @test
 def a_killed_rank_ends_the_job_with_an_error_naming_it():
-    run_ = Launched(slow_args(os.path.join(tmpdir(), "k.ckpt")))
-    init = run_.until(lambda m: m["type"] == "init")
-    run_.until(lambda m: m["type"] == "step" and m["step"] == 2)
-    t0 = time.monotonic()
-    os.kill(init["rank_pids"][1], signal.SIGKILL)
-    rc, err = run_.finish()
-    took = time.monotonic() - t0
-    assert rc != 0
-    errors = [m for m in run_.messages if m["type"] == "error"]
-    assert len(errors) == 1, run_.messages[-3:]
-    assert errors[0]["code"] == "distributed" and "rank 1" in errors[0]["message"], errors
-    assert errors[0]["rank"] == 0 and "lost" in errors[0]["message"]
-    assert took < 30, took
-    print(f"  the job ended {took:.1f} s after the kill: {errors[0]['message']}")
+    for lost, reporter in ((1, 0), (0, 1)):  # rank 0 lost: rank 1 says so, on its own stdout
+        run_ = Launched(slow_args(os.path.join(tmpdir(), "k.ckpt")))
+        init = run_.until(lambda m: m["type"] == "init")
+        run_.until(lambda m: m["type"] == "step" and m["step"] == 2)
+        t0 = time.monotonic()
+        os.kill(init["rank_pids"][lost], signal.SIGKILL)
+        rc, err = run_.finish()
+        took = time.monotonic() - t0
+        assert rc != 0
+        errors = [m for m in run_.messages if m["type"] == "error"]
+        assert len(errors) == 1, run_.messages[-3:]
+        assert errors[0]["code"] == "distributed" and f"rank {lost} " in errors[0]["message"], errors
+        assert errors[0]["rank"] == reporter and "lost" in errors[0]["message"]
+        assert took < 30, took
+        print(f"  the job ended {took:.1f} s after the kill: {errors[0]['message']}")
 
 
 @test
