@@ -4,7 +4,9 @@
  *
  * One parse serves two callers: cmd_train runs what it parsed, and the
  * dashboard (train_command_check) asks the same code for a verdict on a
- * run's command line before it starts one. */
+ * run's command line before it starts one. With --processes N > 1 and no
+ * MPI launcher above it, cmd_train trains nothing itself: launch.c starts
+ * the N ranks through mpirun, with the same words. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <stdlib.h>
 #include <string.h>
