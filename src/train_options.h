@@ -69,6 +69,8 @@ typedef enum {
     TO_THREADS,
     TO_ZERO,
     TO_DIST_TIMEOUT,
+    TO_PROCESSES,
+    TO_HOSTFILE,
     TO_MAX_MEMORY,
     TO_TOKENIZER,
     TRAIN_OPTION_COUNT
