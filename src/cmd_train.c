@@ -239,6 +239,9 @@ static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) 
             return nf_fail(err, NF_ERR_IO, "cannot open tokenizer '%s'", o->tokenizer);
         o->tokenizer = c->tokenizer_abs;
     }
+    /* a launcher's ranks (--processes): the dashboard's check sizes each rank's share of the machine */
+    o->world_size = v->processes > 1 ? (int)v->processes : 1;
+    o->ranks_here = v->processes > 1 && !v->hostfile ? (int)v->processes : 1;
     json_init(&c->options);
     args_to_json(c->table.specs, TRAIN_OPTION_COUNT, &c->options, NULL);
     o->options_json = c->options.data;
