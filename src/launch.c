@@ -182,19 +182,12 @@ static bool runs_program(pid_t pid, const char *exe) {
     return strcmp(target, exe) == 0;
 }
 
-/* Whether a supervisor asked for a signal when it dies (train.c's test too):
- * a stop signal may then mean it is gone, with the lines in its pipe. */
-static bool supervised(void) {
-    int sig = 0;
-    return prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig != 0;
-}
-
 /* A stop signal: SIGINT to every rank here (mpirun's children running this
  * program), or, when there is none (not started yet, or every rank on other
  * hosts), the signal to mpirun, which then ends the job itself. */
 static void stop_ranks(Launcher *L, int sig) {
     if (L->reaped) return;
-    if (supervised()) msg_tee_stderr(L->out); /* as train does: the last lines must survive a dying supervisor */
+    msg_tee_if_supervised(L->out); /* as train does: the last lines must survive a dying supervisor */
     int found = 0;
     DIR *proc = opendir("/proc");
     for (struct dirent *e; proc && (e = readdir(proc));) {

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -97,6 +98,11 @@ ssize_t line_reader_read(LineReader *r, int fd, void (*on_line)(void *ctx, const
 void msg_tee_stderr(NfOut *out) {
     note_stderr(out);
     out->tee = true;
+}
+
+void msg_tee_if_supervised(NfOut *out) {
+    int sig = 0;
+    if (prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig != 0) msg_tee_stderr(out);
 }
 
 int emit_error(NfOut *out, const NfError *err) {

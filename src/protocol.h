@@ -70,6 +70,11 @@ void line_reader_free(LineReader *r);
  * sent by dying, as a write into the dying supervisor's pipe can still
  * succeed and be lost with it. */
 void msg_tee_stderr(NfOut *out);
+/* msg_tee_stderr when this process has a supervisor that asked for a signal
+ * when it dies (PR_SET_PDEATHSIG, as the dashboard's runner does): a stop
+ * signal may then mean it is gone, with the lines still in its pipe. train
+ * and the --processes launcher call it when a stop signal comes. */
+void msg_tee_if_supervised(NfOut *out);
 
 /* Emits {"type":"error","code":...,"message":...} (with "rank" and the
  * message beginning "rank R: " for a rank, even a muted one) and returns the

@@ -30,7 +30,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -66,13 +65,6 @@ static int stop_signal(const sigset_t *stop) {
     static const struct timespec now = {0, 0};
     int sig = sigtimedwait(stop, NULL, &now);
     return sig > 0 ? sig : 0;
-}
-
-/* Whether a supervisor asked for a signal when it dies (the dashboard's
- * runner sets PR_SET_PDEATHSIG): a stop signal may then mean it is gone. */
-static bool supervised(void) {
-    int sig = 0;
-    return prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig != 0;
 }
 
 typedef struct {
@@ -720,7 +712,7 @@ static int end_step(Trainer *t, RunLoop *l, NfError *err) {
     bool stopping = agreed[0] && step < o->steps;
     bool restarting = o->restart_every > 0 && l->steps_here % o->restart_every == 0 && step < o->steps;
     bool periodic = (o->ckpt_every > 0 && step % o->ckpt_every == 0) || agreed[1];
-    if (stopping && l->signalled != 0 && supervised()) msg_tee_stderr(t->out);
+    if (stopping && l->signalled != 0) msg_tee_if_supervised(t->out);
     if (o->ckpt && (periodic || step == o->steps || stopping || restarting)) {
         if (save_checkpoint(t, err) != 0) return -1;
         l->last_ckpt = nf_now_ms();
