@@ -100,6 +100,7 @@ static int read_flags(TrainCommand *c, int argc, char **argv, NfError *err) {
         [TO_THREADS] = &v->threads,
         [TO_ZERO] = &o->zero,
         [TO_DIST_TIMEOUT] = &o->dist_timeout,
+        [TO_OVERLAP] = &o->overlap,
         [TO_MAX_MEMORY] = &v->max_memory,
         [TO_TOKENIZER] = &o->tokenizer,
     };

@@ -41,6 +41,7 @@ typedef struct {
     /* under mpirun (dist.h) */
     int64_t zero;        /* --zero 1: each rank holds its slice of the AdamW state */
     double dist_timeout; /* --dist-timeout: seconds a collective may wait */
+    int64_t overlap;     /* --overlap 1: gradients summed layer by layer during backward (grad_sync.h) */
     /* every flag as JSON, stored in checkpoints */
     char *options_json;
     /* for self-restart: the words after `neuralforge train` */

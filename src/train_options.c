@@ -116,6 +116,8 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
                      "under mpirun: 1 = shard the AdamW state over the ranks (ZeRO stage 1); 0 = every rank holds it"},
     [TO_DIST_TIMEOUT] = {"dist-timeout", FLOAT(10, 86400), .def = "600",
                          .help = "under mpirun: seconds one rank may wait for the others before the job stops as hung"},
+    [TO_OVERLAP] = {"overlap", INT(0, 1), .def = "0",
+                    .help = "under mpirun: 1 = sum each layer's gradients over the ranks while backward goes on"},
     [TO_MAX_MEMORY] = {"max-memory", ARG_STRING, .def_text = "80% of the machine's memory",
                        .help = "refuse a run estimated to need more memory than SIZE (8G, 512M; none = no limit)",
                        .syntax = "size"},

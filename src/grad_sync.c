@@ -1,0 +1,205 @@
+/* grad_sync.c — the gradients' sum over the ranks, bucket by bucket on a communication thread (see grad_sync.h). */
+#include "grad_sync.h"
+
+#include <mpi.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define CALL_FLOATS (1 << 28) /* the most one MPI call moves: counts are ints */
+
+/* A run of the flat buffer that one bucket sums: a layer's piece of one segment, or adjacent ones joined. */
+typedef struct {
+    size_t offset, count;
+} Piece;
+
+struct GradSync {
+    Dist *d;
+    MPI_Comm comm; /* the thread's own: collectives of two threads must not share one */
+    float *grads;
+    const DistShards *shards; /* --zero 1's; NULL: all-reduce */
+    float *shard_sum;         /* --zero 1: this rank's shard of the sum, apart (MPI forbids overlapping buffers) */
+    int *counts;              /* --zero 1: (size) one call's part of each rank */
+    Piece *pieces;            /* bucket after bucket: layer L-1, ..., layer 0, then the layerless segments */
+    int n_pieces, n_layers;
+    int *bucket_end; /* (L + 1) bucket b holds pieces [bucket_end[b - 1], bucket_end[b]) */
+    bool locks, running;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t work, progress;
+    /* this step's, under lock */
+    int released, next, done; /* pieces the thread may take, it took, it finished */
+    int rc;                   /* the first MPI failure */
+    double busy_ms;           /* time in the collectives */
+    bool quit;
+};
+
+/* The embedding, the classifier and the final norm belong to no layer; every other segment of params.h's and
+ * lora.h's layouts is (L, ...), one slice per layer. */
+static bool per_layer(const ParamSegment *g, int L) {
+    return strcmp(g->name, "token_embedding") != 0 && strcmp(g->name, "wcls") != 0 &&
+           strcmp(g->name, "rms_final") != 0 && g->count % (size_t)L == 0;
+}
+
+/* The buckets: a layer's slices of the per-layer segments, in layout order, joined where adjacent. */
+static int plan(GradSync *s, size_t n, const ParamSegment *seg, int n_seg, int L, NfError *err) {
+    if (!(s->pieces = nf_alloc_array((size_t)(L + 1) * (size_t)n_seg, sizeof *s->pieces, err)) ||
+        !(s->bucket_end = nf_alloc_array((size_t)L + 1, sizeof *s->bucket_end, err)))
+        return -1;
+    size_t total = 0;
+    for (int b = 0; b <= L; b++) {
+        int first = s->n_pieces;
+        for (int i = 0; i < n_seg; i++) {
+            const ParamSegment *g = &seg[i];
+            bool layered = per_layer(g, L);
+            if (g->count == 0 || layered != (b < L)) continue;
+            size_t count = layered ? g->count / (size_t)L : g->count;
+            size_t offset = g->offset + (layered ? (size_t)(L - 1 - b) * count : 0);
+            Piece *last = s->n_pieces > first ? &s->pieces[s->n_pieces - 1] : NULL;
+            if (last && last->offset + last->count == offset)
+                last->count += count;
+            else
+                s->pieces[s->n_pieces++] = (Piece){offset, count};
+            total += count;
+        }
+        s->bucket_end[b] = s->n_pieces;
+    }
+    if (total != n) return nf_fail(err, NF_ERR_DIST, "the gradient buckets cover %zu of %zu floats", total, n);
+    return 0;
+}
+
+/* Sums grads[offset, offset + count) over the ranks: in place, or this rank's part of it into shard_sum. */
+static int sum_run(GradSync *s, size_t offset, size_t count) {
+    if (!s->shards) return MPI_Allreduce(MPI_IN_PLACE, s->grads + offset, (int)count, MPI_FLOAT, MPI_SUM, s->comm);
+    const DistShards *sh = s->shards;
+    size_t end = offset + count;
+    for (int r = 0; r < s->d->size; r++) { /* the shards lie in rank order: so do the parts */
+        size_t lo = (size_t)sh->displs[r], hi = lo + (size_t)sh->counts[r];
+        size_t a = offset > lo ? offset : lo, b = end < hi ? end : hi;
+        s->counts[r] = b > a ? (int)(b - a) : 0;
+    }
+    float *mine = s->counts[s->d->rank] > 0 ? s->shard_sum + (offset > sh->lo ? offset - sh->lo : 0) : s->shard_sum;
+    return MPI_Reduce_scatter(s->grads + offset, mine, s->counts, MPI_FLOAT, MPI_SUM, s->comm);
+}
+
+static int sum_piece(GradSync *s, const Piece *p) {
+    int rc = MPI_SUCCESS;
+    for (size_t at = 0; rc == MPI_SUCCESS && at < p->count; at += CALL_FLOATS)
+        rc = sum_run(s, p->offset + at, p->count - at < CALL_FLOATS ? p->count - at : CALL_FLOATS);
+    return rc;
+}
+
+static void *sync_main(void *arg) {
+    GradSync *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->quit && s->next >= s->released) pthread_cond_wait(&s->work, &s->lock);
+        if (s->quit) break;
+        const Piece *p = &s->pieces[s->next++];
+        bool failed = s->rc != MPI_SUCCESS;
+        pthread_mutex_unlock(&s->lock);
+        double start = nf_now_ms();
+        int rc = failed ? MPI_SUCCESS : sum_piece(s, p); /* after a failure the sums mean nothing: skip them */
+        double ms = nf_now_ms() - start;
+        pthread_mutex_lock(&s->lock);
+        s->busy_ms += ms;
+        if (rc != MPI_SUCCESS && s->rc == MPI_SUCCESS) s->rc = rc;
+        s->done++;
+        pthread_cond_signal(&s->progress);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+GradSync *grad_sync_create(Dist *d, float *grads, size_t n, const ParamSegment *seg, int n_seg, int n_layers,
+                           const DistShards *shards, NfError *err) {
+    GradSync *s = calloc(1, sizeof *s);
+    if (!s) {
+        nf_fail(err, NF_ERR_MEMORY, "out of memory");
+        return NULL;
+    }
+    *s = (GradSync){.d = d, .comm = MPI_COMM_NULL, .grads = grads, .shards = shards, .n_layers = n_layers};
+    dist_wait_begin(d, "the gradients' communicator");
+    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &s->comm);
+    dist_wait_end(d);
+    if (rc != MPI_SUCCESS) {
+        s->comm = MPI_COMM_NULL;
+        dist_mpi_failed(rc, "making the gradients' communicator", err);
+        grad_sync_free(s);
+        return NULL;
+    }
+    MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
+    if (plan(s, n, seg, n_seg, n_layers, err) != 0 ||
+        (shards && (!(s->shard_sum = nf_alloc_array(shards->hi - shards->lo + 1, sizeof(float), err)) ||
+                    !(s->counts = nf_alloc_array((size_t)d->size, sizeof(int), err))))) {
+        grad_sync_free(s);
+        return NULL;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->work, NULL);
+    pthread_cond_init(&s->progress, NULL);
+    s->locks = true;
+    /* the thread inherits the blocked stop signals: they stay with the training loop */
+    if (pthread_create(&s->thread, NULL, sync_main, s) != 0) {
+        nf_fail(err, NF_ERR_DIST, "cannot start the gradients' communication thread");
+        grad_sync_free(s);
+        return NULL;
+    }
+    s->running = true;
+    return s;
+}
+
+void grad_sync_layer_done(void *sync, int layer) {
+    GradSync *s = sync;
+    int end = s->bucket_end[s->n_layers - 1 - layer];
+    pthread_mutex_lock(&s->lock);
+    if (end > s->released) {
+        s->released = end;
+        pthread_cond_signal(&s->work);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+int grad_sync_finish(GradSync *s, double *waited_ms, double *busy_ms, NfError *err) {
+    double start = nf_now_ms();
+    dist_wait_begin(s->d, "the gradients");
+    pthread_mutex_lock(&s->lock);
+    s->released = s->n_pieces;
+    pthread_cond_signal(&s->work);
+    while (s->done < s->n_pieces) pthread_cond_wait(&s->progress, &s->lock);
+    int rc = s->rc;
+    *busy_ms = s->busy_ms;
+    s->released = s->next = s->done = 0;
+    s->rc = MPI_SUCCESS;
+    s->busy_ms = 0;
+    pthread_mutex_unlock(&s->lock);
+    dist_wait_end(s->d);
+    *waited_ms = nf_now_ms() - start;
+    if (rc != MPI_SUCCESS) return dist_mpi_failed(rc, "summing the gradients", err);
+    if (s->shards) memcpy(s->grads, s->shard_sum, (s->shards->hi - s->shards->lo) * sizeof *s->grads);
+    return 0;
+}
+
+void grad_sync_free(GradSync *s) {
+    if (!s) return;
+    if (s->running) {
+        pthread_mutex_lock(&s->lock);
+        s->quit = true;
+        pthread_cond_signal(&s->work);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+    }
+    if (s->locks) {
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->work);
+        pthread_cond_destroy(&s->progress);
+    }
+    if (s->comm != MPI_COMM_NULL) MPI_Comm_free(&s->comm);
+    free(s->pieces);
+    free(s->bucket_end);
+    free(s->shard_sum);
+    free(s->counts);
+    free(s);
+}
