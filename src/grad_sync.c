@@ -22,7 +22,7 @@ struct GradSync {
     const DistShards *shards; /* --zero 1's; NULL: all-reduce */
     float *shard_sum;         /* --zero 1: this rank's shard of the sum, apart (MPI forbids overlapping buffers) */
     int *counts;              /* --zero 1: (size) one call's part of each rank */
-    Piece *pieces;            /* bucket after bucket: layer L-1, ..., layer 0, then the layerless segments */
+    Piece *pieces;            /* bucket after bucket: layer L-1 (and the classifier), ..., layer 0, the embedding */
     int n_pieces, n_layers;
     int *bucket_end; /* (L + 1) bucket b holds pieces [bucket_end[b - 1], bucket_end[b]) */
     bool locks, running;
@@ -36,14 +36,26 @@ struct GradSync {
     bool quit;
 };
 
-/* The embedding, the classifier and the final norm belong to no layer; every other segment of params.h's and
+/* The bucket segment g belongs to, whole or sliced by layer. Backward computes the final norm's gradient and a
+ * separate classifier's first, before the last layer's: they go with it, in bucket 0. The embedding's is done
+ * last (and a shared classifier's is the embedding's): the last bucket. Every other segment of params.h's and
  * lora.h's layouts is (L, ...), one slice per layer. */
-static bool per_layer(const ParamSegment *g, int L) {
-    return strcmp(g->name, "token_embedding") != 0 && strcmp(g->name, "wcls") != 0 &&
-           strcmp(g->name, "rms_final") != 0 && g->count % (size_t)L == 0;
+typedef enum { WITH_LAST_LAYER, PER_LAYER, AT_THE_END } SegmentBucket;
+
+static SegmentBucket bucket_of(const ParamSegment *g, int L) {
+    if (strcmp(g->name, "wcls") == 0 || strcmp(g->name, "rms_final") == 0) return WITH_LAST_LAYER;
+    if (strcmp(g->name, "token_embedding") == 0 || g->count % (size_t)L != 0) return AT_THE_END;
+    return PER_LAYER;
 }
 
-/* The buckets: a layer's slices of the per-layer segments, in layout order, joined where adjacent. */
+/* Whether bucket b (of L + 1) sums segment g, or its slice of it. */
+static bool in_bucket(const ParamSegment *g, int b, int L) {
+    SegmentBucket k = bucket_of(g, L);
+    return g->count > 0 && (k == PER_LAYER ? b < L : k == WITH_LAST_LAYER ? b == 0 : b == L);
+}
+
+/* The buckets: a layer's slices of the per-layer segments (with the whole of those that go with it), in layout
+ * order, joined where adjacent. */
 static int plan(GradSync *s, size_t n, const ParamSegment *seg, int n_seg, int L, NfError *err) {
     if (!(s->pieces = nf_alloc_array((size_t)(L + 1) * (size_t)n_seg, sizeof *s->pieces, err)) ||
         !(s->bucket_end = nf_alloc_array((size_t)L + 1, sizeof *s->bucket_end, err)))
@@ -53,8 +65,8 @@ static int plan(GradSync *s, size_t n, const ParamSegment *seg, int n_seg, int L
         int first = s->n_pieces;
         for (int i = 0; i < n_seg; i++) {
             const ParamSegment *g = &seg[i];
-            bool layered = per_layer(g, L);
-            if (g->count == 0 || layered != (b < L)) continue;
+            if (!in_bucket(g, b, L)) continue;
+            bool layered = bucket_of(g, L) == PER_LAYER;
             size_t count = layered ? g->count / (size_t)L : g->count;
             size_t offset = g->offset + (layered ? (size_t)(L - 1 - b) * count : 0);
             Piece *last = s->n_pieces > first ? &s->pieces[s->n_pieces - 1] : NULL;

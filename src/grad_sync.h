@@ -4,8 +4,10 @@
  * gradients are final (on the step's last micro-batch), so their sum over
  * the ranks can run while the layers before it are still being computed.
  * A bucket is one layer's gradients (its pieces of every per-layer segment
- * of the flat buffer, params.h or lora.h); the embedding, classifier and
- * final norm form the last bucket, final only when backward returns. A
+ * of the flat buffer, params.h or lora.h); the final norm and a separate
+ * classifier, which backward does first, go with the last layer's; the
+ * embedding (and a classifier shared with it) forms the last bucket, final
+ * only when backward returns. A
  * communication thread of each rank makes the collectives, bucket after
  * bucket in the same order on every rank, on a communicator of its own
  * (Open MPI progresses a non-blocking collective only inside MPI calls, so

@@ -5,7 +5,8 @@
  * every projection with trained norms and dropout. A slot the first
  * backward of a step left unwritten would keep the last step's gradient (or
  * here, NaN). And the layer_done hook (grad_sync.h's) reports each layer,
- * last to first, only once its gradients are final, and changes nothing. */
+ * last to first, only once its gradients are final (and the final norm's and
+ * a separate classifier's by the first report), and changes nothing. */
 #include "testutil.h"
 
 #include <math.h>
@@ -105,17 +106,22 @@ typedef struct {
     float *seen;
 } HookLog;
 
-/* The embedding, the classifier and the final norm belong to no layer; every other segment is (L, ...). */
-static bool layerless(const ParamSegment *g) {
-    return !strcmp(g->name, "token_embedding") || !strcmp(g->name, "wcls") || !strcmp(g->name, "rms_final");
+/* The embedding's gradient is done only at the end; the final norm's and a separate classifier's before the
+ * last layer's (grad_sync.c sends them with it); every other segment is (L, ...), one slice per layer. */
+static bool at_the_end(const ParamSegment *g) { return !strcmp(g->name, "token_embedding"); }
+static bool before_the_layers(const ParamSegment *g) {
+    return !strcmp(g->name, "wcls") || !strcmp(g->name, "rms_final");
 }
 
 static void log_layer(void *ctx, int layer) {
     HookLog *h = ctx;
+    bool first = h->n_reported == 0;
     h->reported[h->n_reported++] = layer;
     for (int i = 0; i < h->n_seg; i++) {
-        if (layerless(&h->seg[i])) continue;
-        size_t per = h->seg[i].count / (size_t)h->n_layers, at = h->seg[i].offset + (size_t)layer * per;
+        const ParamSegment *g = &h->seg[i];
+        if (at_the_end(g) || (before_the_layers(g) && !first)) continue;
+        size_t per = before_the_layers(g) ? g->count : g->count / (size_t)h->n_layers;
+        size_t at = g->offset + (before_the_layers(g) ? 0 : (size_t)layer * per);
         memcpy(h->seen + at, h->grads + at, per * sizeof(float));
     }
 }
@@ -149,10 +155,10 @@ static void check_hook(const Net *net, NetGrads *g, float *grads, size_t n, cons
         if (!(grads[i] == plain[i]))
             fail_msg("%s: gradient %zu with the hook %g, without %g", what, i, grads[i], plain[i]);
     for (int i = 0; i < n_seg; i++)
-        for (size_t j = 0; !layerless(&seg[i]) && j < seg[i].count; j++)
+        for (size_t j = 0; !at_the_end(&seg[i]) && j < seg[i].count; j++)
             if (!(seen[seg[i].offset + j] == grads[seg[i].offset + j]))
-                fail_msg("%s: %s[%zu] was %g when its layer was reported, %g at the end", what, seg[i].name, j,
-                         seen[seg[i].offset + j], grads[seg[i].offset + j]);
+                fail_msg("%s: %s[%zu] was %g when its layer (or the last) was reported, %g at the end", what,
+                         seg[i].name, j, seen[seg[i].offset + j], grads[seg[i].offset + j]);
     free(plain);
     free(seen);
     activations_free(&acts);
