@@ -51,6 +51,13 @@ void memory_estimate(const ModelConfig *c, const LoraConfig *lora, int B, int T,
     e->total = load > e->total ? load : e->total;
 }
 
+void memory_estimate_ranks(MemoryEstimate *e, const TrainOptions *o) {
+    if (!o->zero || o->world_size <= 1) return;
+    uint64_t shard = (e->optimizer + (uint64_t)o->world_size - 1) / (uint64_t)o->world_size;
+    e->total -= e->optimizer - shard;
+    e->optimizer = shard;
+}
+
 /* The config the run will train, read without loading any weights. */
 static bool run_config(const TrainOptions *o, ModelConfig *c) {
     if (o->resume && !o->use_lora) {
@@ -78,22 +85,27 @@ static bool train_memory_estimate(const TrainOptions *o, MemoryEstimate *e) {
     /* --seq 0 means the model's seq_len; a longer --seq is refused later, so it is sized at seq_len */
     int T = o->seq > 0 && o->seq < c.seq_len ? (int)o->seq : c.seq_len;
     memory_estimate(&c, o->use_lora ? &o->lora : NULL, (int)o->batch, T, o->bf16, e);
+    memory_estimate_ranks(e, o);
     return true;
 }
 
 int train_memory_check(const TrainOptions *o, MemoryEstimate *e, NfError *err) {
-    if (!train_memory_estimate(o, e) || o->max_memory == 0 || e->total <= o->max_memory) return 0;
-    char total[32], budget[32], state[32], acts[32], other[32];
+    /* the ranks of a run on one machine share its memory: each must fit its share of the budget */
+    uint64_t ranks = o->ranks_here > 1 ? (uint64_t)o->ranks_here : 1;
+    if (!train_memory_estimate(o, e) || o->max_memory == 0 || e->total * ranks <= o->max_memory) return 0;
+    char total[32], budget[32], state[32], acts[32], other[32], here[64] = "";
+    if (ranks > 1)
+        snprintf(here, sizeof here, " for each of the %llu ranks on this machine", (unsigned long long)ranks);
     budget_format(e->total, total, sizeof total);
     budget_format(o->max_memory, budget, sizeof budget);
     budget_format(e->weights + e->grads + e->optimizer, state, sizeof state);
     budget_format(e->activations, acts, sizeof acts);
     budget_format(e->base + e->bf16 + e->runtime, other, sizeof other);
     return nf_fail(err, NF_ERR_MEMORY,
-                   "this run needs about %s (weights, gradients and AdamW state %s, activations %s, other %s), more "
-                   "than the memory budget of %s (--max-memory, default 80%% of this machine's memory): use a "
-                   "smaller model, --batch or --seq, or a larger --max-memory",
-                   total, state, acts, other, budget);
+                   "this run needs about %s%s (weights, gradients and AdamW state %s, activations %s, other %s), "
+                   "more than the memory budget of %s (--max-memory, default 80%% of this machine's memory): use a "
+                   "smaller model, --batch or --seq, fewer ranks, --zero 1, or a larger --max-memory",
+                   total, here, state, acts, other, budget);
 }
 
 /* A number from a file's first line ("max" and anything else: 0). */

@@ -35,6 +35,9 @@ typedef struct {
  * for full training. */
 void memory_estimate(const ModelConfig *c, const LoraConfig *lora, int B, int T, bool bf16, MemoryEstimate *e);
 
+/* One rank's estimate: --zero 1 leaves it its shard of AdamW's m and v (1 / world_size). */
+void memory_estimate_ranks(MemoryEstimate *e, const TrainOptions *o);
+
 /* Refuses (NF_ERR_MEMORY, naming --max-memory, the estimate and the budget)
  * a run whose estimate exceeds o->max_memory (0: no limit). *e gets the
  * estimate (zero when unknown). */

@@ -4,7 +4,9 @@
  *
  * One parse serves two callers: cmd_train runs what it parsed, and the
  * dashboard (train_command_check) asks the same code for a verdict on a
- * run's command line before it starts one. */
+ * run's command line before it starts one. With --processes N > 1 and no
+ * MPI launcher above it, cmd_train trains nothing itself: launch.c starts
+ * the N ranks through mpirun, with the same words. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include "commands.h"
 #include "fileio.h"
 #include "json_parse.h"
+#include "launch.h"
 #include "model_open.h"
 #include "tokenizer.h"
 #include "train.h"
@@ -23,8 +26,8 @@
 /* The flags whose values are not TrainOptions fields as they stand; the table
  * (train_options.c) gives each its default. */
 typedef struct {
-    const char *config_path, *schedule, *dtype, *max_memory, *lora_targets, *arch;
-    int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len, lora_rank, threads, head_dim;
+    const char *config_path, *schedule, *dtype, *max_memory, *lora_targets, *arch, *hostfile;
+    int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len, lora_rank, threads, head_dim, processes;
     bool separate_classifier;
     double lora_alpha, lora_dropout, rope_theta, rms_norm_eps;
 } TrainFlagValues;
@@ -101,6 +104,8 @@ static int read_flags(TrainCommand *c, int argc, char **argv, NfError *err) {
         [TO_ZERO] = &o->zero,
         [TO_DIST_TIMEOUT] = &o->dist_timeout,
         [TO_OVERLAP] = &o->overlap,
+        [TO_PROCESSES] = &v->processes,
+        [TO_HOSTFILE] = &v->hostfile,
         [TO_MAX_MEMORY] = &v->max_memory,
         [TO_TOKENIZER] = &o->tokenizer,
     };
@@ -235,6 +240,9 @@ static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) 
             return nf_fail(err, NF_ERR_IO, "cannot open tokenizer '%s'", o->tokenizer);
         o->tokenizer = c->tokenizer_abs;
     }
+    /* a launcher's ranks (--processes): the dashboard's check sizes each rank's share of the machine */
+    o->world_size = v->processes > 1 ? (int)v->processes : 1;
+    o->ranks_here = v->processes > 1 && !v->hostfile ? (int)v->processes : 1;
     json_init(&c->options);
     args_to_json(c->table.specs, TRAIN_OPTION_COUNT, &c->options, NULL);
     o->options_json = c->options.data;
@@ -243,12 +251,20 @@ static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) 
     return 0;
 }
 
-/* Parses and checks train's command line into c; ARGS_OK, ARGS_HELP (help printed) or ARGS_ERROR. */
-static int train_command_parse(TrainCommand *c, int argc, char **argv, NfError *err) {
+static LaunchOptions launch_options(const TrainCommand *c) {
+    return (LaunchOptions){.processes = (int)c->v.processes, .hostfile = c->v.hostfile, .threads = (int)c->v.threads};
+}
+
+/* Parses and checks train's command line into c; ARGS_OK, ARGS_HELP (help printed) or ARGS_ERROR.
+ * mpi_size: the ranks mpirun started this process among, 0 when no launcher did. */
+static int train_command_parse(TrainCommand *c, int argc, char **argv, int mpi_size, NfError *err) {
     memset(c, 0, sizeof *c);
     int parsed = read_flags(c, argc, argv, err);
     if (parsed != ARGS_OK) return parsed;
-    if (check_flag_combinations(c, err) != 0 || derive_options(c, argc, argv, err) != 0) return ARGS_ERROR;
+    LaunchOptions launch = launch_options(c);
+    if (check_flag_combinations(c, err) != 0 || launch_check(&launch, mpi_size, err) != 0 ||
+        derive_options(c, argc, argv, err) != 0)
+        return ARGS_ERROR;
     return ARGS_OK;
 }
 
@@ -296,10 +312,13 @@ int cmd_train(int argc, char **argv, NfOut *out) {
     if (dist_init(&dist, &err) != 0) return emit_error(out, &err);
     join_ranks(&dist, out);
     TrainCommand c;
-    int parsed = train_command_parse(&c, argc, argv, &err);
+    int parsed = train_command_parse(&c, argc, argv, dist.mpi ? dist.size : 0, &err);
     /* every rank parses the same words, but a --config or --tokenizer file may be missing on one host only */
     int status = dist_settle(&dist, out, parsed == ARGS_ERROR, &err);
-    if (status == 0 && parsed == ARGS_OK) {
+    if (status == 0 && parsed == ARGS_OK && !dist.mpi && c.v.processes > 1) {
+        LaunchOptions launch = launch_options(&c); /* no MPI here: dist_init found no launcher */
+        status = launch_train(&launch, argc, argv, out);
+    } else if (status == 0 && parsed == ARGS_OK) {
         nf_set_threads((int)c.v.threads);
         if (dist_watch(&dist, out, c.o.dist_timeout, &err) != 0)
             status = emit_error(out, &err);
@@ -313,7 +332,7 @@ int cmd_train(int argc, char **argv, NfOut *out) {
 
 int train_command_check(int argc, char **argv, NfError *err) {
     TrainCommand c;
-    int parsed = train_command_parse(&c, argc, argv, err);
+    int parsed = train_command_parse(&c, argc, argv, 0, err); /* serve is no rank */
     int rc = parsed == ARGS_ERROR ? -1 : parsed == ARGS_OK ? check_before_start(&c, err) : 0;
     train_command_free(&c);
     return rc;

@@ -15,7 +15,9 @@
 #include "util.h"
 
 #define WATCH_PERIOD_MS 250
-#define CHUNK_FLOATS    (1 << 28) /* the most one MPI call moves: counts are ints */
+/* The most one MPI call moves: MPI's counts are ints, and a reduction's
+ * temporary buffers (Open MPI allocates them per call) stay this small. */
+#define CHUNK_FLOATS (1 << 22)
 
 bool dist_launched(void) {
     /* Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE; srun and other PMIx launchers PMIX_RANK */
@@ -163,6 +165,12 @@ int dist_watch(Dist *d, NfOut *out, double timeout_s, NfError *err) {
     return 0;
 }
 
+int dist_ranks_here(const Dist *d) {
+    int n = 0;
+    for (int r = 0; r < d->size; r++) n += d->size > 1 && d->peer_local[r];
+    return n > 0 ? n : 1;
+}
+
 void dist_set_step(Dist *d, int64_t step) {
     if (!d->mpi) return;
     pthread_mutex_lock(&d->lock);
@@ -298,7 +306,20 @@ void dist_shards_free(DistShards *s) {
 int dist_reduce_scatter(Dist *d, float *x, const DistShards *s, NfError *err) {
     if (d->size <= 1) return 0;
     wait_begin(d, "the gradients");
-    int rc = MPI_Reduce_scatter(MPI_IN_PLACE, x, s->counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    /* rank r's slice summed onto rank r, a chunk at a time: one MPI_Reduce_scatter call allocates temporaries
+     * as large as the whole buffer, which would eat what the shards save */
+    int rc = MPI_SUCCESS;
+    for (int r = 0; rc == MPI_SUCCESS && r < d->size; r++) {
+        float *slice = x + s->displs[r];
+        for (int at = 0; rc == MPI_SUCCESS && at < s->counts[r]; at += CHUNK_FLOATS) {
+            int count = s->counts[r] - at < CHUNK_FLOATS ? s->counts[r] - at : CHUNK_FLOATS;
+            rc = MPI_Reduce(r == d->rank ? MPI_IN_PLACE : slice + at, slice + at, count, MPI_FLOAT, MPI_SUM, r,
+                            MPI_COMM_WORLD);
+        }
+    }
+    /* this rank's sum first in x, where the optimizer reads its part */
+    if (rc == MPI_SUCCESS && s->displs[d->rank] > 0)
+        memmove(x, x + s->displs[d->rank], (size_t)s->counts[d->rank] * sizeof *x);
     wait_end(d);
     return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "summing the gradients (reduce-scatter)", err);
 }

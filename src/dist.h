@@ -24,8 +24,6 @@
 #include "error.h"
 #include "protocol.h"
 
-#define NF_ERR_DIST "distributed" /* a rank was lost or hung, or MPI failed */
-
 typedef struct {
     int rank, size;
     bool mpi; /* MPI was initialized (mpirun launched this process) */
@@ -53,6 +51,8 @@ int dist_init(Dist *d, NfError *err);
 int dist_watch(Dist *d, NfOut *out, double timeout_s, NfError *err);
 /* The step the messages of a lost rank name. */
 void dist_set_step(Dist *d, int64_t step);
+/* How many ranks run on this machine (this one included). */
+int dist_ranks_here(const Dist *d);
 /* Ends the run: a barrier (every rank got here), the watchdog stopped, MPI finalized. */
 void dist_finalize(Dist *d);
 

@@ -18,6 +18,7 @@
 #define NF_ERR_MEMORY     "out_of_memory"
 #define NF_ERR_CHECKPOINT "bad_checkpoint"    /* corrupt, truncated or mismatched checkpoint */
 #define NF_ERR_TRAINING   "training_diverged" /* NaN or infinite loss */
+#define NF_ERR_DIST       "distributed"       /* train under mpirun: a rank lost or hung, or MPI failed */
 
 typedef struct {
     const char *code;  /* one of the NF_ERR_* strings */

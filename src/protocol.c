@@ -1,9 +1,13 @@
-/* protocol.c — writing NDJSON lines and stderr logs. */
+/* protocol.c — writing NDJSON lines and stderr logs; reading a child's lines. */
 #include "protocol.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "util.h"
 
 void msg_begin(JsonBuf *j, const char *type) {
     json_init(j);
@@ -25,12 +29,8 @@ static void note_stderr(NfOut *out) {
     out->noted = true;
 }
 
-static void emit_line(NfOut *out, JsonBuf *j) {
-    json_object_end(j);
-    /* Out of memory while building: say so rather than print a partial object. */
-    static const char oom[] = "{\"type\":\"error\",\"code\":\"out_of_memory\",\"message\":\"cannot build message\"}";
-    const char *line = j->failed ? oom : j->data;
-    size_t len = j->failed ? sizeof oom - 1 : j->len;
+/* One whole line onto the stream (msg_emit's, and msg_relay's for another process's lines). */
+static void put_line(NfOut *out, const char *line, size_t len) {
     if (!out->closed && !write_line(out->stream, line, len)) {
         /* nobody reads stdout any more (the dashboard died: EPIPE, with SIGPIPE
          * ignored): keep every message, on stderr, which a dashboard run
@@ -39,6 +39,16 @@ static void emit_line(NfOut *out, JsonBuf *j) {
         note_stderr(out);
     }
     if (out->closed || out->tee) write_line(stderr, line, len);
+}
+
+static void emit_line(NfOut *out, JsonBuf *j) {
+    json_object_end(j);
+    /* Out of memory while building: say so rather than print a partial object. */
+    static const char oom[] = "{\"type\":\"error\",\"code\":\"out_of_memory\",\"message\":\"cannot build message\"}";
+    if (j->failed)
+        put_line(out, oom, sizeof oom - 1);
+    else
+        put_line(out, j->data, j->len);
     json_free(j);
 }
 
@@ -47,6 +57,41 @@ void msg_emit(NfOut *out, JsonBuf *j) {
         json_free(j);
     else
         emit_line(out, j);
+}
+
+void msg_relay(NfOut *out, const char *line, size_t len) { put_line(out, line, len); }
+
+void line_reader_init(LineReader *r) { memset(r, 0, sizeof *r); }
+
+void line_reader_free(LineReader *r) {
+    free(r->buf);
+    r->buf = NULL;
+}
+
+ssize_t line_reader_read(LineReader *r, int fd, void (*on_line)(void *ctx, const char *line, size_t len), void *ctx) {
+    if (!r->buf && !(r->buf = malloc(r->cap = 65536))) return -1;
+    if (r->len == r->cap) {
+        if (r->cap >= NF_LINE_MAX) { /* a line this long is dropped: no message of ours is */
+            r->overlong = true;
+            r->len = 0;
+        } else if (!nf_grow((void **)&r->buf, &r->cap, r->cap + 1, 1, r->cap)) { /* doubles */
+            return -1;
+        }
+    }
+    ssize_t n;
+    while ((n = read(fd, r->buf + r->len, r->cap - r->len)) < 0 && errno == EINTR) {
+    }
+    if (n <= 0) return n;
+    size_t start = 0, end = r->len + (size_t)n;
+    for (size_t i = r->len; i < end; i++)
+        if (r->buf[i] == '\n') {
+            if (!r->overlong && i > start) on_line(ctx, r->buf + start, i - start);
+            r->overlong = false;
+            start = i + 1;
+        }
+    memmove(r->buf, r->buf + start, end - start);
+    r->len = end - start;
+    return n;
 }
 
 void msg_tee_stderr(NfOut *out) {

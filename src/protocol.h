@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "args.h"
 #include "error.h"
@@ -44,6 +45,25 @@ void msg_begin(JsonBuf *j, const char *type);
 /* Closes the object, writes it as one line and frees the buffer. A line
  * stdout refuses goes to stderr, and so does every later one (out->closed). */
 void msg_emit(NfOut *out, JsonBuf *j);
+
+/* Writes a whole line (without its newline) that another process wrote, as
+ * msg_emit writes its own: the launcher relays rank 0's stream (launch.h). */
+void msg_relay(NfOut *out, const char *line, size_t len);
+
+/* The lines a child writes to a pipe, as they arrive (runner.c reads a run's
+ * stream, launch.c mpirun's): a partial line is kept until its newline. */
+#define NF_LINE_MAX (16u << 20) /* a longer line is dropped */
+typedef struct {
+    char *buf;
+    size_t cap, len;
+    bool overlong; /* the line being read is dropped */
+} LineReader;
+void line_reader_init(LineReader *r);
+/* One read of fd; each whole, non-empty line (without its newline) goes to
+ * on_line. Returns what read returned (EINTR retried): 0 at the end, -1 on
+ * an error, also when out of memory. */
+ssize_t line_reader_read(LineReader *r, int fd, void (*on_line)(void *ctx, const char *line, size_t len), void *ctx);
+void line_reader_free(LineReader *r);
 
 /* From now on every message also goes to stderr (after NF_STDERR_NOTE):
  * train's last messages when it stops on a signal its supervisor may have

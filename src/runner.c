@@ -21,7 +21,6 @@
 #include "util.h"
 
 #define MAX_ARGS 128
-#define MAX_LINE (16u << 20)
 
 int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err) {
     memset(r, 0, sizeof *r);
@@ -139,8 +138,15 @@ static void store_line(Store *s, int64_t run_id, const char *line, size_t len, S
     json_value_free(&v);
 }
 
-/* One line of the child's stdout: stored, and the run's status moved on. */
-static void take_line(Job *job, const char *line, size_t len, Seen *seen) {
+typedef struct {
+    Job *job;
+    Seen *seen;
+} LineTaker;
+
+/* One line of the child's stdout (ctx: a LineTaker): stored, and the run's status moved on. */
+static void take_line(void *ctx, const char *line, size_t len) {
+    Job *job = ((LineTaker *)ctx)->job;
+    Seen *seen = ((LineTaker *)ctx)->seen;
     Store *s = job->runner->store;
     store_line(s, job->run_id, line, len, seen);
     if (strcmp(seen->type, "restart") == 0)
@@ -189,34 +195,12 @@ static void *job_thread(void *arg) {
     }
     store_run_started(s, job->run_id, pid);
     launch_done(job);
-    /* lines of stdout, a partial one kept until its newline arrives */
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    bool overlong = false;
-    for (;;) {
-        if (!buf) break;
-        if (len == cap) {
-            if (cap >= MAX_LINE) { /* a line this long is dropped, not stored */
-                overlong = true;
-                len = 0;
-            } else {
-                if (!nf_grow((void **)&buf, &cap, cap + 1, 1, cap)) break; /* doubles */
-            }
-        }
-        ssize_t n = read(out[0], buf + len, cap - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        size_t start = 0, end = len + (size_t)n;
-        for (size_t i = len; i < end; i++)
-            if (buf[i] == '\n') {
-                if (!overlong && i > start) take_line(job, buf + start, i - start, &seen);
-                overlong = false;
-                start = i + 1;
-            }
-        memmove(buf, buf + start, end - start);
-        len = end - start;
+    LineTaker taker = {job, &seen};
+    LineReader lines;
+    line_reader_init(&lines);
+    while (line_reader_read(&lines, out[0], take_line, &taker) > 0) {
     }
-    free(buf);
+    line_reader_free(&lines);
     close(out[0]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {

@@ -303,6 +303,7 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_int(&j, "activation_bytes", (int64_t)activations_bytes(&t->config, lc, (int)o->batch, (int)o->seq));
     MemoryEstimate memory;
     memory_estimate(&t->config, lc, (int)o->batch, (int)o->seq, o->bf16, &memory);
+    memory_estimate_ranks(&memory, o);
     json_int(&j, "memory_bytes", (int64_t)memory.total);
     json_int(&j, "max_memory", (int64_t)o->max_memory);
     if (o->resume) json_changed_flags(&j, stored_options ? stored_options : "{}", o->options_json);
@@ -827,6 +828,8 @@ int train_run(TrainOptions *o, Dist *dist, NfOut *out) {
     RunLoop l = {.signalled = 0};
     train_block_stop_signals(&l.stop);
     if (dist->size == 1) o->zero = 0; /* one process holds the whole state anyway */
+    o->world_size = dist->size;
+    o->ranks_here = dist_ranks_here(dist);
     int status = 0;
     for (;;) {
         NfError err = {0};

@@ -118,6 +118,13 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
                          .help = "under mpirun: seconds one rank may wait for the others before the job stops as hung"},
     [TO_OVERLAP] = {"overlap", INT(0, 1), .def = "0",
                     .help = "under mpirun: 1 = sum each layer's gradients over the ranks while backward goes on"},
+    /* the launcher (launch.h): this process starts the ranks through mpirun */
+    [TO_PROCESSES] = {"processes", INT(0, 1024), .def = "0",
+                      .help = "N > 1: run as N data-parallel ranks, started through mpirun; 0 = this process (or, "
+                              "under mpirun, its ranks)",
+                      .group = "batches", D},
+    [TO_HOSTFILE] = {"hostfile", ARG_STRING,
+                     .help = "with --processes: mpirun's hostfile, to place the ranks on several machines"},
     [TO_MAX_MEMORY] = {"max-memory", ARG_STRING, .def_text = "80% of the machine's memory",
                        .help = "refuse a run estimated to need more memory than SIZE (8G, 512M; none = no limit)",
                        .syntax = "size"},

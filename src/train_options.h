@@ -70,6 +70,8 @@ typedef enum {
     TO_ZERO,
     TO_DIST_TIMEOUT,
     TO_OVERLAP,
+    TO_PROCESSES,
+    TO_HOSTFILE,
     TO_MAX_MEMORY,
     TO_TOKENIZER,
     TRAIN_OPTION_COUNT

@@ -971,7 +971,9 @@ VIEWS.dashboard = (() => {
     const [label, text] = bannerText(run, st);
     banner.dataset.label = label;
     tid('status-text').textContent = text;
-    tid('dashboard-run').textContent = `run ${run.id}`;
+    // a run of several data-parallel processes (train --processes, or mpirun): init's world size
+    const world = st.init && st.init.world_size > 1 ? st.init.world_size : 0;
+    tid('dashboard-run').textContent = `run ${run.id}${world ? ` · ${world} processes` : ''}`;
     start.disabled = active;
     stop.disabled = !active;
     resume.disabled = active || !run.resumable;

@@ -600,6 +600,32 @@ async function main() {
     await api('DELETE', `/api/projects/${proj.id}`);
   });
 
+  await step('two_processes_from_the_form', async () => {
+    // processes = 2 in the Config form: the run is a train --processes 2 launcher; the run view shows
+    // init's world size, and Stop ends it "stopped" with a checkpoint.
+    const proj = await api('POST', '/api/projects', { name: 'two ranks', tokenizer: 'builtin:bytes',
+      options: { dim: 32, n_layers: 1, n_heads: 2, seq_len: 64, steps: 1000000, batch: 4 } });
+    await api('POST', `/api/projects/${proj.id}/uploads?name=corpus.txt`, fs.readFileSync(corpus), 'application/octet-stream');
+    const tok = await api('POST', `/api/projects/${proj.id}/tokenize`, { upload: 'corpus.txt' });
+    await waitFor(async () => (await apiGet(`/api/runs/${tok.id}`)).status === 'done', 'the two-rank project tokenized', 60000);
+    await page.goto(`${base}/#/p/${proj.id}/config`);
+    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    await waitFor(async () => (await text('config-project')) === 'two ranks', 'the two-rank project in the form', 10000);
+    await T('opt-processes').fill('2');
+    await T('config-save').click();
+    await T('config-saved').waitFor({ state: 'visible', timeout: 10000 });
+    assert((await apiGet(`/api/projects/${proj.id}`)).options.processes === 2, 'processes not saved');
+    await nav('dashboard');
+    await T('btn-start').click();
+    await waitFor(async () => /· 2 processes$/.test(await text('dashboard-run')), 'the run view to show 2 processes', 60000);
+    await shot('dashboard-two-processes');
+    await T('btn-stop').click();
+    await waitFor(async () => (await bannerStatus()) === 'stopped', 'the two-rank run stopped', 60000);
+    const run = await currentRun();
+    assert(run.checkpoint && run.final && run.final.reason === 'interrupted', `stopped run: ${JSON.stringify(run)}`);
+    await api('DELETE', `/api/projects/${proj.id}`);
+  });
+
   await step('hf_directory_project_chats', async () => {
     // A Hugging Face model directory put into models/ by hand shows up as a base model, brings its own
     // tokenizer, and the Generate view's Chat mode sends the conversation as a generate --chat run.
