@@ -20,7 +20,7 @@ struct GradSync {
     MPI_Comm comm; /* the thread's own: collectives of two threads must not share one */
     float *grads;
     const DistShards *shards; /* --zero 1's; NULL: all-reduce */
-    float *shard_sum;         /* --zero 1: this rank's shard of the sum, apart (MPI forbids overlapping buffers) */
+    Piece *by_offset;         /* --zero 1: the pieces in layout order, to gather the shard's sums (finish) */
     int *counts;              /* --zero 1: (size) one call's part of each rank */
     Piece *pieces;            /* bucket after bucket: layer L-1 (and the classifier), ..., layer 0, the embedding */
     int n_pieces, n_layers;
@@ -82,7 +82,8 @@ static int plan(GradSync *s, size_t n, const ParamSegment *seg, int n_seg, int L
     return 0;
 }
 
-/* Sums grads[offset, offset + count) over the ranks: in place, or this rank's part of it into shard_sum. */
+/* Sums grads[offset, offset + count) over the ranks in place; under --zero 1 only this rank's part of it, which
+ * lands at grads + offset (MPI_IN_PLACE's rule) until shard_gather moves it. */
 static int sum_run(GradSync *s, size_t offset, size_t count) {
     if (!s->shards) return MPI_Allreduce(MPI_IN_PLACE, s->grads + offset, (int)count, MPI_FLOAT, MPI_SUM, s->comm);
     const DistShards *sh = s->shards;
@@ -92,8 +93,7 @@ static int sum_run(GradSync *s, size_t offset, size_t count) {
         size_t a = offset > lo ? offset : lo, b = end < hi ? end : hi;
         s->counts[r] = b > a ? (int)(b - a) : 0;
     }
-    float *mine = s->counts[s->d->rank] > 0 ? s->shard_sum + (offset > sh->lo ? offset - sh->lo : 0) : s->shard_sum;
-    return MPI_Reduce_scatter(s->grads + offset, mine, s->counts, MPI_FLOAT, MPI_SUM, s->comm);
+    return MPI_Reduce_scatter(MPI_IN_PLACE, s->grads + offset, s->counts, MPI_FLOAT, MPI_SUM, s->comm);
 }
 
 static int sum_piece(GradSync *s, const Piece *p) {
@@ -101,6 +101,27 @@ static int sum_piece(GradSync *s, const Piece *p) {
     for (size_t at = 0; rc == MPI_SUCCESS && at < p->count; at += CALL_FLOATS)
         rc = sum_run(s, p->offset + at, p->count - at < CALL_FLOATS ? p->count - at : CALL_FLOATS);
     return rc;
+}
+
+/* --zero 1, every piece summed: this rank's part of each call's sum, at the call's offset, moved to its place in
+ * the shard at grads[0 ...). In layout order each part moves down (to offset - lo at most) and lands before the
+ * next call's offset, so no move overwrites a part still to move: one extra buffer the size of the shard
+ * would have cost half of what --zero 1 saves. */
+static void shard_gather(GradSync *s) {
+    size_t lo = s->shards->lo, hi = s->shards->hi;
+    for (int i = 0; i < s->n_pieces; i++) {
+        const Piece *p = &s->by_offset[i];
+        for (size_t at = p->offset; at < p->offset + p->count; at += CALL_FLOATS) {
+            size_t end = p->offset + p->count - at < CALL_FLOATS ? p->offset + p->count : at + CALL_FLOATS;
+            size_t a = at > lo ? at : lo, b = end < hi ? end : hi;
+            if (b > a) memmove(s->grads + (a - lo), s->grads + at, (b - a) * sizeof *s->grads);
+        }
+    }
+}
+
+static int by_offset(const void *a, const void *b) {
+    size_t x = ((const Piece *)a)->offset, y = ((const Piece *)b)->offset;
+    return x < y ? -1 : x > y;
 }
 
 static void *sync_main(void *arg) {
@@ -144,10 +165,14 @@ GradSync *grad_sync_create(Dist *d, float *grads, size_t n, const ParamSegment *
     }
     MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
     if (plan(s, n, seg, n_seg, n_layers, err) != 0 ||
-        (shards && (!(s->shard_sum = nf_alloc_array(shards->hi - shards->lo + 1, sizeof(float), err)) ||
+        (shards && (!(s->by_offset = nf_alloc_array((size_t)s->n_pieces, sizeof *s->by_offset, err)) ||
                     !(s->counts = nf_alloc_array((size_t)d->size, sizeof(int), err))))) {
         grad_sync_free(s);
         return NULL;
+    }
+    if (shards) {
+        memcpy(s->by_offset, s->pieces, (size_t)s->n_pieces * sizeof *s->pieces);
+        qsort(s->by_offset, (size_t)s->n_pieces, sizeof *s->by_offset, by_offset);
     }
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->work, NULL);
@@ -190,7 +215,7 @@ int grad_sync_finish(GradSync *s, double *waited_ms, double *busy_ms, NfError *e
     dist_wait_end(s->d);
     *waited_ms = nf_now_ms() - start;
     if (rc != MPI_SUCCESS) return dist_mpi_failed(rc, "summing the gradients", err);
-    if (s->shards) memcpy(s->grads, s->shard_sum, (s->shards->hi - s->shards->lo) * sizeof *s->grads);
+    if (s->shards) shard_gather(s);
     return 0;
 }
 
@@ -211,7 +236,7 @@ void grad_sync_free(GradSync *s) {
     if (s->comm != MPI_COMM_NULL) MPI_Comm_free(&s->comm);
     free(s->pieces);
     free(s->bucket_end);
-    free(s->shard_sum);
+    free(s->by_offset);
     free(s->counts);
     free(s);
 }
