@@ -103,6 +103,7 @@ static int read_flags(TrainCommand *c, int argc, char **argv, NfError *err) {
         [TO_THREADS] = &v->threads,
         [TO_ZERO] = &o->zero,
         [TO_DIST_TIMEOUT] = &o->dist_timeout,
+        [TO_OVERLAP] = &o->overlap,
         [TO_PROCESSES] = &v->processes,
         [TO_HOSTFILE] = &v->hostfile,
         [TO_MAX_MEMORY] = &v->max_memory,

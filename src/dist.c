@@ -342,3 +342,8 @@ int dist_gather_to_root(Dist *d, const float *mine, float *full, const DistShard
     wait_end(d);
     return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "gathering the optimizer state", err);
 }
+
+/* for grad_sync.c, which makes its collectives on a thread of its own */
+void dist_wait_begin(Dist *d, const char *what) { wait_begin(d, what); }
+void dist_wait_end(Dist *d) { wait_end(d); }
+int dist_mpi_failed(int rc, const char *what, NfError *err) { return mpi_failed(rc, what, err); }

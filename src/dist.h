@@ -56,6 +56,12 @@ int dist_ranks_here(const Dist *d);
 /* Ends the run: a barrier (every rank got here), the watchdog stopped, MPI finalized. */
 void dist_finalize(Dist *d);
 
+/* The watchdog's clock for a wait outside these functions (grad_sync.c's): what names what the ranks exchange. */
+void dist_wait_begin(Dist *d, const char *what);
+void dist_wait_end(Dist *d);
+/* An MPI return code rc != MPI_SUCCESS as an NF_ERR_DIST error ("<what> failed: <MPI's text>"); returns -1. */
+int dist_mpi_failed(int rc, const char *what, NfError *err);
+
 /* x[i] = the sum of every rank's x[i] (in place). */
 int dist_sum_floats(Dist *d, float *x, size_t n, const char *what, NfError *err);
 int dist_sum_doubles(Dist *d, double *x, int n, const char *what, NfError *err);

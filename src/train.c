@@ -36,6 +36,7 @@
 #include "budget.h"
 #include "checkpoint.h"
 #include "data.h"
+#include "grad_sync.h"
 #include "json_parse.h"
 #include "model_open.h"
 #include "params.h"
@@ -72,6 +73,7 @@ typedef struct {
     NfOut *out;
     Dist *dist;        /* the ranks of this run (one, without mpirun) */
     DistShards shards; /* --zero 1: this rank's part [lo, hi) of params, the part its adam_m / adam_v hold */
+    GradSync *sync;    /* --overlap 1 on several ranks: the gradients summed during backward; else NULL */
     ModelConfig config;
     size_t n_params;                         /* trainable floats: the whole model, or the LoRA adapters */
     float *params, *grads, *adam_m, *adam_v; /* (n_params) each; --zero 1: adam_m, adam_v (shard) */
@@ -544,15 +546,24 @@ static int setup_run(Trainer *t, TrainOptions *o, Checkpoint *ck, NfError *err) 
     return 0;
 }
 
-/* What one optimizer step did. */
+/* --overlap 1 on several ranks: the bucketed gradient sums' thread (a collective, after setup_run succeeded
+ * everywhere). */
+static int setup_overlap(Trainer *t, NfError *err) {
+    if (!t->o->overlap || t->dist->size <= 1) return 0;
+    t->sync = grad_sync_create(t->dist, t->grads, t->n_params, t->seg, t->n_seg, t->config.n_layers,
+                               t->o->zero ? &t->shards : NULL, err);
+    return t->sync ? 0 : -1;
+}
+
+/* What one optimizer step did; comm_ms and comm_busy_ms: see the `step` message (docs/protocol.md). */
 typedef struct {
-    double loss, lr, norm;
+    double loss, lr, norm, comm_ms, comm_busy_ms;
 } StepResult;
 
 /* One micro-batch's forward and backward (global index micro of the step's accum x N): its mean loss, NaN when
  * every target is masked (no gradient then). *counted_step: the targets counted so far this step on this rank (the
  * first backward writes the gradients, the others add: no zeroing pass). */
-static double train_micro_batch(Trainer *t, int64_t step, int micro, int counted, int64_t *counted_step) {
+static double train_micro_batch(Trainer *t, int64_t step, int micro, bool last, int counted, int64_t *counted_step) {
     const TrainOptions *o = t->o;
     int B = (int)o->batch, T = (int)o->seq;
     if (counted == 0) return NAN;
@@ -561,21 +572,34 @@ static double train_micro_batch(Trainer *t, int64_t step, int micro, int counted
     float scale =
         t->data.train_masked ? (float)((double)counted / (double)(B * T)) : 1.0f / (float)(o->accum * t->dist->size);
     double loss = model_forward(&t->net, &t->acts, t->tokens, t->targets, scale, dropout_key);
+    /* this rank's last micro-batch leaves each layer's gradients done as backward passes it */
+    t->g.layer_done = last && t->sync ? grad_sync_layer_done : NULL;
+    t->g.layer_ctx = t->sync;
     model_backward(&t->net, &t->g, *counted_step == 0 ? NF_SET : NF_ADD, &t->acts, t->tokens);
+    t->g.layer_done = NULL;
     *counted_step += counted;
     return loss;
 }
 
-/* The gradients summed over the ranks, the AdamW step (each rank its shard under --zero 1, then the weights
+/* The gradients summed over the ranks: by the buckets started during backward (--overlap 1), or now in one call.
+ * Times it in r (comm_ms, comm_busy_ms). */
+static int sum_gradients(Trainer *t, StepResult *r, NfError *err) {
+    if (t->dist->size <= 1) return 0;
+    if (t->sync) return grad_sync_finish(t->sync, &r->comm_ms, &r->comm_busy_ms, err);
+    double start = nf_now_ms();
+    int rc = t->o->zero ? dist_reduce_scatter(t->dist, t->grads, &t->shards, err)
+                        : dist_sum_floats(t->dist, t->grads, t->n_params, "the gradients", err);
+    r->comm_ms = r->comm_busy_ms = nf_now_ms() - start;
+    return rc;
+}
+
+/* The AdamW step on the gradients summed over the ranks (each rank its shard under --zero 1, then the weights
  * gathered), with the step's target count (counted_step, every rank's) for masked data. Returns the norm. */
 static int update_weights(Trainer *t, int64_t step, double counted_step, double *norm, NfError *err) {
     const TrainOptions *o = t->o;
     int B = (int)o->batch, T = (int)o->seq;
     Dist *d = t->dist;
     size_t lo = t->shards.lo, hi = t->shards.hi;
-    if (o->zero ? dist_reduce_scatter(d, t->grads, &t->shards, err) != 0
-                : dist_sum_floats(d, t->grads, t->n_params, "the gradients", err) != 0)
-        return -1;
     /* grads now holds the sum: all of it, or this rank's shard at grads[0 ...) */
     if (t->data.train_masked && counted_step > 0)
         grad_multiply(t->grads, hi - lo, (float)((double)(B * T) / counted_step));
@@ -617,7 +641,7 @@ static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
         batch_sampler_next(&t->sampler, &t->data, B, T, t->tokens, t->targets);
         if (micro < first || micro >= end) continue;
         int counted = masked ? model_counted_targets(t->targets, B * T) : B * T;
-        double micro_loss = train_micro_batch(t, step, micro, counted, &counted_step);
+        double micro_loss = train_micro_batch(t, step, micro, micro == end - 1, counted, &counted_step);
         if (counted > 0) sums[0] += masked ? micro_loss * counted : micro_loss / (double)micros;
         JsonBuf j;
         msg_begin(&j, "batch");
@@ -629,6 +653,7 @@ static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
         msg_emit(t->out, &j);
     }
     if (counted_step == 0) nf_zero(t->grads, t->n_params); /* every target masked: no backward ran */
+    if (sum_gradients(t, r, err) != 0) return -1;
     sums[1] = (double)counted_step;
     if (dist_sum_doubles(t->dist, sums, 2, "the step's loss", err) != 0) return -1;
     double loss = masked ? (sums[1] > 0 ? sums[0] / sums[1] : NAN) : sums[0];
@@ -644,7 +669,9 @@ static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
     t->step = step;
     t->last_loss = loss;
     t->tokens_seen += (int64_t)B * T * micros;
-    *r = (StepResult){loss, lr_at(&o->optim, step), norm};
+    r->loss = loss;
+    r->lr = lr_at(&o->optim, step);
+    r->norm = norm;
     return 0;
 }
 
@@ -664,6 +691,10 @@ static double emit_step(const Trainer *t, const StepResult *r, double ms, double
     json_number(&j, "ms", ms);
     json_number(&j, "tok_s", tok_s);
     json_number(&j, "tflops", ms > 0 ? flops * tokens / (ms / 1000.0) / 1e12 : 0.0);
+    if (t->dist->size > 1) {
+        json_number(&j, "comm_ms", r->comm_ms);
+        json_number(&j, "comm_busy_ms", r->comm_busy_ms);
+    }
     if (o->shuffle) json_int(&j, "epoch", t->sampler.epoch);
     msg_emit(t->out, &j);
     return tok_s;
@@ -746,6 +777,7 @@ static void trainer_free(Trainer *t) {
     free(t->base_copy);
     frozen_base_free(&t->frozen);
     free(t->base_path);
+    grad_sync_free(t->sync);
     if (t->o->zero) dist_shards_free(&t->shards);
 }
 
@@ -761,7 +793,7 @@ static int run_steps(Trainer *t, RunLoop *l, const char *stored_options, NfError
     const char *reason = "completed";
     while (t->step < o->steps) {
         double step_start = nf_now_ms();
-        StepResult r = {0, 0, 0};
+        StepResult r = {0};
         if (train_step(t, t->step + 1, &r, err) != 0) return -1;
         l->steps_here++;
         l->tokens_here += o->batch * o->seq * o->accum * t->dist->size;
@@ -797,6 +829,7 @@ int train_run(TrainOptions *o, Dist *dist, NfOut *out) {
         Checkpoint ck = {0};
         int end = -1;
         status = dist_settle(dist, out, setup_run(&t, o, &ck, &err) != 0, &err);
+        if (status == 0) status = dist_settle(dist, out, setup_overlap(&t, &err) != 0, &err);
         if (status == 0 && (end = run_steps(&t, &l, ck.options_json, &err)) < 0)
             status = dist_settle(dist, out, 1, &err);
         checkpoint_free(&ck);

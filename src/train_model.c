@@ -603,6 +603,7 @@ void model_backward(const Net *net, const NetGrads *g, NfWrite grads, Activation
         projection_backward(net, g, grads, a, l, LORA_WV, a->dxn, NF_ADD, a->dv, xn);
         nf_rmsnorm_backward(a->dresid, layer_of(g->w.rms_att, l, D), grads, a->dxn, x, p->rms_att + (size_t)l * D,
                             a->rstd_att + (size_t)l * N, N, D);
+        if (g->layer_done) g->layer_done(g->layer_ctx, l);
     }
 
     /* embedding: scatter-add the rows (serial: the same token may repeat); a

@@ -40,6 +40,10 @@ typedef struct {
 typedef struct {
     ParamPointers w;
     LoraPointers lora;
+    /* called by backward after each layer (last to first), whose gradients are then done, with layer_ctx; NULL:
+     * none (net_full and net_lora leave it so). grad_sync.h starts summing them over the ranks there. */
+    void (*layer_done)(void *layer_ctx, int layer);
+    void *layer_ctx;
 } NetGrads;
 
 typedef struct {

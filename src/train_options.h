@@ -69,6 +69,7 @@ typedef enum {
     TO_THREADS,
     TO_ZERO,
     TO_DIST_TIMEOUT,
+    TO_OVERLAP,
     TO_PROCESSES,
     TO_HOSTFILE,
     TO_MAX_MEMORY,
