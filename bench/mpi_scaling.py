@@ -6,10 +6,10 @@
 Runs `neuralforge train --init` with the preset's shape (the shapes of `neuralforge benchmark --train --preset`)
 on random token ids, every run with the same global batch (2 x batch sequences of seq tokens a step):
   one process, --threads 1, --accum 2      one process, --threads 2, --accum 2
-  mpirun -np 2 --threads 1, --overlap 0     mpirun -np 2 --threads 1, --overlap 1
+  mpirun -np 2 --threads 1, --overlap off     mpirun -np 2 --threads 1, --overlap on
 --steps timed steps after one warm-up step, the runs alternated --rounds times (the means are printed). From
 the `step` messages: tok/s, and under mpirun the time the step waited for the gradients' sum (comm_ms) and the
-time the sum ran (comm_busy_ms: with --overlap 1 partly during backward). Then, on paper, the step time of
+time the sum ran (comm_busy_ms: with --overlap on partly during backward). Then, on paper, the step time of
 N machines at 10, 25 and 100 Gbit/s for this shape and a 1.1B one (TinyLlama's): a ring all-reduce moves
 2(N-1)/N of the gradient's bytes through each machine's link; the compute time of a step is this machine's,
 measured here with 2 threads (the 1.1B one scaled by its FLOPs per token), and that of a node 16 times faster;
@@ -50,7 +50,7 @@ def flops_per_token(shape, T):
     return layers + 6.0 * V * D, layers
 
 
-def run_train(args, data, threads, accum, ranks=1, overlap=0):
+def run_train(args, data, threads, accum, ranks=1, overlap="off"):
     D, H, L, NH, NKV, V, _ = SHAPES[args.preset]
     cmd = [NF, "train", "--init", "--dim", D, "--hidden-dim", H, "--n-layers", L, "--n-heads", NH, "--n-kv-heads",
            NKV, "--vocab-size", V, "--seq-len", max(args.seq, 256), "--seq", args.seq, "--batch", args.batch,
@@ -72,8 +72,8 @@ def measure(args):
         data = os.path.join(d, "tokens.bin")
         np.random.default_rng(1).integers(0, SHAPES[args.preset][5], 4_000_000).astype("<u2").tofile(data)
         runs = {"np1_t1": dict(threads=1, accum=2), "np1_t2": dict(threads=2, accum=2),
-                "np2_t1": dict(threads=1, accum=1, ranks=2, overlap=0),
-                "np2_t1_overlap": dict(threads=1, accum=1, ranks=2, overlap=1)}
+                "np2_t1": dict(threads=1, accum=1, ranks=2, overlap="off"),
+                "np2_t1_overlap": dict(threads=1, accum=1, ranks=2, overlap="on")}
         seen = {k: [] for k in runs}
         for r in range(args.rounds):
             for name, kw in runs.items():

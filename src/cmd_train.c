@@ -26,7 +26,7 @@
 /* The flags whose values are not TrainOptions fields as they stand; the table
  * (train_options.c) gives each its default. */
 typedef struct {
-    const char *config_path, *schedule, *dtype, *max_memory, *lora_targets, *arch, *hostfile;
+    const char *config_path, *schedule, *dtype, *max_memory, *lora_targets, *arch, *hostfile, *overlap;
     int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len, lora_rank, threads, head_dim, processes;
     bool separate_classifier;
     double lora_alpha, lora_dropout, rope_theta, rms_norm_eps;
@@ -103,7 +103,7 @@ static int read_flags(TrainCommand *c, int argc, char **argv, NfError *err) {
         [TO_THREADS] = &v->threads,
         [TO_ZERO] = &o->zero,
         [TO_DIST_TIMEOUT] = &o->dist_timeout,
-        [TO_OVERLAP] = &o->overlap,
+        [TO_OVERLAP] = &v->overlap,
         [TO_PROCESSES] = &v->processes,
         [TO_HOSTFILE] = &v->hostfile,
         [TO_MAX_MEMORY] = &v->max_memory,
@@ -234,6 +234,7 @@ static int derive_options(TrainCommand *c, int argc, char **argv, NfError *err) 
     o->tokenizer = model_tokenizer(o->model_path, o->tokenizer); /* else the model's own, remembered */
     if (init_config(c, err) != 0) return -1;
     o->bf16 = strcmp(v->dtype, "bf16") == 0;
+    o->overlap = strcmp(v->overlap, "on") == 0 ? 1 : strcmp(v->overlap, "off") == 0 ? 0 : -1;
     /* checkpoints remember where the tokenizer is, wherever export runs */
     if (o->tokenizer && strcmp(o->tokenizer, TOKENIZER_BUILTIN_BYTES) != 0) {
         if (!(c->tokenizer_abs = realpath(o->tokenizer, NULL)))

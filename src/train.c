@@ -73,7 +73,7 @@ typedef struct {
     NfOut *out;
     Dist *dist;        /* the ranks of this run (one, without mpirun) */
     DistShards shards; /* --zero 1: this rank's part [lo, hi) of params, the part its adam_m / adam_v hold */
-    GradSync *sync;    /* --overlap 1 on several ranks: the gradients summed during backward; else NULL */
+    GradSync *sync;    /* --overlap on several ranks: the gradients summed during backward; else NULL */
     ModelConfig config;
     size_t n_params;                         /* trainable floats: the whole model, or the LoRA adapters */
     float *params, *grads, *adam_m, *adam_v; /* (n_params) each; --zero 1: adam_m, adam_v (shard) */
@@ -284,6 +284,7 @@ static void emit_init(Trainer *t, const char *stored_options) {
         json_array_end(&j);
     }
     json_int(&j, "zero", o->zero);
+    json_bool(&j, "overlap", t->sync != NULL);
     json_int(&j, "total_steps", o->steps);
     json_int(&j, "batch", o->batch);
     json_int(&j, "seq", o->seq);
@@ -546,10 +547,13 @@ static int setup_run(Trainer *t, TrainOptions *o, Checkpoint *ck, NfError *err) 
     return 0;
 }
 
-/* --overlap 1 on several ranks: the bucketed gradient sums' thread (a collective, after setup_run succeeded
- * everywhere). */
+/* --overlap on several ranks: the bucketed gradient sums' thread (a collective, after setup_run succeeded
+ * everywhere). auto: on only when the ranks span machines. On one machine the sum goes through shared memory
+ * in one call (106 ms of a 4.2 s 110M step, measured), while the communication thread's bucket after bucket
+ * competes with the compute for the same cores (its sums took 0.9 s, and the step 11% longer): docs/performance.md. */
 static int setup_overlap(Trainer *t, NfError *err) {
-    if (!t->o->overlap || t->dist->size <= 1) return 0;
+    bool on = t->o->overlap > 0 || (t->o->overlap < 0 && dist_ranks_here(t->dist) < t->dist->size);
+    if (!on || t->dist->size <= 1) return 0;
     t->sync = grad_sync_create(t->dist, t->grads, t->n_params, t->seg, t->n_seg, t->config.n_layers,
                                t->o->zero ? &t->shards : NULL, err);
     return t->sync ? 0 : -1;
@@ -581,7 +585,7 @@ static double train_micro_batch(Trainer *t, int64_t step, int micro, bool last, 
     return loss;
 }
 
-/* The gradients summed over the ranks: by the buckets started during backward (--overlap 1), or now in one call.
+/* The gradients summed over the ranks: by the buckets started during backward (--overlap), or now in one call.
  * Times it in r (comm_ms, comm_busy_ms). */
 static int sum_gradients(Trainer *t, StepResult *r, NfError *err) {
     if (t->dist->size <= 1) return 0;

@@ -41,7 +41,7 @@ typedef struct {
     /* under mpirun (dist.h) */
     int64_t zero;        /* --zero 1: each rank holds its slice of the AdamW state */
     double dist_timeout; /* --dist-timeout: seconds a collective may wait */
-    int64_t overlap;     /* --overlap 1: gradients summed layer by layer during backward (grad_sync.h) */
+    int overlap;         /* --overlap: 1 on, 0 off, -1 auto (on when the ranks span machines); grad_sync.h */
     int world_size;      /* the ranks of the run (1 without mpirun): --zero 1 divides the AdamW state by it */
     int ranks_here;      /* the ranks on this machine (1 without mpirun): they share --max-memory */
     /* every flag as JSON, stored in checkpoints */

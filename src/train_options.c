@@ -116,8 +116,9 @@ const TrainOption TRAIN_OPTIONS[TRAIN_OPTION_COUNT] = {
                      "under mpirun: 1 = shard the AdamW state over the ranks (ZeRO stage 1); 0 = every rank holds it"},
     [TO_DIST_TIMEOUT] = {"dist-timeout", FLOAT(10, 86400), .def = "600",
                          .help = "under mpirun: seconds one rank may wait for the others before the job stops as hung"},
-    [TO_OVERLAP] = {"overlap", INT(0, 1), .def = "1",
-                    .help = "under mpirun: 1 = sum each layer's gradients over the ranks while backward goes on"},
+    [TO_OVERLAP] = {"overlap", ARG_CHOICE, .choices = "auto|on|off", .def = "auto",
+                    .help = "under mpirun: on = sum each layer's gradients over the ranks while backward goes on; "
+                            "auto = on when the ranks span machines (docs/performance.md)"},
     /* the launcher (launch.h): this process starts the ranks through mpirun */
     [TO_PROCESSES] = {"processes", INT(0, 1024), .def = "0",
                       .help = "N > 1: run as N data-parallel ranks, started through mpirun; 0 = this process (or, "
