@@ -15,9 +15,6 @@
 #include "util.h"
 
 #define WATCH_PERIOD_MS 250
-/* The most one MPI call moves: MPI's counts are ints, and a reduction's
- * temporary buffers (Open MPI allocates them per call) stay this small. */
-#define CHUNK_FLOATS (1 << 22)
 
 bool dist_launched(void) {
     /* Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE; srun and other PMIx launchers PMIX_RANK */
@@ -219,8 +216,8 @@ static int allreduce(Dist *d, void *x, size_t n, MPI_Datatype type, size_t elem,
     if (d->size <= 1) return 0;
     wait_begin(d, what);
     int rc = MPI_SUCCESS;
-    for (size_t at = 0; rc == MPI_SUCCESS && at < n; at += CHUNK_FLOATS) {
-        int count = (int)(n - at < CHUNK_FLOATS ? n - at : CHUNK_FLOATS);
+    for (size_t at = 0; rc == MPI_SUCCESS && at < n; at += DIST_CALL_FLOATS) {
+        int count = (int)(n - at < DIST_CALL_FLOATS ? n - at : DIST_CALL_FLOATS);
         rc = MPI_Allreduce(MPI_IN_PLACE, (char *)x + at * elem, count, type, op, MPI_COMM_WORLD);
     }
     wait_end(d);
@@ -311,8 +308,8 @@ int dist_reduce_scatter(Dist *d, float *x, const DistShards *s, NfError *err) {
     int rc = MPI_SUCCESS;
     for (int r = 0; rc == MPI_SUCCESS && r < d->size; r++) {
         float *slice = x + s->displs[r];
-        for (int at = 0; rc == MPI_SUCCESS && at < s->counts[r]; at += CHUNK_FLOATS) {
-            int count = s->counts[r] - at < CHUNK_FLOATS ? s->counts[r] - at : CHUNK_FLOATS;
+        for (int at = 0; rc == MPI_SUCCESS && at < s->counts[r]; at += DIST_CALL_FLOATS) {
+            int count = s->counts[r] - at < DIST_CALL_FLOATS ? s->counts[r] - at : DIST_CALL_FLOATS;
             rc = MPI_Reduce(r == d->rank ? MPI_IN_PLACE : slice + at, slice + at, count, MPI_FLOAT, MPI_SUM, r,
                             MPI_COMM_WORLD);
         }

@@ -24,6 +24,11 @@
 #include "error.h"
 #include "protocol.h"
 
+/* The most one MPI call moves: MPI's counts are ints, and a reduction's
+ * temporary buffers (Open MPI allocates them per call, as large as the data)
+ * stay this small (16 MiB). */
+#define DIST_CALL_FLOATS (1 << 22)
+
 typedef struct {
     int rank, size;
     bool mpi; /* MPI was initialized (mpirun launched this process) */

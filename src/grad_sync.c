@@ -8,8 +8,6 @@
 
 #include "util.h"
 
-#define CALL_FLOATS (1 << 28) /* the most one MPI call moves: counts are ints */
-
 /* A run of the flat buffer that one bucket sums: a layer's piece of one segment, or adjacent ones joined. */
 typedef struct {
     size_t offset, count;
@@ -98,8 +96,8 @@ static int sum_run(GradSync *s, size_t offset, size_t count) {
 
 static int sum_piece(GradSync *s, const Piece *p) {
     int rc = MPI_SUCCESS;
-    for (size_t at = 0; rc == MPI_SUCCESS && at < p->count; at += CALL_FLOATS)
-        rc = sum_run(s, p->offset + at, p->count - at < CALL_FLOATS ? p->count - at : CALL_FLOATS);
+    for (size_t at = 0; rc == MPI_SUCCESS && at < p->count; at += DIST_CALL_FLOATS)
+        rc = sum_run(s, p->offset + at, p->count - at < DIST_CALL_FLOATS ? p->count - at : DIST_CALL_FLOATS);
     return rc;
 }
 
@@ -111,8 +109,8 @@ static void shard_gather(GradSync *s) {
     size_t lo = s->shards->lo, hi = s->shards->hi;
     for (int i = 0; i < s->n_pieces; i++) {
         const Piece *p = &s->by_offset[i];
-        for (size_t at = p->offset; at < p->offset + p->count; at += CALL_FLOATS) {
-            size_t end = p->offset + p->count - at < CALL_FLOATS ? p->offset + p->count : at + CALL_FLOATS;
+        for (size_t at = p->offset; at < p->offset + p->count; at += DIST_CALL_FLOATS) {
+            size_t end = p->offset + p->count - at < DIST_CALL_FLOATS ? p->offset + p->count : at + DIST_CALL_FLOATS;
             size_t a = at > lo ? at : lo, b = end < hi ? end : hi;
             if (b > a) memmove(s->grads + (a - lo), s->grads + at, (b - a) * sizeof *s->grads);
         }
