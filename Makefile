@@ -6,8 +6,9 @@ CC      ?= cc
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 # One binary for every x86-64 machine (SSE4.2 and up): the AVX-512, VNNI and
-# BF16 kernels are compiled for those instructions on their own
-# (src/kernels_avx512.c) and chosen at run time when the CPU has them.
+# BF16 kernels, and the AVX2 + FMA ones, are compiled for those instructions
+# on their own (src/kernels_avx512.c, src/kernels_avx2.c) and chosen at run
+# time when the CPU has them.
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
 # Open MPI (src/dist.c): data-parallel training under mpirun; its compiler wrapper knows the paths
@@ -67,6 +68,7 @@ build/fuzz/obj/%.o: src/%.c $(HDR) | build/fuzz/obj
 # (still called only where cpu_has() finds them)
 build/fuzz/obj/kernels_avx512.o: FUZZ_EXTRA := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni \
                                                -mavx512bf16 -mfma
+build/fuzz/obj/kernels_avx2.o: FUZZ_EXTRA := -mavx2 -mfma
 build/fuzz/libnf.a: $(FUZZ_OBJ)
 	rm -f $@ && ar rcs $@ $^
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h build/fuzz/libnf.a $(HDR)

@@ -3,12 +3,12 @@
  * Batched fp32 products go to oneDNN's sgemm (which picks its own kernels
  * for the CPU); single rows (generation) use an OpenMP row-parallel dot
  * product, memory-bound either way. Attention's small per-head tiles run on
- * register panels of our own on AVX-512 (oneDNN's per-call packing cost more
- * than the products) and on sgemm elsewhere. The hand-written inner loops
- * come in two versions: AVX-512 (VNNI, BF16) in kernels_avx512.c, and
- * portable C or oneDNN here. Which one runs is decided at each entry point
- * from the running CPU's features, so one binary serves every x86-64
- * machine. */
+ * register panels of our own on AVX-512 and AVX2 (oneDNN's per-call
+ * packing cost more than the products) and on sgemm elsewhere. The
+ * hand-written inner loops come in three tiers: AVX-512 (VNNI, BF16) in
+ * kernels_avx512.c, AVX2 + FMA (AVX-VNNI) in kernels_avx2.c, and portable C
+ * or oneDNN here. Which one runs is decided at each entry point from the
+ * running CPU's features, so one binary serves every x86-64 machine. */
 #include "backend.h"
 
 #include <math.h>
@@ -22,23 +22,37 @@
 #include "kernels.h"
 #include "util.h"
 
-/* The instruction sets a kernel needs, asked of the running CPU (cpuid,
- * through the compiler's builtin) each time rather than remembered.
- * NF_CPU=baseline in the environment turns them all off, so the portable
- * loops can be run and tested on any machine. */
-typedef enum { CPU_AVX512, CPU_VNNI, CPU_BF16 } CpuFeature;
+/* The tiers of hand-written kernels, each a superset of the one before:
+ * portable C (x86-64-v2), AVX2 + FMA, AVX-512 (F, BW, DQ, VL, and FMA). */
+typedef enum { TIER_BASELINE, TIER_AVX2, TIER_AVX512 } CpuTier;
+
+/* The extras within a tier: AVX-512 VNNI and BF16, and AVX-VNNI (VEX) */
+typedef enum { CPU_VNNI, CPU_BF16, CPU_AVXVNNI } CpuFeature;
+
+/* The best tier the running CPU has (cpuid, through the compiler's builtin,
+ * asked each time rather than remembered), capped by NF_CPU: baseline or
+ * avx2 force a lower tier, so every tier can be run and tested on one
+ * machine (nf_cpu_check_env has refused any other value). */
+static CpuTier cpu_tier(void) {
+#if defined(__x86_64__)
+    const char *force = getenv("NF_CPU");
+    if (force && strcmp(force, "baseline") == 0) return TIER_BASELINE;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return TIER_BASELINE;
+    if (force && strcmp(force, "avx2") == 0) return TIER_AVX2;
+    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return avx512 ? TIER_AVX512 : TIER_AVX2;
+#else
+    return TIER_BASELINE;
+#endif
+}
 
 static bool cpu_has(CpuFeature f) {
 #if defined(__x86_64__)
-    const char *force = getenv("NF_CPU");
-    if (force && strcmp(force, "baseline") == 0) return false;
-    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-                  __builtin_cpu_supports("fma");
     switch (f) {
-    case CPU_AVX512: return avx512;
-    case CPU_VNNI: return avx512 && __builtin_cpu_supports("avx512vnni");
-    case CPU_BF16: return avx512 && __builtin_cpu_supports("avx512bf16");
+    case CPU_VNNI: return cpu_tier() == TIER_AVX512 && __builtin_cpu_supports("avx512vnni");
+    case CPU_BF16: return cpu_tier() == TIER_AVX512 && __builtin_cpu_supports("avx512bf16");
+    case CPU_AVXVNNI: return cpu_tier() >= TIER_AVX2 && __builtin_cpu_supports("avxvnni");
     }
 #else
     (void)f;
@@ -47,16 +61,18 @@ static bool cpu_has(CpuFeature f) {
 }
 
 const char *nf_cpu_kernels(void) {
-    return cpu_has(CPU_BF16)     ? "avx512-vnni-bf16"
-           : cpu_has(CPU_VNNI)   ? "avx512-vnni"
-           : cpu_has(CPU_AVX512) ? "avx512"
-                                 : "portable";
+    switch (cpu_tier()) {
+    case TIER_AVX512: return cpu_has(CPU_BF16) ? "avx512-vnni-bf16" : cpu_has(CPU_VNNI) ? "avx512-vnni" : "avx512";
+    case TIER_AVX2: return cpu_has(CPU_AVXVNNI) ? "avx2-vnni" : "avx2";
+    case TIER_BASELINE: break;
+    }
+    return "portable";
 }
 
 int nf_cpu_check_env(NfError *err) {
     const char *force = getenv("NF_CPU");
-    if (force && strcmp(force, "baseline") != 0 && strcmp(force, "native") != 0)
-        return nf_fail(err, NF_ERR_USAGE, "NF_CPU must be baseline or native, not '%s'", force);
+    if (force && strcmp(force, "baseline") != 0 && strcmp(force, "avx2") != 0 && strcmp(force, "native") != 0)
+        return nf_fail(err, NF_ERR_USAGE, "NF_CPU must be baseline, avx2 or native, not '%s'", force);
     return 0;
 }
 
@@ -120,7 +136,7 @@ double nf_memory_read_gbytes_s(size_t bytes) {
     size_t n = bytes / sizeof(float) / 16 * 16;
     /* read as the GEMV reads weights: whole cache lines, on AVX-512 where it runs */
     float *buf = line_alloc(n * sizeof(float));
-    bool avx512 = cpu_has(CPU_AVX512);
+    CpuTier tier = cpu_tier();
     if (!buf) return 0.0;
     size_t i;
 #pragma omp parallel for schedule(static)
@@ -133,8 +149,10 @@ double nf_memory_read_gbytes_s(size_t bytes) {
 #pragma omp parallel for schedule(static) reduction(+ : sum)
         for (c = 0; c < chunks; c++) {
             size_t start = per_chunk * c, len = c == chunks - 1 ? n - start : per_chunk;
-            sum +=
-                avx512 ? avx512_dot(buf + start, buf + start, (int)len) : dot_f32(buf + start, buf + start, (int)len);
+            const float *b = buf + start;
+            sum += tier == TIER_AVX512 ? avx512_dot(b, b, (int)len)
+                   : tier == TIER_AVX2 ? avx2_dot(b, b, (int)len)
+                                       : dot_f32(b, b, (int)len);
         }
         double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
         if (gbytes_s > best) best = gbytes_s;
@@ -193,13 +211,14 @@ static int product_of(const NfProduct *p, int count, int unit, int *at) {
 /* out[k] (rows_k) = W[k] (rows_k, n) x for one row x: the products' rows in
  * blocks, one pass of the threads over all of them (AVX-512) */
 #define GEMV_BLOCK 16
-static void gemv_f32_avx512(const NfProduct *p, int count, const float *x, int n) {
+static void gemv_f32_simd(const NfProduct *p, int count, const float *x, int n, CpuTier tier) {
     int blocks = product_units(p, count, GEMV_BLOCK), b;
 #pragma omp parallel for schedule(static)
     for (b = 0; b < blocks; b++) {
         int block = b, k = product_of(p, count, GEMV_BLOCK, &block), r0 = block * GEMV_BLOCK;
         int nr = p[k].out_dim - r0 < GEMV_BLOCK ? p[k].out_dim - r0 : GEMV_BLOCK;
-        avx512_dots(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr, n);
+        (tier == TIER_AVX512 ? avx512_dots : avx2_dots)(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr,
+                                                        n);
     }
 }
 
@@ -245,14 +264,24 @@ static void q8_row(float *out, size_t out_stride, const int8_t *wr, const float 
 /* out[k] (n, rows_k) = x (n, dim) W[k]^T for Q8 W whose groups of gs values
  * tile each row: x is quantized the same way (one scale per group), once for
  * all the products, so each group's dot product is integer arithmetic:
- * VNNI where the CPU has it and gs is a multiple of 64, else the portable
+ * AVX-512 VNNI where the CPU has it and gs is a multiple of 64, else AVX2
+ * (with AVX-VNNI where present) for gs a multiple of 32, else the portable
  * loop. */
+typedef enum { Q8_PORTABLE, Q8_AVX2, Q8_AVX512_VNNI } Q8Kernel;
+
+static Q8Kernel q8_kernel(int gs) {
+    if (cpu_has(CPU_VNNI) && gs % 64 == 0) return Q8_AVX512_VNNI;
+    if (cpu_tier() >= TIER_AVX2 && gs % 32 == 0) return Q8_AVX2;
+    return Q8_PORTABLE;
+}
+
 static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
     int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1), row;
-    bool vnni = cpu_has(CPU_VNNI) && gs % 64 == 0;
+    Q8Kernel kernel = q8_kernel(gs);
+    bool int8 = kernel != Q8_PORTABLE, avxvnni = kernel == Q8_AVX2 && cpu_has(CPU_AVXVNNI);
     size_t values = (size_t)n * dim, scales = (size_t)n * groups;
-    /* int8 values and an offset per group for VNNI, int16 values for the portable loop */
-    void *xq = line_alloc(values * (vnni ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t)));
+    /* int8 values (and an offset per group for AVX-512 VNNI), int16 values for the portable loop */
+    void *xq = line_alloc(values * (int8 ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t)));
     if (!xq) { /* too little memory for the quantized input: the plain loop needs none */
         for (int k = 0; k < count; k++)
             for (int i = 0; i < n; i++)
@@ -260,14 +289,19 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                     p[k].out[(size_t)i * p[k].out_dim + r] = dot_q8(p[k].w, (size_t)r * dim, x + (size_t)i * dim, dim);
         return;
     }
-    float *xs = (float *)((char *)xq + values * (vnni ? 1 : 2)); /* (n, groups) each, and so is xo */
+    float *xs = (float *)((char *)xq + values * (int8 ? 1 : 2)); /* (n, groups) each, and so is xo */
     int32_t *xo = (int32_t *)(xs + scales);
-    if (vnni) {
+    if (int8) {
         int i;
 #pragma omp parallel for schedule(static) if (n > 1)
-        for (i = 0; i < n; i++)
-            avx512_quantize_q8((int8_t *)xq + (size_t)i * dim, xs + (size_t)i * groups, xo + (size_t)i * groups,
-                               x + (size_t)i * dim, (size_t)groups, gs);
+        for (i = 0; i < n; i++) {
+            int8_t *xqi = (int8_t *)xq + (size_t)i * dim;
+            if (kernel == Q8_AVX512_VNNI)
+                avx512_quantize_q8(xqi, xs + (size_t)i * groups, xo + (size_t)i * groups, x + (size_t)i * dim,
+                                   (size_t)groups, gs);
+            else
+                avx2_quantize_q8(xqi, xs + (size_t)i * groups, x + (size_t)i * dim, (size_t)groups, gs);
+        }
     } else {
         quantize_q16_rows(xq, xs, x, n, groups, gs);
     }
@@ -277,8 +311,10 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
         const Tensor *w = p[k].w;
         const int8_t *wr = w->q + (size_t)r * dim;
         const float *ws = w->scale + (size_t)r * groups;
-        if (vnni)
+        if (kernel == Q8_AVX512_VNNI)
             vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, xo, n, dim, gs);
+        else if (kernel == Q8_AVX2)
+            avx2_q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs, avxvnni);
         else
             q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs);
     }
@@ -293,8 +329,9 @@ void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim
         q8_groups_tile_rows = q8_groups_tile_rows && w->dtype != NF_F32 && w->group_size == p[0].w->group_size &&
                               in_dim % w->group_size == 0;
     }
-    if (f32 && n == 1 && cpu_has(CPU_AVX512)) {
-        gemv_f32_avx512(p, count, x, in_dim);
+    CpuTier tier = cpu_tier();
+    if (f32 && n == 1 && tier != TIER_BASELINE) {
+        gemv_f32_simd(p, count, x, in_dim, tier);
         return;
     }
     if (q8_groups_tile_rows) {
@@ -330,8 +367,9 @@ void nf_rmsnorm(float *out, const float *x, const float *weight, int dim, float 
 }
 
 /* row[i] = exp(row[i] - max) for i < n; returns their sum */
-static float exp_shifted_sum(float *row, int n, float max, bool avx512) {
-    if (avx512) return avx512_exp_shifted_sum(row, n, max);
+static float exp_shifted_sum(float *row, int n, float max, CpuTier tier) {
+    if (tier == TIER_AVX512) return avx512_exp_shifted_sum(row, n, max);
+    if (tier == TIER_AVX2) return avx2_exp_shifted_sum(row, n, max);
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         row[i] = expf(row[i] - max);
@@ -342,12 +380,13 @@ static float exp_shifted_sum(float *row, int n, float max, bool avx512) {
 
 /* Softmax of row's first n values in place, zeros from n to width (an
  * attention row's keys past its position); returns the log-sum-exp. */
-static float softmax_row(float *row, int n, int width, bool avx512) {
-    if (avx512) return avx512_softmax_row(row, n, width);
+static float softmax_row(float *row, int n, int width, CpuTier tier) {
+    if (tier == TIER_AVX512) return avx512_softmax_row(row, n, width);
+    if (tier == TIER_AVX2) return avx2_softmax_row(row, n, width);
     float max = row[0];
     for (int i = 1; i < n; i++)
         if (row[i] > max) max = row[i];
-    float sum = exp_shifted_sum(row, n, max, false), inv = 1.0f / sum;
+    float sum = exp_shifted_sum(row, n, max, TIER_BASELINE), inv = 1.0f / sum;
     for (int i = 0; i < n; i++) row[i] *= inv;
     memset(row + n, 0, (size_t)(width - n) * sizeof(float));
     return max + logf(sum);
@@ -355,9 +394,9 @@ static float softmax_row(float *row, int n, int width, bool avx512) {
 
 /* The backward of softmax_row times scale: dp = p (dp - p . dp) scale for
  * the first n values, zeros from n to width. */
-static void softmax_backward_row(float *dp, const float *p, int n, int width, float scale, bool avx512) {
-    if (avx512) {
-        avx512_softmax_backward_row(dp, p, n, width, scale);
+static void softmax_backward_row(float *dp, const float *p, int n, int width, float scale, CpuTier tier) {
+    if (tier != TIER_BASELINE) {
+        (tier == TIER_AVX512 ? avx512_softmax_backward_row : avx2_softmax_backward_row)(dp, p, n, width, scale);
         return;
     }
     float weighted = dot_f32(p, dp, n);
@@ -365,19 +404,19 @@ static void softmax_backward_row(float *dp, const float *p, int n, int width, fl
     memset(dp + n, 0, (size_t)(width - n) * sizeof(float));
 }
 
-void nf_softmax(float *x, int n) { softmax_row(x, n, n, cpu_has(CPU_AVX512)); }
+void nf_softmax(float *x, int n) { softmax_row(x, n, n, cpu_tier()); }
 
 /* Scores of one query head against rows 0..rows-1 of its keys, and the
  * weighted sum of its values: the cache holds fp32 (kf, vf) or bf16 (kb,
  * vb), the other pair NULL. bf16 values are widened exactly, so both
  * caches share the arithmetic that follows. */
 static void key_dots(float *sh, const float *kf, const uint16_t *kb, size_t ld, const float *qh, int rows, int hs,
-                     bool avx512) {
-    if (avx512) {
+                     CpuTier tier) {
+    if (tier != TIER_BASELINE) {
         if (kb)
-            avx512_dots_bf16(sh, kb, ld, qh, rows, hs);
+            (tier == TIER_AVX512 ? avx512_dots_bf16 : avx2_dots_bf16)(sh, kb, ld, qh, rows, hs);
         else
-            avx512_dots(sh, kf, ld, qh, rows, hs);
+            (tier == TIER_AVX512 ? avx512_dots : avx2_dots)(sh, kf, ld, qh, rows, hs);
         return;
     }
     for (int t = 0; t < rows; t++)
@@ -385,12 +424,12 @@ static void key_dots(float *sh, const float *kf, const uint16_t *kb, size_t ld, 
 }
 
 static void value_sum(float *oh, const float *sh, const float *vf, const uint16_t *vb, size_t ld, int rows, int hs,
-                      bool avx512) {
-    if (avx512) {
+                      CpuTier tier) {
+    if (tier != TIER_BASELINE) {
         if (vb)
-            avx512_weighted_sum_bf16(oh, sh, vb, ld, rows, hs);
+            (tier == TIER_AVX512 ? avx512_weighted_sum_bf16 : avx2_weighted_sum_bf16)(oh, sh, vb, ld, rows, hs);
         else
-            avx512_weighted_sum(oh, sh, vf, ld, rows, hs);
+            (tier == TIER_AVX512 ? avx512_weighted_sum : avx2_weighted_sum)(oh, sh, vf, ld, rows, hs);
         return;
     }
     memset(oh, 0, (size_t)hs * sizeof(float));
@@ -408,18 +447,18 @@ static void attention_decode(float *out, const float *q, const float *kf, const 
                              int head_size) {
     int group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_size);
-    bool avx512 = cpu_has(CPU_AVX512);
+    CpuTier tier = cpu_tier();
     int h;
 #pragma omp parallel for schedule(static)
     for (h = 0; h < n_heads; h++) {
         size_t head = (size_t)(h / group) * layout.head_stride; /* this query head's kv head */
         float *sh = scores + (size_t)h * (pos + 1);
         key_dots(sh, kf ? kf + head : NULL, kb ? kb + head : NULL, layout.row_stride, q + (size_t)h * head_size,
-                 pos + 1, head_size, avx512);
+                 pos + 1, head_size, tier);
         for (int t = 0; t <= pos; t++) sh[t] *= scale;
-        softmax_row(sh, pos + 1, pos + 1, avx512);
+        softmax_row(sh, pos + 1, pos + 1, tier);
         value_sum(out + (size_t)h * head_size, sh, vf ? vf + head : NULL, vb ? vb + head : NULL, layout.row_stride,
-                  pos + 1, head_size, avx512);
+                  pos + 1, head_size, tier);
     }
 }
 
@@ -588,21 +627,32 @@ void nf_bf16_free(Bf16Context *ctx) {
     free(ctx);
 }
 
-static void round_bf16_serial(uint16_t *o, const float *x, size_t n, bool bf16) {
-    for (size_t i = bf16 ? avx512bf16_round(o, x, n) : 0; i < n; i++) o[i] = f32_to_bf16(x[i]);
+/* AVX512-BF16's instruction where the CPU has it, else AVX2's integer
+ * rounding, else the portable loop; each rounds the same way */
+typedef enum { ROUND_PORTABLE, ROUND_AVX2, ROUND_AVX512BF16 } RoundKernel;
+
+static RoundKernel round_kernel(void) {
+    return cpu_has(CPU_BF16) ? ROUND_AVX512BF16 : cpu_tier() >= TIER_AVX2 ? ROUND_AVX2 : ROUND_PORTABLE;
 }
 
-void nf_bf16_round(uint16_t *out, const float *x, size_t n) { round_bf16_serial(out, x, n, cpu_has(CPU_BF16)); }
+static void round_bf16_serial(uint16_t *o, const float *x, size_t n, RoundKernel kernel) {
+    size_t i = kernel == ROUND_AVX512BF16 ? avx512bf16_round(o, x, n)
+               : kernel == ROUND_AVX2     ? avx2_bf16_round(o, x, n)
+                                          : 0;
+    for (; i < n; i++) o[i] = f32_to_bf16(x[i]);
+}
+
+void nf_bf16_round(uint16_t *out, const float *x, size_t n) { round_bf16_serial(out, x, n, round_kernel()); }
 
 /* o = x rounded to bfloat16 (to nearest even), in chunks across threads */
 #define ROUND_CHUNK 8192 /* a multiple of the AVX512-BF16 kernel's 32 */
 static void round_bf16(uint16_t *o, const float *x, size_t n) {
-    bool bf16 = cpu_has(CPU_BF16);
+    RoundKernel kernel = round_kernel();
     size_t chunks = (n + ROUND_CHUNK - 1) / ROUND_CHUNK, c;
 #pragma omp parallel for schedule(static)
     for (c = 0; c < chunks; c++) {
         size_t at = c * ROUND_CHUNK;
-        round_bf16_serial(o + at, x + at, n - at < ROUND_CHUNK ? n - at : ROUND_CHUNK, bf16);
+        round_bf16_serial(o + at, x + at, n - at < ROUND_CHUNK ? n - at : ROUND_CHUNK, kernel);
     }
 }
 
@@ -886,11 +936,11 @@ typedef enum {
 
 /* c (M, N) = alpha a b, or += with accumulate: a (M, S) read at
  * a[m a_row + s a_col] (one of the two is 1), b (S, N) by rows ldb apart.
- * AVX-512 runs it panel by panel in registers (kernels_avx512.c), skipping
+ * AVX-512 and AVX2 run it panel by panel in registers (kernels_*.c), skipping
  * what `live` says is dead; otherwise oneDNN's sgemm runs it whole. */
 static void tile_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b, size_t ldb,
-                         int M, int N, int S, float alpha, bool accumulate, Live live, int q0, bool avx512) {
-    if (!avx512) {
+                         int M, int N, int S, float alpha, bool accumulate, Live live, int q0, CpuTier tier) {
+    if (tier == TIER_BASELINE) {
         bool by_rows = a_col == 1;
         dnnl_sgemm(by_rows ? 'N' : 'T', 'N', M, N, S, alpha, a, (dnnl_dim_t)(by_rows ? a_row : a_col), b,
                    (dnnl_dim_t)ldb, accumulate ? 1.0f : 0.0f, c, (dnnl_dim_t)ldc);
@@ -902,8 +952,9 @@ static void tile_product(float *c, size_t ldc, const float *a, size_t a_row, siz
         if (live == LIVE_DEPTH_TO && q0 + last + 1 < S) s1 = q0 + last + 1;
         if (live == LIVE_DEPTH_FROM && r0 - q0 > 0) s0 = r0 - q0;
         for (int n0 = 0; n0 < cols; n0 += PANEL_COLS)
-            avx512_panel_product(c + (size_t)r0 * ldc + n0, ldc, a + (size_t)r0 * a_row, a_row, a_col, b + n0, ldb,
-                                 rows, cols - n0 < PANEL_COLS ? cols - n0 : PANEL_COLS, s0, s1, alpha, accumulate);
+            (tier == TIER_AVX512 ? avx512_panel_product : avx2_panel_product)(
+                c + (size_t)r0 * ldc + n0, ldc, a + (size_t)r0 * a_row, a_row, a_col, b + n0, ldb, rows,
+                cols - n0 < PANEL_COLS ? cols - n0 : PANEL_COLS, s0, s1, alpha, accumulate);
     }
 }
 
@@ -920,7 +971,7 @@ static void transpose_rows(float *t, size_t ld, const float *x, size_t x_ld, int
 void nf_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                           int q_start, int NH, int NKV, int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs);
-    bool avx512 = cpu_has(CPU_AVX512);
+    CpuTier tier = cpu_tier();
     int group = NH / NKV, tiles = (T + ATT_TILE - 1) / ATT_TILE, K = q_start + T, job, bkv;
     size_t q_ld = (size_t)NH * hs, kv_ld = (size_t)NKV * hs, ld = spread_row(K), head_keys = hs * ld;
     float *kt = scratch, *tile_scratch = kt + (size_t)B * NKV * head_keys; /* kt (B, NKV, hs, ld) */
@@ -938,14 +989,14 @@ void nf_attention_forward(float *out, float *lse, const float *q, const float *k
             const float *qt = q + (((size_t)b * T + r0) * NH + h) * hs, *vb = v + ((size_t)b * K * NKV + kvh) * hs;
             /* score (rows, keys) = scale q k^T; row i sees keys 0 .. q0 + i */
             tile_product(score, ld, qt, q_ld, 1, kt + ((size_t)b * NKV + kvh) * head_keys, ld, rows, keys, hs, scale,
-                         false, LIVE_COLUMNS, q0, avx512);
+                         false, LIVE_COLUMNS, q0, tier);
             for (int i = 0; i < rows; i++) {
-                float row_lse = softmax_row(score + i * ld, q0 + i + 1, keys, avx512);
+                float row_lse = softmax_row(score + i * ld, q0 + i + 1, keys, tier);
                 if (lse) lse[(size_t)bh * T + r0 + i] = row_lse;
             }
             /* out (rows, hs) = softmax v */
             float *ot = out + (((size_t)b * T + r0) * NH + h) * hs;
-            tile_product(ot, q_ld, score, ld, 1, vb, kv_ld, rows, hs, keys, 1.0f, false, LIVE_DEPTH_TO, q0, avx512);
+            tile_product(ot, q_ld, score, ld, 1, vb, kv_ld, rows, hs, keys, 1.0f, false, LIVE_DEPTH_TO, q0, tier);
         }
     }
 }
@@ -953,7 +1004,7 @@ void nf_attention_forward(float *out, float *lse, const float *q, const float *k
 void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
                            const float *k, const float *v, int B, int T, int NH, int NKV, int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs);
-    bool avx512 = cpu_has(CPU_AVX512);
+    CpuTier tier = cpu_tier();
     int group = NH / NKV, bkv;
     size_t q_ld = (size_t)NH * hs, kv_ld = (size_t)NKV * hs, ld = spread_row(T), head_keys = hs * ld;
     /* one thread per (batch, kv head): the query heads sharing a kv head write the same dk/dv rows */
@@ -975,21 +1026,21 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 const float *qt = q + at * hs, *dot = dout + at * hs, *row_lse = lse + ((size_t)b * NH + h) * T + r0;
                 float *dqt = dq + at * hs;
                 /* the forward's softmax again: p = exp(scale q k^T - lse), 0 where a row may not look */
-                tile_product(p, ld, qt, q_ld, 1, kt, ld, rows, keys, hs, scale, false, LIVE_COLUMNS, r0, avx512);
+                tile_product(p, ld, qt, q_ld, 1, kt, ld, rows, keys, hs, scale, false, LIVE_COLUMNS, r0, tier);
                 for (int i = 0; i < rows; i++) {
                     int seen = r0 + i + 1;
-                    exp_shifted_sum(p + i * ld, seen, row_lse[i], avx512);
+                    exp_shifted_sum(p + i * ld, seen, row_lse[i], tier);
                     memset(p + i * ld + seen, 0, (size_t)(keys - seen) * sizeof(float));
                 }
                 /* out = p v:  dp = dout v^T,  dv += p^T dout */
-                tile_product(dp, ld, dot, q_ld, 1, vt, ld, rows, keys, hs, 1.0f, false, LIVE_COLUMNS, r0, avx512);
-                tile_product(dvb, kv_ld, p, 1, ld, dot, q_ld, keys, hs, rows, 1.0f, true, LIVE_DEPTH_FROM, r0, avx512);
+                tile_product(dp, ld, dot, q_ld, 1, vt, ld, rows, keys, hs, 1.0f, false, LIVE_COLUMNS, r0, tier);
+                tile_product(dvb, kv_ld, p, 1, ld, dot, q_ld, keys, hs, rows, 1.0f, true, LIVE_DEPTH_FROM, r0, tier);
                 /* softmax: dscore = p (dp - sum p dp), times scale for score = scale q k^T */
                 for (int i = 0; i < rows; i++)
-                    softmax_backward_row(dp + i * ld, p + i * ld, r0 + i + 1, keys, scale, avx512);
+                    softmax_backward_row(dp + i * ld, p + i * ld, r0 + i + 1, keys, scale, tier);
                 /* dq += dscore k,  dk += dscore^T q */
-                tile_product(dqt, q_ld, dp, ld, 1, kb, kv_ld, rows, hs, keys, 1.0f, true, LIVE_DEPTH_TO, r0, avx512);
-                tile_product(dkb, kv_ld, dp, 1, ld, qt, q_ld, keys, hs, rows, 1.0f, true, LIVE_DEPTH_FROM, r0, avx512);
+                tile_product(dqt, q_ld, dp, ld, 1, kb, kv_ld, rows, hs, keys, 1.0f, true, LIVE_DEPTH_TO, r0, tier);
+                tile_product(dkb, kv_ld, dp, 1, ld, qt, q_ld, keys, hs, rows, 1.0f, true, LIVE_DEPTH_FROM, r0, tier);
             }
     }
 }
@@ -1000,10 +1051,12 @@ static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     size_t i;
-    if (cpu_has(CPU_AVX512)) {
+    CpuTier tier = cpu_tier();
+    if (tier != TIER_BASELINE) {
 #pragma omp parallel for schedule(static) if (n > SWIGLU_CHUNK)
         for (i = 0; i < n; i += SWIGLU_CHUNK)
-            avx512_swiglu_forward(out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
+            (tier == TIER_AVX512 ? avx512_swiglu_forward : avx2_swiglu_forward)(
+                out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
         return;
     }
 #pragma omp parallel for schedule(static)
@@ -1013,11 +1066,12 @@ void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
     /* silu(g) = g s(g);  silu'(g) = s(g) (1 + g (1 - s(g))) */
     size_t i;
-    if (cpu_has(CPU_AVX512)) {
+    CpuTier tier = cpu_tier();
+    if (tier != TIER_BASELINE) {
 #pragma omp parallel for schedule(static)
         for (i = 0; i < n; i += SWIGLU_CHUNK)
-            avx512_swiglu_backward(dgate + i, dup + i, dout + i, gate + i, up + i,
-                                   n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
+            (tier == TIER_AVX512 ? avx512_swiglu_backward : avx2_swiglu_backward)(
+                dgate + i, dup + i, dout + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
         return;
     }
 #pragma omp parallel for schedule(static)
@@ -1032,7 +1086,7 @@ double nf_cross_entropy(float *logits, const int *targets, int N, int V, float g
     /* per-row losses summed in order afterwards, so the total is bitwise reproducible */
     double *row_loss = malloc((size_t)N * sizeof(double));
     if (!row_loss) return NAN;
-    bool avx512 = cpu_has(CPU_AVX512);
+    CpuTier tier = cpu_tier();
     int n;
 #pragma omp parallel for schedule(static)
     for (n = 0; n < N; n++) {
@@ -1046,7 +1100,7 @@ double nf_cross_entropy(float *logits, const int *targets, int N, int V, float g
 #pragma omp simd reduction(max : max)
         for (int i = 0; i < V; i++) max = row[i] > max ? row[i] : max;
         /* one pass of exp, kept in the row: softmax = e / sum */
-        sum = exp_shifted_sum(row, V, max, avx512);
+        sum = exp_shifted_sum(row, V, max, tier);
         row_loss[n] = log((double)sum) + max - target_logit;
         if (grad_scale != 0.0f) {
             float scale = grad_scale / sum;

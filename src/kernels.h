@@ -1,6 +1,8 @@
-/* kernels.h — the AVX-512 inner loops of backend_cpu.c (kernels_avx512.c).
- * Only backend_cpu.c calls them, and only after cpu_has() has confirmed the
- * instructions; each has a portable twin in backend_cpu.c. All are serial. */
+/* kernels.h — the hand-written inner loops of backend_cpu.c, in two tiers:
+ * AVX-512 (kernels_avx512.c) and AVX2 + FMA (kernels_avx2.c, the same
+ * kernels on 8-float vectors under the avx2_ names). Only backend_cpu.c
+ * calls them, and only after cpu_tier() has confirmed the instructions;
+ * each has a portable twin in backend_cpu.c. All are serial. */
 #ifndef NF_KERNELS_H
 #define NF_KERNELS_H
 
@@ -53,5 +55,29 @@ void avx512_quantize_q8(int8_t *xq, float *xs, int32_t *xo, const float *x, size
 /* out = x rounded to bfloat16 (to nearest even) for the first multiple of
  * 32 values; returns how many it did. (AVX512-BF16) */
 size_t avx512bf16_round(uint16_t *out, const float *x, size_t n);
+
+/* The AVX2 tier: each as its avx512_ twin above. */
+float avx2_dot(const float *a, const float *b, int n);
+void avx2_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n);
+void avx2_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n);
+void avx2_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, int rows, int n);
+void avx2_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, size_t ld, int rows, int n);
+float avx2_exp_shifted_sum(float *row, int n, float max);
+float avx2_softmax_row(float *row, int n, int width);
+void avx2_softmax_backward_row(float *dp, const float *p, int n, int width, float scale);
+void avx2_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void avx2_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+/* cols <= PANEL_COLS, rows <= PANEL_ROWS, as avx512_panel_product */
+void avx2_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b, size_t ldb,
+                        int rows, int cols, int s0, int s1, float alpha, bool accumulate);
+/* vnni_q8_row's twin for gs a multiple of 32, x quantized by
+ * avx2_quantize_q8 (the same xq and xs; no offsets: the weights' signs move
+ * onto x instead). vnni: the CPU has AVX-VNNI (vpdpbusd on 256 bits). */
+#define AVX2_Q8_XROWS 4
+void avx2_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
+                 int n, int dim, int gs, bool vnni);
+void avx2_quantize_q8(int8_t *xq, float *xs, const float *x, size_t groups, int gs);
+/* f32_to_bf16 (f16.h) on the first multiple of 16 values; returns how many it did */
+size_t avx2_bf16_round(uint16_t *out, const float *x, size_t n);
 
 #endif
