@@ -23,8 +23,9 @@ double nf_gemm_peak_gflops(int n);
  * weight once per token, so this bounds its tokens/s. */
 double nf_memory_read_gbytes_s(size_t bytes);
 /* Which hand-written kernels this CPU runs: "avx512-vnni-bf16",
- * "avx512-vnni", "avx512" or "portable" (found at run time; NF_CPU=baseline
- * forces "portable"). nf_cpu_check_env refuses any other NF_CPU value. */
+ * "avx512-vnni", "avx512", "avx2-vnni", "avx2" or "portable" (found at run
+ * time; NF_CPU=avx2 caps it at the AVX2 tier, NF_CPU=baseline forces
+ * "portable"). nf_cpu_check_env refuses any other NF_CPU value. */
 const char *nf_cpu_kernels(void);
 int nf_cpu_check_env(NfError *err);
 

@@ -2,9 +2,9 @@
 # Runs every test: the cmocka unit tests (normal and ASan/UBSan builds), the
 # fuzz harnesses (corpus regressions and a short fuzz budget) and the
 # end-to-end CLI tests, then prints one summary line: "N passed, N failed".
-# The unit tests and the numeric end-to-end tests run a second time with
-# NF_CPU=baseline, so the portable twins of the AVX-512 kernels are tested
-# on this machine too.
+# The unit tests and the numeric end-to-end tests run again with
+# NF_CPU=baseline and with NF_CPU=avx2, so the portable twins and the AVX2
+# tier of the AVX-512 kernels are tested on this machine too.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,9 @@ for bin in build/tests/test_*; do
 done
 for bin in build/tests/test_*; do
   [ -x "$bin" ] && NF_CPU=baseline run_cmocka "$bin" "baseline $(basename "$bin")"
+done
+for bin in build/tests/test_*; do
+  [ -x "$bin" ] && NF_CPU=avx2 run_cmocka "$bin" "avx2 $(basename "$bin")"
 done
 for bin in build/asan/tests/test_*; do
   [ -x "$bin" ] && run_cmocka "$bin" "asan $(basename "$bin")"
@@ -74,6 +77,7 @@ for script in tests/e2e/test_*.py; do
 done
 for name in test_forward_reference test_backward_reference test_generate test_lora; do
   NF_CPU=baseline run_e2e "tests/e2e/$name.py" "baseline $name.py"
+  NF_CPU=avx2 run_e2e "tests/e2e/$name.py" "avx2 $name.py"
 done
 # the dashboard's server under AddressSanitizer/UBSan (its threads and requests are where memory bugs
 # hide); the tests whose runs train for long stay with the normal build, as the runs execute the server's binary

@@ -65,5 +65,17 @@ def benchmark_flag_mistakes_are_refused():
         assert_error(run(["benchmark", *args]), "usage", mention)
 
 
+@test
+def nf_cpu_picks_the_kernel_tier_and_refuses_other_values():
+    """NF_CPU=avx2 runs the AVX2 tier (this CI machine has AVX-512, so only
+    the variable can choose it); an unknown value is an error naming NF_CPU."""
+    args = ["benchmark", "--generate", "--model", shared("stories260K.bin"), "--prompt-tokens", 4, "--tokens", 4]
+    tiers = {"baseline": ("portable",), "avx2": ("avx2", "avx2-vnni")}
+    for value, kernels in tiers.items():
+        r = run(args, env={**os.environ, "NF_CPU": value})
+        assert r.rc == 0 and r.one("benchmark")["kernels"] in kernels, (value, r.stdout)
+    assert_error(run(args, env={**os.environ, "NF_CPU": "avx3"}), "usage", "NF_CPU")
+
+
 if __name__ == "__main__":
     run_all()
