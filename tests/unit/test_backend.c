@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "f16.h"
 #include "infer.h"
+#include "kernels.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -1253,6 +1254,44 @@ static void check_bf16_round_matches_portable(const char *fast) {
     assert_twins(fast, native, portable, N, 0.0, "bf16 rounding");
 }
 
+/* The AVX2 tier's Q8 kernel has two inner steps, AVX-VNNI's vpdpbusd and
+ * vpmaddubsw + vpmaddwd for the AVX2 CPUs without it; NF_CPU cannot choose
+ * between them, so here both run on the same input, which the twins test
+ * above only reaches through whichever this CPU has. Their integer sums
+ * are exact, so the results are equal to the bit; weights of -128 and
+ * inputs of +-127 are the pairs that would saturate a careless int16 sum. */
+static void test_avx2_q8_without_vnni_matches_with_it(void **state) {
+    (void)state;
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("avxvnni")) {
+        skip();
+        return;
+    }
+    enum { N = 5, DIM = 160, GS = 32, G = DIM / GS };
+    static int8_t w[DIM], xq[N * DIM];
+    float ws[G], xs[N * G], x[N * DIM], with[N], without[N];
+    fill(x, N * DIM);
+    for (int i = 0; i < DIM; i++) w[i] = (int8_t)(i % 3 == 0 ? -128 : (i * 37) % 255 - 127);
+    for (int i = 0; i < N * DIM; i += 7) x[i] = i % 2 ? 1.0f : -1.0f; /* some at the full +-127 */
+    for (int g = 0; g < G; g++) ws[g] = 0.01f * (float)(g + 1);
+    for (int i = 0; i < N; i++) avx2_quantize_q8(xq + i * DIM, xs + i * G, x + i * DIM, G, GS);
+    avx2_q8_row(with, 1, w, ws, xq, xs, N, DIM, GS, true);
+    avx2_q8_row(without, 1, w, ws, xq, xs, N, DIM, GS, false);
+    for (int i = 0; i < N; i++) {
+        double want = 0; /* and both are the dot product of the quantized values */
+        for (int g = 0; g < G; g++) {
+            long dot = 0;
+            for (int k = g * GS; k < (g + 1) * GS; k++) dot += (long)w[k] * xq[i * DIM + k];
+            want += (double)dot * ws[g] * xs[i * G + g];
+        }
+        if (with[i] != without[i]) fail_msg("row %d: AVX-VNNI %.9g, AVX2 %.9g", i, with[i], without[i]);
+        if (fabs(with[i] - want) > 1e-5 * (1 + fabs(want))) fail_msg("row %d: %.9g, want %.9g", i, with[i], want);
+    }
+#else
+    skip();
+#endif
+}
+
 /* AVX-512 (native on this machine) and the AVX2 tier against the portable twins */
 static void test_simd_kernels_match_portable_twins(void **state) {
     (void)state;
@@ -1375,6 +1414,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy_matches_double_reference),
         cmocka_unit_test(test_simd_kernels_match_portable_twins),
+        cmocka_unit_test(test_avx2_q8_without_vnni_matches_with_it),
         cmocka_unit_test(test_bf16_kept_weights_give_the_same_products),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_matmul_f32_single_row),
