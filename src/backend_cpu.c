@@ -134,7 +134,7 @@ static inline float dot_f32_bf16(const float *a, const uint16_t *b, int n) {
 
 double nf_memory_read_gbytes_s(size_t bytes) {
     size_t n = bytes / sizeof(float) / 16 * 16;
-    /* read as the GEMV reads weights: whole cache lines, on AVX-512 where it runs */
+    /* read as the GEMV reads weights: whole cache lines, with the same tier's dot product */
     float *buf = line_alloc(n * sizeof(float));
     CpuTier tier = cpu_tier();
     if (!buf) return 0.0;
@@ -209,7 +209,7 @@ static int product_of(const NfProduct *p, int count, int unit, int *at) {
 }
 
 /* out[k] (rows_k) = W[k] (rows_k, n) x for one row x: the products' rows in
- * blocks, one pass of the threads over all of them (AVX-512) */
+ * blocks, one pass of the threads over all of them (AVX-512 or AVX2) */
 #define GEMV_BLOCK 16
 static void gemv_f32_simd(const NfProduct *p, int count, const float *x, int n, CpuTier tier) {
     int blocks = product_units(p, count, GEMV_BLOCK), b;
