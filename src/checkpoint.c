@@ -101,6 +101,14 @@ static void checksum_copy(Checksum *c, void *dst, const unsigned char *src, size
     }
 }
 
+int checkpoint_checksum(const void *data, size_t n, uint32_t version, uint64_t *sum, NfError *err) {
+    Checksum c;
+    if (checksum_init(&c, version, err) != 0) return -1;
+    checksum_copy(&c, NULL, data, n);
+    *sum = checksum_final(&c);
+    return 0;
+}
+
 typedef struct {
     unsigned char *p;
 } Writer;
@@ -273,8 +281,9 @@ static int verify_and_copy(const char *path, const MappedFile *f, uint32_t versi
     if (checksum_init(&sum, version, err) != 0) return -1;
     uint64_t offset = tensor_offset(f, version, kind, options_len, ck->n_params);
     size_t tb = (size_t)ck->n_params * sizeof(float);
-    if (offset != 0 && (!(ck->params = nf_alloc(tb, err)) ||
-                        (with_optimizer && (!(ck->adam_m = nf_alloc(tb, err)) || !(ck->adam_v = nf_alloc(tb, err)))))) {
+    if (offset != 0 && (!(ck->params = nf_alloc_unzeroed(tb, err)) ||
+                        (with_optimizer &&
+                         (!(ck->adam_m = nf_alloc_unzeroed(tb, err)) || !(ck->adam_v = nf_alloc_unzeroed(tb, err)))))) {
         checksum_final(&sum);
         return -1;
     }
@@ -482,7 +491,7 @@ static int flat_params_of_model(const char *path, ModelConfig *config, float **p
     Model m;
     if (model_open(&m, path, err) != 0) return -1;
     *config = m.config;
-    *params = nf_alloc_array((size_t)config_param_count(&m.config), sizeof(float), err);
+    *params = nf_alloc_array_unzeroed((size_t)config_param_count(&m.config), sizeof(float), err);
     if (*params) params_from_model(*params, &m);
     model_free(&m);
     return *params ? 0 : -1;

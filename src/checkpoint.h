@@ -51,6 +51,10 @@ void checkpoint_free(Checkpoint *ck);
  * it. False when the file cannot be read or its header is not valid. */
 bool checkpoint_peek_config(const char *path, ModelConfig *config, bool *is_lora);
 
+/* The checksum a checkpoint of `version` ends with, over n bytes (XXH3-64 from version 3, FNV-1a over 64-bit
+ * words before): for tools that forge checkpoints (the fuzz harness). */
+int checkpoint_checksum(const void *data, size_t n, uint32_t version, uint64_t *sum, NfError *err);
+
 /* The checksum that identifies a base model in a LoRA checkpoint of the current version (XXH3-64 over its
  * bytes; a Hugging Face directory's config.json and safetensors files in hf_model_files' order,
  * docs/formats.md). */
