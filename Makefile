@@ -16,7 +16,7 @@ MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
 MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g $(MPI_CFLAGS)
 # PCRE2 (pre-tokenizer regexes) and utf8proc (Unicode normalization): tokenizer.json (src/pretok.c)
-LDLIBS  := -ldnnl -lmicrohttpd -lsqlite3 -ljansson -lpcre2-8 -lutf8proc -lpthread -lm -fopenmp $(MPI_LIBS)
+LDLIBS  := -ldnnl -lxxhash -lmicrohttpd -lsqlite3 -ljansson -lpcre2-8 -lutf8proc -lpthread -lm -fopenmp $(MPI_LIBS)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -41,7 +41,7 @@ FUZZ_BIN := $(FUZZ:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined $(MPI_CFLAGS)
-FUZZ_LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm $(MPI_LIBS)
+FUZZ_LDLIBS  := -ljansson -lxxhash -lpcre2-8 -lutf8proc -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm $(MPI_LIBS)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format

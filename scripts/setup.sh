@@ -12,6 +12,7 @@ PACKAGES=(
   libjansson-dev       # the JSON reader (src/json_parse.c): config, manifests, JSONL, safetensors headers
   libpcre2-dev         # tokenizer.json's pre-tokenizer regexes (src/pretok.c): \p{L} and friends, JIT
   libutf8proc-dev      # tokenizer.json's Unicode normalizers (NFC ...) (src/pretok.c)
+  libxxhash-dev        # XXH3: the checksum of checkpoints and LoRA base models (src/checkpoint.c)
   libopenmpi-dev       # MPI (src/dist.c): data-parallel train under mpirun; mpicc tells the build its paths
   openmpi-bin          # mpirun
   chromium             # the dashboard's browser tests (headless)

@@ -146,7 +146,8 @@ static int load_base(Trainer *t, NfError *err) {
     if (model_open(&t->base_model, o->model_path, err) != 0) return -1;
     t->config = t->base_model.config;
     if (param_view_of_model(&t->base, &t->base_model) != 0) {
-        if (!(t->base_copy = nf_alloc_array((size_t)config_param_count(&t->config), sizeof(float), err))) return -1;
+        if (!(t->base_copy = nf_alloc_array_unzeroed((size_t)config_param_count(&t->config), sizeof(float), err)))
+            return -1;
         params_from_model(t->base_copy, &t->base_model);
         param_pointers(&t->base, t->base_copy, &t->config);
         model_free(&t->base_model);
@@ -224,7 +225,9 @@ static int setup_model(Trainer *t, Checkpoint *ck, NfError *err) {
         Model m;
         if (model_open(&m, o->model_path, err) != 0) return -1;
         t->config = m.config;
-        if (alloc_state(t, err) != 0) {
+        /* the weights are copied in whole next: zeroing them first would write 4 bytes a weight for nothing */
+        if (!(t->params = nf_alloc_array_unzeroed((size_t)config_param_count(&m.config), sizeof(float), err)) ||
+            alloc_state(t, err) != 0) {
             model_free(&m);
             return -1;
         }
@@ -405,6 +408,7 @@ static int write_checkpoint(Trainer *t, float *adam_m, float *adam_v, NfError *e
         .adam_v = adam_v,
     };
     uint64_t bytes;
+    double start_ms = nf_now_ms();
     if (o->keep_last > 1) {
         /* keep a stamped copy too: written once, linked into place */
         char stamped[4096];
@@ -428,6 +432,7 @@ static int write_checkpoint(Trainer *t, float *adam_m, float *adam_v, NfError *e
     json_int(&j, "step", t->step);
     json_number(&j, "loss", t->last_loss);
     json_int(&j, "bytes", (int64_t)bytes);
+    json_number(&j, "ms", nf_now_ms() - start_ms);
     msg_emit(t->out, &j);
     return 0;
 }

@@ -73,11 +73,12 @@ bool nf_resize(void **items, size_t n, size_t elem) {
  *  - touching a huge page the first time takes 512 times fewer page faults
  *    than its 4 KiB pages, which was most of a first training step's time
  *    on a virtual machine.
- * Zeroed here, so the pages are faulted in now rather than at first use. */
+ * Zeroed here, so the pages are faulted in now rather than at first use
+ * (nf_alloc_unzeroed: by the caller's copy into it, which comes next). */
 #define HUGE_PAGE  ((size_t)2 << 20)
 #define CACHE_LINE 64
 
-void *nf_alloc(size_t bytes, NfError *err) {
+static void *alloc_aligned(size_t bytes, bool zero, NfError *err) {
     size_t align = bytes >= 2 * HUGE_PAGE ? HUGE_PAGE : CACHE_LINE;
     size_t padded = bytes ? (bytes - 1) / align * align + align : align; /* aligned_alloc wants a multiple */
     void *p = bytes <= SIZE_MAX - align ? aligned_alloc(align, padded) : NULL;
@@ -86,9 +87,12 @@ void *nf_alloc(size_t bytes, NfError *err) {
         return NULL;
     }
     if (align == HUGE_PAGE) madvise(p, padded, MADV_HUGEPAGE); /* a hint: failure changes nothing */
-    memset(p, 0, padded);
+    if (zero) memset(p, 0, padded);
     return p;
 }
+
+void *nf_alloc(size_t bytes, NfError *err) { return alloc_aligned(bytes, true, err); }
+void *nf_alloc_unzeroed(size_t bytes, NfError *err) { return alloc_aligned(bytes, false, err); }
 
 void nf_release_pages(const void *p, size_t bytes) {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -96,14 +100,17 @@ void nf_release_pages(const void *p, size_t bytes) {
     if (end > start) madvise((void *)start, end - start, MADV_DONTNEED); /* advice: failing only costs memory */
 }
 
-void *nf_alloc_array(size_t count, size_t elem, NfError *err) {
+static void *alloc_array(size_t count, size_t elem, bool zero, NfError *err) {
     size_t bytes;
     if (!nf_mul_size(count, elem, &bytes)) {
         nf_fail(err, NF_ERR_MEMORY, "allocation of %zu x %zu bytes overflows", count, elem);
         return NULL;
     }
-    return nf_alloc(bytes, err);
+    return alloc_aligned(bytes, zero, err);
 }
+
+void *nf_alloc_array(size_t count, size_t elem, NfError *err) { return alloc_array(count, elem, true, err); }
+void *nf_alloc_array_unzeroed(size_t count, size_t elem, NfError *err) { return alloc_array(count, elem, false, err); }
 
 double nf_now_ms(void) {
     struct timespec ts;

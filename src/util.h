@@ -11,7 +11,11 @@
 
 /* Allocation that reports failure through err instead of returning NULL
  * silently; zeroed, starting on a cache line (64 bytes), freed with free(). */
-void *nf_alloc(size_t bytes, NfError *err);                    /* zeroed */
+void *nf_alloc(size_t bytes, NfError *err); /* zeroed */
+/* Not zeroed: for a buffer the caller fills whole at once (a copy), which faults its pages in as zeroing would,
+ * without writing every byte twice. */
+void *nf_alloc_unzeroed(size_t bytes, NfError *err);
+void *nf_alloc_array_unzeroed(size_t count, size_t elem, NfError *err);
 void *nf_alloc_array(size_t count, size_t elem, NfError *err); /* zeroed, overflow-checked */
 /* Hands the whole pages inside [p, p + bytes) back to the kernel: memory
  * about to be freed, or a read-only file mapping already read (its pages

@@ -5,6 +5,7 @@ prints "PASS name", "FAIL name" (with the traceback) or "SKIP name: why".
 Files from ../shared/data are found with shared(); where that folder is absent
 (a user's fresh clone) the test is skipped loudly, but under CI it fails.
 """
+import ctypes
 import http.client
 import json
 import signal
@@ -40,6 +41,36 @@ _tests = []
 
 class Skip(Exception):
     pass
+
+
+def xxh3_64(data):
+    """XXH3-64 with seed 0 (checkpoint version 3's checksum, docs/formats.md), from the system's libxxhash: an
+    implementation apart from the tool's use of it."""
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lib.XXH3_64bits(data, len(data))
+
+
+def fnv_words(data):
+    """The checksum of checkpoint versions 1 and 2: FNV-1a over little-endian 64-bit words, the tail zero-padded."""
+    data = data + b"\0" * (-len(data) % 8)
+    h = 0xcbf29ce484222325
+    for (w,) in struct.iter_unpack("<Q", data):
+        h = ((h ^ w) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def checkpoint_as_version_2(ckpt, base_bytes=None):
+    """A version-3 checkpoint rewritten the way a version-2 build writes it (the layout is the same): version 2, an
+    FNV file checksum and, for LoRA (base_bytes: the base model's bytes), an FNV base checksum."""
+    b = bytearray(ckpt[:-8])
+    assert struct.unpack_from("<I", b, 8)[0] == 3
+    struct.pack_into("<I", b, 8, 2)
+    if base_bytes is not None:
+        options_len = struct.unpack_from("<I", b, 112)[0]
+        struct.pack_into("<Q", b, 184 + options_len + 24, fnv_words(base_bytes))
+    return bytes(b) + struct.pack("<Q", fnv_words(bytes(b)))
 
 
 def test(fn):

@@ -1,6 +1,6 @@
 """`train --init` builds every family NeuralForge computes (llama, qwen2's
 q/k/v biases, qwen3's q/k norms with head_dim apart from dim / heads, RoPE
-base and RMSNorm epsilon): the shape reaches the init message, version-2
+base and RMSNorm epsilon): the shape reaches the init message, version-3
 checkpoints keep it (a resumed run continues exactly), version-1 checkpoints
 still load, and what llama2.c's files cannot hold is refused by name. The
 computations themselves are checked against PyTorch in test_hf_reference.py."""
@@ -43,7 +43,7 @@ def each_family_reaches_the_init_message_with_its_defaults():
 
 
 @test
-def a_resumed_qwen_run_continues_exactly_through_a_version_2_checkpoint():
+def a_resumed_qwen_run_continues_exactly_through_a_version_3_checkpoint():
     data = token_file(2)
     for arch in ("qwen2", "qwen3"):
         d = tmpdir()
@@ -56,17 +56,19 @@ def a_resumed_qwen_run_continues_exactly_through_a_version_2_checkpoint():
         assert [m["resume_step"] for m in part.of_type("init")] == [0, 3], part.of_type("init")
         losses = lambda r: [m["loss"] for m in r.of_type("step")]
         assert losses(part)[-3:] == losses(straight)[-3:], (arch, losses(part), losses(straight))
-        assert open(f"{d}/a.ckpt", "rb").read()[8:12] == b"\x02\x00\x00\x00"  # version 2
+        assert open(f"{d}/a.ckpt", "rb").read()[8:12] == b"\x03\x00\x00\x00"  # version 3
 
 
 @test
-def version_1_checkpoints_still_load():
-    d = tmpdir()
-    seed = os.path.join(FUZZ_SEEDS, "compat_v1_full.ckpt")
-    assert open(seed, "rb").read()[8:12] == b"\x01\x00\x00\x00"
-    r = run(["export", "--ckpt", seed, "--format", "llama2c", "--output", f"{d}/m.bin"])
-    assert r.rc == 0, r.stdout
-    assert run(["info", "--model", f"{d}/m.bin"]).one("info")["value"]["config"]["arch"] == "llama"
+def version_1_and_2_checkpoints_still_load():
+    """Written by builds of those versions (version 2: FNV checksums, before XXH3)."""
+    for version in (1, 2):
+        d = tmpdir()
+        seed = os.path.join(FUZZ_SEEDS, f"compat_v{version}_full.ckpt")
+        assert open(seed, "rb").read()[8:12] == bytes([version, 0, 0, 0])
+        r = run(["export", "--ckpt", seed, "--format", "llama2c", "--output", f"{d}/m.bin"])
+        assert r.rc == 0, r.stdout
+        assert run(["info", "--model", f"{d}/m.bin"]).one("info")["value"]["config"]["arch"] == "llama"
 
 
 @test

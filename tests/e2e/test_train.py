@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from harness import (NF, PROBE, Result, assert_error, enospc_env, read_tokens, run, run_all, run_interrupted, shared,
-                     test, tmpdir)
+                     test, tmpdir, xxh3_64)
 from llama_ref import random_weights, write_v0
 
 _cache = {}
@@ -213,7 +213,8 @@ def a_closed_stdout_stops_the_run_with_a_checkpoint_and_the_rest_goes_to_stderr(
     assert later and later[-1]["type"] == "done" and later[-1]["reason"] == "interrupted", later[-3:]
     k = later[-1]["total_steps"]
     assert k >= 5 and later[-2] == {"type": "checkpoint", "path": ckpt, "step": k, "loss": later[-2]["loss"],
-                                    "bytes": os.path.getsize(ckpt)}, later[-3:]
+                                    "bytes": os.path.getsize(ckpt), "ms": later[-2]["ms"]}, later[-3:]
+    assert later[-2]["ms"] > 0, later[-2]
     resumed = run(train_args(ckpt, data, steps=k + 1, extra=["--resume"]))
     assert resumed.rc == 0 and resumed.one("init")["resume_step"] == k
 
@@ -303,15 +304,11 @@ def nan_loss_stops_with_an_error_and_keeps_the_last_checkpoint():
     d = tmpdir()
     ckpt = os.path.join(d, "c.ckpt")
     assert run(train_args(ckpt, data, steps=2)).rc == 0
-    # poison one weight and re-seal the file with its checksum (FNV-1a over 64-bit words)
+    # poison one weight and re-seal the file with its checksum (version 3: XXH3-64)
     blob = bytearray(open(ckpt, "rb").read())
     options_len = struct.unpack_from("<I", blob, 112)[0]
     struct.pack_into("<f", blob, 120 + 64 + options_len + 4 * 100, float("inf"))
-    h = 0xCBF29CE484222325
-    body = bytes(blob[:-8]) + b"\0" * ((8 - (len(blob) - 8) % 8) % 8)
-    for (w,) in struct.iter_unpack("<Q", body):
-        h = ((h ^ w) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    struct.pack_into("<Q", blob, len(blob) - 8, h)
+    struct.pack_into("<Q", blob, len(blob) - 8, xxh3_64(bytes(blob[:-8])))
     open(ckpt, "wb").write(blob)
     before = bytes(blob)
     r = run(train_args(ckpt, data, steps=6, extra=["--resume"]))

@@ -3,9 +3,10 @@
  *
  * A checkpoint ends with a checksum over everything before it, so almost
  * every mutation would stop at the checksum. The harness therefore stores
- * the right checksum (model_file_checksum of the rest, the same FNV-1a)
- * in the last 8 bytes before loading, unless the input's last byte is
- * 0xEE: then the file is loaded as given, so a wrong checksum is fuzzed too. */
+ * the right checksum (checkpoint_checksum of the rest, by the version the
+ * input says it is: FNV-1a before 3, XXH3 from 3) in the last 8 bytes before
+ * loading, unless the input's last byte is 0xEE: then the file is loaded as
+ * given, so a wrong checksum is fuzzed too. */
 #include <string.h>
 
 #include "checkpoint.h"
@@ -19,8 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint64_t sum;
         if (!copy) abort();
         memcpy(copy, data, size);
-        fuzz_write(path, copy, size - 8);
-        if (model_file_checksum(path, &sum, &err) != 0) abort();
+        uint32_t version = 0;
+        if (size >= 12) memcpy(&version, data + 8, 4);
+        if (checkpoint_checksum(copy, size - 8, version, &sum, &err) != 0) abort();
         memcpy(copy + size - 8, &sum, 8);
         fuzz_write(path, copy, size);
         free(copy);

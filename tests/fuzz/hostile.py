@@ -12,6 +12,7 @@ vocabulary, a dim-8 model): no shared data needed.
   /usr/bin/python3 tests/fuzz/hostile.py           prints the table of docs/reliability.md
   tests/e2e/test_hostile_files.py                  asserts every case (both builds)
 """
+import ctypes
 import json
 import os
 import re
@@ -34,7 +35,7 @@ def seed(harness, name):
 
 
 def fnv_words(data):
-    """checkpoint.c's checksum: FNV-1a over little-endian 64-bit words, the tail zero-padded."""
+    """checkpoint.c's checksum before version 3: FNV-1a over little-endian 64-bit words, the tail zero-padded."""
     h = 0xcbf29ce484222325
     data = data + b"\0" * (-len(data) % 8)
     for i in range(0, len(data), 8):
@@ -42,9 +43,19 @@ def fnv_words(data):
     return h
 
 
+def xxh3_64(data):
+    """checkpoint.c's checksum from version 3 on: XXH3-64, seed 0 (the system's libxxhash)."""
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lib.XXH3_64bits(data, len(data))
+
+
 def resum(ckpt):
+    """The checkpoint with the checksum of the version it says it is (FNV before version 3)."""
     body = ckpt[:-8]
-    return body + struct.pack("<Q", fnv_words(body))
+    version = struct.unpack_from("<I", body, 8)[0]
+    return body + struct.pack("<Q", (fnv_words if version < 3 else xxh3_64)(body))
 
 
 def patch(data, offset, fmt, *values):

@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""Start-up, checkpoint save and load, and the LoRA base checksum of a 110M model against the disk's raw speed.
+
+    /usr/bin/python3 bench/checkpoint_speed.py [--dir DIR] [--rounds 3] [--baseline OTHER_BINARY]
+
+In DIR (default: a new directory under /var/tmp, on the disk checkpoints go to) it makes, once, a model of
+`benchmark --preset 110M`'s shape (`train --init`, one step, `export`) and random token ids, then each round:
+  startup    process start to the `init` message of `train --model m110.bin` (full fine-tuning: the model read,
+             the weights copied, the AdamW state and gradients allocated), warm (the second such process: the
+             first after the previous round's writes is reported apart), and to the start of the first step (the
+             `step` message's arrival less its `ms`) in the run that saves
+  save       the `checkpoint` message's `ms` after that step (1.3 GB: weights and both moments); a binary
+             without it: the time between the `step` and `checkpoint` messages
+  raw write  the same number of bytes written by this script in 8 MiB writes, then fsync (as the checkpoint is)
+  load       process start to the `init` message of `train --resume` from that checkpoint (read, verified,
+             copied); raw read: reading the checkpoint file (warm: it was just written, so it is in the page
+             cache; this script never drops the machine's caches)
+  base sum   `info --model m110.bin --lora a.ckpt` (which hashes the base to check it) less `info --model
+             m110.bin`; raw read: reading m110.bin (warm)
+Medians over the rounds are printed; with --baseline, the other binary (e.g. main's build) runs in the same
+rounds, alternated, on the same model but with its own checkpoints (they may be of another version)."""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NF = os.path.join(ROOT, "build", "neuralforge")
+SHAPE = ["--dim", 768, "--hidden-dim", 2048, "--n-layers", 12, "--n-heads", 12, "--vocab-size", 32000,
+         "--seq-len", 1024]  # cmd_benchmark.c's 110M preset
+STEP = ["--steps", 1, "--batch", 1, "--seq", 16, "--val-every", 0, "--threads", 2]
+CHUNK = 8 << 20
+
+
+def timed_messages(argv):
+    """Runs argv; returns [(seconds since the start, message)] and the exit status."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = []
+    for line in p.stdout:
+        out.append((time.perf_counter() - t0, json.loads(line)))
+    p.wait()
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(map(str, argv))} failed: {out[-1][1] if out else ''}")
+    return out, time.perf_counter() - t0
+
+
+def first(msgs, kind):
+    return next((t, m) for t, m in msgs if m["type"] == kind)
+
+
+def raw_write(path, n):
+    block = os.urandom(CHUNK)
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    left = n
+    while left > 0:
+        left -= os.write(fd, block[:min(left, CHUNK)])
+    os.fsync(fd)
+    os.close(fd)
+    return time.perf_counter() - t0
+
+
+def raw_read(path):
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    while os.read(fd, CHUNK):
+        pass
+    os.close(fd)
+    return time.perf_counter() - t0
+
+
+def prepare(nf, d):
+    data, model = os.path.join(d, "ts.bin"), os.path.join(d, "m110.bin")
+    if not os.path.exists(data):
+        ids = os.urandom(2 * 65536)
+        with open(data, "wb") as f:  # tests/e2e/harness.py's token file: the header, then uint16 ids below 512
+            f.write((b"\xff\xffNFTOK\0" + struct.pack("<IIQI", 1, 2, 65536, 0)).ljust(1024, b"\0"))
+            f.write(struct.pack("<65536H", *[v % 512 for v in struct.unpack("<65536H", ids)]))
+    if not os.path.exists(model):
+        init = os.path.join(d, "init.ckpt")
+        timed_messages([nf, "train", "--init", *SHAPE, "--data", data, *STEP, "--ckpt", init])
+        timed_messages([nf, "export", "--ckpt", init, "--format", "llama2c", "--output", model])
+        os.remove(init)
+    return data, model
+
+
+def time_to_init(argv):
+    """Seconds from the start of argv to its `init` message; the process is killed there."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    for line in p.stdout:
+        if json.loads(line)["type"] == "init":
+            break
+    t = time.perf_counter() - t0
+    p.kill()
+    p.wait()
+    return t
+
+
+def one_round(nf, d, data, model):
+    r = {}
+    ck, lora = os.path.join(d, "c.ckpt"), os.path.join(d, "a.ckpt")
+    # the first process after the previous run's gigabytes of writes is slow whichever binary it is (1.5-4.7 s
+    # where the next takes 0.5): that one is reported apart, the next one is the warm start-up
+    startup = [nf, "train", "--model", model, "--data", data, *STEP]
+    r["startup_after_writes_s"] = time_to_init(startup)
+    r["startup_init_s"] = time_to_init(startup)
+    msgs, _ = timed_messages([nf, "train", "--model", model, "--data", data, *STEP, "--ckpt", ck])
+    t_step, step = first(msgs, "step")
+    t_ckpt, saved = first(msgs, "checkpoint")
+    r["startup_first_step_s"] = t_step - step["ms"] / 1000
+    r["save_s"] = saved["ms"] / 1000 if "ms" in saved else t_ckpt - t_step
+    r["ckpt_bytes"] = saved["bytes"]
+    raw = os.path.join(d, "raw.bin")
+    r["raw_write_s"] = raw_write(raw, saved["bytes"])
+    os.remove(raw)
+    msgs, _ = timed_messages([nf, "train", "--resume", "--model", model, "--data", data, *STEP[:1], 2, *STEP[2:],
+                              "--ckpt", ck])
+    r["load_s"] = first(msgs, "init")[0]
+    r["raw_read_s"] = raw_read(ck)
+    if not os.path.exists(lora):
+        timed_messages([nf, "train", "--model", model, "--lora-rank", 8, "--data", data, *STEP, "--ckpt", lora])
+    _, with_lora = timed_messages([nf, "info", "--model", model, "--lora", lora])
+    _, plain = timed_messages([nf, "info", "--model", model])
+    r["base_sum_s"] = with_lora - plain
+    r["base_raw_read_s"] = raw_read(model)
+    r["base_bytes"] = os.path.getsize(model)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", help="another neuralforge binary, run alternated with this build's")
+    a = ap.parse_args()
+    top = a.dir or tempfile.mkdtemp(prefix="nf_ckpt_bench_", dir="/var/tmp")
+    bins = {"this build": NF} | ({"baseline": a.baseline} if a.baseline else {})
+    dirs = {name: os.path.join(top, name.replace(" ", "_")) for name in bins}
+    for name, nf in bins.items():
+        os.makedirs(dirs[name], exist_ok=True)
+    prepared = prepare(NF, top)  # one model and token file (llama2.c's format: every version reads it)
+    results = {name: [] for name in bins}
+    for i in range(a.rounds):
+        for name, nf in bins.items():
+            results[name].append(one_round(nf, dirs[name], *prepared))
+            print(f"round {i + 1} {name}: {json.dumps(results[name][-1])}", flush=True)
+    for name, rs in results.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        print(f"\n{name} ({bins[name]}), medians of {len(rs)} rounds:")
+        print(f"  start-up: init {med['startup_init_s']:.2f} s (the first process after the writes: "
+              f"{med['startup_after_writes_s']:.2f} s); the first step starts at {med['startup_first_step_s']:.2f} s")
+        print(f"  save {med['save_s']:.2f} s vs raw write+fsync {med['raw_write_s']:.2f} s of "
+              f"{med['ckpt_bytes'] / 1e9:.2f} GB: {med['save_s'] / med['raw_write_s']:.2f}x")
+        print(f"  load (resume to init) {med['load_s']:.2f} s vs raw read (warm) {med['raw_read_s']:.2f} s: "
+              f"{med['load_s'] / med['raw_read_s']:.2f}x")
+        print(f"  LoRA base checksum {med['base_sum_s']:.2f} s vs raw read (warm) {med['base_raw_read_s']:.2f} s of "
+              f"{med['base_bytes'] / 1e9:.2f} GB: {med['base_sum_s'] / med['base_raw_read_s']:.2f}x")
+    if not a.dir:
+        shutil.rmtree(top)
+
+
+if __name__ == "__main__":
+    main()
