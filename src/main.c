@@ -5,6 +5,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "wait_policy.h"
 
 typedef struct {
     const char *name;
@@ -34,6 +35,8 @@ static void print_usage(void) {
 }
 
 int main(int argc, char **argv) {
+    /* before anything else (MPI_Init included): the re-exec keeps the process id, argv and the environment */
+    wait_policy_apply(argv);
     NfOut out = {.stream = stdout, .rank = -1};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         print_usage();
