@@ -11,7 +11,7 @@
 #include "json.h"
 
 /* The spin count neuralforge gives libgomp (its own default is 300000). */
-#define NF_GOMP_SPINCOUNT "10000"
+#define NF_GOMP_SPINCOUNT "1000"
 /* The marker's variable: "neuralforge" after the re-exec. */
 #define NF_WAIT_POLICY_ENV "NF_WAIT_POLICY_SET"
 

@@ -8,7 +8,7 @@ import re
 
 from harness import assert_error, run, run_all, shared, test, tmpdir, write_tokens
 
-CHOSEN = "10000"  # NF_GOMP_SPINCOUNT in src/wait_policy.h
+CHOSEN = "1000"  # NF_GOMP_SPINCOUNT in src/wait_policy.h
 OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NF_WAIT_POLICY_SET")
 
 
