@@ -1,7 +1,8 @@
 /* wait_policy.h — how the OpenMP threads wait between parallel regions, chosen for a shared machine.
  *
  * libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it loads (before main), so the policy is set by
- * re-executing this program once at the start of main with the chosen values in its environment. A user's own
+ * re-executing this program once at the start of a command that runs parallel work (main.c's table) with the
+ * chosen values in its environment. A user's own
  * OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept as it is, and NF_WAIT_POLICY_SET marks a process that already
  * went through this, so nothing re-executes twice (train's --restart-every, mpirun's ranks and the dashboard's
  * runs inherit the marker). docs/performance.md has the measurements behind the value. */

@@ -68,6 +68,13 @@ def errors_before_any_work_still_re_exec_once():
 
 
 @test
+def commands_without_parallel_work_do_not_re_exec():
+    r = run(["info", "--model", shared("stories260K.bin")], env=env())
+    assert r.rc == 0 and r.one("info")["key"] == "model", r.stdout
+    assert libgomp_loads(r) == ["300000"]  # info reads a header: a re-exec would only add its start-up time
+
+
+@test
 def restart_every_does_not_re_exec_twice():
     d = tmpdir()
     data = os.path.join(d, "t.bin")
