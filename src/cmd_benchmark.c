@@ -294,11 +294,12 @@ done:
 /* A busy process: a child that only spins, killed by stop_load (and by the kernel if this process dies first). It
  * touches nothing of the parent's (its OpenMP threads did not survive the fork). */
 static pid_t start_spinner(void) {
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid != 0) return pid; /* the parent, or -1 */
 #ifdef __linux__
     prctl(PR_SET_PDEATHSIG, SIGKILL);
 #endif
+    if (getppid() != parent) _exit(0); /* the parent died before the death signal was armed */
     volatile unsigned long spins = 0;
     for (;;) spins++;
 }

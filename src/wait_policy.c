@@ -9,11 +9,10 @@ static bool user_set(void) { return getenv("OMP_WAIT_POLICY") || getenv("GOMP_SP
 
 void wait_policy_apply(char **argv) {
     if (getenv(NF_WAIT_POLICY_ENV) || user_set()) return;
-    /* The marker first: if execv succeeds the new image sees it and runs on; if execv fails this process runs
-     * on with libgomp's defaults, and the marker is taken off again so the report says so. */
-    if (setenv(NF_WAIT_POLICY_ENV, "neuralforge", 1) != 0 || setenv("GOMP_SPINCOUNT", NF_GOMP_SPINCOUNT, 1) != 0)
-        return;
-    execv("/proc/self/exe", argv);
+    /* The new image sees the marker and runs on. If setenv or execv fails (no /proc, no memory) this process runs
+     * on with libgomp's defaults, and both variables are taken off again so that the report says so. */
+    if (setenv(NF_WAIT_POLICY_ENV, "neuralforge", 1) == 0 && setenv("GOMP_SPINCOUNT", NF_GOMP_SPINCOUNT, 1) == 0)
+        execv("/proc/self/exe", argv);
     unsetenv(NF_WAIT_POLICY_ENV);
     unsetenv("GOMP_SPINCOUNT");
 }
