@@ -10,10 +10,20 @@
  *               pass, then a timed one), then --tokens greedy tokens ->
  *               tokens/s of each, and the weight bytes read per second
  *               while generating, against a memory read speed measured
- *               now. */
+ *               now.
+ *   --competing-load N: the same benchmark twice, alone and then beside N
+ *               busy processes, the second message with the ratio: how a
+ *               shared machine slows it (wait_policy.h). */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "args.h"
 #include "backend.h"
@@ -26,6 +36,10 @@
 #include "sampler.h"
 #include "train_model.h"
 #include "util.h"
+#include "wait_policy.h"
+
+/* --competing-load's bound: more busy processes than this measure nothing a user's machine does */
+#define NF_MAX_COMPETING_LOAD 64
 
 typedef struct {
     const char *name;
@@ -94,7 +108,14 @@ typedef struct {
     KvCacheType kv_type;
 } BenchOptions;
 
-static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
+/* One timed run: beside how many busy processes, and the alone run's rate to compare with. */
+typedef struct {
+    int competing_load;
+    double alone_tok_s; /* the run before, without the load (when competing_load > 0) */
+    double tok_s;       /* out: this run's rate */
+} BenchRun;
+
+static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm, const BenchRun *run) {
     msg_begin(j, "benchmark");
     json_str(j, "mode", mode);
     json_str(j, "model", bm->source);
@@ -102,9 +123,19 @@ static void emit_common(JsonBuf *j, const char *mode, const BenchModel *bm) {
     json_int(j, "params", (int64_t)config_param_count(&bm->config));
     json_int(j, "threads", nf_threads());
     json_str(j, "kernels", nf_cpu_kernels());
+    wait_policy_json(j);
+    json_int(j, "competing_load", run->competing_load);
 }
 
-static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfError *err) {
+/* The rate beside the load against the rate alone: 1 is no slowdown, 0.5 is a machine shared fairly with one
+ * busy process when every core was in use. */
+static void emit_load_ratio(JsonBuf *j, const BenchRun *run) {
+    if (run->competing_load == 0) return;
+    json_number(j, "alone_tok_s", run->alone_tok_s);
+    json_number(j, "load_ratio", run->alone_tok_s > 0 ? run->tok_s / run->alone_tok_s : 0.0);
+}
+
+static int bench_train(BenchModel *bm, const BenchOptions *o, BenchRun *run, NfOut *out, NfError *err) {
     const ModelConfig *c = &bm->config;
     int B = (int)o->batch, T = (int)o->seq;
     LoraConfig lc = {.rank = (int)o->lora_rank, .alpha = (float)o->lora_rank, .targets = LORA_DEFAULT_TARGETS};
@@ -164,8 +195,9 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
     }
     double ms_per_step = timed_ms / (double)o->steps, tok_s = (double)B * T / (ms_per_step / 1000.0);
     double gflops = model_flops_per_token(c, T, lora) * tok_s / 1e9, peak = nf_gemm_peak_gflops(2048);
+    run->tok_s = tok_s;
     JsonBuf j;
-    emit_common(&j, "train", bm);
+    emit_common(&j, "train", bm, run);
     json_int(&j, "batch", B);
     json_int(&j, "seq", T);
     json_int(&j, "lora_rank", o->lora_rank);
@@ -178,6 +210,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, NfOut *out, NfErro
     json_number(&j, "gemm_peak_gflops", peak);
     json_number(&j, "mfu", peak > 0 ? gflops / peak : 0.0);
     json_int(&j, "activation_bytes", (int64_t)activations_bytes(c, lora, B, T));
+    emit_load_ratio(&j, run);
     msg_emit(out, &j);
     nf_log("train %s: %.0f ms/step, %.0f tokens/s, %.0f GFLOP/s (%.0f%% of a %.0f GFLOP/s GEMM)", bm->source,
            ms_per_step, tok_s, gflops, 100 * gflops / peak, peak);
@@ -188,7 +221,7 @@ done:
     return rc;
 }
 
-static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfError *err) {
+static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, NfOut *out, NfError *err) {
     const ModelConfig *c = &bm->config;
     int P = (int)o->prompt_tokens, N = (int)o->tokens;
     if (P + N > c->seq_len)
@@ -230,8 +263,9 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
     double weight_gbytes_s = weight_bytes * tok_s / 1e9, read_gbytes_s = nf_memory_read_gbytes_s((size_t)512 << 20);
     double bandwidth_use = read_gbytes_s > 0 ? weight_gbytes_s / read_gbytes_s : 0.0;
     double prompt_tok_s = P > 0 ? P / (prompt_ms / 1000.0) : 0.0;
+    run->tok_s = tok_s;
     JsonBuf j;
-    emit_common(&j, "generate", bm);
+    emit_common(&j, "generate", bm, run);
     json_str(&j, "quant", o->q8 ? "q8" : "none");
     json_str(&j, "kv_cache", o->kv_type == KV_CACHE_BF16 ? "bf16" : "fp32");
     json_int(&j, "prompt_tokens", P);
@@ -243,6 +277,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, NfOut *out, NfE
     json_number(&j, "weight_gbytes_s", weight_gbytes_s);
     json_number(&j, "memory_read_gbytes_s", read_gbytes_s);
     json_number(&j, "bandwidth_use", bandwidth_use);
+    emit_load_ratio(&j, run);
     msg_emit(out, &j);
     nf_log("generate %s: %.1f tokens/s (%.1f GB/s of weights, %.0f%% of a %.1f GB/s read), prompt %.0f tokens/s "
            "(first pass %.0f ms)",
@@ -256,10 +291,46 @@ done:
     return rc;
 }
 
+/* A busy process: a child that only spins, killed by stop_load (and by the kernel if this process dies first). It
+ * touches nothing of the parent's (its OpenMP threads did not survive the fork). */
+static pid_t start_spinner(void) {
+    pid_t parent = getpid(), pid = fork();
+    if (pid != 0) return pid; /* the parent, or -1 */
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    if (getppid() != parent) _exit(0); /* the parent died before the death signal was armed */
+    volatile unsigned long spins = 0;
+    for (;;) spins++;
+}
+
+static void stop_load(pid_t *pids, int n) {
+    for (int i = 0; i < n; i++) kill(pids[i], SIGKILL);
+    for (int i = 0; i < n; i++) waitpid(pids[i], NULL, 0);
+}
+
+/* The benchmark alone, then beside n busy processes (or only alone when n is 0). */
+static int bench_with_load(BenchModel *bm, const BenchOptions *o, bool train, int n, NfOut *out, NfError *err) {
+    BenchRun alone = {0};
+    int rc = train ? bench_train(bm, o, &alone, out, err) : bench_generate(bm, o, &alone, out, err);
+    if (rc != 0 || n == 0) return rc;
+    pid_t pids[NF_MAX_COMPETING_LOAD];
+    int started = 0;
+    for (; started < n; started++)
+        if ((pids[started] = start_spinner()) < 0) {
+            stop_load(pids, started);
+            return nf_fail(err, NF_ERR_IO, "cannot start --competing-load's busy processes (fork)");
+        }
+    BenchRun loaded = {.competing_load = n, .alone_tok_s = alone.tok_s};
+    rc = train ? bench_train(bm, o, &loaded, out, err) : bench_generate(bm, o, &loaded, out, err);
+    stop_load(pids, started);
+    return rc;
+}
+
 int cmd_benchmark(int argc, char **argv, NfOut *out) {
     bool train = false, generate = false;
     const char *preset = "15M", *model_path = NULL;
-    int64_t threads = 0;
+    int64_t threads = 0, competing_load = 0;
     const char *quant = "none", *dtype = "fp32", *kv_cache = "fp32";
     BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 128};
     ArgSpec specs[] = {
@@ -282,6 +353,8 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16",
          .help = "--generate: what the KV cache stores (default fp32)"},
         {"threads", ARG_INT, &threads, 0, 4096, .help = "threads (default 0 = one per core)"},
+        {"competing-load", ARG_INT, &competing_load, 0, NF_MAX_COMPETING_LOAD,
+         .help = "run again beside N busy processes and report the ratio (default 0)"},
     };
     int n_specs = ARGS_COUNT(specs);
     int exit_status;
@@ -325,7 +398,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         rc = nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than the model's seq_len %d", (long long)o.seq,
                      bm.config.seq_len);
     else
-        rc = train ? bench_train(&bm, &o, out, &err) : bench_generate(&bm, &o, out, &err);
+        rc = bench_with_load(&bm, &o, train, (int)competing_load, out, &err);
     free(bm.params);
     return rc == 0 ? 0 : emit_error(out, &err);
 }

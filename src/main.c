@@ -5,26 +5,31 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "wait_policy.h"
 
 typedef struct {
     const char *name;
     int (*run)(int argc, char **argv, NfOut *out);
     const char *summary;
+    /* runs many OpenMP parallel regions: worth one re-exec at start-up for the wait policy (wait_policy.h); the
+     * others would only pay that re-exec's start-up time, tens of milliseconds with oneDNN and MPI loaded */
+    bool parallel;
 } Command;
 
 static const Command COMMANDS[] = {
-    {"generate", cmd_generate, "generate text from a model (NDJSON token stream, or --text)"},
-    {"chat", cmd_chat, "chat with a model: a user message a line of stdin, its chat template, the KV cache kept"},
-    {"info", cmd_info, "describe a model file and/or a tokenizer"},
-    {"train", cmd_train, "train a model: from scratch (--init) or fine-tuning (--model)"},
-    {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data"},
-    {"export", cmd_export, "write a checkpoint, model or LoRA adapters as llama2.c, GGUF, safetensors or PEFT"},
-    {"serve", cmd_serve, "the web dashboard: projects, live training charts, generation, export"},
-    {"import", cmd_import, "read a GGUF or Hugging Face Llama model into a llama2.c model file"},
-    {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data"},
-    {"ingest", cmd_ingest, "turn a tree of .txt/.md/.csv/.jsonl files into token shards, loss masks and a manifest"},
-    {"tokenizer-train", cmd_tokenizer_train, "learn a BPE tokenizer.bin (byte fallback) from text files"},
-    {"benchmark", cmd_benchmark, "time training steps or generation on this machine"},
+    {"generate", cmd_generate, "generate text from a model (NDJSON token stream, or --text)", true},
+    {"chat", cmd_chat, "chat with a model: a user message a line of stdin, its chat template, the KV cache kept", true},
+    {"info", cmd_info, "describe a model file and/or a tokenizer", false},
+    {"train", cmd_train, "train a model: from scratch (--init) or fine-tuning (--model)", true},
+    {"eval", cmd_eval, "mean loss and perplexity of a model or checkpoint on token data", true},
+    {"export", cmd_export, "write a checkpoint, model or LoRA adapters as llama2.c, GGUF, safetensors or PEFT", false},
+    {"serve", cmd_serve, "the web dashboard: projects, live training charts, generation, export", true},
+    {"import", cmd_import, "read a GGUF or Hugging Face Llama model into a llama2.c model file", false},
+    {"tokenize", cmd_tokenize, "turn a text file into llama2.c uint16 token data", false},
+    {"ingest", cmd_ingest, "turn a tree of .txt/.md/.csv/.jsonl files into token shards, loss masks and a manifest",
+     false},
+    {"tokenizer-train", cmd_tokenizer_train, "learn a BPE tokenizer.bin (byte fallback) from text files", false},
+    {"benchmark", cmd_benchmark, "time training steps or generation on this machine", true},
 };
 
 static void print_usage(void) {
@@ -52,8 +57,12 @@ int main(int argc, char **argv) {
                 world);
         return emit_error(&out, &err);
     }
-    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 2, argv + 2, &out);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) {
+        if (strcmp(argv[1], COMMANDS[i].name) != 0) continue;
+        /* before the command's work (MPI_Init included): the re-exec keeps the process id, argv and environment */
+        if (COMMANDS[i].parallel) wait_policy_apply(argv);
+        return COMMANDS[i].run(argc - 2, argv + 2, &out);
+    }
     NfError err;
     nf_fail(&err, NF_ERR_USAGE, "unknown command '%s'", argv[1]);
     print_usage();
