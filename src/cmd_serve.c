@@ -18,6 +18,7 @@
 #include "budget.h"
 #include "commands.h"
 #include "server.h"
+#include "util.h"
 
 static bool is_loopback(const char *host) { return strncmp(host, "127.", 4) == 0; }
 
@@ -140,8 +141,7 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     else if (max_memory)
         snprintf(srv->max_memory, sizeof srv->max_memory, "%llu", (unsigned long long)budget);
     char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    exe[n > 0 ? n : 0] = '\0';
+    nf_self_exe(exe, sizeof exe, NULL); /* "" when unknown: web/ relative to here */
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
     snprintf(srv->web_dir, sizeof srv->web_dir, "%s/../web", exe); /* build/neuralforge -> web/ */

@@ -21,7 +21,12 @@ bool dist_launched(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") != NULL || getenv("PMIX_RANK") != NULL;
 }
 
-static int mpi_failed(int rc, const char *what, NfError *err) {
+int dist_launched_size(void) {
+    const char *world = getenv("OMPI_COMM_WORLD_SIZE");
+    return world ? atoi(world) : 0;
+}
+
+int dist_mpi_failed(int rc, const char *what, NfError *err) {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
     if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) snprintf(text, sizeof text, "MPI error %d", rc);
@@ -47,7 +52,7 @@ static int find_peers(Dist *d, NfError *err) {
     for (int r = 0; rc == MPI_SUCCESS && r < d->size; r++)
         d->peer_local[r] = strncmp(hosts + (size_t)r * MPI_MAX_PROCESSOR_NAME, host, MPI_MAX_PROCESSOR_NAME) == 0;
     free(hosts);
-    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "exchanging the ranks' pids", err);
+    return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "exchanging the ranks' pids", err);
 }
 
 int dist_init(Dist *d, NfError *err) {
@@ -57,7 +62,7 @@ int dist_init(Dist *d, NfError *err) {
     int provided = 0;
     /* MULTIPLE: the watchdog may call MPI_Abort while the loop waits in a collective */
     int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
-    if (rc != MPI_SUCCESS) return mpi_failed(rc, "MPI_Init", err);
+    if (rc != MPI_SUCCESS) return dist_mpi_failed(rc, "MPI_Init", err);
     d->mpi = true;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
@@ -81,15 +86,9 @@ int dist_init(Dist *d, NfError *err) {
 
 /* Whether the process pid is gone (or a zombie nobody reaped yet). */
 static bool pid_gone(int pid) {
-    char path[64], stat[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return errno == ENOENT;
-    size_t n = fread(stat, 1, sizeof stat - 1, f);
-    fclose(f);
-    stat[n] = '\0';
-    const char *paren = strrchr(stat, ')'); /* the state follows the command's name, which may hold spaces */
-    return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+    char state;
+    if (!nf_proc_stat(pid, &state, NULL)) return errno == ENOENT;
+    return state == 'Z' || state == 'X';
 }
 
 /* The lowest rank on this host still alive, `lost` being gone; -1 if none. */
@@ -175,14 +174,14 @@ void dist_set_step(Dist *d, int64_t step) {
     pthread_mutex_unlock(&d->lock);
 }
 
-static void wait_begin(Dist *d, const char *what) {
+void dist_wait_begin(Dist *d, const char *what) {
     pthread_mutex_lock(&d->lock);
     d->waiting_since = nf_now_ms();
     d->waiting_on = what;
     pthread_mutex_unlock(&d->lock);
 }
 
-static void wait_end(Dist *d) {
+void dist_wait_end(Dist *d) {
     pthread_mutex_lock(&d->lock);
     d->waiting_since = 0;
     pthread_mutex_unlock(&d->lock);
@@ -191,9 +190,9 @@ static void wait_end(Dist *d) {
 void dist_finalize(Dist *d) {
     if (!d->mpi) return;
     if (d->size > 1) {
-        wait_begin(d, "the end of the run");
+        dist_wait_begin(d, "the end of the run");
         MPI_Barrier(MPI_COMM_WORLD);
-        wait_end(d);
+        dist_wait_end(d);
     }
     if (d->watching) {
         pthread_mutex_lock(&d->lock);
@@ -214,14 +213,14 @@ void dist_finalize(Dist *d) {
 static int allreduce(Dist *d, void *x, size_t n, MPI_Datatype type, size_t elem, MPI_Op op, const char *what,
                      NfError *err) {
     if (d->size <= 1) return 0;
-    wait_begin(d, what);
+    dist_wait_begin(d, what);
     int rc = MPI_SUCCESS;
     for (size_t at = 0; rc == MPI_SUCCESS && at < n; at += DIST_CALL_FLOATS) {
         int count = (int)(n - at < DIST_CALL_FLOATS ? n - at : DIST_CALL_FLOATS);
         rc = MPI_Allreduce(MPI_IN_PLACE, (char *)x + at * elem, count, type, op, MPI_COMM_WORLD);
     }
-    wait_end(d);
-    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, what, err);
+    dist_wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, what, err);
 }
 
 int dist_sum_floats(Dist *d, float *x, size_t n, const char *what, NfError *err) {
@@ -239,10 +238,10 @@ int dist_max_ints(Dist *d, int *x, int n, const char *what, NfError *err) {
 int dist_gather_ints(Dist *d, int mine, int *all, NfError *err) {
     all[0] = mine;
     if (d->size <= 1) return 0;
-    wait_begin(d, "the ranks' status");
+    dist_wait_begin(d, "the ranks' status");
     int rc = MPI_Allgather(&mine, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD);
-    wait_end(d);
-    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "exchanging the ranks' status", err);
+    dist_wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "exchanging the ranks' status", err);
 }
 
 int dist_settle(Dist *d, NfOut *out, int failed, const NfError *err) {
@@ -267,10 +266,10 @@ int dist_settle(Dist *d, NfOut *out, int failed, const NfError *err) {
 
 int dist_broadcast_ints(Dist *d, int *x, int n, NfError *err) {
     if (d->size <= 1) return 0;
-    wait_begin(d, "rank 0's answer");
+    dist_wait_begin(d, "rank 0's answer");
     int rc = MPI_Bcast(x, n, MPI_INT, 0, MPI_COMM_WORLD);
-    wait_end(d);
-    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "a broadcast from rank 0", err);
+    dist_wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "a broadcast from rank 0", err);
 }
 
 int dist_shards(const Dist *d, size_t n, DistShards *s, NfError *err) {
@@ -302,7 +301,7 @@ void dist_shards_free(DistShards *s) {
 
 int dist_reduce_scatter(Dist *d, float *x, const DistShards *s, NfError *err) {
     if (d->size <= 1) return 0;
-    wait_begin(d, "the gradients");
+    dist_wait_begin(d, "the gradients");
     /* rank r's slice summed onto rank r, a chunk at a time: one MPI_Reduce_scatter call allocates temporaries
      * as large as the whole buffer, which would eat what the shards save */
     int rc = MPI_SUCCESS;
@@ -317,16 +316,16 @@ int dist_reduce_scatter(Dist *d, float *x, const DistShards *s, NfError *err) {
     /* this rank's sum first in x, where the optimizer reads its part */
     if (rc == MPI_SUCCESS && s->displs[d->rank] > 0)
         memmove(x, x + s->displs[d->rank], (size_t)s->counts[d->rank] * sizeof *x);
-    wait_end(d);
-    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "summing the gradients (reduce-scatter)", err);
+    dist_wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "summing the gradients (reduce-scatter)", err);
 }
 
 int dist_all_gather(Dist *d, float *x, const DistShards *s, NfError *err) {
     if (d->size <= 1) return 0;
-    wait_begin(d, "the updated weights");
+    dist_wait_begin(d, "the updated weights");
     int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, x, s->counts, s->displs, MPI_FLOAT, MPI_COMM_WORLD);
-    wait_end(d);
-    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "gathering the updated weights", err);
+    dist_wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "gathering the updated weights", err);
 }
 
 int dist_gather_to_root(Dist *d, const float *mine, float *full, const DistShards *s, NfError *err) {
@@ -334,13 +333,10 @@ int dist_gather_to_root(Dist *d, const float *mine, float *full, const DistShard
         if (full != mine) memcpy(full, mine, (size_t)s->counts[0] * sizeof *full);
         return 0;
     }
-    wait_begin(d, "the optimizer state for the checkpoint");
+    dist_wait_begin(d, "the optimizer state for the checkpoint");
     int rc = MPI_Gatherv(mine, s->counts[d->rank], MPI_FLOAT, full, s->counts, s->displs, MPI_FLOAT, 0, MPI_COMM_WORLD);
-    wait_end(d);
-    return rc == MPI_SUCCESS ? 0 : mpi_failed(rc, "gathering the optimizer state", err);
+    dist_wait_end(d);
+    return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "gathering the optimizer state", err);
 }
 
 /* for grad_sync.c, which makes its collectives on a thread of its own */
-void dist_wait_begin(Dist *d, const char *what) { wait_begin(d, what); }
-void dist_wait_end(Dist *d) { wait_end(d); }
-int dist_mpi_failed(int rc, const char *what, NfError *err) { return mpi_failed(rc, what, err); }

@@ -49,6 +49,8 @@ typedef struct {
 
 /* Whether an MPI launcher (mpirun, or srun with PMIx) started this process: its environment says so. */
 bool dist_launched(void);
+/* The world size mpirun gave this process (its environment), before MPI starts; 0 when it did not say. */
+int dist_launched_size(void);
 
 /* Joins the run's ranks (size 1 without a launcher). On failure d is a single process again. */
 int dist_init(Dist *d, NfError *err);

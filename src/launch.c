@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "dist.h"
+#include "util.h"
 
 /* mpirun's absolute path from PATH into out (cap bytes); false when it is not there. */
 static bool find_mpirun(char *out, size_t cap) {
@@ -76,9 +77,7 @@ typedef struct {
 static int build_command(Launcher *L, const LaunchOptions *l, int argc, char **argv, NfError *err) {
     if (!find_mpirun(L->mpirun, sizeof L->mpirun))
         return nf_fail(err, NF_ERR_DIST, "mpirun is not on PATH (Debian: apt-get install openmpi-bin)");
-    ssize_t n = readlink("/proc/self/exe", L->exe, sizeof L->exe - 1);
-    if (n <= 0) return nf_fail(err, NF_ERR_IO, "cannot find this program's path (/proc/self/exe)");
-    L->exe[n] = '\0';
+    if (nf_self_exe(L->exe, sizeof L->exe, err) != 0) return -1;
     snprintf(L->np, sizeof L->np, "%d", l->processes);
     if (!(L->argv = calloc((size_t)argc + 12, sizeof *L->argv))) return nf_fail(err, NF_ERR_MEMORY, "out of memory");
     int k = 0;
@@ -159,18 +158,10 @@ static void relay_line(void *ctx, const char *line, size_t len) {
         L->relayed_error = true;
 }
 
-/* pid's parent, from /proc/PID/stat ("pid (comm) state ppid ...", comm may hold anything); -1 if gone. */
+/* pid's parent; -1 if gone. */
 static pid_t parent_of(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    int ppid = -1;
-    return p && sscanf(p + 1, " %*c %d", &ppid) == 1 ? (pid_t)ppid : -1;
+    int ppid;
+    return nf_proc_stat((int)pid, NULL, &ppid) ? (pid_t)ppid : -1;
 }
 
 static bool runs_program(pid_t pid, const char *exe) {

@@ -1,10 +1,10 @@
 /* main.c — `neuralforge <command> [flags]`: finds the command and runs it. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
 #include "commands.h"
+#include "dist.h"
 #include "wait_policy.h"
 
 typedef struct {
@@ -50,10 +50,10 @@ int main(int argc, char **argv) {
     NfError env_err;
     if (nf_cpu_check_env(&env_err) != 0) return emit_error(&out, &env_err);
     /* N copies of generate or serve would each do the whole job: only train shares one among ranks */
-    const char *world = getenv("OMPI_COMM_WORLD_SIZE");
-    if (world && atoi(world) > 1 && strcmp(argv[1], "train") != 0) {
+    int world = dist_launched_size();
+    if (world > 1 && strcmp(argv[1], "train") != 0) {
         NfError err;
-        nf_fail(&err, NF_ERR_USAGE, "only train runs under mpirun with several processes (here: %s, -np %s)", argv[1],
+        nf_fail(&err, NF_ERR_USAGE, "only train runs under mpirun with several processes (here: %s, -np %d)", argv[1],
                 world);
         return emit_error(&out, &err);
     }

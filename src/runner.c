@@ -25,9 +25,7 @@
 int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err) {
     memset(r, 0, sizeof *r);
     r->store = s;
-    ssize_t n = readlink("/proc/self/exe", r->exe, sizeof r->exe - 1);
-    if (n <= 0) return nf_fail(err, NF_ERR_IO, "cannot find this program's path (/proc/self/exe)");
-    r->exe[n] = '\0';
+    if (nf_self_exe(r->exe, sizeof r->exe, err) != 0) return -1;
     snprintf(r->log_dir, sizeof r->log_dir, "%s/logs", data_dir);
     if (mkdir(r->log_dir, 0755) != 0 && errno != EEXIST)
         return nf_fail(err, NF_ERR_IO, "cannot create '%s': %s", r->log_dir, strerror(errno));

@@ -98,6 +98,9 @@ typedef struct {
     double last_loss, best_val_loss;
 } Trainer;
 
+/* Tokens a step trains on: every rank's micro-batches (batch x seq x accum x world size). */
+static int64_t step_tokens(const Trainer *t) { return t->o->batch * t->o->seq * t->o->accum * t->dist->size; }
+
 /* The part of the AdamW state this rank holds: all of it, or under --zero 1 its shard. */
 static int alloc_shards(Trainer *t, NfError *err) {
     if (t->o->zero) return dist_shards(t->dist, t->n_params, &t->shards, err);
@@ -292,7 +295,7 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_int(&j, "batch", o->batch);
     json_int(&j, "seq", o->seq);
     json_int(&j, "accum", o->accum);
-    json_int(&j, "tokens_per_step", o->batch * o->seq * o->accum * t->dist->size);
+    json_int(&j, "tokens_per_step", step_tokens(t));
     json_str(&j, "dtype", o->bf16 ? "bf16" : "fp32");
     json_int(&j, "train_tokens", (int64_t)t->data.train_tokens);
     json_int(&j, "val_tokens", (int64_t)t->data.val_tokens);
@@ -677,7 +680,7 @@ static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
                        isnan(norm) ? "NaN" : "infinite", (long long)step, loss);
     t->step = step;
     t->last_loss = loss;
-    t->tokens_seen += (int64_t)B * T * micros;
+    t->tokens_seen += step_tokens(t);
     r->loss = loss;
     r->lr = lr_at(&o->optim, step);
     r->norm = norm;
@@ -687,8 +690,7 @@ static int train_step(Trainer *t, int64_t step, StepResult *r, NfError *err) {
 /* The `step` message of the step just done (ms long); returns its tokens per second. */
 static double emit_step(const Trainer *t, const StepResult *r, double ms, double flops) {
     const TrainOptions *o = t->o;
-    int B = (int)o->batch, T = (int)o->seq;
-    double tokens = (double)B * T * o->accum * t->dist->size; /* the step's, on every rank */
+    double tokens = (double)step_tokens(t);
     double tok_s = ms > 0 ? tokens / (ms / 1000.0) : 0.0;
     JsonBuf j;
     msg_begin(&j, "step");
@@ -805,7 +807,7 @@ static int run_steps(Trainer *t, RunLoop *l, const char *stored_options, NfError
         StepResult r = {0};
         if (train_step(t, t->step + 1, &r, err) != 0) return -1;
         l->steps_here++;
-        l->tokens_here += o->batch * o->seq * o->accum * t->dist->size;
+        l->tokens_here += step_tokens(t);
         double tok_s = emit_step(t, &r, nf_now_ms() - step_start, flops);
         if (l->progress) show_progress(t, tok_s, (nf_now_ms() - l->start) / 1000.0, l->steps_here);
         if (validating && (t->step % o->val_every == 0 || t->step == o->steps) && emit_validation(t, err) != 0)

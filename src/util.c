@@ -2,6 +2,7 @@
 #define _DEFAULT_SOURCE /* madvise's MADV_HUGEPAGE */
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,36 @@ double nf_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int nf_self_exe(char *out, size_t cap, NfError *err) {
+    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+    if (n <= 0) {
+        out[0] = '\0';
+        return nf_fail(err, NF_ERR_IO, "cannot find this program's path (/proc/self/exe)");
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+bool nf_proc_stat(int pid, char *state, int *ppid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char s = 0;
+    int parent = -1;
+    const char *paren = strrchr(buf, ')'); /* the fields after the command's name, which may hold ')' and spaces */
+    if (!paren || sscanf(paren + 1, " %c %d", &s, &parent) != 2) {
+        errno = EIO; /* there, but unreadable: not "gone" */
+        return false;
+    }
+    if (state) *state = s;
+    if (ppid) *ppid = parent;
+    return true;
 }
 
 uint32_t nf_fnv1a32(const void *data, size_t n) {

@@ -52,4 +52,11 @@ char *nf_path_join(const char *dir, const char *name);
 /* Monotonic wall clock in milliseconds. */
 double nf_now_ms(void);
 
+/* This program's absolute path (/proc/self/exe) into out (cap bytes). */
+int nf_self_exe(char *out, size_t cap, NfError *err);
+
+/* Process pid's state letter and parent from /proc/PID/stat ("pid (comm) state ppid ...", where comm may hold
+ * anything); either pointer may be NULL. False (errno from the open) when it cannot be read: gone, mostly. */
+bool nf_proc_stat(int pid, char *state, int *ppid);
+
 #endif
