@@ -18,8 +18,8 @@ void msg_begin(JsonBuf *j, const char *type) {
 
 static bool write_line(FILE *f, const char *line, size_t len) {
     flockfile(f); /* a rank's watchdog thread (dist.c) may write its error meanwhile: whole lines */
-    fwrite(line, 1, len, f);
-    fputc('\n', f);
+    /* the line and its '\n' in one write where the stream is unbuffered (stderr), as nf_log does */
+    fprintf(f, "%.*s\n", (int)len, line);
     bool ok = fflush(f) == 0 && !ferror(f);
     funlockfile(f);
     return ok;
@@ -167,11 +167,24 @@ void json_lora_fields(JsonBuf *j, const LoraConfig *lc, int64_t params) {
 }
 
 void nf_log(const char *fmt, ...) {
-    va_list ap;
+    /* one write for the whole line: stderr is unbuffered, so a vfprintf and then a '\n' were two, and another
+     * process writing the same file (a --processes launcher relaying its ranks' lines, which mpirun interleaves
+     * with the ranks' stderr) could land between them, gluing a message to this line */
+    char small[2048], *line = small;
+    va_list ap, again;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(small, sizeof small - 1, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    if (n >= 0 && (size_t)n >= sizeof small - 1 && (line = malloc((size_t)n + 2)) != NULL)
+        vsnprintf(line, (size_t)n + 1, fmt, again);
+    va_end(again);
+    if (n < 0) return;
+    size_t len = line ? (size_t)n : sizeof small - 2; /* out of memory for a long line: its start */
+    if (!line) line = small;
+    line[len] = '\n';
+    fwrite(line, 1, len + 1, stderr);
+    if (line != small) free(line);
 }
 
 bool command_parse_flags(const char *command, const char *summary, ArgSpec *specs, int n_specs, int argc, char **argv,
