@@ -20,10 +20,11 @@ static void expect_zeros(const unsigned char *p, size_t n) {
  * failed so with zero_new's madvise left out). */
 static void test_reused_memory_is_zeroed(void **state) {
     (void)state;
+    /* from the heap, which is not trimmed either (a trimmed heap grows again with fresh zero pages); AddressSanitizer's
+     * allocator refuses both, and its quarantine hands no block out again at once: there only the zeros are checked */
+    bool forced = false;
 #if defined(__GLIBC__)
-    /* from the heap, which is not trimmed either (a trimmed heap grows again with fresh zero pages) */
-    assert_int_equal(mallopt(M_MMAP_THRESHOLD, 32 << 20), 1);
-    assert_int_equal(mallopt(M_TRIM_THRESHOLD, 1 << 30), 1);
+    forced = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
 #endif
     int reused = 0;
     for (int round = 0; round < 3; round++) {
@@ -41,9 +42,7 @@ static void test_reused_memory_is_zeroed(void **state) {
             free(p);
         }
     }
-#if defined(__GLIBC__)
-    if (reused == 0) fail_msg("malloc never handed the written memory out again: the test checked nothing");
-#endif
+    if (forced && reused == 0) fail_msg("malloc never handed the written memory out again: the test checked nothing");
 }
 
 /* nf_alloc_array's zeroed arrays likewise, and a buffer stays usable and zero where it was not written. */
