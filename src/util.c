@@ -74,36 +74,10 @@ bool nf_resize(void **items, size_t n, size_t elem) {
  *  - touching a huge page the first time takes 512 times fewer page faults
  *    than its 4 KiB pages, which was most of a first training step's time
  *    on a virtual machine.
- * A large zeroed buffer is zeroed by the kernel as it first maps each page (zero_new), so its pages are
- * faulted in at first use; nf_alloc_unzeroed's by the caller's copy into it, which comes next. */
+ * Zeroed here, so the pages are faulted in now rather than at first use
+ * (nf_alloc_unzeroed: by the caller's copy into it, which comes next). */
 #define HUGE_PAGE  ((size_t)2 << 20)
 #define CACHE_LINE 64
-
-/* The whole pages inside [p, p + bytes): false when there are none. */
-static bool whole_pages(const void *p, size_t bytes, uintptr_t *start, uintptr_t *end) {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    *start = ((uintptr_t)p + page - 1) / page * page, *end = ((uintptr_t)p + bytes) / page * page;
-    return *end > *start;
-}
-
-/* Zeroes a new buffer of `bytes` at p. The kernel zeroes every page of anonymous memory when it first maps it,
- * so a memset of fresh memory wrote each byte twice and faulted in at once pages whose first use may be a step
- * later: a 110M run's AdamW moments are 880 MB (0.1 s at best on this VM, seconds when the host has to supply the
- * memory again, docs/performance.md). So the whole pages inside are handed back (nf_release_pages): fresh ones
- * were never mapped and cost nothing, reused ones read as zeros again. That is Linux's promise for private
- * anonymous memory, which malloc's large blocks are; elsewhere, and for the partial pages at the ends, memset. */
-static void zero_new(unsigned char *p, size_t bytes) {
-#if defined(__linux__)
-    uintptr_t start, end;
-    if (bytes >= 2 * HUGE_PAGE && whole_pages(p, bytes, &start, &end) &&
-        madvise((void *)start, end - start, MADV_DONTNEED) == 0) { /* on failure: the memset below */
-        memset(p, 0, start - (uintptr_t)p);
-        memset((void *)end, 0, (uintptr_t)p + bytes - end);
-        return;
-    }
-#endif
-    memset(p, 0, bytes);
-}
 
 static void *alloc_aligned(size_t bytes, bool zero, NfError *err) {
     size_t align = bytes >= 2 * HUGE_PAGE ? HUGE_PAGE : CACHE_LINE;
@@ -114,7 +88,7 @@ static void *alloc_aligned(size_t bytes, bool zero, NfError *err) {
         return NULL;
     }
     if (align == HUGE_PAGE) madvise(p, padded, MADV_HUGEPAGE); /* a hint: failure changes nothing */
-    if (zero) zero_new(p, padded);
+    if (zero) memset(p, 0, padded);
     return p;
 }
 
@@ -122,9 +96,9 @@ void *nf_alloc(size_t bytes, NfError *err) { return alloc_aligned(bytes, true, e
 void *nf_alloc_unzeroed(size_t bytes, NfError *err) { return alloc_aligned(bytes, false, err); }
 
 void nf_release_pages(const void *p, size_t bytes) {
-    uintptr_t start, end;
-    if (whole_pages(p, bytes, &start, &end))
-        madvise((void *)start, end - start, MADV_DONTNEED); /* advice: failing only costs memory */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)p + page - 1) / page * page, end = ((uintptr_t)p + bytes) / page * page;
+    if (end > start) madvise((void *)start, end - start, MADV_DONTNEED); /* advice: failing only costs memory */
 }
 
 static void *alloc_array(size_t count, size_t elem, bool zero, NfError *err) {
