@@ -7,20 +7,26 @@ In DIR (default: a new directory under /var/tmp, on the disk checkpoints go to) 
 `benchmark --preset 110M`'s shape (`train --init`, one step, `export`) and random token ids, then each round:
   startup    process start to the `init` message of `train --model m110.bin` (full fine-tuning: the model read,
              the weights copied, the AdamW state and gradients allocated), warm (the second such process: the
-             first after the previous round's writes is reported apart), and to the start of the first step (the
-             `step` message's arrival less its `ms`) in the run that saves
+             first after the previous round's writes is reported apart), with `init`'s `setup_ms` breakdown where
+             the build reports it; and in the run that saves, the start of the first step (the `step` message's
+             arrival less its `ms`) and its end (the `step` message's arrival)
   save       the `checkpoint` message's `ms` after that step (1.3 GB: weights and both moments); a binary
              without it: the time between the `step` and `checkpoint` messages
   raw write  the same number of bytes written by this script in 8 MiB writes, then fsync (as the checkpoint is)
-  load       process start to the `init` message of `train --resume` from that checkpoint (read, verified,
-             copied); raw read: reading the checkpoint file (warm: it was just written, so it is in the page
-             cache; this script never drops the machine's caches)
+  load       `train --resume` from that checkpoint: its `init` message's `setup_ms.weights` (the checkpoint read,
+             verified and copied into new buffers), and the process start to `init`; raw read: reading the
+             checkpoint file into new memory of its size (what any loader must do: the page faults included),
+             before the resume and after it, and through one reused 8 MiB buffer. All are warm: the file was just
+             written, so it is in the page cache (this script never drops the machine's caches)
   base sum   `info --model m110.bin --lora a.ckpt` (which hashes the base to check it) less `info --model
              m110.bin`; raw read: reading m110.bin (warm)
-Medians over the rounds are printed; with --baseline, the other binary (e.g. main's build) runs in the same
-rounds, alternated, on the same model but with its own checkpoints (they may be of another version)."""
+The checkpoint is removed at the end of its round (so the save never replaces one), and the bench needs room for
+one checkpoint and its raw peer at a time (about 3 GB with the model). Medians over the rounds are printed; with
+--baseline, the other binary (e.g. main's build) runs in the same rounds, alternated, on the same model but with
+its own checkpoints (they may be of another version)."""
 import argparse
 import json
+import mmap
 import os
 import shutil
 import statistics
@@ -68,12 +74,34 @@ def raw_write(path, n):
 
 
 def raw_read(path):
+    """Reads the file through one reused buffer (what a checksum alone needs)."""
     t0 = time.perf_counter()
     fd = os.open(path, os.O_RDONLY)
     while os.read(fd, CHUNK):
         pass
     os.close(fd)
     return time.perf_counter() - t0
+
+
+def raw_read_fresh(path):
+    """Reads the file into new memory of its size, as any loader must: a private anonymous mapping asked for in
+    huge pages like nf_alloc's buffers, faulted in by the reads."""
+    t0 = time.perf_counter()
+    n = os.path.getsize(path)
+    buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buf.madvise(mmap.MADV_HUGEPAGE)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        at = 0
+        while at < n:
+            got = f.readinto(view[at:at + CHUNK])
+            if not got:
+                sys.exit(f"{path} is shorter than its size")
+            at += got
+    t = time.perf_counter() - t0
+    view.release()
+    buf.close()
+    return t
 
 
 def prepare(nf, d):
@@ -92,16 +120,17 @@ def prepare(nf, d):
 
 
 def time_to_init(argv):
-    """Seconds from the start of argv to its `init` message; the process is killed there."""
+    """Seconds from the start of argv to its `init` message (the process is killed there), and the message."""
     t0 = time.perf_counter()
     p = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     for line in p.stdout:
-        if json.loads(line)["type"] == "init":
+        msg = json.loads(line)
+        if msg["type"] == "init":
             break
     t = time.perf_counter() - t0
     p.kill()
     p.wait()
-    return t
+    return t, msg
 
 
 def one_round(nf, d, data, model):
@@ -110,21 +139,33 @@ def one_round(nf, d, data, model):
     # the first process after the previous run's gigabytes of writes is slow whichever binary it is (1.5-4.7 s
     # where the next takes 0.5): that one is reported apart, the next one is the warm start-up
     startup = [nf, "train", "--model", model, "--data", data, *STEP]
-    r["startup_after_writes_s"] = time_to_init(startup)
-    r["startup_init_s"] = time_to_init(startup)
+    r["startup_after_writes_s"] = time_to_init(startup)[0]
+    r["startup_init_s"], init = time_to_init(startup)
+    for part, ms in init.get("setup_ms", {}).items():  # this build's breakdown of the time before `init`
+        r[f"setup_{part}_s"] = ms / 1000
     msgs, _ = timed_messages([nf, "train", "--model", model, "--data", data, *STEP, "--ckpt", ck])
     t_step, step = first(msgs, "step")
     t_ckpt, saved = first(msgs, "checkpoint")
     r["startup_first_step_s"] = t_step - step["ms"] / 1000
+    r["first_step_end_s"] = t_step
     r["save_s"] = saved["ms"] / 1000 if "ms" in saved else t_ckpt - t_step
     r["ckpt_bytes"] = saved["bytes"]
     raw = os.path.join(d, "raw.bin")
     r["raw_write_s"] = raw_write(raw, saved["bytes"])
     os.remove(raw)
+    # new memory costs what the host charges for it (docs/performance.md): memory another process freed a moment ago
+    # is cheap, memory handed back to the host seconds ago is not. So the raw read into new memory runs both before
+    # the resume (after the raw write, as the loader does) and after it (in the memory the resumed process freed)
+    r["raw_read_fresh_before_s"] = raw_read_fresh(ck)
     msgs, _ = timed_messages([nf, "train", "--resume", "--model", model, "--data", data, *STEP[:1], 2, *STEP[2:],
                               "--ckpt", ck])
-    r["load_s"] = first(msgs, "init")[0]
+    t_init, init = first(msgs, "init")
+    r["resume_init_s"] = t_init
+    if "setup_ms" in init:  # the checkpoint read and verified into new buffers, timed inside the process
+        r["load_s"] = init["setup_ms"]["weights"] / 1000
+    r["raw_read_fresh_after_s"] = raw_read_fresh(ck)
     r["raw_read_s"] = raw_read(ck)
+    os.remove(ck)  # a disk with little room holds one checkpoint and its raw peer at a time
     if not os.path.exists(lora):
         timed_messages([nf, "train", "--model", model, "--lora-rank", 8, "--data", data, *STEP, "--ckpt", lora])
     _, with_lora = timed_messages([nf, "info", "--model", model, "--lora", lora])
@@ -155,12 +196,18 @@ def main():
     for name, rs in results.items():
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         print(f"\n{name} ({bins[name]}), medians of {len(rs)} rounds:")
-        print(f"  start-up: init {med['startup_init_s']:.2f} s (the first process after the writes: "
-              f"{med['startup_after_writes_s']:.2f} s); the first step starts at {med['startup_first_step_s']:.2f} s")
+        parts = ", ".join(f"{k[6:-2]} {v:.2f}" for k, v in med.items() if k.startswith("setup_"))
+        print(f"  start-up: init {med['startup_init_s']:.2f} s{f' ({parts} s)' if parts else ''}; the first "
+              f"process after the writes: {med['startup_after_writes_s']:.2f} s; the first step starts at "
+              f"{med['startup_first_step_s']:.2f} s and ends at {med['first_step_end_s']:.2f} s")
         print(f"  save {med['save_s']:.2f} s vs raw write+fsync {med['raw_write_s']:.2f} s of "
               f"{med['ckpt_bytes'] / 1e9:.2f} GB: {med['save_s'] / med['raw_write_s']:.2f}x")
-        print(f"  load (resume to init) {med['load_s']:.2f} s vs raw read (warm) {med['raw_read_s']:.2f} s: "
-              f"{med['load_s'] / med['raw_read_s']:.2f}x")
+        fresh = med["raw_read_fresh_before_s"]
+        load = (f"{med['load_s']:.2f} s ({med['load_s'] / fresh:.2f}x the raw read into new memory before it)"
+                if "load_s" in med else "(not reported by this build)")
+        print(f"  load {load}; `train --resume` to init {med['resume_init_s']:.2f} s; raw read into new memory "
+              f"{fresh:.2f} s before the resume, {med['raw_read_fresh_after_s']:.2f} s after it; through a reused "
+              f"buffer {med['raw_read_s']:.2f} s")
         print(f"  LoRA base checksum {med['base_sum_s']:.2f} s vs raw read (warm) {med['base_raw_read_s']:.2f} s of "
               f"{med['base_bytes'] / 1e9:.2f} GB: {med['base_sum_s'] / med['base_raw_read_s']:.2f}x")
     if not a.dir:

@@ -96,6 +96,9 @@ typedef struct {
     int64_t step;          /* optimizer steps completed */
     int64_t tokens_seen;
     double last_loss, best_val_loss;
+    /* milliseconds of setup_run's parts, for `init`'s setup_ms: the weights read (model file, checkpoint or LoRA
+     * base with its checksum), the training state allocated (alloc_state), the data opened, the activations */
+    double weights_ms, state_ms, data_ms, activations_ms;
 } Trainer;
 
 /* Tokens a step trains on: every rank's micro-batches (batch x seq x accum x world size). */
@@ -115,7 +118,7 @@ static void keep_shard(float **state, const DistShards *s) {
     if (smaller) *state = smaller;
 }
 
-static int alloc_state(Trainer *t, NfError *err) {
+static int alloc_buffers(Trainer *t, NfError *err) {
     const ModelConfig *c = &t->config;
     const LoraConfig *lc = &t->o->lora;
     t->n_params = (size_t)(t->o->use_lora ? lora_param_count(c, lc) : config_param_count(c));
@@ -124,7 +127,20 @@ static int alloc_state(Trainer *t, NfError *err) {
     if (!t->params && !(t->params = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
     if (!t->adam_m && !(t->adam_m = nf_alloc_array(part, sizeof(float), err))) return -1;
     if (!t->adam_v && !(t->adam_v = nf_alloc_array(part, sizeof(float), err))) return -1;
-    if (!(t->grads = nf_alloc_array(t->n_params, sizeof(float), err))) return -1;
+    /* not zeroed: a step's first backward writes every gradient (NF_SET), and train_step zeroes them when no
+     * backward ran; their pages are faulted in by that first write, not here as well */
+    return (t->grads = nf_alloc_array_unzeroed(t->n_params, sizeof(float), err)) ? 0 : -1;
+}
+
+/* The gradients and the AdamW state (and the weights, where the caller has none yet), the network's pointers
+ * into them. */
+static int alloc_state(Trainer *t, NfError *err) {
+    const ModelConfig *c = &t->config;
+    const LoraConfig *lc = &t->o->lora;
+    double start = nf_now_ms();
+    int rc = alloc_buffers(t, err);
+    t->state_ms += nf_now_ms() - start;
+    if (rc != 0) return -1;
     if (!t->o->use_lora) {
         net_full(&t->net, &t->g, c, t->params, t->grads);
         t->n_seg = param_segments(c, t->seg);
@@ -305,6 +321,12 @@ static void emit_init(Trainer *t, const char *stored_options) {
     memory_estimate_ranks(&memory, o);
     json_int(&j, "memory_bytes", (int64_t)memory.total);
     json_int(&j, "max_memory", (int64_t)o->max_memory);
+    json_object_begin(&j, "setup_ms");
+    json_number(&j, "weights", t->weights_ms);
+    json_number(&j, "state", t->state_ms);
+    json_number(&j, "data", t->data_ms);
+    json_number(&j, "activations", t->activations_ms);
+    json_object_end(&j);
     if (o->resume) json_changed_flags(&j, stored_options ? stored_options : "{}", o->options_json);
     msg_emit(t->out, &j);
     if (!lc) return;
@@ -526,7 +548,11 @@ static void emit_done(Trainer *t, double seconds, int64_t tokens, const char *re
  * (restored on --resume), the activations and the batch buffers. Sets o->seq when it was left 0. */
 static int setup_run(Trainer *t, TrainOptions *o, Checkpoint *ck, NfError *err) {
     MemoryEstimate memory; /* before anything large is allocated */
-    if (train_memory_check(o, &memory, err) != 0 || setup_model(t, ck, err) != 0) return -1;
+    if (train_memory_check(o, &memory, err) != 0) return -1;
+    double start = nf_now_ms();
+    if (setup_model(t, ck, err) != 0) return -1;
+    t->weights_ms = nf_now_ms() - start - t->state_ms;
+    start = nf_now_ms();
     if (o->tokenizer) {
         Tokenizer tok;
         if (tokenizer_load(&tok, o->tokenizer, err) != 0) return -1;
@@ -545,6 +571,8 @@ static int setup_run(Trainer *t, TrainOptions *o, Checkpoint *ck, NfError *err) 
     if (o->resume &&
         batch_sampler_restore(&t->sampler, ck->data_rng_state, ck->data_epoch, ck->data_position, err) != 0)
         return -1;
+    t->data_ms = nf_now_ms() - start;
+    start = nf_now_ms();
     const LoraConfig *lora = o->use_lora ? &o->lora : NULL;
     if (activations_init(&t->acts, &t->config, lora, B, T, o->bf16, err) != 0) return -1;
     /* bf16: the weights rounded once; AdamW keeps a full run's copy in step */
@@ -552,6 +580,7 @@ static int setup_run(Trainer *t, TrainOptions *o, Checkpoint *ck, NfError *err) 
     if (!(t->tokens = nf_alloc_array((size_t)B * T, sizeof(int), err)) ||
         !(t->targets = nf_alloc_array((size_t)B * T, sizeof(int), err)))
         return -1;
+    t->activations_ms = nf_now_ms() - start;
     return 0;
 }
 

@@ -505,6 +505,24 @@ def an_oversized_shape_is_refused_before_anything_large_is_allocated():
 
 
 @test
+def init_says_where_the_setup_time_went():
+    d, _ = random_token_file(20000, 7)
+    ckpt = os.path.join(tmpdir(), "s.ckpt")
+    args = ["train", "--init", "--dim", 64, "--n-layers", 2, "--n-heads", 4, "--vocab-size", 512, "--seq-len", 64,
+            "--batch", 2, "--seq", 32, "--val-every", 0, "--steps", 1, "--data", d, "--ckpt", ckpt]
+    for argv in (args, args[:-6] + ["--steps", 2, "--data", d, "--ckpt", ckpt, "--resume"]):
+        start = time.perf_counter()
+        r = run(argv)
+        wall_ms = (time.perf_counter() - start) * 1000
+        assert r.rc == 0, r.messages
+        setup = r.one("init")["setup_ms"]
+        assert set(setup) == {"weights", "state", "data", "activations"}, setup
+        assert all(isinstance(v, (int, float)) and v >= 0 for v in setup.values()), setup
+        assert sum(setup.values()) < wall_ms, (setup, wall_ms)  # parts of this process's own time
+    assert setup["weights"] > 0, setup  # the resumed run read and verified its checkpoint
+
+
+@test
 def the_memory_estimate_is_within_fifteen_percent_of_the_peak_rss():
     d, _ = random_token_file(200000, 42)
     args = ["train", "--init", "--dim", 256, "--n-layers", 4, "--n-heads", 4, "--vocab-size", 4096, "--seq-len", 256,
