@@ -8,11 +8,17 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 # One binary for every x86-64 machine (SSE4.2 and up): the AVX-512, VNNI and
 # BF16 kernels, and the AVX2 + FMA ones, are compiled for those instructions
 # on their own (src/kernels_avx512.c, src/kernels_avx2.c) and chosen at run
-# time when the CPU has them.
+# time when the CPU has them. Built on an ARM64 machine: one binary for every
+# ARMv8-A CPU (NEON; DotProd chosen at run time, src/kernels_neon.c).
+ifneq ($(filter aarch64 arm64,$(shell uname -m)),)
+OPT     ?= -O3 -march=armv8-a -mtune=native
+else
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native
+endif
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
-# Open MPI (src/dist.c): data-parallel training under mpirun; its compiler wrapper knows the paths
-MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+# Open MPI (src/dist.c): data-parallel training under mpirun; its compiler wrapper knows the paths.
+# Without mpicc the build has no MPI (NF_NO_MPI: one process, launchers refused).
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null || echo -DNF_NO_MPI)
 MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g $(MPI_CFLAGS)
 # PCRE2 (pre-tokenizer regexes) and utf8proc (Unicode normalization): tokenizer.json (src/pretok.c)
