@@ -151,8 +151,6 @@ build/arm64/tests/nf_probe: tests/tools/nf_probe.c $(ARM64_OBJ) | build/arm64/te
 # binfmt_misc needed), which takes its CPU model from QEMU_CPU (tests/run_arm64.sh sets it)
 build/arm64/%-qemu: build/arm64/%
 	printf '#!/bin/sh\nexec qemu-aarch64 "$$(dirname "$$0")/%s" "$$@"\n' $(<F) > $@ && chmod +x $@
-build/arm64/tests/%-qemu: build/arm64/tests/%
-	printf '#!/bin/sh\nexec qemu-aarch64 "$$(dirname "$$0")/%s" "$$@"\n' $(<F) > $@ && chmod +x $@
 build/arm64/obj build/arm64/tests:
 	mkdir -p $@
 

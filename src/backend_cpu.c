@@ -3,7 +3,7 @@
  * Batched fp32 products go to oneDNN's sgemm (which picks its own kernels
  * for the CPU); single rows (generation) use an OpenMP row-parallel dot
  * product, memory-bound either way. Attention's small per-head tiles run on
- * register panels of our own on AVX-512 and AVX2 (oneDNN's per-call
+ * register panels of our own on AVX-512, AVX2 and NEON (oneDNN's per-call
  * packing cost more than the products) and on sgemm elsewhere. The
  * hand-written inner loops come in tiers: AVX-512 (VNNI, BF16) in
  * kernels_avx512.c and AVX2 + FMA (AVX-VNNI) in kernels_avx2.c on x86-64,
@@ -16,7 +16,7 @@
 #elif defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h> /* getauxval(AT_HWCAP): DotProd */
 #elif defined(__aarch64__) && defined(__APPLE__)
-#include <sys/sysctl.h> /* hw.optional.arm.FEAT_DotProd (not tested: docs/architecture.md) */
+#include <sys/sysctl.h> /* hw.optional.arm.FEAT_DotProd (untested: README's "ARM64 and macOS") */
 #endif
 #include "backend.h"
 
