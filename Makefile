@@ -8,11 +8,17 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 # One binary for every x86-64 machine (SSE4.2 and up): the AVX-512, VNNI and
 # BF16 kernels, and the AVX2 + FMA ones, are compiled for those instructions
 # on their own (src/kernels_avx512.c, src/kernels_avx2.c) and chosen at run
-# time when the CPU has them.
+# time when the CPU has them. Built on an ARM64 machine: one binary for every
+# ARMv8-A CPU (NEON; DotProd chosen at run time, src/kernels_neon.c).
+ifneq ($(filter aarch64 arm64,$(shell uname -m)),)
+OPT     ?= -O3 -march=armv8-a -mtune=native
+else
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native
+endif
 # -fno-math-errno: no errno from expf and friends, so `omp simd` loops call glibc's vector versions
-# Open MPI (src/dist.c): data-parallel training under mpirun; its compiler wrapper knows the paths
-MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+# Open MPI (src/dist.c): data-parallel training under mpirun; its compiler wrapper knows the paths.
+# Without mpicc the build has no MPI (NF_NO_MPI: one process, launchers refused).
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null || echo -DNF_NO_MPI)
 MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -fno-math-errno -g $(MPI_CFLAGS)
 # PCRE2 (pre-tokenizer regexes) and utf8proc (Unicode normalization): tokenizer.json (src/pretok.c)
@@ -44,7 +50,7 @@ FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-fr
 FUZZ_LDLIBS  := -ljansson -lxxhash -lpcre2-8 -lutf8proc -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm $(MPI_LIBS)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format
+.PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format arm64 test-arm64
 all: build/neuralforge
 
 build/obj/%.o: src/%.c $(HDR) | build/obj
@@ -112,6 +118,47 @@ test: setup
 demo: setup
 	$(MAKE) all
 	@scripts/demo.sh
+
+# The aarch64 cross build (build/arm64/), run under qemu's user-mode emulator:
+# `make test-arm64` installs what it needs (scripts/setup-arm64.sh), builds the
+# binary and the unit tests, and runs them and the e2e subset under
+# qemu-aarch64 (tests/run_arm64.sh). Baseline ARMv8-A (NEON is part of it), so a
+# Raspberry Pi 4 runs it; the dot-product instructions are chosen at run time
+# (kernels_neon.c). No MPI: Debian's arm64 Open MPI cannot sit beside the
+# amd64 one, so the build is without it (NF_NO_MPI: dist.c). oneDNN's headers
+# are the amd64 package's (the arm64 -dev package clashes with it on one file,
+# dnnl_config.h, which differs only in the GPU runtime); its library the arm64
+# one, named by soname as the arm64 -dev package's libdnnl.so link is absent.
+# On an ARM64 Linux machine itself, plain `make` builds natively (with MPI
+# where mpicc is installed).
+ARM64_CC     ?= aarch64-linux-gnu-gcc
+ARM64_CFLAGS := $(CSTD) $(WARN) -O3 -march=armv8-a -fopenmp -fno-math-errno -g -DNF_NO_MPI
+ARM64_LDLIBS := -l:libdnnl.so.2 -lxxhash -lmicrohttpd -lsqlite3 -ljansson -lpcre2-8 -lutf8proc -lpthread -lm -fopenmp
+ARM64_OBJ    := $(SRC:src/%.c=build/arm64/obj/%.o)
+ARM64_UNIT   := $(UNIT:tests/unit/%.c=build/arm64/tests/%)
+
+build/arm64/obj/%.o: src/%.c $(HDR) | build/arm64/obj
+	$(ARM64_CC) $(ARM64_CFLAGS) -c $< -o $@
+build/arm64/neuralforge: build/arm64/obj/main.o $(ARM64_OBJ)
+	$(ARM64_CC) $(ARM64_CFLAGS) $^ -o $@ $(ARM64_LDLIBS)
+# the tests' own loops unvectorized: gcc 12's aarch64 vectorizer crashes (an internal compiler error in
+# vect_transform_reduction) on test_backend.c's fmax reduction; the modules under test keep -O3's
+build/arm64/tests/%: tests/unit/%.c $(ARM64_OBJ) tests/unit/testutil.h | build/arm64/tests
+	$(ARM64_CC) $(ARM64_CFLAGS) -fno-tree-vectorize -Isrc $< $(ARM64_OBJ) -o $@ $(ARM64_LDLIBS) -lcmocka
+build/arm64/tests/nf_probe: tests/tools/nf_probe.c $(ARM64_OBJ) | build/arm64/tests
+	$(ARM64_CC) $(ARM64_CFLAGS) -Isrc $< $(ARM64_OBJ) -o $@ $(ARM64_LDLIBS)
+# what the e2e tests run (NF_BINARY, NF_PROBE: tests/e2e/harness.py): the binaries under qemu-aarch64 (no
+# binfmt_misc needed), which takes its CPU model from QEMU_CPU (tests/run_arm64.sh sets it)
+build/arm64/%-qemu: build/arm64/%
+	printf '#!/bin/sh\nexec qemu-aarch64 "$$(dirname "$$0")/%s" "$$@"\n' $(<F) > $@ && chmod +x $@
+build/arm64/obj build/arm64/tests:
+	mkdir -p $@
+
+arm64: build/arm64/neuralforge $(ARM64_UNIT) build/arm64/neuralforge-qemu build/arm64/tests/nf_probe-qemu
+test-arm64:
+	@scripts/setup-arm64.sh
+	$(MAKE) arm64
+	@tests/run_arm64.sh
 
 clean:
 	rm -rf build

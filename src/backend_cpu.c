@@ -3,14 +3,20 @@
  * Batched fp32 products go to oneDNN's sgemm (which picks its own kernels
  * for the CPU); single rows (generation) use an OpenMP row-parallel dot
  * product, memory-bound either way. Attention's small per-head tiles run on
- * register panels of our own on AVX-512 and AVX2 (oneDNN's per-call
+ * register panels of our own on AVX-512, AVX2 and NEON (oneDNN's per-call
  * packing cost more than the products) and on sgemm elsewhere. The
- * hand-written inner loops come in three tiers: AVX-512 (VNNI, BF16) in
- * kernels_avx512.c, AVX2 + FMA (AVX-VNNI) in kernels_avx2.c, and portable C
- * or oneDNN here. Which one runs is decided at each entry point from the
- * running CPU's features, so one binary serves every x86-64 machine. */
+ * hand-written inner loops come in tiers: AVX-512 (VNNI, BF16) in
+ * kernels_avx512.c and AVX2 + FMA (AVX-VNNI) in kernels_avx2.c on x86-64,
+ * NEON (DotProd) in kernels_neon.c on aarch64, and portable C or oneDNN
+ * here. Which one runs is decided at each entry point from the running
+ * CPU's features, so one binary serves every x86-64 machine, and one every
+ * ARMv8-A machine. */
 #if defined(__x86_64__)
 #include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h> /* getauxval(AT_HWCAP): DotProd */
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h> /* hw.optional.arm.FEAT_DotProd (untested: README's "ARM64 and macOS") */
 #endif
 #include "backend.h"
 
@@ -25,12 +31,24 @@
 #include "kernels.h"
 #include "util.h"
 
-/* The tiers of hand-written kernels, each a superset of the one before:
- * portable C (x86-64-v2), AVX2 + FMA, AVX-512 (F, BW, DQ, VL, and FMA). */
-typedef enum { TIER_BASELINE, TIER_AVX2, TIER_AVX512 } CpuTier;
+/* The tiers of hand-written kernels: portable C; on x86-64 (baseline
+ * x86-64-v2) AVX2 + FMA, then AVX-512 (F, BW, DQ, VL, and FMA), each a
+ * superset of the one before; on aarch64 NEON (Advanced SIMD, in every
+ * ARMv8-A CPU), below the x86 ones so that `>= TIER_AVX2` means x86. */
+typedef enum { TIER_BASELINE, TIER_NEON, TIER_AVX2, TIER_AVX512 } CpuTier;
 
-/* The extras within a tier: AVX-512 VNNI and BF16, and AVX-VNNI (VEX) */
-typedef enum { CPU_VNNI, CPU_BF16, CPU_AVXVNNI } CpuFeature;
+/* The extras within a tier: AVX-512 VNNI and BF16, AVX-VNNI (VEX), and aarch64's DotProd (sdot) */
+typedef enum { CPU_VNNI, CPU_BF16, CPU_AVXVNNI, CPU_DOTPROD } CpuFeature;
+
+/* The vector tier's kernel `name` (kernels.h), for a tier other than TIER_BASELINE: the
+ * vector kernels every tier has, so that each call site names them once. */
+#if defined(__x86_64__)
+#define TIER_KERNEL(tier, name) ((tier) == TIER_AVX512 ? avx512_##name : avx2_##name)
+#elif defined(__aarch64__)
+#define TIER_KERNEL(tier, name) ((void)(tier), neon_##name)
+#else
+#error "NeuralForge's CPU backend is built for x86-64 or aarch64"
+#endif
 
 /* The best tier the running CPU has (cpuid, through the compiler's builtin,
  * asked each time rather than remembered), capped by NF_CPU: baseline or
@@ -46,7 +64,10 @@ static CpuTier cpu_tier(void) {
                   __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     return avx512 ? TIER_AVX512 : TIER_AVX2;
 #else
-    return TIER_BASELINE;
+    /* aarch64: NF_CPU=avx2 and native both leave NEON, the only vector tier (avx2 caps the tier, and NEON's
+     * 128 bits are below it) */
+    const char *force = getenv("NF_CPU");
+    return force && strcmp(force, "baseline") == 0 ? TIER_BASELINE : TIER_NEON;
 #endif
 }
 
@@ -65,7 +86,15 @@ static bool cpu_has(CpuFeature f) {
     case CPU_VNNI: return cpu_tier() == TIER_AVX512 && __builtin_cpu_supports("avx512vnni");
     case CPU_BF16: return cpu_tier() == TIER_AVX512 && __builtin_cpu_supports("avx512bf16");
     case CPU_AVXVNNI: return cpu_tier() >= TIER_AVX2 && cpu_avx_vnni();
+    case CPU_DOTPROD: break;
     }
+#elif defined(__aarch64__) && defined(__linux__)
+    if (f == CPU_DOTPROD) return cpu_tier() == TIER_NEON && (getauxval(AT_HWCAP) & HWCAP_ASIMDDP);
+#elif defined(__aarch64__) && defined(__APPLE__)
+    int on = 0;
+    size_t len = sizeof on;
+    if (f == CPU_DOTPROD)
+        return cpu_tier() == TIER_NEON && sysctlbyname("hw.optional.arm.FEAT_DotProd", &on, &len, NULL, 0) == 0 && on;
 #else
     (void)f;
 #endif
@@ -76,6 +105,7 @@ const char *nf_cpu_kernels(void) {
     switch (cpu_tier()) {
     case TIER_AVX512: return cpu_has(CPU_BF16) ? "avx512-vnni-bf16" : cpu_has(CPU_VNNI) ? "avx512-vnni" : "avx512";
     case TIER_AVX2: return cpu_has(CPU_AVXVNNI) ? "avx2-vnni" : "avx2";
+    case TIER_NEON: return cpu_has(CPU_DOTPROD) ? "neon-dotprod" : "neon";
     case TIER_BASELINE: break;
     }
     return "portable";
@@ -162,9 +192,7 @@ double nf_memory_read_gbytes_s(size_t bytes) {
         for (c = 0; c < chunks; c++) {
             size_t start = per_chunk * c, len = c == chunks - 1 ? n - start : per_chunk;
             const float *b = buf + start;
-            sum += tier == TIER_AVX512 ? avx512_dot(b, b, (int)len)
-                   : tier == TIER_AVX2 ? avx2_dot(b, b, (int)len)
-                                       : dot_f32(b, b, (int)len);
+            sum += tier != TIER_BASELINE ? TIER_KERNEL(tier, dot)(b, b, (int)len) : dot_f32(b, b, (int)len);
         }
         double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
         if (gbytes_s > best) best = gbytes_s;
@@ -221,7 +249,7 @@ static int product_of(const NfProduct *p, int count, int unit, int *at) {
 }
 
 /* out[k] (rows_k) = W[k] (rows_k, n) x for one row x: the products' rows in
- * blocks, one pass of the threads over all of them (AVX-512 or AVX2) */
+ * blocks, one pass of the threads over all of them (a vector tier's) */
 #define GEMV_BLOCK 16
 static void gemv_f32_simd(const NfProduct *p, int count, const float *x, int n, CpuTier tier) {
     int blocks = product_units(p, count, GEMV_BLOCK), b;
@@ -229,8 +257,7 @@ static void gemv_f32_simd(const NfProduct *p, int count, const float *x, int n, 
     for (b = 0; b < blocks; b++) {
         int block = b, k = product_of(p, count, GEMV_BLOCK, &block), r0 = block * GEMV_BLOCK;
         int nr = p[k].out_dim - r0 < GEMV_BLOCK ? p[k].out_dim - r0 : GEMV_BLOCK;
-        (tier == TIER_AVX512 ? avx512_dots : avx2_dots)(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr,
-                                                        n);
+        TIER_KERNEL(tier, dots)(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr, n);
     }
 }
 
@@ -277,20 +304,50 @@ static void q8_row(float *out, size_t out_stride, const int8_t *wr, const float 
  * tile each row: x is quantized the same way (one scale per group), once for
  * all the products, so each group's dot product is integer arithmetic:
  * AVX-512 VNNI where the CPU has it and gs is a multiple of 64, else AVX2
- * (with AVX-VNNI where present) for gs a multiple of 32, else the portable
- * loop. */
-typedef enum { Q8_PORTABLE, Q8_AVX2, Q8_AVX512_VNNI } Q8Kernel;
+ * (with AVX-VNNI where present) for gs a multiple of 32, NEON (with DotProd
+ * where present) for gs a multiple of 16, else the portable loop. */
+typedef enum { Q8_PORTABLE, Q8_NEON, Q8_AVX2, Q8_AVX512_VNNI } Q8Kernel;
 
 static Q8Kernel q8_kernel(int gs) {
     if (cpu_has(CPU_VNNI) && gs % 64 == 0) return Q8_AVX512_VNNI;
     if (cpu_tier() >= TIER_AVX2 && gs % 32 == 0) return Q8_AVX2;
+    if (cpu_tier() == TIER_NEON && gs % 16 == 0) return Q8_NEON;
     return Q8_PORTABLE;
+}
+
+/* x's groups quantized to int8 for an int8 kernel (not Q8_PORTABLE); xo: AVX-512 VNNI's offsets */
+static void quantize_int8(Q8Kernel kernel, int8_t *xq, float *xs, int32_t *xo, const float *x, int groups, int gs) {
+#if defined(__x86_64__)
+    if (kernel == Q8_AVX512_VNNI)
+        avx512_quantize_q8(xq, xs, xo, x, (size_t)groups, gs);
+    else
+        avx2_quantize_q8(xq, xs, x, (size_t)groups, gs);
+#else
+    (void)kernel, (void)xo;
+    neon_quantize_q8(xq, xs, x, (size_t)groups, gs);
+#endif
+}
+
+/* One weight row against n rows of x quantized by quantize_int8; dots: the
+ * tier's dot-product instruction (AVX-VNNI for Q8_AVX2, DotProd for Q8_NEON) */
+static void int8_q8_row(Q8Kernel kernel, bool dots, float *out, size_t out_stride, const int8_t *wr, const float *ws,
+                        const int8_t *xq, const float *xs, const int32_t *xo, int n, int dim, int gs) {
+#if defined(__x86_64__)
+    if (kernel == Q8_AVX512_VNNI)
+        vnni_q8_row(out, out_stride, wr, ws, xq, xs, xo, n, dim, gs);
+    else
+        avx2_q8_row(out, out_stride, wr, ws, xq, xs, n, dim, gs, dots);
+#else
+    (void)kernel, (void)xo;
+    neon_q8_row(out, out_stride, wr, ws, xq, xs, n, dim, gs, dots);
+#endif
 }
 
 static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
     int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1), row;
     Q8Kernel kernel = q8_kernel(gs);
-    bool int8 = kernel != Q8_PORTABLE, avxvnni = kernel == Q8_AVX2 && cpu_has(CPU_AVXVNNI);
+    bool int8 = kernel != Q8_PORTABLE;
+    bool dots = kernel == Q8_AVX2 ? cpu_has(CPU_AVXVNNI) : kernel == Q8_NEON && cpu_has(CPU_DOTPROD);
     size_t values = (size_t)n * dim, scales = (size_t)n * groups;
     /* int8 values (and an offset per group for AVX-512 VNNI), int16 values for the portable loop */
     void *xq = line_alloc(values * (int8 ? 1 : 2) + scales * (sizeof(float) + sizeof(int32_t)));
@@ -306,14 +363,9 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
     if (int8) {
         int i;
 #pragma omp parallel for schedule(static) if (n > 1)
-        for (i = 0; i < n; i++) {
-            int8_t *xqi = (int8_t *)xq + (size_t)i * dim;
-            if (kernel == Q8_AVX512_VNNI)
-                avx512_quantize_q8(xqi, xs + (size_t)i * groups, xo + (size_t)i * groups, x + (size_t)i * dim,
-                                   (size_t)groups, gs);
-            else
-                avx2_quantize_q8(xqi, xs + (size_t)i * groups, x + (size_t)i * dim, (size_t)groups, gs);
-        }
+        for (i = 0; i < n; i++)
+            quantize_int8(kernel, (int8_t *)xq + (size_t)i * dim, xs + (size_t)i * groups, xo + (size_t)i * groups,
+                          x + (size_t)i * dim, groups, gs);
     } else {
         quantize_q16_rows(xq, xs, x, n, groups, gs);
     }
@@ -323,10 +375,8 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
         const Tensor *w = p[k].w;
         const int8_t *wr = w->q + (size_t)r * dim;
         const float *ws = w->scale + (size_t)r * groups;
-        if (kernel == Q8_AVX512_VNNI)
-            vnni_q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, xo, n, dim, gs);
-        else if (kernel == Q8_AVX2)
-            avx2_q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs, avxvnni);
+        if (int8)
+            int8_q8_row(kernel, dots, p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, xo, n, dim, gs);
         else
             q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs);
     }
@@ -380,8 +430,7 @@ void nf_rmsnorm(float *out, const float *x, const float *weight, int dim, float 
 
 /* row[i] = exp(row[i] - max) for i < n; returns their sum */
 static float exp_shifted_sum(float *row, int n, float max, CpuTier tier) {
-    if (tier == TIER_AVX512) return avx512_exp_shifted_sum(row, n, max);
-    if (tier == TIER_AVX2) return avx2_exp_shifted_sum(row, n, max);
+    if (tier != TIER_BASELINE) return TIER_KERNEL(tier, exp_shifted_sum)(row, n, max);
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         row[i] = expf(row[i] - max);
@@ -393,8 +442,7 @@ static float exp_shifted_sum(float *row, int n, float max, CpuTier tier) {
 /* Softmax of row's first n values in place, zeros from n to width (an
  * attention row's keys past its position); returns the log-sum-exp. */
 static float softmax_row(float *row, int n, int width, CpuTier tier) {
-    if (tier == TIER_AVX512) return avx512_softmax_row(row, n, width);
-    if (tier == TIER_AVX2) return avx2_softmax_row(row, n, width);
+    if (tier != TIER_BASELINE) return TIER_KERNEL(tier, softmax_row)(row, n, width);
     float max = row[0];
     for (int i = 1; i < n; i++)
         if (row[i] > max) max = row[i];
@@ -408,7 +456,7 @@ static float softmax_row(float *row, int n, int width, CpuTier tier) {
  * the first n values, zeros from n to width. */
 static void softmax_backward_row(float *dp, const float *p, int n, int width, float scale, CpuTier tier) {
     if (tier != TIER_BASELINE) {
-        (tier == TIER_AVX512 ? avx512_softmax_backward_row : avx2_softmax_backward_row)(dp, p, n, width, scale);
+        TIER_KERNEL(tier, softmax_backward_row)(dp, p, n, width, scale);
         return;
     }
     float weighted = dot_f32(p, dp, n);
@@ -426,9 +474,9 @@ static void key_dots(float *sh, const float *kf, const uint16_t *kb, size_t ld, 
                      CpuTier tier) {
     if (tier != TIER_BASELINE) {
         if (kb)
-            (tier == TIER_AVX512 ? avx512_dots_bf16 : avx2_dots_bf16)(sh, kb, ld, qh, rows, hs);
+            TIER_KERNEL(tier, dots_bf16)(sh, kb, ld, qh, rows, hs);
         else
-            (tier == TIER_AVX512 ? avx512_dots : avx2_dots)(sh, kf, ld, qh, rows, hs);
+            TIER_KERNEL(tier, dots)(sh, kf, ld, qh, rows, hs);
         return;
     }
     for (int t = 0; t < rows; t++)
@@ -439,9 +487,9 @@ static void value_sum(float *oh, const float *sh, const float *vf, const uint16_
                       CpuTier tier) {
     if (tier != TIER_BASELINE) {
         if (vb)
-            (tier == TIER_AVX512 ? avx512_weighted_sum_bf16 : avx2_weighted_sum_bf16)(oh, sh, vb, ld, rows, hs);
+            TIER_KERNEL(tier, weighted_sum_bf16)(oh, sh, vb, ld, rows, hs);
         else
-            (tier == TIER_AVX512 ? avx512_weighted_sum : avx2_weighted_sum)(oh, sh, vf, ld, rows, hs);
+            TIER_KERNEL(tier, weighted_sum)(oh, sh, vf, ld, rows, hs);
         return;
     }
     memset(oh, 0, (size_t)hs * sizeof(float));
@@ -648,9 +696,14 @@ static RoundKernel round_kernel(void) {
 }
 
 static void round_bf16_serial(uint16_t *o, const float *x, size_t n, RoundKernel kernel) {
+#if defined(__x86_64__)
     size_t i = kernel == ROUND_AVX512BF16 ? avx512bf16_round(o, x, n)
                : kernel == ROUND_AVX2     ? avx2_bf16_round(o, x, n)
                                           : 0;
+#else
+    size_t i = 0; /* aarch64: the portable loop (round_kernel() gives no other) */
+    (void)kernel;
+#endif
     for (; i < n; i++) o[i] = f32_to_bf16(x[i]);
 }
 
@@ -963,10 +1016,9 @@ static void tile_product(float *c, size_t ldc, const float *a, size_t a_row, siz
         if (live == LIVE_COLUMNS && q0 + last + 1 < N) cols = q0 + last + 1;
         if (live == LIVE_DEPTH_TO && q0 + last + 1 < S) s1 = q0 + last + 1;
         if (live == LIVE_DEPTH_FROM && r0 - q0 > 0) s0 = r0 - q0;
-        for (int n0 = 0; n0 < cols; n0 += PANEL_COLS)
-            (tier == TIER_AVX512 ? avx512_panel_product : avx2_panel_product)(
-                c + (size_t)r0 * ldc + n0, ldc, a + (size_t)r0 * a_row, a_row, a_col, b + n0, ldb, rows,
-                cols - n0 < PANEL_COLS ? cols - n0 : PANEL_COLS, s0, s1, alpha, accumulate);
+        for (int n0 = 0; n0 < cols; n0 += PANEL_COLS) TIER_KERNEL(tier, panel_product)
+        (c + (size_t)r0 * ldc + n0, ldc, a + (size_t)r0 * a_row, a_row, a_col, b + n0, ldb, rows,
+         cols - n0 < PANEL_COLS ? cols - n0 : PANEL_COLS, s0, s1, alpha, accumulate);
     }
 }
 
@@ -1067,8 +1119,7 @@ void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
     if (tier != TIER_BASELINE) {
 #pragma omp parallel for schedule(static) if (n > SWIGLU_CHUNK)
         for (i = 0; i < n; i += SWIGLU_CHUNK)
-            (tier == TIER_AVX512 ? avx512_swiglu_forward : avx2_swiglu_forward)(
-                out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
+            TIER_KERNEL(tier, swiglu_forward)(out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
         return;
     }
 #pragma omp parallel for schedule(static)
@@ -1081,9 +1132,8 @@ void nf_swiglu_backward(float *dgate, float *dup, const float *dout, const float
     CpuTier tier = cpu_tier();
     if (tier != TIER_BASELINE) {
 #pragma omp parallel for schedule(static)
-        for (i = 0; i < n; i += SWIGLU_CHUNK)
-            (tier == TIER_AVX512 ? avx512_swiglu_backward : avx2_swiglu_backward)(
-                dgate + i, dup + i, dout + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
+        for (i = 0; i < n; i += SWIGLU_CHUNK) TIER_KERNEL(tier, swiglu_backward)
+        (dgate + i, dup + i, dout + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
         return;
     }
 #pragma omp parallel for schedule(static)

@@ -1,10 +1,18 @@
-/* dist.c — the ranks of a data-parallel run: MPI set-up, collectives and the watchdog (see dist.h). */
+/* dist.c — the ranks of a data-parallel run: MPI set-up, collectives and the watchdog (see dist.h).
+ *
+ * Built with NF_NO_MPI (no Open MPI on the build machine: the arm64 cross
+ * build), a process is always rank 0 of 1: the part of this file that calls
+ * MPI is left out, dist_check_build refuses a process an MPI launcher started
+ * (N independent copies would each train the whole run), and the functions
+ * of that part keep only what they do for one process (the end of the file). */
 #define _DEFAULT_SOURCE /* usleep */
 #include "dist.h"
 
 #include <errno.h>
 #include <limits.h>
+#ifndef NF_NO_MPI
 #include <mpi.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +33,70 @@ int dist_launched_size(void) {
     const char *world = getenv("OMPI_COMM_WORLD_SIZE");
     return world ? atoi(world) : 0;
 }
+
+bool dist_has_mpi(void) {
+#ifdef NF_NO_MPI
+    return false;
+#else
+    return true;
+#endif
+}
+
+int dist_check_build(NfError *err) {
+    if (!dist_has_mpi() && dist_launched())
+        return nf_fail(err, NF_ERR_DIST,
+                       "this build of neuralforge has no MPI (it was built without Open MPI), so it cannot run under "
+                       "mpirun or another MPI launcher: run it as one process, or build it where mpicc is installed");
+    return 0;
+}
+
+int dist_ranks_here(const Dist *d) {
+    int n = 0;
+    for (int r = 0; r < d->size; r++) n += d->size > 1 && d->peer_local[r];
+    return n > 0 ? n : 1;
+}
+
+void dist_wait_begin(Dist *d, const char *what) {
+    pthread_mutex_lock(&d->lock);
+    d->waiting_since = nf_now_ms();
+    d->waiting_on = what;
+    pthread_mutex_unlock(&d->lock);
+}
+
+void dist_wait_end(Dist *d) {
+    pthread_mutex_lock(&d->lock);
+    d->waiting_since = 0;
+    pthread_mutex_unlock(&d->lock);
+}
+
+int dist_shards(const Dist *d, size_t n, DistShards *s, NfError *err) {
+    memset(s, 0, sizeof *s);
+    if (n > (size_t)INT_MAX) return nf_fail(err, NF_ERR_USAGE, "--zero 1 shards at most %d floats", INT_MAX);
+    s->counts = calloc((size_t)d->size, sizeof *s->counts);
+    s->displs = calloc((size_t)d->size, sizeof *s->displs);
+    if (!s->counts || !s->displs) {
+        dist_shards_free(s);
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    }
+    size_t per = (n + (size_t)d->size - 1) / (size_t)d->size;
+    per = (per + 15) / 16 * 16; /* whole 64-byte lines: no two ranks write one */
+    for (int r = 0; r < d->size; r++) {
+        size_t lo = (size_t)r * per < n ? (size_t)r * per : n, hi = lo + per < n ? lo + per : n;
+        s->displs[r] = (int)lo;
+        s->counts[r] = (int)(hi - lo);
+    }
+    s->lo = (size_t)s->displs[d->rank];
+    s->hi = s->lo + (size_t)s->counts[d->rank];
+    return 0;
+}
+
+void dist_shards_free(DistShards *s) {
+    free(s->counts);
+    free(s->displs);
+    s->counts = s->displs = NULL;
+}
+
+#ifndef NF_NO_MPI
 
 int dist_mpi_failed(int rc, const char *what, NfError *err) {
     char text[MPI_MAX_ERROR_STRING];
@@ -161,29 +233,10 @@ int dist_watch(Dist *d, NfOut *out, double timeout_s, NfError *err) {
     return 0;
 }
 
-int dist_ranks_here(const Dist *d) {
-    int n = 0;
-    for (int r = 0; r < d->size; r++) n += d->size > 1 && d->peer_local[r];
-    return n > 0 ? n : 1;
-}
-
 void dist_set_step(Dist *d, int64_t step) {
     if (!d->mpi) return;
     pthread_mutex_lock(&d->lock);
     d->step = step;
-    pthread_mutex_unlock(&d->lock);
-}
-
-void dist_wait_begin(Dist *d, const char *what) {
-    pthread_mutex_lock(&d->lock);
-    d->waiting_since = nf_now_ms();
-    d->waiting_on = what;
-    pthread_mutex_unlock(&d->lock);
-}
-
-void dist_wait_end(Dist *d) {
-    pthread_mutex_lock(&d->lock);
-    d->waiting_since = 0;
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -272,33 +325,6 @@ int dist_broadcast_ints(Dist *d, int *x, int n, NfError *err) {
     return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "a broadcast from rank 0", err);
 }
 
-int dist_shards(const Dist *d, size_t n, DistShards *s, NfError *err) {
-    memset(s, 0, sizeof *s);
-    if (n > (size_t)INT_MAX) return nf_fail(err, NF_ERR_USAGE, "--zero 1 shards at most %d floats", INT_MAX);
-    s->counts = calloc((size_t)d->size, sizeof *s->counts);
-    s->displs = calloc((size_t)d->size, sizeof *s->displs);
-    if (!s->counts || !s->displs) {
-        dist_shards_free(s);
-        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
-    }
-    size_t per = (n + (size_t)d->size - 1) / (size_t)d->size;
-    per = (per + 15) / 16 * 16; /* whole 64-byte lines: no two ranks write one */
-    for (int r = 0; r < d->size; r++) {
-        size_t lo = (size_t)r * per < n ? (size_t)r * per : n, hi = lo + per < n ? lo + per : n;
-        s->displs[r] = (int)lo;
-        s->counts[r] = (int)(hi - lo);
-    }
-    s->lo = (size_t)s->displs[d->rank];
-    s->hi = s->lo + (size_t)s->counts[d->rank];
-    return 0;
-}
-
-void dist_shards_free(DistShards *s) {
-    free(s->counts);
-    free(s->displs);
-    s->counts = s->displs = NULL;
-}
-
 int dist_reduce_scatter(Dist *d, float *x, const DistShards *s, NfError *err) {
     if (d->size <= 1) return 0;
     dist_wait_begin(d, "the gradients");
@@ -339,4 +365,74 @@ int dist_gather_to_root(Dist *d, const float *mine, float *full, const DistShard
     return rc == MPI_SUCCESS ? 0 : dist_mpi_failed(rc, "gathering the optimizer state", err);
 }
 
-/* for grad_sync.c, which makes its collectives on a thread of its own */
+#else /* NF_NO_MPI: one process, rank 0 of 1 (d->size stays 1), each function as its MPI twin above does then */
+
+int dist_mpi_failed(int rc, const char *what, NfError *err) {
+    return nf_fail(err, NF_ERR_DIST, "%s failed: MPI error %d", what, rc);
+}
+
+int dist_init(Dist *d, NfError *err) {
+    memset(d, 0, sizeof *d);
+    d->size = 1;
+    return dist_check_build(err);
+}
+
+int dist_watch(Dist *d, NfOut *out, double timeout_s, NfError *err) {
+    (void)err;
+    d->out = out;
+    d->timeout_s = timeout_s;
+    return 0;
+}
+
+void dist_set_step(Dist *d, int64_t step) { d->step = step; }
+void dist_finalize(Dist *d) { (void)d; }
+
+/* the collectives of one process: every rank's data is this one's */
+int dist_sum_floats(Dist *d, float *x, size_t n, const char *what, NfError *err) {
+    (void)d, (void)x, (void)n, (void)what, (void)err;
+    return 0;
+}
+
+int dist_sum_doubles(Dist *d, double *x, int n, const char *what, NfError *err) {
+    (void)d, (void)x, (void)n, (void)what, (void)err;
+    return 0;
+}
+
+int dist_max_ints(Dist *d, int *x, int n, const char *what, NfError *err) {
+    (void)d, (void)x, (void)n, (void)what, (void)err;
+    return 0;
+}
+
+int dist_gather_ints(Dist *d, int mine, int *all, NfError *err) {
+    (void)d, (void)err;
+    all[0] = mine;
+    return 0;
+}
+
+int dist_settle(Dist *d, NfOut *out, int failed, const NfError *err) {
+    (void)d;
+    return failed ? emit_error(out, err) : 0;
+}
+
+int dist_broadcast_ints(Dist *d, int *x, int n, NfError *err) {
+    (void)d, (void)x, (void)n, (void)err;
+    return 0;
+}
+
+int dist_reduce_scatter(Dist *d, float *x, const DistShards *s, NfError *err) {
+    (void)d, (void)x, (void)s, (void)err;
+    return 0;
+}
+
+int dist_all_gather(Dist *d, float *x, const DistShards *s, NfError *err) {
+    (void)d, (void)x, (void)s, (void)err;
+    return 0;
+}
+
+int dist_gather_to_root(Dist *d, const float *mine, float *full, const DistShards *s, NfError *err) {
+    (void)d, (void)err;
+    if (full != mine) memcpy(full, mine, (size_t)s->counts[0] * sizeof *full);
+    return 0;
+}
+
+#endif

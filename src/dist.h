@@ -12,7 +12,10 @@
  * so this must be quick), or when one collective has waited longer than the
  * timeout (a rank hung, or was lost on another host). Of the ranks that see
  * a loss, the lowest-numbered one still alive on that host writes the error.
- * MPI errors return codes (MPI_ERRORS_RETURN) and become NF_ERR_DIST. */
+ * MPI errors return codes (MPI_ERRORS_RETURN) and become NF_ERR_DIST.
+ *
+ * A build without MPI (NF_NO_MPI, where no mpicc was found: the arm64 cross
+ * build) has every process rank 0 of 1, and refuses to run under a launcher. */
 #ifndef NF_DIST_H
 #define NF_DIST_H
 
@@ -51,6 +54,12 @@ typedef struct {
 bool dist_launched(void);
 /* The world size mpirun gave this process (its environment), before MPI starts; 0 when it did not say. */
 int dist_launched_size(void);
+
+/* Whether this build has MPI (it was built without NF_NO_MPI). */
+bool dist_has_mpi(void);
+/* Refuses (NF_ERR_DIST) a process an MPI launcher started when this build has no MPI: the N copies would each do
+ * the whole job. main.c asks before any command; dist_init asks too. */
+int dist_check_build(NfError *err);
 
 /* Joins the run's ranks (size 1 without a launcher). On failure d is a single process again. */
 int dist_init(Dist *d, NfError *err);

@@ -1,12 +1,15 @@
-/* grad_sync.c — the gradients' sum over the ranks, bucket by bucket on a communication thread (see grad_sync.h). */
+/* grad_sync.c — the gradients' sum over the ranks, bucket by bucket on a communication thread (see grad_sync.h).
+ * A build without MPI (NF_NO_MPI: dist.h) has one rank, so train.c never asks for it: the end of the file. */
 #include "grad_sync.h"
 
-#include <mpi.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
+
+#ifndef NF_NO_MPI
+#include <mpi.h>
 
 /* A run of the flat buffer that one bucket sums: a layer's piece of one segment, or adjacent ones joined. */
 typedef struct {
@@ -238,3 +241,24 @@ void grad_sync_free(GradSync *s) {
     free(s->counts);
     free(s);
 }
+
+#else /* NF_NO_MPI: one rank, nothing to sum (train.c's setup_overlap asks only with several) */
+
+GradSync *grad_sync_create(Dist *d, float *grads, size_t n, const ParamSegment *seg, int n_seg, int n_layers,
+                           const DistShards *shards, NfError *err) {
+    (void)d, (void)grads, (void)n, (void)seg, (void)n_seg, (void)n_layers, (void)shards;
+    nf_fail(err, NF_ERR_DIST, "the gradients' overlapped sum needs MPI, and this build has none");
+    return NULL;
+}
+
+void grad_sync_layer_done(void *sync, int layer) { (void)sync, (void)layer; }
+
+int grad_sync_finish(GradSync *s, double *waited_ms, double *busy_ms, NfError *err) {
+    (void)s, (void)err;
+    *waited_ms = *busy_ms = 0;
+    return 0;
+}
+
+void grad_sync_free(GradSync *s) { (void)s; }
+
+#endif

@@ -1,8 +1,10 @@
-/* kernels.h — the hand-written inner loops of backend_cpu.c, in two tiers:
+/* kernels.h — the hand-written inner loops of backend_cpu.c, in three tiers:
  * AVX-512 (kernels_avx512.c) and AVX2 + FMA (kernels_avx2.c, the same
- * kernels on 8-float vectors under the avx2_ names). Only backend_cpu.c
- * calls them, and only after cpu_tier() has confirmed the instructions;
- * each has a portable twin in backend_cpu.c. All are serial. */
+ * kernels on 8-float vectors under the avx2_ names) on x86-64, and NEON
+ * (kernels_neon.c, on 4-float vectors under the neon_ names) on aarch64.
+ * Only backend_cpu.c calls them, and only after cpu_tier() has confirmed
+ * the instructions; each has a portable twin in backend_cpu.c. All are
+ * serial. Each file compiles to nothing on the other architecture. */
 #ifndef NF_KERNELS_H
 #define NF_KERNELS_H
 
@@ -79,5 +81,26 @@ void avx2_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *w
 void avx2_quantize_q8(int8_t *xq, float *xs, const float *x, size_t groups, int gs);
 /* f32_to_bf16 (f16.h) on the first multiple of 16 values; returns how many it did */
 size_t avx2_bf16_round(uint16_t *out, const float *x, size_t n);
+
+/* The NEON tier (aarch64): each as its avx2_ twin above. */
+float neon_dot(const float *a, const float *b, int n);
+void neon_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n);
+void neon_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n);
+void neon_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, int rows, int n);
+void neon_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, size_t ld, int rows, int n);
+float neon_exp_shifted_sum(float *row, int n, float max);
+float neon_softmax_row(float *row, int n, int width);
+void neon_softmax_backward_row(float *dp, const float *p, int n, int width, float scale);
+void neon_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void neon_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+void neon_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b, size_t ldb,
+                        int rows, int cols, int s0, int s1, float alpha, bool accumulate);
+/* vnni_q8_row's twin for gs a multiple of 16, x quantized by
+ * neon_quantize_q8 (the same xq and xs as avx2_quantize_q8; signed by
+ * signed bytes, so no offsets). dotprod: the CPU has ARMv8.2's DotProd (sdot). */
+#define NEON_Q8_XROWS 4
+void neon_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
+                 int n, int dim, int gs, bool dotprod);
+void neon_quantize_q8(int8_t *xq, float *xs, const float *x, size_t groups, int gs);
 
 #endif

@@ -48,6 +48,11 @@ int launch_check(const LaunchOptions *l, int mpi_size, NfError *err) {
     }
     if (l->hostfile && l->processes < 2) return nf_fail(err, NF_ERR_USAGE, "--hostfile needs --processes 2 or more");
     if (l->processes < 2) return 0;
+    if (!dist_has_mpi())
+        return nf_fail(err, NF_ERR_DIST,
+                       "--processes %d needs MPI, and this build of neuralforge has none (it was built without Open "
+                       "MPI): leave --processes out, or build it where mpicc is installed",
+                       l->processes);
     char path[PATH_MAX];
     if (!find_mpirun(path, sizeof path))
         return nf_fail(err, NF_ERR_DIST,

@@ -36,6 +36,8 @@ static void print_usage(void) {
     fprintf(stderr, "usage: neuralforge <command> [flags]   (neuralforge <command> --help for its flags)\n\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(stderr, "  %-15s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    if (!dist_has_mpi())
+        fprintf(stderr, "\nThis build has no MPI: train runs as one process (no --processes, no mpirun).\n");
 }
 
 int main(int argc, char **argv) {
@@ -49,6 +51,7 @@ int main(int argc, char **argv) {
     }
     NfError env_err;
     if (nf_cpu_check_env(&env_err) != 0) return emit_error(&out, &env_err);
+    if (dist_check_build(&env_err) != 0) return emit_error(&out, &env_err);
     /* N copies of generate or serve would each do the whole job: only train shares one among ranks */
     int world = dist_launched_size();
     if (world > 1 && strcmp(argv[1], "train") != 0) {

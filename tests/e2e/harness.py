@@ -19,9 +19,11 @@ import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NF = os.path.join(ROOT, "build", "neuralforge")
+# NF_BINARY and NF_PROBE name another build's to test: tests/run_arm64.sh's wrappers that run the aarch64
+# build under qemu-aarch64
+NF = os.environ.get("NF_BINARY") or os.path.join(ROOT, "build", "neuralforge")
 NF_ASAN = os.path.join(ROOT, "build", "asan", "neuralforge")
-PROBE = os.path.join(ROOT, "build", "tests", "nf_probe")
+PROBE = os.environ.get("NF_PROBE") or os.path.join(ROOT, "build", "tests", "nf_probe")
 # LD_PRELOAD it with NF_ENOSPC_PATH (a glob) and NF_ENOSPC_AFTER (bytes): a full disk (tests/tools/enospc_shim.c)
 ENOSPC_SHIM = os.path.join(ROOT, "build", "tests", "libnf_enospc.so")
 

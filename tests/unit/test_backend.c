@@ -6,13 +6,16 @@
  * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
  * shift-invariant, no NaN for logits of 1000); nf_swiglu_forward in place; and
  * nf_attention_decode with grouped-query heads; training's tiled attention
- * forward and backward (nf_attention_forward/backward). The AVX-512 kernels and
- * their portable twins (NF_CPU=baseline) agree. Then the forward pass
+ * forward and backward (nf_attention_forward/backward). The AVX-512, AVX2 and
+ * NEON kernels and their portable twins (NF_CPU=baseline) agree. Then the forward pass
  * (infer.h) on the real stories260K model: finite logits, identical logits
  * from the v0 and v1 files, and llama2.c's greedy text. */
 #include "testutil.h"
 
 #include <math.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 #include "backend.h"
 #include "f16.h"
@@ -1049,12 +1052,12 @@ static void test_q8_matmul_matches_dequantized_product(void **state) {
     check_q8_matmul(172, 20, 64);  /* groups straddle rows: the plain float loop */
 }
 
-/* ---- AVX-512 and AVX2 kernels against their portable twins ------------------------
+/* ---- AVX-512, AVX2 and NEON kernels against their portable twins -----------------
  * The whole suite also runs under NF_CPU=baseline (tests/run_tests.sh); here
  * both versions run side by side on awkward sizes (masked tails, head sizes
  * that are not a multiple of 64) and must agree. */
 
-/* Runs op under NF_CPU=fast (native: AVX-512 here; or avx2) and
+/* Runs op under NF_CPU=fast (native: AVX-512 here, NEON on aarch64; or avx2) and
  * NF_CPU=baseline, restoring the caller's value. */
 static void run_both(const char *fast, void (*op)(float *out, void *ctx), void *ctx, float *native, float *portable) {
     const char *was = getenv("NF_CPU");
@@ -1254,19 +1257,19 @@ static void check_bf16_round_matches_portable(const char *fast) {
     assert_twins(fast, native, portable, N, 0.0, "bf16 rounding");
 }
 
-/* The AVX2 tier's Q8 kernel has two inner steps, AVX-VNNI's vpdpbusd and
- * vpmaddubsw + vpmaddwd for the AVX2 CPUs without it; NF_CPU cannot choose
- * between them, so here both run on the same input, which the twins test
- * above only reaches through whichever this CPU has. Their integer sums
- * are exact, so the results are equal to the bit; weights of -128 and
- * inputs of +-127 are the pairs that would saturate a careless int16 sum. */
-static void test_avx2_q8_without_vnni_matches_with_it(void **state) {
-    (void)state;
-#if defined(__x86_64__)
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("avxvnni")) {
-        skip();
-        return;
-    }
+/* The AVX2 and NEON tiers' Q8 kernels have two inner steps each: AVX-VNNI's
+ * vpdpbusd and vpmaddubsw + vpmaddwd for the AVX2 CPUs without it; DotProd's
+ * sdot and widening multiplies (smull + sadalp) for the ARMv8.0 CPUs without
+ * it. NF_CPU cannot choose between them, so here both run on the same
+ * input, which the twins test below only reaches through whichever this CPU
+ * has. Their integer sums are exact, so the results are equal to the bit;
+ * weights of -128 and inputs of +-127 are the pairs that would saturate a
+ * careless int16 sum. */
+typedef void (*Q8Quantize)(int8_t *xq, float *xs, const float *x, size_t groups, int gs);
+typedef void (*Q8Row)(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq,
+                      const float *xs, int n, int dim, int gs, bool instruction);
+
+static void check_q8_with_and_without_the_instruction(Q8Quantize quantize, Q8Row q8_row, const char *instruction) {
     enum { N = 5, DIM = 160, GS = 32, G = DIM / GS };
     static int8_t w[DIM], xq[N * DIM];
     float ws[G], xs[N * G], x[N * DIM], with[N], without[N];
@@ -1274,9 +1277,9 @@ static void test_avx2_q8_without_vnni_matches_with_it(void **state) {
     for (int i = 0; i < DIM; i++) w[i] = (int8_t)(i % 3 == 0 ? -128 : (i * 37) % 255 - 127);
     for (int i = 0; i < N * DIM; i += 7) x[i] = i % 2 ? 1.0f : -1.0f; /* some at the full +-127 */
     for (int g = 0; g < G; g++) ws[g] = 0.01f * (float)(g + 1);
-    for (int i = 0; i < N; i++) avx2_quantize_q8(xq + i * DIM, xs + i * G, x + i * DIM, G, GS);
-    avx2_q8_row(with, 1, w, ws, xq, xs, N, DIM, GS, true);
-    avx2_q8_row(without, 1, w, ws, xq, xs, N, DIM, GS, false);
+    for (int i = 0; i < N; i++) quantize(xq + i * DIM, xs + i * G, x + i * DIM, G, GS);
+    q8_row(with, 1, w, ws, xq, xs, N, DIM, GS, true);
+    q8_row(without, 1, w, ws, xq, xs, N, DIM, GS, false);
     for (int i = 0; i < N; i++) {
         double want = 0; /* and both are the dot product of the quantized values */
         for (int g = 0; g < G; g++) {
@@ -1284,15 +1287,32 @@ static void test_avx2_q8_without_vnni_matches_with_it(void **state) {
             for (int k = g * GS; k < (g + 1) * GS; k++) dot += (long)w[k] * xq[i * DIM + k];
             want += (double)dot * ws[g] * xs[i * G + g];
         }
-        if (with[i] != without[i]) fail_msg("row %d: AVX-VNNI %.9g, AVX2 %.9g", i, with[i], without[i]);
+        if (with[i] != without[i]) fail_msg("row %d: %s %.9g, without it %.9g", i, instruction, with[i], without[i]);
         if (fabs(with[i] - want) > 1e-5 * (1 + fabs(want))) fail_msg("row %d: %.9g, want %.9g", i, with[i], want);
     }
+}
+
+static void test_q8_dot_instruction_matches_the_path_without_it(void **state) {
+    (void)state;
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("avxvnni")) {
+        skip();
+        return;
+    }
+    check_q8_with_and_without_the_instruction(avx2_quantize_q8, avx2_q8_row, "AVX-VNNI");
+#elif defined(__aarch64__) && defined(__linux__)
+    if (!(getauxval(AT_HWCAP) & HWCAP_ASIMDDP)) { /* tests/run_arm64.sh: qemu's -cpu max has it, cortex-a72 not */
+        skip();
+        return;
+    }
+    check_q8_with_and_without_the_instruction(neon_quantize_q8, neon_q8_row, "DotProd");
 #else
     skip();
 #endif
 }
 
-/* AVX-512 (native on this machine) and the AVX2 tier against the portable twins */
+/* AVX-512 (native on an AVX-512 machine; NEON on aarch64) and the AVX2 tier (NEON again on aarch64) against the
+ * portable twins */
 static void test_simd_kernels_match_portable_twins(void **state) {
     (void)state;
     const char *tiers[] = {"native", "avx2"};
@@ -1414,7 +1434,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy_matches_double_reference),
         cmocka_unit_test(test_simd_kernels_match_portable_twins),
-        cmocka_unit_test(test_avx2_q8_without_vnni_matches_with_it),
+        cmocka_unit_test(test_q8_dot_instruction_matches_the_path_without_it),
         cmocka_unit_test(test_bf16_kept_weights_give_the_same_products),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_matmul_f32_single_row),
