@@ -32,12 +32,18 @@ def generate_benchmark_reports_consistent_numbers():
     assert abs(b["tok_s"] * b["ms_per_token"] - 1000) < 1e-6 * 1000 and b["prompt_tok_s"] > 0
     assert b["prompt_first_ms"] > 0
     assert b["memory_read_gbytes_s"] > 0
-    assert abs(b["bandwidth_use"] - b["weight_gbytes_s"] / b["memory_read_gbytes_s"]) < 1e-6 * b["bandwidth_use"]
+    reads = b["weight_gbytes_s"] + b["cache_gbytes_s"]
+    assert abs(b["bandwidth_use"] - reads / b["memory_read_gbytes_s"]) < 1e-6 * b["bandwidth_use"]
     assert abs(b["weight_gbytes_s"] - 260032 * 4 * b["tok_s"] / 1e9) < 1e-6 * b["weight_gbytes_s"]
     assert b["kv_cache"] == "fp32"
+    # tokens at positions 8..23 read 9..24 keys and values: 5 layers, kv_dim 32 (4 kv heads of 8), 4 bytes each
+    assert abs(b["cache_gbytes_s"] - 2 * 5 * 32 * 4 * 16.5 * b["tok_s"] / 1e9) < 1e-6 * b["cache_gbytes_s"]
     kv = run(["benchmark", "--generate", "--model", shared("stories260K.bin"), "--prompt-tokens", 300, "--tokens", 16,
               "--kv-cache", "bf16"])
-    assert kv.rc == 0 and kv.one("benchmark")["kv_cache"] == "bf16", kv.stdout
+    assert kv.rc == 0, kv.stdout
+    k = kv.one("benchmark")
+    assert k["kv_cache"] == "bf16"
+    assert abs(k["cache_gbytes_s"] - 2 * 5 * 32 * 2 * 308.5 * k["tok_s"] / 1e9) < 1e-6 * k["cache_gbytes_s"]
 
 
 @test

@@ -5,7 +5,8 @@
  * tensor); nf_rmsnorm (also in place); nf_rope_table + nf_rope_forward (pair norms kept, position 0
  * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
  * shift-invariant, no NaN for logits of 1000); nf_swiglu_forward in place; and
- * nf_attention_decode with grouped-query heads; training's tiled attention
+ * nf_attention_decode with grouped-query heads (and over a head-major cache
+ * at long positions, every tier); training's tiled attention
  * forward and backward (nf_attention_forward/backward). The AVX-512, AVX2 and
  * NEON kernels and their portable twins (NF_CPU=baseline) agree. Then the forward pass
  * (infer.h) on the real stories260K model: finite logits, identical logits
@@ -1101,12 +1102,12 @@ static void q8_op(float *out, void *ctx) {
 typedef struct {
     const float *q, *k, *v;
     int pos, heads, kv_heads, hs;
+    NfKvLayout layout;
 } DecodeCase;
 static void decode_op(float *out, void *ctx) {
     DecodeCase *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
-    nf_attention_decode(out, c->q, c->k, c->v, (NfKvLayout){(size_t)c->hs, (size_t)c->kv_heads * c->hs}, scores, c->pos,
-                        c->heads, c->kv_heads, c->hs);
+    nf_attention_decode(out, c->q, c->k, c->v, c->layout, scores, c->pos, c->heads, c->kv_heads, c->hs);
     free(scores);
 }
 
@@ -1114,12 +1115,12 @@ typedef struct {
     const float *q;
     const uint16_t *k, *v;
     int pos, heads, kv_heads, hs;
+    NfKvLayout layout;
 } DecodeBf16Case;
 static void decode_bf16_op(float *out, void *ctx) {
     DecodeBf16Case *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
-    nf_attention_decode_bf16(out, c->q, c->k, c->v, (NfKvLayout){(size_t)c->hs, (size_t)c->kv_heads * c->hs}, scores,
-                             c->pos, c->heads, c->kv_heads, c->hs);
+    nf_attention_decode_bf16(out, c->q, c->k, c->v, c->layout, scores, c->pos, c->heads, c->kv_heads, c->hs);
     free(scores);
 }
 
@@ -1155,6 +1156,69 @@ static void bf16_op(float *out, void *ctx) {
     nf_matmul_forward_bf16(c->bf16, out, c->x, c->w, c->N, c->C, c->OC);
 }
 
+/* Generation's decode attention over a head-major cache (rows of one head
+ * side by side, as infer.c keeps it) at long positions, where the kernels
+ * prefetch ahead down each head's rows: against sums in double, and the
+ * tier against its portable twin, with either cache type. Shapes: the 110M
+ * model's heads at position 1000, grouped kv heads at an odd position with
+ * rows of 48, and rows of 80 (a masked tail in every row); the cache holds
+ * a few positions more than are read. */
+static void check_long_decode(const char *fast) {
+    int shapes[][4] = {{1000, 12, 12, 64}, {777, 6, 2, 48}, {999, 2, 1, 80}}; /* pos, heads, kv heads, hs */
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int pos = shapes[i][0], heads = shapes[i][1], kv_heads = shapes[i][2], hs = shapes[i][3],
+            group = heads / kv_heads;
+        size_t P = (size_t)pos + 8, n = (size_t)kv_heads * P * hs, qn = (size_t)heads * hs;
+        NfKvLayout layout = {P * hs, (size_t)hs};
+        float *q = malloc(sizeof(float) * qn), *kv = malloc(sizeof(float) * 2 * n),
+              *native = malloc(sizeof(float) * qn), *portable = malloc(sizeof(float) * qn);
+        uint16_t *kv16 = malloc(sizeof(uint16_t) * 2 * n);
+        double *want = malloc(sizeof(double) * qn), *score = malloc(sizeof(double) * (size_t)(pos + 1));
+        fill(q, qn);
+        for (size_t j = 0; j < qn; j++) q[j] *= 3.0f; /* sharper attention */
+        fill(kv, 2 * n);
+        nf_bf16_round(kv16, kv, 2 * n);
+        for (int bf16 = 0; bf16 < 2; bf16++) {
+            for (int h = 0; h < heads; h++) { /* the reference on the values the cache holds */
+                size_t head = (size_t)(h / group) * layout.head_stride;
+                double max = -INFINITY, sum = 0.0;
+                for (int t = 0; t <= pos; t++) {
+                    double dot = 0.0;
+                    for (int d = 0; d < hs; d++) {
+                        size_t at = head + (size_t)t * hs + d;
+                        dot += (double)q[(size_t)h * hs + d] * (bf16 ? bf16_to_f32(kv16[at]) : kv[at]);
+                    }
+                    score[t] = dot / sqrt((double)hs);
+                    max = fmax(max, score[t]);
+                }
+                for (int t = 0; t <= pos; t++) sum += (score[t] = exp(score[t] - max));
+                for (int d = 0; d < hs; d++) {
+                    double o = 0.0;
+                    for (int t = 0; t <= pos; t++) {
+                        size_t at = n + head + (size_t)t * hs + d;
+                        o += score[t] / sum * (bf16 ? bf16_to_f32(kv16[at]) : kv[at]);
+                    }
+                    want[(size_t)h * hs + d] = o;
+                }
+            }
+            char what[96];
+            snprintf(what, sizeof what, "%s decode pos %d heads %d/%d hs %d", bf16 ? "bf16" : "fp32", pos, heads,
+                     kv_heads, hs);
+            if (bf16) {
+                DecodeBf16Case c = {q, kv16, kv16 + n, pos, heads, kv_heads, hs, layout};
+                run_both(fast, decode_bf16_op, &c, native, portable);
+            } else {
+                DecodeCase c = {q, kv, kv + n, pos, heads, kv_heads, hs, layout};
+                run_both(fast, decode_op, &c, native, portable);
+            }
+            assert_close(native, want, qn, 1e-5, what);
+            assert_close(portable, want, qn, 1e-5, what);
+            assert_twins(fast, native, portable, qn, 1e-5, what);
+        }
+        free(q), free(kv), free(native), free(portable), free(kv16), free(want), free(score);
+    }
+}
+
 static void check_kernels_match_portable_twins(const char *fast) {
     enum { MAXF = 1 << 16 };
     float *a = malloc(sizeof(float) * 4 * MAXF), *b = a + MAXF, *native = b + MAXF, *portable = native + MAXF;
@@ -1187,7 +1251,7 @@ static void check_kernels_match_portable_twins(const char *fast) {
     int decode_shapes[][4] = {{70, 4, 2, 48}, {9, 6, 6, 64}, {0, 2, 1, 16}, {130, 2, 1, 80}};
     for (size_t i = 0; i < sizeof decode_shapes / sizeof decode_shapes[0]; i++) {
         int *d = decode_shapes[i], kv = d[2] * d[3];
-        DecodeCase c = {a, b, b + (size_t)(d[0] + 1) * kv, d[0], d[1], d[2], d[3]};
+        DecodeCase c = {a, b, b + (size_t)(d[0] + 1) * kv, d[0], d[1], d[2], d[3], {(size_t)d[3], (size_t)kv}};
         run_both(fast, decode_op, &c, native, portable);
         assert_twins(fast, native, portable, (size_t)d[1] * d[3], 1e-5, "attention decode");
     }
@@ -1196,7 +1260,8 @@ static void check_kernels_match_portable_twins(const char *fast) {
         int *d = decode_shapes[i], kv = d[2] * d[3];
         uint16_t *cache = malloc(sizeof(uint16_t) * 2 * (size_t)(d[0] + 1) * kv);
         nf_bf16_round(cache, b, 2 * (size_t)(d[0] + 1) * kv);
-        DecodeBf16Case c = {a, cache, cache + (size_t)(d[0] + 1) * kv, d[0], d[1], d[2], d[3]};
+        DecodeBf16Case c = {a,    cache, cache + (size_t)(d[0] + 1) * kv, d[0], d[1],
+                            d[2], d[3],  {(size_t)d[3], (size_t)kv}};
         run_both(fast, decode_bf16_op, &c, native, portable);
         assert_twins(fast, native, portable, (size_t)d[1] * d[3], 1e-5, "attention decode, bf16 cache");
         free(cache);
@@ -1309,6 +1374,12 @@ static void test_q8_dot_instruction_matches_the_path_without_it(void **state) {
 #else
     skip();
 #endif
+}
+
+static void test_long_decode_matches_double_and_portable_twins(void **state) {
+    (void)state;
+    check_long_decode("native");
+    check_long_decode("avx2");
 }
 
 /* AVX-512 (native on an AVX-512 machine; NEON on aarch64) and the AVX2 tier (NEON again on aarch64) against the
@@ -1468,6 +1539,7 @@ int main(void) {
         cmocka_unit_test(test_attention_bf16_cache_matches_widened),
         cmocka_unit_test(test_matmul_backward_matches_double_sums),
         cmocka_unit_test(test_attention_head_major_cache_matches_position_major),
+        cmocka_unit_test(test_long_decode_matches_double_and_portable_twins),
         cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
         cmocka_unit_test(test_forward_q80_close_to_fp32),
         cmocka_unit_test(test_forward_greedy_matches_llama2c),
