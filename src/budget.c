@@ -89,8 +89,7 @@ static bool train_memory_estimate(const TrainOptions *o, MemoryEstimate *e) {
     return true;
 }
 
-int memory_budget_check(const MemoryEstimate *e, uint64_t ranks, uint64_t budget, const char *remedies,
-                        NfError *err) {
+int memory_budget_check(const MemoryEstimate *e, uint64_t ranks, uint64_t budget, const char *remedies, NfError *err) {
     if (ranks < 1) ranks = 1;
     if (budget == 0 || e->total * ranks <= budget) return 0;
     char total[32], limit[32], state[32], acts[32], other[32], here[64] = "";

@@ -205,7 +205,8 @@ static int bench_train_check(const ModelConfig *c, BenchOptions *o, NfError *err
     MemoryEstimate e;
     memory_estimate(c, o->lora_rank > 0 ? &lc : NULL, (int)o->batch, (int)o->seq, o->bf16, &e);
     o->memory_estimate = e.total;
-    const char *remedies = o->lora_rank > 0 ? "a smaller model, --batch or --seq" : "a smaller model, --batch or --seq, LoRA (--lora-rank)";
+    const char *remedies = o->lora_rank > 0 ? "a smaller model, --batch or --seq"
+                                            : "a smaller model, --batch or --seq, LoRA (--lora-rank)";
     return memory_budget_check(&e, 1, o->max_memory, remedies, err);
 }
 
