@@ -21,7 +21,7 @@
  * --train holds what `train` would hold (a LoRA base under --dtype bf16 in
  * bf16 only) and is refused, before anything large is allocated, when
  * budget.h's estimate exceeds --max-memory: a 1B model's full fine-tuning
- * does not fit a 24 GB machine. bench/train_vs_torch.py runs the PyTorch peer. */
+ * does not fit a 24 GB machine. bench/presets_vs_torch.py runs them beside a PyTorch peer. */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
