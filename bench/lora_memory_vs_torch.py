@@ -68,22 +68,17 @@ def neuralforge(a, data, ckpt):
 
 # ---------------------------------------------------------------- the PyTorch peer (a child process)
 
-def peer(a):
+def lora_peer_steps(cfg, P, batch, seq, rank, steps, dtype):
+    """The PyTorch peer's LoRA training on the model of HF config cfg whose frozen tensors (HF names) are P:
+    one warm-up step, then `steps` timed ones, on random tokens. Returns (median ms a step, tok/s, last loss).
+    bench/presets_vs_torch.py runs it on random weights."""
     import torch
     import torch.nn.functional as F
 
-    from torch_blas import require_optimized_blas
     import hf_ref
 
-    require_optimized_blas()
-    torch.set_num_threads(a.threads)
-    cfg, arrays = hf_ref.read_hf_dir(a.model)
-    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    P = {}
-    for name in list(arrays):  # one tensor at a time: the fp32 arrays go as the torch copies come
-        P[name] = torch.from_numpy(arrays.pop(name)).to(dtype)
     L, nh, nkv, hd = cfg["num_hidden_layers"], cfg["num_attention_heads"], hf_ref.kv_heads(cfg), hf_ref.head_dim(cfg)
-    eps, B, T, r = hf_ref.norm_eps(cfg), a.batch, a.seq, a.rank
+    eps, B, T, r = hf_ref.norm_eps(cfg), batch, seq, rank
     torch.manual_seed(0)
     adapters = {}
     for i in range(L):
@@ -136,9 +131,9 @@ def peer(a):
     V = cfg["vocab_size"]
     tokens, targets = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
     times = []
-    for step in range(a.torch_steps + 1):
+    for step in range(steps + 1):
         t0 = time.time()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
             loss = loss_of(tokens, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,8 +141,25 @@ def peer(a):
         if step > 0:
             times.append(time.time() - t0)
     ms = 1000 * statistics.median(times)
+    return ms, B * T / (ms / 1000), loss.item()
+
+
+def peer(a):
+    import torch
+
+    from torch_blas import require_optimized_blas
+    import hf_ref
+
+    require_optimized_blas()
+    torch.set_num_threads(a.threads)
+    cfg, arrays = hf_ref.read_hf_dir(a.model)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    P = {}
+    for name in list(arrays):  # one tensor at a time: the fp32 arrays go as the torch copies come
+        P[name] = torch.from_numpy(arrays.pop(name)).to(dtype)
+    ms, tok_s, loss = lora_peer_steps(cfg, P, a.batch, a.seq, a.rank, a.torch_steps, a.dtype)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(step_ms=ms, tok_s=B * T / (ms / 1000), loss=loss.item(), rss=rss)))
+    print(json.dumps(dict(step_ms=ms, tok_s=tok_s, loss=loss, rss=rss)))
 
 
 def main():

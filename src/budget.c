@@ -89,23 +89,29 @@ static bool train_memory_estimate(const TrainOptions *o, MemoryEstimate *e) {
     return true;
 }
 
-int train_memory_check(const TrainOptions *o, MemoryEstimate *e, NfError *err) {
-    /* the ranks of a run on one machine share its memory: each must fit its share of the budget */
-    uint64_t ranks = o->ranks_here > 1 ? (uint64_t)o->ranks_here : 1;
-    if (!train_memory_estimate(o, e) || o->max_memory == 0 || e->total * ranks <= o->max_memory) return 0;
-    char total[32], budget[32], state[32], acts[32], other[32], here[64] = "";
+int memory_budget_check(const MemoryEstimate *e, uint64_t ranks, uint64_t budget, const char *remedies, NfError *err) {
+    if (ranks < 1) ranks = 1;
+    if (budget == 0 || e->total * ranks <= budget) return 0;
+    char total[32], limit[32], state[32], acts[32], other[32], here[64] = "";
     if (ranks > 1)
         snprintf(here, sizeof here, " for each of the %llu ranks on this machine", (unsigned long long)ranks);
     budget_format(e->total, total, sizeof total);
-    budget_format(o->max_memory, budget, sizeof budget);
+    budget_format(budget, limit, sizeof limit);
     budget_format(e->weights + e->grads + e->optimizer, state, sizeof state);
     budget_format(e->activations, acts, sizeof acts);
     budget_format(e->base + e->bf16 + e->runtime, other, sizeof other);
     return nf_fail(err, NF_ERR_MEMORY,
                    "this run needs about %s%s (weights, gradients and AdamW state %s, activations %s, other %s), "
-                   "more than the memory budget of %s (--max-memory, default 80%% of this machine's memory): use a "
-                   "smaller model, --batch or --seq, fewer ranks, --zero 1, or a larger --max-memory",
-                   total, here, state, acts, other, budget);
+                   "more than the memory budget of %s (--max-memory, default 80%% of this machine's memory): use %s, "
+                   "or a larger --max-memory",
+                   total, here, state, acts, other, limit, remedies);
+}
+
+int train_memory_check(const TrainOptions *o, MemoryEstimate *e, NfError *err) {
+    /* the ranks of a run on one machine share its memory: each must fit its share of the budget */
+    if (!train_memory_estimate(o, e)) return 0;
+    return memory_budget_check(e, o->ranks_here > 1 ? (uint64_t)o->ranks_here : 1, o->max_memory,
+                               "a smaller model, --batch or --seq, fewer ranks, --zero 1", err);
 }
 
 /* A number from a file's first line ("max" and anything else: 0). */

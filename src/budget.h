@@ -38,6 +38,12 @@ void memory_estimate(const ModelConfig *c, const LoraConfig *lora, int B, int T,
 /* One rank's estimate: --zero 1 leaves it its shard of AdamW's m and v (1 / world_size). */
 void memory_estimate_ranks(MemoryEstimate *e, const TrainOptions *o);
 
+/* Refuses (NF_ERR_MEMORY, naming --max-memory, the estimate's parts and the
+ * budget) an estimate over budget (0: no limit) when `ranks` processes like
+ * it share this machine; remedies says what the user may change ("a smaller
+ * model, --batch or --seq"). `train` and `benchmark --train` both use it. */
+int memory_budget_check(const MemoryEstimate *e, uint64_t ranks, uint64_t budget, const char *remedies, NfError *err);
+
 /* Refuses (NF_ERR_MEMORY, naming --max-memory, the estimate and the budget)
  * a run whose estimate exceeds o->max_memory (0: no limit). *e gets the
  * estimate (zero when unknown). */

@@ -13,7 +13,15 @@
  *               speed measured now.
  *   --competing-load N: the same benchmark twice, alone and then beside N
  *               busy processes, the second message with the ratio: how a
- *               shared machine slows it (wait_policy.h). */
+ *               shared machine slows it (wait_policy.h).
+ *
+ * The presets are llama2.c's TinyStories shapes and three published models'
+ * shapes (SmolLM2-135M, Qwen2.5-0.5B, Llama-3.2-1B: GQA, Qwen 2's q/k/v
+ * biases, their RoPE bases and Llama 3's RoPE scaling), with random weights.
+ * --train holds what `train` would hold (a LoRA base under --dtype bf16 in
+ * bf16 only) and is refused, before anything large is allocated, when
+ * budget.h's estimate exceeds --max-memory: a 1B model's full fine-tuning
+ * does not fit a 24 GB machine. bench/presets_vs_torch.py runs them beside a PyTorch peer. */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -27,9 +35,11 @@
 
 #include "args.h"
 #include "backend.h"
+#include "budget.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "infer.h"
+#include "model_open.h"
 #include "optimizer.h"
 #include "params.h"
 #include "rng.h"
@@ -46,7 +56,12 @@ typedef struct {
     ModelConfig config;
 } Preset;
 
-/* llama2.c's TinyStories models */
+/* --preset's choices: PRESETS' names */
+#define PRESET_CHOICES "15M|42M|110M|smollm2-135m|qwen2.5-0.5b|llama3.2-1b"
+
+/* llama2.c's TinyStories models, then the published models' config.json (hidden_size, intermediate_size,
+ * num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size, max_position_embeddings,
+ * tie_word_embeddings, rope_theta, rope_scaling, rms_norm_eps; head_dim is 64 in all three, dim / n_heads). */
 static const Preset PRESETS[] = {
     {"15M",
      {.dim = 288,
@@ -75,25 +90,92 @@ static const Preset PRESETS[] = {
       .vocab_size = 32000,
       .seq_len = 1024,
       .shared_classifier = true}},
+    /* HuggingFaceTB/SmolLM2-135M: 134,515,008 weights */
+    {"smollm2-135m",
+     {.dim = 576,
+      .hidden_dim = 1536,
+      .n_layers = 30,
+      .n_heads = 9,
+      .n_kv_heads = 3,
+      .vocab_size = 49152,
+      .seq_len = 8192,
+      .shared_classifier = true,
+      .arch = ARCH_LLAMA,
+      .rope_theta = 100000.0f,
+      .norm_eps = 1e-5f}},
+    /* Qwen/Qwen2.5-0.5B: 494,032,768 weights, q/k/v biases (Qwen 2 always has them) */
+    {"qwen2.5-0.5b",
+     {.dim = 896,
+      .hidden_dim = 4864,
+      .n_layers = 24,
+      .n_heads = 14,
+      .n_kv_heads = 2,
+      .vocab_size = 151936,
+      .seq_len = 32768,
+      .shared_classifier = true,
+      .arch = ARCH_QWEN2,
+      .qkv_bias = true,
+      .rope_theta = 1000000.0f,
+      .norm_eps = 1e-6f}},
+    /* meta-llama/Llama-3.2-1B: 1,235,814,400 weights, Llama 3's RoPE scaling */
+    {"llama3.2-1b",
+     {.dim = 2048,
+      .hidden_dim = 8192,
+      .n_layers = 16,
+      .n_heads = 32,
+      .n_kv_heads = 8,
+      .vocab_size = 128256,
+      .seq_len = 131072,
+      .shared_classifier = true,
+      .arch = ARCH_LLAMA,
+      .rope_theta = 500000.0f,
+      .rope_scaling = {ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192},
+      .norm_eps = 1e-5f}},
 };
 
 typedef struct {
     ModelConfig config;
-    float *params; /* (config_param_count) weights, params.h layout */
+    float *params;     /* (config_param_count) weights, params.h layout; NULL once the base is held in bf16 */
+    FrozenBase frozen; /* LoRA under --dtype bf16: the base in bf16 only, as `train` holds it (else empty) */
     const char *source;
 } BenchModel;
 
-static int load_bench_model(BenchModel *bm, const char *preset, const char *model_path, NfError *err) {
+/* The model's shape, read before any weight is: the preset's, or the model file's header. */
+static int bench_model_config(BenchModel *bm, const char *preset, const char *model_path, NfError *err) {
     if (model_path) {
         bm->source = model_path;
-        return load_flat_params(model_path, NULL, NULL, &bm->config, &bm->params, NULL, err);
+        return model_peek_config(model_path, &bm->config, err);
     }
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
-        if (strcmp(preset, PRESETS[i].name) == 0) bm->config = PRESETS[i].config;
+        if (strcmp(preset, PRESETS[i].name) == 0) {
+            bm->config = PRESETS[i].config;
+            bm->source = PRESETS[i].name;
+            return 0;
+        }
+    return nf_fail(err, NF_ERR_USAGE, "--preset '%s' is not one of " PRESET_CHOICES, preset);
+}
+
+static int load_bench_model(BenchModel *bm, const char *model_path, NfError *err) {
+    if (model_path) return load_flat_params(model_path, NULL, NULL, &bm->config, &bm->params, NULL, err);
     if (!(bm->params = nf_alloc_array((size_t)config_param_count(&bm->config), sizeof(float), err))) return -1;
-    params_init(bm->params, &bm->config, 1);
-    bm->source = preset;
+    params_init_fast(bm->params, &bm->config, 1);
     return 0;
+}
+
+/* LoRA under --dtype bf16: the base's matrices in bf16 and the fp32 weights gone (train.c's load_base), so the
+ * run holds and reads what a `train --dtype bf16 --lora-rank` run does. */
+static int bench_model_hold_bf16(BenchModel *bm, NfError *err) {
+    ParamPointers p;
+    param_pointers(&p, bm->params, &bm->config);
+    if (frozen_base_bf16(&bm->frozen, &bm->config, &p, true, err) != 0) return -1;
+    free(bm->params);
+    bm->params = NULL;
+    return 0;
+}
+
+static void bench_model_free(BenchModel *bm) {
+    free(bm->params);
+    frozen_base_free(&bm->frozen);
 }
 
 static void random_tokens(int *tokens, size_t n, int vocab, uint64_t seed) {
@@ -106,7 +188,27 @@ typedef struct {
     int64_t batch, seq, steps, lora_rank, tokens, prompt_tokens;
     bool q8, bf16;
     KvCacheType kv_type;
+    uint64_t max_memory;      /* --train: the budget (0: none) */
+    uint64_t memory_estimate; /* --train: budget.h's estimate of the run's peak */
 } BenchOptions;
+
+/* --lora-rank's adapters: `train --lora-rank`'s defaults (wq, wk, wv, wo; alpha = rank) */
+static LoraConfig bench_lora(const BenchOptions *o) {
+    return (LoraConfig){.rank = (int)o->lora_rank, .alpha = (float)o->lora_rank, .targets = LORA_DEFAULT_TARGETS};
+}
+
+/* --train's refusal, before anything large is allocated, of a run that would not fit --max-memory; else
+ * o->memory_estimate is what it will hold. */
+static int bench_train_check(const ModelConfig *c, BenchOptions *o, NfError *err) {
+    LoraConfig lc = bench_lora(o);
+    if (o->lora_rank > 0 && lora_config_validate(&lc, c, err) != 0) return -1;
+    MemoryEstimate e;
+    memory_estimate(c, o->lora_rank > 0 ? &lc : NULL, (int)o->batch, (int)o->seq, o->bf16, &e);
+    o->memory_estimate = e.total;
+    const char *remedies = o->lora_rank > 0 ? "a smaller model, --batch or --seq"
+                                            : "a smaller model, --batch or --seq, LoRA (--lora-rank)";
+    return memory_budget_check(&e, 1, o->max_memory, remedies, err);
+}
 
 /* One timed run: beside how many busy processes, and the alone run's rate to compare with. */
 typedef struct {
@@ -138,9 +240,8 @@ static void emit_load_ratio(JsonBuf *j, const BenchRun *run) {
 static int bench_train(BenchModel *bm, const BenchOptions *o, BenchRun *run, NfOut *out, NfError *err) {
     const ModelConfig *c = &bm->config;
     int B = (int)o->batch, T = (int)o->seq;
-    LoraConfig lc = {.rank = (int)o->lora_rank, .alpha = (float)o->lora_rank, .targets = LORA_DEFAULT_TARGETS};
+    LoraConfig lc = bench_lora(o);
     const LoraConfig *lora = o->lora_rank > 0 ? &lc : NULL;
-    if (lora && lora_config_validate(lora, c, err) != 0) return -1;
     size_t n = (size_t)(lora ? lora_param_count(c, lora) : config_param_count(c));
     float *grads = NULL, *m = NULL, *v = NULL, *adapters = NULL;
     int *tokens = NULL;
@@ -160,11 +261,15 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, BenchRun *run, NfO
     float *trained;
     if (lora) {
         ParamPointers base;
-        param_pointers(&base, bm->params, c);
+        if (bm->frozen.bits)
+            base = bm->frozen.p;
+        else
+            param_pointers(&base, bm->params, c);
         adapted.config = lc;
         lora_init(adapters, c, &lc, &base, 1);
         lora_pointers(&adapted.w, adapters, c, &lc);
         net_lora(&net, &g, c, &base, &adapted, grads);
+        net.bf16 = bm->frozen.bits ? &bm->frozen.w : NULL;
         n_seg = lora_segments(c, &lc, seg);
         trained = adapters;
     } else {
@@ -210,6 +315,7 @@ static int bench_train(BenchModel *bm, const BenchOptions *o, BenchRun *run, NfO
     json_number(&j, "gemm_peak_gflops", peak);
     json_number(&j, "mfu", peak > 0 ? gflops / peak : 0.0);
     json_int(&j, "activation_bytes", (int64_t)activations_bytes(c, lora, B, T));
+    json_int(&j, "memory_estimate_bytes", (int64_t)o->memory_estimate);
     emit_load_ratio(&j, run);
     msg_emit(out, &j);
     nf_log("train %s: %.0f ms/step, %.0f tokens/s, %.0f GFLOP/s (%.0f%% of a %.0f GFLOP/s GEMM)", bm->source,
@@ -346,13 +452,14 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     bool train = false, generate = false;
     const char *preset = "15M", *model_path = NULL;
     int64_t threads = 0, competing_load = 0;
-    const char *quant = "none", *dtype = "fp32", *kv_cache = "fp32";
+    const char *quant = "none", *dtype = "fp32", *kv_cache = "fp32", *max_memory = NULL;
     BenchOptions o = {.batch = 4, .seq = 256, .steps = 3, .lora_rank = 0, .tokens = 128, .prompt_tokens = 128};
     ArgSpec specs[] = {
         {"train", ARG_FLAG, &train, .help = "time training steps"},
         {"generate", ARG_FLAG, &generate, .help = "time generation"},
-        {"preset", ARG_CHOICE, &preset, .choices = "15M|42M|110M",
-         .help = "a llama2.c model shape, random weights (default 15M)"},
+        {"preset", ARG_CHOICE, &preset, .choices = PRESET_CHOICES,
+         .help = "a model shape with random weights: llama2.c's 15M, 42M, 110M, or SmolLM2-135M's, Qwen2.5-0.5B's, "
+                 "Llama-3.2-1B's (default 15M)"},
         {"model", ARG_STRING, &model_path, .help = "or this model file"},
         {"batch", ARG_INT, &o.batch, 1, 4096, .help = "--train: sequences per step (default 4)"},
         {"seq", ARG_INT, &o.seq, 1, NF_MAX_SEQ_LEN, .help = "--train: tokens per sequence (default 256)"},
@@ -364,6 +471,9 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
          .help = "--generate: prompt tokens first (default 128)"},
         {"dtype", ARG_CHOICE, &dtype, .choices = "fp32|bf16",
          .help = "--train: precision of the weight products (default fp32)"},
+        {"max-memory", ARG_STRING, &max_memory,
+         .help = "--train: refuse a run estimated to need more memory than SIZE, as train --max-memory (default 80% "
+                 "of the machine's memory; none = no limit)"},
         {"quant", ARG_CHOICE, &quant, .choices = "none|q8", .help = "--generate: q8 = int8 weights (default none)"},
         {"kv-cache", ARG_CHOICE, &kv_cache, .choices = "fp32|bf16",
          .help = "--generate: what the KV cache stores (default fp32)"},
@@ -385,7 +495,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         nf_fail(&err, NF_ERR_USAGE, "--preset and --model exclude each other");
         return emit_error(out, &err);
     }
-    const char *train_only[] = {"batch", "seq", "steps", "lora-rank", "dtype"},
+    const char *train_only[] = {"batch", "seq", "steps", "lora-rank", "dtype", "max-memory"},
                *generate_only[] = {"tokens", "prompt-tokens", "quant", "kv-cache"};
     for (size_t i = 0; i < sizeof train_only / sizeof train_only[0]; i++)
         if (generate && args_seen(specs, n_specs, train_only[i])) {
@@ -401,19 +511,24 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
     o.q8 = strcmp(quant, "q8") == 0;
     o.kv_type = strcmp(kv_cache, "bf16") == 0 ? KV_CACHE_BF16 : KV_CACHE_F32;
     o.bf16 = strcmp(dtype, "bf16") == 0;
+    o.max_memory = budget_default();
+    if (max_memory && budget_parse_size(max_memory, "max-memory", &o.max_memory, &err) != 0)
+        return emit_error(out, &err);
     BenchModel bm = {0};
-    if (load_bench_model(&bm, preset, model_path, &err) != 0) return emit_error(out, &err);
+    if (bench_model_config(&bm, preset, model_path, &err) != 0) return emit_error(out, &err);
     /* defaults that do not fit a short-context model shrink to fit it */
     int ctx = bm.config.seq_len;
     if (!args_seen(specs, n_specs, "seq") && o.seq > ctx) o.seq = ctx;
     if (!args_seen(specs, n_specs, "prompt-tokens") && o.prompt_tokens > ctx / 2) o.prompt_tokens = ctx / 2;
     if (!args_seen(specs, n_specs, "tokens") && o.prompt_tokens + o.tokens > ctx) o.tokens = ctx - o.prompt_tokens;
-    int rc;
-    if (train && o.seq > ctx)
-        rc = nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than the model's seq_len %d", (long long)o.seq,
-                     bm.config.seq_len);
-    else
-        rc = bench_with_load(&bm, &o, train, (int)competing_load, out, &err);
-    free(bm.params);
+    if (train && o.seq > ctx) {
+        nf_fail(&err, NF_ERR_USAGE, "--seq %lld is longer than the model's seq_len %d", (long long)o.seq, ctx);
+        return emit_error(out, &err);
+    }
+    if (train && bench_train_check(&bm.config, &o, &err) != 0) return emit_error(out, &err);
+    int rc = load_bench_model(&bm, model_path, &err);
+    if (rc == 0 && train && o.lora_rank > 0 && o.bf16) rc = bench_model_hold_bf16(&bm, &err);
+    if (rc == 0) rc = bench_with_load(&bm, &o, train, (int)competing_load, out, &err);
+    bench_model_free(&bm);
     return rc == 0 ? 0 : emit_error(out, &err);
 }

@@ -359,10 +359,13 @@ int model_load(Model *m, const char *path, NfError *err) {
     return rc;
 }
 
-/* Quantizes count values of t into q and scale (ceil(count / gs) groups). */
+/* Quantizes count values of t into q and scale (ceil(count / gs) groups). The groups are independent, so the
+ * threads share them (a 1B model's 1.2 billion values took 20 s on one). */
 static void quantize_tensor(Tensor *t, size_t count, int gs, int8_t *q, float *scale) {
     const float *w = t->f32;
-    for (size_t g = 0; g * gs < count; g++) {
+    size_t groups = (count + (size_t)gs - 1) / (size_t)gs, g;
+#pragma omp parallel for schedule(static)
+    for (g = 0; g < groups; g++) {
         size_t start = g * gs, end = start + gs < count ? start + gs : count;
         float max = 0.0f;
         for (size_t i = start; i < end; i++) max = fabsf(w[i]) > max ? fabsf(w[i]) : max;

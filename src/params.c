@@ -166,30 +166,56 @@ int model_from_params(Model *m, const ModelConfig *c, float *params, NfError *er
     return 0;
 }
 
-static void fill_normal(float *x, size_t n, float std, Rng *rng) {
+/* How a matrix gets its values: n of them with standard deviation std, from ctx's stream. */
+typedef void (*FillFn)(float *x, size_t n, float std, void *ctx);
+
+static void fill_normal(float *x, size_t n, float std, void *ctx) {
+    Rng *rng = ctx;
     for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(rng);
 }
 
-void params_init(float *params, const ModelConfig *c, uint64_t seed) {
+/* Value i of the stream is a function of its key + i alone, so the threads fill their shares at once and the
+ * result does not depend on how many there are; each call takes the next n counter values. Uniform on
+ * [-a, a], whose standard deviation is a / sqrt(3). */
+static void fill_hashed(float *x, size_t n, float std, void *ctx) {
+    uint64_t *key = ctx, first = *key;
+    *key += n;
+    float a = std * sqrtf(3.0f);
+    size_t i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < n; i++) x[i] = a * ((float)(rng_hash(first + i) >> 40) * (2.0f / 16777216.0f) - 1.0f);
+}
+
+/* llama2.c's layout of initial values, each matrix drawn by fill. */
+static void init_with(float *params, const ModelConfig *c, FillFn fill, void *ctx) {
     ParamPointers p;
     param_pointers(&p, params, c);
     size_t L = (size_t)c->n_layers, D = (size_t)c->dim, H = (size_t)c->hidden_dim;
     size_t KV = (size_t)config_kv_dim(c), V = (size_t)c->vocab_size, QD = (size_t)config_q_dim(c);
-    Rng rng;
-    rng_seed(&rng, seed);
     float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)L);
-    fill_normal(p.token_embedding, V * D, std, &rng);
-    fill_normal(p.wq, L * QD * D, std, &rng);
-    fill_normal(p.wk, L * KV * D, std, &rng);
-    fill_normal(p.wv, L * KV * D, std, &rng);
-    fill_normal(p.wo, L * D * QD, proj_std, &rng);
-    fill_normal(p.w1, L * H * D, std, &rng);
-    fill_normal(p.w2, L * D * H, proj_std, &rng);
-    fill_normal(p.w3, L * H * D, std, &rng);
-    if (!c->shared_classifier) fill_normal(p.wcls, V * D, std, &rng);
+    fill(p.token_embedding, V * D, std, ctx);
+    fill(p.wq, L * QD * D, std, ctx);
+    fill(p.wk, L * KV * D, std, ctx);
+    fill(p.wv, L * KV * D, std, ctx);
+    fill(p.wo, L * D * QD, proj_std, ctx);
+    fill(p.w1, L * H * D, std, ctx);
+    fill(p.w2, L * D * H, proj_std, ctx);
+    fill(p.w3, L * H * D, std, ctx);
+    if (!c->shared_classifier) fill(p.wcls, V * D, std, ctx);
     for (size_t i = 0; i < L * D; i++) p.rms_att[i] = p.rms_ffn[i] = 1.0f;
     for (size_t i = 0; i < D; i++) p.rms_final[i] = 1.0f;
     /* biases start at zero (HF's _init_weights), q/k norms at one */
     if (c->qkv_bias) memset(p.bq, 0, L * (QD + 2 * KV) * sizeof(float));
     for (size_t i = 0; c->qk_norm && i < L * (size_t)config_head_size(c); i++) p.q_norm[i] = p.k_norm[i] = 1.0f;
+}
+
+void params_init(float *params, const ModelConfig *c, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    init_with(params, c, fill_normal, &rng);
+}
+
+void params_init_fast(float *params, const ModelConfig *c, uint64_t seed) {
+    uint64_t key = rng_hash(seed);
+    init_with(params, c, fill_hashed, &key);
 }
