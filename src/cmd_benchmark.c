@@ -329,7 +329,7 @@ done:
 
 /* Bytes of weights read per generated token: int8 plus a float scale per group under q8 */
 static double weight_bytes_per_token(const ModelConfig *c, bool q8) {
-    return (double)config_param_count(c) * (q8 ? 1.0 + 4.0 / NF_Q8_GROUP : 4.0);
+    return (double)config_param_count(c) * (q8 ? 1.0 + 4.0 / model_q8_group_size(c) : 4.0);
 }
 
 /* Bytes of KV cache read per generated token, on average over tokens at positions P .. P+N-1: the token at
@@ -348,7 +348,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, 
                        c->seq_len);
     Model m;
     if (model_from_params(&m, c, bm->params, err) != 0) return -1;
-    if (o->q8 && model_quantize_q8(&m, NF_Q8_GROUP, err) != 0) {
+    if (o->q8 && model_quantize_q8(&m, model_q8_group_size(c), err) != 0) {
         model_free(&m);
         return -1;
     }

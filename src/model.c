@@ -376,6 +376,12 @@ static void quantize_tensor(Tensor *t, size_t count, int gs, int8_t *q, float *s
     *t = (Tensor){.dtype = NF_Q8, .q = q, .scale = scale, .group_size = gs};
 }
 
+int model_q8_group_size(const ModelConfig *c) {
+    for (int gs = NF_Q8_GROUP; gs >= 16; gs /= 2)
+        if (c->dim % gs == 0 && config_q_dim(c) % gs == 0 && c->hidden_dim % gs == 0) return gs;
+    return NF_Q8_GROUP;
+}
+
 int model_quantize_q8(Model *m, int group_size, NfError *err) {
     if (m->dtype == NF_Q8) return 0;
     const ModelConfig *c = &m->config;

@@ -150,7 +150,13 @@ int model_load(Model *m, const char *path, NfError *err);
  * of the bytes to read per generated token. Norms stay fp32. A Q8 model is
  * left as it is. */
 int model_quantize_q8(Model *m, int group_size, NfError *err);
-#define NF_Q8_GROUP 64 /* the group size of --quant q8: a whole AVX-512 register of int8 */
+#define NF_Q8_GROUP 64 /* the largest group size of --quant q8: a whole AVX-512 register of int8 */
+/* The group size --quant q8 uses for a shape: the largest of NF_Q8_GROUP, 32
+ * and 16 that divides every matrix's row length (dim, q_dim, hidden_dim), so
+ * that the groups tile the rows and the int8 kernels can run (stories15M's dim
+ * 288 takes 32); where none does (stories260K's hidden 172), NF_Q8_GROUP, whose
+ * groups run across rows and take the plain product. */
+int model_q8_group_size(const ModelConfig *c);
 void model_free(Model *m);
 
 #endif

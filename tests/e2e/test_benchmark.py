@@ -70,6 +70,12 @@ def generate_benchmark_reports_consistent_numbers():
     k = kv.one("benchmark")
     assert k["kv_cache"] == "bf16"
     assert abs(k["cache_gbytes_s"] - 2 * 5 * 32 * 2 * 308.5 * k["tok_s"] / 1e9) < 1e-6 * k["cache_gbytes_s"]
+    # q8 of the 15M shape (width 288, no multiple of 64): groups of 32, a float scale each
+    q = run(["benchmark", "--generate", "--preset", "15M", "--prompt-tokens", 2, "--tokens", 4, "--quant", "q8"])
+    assert q.rc == 0, q.stdout
+    m = q.one("benchmark")
+    want = m["params"] * (1 + 4 / 32) * m["tok_s"] / 1e9
+    assert abs(m["weight_gbytes_s"] - want) < 1e-6 * want, m
 
 
 @test

@@ -752,6 +752,23 @@ static void test_stories260k_formats_hold_same_weights(void **state) {
 
 /* ---- last: inputs that make the loader compute -INT32_MIN -------------------------- */
 
+/* --quant q8's groups tile every matrix's rows where a group of 64, 32 or 16 can: llama2.c's 110M and the
+ * 0.5-1B shapes take 64, stories15M's width 288 takes 32, a q_dim wider than dim counts too, and
+ * stories260K's hidden 172 (no multiple of 16) keeps 64, its groups running across rows. */
+static void test_q8_group_size_tiles_the_rows(void **state) {
+    (void)state;
+    ModelConfig c = {.dim = 768, .hidden_dim = 2048, .n_layers = 12, .n_heads = 12, .n_kv_heads = 12};
+    assert_int_equal(model_q8_group_size(&c), 64);
+    c = (ModelConfig){.dim = 288, .hidden_dim = 768, .n_layers = 6, .n_heads = 6, .n_kv_heads = 6};
+    assert_int_equal(model_q8_group_size(&c), 32);
+    c = (ModelConfig){.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4};
+    assert_int_equal(model_q8_group_size(&c), 64);
+    c = (ModelConfig){.dim = 896, .hidden_dim = 4864, .n_layers = 24, .n_heads = 14, .n_kv_heads = 2};
+    assert_int_equal(model_q8_group_size(&c), 64);
+    c = (ModelConfig){.dim = 64, .hidden_dim = 128, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2, .head_dim = 40};
+    assert_int_equal(model_q8_group_size(&c), 16); /* q_dim 80 */
+}
+
 /* A legacy header with vocab_size INT32_MIN: negating it to get the classifier's
  * vocabulary overflows int (undefined behaviour, reported by UBSan). It must be
  * refused like any other out-of-range vocab. Kept last because a sanitizer
@@ -802,6 +819,7 @@ int main(void) {
         cmocka_unit_test(test_stories260k_v1),
         cmocka_unit_test(test_stories260k_q80),
         cmocka_unit_test(test_stories260k_formats_hold_same_weights),
+        cmocka_unit_test(test_q8_group_size_tiles_the_rows),
         cmocka_unit_test(test_vocab_int32_min_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
