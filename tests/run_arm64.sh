@@ -23,8 +23,9 @@ export NF_BINARY=$PWD/build/arm64/neuralforge-qemu NF_PROBE=$PWD/build/arm64/tes
 for f in "$NF_BINARY" "$NF_PROBE"; do
   [ -x "$f" ] || { echo "$f missing: make arm64 builds it"; echo "0 passed, 1 failed"; exit 1; }
 done
-log=$(mktemp -d)
-trap 'rm -rf "$log"' EXIT
+. tests/suite_tmp.sh
+log=$(mktemp -d /tmp/nf_arm64_lanes_XXXXXX) # beside the suite's folder, not in it
+trap 'rm -rf "$log" "$suite_tmp"' EXIT
 
 # Each line of a lane's log: "P <n>" passed, "F <n> <label>" failed, or output to show.
 unit() { # binary, cpu, label
@@ -85,6 +86,13 @@ for lane in unit e2e; do
     esac
   done <"$log/$lane"
 done
+if out=$(suite_tmp_check); then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  failures+=("arm64 temporary folder")
+fi
+echo "$out" | sed 's|^|[arm64 tmp] |'
 echo "arm64 under qemu: $(($(date +%s) - start)) s"
 [ ${#failures[@]} -eq 0 ] || printf 'failed: %s\n' "${failures[@]}"
 echo "$passed passed, $failed failed"

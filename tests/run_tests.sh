@@ -7,6 +7,7 @@
 # tier of the AVX-512 kernels are tested on this machine too.
 set -u
 cd "$(dirname "$0")/.."
+. tests/suite_tmp.sh
 
 passed=0
 failed=0
@@ -92,6 +93,9 @@ NF_SERVE_BINARY=build/asan/neuralforge ASAN_OPTIONS=detect_leaks=0 run_e2e tests
 NF_SERVE_BINARY=build/asan/neuralforge ASAN_OPTIONS=detect_leaks=0 run_e2e tests/e2e/test_launch.py "asan test_launch.py" \
   the_dashboard_runs_a_project_on_two_processes_and_stops_it_cleanly \
   a_server_killed_mid_run_leaves_the_ranks_checkpoint_and_their_last_messages
+
+# last: whatever a test above left in the suite's temporary folder (tests/suite_tmp.sh)
+run_counted "tmp" suite_tmp_check
 
 if [ ${#failures[@]} -gt 0 ]; then
   echo "failing: ${failures[*]}"

@@ -5,11 +5,13 @@ prints "PASS name", "FAIL name" (with the traceback) or "SKIP name: why".
 Files from ../shared/data are found with shared(); where that folder is absent
 (a user's fresh clone) the test is skipped loudly, but under CI it fails.
 """
+import atexit
 import ctypes
 import http.client
 import json
 import signal
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -89,8 +91,23 @@ def shared(name):
     raise Skip(f"{path} not found (../shared/data absent)")
 
 
+_tmpdirs = []
+
+
 def tmpdir():
-    return tempfile.mkdtemp(prefix="nf_e2e_")
+    """A fresh scratch directory, removed when the test file's process exits (NF_KEEP_TMP=1 keeps them, to look
+    at a failure's files): a suite run leaves nothing behind (tests/run_tests.sh checks)."""
+    d = tempfile.mkdtemp(prefix="nf_e2e_")
+    _tmpdirs.append(d)
+    return d
+
+
+@atexit.register
+def _remove_tmpdirs():
+    if os.environ.get("NF_KEEP_TMP"):
+        return
+    for d in _tmpdirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 TOKEN_MAGIC = b"\xff\xffNFTOK\0"  # src/tokenfile.h

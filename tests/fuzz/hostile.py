@@ -12,11 +12,13 @@ vocabulary, a dim-8 model): no shared data needed.
   /usr/bin/python3 tests/fuzz/hostile.py           prints the table of docs/reliability.md
   tests/e2e/test_hostile_files.py                  asserts every case (both builds)
 """
+import atexit
 import ctypes
 import json
 import os
 import re
 import resource
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -87,6 +89,7 @@ class Env:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="nf_hostile_")
+        atexit.register(shutil.rmtree, self.dir, True)  # removed when the process exits
         self.tok = self.write("tok16.bin", seed("tokenizer", "tok16.bin"))
         self.model = self.write("v1.bin", seed("model", "v1.bin"))
         self.tokens = self.write("tokens.bin", struct.pack("<256H", *[i % 16 for i in range(256)]))

@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import struct
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -175,6 +176,7 @@ def main():
             assert len(data) <= 16384, (harness, name, len(data))
             open(os.path.join(d, "seed_" + name), "wb").write(data)
     print(" ".join(f"{h}:{len(f)}" for h, f in sorted(seeds.items())))
+    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@
 
 /* Writes json as DIR/tokenizer.json in a fresh directory; returns the malloc'd file path. */
 static char *write_json(const char *json) {
-    char dir[] = "/tmp/nf_hftok_XXXXXX";
+    char dir[512];
+    temp_template(dir, sizeof dir, "nf_hftok");
     assert_non_null(mkdtemp(dir));
     char *path = malloc(strlen(dir) + 32);
     sprintf(path, "%s/tokenizer.json", dir);

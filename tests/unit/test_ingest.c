@@ -301,7 +301,8 @@ static void test_csv_errors_name_file_and_line(void **state) {
 
 static void test_manifest_round_trip_and_checks(void **state) {
     (void)state;
-    char dir[] = "/tmp/nf_manifest_XXXXXX";
+    char dir[512];
+    temp_template(dir, sizeof dir, "nf_manifest");
     assert_non_null(mkdtemp(dir));
     ManifestShard shards[2] = {{"shard_000003_00000.bin", "shard_000003_00000.mask", 10, 4},
                                {"shard_000003_00001.bin", NULL, 5, 0}};
@@ -395,7 +396,8 @@ static void expect_manifest_error(const char *dir, const char *text, const char 
 /* The checks of the streamed reader (shards and sources come one element at a time). */
 static void test_manifest_streamed_checks(void **state) {
     (void)state;
-    char dir[] = "/tmp/nf_manifest_XXXXXX";
+    char dir[512];
+    temp_template(dir, sizeof dir, "nf_manifest");
     assert_non_null(mkdtemp(dir));
     /* the arrays must be there, and be arrays */
     expect_manifest_error(dir, MANIFEST_HEAD ", \"sources\": []}", "missing or mistyped field \"shards\"");

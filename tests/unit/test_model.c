@@ -323,7 +323,8 @@ static void test_missing_path_is_io_error(void **state) {
 
 static void test_directory_is_io_error(void **state) {
     (void)state;
-    char dir[] = "/tmp/nf_test_dir_XXXXXX";
+    char dir[512];
+    temp_template(dir, sizeof dir, "nf_test_dir");
     assert_non_null(mkdtemp(dir));
     Model m;
     NfError err = {0};

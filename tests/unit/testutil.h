@@ -16,9 +16,19 @@
 
 #include "model.h"
 
+/* A mkstemp/mkdtemp template "$TMPDIR/<prefix>_XXXXXX" (TMPDIR, else /tmp), so a suite run's files land in
+ * the folder tests/run_tests.sh gives it and checks is empty afterwards. */
+static inline char *temp_template(char *buf, size_t cap, const char *prefix) {
+    const char *dir = getenv("TMPDIR");
+    int n = snprintf(buf, cap, "%s/%s_XXXXXX", dir && dir[0] ? dir : "/tmp", prefix);
+    assert_true(n > 0 && (size_t)n < cap);
+    return buf;
+}
+
 /* Writes bytes to a fresh temporary file; returns its malloc'd path. */
 static inline char *write_temp_file(const void *data, size_t n) {
-    char *path = strdup("/tmp/nf_test_XXXXXX");
+    char buf[512];
+    char *path = strdup(temp_template(buf, sizeof buf, "nf_test"));
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     if (n) assert_int_equal(write(fd, data, n), (ssize_t)n);
