@@ -91,23 +91,26 @@ def shared(name):
     raise Skip(f"{path} not found (../shared/data absent)")
 
 
-_tmpdirs = []
+_scratch = []  # the directories and files tmpdir() and Serve made
 
 
 def tmpdir():
     """A fresh scratch directory, removed when the test file's process exits (NF_KEEP_TMP=1 keeps them, to look
     at a failure's files): a suite run leaves nothing behind (tests/run_tests.sh checks)."""
     d = tempfile.mkdtemp(prefix="nf_e2e_")
-    _tmpdirs.append(d)
+    _scratch.append(d)
     return d
 
 
 @atexit.register
-def _remove_tmpdirs():
+def _remove_scratch():
     if os.environ.get("NF_KEEP_TMP"):
         return
-    for d in _tmpdirs:
-        shutil.rmtree(d, ignore_errors=True)
+    for path in _scratch:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 TOKEN_MAGIC = b"\xff\xffNFTOK\0"  # src/tokenfile.h
@@ -216,6 +219,7 @@ class Serve:
     def __init__(self, data_dir, token=TOKEN, args=(), env=None):
         self.data_dir, self.token = data_dir, token
         self.log = data_dir.rstrip("/") + f".serve-{time.time_ns()}.log"  # stderr, checked for sanitizer reports
+        _scratch.append(self.log)
         binary = os.environ.get("NF_SERVE_BINARY", NF)  # tests/run_tests.sh also runs these on the ASan build
         env = dict(env or os.environ, NEURALFORGE_TOKEN=token)  # not --token: argv is visible in ps
         self.p = subprocess.Popen([binary, "serve", "--port", "0", "--data-dir", data_dir, *args],
