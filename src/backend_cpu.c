@@ -176,8 +176,11 @@ static inline float dot_f32_bf16(const float *a, const uint16_t *b, int n) {
 
 double nf_memory_read_gbytes_s(size_t bytes) {
     size_t n = bytes / sizeof(float) / 16 * 16;
-    /* read as the GEMV reads weights: whole cache lines, with the same tier's dot product */
-    float *buf = line_alloc(n * sizeof(float));
+    /* read as the GEMV reads weights: whole cache lines, with the same tier's dot product, from memory allocated
+     * as the weights are (nf_alloc: transparent huge pages). In 4 KiB pages the same reads ran at 53-63 GB/s
+     * where huge pages gave 73-76 (AMD EPYC VM, docs/performance.md): a bound measured so would understate what
+     * the weights can be read at, and bandwidth_use came out above 1. */
+    float *buf = nf_alloc_unzeroed(n * sizeof(float), NULL);
     CpuTier tier = cpu_tier();
     if (!buf) return 0.0;
     size_t i;
@@ -343,6 +346,23 @@ static void int8_q8_row(Q8Kernel kernel, bool dots, float *out, size_t out_strid
 #endif
 }
 
+/* Decode's Q8 products (one x row, groups of 64, AVX-512 VNNI): the products' rows in blocks, one pass of the
+ * threads over all of them, as gemv_f32_simd */
+static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim) {
+#if defined(__x86_64__)
+    int blocks = product_units(p, count, GEMV_BLOCK), b, groups = dim / 64;
+#pragma omp parallel for schedule(static)
+    for (b = 0; b < blocks; b++) {
+        int block = b, k = product_of(p, count, GEMV_BLOCK, &block), r0 = block * GEMV_BLOCK;
+        int nr = p[k].out_dim - r0 < GEMV_BLOCK ? p[k].out_dim - r0 : GEMV_BLOCK;
+        vnni_q8_gemv(p[k].out + r0, p[k].w->q + (size_t)r0 * dim, p[k].w->scale + (size_t)r0 * groups, xq, xs, xo, nr,
+                     dim);
+    }
+#else
+    (void)p, (void)count, (void)xq, (void)xs, (void)xo, (void)dim;
+#endif
+}
+
 static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
     int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1), row;
     Q8Kernel kernel = q8_kernel(gs);
@@ -368,6 +388,11 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                           x + (size_t)i * dim, groups, gs);
     } else {
         quantize_q16_rows(xq, xs, x, n, groups, gs);
+    }
+    if (n == 1 && kernel == Q8_AVX512_VNNI && gs == 64) {
+        q8_gemv_vnni(p, count, xq, xs, xo, dim);
+        free(xq);
+        return;
     }
 #pragma omp parallel for schedule(static)
     for (row = 0; row < total; row++) {

@@ -371,6 +371,54 @@ void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *w
                     xo + (size_t)i * groups, dim, groups, gs, 1);
 }
 
+/* out[0..3] = the sums of four rows' vectors, each reduced in _mm512_reduce_add_ps's order (256-bit halves, then
+ * 128-bit halves, then lanes 0 + 2 and 1 + 3, then those two), four rows at once */
+static inline void reduce_add4(float *out, const __m512 *v) {
+    __m128 r[4];
+    for (int k = 0; k < 4; k++) {
+        __m256 h = _mm256_add_ps(_mm512_extractf32x8_ps(v[k], 1), _mm512_castps512_ps256(v[k]));
+        r[k] = _mm_add_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
+    }
+    _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]); /* r[j] lane k: row k's lane j */
+    _mm_storeu_ps(out, _mm_add_ps(_mm_add_ps(r[0], r[2]), _mm_add_ps(r[1], r[3])));
+}
+
+/* One weight row against one x row: q8_row_dots' sums for xr = 1, left unreduced (even + odd groups). The lines
+ * Q8_PREFETCH_BYTES ahead are fetched one per line read, spread over the row: vnni_q8_row's burst of a row's
+ * fetches at its start made decode's products ~10% slower (bench: the two alternated in one process). */
+static inline __attribute__((always_inline)) __m512 q8_gemv_row(const int8_t *wr, const float *ws, const int8_t *xq,
+                                                                const float *xs, const int32_t *xo, int dim,
+                                                                int groups) {
+    __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
+    _mm_prefetch((const char *)(ws + Q8_PREFETCH_BYTES / 64), _MM_HINT_T0); /* the scales of the rows ahead */
+    int g = 0;
+    for (; g + 2 <= groups; g += 2) {
+        _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + (size_t)g * 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + (size_t)g * 64 + 64, _MM_HINT_T0);
+        q8_group_dots(&even, g, wr, ws, xq, xs, xo, dim, groups, 64, 1);
+        q8_group_dots(&odd, g + 1, wr, ws, xq, xs, xo, dim, groups, 64, 1);
+    }
+    if (g < groups) {
+        _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + (size_t)g * 64, _MM_HINT_T0);
+        q8_group_dots(&even, g, wr, ws, xq, xs, xo, dim, groups, 64, 1);
+    }
+    return _mm512_add_ps(even, odd);
+}
+
+void vnni_q8_gemv(float *out, const int8_t *w, const float *ws, const int8_t *xq, const float *xs, const int32_t *xo,
+                  int rows, int dim) {
+    int groups = dim / 64, r = 0;
+    for (; r + 4 <= rows; r += 4) { /* the rows one after another (one stream), their sums reduced four at once */
+        __m512 sum[4];
+        for (int k = 0; k < 4; k++)
+            sum[k] = q8_gemv_row(w + (size_t)(r + k) * dim, ws + (size_t)(r + k) * groups, xq, xs, xo, dim, groups);
+        reduce_add4(out + r, sum);
+    }
+    for (; r < rows; r++)
+        out[r] =
+            _mm512_reduce_add_ps(q8_gemv_row(w + (size_t)r * dim, ws + (size_t)r * groups, xq, xs, xo, dim, groups));
+}
+
 void avx512_quantize_q8(int8_t *xq, float *xs, int32_t *xo, const float *x, size_t groups, int gs) {
     for (size_t g = 0; g < groups; g++) {
         const float *xg = x + g * gs;

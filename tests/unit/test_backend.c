@@ -1089,6 +1089,33 @@ static void gemv_op(float *out, void *ctx) {
     nf_matmul(out, c->x, &t, 1, c->n, c->rows);
 }
 
+/* Decode's Q8 product (one row of x: AVX-512 VNNI's four-rows-a-pass kernel) gives each output the bits a prompt's
+ * product of several rows gives it (the per-row kernel), so a token's logits do not depend on whether it came in a
+ * prompt or alone: blocks of 16 rows and tails of 1-3, odd and even numbers of groups, and every tier. */
+static void test_q8_decode_rows_equal_prompt_rows(void **state) {
+    (void)state;
+    enum { N = 5 };
+    int shapes[][3] = {{896, 37, 64}, {320, 21, 64}, {128, 16, 64}, {64, 3, 64}, {96, 19, 32}}; /* in, out, gs */
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int in = shapes[i][0], out_dim = shapes[i][1], gs = shapes[i][2];
+        size_t count = (size_t)in * out_dim;
+        int8_t *q = malloc(count);
+        float *scale = malloc(sizeof(float) * (count / gs)), *x = malloc(sizeof(float) * N * in);
+        float *prompt = malloc(sizeof(float) * N * out_dim), *alone = malloc(sizeof(float) * out_dim);
+        for (size_t j = 0; j < count; j++) q[j] = (int8_t)((j * 131 + 7) % 255 - 127);
+        for (size_t g = 0; g < count / gs; g++) scale[g] = 0.001f * (float)(1 + g % 9);
+        fill(x, N * in);
+        Tensor t = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = gs};
+        nf_matmul(prompt, x, &t, N, in, out_dim);
+        for (int r = 0; r < N; r++) {
+            nf_matmul(alone, x + (size_t)r * in, &t, 1, in, out_dim);
+            if (memcmp(alone, prompt + (size_t)r * out_dim, sizeof(float) * out_dim) != 0)
+                fail_msg("in %d out %d gs %d: row %d alone differs from it in a prompt", in, out_dim, gs, r);
+        }
+        free(q), free(scale), free(x), free(prompt), free(alone);
+    }
+}
+
 typedef struct {
     const float *x;
     const Tensor *w;
@@ -1508,6 +1535,7 @@ int main(void) {
         cmocka_unit_test(test_q8_dot_instruction_matches_the_path_without_it),
         cmocka_unit_test(test_bf16_kept_weights_give_the_same_products),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
+        cmocka_unit_test(test_q8_decode_rows_equal_prompt_rows),
         cmocka_unit_test(test_matmul_f32_single_row),
         cmocka_unit_test(test_gemv_same_bits_at_every_alignment),
         cmocka_unit_test(test_shared_input_products_match_single_ones),

@@ -354,7 +354,7 @@ static void test_manifest_round_trip_and_checks(void **state) {
     assert_int_equal(manifest_save(dir, &m, &err), 0);
     assert_int_equal(manifest_load(dir, &r, &err), -1);
     assert_non_null(strstr(err.message, "do not add up"));
-    char path[128];
+    char path[600];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     FILE *f = fopen(path, "w");
     fputs("{\"format\": \"neuralforge-ingest\", \"version\": 3}", f);
@@ -367,7 +367,7 @@ static void test_manifest_round_trip_and_checks(void **state) {
 
 /* Writes text as DIR/manifest.json, loads it, and expects a bad_data error mentioning want. */
 static void expect_manifest_error(const char *dir, const char *text, const char *want) {
-    char path[128];
+    char path[600];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -450,7 +450,7 @@ static void test_manifest_streamed_checks(void **state) {
              "], \"format\": \"neuralforge-ingest\", \"version\": 1, \"generation\": 1,"
              " \"tokenizer\": {\"path\": \"t\", \"hash\": \"fnv1a64:0000000000000001\", \"vocab_size\": 512},"
              " \"split\": \"eot\", \"max_shard_mb\": 1, \"documents\": 3000, \"tokens\": 6000, \"masked_tokens\": 0}");
-    char path[128];
+    char path[600];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     FILE *f = fopen(path, "w");
     fputs(text, f);
