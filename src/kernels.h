@@ -52,7 +52,8 @@ void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *w
 /* Decode's product for groups of 64: out[r] = row r . x for `rows` consecutive
  * Q8 weight rows (w: rows * dim int8, ws: their scales) against one x row
  * quantized by avx512_quantize_q8; each out[r] is vnni_q8_row's, bit for bit.
- * Four rows a pass, without vnni_q8_row's per-row set-up. (AVX-512 VNNI) */
+ * The rows one after another without vnni_q8_row's per-row set-up, their
+ * sums reduced four at a time. (AVX-512 VNNI) */
 void vnni_q8_gemv(float *out, const int8_t *w, const float *ws, const int8_t *xq, const float *xs, const int32_t *xo,
                   int rows, int dim);
 
