@@ -348,7 +348,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, 
                        c->seq_len);
     Model m;
     if (model_from_params(&m, c, bm->params, err) != 0) return -1;
-    if (o->q8 && model_quantize_q8(&m, model_q8_group_size(c), err) != 0) {
+    if (o->q8 && model_quantize_q8(&m, err) != 0) {
         model_free(&m);
         return -1;
     }

@@ -53,8 +53,7 @@ int generator_open(Generator *g, GenerationOptions *o, const char *command, NfOu
     nf_set_threads((int)o->threads);
     if (o->seed < 0) o->seed = (int64_t)(time(NULL) ^ ((int64_t)getpid() << 16)) & 0x1FFFFFFFFFFFFF;
     if (open_model(o->model_path, o->ckpt_path, &g->model, err) != 0 ||
-        (strcmp(o->quant, "q8") == 0 &&
-         model_quantize_q8(&g->model, model_q8_group_size(&g->model.config), err) != 0) ||
+        (strcmp(o->quant, "q8") == 0 && model_quantize_q8(&g->model, err) != 0) ||
         (o->lora_path &&
          lora_load(o->lora_path, o->model_path, &g->model.config, &g->lora, &g->lora_buffer, err) != 0) ||
         tokenizer_load(&g->tok, g->tokenizer_path, err) != 0)

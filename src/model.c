@@ -382,9 +382,10 @@ int model_q8_group_size(const ModelConfig *c) {
     return NF_Q8_GROUP;
 }
 
-int model_quantize_q8(Model *m, int group_size, NfError *err) {
+int model_quantize_q8(Model *m, NfError *err) {
     if (m->dtype == NF_Q8) return 0;
     const ModelConfig *c = &m->config;
+    int group_size = model_q8_group_size(c);
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c), V = (size_t)c->vocab_size;
     size_t QD = (size_t)config_q_dim(c), gs = (size_t)group_size;
     /* every matrix: (tensor, values); the layers' seven, the embedding and a separate classifier */

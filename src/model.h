@@ -146,10 +146,10 @@ const char *model_format_name(ModelFormat f);
 int model_load(Model *m, const char *path, NfError *err);
 
 /* Turns an fp32 model's matrices into Q8 (int8 with one scale per group of
- * group_size values of each matrix, as llama2.c's version 2 files): a quarter
- * of the bytes to read per generated token. Norms stay fp32. A Q8 model is
- * left as it is. */
-int model_quantize_q8(Model *m, int group_size, NfError *err);
+ * model_q8_group_size values of each matrix, as llama2.c's version 2 files):
+ * a quarter of the bytes to read per generated token. Norms stay fp32. A Q8
+ * model is left as it is. */
+int model_quantize_q8(Model *m, NfError *err);
 #define NF_Q8_GROUP 64 /* the largest group size of --quant q8: a whole AVX-512 register of int8 */
 /* The group size --quant q8 uses for a shape: the largest of NF_Q8_GROUP, 32
  * and 16 that divides every matrix's row length (dim, q_dim, hidden_dim), so
