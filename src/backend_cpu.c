@@ -257,15 +257,22 @@ static int product_of(const NfProduct *p, int count, int unit, int *at) {
     return k;
 }
 
-/* out[k] (rows_k) = W[k] (rows_k, n) x for one row x: the products' rows in
- * blocks, one pass of the threads over all of them (a vector tier's) */
+/* A GEMV's work: the products' rows in blocks of GEMV_BLOCK (product_units(p, count, GEMV_BLOCK) of them), one
+ * pass of the threads over all of them. Block b's product, its first row r0 and its rows nr. */
 #define GEMV_BLOCK 16
+static int gemv_block(const NfProduct *p, int count, int b, int *r0, int *nr) {
+    int k = product_of(p, count, GEMV_BLOCK, &b);
+    *r0 = b * GEMV_BLOCK;
+    *nr = p[k].out_dim - *r0 < GEMV_BLOCK ? p[k].out_dim - *r0 : GEMV_BLOCK;
+    return k;
+}
+
+/* out[k] (rows_k) = W[k] (rows_k, n) x for one row x (a vector tier's) */
 static void gemv_f32_simd(const NfProduct *p, int count, const float *x, int n, CpuTier tier) {
     int blocks = product_units(p, count, GEMV_BLOCK), b;
 #pragma omp parallel for schedule(static)
     for (b = 0; b < blocks; b++) {
-        int block = b, k = product_of(p, count, GEMV_BLOCK, &block), r0 = block * GEMV_BLOCK;
-        int nr = p[k].out_dim - r0 < GEMV_BLOCK ? p[k].out_dim - r0 : GEMV_BLOCK;
+        int r0, nr, k = gemv_block(p, count, b, &r0, &nr);
         TIER_KERNEL(tier, dots)(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr, n);
     }
 }
@@ -352,15 +359,13 @@ static void int8_q8_row(Q8Kernel kernel, bool dots, float *out, size_t out_strid
 #endif
 }
 
-/* Decode's Q8 products (one x row, groups of 64, AVX-512 VNNI): the products' rows in blocks, one pass of the
- * threads over all of them, as gemv_f32_simd */
+/* Decode's Q8 products (one x row, groups of 64, AVX-512 VNNI), in gemv_f32_simd's blocks */
 static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim) {
 #if defined(__x86_64__)
     int blocks = product_units(p, count, GEMV_BLOCK), b, groups = dim / 64;
 #pragma omp parallel for schedule(static)
     for (b = 0; b < blocks; b++) {
-        int block = b, k = product_of(p, count, GEMV_BLOCK, &block), r0 = block * GEMV_BLOCK;
-        int nr = p[k].out_dim - r0 < GEMV_BLOCK ? p[k].out_dim - r0 : GEMV_BLOCK;
+        int r0, nr, k = gemv_block(p, count, b, &r0, &nr);
         vnni_q8_gemv(p[k].out + r0, p[k].w->q + (size_t)r0 * dim, p[k].w->scale + (size_t)r0 * groups, xq, xs, xo, nr,
                      dim);
     }

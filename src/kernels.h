@@ -12,6 +12,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* How many rows ahead the attention kernels of both x86 tiers prefetch: 4 KiB
+ * further down a head's run of KV-cache rows (at least 4 rows). Left to the
+ * hardware prefetcher alone, the decode attention at positions 500 and 1000
+ * took 20-37% longer inside generation over a bf16 cache, and at 768 twice as
+ * long over an fp32 cache (its 256-byte rows: 20 against 45 GB/s). */
+static inline int kernel_rows_ahead(size_t row_bytes) { return row_bytes >= 1024 ? 4 : (int)(4096 / row_bytes); }
+
+/* Every cache line of bytes at p fetched into L1 (prefetcht0 on x86) */
+static inline void kernel_prefetch(const void *p, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+}
+
 /* a (n) . b (n) */
 float avx512_dot(const float *a, const float *b, int n);
 /* out (rows) = w (rows, n; rows ld floats apart) x (n) */

@@ -59,22 +59,14 @@ float avx2_dot(const float *a, const float *b, int n) {
     return hsum(_mm256_add_ps(v0, v1));
 }
 
-/* How many rows ahead the attention kernels prefetch, as kernels_avx512.c's
- * rows_ahead: 4 KiB further down a head's run of KV-cache rows. */
-static inline int rows_ahead(size_t row_bytes) { return row_bytes >= 1024 ? 4 : (int)(4096 / row_bytes); }
-
-static inline void prefetch_bytes(const void *p, size_t bytes) {
-    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
-}
-
 /* Four rows share each load of x, two accumulators per row (as avx512_dots,
  * which says why only short rows are prefetched) */
 void avx2_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n) {
-    int r = 0, ahead = ld * sizeof(float) < 1024 ? rows_ahead(ld * sizeof(float)) : 0;
+    int r = 0, ahead = ld * sizeof(float) < 1024 ? kernel_rows_ahead(ld * sizeof(float)) : 0;
     for (; r + 4 <= rows; r += 4) {
         const float *w0 = w + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
         for (int k = 0; ahead && k < 4 && r + ahead + k < rows; k++)
-            prefetch_bytes(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(float));
+            kernel_prefetch(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(float));
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
         int i = 0;
@@ -106,7 +98,7 @@ void avx2_dots(float *out, const float *w, size_t ld, const float *x, int rows, 
 }
 
 void avx2_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n) {
-    int ahead = rows_ahead(ld * sizeof(float));
+    int ahead = kernel_rows_ahead(ld * sizeof(float));
     for (int c = 0; c < n; c += 32) { /* 32 columns in four registers through all rows */
         __m256i m[4];
         for (int k = 0; k < 4; k++) m[k] = first_lanes(n - c - 8 * k);
@@ -115,7 +107,7 @@ void avx2_weighted_sum(float *out, const float *a, const float *v, size_t ld, in
         for (int r = 0; r < rows; r++) {
             const float *vr = v + (size_t)r * ld + c;
             if (r + ahead < rows)
-                prefetch_bytes(vr + (size_t)ahead * ld, (size_t)(n - c < 32 ? n - c : 32) * sizeof(float));
+                kernel_prefetch(vr + (size_t)ahead * ld, (size_t)(n - c < 32 ? n - c : 32) * sizeof(float));
             __m256 s = _mm256_set1_ps(a[r]);
             acc0 = _mm256_fmadd_ps(s, _mm256_maskload_ps(vr, m[0]), acc0);
             acc1 = _mm256_fmadd_ps(s, _mm256_maskload_ps(vr + 8, m[1]), acc1);
@@ -131,11 +123,11 @@ void avx2_weighted_sum(float *out, const float *a, const float *v, size_t ld, in
 
 /* As avx512_dots_bf16: four key rows share each load of x */
 void avx2_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, int rows, int n) {
-    int r = 0, ahead = rows_ahead(ld * sizeof(uint16_t));
+    int r = 0, ahead = kernel_rows_ahead(ld * sizeof(uint16_t));
     for (; r + 4 <= rows; r += 4) {
         const uint16_t *w0 = w + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
         for (int k = 0; k < 4 && r + ahead + k < rows; k++)
-            prefetch_bytes(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(uint16_t));
+            kernel_prefetch(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(uint16_t));
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         for (int i = 0; i < n; i += 8) {
             __m256 x0 = _mm256_maskload_ps(x + i, first_lanes(n - i));
@@ -156,13 +148,13 @@ void avx2_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, in
 }
 
 void avx2_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, size_t ld, int rows, int n) {
-    int ahead = rows_ahead(ld * sizeof(uint16_t));
+    int ahead = kernel_rows_ahead(ld * sizeof(uint16_t));
     for (int c = 0; c < n; c += 32) {
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int r = 0; r < rows; r++) {
             const uint16_t *vr = v + (size_t)r * ld + c;
             if (r + ahead < rows)
-                prefetch_bytes(vr + (size_t)ahead * ld, (size_t)(n - c < 32 ? n - c : 32) * sizeof(uint16_t));
+                kernel_prefetch(vr + (size_t)ahead * ld, (size_t)(n - c < 32 ? n - c : 32) * sizeof(uint16_t));
             __m256 s = _mm256_set1_ps(a[r]);
             for (int k = 0; k < 4; k++) acc[k] = _mm256_fmadd_ps(s, load_bf16(vr + 8 * k, n - c - 8 * k), acc[k]);
         }

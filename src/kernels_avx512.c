@@ -30,28 +30,17 @@ float avx512_dot(const float *a, const float *b, int n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
 }
 
-/* How many rows ahead the attention kernels prefetch: 4 KiB further down a
- * head's run of KV-cache rows (at least 4 rows). Left to the hardware
- * prefetcher alone, the decode attention at positions 500 and 1000 took
- * 20-37% longer inside generation over a bf16 cache, and at 768 twice as
- * long over an fp32 cache (its 256-byte rows: 20 against 45 GB/s). */
-static inline int rows_ahead(size_t row_bytes) { return row_bytes >= 1024 ? 4 : (int)(4096 / row_bytes); }
-
-static inline void prefetch_bytes(const void *p, size_t bytes) {
-    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
-}
-
 /* Four rows share each load of x; two accumulators per row hide the FMA
  * latency. Memory-bound for generation's weight matrices, which is the point:
  * every weight byte is read once per token. Short rows (a head of the KV
  * cache) are prefetched ahead; the weights' long rows are left to the
  * hardware prefetcher, which follows them at full speed. */
 void avx512_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n) {
-    int r = 0, ahead = ld * sizeof(float) < 1024 ? rows_ahead(ld * sizeof(float)) : 0;
+    int r = 0, ahead = ld * sizeof(float) < 1024 ? kernel_rows_ahead(ld * sizeof(float)) : 0;
     for (; r + 4 <= rows; r += 4) {
         const float *w0 = w + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
         for (int k = 0; ahead && k < 4 && r + ahead + k < rows; k++)
-            prefetch_bytes(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(float));
+            kernel_prefetch(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(float));
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
         int i = 0;
@@ -83,7 +72,7 @@ void avx512_dots(float *out, const float *w, size_t ld, const float *x, int rows
 }
 
 void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, int rows, int n) {
-    int ahead = rows_ahead(ld * sizeof(float));
+    int ahead = kernel_rows_ahead(ld * sizeof(float));
     for (int c = 0; c < n; c += 64) { /* 64 columns in four registers through all rows */
         __mmask16 m[4];
         for (int k = 0; k < 4; k++) {
@@ -95,7 +84,7 @@ void avx512_weighted_sum(float *out, const float *a, const float *v, size_t ld, 
         for (int r = 0; r < rows; r++) {
             const float *vr = v + (size_t)r * ld + c;
             if (r + ahead < rows)
-                prefetch_bytes(vr + (size_t)ahead * ld, (size_t)(n - c < 64 ? n - c : 64) * sizeof(float));
+                kernel_prefetch(vr + (size_t)ahead * ld, (size_t)(n - c < 64 ? n - c : 64) * sizeof(float));
             __m512 s = _mm512_set1_ps(a[r]);
             acc0 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[0], vr), acc0);
             acc1 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[1], vr + 16), acc1);
@@ -149,12 +138,12 @@ static inline void reduce4(float *out, __m512 a0, __m512 a1, __m512 a2, __m512 a
 /* Four key rows share each load of x, as avx512_dots; rows are short (a
  * head), so their sums are reduced four at a time. */
 void avx512_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, int rows, int n) {
-    int r = 0, ahead = rows_ahead(ld * sizeof(uint16_t));
+    int r = 0, ahead = kernel_rows_ahead(ld * sizeof(uint16_t));
     for (; r + 4 <= rows; r += 4) {
         const uint16_t *w0 = w + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (int k = 0; k < 4 && r + ahead + k < rows; k++)
-            prefetch_bytes(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(uint16_t));
+            kernel_prefetch(w0 + (size_t)(ahead + k) * ld, (size_t)n * sizeof(uint16_t));
         for (int i = 0; i < n; i += 32) {
             __mmask32 m = first_values(n - i);
             __m512 xe, xo, we, wo;
@@ -186,7 +175,7 @@ void avx512_dots_bf16(float *out, const uint16_t *w, size_t ld, const float *x, 
 /* The even- and odd-numbered columns accumulate apart and are interleaved
  * back at the end. */
 void avx512_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, size_t ld, int rows, int n) {
-    int ahead = rows_ahead(ld * sizeof(uint16_t));
+    int ahead = kernel_rows_ahead(ld * sizeof(uint16_t));
     const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for (int c = 0; c < n; c += 64) { /* 64 columns in four registers through all rows */
@@ -195,7 +184,7 @@ void avx512_weighted_sum_bf16(float *out, const float *a, const uint16_t *v, siz
         for (int r = 0; r < rows; r++) {
             const uint16_t *vr = v + (size_t)r * ld + c;
             if (r + ahead < rows)
-                prefetch_bytes(vr + (size_t)ahead * ld, (size_t)(n - c < 64 ? n - c : 64) * sizeof(uint16_t));
+                kernel_prefetch(vr + (size_t)ahead * ld, (size_t)(n - c < 64 ? n - c : 64) * sizeof(uint16_t));
             __m512 s = _mm512_set1_ps(a[r]), ve, vo;
             load_bf16_pairs(m0, vr, &ve, &vo);
             e0 = _mm512_fmadd_ps(s, ve, e0);
@@ -361,7 +350,7 @@ static inline __attribute__((always_inline)) void q8_row_dots(float *out, size_t
 void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
                  const int32_t *xo, int n, int dim, int gs) {
     int groups = dim / gs, i = 0;
-    for (int c = 0; c < dim; c += 64) _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + c, _MM_HINT_T0);
+    kernel_prefetch(wr + Q8_PREFETCH_BYTES, (size_t)dim);
     _mm_prefetch((const char *)(ws + Q8_PREFETCH_BYTES / gs), _MM_HINT_T0); /* their scales */
     for (; i + VNNI_Q8_XROWS <= n; i += VNNI_Q8_XROWS)
         q8_row_dots(out + (size_t)i * out_stride, out_stride, wr, ws, xq + (size_t)i * dim, xs + (size_t)i * groups,
