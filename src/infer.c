@@ -113,6 +113,13 @@ static void shape_heads(float *x, const float *bias, const float *norm, const fl
     nf_rope_forward(x, rope, 1, n, pos, heads, hs);
 }
 
+/* nf_matmuls, its time counted in s->timing when that is on */
+static void products(InferState *s, const NfProduct *p, int count, const float *x, int n, int in_dim) {
+    double t0 = s->timing.on ? nf_now_ms() : 0.0;
+    nf_matmuls(p, count, x, n, in_dim);
+    if (s->timing.on) s->timing.product_ms += nf_now_ms() - t0;
+}
+
 /* One chunk: n <= s->chunk tokens at positions pos .. pos+n-1. Leaves the
  * final residual rows in s->x. */
 static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
@@ -139,7 +146,7 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
 
         /* attention block */
         rmsnorm_rows(s->xb, s->x, rms_att, n, D, eps);
-        nf_matmuls((NfProduct[]){{s->q, &lw->wq, QD}, {k_rows, &lw->wk, KV}, {v_rows, &lw->wv, KV}}, 3, s->xb, n, D);
+        products(s, (NfProduct[]){{s->q, &lw->wq, QD}, {k_rows, &lw->wk, KV}, {v_rows, &lw->wv, KV}}, 3, s->xb, n, D);
         lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, n, s->lora_u);
         lora_apply(k_rows, s->xb, lora, LORA_WK, l, c, n, s->lora_u);
         lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
@@ -148,6 +155,7 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         if (lw->bv) nf_bias_forward(v_rows, lw->bv, n, KV);
         nf_kv_store(key_cache, key_cache_bf16, layout, k_rows, n, pos, c->n_kv_heads, hs);
         nf_kv_store(value_cache, value_cache_bf16, layout, v_rows, n, pos, c->n_kv_heads, hs);
+        double attention_t0 = s->timing.on ? nf_now_ms() : 0.0;
         if (n == 1 && key_cache_bf16) /* one row: a dot product per cached position, streaming each head's rows */
             nf_attention_decode_bf16(s->xb, s->q, key_cache_bf16, value_cache_bf16, layout, s->scores, pos, c->n_heads,
                                      c->n_kv_heads, hs);
@@ -162,17 +170,18 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
             nf_attention_forward(s->xb, NULL, s->q, s->keys, s->values, 1, n, pos, c->n_heads, c->n_kv_heads, hs,
                                  s->att_scratch);
         }
-        nf_matmul(s->xb2, s->xb, &lw->wo, n, QD, D);
+        if (s->timing.on) s->timing.attention_ms += nf_now_ms() - attention_t0;
+        products(s, &(NfProduct){s->xb2, &lw->wo, D}, 1, s->xb, n, QD);
         lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
         rmsnorm_rows(s->xb, s->x, rms_ffn, n, D, eps);
-        nf_matmuls((NfProduct[]){{s->hb, &lw->w1, H}, {s->hb2, &lw->w3, H}}, 2, s->xb, n, D);
+        products(s, (NfProduct[]){{s->hb, &lw->w1, H}, {s->hb2, &lw->w3, H}}, 2, s->xb, n, D);
         lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, n, s->lora_u);
         lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, n, s->lora_u);
         nf_swiglu_forward(s->hb, s->hb, s->hb2, NH);
-        nf_matmul(s->xb2, s->hb, &lw->w2, n, H, D);
+        products(s, &(NfProduct){s->xb2, &lw->w2, D}, 1, s->hb, n, H);
         lora_apply(s->xb2, s->hb, lora, LORA_W2, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];
     }
@@ -189,6 +198,6 @@ float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int 
     /* only the last token's prediction is wanted */
     float *last = s->x + (size_t)(rows - 1) * D;
     nf_rmsnorm(last, last, lora && lora->w.rms_final ? lora->w.rms_final : m->weights.rms_final, D, config_norm_eps(c));
-    nf_matmul(s->logits, last, &m->weights.wcls, 1, D, c->vocab_size);
+    products(s, &(NfProduct){s->logits, &m->weights.wcls, c->vocab_size}, 1, last, 1, D);
     return s->logits;
 }

@@ -19,6 +19,13 @@
  * each key and value to 8 bits of mantissa. */
 typedef enum { KV_CACHE_F32, KV_CACHE_BF16 } KvCacheType;
 
+/* Where the forward's time goes, for `benchmark`: with on set, each forward adds the wall time of its weight
+ * products (each a parallel region of its own, as they run) and of its attention (the cache's reads) here. */
+typedef struct {
+    bool on;
+    double product_ms, attention_ms;
+} InferTiming;
+
 typedef struct {
     int max_positions;  /* P: positions the KV cache can hold */
     int chunk;          /* C: rows of the buffers below, min(P, INFER_CHUNK) */
@@ -42,6 +49,7 @@ typedef struct {
     uint16_t *value_cache_bf16; /* (L, KVH, P, hs) */
     float *keys;                /* (P, KV) one layer's keys by position: new rows, a prompt chunk's attention input */
     float *values;              /* (P, KV) */
+    InferTiming timing;         /* off (zeroed) unless the caller turns it on */
 } InferState;
 
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvCacheType kv_type, NfError *err);

@@ -64,6 +64,7 @@ def generate_benchmark_reports_consistent_numbers():
     assert b["kv_cache"] == "fp32"
     # tokens at positions 8..23 read 9..24 keys and values: 5 layers, kv_dim 32 (4 kv heads of 8), 4 bytes each
     assert abs(b["cache_gbytes_s"] - 2 * 5 * 32 * 4 * 16.5 * b["tok_s"] / 1e9) < 1e-6 * b["cache_gbytes_s"]
+    assert_token_parts(b)
     kv = run(["benchmark", "--generate", "--model", shared("stories260K.bin"), "--prompt-tokens", 300, "--tokens", 16,
               "--kv-cache", "bf16"])
     assert kv.rc == 0, kv.stdout
@@ -76,6 +77,19 @@ def generate_benchmark_reports_consistent_numbers():
     m = q.one("benchmark")
     want = m["params"] * (1 + 4 / 32) * m["tok_s"] / 1e9
     assert abs(m["weight_gbytes_s"] - want) < 1e-6 * want, m
+    assert_token_parts(m)
+
+
+def assert_token_parts(b):
+    """A generated token's time in its weight products and in its attention: two disjoint parts of the time the
+    token took, each with the bytes it reads (the weights, the cache) over that time."""
+    products, attention = b["product_ms_per_token"], b["attention_ms_per_token"]
+    assert products > 0 and attention > 0 and products + attention <= b["ms_per_token"] * (1 + 1e-9), b
+    weight_bytes = b["weight_gbytes_s"] * 1e9 / b["tok_s"]
+    assert abs(b["product_gbytes_s"] - weight_bytes / products / 1e6) < 1e-6 * b["product_gbytes_s"], b
+    assert b["product_gbytes_s"] > b["weight_gbytes_s"], b
+    cache_bytes = b["cache_gbytes_s"] * 1e9 / b["tok_s"]
+    assert abs(b["attention_gbytes_s"] - cache_bytes / attention / 1e6) < 1e-6 * b["attention_gbytes_s"], b
 
 
 @test
