@@ -18,10 +18,16 @@ int nf_threads(void);
 /* fp32 GEMM speed measured now on square products of size n (GFLOP/s): the
  * peak that benchmarks report their efficiency (MFU) against. */
 double nf_gemm_peak_gflops(int n);
-/* Memory read speed measured now (GB/s): every thread summing its part of a
- * buffer of this many bytes, larger than the caches. Generation reads each
- * weight once per token, so this bounds its tokens/s. */
-double nf_memory_read_gbytes_s(size_t bytes);
+/* Memory read speed measured now (GB/s), ten passes of every thread summing
+ * its part of a buffer of this many bytes, larger than the caches: the best
+ * pass, and the median one (how far apart they are says how much the
+ * machine's read speed moves from one pass to the next). Generation reads
+ * each weight once per token, so the best pass bounds its tokens/s. Both 0
+ * when the buffer cannot be allocated. */
+typedef struct {
+    double best, median;
+} NfReadSpeed;
+NfReadSpeed nf_memory_read_gbytes_s(size_t bytes);
 /* Which hand-written kernels this CPU runs: "avx512-vnni-bf16",
  * "avx512-vnni", "avx512", "avx2-vnni", "avx2" or "portable" (found at run
  * time; NF_CPU=avx2 caps it at the AVX2 tier, NF_CPU=baseline forces

@@ -180,7 +180,13 @@ static inline float dot_f32_bf16(const float *a, const uint16_t *b, int n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-double nf_memory_read_gbytes_s(size_t bytes) {
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define READ_PASSES 10
+NfReadSpeed nf_memory_read_gbytes_s(size_t bytes) {
     size_t n = bytes / sizeof(float) / 16 * 16;
     /* read as the GEMV reads weights: whole cache lines, with the same tier's dot product, from memory allocated
      * as the weights are (nf_alloc: transparent huge pages). In 4 KiB pages the same reads ran at 53-63 GB/s
@@ -188,12 +194,12 @@ double nf_memory_read_gbytes_s(size_t bytes) {
      * the weights can be read at, and bandwidth_use came out above 1. */
     float *buf = nf_alloc_unzeroed(n * sizeof(float), NULL);
     CpuTier tier = cpu_tier();
-    if (!buf) return 0.0;
+    if (!buf) return (NfReadSpeed){0.0, 0.0};
     size_t i;
 #pragma omp parallel for schedule(static)
     for (i = 0; i < n; i++) buf[i] = 1.0f; /* pages placed by the threads that read them */
-    double best = 0.0, total = 0.0;
-    for (int rep = 0; rep < 10; rep++) { /* the best of ten: the reads of a shared machine vary */
+    double passes[READ_PASSES], total = 0.0;
+    for (int rep = 0; rep < READ_PASSES; rep++) { /* a shared machine's reads vary from pass to pass */
         double t0 = omp_get_wtime(), sum = 0.0;
         int chunks = omp_get_max_threads() * 16, c;
         size_t per_chunk = n / chunks / 16 * 16; /* whole cache lines */
@@ -203,12 +209,13 @@ double nf_memory_read_gbytes_s(size_t bytes) {
             const float *b = buf + start;
             sum += tier != TIER_BASELINE ? TIER_KERNEL(tier, dot)(b, b, (int)len) : dot_f32(b, b, (int)len);
         }
-        double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
-        if (gbytes_s > best) best = gbytes_s;
+        passes[rep] = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
         total += sum; /* used, so the reads stay */
     }
     free(buf);
-    return total > 0 ? best : 0.0;
+    if (!(total > 0)) return (NfReadSpeed){0.0, 0.0};
+    qsort(passes, READ_PASSES, sizeof passes[0], by_value);
+    return (NfReadSpeed){passes[READ_PASSES - 1], (passes[READ_PASSES / 2 - 1] + passes[READ_PASSES / 2]) / 2};
 }
 
 /* sum a[i] b[i] c[i], as dot_f32 */
