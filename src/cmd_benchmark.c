@@ -327,9 +327,11 @@ done:
     return rc;
 }
 
-/* Bytes of weights read per generated token: int8 plus a float scale per group under q8 */
+/* Bytes of weights read per generated token: every weight but the token embedding table, of which a token reads
+ * one row (unless the classifier is that table); int8 plus a float scale per group under q8 */
 static double weight_bytes_per_token(const ModelConfig *c, bool q8) {
-    return (double)config_param_count(c) * (q8 ? 1.0 + 4.0 / model_q8_group_size(c) : 4.0);
+    double embedding_unread = c->shared_classifier ? 0.0 : (double)c->vocab_size * c->dim - c->dim;
+    return ((double)config_param_count(c) - embedding_unread) * (q8 ? 1.0 + 4.0 / model_q8_group_size(c) : 4.0);
 }
 
 /* Bytes of KV cache read per generated token, on average over tokens at positions P .. P+N-1: the token at

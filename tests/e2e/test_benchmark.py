@@ -100,6 +100,9 @@ def defaults_shrink_to_a_short_context():
     assert t.rc == 0 and t.one("benchmark")["seq"] == 40, t.stdout
     g = run(["benchmark", "--generate", "--model", model]).one("benchmark")
     assert (g["prompt_tokens"], g["tokens"]) == (20, 20)
+    # a separate classifier: a token reads it and one row of the embedding table, not the whole table
+    read = g["params"] - (CFG["vocab_size"] - 1) * CFG["dim"]
+    assert abs(g["weight_gbytes_s"] - read * 4 * g["tok_s"] / 1e9) < 1e-6 * g["weight_gbytes_s"], g
     assert_error(run(["benchmark", "--train", "--model", model, "--seq", 41]), "usage", "--seq")
 
 
