@@ -1,6 +1,6 @@
 /* test_backend.c — the CPU numeric kernels (backend.h) against naive
  * double-precision references: nf_matmul for fp32 with one row and with
- * several (the oneDNN sgemm path), square and non-square, and for a Q8 tensor
+ * several (the oneDNN sgemm paths, below and above 128 rows), square and non-square, and for a Q8 tensor
  * whose rows do not start on group boundaries (groups run over the flattened
  * tensor); nf_rmsnorm (also in place); nf_rope_table + nf_rope_forward (pair norms kept, position 0
  * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
@@ -166,6 +166,10 @@ static void test_matmul_f32_batched(void **state) {
     check_matmul_f32(5, 64, 172);
     check_matmul_f32(4, 172, 64);
     check_matmul_f32(17, 33, 1);
+    /* either side of backend_cpu.c's SGEMM_FEW_ROWS (128): sgemm on W x^T transposed back, then on x W^T */
+    check_matmul_f32(127, 40, 33);
+    check_matmul_f32(128, 40, 33);
+    check_matmul_f32(200, 24, 130);
 }
 
 static void test_matmul_f32_batched_rows_match_single_rows(void **state) {
