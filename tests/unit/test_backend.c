@@ -1,6 +1,6 @@
 /* test_backend.c — the CPU numeric kernels (backend.h) against naive
  * double-precision references: nf_matmul for fp32 with one row and with
- * several (the oneDNN sgemm paths, below and above 128 rows), square and non-square, and for a Q8 tensor
+ * several (both orders of oneDNN's sgemm), square and non-square, and for a Q8 tensor
  * whose rows do not start on group boundaries (groups run over the flattened
  * tensor); nf_rmsnorm (also in place); nf_rope_table + nf_rope_forward (pair norms kept, position 0
  * is the identity, angles as in llama2.c); nf_softmax (sums to 1,
@@ -166,10 +166,12 @@ static void test_matmul_f32_batched(void **state) {
     check_matmul_f32(5, 64, 172);
     check_matmul_f32(4, 172, 64);
     check_matmul_f32(17, 33, 1);
-    /* either side of backend_cpu.c's SGEMM_FEW_ROWS (128): sgemm on W x^T transposed back, then on x W^T */
-    check_matmul_f32(127, 40, 33);
-    check_matmul_f32(128, 40, 33);
-    check_matmul_f32(200, 24, 130);
+    /* either side of sgemm_by_weights' row counts (64 and 192 by oneDNN's ISA): sgemm on W x^T, transposed back,
+     * below them; on x W^T from them on */
+    check_matmul_f32(63, 40, 33);
+    check_matmul_f32(64, 40, 33);
+    check_matmul_f32(191, 24, 130);
+    check_matmul_f32(192, 24, 130);
 }
 
 static void test_matmul_f32_batched_rows_match_single_rows(void **state) {
