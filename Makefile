@@ -50,7 +50,7 @@ FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-fr
 FUZZ_LDLIBS  := -ljansson -lxxhash -lpcre2-8 -lutf8proc -ldnnl -lmicrohttpd -lsqlite3 -lgomp -lpthread -lm $(MPI_LIBS)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format arm64 test-arm64
+.PHONY: all setup test demo clean unit asan fuzz fuzz-build fuzz-regress format arm64 test-arm64 llamacpp-peer
 all: build/neuralforge
 
 build/obj/%.o: src/%.c $(HDR) | build/obj
@@ -159,6 +159,11 @@ test-arm64:
 	@scripts/setup-arm64.sh
 	$(MAKE) arm64
 	@tests/run_arm64.sh
+
+# llama.cpp's llama-bench in build/peer/, the peer of bench/generate_vs_llamacpp.py: its source from npm
+# (node-llama-cpp's bundle, pinned and checked), built for this CPU (scripts/setup-llamacpp.sh). Not run by `test`.
+llamacpp-peer:
+	@scripts/setup-llamacpp.sh
 
 clean:
 	rm -rf build
