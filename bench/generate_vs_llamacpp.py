@@ -16,8 +16,9 @@ Qwen2.5-0.5B's dimensions and Llama-3.2-1B (whose own it is). The cases, each a 
 
   short: every shape, fp32 and q8 weights: NUM tokens after a 16-token prompt (llama-bench -p 16 -n NUM), and the
          16-token prompt's speed (each engine's second pass over it; llama-bench's warm-up run first).
-  long:  110M fp32 weights, NUM tokens after 768 positions (llama-bench -d 768), each engine's default cache
-         (ours fp32, llama.cpp's f16; llama-bench offers no fp32 cache) and then both bf16.
+  long:  NUM tokens after 768 positions (llama-bench -d 768) for 110M's fp32 weights, with each engine's default
+         cache (ours fp32, llama.cpp's f16; llama-bench offers no fp32 cache) and then both bf16; after 1024 for
+         the 0.5B and 1B shapes' q8 weights (grouped-query attention: 2 and 8 kv heads), both caches bf16.
   prompt: 110M, a 1024-token prompt (llama-bench -p 1024 -n 0; ours --prompt-tokens 1024 --tokens 1).
 
 `bandwidth use` is each engine's bytes per generated token (the weights' and its cache's, counted alike) times its
@@ -47,6 +48,12 @@ SHAPES = {
     "qwen2.5-0.5b": (896, 4864, 24, 14, 2, 128256),
     "llama3.2-1b": (2048, 8192, 16, 32, 8, 128256),
 }
+# the long cases: shape, weights, positions before the timed tokens, and (our cache, its bytes a value, llama.cpp's)
+LONG = (
+    ("110M", "none", 768, (("fp32", 4, "f16"), ("bf16", 2, "bf16"))),
+    ("qwen2.5-0.5b", "q8", 1024, (("bf16", 2, "bf16"),)),
+    ("llama3.2-1b", "q8", 1024, (("bf16", 2, "bf16"),)),
+)
 SEQ_LEN = 2048
 THREADS = 2
 AK42_MAGIC, HEADER_BYTES = 0x616B3432, 256
@@ -146,19 +153,24 @@ def cases(names, tokens, directory, tokenizers, long):
                             ["benchmark", "--generate", "--model", files[name]["bin"], "--quant", quant,
                              "--prompt-tokens", "16", "--tokens", str(tokens)],
                             ["-m", files[name][gguf], "-p", "16", "-n", str(tokens)]))
-    if long and "110M" in names:
-        m = files["110M"]
-        for ours, ours_size, theirs in (("fp32", 4, "f16"), ("bf16", 2, "bf16")):
-            out.append(Case("long", f"110M f32 @768, cache {ours} / {theirs}", SHAPES["110M"],
-                            ["benchmark", "--generate", "--model", m["bin"], "--prompt-tokens", "768", "--tokens",
-                             str(tokens), "--kv-cache", ours],
-                            ["-m", m["f32"], "-p", "0", "-n", str(tokens), "-d", "768", "-ctk", theirs, "-ctv",
-                             theirs], ours_size, 2))
+    if not long:
+        return out
+    for name, quant, depth, caches in LONG:
+        if name not in names:
+            continue
+        gguf = "q8" if quant == "q8" else "f32"
+        for ours, ours_size, theirs in caches:
+            out.append(Case("long", f"{name} {gguf} @{depth}, cache {ours} / {theirs}", SHAPES[name],
+                            ["benchmark", "--generate", "--model", files[name]["bin"], "--quant", quant,
+                             "--prompt-tokens", str(depth), "--tokens", str(tokens), "--kv-cache", ours],
+                            ["-m", files[name][gguf], "-p", "0", "-n", str(tokens), "-d", str(depth), "-ctk", theirs,
+                             "-ctv", theirs], ours_size, 2))
+    if "110M" in names:
         for quant, gguf in (("none", "f32"), ("q8", "q8")):
             out.append(Case("prompt", f"110M {gguf}, 1024-token prompt", SHAPES["110M"],
-                            ["benchmark", "--generate", "--model", m["bin"], "--quant", quant, "--prompt-tokens",
-                             "1024", "--tokens", "1"],
-                            ["-m", m[gguf], "-p", "1024", "-n", "0"]))
+                            ["benchmark", "--generate", "--model", files["110M"]["bin"], "--quant", quant,
+                             "--prompt-tokens", "1024", "--tokens", "1"],
+                            ["-m", files["110M"][gguf], "-p", "1024", "-n", "0"]))
     return out
 
 
