@@ -24,24 +24,13 @@ PACKAGES=(
   libxxhash-dev:arm64
 )
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
+. "$(dirname "$0")/apt_install.sh"
 
-# the arm64 packages need the architecture known to dpkg and apt's lists for it
+# the arm64 packages need the architecture known to dpkg (apt_install then updates apt's lists for it)
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   echo "setup-arm64: adding the arm64 architecture" >&2
-  $SUDO dpkg --add-architecture arm64
-  $SUDO apt-get update -qq
+  if [ "$(id -u)" -ne 0 ]; then sudo dpkg --add-architecture arm64; else dpkg --add-architecture arm64; fi
 fi
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup-arm64: installing ${missing[*]}" >&2
-  # lists from before --add-architecture may lack the arm64 indexes
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+mapfile -t missing < <(apt_missing "${PACKAGES[@]}")
+apt_install setup-arm64 "${missing[@]}" # its apt-get update fetches the arm64 indexes too

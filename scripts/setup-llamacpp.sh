@@ -26,14 +26,8 @@ fi
 missing=()
 for tool in cmake g++ git; do command -v $tool >/dev/null || missing+=("$tool"); done
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup-llamacpp: installing ${missing[*]}" >&2
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+. scripts/apt_install.sh
+apt_install setup-llamacpp "${missing[@]}"
 
 rm -rf "$PEER"
 mkdir -p "$PEER"

@@ -27,24 +27,14 @@ PACKAGES=(
   clang-format         # the house style (.clang-format): make format, and the suite's format check
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+. "$(dirname "$0")/apt_install.sh"
+mapfile -t missing < <(apt_missing "${PACKAGES[@]}")
 # Node.js and npm run the independent readers of the tests (tests/js). A
 # Node.js that is already there (Debian's, or another packaging) is used.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
 fi
-
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}" >&2
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+apt_install setup "${missing[@]}"
 
 # npm packages, at the versions each package-lock.json pins: tests/js (the
 # tests' readers and playwright-core) and web (uPlot, served by `serve`)
