@@ -426,16 +426,21 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
     free(xq);
 }
 
+/* The smallest weight matrix sgemm_by_weights transposes the product for */
+#define SGEMM_STREAMED_BYTES ((size_t)1 << 20)
+
 /* out (n, out_dim) = x (n, in_dim) W^T, row-major, W (out_dim, in_dim). For a few rows of x (a short prompt, a
  * chat turn) oneDNN's sgemm runs faster given the weights as its left operand, out^T = W x^T, so that is computed
  * and its n columns transposed back. Where the two orders break even depends on oneDNN's kernels (measured:
  * docs/performance.md, "Short prompts in fp32"): with AVX-512 the transposed order was 1.1-6x faster below 128
  * rows and even or faster up to 192 (1.2-1.5x for 1B-wide rows), slower at 256; with AVX2 1.3-1.4x at 16 rows,
- * even at 32-64, 10-15% slower at 96-112. */
+ * even at 32-64, 10-15% slower at 96-112. Only for a matrix of SGEMM_STREAMED_BYTES or more: a small model's
+ * prompts (llama2.c's 15M, matrices of 0.3-0.9 MB) ran 6-20% slower in the transposed order. */
 static void sgemm_by_weights(float *out, const float *x, const float *w, int n, int in_dim, int out_dim) {
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     int few_rows = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 192 : 64;
-    float *t = n > 1 && n < few_rows ? line_alloc((size_t)n * out_dim * sizeof(float)) : NULL;
+    bool streamed = (size_t)out_dim * in_dim * sizeof(float) >= SGEMM_STREAMED_BYTES;
+    float *t = streamed && n > 1 && n < few_rows ? line_alloc((size_t)n * out_dim * sizeof(float)) : NULL;
     if (!t) { /* many rows (or no memory for the transpose) */
         dnnl_sgemm('N', 'T', n, out_dim, in_dim, 1.0f, x, in_dim, w, in_dim, 0.0f, out, out_dim);
         return;

@@ -166,12 +166,13 @@ static void test_matmul_f32_batched(void **state) {
     check_matmul_f32(5, 64, 172);
     check_matmul_f32(4, 172, 64);
     check_matmul_f32(17, 33, 1);
-    /* either side of sgemm_by_weights' row counts (64 and 192 by oneDNN's ISA): sgemm on W x^T, transposed back,
-     * below them; on x W^T from them on */
+    /* a 1 MiB matrix either side of sgemm_by_weights' row counts (64 and 192 by oneDNN's ISA): sgemm on W x^T,
+     * transposed back, below them; on x W^T from them on, and for smaller matrices at any count */
+    check_matmul_f32(63, 512, 512);
+    check_matmul_f32(64, 512, 512);
+    check_matmul_f32(191, 512, 512);
+    check_matmul_f32(192, 512, 512);
     check_matmul_f32(63, 40, 33);
-    check_matmul_f32(64, 40, 33);
-    check_matmul_f32(191, 24, 130);
-    check_matmul_f32(192, 24, 130);
 }
 
 static void test_matmul_f32_batched_rows_match_single_rows(void **state) {
