@@ -441,7 +441,7 @@ static void sgemm_by_weights(float *out, const float *x, const float *w, int n, 
     int few_rows = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 192 : 64;
     bool streamed = (size_t)out_dim * in_dim * sizeof(float) >= SGEMM_STREAMED_BYTES;
     float *t = streamed && n > 1 && n < few_rows ? line_alloc((size_t)n * out_dim * sizeof(float)) : NULL;
-    if (!t) { /* many rows (or no memory for the transpose) */
+    if (!t) { /* many rows, a small matrix (or no memory for the transpose) */
         dnnl_sgemm('N', 'T', n, out_dim, in_dim, 1.0f, x, in_dim, w, in_dim, 0.0f, out, out_dim);
         return;
     }
