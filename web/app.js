@@ -343,11 +343,17 @@ async function route() {
     }
     if (seq !== routeSeq) return;
   }
+  // Shown at once, and aria-busy until its content has loaded (a first visit fetches, say, the
+  // option table): assistive technology and the browser tests wait for it to clear.
+  const section = document.querySelector(`section.view[data-view="${view}"]`);
+  section.setAttribute('aria-busy', 'true');
   show(view);
   try {
     await VIEWS[view].enter();
   } catch (e) {
     if (e.status !== 401) showGlobalError(e.message);
+  } finally {
+    if (seq === routeSeq) section.removeAttribute('aria-busy');
   }
 }
 

@@ -180,9 +180,14 @@ const attr = async (id, a) => page.getByTestId(id).first().getAttribute(a);
 const bannerStatus = () => attr('status-banner', 'data-status');
 const lossPoints = async () => Number(await attr('chart-loss', 'data-points')) || 0;
 
+/** Waits until view is shown and has loaded its content (the app clears aria-busy then). */
+async function viewReady(view) {
+  await page.locator(`[data-testid="view-${view}"]:not([aria-busy])`).waitFor({ state: 'visible', timeout: 10000 });
+}
+
 async function nav(view) {
   await T(`nav-${view}`).click();
-  await T(`view-${view}`).waitFor({ state: 'visible', timeout: 10000 });
+  await viewReady(view);
 }
 
 async function currentRun() {
@@ -256,7 +261,7 @@ async function main() {
     // the Content-Security-Policy: whatever it blocks, Chromium reports on the console
     page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) pageErrors.push(m.text()); });
     await page.goto(url);
-    await T('view-projects').waitFor({ state: 'visible', timeout: 10000 });
+    await viewReady('projects');
     assert(await T('auth-error').isHidden(), 'the auth error shows although the URL has the token');
     const href = await page.evaluate(() => location.href);
     assert(!href.includes('token='), `the token stays in the address bar: ${href}`);
@@ -275,7 +280,7 @@ async function main() {
     await T('project-model').selectOption('');
     await T('project-tokenizer').selectOption('builtin:bytes');
     await T('project-create').click();
-    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    await viewReady('config');
     assert((await text('config-project')) === 'e2e scratch', 'config shows another project');
     const p = await apiGet(`/api/projects/${await projectId()}`);
     assert(p.model === null && p.tokenizer === 'builtin:bytes', `project: ${JSON.stringify(p)}`);
@@ -570,7 +575,7 @@ async function main() {
     const tok = await api('POST', `/api/projects/${proj.id}/tokenize`, { upload: 'corpus.txt' });
     await waitFor(async () => (await apiGet(`/api/runs/${tok.id}`)).status === 'done', 'the LoRA project tokenized', 60000);
     await page.goto(`${base}/#/p/${proj.id}/config`);
-    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    await viewReady('config');
     await waitFor(async () => (await text('config-project')) === 'lora bf16', 'the LoRA project in the form', 10000);
     assert(await T('config-lora').isVisible(), 'the LoRA fields are hidden for a project with a base model');
     assert(await T('config-shape').isHidden(), 'the shape fields show for a project with a base model');
@@ -609,7 +614,7 @@ async function main() {
     const tok = await api('POST', `/api/projects/${proj.id}/tokenize`, { upload: 'corpus.txt' });
     await waitFor(async () => (await apiGet(`/api/runs/${tok.id}`)).status === 'done', 'the two-rank project tokenized', 60000);
     await page.goto(`${base}/#/p/${proj.id}/config`);
-    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    await viewReady('config');
     await waitFor(async () => (await text('config-project')) === 'two ranks', 'the two-rank project in the form', 10000);
     await T('opt-processes').fill('2');
     await T('config-save').click();
@@ -633,14 +638,14 @@ async function main() {
     makeHfDirectory(hf);
     await nav('projects');
     await page.reload();
-    await T('view-projects').waitFor({ state: 'visible', timeout: 10000 });
+    await viewReady('projects');
     const label = await page.locator('[data-testid="project-model"] option[value="tiny-hf"]').textContent();
     assert(/Hugging Face directory/.test(label), `the model list shows ${label}`);
     await T('project-name').fill('hf chat');
     await T('project-model').selectOption('tiny-hf');
     assert((await T('project-tokenizer').inputValue()) === '', 'the tokenizer did not switch to the model\'s own');
     await T('project-create').click();
-    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    await viewReady('config');
     const pid = await projectId();
     const p = await apiGet(`/api/projects/${pid}`);
     assert(p.model === 'tiny-hf' && p.tokenizer === null && p.effective_tokenizer === 'models/tiny-hf', `project: ${JSON.stringify(p)}`);
@@ -686,7 +691,7 @@ async function main() {
     await nav('projects');
     await T('project-name').fill('temp project');
     await T('project-create').click();
-    await T('view-config').waitFor({ state: 'visible', timeout: 10000 });
+    await viewReady('config');
     await nav('projects');
     let row = page.locator('[data-testid="project-row"][data-name="temp project"]');
     await row.getByTestId('project-rename').click();
