@@ -29,7 +29,7 @@ PACKAGES=(
 # the arm64 packages need the architecture known to dpkg (apt_install then updates apt's lists for it)
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   echo "setup-arm64: adding the arm64 architecture" >&2
-  if [ "$(id -u)" -ne 0 ]; then sudo dpkg --add-architecture arm64; else dpkg --add-architecture arm64; fi
+  as_root dpkg --add-architecture arm64
 fi
 
 mapfile -t missing < <(apt_missing "${PACKAGES[@]}")

@@ -23,10 +23,10 @@ if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$VERSION" ]; then
 fi
 
 # what the fetch and the build run (a Node.js of another packaging serves, as for scripts/setup.sh)
+. scripts/apt_install.sh
 missing=()
 for tool in cmake g++ git; do command -v $tool >/dev/null || missing+=("$tool"); done
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
-. scripts/apt_install.sh
+mapfile -t -O ${#missing[@]} missing < <(node_missing)
 apt_install setup-llamacpp "${missing[@]}"
 
 rm -rf "$PEER"

@@ -28,12 +28,9 @@ PACKAGES=(
 )
 
 . "$(dirname "$0")/apt_install.sh"
-mapfile -t missing < <(apt_missing "${PACKAGES[@]}")
 # Node.js and npm run the independent readers of the tests (tests/js). A
 # Node.js that is already there (Debian's, or another packaging) is used.
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  missing+=(nodejs npm)
-fi
+mapfile -t missing < <(apt_missing "${PACKAGES[@]}"; node_missing)
 apt_install setup "${missing[@]}"
 
 # npm packages, at the versions each package-lock.json pins: tests/js (the
