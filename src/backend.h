@@ -90,7 +90,7 @@ void nf_kv_load(float *x, const float *cache, const uint16_t *cache_bf16, NfKvLa
 /* How a backward product writes the input gradient: see nf_matmul_backward */
 typedef enum { NF_SET, NF_ADD } NfWrite;
 
-/* out (N, OC) = inp (N, C) @ W^T, W (OC, C) */
+/* out (N, OC) = inp (N, C) @ W^T, W (OC, C); for a few rows of a large W as sgemm on W inp^T (backend_cpu.c) */
 void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int OC);
 
 /* The same two products in bf16 (training with --dtype bf16): operands are

@@ -428,6 +428,7 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
 
 /* The smallest weight matrix sgemm_by_weights transposes the product for */
 #define SGEMM_STREAMED_BYTES ((size_t)1 << 20)
+#define TRANSPOSE_ROWS       64 /* rows of out^T transposed back together: 64 x n floats, 48 KiB at n = 191 */
 
 /* out (n, out_dim) = x (n, in_dim) W^T, row-major, W (out_dim, in_dim). For a few rows of x (a short prompt, a
  * chat turn) oneDNN's sgemm runs faster given the weights as its left operand, out^T = W x^T, so that is computed
@@ -446,8 +447,15 @@ static void sgemm_by_weights(float *out, const float *x, const float *w, int n, 
         return;
     }
     dnnl_sgemm('N', 'T', out_dim, n, in_dim, 1.0f, w, in_dim, x, in_dim, 0.0f, t, n); /* t (out_dim, n) */
-    for (int i = 0; i < n; i++)
-        for (int r = 0; r < out_dim; r++) out[(size_t)i * out_dim + r] = t[(size_t)r * n + i];
+    /* transposed back in blocks of TRANSPOSE_ROWS rows of t, which stay in the cache while the n rows of out each
+     * take their run of the block's columns (a classifier's t, 32000 x n, read column by column, did not) */
+    int blocks = (out_dim + TRANSPOSE_ROWS - 1) / TRANSPOSE_ROWS, b;
+#pragma omp parallel for schedule(static)
+    for (b = 0; b < blocks; b++) {
+        int r0 = b * TRANSPOSE_ROWS, r1 = r0 + TRANSPOSE_ROWS < out_dim ? r0 + TRANSPOSE_ROWS : out_dim;
+        for (int i = 0; i < n; i++)
+            for (int r = r0; r < r1; r++) out[(size_t)i * out_dim + r] = t[(size_t)r * n + i];
+    }
     free(t);
 }
 
@@ -631,7 +639,7 @@ void nf_kv_load(float *x, const float *cache, const uint16_t *cache_bf16, NfKvLa
 /* ---- training ops ------------------------------------------------------------ */
 
 void nf_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int OC) {
-    dnnl_sgemm('N', 'T', N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+    sgemm_by_weights(out, inp, w, N, C, OC); /* a small batch's rows, as a prompt's */
 }
 
 #define BF16_KEPT_MAX 8 /* weight buffers with a kept bf16 copy (nf_bf16_keep): a LoRA base keeps 8 */

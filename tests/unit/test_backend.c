@@ -66,6 +66,11 @@ static void check_matmul_f32(int n, int in_dim, int out_dim) {
     char what[64];
     snprintf(what, sizeof what, "f32 matmul n=%d %dx%d", n, out_dim, in_dim);
     assert_close(out, ref, (size_t)n * out_dim, 1e-5 * (1 + in_dim / 64), what);
+    /* training's forward product, the same whatever the batch */
+    for (size_t i = 0; i < (size_t)n * out_dim; i++) out[i] = NAN;
+    nf_matmul_forward(out, x, w, n, in_dim, out_dim);
+    snprintf(what, sizeof what, "f32 matmul_forward n=%d %dx%d", n, out_dim, in_dim);
+    assert_close(out, ref, (size_t)n * out_dim, 1e-5 * (1 + in_dim / 64), what);
     free(x);
     free(w);
     free(out);
@@ -172,6 +177,7 @@ static void test_matmul_f32_batched(void **state) {
     check_matmul_f32(64, 512, 512);
     check_matmul_f32(191, 512, 512);
     check_matmul_f32(192, 512, 512);
+    check_matmul_f32(100, 400, 700); /* 700 rows of W: the transpose's last block of rows is short */
     check_matmul_f32(63, 40, 33);
 }
 
