@@ -20,15 +20,21 @@
 #include "util.h"
 
 static const char MAGIC[8] = {'N', 'F', 'C', 'K', 'P', 'T', '0', '1'};
-#define CKPT_VERSION 3   /* versions 1 (no model block) and 2 (FNV checksums) are still read */
-#define XXH3_VERSION 3   /* the first version whose checksums (file and LoRA base) are XXH3 */
-#define HEADER_FIXED 120 /* bytes before the model block */
-#define MODEL_BLOCK  64  /* version 2: the model config beyond llama2.c's, before the options JSON */
-#define LORA_BLOCK   32  /* kind 1: bytes after the options JSON, before the base path */
-#define KIND_FULL    0
-#define KIND_LORA    1
+#define CKPT_VERSION   4   /* still read: 1 (no model block), 2 (FNV checksums), 3 (a base checksum in one stream) */
+#define XXH3_VERSION   3   /* the first version whose checksums (file and LoRA base) are XXH3 */
+#define PIECES_VERSION 4   /* the first whose LoRA base checksum is hashed in pieces, by all threads at once */
+#define HEADER_FIXED   120 /* bytes before the model block */
+#define MODEL_BLOCK    64  /* version 2: the model config beyond llama2.c's, before the options JSON */
+#define LORA_BLOCK     32  /* kind 1: bytes after the options JSON, before the base path */
+#define KIND_FULL      0
+#define KIND_LORA      1
 /* Hashing and copying go in slices this size, so a slice is hashed while it is still in the cache. */
 #define SLICE_BYTES ((size_t)1 << 20)
+/* A LoRA base checksum's pieces (from PIECES_VERSION): each file's bytes in pieces this size, hashed apart, each
+ * thread reading its pieces in slices of PIECE_SLICE_BYTES: with two cores at once, 1 MiB slices (a Zen 5 core's
+ * L2) ran 1.5x slower than 512 KiB ones, 256 KiB 1.1x, 64 KiB (more reads) 1.6x */
+#define BASE_PIECE_BYTES  ((size_t)16 << 20)
+#define PIECE_SLICE_BYTES ((size_t)512 << 10)
 
 /* The checksum of a version: XXH3-64 (libxxhash, seed 0) from version 3 on, FNV-1a over little-endian 64-bit
  * words (the tail zero-padded) before it. FNV runs at ~1 GB/s, XXH3 at the speed of memory, so only files of
@@ -271,10 +277,12 @@ static uint64_t tensor_offset(const MappedFile *f, uint32_t version, uint32_t ki
 typedef struct {
     int fd;
     const char *path;
-    unsigned char *slice; /* SLICE_BYTES */
+    size_t slice_bytes;
+    unsigned char *slice; /* (slice_bytes); NULL for a reader that only reads into its callers' buffers */
 } SliceReader;
 
-static int reader_open(SliceReader *r, const char *path, const char *what, uint64_t *size, NfError *err) {
+static int reader_open(SliceReader *r, const char *path, const char *what, size_t slice_bytes, uint64_t *size,
+                       NfError *err) {
     struct stat st;
     *r = (SliceReader){.fd = open(path, O_RDONLY | O_CLOEXEC), .path = path};
     if (r->fd < 0) return nf_fail(err, NF_ERR_IO, "cannot open %s file '%s': %s", what, path, strerror(errno));
@@ -283,7 +291,8 @@ static int reader_open(SliceReader *r, const char *path, const char *what, uint6
         return nf_fail(err, NF_ERR_IO, "%s file '%s' is not a regular file", what, path);
     }
     *size = (uint64_t)st.st_size;
-    if (!(r->slice = nf_alloc_unzeroed(SLICE_BYTES, err))) {
+    r->slice_bytes = slice_bytes;
+    if (slice_bytes > 0 && !(r->slice = nf_alloc_unzeroed(slice_bytes, err))) {
         close(r->fd);
         return -1;
     }
@@ -310,8 +319,8 @@ static int read_at(SliceReader *r, void *to, size_t n, uint64_t at, NfError *err
  * with `expect` (the mapping a header was parsed from), they must be those bytes. */
 static int read_hashed(SliceReader *r, Checksum *c, uint64_t at, size_t n, void *dst, const unsigned char *expect,
                        NfError *err) {
-    for (size_t done = 0; done < n; done += SLICE_BYTES) {
-        size_t k = n - done < SLICE_BYTES ? n - done : SLICE_BYTES;
+    for (size_t done = 0; done < n; done += r->slice_bytes) {
+        size_t k = n - done < r->slice_bytes ? n - done : r->slice_bytes;
         unsigned char *to = dst ? (unsigned char *)dst + done : r->slice;
         if (read_at(r, to, k, at + done, err) != 0) return -1;
         if (expect && memcmp(to, expect + done, k) != 0)
@@ -334,7 +343,7 @@ static int verify_and_copy(const char *path, const MappedFile *f, uint32_t versi
         return -1;
     SliceReader r;
     Checksum sum;
-    if (reader_open(&r, path, "checkpoint", &size, err) != 0) return -1;
+    if (reader_open(&r, path, "checkpoint", SLICE_BYTES, &size, err) != 0) return -1;
     if (checksum_init(&sum, version, err) != 0) {
         reader_close(&r);
         return -1;
@@ -476,33 +485,92 @@ static int exactly_one_source(const char *model_path, const char *ckpt_path, NfE
     return 0;
 }
 
-static int checksum_file(Checksum *sum, const char *path, NfError *err) {
+/* A base checksum as it is built: before PIECES_VERSION one checksum over the files' bytes one after another
+ * (sum); from it, the XXH3-64 of each file's pieces (digests, n of them), whose own XXH3-64 is the value. */
+typedef struct {
+    uint32_t version;
+    Checksum sum;
+    uint64_t *digests;
+    size_t n, cap;
+} BaseChecksum;
+
+/* The XXH3-64 of the piece of `size` bytes at `at` of r's file, into *digest */
+static int hash_piece(SliceReader *r, uint64_t at, uint64_t size, uint64_t *digest, NfError *err) {
+    Checksum c;
+    if (checksum_init(&c, PIECES_VERSION, err) != 0) return -1;
+    size_t k = size - at < BASE_PIECE_BYTES ? (size_t)(size - at) : BASE_PIECE_BYTES;
+    int rc = read_hashed(r, &c, at, k, NULL, NULL, err);
+    *digest = checksum_final(&c);
+    return rc;
+}
+
+/* Appends the digests of a file's BASE_PIECE_BYTES pieces (the last may be shorter; an empty file has none).
+ * The threads hash pieces at once, each reading through a SliceReader of its own: a checksum in one stream
+ * took 1.1-2.0x the time of reading the file; in pieces, 0.7-0.8x (docs/performance.md). */
+static int append_piece_digests(BaseChecksum *b, const char *path, NfError *err) {
     SliceReader r;
     uint64_t size;
-    if (reader_open(&r, path, "model", &size, err) != 0) return -1;
-    int rc = read_hashed(&r, sum, 0, (size_t)size, NULL, NULL, err);
+    if (reader_open(&r, path, "model", 0, &size, err) != 0) return -1; /* the size all threads read to */
+    reader_close(&r);
+    size_t pieces = (size_t)((size + BASE_PIECE_BYTES - 1) / BASE_PIECE_BYTES);
+    if (!nf_grow((void **)&b->digests, &b->cap, b->n + pieces, sizeof(uint64_t), 64))
+        return nf_fail(err, NF_ERR_MEMORY, "out of memory");
+    uint64_t *digests = b->digests + b->n;
+    int failed = 0;
+#pragma omp parallel
+    {
+        NfError mine = {0};
+        SliceReader own;
+        uint64_t own_size; /* unused: a file cut short since is found by the reads ("changed while it was read") */
+        int rc = reader_open(&own, path, "model", PIECE_SLICE_BYTES, &own_size, &mine);
+        bool opened = rc == 0;
+        long p;
+#pragma omp for schedule(dynamic)
+        for (p = 0; p < (long)pieces; p++)
+            if (rc == 0) rc = hash_piece(&own, (uint64_t)p * BASE_PIECE_BYTES, size, &digests[p], &mine);
+        if (opened) reader_close(&own);
+#pragma omp critical(base_checksum_error)
+        if (rc != 0 && !failed) {
+            failed = 1;
+            if (err) *err = mine;
+        }
+    }
+    if (failed) return -1;
+    b->n += pieces;
+    return 0;
+}
+
+static int base_checksum_file(BaseChecksum *b, const char *path, NfError *err) {
+    if (b->version >= PIECES_VERSION) return append_piece_digests(b, path, err);
+    SliceReader r;
+    uint64_t size;
+    if (reader_open(&r, path, "model", SLICE_BYTES, &size, err) != 0) return -1;
+    int rc = read_hashed(&r, &b->sum, 0, (size_t)size, NULL, NULL, err);
     reader_close(&r);
     return rc;
 }
 
 /* A file's bytes; a Hugging Face directory's files (hf_model_files' order) one after another; hashed as a
- * checkpoint of `version` hashes. */
+ * checkpoint of `version` hashes its base: from PIECES_VERSION the XXH3-64 of the little-endian XXH3-64 digests
+ * of each file's pieces in order, before it the checksum of the bytes (docs/formats.md). */
 static int base_checksum_of_version(const char *path, uint32_t version, uint64_t *out, NfError *err) {
-    Checksum sum;
-    if (checksum_init(&sum, version, err) != 0) return -1;
+    BaseChecksum b = {.version = version};
+    if (checksum_init(&b.sum, version, err) != 0) return -1;
     struct stat sb;
     int rc = 0;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         char **files;
         int n;
         if ((rc = hf_model_files(path, &files, &n, err)) == 0) {
-            for (int i = 0; rc == 0 && i < n; i++) rc = checksum_file(&sum, files[i], err);
+            for (int i = 0; rc == 0 && i < n; i++) rc = base_checksum_file(&b, files[i], err);
             hf_model_files_free(files, n);
         }
     } else {
-        rc = checksum_file(&sum, path, err);
+        rc = base_checksum_file(&b, path, err);
     }
-    uint64_t h = checksum_final(&sum);
+    if (version >= PIECES_VERSION) checksum_update(&b.sum, b.digests, b.n * sizeof(uint64_t)); /* little-endian */
+    uint64_t h = checksum_final(&b.sum);
+    free(b.digests);
     if (rc != 0) return -1;
     *out = h;
     return 0;
@@ -521,7 +589,8 @@ int checkpoint_check_base(const Checkpoint *ck, const char *ckpt_path, const cha
 
 int checkpoint_base_matches(const Checkpoint *ck, const char *ckpt_path, const char *base_path, uint64_t base_sum,
                             const ModelConfig *base_config, NfError *err) {
-    if (ck->version < XXH3_VERSION && base_checksum_of_version(base_path, ck->version, &base_sum, err) != 0) return -1;
+    if (ck->version < PIECES_VERSION && base_checksum_of_version(base_path, ck->version, &base_sum, err) != 0)
+        return -1;
     return base_compare(ck, ckpt_path, base_path, base_sum, base_config, err);
 }
 

@@ -32,7 +32,7 @@ typedef struct {
     char *options_json;     /* the training options, NUL-terminated */
     bool is_lora;           /* kind 1: params are LoRA adapters (lora.h layout) on a base model file */
     LoraConfig lora;        /* is_lora only */
-    uint64_t base_checksum; /* is_lora only: model_file_checksum of the base (FNV before version 3) */
+    uint64_t base_checksum; /* is_lora only: the base's checksum of the checkpoint's version (model_file_checksum) */
     char *base_path;        /* is_lora only: the base model file as train was given it, NUL-terminated */
     uint64_t n_params;      /* trainable floats: config_param_count, or lora_param_count */
     float *params;          /* (n_params) */
@@ -55,17 +55,18 @@ bool checkpoint_peek_config(const char *path, ModelConfig *config, bool *is_lora
  * words before): for tools that forge checkpoints (the fuzz harness). */
 int checkpoint_checksum(const void *data, size_t n, uint32_t version, uint64_t *sum, NfError *err);
 
-/* The checksum that identifies a base model in a LoRA checkpoint of the current version (XXH3-64 over its
- * bytes; a Hugging Face directory's config.json and safetensors files in hf_model_files' order,
- * docs/formats.md). */
+/* The checksum that identifies a base model in a LoRA checkpoint of the current version: the XXH3-64 of the
+ * XXH3-64 digests of its 16 MiB pieces, hashed by all threads at once (a Hugging Face directory's config.json
+ * and safetensors files in hf_model_files' order, each cut in pieces of its own; docs/formats.md). */
 int model_file_checksum(const char *path, uint64_t *sum, NfError *err);
 
 /* Refuses a LoRA checkpoint unless base_path is the very file it was trained on (compared by the checksum of
  * the checkpoint's version). */
 int checkpoint_check_base(const Checkpoint *ck, const char *ckpt_path, const char *base_path,
                           const ModelConfig *base_config, NfError *err);
-/* The same check against a base whose current checksum (model_file_checksum) is known; a checkpoint of a version
- * before 3 stores an FNV checksum, which is computed from base_path for it (only then). */
+/* The same check against a base whose current checksum (model_file_checksum) is known; a checkpoint of an older
+ * version stores its version's checksum (FNV-1a before 3, XXH3-64 of the bytes in 3), which is computed from
+ * base_path for it (only then). */
 int checkpoint_base_matches(const Checkpoint *ck, const char *ckpt_path, const char *base_path, uint64_t base_sum,
                             const ModelConfig *base_config, NfError *err);
 

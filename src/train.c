@@ -97,8 +97,9 @@ typedef struct {
     int64_t tokens_seen;
     double last_loss, best_val_loss;
     /* milliseconds of setup_run's parts, for `init`'s setup_ms: the weights read (model file, checkpoint or LoRA
-     * base with its checksum), the training state allocated (alloc_state), the data opened, the activations */
-    double weights_ms, state_ms, data_ms, activations_ms;
+     * base with its checksum, which base_checksum_ms also gives alone), the training state allocated
+     * (alloc_state), the data opened, the activations */
+    double weights_ms, base_checksum_ms, state_ms, data_ms, activations_ms;
 } Trainer;
 
 /* Tokens a step trains on: every rank's micro-batches (batch x seq x accum x world size). */
@@ -161,7 +162,9 @@ static int alloc_state(Trainer *t, NfError *err) {
 static int load_base(Trainer *t, NfError *err) {
     const TrainOptions *o = t->o;
     /* the checksum first: the files it reads are out of memory again before the weights come in */
+    double start = nf_now_ms();
     if (model_file_checksum(o->model_path, &t->base_checksum, err) != 0) return -1;
+    t->base_checksum_ms = nf_now_ms() - start;
     if (model_open(&t->base_model, o->model_path, err) != 0) return -1;
     t->config = t->base_model.config;
     if (param_view_of_model(&t->base, &t->base_model) != 0) {
@@ -323,6 +326,7 @@ static void emit_init(Trainer *t, const char *stored_options) {
     json_int(&j, "max_memory", (int64_t)o->max_memory);
     json_object_begin(&j, "setup_ms");
     json_number(&j, "weights", t->weights_ms);
+    if (lc) json_number(&j, "base_checksum", t->base_checksum_ms);
     json_number(&j, "state", t->state_ms);
     json_number(&j, "data", t->data_ms);
     json_number(&j, "activations", t->activations_ms);

@@ -48,7 +48,7 @@ class Skip(Exception):
 
 
 def xxh3_64(data):
-    """XXH3-64 with seed 0 (checkpoint version 3's checksum, docs/formats.md), from the system's libxxhash: an
+    """XXH3-64 with seed 0 (checkpoints' checksum from version 3, docs/formats.md), from the system's libxxhash: an
     implementation apart from the tool's use of it."""
     lib = ctypes.CDLL("libxxhash.so.0")
     lib.XXH3_64bits.restype = ctypes.c_uint64
@@ -65,16 +65,33 @@ def fnv_words(data):
     return h
 
 
-def checkpoint_as_version_2(ckpt, base_bytes=None):
-    """A version-3 checkpoint rewritten the way a version-2 build writes it (the layout is the same): version 2, an
-    FNV file checksum and, for LoRA (base_bytes: the base model's bytes), an FNV base checksum."""
+BASE_PIECE_BYTES = 16 << 20
+
+
+def base_checksum_pieces(files):
+    """A LoRA base checksum from version 4 on (docs/formats.md): XXH3-64 of the little-endian XXH3-64 digests of
+    each file's 16 MiB pieces, the files (their bytes) in order."""
+    digests = b"".join(struct.pack("<Q", xxh3_64(data[at:at + BASE_PIECE_BYTES]))
+                       for data in files for at in range(0, len(data), BASE_PIECE_BYTES))
+    return xxh3_64(digests)
+
+
+def lora_base_checksum_at(ckpt):
+    """Where a version 2-4 LoRA checkpoint holds its base checksum: 24 bytes into the LoRA block."""
+    return 184 + struct.unpack_from("<I", ckpt, 112)[0] + 24
+
+
+def checkpoint_as_version(ckpt, version, base_bytes=None):
+    """A version-4 checkpoint rewritten the way a build of version 2 or 3 writes it (the layout is the same): that
+    version, its file checksum (3: XXH3-64, 2: FNV) and, for LoRA (base_bytes: the base model's bytes), its base
+    checksum, that hash of the bytes one after another. Without base_bytes the stored base checksum stays."""
+    hash_of = {2: fnv_words, 3: xxh3_64}[version]
     b = bytearray(ckpt[:-8])
-    assert struct.unpack_from("<I", b, 8)[0] == 3
-    struct.pack_into("<I", b, 8, 2)
+    assert struct.unpack_from("<I", b, 8)[0] == 4
+    struct.pack_into("<I", b, 8, version)
     if base_bytes is not None:
-        options_len = struct.unpack_from("<I", b, 112)[0]
-        struct.pack_into("<Q", b, 184 + options_len + 24, fnv_words(base_bytes))
-    return bytes(b) + struct.pack("<Q", fnv_words(bytes(b)))
+        struct.pack_into("<Q", b, lora_base_checksum_at(b), hash_of(base_bytes))
+    return bytes(b) + struct.pack("<Q", hash_of(bytes(b)))
 
 
 def test(fn):

