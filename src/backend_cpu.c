@@ -135,6 +135,8 @@ void nf_set_threads(int n) {
 
 int nf_threads(void) { return omp_get_max_threads(); }
 
+bool nf_row_products_thread_invariant(void) { return cpu_tier() != TIER_BASELINE; }
+
 double nf_gemm_peak_gflops(int n) {
     size_t nn = (size_t)n * n;
     float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)), *c = malloc(nn * sizeof(float));

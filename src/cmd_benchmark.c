@@ -188,6 +188,7 @@ typedef struct {
     int64_t batch, seq, steps, lora_rank, tokens, prompt_tokens;
     bool q8, bf16;
     KvCacheType kv_type;
+    int threads;              /* --threads: 0 lets generated tokens choose their count (decode_threads.h) */
     uint64_t max_memory;      /* --train: the budget (0: none) */
     uint64_t memory_estimate; /* --train: budget.h's estimate of the run's peak */
 } BenchOptions;
@@ -361,6 +362,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, 
         model_free(&m);
         return -1;
     }
+    infer_adapt_threads(&s, o->threads);
     if (!(prompt = nf_alloc_array((size_t)P + 1, sizeof(int), err)) ||
         sampler_init(&sampler, c->vocab_size, 0.0f, 1.0f, 0, 1, err) != 0)
         goto done;
@@ -407,6 +409,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, 
     json_number(&j, "product_gbytes_s", product_ms > 0 ? weight_bytes / product_ms / 1e6 : 0.0);
     json_number(&j, "attention_ms_per_token", attention_ms);
     json_number(&j, "attention_gbytes_s", attention_ms > 0 ? cache_bytes / attention_ms / 1e6 : 0.0);
+    json_int(&j, "decode_threads", s.threads.max >= 2 ? s.threads.current : nf_threads());
     emit_load_ratio(&j, run);
     msg_emit(out, &j);
     nf_log("generate %s: %.1f tokens/s (%.1f GB/s of weights and %.1f of KV cache, %.0f%% of a %.1f GB/s read, "
@@ -519,6 +522,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
             return emit_error(out, &err);
         }
     nf_set_threads((int)threads);
+    o.threads = (int)threads;
     o.q8 = strcmp(quant, "q8") == 0;
     o.kv_type = strcmp(kv_cache, "bf16") == 0 ? KV_CACHE_BF16 : KV_CACHE_F32;
     o.bf16 = strcmp(dtype, "bf16") == 0;

@@ -68,6 +68,7 @@ int generator_prepare(Generator *g, const GenerationOptions *o, int positions, N
         sampler_init(&g->sampler, g->model.config.vocab_size, (float)o->temperature, (float)o->top_p, (int)o->top_k,
                      (uint64_t)o->seed, err) != 0)
         return -1;
+    infer_adapt_threads(&g->state, (int)o->threads);
     if (o->logprobs && !(g->logits_copy = nf_alloc_array((size_t)g->model.config.vocab_size, sizeof(float), err)))
         return -1;
     return (g->writer.scratch = nf_alloc(token_stream_room(&g->tok), err)) ? 0 : -1;

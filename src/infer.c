@@ -187,7 +187,8 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
     }
 }
 
-float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
+/* n tokens in chunks; the last one's logits */
+static float *forward_rows(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
     if (n < 1 || pos < 0 || pos + n > s->max_positions) return NULL; /* callers keep within the cache */
     const ModelConfig *c = &m->config;
     int D = c->dim, rows = 0;
@@ -200,4 +201,21 @@ float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int 
     nf_rmsnorm(last, last, lora && lora->w.rms_final ? lora->w.rms_final : m->weights.rms_final, D, config_norm_eps(c));
     products(s, &(NfProduct){s->logits, &m->weights.wcls, c->vocab_size}, 1, last, 1, D);
     return s->logits;
+}
+
+void infer_adapt_threads(InferState *s, int threads) {
+    decode_threads_init(&s->threads, threads == 0 && !getenv("OMP_NUM_THREADS") ? nf_threads() : 0);
+}
+
+float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
+    /* one token at a count of its own: only where the count cannot change its bits (no LoRA products, which
+     * go through oneDNN, nor the baseline tier's) */
+    if (n > 1 || s->threads.max < 2 || lora || !nf_row_products_thread_invariant())
+        return forward_rows(m, lora, s, tokens, n, pos);
+    nf_set_threads(decode_threads_next(&s->threads));
+    double start = nf_now_ms();
+    float *logits = forward_rows(m, lora, s, tokens, n, pos);
+    decode_threads_record(&s->threads, nf_now_ms() - start);
+    nf_set_threads(s->threads.max); /* prompts and everything else: all of them */
+    return logits;
 }

@@ -6,6 +6,7 @@
 #ifndef NF_INFER_H
 #define NF_INFER_H
 
+#include "decode_threads.h"
 #include "lora.h"
 #include "model.h"
 
@@ -50,10 +51,15 @@ typedef struct {
     float *keys;                /* (P, KV) one layer's keys by position: new rows, a prompt chunk's attention input */
     float *values;              /* (P, KV) */
     InferTiming timing;         /* off (zeroed) unless the caller turns it on */
+    DecodeThreads threads;      /* one token's thread count (decode_threads.h); off (zeroed) unless turned on */
 } InferState;
 
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvCacheType kv_type, NfError *err);
 void infer_state_free(InferState *s);
+
+/* Lets generated tokens choose their thread count (decode_threads.h) when threads is 0 (the user chose none) and
+ * OMP_NUM_THREADS is unset; nf_set_threads must have run. */
+void infer_adapt_threads(InferState *s, int threads);
 
 /* Runs tokens[0..n) (n >= 1) at positions pos .. pos+n-1 (< max_positions),
  * filling the KV cache there; returns s->logits (V), the prediction after the

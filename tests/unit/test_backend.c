@@ -778,6 +778,42 @@ static double relative_diff(const float *a, const float *b, int n) {
     return sqrt(diff / norm);
 }
 
+/* Generated tokens may change their thread count (decode_threads.h): a token's logits must not depend on it. The
+ * state is set by hand so that every token runs at one thread (its probes at two), against a state at two. */
+static void check_decode_threads_change_no_bits(bool q8) {
+    Model m;
+    if (!load_shared_model(&m, "stories260K.bin")) {
+        skip();
+        return;
+    }
+    NfError err = {0};
+    if (q8) assert_int_equal(model_quantize_q8(&m, &err), 0);
+    enum { T = DECODE_RUN_TOKENS + DECODE_SAMPLE_TOKENS + 12 }; /* through a probe at two threads */
+    nf_set_threads(2);
+    InferState two, varying;
+    assert_int_equal(infer_state_init(&two, &m.config, T, KV_CACHE_F32, &err), 0);
+    assert_int_equal(infer_state_init(&varying, &m.config, T, KV_CACHE_F32, &err), 0);
+    varying.threads = (DecodeThreads){.max = 2, .current = 1, .run_tokens = DECODE_RUN_TOKENS};
+    for (int t = 0; t < T; t++) {
+        int token = (t * 29 + 3) % 512;
+        const float *a = infer_forward(&m, NULL, &two, &token, 1, t),
+                    *b = infer_forward(&m, NULL, &varying, &token, 1, t);
+        if (memcmp(a, b, 512 * sizeof(float)) != 0) fail_msg("%s token %d: the logits differ", q8 ? "q8" : "fp32", t);
+        assert_int_equal(nf_threads(), 2); /* restored after each token */
+    }
+    infer_state_free(&two);
+    infer_state_free(&varying);
+    model_free(&m);
+    nf_set_threads(0);
+}
+
+static void test_decode_thread_count_changes_no_bits(void **state) {
+    (void)state;
+    if (!nf_row_products_thread_invariant()) skip(); /* the baseline tier: adaptation is off there */
+    check_decode_threads_change_no_bits(false);
+    check_decode_threads_change_no_bits(true);
+}
+
 /* A prompt run as one batch (chunks of INFER_CHUNK rows through sgemm) gives
  * the logits and KV cache of running it token by token, to rounding; with
  * either cache. */
@@ -1584,6 +1620,7 @@ int main(void) {
         cmocka_unit_test(test_forward_v0_v1_identical_and_finite),
         cmocka_unit_test(test_forward_q80_close_to_fp32),
         cmocka_unit_test(test_forward_greedy_matches_llama2c),
+        cmocka_unit_test(test_decode_thread_count_changes_no_bits),
         cmocka_unit_test(test_bf16_only_weight_products),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
