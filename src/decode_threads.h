@@ -11,7 +11,7 @@
  * the other count to wake its threads (untimed) and DECODE_SAMPLE_TOKENS timed; then the choice. The run phase is
  * DECODE_RUN_TOKENS long after a change and doubles, up to DECODE_RUN_TOKENS_MAX, each time a probe keeps the
  * count: one thread fewer ran a token at 0.55-0.65 of the speed on an idle machine, so probing every ~70 tokens
- * cost 4% there, and backing off leaves under 1% over a long reply. */
+ * cost 4% there; with the back-off, 512 tokens alone ran as fast as before (docs/performance.md). */
 #ifndef NF_DECODE_THREADS_H
 #define NF_DECODE_THREADS_H
 
@@ -26,7 +26,7 @@ typedef struct {
     int current;     /* the count the run phase uses */
     int run_tokens;  /* the present run phase's length */
     int count;       /* tokens into the present phase */
-    bool probing;    /* the present phase runs at decode_threads_other */
+    bool probing;    /* the present phase runs at the other count: max - 1 from max, else max */
     double run_ms;   /* the last DECODE_SAMPLE_TOKENS of the run phase, summed */
     double probe_ms; /* the probe's timed tokens, summed */
 } DecodeThreads;
