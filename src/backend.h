@@ -14,6 +14,8 @@
 
 /* Threads of every parallel kernel: n >= 1, or 0 for OMP_NUM_THREADS if set, else one per core. */
 void nf_set_threads(int n);
+/* True when nobody chose the count that nf_set_threads(n) sets: n is 0 and OMP_NUM_THREADS is unset (one per core) */
+bool nf_threads_unchosen(int n);
 /* True when the products of one row (nf_matmuls with n = 1, fp32 or Q8) give the same bits at any thread count:
  * each output is one thread's dot product. Not in the baseline tier, whose fp32 row goes through oneDNN. */
 bool nf_row_products_thread_invariant(void);

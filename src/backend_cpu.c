@@ -129,9 +129,11 @@ int nf_cpu_check_env(NfError *err) {
 void nf_set_threads(int n) {
     if (n > 0)
         omp_set_num_threads(n);
-    else if (!getenv("OMP_NUM_THREADS"))
+    else if (nf_threads_unchosen(n))
         omp_set_num_threads(omp_get_num_procs());
 }
+
+bool nf_threads_unchosen(int n) { return n <= 0 && !getenv("OMP_NUM_THREADS"); }
 
 int nf_threads(void) { return omp_get_max_threads(); }
 

@@ -204,7 +204,7 @@ static float *forward_rows(const Model *m, const Lora *lora, InferState *s, cons
 }
 
 void infer_adapt_threads(InferState *s, int threads) {
-    decode_threads_init(&s->threads, threads == 0 && !getenv("OMP_NUM_THREADS") ? nf_threads() : 0);
+    decode_threads_init(&s->threads, nf_threads_unchosen(threads) ? nf_threads() : 0);
 }
 
 float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
