@@ -27,6 +27,7 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 
+#include "block_claims.h"
 #include "f16.h"
 #include "kernels.h"
 #include "util.h"
@@ -278,14 +279,28 @@ static int gemv_block(const NfProduct *p, int count, int b, int *r0, int *nr) {
     return k;
 }
 
-/* out[k] (rows_k) = W[k] (rows_k, n) x for one row x (a vector tier's) */
+/* A GEMV's products and its one row x: fp32 (x) or quantized (xq, xs, xo: quantize_int8's) */
+typedef struct {
+    const NfProduct *p;
+    int count;
+    int n; /* x's width, each weight row's */
+    CpuTier tier;
+    const float *x;    /* (n) */
+    const int8_t *xq;  /* (n) */
+    const float *xs;   /* (n / 64) */
+    const int32_t *xo; /* (n / 64) */
+} Gemv;
+
+/* out[k] (rows_k) = W[k] (rows_k, n) x for one row x (a vector tier's): block b */
+static void gemv_f32_block(void *ctx, int b) {
+    const Gemv *g = ctx;
+    int r0, nr, k = gemv_block(g->p, g->count, b, &r0, &nr);
+    TIER_KERNEL(g->tier, dots)(g->p[k].out + r0, g->p[k].w->f32 + (size_t)r0 * g->n, (size_t)g->n, g->x, nr, g->n);
+}
+
 static void gemv_f32_simd(const NfProduct *p, int count, const float *x, int n, CpuTier tier) {
-    int blocks = product_units(p, count, GEMV_BLOCK), b;
-#pragma omp parallel for schedule(static)
-    for (b = 0; b < blocks; b++) {
-        int r0, nr, k = gemv_block(p, count, b, &r0, &nr);
-        TIER_KERNEL(tier, dots)(p[k].out + r0, p[k].w->f32 + (size_t)r0 * n, (size_t)n, x, nr, n);
-    }
+    Gemv g = {.p = p, .count = count, .n = n, .tier = tier, .x = x};
+    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_f32_block, &g);
 }
 
 /* x (n rows of `groups` groups of gs) quantized per group: xs = max |x| /
@@ -370,23 +385,55 @@ static void int8_q8_row(Q8Kernel kernel, bool dots, float *out, size_t out_strid
 #endif
 }
 
-/* Decode's Q8 products (one x row, groups of 64, AVX-512 VNNI), in gemv_f32_simd's blocks */
-static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim) {
+/* Decode's Q8 products (one x row, groups of 64, AVX-512 VNNI), in gemv_f32_simd's blocks: block b */
+static void q8_gemv_vnni_block(void *ctx, int b) {
 #if defined(__x86_64__)
-    int blocks = product_units(p, count, GEMV_BLOCK), b, groups = dim / 64;
-#pragma omp parallel for schedule(static)
-    for (b = 0; b < blocks; b++) {
-        int r0, nr, k = gemv_block(p, count, b, &r0, &nr);
-        vnni_q8_gemv(p[k].out + r0, p[k].w->q + (size_t)r0 * dim, p[k].w->scale + (size_t)r0 * groups, xq, xs, xo, nr,
-                     dim);
-    }
+    const Gemv *g = ctx;
+    int r0, nr, k = gemv_block(g->p, g->count, b, &r0, &nr), groups = g->n / 64;
+    const Tensor *w = g->p[k].w;
+    vnni_q8_gemv(g->p[k].out + r0, w->q + (size_t)r0 * g->n, w->scale + (size_t)r0 * groups, g->xq, g->xs, g->xo, nr,
+                 g->n);
 #else
-    (void)p, (void)count, (void)xq, (void)xs, (void)xo, (void)dim;
+    (void)ctx, (void)b;
 #endif
 }
 
+static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim) {
+    Gemv g = {.p = p, .count = count, .n = dim, .xq = xq, .xs = xs, .xo = xo};
+    block_claims_run(product_units(p, count, GEMV_BLOCK), q8_gemv_vnni_block, &g);
+}
+
+/* matmul_q8's products row by row, n rows of x quantized for kernel (int8, or int16 for Q8_PORTABLE) */
+typedef struct {
+    const NfProduct *p;
+    int count;
+    Q8Kernel kernel;
+    bool dots;         /* int8_q8_row's */
+    const void *xq;    /* (n, dim) int8 or int16 */
+    const float *xs;   /* (n, dim / gs) */
+    const int32_t *xo; /* (n, dim / gs): AVX-512 VNNI's offsets */
+    int n, dim, gs;
+} Q8Rows;
+
+/* The weight rows of GEMV block b, each against the n rows of x */
+static void q8_rows_block(void *ctx, int b) {
+    const Q8Rows *q = ctx;
+    int r0, nr, k = gemv_block(q->p, q->count, b, &r0, &nr), groups = q->dim / q->gs;
+    const Tensor *w = q->p[k].w;
+    for (int r = r0; r < r0 + nr; r++) {
+        const int8_t *wr = w->q + (size_t)r * q->dim;
+        const float *ws = w->scale + (size_t)r * groups;
+        float *out = q->p[k].out + r;
+        size_t ld = (size_t)q->p[k].out_dim;
+        if (q->kernel != Q8_PORTABLE)
+            int8_q8_row(q->kernel, q->dots, out, ld, wr, ws, q->xq, q->xs, q->xo, q->n, q->dim, q->gs);
+        else
+            q8_row(out, ld, wr, ws, q->xq, q->xs, q->n, q->dim, q->gs);
+    }
+}
+
 static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
-    int gs = p[0].w->group_size, groups = dim / gs, total = product_units(p, count, 1), row;
+    int gs = p[0].w->group_size, groups = dim / gs;
     Q8Kernel kernel = q8_kernel(gs);
     bool int8 = kernel != Q8_PORTABLE;
     bool dots = kernel == Q8_AVX2 ? cpu_has(CPU_AVXVNNI) : kernel == Q8_NEON && cpu_has(CPU_DOTPROD);
@@ -416,16 +463,22 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
         free(xq);
         return;
     }
+    Q8Rows rows = {.p = p,
+                   .count = count,
+                   .kernel = kernel,
+                   .dots = dots,
+                   .xq = xq,
+                   .xs = xs,
+                   .xo = xo,
+                   .n = n,
+                   .dim = dim,
+                   .gs = gs};
+    int blocks = product_units(p, count, GEMV_BLOCK), b;
+    if (n == 1) { /* read from memory: the threads even out (block_claims.h) */
+        block_claims_run(blocks, q8_rows_block, &rows);
+    } else { /* a prompt's products are computation, evenly split as they are (claims cost them 1%) */
 #pragma omp parallel for schedule(static)
-    for (row = 0; row < total; row++) {
-        int r = row, k = product_of(p, count, 1, &r);
-        const Tensor *w = p[k].w;
-        const int8_t *wr = w->q + (size_t)r * dim;
-        const float *ws = w->scale + (size_t)r * groups;
-        if (int8)
-            int8_q8_row(kernel, dots, p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, xo, n, dim, gs);
-        else
-            q8_row(p[k].out + r, (size_t)p[k].out_dim, wr, ws, xq, xs, n, dim, gs);
+        for (b = 0; b < blocks; b++) q8_rows_block(&rows, b);
     }
     free(xq);
 }
