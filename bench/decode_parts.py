@@ -3,14 +3,17 @@
 round, so that they share the same minutes, and each cell lists the rounds.
 
     /usr/bin/python3 bench/decode_parts.py [--rounds 3] [--tokens 48]
-        [--shapes qwen2.5-0.5b:none,qwen2.5-0.5b:q8,...,110M:none:768:bf16]
+        [--shapes qwen2.5-0.5b:none,qwen2.5-0.5b:q8,...,110M:none:768:bf16] [--against OTHER_BINARY]
 
 A shape is PRESET:QUANT[:PROMPT_TOKENS[:KV_CACHE]] (defaults 16 and fp32); the default list is the 0.5-1B presets
 and SmolLM2's with fp32 and q8 weights after 16 prompt tokens, and the 110M shape after 768 with both caches. For
 each run `neuralforge benchmark --generate` reports (docs/protocol.md) `bandwidth_use` against the read loop's best
 pass and, here, against its median pass; the weight products' share of a token and how fast they alone read the
 weights, as a fraction of the best pass; the attention's time; and the read loop's median pass over its best (how
-much this machine's read speed moves from pass to pass). Prints one markdown table and the commands it ran."""
+much this machine's read speed moves from pass to pass). With --against (say, a build of an earlier commit), each
+shape also runs on that binary right after or before this one (the order turns each round), in a row of its own
+with a column of this binary's tok/s over the other's, round by round. Prints one markdown table and the commands
+it ran."""
 import argparse
 import json
 import os
@@ -38,10 +41,10 @@ def command(shape, tokens):
             "--tokens", str(tokens), "--kv-cache", cache]
 
 
-def run(args):
-    r = subprocess.run([NF, *args], capture_output=True, text=True, timeout=1800)
+def run(binary, args):
+    r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
-        raise SystemExit(f"neuralforge {' '.join(args)} failed: {r.stdout.strip()[-400:]}")
+        raise SystemExit(f"{binary} {' '.join(args)} failed: {r.stdout.strip()[-400:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -63,24 +66,36 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--shapes", default=DEFAULT_SHAPES)
+    ap.add_argument("--against", help="another neuralforge binary to alternate with this build's, shape by shape")
     a = ap.parse_args()
     if a.rounds < 1 or a.tokens < 1:
         raise SystemExit("--rounds and --tokens must be at least 1")
+    if a.against and not os.access(a.against, os.X_OK):
+        raise SystemExit(f"--against: '{a.against}' is not an executable file")
     shapes = [parse_shape(s) for s in a.shapes.split(",")]
-    results = {shape: [] for shape in shapes}
+    binaries = [NF] + ([a.against] if a.against else [])
+    results = {(shape, b): [] for shape in shapes for b in binaries}
     for i in range(a.rounds):
         for shape in shapes:
-            results[shape].append(parts(run(command(shape, a.tokens))))
-            print(f"round {i + 1} {':'.join(map(str, shape))}: {json.dumps(results[shape][-1])}", flush=True)
+            for b in binaries if i % 2 == 0 else binaries[::-1]:
+                results[shape, b].append(parts(run(b, command(shape, a.tokens))))
+                print(f"round {i + 1} {':'.join(map(str, shape))} {b}: {json.dumps(results[shape, b][-1])}",
+                      flush=True)
     columns = list(next(iter(results.values()))[0])
-    print("\n| shape | " + " | ".join(columns) + " |")
-    print("|---|" + "---|" * len(columns))
-    for shape, rs in results.items():
+    ratio = ["tok/s over --against"] if a.against else []
+    print("\n| shape | " + " | ".join(columns + ratio) + " |")
+    print("|---|" + "---|" * len(columns + ratio))
+    for (shape, b), rs in results.items():
         cells = [", ".join(f"{r[c]:.1f}" if c == "tok/s" else f"{r[c]:.2f}" for r in rs) for c in columns]
-        print(f"| {':'.join(map(str, shape))} | " + " | ".join(cells) + " |")
+        if a.against:
+            other = results[shape, a.against]
+            cells.append(", ".join(f"{r['tok/s'] / o['tok/s']:.2f}" for r, o in zip(rs, other)) if b == NF else "")
+        label = ":".join(map(str, shape)) + ("" if b == NF else f" ({b})")
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print("\ncommands (alternated, round by round):")
     for shape in shapes:
-        print("  build/neuralforge " + " ".join(command(shape, a.tokens)))
+        for b in binaries:
+            print(f"  {os.path.relpath(b, ROOT) if b == NF else b} " + " ".join(command(shape, a.tokens)))
 
 
 if __name__ == "__main__":

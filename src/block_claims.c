@@ -16,23 +16,26 @@ typedef struct {
 
 static uint64_t share_range(int first, int end) { return (uint64_t)(uint32_t)first | (uint64_t)(uint32_t)end << 32; }
 
-/* Takes one block from the front (the owner) or the back (any other thread) of s: false once s is empty. Only the
- * claim itself must be atomic; the blocks' results are published by the region's closing barrier. */
-static bool share_take(Share *s, bool from_front, int *block) {
+/* Takes up to `most` blocks from the front (the owner) or the back (any other thread) of s: how many (the first in
+ * *block), 0 once s is empty. Only the take itself must be atomic; the blocks' results are published by the
+ * region's closing barrier. */
+static int share_take(Share *s, bool from_front, int most, int *block) {
     uint64_t r = atomic_load_explicit(&s->range, memory_order_relaxed);
     for (;;) {
-        uint32_t first = (uint32_t)r, end = (uint32_t)(r >> 32);
-        if (first >= end) return false;
-        uint64_t taken = from_front ? share_range((int)first + 1, (int)end) : share_range((int)first, (int)end - 1);
+        int first = (int)(uint32_t)r, end = (int)(uint32_t)(r >> 32);
+        if (first >= end) return 0;
+        int n = end - first < most ? end - first : most;
+        uint64_t taken = from_front ? share_range(first + n, end) : share_range(first, end - n);
         if (atomic_compare_exchange_weak_explicit(&s->range, &r, taken, memory_order_relaxed, memory_order_relaxed)) {
-            *block = from_front ? (int)first : (int)end - 1;
-            return true;
+            *block = from_front ? first : end - n;
+            return n;
         }
     }
 }
 
-void block_claims_run(int blocks, BlockRun run, void *ctx) {
+void block_claims_run(int blocks, int per_claim, BlockRun run, void *ctx) {
     if (blocks <= 0) return;
+    if (per_claim < 1) per_claim = 1;
     int shares = omp_get_max_threads();
     if (shares < 2) { /* no region to wake */
         for (int b = 0; b < blocks; b++) run(ctx, b);
@@ -46,13 +49,15 @@ void block_claims_run(int blocks, BlockRun run, void *ctx) {
         /* a team smaller than `shares` leaves some shares ownerless: the others take all of those from the back */
 #pragma omp parallel
     {
-        int t = omp_get_thread_num(), own = t < shares ? t : -1, block;
+        int t = omp_get_thread_num(), own = t < shares ? t : -1, block, n;
         if (own >= 0)
-            while (share_take(&share[own], true, &block)) run(ctx, block);
+            while ((n = share_take(&share[own], true, per_claim, &block)) > 0)
+                for (int b = block; b < block + n; b++) run(ctx, b);
         for (int i = 1; i <= shares; i++) { /* the next shares first, so that two idle threads rarely meet */
             int s = (t + i) % shares;
             if (s != own)
-                while (share_take(&share[s], false, &block)) run(ctx, block);
+                while ((n = share_take(&share[s], false, per_claim, &block)) > 0)
+                    for (int b = block; b < block + n; b++) run(ctx, b);
         }
     }
 }
