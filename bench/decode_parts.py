@@ -10,7 +10,7 @@ and SmolLM2's with fp32 and q8 weights after 16 prompt tokens, and the 110M shap
 each run `neuralforge benchmark --generate` reports (docs/protocol.md) `bandwidth_use` against the read loop's best
 pass and, here, against its median pass; the weight products' share of a token and how fast they alone read the
 weights, as a fraction of the best pass; the attention's time; and the read loop's median pass over its best (how
-much this machine's read speed moves from pass to pass). With --against (say, a build of an earlier commit), each
+much this machine's read speed moves from pass to pass), and that best pass in GB/s. With --against (say, a build of an earlier commit), each
 shape also runs on that binary right after or before this one (the order turns each round), in a row of its own
 with a column of this binary's tok/s over the other's, round by round. Prints one markdown table and the commands
 it ran."""
@@ -58,6 +58,7 @@ def parts(m):
         "products' read / best": m["product_gbytes_s"] / best,
         "attention ms": m["attention_ms_per_token"],
         "median / best pass": median / best,
+        "read GB/s (best pass)": best,
     }
 
 
@@ -86,7 +87,8 @@ def main():
     print("\n| shape | " + " | ".join(columns + ratio) + " |")
     print("|---|" + "---|" * len(columns + ratio))
     for (shape, b), rs in results.items():
-        cells = [", ".join(f"{r[c]:.1f}" if c == "tok/s" else f"{r[c]:.2f}" for r in rs) for c in columns]
+        cells = [", ".join(f"{r[c]:.2f}" if c not in ("tok/s", "read GB/s (best pass)") else f"{r[c]:.1f}" for r in rs)
+                 for c in columns]
         if a.against:
             other = results[shape, a.against]
             cells.append(", ".join(f"{r['tok/s'] / o['tok/s']:.2f}" for r, o in zip(rs, other)) if b == NF else "")

@@ -2,7 +2,7 @@
  *
  * A generated token's products are each split between the threads and each ends at a barrier, so the token
  * waits, product by product, for whichever thread read its share more slowly that time. On the 2-core AMD EPYC
- * VM, under `schedule(static)`, one thread finished 15-20% of the 110M shape's product time before the other,
+ * VM, under `schedule(static)`, one thread finished 14-22% of the 110M shape's product time before the other,
  * and which one changed from product to product (docs/performance.md, "Threads that even out"). Here each thread
  * first takes the blocks of its static share from the front, a few at a time, and when it has none left takes
  * blocks from the back of the other threads' shares, so the threads finish within about a block of each other.
