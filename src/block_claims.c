@@ -42,11 +42,11 @@ void block_claims_run(int blocks, int per_claim, BlockRun run, void *ctx) {
         return;
     }
     if (shares > BLOCK_CLAIMS_MAX_SHARES) shares = BLOCK_CLAIMS_MAX_SHARES;
+    /* a team smaller than `shares` leaves some shares ownerless: the others take all of those from the back */
     Share share[BLOCK_CLAIMS_MAX_SHARES];
     for (int t = 0; t < shares; t++)
         atomic_init(&share[t].range,
                     share_range((int)((int64_t)blocks * t / shares), (int)((int64_t)blocks * (t + 1) / shares)));
-        /* a team smaller than `shares` leaves some shares ownerless: the others take all of those from the back */
 #pragma omp parallel
     {
         int t = omp_get_thread_num(), own = t < shares ? t : -1, block, n;
