@@ -41,8 +41,9 @@ FUZZ_BIN := $(FUZZ:tests/fuzz/%.c=build/fuzz/%)
 # coverage and built with ASan/UBSan (UB aborts, so the fuzzer sees it). The
 # objects go into an archive, so each harness links only the modules its
 # parser references. No -fopenmp: a harness runs serially, so a crash replays
-# the same way; libgomp only answers backend_cpu.c's omp_* calls, where a
-# parser's module pulls the backend in (model.c's quantizer, LoRA merging).
+# the same way; libgomp only answers backend_cpu.c's and block_claims.c's omp_*
+# calls, where a parser's module pulls the backend in (model.c's quantizer,
+# LoRA merging).
 # `make fuzz FUZZ_SECONDS=N` fuzzes each harness N seconds.
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \

@@ -3,17 +3,18 @@
 round, so that they share the same minutes, and each cell lists the rounds.
 
     /usr/bin/python3 bench/decode_parts.py [--rounds 3] [--tokens 48]
-        [--shapes qwen2.5-0.5b:none,qwen2.5-0.5b:q8,...,110M:none:768:bf16] [--against OTHER_BINARY]
+        [--shapes qwen2.5-0.5b:none,qwen2.5-0.5b:q8,...,110M:none:768:bf16]
+        [--against OTHER_BINARY]
 
 A shape is PRESET:QUANT[:PROMPT_TOKENS[:KV_CACHE]] (defaults 16 and fp32); the default list is the 0.5-1B presets
 and SmolLM2's with fp32 and q8 weights after 16 prompt tokens, and the 110M shape after 768 with both caches. For
 each run `neuralforge benchmark --generate` reports (docs/protocol.md) `bandwidth_use` against the read loop's best
 pass and, here, against its median pass; the weight products' share of a token and how fast they alone read the
 weights, as a fraction of the best pass; the attention's time; and the read loop's median pass over its best (how
-much this machine's read speed moves from pass to pass), and that best pass in GB/s. With --against (say, a build of an earlier commit), each
-shape also runs on that binary right after or before this one (the order turns each round), in a row of its own
-with a column of this binary's tok/s over the other's, round by round. Prints one markdown table and the commands
-it ran."""
+much this machine's read speed moves from pass to pass), and that best pass in GB/s. With --against (say, a build
+of an earlier commit), each shape also runs on that binary right after or before this one (the order turns each
+round), in a row of its own with a column of this binary's tok/s over the other's, round by round. Prints one
+markdown table and the commands it ran."""
 import argparse
 import json
 import os
@@ -73,6 +74,8 @@ def main():
         raise SystemExit("--rounds and --tokens must be at least 1")
     if a.against and not os.access(a.against, os.X_OK):
         raise SystemExit(f"--against: '{a.against}' is not an executable file")
+    if a.against and os.path.realpath(a.against) == os.path.realpath(NF):
+        raise SystemExit(f"--against: '{a.against}' is this build's own binary; give another one")
     shapes = [parse_shape(s) for s in a.shapes.split(",")]
     binaries = [NF] + ([a.against] if a.against else [])
     results = {(shape, b): [] for shape in shapes for b in binaries}

@@ -280,13 +280,17 @@ static int gemv_block(const NfProduct *p, int count, int b, int *r0, int *nr) {
 }
 
 /* A thread takes GEMV blocks in claims of about this many weight bytes (block_claims.h): a claim is a locked
- * instruction, and SmolLM2's q8 blocks (16 rows of 576 values, 9 KiB) taken one at a time ran 2-3% slower than in
- * claims of 64-256 KiB (measured alike); the threads still end within a claim, ~2 us, of each other. */
+ * instruction, and SmolLM2's q8 blocks (16 rows of 576 values, 9 KiB) taken one at a time gave back part of the
+ * gain (229 and 241 tok/s against 231-253 in claims of 32-256 KiB, docs/performance.md, "Threads that even out");
+ * the threads still end within a claim, ~2 us, of each other. */
 #define GEMV_CLAIM_BYTES ((size_t)64 << 10)
 static int gemv_blocks_per_claim(size_t row_bytes) {
     size_t per = GEMV_CLAIM_BYTES / (GEMV_BLOCK * row_bytes);
     return per < 1 ? 1 : (int)per;
 }
+
+/* A Q8 weight row's bytes: dim int8 values and a float scale per group of gs */
+static size_t q8_row_bytes(int dim, int gs) { return (size_t)dim + (size_t)(dim / gs) * sizeof(float); }
 
 /* A GEMV's products and its one row x: fp32 (x) or quantized (xq, xs, xo: quantize_int8's) */
 typedef struct {
@@ -410,7 +414,7 @@ static void q8_gemv_vnni_block(void *ctx, int b) {
 
 static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim) {
     Gemv g = {.p = p, .count = count, .n = dim, .xq = xq, .xs = xs, .xo = xo};
-    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim((size_t)dim + dim / 64 * sizeof(float)),
+    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(dim, 64)),
                      q8_gemv_vnni_block, &g);
 }
 
@@ -426,21 +430,25 @@ typedef struct {
     int n, dim, gs;
 } Q8Rows;
 
-/* The weight rows of GEMV block b, each against the n rows of x */
+/* Weight row r of product k against the n rows of x */
+static void q8_rows_one(const Q8Rows *q, int k, int r) {
+    int groups = q->dim / q->gs;
+    const Tensor *w = q->p[k].w;
+    const int8_t *wr = w->q + (size_t)r * q->dim;
+    const float *ws = w->scale + (size_t)r * groups;
+    float *out = q->p[k].out + r;
+    size_t ld = (size_t)q->p[k].out_dim;
+    if (q->kernel != Q8_PORTABLE)
+        int8_q8_row(q->kernel, q->dots, out, ld, wr, ws, q->xq, q->xs, q->xo, q->n, q->dim, q->gs);
+    else
+        q8_row(out, ld, wr, ws, q->xq, q->xs, q->n, q->dim, q->gs);
+}
+
+/* The weight rows of GEMV block b */
 static void q8_rows_block(void *ctx, int b) {
     const Q8Rows *q = ctx;
-    int r0, nr, k = gemv_block(q->p, q->count, b, &r0, &nr), groups = q->dim / q->gs;
-    const Tensor *w = q->p[k].w;
-    for (int r = r0; r < r0 + nr; r++) {
-        const int8_t *wr = w->q + (size_t)r * q->dim;
-        const float *ws = w->scale + (size_t)r * groups;
-        float *out = q->p[k].out + r;
-        size_t ld = (size_t)q->p[k].out_dim;
-        if (q->kernel != Q8_PORTABLE)
-            int8_q8_row(q->kernel, q->dots, out, ld, wr, ws, q->xq, q->xs, q->xo, q->n, q->dim, q->gs);
-        else
-            q8_row(out, ld, wr, ws, q->xq, q->xs, q->n, q->dim, q->gs);
-    }
+    int r0, nr, k = gemv_block(q->p, q->count, b, &r0, &nr);
+    for (int r = r0; r < r0 + nr; r++) q8_rows_one(q, k, r);
 }
 
 static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
@@ -484,12 +492,16 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                    .n = n,
                    .dim = dim,
                    .gs = gs};
-    int blocks = product_units(p, count, GEMV_BLOCK), b;
     if (n == 1) { /* read from memory: the threads even out (block_claims.h) */
-        block_claims_run(blocks, gemv_blocks_per_claim((size_t)dim + dim / gs * sizeof(float)), q8_rows_block, &rows);
-    } else { /* a prompt's products are computation, evenly split as they are (claims cost them 1%) */
+        block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(dim, gs)),
+                         q8_rows_block, &rows);
+    } else { /* a prompt's products are computation, split row by row as they are (claims cost them 1%) */
+        int total = product_units(p, count, 1), row;
 #pragma omp parallel for schedule(static)
-        for (b = 0; b < blocks; b++) q8_rows_block(&rows, b);
+        for (row = 0; row < total; row++) {
+            int r = row, k = product_of(p, count, 1, &r);
+            q8_rows_one(&rows, k, r);
+        }
     }
     free(xq);
 }
