@@ -90,7 +90,7 @@ def main():
     print("\n| shape | " + " | ".join(columns + ratio) + " |")
     print("|---|" + "---|" * len(columns + ratio))
     for (shape, b), rs in results.items():
-        cells = [", ".join(f"{r[c]:.2f}" if c not in ("tok/s", "read GB/s (best pass)") else f"{r[c]:.1f}" for r in rs)
+        cells = [", ".join(f"{r[c]:.1f}" if c in ("tok/s", "read GB/s (best pass)") else f"{r[c]:.2f}" for r in rs)
                  for c in columns]
         if a.against:
             other = results[shape, a.against]
