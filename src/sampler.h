@@ -10,17 +10,12 @@
 #include "rng.h"
 
 typedef struct {
-    int index;
-    float prob;
-} ProbIndex;
-
-typedef struct {
     int vocab_size;
     float temperature; /* 0 = greedy */
     float top_p;       /* 1 = off */
     int top_k;         /* 0 = off */
     Rng rng;
-    ProbIndex *candidates; /* (vocab_size) scratch */
+    uint64_t *order; /* (2, vocab_size) scratch: tokens' sort keys, and the sort's second buffer */
 } Sampler;
 
 int sampler_init(Sampler *s, int vocab_size, float temperature, float top_p, int top_k, uint64_t seed, NfError *err);

@@ -3,17 +3,23 @@
  * top_k = 1 and a tiny top_p reduce to argmax at any temperature, top_k = 2
  * never returns a third token, top_p keeps the smallest prefix reaching its
  * mass, and plain temperature-1 sampling reproduces a known distribution
- * (0.5 / 0.3 / 0.2 given as log-probabilities) within 0.02 over 20000 draws. */
+ * (0.5 / 0.3 / 0.2 given as log-probabilities) within 0.02 over 20000 draws.
+ * Filtered sampling picks, draw for draw, the token that sorting every token
+ * with qsort picks (the sampler before its radix sort, kept here as the
+ * reference): over flat, peaked and tied distributions of 1 to 32,000
+ * tokens, and where rounding leaves the tokens above top-p's cut-off short of
+ * top_p, so that all tokens must be sorted after all. */
 #include "testutil.h"
 
 #include <math.h>
 
+#include "backend.h"
 #include "sampler.h"
 
 static void init(Sampler *s, int vocab, float temperature, float top_p, int top_k, uint64_t seed) {
     NfError err = {0};
     assert_int_equal(sampler_init(s, vocab, temperature, top_p, top_k, seed, &err), 0);
-    assert_non_null(s->candidates);
+    assert_non_null(s->order);
 }
 
 static const float LOGITS5[5] = {0.1f, 2.0f, -1.0f, 1.9f, 0.5f}; /* argmax 1 */
@@ -199,6 +205,147 @@ static void test_known_distribution_with_inactive_filters(void **state) {
     sampler_free(&s);
 }
 
+/* The sampler as it was before its radix sort: every token sorted by qsort, most probable first, ties by id */
+typedef struct {
+    int id;
+    float prob;
+} RefCandidate;
+
+static int ref_by_prob_desc(const void *a, const void *b) {
+    float pa = ((const RefCandidate *)a)->prob, pb = ((const RefCandidate *)b)->prob;
+    if (pa != pb) return pa > pb ? -1 : 1;
+    return ((const RefCandidate *)a)->id - ((const RefCandidate *)b)->id;
+}
+
+static int reference_sample(Rng *rng, float temperature, float top_p, int top_k, float *logits, int n,
+                            RefCandidate *c) {
+    for (int i = 0; i < n; i++) logits[i] /= temperature;
+    nf_softmax(logits, n);
+    float r = rng_uniform(rng);
+    if (!((top_k > 0 && top_k < n) || top_p < 1.0f)) { /* nothing filtered: the tokens in id order */
+        float cdf = 0.0f;
+        for (int i = 0; i < n; i++) {
+            cdf += logits[i];
+            if (r < cdf) return i;
+        }
+        return n - 1;
+    }
+    for (int i = 0; i < n; i++) c[i] = (RefCandidate){i, logits[i]};
+    qsort(c, (size_t)n, sizeof *c, ref_by_prob_desc);
+    int m = top_k > 0 && top_k < n ? top_k : n, keep = m;
+    float mass = 0.0f;
+    for (int i = 0; i < m; i++) {
+        mass += c[i].prob;
+        if (mass >= top_p) {
+            keep = i + 1;
+            break;
+        }
+    }
+    float total = 0.0f;
+    for (int i = 0; i < keep; i++) total += c[i].prob;
+    float target = r * total, cdf = 0.0f;
+    for (int i = 0; i < keep; i++) {
+        cdf += c[i].prob;
+        if (target < cdf) return c[i].id;
+    }
+    return c[keep - 1].id;
+}
+
+/* `draws` tokens from the sampler and from the reference, each with the same seed and the same logits: equal. With
+ * a decoy, each draw follows one from the decoy's logits (compared too), so that the sampler's scratch holds another
+ * distribution's tokens when it samples these. */
+static void assert_matches_reference(const float *logits, const float *decoy, int n, float temperature, float top_p,
+                                     int top_k, uint64_t seed, int draws) {
+    Sampler s;
+    init(&s, n, temperature, top_p, top_k, seed);
+    Rng rng;
+    rng_seed(&rng, seed);
+    float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    RefCandidate *c = malloc((size_t)n * sizeof *c);
+    assert_true(a && b && c);
+    for (int d = 0; d < draws * (decoy ? 2 : 1); d++) {
+        const float *x = decoy && d % 2 == 0 ? decoy : logits;
+        memcpy(a, x, (size_t)n * sizeof *a);
+        memcpy(b, x, (size_t)n * sizeof *b);
+        int got = sampler_sample(&s, a), want = reference_sample(&rng, temperature, top_p, top_k, b, n, c);
+        if (got != want)
+            fail_msg("n %d, temperature %g, top_p %.9g, top_k %d, seed %llu, draw %d: token %d, the full sort's %d", n,
+                     temperature, top_p, top_k, (unsigned long long)seed, d, got, want);
+    }
+    free(a), free(b), free(c);
+    sampler_free(&s);
+}
+
+/* Logits of one kind: 0 nearly flat (an untrained model's), 1 and 2 peaked (a trained one's, and sharper), 3 a
+ * handful of values shared by many tokens (ties), 4 one token far above the rest */
+static void make_logits(float *x, int n, int kind, Rng *rng) {
+    for (int i = 0; i < n; i++) {
+        float z = rng_normal(rng);
+        x[i] = kind == 0 ? 0.01f * z : kind == 1 ? 3.0f * z : kind == 2 ? 8.0f * z : kind == 3 ? (float)(i * 7 % 4) : z;
+    }
+    if (kind == 4) x[n / 2] = 30.0f;
+}
+
+static void test_filtered_sampling_matches_full_sort(void **state) {
+    (void)state;
+    const int sizes[] = {1, 2, 3, 5, 100, 1000};
+    const float temps[] = {0.7f, 1.0f, 1.5f}, top_ps[] = {1e-6f, 0.3f, 0.9f, 0.95f, 0.999f, 1.0f};
+    const int top_ks[] = {0, 1, 2, 40};
+    Rng rng;
+    rng_seed(&rng, 5);
+    float x[1000];
+    uint64_t seed = 1;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+        for (int kind = 0; kind < 5; kind++) {
+            make_logits(x, sizes[si], kind, &rng);
+            for (int t = 0; t < 3; t++)
+                for (int p = 0; p < 6; p++)
+                    for (int k = 0; k < 4; k++)
+                        assert_matches_reference(x, NULL, sizes[si], temps[t], top_ps[p], top_ks[k], seed++, 4);
+        }
+    /* a real vocabulary's size: 32,000 tokens (Llama 2's), fewer settings */
+    const int n = 32000;
+    float *big = malloc(n * sizeof *big);
+    assert_non_null(big);
+    for (int kind = 0; kind < 5; kind++) {
+        make_logits(big, n, kind, &rng);
+        assert_matches_reference(big, NULL, n, 1.0f, 0.9f, 0, seed++, 3);
+        assert_matches_reference(big, NULL, n, 0.8f, 0.95f, 40, seed++, 2);
+        assert_matches_reference(big, NULL, n, 1.0f, 1.0f, 50, seed++, 2);
+    }
+    free(big);
+}
+
+/* One token near top_p and n - 1 near top-p's cut-off, (1 - top_p) / (n - 1): the sampler sorts only the tokens at
+ * or above the cut-off, and where rounding leaves those short of top_p (their sum, as floats, below it) it must
+ * sort them all. Such cases are searched for, the sampler compared with the full sort in each, and at least one
+ * must be found, or the search no longer reaches the case it is for. */
+static void test_rounding_at_top_p_cut_off(void **state) {
+    (void)state;
+    int short_cases = 0;
+    for (int n = 2; n <= 12; n++)
+        for (int pi = 0; pi < 200; pi++) {
+            float top_p = 0.5f + (float)pi * 0.0023f, cut = (1.0f - top_p) / (float)(n - 1);
+            float x[12] = {0}, probs[12], flat[12] = {0}; /* flat: the decoy, every token sorted */
+            x[0] = logf(top_p / cut);
+            for (int step = 0; step < 40; step++, x[0] = nextafterf(x[0], 0.0f)) {
+                memcpy(probs, x, sizeof x);
+                nf_softmax(probs, n);
+                float kept = 0.0f;
+                int below = 0;
+                for (int i = 0; i < n; i++) /* the kept tokens in order: token 0 is the most probable */
+                    if (probs[i] >= cut)
+                        kept += probs[i];
+                    else
+                        below++;
+                if (below == 0 || kept >= top_p) continue;
+                short_cases++;
+                assert_matches_reference(x, flat, n, 1.0f, top_p, 0, (uint64_t)(n * 1000 + pi), 8);
+            }
+        }
+    if (short_cases == 0) fail_msg("no case where rounding leaves the kept tokens short of top_p");
+}
+
 static void test_temperature_sharpens_and_flattens(void **state) {
     (void)state;
     const float logits[2] = {1.0f, 0.0f};
@@ -234,6 +381,8 @@ int main(void) {
         cmocka_unit_test(test_known_distribution_frequencies),
         cmocka_unit_test(test_known_distribution_with_inactive_filters),
         cmocka_unit_test(test_temperature_sharpens_and_flattens),
+        cmocka_unit_test(test_filtered_sampling_matches_full_sort),
+        cmocka_unit_test(test_rounding_at_top_p_cut_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
