@@ -2,9 +2,9 @@
  *
  * Filtered sampling walks the tokens from the most probable down (ties by the
  * lower id). That order comes from an LSD radix sort of 64-bit keys rather
- * than qsort: sorting 32,000 tokens with qsort cost ~8 ms a token, as long as
- * the forward pass of a 110M model (docs/performance.md, "Sampling"). And
- * under top-p only the tokens that can be in the nucleus are sorted at all. */
+ * than qsort: sorting 32,000 tokens with qsort cost 6-8 ms a token, most of a
+ * 110M model's forward pass (docs/performance.md, "Sampling"). And under
+ * top-p only the tokens that can be in the nucleus are sorted at all. */
 #include "sampler.h"
 
 #include <stdlib.h>
