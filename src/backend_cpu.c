@@ -296,7 +296,8 @@ static size_t q8_row_bytes(int dim, int gs) { return (size_t)dim + (size_t)(dim 
 typedef struct {
     const NfProduct *p;
     int count;
-    int n; /* x's width, each weight row's */
+    int n;  /* x's width, each weight row's */
+    int gs; /* the quantized x's group size */
     CpuTier tier;
     const float *x;    /* (n) */
     const int8_t *xq;  /* (n) */
@@ -359,13 +360,14 @@ static void q8_row(float *out, size_t out_stride, const int8_t *wr, const float 
 /* out[k] (n, rows_k) = x (n, dim) W[k]^T for Q8 W whose groups of gs values
  * tile each row: x is quantized the same way (one scale per group), once for
  * all the products, so each group's dot product is integer arithmetic:
- * AVX-512 VNNI where the CPU has it and gs is a multiple of 64, else AVX2
- * (with AVX-VNNI where present) for gs a multiple of 32, NEON (with DotProd
+ * AVX-512 VNNI where the CPU has it and gs is 32 (a GGUF's Q8_0) or a
+ * multiple of 64, else AVX2 (with AVX-VNNI where present) for gs a multiple
+ * of 32, NEON (with DotProd
  * where present) for gs a multiple of 16, else the portable loop. */
 typedef enum { Q8_PORTABLE, Q8_NEON, Q8_AVX2, Q8_AVX512_VNNI } Q8Kernel;
 
 static Q8Kernel q8_kernel(int gs) {
-    if (cpu_has(CPU_VNNI) && gs % 64 == 0) return Q8_AVX512_VNNI;
+    if (cpu_has(CPU_VNNI) && (gs % 64 == 0 || gs == 32)) return Q8_AVX512_VNNI;
     if (cpu_tier() >= TIER_AVX2 && gs % 32 == 0) return Q8_AVX2;
     if (cpu_tier() == TIER_NEON && gs % 16 == 0) return Q8_NEON;
     return Q8_PORTABLE;
@@ -399,22 +401,23 @@ static void int8_q8_row(Q8Kernel kernel, bool dots, float *out, size_t out_strid
 #endif
 }
 
-/* Decode's Q8 products (one x row, groups of 64, AVX-512 VNNI), in gemv_f32_simd's blocks: block b */
+/* Decode's Q8 products (one x row, groups of 64 or 32, AVX-512 VNNI), in gemv_f32_simd's blocks: block b */
 static void q8_gemv_vnni_block(void *ctx, int b) {
 #if defined(__x86_64__)
     const Gemv *g = ctx;
-    int r0, nr, k = gemv_block(g->p, g->count, b, &r0, &nr), groups = g->n / 64;
+    int r0, nr, k = gemv_block(g->p, g->count, b, &r0, &nr), groups = g->n / g->gs;
     const Tensor *w = g->p[k].w;
     vnni_q8_gemv(g->p[k].out + r0, w->q + (size_t)r0 * g->n, w->scale + (size_t)r0 * groups, g->xq, g->xs, g->xo, nr,
-                 g->n);
+                 g->n, g->gs);
 #else
     (void)ctx, (void)b;
 #endif
 }
 
-static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim) {
-    Gemv g = {.p = p, .count = count, .n = dim, .xq = xq, .xs = xs, .xo = xo};
-    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(dim, 64)),
+static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim,
+                         int gs) {
+    Gemv g = {.p = p, .count = count, .n = dim, .gs = gs, .xq = xq, .xs = xs, .xo = xo};
+    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(dim, gs)),
                      q8_gemv_vnni_block, &g);
 }
 
@@ -477,8 +480,8 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
     } else {
         quantize_q16_rows(xq, xs, x, n, groups, gs);
     }
-    if (n == 1 && kernel == Q8_AVX512_VNNI && gs == 64) {
-        q8_gemv_vnni(p, count, xq, xs, xo, dim);
+    if (n == 1 && kernel == Q8_AVX512_VNNI && (gs == 64 || gs == 32)) {
+        q8_gemv_vnni(p, count, xq, xs, xo, dim, gs);
         free(xq);
         return;
     }

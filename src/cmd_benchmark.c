@@ -135,15 +135,17 @@ static const Preset PRESETS[] = {
 
 typedef struct {
     ModelConfig config;
-    float *params;     /* (config_param_count) weights, params.h layout; NULL once the base is held in bf16 */
+    float *params;     /* (config_param_count) weights, params.h layout; NULL once the base is held in bf16, and
+                        * for --generate of a --model, which bench_generate opens as generate does */
     FrozenBase frozen; /* LoRA under --dtype bf16: the base in bf16 only, as `train` holds it (else empty) */
     const char *source;
+    const char *model_path; /* --model, or NULL for a preset */
 } BenchModel;
 
 /* The model's shape, read before any weight is: the preset's, or the model file's header. */
 static int bench_model_config(BenchModel *bm, const char *preset, const char *model_path, NfError *err) {
     if (model_path) {
-        bm->source = model_path;
+        bm->source = bm->model_path = model_path;
         return model_peek_config(model_path, &bm->config, err);
     }
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
@@ -329,10 +331,11 @@ done:
 }
 
 /* Bytes of weights read per generated token: every weight but the token embedding table, of which a token reads
- * one row (unless the classifier is that table); int8 plus a float scale per group under q8 */
-static double weight_bytes_per_token(const ModelConfig *c, bool q8) {
+ * one row (unless the classifier is that table); int8 plus a float scale per group under Q8 (m's group size) */
+static double weight_bytes_per_token(const Model *m) {
+    const ModelConfig *c = &m->config;
     double embedding_unread = c->shared_classifier ? 0.0 : (double)c->vocab_size * c->dim - c->dim;
-    return ((double)config_param_count(c) - embedding_unread) * (q8 ? 1.0 + 4.0 / model_q8_group_size(c) : 4.0);
+    return ((double)config_param_count(c) - embedding_unread) * (m->dtype == NF_Q8 ? 1.0 + 4.0 / m->group_size : 4.0);
 }
 
 /* Bytes of KV cache read per generated token, on average over tokens at positions P .. P+N-1: the token at
@@ -350,7 +353,9 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, 
         return nf_fail(err, NF_ERR_USAGE, "--prompt-tokens %d plus --tokens %d exceed the model's seq_len %d", P, N,
                        c->seq_len);
     Model m;
-    if (model_from_params(&m, c, bm->params, err) != 0) return -1;
+    /* a model file as generate opens it (a Q8 file as it is stored), a preset's random weights from their buffer */
+    if ((bm->model_path ? model_open(&m, bm->model_path, err) : model_from_params(&m, c, bm->params, err)) != 0)
+        return -1;
     if (o->q8 && model_quantize_q8(&m, err) != 0) {
         model_free(&m);
         return -1;
@@ -382,7 +387,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, 
     for (int pos = P; pos < P + N; pos++) token = sampler_sample(&sampler, infer_forward(&m, NULL, &s, &token, 1, pos));
     double gen_ms = nf_now_ms() - t0, tok_s = N / (gen_ms / 1000.0);
     /* the bound: generation reads every weight and the cache's keys and values once per token */
-    double weight_bytes = weight_bytes_per_token(c, o->q8), cache_bytes = cache_bytes_per_token(c, o->kv_type, P, N);
+    double weight_bytes = weight_bytes_per_token(&m), cache_bytes = cache_bytes_per_token(c, o->kv_type, P, N);
     double weight_gbytes_s = weight_bytes * tok_s / 1e9, cache_gbytes_s = cache_bytes * tok_s / 1e9;
     double token_ms = gen_ms / N, product_ms = s.timing.product_ms / N, attention_ms = s.timing.attention_ms / N;
     NfReadSpeed read = nf_memory_read_gbytes_s((size_t)512 << 20);
@@ -392,7 +397,7 @@ static int bench_generate(BenchModel *bm, const BenchOptions *o, BenchRun *run, 
     run->tok_s = tok_s;
     JsonBuf j;
     emit_common(&j, "generate", bm, run);
-    json_str(&j, "quant", o->q8 ? "q8" : "none");
+    json_str(&j, "quant", m.dtype == NF_Q8 ? "q8" : "none");
     json_str(&j, "kv_cache", o->kv_type == KV_CACHE_BF16 ? "bf16" : "fp32");
     json_int(&j, "prompt_tokens", P);
     json_number(&j, "prompt_tok_s", prompt_tok_s);
@@ -541,7 +546,7 @@ int cmd_benchmark(int argc, char **argv, NfOut *out) {
         return emit_error(out, &err);
     }
     if (train && bench_train_check(&bm.config, &o, &err) != 0) return emit_error(out, &err);
-    int rc = load_bench_model(&bm, model_path, &err);
+    int rc = train || !model_path ? load_bench_model(&bm, model_path, &err) : 0; /* else bench_generate opens it */
     if (rc == 0 && train && o.lora_rank > 0 && o.bf16) rc = bench_model_hold_bf16(&bm, &err);
     if (rc == 0) rc = bench_with_load(&bm, &o, train, (int)competing_load, out, &err);
     bench_model_free(&bm);

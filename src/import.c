@@ -296,21 +296,40 @@ static int gguf_copy_tensor(const GgufFile *g, const ModelConfig *c, const Llama
     return 0;
 }
 
+/* The model g holds, checked: its configuration, and its tensors (t, n of them) placed in a flat buffer *params
+ * (params.h) that holds none of their values yet, allocated unzeroed: the caller fills it. */
+static int gguf_model_tensors(const GgufFile *g, const char *path, ModelConfig *c, LlamaTensor **t, int *n,
+                              float **params, NfError *err) {
+    *t = NULL, *params = NULL;
+    if (gguf_read_config(g, path, c, err) != 0) return -1;
+    *n = llama_tensor_count(c);
+    if (!(*t = nf_alloc_array((size_t)*n, sizeof **t, err)) ||
+        !(*params = nf_alloc_array_unzeroed((size_t)config_param_count(c), sizeof **params, err)))
+        return -1;
+    llama_tensors(c, *params, *t);
+    return gguf_check_leftovers(g, c, *t, *n, path, err);
+}
+
+/* Whether every matrix of the model (t, n: the two-dimensional ones) is Q8_0 in g, whole blocks to a row */
+static bool gguf_matrices_q8_0(const GgufFile *g, const LlamaTensor *t, int n) {
+    for (int k = 0; k < n; k++) {
+        const GgufTensor *src = gguf_find_tensor(g, t[k].gguf_name);
+        if (t[k].cols && !(src && src->type == GGML_Q8_0 && t[k].cols % GGML_Q8_0_BLOCK == 0 &&
+                           src->bytes == t[k].rows * t[k].cols / GGML_Q8_0_BLOCK * GGML_Q8_0_BYTES))
+            return false;
+    }
+    return true;
+}
+
 static int import_gguf(const char *path, const char *tokenizer_out, ModelConfig *c, float **params, ImportInfo *info,
                        NfError *err) {
     GgufFile g;
     if (gguf_open(&g, path, err) != 0) return -1;
-    int rc = -1;
-    LlamaTensor *t = NULL;
-    float *p = NULL;
-    if (gguf_read_config(&g, path, c, err) != 0) goto done;
+    int rc = -1, n;
+    LlamaTensor *t;
+    float *p;
+    if (gguf_model_tensors(&g, path, c, &t, &n, &p, err) != 0) goto done;
     info->rms_eps = config_norm_eps(c);
-    int n = llama_tensor_count(c);
-    if (!(t = nf_alloc_array((size_t)n, sizeof *t, err)) ||
-        !(p = nf_alloc_array((size_t)config_param_count(c), sizeof *p, err)))
-        goto done;
-    llama_tensors(c, p, t);
-    if (gguf_check_leftovers(&g, c, t, n, path, err) != 0) goto done;
     for (int k = 0; k < n; k++)
         if (gguf_copy_tensor(&g, c, &t[k], path, info, err) != 0) goto done;
     info->tensors = n;
@@ -319,6 +338,65 @@ static int import_gguf(const char *path, const char *tokenizer_out, ModelConfig 
     p = NULL;
     rc = 0;
 done:
+    free(p);
+    free(t);
+    gguf_close(&g);
+    return rc;
+}
+
+/* What gguf_q8_fill copies from: the open file, and the model's tensors (their names, shapes, and where each lies in
+ * the model's flat buffer, by which gguf_q8_fill knows a Tensor of the model) */
+typedef struct {
+    const GgufFile *g;
+    const ModelConfig *c;
+    const LlamaTensor *t;
+    int n;
+} GgufQ8Source;
+
+/* A Q8Fill (model.h): matrix w's Q8_0 blocks as they are in the file, each an fp16 scale (widened exactly) and 32
+ * int8 values, the rows of a NEOX architecture's wq and wk put back in our order (as gguf_copy_tensor does). */
+static void gguf_q8_fill(void *ctx, const Tensor *w, size_t count, int gs, int8_t *q, float *scale) {
+    const GgufQ8Source *s = ctx;
+    const LlamaTensor *t = s->t, *end = s->t + s->n;
+    while (t < end && t->data != w->f32) t++; /* found: the model's matrices are llama_tensors' of its flat buffer */
+    if (t == end) return;
+    const GgufTensor *src = gguf_find_tensor(s->g, t->gguf_name);
+    bool permute = t->rope_heads && gguf_rope_neox(s->c->arch);
+    size_t blocks_per_row = (size_t)t->cols / (size_t)gs;
+    for (uint64_t row = 0; row < t->rows; row++) {
+        uint64_t from = permute ? hf_row_index(row, t->rope_heads, t->rows) : row;
+        const unsigned char *blk = src->data + from * blocks_per_row * GGML_Q8_0_BYTES;
+        for (size_t b = row * blocks_per_row; b < (row + 1) * blocks_per_row; b++, blk += GGML_Q8_0_BYTES) {
+            uint16_t d;
+            memcpy(&d, blk, 2);
+            scale[b] = f16_to_f32(d);
+            memcpy(q + b * (size_t)gs, blk + 2, (size_t)gs);
+        }
+    }
+    (void)count;
+}
+
+int import_gguf_model(Model *m, const char *path, NfError *err) {
+    memset(m, 0, sizeof *m);
+    GgufFile g;
+    if (gguf_open(&g, path, err) != 0) return -1;
+    ModelConfig c;
+    ImportInfo info = {0};
+    int rc = -1, n;
+    LlamaTensor *t;
+    float *p;
+    if (gguf_model_tensors(&g, path, &c, &t, &n, &p, err) != 0) goto done;
+    bool stored_q8 = gguf_matrices_q8_0(&g, t, n);
+    for (int k = 0; k < n; k++) /* under stored_q8 the matrices' part of the buffer is never touched */
+        if (!(stored_q8 && t[k].cols) && gguf_copy_tensor(&g, &c, &t[k], path, &info, err) != 0) goto done;
+    if (model_from_params(m, &c, p, err) != 0) goto done;
+    m->owned = p; /* freed with the model */
+    p = NULL;
+    m->format = MODEL_GGUF;
+    GgufQ8Source source = {&g, &c, t, n};
+    rc = stored_q8 ? model_to_q8(m, GGML_Q8_0_BLOCK, gguf_q8_fill, &source, err) : 0;
+done:
+    if (rc != 0) model_free(m);
     free(p);
     free(t);
     gguf_close(&g);

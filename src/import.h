@@ -30,6 +30,13 @@ void import_note_dtype(ImportInfo *info, const char *name);
 int import_model(const char *input, const char *tokenizer_out, ModelConfig *c, float **params, ImportInfo *info,
                  NfError *err);
 
+/* A GGUF file as a Model (model_open's): the weights widened to fp32 in a flat buffer the model owns, or, where its
+ * matrices are all Q8_0 (llama.cpp's Q8_0 files), those as the file's own int8 values and fp16 scales (widened
+ * exactly) in groups of 32 (model_to_q8), never widened, as a llama2.c v2 file's are: generation reads a quarter
+ * of the bytes, on the values the file holds, in about the file's memory; what needs fp32 (training, export)
+ * widens them as it does a v2 file's, to the values import_model gives. */
+int import_gguf_model(Model *m, const char *path, NfError *err);
+
 /* The configuration of a GGUF model from its metadata and tensor descriptions alone (no tensor data read),
  * checked as import_model checks it. */
 int import_gguf_config(const char *path, ModelConfig *c, NfError *err);

@@ -54,20 +54,20 @@ void avx512_swiglu_backward(float *dgate, float *dup, const float *dout, const f
 void avx512_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size_t a_col, const float *b, size_t ldb,
                           int rows, int cols, int s0, int s1, float alpha, bool accumulate);
 
-/* One Q8 weight row wr (dim int8, scales ws per group of gs, a multiple of
- * 64) against n rows of x quantized by avx512_quantize_q8 (xq, xs, xo, each
+/* One Q8 weight row wr (dim int8, scales ws per group of gs: 32, or a
+ * multiple of 64) against n rows of x quantized by avx512_quantize_q8 (xq, xs, xo, each
  * row's). out[i * out_stride] = row . x row i. (AVX-512 VNNI) */
 #define VNNI_Q8_XROWS 4 /* x rows per pass over the weight row */
 void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
                  const int32_t *xo, int n, int dim, int gs);
 
-/* Decode's product for groups of 64: out[r] = row r . x for `rows` consecutive
- * Q8 weight rows (w: rows * dim int8, ws: their scales) against one x row
- * quantized by avx512_quantize_q8; each out[r] is vnni_q8_row's, bit for bit.
- * The rows one after another without vnni_q8_row's per-row set-up, their
- * sums reduced four at a time. (AVX-512 VNNI) */
+/* Decode's product for groups of 64 or 32 (gs): out[r] = row r . x for `rows`
+ * consecutive Q8 weight rows (w: rows * dim int8, ws: their scales) against
+ * one x row quantized by avx512_quantize_q8; each out[r] is vnni_q8_row's,
+ * bit for bit. The rows one after another without vnni_q8_row's per-row
+ * set-up, their sums reduced four at a time. (AVX-512 VNNI) */
 void vnni_q8_gemv(float *out, const int8_t *w, const float *ws, const int8_t *xq, const float *xs, const int32_t *xo,
-                  int rows, int dim);
+                  int rows, int dim, int gs);
 
 /* x (groups * gs) quantized for vnni_q8_row, gs a multiple of 16: per
  * group the scale xs = max |x| / 127, xq = round(x / xs), and

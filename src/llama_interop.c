@@ -90,16 +90,17 @@ int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out) {
     return (int)(t - out);
 }
 
+uint64_t hf_row_index(uint64_t ours, int heads, uint64_t rows) {
+    uint64_t hs = rows / (uint64_t)heads, half = hs / 2, r = ours % hs;
+    return ours - r + (r % 2) * half + r / 2; /* row 2i + p of a head is HF's row p * half + i */
+}
+
 void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uint64_t cols, bool to_hf) {
-    uint64_t hs = rows / (uint64_t)heads, half = hs / 2;
     if (cols == 0) cols = 1; /* a vector: one value per row */
-    for (int h = 0; h < heads; h++)
-        for (uint64_t i = 0; i < half; i++)
-            for (uint64_t p = 0; p < 2; p++) {
-                uint64_t ours = h * hs + 2 * i + p, theirs = h * hs + p * half + i;
-                memcpy(dst + (to_hf ? theirs : ours) * cols, src + (to_hf ? ours : theirs) * cols,
-                       cols * sizeof(float));
-            }
+    for (uint64_t ours = 0; ours < rows; ours++) {
+        uint64_t theirs = hf_row_index(ours, heads, rows);
+        memcpy(dst + (to_hf ? theirs : ours) * cols, src + (to_hf ? ours : theirs) * cols, cols * sizeof(float));
+    }
 }
 
 void gguf_rope_factors(const ModelConfig *c, float *out) {

@@ -38,6 +38,8 @@ int llama_tensors(const ModelConfig *c, float *params, LlamaTensor *out);
  * row p * (hs / 2) + i. dst and src are (rows, cols), rows = heads * hs; a
  * vector (a bias, a q/k norm) has cols 0. */
 void hf_permute_rows(float *dst, const float *src, int heads, uint64_t rows, uint64_t cols, bool to_hf);
+/* Which of HF's rows our row `ours` of such a matrix is (rows = heads * hs) */
+uint64_t hf_row_index(uint64_t ours, int heads, uint64_t rows);
 
 /* Whether llama.cpp's architecture `arch` rotates the two halves of a head (NEOX RoPE: qwen2, qwen3), so that a
  * GGUF holds the RoPE-rotated rows (rope_heads) in HF's order, rather than adjacent pairs (llama), llama2.c's and

@@ -359,9 +359,10 @@ int model_load(Model *m, const char *path, NfError *err) {
     return rc;
 }
 
-/* Quantizes count values of t into q and scale (ceil(count / gs) groups). The groups are independent, so the
- * threads share them (a 1B model's 1.2 billion values took 20 s on one). */
-static void quantize_tensor(Tensor *t, size_t count, int gs, int8_t *q, float *scale) {
+/* A Q8Fill that quantizes t's fp32 values: per group, scale = max |value| / 127 and value / scale rounded. The
+ * groups are independent, so the threads share them (a 1B model's 1.2 billion values took 20 s on one). */
+static void quantize_fill(void *ctx, const Tensor *t, size_t count, int gs, int8_t *q, float *scale) {
+    (void)ctx;
     const float *w = t->f32;
     size_t groups = (count + (size_t)gs - 1) / (size_t)gs, g;
 #pragma omp parallel for schedule(static)
@@ -373,7 +374,6 @@ static void quantize_tensor(Tensor *t, size_t count, int gs, int8_t *q, float *s
         for (size_t i = start; i < end; i++) q[i] = (int8_t)lrintf(w[i] * inv);
         scale[g] = s;
     }
-    *t = (Tensor){.dtype = NF_Q8, .q = q, .scale = scale, .group_size = gs};
 }
 
 int model_q8_group_size(const ModelConfig *c) {
@@ -382,10 +382,9 @@ int model_q8_group_size(const ModelConfig *c) {
     return NF_Q8_GROUP;
 }
 
-int model_quantize_q8(Model *m, NfError *err) {
+int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err) {
     if (m->dtype == NF_Q8) return 0;
     const ModelConfig *c = &m->config;
-    int group_size = model_q8_group_size(c);
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c), V = (size_t)c->vocab_size;
     size_t QD = (size_t)config_q_dim(c), gs = (size_t)group_size;
     /* every matrix: (tensor, values); the layers' seven, the embedding and a separate classifier */
@@ -413,21 +412,32 @@ int model_quantize_q8(Model *m, NfError *err) {
         free(counts);
         return -1;
     }
+    /* The fp32 matrices go once their Q8 form is made, where the model owns them (imported, or a checkpoint's):
+     * the rest of that buffer (norms, biases) stays in use. A mapped file's pages are the page cache's, and flat
+     * buffers of others (benchmark's) are theirs. */
+    bool release = m->owned && m->flat == m->owned;
     unsigned char *p = block;
     for (size_t i = 0; i < n; i++) {
         size_t groups = (counts[i] + gs - 1) / gs;
         float *scale = (float *)p;
         int8_t *q = (int8_t *)(p + groups * sizeof(float));
-        quantize_tensor(tensors[i], counts[i], group_size, q, scale);
+        fill(ctx, tensors[i], counts[i], group_size, q, scale);
+        if (release) nf_release_pages(tensors[i]->f32, counts[i] * sizeof(float));
+        *tensors[i] = (Tensor){.dtype = NF_Q8, .q = q, .scale = scale, .group_size = group_size};
         p += groups * sizeof(float) + (counts[i] + 63) / 64 * 64; /* keep the next scales aligned */
     }
     if (c->shared_classifier) m->weights.wcls = m->weights.token_embedding;
+    if (release) m->flat = NULL; /* its matrices are gone: params.h's view of it would read zeros */
     free(tensors);
     free(counts);
     m->quantized = block;
     m->dtype = NF_Q8;
     m->group_size = group_size;
     return 0;
+}
+
+int model_quantize_q8(Model *m, NfError *err) {
+    return model_to_q8(m, model_q8_group_size(&m->config), quantize_fill, NULL, err);
 }
 
 void model_free(Model *m) {

@@ -157,6 +157,14 @@ int model_quantize_q8(Model *m, NfError *err);
  * 288 takes 32); where none does (stories260K's hidden 172), NF_Q8_GROUP, whose
  * groups run across rows and take the plain product. */
 int model_q8_group_size(const ModelConfig *c);
+/* Makes the Q8 form of one fp32 matrix t of count values in groups of gs: q (count) and scale (ceil(count / gs)) */
+typedef void (*Q8Fill)(void *ctx, const Tensor *t, size_t count, int gs, int8_t *q, float *scale);
+/* Turns an fp32 model's matrices into Q8 in groups of group_size, each made by fill (model_quantize_q8 quantizes;
+ * import.c's GGUF reader copies a file's own Q8_0 blocks). Where the model owns its fp32 buffer (model_from_params
+ * of memory it was given to free: an imported model, a checkpoint's weights), the matrices' fp32 pages are given
+ * back, so that a Q8 model holds a quarter of the memory, and model->flat becomes NULL. A Q8 model is left as it
+ * is. */
+int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err);
 void model_free(Model *m);
 
 #endif

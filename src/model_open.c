@@ -21,7 +21,8 @@ static bool is_dir(const char *path) {
 bool model_path_is_imported(const char *path) { return is_dir(path) || gguf_is_file(path); }
 
 int model_open(Model *m, const char *path, NfError *err) {
-    if (!model_path_is_imported(path)) return model_load(m, path, err);
+    if (gguf_is_file(path)) return import_gguf_model(m, path, err);
+    if (!is_dir(path)) return model_load(m, path, err);
     ModelConfig c;
     float *params;
     ImportInfo info;
@@ -31,7 +32,7 @@ int model_open(Model *m, const char *path, NfError *err) {
         return -1;
     }
     m->owned = params; /* freed with the model */
-    m->format = strcmp(info.format, "gguf") == 0 ? MODEL_GGUF : MODEL_HF;
+    m->format = MODEL_HF;
     return 0;
 }
 

@@ -1,7 +1,8 @@
 /* model_open.h — opening what `--model` names, whatever its format: a
  * llama2.c model file (mapped, model.c), or a Hugging Face model directory
- * or a GGUF file (converted to the flat layout by import.c). Every command
- * that takes --model opens it here, so each format works everywhere. */
+ * or a GGUF file (converted to the flat layout by import.c; a GGUF of Q8_0
+ * matrices kept as stored, a Q8 model as a v2 file is). Every command that
+ * takes --model opens it here, so each format works everywhere. */
 #ifndef NF_MODEL_OPEN_H
 #define NF_MODEL_OPEN_H
 

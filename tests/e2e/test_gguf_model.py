@@ -227,9 +227,23 @@ def a_sentencepiece_gguf_brings_its_tokenizer_too():
 
 # ---- files written here: llama3 RoPE scaling, and what must be refused -------------------------------------------
 
-def write_gguf(path, kv, tensors, bf16=()):
+def q8_0(a):
+    """ggml's Q8_0 of a float32 array whose rows are multiples of 32 long (quantize_row_q8_0_ref): per block of 32
+    values, d = max |x| / 127 stored as fp16 and x / d rounded half away from zero. The file's bytes, and the values
+    they hold (fp16 d widened, times q) as float32."""
+    x = a.reshape(-1, 32).astype(np.float32)
+    d = np.abs(x).max(axis=1) / np.float32(127)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    q = np.clip(np.trunc(x * inv[:, None] + np.copysign(np.float32(0.5), x)), -127, 127).astype(np.int8)
+    raw = np.zeros(len(x), dtype=[("d", "<f2"), ("q", "i1", 32)])
+    raw["d"], raw["q"] = d.astype(np.float16), q
+    return raw.tobytes(), (raw["d"].astype(np.float32)[:, None] * q.astype(np.float32)).reshape(a.shape)
+
+
+def write_gguf(path, kv, tensors, bf16=(), q8=()):
     """A minimal GGUF v3 writer: kv is [(key, value)] (str, int as uint32, float as float32), tensors
-    {name: float32 array} (shape in PyTorch order), those named in bf16 written as BF16 (ggml type 30, truncated)."""
+    {name: float32 array} (shape in PyTorch order), those named in bf16 written as BF16 (ggml type 30, truncated),
+    those in q8 as Q8_0 (type 8)."""
     def s(x):
         b = x.encode()
         return struct.pack("<Q", len(b)) + b
@@ -247,8 +261,9 @@ def write_gguf(path, kv, tensors, bf16=()):
     for name, a in tensors.items():
         a = np.ascontiguousarray(a, np.float32)
         out += s(name) + struct.pack("<I", a.ndim) + b"".join(struct.pack("<Q", n) for n in reversed(a.shape))
-        out += struct.pack("<IQ", 30 if name in bf16 else 0, offset)
-        data = (a.view(np.uint32) >> 16).astype(np.uint16).tobytes() if name in bf16 else a.tobytes()
+        out += struct.pack("<IQ", 30 if name in bf16 else 8 if name in q8 else 0, offset)
+        data = ((a.view(np.uint32) >> 16).astype(np.uint16).tobytes() if name in bf16 else q8_0(a)[0] if name in q8
+                else a.tobytes())
         blobs.append(data + b"\0" * (-len(data) % 32))
         offset += len(blobs[-1])
     out += b"\0" * (-len(out) % 32)
@@ -361,6 +376,43 @@ def quantized_and_half_tensors_are_read_in_every_family():
     write_gguf(f"{d}/b.gguf", kv, t, bf16=halves)
     rounded = {n: (a.view(np.uint32) & 0xFFFF0000).view(np.float32) if n in halves else a for n, a in t.items()}
     assert rel_err(nf_logits(f"{d}/b.gguf", SMALL), llama_cpp_logits("qwen2", dict(kv), rounded, SMALL)) < 1e-5
+
+
+def logits_q8(model, tokens=SMALL):
+    """The logits as generate --quant q8 runs the model"""
+    out = os.path.join(tmpdir(), "logits.f32")
+    subprocess.run([PROBE, "logits-q8", model, out, *map(str, tokens)], check=True, timeout=120)
+    return np.fromfile(out, np.float32).reshape(len(tokens), -1)
+
+
+@test
+def a_q8_0_file_runs_on_its_own_int8_values():
+    """A GGUF whose matrices are all Q8_0, as llama.cpp's Q8_0 files are, is a Q8 model as a llama2.c v2 file is:
+    it runs on the file's own int8 values and scales in groups of 32, neither widened to fp32 nor quantized a second
+    time by --quant q8. Its logits are those of the same values written as F32 and quantized at load by --quant q8
+    (in groups of 32 too: the width 96 is no multiple of 64), in llama's row order and in Qwen's (whose q and k rows
+    are put back in ours), and differ from the fp32 product's by x's own quantization only; `benchmark` runs it as
+    q8. With one matrix in F32 the file runs in fp32, exactly as the same values in an F32 file."""
+    d = tmpdir()
+    for arch in ("llama", "qwen2"):
+        kv, t = random_model(arch, D=96, nh=4, nkv=2, hs=24, F=128, seed=3)
+        matrices = {n for n, a in t.items() if a.ndim == 2}
+        q8, f32 = f"{d}/{arch}.q8.gguf", f"{d}/{arch}.f32.gguf"
+        write_gguf(q8, kv, t, q8=matrices)
+        write_gguf(f32, kv, {n: q8_0(a)[1] if n in matrices else a for n, a in t.items()})
+        native = nf_logits(q8, SMALL)
+        assert rel_err(native, logits_q8(f32)) < 1e-6, arch  # 0 seen
+        assert rel_err(native, logits_q8(q8)) == 0, arch  # --quant q8 leaves it as stored
+        assert 0 < rel_err(native, nf_logits(f32, SMALL)) < 0.1, arch  # 0.03 seen
+        bench = run(["benchmark", "--generate", "--model", q8, "--prompt-tokens", "4", "--tokens", "4"])
+        assert bench.one("benchmark")["quant"] == "q8", bench.stdout
+        mixed, mixed_f32 = f"{d}/{arch}.mixed.gguf", f"{d}/{arch}.mixed-f32.gguf"
+        some = matrices - {"blk.1.ffn_down.weight"}
+        write_gguf(mixed, kv, t, q8=some)
+        write_gguf(mixed_f32, kv, {n: q8_0(a)[1] if n in some else a for n, a in t.items()})
+        assert np.array_equal(nf_logits(mixed, SMALL), nf_logits(mixed_f32, SMALL)), arch
+        bench = run(["benchmark", "--generate", "--model", mixed, "--prompt-tokens", "4", "--tokens", "4"])
+        assert bench.one("benchmark")["quant"] == "none", bench.stdout
 
 
 @test

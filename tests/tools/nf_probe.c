@@ -72,7 +72,7 @@ static int probe_logits_q8(int argc, char **argv) {
     if (argc < 5) return die("usage: logits-q8 MODEL OUT TOKEN...");
     NfError err;
     Model m;
-    if (model_load(&m, argv[2], &err) != 0 || model_quantize_q8(&m, &err) != 0) return die(err.message);
+    if (model_open(&m, argv[2], &err) != 0 || model_quantize_q8(&m, &err) != 0) return die(err.message);
     int rc = write_logits(&m, NULL, KV_CACHE_F32, argv[3], argv + 4, argc - 4);
     model_free(&m);
     return rc;
