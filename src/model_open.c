@@ -18,8 +18,6 @@ static bool is_dir(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-bool model_path_is_imported(const char *path) { return is_dir(path) || gguf_is_file(path); }
-
 int model_open(Model *m, const char *path, NfError *err) {
     if (gguf_is_file(path)) return import_gguf_model(m, path, err);
     if (!is_dir(path)) return model_load(m, path, err);

@@ -11,9 +11,6 @@
 #include "error.h"
 #include "model.h"
 
-/* Whether path is read through import.c: a directory (Hugging Face) or a file starting with "GGUF". */
-bool model_path_is_imported(const char *path);
-
 /* Opens the model at path for inference (free it with model_free). */
 int model_open(Model *m, const char *path, NfError *err);
 
