@@ -301,8 +301,8 @@ typedef struct {
     CpuTier tier;
     const float *x;    /* (n) */
     const int8_t *xq;  /* (n) */
-    const float *xs;   /* (n / 64) */
-    const int32_t *xo; /* (n / 64) */
+    const float *xs;   /* (n / gs) */
+    const int32_t *xo; /* (n / gs) */
 } Gemv;
 
 /* out[k] (rows_k) = W[k] (rows_k, n) x for one row x (a vector tier's): block b */

@@ -314,9 +314,10 @@ static int gguf_model_tensors(const GgufFile *g, const char *path, ModelConfig *
 static bool gguf_matrices_q8_0(const GgufFile *g, const LlamaTensor *t, int n) {
     for (int k = 0; k < n; k++) {
         const GgufTensor *src = gguf_find_tensor(g, t[k].gguf_name);
-        if (t[k].cols && !(src && src->type == GGML_Q8_0 && t[k].cols % GGML_Q8_0_BLOCK == 0 &&
+        if (t[k].cols && !(src && src->type == GGML_Q8_0 && src->n_dims == 2 && src->dims[0] == t[k].cols &&
+                           src->dims[1] == t[k].rows && t[k].cols % GGML_Q8_0_BLOCK == 0 &&
                            src->bytes == t[k].rows * t[k].cols / GGML_Q8_0_BLOCK * GGML_Q8_0_BYTES))
-            return false;
+            return false; /* (a wrong shape is then refused by gguf_copy_tensor, by name) */
     }
     return true;
 }
@@ -362,7 +363,7 @@ static void gguf_q8_fill(void *ctx, const Tensor *w, size_t count, int gs, int8_
     if (t == end) return;
     const GgufTensor *src = gguf_find_tensor(s->g, t->gguf_name);
     bool permute = t->rope_heads && gguf_rope_neox(s->c->arch);
-    size_t blocks_per_row = (size_t)t->cols / (size_t)gs;
+    size_t blocks_per_row = (size_t)t->cols / GGML_Q8_0_BLOCK; /* gs is GGML_Q8_0_BLOCK: import_gguf_model's */
     for (uint64_t row = 0; row < t->rows; row++) {
         uint64_t from = permute ? hf_row_index(row, t->rope_heads, t->rows) : row;
         const unsigned char *blk = src->data + from * blocks_per_row * GGML_Q8_0_BYTES;
@@ -370,10 +371,10 @@ static void gguf_q8_fill(void *ctx, const Tensor *w, size_t count, int gs, int8_
             uint16_t d;
             memcpy(&d, blk, 2);
             scale[b] = f16_to_f32(d);
-            memcpy(q + b * (size_t)gs, blk + 2, (size_t)gs);
+            memcpy(q + b * GGML_Q8_0_BLOCK, blk + 2, GGML_Q8_0_BLOCK);
         }
     }
-    (void)count;
+    (void)count, (void)gs;
 }
 
 int import_gguf_model(Model *m, const char *path, NfError *err) {

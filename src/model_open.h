@@ -6,8 +6,6 @@
 #ifndef NF_MODEL_OPEN_H
 #define NF_MODEL_OPEN_H
 
-#include <stdbool.h>
-
 #include "error.h"
 #include "model.h"
 

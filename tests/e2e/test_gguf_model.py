@@ -361,7 +361,8 @@ def qwen_files_written_elsewhere_compute_with_rotate_half():
 @test
 def quantized_and_half_tensors_are_read_in_every_family():
     """Q8_0 and F16 as NeuralForge exports them (the Qwen rows permuted like the F32 ones), BF16 as other tools
-    write it: each read back to the values it holds."""
+    write it: each read back to the values it holds (a Q8_0 export of these widths, all of its matrices Q8_0, runs
+    as Q8, x quantized too, within the same bound of the checkpoint's logits)."""
     d = tmpdir()
     for arch in FAMILIES:
         ckpt, gguf = trained(arch)
@@ -392,7 +393,8 @@ def a_q8_0_file_runs_on_its_own_int8_values():
     time by --quant q8. Its logits are those of the same values written as F32 and quantized at load by --quant q8
     (in groups of 32 too: the width 96 is no multiple of 64), in llama's row order and in Qwen's (whose q and k rows
     are put back in ours), and differ from the fp32 product's by x's own quantization only; `benchmark` runs it as
-    q8. With one matrix in F32 the file runs in fp32, exactly as the same values in an F32 file."""
+    q8. With one matrix in F32 the file runs in fp32, exactly as the same values in an F32 file; a Q8_0 matrix in
+    the wrong shape is refused by name."""
     d = tmpdir()
     for arch in ("llama", "qwen2"):
         kv, t = random_model(arch, D=96, nh=4, nkv=2, hs=24, F=128, seed=3)
@@ -413,6 +415,11 @@ def a_q8_0_file_runs_on_its_own_int8_values():
         assert np.array_equal(nf_logits(mixed, SMALL), nf_logits(mixed_f32, SMALL)), arch
         bench = run(["benchmark", "--generate", "--model", mixed, "--prompt-tokens", "4", "--tokens", "4"])
         assert bench.one("benchmark")["quant"] == "none", bench.stdout
+        # a matrix of the right size in the wrong shape (transposed) is refused by name, as an F32 one is
+        bad = f"{d}/{arch}.transposed.gguf"
+        write_gguf(bad, kv, {**t, "blk.0.ffn_down.weight": t["blk.0.ffn_down.weight"].T.copy()}, q8=matrices)
+        assert_error(run(["benchmark", "--generate", "--model", bad, "--prompt-tokens", "4", "--tokens", "4"]),
+                     "bad_model", "blk.0.ffn_down.weight has the wrong shape")
 
 
 @test

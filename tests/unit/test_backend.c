@@ -1146,8 +1146,9 @@ static void gemv_op(float *out, void *ctx) {
 static void test_q8_decode_rows_equal_prompt_rows(void **state) {
     (void)state;
     enum { N = 5 };
-    int shapes[][3] = {{896, 37, 64}, {320, 21, 64}, {128, 16, 64}, {64, 3, 64},
-                       {96, 19, 32},  {224, 21, 32}, {896, 9, 32}}; /* in, out, gs */
+    /* in, out, gs; the groups of 32 come in every count of groups mod 4 (the pairs' tails) */
+    int shapes[][3] = {{896, 37, 64}, {320, 21, 64}, {128, 16, 64}, {64, 3, 64}, {96, 19, 32},
+                       {224, 21, 32}, {896, 9, 32},  {160, 7, 32},  {192, 6, 32}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int in = shapes[i][0], out_dim = shapes[i][1], gs = shapes[i][2];
         size_t count = (size_t)in * out_dim;
@@ -1312,8 +1313,8 @@ static void check_kernels_match_portable_twins(const char *fast) {
 
     /* Q8: VNNI against the portable integer loop; both quantize x the same, so
      * only the order of the float sums over groups differs */
-    int q8_shapes[][4] = {{1, 768, 40, 64}, {5, 256, 17, 128}, {6, 320, 9, 64},
-                          {3, 96, 11, 32},  {1, 96, 11, 32},   {1, 224, 13, 32}}; /* n, in, out, gs */
+    int q8_shapes[][4] = {{1, 768, 40, 64}, {5, 256, 17, 128}, {6, 320, 9, 64}, {3, 96, 11, 32},
+                          {1, 96, 11, 32},  {1, 224, 13, 32},  {1, 160, 5, 32}, {1, 192, 9, 32}}; /* n, in, out, gs */
     for (size_t i = 0; i < sizeof q8_shapes / sizeof q8_shapes[0]; i++) {
         int *d = q8_shapes[i];
         size_t count = (size_t)d[1] * d[2];
