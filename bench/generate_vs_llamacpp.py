@@ -15,7 +15,8 @@ embed: Llama 2's 32000 pieces for 110M and SmolLM2's dimensions (../shared/data/
 Qwen2.5-0.5B's dimensions and Llama-3.2-1B (whose own it is). The cases, each a row of the tables:
 
   short: every shape, fp32 and q8 weights: NUM tokens after a 16-token prompt (llama-bench -p 16 -n NUM), and the
-         16-token prompt's speed (each engine's second pass over it; llama-bench's warm-up run first).
+         16-token prompt's speed (each engine's second pass over it; llama-bench's warm-up run first); then both
+         engines on the q8_0 GGUF itself (`benchmark --model M-q8.gguf`: the file's own values as stored).
   long:  NUM tokens after 768 positions (llama-bench -d 768) for 110M's fp32 weights, with each engine's default
          cache (ours fp32, llama.cpp's f16; llama-bench offers no fp32 cache) and then both bf16; after 1024 for
          the 0.5B and 1B shapes' q8 weights (grouped-query attention: 2 and 8 kv heads), both caches bf16.
@@ -153,6 +154,12 @@ def cases(names, tokens, directory, tokenizers, long):
                             ["benchmark", "--generate", "--model", files[name]["bin"], "--quant", quant,
                              "--prompt-tokens", "16", "--tokens", str(tokens)],
                             ["-m", files[name][gguf], "-p", "16", "-n", str(tokens)]))
+        # both engines on the one Q8_0 file: its own values, which neuralforge keeps in groups of 32 with float
+        # scales (1.125 bytes a weight against llama.cpp's 1.0625)
+        out.append(Case("short", f"{name} q8_0 file, both", SHAPES[name],
+                        ["benchmark", "--generate", "--model", files[name]["q8"], "--prompt-tokens", "16", "--tokens",
+                         str(tokens)],
+                        ["-m", files[name]["q8"], "-p", "16", "-n", str(tokens)]))
     if not long:
         return out
     for name, quant, depth, caches in LONG:
