@@ -291,7 +291,9 @@ class Serve:
     def stop(self):
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
-            assert self.p.wait(timeout=90) == 0
+            rc = self.p.wait(timeout=90)
+            # the exit status and the end of serve's log, so that a rare failure says what happened
+            assert rc == 0, f"serve exited with {rc}: {open(self.log, 'rb').read()[-3000:]!r}"
         self.check_log()
 
     def check_log(self):
