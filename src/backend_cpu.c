@@ -362,8 +362,8 @@ static void q8_row(float *out, size_t out_stride, const int8_t *wr, const float 
  * all the products, so each group's dot product is integer arithmetic:
  * AVX-512 VNNI where the CPU has it and gs is 32 (a GGUF's Q8_0) or a
  * multiple of 64, else AVX2 (with AVX-VNNI where present) for gs a multiple
- * of 32, NEON (with DotProd
- * where present) for gs a multiple of 16, else the portable loop. */
+ * of 32, NEON (with DotProd where present) for gs a multiple of 16, else the
+ * portable loop. */
 typedef enum { Q8_PORTABLE, Q8_NEON, Q8_AVX2, Q8_AVX512_VNNI } Q8Kernel;
 
 static Q8Kernel q8_kernel(int gs) {

@@ -162,7 +162,8 @@ typedef void (*Q8Fill)(void *ctx, const Tensor *t, size_t count, int gs, int8_t 
 /* Turns an fp32 model's matrices into Q8 in groups of group_size, each made by fill (model_quantize_q8 quantizes;
  * import.c's GGUF reader copies a file's own Q8_0 blocks). Where the model owns its fp32 buffer (model_from_params
  * of memory it was given to free: an imported model, a checkpoint's weights), the matrices' fp32 pages are given
- * back, so that a Q8 model holds a quarter of the memory, and model->flat becomes NULL. A Q8 model is left as it
+ * back, so that a Q8 model holds its int8 values and scales alone (1.0625 or 1.125 bytes a weight against 4), and
+ * model->flat becomes NULL. A Q8 model is left as it
  * is. */
 int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err);
 void model_free(Model *m);
