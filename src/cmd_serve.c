@@ -93,7 +93,7 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     int64_t port = 8377, idle_timeout = 30;
     const char *host = "127.0.0.1", *data_dir = "neuralforge-data", *token = NULL, *token_file = NULL;
     bool allow_remote = false;
-    int64_t max_trainings = 1, max_jobs = 2;
+    int64_t max_trainings = 1, max_jobs = 2, stop_wait = 60;
     const char *max_memory = NULL;
     ArgSpec specs[] = {
         {"port", ARG_INT, &port, 0, 65535, .help = "TCP port (default 8377; 0 = any free port)"},
@@ -114,6 +114,9 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
          .help = "generate, tokenize and export runs at once; more wait queued (default 2)"},
         {"max-memory", ARG_STRING, &max_memory,
          .help = "memory budget of each training run, as train --max-memory (default 80% of the machine's)"},
+        {"stop-wait", ARG_INT, &stop_wait, 0, 3600,
+         .help = "seconds a stop (Ctrl-C, SIGTERM) waits for the runs to checkpoint and end; runs still ending then "
+                 "finish on their own, and the next serve records how they ended (default 60)"},
     };
     int exit_status;
     if (command_parse_flags("serve", "Serves the web dashboard: projects, live training, generation, export.", specs,
@@ -136,6 +139,7 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     }
     srv->max_trainings = (int)max_trainings;
     srv->max_jobs = (int)max_jobs;
+    srv->stop_wait = (int)stop_wait;
     if (max_memory && budget == 0)
         snprintf(srv->max_memory, sizeof srv->max_memory, "none");
     else if (max_memory)
@@ -193,7 +197,11 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     int sig;
     sigwait(&stop, &sig);
     nf_log("serve: stopping (runs are stopped gracefully)");
-    server_stop(srv);
-    free(srv);
+    if (server_stop(srv))
+        free(srv);
+    else /* srv stays: the threads that wait on those runs use it until the process ends */
+        nf_log("serve: runs still ending after --stop-wait %d s are left to finish; the next serve over this "
+               "data directory records how they ended",
+               srv->stop_wait);
     return 0;
 }

@@ -467,7 +467,7 @@ void runner_recover(Runner *r) {
     free(ids);
 }
 
-void runner_shutdown(Runner *r, int timeout_s) {
+int runner_shutdown(Runner *r, int timeout_s) {
     int n;
     int64_t *ids = store_run_ids(r->store, 0, true, &n);
     for (int i = 0; ids && i < n; i++) runner_stop(r, ids[i]);
@@ -478,5 +478,7 @@ void runner_shutdown(Runner *r, int timeout_s) {
     pthread_mutex_lock(&r->lock);
     while (r->live > 0)
         if (pthread_cond_timedwait(&r->idle, &r->lock, &until) == ETIMEDOUT) break;
+    int live = r->live;
     pthread_mutex_unlock(&r->lock);
+    return live;
 }

@@ -45,7 +45,9 @@ int runner_stop(Runner *r, int64_t run_id);
  * its server died are imported, and the run ends as they say: "error",
  * "done" (completed), "stopped" (a stop was asked) or "interrupted". */
 void runner_recover(Runner *r);
-/* SIGINT to every live run, then waits (up to timeout_s) for them to end. */
-void runner_shutdown(Runner *r, int timeout_s);
+/* SIGINT to every live run, then waits (up to timeout_s) for them to end.
+ * Returns how many of the runner's threads are still live (0: all ended);
+ * those still use the store, so it must stay open while the process lives. */
+int runner_shutdown(Runner *r, int timeout_s);
 
 #endif

@@ -1780,11 +1780,14 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
     return 0;
 }
 
-void server_stop(Server *srv) {
+bool server_stop(Server *srv) {
     if (srv->daemon) MHD_quiesce_daemon(srv->daemon);
     runqueue_close(&srv->queue); /* queued runs stay queued for the next start */
-    runner_shutdown(&srv->runner, 60);
+    int live = runner_shutdown(&srv->runner, srv->stop_wait);
     if (srv->daemon) MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+    if (live > 0) return false; /* their threads write to the store until the process ends */
     pthread_mutex_destroy(&srv->launch);
     store_close(&srv->store);
+    return true;
 }

@@ -33,6 +33,7 @@ typedef struct Server {
     RunQueue queue;              /* how many runs at once; the rest wait queued */
     int max_trainings, max_jobs; /* serve --max-trainings, --max-jobs (set before server_start) */
     char max_memory[32];         /* serve --max-memory, passed to every training run; "" = train's default */
+    int stop_wait;               /* serve --stop-wait: seconds a stop waits for the runs to checkpoint and end */
     struct MHD_Daemon *daemon;
     uint16_t port;          /* bound */
     pthread_mutex_t launch; /* makes "no training run is active" and starting one a single step */
@@ -41,7 +42,9 @@ typedef struct Server {
 /* Opens the store (recovering runs a dead server left), binds host:port and starts serving. The caller
  * sets token, session and idle_timeout first; max_connections and max_per_client are set here. */
 int server_start(Server *srv, const char *host, int port, NfError *err);
-/* Stops accepting, stops live runs gracefully, closes everything. */
-void server_stop(Server *srv);
+/* Stops accepting, stops live runs gracefully (waiting up to stop_wait seconds for them), closes everything.
+ * Returns false where runs were still ending when the wait ran out: their threads still use srv, which then
+ * stays open (not to be freed) until the process exits; the next server adopts those runs (runner_recover). */
+bool server_stop(Server *srv);
 
 #endif

@@ -360,6 +360,38 @@ def an_orphan_still_running_at_restart_is_waited_for_before_its_run_is_marked():
 
 
 @test
+def a_stop_that_outlasts_stop_wait_leaves_the_run_to_finish_and_the_next_server_records_it():
+    # the run's process is held (SIGSTOP), so it cannot end within --stop-wait: the server must still exit 0 without
+    # closing the store under the thread that waits for that run, and the run, let go, checkpoints on its own
+    d = tmpdir()
+    s = Serve(d, args=("--stop-wait", "1"))
+    child = None
+    try:
+        pid = tiny_project(s, steps=20000, ckpt_every=None)["id"]
+        with_data(s, pid)
+        r, seen = train_until_step(s, pid, 30)
+        child = r["pid"]
+        os.kill(child, signal.SIGSTOP)
+        t0 = time.time()
+        s.stop()  # asserts exit status 0 and a log free of sanitizer reports
+        assert time.time() - t0 < 30, time.time() - t0
+        assert b"left to finish" in open(s.log, "rb").read(), open(s.log, "rb").read()[-2000:]
+        os.kill(child, signal.SIGCONT)  # it takes the stop's SIGINT, checkpoints and leaves
+        s = Serve(d)
+        done = s.wait_run(r["id"], lambda r: r["status"] not in ACTIVE)
+        assert done["status"] == "stopped" and done["checkpoint"]["step"] >= seen, (done, seen)
+        assert done["checkpoint"]["step"] == done["final"]["total_steps"], done
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except (ProcessLookupError, TypeError):
+            pass
+        s.stop()
+    for bad in ("-1", "3601", "x"):
+        assert_error(run(["serve", "--port", "0", "--data-dir", d, "--stop-wait", bad]), "usage", "--stop-wait")
+
+
+@test
 def a_full_disk_at_a_checkpoint_ends_the_run_with_the_reason():
     d = tmpdir()
     s = Serve(d, env=enospc_env(os.path.join(d, "projects", "*", "model.ckpt*")))
