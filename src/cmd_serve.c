@@ -177,8 +177,9 @@ int cmd_serve(int argc, char **argv, NfOut *out) {
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (err.code || server_start(srv, host, (int)port, &err) != 0) {
-        free(srv);
+    int started = err.code ? -1 : server_start(srv, host, (int)port, &err);
+    if (started != 0) {
+        if (started == -1) free(srv); /* -2: threads of the runs it started still use it */
         return emit_error(out, &err);
     }
     char url[512];

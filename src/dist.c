@@ -148,11 +148,7 @@ int dist_init(Dist *d, NfError *err) {
         return -1;
     }
     pthread_mutex_init(&d->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->wake, &attr);
-    pthread_condattr_destroy(&attr);
+    nf_cond_init_monotonic(&d->wake);
     return d->size > 1 ? find_peers(d, err) : 0;
 }
 
@@ -208,13 +204,7 @@ static void *watchdog_main(void *arg) {
     Dist *d = arg;
     pthread_mutex_lock(&d->lock);
     while (!d->finishing) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += WATCH_PERIOD_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = nf_deadline_ms(WATCH_PERIOD_MS);
         pthread_cond_timedwait(&d->wake, &d->lock, &until);
         if (!d->finishing) watchdog_check(d);
     }

@@ -30,12 +30,19 @@ int runner_init(Runner *r, Store *s, const char *data_dir, NfError *err) {
     if (mkdir(r->log_dir, 0755) != 0 && errno != EEXIST)
         return nf_fail(err, NF_ERR_IO, "cannot create '%s': %s", r->log_dir, strerror(errno));
     pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->idle, NULL);
+    nf_cond_init_monotonic(&r->idle);
     return 0;
 }
 
 void runner_log_path(const Runner *r, int64_t run_id, char *out, size_t cap) {
     snprintf(out, cap, "%s/%lld.log", r->log_dir, (long long)run_id);
+}
+
+static void thread_done(Runner *r) {
+    pthread_mutex_lock(&r->lock);
+    r->live--;
+    pthread_cond_broadcast(&r->idle);
+    pthread_mutex_unlock(&r->lock);
 }
 
 /* A detached thread counted in r->live (runner_shutdown waits for those);
@@ -50,20 +57,8 @@ static int start_thread(Runner *r, void *(*fn)(void *), void *arg) {
     pthread_mutex_unlock(&r->lock);
     int rc = pthread_create(&t, &attr, fn, arg);
     pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        pthread_mutex_lock(&r->lock);
-        r->live--;
-        pthread_mutex_unlock(&r->lock);
-        return -1;
-    }
-    return 0;
-}
-
-static void thread_done(Runner *r) {
-    pthread_mutex_lock(&r->lock);
-    r->live--;
-    pthread_cond_broadcast(&r->idle);
-    pthread_mutex_unlock(&r->lock);
+    if (rc != 0) thread_done(r); /* never started: a shutdown waiting meanwhile must hear it */
+    return rc != 0 ? -1 : 0;
 }
 
 /* runner_start waits on this until the job's thread has forked (or failed
@@ -472,9 +467,7 @@ int runner_shutdown(Runner *r, int timeout_s) {
     int64_t *ids = store_run_ids(r->store, 0, true, &n);
     for (int i = 0; ids && i < n; i++) runner_stop(r, ids[i]);
     free(ids);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_s;
+    struct timespec until = nf_deadline_ms(timeout_s * 1000L);
     pthread_mutex_lock(&r->lock);
     while (r->live > 0)
         if (pthread_cond_timedwait(&r->idle, &r->lock, &until) == ETIMEDOUT) break;

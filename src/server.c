@@ -1734,60 +1734,125 @@ static int64_t highest_log_id(const char *dir) {
     return top;
 }
 
-int server_start(Server *srv, const char *host, int port, NfError *err) {
+static void server_close(Server *srv);
+
+/* A data directory serves one server at a time: a second over the same one would start the queued runs again and
+ * take the first's live runs for orphans. The lock (fcntl, on D/serve.lock) lasts while the process does, however
+ * it ends; forked runs do not inherit it. Returns the lock's descriptor, or -1 with err set. */
+static int lock_data_dir(const char *data_dir, NfError *err) {
+    char path[MAX_PATH_LEN];
+    snprintf(path, sizeof path, "%s/serve.lock", data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return nf_fail(err, NF_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &lock) == 0) return fd;
+    int e = errno;
+    struct flock holder = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    bool known = fcntl(fd, F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK;
+    close(fd);
+    if (e != EACCES && e != EAGAIN) return nf_fail(err, NF_ERR_IO, "cannot lock '%s': %s", path, strerror(e));
+    if (known)
+        return nf_fail(err, NF_ERR_USAGE, "--data-dir '%s' is in use by another neuralforge serve (pid %ld)", data_dir,
+                       (long)holder.l_pid);
+    return nf_fail(err, NF_ERR_USAGE, "--data-dir '%s' is in use by another neuralforge serve", data_dir);
+}
+
+/* The listening socket, bound before any run is recovered or started, so that a port in use is refused with
+ * nothing started; libmicrohttpd serves it (MHD_OPTION_LISTEN_SOCKET). Returns it, or -1 with err set. */
+static int listen_on(const struct sockaddr_in *addr, const char *host, int port, NfError *err) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0) return nf_fail(err, NF_ERR_IO, "cannot open a socket: %s", strerror(errno));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on); /* a restart need not wait out TIME_WAIT */
+    if (bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        return nf_fail(err, NF_ERR_IO, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    }
+    return fd;
+}
+
+/* libmicrohttpd's fatal errors abort the process: its reason in the log first */
+static void mhd_panic(void *cls, const char *file, unsigned int line, const char *reason) {
+    (void)cls;
+    nf_log("serve: libmicrohttpd failed at %s:%u: %s", file ? file : "?", line, reason ? reason : "?");
+    abort();
+}
+
+/* The store and the runner, the data directory locked: what server_start opens before it binds. */
+static int open_data_dir(Server *srv, NfError *err) {
     char path[MAX_PATH_LEN];
     const char *subs[] = {"models", "tokenizers", "projects", "logs"};
     for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s/%s", srv->data_dir, subs[i]);
         if (make_dirs(path) != 0) return nf_fail(err, NF_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     }
+    if ((srv->lock_fd = lock_data_dir(srv->data_dir, err)) < 0) return -1;
     snprintf(path, sizeof path, "%s/nf.db", srv->data_dir);
     if (store_open(&srv->store, path, err) != 0) return -1;
-    if (runner_init(&srv->runner, &srv->store, srv->data_dir, err) != 0) {
-        store_close(&srv->store);
+    if (runner_init(&srv->runner, &srv->store, srv->data_dir, err) != 0) return -1;
+    /* logs left by runs deleted before ids were never reused (schema 0) must not be appended to */
+    if (store_runs_reserve(&srv->store, highest_log_id(srv->runner.log_dir)) != 0)
+        return nf_fail(err, NF_ERR_IO, "cannot update the database in '%s'", srv->data_dir);
+    return 0;
+}
+
+int server_start(Server *srv, const char *host, int port, NfError *err) {
+    srv->lock_fd = srv->listen_fd = -1;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
+        return nf_fail(err, NF_ERR_USAGE, "--host '%s' is not an IPv4 address", host);
+    snprintf(srv->host, sizeof srv->host, "%s", host);
+    srv->check_host = (ntohl(addr.sin_addr.s_addr) >> 24) == 127;
+    if (open_data_dir(srv, err) != 0 || (srv->listen_fd = listen_on(&addr, host, port, err)) < 0) {
+        server_close(srv);
         return -1;
     }
-    /* logs left by runs deleted before ids were never reused (schema 0) must not be appended to */
-    if (store_runs_reserve(&srv->store, highest_log_id(srv->runner.log_dir)) != 0) {
-        store_close(&srv->store);
-        return nf_fail(err, NF_ERR_IO, "cannot update the database in '%s'", srv->data_dir);
-    }
+    struct sockaddr_in bound;
+    socklen_t len = sizeof bound;
+    srv->port =
+        getsockname(srv->listen_fd, (struct sockaddr *)&bound, &len) == 0 ? ntohs(bound.sin_port) : (uint16_t)port;
+    pthread_mutex_init(&srv->launch, NULL);
+    srv->launch_ready = true;
     /* the queue first: an orphan that recovery waits for frees its slot through the queue's hook */
     runqueue_init(&srv->queue, &srv->store, &srv->runner, srv->max_trainings, srv->max_jobs);
     runner_recover(&srv->runner);
     runqueue_dispatch(&srv->queue); /* runs left queued by the last server */
-    pthread_mutex_init(&srv->launch, NULL);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
-        store_close(&srv->store);
-        return nf_fail(err, NF_ERR_USAGE, "--host '%s' is not an IPv4 address", host);
-    }
-    snprintf(srv->host, sizeof srv->host, "%s", host);
-    srv->check_host = (ntohl(addr.sin_addr.s_addr) >> 24) == 127;
     set_connection_limits(srv);
+    MHD_set_panic_func(mhd_panic, NULL);
     /* poll, not select: select cannot watch a descriptor numbered past 1023 */
     srv->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC, (uint16_t)port,
-        NULL, NULL, handle, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, completed,
-        NULL, MHD_OPTION_CONNECTION_LIMIT, srv->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        srv->max_per_client, MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout, MHD_OPTION_END);
-    if (!srv->daemon) {
-        store_close(&srv->store);
-        return nf_fail(err, NF_ERR_IO, "cannot listen on %s:%d (in use?)", host, port);
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC, srv->port, NULL,
+        NULL, handle, srv, MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, srv->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->max_per_client,
+        MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout, MHD_OPTION_END);
+    srv->listen_fd = -1; /* libmicrohttpd's now (even where it failed: left open rather than maybe closed twice) */
+    if (!srv->daemon) {  /* out of threads or memory: the runs just recovered or started are stopped again */
+        nf_fail(err, NF_ERR_IO, "cannot start serving on %s:%u", host, srv->port);
+        return server_stop(srv) ? -1 : -2;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = info ? info->port : (uint16_t)port;
     return 0;
 }
 
+/* What server_start opened, closed (each part only if it was). */
+static void server_close(Server *srv) {
+    if (srv->launch_ready) pthread_mutex_destroy(&srv->launch);
+    srv->launch_ready = false;
+    store_close(&srv->store);
+    if (srv->listen_fd >= 0) close(srv->listen_fd); /* not yet given to libmicrohttpd, or handed back by quiesce */
+    if (srv->lock_fd >= 0) close(srv->lock_fd);
+    srv->listen_fd = srv->lock_fd = -1;
+}
+
 bool server_stop(Server *srv) {
-    if (srv->daemon) MHD_quiesce_daemon(srv->daemon);
+    if (srv->daemon) { /* no new connections; the socket comes back to be closed after MHD_stop_daemon */
+        MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+        if (fd != MHD_INVALID_SOCKET) srv->listen_fd = fd;
+    }
     runqueue_close(&srv->queue); /* queued runs stay queued for the next start */
     int live = runner_shutdown(&srv->runner, srv->stop_wait);
     if (srv->daemon) MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
-    if (live > 0) return false; /* their threads write to the store until the process ends */
-    pthread_mutex_destroy(&srv->launch);
-    store_close(&srv->store);
+    if (live > 0) return false; /* their threads write to the store until the process ends; the lock stays too */
+    server_close(srv);
     return true;
 }

@@ -37,10 +37,16 @@ typedef struct Server {
     struct MHD_Daemon *daemon;
     uint16_t port;          /* bound */
     pthread_mutex_t launch; /* makes "no training run is active" and starting one a single step */
+    bool launch_ready;      /* launch is initialized */
+    int lock_fd;            /* D/serve.lock, locked: one server per data directory */
+    int listen_fd;          /* the bound socket while it is ours (before libmicrohttpd has it, after quiesce) */
 } Server;
 
-/* Opens the store (recovering runs a dead server left), binds host:port and starts serving. The caller
- * sets token, session and idle_timeout first; max_connections and max_per_client are set here. */
+/* Locks the data directory (one server each), opens the store, binds host:port, recovers the runs a dead server
+ * left, starts the queued ones and serves. The caller sets token, session, idle_timeout and the limits first;
+ * max_connections and max_per_client are set here. On failure what it opened is closed again: -1, srv may be
+ * freed; -2 (only where serving failed after runs had started), those runs are still ending on threads that use
+ * srv, as after server_stop returning false. */
 int server_start(Server *srv, const char *host, int port, NfError *err);
 /* Stops accepting, stops live runs gracefully (waiting up to stop_wait seconds for them), closes everything.
  * Returns false where runs were still ending when the wait ran out: their threads still use srv, which then

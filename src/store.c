@@ -157,7 +157,7 @@ int store_open(Store *s, const char *path, NfError *err) {
         return -1;
     }
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->changed, NULL);
+    nf_cond_init_monotonic(&s->changed);
     return 0;
 }
 
@@ -175,11 +175,7 @@ static void changed(Store *s) { /* with the lock held */
 }
 
 void store_wait(Store *s, uint64_t *seen, int timeout_ms) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    struct timespec until = nf_deadline_ms(timeout_ms);
     pthread_mutex_lock(&s->lock);
     while (s->generation == *seen)
         if (pthread_cond_timedwait(&s->changed, &s->lock, &until) == ETIMEDOUT) break;

@@ -3,9 +3,11 @@
 #ifndef NF_UTIL_H
 #define NF_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "error.h"
 
@@ -51,6 +53,11 @@ char *nf_path_join(const char *dir, const char *name);
 
 /* Monotonic wall clock in milliseconds. */
 double nf_now_ms(void);
+
+/* A condition variable whose timed waits run on the monotonic clock (a step of the wall clock, NTP's, must
+ * neither end them early nor stretch them), and the deadline ms milliseconds from now on that clock. */
+void nf_cond_init_monotonic(pthread_cond_t *cond);
+struct timespec nf_deadline_ms(long ms);
 
 /* This program's absolute path (/proc/self/exe) into out (cap bytes). */
 int nf_self_exe(char *out, size_t cap, NfError *err);

@@ -89,7 +89,8 @@ NF_SERVE_BINARY=build/asan/neuralforge ASAN_OPTIONS=detect_leaks=0 run_e2e tests
   every_response_carries_the_security_headers the_token_comes_from_the_environment_or_a_private_file \
   idle_half_open_connections_do_not_lock_out_a_request one_client_address_gets_at_most_its_share_of_the_connections \
   an_idle_connection_is_closed_after_the_timeout a_tokenizer_may_be_a_directory_holding_a_tokenizer_json \
-  a_stop_that_outlasts_stop_wait_leaves_the_run_to_finish_and_the_next_server_records_it
+  a_stop_that_outlasts_stop_wait_leaves_the_run_to_finish_and_the_next_server_records_it \
+  a_second_server_over_the_data_directory_or_on_a_taken_port_starts_nothing
 # the train --processes launcher (src/launch.c) under the same build: the dashboard's runs of two ranks
 NF_SERVE_BINARY=build/asan/neuralforge ASAN_OPTIONS=detect_leaks=0 run_e2e tests/e2e/test_launch.py "asan test_launch.py" \
   the_dashboard_runs_a_project_on_two_processes_and_stops_it_cleanly \

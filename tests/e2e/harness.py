@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # build under qemu-aarch64
 NF = os.environ.get("NF_BINARY") or os.path.join(ROOT, "build", "neuralforge")
 NF_ASAN = os.path.join(ROOT, "build", "asan", "neuralforge")
+NF_SERVE = os.environ.get("NF_SERVE_BINARY", NF)  # serve's binary: tests/run_tests.sh also runs serve's tests on ASan's
 PROBE = os.environ.get("NF_PROBE") or os.path.join(ROOT, "build", "tests", "nf_probe")
 # LD_PRELOAD it with NF_ENOSPC_PATH (a glob) and NF_ENOSPC_AFTER (bytes): a full disk (tests/tools/enospc_shim.c)
 ENOSPC_SHIM = os.path.join(ROOT, "build", "tests", "libnf_enospc.so")
@@ -237,7 +238,7 @@ class Serve:
         self.data_dir, self.token = data_dir, token
         self.log = data_dir.rstrip("/") + f".serve-{time.time_ns()}.log"  # stderr, checked for sanitizer reports
         _scratch.append(self.log)
-        binary = os.environ.get("NF_SERVE_BINARY", NF)  # tests/run_tests.sh also runs these on the ASan build
+        binary = NF_SERVE
         env = dict(env or os.environ, NEURALFORGE_TOKEN=token)  # not --token: argv is visible in ps
         self.p = subprocess.Popen([binary, "serve", "--port", "0", "--data-dir", data_dir, *args],
                                   stdout=subprocess.PIPE, stderr=open(self.log, "wb"), env=env)

@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 
-from harness import NF, ROOT, TOKEN, Serve, assert_error, enospc_env, run, run_all, shared, test, tmpdir
+from harness import NF, NF_SERVE, ROOT, TOKEN, Serve, assert_error, enospc_env, run, run_all, shared, test, tmpdir
 
 JSON = {"Content-Type": "application/json"}
 SECURITY_HEADERS = {
@@ -566,7 +566,7 @@ def the_token_comes_from_the_environment_or_a_private_file():
     with open(path, "w") as f:
         f.write("file-token-0123456789abcdef\n")
     os.chmod(path, 0o644)
-    binary = os.environ.get("NF_SERVE_BINARY", NF)
+    binary = NF_SERVE
     assert_error(run(["serve", "--port", "0", "--data-dir", d, "--token-file", path], binary=binary), "usage", "--token-file")
     assert_error(run(["serve", "--port", "0", "--data-dir", d, "--token-file", path + ".missing"], binary=binary), "io",
                  "--token-file")
@@ -1050,6 +1050,39 @@ def a_run_left_queued_by_a_stopped_server_starts_when_it_comes_back():
         c = s.wait_run(c["id"], lambda r: r["status"] in ("done", "error"))
         init = s.ok("GET", f"/api/runs/{c['id']}/messages?type=init")[0]["message"]
         assert c["status"] == "done" and init["max_memory"] == 4 << 30, (c, init)
+    finally:
+        s.stop()
+
+
+@test
+def a_second_server_over_the_data_directory_or_on_a_taken_port_starts_nothing():
+    # a server refused (the data directory served already; the port taken) must start no run: else a queued run
+    # would start twice, or start in a server that then fails and leaves it
+    d, other = tmpdir(), tmpdir()
+    s = Serve(d)
+    try:
+        first, second = (tiny_project(s, steps=steps)["id"] for steps in (100000, 20))
+        for p in (first, second):
+            with_data(s, p)
+        s.ok("POST", f"/api/projects/{first}/train")
+        b = s.ok("POST", f"/api/projects/{second}/train")
+        assert b["status"] == "queued", b
+        r = run(["serve", "--port", "0", "--data-dir", d], binary=NF_SERVE, timeout=30)
+        assert_error(r, "usage", f"--data-dir '{os.path.realpath(d)}' is in use by another neuralforge serve (pid {s.p.pid})")
+        assert s.ok("GET", f"/api/runs/{b['id']}")["status"] == "queued"
+    finally:
+        s.stop()
+    taken = Serve(other)
+    try:
+        r = run(["serve", "--port", str(taken.port), "--data-dir", d], binary=NF_SERVE, timeout=30)
+        assert_error(r, "io", f"cannot listen on 127.0.0.1:{taken.port}")
+    finally:
+        taken.stop()
+    assert not os.path.exists(os.path.join(d, "logs", f"{b['id']}.log")), "the queued run was started"
+    s = Serve(d)  # the lock went with the process that held it
+    try:
+        done = s.wait_run(b["id"], lambda r: r["status"] in ("done", "error"))
+        assert done["status"] == "done", done
     finally:
         s.stop()
 
