@@ -326,17 +326,30 @@ def a_server_killed_mid_run_shows_the_run_interrupted_and_resumable():
         s.stop()
 
 
+def a_held_training(s):
+    """A training run past its 30th step, its process then held (SIGSTOP): (the run, the last step seen, its pid)."""
+    pid = tiny_project(s, steps=20000, ckpt_every=None)["id"]
+    with_data(s, pid)
+    r, seen = train_until_step(s, pid, 30)
+    os.kill(r["pid"], signal.SIGSTOP)
+    return r, seen, r["pid"]
+
+
+def kill_if_there(pid):
+    """SIGKILL to pid, where there is one and it still runs."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
 @test
 def an_orphan_still_running_at_restart_is_waited_for_before_its_run_is_marked():
     d = tmpdir()
     s = Serve(d)
     child = None
     try:
-        pid = tiny_project(s, steps=20000, ckpt_every=None)["id"]
-        with_data(s, pid)
-        r, seen = train_until_step(s, pid, 30)
-        child = r["pid"]
-        os.kill(child, signal.SIGSTOP)  # the orphan will outlive the next server's start
+        r, seen, child = a_held_training(s)  # the orphan will outlive the next server's start
     finally:
         s.kill()
     try:
@@ -352,10 +365,7 @@ def an_orphan_still_running_at_restart_is_waited_for_before_its_run_is_marked():
         assert done["checkpoint"] and done["checkpoint"]["step"] >= seen, (done, seen)
         resume_continues_from_the_checkpoint(s, r["id"], child)
     finally:
-        try:
-            os.kill(child, signal.SIGKILL)
-        except (ProcessLookupError, TypeError):
-            pass
+        kill_if_there(child)
         s.stop()
 
 
@@ -367,11 +377,7 @@ def a_stop_that_outlasts_stop_wait_leaves_the_run_to_finish_and_the_next_server_
     s = Serve(d, args=("--stop-wait", "1"))
     child = None
     try:
-        pid = tiny_project(s, steps=20000, ckpt_every=None)["id"]
-        with_data(s, pid)
-        r, seen = train_until_step(s, pid, 30)
-        child = r["pid"]
-        os.kill(child, signal.SIGSTOP)
+        r, seen, child = a_held_training(s)
         t0 = time.time()
         s.stop()  # asserts exit status 0 and a log free of sanitizer reports
         assert time.time() - t0 < 30, time.time() - t0
@@ -382,10 +388,7 @@ def a_stop_that_outlasts_stop_wait_leaves_the_run_to_finish_and_the_next_server_
         assert done["status"] == "stopped" and done["checkpoint"]["step"] >= seen, (done, seen)
         assert done["checkpoint"]["step"] == done["final"]["total_steps"], done
     finally:
-        try:
-            os.kill(child, signal.SIGKILL)
-        except (ProcessLookupError, TypeError):
-            pass
+        kill_if_there(child)
         s.stop()
     for bad in ("-1", "3601", "x"):
         assert_error(run(["serve", "--port", "0", "--data-dir", d, "--stop-wait", bad]), "usage", "--stop-wait")
