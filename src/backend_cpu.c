@@ -248,7 +248,7 @@ static inline float dot_q8(const Tensor *w, size_t start, const float *x, int n)
         if (seg > n - j) seg = n - j;
         float acc = 0.0f;
         for (int k = 0; k < seg; k++) acc += (float)q[j + k] * x[j + k];
-        s += acc * w->scale[flat / gs];
+        s += acc * tensor_q8_scale(w, flat / gs);
         j += seg;
     }
     return s;
@@ -289,8 +289,10 @@ static int gemv_blocks_per_claim(size_t row_bytes) {
     return per < 1 ? 1 : (int)per;
 }
 
-/* A Q8 weight row's bytes: dim int8 values and a float scale per group of gs */
-static size_t q8_row_bytes(int dim, int gs) { return (size_t)dim + (size_t)(dim / gs) * sizeof(float); }
+/* A Q8 weight row's bytes: dim int8 values and a scale (of w's: fp32 or fp16) per group of gs */
+static size_t q8_row_bytes(const Tensor *w, int dim, int gs) {
+    return (size_t)dim + (size_t)(dim / gs) * tensor_q8_scale_bytes(w);
+}
 
 /* A GEMV's products and its one row x: fp32 (x) or quantized (xq, xs, xo: quantize_int8's) */
 typedef struct {
@@ -407,8 +409,9 @@ static void q8_gemv_vnni_block(void *ctx, int b) {
     const Gemv *g = ctx;
     int r0, nr, k = gemv_block(g->p, g->count, b, &r0, &nr), groups = g->n / g->gs;
     const Tensor *w = g->p[k].w;
-    vnni_q8_gemv(g->p[k].out + r0, w->q + (size_t)r0 * g->n, w->scale + (size_t)r0 * groups, g->xq, g->xs, g->xo, nr,
-                 g->n, g->gs);
+    size_t at = (size_t)r0 * groups; /* the block's first scale */
+    vnni_q8_gemv(g->p[k].out + r0, w->q + (size_t)r0 * g->n, w->scale ? w->scale + at : NULL,
+                 w->scale_f16 ? w->scale_f16 + at : NULL, g->xq, g->xs, g->xo, nr, g->n, g->gs);
 #else
     (void)ctx, (void)b;
 #endif
@@ -417,7 +420,7 @@ static void q8_gemv_vnni_block(void *ctx, int b) {
 static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim,
                          int gs) {
     Gemv g = {.p = p, .count = count, .n = dim, .gs = gs, .xq = xq, .xs = xs, .xo = xo};
-    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(dim, gs)),
+    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(p[0].w, dim, gs)),
                      q8_gemv_vnni_block, &g);
 }
 
@@ -427,18 +430,16 @@ typedef struct {
     int count;
     Q8Kernel kernel;
     bool dots;         /* int8_q8_row's */
+    const float *x;    /* (n, dim) as given */
     const void *xq;    /* (n, dim) int8 or int16 */
     const float *xs;   /* (n, dim / gs) */
     const int32_t *xo; /* (n, dim / gs): AVX-512 VNNI's offsets */
     int n, dim, gs;
 } Q8Rows;
 
-/* Weight row r of product k against the n rows of x */
-static void q8_rows_one(const Q8Rows *q, int k, int r) {
-    int groups = q->dim / q->gs;
-    const Tensor *w = q->p[k].w;
-    const int8_t *wr = w->q + (size_t)r * q->dim;
-    const float *ws = w->scale + (size_t)r * groups;
+/* Weight row r of product k, its scales ws as fp32, against the n rows of x */
+static void q8_rows_run(const Q8Rows *q, int k, int r, const float *ws) {
+    const int8_t *wr = q->p[k].w->q + (size_t)r * q->dim;
     float *out = q->p[k].out + r;
     size_t ld = (size_t)q->p[k].out_dim;
     if (q->kernel != Q8_PORTABLE)
@@ -447,11 +448,38 @@ static void q8_rows_one(const Q8Rows *q, int k, int r) {
         q8_row(out, ld, wr, ws, q->xq, q->xs, q->n, q->dim, q->gs);
 }
 
+/* The most groups of a row whose fp16 scales q8_rows_one widens for the row kernels: every row of groups of 32 or
+ * more (fp16 scales come with a GGUF's Q8_0, groups of 32) */
+#define Q8_WIDENED_GROUPS (NF_MAX_HIDDEN / 32)
+
+/* Weight row r of product k against the n rows of x; fp16 scales widened for the kernels (exactly: the same sums) */
+static void q8_rows_one(const Q8Rows *q, int k, int r) {
+    const Tensor *w = q->p[k].w;
+    size_t groups = (size_t)(q->dim / q->gs), first = (size_t)r * groups;
+    if (w->scale) {
+        q8_rows_run(q, k, r, w->scale + first);
+    } else if (groups <= Q8_WIDENED_GROUPS) {
+        float widened[Q8_WIDENED_GROUPS];
+        q8_rows_run(q, k, r, tensor_q8_scales(w, first, groups, widened));
+    } else { /* groups smaller than any file has: the plain product */
+        for (int i = 0; i < q->n; i++)
+            q->p[k].out[(size_t)i * q->p[k].out_dim + r] =
+                dot_q8(w, (size_t)r * q->dim, q->x + (size_t)i * q->dim, q->dim);
+    }
+}
+
 /* The weight rows of GEMV block b */
 static void q8_rows_block(void *ctx, int b) {
     const Q8Rows *q = ctx;
     int r0, nr, k = gemv_block(q->p, q->count, b, &r0, &nr);
     for (int r = r0; r < r0 + nr; r++) q8_rows_one(q, k, r);
+}
+
+/* Whether every product's scales are fp32 (vnni_q8_gemv takes fp16 ones in groups of 32 only) */
+static bool q8_scales_f32(const NfProduct *p, int count) {
+    for (int k = 0; k < count; k++)
+        if (!p[k].w->scale) return false;
+    return true;
 }
 
 static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
@@ -480,7 +508,7 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
     } else {
         quantize_q16_rows(xq, xs, x, n, groups, gs);
     }
-    if (n == 1 && kernel == Q8_AVX512_VNNI && (gs == 64 || gs == 32)) {
+    if (n == 1 && kernel == Q8_AVX512_VNNI && (gs == 32 || (gs == 64 && q8_scales_f32(p, count)))) {
         q8_gemv_vnni(p, count, xq, xs, xo, dim, gs);
         free(xq);
         return;
@@ -489,6 +517,7 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                    .count = count,
                    .kernel = kernel,
                    .dots = dots,
+                   .x = x,
                    .xq = xq,
                    .xs = xs,
                    .xo = xo,
@@ -496,7 +525,7 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                    .dim = dim,
                    .gs = gs};
     if (n == 1) { /* read from memory: the threads even out (block_claims.h) */
-        block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(dim, gs)),
+        block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(p[0].w, dim, gs)),
                          q8_rows_block, &rows);
     } else { /* a prompt's products are computation, split row by row as they are (claims cost them 1%) */
         int total = product_units(p, count, 1), row;

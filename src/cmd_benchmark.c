@@ -331,11 +331,13 @@ done:
 }
 
 /* Bytes of weights read per generated token: every weight but the token embedding table, of which a token reads
- * one row (unless the classifier is that table); int8 plus a float scale per group under Q8 (m's group size) */
+ * one row (unless the classifier is that table); int8 plus a scale per group under Q8 (m's group size; fp32 or, for
+ * a GGUF's Q8_0, fp16) */
 static double weight_bytes_per_token(const Model *m) {
     const ModelConfig *c = &m->config;
     double embedding_unread = c->shared_classifier ? 0.0 : (double)c->vocab_size * c->dim - c->dim;
-    return ((double)config_param_count(c) - embedding_unread) * (m->dtype == NF_Q8 ? 1.0 + 4.0 / m->group_size : 4.0);
+    double q8 = 1.0 + (double)tensor_q8_scale_bytes(&m->weights.token_embedding) / m->group_size;
+    return ((double)config_param_count(c) - embedding_unread) * (m->dtype == NF_Q8 ? q8 : 4.0);
 }
 
 /* Bytes of KV cache read per generated token, on average over tokens at positions P .. P+N-1: the token at

@@ -354,9 +354,10 @@ typedef struct {
     int n;
 } GgufQ8Source;
 
-/* A Q8Fill (model.h): matrix w's Q8_0 blocks as they are in the file, each an fp16 scale (widened exactly) and 32
+/* A Q8Fill (model.h), for fp16 scales: matrix w's Q8_0 blocks as they are in the file, each an fp16 scale and 32
  * int8 values, the rows of a NEOX architecture's wq and wk put back in our order (as gguf_copy_tensor does). */
-static void gguf_q8_fill(void *ctx, const Tensor *w, size_t count, int gs, int8_t *q, float *scale) {
+static void gguf_q8_fill(void *ctx, const Tensor *w, size_t count, int gs, int8_t *q, float *scale,
+                         uint16_t *scale_f16) {
     const GgufQ8Source *s = ctx;
     const LlamaTensor *t = s->t, *end = s->t + s->n;
     while (t < end && t->data != w->f32) t++; /* found: the model's matrices are llama_tensors' of its flat buffer */
@@ -368,13 +369,11 @@ static void gguf_q8_fill(void *ctx, const Tensor *w, size_t count, int gs, int8_
         uint64_t from = permute ? hf_row_index(row, t->rope_heads, t->rows) : row;
         const unsigned char *blk = src->data + from * blocks_per_row * GGML_Q8_0_BYTES;
         for (size_t b = row * blocks_per_row; b < (row + 1) * blocks_per_row; b++, blk += GGML_Q8_0_BYTES) {
-            uint16_t d;
-            memcpy(&d, blk, 2);
-            scale[b] = f16_to_f32(d);
+            memcpy(scale_f16 + b, blk, 2);
             memcpy(q + b * GGML_Q8_0_BLOCK, blk + 2, GGML_Q8_0_BLOCK);
         }
     }
-    (void)count, (void)gs;
+    (void)count, (void)gs, (void)scale;
 }
 
 int import_gguf_model(Model *m, const char *path, NfError *err) {
@@ -395,7 +394,7 @@ int import_gguf_model(Model *m, const char *path, NfError *err) {
     p = NULL;
     m->format = MODEL_GGUF;
     GgufQ8Source source = {&g, &c, t, n};
-    rc = stored_q8 ? model_to_q8(m, GGML_Q8_0_BLOCK, gguf_q8_fill, &source, err) : 0;
+    rc = stored_q8 ? model_to_q8(m, GGML_Q8_0_BLOCK, true, gguf_q8_fill, &source, err) : 0;
 done:
     if (rc != 0) model_free(m);
     free(p);

@@ -31,9 +31,9 @@ int import_model(const char *input, const char *tokenizer_out, ModelConfig *c, f
                  NfError *err);
 
 /* A GGUF file as a Model (model_open's): the weights widened to fp32 in a flat buffer the model owns, or, where its
- * matrices are all Q8_0 (llama.cpp's Q8_0 files), those as the file's own int8 values and fp16 scales (widened
- * exactly) in groups of 32 (model_to_q8), never widened, as a llama2.c v2 file's are: generation reads 1.125 bytes
- * a weight instead of 4, on the values the file holds, in about the file's memory; what needs fp32 (training, export)
+ * matrices are all Q8_0 (llama.cpp's Q8_0 files), those as the file's own int8 values and fp16 scales in groups of
+ * 32 (model_to_q8), never widened, as a llama2.c v2 file's are: generation reads 1.0625 bytes a weight instead of
+ * 4, as llama.cpp does, on the values the file holds, in about the file's memory; what needs fp32 (training, export)
  * widens them as it does a v2 file's, to the values import_model gives. */
 int import_gguf_model(Model *m, const char *path, NfError *err);
 

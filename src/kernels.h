@@ -62,12 +62,13 @@ void vnni_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *w
                  const int32_t *xo, int n, int dim, int gs);
 
 /* Decode's product for groups of 64 or 32 (gs): out[r] = row r . x for `rows`
- * consecutive Q8 weight rows (w: rows * dim int8, ws: their scales) against
- * one x row quantized by avx512_quantize_q8; each out[r] is vnni_q8_row's,
- * bit for bit. The rows one after another without vnni_q8_row's per-row
- * set-up, their sums reduced four at a time. (AVX-512 VNNI) */
-void vnni_q8_gemv(float *out, const int8_t *w, const float *ws, const int8_t *xq, const float *xs, const int32_t *xo,
-                  int rows, int dim, int gs);
+ * consecutive Q8 weight rows (w: rows * dim int8; their scales ws, or, for
+ * groups of 32, ws16 as fp16 with ws NULL) against one x row quantized by
+ * avx512_quantize_q8; each out[r] is vnni_q8_row's on the same scales as
+ * fp32, bit for bit. The rows one after another without vnni_q8_row's
+ * per-row set-up, their sums reduced four at a time. (AVX-512 VNNI) */
+void vnni_q8_gemv(float *out, const int8_t *w, const float *ws, const uint16_t *ws16, const int8_t *xq, const float *xs,
+                  const int32_t *xo, int rows, int dim, int gs);
 
 /* x (groups * gs) quantized for vnni_q8_row, gs a multiple of 16: per
  * group the scale xs = max |x| / 127, xq = round(x / xs), and

@@ -7,7 +7,7 @@
 #include "kernels.h"
 
 #if defined(__x86_64__)
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,fma")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,fma,f16c")
 #include <immintrin.h>
 
 #include <math.h>
@@ -328,12 +328,20 @@ static inline __attribute__((always_inline)) void q8_group_dots(__m512 *acc, int
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[k]), _mm512_set1_ps(xs[(size_t)k * groups + g] * ws[g]), acc[k]);
 }
 
+/* The weight scales of groups g and g + 1 in lanes 0 and 1 (lane 1 zero where g is the row's last group): from
+ * fp32 scales ws or, where ws16 is not NULL, fp16 ones (a GGUF's Q8_0 as stored), widened exactly */
+static inline __attribute__((always_inline)) __m128 q8_pair_wscale(const float *ws, const uint16_t *ws16, int g,
+                                                                   int groups) {
+    __mmask8 pair = g + 1 < groups ? 3 : 1;
+    return ws16 ? _mm_cvtph_ps(_mm_maskz_loadu_epi16(pair, ws16 + g)) : _mm_maskz_loadu_ps(pair, ws + g);
+}
+
 /* q8_group_dots for groups of 32: groups g and g + 1 in one vpdpbusd over 64 bytes, group g in lanes 0-7 and g + 1
  * in lanes 8-15, each half with its own offset and its own scale; g alone (the upper half zero) where it is the
- * row's last group. */
+ * row's last group. The weights' scales from ws or ws16 (q8_pair_wscale). */
 static inline __attribute__((always_inline)) void q8_pair_dots(__m512 *acc, int g, const int8_t *wr, const float *ws,
-                                                               const int8_t *xq, const float *xs, const int32_t *xo,
-                                                               int dim, int groups, int xr) {
+                                                               const uint16_t *ws16, const int8_t *xq, const float *xs,
+                                                               const int32_t *xo, int dim, int groups, int xr) {
     const __m512i top = _mm512_set1_epi8((char)0x80);
     bool two = g + 1 < groups;
     __mmask64 bytes = two ? ~(__mmask64)0 : 0xFFFFFFFFull;
@@ -341,7 +349,7 @@ static inline __attribute__((always_inline)) void q8_pair_dots(__m512 *acc, int 
     /* lanes 0-7 take a pair's first value, lanes 8-15 its second */
     const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     __mmask8 pair = two ? 3 : 1;
-    __m128 wscale = _mm_maskz_loadu_ps(pair, ws + g);
+    __m128 wscale = q8_pair_wscale(ws, ws16, g, groups);
     for (int k = 0; k < xr; k++) {
         /* the two offsets in lanes 0 and 8; the two groups' scales, xs ws, each across its half */
         __m128i offsets = _mm_maskz_loadu_epi32(pair, xo + (size_t)k * groups + g);
@@ -361,11 +369,11 @@ static inline __attribute__((always_inline)) void q8_row_dots(float *out, size_t
     int g = 0;
     if (gs == 32) { /* two groups a vector: pairs alternate between the two sums, as groups do below */
         for (; g + 4 <= groups; g += 4) {
-            q8_pair_dots(even, g, wr, ws, xq, xs, xo, dim, groups, xr);
-            q8_pair_dots(odd, g + 2, wr, ws, xq, xs, xo, dim, groups, xr);
+            q8_pair_dots(even, g, wr, ws, NULL, xq, xs, xo, dim, groups, xr);
+            q8_pair_dots(odd, g + 2, wr, ws, NULL, xq, xs, xo, dim, groups, xr);
         }
-        if (g < groups) q8_pair_dots(even, g, wr, ws, xq, xs, xo, dim, groups, xr);
-        if (g + 2 < groups) q8_pair_dots(odd, g + 2, wr, ws, xq, xs, xo, dim, groups, xr);
+        if (g < groups) q8_pair_dots(even, g, wr, ws, NULL, xq, xs, xo, dim, groups, xr);
+        if (g + 2 < groups) q8_pair_dots(odd, g + 2, wr, ws, NULL, xq, xs, xo, dim, groups, xr);
         g = groups;
     }
     for (; g + 2 <= groups; g += 2) {
@@ -409,24 +417,26 @@ static inline void reduce_add4(float *out, const __m512 *v) {
 /* One weight row against one x row: q8_row_dots' sums for xr = 1, left unreduced (even + odd groups). The lines
  * Q8_PREFETCH_BYTES ahead are fetched one per line read, spread over the row: vnni_q8_row's burst of a row's
  * fetches at its start made decode's products ~10% slower (bench: the two alternated in one process). */
-static inline __attribute__((always_inline)) __m512 q8_gemv_row(const int8_t *wr, const float *ws, const int8_t *xq,
-                                                                const float *xs, const int32_t *xo, int dim, int groups,
-                                                                int gs) {
+static inline __attribute__((always_inline)) __m512 q8_gemv_row(const int8_t *wr, const float *ws, const uint16_t *ws16,
+                                                                const int8_t *xq, const float *xs, const int32_t *xo,
+                                                                int dim, int groups, int gs) {
     __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
-    _mm_prefetch((const char *)(ws + Q8_PREFETCH_BYTES / gs), _MM_HINT_T0); /* the scales of the rows ahead */
+    /* the scales of the rows ahead */
+    _mm_prefetch(ws16 ? (const char *)(ws16 + Q8_PREFETCH_BYTES / gs) : (const char *)(ws + Q8_PREFETCH_BYTES / gs),
+                 _MM_HINT_T0);
     int g = 0;
     if (gs == 32) { /* q8_row_dots' pairs, in its order */
         for (; g + 4 <= groups; g += 4) {
             _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + (size_t)g * 32, _MM_HINT_T0);
             _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + (size_t)g * 32 + 64, _MM_HINT_T0);
-            q8_pair_dots(&even, g, wr, ws, xq, xs, xo, dim, groups, 1);
-            q8_pair_dots(&odd, g + 2, wr, ws, xq, xs, xo, dim, groups, 1);
+            q8_pair_dots(&even, g, wr, ws, ws16, xq, xs, xo, dim, groups, 1);
+            q8_pair_dots(&odd, g + 2, wr, ws, ws16, xq, xs, xo, dim, groups, 1);
         }
         if (g < groups) {
             _mm_prefetch((const char *)wr + Q8_PREFETCH_BYTES + (size_t)g * 32, _MM_HINT_T0);
-            q8_pair_dots(&even, g, wr, ws, xq, xs, xo, dim, groups, 1);
+            q8_pair_dots(&even, g, wr, ws, ws16, xq, xs, xo, dim, groups, 1);
         }
-        if (g + 2 < groups) q8_pair_dots(&odd, g + 2, wr, ws, xq, xs, xo, dim, groups, 1);
+        if (g + 2 < groups) q8_pair_dots(&odd, g + 2, wr, ws, ws16, xq, xs, xo, dim, groups, 1);
         return _mm512_add_ps(even, odd);
     }
     for (; g + 2 <= groups; g += 2) {
@@ -442,28 +452,36 @@ static inline __attribute__((always_inline)) __m512 q8_gemv_row(const int8_t *wr
     return _mm512_add_ps(even, odd);
 }
 
-/* vnni_q8_gemv for one group size, a constant where it is inlined */
+/* vnni_q8_gemv for one group size and one kind of scale (fp32 ws, or fp16 ws16 for groups of 32), constants where
+ * it is inlined */
 static inline __attribute__((always_inline)) void q8_gemv_rows(float *out, const int8_t *w, const float *ws,
-                                                               const int8_t *xq, const float *xs, const int32_t *xo,
-                                                               int rows, int dim, int gs) {
+                                                               const uint16_t *ws16, const int8_t *xq, const float *xs,
+                                                               const int32_t *xo, int rows, int dim, int gs) {
     int groups = dim / gs, r = 0;
     for (; r + 4 <= rows; r += 4) { /* the rows one after another (one stream), their sums reduced four at once */
         __m512 sum[4];
-        for (int k = 0; k < 4; k++)
-            sum[k] = q8_gemv_row(w + (size_t)(r + k) * dim, ws + (size_t)(r + k) * groups, xq, xs, xo, dim, groups, gs);
+        for (int k = 0; k < 4; k++) {
+            size_t at = (size_t)(r + k) * groups; /* the row's first group */
+            sum[k] = q8_gemv_row(w + (size_t)(r + k) * dim, ws ? ws + at : NULL, ws16 ? ws16 + at : NULL, xq, xs, xo,
+                                 dim, groups, gs);
+        }
         reduce_add4(out + r, sum);
     }
-    for (; r < rows; r++)
-        out[r] = _mm512_reduce_add_ps(
-            q8_gemv_row(w + (size_t)r * dim, ws + (size_t)r * groups, xq, xs, xo, dim, groups, gs));
+    for (; r < rows; r++) {
+        size_t at = (size_t)r * groups;
+        out[r] = _mm512_reduce_add_ps(q8_gemv_row(w + (size_t)r * dim, ws ? ws + at : NULL, ws16 ? ws16 + at : NULL, xq,
+                                                  xs, xo, dim, groups, gs));
+    }
 }
 
-void vnni_q8_gemv(float *out, const int8_t *w, const float *ws, const int8_t *xq, const float *xs, const int32_t *xo,
-                  int rows, int dim, int gs) {
-    if (gs == 32)
-        q8_gemv_rows(out, w, ws, xq, xs, xo, rows, dim, 32);
+void vnni_q8_gemv(float *out, const int8_t *w, const float *ws, const uint16_t *ws16, const int8_t *xq, const float *xs,
+                  const int32_t *xo, int rows, int dim, int gs) {
+    if (ws16) /* groups of 32 only */
+        q8_gemv_rows(out, w, NULL, ws16, xq, xs, xo, rows, dim, 32);
+    else if (gs == 32)
+        q8_gemv_rows(out, w, ws, NULL, xq, xs, xo, rows, dim, 32);
     else
-        q8_gemv_rows(out, w, ws, xq, xs, xo, rows, dim, 64);
+        q8_gemv_rows(out, w, ws, NULL, xq, xs, xo, rows, dim, 64);
 }
 
 void avx512_quantize_q8(int8_t *xq, float *xs, int32_t *xo, const float *x, size_t groups, int gs) {

@@ -164,7 +164,7 @@ void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out) {
         memcpy(out, t->f32 + base, (size_t)cols * sizeof(float));
         return;
     }
-    for (int i = 0; i < cols; i++) out[i] = t->q[base + i] * t->scale[(base + i) / (size_t)t->group_size];
+    for (int i = 0; i < cols; i++) out[i] = t->q[base + i] * tensor_q8_scale(t, (base + i) / (size_t)t->group_size);
 }
 
 static int32_t read_i32(const unsigned char *p) {
@@ -361,8 +361,9 @@ int model_load(Model *m, const char *path, NfError *err) {
 
 /* A Q8Fill that quantizes t's fp32 values: per group, scale = max |value| / 127 and value / scale rounded. The
  * groups are independent, so the threads share them (a 1B model's 1.2 billion values took 20 s on one). */
-static void quantize_fill(void *ctx, const Tensor *t, size_t count, int gs, int8_t *q, float *scale) {
-    (void)ctx;
+static void quantize_fill(void *ctx, const Tensor *t, size_t count, int gs, int8_t *q, float *scale,
+                          uint16_t *scale_f16) {
+    (void)ctx, (void)scale_f16; /* model_quantize_q8 asks for fp32 scales */
     const float *w = t->f32;
     size_t groups = (count + (size_t)gs - 1) / (size_t)gs, g;
 #pragma omp parallel for schedule(static)
@@ -382,7 +383,7 @@ int model_q8_group_size(const ModelConfig *c) {
     return NF_Q8_GROUP;
 }
 
-int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err) {
+int model_to_q8(Model *m, int group_size, bool f16_scales, Q8Fill fill, void *ctx, NfError *err) {
     if (m->dtype == NF_Q8) return 0;
     const ModelConfig *c = &m->config;
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c), V = (size_t)c->vocab_size;
@@ -405,7 +406,8 @@ int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err) 
         for (int i = 0; i < 7; i++) tensors[n] = t[i], counts[n++] = sizes[i];
     }
     if (!c->shared_classifier) tensors[n] = &m->weights.wcls, counts[n++] = V * D;
-    for (size_t i = 0; i < n; i++) bytes += counts[i] + (counts[i] + gs - 1) / gs * sizeof(float) + 64;
+    size_t scale_bytes = f16_scales ? sizeof(uint16_t) : sizeof(float);
+    for (size_t i = 0; i < n; i++) bytes += counts[i] + (counts[i] + gs - 1) / gs * scale_bytes + 64;
     unsigned char *block = nf_alloc(bytes, err);
     if (!block) {
         free(tensors);
@@ -419,12 +421,14 @@ int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err) 
     unsigned char *p = block;
     for (size_t i = 0; i < n; i++) {
         size_t groups = (counts[i] + gs - 1) / gs;
-        float *scale = (float *)p;
-        int8_t *q = (int8_t *)(p + groups * sizeof(float));
-        fill(ctx, tensors[i], counts[i], group_size, q, scale);
+        float *scale = f16_scales ? NULL : (float *)p;
+        uint16_t *scale_f16 = f16_scales ? (uint16_t *)p : NULL;
+        int8_t *q = (int8_t *)(p + groups * scale_bytes);
+        fill(ctx, tensors[i], counts[i], group_size, q, scale, scale_f16);
         if (release) nf_release_pages(tensors[i]->f32, counts[i] * sizeof(float));
-        *tensors[i] = (Tensor){.dtype = NF_Q8, .q = q, .scale = scale, .group_size = group_size};
-        p += groups * sizeof(float) + (counts[i] + 63) / 64 * 64; /* keep the next scales aligned */
+        *tensors[i] =
+            (Tensor){.dtype = NF_Q8, .q = q, .scale = scale, .scale_f16 = scale_f16, .group_size = group_size};
+        p += groups * scale_bytes + (counts[i] + 63) / 64 * 64; /* keep the next scales aligned */
     }
     if (c->shared_classifier) m->weights.wcls = m->weights.token_embedding;
     if (release) m->flat = NULL; /* its matrices are gone: params.h's view of it would read zeros */
@@ -437,7 +441,7 @@ int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err) 
 }
 
 int model_quantize_q8(Model *m, NfError *err) {
-    return model_to_q8(m, model_q8_group_size(&m->config), quantize_fill, NULL, err);
+    return model_to_q8(m, model_q8_group_size(&m->config), false, quantize_fill, NULL, err);
 }
 
 void model_free(Model *m) {

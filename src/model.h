@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "f16.h"
 #include "fileio.h"
 
 /* The families whose layers NeuralForge computes. They differ only in what
@@ -91,11 +92,23 @@ typedef enum { NF_F32 = 0, NF_Q8 = 1 } DType;
 /* A weight matrix, or a stack of them (one per layer), row-major. */
 typedef struct {
     DType dtype;
-    const float *f32;   /* NF_F32: the values */
-    const int8_t *q;    /* NF_Q8: the int8 values */
-    const float *scale; /* NF_Q8: value = q * scale[index / group_size] */
-    int group_size;     /* NF_Q8 */
+    const float *f32;          /* NF_F32: the values */
+    const int8_t *q;           /* NF_Q8: the int8 values */
+    const float *scale;        /* NF_Q8: value = q * scale[index / group_size]; or NULL, and then: */
+    const uint16_t *scale_f16; /* NF_Q8: the same scales as fp16 (a GGUF's Q8_0 as stored: half the scales' bytes) */
+    int group_size;            /* NF_Q8 */
 } Tensor;
+
+/* A Q8 tensor's scale of group g (the flat index / group_size) */
+static inline float tensor_q8_scale(const Tensor *t, size_t g) {
+    return t->scale ? t->scale[g] : f16_to_f32(t->scale_f16[g]);
+}
+/* Groups first .. first + n - 1 of a Q8 tensor's scales as fp32: where they are, or widened into buf (n floats) */
+static inline const float *tensor_q8_scales(const Tensor *t, size_t first, size_t n, float *buf) {
+    if (t->scale) return t->scale + first;
+    for (size_t g = 0; g < n; g++) buf[g] = f16_to_f32(t->scale_f16[first + g]);
+    return buf;
+}
 
 /* Writes row `row` of a (rows, cols) tensor as fp32. */
 void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out);
@@ -157,15 +170,18 @@ int model_quantize_q8(Model *m, NfError *err);
  * 288 takes 32); where none does (stories260K's hidden 172), NF_Q8_GROUP, whose
  * groups run across rows and take the plain product. */
 int model_q8_group_size(const ModelConfig *c);
-/* Makes the Q8 form of one fp32 matrix t of count values in groups of gs: q (count) and scale (ceil(count / gs)) */
-typedef void (*Q8Fill)(void *ctx, const Tensor *t, size_t count, int gs, int8_t *q, float *scale);
+/* Makes the Q8 form of one fp32 matrix t of count values in groups of gs: q (count) and the ceil(count / gs)
+ * scales, into scale (fp32) or, where model_to_q8 was asked for fp16 scales, into scale_f16 (the other is NULL) */
+typedef void (*Q8Fill)(void *ctx, const Tensor *t, size_t count, int gs, int8_t *q, float *scale, uint16_t *scale_f16);
 /* Turns an fp32 model's matrices into Q8 in groups of group_size, each made by fill (model_quantize_q8 quantizes;
  * import.c's GGUF reader copies a file's own Q8_0 blocks). Where the model owns its fp32 buffer (model_from_params
  * of memory it was given to free: an imported model, a checkpoint's weights), the matrices' fp32 pages are given
- * back, so that a Q8 model holds its int8 values and scales alone (1.0625 or 1.125 bytes a weight against 4), and
- * model->flat becomes NULL. A Q8 model is left as it
- * is. */
-int model_to_q8(Model *m, int group_size, Q8Fill fill, void *ctx, NfError *err);
+ * back, so that a Q8 model holds its int8 values and scales alone (1.0625 bytes a weight against 4 for groups of 64
+ * with fp32 scales or of 32 with fp16 ones; 1.125 for 32 with fp32), and model->flat becomes NULL. f16_scales: the
+ * scales are held as fp16 (for values that are fp16 already: a GGUF's Q8_0). A Q8 model is left as it is. */
+int model_to_q8(Model *m, int group_size, bool f16_scales, Q8Fill fill, void *ctx, NfError *err);
+/* Bytes a Q8 tensor holds per group for its scale: 2 (fp16) or 4 */
+static inline size_t tensor_q8_scale_bytes(const Tensor *t) { return t->scale ? sizeof(float) : sizeof(uint16_t); }
 void model_free(Model *m);
 
 #endif

@@ -1169,6 +1169,45 @@ static void test_q8_decode_rows_equal_prompt_rows(void **state) {
     }
 }
 
+/* fp16 scales (a GGUF's Q8_0 as stored) give the bits their values give as fp32 scales, in a prompt's rows and in
+ * decode's one row, in every tier: each kernel widens them exactly. Groups of 32 in every count of groups mod 4, and
+ * scales from the whole fp16 range (subnormal halves among them). */
+static void test_q8_fp16_scales_give_the_fp32_scales_bits(void **state) {
+    (void)state;
+    enum { N = 5 };
+    int shapes[][2] = {{896, 37}, {96, 19}, {224, 21}, {160, 7}, {192, 6}, {32, 5}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int in = shapes[i][0], out_dim = shapes[i][1];
+        size_t count = (size_t)in * out_dim, groups = count / 32;
+        int8_t *q = malloc(count);
+        float *scale = malloc(sizeof(float) * groups), *x = malloc(sizeof(float) * N * in);
+        uint16_t *half = malloc(sizeof(uint16_t) * groups);
+        size_t room = (size_t)(N * out_dim > in ? N * out_dim : in); /* products, or a widened row */
+        float *want = malloc(sizeof(float) * room), *got = malloc(sizeof(float) * room);
+        for (size_t j = 0; j < count; j++) q[j] = (int8_t)((j * 131 + 7) % 255 - 127);
+        for (size_t g = 0; g < groups; g++) {
+            half[g] = (uint16_t)((g * 2654435761u >> 7) % 0x7BFF); /* finite, positive: 0 .. 65504 */
+            if (g % 5 == 0) half[g] = (uint16_t)(1 + g % 1000);    /* subnormal */
+            scale[g] = f16_to_f32(half[g]);
+        }
+        fill(x, N * in);
+        Tensor f32 = {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = 32};
+        Tensor f16 = {.dtype = NF_Q8, .q = q, .scale_f16 = half, .group_size = 32};
+        for (int n = 1; n <= N; n += N - 1) { /* decode's one row, a prompt's five */
+            nf_matmul(want, x, &f32, n, in, out_dim);
+            nf_matmul(got, x, &f16, n, in, out_dim);
+            if (memcmp(want, got, sizeof(float) * n * out_dim) != 0)
+                fail_msg("in %d out %d, %d rows: fp16 scales differ from the same scales as fp32", in, out_dim, n);
+        }
+        for (int r = 0; r < out_dim; r += 3) { /* and the row a model widens for training */
+            tensor_row_f32(&f32, (size_t)r, in, want);
+            tensor_row_f32(&f16, (size_t)r, in, got);
+            assert_memory_equal(want, got, sizeof(float) * in);
+        }
+        free(q), free(scale), free(half), free(x), free(want), free(got);
+    }
+}
+
 typedef struct {
     const float *x;
     const Tensor *w;
@@ -1590,6 +1629,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_kept_weights_give_the_same_products),
         cmocka_unit_test(test_q8_matmul_matches_dequantized_product),
         cmocka_unit_test(test_q8_decode_rows_equal_prompt_rows),
+        cmocka_unit_test(test_q8_fp16_scales_give_the_fp32_scales_bits),
         cmocka_unit_test(test_matmul_f32_single_row),
         cmocka_unit_test(test_gemv_same_bits_at_every_alignment),
         cmocka_unit_test(test_shared_input_products_match_single_ones),
