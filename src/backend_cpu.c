@@ -59,7 +59,9 @@ static CpuTier cpu_tier(void) {
 #if defined(__x86_64__)
     const char *force = getenv("NF_CPU");
     if (force && strcmp(force, "baseline") == 0) return TIER_BASELINE;
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return TIER_BASELINE;
+    /* F16C (fp16 to fp32) comes with every AVX2 CPU; asked all the same, as the tiers' kernels use it */
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
+        return TIER_BASELINE;
     if (force && strcmp(force, "avx2") == 0) return TIER_AVX2;
     bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
@@ -430,6 +432,7 @@ typedef struct {
     int count;
     Q8Kernel kernel;
     bool dots;         /* int8_q8_row's */
+    CpuTier tier;      /* widen_f16's */
     const float *x;    /* (n, dim) as given */
     const void *xq;    /* (n, dim) int8 or int16 */
     const float *xs;   /* (n, dim / gs) */
@@ -452,6 +455,12 @@ static void q8_rows_run(const Q8Rows *q, int k, int r, const float *ws) {
  * more (fp16 scales come with a GGUF's Q8_0, groups of 32) */
 #define Q8_WIDENED_GROUPS (NF_MAX_HIDDEN / 32)
 
+/* out = fp16 h widened to fp32, exactly: the tier's vector instructions, the tail (or the baseline tier) one by one */
+static void widen_f16(float *out, const uint16_t *h, size_t n, CpuTier tier) {
+    size_t i = tier != TIER_BASELINE ? TIER_KERNEL(tier, f16_widen)(out, h, n) : 0;
+    for (; i < n; i++) out[i] = f16_to_f32(h[i]);
+}
+
 /* Weight row r of product k against the n rows of x; fp16 scales widened for the kernels (exactly: the same sums) */
 static void q8_rows_one(const Q8Rows *q, int k, int r) {
     const Tensor *w = q->p[k].w;
@@ -460,7 +469,8 @@ static void q8_rows_one(const Q8Rows *q, int k, int r) {
         q8_rows_run(q, k, r, w->scale + first);
     } else if (groups <= Q8_WIDENED_GROUPS) {
         float widened[Q8_WIDENED_GROUPS];
-        q8_rows_run(q, k, r, tensor_q8_scales(w, first, groups, widened));
+        widen_f16(widened, w->scale_f16 + first, groups, q->tier);
+        q8_rows_run(q, k, r, widened);
     } else { /* groups smaller than any file has: the plain product */
         for (int i = 0; i < q->n; i++)
             q->p[k].out[(size_t)i * q->p[k].out_dim + r] =
@@ -517,6 +527,7 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                    .count = count,
                    .kernel = kernel,
                    .dots = dots,
+                   .tier = cpu_tier(),
                    .x = x,
                    .xq = xq,
                    .xs = xs,

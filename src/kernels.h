@@ -79,6 +79,10 @@ void avx512_quantize_q8(int8_t *xq, float *xs, int32_t *xo, const float *x, size
  * 32 values; returns how many it did. (AVX512-BF16) */
 size_t avx512bf16_round(uint16_t *out, const float *x, size_t n);
 
+/* out = the fp16 values h widened to fp32 (exactly, subnormals too) for the first multiple of the vector's width
+ * (16, 8 and 4 values in the three tiers); returns how many it did. (F16C; NEON's fcvtl) */
+size_t avx512_f16_widen(float *out, const uint16_t *h, size_t n);
+
 /* The AVX2 tier: each as its avx512_ twin above. */
 float avx2_dot(const float *a, const float *b, int n);
 void avx2_dots(float *out, const float *w, size_t ld, const float *x, int rows, int n);
@@ -102,6 +106,7 @@ void avx2_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *w
 void avx2_quantize_q8(int8_t *xq, float *xs, const float *x, size_t groups, int gs);
 /* f32_to_bf16 (f16.h) on the first multiple of 16 values; returns how many it did */
 size_t avx2_bf16_round(uint16_t *out, const float *x, size_t n);
+size_t avx2_f16_widen(float *out, const uint16_t *h, size_t n);
 
 /* The NEON tier (aarch64): each as its avx2_ twin above. */
 float neon_dot(const float *a, const float *b, int n);
@@ -123,5 +128,6 @@ void neon_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size
 void neon_q8_row(float *out, size_t out_stride, const int8_t *wr, const float *ws, const int8_t *xq, const float *xs,
                  int n, int dim, int gs, bool dotprod);
 void neon_quantize_q8(int8_t *xq, float *xs, const float *x, size_t groups, int gs);
+size_t neon_f16_widen(float *out, const uint16_t *h, size_t n);
 
 #endif

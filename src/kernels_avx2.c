@@ -9,7 +9,7 @@
 #include "kernels.h"
 
 #if defined(__x86_64__)
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
 #include <math.h>
@@ -422,5 +422,12 @@ void avx2_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size
         else
             panel_strip(1, c + n0, ldc, a, a_row, a_col, b + n0, ldb, rows, left, s0, s1, alpha, accumulate);
     }
+}
+
+size_t avx2_f16_widen(float *out, const uint16_t *h, size_t n) {
+    size_t done = n / 8 * 8;
+    for (size_t i = 0; i < done; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    return done;
 }
 #endif

@@ -568,4 +568,11 @@ void avx512_panel_product(float *c, size_t ldc, const float *a, size_t a_row, si
     default: panel_product(4, c, ldc, a, a_row, a_col, b, ldb, rows, last, s0, s1, alpha, accumulate); break;
     }
 }
+
+size_t avx512_f16_widen(float *out, const uint16_t *h, size_t n) {
+    size_t done = n / 16 * 16;
+    for (size_t i = 0; i < done; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))));
+    return done;
+}
 #endif

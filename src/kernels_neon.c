@@ -362,4 +362,10 @@ void neon_panel_product(float *c, size_t ldc, const float *a, size_t a_row, size
             panel_strip(1, c + n0, ldc, a, a_row, a_col, b + n0, ldb, rows, left, s0, s1, alpha, accumulate);
     }
 }
+
+size_t neon_f16_widen(float *out, const uint16_t *h, size_t n) {
+    size_t done = n / 4 * 4;
+    for (size_t i = 0; i < done; i += 4) vst1q_f32(out + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h + i))));
+    return done;
+}
 #endif

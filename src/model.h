@@ -103,12 +103,6 @@ typedef struct {
 static inline float tensor_q8_scale(const Tensor *t, size_t g) {
     return t->scale ? t->scale[g] : f16_to_f32(t->scale_f16[g]);
 }
-/* Groups first .. first + n - 1 of a Q8 tensor's scales as fp32: where they are, or widened into buf (n floats) */
-static inline const float *tensor_q8_scales(const Tensor *t, size_t first, size_t n, float *buf) {
-    if (t->scale) return t->scale + first;
-    for (size_t g = 0; g < n; g++) buf[g] = f16_to_f32(t->scale_f16[first + g]);
-    return buf;
-}
 
 /* Writes row `row` of a (rows, cols) tensor as fp32. */
 void tensor_row_f32(const Tensor *t, size_t row, int cols, float *out);
