@@ -74,8 +74,8 @@ build/fuzz/obj/%.o: src/%.c $(HDR) | build/fuzz/obj
 # clang ignores the file's `#pragma GCC target`: the same instructions as flags
 # (still called only where cpu_has() finds them)
 build/fuzz/obj/kernels_avx512.o: FUZZ_EXTRA := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni \
-                                               -mavx512bf16 -mfma
-build/fuzz/obj/kernels_avx2.o: FUZZ_EXTRA := -mavx2 -mfma
+                                               -mavx512bf16 -mfma -mf16c
+build/fuzz/obj/kernels_avx2.o: FUZZ_EXTRA := -mavx2 -mfma -mf16c
 build/fuzz/libnf.a: $(FUZZ_OBJ)
 	rm -f $@ && ar rcs $@ $^
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h build/fuzz/libnf.a $(HDR)

@@ -55,13 +55,25 @@ typedef enum { CPU_VNNI, CPU_BF16, CPU_AVXVNNI, CPU_DOTPROD } CpuFeature;
  * asked each time rather than remembered), capped by NF_CPU: baseline or
  * avx2 force a lower tier, so every tier can be run and tested on one
  * machine (nf_cpu_check_env has refused any other value). */
+#if defined(__x86_64__)
+/* F16C (CPUID leaf 1, ECX bit 29): libgcc's table for gcc; clang 14's builtin does not know it (the fuzz build),
+ * which reads CPUID (a trap to the hypervisor on a VM, but the fuzz build times nothing) */
+static bool cpu_f16c(void) {
+#if defined(__clang__)
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1u);
+#else
+    return __builtin_cpu_supports("f16c");
+#endif
+}
+#endif
+
 static CpuTier cpu_tier(void) {
 #if defined(__x86_64__)
     const char *force = getenv("NF_CPU");
     if (force && strcmp(force, "baseline") == 0) return TIER_BASELINE;
     /* F16C (fp16 to fp32) comes with every AVX2 CPU; asked all the same, as the tiers' kernels use it */
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
-        return TIER_BASELINE;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !cpu_f16c()) return TIER_BASELINE;
     if (force && strcmp(force, "avx2") == 0) return TIER_AVX2;
     bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
