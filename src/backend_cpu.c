@@ -490,10 +490,19 @@ static void q8_rows_one(const Q8Rows *q, int k, int r) {
     }
 }
 
-/* The weight rows of GEMV block b */
+/* The weight rows of GEMV block b; fp16 scales widened for the whole block at once (decode reads each row once:
+ * one widening a row, its call and its tail, cost the AVX2 tier ~5% of a 0.5B model's decode) */
 static void q8_rows_block(void *ctx, int b) {
     const Q8Rows *q = ctx;
     int r0, nr, k = gemv_block(q->p, q->count, b, &r0, &nr);
+    const Tensor *w = q->p[k].w;
+    size_t groups = (size_t)(q->dim / q->gs);
+    if (!w->scale && (size_t)nr * groups <= Q8_WIDENED_GROUPS) {
+        float widened[Q8_WIDENED_GROUPS];
+        widen_f16(widened, w->scale_f16 + (size_t)r0 * groups, (size_t)nr * groups, q->tier);
+        for (int r = r0; r < r0 + nr; r++) q8_rows_run(q, k, r, widened + (size_t)(r - r0) * groups);
+        return;
+    }
     for (int r = r0; r < r0 + nr; r++) q8_rows_one(q, k, r);
 }
 
