@@ -51,10 +51,6 @@ typedef enum { CPU_VNNI, CPU_BF16, CPU_AVXVNNI, CPU_DOTPROD } CpuFeature;
 #error "NeuralForge's CPU backend is built for x86-64 or aarch64"
 #endif
 
-/* The best tier the running CPU has (cpuid, through the compiler's builtin,
- * asked each time rather than remembered), capped by NF_CPU: baseline or
- * avx2 force a lower tier, so every tier can be run and tested on one
- * machine (nf_cpu_check_env has refused any other value). */
 #if defined(__x86_64__)
 /* F16C (CPUID leaf 1, ECX bit 29): libgcc's table for gcc; clang 14's builtin does not know it (the fuzz build),
  * which reads CPUID (a trap to the hypervisor on a VM, but the fuzz build times nothing) */
@@ -68,6 +64,10 @@ static bool cpu_f16c(void) {
 }
 #endif
 
+/* The best tier the running CPU has (cpuid, through the compiler's builtin,
+ * asked each time rather than remembered), capped by NF_CPU: baseline or
+ * avx2 force a lower tier, so every tier can be run and tested on one
+ * machine (nf_cpu_check_env has refused any other value). */
 static CpuTier cpu_tier(void) {
 #if defined(__x86_64__)
     const char *force = getenv("NF_CPU");
@@ -463,8 +463,8 @@ static void q8_rows_run(const Q8Rows *q, int k, int r, const float *ws) {
         q8_row(out, ld, wr, ws, q->xq, q->xs, q->n, q->dim, q->gs);
 }
 
-/* The most groups of a row whose fp16 scales q8_rows_one widens for the row kernels: every row of groups of 32 or
- * more (fp16 scales come with a GGUF's Q8_0, groups of 32) */
+/* The most fp16 scales widened at once for the row kernels (a row's in q8_rows_one, a GEMV block's in
+ * q8_rows_block): a whole row's in groups of 32 or more (fp16 scales come with a GGUF's Q8_0, groups of 32) */
 #define Q8_WIDENED_GROUPS (NF_MAX_HIDDEN / 32)
 
 /* out = fp16 h widened to fp32, exactly: the tier's vector instructions, the tail (or the baseline tier) one by one */
