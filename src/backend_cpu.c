@@ -445,7 +445,6 @@ typedef struct {
     Q8Kernel kernel;
     bool dots;         /* int8_q8_row's */
     CpuTier tier;      /* widen_f16's */
-    const float *x;    /* (n, dim) as given */
     const void *xq;    /* (n, dim) int8 or int16 */
     const float *xs;   /* (n, dim / gs) */
     const int32_t *xo; /* (n, dim / gs): AVX-512 VNNI's offsets */
@@ -463,8 +462,8 @@ static void q8_rows_run(const Q8Rows *q, int k, int r, const float *ws) {
         q8_row(out, ld, wr, ws, q->xq, q->xs, q->n, q->dim, q->gs);
 }
 
-/* The most fp16 scales widened at once for the row kernels (a row's in q8_rows_one, a GEMV block's in
- * q8_rows_block): a whole row's in groups of 32 or more (fp16 scales come with a GGUF's Q8_0, groups of 32) */
+/* The most fp16 scales widened at once for the row kernels: a whole row's at least, as fp16 scales come in groups
+ * of 32 (a GGUF's Q8_0: model.h) and no row is wider than NF_MAX_HIDDEN */
 #define Q8_WIDENED_GROUPS (NF_MAX_HIDDEN / 32)
 
 /* out = fp16 h widened to fp32, exactly: the tier's vector instructions, the tail (or the baseline tier) one by one */
@@ -473,37 +472,30 @@ static void widen_f16(float *out, const uint16_t *h, size_t n, CpuTier tier) {
     for (; i < n; i++) out[i] = f16_to_f32(h[i]);
 }
 
-/* Weight row r of product k against the n rows of x; fp16 scales widened for the kernels (exactly: the same sums) */
-static void q8_rows_one(const Q8Rows *q, int k, int r) {
+/* Weight rows r0 .. r0 + nr - 1 of product k against the n rows of x. fp16 scales are widened for the kernels
+ * (exactly: the same sums) as many whole rows at a time as the buffer holds: decode's GEMV blocks at once, as one
+ * widening a row, its call and its tail, cost the AVX2 tier ~5% of a 0.5B model's decode. */
+static void q8_rows_range(const Q8Rows *q, int k, int r0, int nr) {
     const Tensor *w = q->p[k].w;
-    size_t groups = (size_t)(q->dim / q->gs), first = (size_t)r * groups;
+    size_t groups = (size_t)(q->dim / q->gs);
     if (w->scale) {
-        q8_rows_run(q, k, r, w->scale + first);
-    } else if (groups <= Q8_WIDENED_GROUPS) {
-        float widened[Q8_WIDENED_GROUPS];
-        widen_f16(widened, w->scale_f16 + first, groups, q->tier);
-        q8_rows_run(q, k, r, widened);
-    } else { /* groups smaller than any file has: the plain product */
-        for (int i = 0; i < q->n; i++)
-            q->p[k].out[(size_t)i * q->p[k].out_dim + r] =
-                dot_q8(w, (size_t)r * q->dim, q->x + (size_t)i * q->dim, q->dim);
+        for (int r = r0; r < r0 + nr; r++) q8_rows_run(q, k, r, w->scale + (size_t)r * groups);
+        return;
+    }
+    float widened[Q8_WIDENED_GROUPS];
+    int per = (int)(Q8_WIDENED_GROUPS / groups); /* rows a widening: at least 1 (above) */
+    for (int r = r0; r < r0 + nr; r += per) {
+        int rows = r0 + nr - r < per ? r0 + nr - r : per;
+        widen_f16(widened, w->scale_f16 + (size_t)r * groups, (size_t)rows * groups, q->tier);
+        for (int i = 0; i < rows; i++) q8_rows_run(q, k, r + i, widened + (size_t)i * groups);
     }
 }
 
-/* The weight rows of GEMV block b; fp16 scales widened for the whole block at once (decode reads each row once:
- * one widening a row, its call and its tail, cost the AVX2 tier ~5% of a 0.5B model's decode) */
+/* The weight rows of GEMV block b */
 static void q8_rows_block(void *ctx, int b) {
     const Q8Rows *q = ctx;
     int r0, nr, k = gemv_block(q->p, q->count, b, &r0, &nr);
-    const Tensor *w = q->p[k].w;
-    size_t groups = (size_t)(q->dim / q->gs);
-    if (!w->scale && (size_t)nr * groups <= Q8_WIDENED_GROUPS) {
-        float widened[Q8_WIDENED_GROUPS];
-        widen_f16(widened, w->scale_f16 + (size_t)r0 * groups, (size_t)nr * groups, q->tier);
-        for (int r = r0; r < r0 + nr; r++) q8_rows_run(q, k, r, widened + (size_t)(r - r0) * groups);
-        return;
-    }
-    for (int r = r0; r < r0 + nr; r++) q8_rows_one(q, k, r);
+    q8_rows_range(q, k, r0, nr);
 }
 
 /* Whether every product's scales are fp32 (vnni_q8_gemv takes fp16 ones in groups of 32 only) */
@@ -549,7 +541,6 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                    .kernel = kernel,
                    .dots = dots,
                    .tier = cpu_tier(),
-                   .x = x,
                    .xq = xq,
                    .xs = xs,
                    .xo = xo,
@@ -564,7 +555,7 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
 #pragma omp parallel for schedule(static)
         for (row = 0; row < total; row++) {
             int r = row, k = product_of(p, count, 1, &r);
-            q8_rows_one(&rows, k, r);
+            q8_rows_range(&rows, k, r, 1);
         }
     }
     free(xq);

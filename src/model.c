@@ -385,6 +385,8 @@ int model_q8_group_size(const ModelConfig *c) {
 
 int model_to_q8(Model *m, int group_size, bool f16_scales, Q8Fill fill, void *ctx, NfError *err) {
     if (m->dtype == NF_Q8) return 0;
+    if (f16_scales && group_size != 32)
+        return nf_fail(err, NF_ERR_MODEL, "fp16 Q8 scales come in groups of 32, not %d", group_size);
     const ModelConfig *c = &m->config;
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, KV = (size_t)config_kv_dim(c), V = (size_t)c->vocab_size;
     size_t QD = (size_t)config_q_dim(c), gs = (size_t)group_size;

@@ -95,7 +95,7 @@ typedef struct {
     const float *f32;          /* NF_F32: the values */
     const int8_t *q;           /* NF_Q8: the int8 values */
     const float *scale;        /* NF_Q8: value = q * scale[index / group_size]; or NULL, and then: */
-    const uint16_t *scale_f16; /* NF_Q8: the same scales as fp16 (a GGUF's Q8_0 as stored: half the scales' bytes) */
+    const uint16_t *scale_f16; /* NF_Q8: the same scales as fp16, in groups of 32 (a GGUF's Q8_0 as stored) */
     int group_size;            /* NF_Q8 */
 } Tensor;
 
@@ -172,7 +172,8 @@ typedef void (*Q8Fill)(void *ctx, const Tensor *t, size_t count, int gs, int8_t 
  * of memory it was given to free: an imported model, a checkpoint's weights), the matrices' fp32 pages are given
  * back, so that a Q8 model holds its int8 values and scales alone (1.0625 bytes a weight against 4 for groups of 64
  * with fp32 scales or of 32 with fp16 ones; 1.125 for 32 with fp32), and model->flat becomes NULL. f16_scales: the
- * scales are held as fp16 (for values that are fp16 already: a GGUF's Q8_0). A Q8 model is left as it is. */
+ * scales are held as fp16 (for values that are fp16 already: a GGUF's Q8_0; groups of 32 only, which the kernels
+ * rely on). A Q8 model is left as it is. */
 int model_to_q8(Model *m, int group_size, bool f16_scales, Q8Fill fill, void *ctx, NfError *err);
 /* Bytes a Q8 tensor holds per group for its scale: 2 (fp16) or 4 */
 static inline size_t tensor_q8_scale_bytes(const Tensor *t) { return t->scale ? sizeof(float) : sizeof(uint16_t); }

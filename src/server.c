@@ -1803,6 +1803,7 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
         return nf_fail(err, NF_ERR_USAGE, "--host '%s' is not an IPv4 address", host);
     snprintf(srv->host, sizeof srv->host, "%s", host);
     srv->check_host = (ntohl(addr.sin_addr.s_addr) >> 24) == 127;
+    pthread_mutex_init(&srv->launch, NULL); /* before anything server_close undoes: it destroys this too */
     if (open_data_dir(srv, err) != 0 || (srv->listen_fd = listen_on(&addr, host, port, err)) < 0) {
         server_close(srv);
         return -1;
@@ -1811,8 +1812,6 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
     socklen_t len = sizeof bound;
     srv->port =
         getsockname(srv->listen_fd, (struct sockaddr *)&bound, &len) == 0 ? ntohs(bound.sin_port) : (uint16_t)port;
-    pthread_mutex_init(&srv->launch, NULL);
-    srv->launch_ready = true;
     /* the queue first: an orphan that recovery waits for frees its slot through the queue's hook */
     runqueue_init(&srv->queue, &srv->store, &srv->runner, srv->max_trainings, srv->max_jobs);
     runner_recover(&srv->runner);
@@ -1835,8 +1834,7 @@ int server_start(Server *srv, const char *host, int port, NfError *err) {
 
 /* What server_start opened, closed (each part only if it was). */
 static void server_close(Server *srv) {
-    if (srv->launch_ready) pthread_mutex_destroy(&srv->launch);
-    srv->launch_ready = false;
+    pthread_mutex_destroy(&srv->launch);
     store_close(&srv->store);
     if (srv->listen_fd >= 0) close(srv->listen_fd); /* not yet given to libmicrohttpd, or handed back by quiesce */
     if (srv->lock_fd >= 0) close(srv->lock_fd);

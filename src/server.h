@@ -37,7 +37,6 @@ typedef struct Server {
     struct MHD_Daemon *daemon;
     uint16_t port;          /* bound */
     pthread_mutex_t launch; /* makes "no training run is active" and starting one a single step */
-    bool launch_ready;      /* launch is initialized */
     int lock_fd;            /* D/serve.lock, locked: one server per data directory */
     int listen_fd;          /* the bound socket while it is ours (before libmicrohttpd has it, after quiesce) */
 } Server;
