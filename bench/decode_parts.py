@@ -9,12 +9,13 @@ round, so that they share the same minutes, and each cell lists the rounds.
 A shape is PRESET:QUANT[:PROMPT_TOKENS[:KV_CACHE]] (defaults 16 and fp32); the default list is the 0.5-1B presets
 and SmolLM2's with fp32 and q8 weights after 16 prompt tokens, and the 110M shape after 768 with both caches. For
 each run `neuralforge benchmark --generate` reports (docs/protocol.md) `bandwidth_use` against the read loop's best
-pass and, here, against its median pass; the weight products' share of a token and how fast they alone read the
-weights, as a fraction of the best pass; the attention's time; and the read loop's median pass over its best (how
-much this machine's read speed moves from pass to pass), and that best pass in GB/s. With --against (say, a build
-of an earlier commit), each shape also runs on that binary right after or before this one (the order turns each
-round), in a row of its own with a column of this binary's tok/s over the other's, round by round. Prints one
-markdown table and the commands it ran."""
+pass and, here, against its median pass; against a pass beside each token (`paired_bandwidth_use`, and
+`paired_product_use` for the products alone; nan for a binary from before them); the weight products' share of a
+token and how fast they alone read the weights, as a fraction of the best pass; the attention's time; and the read
+loop's median pass over its best (how much this machine's read speed moves from pass to pass), and that best pass in
+GB/s. With --against (say, a build of an earlier commit), each shape also runs on that binary right after or before
+this one (the order turns each round), in a row of its own with a column of this binary's tok/s over the other's,
+round by round. Prints one markdown table and the commands it ran."""
 import argparse
 import json
 import os
@@ -55,6 +56,8 @@ def parts(m):
         "tok/s": m["tok_s"],
         "use (best pass)": m["bandwidth_use"],
         "use (median pass)": m["bandwidth_use"] * best / median,
+        "use (paired pass)": m.get("paired_bandwidth_use", float("nan")),
+        "products' use (paired)": m.get("paired_product_use", float("nan")),
         "products' share": m["product_ms_per_token"] / m["ms_per_token"],
         "products' read / best": m["product_gbytes_s"] / best,
         "attention ms": m["attention_ms_per_token"],

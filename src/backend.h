@@ -33,6 +33,16 @@ typedef struct {
     double best, median;
 } NfReadSpeed;
 NfReadSpeed nf_memory_read_gbytes_s(size_t bytes);
+/* One such buffer, for a caller that times passes one at a time between its own work (benchmark's paired
+ * passes): a shared machine's read speed moves within seconds, so a bound is fairest measured beside the work. */
+typedef struct {
+    float *buf; /* [n] ones, in huge pages, placed by the threads that read them */
+    size_t n;
+    double sum; /* the passes' sums, kept so that the reads happen */
+} NfReadBuffer;
+int nf_read_buffer_init(NfReadBuffer *r, size_t bytes); /* -1 when it cannot be allocated */
+double nf_read_buffer_pass(NfReadBuffer *r);            /* GB/s of one pass by all threads */
+void nf_read_buffer_free(NfReadBuffer *r);
 /* Which hand-written kernels this CPU runs: "avx512-vnni-bf16",
  * "avx512-vnni", "avx512", "avx2-vnni", "avx2" or "portable" (found at run
  * time; NF_CPU=avx2 caps it at the AVX2 tier, NF_CPU=baseline forces

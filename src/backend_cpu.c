@@ -199,42 +199,53 @@ static inline float dot_f32_bf16(const float *a, const uint16_t *b, int n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 #define READ_PASSES 10
-NfReadSpeed nf_memory_read_gbytes_s(size_t bytes) {
-    size_t n = bytes / sizeof(float) / 16 * 16;
-    /* read as the GEMV reads weights: whole cache lines, with the same tier's dot product, from memory allocated
-     * as the weights are (nf_alloc: transparent huge pages). In 4 KiB pages the same reads ran at 53-63 GB/s
-     * where huge pages gave 73-76 (AMD EPYC VM, docs/performance.md): a bound measured so would understate what
-     * the weights can be read at, and bandwidth_use came out above 1. */
-    float *buf = nf_alloc_unzeroed(n * sizeof(float), NULL);
-    CpuTier tier = cpu_tier();
-    if (!buf) return (NfReadSpeed){0.0, 0.0};
-    size_t i;
+/* The buffer the read passes sum: as the GEMV reads weights, whole cache lines, with the same tier's dot product,
+ * from memory allocated as the weights are (nf_alloc: transparent huge pages). In 4 KiB pages the same reads ran at
+ * 53-63 GB/s where huge pages gave 73-76 (AMD EPYC VM, docs/performance.md): a bound measured so would understate
+ * what the weights can be read at, and bandwidth_use came out above 1. */
+int nf_read_buffer_init(NfReadBuffer *r, size_t bytes) {
+    r->n = bytes / sizeof(float) / 16 * 16;
+    r->sum = 0.0;
+    if (!(r->buf = nf_alloc_unzeroed(r->n * sizeof(float), NULL))) return -1;
+    float *buf = r->buf;
+    size_t i, n = r->n;
 #pragma omp parallel for schedule(static)
     for (i = 0; i < n; i++) buf[i] = 1.0f; /* pages placed by the threads that read them */
-    double passes[READ_PASSES], total = 0.0;
-    for (int rep = 0; rep < READ_PASSES; rep++) { /* a shared machine's reads vary from pass to pass */
-        double t0 = omp_get_wtime(), sum = 0.0;
-        int chunks = omp_get_max_threads() * 16, c;
-        size_t per_chunk = n / chunks / 16 * 16; /* whole cache lines */
+    return 0;
+}
+
+double nf_read_buffer_pass(NfReadBuffer *r) {
+    CpuTier tier = cpu_tier();
+    const float *buf = r->buf;
+    size_t n = r->n;
+    double t0 = omp_get_wtime(), sum = 0.0;
+    int chunks = omp_get_max_threads() * 16, c;
+    size_t per_chunk = n / chunks / 16 * 16; /* whole cache lines */
 #pragma omp parallel for schedule(static) reduction(+ : sum)
-        for (c = 0; c < chunks; c++) {
-            size_t start = per_chunk * c, len = c == chunks - 1 ? n - start : per_chunk;
-            const float *b = buf + start;
-            sum += tier != TIER_BASELINE ? TIER_KERNEL(tier, dot)(b, b, (int)len) : dot_f32(b, b, (int)len);
-        }
-        passes[rep] = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
-        total += sum; /* used, so the reads stay */
+    for (c = 0; c < chunks; c++) {
+        size_t start = per_chunk * c, len = c == chunks - 1 ? n - start : per_chunk;
+        const float *b = buf + start;
+        sum += tier != TIER_BASELINE ? TIER_KERNEL(tier, dot)(b, b, (int)len) : dot_f32(b, b, (int)len);
     }
-    free(buf);
-    if (!(total > 0)) return (NfReadSpeed){0.0, 0.0};
-    qsort(passes, READ_PASSES, sizeof passes[0], by_value);
-    return (NfReadSpeed){passes[READ_PASSES - 1], (passes[READ_PASSES / 2 - 1] + passes[READ_PASSES / 2]) / 2};
+    double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
+    r->sum += sum; /* kept, so the reads stay */
+    return sum > 0 ? gbytes_s : 0.0;
+}
+
+void nf_read_buffer_free(NfReadBuffer *r) {
+    free(r->buf);
+    r->buf = NULL;
+}
+
+NfReadSpeed nf_memory_read_gbytes_s(size_t bytes) {
+    NfReadBuffer r;
+    if (nf_read_buffer_init(&r, bytes) != 0) return (NfReadSpeed){0.0, 0.0};
+    double passes[READ_PASSES];
+    for (int rep = 0; rep < READ_PASSES; rep++) passes[rep] = nf_read_buffer_pass(&r); /* a shared machine's vary */
+    nf_read_buffer_free(&r);
+    double median = nf_sort_median(passes, READ_PASSES);
+    return passes[0] > 0 ? (NfReadSpeed){passes[READ_PASSES - 1], median} : (NfReadSpeed){0.0, 0.0};
 }
 
 /* sum a[i] b[i] c[i], as dot_f32 */

@@ -119,6 +119,16 @@ double nf_now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+static int ascending(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double nf_sort_median(double *v, size_t n) {
+    qsort(v, n, sizeof *v, ascending);
+    return (v[(n - 1) / 2] + v[n / 2]) / 2;
+}
+
 void nf_cond_init_monotonic(pthread_cond_t *cond) {
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);

@@ -54,6 +54,9 @@ char *nf_path_join(const char *dir, const char *name);
 /* Monotonic wall clock in milliseconds. */
 double nf_now_ms(void);
 
+/* The median of v[0..n-1] (n > 0; the mean of the middle two when n is even), which it sorts ascending. */
+double nf_sort_median(double *v, size_t n);
+
 /* A condition variable whose timed waits run on the monotonic clock (a step of the wall clock, NTP's, must
  * neither end them early nor stretch them), and the deadline ms milliseconds from now on that clock. */
 void nf_cond_init_monotonic(pthread_cond_t *cond);

@@ -60,6 +60,10 @@ def generate_benchmark_reports_consistent_numbers():
     assert 0 < b["memory_read_median_gbytes_s"] <= b["memory_read_gbytes_s"]
     reads = b["weight_gbytes_s"] + b["cache_gbytes_s"]
     assert abs(b["bandwidth_use"] - reads / b["memory_read_gbytes_s"]) < 1e-6 * b["bandwidth_use"]
+    # beside each token: a token's products take part of its time, and its cache is at most the last one's (24 rows
+    # against the mean 16.5)
+    most_cache = b["cache_gbytes_s"] / b["weight_gbytes_s"] * 24 / 16.5
+    assert 0 < b["paired_bandwidth_use"] <= b["paired_product_use"] * (1 + most_cache)
     assert abs(b["weight_gbytes_s"] - 260032 * 4 * b["tok_s"] / 1e9) < 1e-6 * b["weight_gbytes_s"]
     assert b["kv_cache"] == "fp32"
     # tokens at positions 8..23 read 9..24 keys and values: 5 layers, kv_dim 32 (4 kv heads of 8), 4 bytes each
