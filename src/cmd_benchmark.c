@@ -349,7 +349,8 @@ static double cache_bytes_per_token(const ModelConfig *c, KvCacheType kv_type, i
 }
 
 /* Generation against the read speed of the same seconds: n pairs of a read pass over 512 MB, then one token at
- * positions P, P+1, ... (the cache written there again), each token's bytes per second over its pass's. A shared
+ * positions P, P+1, ... (the cache written there again), each token's bytes per second over its pass's, the pass
+ * run by as many threads as its token (decode_threads.h may run some tokens with one fewer). A shared
  * machine's read speed moves by half within minutes (docs/performance.md), so a bound measured apart from the
  * tokens said as much about those minutes as about the tokens. The medians of the pairs' ratios, for the whole
  * token (use) and for its products alone (product_use); both 0 without the memory. */
@@ -361,13 +362,18 @@ static PairedUse paired_use(const Model *m, InferState *s, Sampler *sampler, int
                             KvCacheType kv_type, double weight_bytes) {
     PairedUse out = {0.0, 0.0};
     NfReadBuffer rb = {0};
-    double *ratio = calloc(2 * (size_t)n, sizeof(double)), *product_ratio = ratio + n;
+    double *ratio = calloc(2 * (size_t)n, sizeof(double));
     if (!ratio || nf_read_buffer_init(&rb, (size_t)512 << 20) != 0) {
         free(ratio);
         return out;
     }
+    double *product_ratio = ratio + n;
+    int all = nf_threads();
     for (int i = 0; i < n; i++) {
-        double pass_gbytes_s = nf_read_buffer_pass(&rb), product_ms = s->timing.product_ms, t0 = nf_now_ms();
+        nf_set_threads(infer_token_threads(s, NULL)); /* the pass with the threads its token will have */
+        double pass_gbytes_s = nf_read_buffer_pass(&rb);
+        nf_set_threads(all);
+        double product_ms = s->timing.product_ms, t0 = nf_now_ms();
         token = sampler_sample(sampler, infer_forward(m, NULL, s, &token, 1, P + i));
         double ms = nf_now_ms() - t0, bytes = weight_bytes + cache_bytes_per_token(&m->config, kv_type, P + i, 1);
         product_ms = s->timing.product_ms - product_ms;

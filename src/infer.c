@@ -207,11 +207,18 @@ void infer_adapt_threads(InferState *s, int threads) {
     decode_threads_init(&s->threads, nf_threads_unchosen(threads) ? nf_threads() : 0);
 }
 
+/* one token at a count of its own: only where the count cannot change its bits (no LoRA products, which go through
+ * oneDNN, nor the baseline tier's) */
+static bool token_threads_adapt(const InferState *s, const Lora *lora) {
+    return s->threads.max >= 2 && !lora && nf_row_products_thread_invariant();
+}
+
+int infer_token_threads(const InferState *s, const Lora *lora) {
+    return token_threads_adapt(s, lora) ? decode_threads_next(&s->threads) : nf_threads();
+}
+
 float *infer_forward(const Model *m, const Lora *lora, InferState *s, const int *tokens, int n, int pos) {
-    /* one token at a count of its own: only where the count cannot change its bits (no LoRA products, which
-     * go through oneDNN, nor the baseline tier's) */
-    if (n > 1 || s->threads.max < 2 || lora || !nf_row_products_thread_invariant())
-        return forward_rows(m, lora, s, tokens, n, pos);
+    if (n > 1 || !token_threads_adapt(s, lora)) return forward_rows(m, lora, s, tokens, n, pos);
     nf_set_threads(decode_threads_next(&s->threads));
     double start = nf_now_ms();
     float *logits = forward_rows(m, lora, s, tokens, n, pos);

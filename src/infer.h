@@ -60,6 +60,8 @@ void infer_state_free(InferState *s);
 /* Lets generated tokens choose their thread count (decode_threads.h) when threads is 0 (the user chose none) and
  * OMP_NUM_THREADS is unset; nf_set_threads must have run. */
 void infer_adapt_threads(InferState *s, int threads);
+/* The threads infer_forward will run one token (n = 1) with next: decode_threads' count where it chooses, else all */
+int infer_token_threads(const InferState *s, const Lora *lora);
 
 /* Runs tokens[0..n) (n >= 1) at positions pos .. pos+n-1 (< max_positions),
  * filling the KV cache there; returns s->logits (V), the prediction after the
