@@ -11,6 +11,7 @@
 #define NF_BACKEND_H
 
 #include "model.h"
+#include "team.h"
 
 /* Threads of every parallel kernel: n >= 1, or 0 for OMP_NUM_THREADS if set, else one per core. */
 void nf_set_threads(int n);
@@ -54,13 +55,14 @@ int nf_cpu_check_env(NfError *err);
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim);
 /* Products that share their input: out (n, out_dim) = x (n, in_dim) @ W^T
  * for each. They run as one: one pass of the threads over all their rows
- * for a single row of x, and x quantized once for Q8 weights. */
+ * for a single row of x (team's threads where team is not NULL, team.h:
+ * decode's; else OpenMP's), and x quantized once for Q8 weights. */
 typedef struct {
     float *out;
     const Tensor *w;
     int out_dim;
 } NfProduct;
-void nf_matmuls(const NfProduct *products, int count, const float *x, int n, int in_dim);
+void nf_matmuls(const NfProduct *products, int count, const float *x, int n, int in_dim, NfTeam *team);
 
 /* out (dim) = x / sqrt(mean(x^2) + eps) * weight. out may alias x. */
 void nf_rmsnorm(float *out, const float *x, const float *weight, int dim, float eps);
@@ -79,13 +81,15 @@ typedef struct {
 /* One query position attending to positions 0..pos of a layer's KV cache.
  *   out (n_heads, head_size), q (n_heads, head_size),
  *   keys/values: pos+1 rows per kv head, laid out as `layout` says,
- *   scores scratch (n_heads, pos+1). Query head h reads kv head h / (n_heads / n_kv_heads). */
+ *   scores scratch (n_heads, pos+1). Query head h reads kv head h / (n_heads / n_kv_heads).
+ * The heads are split between team's threads (team.h), or OpenMP's where team is NULL. */
 void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, NfKvLayout layout,
-                         float *scores, int pos, int n_heads, int n_kv_heads, int head_size);
+                         float *scores, int pos, int n_heads, int n_kv_heads, int head_size, NfTeam *team);
 /* The same over a bf16 cache (keys/values as bfloat16 bits): each value is
  * widened exactly, so only the cache's rounding differs from fp32's. */
 void nf_attention_decode_bf16(float *out, const float *q, const uint16_t *keys, const uint16_t *values,
-                              NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads, int head_size);
+                              NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads, int head_size,
+                              NfTeam *team);
 /* Rows between one layer of generation's KV cache (keys or values, fp32 or
  * bf16: the other pointer NULL) and a (rows, n_kv_heads * head_size) buffer x:
  * store writes x's n rows at positions pos.., rounded to bf16 for a bf16

@@ -339,9 +339,9 @@ static void gemv_f32_block(void *ctx, int b) {
     TIER_KERNEL(g->tier, dots)(g->p[k].out + r0, g->p[k].w->f32 + (size_t)r0 * g->n, (size_t)g->n, g->x, nr, g->n);
 }
 
-static void gemv_f32_simd(const NfProduct *p, int count, const float *x, int n, CpuTier tier) {
+static void gemv_f32_simd(NfTeam *team, const NfProduct *p, int count, const float *x, int n, CpuTier tier) {
     Gemv g = {.p = p, .count = count, .n = n, .tier = tier, .x = x};
-    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim((size_t)n * sizeof(float)),
+    block_claims_run(team, product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim((size_t)n * sizeof(float)),
                      gemv_f32_block, &g);
 }
 
@@ -442,10 +442,10 @@ static void q8_gemv_vnni_block(void *ctx, int b) {
 #endif
 }
 
-static void q8_gemv_vnni(const NfProduct *p, int count, const int8_t *xq, const float *xs, const int32_t *xo, int dim,
-                         int gs) {
+static void q8_gemv_vnni(NfTeam *team, const NfProduct *p, int count, const int8_t *xq, const float *xs,
+                         const int32_t *xo, int dim, int gs) {
     Gemv g = {.p = p, .count = count, .n = dim, .gs = gs, .xq = xq, .xs = xs, .xo = xo};
-    block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(p[0].w, dim, gs)),
+    block_claims_run(team, product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(p[0].w, dim, gs)),
                      q8_gemv_vnni_block, &g);
 }
 
@@ -516,7 +516,7 @@ static bool q8_scales_f32(const NfProduct *p, int count) {
     return true;
 }
 
-static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int dim) {
+static void matmul_q8(NfTeam *team, const NfProduct *p, int count, const float *x, int n, int dim) {
     int gs = p[0].w->group_size, groups = dim / gs;
     Q8Kernel kernel = q8_kernel(gs);
     bool int8 = kernel != Q8_PORTABLE;
@@ -543,7 +543,7 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
         quantize_q16_rows(xq, xs, x, n, groups, gs);
     }
     if (n == 1 && kernel == Q8_AVX512_VNNI && (gs == 32 || (gs == 64 && q8_scales_f32(p, count)))) {
-        q8_gemv_vnni(p, count, xq, xs, xo, dim, gs);
+        q8_gemv_vnni(team, p, count, xq, xs, xo, dim, gs);
         free(xq);
         return;
     }
@@ -559,8 +559,8 @@ static void matmul_q8(const NfProduct *p, int count, const float *x, int n, int 
                    .dim = dim,
                    .gs = gs};
     if (n == 1) { /* read from memory: the threads even out (block_claims.h) */
-        block_claims_run(product_units(p, count, GEMV_BLOCK), gemv_blocks_per_claim(q8_row_bytes(p[0].w, dim, gs)),
-                         q8_rows_block, &rows);
+        block_claims_run(team, product_units(p, count, GEMV_BLOCK),
+                         gemv_blocks_per_claim(q8_row_bytes(p[0].w, dim, gs)), q8_rows_block, &rows);
     } else { /* a prompt's products are computation, split row by row as they are (claims cost them 1%) */
         int total = product_units(p, count, 1), row;
 #pragma omp parallel for schedule(static)
@@ -605,7 +605,7 @@ static void sgemm_by_weights(float *out, const float *x, const float *w, int n, 
     free(t);
 }
 
-void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim) {
+void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim, NfTeam *team) {
     bool f32 = true, q8_groups_tile_rows = true;
     for (int k = 0; k < count; k++) {
         const Tensor *w = p[k].w;
@@ -615,11 +615,11 @@ void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim
     }
     CpuTier tier = cpu_tier();
     if (f32 && n == 1 && tier != TIER_BASELINE) {
-        gemv_f32_simd(p, count, x, in_dim, tier);
+        gemv_f32_simd(team, p, count, x, in_dim, tier);
         return;
     }
     if (q8_groups_tile_rows) {
-        matmul_q8(p, count, x, n, in_dim);
+        matmul_q8(team, p, count, x, n, in_dim);
         return;
     }
     for (int k = 0; k < count; k++) {
@@ -640,7 +640,7 @@ void nf_matmuls(const NfProduct *p, int count, const float *x, int n, int in_dim
 }
 
 void nf_matmul(float *out, const float *x, const Tensor *w, int n, int in_dim, int out_dim) {
-    nf_matmuls(&(NfProduct){out, w, out_dim}, 1, x, n, in_dim);
+    nf_matmuls(&(NfProduct){out, w, out_dim}, 1, x, n, in_dim, NULL);
 }
 
 void nf_rmsnorm(float *out, const float *x, const float *weight, int dim, float eps) {
@@ -724,34 +724,60 @@ static void value_sum(float *oh, const float *sh, const float *vf, const uint16_
     }
 }
 
-static void attention_decode(float *out, const float *q, const float *kf, const float *vf, const uint16_t *kb,
-                             const uint16_t *vb, NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads,
-                             int head_size) {
-    int group = n_heads / n_kv_heads;
-    float scale = 1.0f / sqrtf((float)head_size);
+/* One decode attention: the query heads' scores over positions 0..pos, their softmax and their sum of values */
+typedef struct {
+    float *out;
+    const float *q, *kf, *vf; /* fp32 cache, or */
+    const uint16_t *kb, *vb;  /* bf16 cache */
+    NfKvLayout layout;
+    float *scores; /* (n_heads, pos + 1) */
+    int pos, n_heads, n_kv_heads, head_size;
+} DecodeAttention;
+
+/* Query head h: its own scores row and output, the same bits on whichever thread */
+static void attention_decode_head(const DecodeAttention *a, int h, CpuTier tier) {
+    int group = a->n_heads / a->n_kv_heads, pos = a->pos, hs = a->head_size;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t head = (size_t)(h / group) * a->layout.head_stride; /* this query head's kv head */
+    float *sh = a->scores + (size_t)h * (pos + 1);
+    key_dots(sh, a->kf ? a->kf + head : NULL, a->kb ? a->kb + head : NULL, a->layout.row_stride, a->q + (size_t)h * hs,
+             pos + 1, hs, tier);
+    for (int t = 0; t <= pos; t++) sh[t] *= scale;
+    softmax_row(sh, pos + 1, pos + 1, tier);
+    value_sum(a->out + (size_t)h * hs, sh, a->vf ? a->vf + head : NULL, a->vb ? a->vb + head : NULL,
+              a->layout.row_stride, pos + 1, hs, tier);
+}
+
+/* A team thread's heads: an even split, as schedule(static) */
+static void attention_decode_heads(void *ctx, int thread, int threads) {
+    const DecodeAttention *a = ctx;
+    CpuTier tier = cpu_tier();
+    for (int h = a->n_heads * thread / threads; h < a->n_heads * (thread + 1) / threads; h++)
+        attention_decode_head(a, h, tier);
+}
+
+static void attention_decode(const DecodeAttention *a, NfTeam *team) {
+    if (team) {
+        nf_team_run(team, omp_get_max_threads(), attention_decode_heads, (void *)a);
+        return;
+    }
     CpuTier tier = cpu_tier();
     int h;
 #pragma omp parallel for schedule(static)
-    for (h = 0; h < n_heads; h++) {
-        size_t head = (size_t)(h / group) * layout.head_stride; /* this query head's kv head */
-        float *sh = scores + (size_t)h * (pos + 1);
-        key_dots(sh, kf ? kf + head : NULL, kb ? kb + head : NULL, layout.row_stride, q + (size_t)h * head_size,
-                 pos + 1, head_size, tier);
-        for (int t = 0; t <= pos; t++) sh[t] *= scale;
-        softmax_row(sh, pos + 1, pos + 1, tier);
-        value_sum(out + (size_t)h * head_size, sh, vf ? vf + head : NULL, vb ? vb + head : NULL, layout.row_stride,
-                  pos + 1, head_size, tier);
-    }
+    for (h = 0; h < a->n_heads; h++) attention_decode_head(a, h, tier);
 }
 
 void nf_attention_decode(float *out, const float *q, const float *keys, const float *values, NfKvLayout layout,
-                         float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
-    attention_decode(out, q, keys, values, NULL, NULL, layout, scores, pos, n_heads, n_kv_heads, head_size);
+                         float *scores, int pos, int n_heads, int n_kv_heads, int head_size, NfTeam *team) {
+    DecodeAttention a = {out, q, keys, values, NULL, NULL, layout, scores, pos, n_heads, n_kv_heads, head_size};
+    attention_decode(&a, team);
 }
 
 void nf_attention_decode_bf16(float *out, const float *q, const uint16_t *keys, const uint16_t *values,
-                              NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads, int head_size) {
-    attention_decode(out, q, NULL, NULL, keys, values, layout, scores, pos, n_heads, n_kv_heads, head_size);
+                              NfKvLayout layout, float *scores, int pos, int n_heads, int n_kv_heads, int head_size,
+                              NfTeam *team) {
+    DecodeAttention a = {out, q, NULL, NULL, keys, values, layout, scores, pos, n_heads, n_kv_heads, head_size};
+    attention_decode(&a, team);
 }
 
 void nf_kv_store(float *cache, uint16_t *cache_bf16, NfKvLayout layout, const float *x, int n, int pos, int n_kv_heads,
@@ -1334,12 +1360,16 @@ void nf_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 #define SWIGLU_CHUNK 4096 /* elements per call of the AVX-512 kernels, a multiple of 16 */
+/* Threads only from this many elements: one generated row (hidden_dim values, 14,336 for Llama 3 8B) takes a few
+ * microseconds alone, less than waking threads, and an OpenMP region between the steps of decode's team (team.h)
+ * would have both kinds of thread contend for the cores (Qwen2.5-0.5B's 4,864: 7% slower tokens in a prototype) */
+#define SWIGLU_THREADED_MIN (4 * SWIGLU_CHUNK)
 
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     size_t i;
     CpuTier tier = cpu_tier();
     if (tier != TIER_BASELINE) {
-#pragma omp parallel for schedule(static) if (n > SWIGLU_CHUNK)
+#pragma omp parallel for schedule(static) if (n >= SWIGLU_THREADED_MIN)
         for (i = 0; i < n; i += SWIGLU_CHUNK)
             TIER_KERNEL(tier, swiglu_forward)(out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
         return;

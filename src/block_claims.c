@@ -33,11 +33,34 @@ static int share_take(Share *s, bool from_front, int most, int *block) {
     }
 }
 
-void block_claims_run(int blocks, int per_claim, BlockRun run, void *ctx) {
+/* One thread's part: its own share from the front, then the others' from the back */
+typedef struct {
+    Share *share;
+    int shares, per_claim;
+    BlockRun run;
+    void *ctx;
+} Claims;
+
+static void claims_take(void *arg, int t, int threads) {
+    (void)threads;
+    const Claims *c = arg;
+    int own = t < c->shares ? t : -1, block, n;
+    if (own >= 0)
+        while ((n = share_take(&c->share[own], true, c->per_claim, &block)) > 0)
+            for (int b = block; b < block + n; b++) c->run(c->ctx, b);
+    for (int i = 1; i <= c->shares; i++) { /* the next shares first, so that two idle threads rarely meet */
+        int s = (t + i) % c->shares;
+        if (s != own)
+            while ((n = share_take(&c->share[s], false, c->per_claim, &block)) > 0)
+                for (int b = block; b < block + n; b++) c->run(c->ctx, b);
+    }
+}
+
+void block_claims_run(NfTeam *team, int blocks, int per_claim, BlockRun run, void *ctx) {
     if (blocks <= 0) return;
     if (per_claim < 1) per_claim = 1;
     int shares = omp_get_max_threads();
-    if (shares < 2) { /* no region to wake */
+    if (shares < 2) { /* no threads to wake */
         for (int b = 0; b < blocks; b++) run(ctx, b);
         return;
     }
@@ -47,17 +70,11 @@ void block_claims_run(int blocks, int per_claim, BlockRun run, void *ctx) {
     for (int t = 0; t < shares; t++)
         atomic_init(&share[t].range,
                     share_range((int)((int64_t)blocks * t / shares), (int)((int64_t)blocks * (t + 1) / shares)));
-#pragma omp parallel
-    {
-        int t = omp_get_thread_num(), own = t < shares ? t : -1, block, n;
-        if (own >= 0)
-            while ((n = share_take(&share[own], true, per_claim, &block)) > 0)
-                for (int b = block; b < block + n; b++) run(ctx, b);
-        for (int i = 1; i <= shares; i++) { /* the next shares first, so that two idle threads rarely meet */
-            int s = (t + i) % shares;
-            if (s != own)
-                while ((n = share_take(&share[s], false, per_claim, &block)) > 0)
-                    for (int b = block; b < block + n; b++) run(ctx, b);
-        }
+    Claims claims = {share, shares, per_claim, run, ctx};
+    if (team) {
+        nf_team_run(team, shares, claims_take, &claims);
+        return;
     }
+#pragma omp parallel
+    claims_take(&claims, omp_get_thread_num(), omp_get_num_threads());
 }

@@ -14,12 +14,15 @@
 /* The most shares kept; threads beyond it (a machine with more) own none and only take from the back */
 #define BLOCK_CLAIMS_MAX_SHARES 256
 
+#include "team.h"
+
 typedef void (*BlockRun)(void *ctx, int block);
 
-/* run(ctx, b) once for each b in 0..blocks-1, by the threads of one parallel region (omp_get_max_threads()),
- * in any order and on any thread: each block's work must be its own. A thread takes up to per_claim blocks at a
- * time (then runs them in order): each take is a locked instruction, so small blocks are better taken a few at
- * once, while the threads end at most about one take apart. */
-void block_claims_run(int blocks, int per_claim, BlockRun run, void *ctx);
+/* run(ctx, b) once for each b in 0..blocks-1, by omp_get_max_threads() threads: team's (team.h) where team is not
+ * NULL, else those of one OpenMP parallel region; in any order and on any thread: each block's work must be its
+ * own. A thread takes up to per_claim blocks at a time (then runs them in order): each take is a locked
+ * instruction, so small blocks are better taken a few at once, while the threads end at most about one take
+ * apart. */
+void block_claims_run(NfTeam *team, int blocks, int per_claim, BlockRun run, void *ctx);
 
 #endif

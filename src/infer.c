@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "lora.h"
+#include "protocol.h"
 #include "util.h"
 
 /* One buffer of the state: a float or a bf16 array of count elements (0: not used by this state). */
@@ -89,6 +90,7 @@ int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvC
 }
 
 void infer_state_free(InferState *s) {
+    nf_team_free(s->team);
     InferBuffer list[INFER_BUFFER_COUNT];
     state_buffers(s, &(InferSizes){0}, list); /* only the fields are read */
     for (int i = 0; i < INFER_BUFFER_COUNT; i++) {
@@ -113,10 +115,20 @@ static void shape_heads(float *x, const float *bias, const float *norm, const fl
     nf_rope_forward(x, rope, 1, n, pos, heads, hs);
 }
 
-/* nf_matmuls, its time counted in s->timing when that is on */
-static void products(InferState *s, const NfProduct *p, int count, const float *x, int n, int in_dim) {
+/* The team that runs one row's products and attention (team.h), started the first time: not for LoRA (its products
+ * run on oneDNN's OpenMP threads, which the team's would spin beside) nor the baseline tier (oneDNN's products) */
+static NfTeam *row_team(InferState *s, const Lora *lora, int n) {
+    if (n != 1 || lora || !nf_row_products_thread_invariant() || nf_threads() < 2) return NULL;
+    NfError err = {0};
+    if (!s->team && !s->team_failed && (s->team_failed = nf_team_init(&s->team, nf_threads(), &err) != 0))
+        nf_log("%s: generated tokens run on OpenMP's threads instead", err.message); /* slower, the same bits */
+    return s->team;
+}
+
+/* nf_matmuls on team's threads (NULL: OpenMP's), its time counted in s->timing when that is on */
+static void products(InferState *s, NfTeam *team, const NfProduct *p, int count, const float *x, int n, int in_dim) {
     double t0 = s->timing.on ? nf_now_ms() : 0.0;
-    nf_matmuls(p, count, x, n, in_dim);
+    nf_matmuls(p, count, x, n, in_dim, team);
     if (s->timing.on) s->timing.product_ms += nf_now_ms() - t0;
 }
 
@@ -128,6 +140,7 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
     int D = c->dim, H = c->hidden_dim, KV = config_kv_dim(c), QD = config_q_dim(c), hs = config_head_size(c);
     size_t P = (size_t)s->max_positions, ND = (size_t)n * D, NH = (size_t)n * H;
     float eps = config_norm_eps(c);
+    NfTeam *team = row_team(s, lora, n);
 
     for (int r = 0; r < n; r++) tensor_row_f32(&w->token_embedding, (size_t)tokens[r], D, s->x + (size_t)r * D);
 
@@ -146,7 +159,8 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
 
         /* attention block */
         rmsnorm_rows(s->xb, s->x, rms_att, n, D, eps);
-        products(s, (NfProduct[]){{s->q, &lw->wq, QD}, {k_rows, &lw->wk, KV}, {v_rows, &lw->wv, KV}}, 3, s->xb, n, D);
+        products(s, team, (NfProduct[]){{s->q, &lw->wq, QD}, {k_rows, &lw->wk, KV}, {v_rows, &lw->wv, KV}}, 3, s->xb, n,
+                 D);
         lora_apply(s->q, s->xb, lora, LORA_WQ, l, c, n, s->lora_u);
         lora_apply(k_rows, s->xb, lora, LORA_WK, l, c, n, s->lora_u);
         lora_apply(v_rows, s->xb, lora, LORA_WV, l, c, n, s->lora_u);
@@ -158,10 +172,10 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
         double attention_t0 = s->timing.on ? nf_now_ms() : 0.0;
         if (n == 1 && key_cache_bf16) /* one row: a dot product per cached position, streaming each head's rows */
             nf_attention_decode_bf16(s->xb, s->q, key_cache_bf16, value_cache_bf16, layout, s->scores, pos, c->n_heads,
-                                     c->n_kv_heads, hs);
+                                     c->n_kv_heads, hs, team);
         else if (n == 1)
             nf_attention_decode(s->xb, s->q, key_cache, value_cache, layout, s->scores, pos, c->n_heads, c->n_kv_heads,
-                                hs);
+                                hs, team);
         else { /* a chunk: tiles of rows through sgemm, on the layer's rows read back by position (a bf16
                 * cache's widened, so the chunk attends to the values a single row would); row r sees up to
                 * pos + r */
@@ -171,17 +185,17 @@ static void forward_chunk(const Model *m, const Lora *lora, InferState *s, const
                                  s->att_scratch);
         }
         if (s->timing.on) s->timing.attention_ms += nf_now_ms() - attention_t0;
-        products(s, &(NfProduct){s->xb2, &lw->wo, D}, 1, s->xb, n, QD);
+        products(s, team, &(NfProduct){s->xb2, &lw->wo, D}, 1, s->xb, n, QD);
         lora_apply(s->xb2, s->xb, lora, LORA_WO, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
         rmsnorm_rows(s->xb, s->x, rms_ffn, n, D, eps);
-        products(s, (NfProduct[]){{s->hb, &lw->w1, H}, {s->hb2, &lw->w3, H}}, 2, s->xb, n, D);
+        products(s, team, (NfProduct[]){{s->hb, &lw->w1, H}, {s->hb2, &lw->w3, H}}, 2, s->xb, n, D);
         lora_apply(s->hb, s->xb, lora, LORA_W1, l, c, n, s->lora_u);
         lora_apply(s->hb2, s->xb, lora, LORA_W3, l, c, n, s->lora_u);
         nf_swiglu_forward(s->hb, s->hb, s->hb2, NH);
-        products(s, &(NfProduct){s->xb2, &lw->w2, D}, 1, s->hb, n, H);
+        products(s, team, &(NfProduct){s->xb2, &lw->w2, D}, 1, s->hb, n, H);
         lora_apply(s->xb2, s->hb, lora, LORA_W2, l, c, n, s->lora_u);
         for (size_t i = 0; i < ND; i++) s->x[i] += s->xb2[i];
     }
@@ -199,7 +213,7 @@ static float *forward_rows(const Model *m, const Lora *lora, InferState *s, cons
     /* only the last token's prediction is wanted */
     float *last = s->x + (size_t)(rows - 1) * D;
     nf_rmsnorm(last, last, lora && lora->w.rms_final ? lora->w.rms_final : m->weights.rms_final, D, config_norm_eps(c));
-    products(s, &(NfProduct){s->logits, &m->weights.wcls, c->vocab_size}, 1, last, 1, D);
+    products(s, row_team(s, lora, 1), &(NfProduct){s->logits, &m->weights.wcls, c->vocab_size}, 1, last, 1, D);
     return s->logits;
 }
 

@@ -9,6 +9,7 @@
 #include "decode_threads.h"
 #include "lora.h"
 #include "model.h"
+#include "team.h"
 
 /* Rows of one batch: a prompt runs through the layers INFER_CHUNK tokens at a
  * time, so its products are matrix-matrix (sgemm) rather than one GEMV per token. */
@@ -52,6 +53,8 @@ typedef struct {
     float *values;              /* (P, KV) */
     InferTiming timing;         /* off (zeroed) unless the caller turns it on */
     DecodeThreads threads;      /* one token's thread count (decode_threads.h); off (zeroed) unless turned on */
+    NfTeam *team;               /* one row's threads (team.h), started by the first row that can use them */
+    bool team_failed;           /* no threads could be started for it: OpenMP's run those rows */
 } InferState;
 
 int infer_state_init(InferState *s, const ModelConfig *c, int max_positions, KvCacheType kv_type, NfError *err);

@@ -103,7 +103,7 @@ static void test_shared_input_products_match_single_ones(void **state) {
         for (int n = 1; n <= ROWS; n += ROWS - 1) {
             const Tensor *t = quant ? q8 : f32;
             nf_matmuls((NfProduct[]){{out[0], &t[0], dims[0]}, {out[1], &t[1], dims[1]}, {out[2], &t[2], dims[2]}}, 3,
-                       x, n, IN);
+                       x, n, IN, NULL);
             for (int k = 0; k < 3; k++) {
                 nf_matmul(alone, x, &t[k], n, IN, dims[k]);
                 if (memcmp(alone, out[k], sizeof(float) * n * dims[k]) != 0)
@@ -112,6 +112,57 @@ static void test_shared_input_products_match_single_ones(void **state) {
         }
     for (int k = 0; k < 3; k++) free(w[k]), free(out[k]), free(q[k]), free(scale[k]);
     free(x), free(alone);
+}
+
+/* Decode's team (team.h) of 2 or 3 threads gives OpenMP's bits: one row's products (fp32, and Q8 with float scales
+ * in groups of 64 and fp16 ones in groups of 32), several sharing their input, and the decode attention over fp32
+ * and bf16 caches, with heads not a multiple of the threads. */
+static void test_a_team_gives_the_bits_of_openmp(void **state) {
+    (void)state;
+    enum { IN = 128, ROWS = 70, HEADS = 7, KV_HEADS = 1, HS = 16, POS = 40 };
+    float *x = malloc(sizeof(float) * IN), *w = malloc(sizeof(float) * ROWS * IN);
+    float *scale = malloc(sizeof(float) * ROWS * IN / 32), *want = malloc(sizeof(float) * 2 * ROWS);
+    float *got = malloc(sizeof(float) * 2 * ROWS);
+    int8_t *q = malloc((size_t)ROWS * IN);
+    uint16_t *half = malloc(sizeof(uint16_t) * ROWS * IN / 32);
+    fill(x, IN), fill(w, (size_t)ROWS * IN);
+    for (int i = 0; i < ROWS * IN; i++) q[i] = (int8_t)((i * 37) % 255 - 127);
+    for (int g = 0; g < ROWS * IN / 32; g++) scale[g] = 0.001f * (1 + g % 5), half[g] = f32_to_f16(scale[g]);
+    const Tensor tensors[] = {{.dtype = NF_F32, .f32 = w},
+                              {.dtype = NF_Q8, .q = q, .scale = scale, .group_size = 64},
+                              {.dtype = NF_Q8, .q = q, .scale_f16 = half, .group_size = 32}};
+    size_t kv = (size_t)(POS + 1) * KV_HEADS * HS;
+    float *qh = malloc(sizeof(float) * HEADS * HS), *cache = malloc(sizeof(float) * 2 * kv);
+    float *scores = malloc(sizeof(float) * HEADS * (POS + 1));
+    uint16_t *cache16 = malloc(sizeof(uint16_t) * 2 * kv);
+    fill(qh, (size_t)HEADS * HS), fill(cache, 2 * kv);
+    nf_bf16_round(cache16, cache, 2 * kv);
+    NfKvLayout layout = {(size_t)(POS + 1) * HS, HS};
+    int before = nf_threads();
+    for (int threads = 2; threads <= 3; threads++) {
+        NfTeam *team = NULL;
+        assert_int_equal(nf_team_init(&team, threads, NULL), 0);
+        nf_set_threads(threads);
+        for (int t = 0; t < 3; t++) {
+            const NfProduct two[2] = {{want, &tensors[t], ROWS / 2}, {want + ROWS, &tensors[t], ROWS}};
+            const NfProduct two_team[2] = {{got, &tensors[t], ROWS / 2}, {got + ROWS, &tensors[t], ROWS}};
+            nf_matmuls(two, 2, x, 1, IN, NULL);
+            nf_matmuls(two_team, 2, x, 1, IN, team);
+            if (memcmp(want, got, sizeof(float) * ROWS / 2) != 0 ||
+                memcmp(want + ROWS, got + ROWS, sizeof(float) * ROWS))
+                fail_msg("a team of %d: product %d differs from OpenMP's", threads, t);
+        }
+        nf_attention_decode(want, qh, cache, cache + kv, layout, scores, POS, HEADS, KV_HEADS, HS, NULL);
+        nf_attention_decode(got, qh, cache, cache + kv, layout, scores, POS, HEADS, KV_HEADS, HS, team);
+        assert_memory_equal(want, got, sizeof(float) * HEADS * HS);
+        nf_attention_decode_bf16(want, qh, cache16, cache16 + kv, layout, scores, POS, HEADS, KV_HEADS, HS, NULL);
+        nf_attention_decode_bf16(got, qh, cache16, cache16 + kv, layout, scores, POS, HEADS, KV_HEADS, HS, team);
+        assert_memory_equal(want, got, sizeof(float) * HEADS * HS);
+        nf_team_free(team);
+    }
+    nf_set_threads(before);
+    free(x), free(w), free(scale), free(want), free(got), free(q), free(half), free(qh), free(cache), free(scores),
+        free(cache16);
 }
 
 /* nf_matmul_backward against double sums: dinp and dw written (over NaN)
@@ -516,7 +567,7 @@ static void check_attention(int n_heads, int n_kv_heads, int hs, int pos) {
     for (int i = 0; i < n_heads * hs; i++) q[i] *= 3.0f; /* sharper attention */
     naive_attention(ref, q, keys, values, pos, n_heads, n_kv_heads, hs);
     nf_attention_decode(out, q, keys, values, (NfKvLayout){(size_t)hs, (size_t)kv_dim}, scores, pos, n_heads,
-                        n_kv_heads, hs);
+                        n_kv_heads, hs, NULL);
     char what[64];
     snprintf(what, sizeof what, "attention heads %d/%d pos %d", n_heads, n_kv_heads, pos);
     assert_close(out, ref, (size_t)n_heads * hs, 1e-5, what);
@@ -549,7 +600,7 @@ static void check_attention_bf16(int n_heads, int n_kv_heads, int hs, int pos) {
     for (size_t i = 0; i < 2 * kv; i++) assert_true(f32_to_bf16(wide[i]) == cache[i]); /* widening is exact */
     naive_attention(ref, q, wide, wide + kv, pos, n_heads, n_kv_heads, hs);
     nf_attention_decode_bf16(out, q, cache, cache + kv, (NfKvLayout){(size_t)hs, (size_t)n_kv_heads * hs}, scores, pos,
-                             n_heads, n_kv_heads, hs);
+                             n_heads, n_kv_heads, hs, NULL);
     char what[64];
     snprintf(what, sizeof what, "bf16 attention heads %d/%d hs %d pos %d", n_heads, n_kv_heads, hs, pos);
     assert_close(out, ref, qn, 1e-5, what);
@@ -585,14 +636,14 @@ static void test_attention_head_major_cache_matches_position_major(void **state)
     nf_kv_load(back, cache, NULL, head_major, P, KVH, HS);
     assert_memory_equal(back, rows, sizeof back);
     assert_true(cache[HS] == rows[KV]); /* head 0, position 1 */
-    nf_attention_decode(a, q, rows, rows + P * KV, by_position, scores, POS, H, KVH, HS);
-    nf_attention_decode(b, q, cache, cache + P * KV, head_major, scores, POS, H, KVH, HS);
+    nf_attention_decode(a, q, rows, rows + P * KV, by_position, scores, POS, H, KVH, HS, NULL);
+    nf_attention_decode(b, q, cache, cache + P * KV, head_major, scores, POS, H, KVH, HS, NULL);
     assert_memory_equal(a, b, sizeof a);
     nf_bf16_round(rows16, rows, 2 * P * KV);
     nf_kv_load(back, NULL, cache16, head_major, P, KVH, HS);
     for (int i = 0; i < P * KV; i++) assert_true(back[i] == bf16_to_f32(rows16[i]));
-    nf_attention_decode_bf16(a, q, rows16, rows16 + P * KV, by_position, scores, POS, H, KVH, HS);
-    nf_attention_decode_bf16(b, q, cache16, cache16 + P * KV, head_major, scores, POS, H, KVH, HS);
+    nf_attention_decode_bf16(a, q, rows16, rows16 + P * KV, by_position, scores, POS, H, KVH, HS, NULL);
+    nf_attention_decode_bf16(b, q, cache16, cache16 + P * KV, head_major, scores, POS, H, KVH, HS, NULL);
     assert_memory_equal(a, b, sizeof a);
 }
 
@@ -619,7 +670,7 @@ static void test_attention_gqa_heads_share_kv(void **state) {
     for (int h = 1; h < H; h++) memcpy(q + h * HS, q, HS * sizeof(float));
     fill(keys, (POS + 1) * KV);
     fill(values, (POS + 1) * KV);
-    nf_attention_decode(out, q, keys, values, (NfKvLayout){HS, KV}, scores, POS, H, KVH, HS);
+    nf_attention_decode(out, q, keys, values, (NfKvLayout){HS, KV}, scores, POS, H, KVH, HS, NULL);
     assert_memory_equal(out, out + HS, HS * sizeof(float));
     assert_memory_equal(out + 2 * HS, out + 3 * HS, HS * sizeof(float));
     assert_true(memcmp(out, out + 2 * HS, HS * sizeof(float)) != 0);
@@ -1226,7 +1277,7 @@ typedef struct {
 static void decode_op(float *out, void *ctx) {
     DecodeCase *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
-    nf_attention_decode(out, c->q, c->k, c->v, c->layout, scores, c->pos, c->heads, c->kv_heads, c->hs);
+    nf_attention_decode(out, c->q, c->k, c->v, c->layout, scores, c->pos, c->heads, c->kv_heads, c->hs, NULL);
     free(scores);
 }
 
@@ -1239,7 +1290,7 @@ typedef struct {
 static void decode_bf16_op(float *out, void *ctx) {
     DecodeBf16Case *c = ctx;
     float *scores = malloc(sizeof(float) * (size_t)c->heads * (c->pos + 1));
-    nf_attention_decode_bf16(out, c->q, c->k, c->v, c->layout, scores, c->pos, c->heads, c->kv_heads, c->hs);
+    nf_attention_decode_bf16(out, c->q, c->k, c->v, c->layout, scores, c->pos, c->heads, c->kv_heads, c->hs, NULL);
     free(scores);
 }
 
@@ -1633,6 +1684,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_f32_single_row),
         cmocka_unit_test(test_gemv_same_bits_at_every_alignment),
         cmocka_unit_test(test_shared_input_products_match_single_ones),
+        cmocka_unit_test(test_a_team_gives_the_bits_of_openmp),
         cmocka_unit_test(test_matmul_f32_batched),
         cmocka_unit_test(test_matmul_f32_batched_rows_match_single_rows),
         cmocka_unit_test(test_matmul_q8_rows_straddle_groups),
