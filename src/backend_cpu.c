@@ -345,6 +345,10 @@ static void gemv_f32_simd(NfTeam *team, const NfProduct *p, int count, const flo
                      gemv_f32_block, &g);
 }
 
+/* ONE_ROW_NO_REGION: a generated row's small steps (its x quantized for Q8 products, its bias, RoPE and SwiGLU) run
+ * outside any OpenMP region. A region whose if clause leaves it to one thread still costs ~1.2 us on the 2-core VM
+ * (libgomp starts a team of one), and a SmolLM2 token took ~210 of them, ~6% of its time (docs/performance.md,
+ * "Decode's own team"). */
 /* x (n rows of `groups` groups of gs) quantized per group: xs = max |x| /
  * 127 and x / xs rounded to nearest even, as avx512_quantize_q8 does for the
  * VNNI kernel; here the values are kept as int16, so that each group's
@@ -533,9 +537,11 @@ static void matmul_q8(NfTeam *team, const NfProduct *p, int count, const float *
     }
     float *xs = (float *)((char *)xq + values * (int8 ? 1 : 2)); /* (n, groups) each, and so is xo */
     int32_t *xo = (int32_t *)(xs + scales);
-    if (int8) {
+    if (int8 && n == 1) { /* a generated row: ONE_ROW_NO_REGION */
+        quantize_int8(kernel, (int8_t *)xq, xs, xo, x, groups, gs);
+    } else if (int8) {
         int i;
-#pragma omp parallel for schedule(static) if (n > 1)
+#pragma omp parallel for schedule(static)
         for (i = 0; i < n; i++)
             quantize_int8(kernel, (int8_t *)xq + (size_t)i * dim, xs + (size_t)i * groups, xo + (size_t)i * groups,
                           x + (size_t)i * dim, groups, gs);
@@ -1169,8 +1175,12 @@ void nf_rope_table(float *rope, int positions, const ModelConfig *c) {
 }
 
 void nf_bias_forward(float *y, const float *bias, int N, int C) {
+    if (N == 1) { /* a generated row: ONE_ROW_NO_REGION */
+        for (int i = 0; i < C; i++) y[i] += bias[i];
+        return;
+    }
     int n;
-#pragma omp parallel for schedule(static) if (N > 1)
+#pragma omp parallel for schedule(static)
     for (n = 0; n < N; n++)
         for (int i = 0; i < C; i++) y[(size_t)n * C + i] += bias[i];
 }
@@ -1187,21 +1197,27 @@ void nf_bias_backward(float *dbias, NfWrite write, const float *dy, int N, int C
     }
 }
 
-/* Rotates every pair by +angle (forward) or -angle (backward). */
-static void rope_apply(float *x, const float *rope, int B, int T, int pos0, int n_heads, int hs, float sign) {
-    int bt;
-#pragma omp parallel for schedule(static) if (B * T > 1) /* generation's one row: no threads to wake */
-    for (bt = 0; bt < B * T; bt++) {
-        const float *cs = rope + (size_t)(pos0 + bt % T) * hs;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + ((size_t)bt * n_heads + h) * hs;
-            for (int i = 0; i < hs; i += 2) {
-                float c = cs[i], s = sign * cs[i + 1], v0 = v[i], v1 = v[i + 1];
-                v[i] = v0 * c - v1 * s;
-                v[i + 1] = v0 * s + v1 * c;
-            }
+/* Row bt of (B, T, n_heads, hs) x: every pair rotated by +angle (forward) or -angle (backward) */
+static void rope_row(float *x, const float *rope, int bt, int T, int pos0, int n_heads, int hs, float sign) {
+    const float *cs = rope + (size_t)(pos0 + bt % T) * hs;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + ((size_t)bt * n_heads + h) * hs;
+        for (int i = 0; i < hs; i += 2) {
+            float c = cs[i], s = sign * cs[i + 1], v0 = v[i], v1 = v[i + 1];
+            v[i] = v0 * c - v1 * s;
+            v[i + 1] = v0 * s + v1 * c;
         }
     }
+}
+
+static void rope_apply(float *x, const float *rope, int B, int T, int pos0, int n_heads, int hs, float sign) {
+    if (B * T == 1) { /* a generated row: ONE_ROW_NO_REGION */
+        rope_row(x, rope, 0, T, pos0, n_heads, hs, sign);
+        return;
+    }
+    int bt;
+#pragma omp parallel for schedule(static)
+    for (bt = 0; bt < B * T; bt++) rope_row(x, rope, bt, T, pos0, n_heads, hs, sign);
 }
 
 void nf_rope_forward(float *x, const float *rope, int B, int T, int pos0, int n_heads, int head_size) {
@@ -1368,8 +1384,12 @@ static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 void nf_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     size_t i;
     CpuTier tier = cpu_tier();
+    if (tier != TIER_BASELINE && n < SWIGLU_THREADED_MIN) { /* ONE_ROW_NO_REGION */
+        TIER_KERNEL(tier, swiglu_forward)(out, gate, up, n);
+        return;
+    }
     if (tier != TIER_BASELINE) {
-#pragma omp parallel for schedule(static) if (n >= SWIGLU_THREADED_MIN)
+#pragma omp parallel for schedule(static)
         for (i = 0; i < n; i += SWIGLU_CHUNK)
             TIER_KERNEL(tier, swiglu_forward)(out + i, gate + i, up + i, n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK);
         return;
