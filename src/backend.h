@@ -39,7 +39,6 @@ NfReadSpeed nf_memory_read_gbytes_s(size_t bytes);
 typedef struct {
     float *buf; /* [n] ones, in huge pages, placed by the threads that read them */
     size_t n;
-    double sum; /* the passes' sums, kept so that the reads happen */
 } NfReadBuffer;
 int nf_read_buffer_init(NfReadBuffer *r, size_t bytes); /* -1 when it cannot be allocated */
 double nf_read_buffer_pass(NfReadBuffer *r);            /* GB/s of one pass by all threads */

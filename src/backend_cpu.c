@@ -206,7 +206,6 @@ static inline float dot_f32_bf16(const float *a, const uint16_t *b, int n) {
  * what the weights can be read at, and bandwidth_use came out above 1. */
 int nf_read_buffer_init(NfReadBuffer *r, size_t bytes) {
     r->n = bytes / sizeof(float) / 16 * 16;
-    r->sum = 0.0;
     if (!(r->buf = nf_alloc_unzeroed(r->n * sizeof(float), NULL))) return -1;
     float *buf = r->buf;
     size_t i, n = r->n;
@@ -229,8 +228,7 @@ double nf_read_buffer_pass(NfReadBuffer *r) {
         sum += tier != TIER_BASELINE ? TIER_KERNEL(tier, dot)(b, b, (int)len) : dot_f32(b, b, (int)len);
     }
     double gbytes_s = (double)n * sizeof(float) / (omp_get_wtime() - t0) / 1e9;
-    r->sum += sum; /* kept, so the reads stay */
-    return sum > 0 ? gbytes_s : 0.0;
+    return sum > 0 ? gbytes_s : 0.0; /* the sum used, so the reads stay */
 }
 
 void nf_read_buffer_free(NfReadBuffer *r) {

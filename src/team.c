@@ -39,6 +39,11 @@ struct NfTeam {
     pthread_cond_t wake;
 };
 
+/* Whether a wait that began at `since` has spun past TEAM_SPIN_US (the clock read every 64 spins) */
+static bool spun_past_limit(int spins, double since) {
+    return spins % 64 == 0 && (nf_now_ms() - since) * 1000.0 >= TEAM_SPIN_US;
+}
+
 /* Spins until the step moves past `seen` (or the team stops) for TEAM_SPIN_US, then sleeps on the condition
  * variable. The sleeper counts itself before its last look at the step, and the caller raises the step before it
  * looks for sleepers, both sequentially consistent: one of the two sees the other, so no wake-up is lost. */
@@ -48,7 +53,7 @@ static unsigned wait_for_step(NfTeam *t, unsigned seen) {
         unsigned step = atomic_load_explicit(&t->step, memory_order_acquire);
         if (step != seen || atomic_load_explicit(&t->stop, memory_order_relaxed)) return step;
         cpu_relax();
-        if (spins % 64 != 0 || (nf_now_ms() - since) * 1000.0 < TEAM_SPIN_US) continue;
+        if (!spun_past_limit(spins, since)) continue;
         pthread_mutex_lock(&t->lock);
         atomic_fetch_add(&t->sleepers, 1);
         while (atomic_load(&t->step) == seen && !atomic_load(&t->stop)) pthread_cond_wait(&t->wake, &t->lock);
@@ -117,7 +122,7 @@ void nf_team_run(NfTeam *t, int threads, NfTeamJob job, void *ctx) {
     double since = nf_now_ms();
     for (int spins = 1; atomic_load_explicit(&t->left, memory_order_acquire) > 0; spins++) {
         cpu_relax();
-        if (spins % 64 == 0 && (nf_now_ms() - since) * 1000.0 >= TEAM_SPIN_US) sched_yield();
+        if (spun_past_limit(spins, since)) sched_yield();
     }
 }
 
